@@ -1,0 +1,5 @@
+"""Built-in passes, one module per pass; importing this package registers them all."""
+
+from slmc.passes import cast_weights, constant_folding, dead_code_elimination
+
+__all__ = ["cast_weights", "constant_folding", "dead_code_elimination"]

@@ -1,0 +1,55 @@
+"""``dead_code_elimination``: remove pure nodes whose results are never used, and unused weights."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from slmc.ir import Graph, del_attr
+from slmc.pass_registry import PassConfig, PassContext, PassOutcome, register_pass
+
+
+class DeadCodeEliminationConfig(PassConfig):
+    remove_unused_weights: bool = Field(True, description="also delete tensors no node reads any more")
+
+
+def referenced_attributes(graph: Graph) -> set[str]:
+    return {str(n.target) for n in graph.graph.nodes if n.op == "get_attr"}
+
+
+def remove_unused_tensors(graph: Graph) -> tuple[int, int]:
+    """Delete parameters and buffers no ``get_attr`` reads; return (count, bytes) removed."""
+    used = referenced_attributes(graph)
+    module = graph.module
+    unused = [
+        (name, t)
+        for name, t in list(module.named_parameters(remove_duplicate=False)) + list(module.named_buffers(remove_duplicate=False))
+        if name not in used
+    ]
+    for name, _ in unused:
+        del_attr(module, name)
+    return len(unused), sum(t.numel() * t.element_size() for _, t in unused)
+
+
+@register_pass("dead_code_elimination", config=DeadCodeEliminationConfig)
+def dead_code_elimination(graph: Graph, config: DeadCodeEliminationConfig, context: PassContext) -> PassOutcome:
+    """Remove pure nodes with no users (to a fixed point), then the tensors nothing reads.
+
+    Impure nodes (in-place ops, asserts, module calls such as export's guard check) are kept.
+    """
+    removed_nodes = 0
+    changed = True
+    while changed:
+        changed = False
+        for node in reversed(list(graph.graph.nodes)):
+            if node.users or node.op in ("placeholder", "output", "call_module"):
+                continue
+            if node.op == "call_function" and node.is_impure():
+                continue
+            graph.graph.erase_node(node)
+            removed_nodes += 1
+            changed = True
+    graph.module.recompile()
+    stats = {"nodes_removed": removed_nodes, "tensors_removed": 0, "bytes_removed": 0}
+    if config.remove_unused_weights:
+        stats["tensors_removed"], stats["bytes_removed"] = remove_unused_tensors(graph)
+    return PassOutcome(graph, stats)

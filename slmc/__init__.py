@@ -1,0 +1,39 @@
+"""slmc: a declarative model-compression compiler for small language models.
+
+``slmc.compile(model, recipe, target, out)`` turns a model, a YAML recipe and a target descriptor
+into a verified Apache TVM artifact; ``slmc.load(path)`` runs it. The heavy modules (torch, TVM)
+are imported on first use, so ``slmc --version`` and recipe checks stay fast.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+try:
+    __version__ = version("slmc")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0.0.0+source"
+
+_EXPORTS = {
+    "compile": "slmc.compiler",
+    "CompileResult": "slmc.compiler",
+    "load": "slmc.runtime",
+    "CompiledModel": "slmc.runtime",
+    "ModelSpec": "slmc.ir",
+    "SlmcError": "slmc.errors",
+    "InputError": "slmc.errors",
+    "RecipeError": "slmc.errors",
+    "TargetError": "slmc.errors",
+    "CompileError": "slmc.errors",
+    "VerificationError": "slmc.errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'slmc' has no attribute '{name}'")

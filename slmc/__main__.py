@@ -1,0 +1,5 @@
+"""``python -m slmc`` runs the CLI."""
+
+from slmc.cli import main
+
+main()

@@ -1,0 +1,116 @@
+"""The artifact directory: library, weights and a manifest that lists every file with its hash.
+
+Artifacts are written into a hidden staging directory beside the destination and renamed into
+place only when complete, so a killed compile leaves either no artifact or a complete one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from slmc.errors import ArtifactError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+LIBRARY = "model.so"
+WEIGHTS = "weights.safetensors"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_entries(directory: Path) -> dict[str, dict[str, Any]]:
+    """``{relative name: {sha256, size}}`` for every file in ``directory`` except the manifest."""
+    entries = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        name = path.relative_to(directory).as_posix()
+        if name != MANIFEST:
+            entries[name] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    return entries
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    path = directory / MANIFEST
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise ArtifactError(f"{directory} is not an slmc artifact: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        found = manifest.get("format_version") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ArtifactError(f"{path}: unsupported manifest format_version {found!r}, expected {FORMAT_VERSION}")
+    return manifest
+
+
+def file_problems(directory: Path, manifest: dict[str, Any], check_hashes: bool = True) -> list[str]:
+    """Every file the manifest lists that is missing, of the wrong size or (optionally) hash."""
+    problems = []
+    for name, entry in sorted(manifest.get("files", {}).items()):
+        path = Path(directory) / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+        elif path.stat().st_size != entry["size"]:
+            problems.append(f"{name}: size {path.stat().st_size}, manifest says {entry['size']}")
+        elif check_hashes and sha256_file(path) != entry["sha256"]:
+            problems.append(f"{name}: sha256 differs from the manifest")
+    return problems
+
+
+def check_destination(out: Path) -> None:
+    """Refuse to replace anything but an earlier slmc artifact or an empty directory."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ArtifactError(f"output path {out} exists and is not a directory")
+    if any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise ArtifactError(f"output directory {out} is not empty and holds no slmc artifact; refusing to overwrite it")
+
+
+class StagedArtifact:
+    """A staging directory that becomes ``final`` on ``commit`` and vanishes on failure."""
+
+    def __init__(self, final: Path):
+        self.final = Path(final)
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.path = self.final.parent / f".{self.final.name}.staging-{uuid.uuid4().hex[:12]}"
+        self.path.mkdir()
+
+    def __enter__(self) -> StagedArtifact:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self.path.exists():
+            shutil.rmtree(self.path)
+
+    def commit(self) -> Path:
+        """Flush every file, then swap the staging directory into place."""
+        for path in self.path.rglob("*"):
+            if path.is_file():
+                with path.open("rb") as f:
+                    os.fsync(f.fileno())
+        check_destination(self.final)
+        old = None
+        if self.final.exists():
+            old = self.final.parent / f".{self.final.name}.old-{uuid.uuid4().hex[:12]}"
+            os.rename(self.final, old)
+        os.rename(self.path, self.final)
+        if old is not None:
+            shutil.rmtree(old)
+        return self.final

@@ -1,0 +1,80 @@
+"""Calibration samples from the recipe's ``calibration`` section, shaped like the model's inputs.
+
+Text: tokenized with the model's ``encode_text``, cut into ``num_samples`` consecutive windows of
+``sequence_length`` tokens, each a ``[1, sequence_length]`` int64 tensor (single-input models).
+Tensors: a ``.npy`` array ``[N, *input_shape]`` (single-input models) or a ``.safetensors`` file
+with one ``[N, *input_shape]`` array per input name; the first ``num_samples`` are used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slmc.errors import InputError
+from slmc.ir import ModelSpec
+from slmc.recipe import Recipe
+
+Sample = tuple[torch.Tensor, ...]
+
+
+def _text_samples(path: Path, spec: ModelSpec, count: int, length: int) -> list[Sample]:
+    if spec.encode_text is None:
+        raise InputError(f"calibration.text: model '{spec.name}' has no tokenizer; give calibration.tensors instead")
+    if len(spec.example_inputs) != 1:
+        raise InputError(f"calibration.text needs a single-input model; '{spec.name}' takes {len(spec.example_inputs)}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"calibration.text: {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    ids = spec.encode_text(text)
+    windows = len(ids) // length
+    if windows == 0:
+        raise InputError(f"calibration.text: {path} has {len(ids)} tokens, fewer than sequence_length {length}")
+    dtype = spec.example_inputs[0].dtype
+    return [(torch.tensor(ids[i * length : (i + 1) * length], dtype=dtype).unsqueeze(0),) for i in range(min(count, windows))]
+
+
+def _tensor_arrays(path: Path, spec: ModelSpec) -> list[np.ndarray]:
+    if path.suffix == ".npy":
+        if len(spec.example_inputs) != 1:
+            raise InputError(f"calibration.tensors: a .npy file feeds single-input models; use .safetensors for {spec.names()}")
+        try:
+            return [np.load(path, allow_pickle=False)]
+        except ValueError as exc:
+            raise InputError(f"calibration.tensors: {path} is not a readable .npy array: {exc}") from exc
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        data = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise InputError(f"calibration.tensors: {path} is not a readable safetensors file: {exc}") from exc
+    missing = [n for n in spec.names() if n not in data]
+    if missing:
+        raise InputError(f"calibration.tensors: {path} lacks arrays for inputs {missing} (has {sorted(data)})")
+    return [data[n] for n in spec.names()]
+
+
+def _tensor_samples(path: Path, spec: ModelSpec, count: int) -> list[Sample]:
+    arrays = _tensor_arrays(path, spec)
+    for array, example, name in zip(arrays, spec.example_inputs, spec.names()):
+        if array.ndim != example.ndim + 1 or str(array.dtype) != str(example.dtype).removeprefix("torch."):
+            raise InputError(
+                f"calibration.tensors: input '{name}' must be [N, *{list(example.shape)}] of "
+                f"{str(example.dtype).removeprefix('torch.')}, got {list(array.shape)} of {array.dtype}"
+            )
+    n = min(count, min(a.shape[0] for a in arrays))
+    return [tuple(torch.from_numpy(np.ascontiguousarray(a[i])) for a in arrays) for i in range(n)]
+
+
+def load_calibration(recipe: Recipe, spec: ModelSpec) -> list[Sample]:
+    """The recipe's calibration samples for ``spec`` (empty when the recipe has none)."""
+    cal = recipe.calibration
+    if cal is None:
+        return []
+    if cal.text is not None:
+        return _text_samples(recipe.resolve_path(cal.text), spec, cal.num_samples, cal.sequence_length)
+    return _tensor_samples(recipe.resolve_path(cal.tensors), spec, cal.num_samples)

@@ -1,0 +1,214 @@
+"""The ``slmc`` command line: compile, run, targets, recipe check.
+
+Exit codes: 0 success; 1 compile or verification failure; 2 bad input (recipe, descriptor, model
+reference, arguments). ``--json`` prints exactly one JSON object on stdout, also on failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from slmc.errors import InputError, SlmcError
+
+
+def _emit_json(data: dict[str, Any]) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn ``SlmcError`` into a one-line message (or JSON) and its exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        as_json = bool(kwargs.get("as_json"))
+        try:
+            return func(*args, **kwargs)
+        except SlmcError as exc:
+            if ctx.find_root().params.get("debug"):
+                traceback.print_exc()
+            if as_json:
+                _emit_json({"ok": False, "error": exc.to_json()})
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+    return wrapper
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("slmc")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version=_version(), prog_name="slmc")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+def cli(debug: bool) -> None:
+    """slmc: compile a small language model with a recipe for a hardware target into a verified TVM artifact."""
+
+
+def _human_size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _print_compile_summary(result: Any) -> None:
+    m = result.manifest
+    v = m["verification"]
+    click.echo(f"compiled {m['model']['name']} for target '{m['target']['name']}' in {result.timings['total']:.1f} s")
+    files = ", ".join(f"{name} {_human_size(e['size'])}" for name, e in m["files"].items())
+    click.echo(f"  artifact: {result.artifact} ({files})")
+    for p in m["passes"]:
+        stats = ", ".join(f"{k}={val}" for k, val in p["stats"].items())
+        click.echo(f"  pass {p['name']}: {p['seconds']:.2f} s" + (f" ({stats})" if stats else ""))
+        for skip in p["skipped"]:
+            click.echo(f"    skipped {skip['node']}: {skip['reason']}")
+    if v["executed"]:
+        n = v["artifact_vs_eager"]
+        click.echo(
+            f"  verified: {v['how']}\n    max abs error {n['max_abs_error']:.3g} (atol {n['atol']:g}, rtol {n['rtol']:g}), "
+            f"max rel error {n['max_rel_error']:.3g}, {n['elements_compared']} elements"
+        )
+        for g in v["gates"]:
+            click.echo(f"    gate {g['gate']}: measured {g['measured']:.6g}, threshold {g['threshold']:g}: {'pass' if g['passed'] else 'FAIL'}")
+    else:
+        click.echo(f"  not executed here: {v['reason']}")
+
+
+@cli.command("compile")
+@click.option("-m", "--model", default=None, help="Built-in model name or 'package.module:factory' [default: recipe's model, else tiny-lm].")
+@click.option("-r", "--recipe", default=None, help="Recipe YAML file or built-in recipe name [default: default].")
+@click.option("-t", "--target", default=None, help="Built-in target name or descriptor YAML [default: recipe's target, else host].")
+@click.option("-o", "--out", default=None, type=click.Path(path_type=Path), help="Artifact directory [default: slmc-out/MODEL-TARGET].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (artifact path, verification, ...) on stdout.")
+@handles_errors
+def compile_command(model: str | None, recipe: str | None, target: str | None, out: Path | None, as_json: bool) -> None:
+    """Compile MODEL with RECIPE for TARGET into a verified artifact directory."""
+    import slmc
+
+    try:
+        result = slmc.compile(model=model, recipe=recipe, target=target, out=out)
+    except slmc.VerificationError as exc:
+        if as_json:
+            _emit_json({"ok": False, "artifact": None, "verification": exc.verification, "error": exc.to_json()})
+            click.echo(f"error: {exc}", err=True)
+            click.get_current_context().exit(exc.exit_code)
+        raise
+    if as_json:
+        _emit_json(result.to_json())
+    else:
+        _print_compile_summary(result)
+
+
+@cli.command("run")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("-i", "--input", "inputs", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="A .npy file per model input, in the signature's order.")
+@click.option("-o", "--output", default=None, type=click.Path(path_type=Path),
+              help="Write the outputs: .npy for one output, .npz for several.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outputs' shapes and dtypes as JSON.")
+@handles_errors
+def run_command(artifact: Path, inputs: tuple[Path, ...], output: Path | None, as_json: bool) -> None:
+    """Run a compiled ARTIFACT directory on inputs from .npy files."""
+    import numpy as np
+
+    import slmc
+
+    arrays = []
+    for path in inputs:
+        try:
+            arrays.append(np.load(path, allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"--input {path}: not a readable .npy array: {exc}") from exc
+    model = slmc.load(artifact)
+    outs = model.run_numpy(*arrays)
+    if output is not None:
+        if len(outs) == 1:
+            np.save(output, outs[0])
+        else:
+            np.savez(output, **{spec["name"]: o for spec, o in zip(model.outputs, outs)})
+    summary = [{"name": spec["name"], "shape": list(o.shape), "dtype": str(o.dtype)} for spec, o in zip(model.outputs, outs)]
+    if as_json:
+        _emit_json({"ok": True, "outputs": summary, "written": str(output) if output else None})
+    else:
+        for s in summary:
+            click.echo(f"{s['name']}: shape {s['shape']} dtype {s['dtype']}")
+        if output is not None:
+            click.echo(f"wrote {output}")
+
+
+@cli.group("targets", invoke_without_command=True)
+@click.pass_context
+def targets_group(ctx: click.Context) -> None:
+    """List the built-in targets (or `show NAME` for one, resolved)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from slmc.target import builtin_target_names, load_target
+
+    for name in builtin_target_names():
+        t = load_target(name)
+        click.echo(f"{name:<20} {t.kind:<4} {t.description}")
+
+
+@targets_group.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
+@handles_errors
+def targets_show(name: str, as_json: bool) -> None:
+    """Print the descriptor NAME (built-in name or file) with `native` fields resolved."""
+    import yaml
+
+    from slmc.target import load_target
+
+    data = load_target(name).model_dump(mode="json")
+    if as_json:
+        _emit_json(data)
+    else:
+        click.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
+
+
+@cli.group("recipe")
+def recipe_group() -> None:
+    """Work with recipe files."""
+
+
+@recipe_group.command("check")
+@click.argument("recipe")
+@click.option("-t", "--target", default=None, help="Also check the recipe against this target.")
+@click.option("--json", "as_json", is_flag=True, help="Print the normalized recipe as JSON.")
+@handles_errors
+def recipe_check(recipe: str, target: str | None, as_json: bool) -> None:
+    """Validate RECIPE (schema, pass settings, pass order), optionally against a target."""
+    from slmc.recipe import check_against_target, load_recipe
+    from slmc.target import load_target
+
+    parsed = load_recipe(recipe)
+    target_name = target or parsed.document.target
+    if target_name:
+        check_against_target(parsed, load_target(target_name))
+    if as_json:
+        _emit_json({"ok": True, "recipe": parsed.normalized(), "target": target_name})
+    else:
+        names = " -> ".join(s.name for s in parsed.steps) or "(no passes)"
+        against = f" against target '{target_name}'" if target_name else ""
+        click.echo(f"ok: {parsed.source}{against}: {names}")
+
+
+def main() -> None:
+    """Console entry point (click's standalone mode: usage errors exit 2)."""
+    import warnings
+
+    # torch.export's pytree emits this on every trace; it is torch's internal deprecation, not the user's.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
+    cli(prog_name="slmc")

@@ -1,0 +1,203 @@
+"""The compile driver: recipe + target + model -> passes -> TVM build -> verified artifact.
+
+Order matters for build pipelines: everything that can be checked without the model (recipe,
+descriptor, recipe against target, output directory) is checked before the model is loaded.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import tvm
+from safetensors.numpy import save_file
+
+import slmc
+from slmc.artifact import FORMAT_VERSION, LIBRARY, WEIGHTS, StagedArtifact, check_destination, file_entries, write_manifest
+from slmc.calibration import load_calibration
+from slmc.errors import VerificationError
+from slmc.ir import Graph, check_graph, trace
+from slmc.lowering import RelaxProgram, build, export_library, to_relax
+from slmc.model_source import load_model
+from slmc.models import DEFAULT_MODEL
+from slmc.pass_manager import run_passes
+from slmc.pass_registry import PassContext
+from slmc.recipe import Recipe, check_against_target, load_recipe
+from slmc.runtime import CompiledModel
+from slmc.target import TargetDescriptor, load_target
+from slmc.verify import generated_samples, run_eager, verification_report
+
+
+@dataclass
+class CompileResult:
+    """What ``slmc.compile`` returns (and ``slmc compile --json`` prints)."""
+
+    artifact: Path | None
+    manifest: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def verification(self) -> dict[str, Any]:
+        return self.manifest["verification"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.artifact is not None,
+            "artifact": str(self.artifact) if self.artifact else None,
+            "model": self.manifest["model"],
+            "target": self.manifest["target"]["name"],
+            "verification": self.verification,
+            "passes": [{"name": p["name"], "seconds": p["seconds"], "stats": p["stats"]} for p in self.manifest["passes"]],
+            "files": self.manifest["files"],
+            "timings": self.timings,
+        }
+
+
+def default_output_dir(model_name: str, target: TargetDescriptor) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name).strip("_") or "model"
+    return Path("slmc-out") / f"{safe}-{target.name}"
+
+
+def _signature(graph: Graph) -> dict[str, Any]:
+    def describe(val: Any, name: str, dynamic: dict[int, Any]) -> dict[str, Any]:
+        shape = [int(d) if isinstance(d, int) else getattr(dynamic.get(i), "__name__", str(d)) for i, d in enumerate(val.shape)]
+        return {"name": name, "dtype": str(val.dtype).removeprefix("torch."), "shape": shape}
+
+    placeholders = [n for n in graph.graph.nodes if n.op == "placeholder"]
+    dyn = graph.dynamic_shapes or [None] * len(placeholders)
+    inputs = [describe(n.meta["val"], name, dict(d or {})) for n, name, d in zip(placeholders, graph.input_names, dyn)]
+    output_node = next(n for n in graph.graph.nodes if n.op == "output")
+    vals = output_node.args[0] if isinstance(output_node.args[0], (tuple, list)) else [output_node.args[0]]
+    outputs = [describe(v.meta["val"], f"output_{i}", {}) for i, v in enumerate(vals)]
+    bounds = {
+        getattr(spec, "__name__", str(dim)): [int(spec.min), int(spec.max)]
+        for d in dyn if d for dim, spec in dict(d).items()
+    }
+    return {"inputs": inputs, "outputs": outputs, "dynamic_dims": bounds}
+
+
+def _versions() -> dict[str, str]:
+    return {"slmc": slmc.__version__, "tvm": tvm.__version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _verify_artifact(staged: Path, recipe: Recipe, target: TargetDescriptor, final: Graph, original: Graph,
+                     calibration: list[tuple[torch.Tensor, ...]]) -> dict[str, Any]:
+    settings = recipe.verify
+    if not settings.enabled:
+        return {"executed": False, "reason": "disabled by the recipe (verify.enabled: false)", "passed": True}
+    runs, why = target.runs_here()
+    if not runs:
+        return {"executed": False, "reason": f"not executed: {why}", "passed": True}
+    samples = calibration[: settings.num_samples] or generated_samples(final, settings.num_samples, seed=0)
+    model = CompiledModel(staged)
+    actual = [model.run_numpy(*[t.numpy() for t in s]) for s in samples]
+    reference = run_eager(final, samples)
+    original_out = run_eager(original, samples)
+    how = f"executed natively through slmc.load on {len(samples)} samples ({why}); compared with eager torch"
+    return verification_report(settings, reference, actual, original_out, how)
+
+
+def _write_weights(program: RelaxProgram, path: Path) -> dict[str, Any]:
+    save_file({name: np.ascontiguousarray(w) for name, w in zip(program.weight_names, program.weights)}, str(path))
+    return {
+        "order": program.weight_names,
+        "count": len(program.weights),
+        "bytes": int(sum(w.nbytes for w in program.weights)),
+        "dtypes": sorted({str(w.dtype) for w in program.weights}),
+    }
+
+
+def _failure_message(verification: dict[str, Any]) -> str:
+    numeric = verification["artifact_vs_eager"]
+    if not numeric["within_tolerance"]:
+        detail = numeric.get("error") or (
+            f"max abs error {numeric['max_abs_error']:.3g} with {numeric['elements_out_of_tolerance']} of "
+            f"{numeric['elements_compared']} elements outside atol={numeric['atol']:g}, rtol={numeric['rtol']:g}"
+        )
+        return f"verification failed: the artifact's outputs differ from eager: {detail}"
+    failed = [g for g in verification["gates"] if not g["passed"]]
+    parts = [f"gate {g['gate']}: measured {g['measured']:.6g}, threshold {g['threshold']:g}" for g in failed]
+    return "verification failed: quality gate(s) not met: " + "; ".join(parts)
+
+
+def compile(  # noqa: A001 - the public name of the API
+    model: Any = None,
+    recipe: str | Path | Recipe | None = None,
+    target: str | Path | TargetDescriptor | None = None,
+    out: str | Path | None = None,
+    *,
+    example_inputs: Any = None,
+    dynamic_shapes: Any = None,
+) -> CompileResult:
+    """Compile ``model`` with ``recipe`` for ``target`` into the artifact directory ``out``.
+
+    Defaults: the built-in recipe ``default``; the recipe's ``model``/``target`` or ``tiny-lm`` on
+    ``host``; ``slmc-out/<model>-<target>``. Raises ``InputError`` subclasses (exit 2) for bad
+    input, ``CompileError`` or ``VerificationError`` (exit 1) when the compile or its check fails.
+    """
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    recipe = load_recipe(recipe)
+    target_desc = load_target(target or recipe.document.target or "host")
+    check_against_target(recipe, target_desc)
+    model_ref = model if model is not None else (recipe.document.model or DEFAULT_MODEL)
+    if out is not None:
+        check_destination(Path(out))
+    timings["check_inputs"] = time.perf_counter() - start
+
+    t = time.perf_counter()
+    spec = load_model(model_ref, example_inputs, dynamic_shapes)
+    out_dir = Path(out) if out is not None else default_output_dir(spec.name, target_desc)
+    check_destination(out_dir)
+    calibration = load_calibration(recipe, spec)
+    original = trace(spec)
+    check_graph(original)
+    timings["trace"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    final, pass_reports = run_passes(original, recipe.steps, PassContext(target_desc, calibration))
+    timings["passes"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    program = to_relax(final)
+    executable = build(program, target_desc)
+    timings["build"] = time.perf_counter() - t
+
+    with StagedArtifact(out_dir) as staged:
+        export_library(executable, target_desc, staged.path / LIBRARY)
+        manifest: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "versions": _versions(),
+            "model": {
+                "name": spec.name,
+                "fingerprint": original.fingerprint(),
+                "compiled_fingerprint": final.fingerprint(),
+                "parameters": original.num_parameters(),
+                "compiled_parameters": final.num_parameters(),
+            },
+            "recipe": recipe.normalized(),
+            "target": target_desc.model_dump(mode="json"),
+            "tvm_target": target_desc.tvm.to_tvm_dict(),
+            "signature": _signature(final),
+            "passes": pass_reports,
+            "lowering_notes": program.notes,
+            "weights": _write_weights(program, staged.path / WEIGHTS),
+            "verification": {"executed": False, "reason": "pending", "passed": False},
+        }
+        manifest["files"] = file_entries(staged.path)
+        write_manifest(staged.path, manifest)
+        t = time.perf_counter()
+        manifest["verification"] = _verify_artifact(staged.path, recipe, target_desc, final, original, calibration)
+        timings["verify"] = time.perf_counter() - t
+        if not manifest["verification"]["passed"]:
+            raise VerificationError(_failure_message(manifest["verification"]), manifest["verification"])
+        write_manifest(staged.path, manifest)
+        artifact = staged.commit()
+    timings["total"] = time.perf_counter() - start
+    return CompileResult(artifact=artifact, manifest=manifest, timings={k: round(v, 3) for k, v in timings.items()})

@@ -1,0 +1,153 @@
+"""Typed errors and their exit codes.
+
+Every failure that reaches a user is one of these. The CLI maps ``exit_code`` to the process exit
+status; the Python API raises the same classes. ``InputError`` (exit 2) means the user's input is
+wrong and nothing was compiled; ``CompileError`` and ``VerificationError`` (exit 1) mean the input
+was valid but the compile or its verification failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_COMPILE_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+
+class SlmcError(Exception):
+    """Base of every error slmc raises on purpose."""
+
+    exit_code: int = EXIT_COMPILE_FAILURE
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "message": str(self), "exit_code": self.exit_code}
+
+
+class InputError(SlmcError):
+    """The user's input (recipe, descriptor, model reference, arguments) is invalid."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One invalid field of a YAML document: where it is, what was found, what was expected."""
+
+    path: str
+    message: str
+    line: int | None = None
+    found: Any = None
+
+    def render(self, source: str) -> str:
+        where = f"{source}:{self.line}" if self.line is not None else source
+        found = "" if self.found is None else f" (found {self.found!r})"
+        return f"{where}: {self.path or '<document>'}: {self.message}{found}"
+
+
+class DocumentError(InputError):
+    """A YAML document (recipe or target descriptor) failed validation.
+
+    ``source`` names the file (or ``<built-in NAME>``/``<string>``), ``problems`` each field.
+    """
+
+    kind = "document"
+
+    def __init__(self, source: str | Path, problems: list[FieldProblem]):
+        self.source = str(source)
+        self.problems = list(problems)
+        lines = "\n".join("  " + p.render(self.source) for p in self.problems)
+        super().__init__(f"invalid {self.kind} {self.source}:\n{lines}")
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data["file"] = self.source
+        data["problems"] = [
+            {"path": p.path, "line": p.line, "message": p.message, "found": None if p.found is None else repr(p.found)} for p in self.problems
+        ]
+        return data
+
+
+class RecipeError(DocumentError):
+    """The recipe is invalid: unknown key, out-of-range value, unknown pass, bad pass order."""
+
+    kind = "recipe"
+
+
+class TargetError(DocumentError):
+    """A target descriptor is invalid, or a recipe asks for something the target lacks."""
+
+    kind = "target descriptor"
+
+
+class TargetNotFoundError(InputError):
+    """A target name is neither a built-in descriptor nor an existing file."""
+
+
+class ModelError(InputError):
+    """The model reference cannot be resolved or loaded."""
+
+
+class ArtifactError(InputError):
+    """An artifact directory is missing, incomplete, or fails its manifest's checks."""
+
+
+class CompileError(SlmcError):
+    """A valid input failed to compile (a pass, the lowering or the TVM build)."""
+
+
+class PassError(CompileError):
+    """A pass failed, or left an invalid graph. Names the pass, the passes before it and the node."""
+
+    def __init__(self, pass_name: str, passes_before: list[str], message: str, node: str | None = None):
+        self.pass_name = pass_name
+        self.passes_before = list(passes_before)
+        self.node = node
+        before = ", ".join(passes_before) if passes_before else "none"
+        at = f" at node '{node}'" if node else ""
+        super().__init__(f"pass '{pass_name}' failed{at} (passes before it: {before}): {message}")
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data.update(pass_name=self.pass_name, passes_before=self.passes_before, node=self.node)
+        return data
+
+
+class NodeError(CompileError):
+    """Raised inside a pass for a problem at one graph node; the pass manager adds the pass name."""
+
+    def __init__(self, node: str, message: str):
+        self.node = node
+        self.detail = message
+        super().__init__(f"node '{node}': {message}")
+
+
+class TraceError(CompileError):
+    """``torch.export`` could not trace the model into a graph."""
+
+
+class LoweringError(CompileError):
+    """The graph could not be exported or converted to TVM Relax."""
+
+
+class BuildError(CompileError):
+    """TVM failed to build or export the library for the target."""
+
+
+class ToolchainError(CompileError):
+    """A toolchain needed to link the artifact for the target is missing."""
+
+
+class VerificationError(SlmcError):
+    """The artifact ran but its outputs are outside the recipe's tolerance or quality gates."""
+
+    def __init__(self, message: str, verification: dict[str, Any] | None = None):
+        self.verification = verification or {}
+        super().__init__(message)
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data["verification"] = self.verification
+        return data

@@ -1,0 +1,108 @@
+"""Lowering: slmc graph -> torch.export program -> TVM Relax module -> built TVM executable.
+
+Weights stay outside the library: the Relax ``main`` takes the model inputs followed by every
+weight (``keep_params_as_input``), and ``detach_params`` hands them back as arrays that the
+artifact stores in ``weights.safetensors``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from slmc.errors import BuildError, LoweringError, ToolchainError
+from slmc.ir import Graph, export
+from slmc.relax_pipeline import build_pipeline
+from slmc.target import TargetDescriptor, machine_arch
+
+# TVM raises its errors (InternalError, TVMError, ...) as RuntimeError subclasses; its Python
+# frontend raises ValueError/TypeError/KeyError/AssertionError for graphs it cannot convert.
+TVM_FAILURES = (RuntimeError, ValueError, TypeError, KeyError, AssertionError, NotImplementedError)
+
+CROSS_COMPILERS = {"aarch64": "aarch64-linux-gnu-gcc", "arm": "arm-linux-gnueabihf-gcc"}
+DEBIAN_PACKAGES = {"aarch64": "gcc-aarch64-linux-gnu", "arm": "gcc-arm-linux-gnueabihf"}
+
+
+@dataclass
+class RelaxProgram:
+    """A Relax module plus its weights, in the order ``main`` takes them after the inputs."""
+
+    module: tvm.IRModule
+    weight_names: list[str]
+    weights: list[np.ndarray]
+    num_inputs: int
+    notes: list[str] = field(default_factory=list)
+
+
+def to_relax(graph: Graph) -> RelaxProgram:
+    """Export the graph and convert it to Relax with weights detached."""
+    from tvm.relax.frontend.torch import from_exported_program
+
+    from slmc.frontend_fixes import fix_exported_program
+
+    program = export(graph)
+    program, notes = fix_exported_program(program)
+    try:
+        module = from_exported_program(program, keep_params_as_input=True)
+        module, params = relax.frontend.detach_params(module)
+    except TVM_FAILURES as exc:
+        raise LoweringError(f"TVM's torch frontend could not convert the graph: {_summary(exc)}") from exc
+    main = module["main"]
+    num_inputs = int(main.attrs["num_input"])
+    names = [str(p.name) for p in main.params[num_inputs:]]
+    arrays = [t.numpy() for t in params.get("main", [])]
+    if len(names) != len(arrays):
+        raise LoweringError(f"TVM returned {len(arrays)} weights for {len(names)} weight parameters of main")
+    return RelaxProgram(module, names, arrays, num_inputs, notes)
+
+
+def build(program: RelaxProgram, target: TargetDescriptor) -> tvm.runtime.Executable:
+    """Compile the Relax module for the target with slmc's pipeline (scheduled kernels)."""
+    tvm_target = target.tvm_target()
+    try:
+        return tvm.compile(program.module, target=tvm_target, relax_pipeline=build_pipeline(target, tvm_target))
+    except TVM_FAILURES as exc:
+        raise BuildError(f"TVM could not build the model for target '{target.name}': {_summary(exc)}") from exc
+
+
+def cross_compiler(target: TargetDescriptor) -> str | None:
+    """The C compiler that links a shared library for the target, or None for the host's own."""
+    arch = target.triple_arch
+    if arch == machine_arch():
+        return None
+    compiler = CROSS_COMPILERS.get(arch)
+    if compiler is None:
+        raise ToolchainError(f"slmc has no linker for architecture '{arch}' (target '{target.name}')")
+    if shutil.which(compiler) is None:
+        package = DEBIAN_PACKAGES[arch]
+        raise ToolchainError(
+            f"linking for target '{target.name}' ({arch}) needs the cross compiler '{compiler}', which is not "
+            f"installed; on Debian/Ubuntu: apt-get install {package}"
+        )
+    return compiler
+
+
+def export_library(executable: tvm.runtime.Executable, target: TargetDescriptor, path: Path) -> None:
+    """Write the shared library for the target (cross-linked when the target is another arch)."""
+    from tvm.support import cc
+
+    compiler = cross_compiler(target)
+    try:
+        if compiler is None:
+            executable.export_library(str(path))
+        else:
+            executable.export_library(str(path), fcompile=cc.cross_compiler(compiler))
+    except TVM_FAILURES as exc:
+        raise BuildError(f"could not link the library for target '{target.name}': {_summary(exc)}") from exc
+
+
+def _summary(exc: BaseException, limit: int = 8) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    kept = [line for line in lines if not line.lstrip().startswith(("File ", "0:", "1:", "2:", "3:"))][:limit]
+    return f"{type(exc).__name__}: " + "\n".join(kept)

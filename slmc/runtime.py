@@ -1,0 +1,73 @@
+"""Loading and running a compiled artifact: ``slmc.load(path)`` returns a ``CompiledModel``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import tvm
+import tvm_ffi
+from safetensors.numpy import load_file
+from tvm import relax
+
+from slmc.artifact import LIBRARY, WEIGHTS, file_problems, read_manifest
+from slmc.errors import ArtifactError, InputError
+from slmc.target import TargetDescriptor
+
+
+class CompiledModel:
+    """A runnable artifact. Call it with numpy arrays or torch tensors, in the signature's order.
+
+    Returns one array/tensor for single-output models, else a tuple; torch in gives torch out.
+    """
+
+    def __init__(self, path: str | Path, check_hashes: bool = True):
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        problems = file_problems(self.path, self.manifest, check_hashes=check_hashes)
+        if problems:
+            raise ArtifactError(f"artifact {self.path} is damaged: " + "; ".join(problems))
+        self.target = TargetDescriptor.model_validate(self.manifest["target"])
+        runs, why = self.target.runs_here()
+        if not runs:
+            raise ArtifactError(f"artifact {self.path} cannot run on this machine: {why}")
+        self.inputs = self.manifest["signature"]["inputs"]
+        self.outputs = self.manifest["signature"]["outputs"]
+        self._device = tvm.cpu()
+        self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(self.path / LIBRARY)), self._device)
+        weights = load_file(str(self.path / WEIGHTS))
+        self._weights = [tvm.runtime.tensor(weights[name], self._device) for name in self.manifest["weights"]["order"]]
+
+    def _check_inputs(self, arrays: list[np.ndarray]) -> None:
+        if len(arrays) != len(self.inputs):
+            raise InputError(f"the model takes {len(self.inputs)} inputs ({[i['name'] for i in self.inputs]}), got {len(arrays)}")
+        for array, spec in zip(arrays, self.inputs):
+            if str(array.dtype) != spec["dtype"]:
+                raise InputError(f"input '{spec['name']}' must be {spec['dtype']}, got {array.dtype}")
+            if array.ndim != len(spec["shape"]):
+                raise InputError(f"input '{spec['name']}' must have shape {spec['shape']}, got {list(array.shape)}")
+            for got, want in zip(array.shape, spec["shape"]):
+                if isinstance(want, int) and got != want:
+                    raise InputError(f"input '{spec['name']}' must have shape {spec['shape']}, got {list(array.shape)}")
+
+    def run_numpy(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        arrays = [np.ascontiguousarray(a) for a in inputs]
+        self._check_inputs(arrays)
+        result = self._vm["main"](*[tvm.runtime.tensor(a, self._device) for a in arrays], *self._weights)
+        outs = list(result) if isinstance(result, (tvm_ffi.Array, list, tuple)) else [result]
+        return [o.numpy() for o in outs]
+
+    def __call__(self, *inputs: Any) -> Any:
+        as_torch = any(isinstance(x, torch.Tensor) for x in inputs)
+        arrays = [x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x) for x in inputs]
+        outs = self.run_numpy(*arrays)
+        if as_torch:
+            outs = [torch.from_numpy(o) for o in outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def load(path: str | Path, check_hashes: bool = True) -> CompiledModel:
+    """Load an artifact directory written by ``slmc.compile``."""
+    return CompiledModel(path, check_hashes=check_hashes)

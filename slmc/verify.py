@@ -1,0 +1,143 @@
+"""Numerical verification of an artifact against eager execution, and quality gates.
+
+Two comparisons, both on the same sample inputs:
+- the artifact against eager execution of the final (transformed) graph: must be within the
+  recipe's ``atol``/``rtol`` (elementwise ``|a - b| <= atol + rtol * |b|``), else the compile fails;
+- the final graph against the original model: cosine similarity, top-1 agreement and max abs
+  error, checked against the recipe's ``gates``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from slmc.ir import Graph
+from slmc.recipe import Gates, Verify
+
+Sample = tuple[torch.Tensor, ...]
+
+
+def _dynamic_bounds(graph: Graph, input_index: int) -> dict[int, tuple[int, int]]:
+    """``{dim: (min, max)}`` of an input's dynamic dims, from the trace's dynamic_shapes."""
+    if not graph.dynamic_shapes or graph.dynamic_shapes[input_index] is None:
+        return {}
+    bounds = {}
+    for dim, spec in dict(graph.dynamic_shapes[input_index]).items():
+        lo = int(getattr(spec, "min", 2) or 2)
+        hi = int(getattr(spec, "max", lo) or lo)
+        bounds[int(dim)] = (lo, hi)
+    return bounds
+
+
+def generated_samples(graph: Graph, count: int, seed: int = 0) -> list[Sample]:
+    """Inputs like the example inputs: same dtype and rank, dynamic dims varied within bounds.
+
+    Float inputs are standard normal; integer inputs are drawn from the example's value range
+    (so token ids stay valid). The first sample is the example input itself.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    samples: list[Sample] = [tuple(t.clone() for t in graph.example_inputs)]
+    for k in range(1, count):
+        sample = []
+        for i, example in enumerate(graph.example_inputs):
+            shape = list(example.shape)
+            for dim, (lo, hi) in _dynamic_bounds(graph, i).items():
+                hi = min(hi, max(lo, 4 * example.shape[dim]))
+                shape[dim] = int(torch.randint(lo, hi + 1, (1,), generator=gen)) if k > 1 else hi
+            if example.dtype.is_floating_point:
+                sample.append(torch.randn(shape, generator=gen, dtype=example.dtype))
+            else:
+                lo_v, hi_v = int(example.min()), int(example.max())
+                sample.append(torch.randint(lo_v, hi_v + 1, shape, generator=gen, dtype=example.dtype))
+        samples.append(tuple(sample))
+    return samples
+
+
+def numeric_comparison(reference: Sequence[Sequence[np.ndarray]], actual: Sequence[Sequence[np.ndarray]],
+                       atol: float, rtol: float) -> dict[str, Any]:
+    """Max abs error, max error relative to the reference's largest magnitude, and the verdict."""
+    max_abs, max_rel, violations, total = 0.0, 0.0, 0, 0
+    for ref_outs, act_outs in zip(reference, actual):
+        for ref, act in zip(ref_outs, act_outs):
+            if ref.shape != act.shape:
+                return {"within_tolerance": False, "error": f"shape {list(act.shape)} != reference {list(ref.shape)}"}
+            ref64, act64 = ref.astype(np.float64), act.astype(np.float64)
+            diff = np.abs(act64 - ref64)
+            if not np.all(np.isfinite(act64)):
+                violations += int(np.sum(~np.isfinite(act64)))
+            max_abs = max(max_abs, float(np.nanmax(diff)) if diff.size else 0.0)
+            scale = float(np.max(np.abs(ref64))) if ref64.size else 0.0
+            max_rel = max(max_rel, float(np.nanmax(diff)) / scale if scale > 0 and diff.size else 0.0)
+            violations += int(np.sum(diff > atol + rtol * np.abs(ref64)))
+            total += diff.size
+    return {
+        "max_abs_error": max_abs,
+        "max_rel_error": max_rel,
+        "elements_compared": total,
+        "elements_out_of_tolerance": violations,
+        "atol": atol,
+        "rtol": rtol,
+        "within_tolerance": violations == 0,
+    }
+
+
+def quality_metrics(original: Sequence[Sequence[np.ndarray]], compressed: Sequence[Sequence[np.ndarray]]) -> dict[str, float]:
+    """Cosine similarity (per row of the last axis, averaged), top-1 agreement, max abs error."""
+    cosines, agree, rows, max_abs = [], 0, 0, 0.0
+    for o_outs, c_outs in zip(original, compressed):
+        for o, c in zip(o_outs, c_outs):
+            if not (np.issubdtype(o.dtype, np.floating) and o.shape == c.shape and o.size):
+                continue
+            o2 = o.reshape(-1, o.shape[-1]).astype(np.float64)
+            c2 = c.reshape(-1, c.shape[-1]).astype(np.float64)
+            norms = np.linalg.norm(o2, axis=1) * np.linalg.norm(c2, axis=1)
+            cos = np.where(norms > 0, np.sum(o2 * c2, axis=1) / np.where(norms > 0, norms, 1.0), 1.0)
+            cosines.extend(cos.tolist())
+            agree += int(np.sum(np.argmax(o2, axis=1) == np.argmax(c2, axis=1)))
+            rows += o2.shape[0]
+            max_abs = max(max_abs, float(np.max(np.abs(o2 - c2))))
+    return {
+        "cosine": float(np.mean(cosines)) if cosines else 1.0,
+        "min_row_cosine": float(np.min(cosines)) if cosines else 1.0,
+        "top1_agreement": agree / rows if rows else 1.0,
+        "max_abs_error": max_abs,
+    }
+
+
+def gate_results(gates: Gates, metrics: dict[str, float]) -> list[dict[str, Any]]:
+    """One entry per configured gate: name, threshold, measured value, passed."""
+    checks: list[tuple[str, float | None, str, Callable[[float, float], bool]]] = [
+        ("min_cosine", gates.min_cosine, "cosine", lambda v, t: v >= t),
+        ("min_top1_agreement", gates.min_top1_agreement, "top1_agreement", lambda v, t: v >= t),
+        ("max_abs_error", gates.max_abs_error, "max_abs_error", lambda v, t: v <= t),
+    ]
+    return [
+        {"gate": name, "threshold": threshold, "measured": metrics[key], "passed": bool(ok(metrics[key], threshold))}
+        for name, threshold, key, ok in checks
+        if threshold is not None
+    ]
+
+
+def run_eager(graph: Graph, samples: Sequence[Sample]) -> list[list[np.ndarray]]:
+    return [[o.detach().numpy() for o in graph.run(*s)] for s in samples]
+
+
+def verification_report(settings: Verify, reference: list[list[np.ndarray]], actual: list[list[np.ndarray]],
+                        original: list[list[np.ndarray]], how: str) -> dict[str, Any]:
+    """The manifest's ``verification`` section for an artifact that was executed."""
+    numeric = numeric_comparison(reference, actual, settings.atol, settings.rtol)
+    metrics = quality_metrics(original, reference)
+    gates = gate_results(settings.gates, metrics)
+    return {
+        "executed": True,
+        "how": how,
+        "samples": len(actual),
+        "artifact_vs_eager": numeric,
+        "compressed_vs_original": metrics,
+        "gates": gates,
+        "passed": bool(numeric["within_tolerance"]) and all(g["passed"] for g in gates),
+    }

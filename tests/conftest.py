@@ -1,0 +1,47 @@
+"""Shared fixtures: small models built in code, the host target, a scratch working directory."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
+
+
+@pytest.fixture(scope="session")
+def host_target():
+    from slmc.target import load_target
+
+    return load_target("host")
+
+
+@pytest.fixture()
+def tiny_lm_graph():
+    from slmc.ir import trace
+    from slmc.models import tiny_lm
+
+    return trace(tiny_lm.build())
+
+
+class ConstantsModel(torch.nn.Module):
+    """y = x @ (2 * W).T + (b + 1): two constant subgraphs a folder must precompute."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.weight = torch.nn.Parameter(torch.randn(32, 16))
+        self.bias = torch.nn.Parameter(torch.randn(32))
+
+    def forward(self, x):
+        return torch.nn.functional.linear(x, self.weight * 2.0, self.bias + 1.0)
+
+
+@pytest.fixture()
+def constants_graph():
+    from slmc.ir import ModelSpec, trace
+
+    return trace(ModelSpec(ConstantsModel(), (torch.randn(4, 16),), name="constants"))

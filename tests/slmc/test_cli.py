@@ -1,0 +1,150 @@
+"""The CLI through its real entry point, as a build pipeline calls it."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def slmc(*args, cwd, env=None):
+    exe = shutil.which("slmc") or pytest.fail("the slmc console script is not installed (pip install -e .)")
+    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def compiled(workdir):
+    result = slmc("compile", "--json", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_version_and_help(workdir):
+    version = slmc("--version", cwd=workdir)
+    assert version.returncode == 0 and version.stdout.startswith("slmc, version ")
+    for command in ([], ["compile"], ["run"], ["targets"], ["targets", "show"], ["recipe"], ["recipe", "check"]):
+        result = slmc(*command, "--help", cwd=workdir)
+        assert result.returncode == 0 and "Usage:" in result.stdout, command
+
+
+def test_compile_with_no_arguments_uses_the_embedded_default(compiled, workdir):
+    assert compiled["ok"] is True
+    assert compiled["artifact"] == "slmc-out/tiny-lm-host"
+    assert (workdir / compiled["artifact"] / "manifest.json").is_file()
+    assert compiled["verification"]["passed"] and compiled["verification"]["artifact_vs_eager"]["max_abs_error"] <= 1e-4
+
+
+def test_human_summary_says_where_and_what_was_checked(workdir):
+    result = slmc("compile", "-o", "human", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "artifact: human" in result.stdout
+    assert "verified: executed natively" in result.stdout and "max abs error" in result.stdout
+
+
+def test_run_an_artifact_on_npy_inputs(compiled, workdir):
+    np.save(workdir / "ids.npy", np.arange(12, dtype=np.int64).reshape(1, 12))
+    result = slmc("run", compiled["artifact"], "--input", "ids.npy", "--output", "logits.npy", "--json", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["outputs"] == [{"name": "output_0", "shape": [1, 12, 256], "dtype": "float32"}]
+    assert np.load(workdir / "logits.npy").shape == (1, 12, 256)
+
+
+def test_run_errors_exit_2(compiled, workdir):
+    np.save(workdir / "bad.npy", np.zeros((1, 3), dtype=np.float32))
+    result = slmc("run", compiled["artifact"], "--input", "bad.npy", cwd=workdir)
+    assert result.returncode == 2 and "must be int64" in result.stderr
+    result = slmc("run", "no-such-dir", "--input", "bad.npy", cwd=workdir)
+    assert result.returncode == 2 and "manifest.json is missing" in result.stderr
+
+
+def test_targets_list_and_show(workdir):
+    listing = slmc("targets", cwd=workdir)
+    assert listing.returncode == 0 and "host" in listing.stdout and "arm-cortex-a76" in listing.stdout
+    shown = slmc("targets", "show", "host", "--json", cwd=workdir)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["tvm"]["mcpu"] != "native"
+    missing = slmc("targets", "show", "nope", cwd=workdir)
+    assert missing.returncode == 2 and "neither a built-in target" in missing.stderr
+
+
+MARKER_MODULE = """
+import pathlib
+pathlib.Path(__file__).with_name("model-was-loaded").write_text("yes")
+def factory():
+    raise RuntimeError("must never be called")
+"""
+
+
+@pytest.mark.parametrize(
+    "recipe, needle",
+    [
+        ("verify:\n  colour: blue\n", "verify.colour: unknown key"),
+        ("verify:\n  gates:\n    min_top1_agreement: -0.25\n", "verify.gates.min_top1_agreement"),
+        ("passes:\n  - quantise: {}\n", "unknown pass 'quantise'"),
+        ("passes:\n  - cast_weights: {}\n  - constant_folding: {}\n", "'cast_weights' must come after 'constant_folding'"),
+    ],
+)
+def test_bad_recipes_exit_2_before_the_model_loads(workdir, recipe, needle, tmp_path):
+    (tmp_path / "marker_model.py").write_text(MARKER_MODULE)
+    (tmp_path / "r.yaml").write_text(recipe)
+    env = {"PYTHONPATH": str(tmp_path)}
+    result = slmc("compile", "-m", "marker_model:factory", "-r", "r.yaml", "--json", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert needle in result.stderr and "r.yaml" in result.stderr
+    assert json.loads(result.stdout)["error"]["type"] == "RecipeError"
+    assert not (tmp_path / "model-was-loaded").exists()
+    check = slmc("recipe", "check", "r.yaml", cwd=tmp_path)
+    assert check.returncode == 2 and needle in check.stderr
+
+
+def test_recipe_against_target_exits_2_naming_both(tmp_path):
+    import yaml
+
+    host = json.loads(slmc("targets", "show", "host", "--json", cwd=tmp_path).stdout)
+    host.update(name="fp32-board")
+    host["dtypes"]["weights"] = ["float32"]
+    (tmp_path / "board.yaml").write_text(yaml.safe_dump(host))
+    (tmp_path / "r.yaml").write_text("passes:\n  - cast_weights: {}\n")
+    result = slmc("recipe", "check", "r.yaml", "-t", "board.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "passes.0.cast_weights.dtype" in result.stderr and "fp32-board" in result.stderr
+
+
+def test_bad_model_reference_exits_2(tmp_path):
+    result = slmc("compile", "-m", "not-a-model", cwd=tmp_path)
+    assert result.returncode == 2 and "neither a built-in model" in result.stderr
+    result = slmc("compile", "-m", "no_such_module_xyz:factory", cwd=tmp_path)
+    assert result.returncode == 2 and "cannot import module" in result.stderr
+
+
+def test_verification_failure_exits_1_with_json(tmp_path):
+    (tmp_path / "strict.yaml").write_text("verify:\n  atol: 0.0\n")
+    result = slmc("compile", "-r", "strict.yaml", "-o", "out", "--json", cwd=tmp_path)
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    assert data["ok"] is False and data["verification"]["artifact_vs_eager"]["within_tolerance"] is False
+    assert "verification failed" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_debug_shows_a_traceback(tmp_path):
+    result = slmc("--debug", "compile", "-m", "not-a-model", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" in result.stderr
+    plain = slmc("compile", "-m", "not-a-model", cwd=tmp_path)
+    assert "Traceback" not in plain.stderr
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert slmc("compile", "--no-such-flag", cwd=tmp_path).returncode == 2
+    assert slmc("run", cwd=tmp_path).returncode == 2
+
+
+def test_python_module_entry_point(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "slmc", "--version"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0 and "slmc, version" in result.stdout

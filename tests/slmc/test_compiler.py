@@ -1,0 +1,162 @@
+"""End to end: recipe + target + model -> passes -> TVM build -> artifact -> load -> run."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+import slmc
+from slmc.errors import ArtifactError, ModelError, VerificationError
+from slmc.models import tiny_lm
+
+
+@pytest.fixture(scope="module")
+def default_artifact(tmp_path_factory):
+    out = tmp_path_factory.mktemp("artifacts") / "tiny"
+    return slmc.compile(out=out)
+
+
+def test_default_compile_verifies_within_1e_4(default_artifact):
+    v = default_artifact.verification
+    assert v["executed"] and v["passed"]
+    assert v["artifact_vs_eager"]["max_abs_error"] <= 1e-4  # measured: 9.5e-7
+    assert v["samples"] == 4
+
+
+def test_manifest_records_everything(default_artifact):
+    path = default_artifact.artifact
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"model.so", "weights.safetensors"}
+    for name, entry in manifest["files"].items():
+        assert entry["size"] == (path / name).stat().st_size and len(entry["sha256"]) == 64
+    assert manifest["versions"]["tvm"] and manifest["versions"]["torch"].startswith("2.13")
+    assert manifest["model"]["name"] == "tiny-lm" and len(manifest["model"]["fingerprint"]) == 64
+    assert [p["name"] for p in manifest["passes"]] == ["constant_folding", "dead_code_elimination"]
+    assert manifest["recipe"]["verify"]["atol"] == 1e-4
+    assert manifest["target"]["name"] == "host" and manifest["target"]["tvm"]["mcpu"] != "native"
+    sig = manifest["signature"]
+    assert sig["inputs"] == [{"name": "input_ids", "dtype": "int64", "shape": [1, "seq_len"]}]
+    assert sig["outputs"][0]["dtype"] == "float32" and sig["dynamic_dims"] == {"seq_len": [2, 256]}
+    assert not list(path.parent.glob(".tiny.staging-*"))
+
+
+def test_load_and_run_matches_eager_at_other_lengths(default_artifact):
+    model = slmc.load(default_artifact.artifact)
+    spec = tiny_lm.build()
+    for n in (2, 37, 256):
+        ids = torch.randint(0, 256, (1, n), generator=torch.Generator().manual_seed(n))
+        out = model(ids)
+        assert isinstance(out, torch.Tensor) and out.shape == (1, n, 256)
+        with torch.no_grad():
+            ref = spec.module(ids)
+        assert torch.max(torch.abs(out - ref)).item() <= 1e-4
+        assert isinstance(model(ids.numpy()), np.ndarray)
+
+
+def test_load_rejects_wrong_inputs(default_artifact):
+    model = slmc.load(default_artifact.artifact)
+    with pytest.raises(slmc.InputError, match="must be int64"):
+        model(np.zeros((1, 4), dtype=np.float32))
+    with pytest.raises(slmc.InputError, match="takes 1 inputs"):
+        model(np.zeros((1, 4), dtype=np.int64), np.zeros((1, 4), dtype=np.int64))
+
+
+def test_load_detects_tampering(default_artifact, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(default_artifact.artifact, copy)
+    with open(copy / "weights.safetensors", "r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\x00\x01\x02\x03")
+    with pytest.raises(ArtifactError, match="sha256 differs"):
+        slmc.load(copy)
+    (copy / "model.so").unlink()
+    with pytest.raises(ArtifactError, match="model.so: missing"):
+        slmc.load(copy)
+
+
+class TwoLayer(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.a = torch.nn.Linear(16, 32)
+        self.b = torch.nn.Linear(32, 4)
+
+    def forward(self, x):
+        return torch.softmax(self.b(torch.relu(self.a(x))), dim=-1), x.mean(-1)
+
+
+def test_user_module_through_the_api(tmp_path):
+    batch = torch.export.Dim("batch", min=1, max=64)
+    result = slmc.compile(TwoLayer(), out=tmp_path / "two", example_inputs=(torch.randn(3, 16),),
+                          dynamic_shapes=({0: batch},))
+    assert result.verification["passed"]
+    model = slmc.load(result.artifact)
+    probs, mean = model(torch.randn(9, 16))
+    assert probs.shape == (9, 4) and mean.shape == (9,)
+
+
+def test_module_without_example_inputs_is_a_model_error(tmp_path):
+    with pytest.raises(ModelError, match="example_inputs"):
+        slmc.compile(TwoLayer(), out=tmp_path / "x")
+
+
+def test_tolerance_failure_writes_no_artifact(tmp_path):
+    recipe = tmp_path / "strict.yaml"
+    recipe.write_text("verify:\n  atol: 0.0\n")
+    with pytest.raises(VerificationError) as err:
+        slmc.compile(recipe=recipe, out=tmp_path / "strict")
+    assert "differ from eager" in str(err.value) and err.value.exit_code == 1
+    assert err.value.verification["artifact_vs_eager"]["max_abs_error"] > 0
+    assert not (tmp_path / "strict").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".strict")]
+
+
+def test_quality_gate_failure_names_the_gate(tmp_path):
+    recipe = tmp_path / "gated.yaml"
+    recipe.write_text("passes:\n  - constant_folding: {}\n  - cast_weights: {}\nverify:\n  gates:\n    max_abs_error: 1.0e-6\n")
+    with pytest.raises(VerificationError, match="gate max_abs_error") as err:
+        slmc.compile(recipe=recipe, out=tmp_path / "gated")
+    (gate,) = err.value.verification["gates"]
+    assert not gate["passed"] and gate["measured"] > 1e-6
+
+
+def test_cast_weights_halves_weight_bytes(tmp_path, default_artifact):
+    recipe = tmp_path / "fp16.yaml"
+    recipe.write_text("passes:\n  - cast_weights: {}\nverify:\n  gates:\n    min_cosine: 0.9999\n")
+    result = slmc.compile(recipe=recipe, out=tmp_path / "fp16")
+    assert result.verification["passed"]
+    assert "float16" in result.manifest["weights"]["dtypes"]
+    fp32_bytes = default_artifact.manifest["weights"]["bytes"]
+    assert result.manifest["weights"]["bytes"] < 0.52 * fp32_bytes
+
+
+def test_refuses_to_overwrite_a_foreign_directory(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    with pytest.raises(ArtifactError, match="refusing to overwrite"):
+        slmc.compile(out=out)
+    assert (out / "notes.txt").read_text() == "precious"
+
+
+def test_recompile_replaces_an_earlier_artifact(tmp_path):
+    out = tmp_path / "again"
+    first = slmc.compile(out=out).manifest["files"]
+    second = slmc.compile(out=out).manifest["files"]
+    assert first["weights.safetensors"] == second["weights.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again"]
+
+
+def test_aarch64_target_gives_an_aarch64_shared_object(tmp_path):
+    if shutil.which("aarch64-linux-gnu-gcc") is None:
+        pytest.fail("aarch64-linux-gnu-gcc is required (apt-get install gcc-aarch64-linux-gnu); .ci/run installs it")
+    result = slmc.compile(target="arm-cortex-a76", out=tmp_path / "arm")
+    described = subprocess.run(["file", "-b", str(result.artifact / "model.so")], capture_output=True, text=True, check=True).stdout
+    assert "ELF 64-bit" in described and "aarch64" in described and "shared object" in described
+    v = result.verification
+    assert v["executed"] is False and "aarch64" in v["reason"]  # never claims more than was done
+    with pytest.raises(ArtifactError, match="cannot run on this machine"):
+        slmc.load(result.artifact)
