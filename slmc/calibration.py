@@ -1,9 +1,11 @@
 """Calibration samples from the recipe's ``calibration`` section, shaped like the model's inputs.
 
-Text: tokenized with the model's ``encode_text``, cut into ``num_samples`` consecutive windows of
-``sequence_length`` tokens, each a ``[1, sequence_length]`` int64 tensor (single-input models).
-Tensors: a ``.npy`` array ``[N, *input_shape]`` (single-input models) or a ``.safetensors`` file
-with one ``[N, *input_shape]`` array per input name; the first ``num_samples`` are used.
+Text: tokenized with the model's tokenizer, cut into ``num_samples`` consecutive windows of
+``sequence_length`` tokens, each a ``[1, sequence_length]`` int64 tensor (single-input models; a
+causal LM gets each window as a prompt, with the empty KV cache).
+Tensors: a ``.npy`` array ``[N, *input_shape]`` (single-input models, or the token ids of a causal
+LM) or a ``.safetensors`` file with one ``[N, *input_shape]`` array per input name; the first
+``num_samples`` are used.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ Sample = tuple[torch.Tensor, ...]
 def _text_samples(path: Path, spec: ModelSpec, count: int, length: int) -> list[Sample]:
     if spec.encode_text is None:
         raise InputError(f"calibration.text: model '{spec.name}' has no tokenizer; give calibration.tensors instead")
-    if len(spec.example_inputs) != 1:
-        raise InputError(f"calibration.text needs a single-input model; '{spec.name}' takes {len(spec.example_inputs)}")
+    if len(spec.example_inputs) != 1 and spec.task != "causal-lm":
+        raise InputError(f"calibration.text needs a single-input model or a causal LM; '{spec.name}' takes {len(spec.example_inputs)} inputs")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -34,12 +36,20 @@ def _text_samples(path: Path, spec: ModelSpec, count: int, length: int) -> list[
     if windows == 0:
         raise InputError(f"calibration.text: {path} has {len(ids)} tokens, fewer than sequence_length {length}")
     dtype = spec.example_inputs[0].dtype
-    return [(torch.tensor(ids[i * length : (i + 1) * length], dtype=dtype).unsqueeze(0),) for i in range(min(count, windows))]
+    rest = _empty_cache(spec)
+    return [(torch.tensor(ids[i * length : (i + 1) * length], dtype=dtype).unsqueeze(0), *rest) for i in range(min(count, windows))]
+
+
+def _fed_inputs(spec: ModelSpec) -> tuple[tuple[str, torch.Tensor], ...]:
+    """The inputs calibration data supplies: all of them, or only the token ids of a causal LM."""
+    pairs = tuple(zip(spec.names(), spec.example_inputs))
+    return pairs[:1] if spec.task == "causal-lm" else pairs
 
 
 def _tensor_arrays(path: Path, spec: ModelSpec) -> list[np.ndarray]:
+    names = [name for name, _ in _fed_inputs(spec)]
     if path.suffix == ".npy":
-        if len(spec.example_inputs) != 1:
+        if len(names) != 1:
             raise InputError(f"calibration.tensors: a .npy file feeds single-input models; use .safetensors for {spec.names()}")
         try:
             return [np.load(path, allow_pickle=False)]
@@ -52,22 +62,29 @@ def _tensor_arrays(path: Path, spec: ModelSpec) -> list[np.ndarray]:
         data = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise InputError(f"calibration.tensors: {path} is not a readable safetensors file: {exc}") from exc
-    missing = [n for n in spec.names() if n not in data]
+    missing = [n for n in names if n not in data]
     if missing:
         raise InputError(f"calibration.tensors: {path} lacks arrays for inputs {missing} (has {sorted(data)})")
-    return [data[n] for n in spec.names()]
+    return [data[n] for n in names]
 
 
 def _tensor_samples(path: Path, spec: ModelSpec, count: int) -> list[Sample]:
     arrays = _tensor_arrays(path, spec)
-    for array, example, name in zip(arrays, spec.example_inputs, spec.names()):
+    for array, (name, example) in zip(arrays, _fed_inputs(spec)):
         if array.ndim != example.ndim + 1 or str(array.dtype) != str(example.dtype).removeprefix("torch."):
             raise InputError(
-                f"calibration.tensors: input '{name}' must be [N, *{list(example.shape)}] of "
-                f"{str(example.dtype).removeprefix('torch.')}, got {list(array.shape)} of {array.dtype}"
+                f"calibration.tensors: input '{name}' must be a rank-{example.ndim + 1} array of "
+                f"{str(example.dtype).removeprefix('torch.')} (N samples, each shaped like {list(example.shape)}), "
+                f"got {list(array.shape)} of {array.dtype}"
             )
     n = min(count, min(a.shape[0] for a in arrays))
-    return [tuple(torch.from_numpy(np.ascontiguousarray(a[i])) for a in arrays) for i in range(n)]
+    rest = _empty_cache(spec)
+    return [tuple(torch.from_numpy(np.ascontiguousarray(a[i])) for a in arrays) + rest for i in range(n)]
+
+
+def _empty_cache(spec: ModelSpec) -> tuple[torch.Tensor, ...]:
+    """A causal LM sees each sample as a prompt, from the empty KV cache (``slmc.models.causal_lm``)."""
+    return tuple(torch.from_numpy(a) for a in spec.kv_cache.empty()) if spec.task == "causal-lm" else ()
 
 
 def load_calibration(recipe: Recipe, spec: ModelSpec) -> list[Sample]:

@@ -148,6 +148,82 @@ def run_command(artifact: Path, inputs: tuple[Path, ...], output: Path | None, a
             click.echo(f"wrote {output}")
 
 
+def _step_and_cache(subject: str) -> tuple[Any, Any, Any, str]:
+    """(step function, cache spec, tokenizer, description) of an artifact directory or a model."""
+    from slmc.artifact import MANIFEST
+
+    if (Path(subject) / MANIFEST).is_file():
+        import slmc
+
+        model = slmc.load(subject)
+        if model.kv_cache is None:
+            raise InputError(f"artifact {subject} is not a causal LM (task {model.manifest.get('task')!r})")
+        return model.step, model.kv_cache, model.tokenizer, f"artifact {subject}"
+    from slmc.model_source import load_model
+    from slmc.models.causal_lm import eager_step
+
+    spec = load_model(subject)
+    if spec.task != "causal-lm" or spec.tokenizer is None:
+        raise InputError(f"model '{subject}' is not a causal LM with a tokenizer (task {spec.task!r})")
+    return eager_step(spec.module), spec.kv_cache, spec.tokenizer, f"eager model {spec.name}"
+
+
+@cli.command("generate")
+@click.argument("subject")
+@click.option("-p", "--prompt", required=True, help="Text to continue.")
+@click.option("-n", "--max-new-tokens", default=32, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--json", "as_json", is_flag=True, help="Print the tokens and text as JSON.")
+@handles_errors
+def generate_command(subject: str, prompt: str, max_new_tokens: int, as_json: bool) -> None:
+    """Greedy generation with SUBJECT (an artifact directory or a model) through its KV cache."""
+    from slmc.models.causal_lm import generate_greedy
+
+    step, cache, tokenizer, _ = _step_and_cache(subject)
+    ids = tokenizer.encode(prompt)
+    try:
+        result = generate_greedy(step, cache, ids, max_new_tokens)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    text = tokenizer.decode(result.tokens)
+    if as_json:
+        _emit_json({"ok": True, "prompt_tokens": len(ids), "tokens": result.tokens, "text": text})
+    else:
+        click.echo(prompt + text)
+
+
+@cli.command("eval")
+@click.argument("subject")
+@click.option("--text", "text_file", required=True, type=click.Path(path_type=Path), help="UTF-8 evaluation text.")
+@click.option("--reference", default=None, help="Artifact or model to compare against (logit error, top-1, KL).")
+@click.option("--window", default=256, show_default=True, type=click.IntRange(2, None))
+@click.option("--stride", default=128, show_default=True, type=click.IntRange(1, None))
+@click.option("--max-tokens", default=None, type=click.IntRange(2, None), help="Evaluate only the first N tokens.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@handles_errors
+def eval_command(subject: str, text_file: Path, reference: str | None, window: int, stride: int,
+                 max_tokens: int | None, as_json: bool) -> None:
+    """Perplexity of SUBJECT (artifact directory or model) on a text, optionally against a reference."""
+    from slmc.evaluation import compare, perplexity, read_text_tokens
+
+    step, cache, tokenizer, described = _step_and_cache(subject)
+    ids = read_text_tokens(text_file, tokenizer, max_tokens)
+    result: dict[str, Any] = {"subject": described, "text": str(text_file), **perplexity(step, cache, ids, window, stride)}
+    if reference is not None:
+        ref_step, _, _, ref_described = _step_and_cache(reference)
+        result["reference"] = {"subject": ref_described, **perplexity(ref_step, cache, ids, window, stride)}
+        result["comparison"] = compare(step, ref_step, cache, ids, window, stride)
+    if as_json:
+        _emit_json({"ok": True, **result})
+        return
+    click.echo(f"{described}: perplexity {result['perplexity']:.4f} over {result['tokens_scored']} tokens "
+               f"(window {result['window']}, stride {result['stride']})")
+    if reference is not None:
+        c = result["comparison"]
+        click.echo(f"{result['reference']['subject']}: perplexity {result['reference']['perplexity']:.4f}")
+        click.echo(f"vs reference: max logit error {c['max_logit_error']:.3g}, mean {c['mean_logit_error']:.3g}, "
+                   f"top-1 agreement {c['top1_agreement']:.4f}, KL {c['kl_divergence']:.3g}")
+
+
 @cli.group("targets", invoke_without_command=True)
 @click.pass_context
 def targets_group(ctx: click.Context) -> None:

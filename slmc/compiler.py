@@ -21,8 +21,10 @@ from safetensors.numpy import save_file
 import slmc
 from slmc.artifact import FORMAT_VERSION, LIBRARY, WEIGHTS, StagedArtifact, check_destination, file_entries, write_manifest
 from slmc.calibration import load_calibration
-from slmc.errors import VerificationError
-from slmc.ir import Graph, check_graph, trace
+from slmc.errors import InputError, VerificationError
+from slmc.evaluation import read_text_tokens
+from slmc.ir import Graph, ModelSpec, check_graph, trace
+from slmc.models.causal_lm import eager_step
 from slmc.lowering import RelaxProgram, build, export_library, to_relax
 from slmc.model_source import load_model
 from slmc.models import DEFAULT_MODEL
@@ -31,7 +33,8 @@ from slmc.pass_registry import PassContext
 from slmc.recipe import Recipe, check_against_target, load_recipe
 from slmc.runtime import CompiledModel
 from slmc.target import TargetDescriptor, load_target
-from slmc.verify import generated_samples, run_eager, verification_report
+from slmc.tokenizer import save_tokenizer
+from slmc.verify import decode_comparison, generated_samples, perplexity_gate, run_eager, verification_report
 
 
 @dataclass
@@ -65,21 +68,32 @@ def default_output_dir(model_name: str, target: TargetDescriptor) -> Path:
 
 
 def _signature(graph: Graph) -> dict[str, Any]:
-    def describe(val: Any, name: str, dynamic: dict[int, Any]) -> dict[str, Any]:
-        shape = [int(d) if isinstance(d, int) else getattr(dynamic.get(i), "__name__", str(d)) for i, d in enumerate(val.shape)]
-        return {"name": name, "dtype": str(val.dtype).removeprefix("torch."), "shape": shape}
+    """Inputs and outputs with dtypes and shapes; dynamic sizes named after their ``Dim``s."""
+    import sympy
 
     placeholders = [n for n in graph.graph.nodes if n.op == "placeholder"]
-    dyn = graph.dynamic_shapes or [None] * len(placeholders)
-    inputs = [describe(n.meta["val"], name, dict(d or {})) for n, name, d in zip(placeholders, graph.input_names, dyn)]
+    specs = list(graph.dynamic_shapes or [None] * len(placeholders))
+    names: dict[sympy.Symbol, sympy.Symbol] = {}
+    bounds: dict[str, list[int]] = {}
+    for node, spec in zip(placeholders, specs):
+        for axis, dim in dict(spec or {}).items():
+            size = node.meta["val"].shape[int(axis)]
+            if isinstance(size, torch.SymInt):
+                names[size.node.expr] = sympy.Symbol(dim.__name__)
+            bounds[dim.__name__] = [int(dim.min), int(dim.max)]
+
+    def describe(val: Any, name: str) -> dict[str, Any]:
+        shape = [int(d) if isinstance(d, int) else str(d.node.expr.xreplace(names)) for d in val.shape]
+        return {"name": name, "dtype": str(val.dtype).removeprefix("torch."), "shape": shape}
+
     output_node = next(n for n in graph.graph.nodes if n.op == "output")
     vals = output_node.args[0] if isinstance(output_node.args[0], (tuple, list)) else [output_node.args[0]]
-    outputs = [describe(v.meta["val"], f"output_{i}", {}) for i, v in enumerate(vals)]
-    bounds = {
-        getattr(spec, "__name__", str(dim)): [int(spec.min), int(spec.max)]
-        for d in dyn if d for dim, spec in dict(d).items()
+    return {
+        "inputs": [describe(n.meta["val"], name) for n, name in zip(placeholders, graph.input_names)],
+        "outputs": [describe(v.meta["val"], (graph.output_names or ())[i] if i < len(graph.output_names or ()) else f"output_{i}")
+                    for i, v in enumerate(vals)],
+        "dynamic_dims": bounds,
     }
-    return {"inputs": inputs, "outputs": outputs, "dynamic_dims": bounds}
 
 
 def _versions() -> dict[str, str]:
@@ -87,7 +101,7 @@ def _versions() -> dict[str, str]:
 
 
 def _verify_artifact(staged: Path, recipe: Recipe, target: TargetDescriptor, final: Graph, original: Graph,
-                     calibration: list[tuple[torch.Tensor, ...]]) -> dict[str, Any]:
+                     calibration: list[tuple[torch.Tensor, ...]], spec: ModelSpec) -> dict[str, Any]:
     settings = recipe.verify
     if not settings.enabled:
         return {"executed": False, "reason": "disabled by the recipe (verify.enabled: false)", "passed": True}
@@ -100,7 +114,26 @@ def _verify_artifact(staged: Path, recipe: Recipe, target: TargetDescriptor, fin
     reference = run_eager(final, samples)
     original_out = run_eager(original, samples)
     how = f"executed natively through slmc.load on {len(samples)} samples ({why}); compared with eager torch"
-    return verification_report(settings, reference, actual, original_out, how)
+    report = verification_report(settings, reference, actual, original_out, how)
+    if spec.task == "causal-lm":
+        report["decode"] = decode_comparison(model.step, eager_step(final.module), spec.kv_cache, settings)
+        report["passed"] = report["passed"] and report["decode"]["within_tolerance"]
+        report["how"] += f"; greedy decode of {report['decode']['steps']} tokens through the KV cache compared step by step"
+    if settings.gates.max_perplexity_increase is not None:
+        ids = read_text_tokens(recipe.resolve_path(settings.text), spec.tokenizer, settings.max_eval_tokens)
+        report["perplexity"], gate = perplexity_gate(model.step, eager_step(original.module), spec.kv_cache, ids, settings)
+        report["gates"].append(gate)
+        report["passed"] = report["passed"] and gate["passed"]
+    return report
+
+
+def _check_model_fits_recipe(recipe: Recipe, spec: ModelSpec) -> None:
+    """Settings that only make sense for some models, checked as soon as the model is known."""
+    if recipe.verify.gates.max_perplexity_increase is not None and (spec.task != "causal-lm" or spec.tokenizer is None):
+        raise InputError(
+            f"{recipe.source}: verify.gates.max_perplexity_increase needs a causal LM with a tokenizer; "
+            f"model '{spec.name}' is a {spec.task} model"
+        )
 
 
 def _write_weights(program: RelaxProgram, path: Path) -> dict[str, Any]:
@@ -114,16 +147,20 @@ def _write_weights(program: RelaxProgram, path: Path) -> dict[str, Any]:
 
 
 def _failure_message(verification: dict[str, Any]) -> str:
+    """Every failed check of a verification, in one message."""
+    failures = []
     numeric = verification["artifact_vs_eager"]
     if not numeric["within_tolerance"]:
-        detail = numeric.get("error") or (
+        failures.append("the artifact's outputs differ from eager: " + (numeric.get("error") or (
             f"max abs error {numeric['max_abs_error']:.3g} with {numeric['elements_out_of_tolerance']} of "
-            f"{numeric['elements_compared']} elements outside atol={numeric['atol']:g}, rtol={numeric['rtol']:g}"
-        )
-        return f"verification failed: the artifact's outputs differ from eager: {detail}"
-    failed = [g for g in verification["gates"] if not g["passed"]]
-    parts = [f"gate {g['gate']}: measured {g['measured']:.6g}, threshold {g['threshold']:g}" for g in failed]
-    return "verification failed: quality gate(s) not met: " + "; ".join(parts)
+            f"{numeric['elements_compared']} elements outside atol={numeric['atol']:g}, rtol={numeric['rtol']:g}")))
+    decode = verification.get("decode")
+    if decode is not None and not decode["within_tolerance"]:
+        failures.append(f"KV-cache decode differs from eager: max abs logit error {decode['max_abs_error']:.3g} "
+                        f"over {decode['steps']} steps, same tokens: {decode['same_tokens']}")
+    failures.extend(f"quality gate {g['gate']} not met: measured {g['measured']:.6g}, threshold {g['threshold']:g}"
+                    for g in verification["gates"] if not g["passed"])
+    return "verification failed: " + "; ".join(failures)
 
 
 def compile(  # noqa: A001 - the public name of the API
@@ -155,6 +192,7 @@ def compile(  # noqa: A001 - the public name of the API
     spec = load_model(model_ref, example_inputs, dynamic_shapes)
     out_dir = Path(out) if out is not None else default_output_dir(spec.name, target_desc)
     check_destination(out_dir)
+    _check_model_fits_recipe(recipe, spec)
     calibration = load_calibration(recipe, spec)
     original = trace(spec)
     check_graph(original)
@@ -188,12 +226,15 @@ def compile(  # noqa: A001 - the public name of the API
             "passes": pass_reports,
             "lowering_notes": program.notes,
             "weights": _write_weights(program, staged.path / WEIGHTS),
+            "task": spec.task,
+            "kv_cache": spec.kv_cache.to_json() if spec.kv_cache is not None else None,
+            "tokenizer": save_tokenizer(spec.tokenizer, staged.path),
             "verification": {"executed": False, "reason": "pending", "passed": False},
         }
         manifest["files"] = file_entries(staged.path)
         write_manifest(staged.path, manifest)
         t = time.perf_counter()
-        manifest["verification"] = _verify_artifact(staged.path, recipe, target_desc, final, original, calibration)
+        manifest["verification"] = _verify_artifact(staged.path, recipe, target_desc, final, original, calibration, spec)
         timings["verify"] = time.perf_counter() - t
         if not manifest["verification"]["passed"]:
             raise VerificationError(_failure_message(manifest["verification"]), manifest["verification"])

@@ -33,20 +33,26 @@ Two independent TVM problems follow from this subgraph:
 
        torch.cumsum(torch.diff(x, dim=-1, prepend=x[:, :1] - 1), -1)
 
+The bool codegen gap behind problem 1 also breaks comparisons of bool tensors
+(``a == b``, ``a != True`` emit ``fcmp`` on ``i1``; ``a < b`` fails the same kDLFloat
+check). The HF mask compares the cumsum result, so once the cumsum is int64 the four
+families no longer hit it, but other graphs can.
+
 Fix (a rewrite of the exported FX graph, no model changes)
 -----------------------------------------------------------
 * ``cumsum``/``cumprod`` whose input dtype differs from its output dtype get an explicit
   ``aten._to_copy(x, dtype=out_dtype)`` on the input.
 * ``aten.diff`` along a symbolic dimension is decomposed here into ``cat``/``slice``/``sub``
-  (``ne`` for bool), so its slices are visible to the next rule.
+  (``logical_xor`` for bool), so its slices are visible to the slice rule.
+* ``eq/ne/lt/le/gt/ge`` with bool tensor operands compare them as ``uint8``.
 * Every non-identity ``slice`` along a symbolic dimension is followed by an
   ``aten.reshape`` to the shape PyTorch inferred (``node.meta["val"]``), with symbolic
   sizes spelled as ``sym_size``/integer arithmetic nodes. The reshape is an identity in
   PyTorch and, in Relax, re-states the shape so downstream ops keep a known shape.
 
-The rewrites are keyed on ops, dtypes and symbolic-ness of shapes only. Relax-level
-legalization overrides are only needed for an unrelated TVM bug (``relax.full`` with an
-infinite fill value); :func:`legalize_overrides` provides one.
+The rewrites are keyed on ops, dtypes and symbolic-ness of shapes only. No Relax
+legalization override is needed for them; :func:`legalize_overrides` covers an unrelated
+TVM 0.27 bug (``relax.full``/``relax.full_like`` with an infinite fill value).
 """
 
 from __future__ import annotations
@@ -61,7 +67,7 @@ import torch
 from torch.fx import Graph, GraphModule, Node
 from torch.fx.node import map_arg
 
-__all__ = ["fix_exported_program", "legalize_overrides"]
+__all__ = ["fix_exported_program"]
 
 _aten = torch.ops.aten
 _SCAN_OPS = (_aten.cumsum.default, _aten.cumprod.default)
@@ -99,23 +105,6 @@ def fix_exported_program(
     graph.lint()
     gm.recompile()
     return _rebuild_exported_program(ep, gm), notes
-
-
-def legalize_overrides() -> dict[str, Callable]:
-    """Relax legalization overrides for ``relax.transform.LegalizeOps(customize_legalize_map)``.
-
-    ``relax.full`` / ``relax.full_like``: TVM 0.27's default legalization passes the
-    output dtype as a ``PrimType`` where ``topi.full`` expects a string; ``topi.full``'s
-    inf/nan check then crashes (``TypeError: argument of type 'PrimType' is not
-    iterable``) when the fill is a constant such as ``-inf``. The override lowers the same
-    way with ``str(dtype)``. Use::
-
-        relax.transform.LegalizeOps(legalize_overrides())
-
-    before the default pipeline (ops it legalizes are no longer there when the
-    pipeline's own ``LegalizeOps`` runs).
-    """
-    return {"relax.full": _legalize_full, "relax.full_like": _legalize_full}
 
 
 # --------------------------------------------------------------------------- rewrites
@@ -226,7 +215,7 @@ def _pin_symbolic_slice_shapes(graph: Graph) -> list[str]:
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target not in _SLICE_OPS:
             continue
-        if not _is_symbolic_nonidentity_slice(node):
+        if not _is_symbolic_nonidentity_slice(node) or _is_already_pinned(node):
             continue
         exprs = [_size_expr(size) for size in node.meta["val"].shape]
         if not all(_is_emittable(expr, sources) for expr in exprs):
@@ -339,6 +328,12 @@ def _is_symbolic_nonidentity_slice(node: Node) -> bool:
     return not same_size
 
 
+def _is_already_pinned(node: Node) -> bool:
+    """True when every user of ``node`` is a reshape/view (its shape is already restated)."""
+    reshapes = (_aten.reshape.default, _aten.view.default)
+    return bool(node.users) and all(user.target in reshapes for user in node.users)
+
+
 def _size_expr(size: int | torch.SymInt) -> sympy.Expr:
     """A tensor dimension as an expanded sympy expression."""
     if isinstance(size, torch.SymInt):
@@ -401,35 +396,3 @@ def _symbol_node(graph: Graph, symbol: sympy.Symbol, sources, symbol_nodes: dict
 
 
 # --------------------------------------------------------------------------- relax.full
-
-
-def _legalize_full(bb, call):
-    """Legalize ``relax.full``/``relax.full_like`` with the output dtype as a string.
-
-    Same lowering as TVM's default (``topi.full`` for a constant fill value), except that
-    the dtype is passed as ``str`` rather than the ``PrimType`` that makes ``topi.full``'s
-    inf/nan check crash; a non-constant fill is broadcast with a TE compute.
-    Preconditions: ``call`` is a ``relax.full`` or ``relax.full_like`` call whose output
-    has a known number of dimensions (``relax.full``) or a known shape (``full_like``).
-    """
-    from tvm import relax, te, tirx, topi  # local import: only needed when building with TVM
-    from tvm.ir import GenericConst
-
-    dtype = str(call.ty.dtype)
-    shape = call.ty.shape
-    if shape is None and isinstance(call.args[0].ty, relax.ShapeType):
-        shape_var = bb.emit(call.args[0])
-        shape = [tirx.Var(f"s{i}", "int64") for i in range(shape_var.ty.ndim)]
-        bb.match_cast(shape_var, relax.ShapeType(shape))
-    if shape is None:
-        raise ValueError(f"relax.full_like with unknown output shape cannot be legalized: {call}")
-    shape = list(shape)
-    fill = call.args[1]
-    if isinstance(fill, GenericConst) and fill.ty.ndim == 0:
-        value = fill.value.numpy()[()].item()
-        return bb.call_te(topi.full, shape, dtype, value, primfunc_name_hint="full")
-
-    def broadcast(fill_tensor):
-        return te.compute(shape, lambda *_: fill_tensor().astype(dtype), name="T_full")
-
-    return bb.call_te(broadcast, fill, primfunc_name_hint="full")

@@ -12,7 +12,7 @@ import copy
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import networkx as nx
 import torch
@@ -30,7 +30,10 @@ class ModelSpec:
 
     ``example_inputs`` are positional tensors; ``dynamic_shapes`` follows ``torch.export``'s
     positional form (one entry per input: ``None`` or ``{dim: torch.export.Dim}``).
-    ``encode_text`` turns calibration text into token ids for models that take token ids.
+    ``tokenizer`` (``slmc.tokenizer``) turns text into token ids for models that take them; it
+    feeds text calibration and evaluation and is saved into the artifact. ``task`` is
+    ``causal-lm`` for models under the KV-cache contract of ``slmc.models.causal_lm`` (then
+    ``kv_cache`` describes the cache), ``embedding`` for sentence encoders, else ``generic``.
     """
 
     module: torch.nn.Module
@@ -38,8 +41,15 @@ class ModelSpec:
     dynamic_shapes: tuple[Any, ...] | None = None
     name: str = "model"
     input_names: tuple[str, ...] | None = None
-    encode_text: Callable[[str], list[int]] | None = None
+    output_names: tuple[str, ...] | None = None
     description: str = ""
+    task: Literal["generic", "causal-lm", "embedding"] = "generic"
+    kv_cache: Any = None
+    tokenizer: Any = None
+
+    @property
+    def encode_text(self) -> Callable[[str], list[int]] | None:
+        return None if self.tokenizer is None else self.tokenizer.encode
 
     def names(self) -> tuple[str, ...]:
         return self.input_names or tuple(f"input_{i}" for i in range(len(self.example_inputs)))
@@ -53,6 +63,7 @@ class Graph:
     example_inputs: tuple[torch.Tensor, ...]
     dynamic_shapes: tuple[Any, ...] | None
     input_names: tuple[str, ...]
+    output_names: tuple[str, ...] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -176,6 +187,7 @@ def trace(spec: ModelSpec) -> Graph:
         example_inputs=tuple(spec.example_inputs),
         dynamic_shapes=spec.dynamic_shapes,
         input_names=spec.names(),
+        output_names=spec.output_names,
         meta={"model_name": spec.name},
     )
 
@@ -198,7 +210,7 @@ class _NodeTrackingFakeProp(fx.Interpreter):
 
     def get_attr(self, target: Any, args: Any, kwargs: Any) -> Any:
         value = super().get_attr(target, args, kwargs)
-        return self._mode.from_tensor(value) if isinstance(value, torch.Tensor) else value
+        return self._mode.from_tensor(value, static_shapes=True) if isinstance(value, torch.Tensor) else value
 
     def run_node(self, n: fx.Node) -> Any:
         try:

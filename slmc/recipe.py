@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
 from slmc.errors import FieldProblem, RecipeError, TargetError
 from slmc.pass_manager import PassStep
@@ -43,12 +43,31 @@ class Calibration(StrictModel):
         return self
 
 
+def _fraction(value: Any) -> Any:
+    """``"5%"`` -> 0.05; numbers pass through (as fractions)."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            return float(value.strip()[:-1]) / 100.0
+        except ValueError as exc:
+            raise ValueError(f"expected a percentage such as '5%', found {value!r}") from exc
+    return value
+
+
+Fraction = Annotated[float, BeforeValidator(_fraction), Field(ge=0.0, le=100.0)]
+
+
 class Gates(StrictModel):
-    """Quality gates of the compressed model against the original, on the verification samples."""
+    """Quality gates of the compressed model against the original.
+
+    ``min_cosine``, ``min_top1_agreement`` and ``max_abs_error`` are measured on the verification
+    samples; ``max_perplexity_increase`` (a fraction or ``"5%"``) on ``verify.text`` with the
+    compiled artifact against the original eager model (causal LMs only).
+    """
 
     min_cosine: float | None = Field(None, ge=-1.0, le=1.0, description="min cosine similarity of outputs")
     min_top1_agreement: float | None = Field(None, ge=0.0, le=1.0, description="min share of equal argmax")
     max_abs_error: float | None = Field(None, ge=0.0, description="max abs output error vs the original")
+    max_perplexity_increase: Fraction | None = Field(None, description="max relative perplexity increase on verify.text")
 
 
 class Verify(StrictModel):
@@ -59,6 +78,18 @@ class Verify(StrictModel):
     atol: float = Field(1e-4, ge=0.0, le=1e6)
     rtol: float = Field(0.0, ge=0.0, le=1e6)
     gates: Gates = Gates()
+    text: str | None = Field(None, min_length=1, description="UTF-8 text for perplexity gates (relative to the recipe)")
+    max_eval_tokens: int = Field(4096, ge=2, le=10_000_000)
+    window: int = Field(256, ge=2, le=1_048_576)
+    stride: int = Field(128, ge=1, le=1_048_576)
+
+    @model_validator(mode="after")
+    def _text_for_perplexity(self) -> Verify:
+        if self.gates.max_perplexity_increase is not None and self.text is None:
+            raise ValueError("gates.max_perplexity_increase needs verify.text (the evaluation text)")
+        if self.stride > self.window:
+            raise ValueError(f"stride {self.stride} is larger than window {self.window}")
+        return self
 
 
 class RecipeDocument(StrictModel):
@@ -130,16 +161,21 @@ def _pass_steps(doc: YamlDocument) -> tuple[list[PassStep], list[FieldProblem]]:
     return steps, problems
 
 
-def _check_calibration_files(doc: YamlDocument, recipe: Recipe) -> list[FieldProblem]:
+def _check_files(doc: YamlDocument, recipe: Recipe) -> list[FieldProblem]:
+    """Files the recipe names (calibration data, evaluation text) must exist."""
+    named = []
     cal = recipe.calibration
-    if cal is None:
-        return []
-    key = "text" if cal.text is not None else "tensors"
-    value = cal.text if cal.text is not None else cal.tensors
-    path = recipe.resolve_path(value)
-    if path.is_file():
-        return []
-    return [FieldProblem(f"calibration.{key}", f"file not found: {path}", doc.line_of(("calibration", key)), value)]
+    if cal is not None:
+        key = "text" if cal.text is not None else "tensors"
+        named.append((("calibration", key), cal.text if cal.text is not None else cal.tensors))
+    if recipe.verify.text is not None:
+        named.append((("verify", "text"), recipe.verify.text))
+    problems = []
+    for key_path, value in named:
+        path = recipe.resolve_path(value)
+        if not path.is_file():
+            problems.append(FieldProblem(".".join(key_path), f"file not found: {path}", doc.line_of(key_path), value))
+    return problems
 
 
 def recipe_from_document(doc: YamlDocument, base_dir: Path) -> Recipe:
@@ -164,7 +200,7 @@ def recipe_from_document(doc: YamlDocument, base_dir: Path) -> Recipe:
             problems.append(FieldProblem(f"passes.{index}", f"pass order: {message}", doc.line_of(("passes", index))))
     if raw is not None:
         recipe = Recipe(raw, steps, doc.source, base_dir)
-        problems.extend(_check_calibration_files(doc, recipe))
+        problems.extend(_check_files(doc, recipe))
     if problems or raw is None:
         raise RecipeError(doc.source, problems)
     return recipe

@@ -14,7 +14,9 @@ from tvm import relax
 
 from slmc.artifact import LIBRARY, WEIGHTS, file_problems, read_manifest
 from slmc.errors import ArtifactError, InputError
+from slmc.models.causal_lm import KVCacheSpec
 from slmc.target import TargetDescriptor
+from slmc.tokenizer import Tokenizer, load_tokenizer
 
 
 class CompiledModel:
@@ -39,6 +41,21 @@ class CompiledModel:
         self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(self.path / LIBRARY)), self._device)
         weights = load_file(str(self.path / WEIGHTS))
         self._weights = [tvm.runtime.tensor(weights[name], self._device) for name in self.manifest["weights"]["order"]]
+        cache = self.manifest.get("kv_cache")
+        self.kv_cache = KVCacheSpec(**cache) if cache else None
+        self._tokenizer_entry = self.manifest.get("tokenizer")
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer stored with the artifact (``ArtifactError`` if it has none)."""
+        return load_tokenizer(self.path, self._tokenizer_entry)
+
+    def step(self, ids: np.ndarray, keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One call under the causal-LM cache contract (``slmc.models.causal_lm``)."""
+        if self.kv_cache is None:
+            raise InputError(f"artifact {self.path} is not a causal LM with a KV cache (task {self.manifest.get('task')!r})")
+        logits, new_keys, new_values = self.run_numpy(ids, keys, values)
+        return logits, new_keys, new_values
 
     def _check_inputs(self, arrays: list[np.ndarray]) -> None:
         if len(arrays) != len(self.inputs):
@@ -52,9 +69,17 @@ class CompiledModel:
                 if isinstance(want, int) and got != want:
                     raise InputError(f"input '{spec['name']}' must have shape {spec['shape']}, got {list(array.shape)}")
 
+    def _check_token_ids(self, ids: np.ndarray) -> None:
+        """Out-of-range ids would read outside the embedding table (TVM's take runs unchecked)."""
+        vocab = self.outputs[0]["shape"][-1]
+        if ids.size and isinstance(vocab, int) and (ids.min() < 0 or ids.max() >= vocab):
+            raise InputError(f"token ids must lie in [0, {vocab}); got values from {ids.min()} to {ids.max()}")
+
     def run_numpy(self, *inputs: np.ndarray) -> list[np.ndarray]:
         arrays = [np.ascontiguousarray(a) for a in inputs]
         self._check_inputs(arrays)
+        if self.kv_cache is not None:
+            self._check_token_ids(arrays[0])
         result = self._vm["main"](*[tvm.runtime.tensor(a, self._device) for a in arrays], *self._weights)
         outs = list(result) if isinstance(result, (tvm_ffi.Array, list, tuple)) else [result]
         return [o.numpy() for o in outs]

@@ -16,38 +16,44 @@ import numpy as np
 import torch
 
 from slmc.ir import Graph
+from slmc.models.causal_lm import KVCacheSpec, StepFunction, generate_greedy
 from slmc.recipe import Gates, Verify
 
 Sample = tuple[torch.Tensor, ...]
 
 
-def _dynamic_bounds(graph: Graph, input_index: int) -> dict[int, tuple[int, int]]:
-    """``{dim: (min, max)}`` of an input's dynamic dims, from the trace's dynamic_shapes."""
-    if not graph.dynamic_shapes or graph.dynamic_shapes[input_index] is None:
-        return {}
-    bounds = {}
-    for dim, spec in dict(graph.dynamic_shapes[input_index]).items():
-        lo = int(getattr(spec, "min", 2) or 2)
-        hi = int(getattr(spec, "max", lo) or lo)
-        bounds[int(dim)] = (lo, hi)
-    return bounds
+def _dynamic_dims(graph: Graph) -> dict[str, tuple[int, int, int]]:
+    """``{dim name: (min, max, example size)}`` of every named dynamic dimension."""
+    dims: dict[str, tuple[int, int, int]] = {}
+    for example, spec in zip(graph.example_inputs, graph.dynamic_shapes or ()):
+        for axis, dim in dict(spec or {}).items():
+            lo = int(getattr(dim, "min", 2) or 2)
+            hi = int(getattr(dim, "max", lo) or lo)
+            dims.setdefault(dim.__name__, (lo, hi, int(example.shape[int(axis)])))
+    return dims
 
 
 def generated_samples(graph: Graph, count: int, seed: int = 0) -> list[Sample]:
     """Inputs like the example inputs: same dtype and rank, dynamic dims varied within bounds.
 
-    Float inputs are standard normal; integer inputs are drawn from the example's value range
-    (so token ids stay valid). The first sample is the example input itself.
+    A dynamic dimension shared by several inputs (one ``torch.export.Dim``) gets one size per
+    sample. The first sample is the example itself, the second uses each dim's largest size up
+    to 4x the example, the rest random sizes in that range. Float inputs are standard normal;
+    integer inputs are drawn from the example's value range (so token ids stay valid).
     """
     gen = torch.Generator().manual_seed(seed)
+    dims = _dynamic_dims(graph)
     samples: list[Sample] = [tuple(t.clone() for t in graph.example_inputs)]
     for k in range(1, count):
+        sizes = {}
+        for name, (lo, hi, example_size) in dims.items():
+            top = min(hi, max(lo, 4 * example_size))
+            sizes[name] = top if k == 1 else int(torch.randint(lo, top + 1, (1,), generator=gen))
         sample = []
-        for i, example in enumerate(graph.example_inputs):
+        for example, spec in zip(graph.example_inputs, graph.dynamic_shapes or [None] * len(graph.example_inputs)):
             shape = list(example.shape)
-            for dim, (lo, hi) in _dynamic_bounds(graph, i).items():
-                hi = min(hi, max(lo, 4 * example.shape[dim]))
-                shape[dim] = int(torch.randint(lo, hi + 1, (1,), generator=gen)) if k > 1 else hi
+            for axis, dim in dict(spec or {}).items():
+                shape[int(axis)] = sizes[dim.__name__]
             if example.dtype.is_floating_point:
                 sample.append(torch.randn(shape, generator=gen, dtype=example.dtype))
             else:
@@ -141,3 +147,40 @@ def verification_report(settings: Verify, reference: list[list[np.ndarray]], act
         "gates": gates,
         "passed": bool(numeric["within_tolerance"]) and all(g["passed"] for g in gates),
     }
+
+
+DECODE_STEPS = 16
+
+
+def decode_comparison(artifact_step: StepFunction, eager: StepFunction, cache: KVCacheSpec, settings: Verify,
+                      steps: int = DECODE_STEPS) -> dict[str, Any]:
+    """Greedy decoding through the KV cache, artifact against eager, compared logit by logit.
+
+    The prompt is 8 fixed token ids; both sides decode their own greedy choices, and the tokens
+    must agree at every step (else the logits are no longer comparable).
+    """
+    steps = min(steps, cache.max_context - 9)
+    prompt = [(7 * i + 3) % 50 for i in range(8)]
+    ours = generate_greedy(artifact_step, cache, prompt, steps)
+    theirs = generate_greedy(eager, cache, prompt, steps)
+    max_abs = max(float(np.max(np.abs(a - b))) for a, b in zip(ours.step_logits, theirs.step_logits))
+    same = ours.tokens == theirs.tokens
+    ok = same and all(np.all(np.abs(a - b) <= settings.atol + settings.rtol * np.abs(b))
+                      for a, b in zip(ours.step_logits, theirs.step_logits))
+    return {"steps": len(ours.step_logits), "max_abs_error": max_abs, "same_tokens": same, "atol": settings.atol,
+            "rtol": settings.rtol, "within_tolerance": bool(ok)}
+
+
+def perplexity_gate(artifact_step: StepFunction, original: StepFunction, cache: KVCacheSpec, ids: np.ndarray,
+                    settings: Verify) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Perplexity of the artifact and of the original eager model on the same tokens, and the gate."""
+    from slmc.evaluation import perplexity
+
+    ours = perplexity(artifact_step, cache, ids, settings.window, settings.stride)
+    base = perplexity(original, cache, ids, settings.window, settings.stride)
+    increase = ours["perplexity"] / base["perplexity"] - 1.0
+    threshold = settings.gates.max_perplexity_increase
+    details = {"original": base["perplexity"], "artifact": ours["perplexity"], "increase": increase,
+               "tokens_scored": ours["tokens_scored"], "window": ours["window"], "stride": ours["stride"]}
+    gate = {"gate": "max_perplexity_increase", "threshold": threshold, "measured": increase, "passed": bool(increase <= threshold)}
+    return details, gate

@@ -45,3 +45,15 @@ def constants_graph():
     from slmc.ir import ModelSpec, trace
 
     return trace(ModelSpec(ConstantsModel(), (torch.randn(4, 16),), name="constants"))
+
+
+def _lm_inputs(tokens: int, past: int = 1, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    cache = (2, 1, 4, past, 32)
+    return (torch.randint(0, 256, (1, tokens), generator=gen), torch.randn(cache, generator=gen), torch.randn(cache, generator=gen))
+
+
+@pytest.fixture()
+def lm_inputs():
+    """``lm_inputs(tokens, past=1, seed=0)``: tiny-lm inputs, ids [1, tokens] and caches [2, 1, 4, past, 32]."""
+    return _lm_inputs

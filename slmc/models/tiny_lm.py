@@ -14,6 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from slmc.ir import ModelSpec
+from slmc.models import causal_lm
+from slmc.models.causal_lm import KVCacheSpec, sink_causal_mask
+from slmc.tokenizer import ByteTokenizer
 
 
 @dataclass(frozen=True)
@@ -47,15 +50,18 @@ class CausalSelfAttention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
         self.o_proj = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor) -> tuple[torch.Tensor, ...]:
         b, t, d = x.shape
-        q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        q = self._heads(self.q_proj(x))
+        k = torch.cat([past_k, self._heads(self.k_proj(x))], dim=2)
+        v = torch.cat([past_v, self._heads(self.v_proj(x))], dim=2)
         scores = (q @ k.transpose(-1, -2)) * (self.head_dim**-0.5)
-        mask = torch.triu(torch.full((t, t), float("-inf"), device=x.device), diagonal=1)
-        attn = F.softmax(scores + mask, dim=-1)
-        return self.o_proj((attn @ v).transpose(1, 2).reshape(b, t, d))
+        attn = F.softmax(scores + sink_causal_mask(t, past_k.shape[2], x.device), dim=-1)
+        return self.o_proj((attn @ v).transpose(1, 2).reshape(b, t, d)), k, v
 
 
 class MLP(nn.Module):
@@ -76,13 +82,14 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.hidden, cfg.eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x))
-        return x + self.mlp(self.mlp_norm(x))
+    def forward(self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h, k, v = self.attn(self.attn_norm(x), past_k, past_v)
+        x = x + h
+        return x + self.mlp(self.mlp_norm(x)), k, v
 
 
 class TinyLM(nn.Module):
-    """Token ids ``[batch, seq]`` (int64) -> logits ``[batch, seq, vocab]`` (float32)."""
+    """The causal-LM contract of ``slmc.models.causal_lm``: (ids, past keys, past values) -> (logits, keys, values)."""
 
     def __init__(self, cfg: TinyLMConfig):
         super().__init__()
@@ -92,34 +99,38 @@ class TinyLM(nn.Module):
         self.norm = RMSNorm(cfg.hidden, cfg.eps)
         self.lm_head = nn.Linear(cfg.hidden, cfg.vocab_size, bias=False)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = self.embed(input_ids)
-        for block in self.blocks:
-            x = block(x)
-        return self.lm_head(self.norm(x))
+        keys, values = [], []
+        for i, block in enumerate(self.blocks):
+            x, k, v = block(x, past_keys[i], past_values[i])
+            keys.append(k)
+            values.append(v)
+        return self.lm_head(self.norm(x)), torch.stack(keys), torch.stack(values)
 
+    def cache_spec(self) -> KVCacheSpec:
+        cfg = self.config
+        return KVCacheSpec(cfg.layers, cfg.heads, cfg.hidden // cfg.heads, cfg.max_seq_len)
 
-def encode_bytes(text: str) -> list[int]:
-    """The tokenizer of ``tiny-lm``: one token per UTF-8 byte."""
-    return list(text.encode("utf-8"))
 
 
 def build(seed: int = 0, config: TinyLMConfig | None = None) -> ModelSpec:
-    """``tiny-lm`` with seeded random weights, traced with a dynamic sequence length (2..max)."""
+    """``tiny-lm`` with seeded random weights, traced under the causal-LM cache contract."""
     cfg = config or TinyLMConfig()
-    generator = torch.Generator().manual_seed(seed)
     torch_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     model = TinyLM(cfg).eval()
     torch.random.set_rng_state(torch_state)
-    example = torch.randint(0, cfg.vocab_size, (1, 16), generator=generator)
-    seq = torch.export.Dim("seq_len", min=2, max=cfg.max_seq_len)
+    cache = model.cache_spec()
     return ModelSpec(
         module=model,
-        example_inputs=(example,),
-        dynamic_shapes=({1: seq},),
+        example_inputs=causal_lm.example_inputs(cache, vocab=cfg.vocab_size, seed=seed),
+        dynamic_shapes=causal_lm.dynamic_shapes(cache),
         name="tiny-lm",
-        input_names=("input_ids",),
-        encode_text=encode_bytes,
+        input_names=causal_lm.INPUT_NAMES,
+        output_names=causal_lm.OUTPUT_NAMES,
         description="built-in byte-level transformer LM (2 layers, hidden 128, seeded random weights)",
+        task="causal-lm",
+        kv_cache=cache,
+        tokenizer=ByteTokenizer(),
     )

@@ -26,12 +26,12 @@ def test_structure_large_weights_stored_fp16_small_ones_skipped(tiny_lm_graph, h
     assert outcome.stats["bytes_saved"] == tiny_lm_graph.weight_bytes() - outcome.graph.weight_bytes()
 
 
-def test_numerics_against_eager(tiny_lm_graph, host_target):
+def test_numerics_against_eager(tiny_lm_graph, host_target, lm_inputs):
     outcome = run(tiny_lm_graph, host_target)
     for n in (16, 64):
-        x = torch.randint(0, 256, (1, n), generator=torch.Generator().manual_seed(n))
-        (ref,) = tiny_lm_graph.run(x)
-        (out,) = outcome.graph.run(x)
+        x = lm_inputs(n, past=1, seed=n)
+        ref = tiny_lm_graph.run(*x)[0]
+        out = outcome.graph.run(*x)[0]
         assert torch.max(torch.abs(ref - out)).item() <= TOLERANCE["max_abs"]
         cos = torch.nn.functional.cosine_similarity(ref.flatten(), out.flatten(), dim=0).item()
         assert cos >= TOLERANCE["min_cosine"]

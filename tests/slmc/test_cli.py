@@ -51,16 +51,34 @@ def test_human_summary_says_where_and_what_was_checked(workdir):
 
 def test_run_an_artifact_on_npy_inputs(compiled, workdir):
     np.save(workdir / "ids.npy", np.arange(12, dtype=np.int64).reshape(1, 12))
-    result = slmc("run", compiled["artifact"], "--input", "ids.npy", "--output", "logits.npy", "--json", cwd=workdir)
+    np.save(workdir / "cache.npy", np.zeros((2, 1, 4, 1, 32), dtype=np.float32))
+    inputs = ["--input", "ids.npy", "--input", "cache.npy", "--input", "cache.npy"]
+    result = slmc("run", compiled["artifact"], *inputs, "--output", "out.npz", "--json", cwd=workdir)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["outputs"] == [{"name": "output_0", "shape": [1, 12, 256], "dtype": "float32"}]
-    assert np.load(workdir / "logits.npy").shape == (1, 12, 256)
+    assert json.loads(result.stdout)["outputs"][0] == {"name": "logits", "shape": [1, 12, 256], "dtype": "float32"}
+    with np.load(workdir / "out.npz") as out:
+        assert out["logits"].shape == (1, 12, 256) and out["keys"].shape == (2, 1, 4, 13, 32)
+
+
+def test_generate_and_eval(compiled, workdir):
+    result = slmc("generate", compiled["artifact"], "--prompt", "def ", "--max-new-tokens", "8", "--json", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["prompt_tokens"] == 4 and len(data["tokens"]) == 8
+    (workdir / "eval.txt").write_text("def add(a, b):\n    return a + b\n" * 30)
+    result = slmc("eval", compiled["artifact"], "--text", "eval.txt", "--reference", "tiny-lm", "--json", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert abs(data["perplexity"] / data["reference"]["perplexity"] - 1) < 1e-4
+    assert data["comparison"]["top1_agreement"] == 1.0 and data["tokens_scored"] == data["comparison"]["tokens_compared"]
+    bad = slmc("generate", compiled["artifact"], "--prompt", "x" * 300, cwd=workdir)
+    assert bad.returncode == 2 and "exceed max_context" in bad.stderr
 
 
 def test_run_errors_exit_2(compiled, workdir):
     np.save(workdir / "bad.npy", np.zeros((1, 3), dtype=np.float32))
     result = slmc("run", compiled["artifact"], "--input", "bad.npy", cwd=workdir)
-    assert result.returncode == 2 and "must be int64" in result.stderr
+    assert result.returncode == 2 and "takes 3 inputs" in result.stderr
     result = slmc("run", "no-such-dir", "--input", "bad.npy", cwd=workdir)
     assert result.returncode == 2 and "manifest.json is missing" in result.stderr
 

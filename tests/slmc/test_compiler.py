@@ -38,30 +38,63 @@ def test_manifest_records_everything(default_artifact):
     assert manifest["recipe"]["verify"]["atol"] == 1e-4
     assert manifest["target"]["name"] == "host" and manifest["target"]["tvm"]["mcpu"] != "native"
     sig = manifest["signature"]
-    assert sig["inputs"] == [{"name": "input_ids", "dtype": "int64", "shape": [1, "seq_len"]}]
-    assert sig["outputs"][0]["dtype"] == "float32" and sig["dynamic_dims"] == {"seq_len": [2, 256]}
+    assert sig["inputs"] == [
+        {"name": "input_ids", "dtype": "int64", "shape": [1, "tokens"]},
+        {"name": "past_keys", "dtype": "float32", "shape": [2, 1, 4, "past", 32]},
+        {"name": "past_values", "dtype": "float32", "shape": [2, 1, 4, "past", 32]},
+    ]
+    assert sig["outputs"][0] == {"name": "logits", "dtype": "float32", "shape": [1, "tokens", 256]}
+    assert sig["outputs"][1]["shape"] == [2, 1, 4, "past + tokens", 32]
+    assert sig["dynamic_dims"] == {"tokens": [1, 256], "past": [1, 256]}
+    assert manifest["task"] == "causal-lm" and manifest["tokenizer"] == {"kind": "bytes"}
+    assert manifest["kv_cache"] == {"layers": 2, "kv_heads": 4, "head_dim": 32, "max_context": 256}
     assert not list(path.parent.glob(".tiny.staging-*"))
 
 
-def test_load_and_run_matches_eager_at_other_lengths(default_artifact):
+def test_load_and_run_matches_eager_at_other_lengths(default_artifact, lm_inputs):
     model = slmc.load(default_artifact.artifact)
     spec = tiny_lm.build()
-    for n in (2, 37, 256):
-        ids = torch.randint(0, 256, (1, n), generator=torch.Generator().manual_seed(n))
-        out = model(ids)
-        assert isinstance(out, torch.Tensor) and out.shape == (1, n, 256)
+    for tokens, past in ((1, 1), (1, 200), (37, 1), (255, 1), (20, 30)):
+        inputs = lm_inputs(tokens, past, seed=tokens)
+        out = model(*inputs)
+        assert all(isinstance(o, torch.Tensor) for o in out) and out[0].shape == (1, tokens, 256)
         with torch.no_grad():
-            ref = spec.module(ids)
-        assert torch.max(torch.abs(out - ref)).item() <= 1e-4
-        assert isinstance(model(ids.numpy()), np.ndarray)
+            ref = spec.module(*inputs)
+        for o, r in zip(out, ref):
+            assert torch.max(torch.abs(o - r)).item() <= 1e-4
+        assert isinstance(model(*[t.numpy() for t in inputs])[0], np.ndarray)
 
 
-def test_load_rejects_wrong_inputs(default_artifact):
+def test_decode_through_the_kv_cache_matches_eager_for_16_steps(default_artifact):
+    from slmc.models.causal_lm import eager_step, generate_greedy
+
+    decode = default_artifact.verification["decode"]
+    assert decode["steps"] == 16 and decode["same_tokens"] and decode["max_abs_error"] <= 1e-4  # measured 1.1e-6
     model = slmc.load(default_artifact.artifact)
+    spec = tiny_lm.build()
+    prompt = spec.tokenizer.encode("import os\n")
+    ours = generate_greedy(model.step, model.kv_cache, prompt, 16)
+    theirs = generate_greedy(eager_step(spec.module), spec.kv_cache, prompt, 16)
+    assert ours.tokens == theirs.tokens
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(ours.step_logits, theirs.step_logits)) <= 1e-4
+
+
+def test_out_of_range_token_ids_are_refused(default_artifact, lm_inputs):
+    model = slmc.load(default_artifact.artifact)
+    ids, keys, values = lm_inputs(4)
+    with pytest.raises(slmc.InputError, match=r"token ids must lie in \[0, 256\)"):
+        model(ids + 300, keys, values)
+
+
+def test_load_rejects_wrong_inputs(default_artifact, lm_inputs):
+    model = slmc.load(default_artifact.artifact)
+    ids, keys, values = [t.numpy() for t in lm_inputs(4)]
     with pytest.raises(slmc.InputError, match="must be int64"):
-        model(np.zeros((1, 4), dtype=np.float32))
-    with pytest.raises(slmc.InputError, match="takes 1 inputs"):
-        model(np.zeros((1, 4), dtype=np.int64), np.zeros((1, 4), dtype=np.int64))
+        model(ids.astype(np.float32), keys, values)
+    with pytest.raises(slmc.InputError, match="takes 3 inputs"):
+        model(ids)
+    with pytest.raises(slmc.InputError, match="must have shape"):
+        model(ids, keys[:, :, :2], values)
 
 
 def test_load_detects_tampering(default_artifact, tmp_path):
@@ -117,7 +150,7 @@ def test_tolerance_failure_writes_no_artifact(tmp_path):
 def test_quality_gate_failure_names_the_gate(tmp_path):
     recipe = tmp_path / "gated.yaml"
     recipe.write_text("passes:\n  - constant_folding: {}\n  - cast_weights: {}\nverify:\n  gates:\n    max_abs_error: 1.0e-6\n")
-    with pytest.raises(VerificationError, match="gate max_abs_error") as err:
+    with pytest.raises(VerificationError, match="quality gate max_abs_error not met") as err:
         slmc.compile(recipe=recipe, out=tmp_path / "gated")
     (gate,) = err.value.verification["gates"]
     assert not gate["passed"] and gate["measured"] > 1e-6

@@ -6,9 +6,10 @@ from slmc.ir import ModelSpec, check_graph, export, trace
 
 
 def test_trace_keeps_symbolic_sequence_length(tiny_lm_graph):
-    ids = next(n for n in tiny_lm_graph.graph.nodes if n.op == "placeholder")
+    ids, keys, _ = [n for n in tiny_lm_graph.graph.nodes if n.op == "placeholder"]
     batch, seq = ids.meta["val"].shape
     assert batch == 1 and not isinstance(seq, int)  # symbolic
+    assert not isinstance(keys.meta["val"].shape[3], int) and keys.meta["val"].shape[4] == 32
     linears = [n for n in tiny_lm_graph.op_nodes() if "linear" in str(n.target)]
     assert len(linears) == 2 * 6 + 1
     assert all(n.meta["val"].dtype == torch.float32 for n in linears)
@@ -21,9 +22,9 @@ def test_networkx_view_has_every_node_and_edge(tiny_lm_graph):
     assert ("input_ids", "embedding") in g.edges
 
 
-def test_eager_run_accepts_other_lengths(tiny_lm_graph):
-    (logits,) = tiny_lm_graph.run(torch.randint(0, 256, (1, 40)))
-    assert logits.shape == (1, 40, 256)
+def test_eager_run_accepts_other_lengths(tiny_lm_graph, lm_inputs):
+    logits, keys, values = tiny_lm_graph.run(*lm_inputs(40, past=3))
+    assert logits.shape == (1, 40, 256) and keys.shape == values.shape == (2, 1, 4, 43, 32)
 
 
 def test_fingerprint_tracks_weights_and_graph(tiny_lm_graph):
@@ -39,7 +40,7 @@ def test_fingerprint_tracks_weights_and_graph(tiny_lm_graph):
 
 def test_reexport_of_the_graph(tiny_lm_graph):
     program = export(tiny_lm_graph)
-    assert len(program.graph_signature.input_specs) == 1 + 19  # input_ids + embed, 2 x 8 block weights, final norm, lm_head
+    assert len(program.graph_signature.input_specs) == 3 + 19  # ids, keys, values + embed, 2 x 8 block weights, final norm, lm_head
 
 
 class DataDependent(torch.nn.Module):

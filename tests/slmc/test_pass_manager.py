@@ -56,7 +56,7 @@ def test_failure_names_pass_and_passes_before(tiny_lm_graph, context, temp_pass)
 def test_graph_broken_by_a_pass_names_the_node(tiny_lm_graph, context, temp_pass):
     def break_shapes(graph, config, ctx):
         """Feed the LM head a tensor of the wrong width: shape propagation must fail there."""
-        head = next(n for n in graph.graph.nodes if n.op == "call_function" and "linear" in str(n.target) and n.next.op == "output")
+        head = next(n for n in graph.graph.nodes if n.op == "call_function" and n.args[1:2] and getattr(n.args[1], "target", None) == "lm_head.weight")
         with graph.graph.inserting_before(head):
             narrow = graph.graph.call_function(torch.ops.aten.slice.Tensor, (head.args[0], -1, 0, 7))
         head.replace_input_with(head.args[0], narrow)

@@ -1,0 +1,120 @@
+"""The causal-LM contract: one traced graph serves prefill and decode through an explicit KV cache.
+
+Every causal LM slmc compiles (built-in or Hugging Face) is wrapped to this signature::
+
+    inputs   input_ids    int64   [1, T]               T new tokens, 1 <= T <= max_context
+             past_keys    float32 [L, 1, H_kv, P, D]   P cached positions, 1 <= P
+             past_values  float32 [L, 1, H_kv, P, D]
+    outputs  logits       float32 [1, T, V]
+             keys         float32 [L, 1, H_kv, P + T, D]   past ++ new
+             values       float32 [L, 1, H_kv, P + T, D]
+
+Slot 0 of the cache is a *sink*: it is never attended to (masked with -inf), so a prompt is a
+call with ``P = 1`` (the empty cache) and every later token a call with ``T = 1``. The new tokens
+sit at positions ``P - 1 .. P + T - 2``. One graph (no zero-sized dims, which ``torch.export``
+cannot keep dynamic) means every pass runs once and prefill and decode share the same weights.
+Batch size is 1, as on a phone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+StepFunction = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+INPUT_NAMES = ("input_ids", "past_keys", "past_values")
+OUTPUT_NAMES = ("logits", "keys", "values")
+
+
+@dataclass(frozen=True)
+class KVCacheSpec:
+    """Shape of a model's KV cache."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+    max_context: int
+
+    def empty(self) -> tuple[np.ndarray, np.ndarray]:
+        """The cache before the first token: only the sink slot."""
+        shape = (self.layers, 1, self.kv_heads, 1, self.head_dim)
+        return np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32)
+
+    def to_json(self) -> dict[str, int]:
+        return {"layers": self.layers, "kv_heads": self.kv_heads, "head_dim": self.head_dim, "max_context": self.max_context}
+
+
+def example_inputs(cache: KVCacheSpec, tokens: int = 8, past: int = 4, vocab: int = 256, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Example inputs for tracing: sizes above 1 so that ``torch.export`` keeps both dims symbolic."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = (cache.layers, 1, cache.kv_heads, past, cache.head_dim)
+    return (
+        torch.randint(0, vocab, (1, tokens), generator=gen),
+        torch.randn(shape, generator=gen) * 0.5,
+        torch.randn(shape, generator=gen) * 0.5,
+    )
+
+
+def dynamic_shapes(cache: KVCacheSpec) -> tuple[dict[int, torch.export.Dim], ...]:
+    tokens = torch.export.Dim("tokens", min=1, max=cache.max_context)
+    past = torch.export.Dim("past", min=1, max=cache.max_context)
+    return ({1: tokens}, {3: past}, {3: past})
+
+
+def sink_causal_mask(new_tokens: int, past: int, device: torch.device | None = None) -> torch.Tensor:
+    """``[T, P + T]`` additive mask: 0 where query i may attend key j, -inf elsewhere (and at the sink)."""
+    key_pos = torch.arange(past + new_tokens, device=device)
+    query_pos = torch.arange(new_tokens, device=device) + past
+    allowed = (key_pos >= 1).unsqueeze(0) & (key_pos.unsqueeze(0) <= query_pos.unsqueeze(1))
+    return torch.where(allowed, 0.0, float("-inf"))
+
+
+def eager_step(module: torch.nn.Module) -> StepFunction:
+    """A step function running a cache-contract module eagerly on numpy arrays."""
+
+    def step(ids: np.ndarray, keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            logits, k, v = module(torch.from_numpy(ids), torch.from_numpy(keys), torch.from_numpy(values))
+        return logits.numpy(), k.numpy(), v.numpy()
+
+    return step
+
+
+def prompt_logits(step: StepFunction, cache: KVCacheSpec, ids: np.ndarray) -> np.ndarray:
+    """Logits ``[T, V]`` of a whole prompt in one prefill call from the empty cache."""
+    keys, values = cache.empty()
+    logits, _, _ = step(ids.reshape(1, -1).astype(np.int64), keys, values)
+    return logits[0]
+
+
+@dataclass
+class Generation:
+    tokens: list[int]
+    step_logits: list[np.ndarray]
+
+
+def generate_greedy(step: StepFunction, cache: KVCacheSpec, prompt: list[int], max_new_tokens: int,
+                    stop_token: int | None = None) -> Generation:
+    """Greedy decoding: one prefill call for the prompt, then one decode call per new token.
+
+    Raises ``ValueError`` when the prompt is empty or prompt + new tokens exceed ``max_context``.
+    """
+    if not prompt:
+        raise ValueError("the prompt encodes to no tokens")
+    if len(prompt) + max_new_tokens > cache.max_context:
+        raise ValueError(f"prompt ({len(prompt)} tokens) + {max_new_tokens} new tokens exceed max_context {cache.max_context}")
+    keys, values = cache.empty()
+    logits, keys, values = step(np.asarray([prompt], dtype=np.int64), keys, values)
+    tokens: list[int] = []
+    step_logits = [logits[0, -1]]
+    for _ in range(max_new_tokens):
+        token = int(np.argmax(step_logits[-1]))
+        tokens.append(token)
+        if token == stop_token or len(tokens) == max_new_tokens:
+            break
+        logits, keys, values = step(np.asarray([[token]], dtype=np.int64), keys, values)
+        step_logits.append(logits[0, -1])
+    return Generation(tokens, step_logits)
