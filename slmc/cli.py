@@ -193,21 +193,22 @@ def generate_command(subject: str, prompt: str, max_new_tokens: int, as_json: bo
 
 @cli.command("eval")
 @click.argument("subject")
-@click.option("--text", "text_file", required=True, type=click.Path(path_type=Path), help="UTF-8 evaluation text.")
+@click.option("--text", "text_ref", required=True, help="UTF-8 text file, or a built-in text set (stdlib-heldout).")
 @click.option("--reference", default=None, help="Artifact or model to compare against (logit error, top-1, KL).")
 @click.option("--window", default=256, show_default=True, type=click.IntRange(2, None))
 @click.option("--stride", default=128, show_default=True, type=click.IntRange(1, None))
 @click.option("--max-tokens", default=None, type=click.IntRange(2, None), help="Evaluate only the first N tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @handles_errors
-def eval_command(subject: str, text_file: Path, reference: str | None, window: int, stride: int,
+def eval_command(subject: str, text_ref: str, reference: str | None, window: int, stride: int,
                  max_tokens: int | None, as_json: bool) -> None:
     """Perplexity of SUBJECT (artifact directory or model) on a text, optionally against a reference."""
-    from slmc.evaluation import compare, perplexity, read_text_tokens
+    from slmc.evaluation import compare, document_tokens, perplexity
+    from slmc.texts import load_texts
 
     step, cache, tokenizer, described = _step_and_cache(subject)
-    ids = read_text_tokens(text_file, tokenizer, max_tokens)
-    result: dict[str, Any] = {"subject": described, "text": str(text_file), **perplexity(step, cache, ids, window, stride)}
+    ids = document_tokens(load_texts(text_ref), tokenizer, max_tokens)
+    result: dict[str, Any] = {"subject": described, "text": text_ref, **perplexity(step, cache, ids, window, stride)}
     if reference is not None:
         ref_step, _, _, ref_described = _step_and_cache(reference)
         result["reference"] = {"subject": ref_described, **perplexity(ref_step, cache, ids, window, stride)}

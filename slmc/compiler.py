@@ -22,7 +22,8 @@ import slmc
 from slmc.artifact import FORMAT_VERSION, LIBRARY, WEIGHTS, StagedArtifact, check_destination, file_entries, write_manifest
 from slmc.calibration import load_calibration
 from slmc.errors import InputError, VerificationError
-from slmc.evaluation import read_text_tokens
+from slmc.evaluation import document_tokens
+from slmc.texts import load_texts
 from slmc.ir import Graph, ModelSpec, check_graph, trace
 from slmc.models.causal_lm import eager_step
 from slmc.lowering import RelaxProgram, build, export_library, to_relax
@@ -120,7 +121,7 @@ def _verify_artifact(staged: Path, recipe: Recipe, target: TargetDescriptor, fin
         report["passed"] = report["passed"] and report["decode"]["within_tolerance"]
         report["how"] += f"; greedy decode of {report['decode']['steps']} tokens through the KV cache compared step by step"
     if settings.gates.max_perplexity_increase is not None:
-        ids = read_text_tokens(recipe.resolve_path(settings.text), spec.tokenizer, settings.max_eval_tokens)
+        ids = document_tokens(load_texts(recipe.evaluation_text()), spec.tokenizer, settings.max_eval_tokens)
         report["perplexity"], gate = perplexity_gate(model.step, eager_step(original.module), spec.kv_cache, ids, settings)
         report["gates"].append(gate)
         report["passed"] = report["passed"] and gate["passed"]

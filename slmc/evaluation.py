@@ -11,8 +11,7 @@ KL divergence ``KL(reference || subject)``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,8 +26,8 @@ def windows(num_tokens: int, window: int, stride: int) -> Iterator[tuple[int, in
     Logits at window positions ``first_scored .. end - begin - 2`` predict the tokens that no
     earlier window scored; token 0 has no context and is never scored.
     """
-    if window < 2 or not 1 <= stride <= window:
-        raise InputError(f"evaluation needs window >= 2 and 1 <= stride <= window (got window {window}, stride {stride})")
+    if window < 2 or not 1 <= stride < window:
+        raise InputError(f"evaluation needs window >= 2 and 1 <= stride < window (got window {window}, stride {stride})")
     scored_until = 1
     for begin in range(0, max(num_tokens - 1, 0), stride):
         end = min(begin + window, num_tokens)
@@ -43,34 +42,39 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def _scored_positions(ids: np.ndarray, window: int, stride: int) -> Iterator[tuple[np.ndarray, slice, np.ndarray]]:
-    for begin, end, first in windows(len(ids), window, stride):
-        chunk = ids[begin:end]
-        yield chunk, slice(first, len(chunk) - 1), chunk[first + 1 :]
+def _scored_positions(documents: Sequence[np.ndarray], window: int, stride: int) -> Iterator[tuple[np.ndarray, slice, np.ndarray]]:
+    for ids in documents:
+        for begin, end, first in windows(len(ids), window, stride):
+            chunk = ids[begin:end]
+            yield chunk, slice(first, len(chunk) - 1), chunk[first + 1 :]
 
 
-def perplexity(step: StepFunction, cache: KVCacheSpec, ids: np.ndarray, window: int, stride: int) -> dict[str, Any]:
-    """Token-weighted perplexity of ``ids`` under the model behind ``step``."""
-    window = min(window, cache.max_context)
-    stride = min(stride, window)
+def _bounded(cache: KVCacheSpec, window: int, stride: int) -> tuple[int, int]:
+    """Windows no longer than the model's context; the stride shrinks with the window if needed."""
+    bounded = min(window, cache.max_context)
+    return bounded, stride if bounded == window else min(stride, bounded - 1)
+
+
+def perplexity(step: StepFunction, cache: KVCacheSpec, documents: Sequence[np.ndarray], window: int, stride: int) -> dict[str, Any]:
+    """Token-weighted perplexity over ``documents`` (token id arrays, each evaluated on its own)."""
+    window, stride = _bounded(cache, window, stride)
     nll, count = 0.0, 0
-    for chunk, positions, targets in _scored_positions(ids, window, stride):
+    for chunk, positions, targets in _scored_positions(documents, window, stride):
         logp = _log_softmax(prompt_logits(step, cache, chunk)[positions])
         nll -= float(logp[np.arange(len(targets)), targets].sum())
         count += len(targets)
     if count == 0:
         raise InputError("the evaluation text has fewer than 2 tokens")
     return {"perplexity": math.exp(nll / count), "nll_per_token": nll / count, "tokens_scored": count,
-            "window": window, "stride": stride}
+            "documents": len(documents), "window": window, "stride": stride}
 
 
-def compare(subject: StepFunction, reference: StepFunction, cache: KVCacheSpec, ids: np.ndarray,
+def compare(subject: StepFunction, reference: StepFunction, cache: KVCacheSpec, documents: Sequence[np.ndarray],
             window: int, stride: int) -> dict[str, Any]:
     """Logit error, top-1 agreement and ``KL(reference || subject)`` per scored token."""
-    window = min(window, cache.max_context)
-    stride = min(stride, window)
+    window, stride = _bounded(cache, window, stride)
     max_err, sum_err, elements, agree, rows, kl = 0.0, 0.0, 0, 0, 0, 0.0
-    for chunk, positions, _ in _scored_positions(ids, window, stride):
+    for chunk, positions, _ in _scored_positions(documents, window, stride):
         a = prompt_logits(subject, cache, chunk)[positions].astype(np.float64)
         b = prompt_logits(reference, cache, chunk)[positions].astype(np.float64)
         diff = np.abs(a - b)
@@ -85,13 +89,17 @@ def compare(subject: StepFunction, reference: StepFunction, cache: KVCacheSpec, 
             "top1_agreement": agree / max(rows, 1), "kl_divergence": kl / max(rows, 1), "tokens_compared": rows}
 
 
-def read_text_tokens(path: Path, tokenizer: Any, max_tokens: int | None) -> np.ndarray:
-    """Token ids of a UTF-8 text file, cut to ``max_tokens``."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise InputError(f"evaluation text {path} not found") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"evaluation text {path} is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
-    ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
-    return ids[:max_tokens] if max_tokens else ids
+def document_tokens(texts: Sequence[str], tokenizer: Any, max_tokens: int | None) -> list[np.ndarray]:
+    """Token ids of each document (with the tokenizer's document prefix), up to ``max_tokens`` in all."""
+    documents, total = [], 0
+    encode = getattr(tokenizer, "encode_document", tokenizer.encode)
+    for text in texts:
+        ids = np.asarray(encode(text), dtype=np.int64)
+        if max_tokens is not None:
+            ids = ids[: max(max_tokens - total, 0)]
+        if len(ids) >= 2:
+            documents.append(ids)
+            total += len(ids)
+        if max_tokens is not None and total >= max_tokens:
+            break
+    return documents

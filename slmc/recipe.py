@@ -18,6 +18,7 @@ from slmc.pass_manager import PassStep
 from slmc.pass_registry import get_pass, order_problems, registered_passes
 from slmc.schema import StrictModel, problems_from_validation
 from slmc.target import TargetDescriptor
+from slmc.texts import TEXT_SETS
 from slmc.yaml_source import YamlDocument, YamlSyntaxError, parse_yaml, read_yaml
 
 
@@ -78,7 +79,7 @@ class Verify(StrictModel):
     atol: float = Field(1e-4, ge=0.0, le=1e6)
     rtol: float = Field(0.0, ge=0.0, le=1e6)
     gates: Gates = Gates()
-    text: str | None = Field(None, min_length=1, description="UTF-8 text for perplexity gates (relative to the recipe)")
+    text: str | None = Field(None, min_length=1, description="UTF-8 text file (relative to the recipe) or built-in text set, for perplexity gates")
     max_eval_tokens: int = Field(4096, ge=2, le=10_000_000)
     window: int = Field(256, ge=2, le=1_048_576)
     stride: int = Field(128, ge=1, le=1_048_576)
@@ -87,8 +88,8 @@ class Verify(StrictModel):
     def _text_for_perplexity(self) -> Verify:
         if self.gates.max_perplexity_increase is not None and self.text is None:
             raise ValueError("gates.max_perplexity_increase needs verify.text (the evaluation text)")
-        if self.stride > self.window:
-            raise ValueError(f"stride {self.stride} is larger than window {self.window}")
+        if self.stride >= self.window:
+            raise ValueError(f"stride {self.stride} must be smaller than window {self.window}")
         return self
 
 
@@ -122,6 +123,13 @@ class Recipe:
     def resolve_path(self, value: str) -> Path:
         path = Path(value)
         return path if path.is_absolute() else self.base_dir / path
+
+    def evaluation_text(self) -> str | Path:
+        """``verify.text``: a built-in text set name, or the file resolved against the recipe."""
+        text = self.verify.text
+        if text is None:
+            raise ValueError("the recipe has no verify.text")
+        return text if text in TEXT_SETS else self.resolve_path(text)
 
     def normalized(self) -> dict[str, Any]:
         """Every setting with defaults filled in: what the manifest records and the cache keys on."""
@@ -168,7 +176,7 @@ def _check_files(doc: YamlDocument, recipe: Recipe) -> list[FieldProblem]:
     if cal is not None:
         key = "text" if cal.text is not None else "tensors"
         named.append((("calibration", key), cal.text if cal.text is not None else cal.tensors))
-    if recipe.verify.text is not None:
+    if recipe.verify.text is not None and recipe.verify.text not in TEXT_SETS:
         named.append((("verify", "text"), recipe.verify.text))
     problems = []
     for key_path, value in named:
