@@ -22,7 +22,7 @@ from slmc.target import TargetDescriptor
 
 class CastWeightsConfig(PassConfig):
     dtype: Literal["float16"] = "float16"
-    min_elements: int = Field(4096, ge=1, description="smaller tensors stay float32")
+    min_elements: int = Field(4096, ge=1, le=1 << 40, description="smaller tensors stay float32")
     include: list[str] = Field(default_factory=lambda: ["*"], min_length=1, description="glob patterns of weight names")
     exclude: list[str] = Field(default_factory=list, description="glob patterns of weight names to keep")
 

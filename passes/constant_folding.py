@@ -18,7 +18,7 @@ from slmc.passes.dead_code_elimination import remove_unused_tensors
 
 
 class ConstantFoldingConfig(PassConfig):
-    max_growth_bytes: int = Field(65536, ge=0, description="allowed growth of stored weights per folded node")
+    max_growth_bytes: int = Field(65536, ge=0, le=1 << 40, description="allowed growth of stored weights per folded node")
 
 
 def _foldable_op(node: fx.Node) -> bool:

@@ -35,11 +35,23 @@ class YamlDocument:
         return None
 
 
+MAX_NODES = 100_000  # after alias expansion: a "billion laughs" document stops here
+MAX_DEPTH = 64
+MAX_BYTES = 4 * 1024 * 1024
+
+
 class _LineLoader(yaml.SafeLoader):
     """SafeLoader that keeps node marks; used only through ``parse_yaml``."""
 
+    nodes_built = 0
+
 
 def _construct(node: yaml.Node, loader: _LineLoader, path: KeyPath, lines: dict[KeyPath, int], source: str) -> Any:
+    loader.nodes_built += 1
+    if loader.nodes_built > MAX_NODES:
+        raise _problem(source, path, node, f"document expands to more than {MAX_NODES} values (alias expansion?)")
+    if len(path) > MAX_DEPTH:
+        raise _problem(source, path[:MAX_DEPTH], node, f"document nests deeper than {MAX_DEPTH} levels")
     lines[path] = node.start_mark.line + 1
     standard = {yaml.MappingNode: "tag:yaml.org,2002:map", yaml.SequenceNode: "tag:yaml.org,2002:seq"}
     if type(node) in standard and node.tag != standard[type(node)]:
@@ -77,10 +89,15 @@ def _problem(source: str, path: KeyPath, node: yaml.Node, message: str) -> YamlS
 def parse_yaml(text: str, source: str) -> YamlDocument:
     """Parse one YAML document from ``text``; ``source`` names it in errors.
 
-    Raises ``YamlSyntaxError`` on malformed YAML, several documents, or duplicate keys.
+    Raises ``YamlSyntaxError`` on malformed YAML, several documents, duplicate keys, Python
+    tags, documents over 4 MiB, or documents that nest too deep or expand (through aliases) to
+    too many values.
     """
-    loader = _LineLoader(text)
+    if len(text) > MAX_BYTES:
+        raise YamlSyntaxError(FieldProblem("", f"document is larger than {MAX_BYTES} bytes"))
+    loader = None
     try:
+        loader = _LineLoader(text)
         node = loader.get_single_node()
         lines: dict[KeyPath, int] = {}
         data = None if node is None else _construct(node, loader, (), lines, source)
@@ -90,8 +107,11 @@ def parse_yaml(text: str, source: str) -> YamlDocument:
         raise YamlSyntaxError(FieldProblem("", f"not valid YAML: {exc.problem or exc}", line)) from exc
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(FieldProblem("", f"not valid YAML: {exc}")) from exc
+    except RecursionError as exc:
+        raise YamlSyntaxError(FieldProblem("", "not valid YAML: nested too deeply")) from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return YamlDocument(data=data, source=source, lines=lines)
 
 
