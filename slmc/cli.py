@@ -148,26 +148,6 @@ def run_command(artifact: Path, inputs: tuple[Path, ...], output: Path | None, a
             click.echo(f"wrote {output}")
 
 
-def _step_and_cache(subject: str) -> tuple[Any, Any, Any, str]:
-    """(step function, cache spec, tokenizer, description) of an artifact directory or a model."""
-    from slmc.artifact import MANIFEST
-
-    if (Path(subject) / MANIFEST).is_file():
-        import slmc
-
-        model = slmc.load(subject)
-        if model.kv_cache is None:
-            raise InputError(f"artifact {subject} is not a causal LM (task {model.manifest.get('task')!r})")
-        return model.step, model.kv_cache, model.tokenizer, f"artifact {subject}"
-    from slmc.model_source import load_model
-    from slmc.models.causal_lm import eager_step
-
-    spec = load_model(subject)
-    if spec.task != "causal-lm" or spec.tokenizer is None:
-        raise InputError(f"model '{subject}' is not a causal LM with a tokenizer (task {spec.task!r})")
-    return eager_step(spec.module), spec.kv_cache, spec.tokenizer, f"eager model {spec.name}"
-
-
 @cli.command("generate")
 @click.argument("subject")
 @click.option("-p", "--prompt", required=True, help="Text to continue.")
@@ -177,11 +157,13 @@ def _step_and_cache(subject: str) -> tuple[Any, Any, Any, str]:
 def generate_command(subject: str, prompt: str, max_new_tokens: int, as_json: bool) -> None:
     """Greedy generation with SUBJECT (an artifact directory or a model) through its KV cache."""
     from slmc.models.causal_lm import generate_greedy
+    from slmc.subject import open_subject
 
-    step, cache, tokenizer, _ = _step_and_cache(subject)
+    model = open_subject(subject)
+    tokenizer = model.require_tokenizer()
     ids = tokenizer.encode(prompt)
     try:
-        result = generate_greedy(step, cache, ids, max_new_tokens)
+        result = generate_greedy(model.step, model.kv_cache, ids, max_new_tokens)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     text = tokenizer.decode(result.tokens)
@@ -191,10 +173,35 @@ def generate_command(subject: str, prompt: str, max_new_tokens: int, as_json: bo
         click.echo(prompt + text)
 
 
+def _eval_causal_lm(model: Any, reference: Any, text_ref: str, window: int, stride: int, max_tokens: int | None) -> dict[str, Any]:
+    from slmc.evaluation import compare, document_tokens, perplexity
+    from slmc.texts import load_texts
+
+    docs = document_tokens(load_texts(text_ref), model.require_tokenizer(), max_tokens)
+    result: dict[str, Any] = {"subject": model.description, "task": model.task, "text": text_ref,
+                              **perplexity(model.step, model.kv_cache, docs, window, stride)}
+    if reference is not None:
+        result["reference"] = {"subject": reference.description, **perplexity(reference.step, model.kv_cache, docs, window, stride)}
+        result["comparison"] = compare(model.step, reference.step, model.kv_cache, docs, window, stride)
+    return result
+
+
+def _eval_embedding(model: Any, reference: Any, text_ref: str) -> dict[str, Any]:
+    from slmc.evaluation import embedding_agreement, sentences
+    from slmc.texts import load_texts
+
+    if reference is None:
+        raise InputError("evaluating an embedding model needs --reference (the model to compare embeddings with)")
+    lines = sentences(load_texts(text_ref))
+    return {"subject": model.description, "task": model.task, "text": text_ref, "reference": {"subject": reference.description},
+            "comparison": embedding_agreement(model.run, reference.run, model.require_tokenizer(), lines)}
+
+
 @cli.command("eval")
 @click.argument("subject")
-@click.option("--text", "text_ref", required=True, help="UTF-8 text file, or a built-in text set (stdlib-heldout).")
-@click.option("--reference", default=None, help="Artifact or model to compare against (logit error, top-1, KL).")
+@click.option("--text", "text_ref", required=True,
+              help="UTF-8 text file (for embedding models: one sentence per line), or a built-in text set (stdlib-heldout).")
+@click.option("--reference", default=None, help="Artifact or model to compare against.")
 @click.option("--window", default=256, show_default=True, type=click.IntRange(2, None))
 @click.option("--stride", default=128, show_default=True, type=click.IntRange(1, None))
 @click.option("--max-tokens", default=None, type=click.IntRange(2, None), help="Evaluate only the first N tokens.")
@@ -202,27 +209,33 @@ def generate_command(subject: str, prompt: str, max_new_tokens: int, as_json: bo
 @handles_errors
 def eval_command(subject: str, text_ref: str, reference: str | None, window: int, stride: int,
                  max_tokens: int | None, as_json: bool) -> None:
-    """Perplexity of SUBJECT (artifact directory or model) on a text, optionally against a reference."""
-    from slmc.evaluation import compare, document_tokens, perplexity
-    from slmc.texts import load_texts
+    """Quality of SUBJECT (artifact directory or model): perplexity for causal LMs (with logit error,
+    top-1 agreement and KL against --reference), embedding cosine against --reference for encoders."""
+    from slmc.subject import open_subject
 
-    step, cache, tokenizer, described = _step_and_cache(subject)
-    ids = document_tokens(load_texts(text_ref), tokenizer, max_tokens)
-    result: dict[str, Any] = {"subject": described, "text": text_ref, **perplexity(step, cache, ids, window, stride)}
-    if reference is not None:
-        ref_step, _, _, ref_described = _step_and_cache(reference)
-        result["reference"] = {"subject": ref_described, **perplexity(ref_step, cache, ids, window, stride)}
-        result["comparison"] = compare(step, ref_step, cache, ids, window, stride)
+    model = open_subject(subject)
+    ref = open_subject(reference) if reference is not None else None
+    if model.task == "causal-lm":
+        result = _eval_causal_lm(model, ref, text_ref, window, stride, max_tokens)
+    elif model.task == "embedding":
+        result = _eval_embedding(model, ref, text_ref)
+    else:
+        raise InputError(f"{model.description} is a {model.task!r} model; slmc eval measures causal LMs and embedding models")
     if as_json:
         _emit_json({"ok": True, **result})
         return
-    click.echo(f"{described}: perplexity {result['perplexity']:.4f} over {result['tokens_scored']} tokens "
-               f"(window {result['window']}, stride {result['stride']})")
-    if reference is not None:
-        c = result["comparison"]
-        click.echo(f"{result['reference']['subject']}: perplexity {result['reference']['perplexity']:.4f}")
+    if "perplexity" in result:
+        click.echo(f"{result['subject']}: perplexity {result['perplexity']:.4f} over {result['tokens_scored']} tokens "
+                   f"in {result['documents']} document(s) (window {result['window']}, stride {result['stride']})")
+        if "perplexity" in result.get("reference", {}):
+            click.echo(f"{result['reference']['subject']}: perplexity {result['reference']['perplexity']:.4f}")
+    c = result.get("comparison")
+    if c is not None and "top1_agreement" in c:
         click.echo(f"vs reference: max logit error {c['max_logit_error']:.3g}, mean {c['mean_logit_error']:.3g}, "
                    f"top-1 agreement {c['top1_agreement']:.4f}, KL {c['kl_divergence']:.3g}")
+    elif c is not None:
+        click.echo(f"vs {result['reference']['subject']}: embedding cosine mean {c['mean_cosine']:.6f}, "
+                   f"min {c['min_cosine']:.6f} over {c['sentences']} sentences")
 
 
 @cli.group("targets", invoke_without_command=True)

@@ -103,3 +103,29 @@ def document_tokens(texts: Sequence[str], tokenizer: Any, max_tokens: int | None
         if max_tokens is not None and total >= max_tokens:
             break
     return documents
+
+
+def sentences(texts: Sequence[str]) -> list[str]:
+    """Non-empty lines of the texts: one sentence per line."""
+    found = [line.strip() for text in texts for line in text.splitlines() if line.strip()]
+    if not found:
+        raise InputError("the evaluation text has no sentences (one per line)")
+    return found
+
+
+def embedding_agreement(subject: Any, reference: Any, tokenizer: Any, lines: Sequence[str]) -> dict[str, Any]:
+    """Cosine similarity of sentence embeddings, subject against reference, one sentence at a time.
+
+    ``subject`` and ``reference`` map ``(input_ids [1, S], attention_mask [1, S])`` (int64) to
+    outputs whose first is the embedding ``[1, D]``; ``tokenizer.encode_document`` (special
+    tokens included) when the tokenizer has it, else ``encode``.
+    """
+    encode = getattr(tokenizer, "encode_document", tokenizer.encode)
+    cosines = []
+    for line in lines:
+        ids = np.asarray([encode(line)], dtype=np.int64)
+        mask = np.ones_like(ids)
+        a = np.asarray(subject(ids, mask)[0], dtype=np.float64).reshape(-1)
+        b = np.asarray(reference(ids, mask)[0], dtype=np.float64).reshape(-1)
+        cosines.append(float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30)))
+    return {"mean_cosine": float(np.mean(cosines)), "min_cosine": float(np.min(cosines)), "sentences": len(cosines)}
