@@ -8,6 +8,7 @@ model name (``tiny-lm``); or an import path ``package.module:factory`` whose fac
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -67,9 +68,13 @@ def load_model(ref: Any, example_inputs: Any = None, dynamic_shapes: Any = None)
         raise ModelError(f"model reference must be a name, an import path or a module, got {type(ref).__name__}")
     if ref in BUILTIN_MODELS:
         return BUILTIN_MODELS[ref]()
+    if Path(ref).is_dir() and (Path(ref) / "config.json").is_file():
+        from slmc.models.huggingface import load_hf_model
+
+        return load_hf_model(ref)
     if ":" in ref:
         return _from_value(_import_factory(ref), ref, example_inputs, dynamic_shapes)
     raise ModelError(
         f"model '{ref}' is neither a built-in model ({', '.join(sorted(BUILTIN_MODELS))}) "
-        "nor an import path 'package.module:factory'"
+        "nor a Hugging Face checkpoint folder (with config.json) nor an import path 'package.module:factory'"
     )

@@ -6,6 +6,7 @@ Two kinds: ``bytes`` (UTF-8 bytes as ids, the built-in tiny-lm's) and ``huggingf
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,18 +37,36 @@ class ByteTokenizer:
 
 
 class HuggingFaceTokenizer:
-    """A ``tokenizer.json`` (Hugging Face ``tokenizers``), without special tokens added on encode."""
+    """A ``tokenizer.json`` (Hugging Face ``tokenizers``).
+
+    ``encode`` adds no special tokens (prompts); ``encode_document`` adds the tokenizer's own
+    (``[CLS] ... [SEP]`` for BERT) and, for decoders whose ``tokenizer_config.json`` names a
+    ``bos_token`` that the tokenizer does not add itself, starts with it (documents as in training).
+    """
 
     kind = "huggingface"
 
-    def __init__(self, tokenizer_json: Path):
+    def __init__(self, tokenizer_json: Path, bos_token: str | None = None):
         from tokenizers import Tokenizer as _Tokenizer
 
         self.path = Path(tokenizer_json)
         self._tok = _Tokenizer.from_file(str(self.path))
+        if bos_token is None:
+            config = self.path.with_name("tokenizer_config.json")
+            if config.is_file():
+                bos_token = json.loads(config.read_text(encoding="utf-8")).get("bos_token")
+                bos_token = bos_token.get("content") if isinstance(bos_token, dict) else bos_token
+        self.bos_token = bos_token
+        self.bos_id = self._tok.token_to_id(bos_token) if bos_token else None
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_document(self, text: str) -> list[int]:
+        ids = self._tok.encode(text, add_special_tokens=True).ids
+        if self.bos_id is not None and ids[:1] != [self.bos_id]:
+            ids = [self.bos_id] + ids
+        return ids
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=True)
@@ -66,7 +85,7 @@ def save_tokenizer(tokenizer: Any, artifact_dir: Path) -> dict[str, Any] | None:
         target = artifact_dir / TOKENIZER_DIR
         target.mkdir(exist_ok=True)
         shutil.copyfile(tokenizer.path, target / "tokenizer.json")
-        return {"kind": "huggingface", "file": f"{TOKENIZER_DIR}/tokenizer.json"}
+        return {"kind": "huggingface", "file": f"{TOKENIZER_DIR}/tokenizer.json", "bos_token": tokenizer.bos_token}
     raise TypeError(f"slmc cannot store a tokenizer of type {type(tokenizer).__name__} in an artifact")
 
 
@@ -77,5 +96,5 @@ def load_tokenizer(artifact_dir: Path, entry: dict[str, Any] | None) -> Tokenize
     if entry.get("kind") == "bytes":
         return ByteTokenizer()
     if entry.get("kind") == "huggingface":
-        return HuggingFaceTokenizer(Path(artifact_dir) / entry["file"])
+        return HuggingFaceTokenizer(Path(artifact_dir) / entry["file"], entry.get("bos_token"))
     raise ArtifactError(f"artifact {artifact_dir}: unknown tokenizer kind {entry.get('kind')!r}")

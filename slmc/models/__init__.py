@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from slmc.ir import ModelSpec
 from slmc.models import tiny_lm
 
+FIXTURE_DIR = Path(__file__).with_name("fixture_lm")
+
+
+def fixture_lm() -> ModelSpec:
+    """The trained fixture: a 4.85M-parameter Llama over Python stdlib source (``train_fixture_lm.py``)."""
+    from slmc.models.huggingface import load_hf_model
+
+    spec = load_hf_model(FIXTURE_DIR)
+    spec.name = "fixture-lm"
+    return spec
+
+
 BUILTIN_MODELS: dict[str, Callable[[], ModelSpec]] = {
+    "fixture-lm": fixture_lm,
     "tiny-lm": tiny_lm.build,
 }
-DEFAULT_MODEL = "tiny-lm"
+DEFAULT_MODEL = "fixture-lm"

@@ -37,7 +37,7 @@ def test_version_and_help(workdir):
 
 def test_compile_with_no_arguments_uses_the_embedded_default(compiled, workdir):
     assert compiled["ok"] is True
-    assert compiled["artifact"] == "slmc-out/tiny-lm-host"
+    assert compiled["artifact"] == "slmc-out/fixture-lm-host"  # the trained fixture LM is the embedded default
     assert (workdir / compiled["artifact"] / "manifest.json").is_file()
     assert compiled["verification"]["passed"] and compiled["verification"]["artifact_vs_eager"]["max_abs_error"] <= 1e-4
 
@@ -51,27 +51,27 @@ def test_human_summary_says_where_and_what_was_checked(workdir):
 
 def test_run_an_artifact_on_npy_inputs(compiled, workdir):
     np.save(workdir / "ids.npy", np.arange(12, dtype=np.int64).reshape(1, 12))
-    np.save(workdir / "cache.npy", np.zeros((2, 1, 4, 1, 32), dtype=np.float32))
+    np.save(workdir / "cache.npy", np.zeros((4, 1, 4, 1, 32), dtype=np.float32))  # fixture: 4 layers, 4 KV heads
     inputs = ["--input", "ids.npy", "--input", "cache.npy", "--input", "cache.npy"]
     result = slmc("run", compiled["artifact"], *inputs, "--output", "out.npz", "--json", cwd=workdir)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["outputs"][0] == {"name": "logits", "shape": [1, 12, 256], "dtype": "float32"}
+    assert json.loads(result.stdout)["outputs"][0] == {"name": "logits", "shape": [1, 12, 4096], "dtype": "float32"}
     with np.load(workdir / "out.npz") as out:
-        assert out["logits"].shape == (1, 12, 256) and out["keys"].shape == (2, 1, 4, 13, 32)
+        assert out["logits"].shape == (1, 12, 4096) and out["keys"].shape == (4, 1, 4, 13, 32)
 
 
 def test_generate_and_eval(compiled, workdir):
     result = slmc("generate", compiled["artifact"], "--prompt", "def ", "--max-new-tokens", "8", "--json", cwd=workdir)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["prompt_tokens"] == 4 and len(data["tokens"]) == 8
+    assert data["prompt_tokens"] >= 1 and len(data["tokens"]) == 8
     (workdir / "eval.txt").write_text("def add(a, b):\n    return a + b\n" * 30)
-    result = slmc("eval", compiled["artifact"], "--text", "eval.txt", "--reference", "tiny-lm", "--json", cwd=workdir)
+    result = slmc("eval", compiled["artifact"], "--text", "eval.txt", "--reference", "fixture-lm", "--max-tokens", "600", "--json", cwd=workdir)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert abs(data["perplexity"] / data["reference"]["perplexity"] - 1) < 1e-4
     assert data["comparison"]["top1_agreement"] == 1.0 and data["tokens_scored"] == data["comparison"]["tokens_compared"]
-    bad = slmc("generate", compiled["artifact"], "--prompt", "x" * 300, cwd=workdir)
+    bad = slmc("generate", compiled["artifact"], "--prompt", "x = 1\n" * 300, cwd=workdir)
     assert bad.returncode == 2 and "exceed max_context" in bad.stderr
 
 

@@ -16,7 +16,7 @@ from slmc.models import tiny_lm
 @pytest.fixture(scope="module")
 def default_artifact(tmp_path_factory):
     out = tmp_path_factory.mktemp("artifacts") / "tiny"
-    return slmc.compile(out=out)
+    return slmc.compile("tiny-lm", out=out)
 
 
 def test_default_compile_verifies_within_1e_4(default_artifact):
@@ -140,7 +140,7 @@ def test_tolerance_failure_writes_no_artifact(tmp_path):
     recipe = tmp_path / "strict.yaml"
     recipe.write_text("verify:\n  atol: 0.0\n")
     with pytest.raises(VerificationError) as err:
-        slmc.compile(recipe=recipe, out=tmp_path / "strict")
+        slmc.compile("tiny-lm", recipe=recipe, out=tmp_path / "strict")
     assert "differ from eager" in str(err.value) and err.value.exit_code == 1
     assert err.value.verification["artifact_vs_eager"]["max_abs_error"] > 0
     assert not (tmp_path / "strict").exists()
@@ -151,7 +151,7 @@ def test_quality_gate_failure_names_the_gate(tmp_path):
     recipe = tmp_path / "gated.yaml"
     recipe.write_text("passes:\n  - constant_folding: {}\n  - cast_weights: {}\nverify:\n  gates:\n    max_abs_error: 1.0e-6\n")
     with pytest.raises(VerificationError, match="quality gate max_abs_error not met") as err:
-        slmc.compile(recipe=recipe, out=tmp_path / "gated")
+        slmc.compile("tiny-lm", recipe=recipe, out=tmp_path / "gated")
     (gate,) = err.value.verification["gates"]
     assert not gate["passed"] and gate["measured"] > 1e-6
 
@@ -159,7 +159,7 @@ def test_quality_gate_failure_names_the_gate(tmp_path):
 def test_cast_weights_halves_weight_bytes(tmp_path, default_artifact):
     recipe = tmp_path / "fp16.yaml"
     recipe.write_text("passes:\n  - cast_weights: {}\nverify:\n  gates:\n    min_cosine: 0.9999\n")
-    result = slmc.compile(recipe=recipe, out=tmp_path / "fp16")
+    result = slmc.compile("tiny-lm", recipe=recipe, out=tmp_path / "fp16")
     assert result.verification["passed"]
     assert "float16" in result.manifest["weights"]["dtypes"]
     fp32_bytes = default_artifact.manifest["weights"]["bytes"]
@@ -171,14 +171,14 @@ def test_refuses_to_overwrite_a_foreign_directory(tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("precious")
     with pytest.raises(ArtifactError, match="refusing to overwrite"):
-        slmc.compile(out=out)
+        slmc.compile("tiny-lm", out=out)
     assert (out / "notes.txt").read_text() == "precious"
 
 
 def test_recompile_replaces_an_earlier_artifact(tmp_path):
     out = tmp_path / "again"
-    first = slmc.compile(out=out).manifest["files"]
-    second = slmc.compile(out=out).manifest["files"]
+    first = slmc.compile("tiny-lm", out=out).manifest["files"]
+    second = slmc.compile("tiny-lm", out=out).manifest["files"]
     assert first["weights.safetensors"] == second["weights.safetensors"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again"]
 
@@ -186,7 +186,7 @@ def test_recompile_replaces_an_earlier_artifact(tmp_path):
 def test_aarch64_target_gives_an_aarch64_shared_object(tmp_path):
     if shutil.which("aarch64-linux-gnu-gcc") is None:
         pytest.fail("aarch64-linux-gnu-gcc is required (apt-get install gcc-aarch64-linux-gnu); .ci/run installs it")
-    result = slmc.compile(target="arm-cortex-a76", out=tmp_path / "arm")
+    result = slmc.compile("tiny-lm", target="arm-cortex-a76", out=tmp_path / "arm")
     described = subprocess.run(["file", "-b", str(result.artifact / "model.so")], capture_output=True, text=True, check=True).stdout
     assert "ELF 64-bit" in described and "aarch64" in described and "shared object" in described
     v = result.verification
