@@ -53,12 +53,17 @@ def to_relax(graph: Graph) -> RelaxProgram:
         module, params = relax.frontend.detach_params(module)
     except TVM_FAILURES as exc:
         raise LoweringError(f"TVM's torch frontend could not convert the graph: {_summary(exc)}") from exc
+    return detached_program(module, params, notes, "the graph")
+
+
+def detached_program(module: tvm.IRModule, params: dict[str, Any], notes: list[str], source: str) -> RelaxProgram:
+    """A ``RelaxProgram`` from ``relax.frontend.detach_params``' output (weights after the inputs)."""
     main = module["main"]
     num_inputs = int(main.attrs["num_input"])
     names = [str(p.name) for p in main.params[num_inputs:]]
     arrays = [t.numpy() for t in params.get("main", [])]
     if len(names) != len(arrays):
-        raise LoweringError(f"TVM returned {len(arrays)} weights for {len(names)} weight parameters of main")
+        raise LoweringError(f"TVM returned {len(arrays)} weights for {len(names)} weight parameters of main ({source})")
     return RelaxProgram(module, names, arrays, num_inputs, notes)
 
 

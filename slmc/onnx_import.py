@@ -54,7 +54,7 @@ import tvm
 from tvm import relax
 
 from slmc.errors import InputError, LoweringError, ModelError
-from slmc.lowering import TVM_FAILURES, RelaxProgram, _summary
+from slmc.lowering import TVM_FAILURES, RelaxProgram, _summary, detached_program
 
 CONSTANT_MAX_ELEMENTS = 64
 DEFAULT_BATCH_DIM = 1
@@ -339,12 +339,6 @@ def load_onnx_model(path: str | Path, *, static_dims: Mapping[str, int] | None =
             module, params = relax.frontend.detach_params(module)
         except TVM_FAILURES as exc:
             raise LoweringError(f"TVM's ONNX frontend could not convert {path}: {_summary(exc)}") from exc
-    main = module["main"]
-    num_inputs = int(main.attrs["num_input"])
-    names = [str(p.name) for p in main.params[num_inputs:]]
-    arrays = [t.numpy() for t in params.get("main", [])]
-    if len(names) != len(arrays):
-        raise LoweringError(f"TVM returned {len(arrays)} weights for {len(names)} weight parameters of main ({path})")
     producer = f"{model.producer_name} {model.producer_version}".strip() or "unknown producer"
     notes = [f"imported from ONNX file {path.name} (opset {_opset(model)}, IR version {model.ir_version}, {producer}); "
              "slmc's fx passes do not apply to ONNX models"]
@@ -362,7 +356,7 @@ def load_onnx_model(path: str | Path, *, static_dims: Mapping[str, int] | None =
         if text and text not in seen and not text.startswith("Renaming name"):
             seen.add(text)
             notes.append(f"TVM ONNX frontend: {text}")
-    return RelaxProgram(module, names, arrays, num_inputs, notes)
+    return detached_program(module, params, notes, str(path))
 
 
 # --- sample inputs -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from torch import nn
 from slmc.ir import ModelSpec
 from slmc.models import causal_lm
 from slmc.models.causal_lm import KVCacheSpec, sink_causal_mask
+from slmc.models.llama import RMSNorm
 from slmc.tokenizer import ByteTokenizer
 
 
@@ -28,16 +29,6 @@ class TinyLMConfig:
     mlp_ratio: int = 4
     max_seq_len: int = 256
     eps: float = 1e-6
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
 class CausalSelfAttention(nn.Module):
