@@ -193,3 +193,13 @@ def test_aarch64_target_gives_an_aarch64_shared_object(tmp_path):
     assert v["executed"] is False and "aarch64" in v["reason"]  # never claims more than was done
     with pytest.raises(ArtifactError, match="cannot run on this machine"):
         slmc.load(result.artifact)
+
+
+def test_missing_cross_compiler_says_how_to_install_it(tmp_path, monkeypatch):
+    import slmc.lowering
+
+    monkeypatch.setattr(slmc.lowering.shutil, "which", lambda name: None)
+    with pytest.raises(slmc.CompileError, match="apt-get install gcc-aarch64-linux-gnu") as err:
+        slmc.compile("tiny-lm", target="arm-cortex-a76", out=tmp_path / "arm")
+    assert err.value.exit_code == 1
+    assert not (tmp_path / "arm").exists() and not list(tmp_path.iterdir())
