@@ -7,6 +7,7 @@ descriptor, recipe against target, output directory) is checked before the model
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 import re
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from safetensors.numpy import save_file
 import slmc
 from slmc.artifact import FORMAT_VERSION, LIBRARY, WEIGHTS, StagedArtifact, check_destination, file_entries, write_manifest
 from slmc.calibration import load_calibration
-from slmc.errors import InputError, VerificationError
+from slmc.errors import FieldProblem, InputError, RecipeError, VerificationError
 from slmc.evaluation import document_tokens
 from slmc.texts import load_texts
 from slmc.ir import Graph, ModelSpec, check_graph, trace
@@ -29,6 +30,8 @@ from slmc.models.causal_lm import eager_step
 from slmc.lowering import RelaxProgram, build, export_library, to_relax
 from slmc.model_source import load_model
 from slmc.models import DEFAULT_MODEL
+from slmc.onnx_import import (is_onnx_file, load_onnx_model, onnx_fingerprint, onnx_sample_inputs, onnx_signature,
+                              run_onnxruntime)
 from slmc.pass_manager import run_passes
 from slmc.pass_registry import PassContext
 from slmc.recipe import Recipe, check_against_target, load_recipe
@@ -164,6 +167,101 @@ def _failure_message(verification: dict[str, Any]) -> str:
     return "verification failed: " + "; ".join(failures)
 
 
+def _onnx_recipe(recipe: Recipe, given: bool, example_inputs: Any, dynamic_shapes: Any) -> list[str]:
+    """What an ONNX model cannot take from a recipe: fx passes, calibration, perplexity gates.
+
+    An explicit recipe that asks for any of them is rejected (exit 2); the built-in default
+    recipe (no ``recipe`` given) contributes only its ``verify`` settings. Returns notes.
+    """
+    if example_inputs is not None or dynamic_shapes is not None:
+        raise InputError("example_inputs/dynamic_shapes do not apply to an ONNX model: its graph inputs define them")
+    if not given:
+        dropped = [step.name for step in recipe.steps]
+        return [f"default recipe's passes ({', '.join(dropped)}) not run: slmc's fx passes do not apply to ONNX models"] if dropped else []
+    problems = [FieldProblem(f"passes.{i}.{step.name}", "slmc's fx passes do not apply to an ONNX model (there is no fx graph)")
+                for i, step in enumerate(recipe.steps)]
+    if recipe.calibration is not None:
+        problems.append(FieldProblem("calibration", "calibration feeds fx passes, which do not apply to an ONNX model"))
+    if recipe.verify.gates.max_perplexity_increase is not None:
+        problems.append(FieldProblem("verify.gates.max_perplexity_increase", "needs a causal LM with a tokenizer, not an ONNX model"))
+    if problems:
+        raise RecipeError(recipe.source, problems)
+    return []
+
+
+def _verify_onnx_artifact(staged: Path, recipe: Recipe, target: TargetDescriptor, path: Path) -> dict[str, Any]:
+    settings = recipe.verify
+    if not settings.enabled:
+        return {"executed": False, "reason": "disabled by the recipe (verify.enabled: false)", "passed": True}
+    runs, why = target.runs_here()
+    if not runs:
+        return {"executed": False, "reason": f"not executed: {why}", "passed": True}
+    samples = onnx_sample_inputs(path, settings.num_samples, seed=0)
+    model = CompiledModel(staged)
+    actual = [model.run_numpy(*s) for s in samples]
+    reference = [run_onnxruntime(path, s) for s in samples]
+    how = (f"executed natively through slmc.load on {len(samples)} samples ({why}); compared with ONNX Runtime "
+           "(CPUExecutionProvider); no passes ran, so the gates compare ONNX Runtime with itself")
+    return verification_report(settings, reference, actual, reference, how)
+
+
+def _compile_onnx(path: Path, recipe: Recipe, target_desc: TargetDescriptor, out: str | Path | None, notes: list[str],
+                  timings: dict[str, float], start: float) -> CompileResult:
+    """``compile`` for an ``.onnx`` file: TVM's ONNX frontend, no fx passes, ONNX Runtime as reference."""
+    t = time.perf_counter()
+    program = load_onnx_model(path)
+    out_dir = Path(out) if out is not None else default_output_dir(path.stem, target_desc)
+    check_destination(out_dir)
+    timings["import"] = time.perf_counter() - t
+    t = time.perf_counter()
+    executable = build(program, target_desc)
+    timings["build"] = time.perf_counter() - t
+    fingerprint = onnx_fingerprint(path)
+    parameters = int(sum(w.size for w in program.weights))
+    head = {
+        "model": {"name": path.stem, "format": "onnx", "source": str(path), "fingerprint": fingerprint,
+                  "compiled_fingerprint": fingerprint, "parameters": parameters, "compiled_parameters": parameters},
+        "signature": onnx_signature(path),
+        "passes": [],
+        "lowering_notes": program.notes + notes,
+        "task": "generic",
+        "kv_cache": None,
+    }
+    return _package(out_dir, executable, program, recipe, target_desc, head, timings, start,
+                    verify=lambda staged: _verify_onnx_artifact(staged, recipe, target_desc, path), tokenizer=None)
+
+
+def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Recipe, target_desc: TargetDescriptor,
+             head: dict[str, Any], timings: dict[str, float], start: float,
+             verify: Callable[[Path], dict[str, Any]], tokenizer: Any) -> CompileResult:
+    """Write library, weights, tokenizer and manifest into a staging directory, verify the staged
+    artifact, and rename it into place only if verification passed."""
+    with StagedArtifact(out_dir) as staged:
+        export_library(executable, target_desc, staged.path / LIBRARY)
+        manifest: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "versions": _versions(),
+            "recipe": recipe.normalized(),
+            "target": target_desc.model_dump(mode="json"),
+            "tvm_target": target_desc.tvm.to_tvm_dict(),
+            **head,
+            "weights": _write_weights(program, staged.path / WEIGHTS),
+            "tokenizer": save_tokenizer(tokenizer, staged.path),
+            "verification": {"executed": False, "reason": "pending", "passed": False},
+        }
+        manifest["files"] = file_entries(staged.path)
+        write_manifest(staged.path, manifest)
+        t = time.perf_counter()
+        manifest["verification"] = verify(staged.path)
+        timings["verify"] = time.perf_counter() - t
+        if not manifest["verification"]["passed"]:
+            raise VerificationError(_failure_message(manifest["verification"]), manifest["verification"])
+        write_manifest(staged.path, manifest)
+        artifact = staged.commit()
+    timings["total"] = time.perf_counter() - start
+    return CompileResult(artifact=artifact, manifest=manifest, timings={k: round(v, 3) for k, v in timings.items()})
+
+
 def compile(  # noqa: A001 - the public name of the API
     model: Any = None,
     recipe: str | Path | Recipe | None = None,
@@ -181,13 +279,17 @@ def compile(  # noqa: A001 - the public name of the API
     """
     timings: dict[str, float] = {}
     start = time.perf_counter()
+    recipe_given = recipe is not None
     recipe = load_recipe(recipe)
     target_desc = load_target(target or recipe.document.target or "host")
     check_against_target(recipe, target_desc)
     model_ref = model if model is not None else (recipe.document.model or DEFAULT_MODEL)
+    onnx_notes = _onnx_recipe(recipe, recipe_given, example_inputs, dynamic_shapes) if is_onnx_file(model_ref) else None
     if out is not None:
         check_destination(Path(out))
     timings["check_inputs"] = time.perf_counter() - start
+    if onnx_notes is not None:
+        return _compile_onnx(Path(model_ref), recipe, target_desc, out, onnx_notes, timings, start)
 
     t = time.perf_counter()
     spec = load_model(model_ref, example_inputs, dynamic_shapes)
@@ -208,38 +310,22 @@ def compile(  # noqa: A001 - the public name of the API
     executable = build(program, target_desc)
     timings["build"] = time.perf_counter() - t
 
-    with StagedArtifact(out_dir) as staged:
-        export_library(executable, target_desc, staged.path / LIBRARY)
-        manifest: dict[str, Any] = {
-            "format_version": FORMAT_VERSION,
-            "versions": _versions(),
-            "model": {
-                "name": spec.name,
-                "fingerprint": original.fingerprint(),
-                "compiled_fingerprint": final.fingerprint(),
-                "parameters": original.num_parameters(),
-                "compiled_parameters": final.num_parameters(),
-            },
-            "recipe": recipe.normalized(),
-            "target": target_desc.model_dump(mode="json"),
-            "tvm_target": target_desc.tvm.to_tvm_dict(),
-            "signature": _signature(final),
-            "passes": pass_reports,
-            "lowering_notes": program.notes,
-            "weights": _write_weights(program, staged.path / WEIGHTS),
-            "task": spec.task,
-            "kv_cache": spec.kv_cache.to_json() if spec.kv_cache is not None else None,
-            "tokenizer": save_tokenizer(spec.tokenizer, staged.path),
-            "verification": {"executed": False, "reason": "pending", "passed": False},
-        }
-        manifest["files"] = file_entries(staged.path)
-        write_manifest(staged.path, manifest)
-        t = time.perf_counter()
-        manifest["verification"] = _verify_artifact(staged.path, recipe, target_desc, final, original, calibration, spec)
-        timings["verify"] = time.perf_counter() - t
-        if not manifest["verification"]["passed"]:
-            raise VerificationError(_failure_message(manifest["verification"]), manifest["verification"])
-        write_manifest(staged.path, manifest)
-        artifact = staged.commit()
-    timings["total"] = time.perf_counter() - start
-    return CompileResult(artifact=artifact, manifest=manifest, timings={k: round(v, 3) for k, v in timings.items()})
+    head = {
+        "model": {
+            "name": spec.name,
+            "fingerprint": original.fingerprint(),
+            "compiled_fingerprint": final.fingerprint(),
+            "parameters": original.num_parameters(),
+            "compiled_parameters": final.num_parameters(),
+        },
+        "signature": _signature(final),
+        "passes": pass_reports,
+        "lowering_notes": program.notes,
+        "task": spec.task,
+        "kv_cache": spec.kv_cache.to_json() if spec.kv_cache is not None else None,
+    }
+    return _package(
+        out_dir, executable, program, recipe, target_desc, head, timings, start,
+        verify=lambda staged: _verify_artifact(staged, recipe, target_desc, final, original, calibration, spec),
+        tokenizer=spec.tokenizer,
+    )

@@ -74,6 +74,11 @@ def load_model(ref: Any, example_inputs: Any = None, dynamic_shapes: Any = None)
         return load_hf_model(ref)
     if ":" in ref:
         return _from_value(_import_factory(ref), ref, example_inputs, dynamic_shapes)
+    if ref.lower().endswith(".onnx"):
+        raise ModelError(
+            f"model '{ref}' is an ONNX file: only 'slmc compile' takes it (converted by TVM's ONNX frontend, "
+            "without tracing or fx passes; see docs/onnx.md)"
+        )
     raise ModelError(
         f"model '{ref}' is neither a built-in model ({', '.join(sorted(BUILTIN_MODELS))}) "
         "nor a Hugging Face checkpoint folder (with config.json) nor an import path 'package.module:factory'"
