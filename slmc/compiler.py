@@ -104,14 +104,17 @@ def _versions() -> dict[str, str]:
     return {"slmc": slmc.__version__, "tvm": tvm.__version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def _verify_artifact(staged: Path, recipe: Recipe, target: TargetDescriptor, final: Graph, original: Graph,
+def _not_executed(recipe: Recipe, target: TargetDescriptor) -> tuple[dict[str, Any] | None, str]:
+    """The verification report when the artifact is not run here (else None), and why it runs or not."""
+    if not recipe.verify.enabled:
+        return {"executed": False, "reason": "disabled by the recipe (verify.enabled: false)", "passed": True}, "disabled"
+    runs, why = target.runs_here()
+    return (None if runs else {"executed": False, "reason": f"not executed: {why}", "passed": True}), why
+
+
+def _verify_artifact(staged: Path, why: str, recipe: Recipe, final: Graph, original: Graph,
                      calibration: list[tuple[torch.Tensor, ...]], spec: ModelSpec) -> dict[str, Any]:
     settings = recipe.verify
-    if not settings.enabled:
-        return {"executed": False, "reason": "disabled by the recipe (verify.enabled: false)", "passed": True}
-    runs, why = target.runs_here()
-    if not runs:
-        return {"executed": False, "reason": f"not executed: {why}", "passed": True}
     samples = calibration[: settings.num_samples] or generated_samples(final, settings.num_samples, seed=0)
     model = CompiledModel(staged)
     actual = [model.run_numpy(*[t.numpy() for t in s]) for s in samples]
@@ -189,13 +192,8 @@ def _onnx_recipe(recipe: Recipe, given: bool, example_inputs: Any, dynamic_shape
     return []
 
 
-def _verify_onnx_artifact(staged: Path, recipe: Recipe, target: TargetDescriptor, path: Path) -> dict[str, Any]:
+def _verify_onnx_artifact(staged: Path, why: str, recipe: Recipe, path: Path) -> dict[str, Any]:
     settings = recipe.verify
-    if not settings.enabled:
-        return {"executed": False, "reason": "disabled by the recipe (verify.enabled: false)", "passed": True}
-    runs, why = target.runs_here()
-    if not runs:
-        return {"executed": False, "reason": f"not executed: {why}", "passed": True}
     samples = onnx_sample_inputs(path, settings.num_samples, seed=0)
     model = CompiledModel(staged)
     actual = [model.run_numpy(*s) for s in samples]
@@ -228,12 +226,12 @@ def _compile_onnx(path: Path, recipe: Recipe, target_desc: TargetDescriptor, out
         "kv_cache": None,
     }
     return _package(out_dir, executable, program, recipe, target_desc, head, timings, start,
-                    verify=lambda staged: _verify_onnx_artifact(staged, recipe, target_desc, path), tokenizer=None)
+                    verify=lambda staged, why: _verify_onnx_artifact(staged, why, recipe, path), tokenizer=None)
 
 
 def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Recipe, target_desc: TargetDescriptor,
              head: dict[str, Any], timings: dict[str, float], start: float,
-             verify: Callable[[Path], dict[str, Any]], tokenizer: Any) -> CompileResult:
+             verify: Callable[[Path, str], dict[str, Any]], tokenizer: Any) -> CompileResult:
     """Write library, weights, tokenizer and manifest into a staging directory, verify the staged
     artifact, and rename it into place only if verification passed."""
     with StagedArtifact(out_dir) as staged:
@@ -252,7 +250,8 @@ def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Reci
         manifest["files"] = file_entries(staged.path)
         write_manifest(staged.path, manifest)
         t = time.perf_counter()
-        manifest["verification"] = verify(staged.path)
+        skipped, why = _not_executed(recipe, target_desc)
+        manifest["verification"] = skipped or verify(staged.path, why)
         timings["verify"] = time.perf_counter() - t
         if not manifest["verification"]["passed"]:
             raise VerificationError(_failure_message(manifest["verification"]), manifest["verification"])
@@ -326,6 +325,6 @@ def compile(  # noqa: A001 - the public name of the API
     }
     return _package(
         out_dir, executable, program, recipe, target_desc, head, timings, start,
-        verify=lambda staged: _verify_artifact(staged, recipe, target_desc, final, original, calibration, spec),
+        verify=lambda staged, why: _verify_artifact(staged, why, recipe, final, original, calibration, spec),
         tokenizer=spec.tokenizer,
     )
