@@ -51,6 +51,8 @@ class HuggingFaceTokenizer:
 
         self.path = Path(tokenizer_json)
         self._tok = _Tokenizer.from_file(str(self.path))
+        self._tok.no_padding()  # some tokenizer.json files (MiniLM's) pad every input to a fixed length
+        self._tok.no_truncation()
         if bos_token is None:
             config = self.path.with_name("tokenizer_config.json")
             if config.is_file():

@@ -184,3 +184,18 @@ def perplexity_gate(artifact_step: StepFunction, original: StepFunction, cache: 
                "tokens_scored": ours["tokens_scored"], "window": ours["window"], "stride": ours["stride"]}
     gate = {"gate": "max_perplexity_increase", "threshold": threshold, "measured": increase, "passed": bool(increase <= threshold)}
     return details, gate
+
+
+def embedding_cosine(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Cosine similarity of matching rows of two ``[N, D]`` embedding matrices: mean and min over rows.
+
+    A pair of all-zero rows counts as 1.0 (identical); a zero row against a non-zero one as 0.0.
+    """
+    a64 = np.asarray(a, dtype=np.float64).reshape(-1, np.shape(a)[-1])
+    b64 = np.asarray(b, dtype=np.float64).reshape(-1, np.shape(b)[-1])
+    if a64.shape != b64.shape:
+        raise ValueError(f"embedding shapes differ: {list(np.shape(a))} vs {list(np.shape(b))}")
+    norms = np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1)
+    both_zero = (np.linalg.norm(a64, axis=1) == 0) & (np.linalg.norm(b64, axis=1) == 0)
+    cos = np.where(norms > 0, np.sum(a64 * b64, axis=1) / np.where(norms > 0, norms, 1.0), np.where(both_zero, 1.0, 0.0))
+    return {"mean_cosine": float(np.mean(cos)), "min_cosine": float(np.min(cos)), "rows": int(cos.size)}

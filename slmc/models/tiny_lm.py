@@ -16,7 +16,6 @@ from torch import nn
 from slmc.ir import ModelSpec
 from slmc.models import causal_lm
 from slmc.models.causal_lm import KVCacheSpec, sink_causal_mask
-from slmc.models.llama import RMSNorm
 from slmc.tokenizer import ByteTokenizer
 
 
@@ -29,6 +28,16 @@ class TinyLMConfig:
     mlp_ratio: int = 4
     max_seq_len: int = 256
     eps: float = 1e-6
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
 
 
 class CausalSelfAttention(nn.Module):
