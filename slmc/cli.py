@@ -1,4 +1,4 @@
-"""The ``slmc`` command line: compile, run, targets, recipe check.
+"""The ``slmc`` command line: compile, run, generate, eval, targets, recipe check, device.
 
 Exit codes: 0 success; 1 compile or verification failure; 2 bad input (recipe, descriptor, model
 reference, arguments). ``--json`` prints exactly one JSON object on stdout, also on failure.
@@ -91,14 +91,17 @@ def _print_compile_summary(result: Any) -> None:
 @click.option("-r", "--recipe", default=None, help="Recipe YAML file or built-in recipe name [default: default].")
 @click.option("-t", "--target", default=None, help="Built-in target name or descriptor YAML [default: recipe's target, else host].")
 @click.option("-o", "--out", default=None, type=click.Path(path_type=Path), help="Artifact directory [default: slmc-out/MODEL-TARGET].")
+@click.option("--device", default=None, metavar="rpc://HOST:PORT",
+              help="Verify on this TVM RPC server when the target does not run here (see 'slmc device arm64 up').")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (artifact path, verification, ...) on stdout.")
 @handles_errors
-def compile_command(model: str | None, recipe: str | None, target: str | None, out: Path | None, as_json: bool) -> None:
+def compile_command(model: str | None, recipe: str | None, target: str | None, out: Path | None, device: str | None,
+                    as_json: bool) -> None:
     """Compile MODEL with RECIPE for TARGET into a verified artifact directory."""
     import slmc
 
     try:
-        result = slmc.compile(model=model, recipe=recipe, target=target, out=out)
+        result = slmc.compile(model=model, recipe=recipe, target=target, out=out, device=device)
     except slmc.VerificationError as exc:
         if as_json:
             _emit_json({"ok": False, "artifact": None, "verification": exc.verification, "error": exc.to_json()})
@@ -205,15 +208,20 @@ def _eval_embedding(model: Any, reference: Any, text_ref: str) -> dict[str, Any]
 @click.option("--window", default=256, show_default=True, type=click.IntRange(2, None))
 @click.option("--stride", default=128, show_default=True, type=click.IntRange(1, None))
 @click.option("--max-tokens", default=None, type=click.IntRange(2, None), help="Evaluate only the first N tokens.")
+@click.option("-r", "--recipe", default=None,
+              help="Run this recipe's passes on the model first and measure the compressed graph eagerly.")
+@click.option("-t", "--target", default=None, help="Target the recipe's passes are run for [default: recipe's target, else host].")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @handles_errors
 def eval_command(subject: str, text_ref: str, reference: str | None, window: int, stride: int,
-                 max_tokens: int | None, as_json: bool) -> None:
+                 max_tokens: int | None, recipe: str | None, target: str | None, as_json: bool) -> None:
     """Quality of SUBJECT (artifact directory or model): perplexity for causal LMs (with logit error,
     top-1 agreement and KL against --reference), embedding cosine against --reference for encoders."""
     from slmc.subject import open_subject
 
-    model = open_subject(subject)
+    if target is not None and recipe is None:
+        raise InputError("--target applies only with --recipe (the passes are run for that target)")
+    model = open_subject(subject, recipe, target)
     ref = open_subject(reference) if reference is not None else None
     if model.task == "causal-lm":
         result = _eval_causal_lm(model, ref, text_ref, window, stride, max_tokens)
@@ -293,6 +301,11 @@ def recipe_check(recipe: str, target: str | None, as_json: bool) -> None:
         names = " -> ".join(s.name for s in parsed.steps) or "(no passes)"
         against = f" against target '{target_name}'" if target_name else ""
         click.echo(f"ok: {parsed.source}{against}: {names}")
+
+
+from slmc.cli_device import device_group  # noqa: E402 - registers 'slmc device' (needs handles_errors above)
+
+cli.add_command(device_group)
 
 
 def main() -> None:

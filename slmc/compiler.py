@@ -21,21 +21,20 @@ from safetensors.numpy import save_file
 
 import slmc
 from slmc.artifact import FORMAT_VERSION, LIBRARY, WEIGHTS, StagedArtifact, check_destination, file_entries, write_manifest
-from slmc.calibration import load_calibration
+from slmc.compress import compress
+from slmc.context import fit_context
 from slmc.errors import FieldProblem, InputError, RecipeError, VerificationError
 from slmc.evaluation import document_tokens
 from slmc.texts import load_texts
-from slmc.ir import Graph, ModelSpec, check_graph, trace
+from slmc.ir import Graph, ModelSpec
 from slmc.models.causal_lm import eager_step
 from slmc.lowering import RelaxProgram, build, export_library, to_relax
 from slmc.model_source import load_model
 from slmc.models import DEFAULT_MODEL
 from slmc.onnx_import import (is_onnx_file, load_onnx_model, onnx_fingerprint, onnx_sample_inputs, onnx_signature,
                               run_onnxruntime)
-from slmc.pass_manager import run_passes
-from slmc.pass_registry import PassContext
+from slmc.execution import Execution, check_device, decide
 from slmc.recipe import Recipe, check_against_target, load_recipe
-from slmc.runtime import CompiledModel
 from slmc.target import TargetDescriptor, load_target
 from slmc.tokenizer import save_tokenizer
 from slmc.verify import decode_comparison, generated_samples, perplexity_gate, run_eager, verification_report
@@ -104,33 +103,27 @@ def _versions() -> dict[str, str]:
     return {"slmc": slmc.__version__, "tvm": tvm.__version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def _not_executed(recipe: Recipe, target: TargetDescriptor) -> tuple[dict[str, Any] | None, str]:
-    """The verification report when the artifact is not run here (else None), and why it runs or not."""
-    if not recipe.verify.enabled:
-        return {"executed": False, "reason": "disabled by the recipe (verify.enabled: false)", "passed": True}, "disabled"
-    runs, why = target.runs_here()
-    return (None if runs else {"executed": False, "reason": f"not executed: {why}", "passed": True}), why
-
-
-def _verify_artifact(staged: Path, why: str, recipe: Recipe, final: Graph, original: Graph,
+def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: Graph, original: Graph,
                      calibration: list[tuple[torch.Tensor, ...]], spec: ModelSpec) -> dict[str, Any]:
     settings = recipe.verify
-    samples = calibration[: settings.num_samples] or generated_samples(final, settings.num_samples, seed=0)
-    model = CompiledModel(staged)
-    actual = [model.run_numpy(*[t.numpy() for t in s]) for s in samples]
-    reference = run_eager(final, samples)
-    original_out = run_eager(original, samples)
-    how = f"executed natively through slmc.load on {len(samples)} samples ({why}); compared with eager torch"
-    report = verification_report(settings, reference, actual, original_out, how)
-    if spec.task == "causal-lm":
-        report["decode"] = decode_comparison(model.step, eager_step(final.module), spec.kv_cache, settings)
-        report["passed"] = report["passed"] and report["decode"]["within_tolerance"]
-        report["how"] += f"; greedy decode of {report['decode']['steps']} tokens through the KV cache compared step by step"
-    if settings.gates.max_perplexity_increase is not None:
-        ids = document_tokens(load_texts(recipe.evaluation_text()), spec.tokenizer, settings.max_eval_tokens)
-        report["perplexity"], gate = perplexity_gate(model.step, eager_step(original.module), spec.kv_cache, ids, settings)
-        report["gates"].append(gate)
-        report["passed"] = report["passed"] and gate["passed"]
+    samples = calibration[: settings.num_samples] or generated_samples(
+        final, settings.num_samples, seed=0, max_context=spec.kv_cache.max_context if spec.kv_cache is not None else None)
+    with execution.open(staged) as model:
+        actual = [model.run_numpy(*[t.numpy() for t in s]) for s in samples]
+        reference = run_eager(final, samples)
+        original_out = run_eager(original, samples)
+        how = f"{execution.how(len(samples))}; compared with eager torch"
+        report = verification_report(settings, reference, actual, original_out, how)
+        report["device"], report["execution"] = execution.device, execution.record()
+        if spec.task == "causal-lm":
+            report["decode"] = decode_comparison(model.step, eager_step(final.module), spec.kv_cache, settings)
+            report["passed"] = report["passed"] and report["decode"]["within_tolerance"]
+            report["how"] += f"; greedy decode of {report['decode']['steps']} tokens through the KV cache compared step by step"
+        if settings.gates.max_perplexity_increase is not None:
+            ids = document_tokens(load_texts(recipe.evaluation_text()), spec.tokenizer, settings.max_eval_tokens)
+            report["perplexity"], gate = perplexity_gate(model.step, eager_step(original.module), spec.kv_cache, ids, settings)
+            report["gates"].append(gate)
+            report["passed"] = report["passed"] and gate["passed"]
     return report
 
 
@@ -192,19 +185,21 @@ def _onnx_recipe(recipe: Recipe, given: bool, example_inputs: Any, dynamic_shape
     return []
 
 
-def _verify_onnx_artifact(staged: Path, why: str, recipe: Recipe, path: Path) -> dict[str, Any]:
+def _verify_onnx_artifact(staged: Path, execution: Execution, recipe: Recipe, path: Path) -> dict[str, Any]:
     settings = recipe.verify
     samples = onnx_sample_inputs(path, settings.num_samples, seed=0)
-    model = CompiledModel(staged)
-    actual = [model.run_numpy(*s) for s in samples]
+    with execution.open(staged) as model:
+        actual = [model.run_numpy(*s) for s in samples]
+        how = (f"{execution.how(len(samples))}; compared with ONNX Runtime "
+               "(CPUExecutionProvider); no passes ran, so the gates compare ONNX Runtime with itself")
     reference = [run_onnxruntime(path, s) for s in samples]
-    how = (f"executed natively through slmc.load on {len(samples)} samples ({why}); compared with ONNX Runtime "
-           "(CPUExecutionProvider); no passes ran, so the gates compare ONNX Runtime with itself")
-    return verification_report(settings, reference, actual, reference, how)
+    report = verification_report(settings, reference, actual, reference, how)
+    report["device"], report["execution"] = execution.device, execution.record()
+    return report
 
 
 def _compile_onnx(path: Path, recipe: Recipe, target_desc: TargetDescriptor, out: str | Path | None, notes: list[str],
-                  timings: dict[str, float], start: float) -> CompileResult:
+                  timings: dict[str, float], start: float, device: str | None) -> CompileResult:
     """``compile`` for an ``.onnx`` file: TVM's ONNX frontend, no fx passes, ONNX Runtime as reference."""
     t = time.perf_counter()
     program = load_onnx_model(path)
@@ -225,13 +220,13 @@ def _compile_onnx(path: Path, recipe: Recipe, target_desc: TargetDescriptor, out
         "task": "generic",
         "kv_cache": None,
     }
-    return _package(out_dir, executable, program, recipe, target_desc, head, timings, start,
-                    verify=lambda staged, why: _verify_onnx_artifact(staged, why, recipe, path), tokenizer=None)
+    return _package(out_dir, executable, program, recipe, target_desc, head, timings, start, device,
+                    verify=lambda staged, execution: _verify_onnx_artifact(staged, execution, recipe, path), tokenizer=None)
 
 
 def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Recipe, target_desc: TargetDescriptor,
-             head: dict[str, Any], timings: dict[str, float], start: float,
-             verify: Callable[[Path, str], dict[str, Any]], tokenizer: Any) -> CompileResult:
+             head: dict[str, Any], timings: dict[str, float], start: float, device: str | None,
+             verify: Callable[[Path, Execution], dict[str, Any]], tokenizer: Any) -> CompileResult:
     """Write library, weights, tokenizer and manifest into a staging directory, verify the staged
     artifact, and rename it into place only if verification passed."""
     with StagedArtifact(out_dir) as staged:
@@ -250,8 +245,8 @@ def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Reci
         manifest["files"] = file_entries(staged.path)
         write_manifest(staged.path, manifest)
         t = time.perf_counter()
-        skipped, why = _not_executed(recipe, target_desc)
-        manifest["verification"] = skipped or verify(staged.path, why)
+        skipped, execution = decide(recipe, target_desc, device)
+        manifest["verification"] = skipped or verify(staged.path, execution)
         timings["verify"] = time.perf_counter() - t
         if not manifest["verification"]["passed"]:
             raise VerificationError(_failure_message(manifest["verification"]), manifest["verification"])
@@ -269,12 +264,16 @@ def compile(  # noqa: A001 - the public name of the API
     *,
     example_inputs: Any = None,
     dynamic_shapes: Any = None,
+    device: str | None = None,
 ) -> CompileResult:
     """Compile ``model`` with ``recipe`` for ``target`` into the artifact directory ``out``.
 
     Defaults: the built-in recipe ``default``; the recipe's ``model``/``target`` or ``tiny-lm`` on
     ``host``; ``slmc-out/<model>-<target>``. Raises ``InputError`` subclasses (exit 2) for bad
     input, ``CompileError`` or ``VerificationError`` (exit 1) when the compile or its check fails.
+    ``device`` (``rpc://HOST:PORT``, a TVM RPC server: docs/devices.md) is where an artifact for a
+    CPU target that does not run here is executed for verification; ``DeviceError`` (exit 1) if
+    it cannot be reached (checked before the model loads) or fails.
     """
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -286,23 +285,21 @@ def compile(  # noqa: A001 - the public name of the API
     onnx_notes = _onnx_recipe(recipe, recipe_given, example_inputs, dynamic_shapes) if is_onnx_file(model_ref) else None
     if out is not None:
         check_destination(Path(out))
+    check_device(recipe, target_desc, device)
     timings["check_inputs"] = time.perf_counter() - start
     if onnx_notes is not None:
-        return _compile_onnx(Path(model_ref), recipe, target_desc, out, onnx_notes, timings, start)
+        return _compile_onnx(Path(model_ref), recipe, target_desc, out, onnx_notes, timings, start, device)
 
     t = time.perf_counter()
     spec = load_model(model_ref, example_inputs, dynamic_shapes)
     out_dir = Path(out) if out is not None else default_output_dir(spec.name, target_desc)
     check_destination(out_dir)
     _check_model_fits_recipe(recipe, spec)
-    calibration = load_calibration(recipe, spec)
-    original = trace(spec)
-    check_graph(original)
-    timings["trace"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    final, pass_reports = run_passes(original, recipe.steps, PassContext(target_desc, calibration))
-    timings["passes"] = time.perf_counter() - t
+    context = fit_context(spec, recipe, target_desc)
+    timings["load"] = time.perf_counter() - t
+    compressed = compress(spec, recipe, target_desc, timings)
+    original, final, calibration, pass_reports = (compressed.original, compressed.final, compressed.calibration,
+                                                  compressed.reports)
 
     t = time.perf_counter()
     program = to_relax(final)
@@ -322,9 +319,10 @@ def compile(  # noqa: A001 - the public name of the API
         "lowering_notes": program.notes,
         "task": spec.task,
         "kv_cache": spec.kv_cache.to_json() if spec.kv_cache is not None else None,
+        "context": context,
     }
     return _package(
-        out_dir, executable, program, recipe, target_desc, head, timings, start,
-        verify=lambda staged, why: _verify_artifact(staged, why, recipe, final, original, calibration, spec),
+        out_dir, executable, program, recipe, target_desc, head, timings, start, device,
+        verify=lambda staged, execution: _verify_artifact(staged, execution, recipe, final, original, calibration, spec),
         tokenizer=spec.tokenizer,
     )

@@ -98,6 +98,9 @@ class RecipeDocument(StrictModel):
 
     model: str | None = Field(None, min_length=1, description="built-in name or 'package.module:factory'")
     target: str | None = Field(None, min_length=1, description="built-in target name or descriptor path")
+    max_context: int | None = Field(None, ge=16, le=1_048_576,
+                                    description="causal LMs: longest context (tokens) the artifact accepts; "
+                                                "default: what the model supports and the target's memory holds")
     passes: list[dict[str, dict[str, Any] | None]] = Field(default_factory=list)
     calibration: Calibration | None = None
     verify: Verify = Verify()

@@ -57,6 +57,11 @@ class CompiledModel:
         logits, new_keys, new_values = self.run_numpy(ids, keys, values)
         return logits, new_keys, new_values
 
+    @property
+    def _dim_bounds(self) -> dict[str, tuple[int, int]]:
+        """Bounds of each named dynamic dimension, as compiled."""
+        return {name: tuple(b) for name, b in self.manifest["signature"].get("dynamic_dims", {}).items()}
+
     def _check_inputs(self, arrays: list[np.ndarray]) -> None:
         if len(arrays) != len(self.inputs):
             raise InputError(f"the model takes {len(self.inputs)} inputs ({[i['name'] for i in self.inputs]}), got {len(arrays)}")
@@ -68,6 +73,15 @@ class CompiledModel:
             for got, want in zip(array.shape, spec["shape"]):
                 if isinstance(want, int) and got != want:
                     raise InputError(f"input '{spec['name']}' must have shape {spec['shape']}, got {list(array.shape)}")
+                low, high = self._dim_bounds.get(want, (0, None)) if isinstance(want, str) else (0, None)
+                if got < low or (high is not None and got > high):
+                    raise InputError(f"input '{spec['name']}': dimension {want} = {got} is outside [{low}, {high}] "
+                                     "(the bounds this artifact was compiled for)")
+        if self.kv_cache is not None:
+            context = arrays[1].shape[3] - 1 + arrays[0].shape[1]
+            if context > self.kv_cache.max_context:
+                raise InputError(f"{arrays[1].shape[3] - 1} cached + {arrays[0].shape[1]} new tokens exceed the artifact's "
+                                 f"max_context {self.kv_cache.max_context}")
 
     def _check_token_ids(self, ids: np.ndarray) -> None:
         """Out-of-range ids would read outside the embedding table (TVM's take runs unchecked)."""

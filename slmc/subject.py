@@ -55,9 +55,16 @@ def _eager_runner(module: torch.nn.Module) -> Callable[..., list[np.ndarray]]:
     return run
 
 
-def open_subject(ref: str) -> Subject:
-    """An artifact directory (holding ``manifest.json``) or any model reference ``slmc`` accepts."""
+def open_subject(ref: str, recipe: str | None = None, target: str | None = None) -> Subject:
+    """An artifact directory (holding ``manifest.json``) or any model reference ``slmc`` accepts.
+
+    With ``recipe`` (models only), the recipe's passes run for ``target`` (default: the recipe's,
+    else ``host``) and the subject is the compressed graph run eagerly: the reference the compiled
+    artifact is verified against.
+    """
     if (Path(ref) / MANIFEST).is_file():
+        if recipe is not None:
+            raise InputError(f"{ref} is a compiled artifact: --recipe applies to a model, not to an artifact")
         from slmc.runtime import load
 
         model = load(ref)
@@ -65,6 +72,27 @@ def open_subject(ref: str) -> Subject:
         return Subject(f"artifact {ref}", model.manifest.get("task", "generic"), tokenizer, model.kv_cache, model.run_numpy)
     from slmc.model_source import load_model
 
+    if recipe is not None:
+        return _compressed_subject(ref, recipe, target)
     spec = load_model(ref)
     spec.module.eval()
     return Subject(f"eager model {spec.name}", spec.task, spec.tokenizer, spec.kv_cache, _eager_runner(spec.module))
+
+
+def _compressed_subject(ref: str, recipe_ref: str, target_ref: str | None) -> Subject:
+    from slmc.compress import compress
+    from slmc.context import fit_context
+    from slmc.model_source import load_model
+    from slmc.recipe import check_against_target, load_recipe
+    from slmc.target import load_target
+
+    recipe = load_recipe(recipe_ref)
+    target = load_target(target_ref or recipe.document.target or "host")
+    check_against_target(recipe, target)
+    spec = load_model(ref)
+    spec.module.eval()
+    fit_context(spec, recipe, target)
+    final = compress(spec, recipe, target).final
+    passes = ", ".join(step.name for step in recipe.steps) or "no passes"
+    return Subject(f"eager model {spec.name} after {recipe.source} ({passes}) for {target.name}", spec.task,
+                   spec.tokenizer, spec.kv_cache, _eager_runner(final.module))

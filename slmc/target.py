@@ -93,6 +93,8 @@ class Memory(StrictModel):
     sram_bytes: PositiveInt | None = Field(None, description="on-chip SRAM (NPU) or last-level cache")
     local_memory_bytes: PositiveInt | None = Field(None, description="GPU local/shared memory per work-group")
     bandwidth_gbps: Annotated[float, Field(gt=0)] | None = None
+    kv_cache_bytes: PositiveInt | None = Field(
+        None, description="memory a causal LM's KV cache may take; default: half the RAM left after the weights")
 
 
 class Compute(StrictModel):

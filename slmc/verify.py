@@ -33,13 +33,15 @@ def _dynamic_dims(graph: Graph) -> dict[str, tuple[int, int, int]]:
     return dims
 
 
-def generated_samples(graph: Graph, count: int, seed: int = 0) -> list[Sample]:
+def generated_samples(graph: Graph, count: int, seed: int = 0, max_context: int | None = None) -> list[Sample]:
     """Inputs like the example inputs: same dtype and rank, dynamic dims varied within bounds.
 
     A dynamic dimension shared by several inputs (one ``torch.export.Dim``) gets one size per
     sample. The first sample is the example itself, the second uses each dim's largest size up
     to 4x the example, the rest random sizes in that range. Float inputs are standard normal;
     integer inputs are drawn from the example's value range (so token ids stay valid).
+    With ``max_context`` (causal LMs under the cache contract, dims ``tokens`` and ``past``), new
+    tokens are cut so that cached (``past - 1``, the sink excluded) plus new tokens fit the context.
     """
     gen = torch.Generator().manual_seed(seed)
     dims = _dynamic_dims(graph)
@@ -49,6 +51,8 @@ def generated_samples(graph: Graph, count: int, seed: int = 0) -> list[Sample]:
         for name, (lo, hi, example_size) in dims.items():
             top = min(hi, max(lo, 4 * example_size))
             sizes[name] = top if k == 1 else int(torch.randint(lo, top + 1, (1,), generator=gen))
+        if max_context is not None and {"tokens", "past"} <= sizes.keys():
+            sizes["tokens"] = max(1, min(sizes["tokens"], max_context - (sizes["past"] - 1)))
         sample = []
         for example, spec in zip(graph.example_inputs, graph.dynamic_shapes or [None] * len(graph.example_inputs)):
             shape = list(example.shape)

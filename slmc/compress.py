@@ -1,0 +1,49 @@
+"""The compression half of a compile: calibration, trace, passes. Shared by ``compile`` and ``eval``.
+
+``slmc eval MODEL --recipe R`` measures the compressed graph eagerly (the fake-quant / masked
+reference the compiled artifact is verified against), which is how quality tables are reproduced
+without building an artifact for every row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from slmc.calibration import load_calibration
+from slmc.ir import Graph, ModelSpec, check_graph, trace
+from slmc.pass_manager import run_passes
+from slmc.pass_registry import PassContext
+from slmc.recipe import Recipe
+from slmc.target import TargetDescriptor
+
+
+@dataclass
+class Compressed:
+    """The traced original, the graph after every pass, the calibration samples and the pass reports."""
+
+    original: Graph
+    final: Graph
+    calibration: list[tuple[torch.Tensor, ...]]
+    reports: list[dict[str, Any]]
+
+
+def compress(spec: ModelSpec, recipe: Recipe, target: TargetDescriptor, timings: dict[str, float] | None = None) -> Compressed:
+    """Load the recipe's calibration data, trace ``spec`` and run the recipe's passes for ``target``.
+
+    Precondition: the recipe was checked against the target (``check_against_target``).
+    """
+    import time
+
+    timings = timings if timings is not None else {}
+    t = time.perf_counter()
+    calibration = load_calibration(recipe, spec)
+    original = trace(spec)
+    check_graph(original)
+    timings["trace"] = time.perf_counter() - t
+    t = time.perf_counter()
+    final, reports = run_passes(original, recipe.steps, PassContext(target, calibration))
+    timings["passes"] = time.perf_counter() - t
+    return Compressed(original, final, calibration, reports)
