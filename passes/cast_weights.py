@@ -1,10 +1,11 @@
-"""``cast_weights``: store float32 weights as float16 and widen them at run time (weight-only fp16).
+"""``cast_weights``: store float32 weights as float16 or bfloat16 and widen them at run time.
 
 Halves the weight bytes of every cast tensor; compute stays in float32, so the only error is the
-fp16 rounding of the weights (relative error at most 2**-11 per weight, Micikevicius et al., 2018,
-"Mixed Precision Training"). Tensors smaller than ``min_elements`` (norm scales, biases) and
-tensors that are not float32 are left alone and listed in the report. The target must list
-``float16`` among its weight dtypes.
+rounding of the weights: relative error at most 2**-11 per weight for float16 (Micikevicius et al.,
+2018, "Mixed Precision Training"), 2**-8 for bfloat16 (8 significand bits; Kalamkar et al., 2019,
+"A Study of BFLOAT16 for Deep Learning Training"). Tensors smaller than ``min_elements`` (norm
+scales, biases) and tensors that are not float32 are left alone and listed in the report. The
+target must list ``dtype`` among its weight dtypes (mobile GPUs have no bfloat16).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from slmc.target import TargetDescriptor
 
 
 class CastWeightsConfig(PassConfig):
-    dtype: Literal["float16"] = "float16"
+    dtype: Literal["float16", "bfloat16"] = "float16"
     min_elements: int = Field(4096, ge=1, le=1 << 40, description="smaller tensors stay float32")
     include: list[str] = Field(default_factory=lambda: ["*"], min_length=1, description="glob patterns of weight names")
     exclude: list[str] = Field(default_factory=list, description="glob patterns of weight names to keep")

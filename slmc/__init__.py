@@ -21,6 +21,7 @@ _EXPORTS = {
     "CompileResult": "slmc.compiler",
     "load": "slmc.runtime",
     "CompiledModel": "slmc.runtime",
+    "verify_artifact": "slmc.artifact_verify",
     "ModelSpec": "slmc.ir",
     "SlmcError": "slmc.errors",
     "InputError": "slmc.errors",

@@ -1,7 +1,10 @@
 """The artifact directory: library, weights and a manifest that lists every file with its hash.
 
 Artifacts are written into a hidden staging directory beside the destination and renamed into
-place only when complete, so a killed compile leaves either no artifact or a complete one.
+place only when complete, so a killed compile leaves either no artifact or a complete one. The
+hidden directories (``.NAME.staging-PID-ID`` while writing, ``.NAME.old-PID-ID`` for the artifact
+being replaced) carry the writer's process id; the next compile into the same place removes those
+whose process is gone, and puts back a replaced artifact whose successor never arrived.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 from slmc.errors import ArtifactError
 
 FORMAT_VERSION = 1
+STAGING_MARKERS = (".staging-", ".old-")
 MANIFEST = "manifest.json"
 LIBRARY = "model.so"
 WEIGHTS = "weights.safetensors"
@@ -83,13 +87,50 @@ def check_destination(out: Path) -> None:
         raise ArtifactError(f"output directory {out} is not empty and holds no slmc artifact; refusing to overwrite it")
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _hidden_name(final: Path, kind: str) -> Path:
+    return final.parent / f".{final.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def remove_stale(final: Path) -> list[str]:
+    """Clear what killed compiles into ``final`` left behind; returns what was done.
+
+    A staging directory of a dead process is removed. A replaced artifact (``.old``) of a dead
+    process is put back if ``final`` is missing (the kill fell between the two renames of
+    ``commit``), else removed. Directories of live processes are left alone.
+    """
+    done = []
+    for kind in ("old", "staging"):
+        for path in sorted(final.parent.glob(f".{final.name}.{kind}-*")):
+            pid_text = path.name[len(f".{final.name}.{kind}-"):].split("-", 1)[0]
+            if not pid_text.isdigit() or _process_alive(int(pid_text)):
+                continue
+            if kind == "old" and not final.exists() and (path / MANIFEST).is_file():
+                os.rename(path, final)
+                done.append(f"restored {final} from {path.name}")
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+                done.append(f"removed {path.name}")
+    return done
+
+
 class StagedArtifact:
     """A staging directory that becomes ``final`` on ``commit`` and vanishes on failure."""
 
     def __init__(self, final: Path):
         self.final = Path(final)
         self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.path = self.final.parent / f".{self.final.name}.staging-{uuid.uuid4().hex[:12]}"
+        self.cleaned = remove_stale(self.final)
+        self.path = _hidden_name(self.final, "staging")
         self.path.mkdir()
 
     def __enter__(self) -> StagedArtifact:
@@ -108,9 +149,24 @@ class StagedArtifact:
         check_destination(self.final)
         old = None
         if self.final.exists():
-            old = self.final.parent / f".{self.final.name}.old-{uuid.uuid4().hex[:12]}"
+            old = _hidden_name(self.final, "old")
             os.rename(self.final, old)
         os.rename(self.path, self.final)
+        _fsync_directory(self.final.parent)
         if old is not None:
             shutil.rmtree(old)
         return self.final
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make the renames in ``path`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

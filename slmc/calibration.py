@@ -18,15 +18,57 @@ import torch
 from slmc.errors import InputError
 from slmc.ir import ModelSpec
 from slmc.recipe import Recipe
+from slmc.texts import TEXT_SETS, load_texts
 
 Sample = tuple[torch.Tensor, ...]
 
 
-def _text_samples(path: Path, spec: ModelSpec, count: int, length: int) -> list[Sample]:
+def _text_set_samples(name: str, spec: ModelSpec, count: int, length: int, seed: int) -> list[Sample]:
+    """One window of ``length`` tokens from each of ``count`` documents of a built-in text set,
+    documents and offsets drawn with ``seed`` (documents shorter than ``length`` are passed over)."""
+    _check_text_model(spec)
+    documents = load_texts(name)
+    gen = torch.Generator().manual_seed(seed)
+    samples: list[Sample] = []
+    dtype = spec.example_inputs[0].dtype
+    for index in torch.randperm(len(documents), generator=gen).tolist():
+        ids = spec.encode_text(documents[index])
+        if len(ids) < length:
+            continue
+        start = int(torch.randint(0, len(ids) - length + 1, (1,), generator=gen))
+        samples.append((torch.tensor(ids[start:start + length], dtype=dtype).unsqueeze(0), *_empty_cache(spec)))
+        if len(samples) == count:
+            break
+    if not samples:
+        raise InputError(f"calibration.text: no document of text set '{name}' has sequence_length {length} tokens")
+    return samples
+
+
+def _sentence_samples(source: str | Path, spec: ModelSpec, count: int, length: int, seed: int) -> list[Sample]:
+    """Sentence encoders: ``count`` lines of the text (drawn with ``seed``), each one sample
+    ``(input_ids [1, S], attention_mask [1, S])`` with the tokenizer's special tokens, ``S <= length``."""
+    from slmc.evaluation import sentences
+
+    _check_text_model(spec)
+    lines = sentences(load_texts(source))
+    order = torch.randperm(len(lines), generator=torch.Generator().manual_seed(seed)).tolist()[:count]
+    encode = getattr(spec.tokenizer, "encode_document", spec.encode_text)
+    samples = []
+    for index in order:
+        ids = torch.tensor(encode(lines[index])[:length], dtype=torch.int64).unsqueeze(0)
+        samples.append((ids, torch.ones_like(ids)))
+    return samples
+
+
+def _check_text_model(spec: ModelSpec) -> None:
     if spec.encode_text is None:
         raise InputError(f"calibration.text: model '{spec.name}' has no tokenizer; give calibration.tensors instead")
-    if len(spec.example_inputs) != 1 and spec.task != "causal-lm":
+    if len(spec.example_inputs) != 1 and spec.task not in ("causal-lm", "embedding"):
         raise InputError(f"calibration.text needs a single-input model or a causal LM; '{spec.name}' takes {len(spec.example_inputs)} inputs")
+
+
+def _text_samples(path: Path, spec: ModelSpec, count: int, length: int) -> list[Sample]:
+    _check_text_model(spec)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -92,6 +134,11 @@ def load_calibration(recipe: Recipe, spec: ModelSpec) -> list[Sample]:
     cal = recipe.calibration
     if cal is None:
         return []
+    if cal.text is not None and spec.task == "embedding":
+        source = cal.text if cal.text in TEXT_SETS else recipe.resolve_path(cal.text)
+        return _sentence_samples(source, spec, cal.num_samples, cal.sequence_length, cal.seed)
+    if cal.text is not None and cal.text in TEXT_SETS:
+        return _text_set_samples(cal.text, spec, cal.num_samples, cal.sequence_length, cal.seed)
     if cal.text is not None:
         return _text_samples(recipe.resolve_path(cal.text), spec, cal.num_samples, cal.sequence_length)
     return _tensor_samples(recipe.resolve_path(cal.tensors), spec, cal.num_samples)

@@ -151,6 +151,25 @@ def run_command(artifact: Path, inputs: tuple[Path, ...], output: Path | None, a
             click.echo(f"wrote {output}")
 
 
+@cli.command("verify")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print what was checked and measured as JSON.")
+@handles_errors
+def verify_command(artifact: Path, as_json: bool) -> None:
+    """Re-check ARTIFACT: every file against the manifest's sha256 and size, then (where its target runs
+    here) its outputs on the verification inputs stored at compile time, within the recorded tolerance."""
+    from slmc.artifact_verify import verify_artifact
+
+    report = verify_artifact(artifact)
+    if as_json:
+        _emit_json({"ok": True, **report})
+        return
+    n = report["artifact_vs_recorded"]
+    click.echo(f"verified {artifact}: {report['files_checked']} files match the manifest (sha256, size); outputs on "
+               f"{report['samples']} stored samples within atol {n['atol']:g}, rtol {n['rtol']:g} of the recorded "
+               f"eager outputs (max abs error {n['max_abs_error']:.3g})")
+
+
 @cli.command("generate")
 @click.argument("subject")
 @click.option("-p", "--prompt", required=True, help="Text to continue.")

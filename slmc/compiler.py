@@ -21,8 +21,10 @@ from safetensors.numpy import save_file
 
 import slmc
 from slmc.artifact import FORMAT_VERSION, LIBRARY, WEIGHTS, StagedArtifact, check_destination, file_entries, write_manifest
+from slmc.artifact_verify import save_reference
 from slmc.compress import compress
 from slmc.context import fit_context
+from slmc.memory_fit import check_compiled_weights, check_loaded_model
 from slmc.errors import FieldProblem, InputError, RecipeError, VerificationError
 from slmc.evaluation import document_tokens
 from slmc.texts import load_texts
@@ -31,13 +33,14 @@ from slmc.models.causal_lm import eager_step
 from slmc.lowering import RelaxProgram, build, export_library, to_relax
 from slmc.model_source import load_model
 from slmc.models import DEFAULT_MODEL
+from slmc.opencl_check import opencl_verification
 from slmc.onnx_import import (is_onnx_file, load_onnx_model, onnx_fingerprint, onnx_sample_inputs, onnx_signature,
                               run_onnxruntime)
 from slmc.execution import Execution, check_device, decide
 from slmc.recipe import Recipe, check_against_target, load_recipe
 from slmc.target import TargetDescriptor, load_target
 from slmc.tokenizer import save_tokenizer
-from slmc.verify import decode_comparison, generated_samples, perplexity_gate, run_eager, verification_report
+from slmc.verify import smallest_sample, decode_comparison, generated_samples, perplexity_gate, run_eager, verification_report
 
 
 @dataclass
@@ -106,8 +109,10 @@ def _versions() -> dict[str, str]:
 def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: Graph, original: Graph,
                      calibration: list[tuple[torch.Tensor, ...]], spec: ModelSpec) -> dict[str, Any]:
     settings = recipe.verify
-    samples = calibration[: settings.num_samples] or generated_samples(
-        final, settings.num_samples, seed=0, max_context=spec.kv_cache.max_context if spec.kv_cache is not None else None)
+    generated = generated_samples(final, settings.num_samples if not calibration else 1, seed=0,
+                                  max_context=spec.kv_cache.max_context if spec.kv_cache is not None else None)
+    # the smallest inputs first (kept for `slmc verify`), the example, then calibration samples if any
+    samples = [smallest_sample(final)] + generated + (list(calibration[: settings.num_samples - 1]) if calibration else [])
     with execution.open(staged) as model:
         actual = [model.run_numpy(*[t.numpy() for t in s]) for s in samples]
         reference = run_eager(final, samples)
@@ -115,6 +120,7 @@ def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: 
         how = f"{execution.how(len(samples))}; compared with eager torch"
         report = verification_report(settings, reference, actual, original_out, how)
         report["device"], report["execution"] = execution.device, execution.record()
+        report["recheck"] = save_reference(staged, samples, reference, settings.atol, settings.rtol)  # for slmc verify
         if spec.task == "causal-lm":
             report["decode"] = decode_comparison(model.step, eager_step(final.module), spec.kv_cache, settings)
             report["passed"] = report["passed"] and report["decode"]["within_tolerance"]
@@ -195,6 +201,7 @@ def _verify_onnx_artifact(staged: Path, execution: Execution, recipe: Recipe, pa
     reference = [run_onnxruntime(path, s) for s in samples]
     report = verification_report(settings, reference, actual, reference, how)
     report["device"], report["execution"] = execution.device, execution.record()
+    report["recheck"] = save_reference(staged, samples, reference, settings.atol, settings.rtol)  # for slmc verify
     return report
 
 
@@ -203,6 +210,7 @@ def _compile_onnx(path: Path, recipe: Recipe, target_desc: TargetDescriptor, out
     """``compile`` for an ``.onnx`` file: TVM's ONNX frontend, no fx passes, ONNX Runtime as reference."""
     t = time.perf_counter()
     program = load_onnx_model(path)
+    check_compiled_weights(path.stem, int(sum(w.nbytes for w in program.weights)), None, target_desc, after_passes=False)
     out_dir = Path(out) if out is not None else default_output_dir(path.stem, target_desc)
     check_destination(out_dir)
     timings["import"] = time.perf_counter() - t
@@ -236,7 +244,7 @@ def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Reci
             "versions": _versions(),
             "recipe": recipe.normalized(),
             "target": target_desc.model_dump(mode="json"),
-            "tvm_target": target_desc.tvm.to_tvm_dict(),
+            "tvm_target": target_desc.tvm_dict(),
             **head,
             "weights": _write_weights(program, staged.path / WEIGHTS),
             "tokenizer": save_tokenizer(tokenizer, staged.path),
@@ -247,9 +255,12 @@ def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Reci
         t = time.perf_counter()
         skipped, execution = decide(recipe, target_desc, device)
         manifest["verification"] = skipped or verify(staged.path, execution)
+        manifest["verification"] = opencl_verification(manifest["verification"], executable, program, target_desc,
+                                                       recipe.verify.enabled)  # GPU kernels: compiled + limits
         timings["verify"] = time.perf_counter() - t
         if not manifest["verification"]["passed"]:
             raise VerificationError(_failure_message(manifest["verification"]), manifest["verification"])
+        manifest["files"] = file_entries(staged.path)  # now with the stored verification data
         write_manifest(staged.path, manifest)
         artifact = staged.commit()
     timings["total"] = time.perf_counter() - start
@@ -295,11 +306,13 @@ def compile(  # noqa: A001 - the public name of the API
     out_dir = Path(out) if out is not None else default_output_dir(spec.name, target_desc)
     check_destination(out_dir)
     _check_model_fits_recipe(recipe, spec)
+    check_loaded_model(spec, target_desc)
     context = fit_context(spec, recipe, target_desc)
     timings["load"] = time.perf_counter() - t
     compressed = compress(spec, recipe, target_desc, timings)
     original, final, calibration, pass_reports = (compressed.original, compressed.final, compressed.calibration,
                                                   compressed.reports)
+    check_compiled_weights(spec.name, final.weight_bytes(), spec.kv_cache, target_desc)
 
     t = time.perf_counter()
     program = to_relax(final)

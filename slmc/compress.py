@@ -14,6 +14,7 @@ import torch
 
 from slmc.calibration import load_calibration
 from slmc.ir import Graph, ModelSpec, check_graph, trace
+from slmc.op_coverage import check_op_coverage
 from slmc.pass_manager import run_passes
 from slmc.pass_registry import PassContext
 from slmc.recipe import Recipe
@@ -42,8 +43,10 @@ def compress(spec: ModelSpec, recipe: Recipe, target: TargetDescriptor, timings:
     calibration = load_calibration(recipe, spec)
     original = trace(spec)
     check_graph(original)
+    check_op_coverage(original, target, "tracing")
     timings["trace"] = time.perf_counter() - t
     t = time.perf_counter()
-    final, reports = run_passes(original, recipe.steps, PassContext(target, calibration))
+    final, reports = run_passes(original, recipe.steps, PassContext(target, calibration, original))
+    check_op_coverage(final, target, "the recipe's passes")
     timings["passes"] = time.perf_counter() - t
     return Compressed(original, final, calibration, reports)

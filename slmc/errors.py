@@ -94,6 +94,36 @@ class ArtifactError(InputError):
     """An artifact directory is missing, incomplete, or fails its manifest's checks."""
 
 
+class ArtifactNotRunnableError(ArtifactError):
+    """An intact artifact whose target does not run on this machine, so its numerical check cannot
+    be repeated here (``slmc verify``). ``files_checked`` counts the files that matched the manifest."""
+
+    def __init__(self, message: str, files_checked: int, reason: str):
+        self.files_checked = files_checked
+        self.reason = reason
+        super().__init__(message)
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data.update(files_checked=self.files_checked, reason=self.reason)
+        return data
+
+
+class ModelTooLargeError(InputError):
+    """The model's parameters (and, for a causal LM, its KV cache) exceed the target's memory."""
+
+    def __init__(self, message: str, parameter_bytes: int, kv_cache_bytes: int, ram_bytes: int):
+        self.parameter_bytes = parameter_bytes
+        self.kv_cache_bytes = kv_cache_bytes
+        self.ram_bytes = ram_bytes
+        super().__init__(message)
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data.update(parameter_bytes=self.parameter_bytes, kv_cache_bytes=self.kv_cache_bytes, ram_bytes=self.ram_bytes)
+        return data
+
+
 class CompileError(SlmcError):
     """A valid input failed to compile (a pass, the lowering or the TVM build)."""
 
@@ -132,6 +162,22 @@ class LoweringError(CompileError):
     """The graph could not be exported or converted to TVM Relax."""
 
 
+class UnsupportedOpError(LoweringError):
+    """TVM's importer has no conversion for an operation: names the graph node, the op and where the
+    model's source creates it (``location``: ``file:line in function``, or None if unknown)."""
+
+    def __init__(self, message: str, node: str, op: str, location: str | None):
+        self.node = node
+        self.op = op
+        self.location = location
+        super().__init__(message)
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data.update(node=self.node, op=self.op, location=self.location)
+        return data
+
+
 class BuildError(CompileError):
     """TVM failed to build or export the library for the target."""
 
@@ -150,4 +196,49 @@ class VerificationError(SlmcError):
     def to_json(self) -> dict[str, Any]:
         data = super().to_json()
         data["verification"] = self.verification
+        return data
+
+
+class DeviceURLError(InputError):
+    """A device URL (``--device``) is not of the form ``rpc://HOST:PORT``."""
+
+
+class DeviceError(SlmcError):
+    """A device (a TVM RPC server: docs/devices.md) failed to load or run an artifact. ``url`` names it.
+
+    Exit 1: the input was valid, but verification on the device could not be done.
+    """
+
+    def __init__(self, url: str, message: str):
+        self.url = url
+        super().__init__(message)
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data["url"] = self.url
+        return data
+
+
+class DeviceConnectionError(DeviceError):
+    """No TVM RPC session could be opened with the device at ``url`` (nothing listens, or no handshake)."""
+
+
+class DeviceSetupError(ToolchainError):
+    """The emulated arm64 board could not be prepared or started: a missing host package, a failed
+    download or install, a port in use, a server that did not come up."""
+
+
+class KernelCheckError(VerificationError):
+    """A generated GPU kernel fails the compile-time check (slmc/opencl_check.py): it exceeds a limit
+    of the target descriptor (``limit`` names the field, e.g. ``limits.max_workgroup_size``), or the
+    OpenCL compiler rejects it (``limit`` is ``opencl_compile``). ``kernel`` names the kernel."""
+
+    def __init__(self, kernel: str, limit: str, message: str, verification: dict[str, Any] | None = None):
+        self.kernel = kernel
+        self.limit = limit
+        super().__init__(message, verification)
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data.update(kernel=self.kernel, limit=self.limit)
         return data

@@ -18,13 +18,17 @@ from tvm import relax
 
 from slmc.errors import BuildError, LoweringError, ToolchainError
 from slmc.ir import Graph, export
-from slmc.relax_pipeline import build_pipeline
+from slmc.relax_pipeline import PipelineRecord, build_pipeline
+from slmc.build_diagnosis import BUILD_FAILURES, PassTracker, build_error, tracking_passes
+from slmc.deterministic_build import deterministic_call_te, deterministic_pipeline
+from slmc.import_diagnosis import unsupported_op_error
 from slmc.target import TargetDescriptor, machine_arch
 
 # TVM raises its errors (InternalError, TVMError, ...) as RuntimeError subclasses; its Python
 # frontend raises ValueError/TypeError/KeyError/AssertionError for graphs it cannot convert.
 TVM_FAILURES = (RuntimeError, ValueError, TypeError, KeyError, AssertionError, NotImplementedError)
 
+LINK_OPTIONS = ["-s"]  # strip symbol tables: the runtime finds kernels through TVM's own registry
 CROSS_COMPILERS = {"aarch64": "aarch64-linux-gnu-gcc", "arm": "arm-linux-gnueabihf-gcc"}
 DEBIAN_PACKAGES = {"aarch64": "gcc-aarch64-linux-gnu", "arm": "gcc-arm-linux-gnueabihf"}
 
@@ -38,6 +42,7 @@ class RelaxProgram:
     weights: list[np.ndarray]
     num_inputs: int
     notes: list[str] = field(default_factory=list)
+    scheduled: tvm.IRModule | None = None  # set by build(): the module slmc's Relax pipeline produced
 
 
 def to_relax(graph: Graph) -> RelaxProgram:
@@ -45,14 +50,16 @@ def to_relax(graph: Graph) -> RelaxProgram:
     from tvm.relax.frontend.torch import from_exported_program
 
     from slmc.frontend_fixes import fix_exported_program
+    from slmc.quantization.tvm_kernels import CONVERTERS
 
     program = export(graph)
     program, notes = fix_exported_program(program)
     try:
-        module = from_exported_program(program, keep_params_as_input=True)
+        module = from_exported_program(program, keep_params_as_input=True, custom_convert_map=CONVERTERS)
         module, params = relax.frontend.detach_params(module)
     except TVM_FAILURES as exc:
-        raise LoweringError(f"TVM's torch frontend could not convert the graph: {_summary(exc)}") from exc
+        raise (unsupported_op_error(program, CONVERTERS)
+               or LoweringError(f"TVM's torch frontend could not convert the graph: {_summary(exc)}")) from exc
     return detached_program(module, params, notes, "the graph")
 
 
@@ -70,10 +77,17 @@ def detached_program(module: tvm.IRModule, params: dict[str, Any], notes: list[s
 def build(program: RelaxProgram, target: TargetDescriptor) -> tvm.runtime.Executable:
     """Compile the Relax module for the target with slmc's pipeline (scheduled kernels)."""
     tvm_target = target.tvm_target()
+    record = PipelineRecord()
+    passes = PassTracker()
     try:
-        return tvm.compile(program.module, target=tvm_target, relax_pipeline=build_pipeline(target, tvm_target))
-    except TVM_FAILURES as exc:
-        raise BuildError(f"TVM could not build the model for target '{target.name}': {_summary(exc)}") from exc
+        with deterministic_call_te(), tracking_passes(passes):
+            executable = tvm.compile(program.module, target=tvm_target,
+                                     relax_pipeline=deterministic_pipeline(build_pipeline(target, tvm_target, record)))
+    except BUILD_FAILURES as exc:
+        raise build_error(exc, target.name, passes, record.module, tvm_target, _summary(exc)) from exc
+    program.notes.extend(record.notes)
+    program.scheduled = record.module
+    return executable
 
 
 def cross_compiler(target: TargetDescriptor) -> str | None:
@@ -100,9 +114,9 @@ def export_library(executable: tvm.runtime.Executable, target: TargetDescriptor,
     compiler = cross_compiler(target)
     try:
         if compiler is None:
-            executable.export_library(str(path))
+            executable.export_library(str(path), options=LINK_OPTIONS)
         else:
-            executable.export_library(str(path), fcompile=cc.cross_compiler(compiler))
+            executable.export_library(str(path), fcompile=cc.cross_compiler(compiler), options=LINK_OPTIONS)
     except TVM_FAILURES as exc:
         raise BuildError(f"could not link the library for target '{target.name}': {_summary(exc)}") from exc
 

@@ -27,6 +27,10 @@ class PassConfig(StrictModel):
         """``(field, message)`` for every setting the target cannot honour (default: none)."""
         return []
 
+    def needs_calibration(self) -> str | None:
+        """Why these settings need the recipe's calibration data, or ``None`` (default: they don't)."""
+        return None
+
 
 @dataclass(frozen=True)
 class Skip:
@@ -47,10 +51,12 @@ class PassOutcome:
 
 @dataclass
 class PassContext:
-    """What a pass may consult besides its graph: the target and the calibration samples."""
+    """What a pass may consult besides its graph: the target, the calibration samples and the
+    original (uncompressed) graph, e.g. as a distillation teacher (read-only: never modify it)."""
 
     target: TargetDescriptor
     calibration: Sequence[tuple[Any, ...]] = ()
+    original: Graph | None = None
 
 
 PassFunction = Callable[["Graph", PassConfig, PassContext], PassOutcome]

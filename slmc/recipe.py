@@ -29,7 +29,7 @@ class Calibration(StrictModel):
     and cut into ``num_samples`` windows of ``sequence_length`` tokens.
     """
 
-    text: str | None = Field(None, min_length=1, description="path to a UTF-8 text file")
+    text: str | None = Field(None, min_length=1, description="path to a UTF-8 text file, or a built-in text set (stdlib-train)")
     tensors: str | None = Field(None, min_length=1, description="path to a .npy or .safetensors file of inputs")
     num_samples: int = Field(16, ge=1, le=100_000)
     sequence_length: int = Field(128, ge=2, le=1_048_576)
@@ -178,7 +178,8 @@ def _check_files(doc: YamlDocument, recipe: Recipe) -> list[FieldProblem]:
     cal = recipe.calibration
     if cal is not None:
         key = "text" if cal.text is not None else "tensors"
-        named.append((("calibration", key), cal.text if cal.text is not None else cal.tensors))
+        if cal.text not in TEXT_SETS:
+            named.append((("calibration", key), cal.text if cal.text is not None else cal.tensors))
     if recipe.verify.text is not None and recipe.verify.text not in TEXT_SETS:
         named.append((("verify", "text"), recipe.verify.text))
     problems = []
@@ -186,6 +187,19 @@ def _check_files(doc: YamlDocument, recipe: Recipe) -> list[FieldProblem]:
         path = recipe.resolve_path(value)
         if not path.is_file():
             problems.append(FieldProblem(".".join(key_path), f"file not found: {path}", doc.line_of(key_path), value))
+    return problems
+
+
+def _check_calibration(doc: YamlDocument, recipe: Recipe) -> list[FieldProblem]:
+    """Passes whose settings need calibration data get it from the recipe's ``calibration``."""
+    if recipe.calibration is not None:
+        return []
+    problems = []
+    for i, step in enumerate(recipe.steps):
+        reason = step.config.needs_calibration()
+        if reason is not None:
+            problems.append(FieldProblem(f"passes.{i}.{step.name}", f"{reason}: add a 'calibration' section to the recipe",
+                                         doc.line_of(("passes", i, step.name))))
     return problems
 
 
@@ -212,6 +226,7 @@ def recipe_from_document(doc: YamlDocument, base_dir: Path) -> Recipe:
     if raw is not None:
         recipe = Recipe(raw, steps, doc.source, base_dir)
         problems.extend(_check_files(doc, recipe))
+        problems.extend(_check_calibration(doc, recipe))
     if problems or raw is None:
         raise RecipeError(doc.source, problems)
     return recipe

@@ -1,13 +1,15 @@
 """slmc's Relax build pipeline: TVM's CPU pipeline plus legalization fixes and dlight schedules.
 
 TVM's default CPU pipeline leaves every kernel unscheduled (one thread, no vectorization); slmc
-applies the dlight CPU rules (GEMV, Reduction) after fusion. Legalization overrides fix TVM 0.27
-bugs met on real models (see ``legalize_overrides``).
+applies the dlight CPU rules (GEMV, Reduction) after fusion, and for a GPU target dlight's GPU
+rules, so that every kernel has thread bindings (``slmc.gpu_schedule``). Legalization overrides
+fix TVM 0.27 bugs met on real models (see ``legalize_overrides``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import tvm
 from tvm import relax, te, tirx, topi
@@ -15,6 +17,7 @@ from tvm.ir import GenericConst
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 from tvm.s_tir import dlight
 
+from slmc.gpu_schedule import schedule_gpu_kernels
 from slmc.target import TargetDescriptor
 
 
@@ -58,18 +61,28 @@ def legalize_overrides() -> dict[str, Callable[[relax.BlockBuilder, relax.Call],
     return {"relax.full": _legalize_full, "relax.full_like": _legalize_full}
 
 
-def _schedule_passes(target: TargetDescriptor) -> list[tvm.transform.Pass]:
+@dataclass
+class PipelineRecord:
+    """What a pipeline run reports back: schedule notes, and the module it produced (Relax + scheduled TIR)."""
+
+    notes: list[str] = field(default_factory=list)
+    module: tvm.IRModule | None = None
+
+
+def _schedule_passes(target: TargetDescriptor, record: PipelineRecord) -> list[tvm.transform.Pass]:
     if target.tvm.kind == "llvm":
         return [dlight.ApplyDefaultSchedule(dlight.cpu.GEMV(), dlight.cpu.Reduction())]
-    return [
-        dlight.ApplyDefaultSchedule(
-            dlight.gpu.Matmul(), dlight.gpu.GEMV(), dlight.gpu.Reduction(), dlight.gpu.GeneralReduction(), dlight.gpu.Fallback()
-        )
-    ]
+    # GPU: every kernel gets thread bindings from dlight's GPU rules (slmc/gpu_schedule.py).
+    return [schedule_gpu_kernels(record.notes)]
 
 
-def build_pipeline(target: TargetDescriptor, tvm_target: tvm.target.Target) -> tvm.transform.Pass:
-    """The module pass ``tvm.compile`` runs as ``relax_pipeline`` for this target."""
+def build_pipeline(target: TargetDescriptor, tvm_target: tvm.target.Target,
+                   record: PipelineRecord | None = None) -> tvm.transform.Pass:
+    """The module pass ``tvm.compile`` runs as ``relax_pipeline`` for this target.
+
+    ``record`` (optional) receives the schedule notes and the module the pipeline produced.
+    """
+    record = record if record is not None else PipelineRecord()
 
     @tvm.transform.module_pass(opt_level=0, name="slmc_build_pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
@@ -83,11 +96,12 @@ def build_pipeline(target: TargetDescriptor, tvm_target: tvm.target.Target) -> t
                 relax.transform.FuseTIR(),
                 relax.transform.DeadCodeElimination(),
             ]
-            + _schedule_passes(target)
+            + _schedule_passes(target, record)
             + cpu_pipeline.dataflow_lower_passes(tvm_target)
             + cpu_pipeline.finalize_passes(tvm_target)
         )
         with tvm_target:
-            return tvm.transform.Sequential(passes)(mod)
+            record.module = tvm.transform.Sequential(passes)(mod)
+        return record.module
 
     return _pipeline

@@ -72,6 +72,10 @@ class Quantization(StrictModel):
 
     group_sizes: list[Annotated[int, Field(ge=8, le=4096)]] = Field(default_factory=list)
     per_channel: bool = True
+    zero_points: bool = Field(True, description="asymmetric formats (per-group zero points) are supported")
+    schemes: list[Literal["weight_only", "w8a8"]] = Field(
+        default_factory=lambda: ["weight_only", "w8a8"],
+        description="weight_only: low-bit weights, float activations; w8a8: int8 weights and activations")
 
 
 class Sparsity(StrictModel):
@@ -107,10 +111,12 @@ class Compute(StrictModel):
 
 
 class Limits(StrictModel):
-    """Hard limits kernels must respect."""
+    """Hard limits kernels must respect (GPU: OpenCL's ``CL_DEVICE_*`` values)."""
 
-    max_workgroup_size: PositiveInt | None = None
-    image_support: bool | None = None
+    max_workgroup_size: PositiveInt | None = Field(None, description="work-items per work-group (CL_DEVICE_MAX_WORK_GROUP_SIZE)")
+    max_workgroup_dims: list[PositiveInt] | None = Field(
+        None, min_length=1, max_length=3, description="work-items per work-group along x, y, z (CL_DEVICE_MAX_WORK_ITEM_SIZES)")
+    image_support: bool | None = Field(None, description="kernels may use image objects (CL_DEVICE_IMAGE_SUPPORT)")
 
 
 class TargetDescriptor(StrictModel):
@@ -128,11 +134,23 @@ class TargetDescriptor(StrictModel):
     compute: Compute = Compute()
     limits: Limits = Limits()
 
+    def tvm_dict(self) -> dict[str, Any]:
+        """``tvm.to_tvm_dict()``, plus, for a GPU, the descriptor's limits as TVM's schedule limits
+        (``max_num_threads``/``max_threads_per_block`` from ``limits.max_workgroup_size``,
+        ``max_shared_memory_per_block`` from ``memory.local_memory_bytes``)."""
+        out = self.tvm.to_tvm_dict()
+        if self.tvm.kind != "llvm":
+            if self.limits.max_workgroup_size is not None:
+                out["max_num_threads"] = out["max_threads_per_block"] = self.limits.max_workgroup_size
+            if self.memory.local_memory_bytes is not None:
+                out["max_shared_memory_per_block"] = self.memory.local_memory_bytes
+        return out
+
     def tvm_target(self) -> Any:
         """The ``tvm.target.Target`` (imports TVM)."""
         import tvm
 
-        return tvm.target.Target(self.tvm.to_tvm_dict())
+        return tvm.target.Target(self.tvm_dict())
 
     @property
     def triple_arch(self) -> str:

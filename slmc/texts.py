@@ -2,6 +2,8 @@
 
 ``stdlib-heldout``: the held-out modules of the fixture LM's split (``split.json`` beside the
 fixture checkpoint), re-read from this machine's Python standard library; one document per module.
+``stdlib-train``: the training modules of that split (the fixture's training text, for
+calibration), likewise re-read; never a held-out module.
 """
 
 from __future__ import annotations
@@ -12,31 +14,62 @@ from pathlib import Path
 
 from slmc.errors import InputError
 
-TEXT_SETS = {"stdlib-heldout": "held-out Python standard-library modules of the fixture LM's split"}
+TEXT_SETS = {
+    "stdlib-heldout": "held-out Python standard-library modules of the fixture LM's split",
+    "stdlib-train": "training Python standard-library modules of the fixture LM's split (for calibration)",
+    "stdlib-sentences-heldout": "English docstring sentences of the held-out modules, one per line (embedding evaluation)",
+    "stdlib-sentences-train": "English docstring sentences of the training modules, one per line (embedding calibration)",
+}
 
 
-def _stdlib_heldout() -> list[str]:
+def _stdlib_split(part: str) -> list[str]:
+    """The modules of one part (``train`` or ``heldout``) of the fixture LM's split, as this
+    machine's standard library has them."""
     import sysconfig
     import tokenize
 
     split_file = resources.files("slmc.models") / "fixture_lm" / "split.json"
     if not split_file.is_file():
-        raise InputError("text set 'stdlib-heldout' needs the fixture LM's split.json, which is not installed")
+        raise InputError(f"text set 'stdlib-{part}' needs the fixture LM's split.json, which is not installed")
     root = Path(sysconfig.get_paths()["stdlib"])
     texts = []
-    for rel in json.loads(split_file.read_text(encoding="utf-8"))["heldout"]:
+    for rel in json.loads(split_file.read_text(encoding="utf-8"))[part]:
         path = root / rel
         if not path.is_file():
-            raise InputError(f"text set 'stdlib-heldout': module {rel} is missing from this Python's stdlib ({root})")
+            raise InputError(f"text set 'stdlib-{part}': module {rel} is missing from this Python's stdlib ({root})")
         with tokenize.open(path) as f:  # PEP 263 encodings, as in training
             texts.append(f.read())
     return texts
 
 
+def _docstring_sentences(sources: list[str], limit: int = 2000) -> list[str]:
+    """The first line of every module/class/function docstring with at least 6 words, deduplicated,
+    as one document with one sentence per line (at most ``limit``)."""
+    import ast
+
+    found: dict[str, None] = {}
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:  # a stdlib test module may hold deliberately broken code
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                line = doc.strip().splitlines()[0].strip() if doc and doc.strip() else ""
+                if len(line.split()) >= 6 and line.isascii():
+                    found.setdefault(line, None)
+    return ["\n".join(list(found)[:limit])]
+
+
 def load_texts(ref: str | Path) -> list[str]:
     """Documents of a built-in text set, or the single document of a UTF-8 text file."""
     if str(ref) == "stdlib-heldout":
-        return _stdlib_heldout()
+        return _stdlib_split("heldout")
+    if str(ref) == "stdlib-train":
+        return _stdlib_split("train")
+    if str(ref) in ("stdlib-sentences-heldout", "stdlib-sentences-train"):
+        return _docstring_sentences(_stdlib_split(str(ref).rsplit("-", 1)[1]))
     path = Path(ref)
     try:
         return [path.read_text(encoding="utf-8")]

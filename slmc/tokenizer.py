@@ -6,8 +6,8 @@ Two kinds: ``bytes`` (UTF-8 bytes as ids, the built-in tiny-lm's) and ``huggingf
 
 from __future__ import annotations
 
+import gzip
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,7 +50,10 @@ class HuggingFaceTokenizer:
         from tokenizers import Tokenizer as _Tokenizer
 
         self.path = Path(tokenizer_json)
-        self._tok = _Tokenizer.from_file(str(self.path))
+        if self.path.suffix == ".gz":  # as stored in artifacts
+            self._tok = _Tokenizer.from_str(gzip.decompress(self.path.read_bytes()).decode("utf-8"))
+        else:
+            self._tok = _Tokenizer.from_file(str(self.path))
         self._tok.no_padding()  # some tokenizer.json files (MiniLM's) pad every input to a fixed length
         self._tok.no_truncation()
         if bos_token is None:
@@ -86,8 +89,11 @@ def save_tokenizer(tokenizer: Any, artifact_dir: Path) -> dict[str, Any] | None:
     if isinstance(tokenizer, HuggingFaceTokenizer):
         target = artifact_dir / TOKENIZER_DIR
         target.mkdir(exist_ok=True)
-        shutil.copyfile(tokenizer.path, target / "tokenizer.json")
-        return {"kind": "huggingface", "file": f"{TOKENIZER_DIR}/tokenizer.json", "bos_token": tokenizer.bos_token}
+        data = tokenizer.path.read_bytes()
+        if tokenizer.path.suffix != ".gz":
+            data = gzip.compress(data, compresslevel=9, mtime=0)  # mtime 0: byte-identical artifacts
+        (target / "tokenizer.json.gz").write_bytes(data)
+        return {"kind": "huggingface", "file": f"{TOKENIZER_DIR}/tokenizer.json.gz", "bos_token": tokenizer.bos_token}
     raise TypeError(f"slmc cannot store a tokenizer of type {type(tokenizer).__name__} in an artifact")
 
 

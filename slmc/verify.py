@@ -53,18 +53,29 @@ def generated_samples(graph: Graph, count: int, seed: int = 0, max_context: int 
             sizes[name] = top if k == 1 else int(torch.randint(lo, top + 1, (1,), generator=gen))
         if max_context is not None and {"tokens", "past"} <= sizes.keys():
             sizes["tokens"] = max(1, min(sizes["tokens"], max_context - (sizes["past"] - 1)))
-        sample = []
-        for example, spec in zip(graph.example_inputs, graph.dynamic_shapes or [None] * len(graph.example_inputs)):
-            shape = list(example.shape)
-            for axis, dim in dict(spec or {}).items():
-                shape[int(axis)] = sizes[dim.__name__]
-            if example.dtype.is_floating_point:
-                sample.append(torch.randn(shape, generator=gen, dtype=example.dtype))
-            else:
-                lo_v, hi_v = int(example.min()), int(example.max())
-                sample.append(torch.randint(lo_v, hi_v + 1, shape, generator=gen, dtype=example.dtype))
-        samples.append(tuple(sample))
+        samples.append(_sample_of_sizes(graph, sizes, gen))
     return samples
+
+
+def smallest_sample(graph: Graph, seed: int = 0) -> Sample:
+    """Inputs like the example's with every dynamic dimension at its lower bound (a 1-token step
+    from the empty cache for a causal LM): the small sample an artifact keeps for ``slmc verify``."""
+    sizes = {name: lo for name, (lo, _, _) in _dynamic_dims(graph).items()}
+    return _sample_of_sizes(graph, sizes, torch.Generator().manual_seed(seed))
+
+
+def _sample_of_sizes(graph: Graph, sizes: dict[str, int], gen: torch.Generator) -> Sample:
+    sample = []
+    for example, spec in zip(graph.example_inputs, graph.dynamic_shapes or [None] * len(graph.example_inputs)):
+        shape = list(example.shape)
+        for axis, dim in dict(spec or {}).items():
+            shape[int(axis)] = sizes[dim.__name__]
+        if example.dtype.is_floating_point:
+            sample.append(torch.randn(shape, generator=gen, dtype=example.dtype))
+        else:
+            lo_v, hi_v = int(example.min()), int(example.max())
+            sample.append(torch.randint(lo_v, hi_v + 1, shape, generator=gen, dtype=example.dtype))
+    return tuple(sample)
 
 
 def numeric_comparison(reference: Sequence[Sequence[np.ndarray]], actual: Sequence[Sequence[np.ndarray]],

@@ -29,7 +29,7 @@ def test_default_compile_verifies_within_1e_4(default_artifact):
 def test_manifest_records_everything(default_artifact):
     path = default_artifact.artifact
     manifest = json.loads((path / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"model.so", "weights.safetensors"}
+    assert set(manifest["files"]) == {"model.so", "weights.safetensors", "verification.safetensors"}
     for name, entry in manifest["files"].items():
         assert entry["size"] == (path / name).stat().st_size and len(entry["sha256"]) == 64
     assert manifest["versions"]["tvm"] and manifest["versions"]["torch"].startswith("2.13")

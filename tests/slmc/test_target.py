@@ -78,3 +78,25 @@ def test_unknown_target_lists_builtins():
     with pytest.raises(TargetNotFoundError) as err:
         load_target("pixel-99")
     assert "host" in str(err.value) and "arm-cortex-a76" in str(err.value) and err.value.exit_code == 2
+
+
+@pytest.mark.parametrize("dims, needle", [([1024, 1024, 1024, 1], "at most 3"), ([], "at least 1"), ([0, 4, 4], "greater than 0")])
+def test_bad_max_workgroup_dims(tmp_path, dims, needle):
+    import yaml
+
+    data = load_target("mali-g710").model_dump(mode="json")
+    data["limits"]["max_workgroup_dims"] = dims
+    file = tmp_path / "gpu.yaml"
+    file.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(TargetError) as err:
+        load_target(file)
+    assert any(p.path.startswith("limits.max_workgroup_dims") and needle in p.message for p in err.value.problems), err.value
+
+
+def test_tvm_dict_adds_gpu_limits_only_for_gpu_kinds():
+    arm, mali = load_target("arm-cortex-a76"), load_target("mali-g710")
+    assert arm.tvm_dict() == arm.tvm.to_tvm_dict()  # CPU: unchanged
+    tiny = mali.model_copy(update={"limits": mali.limits.model_copy(update={"max_workgroup_size": 64})})
+    assert tiny.tvm_dict()["max_num_threads"] == tiny.tvm_dict()["max_threads_per_block"] == 64
+    assert tiny.tvm_dict()["max_shared_memory_per_block"] == 32768
+    assert int(tiny.tvm_target().attrs["max_threads_per_block"]) == 64

@@ -1,0 +1,398 @@
+"""``quantize``: weight-only int8/int4 (RTN, GPTQ, AWQ) and static w8a8 (with SmoothQuant).
+
+Every linear layer (``slmc.linears``) and, with ``embeddings: true``, every embedding table is
+replaced by a quantized op of ``slmc.quantization.ops`` whose weights stay packed down to the
+compiled kernel (``slmc.quantization.tvm_kernels``). Methods:
+
+- ``rtn``: round to nearest with per-group min-max ranges;
+- ``gptq``: Frantar et al., 2022 (arXiv:2210.17323), layer by layer in graph order, each layer
+  calibrated on the activations of the already-quantized layers before it;
+- ``awq``: Lin et al., 2023 (arXiv:2306.00978), activation-aware channel scaling + clip search;
+- scheme ``w8a8``: int8 weights (per output channel, symmetric) and static int8 activations
+  (per tensor; ``minmax`` or ``percentile`` observer), optionally after SmoothQuant migration
+  (Xiao et al., 2022, arXiv:2211.10438) with strength ``smoothquant.alpha``.
+
+``overrides`` (applied in order; later matches win) change the settings of layers whose name
+matches a glob: mixed precision (``bits: 8`` for ``*lm_head``), other group sizes, or ``skip``.
+Layer names are weight paths without ``.weight`` (``model.model.layers.0.mlp.down_proj``).
+Norms, biases and other small tensors are never quantized; every layer left in float32 is
+listed in the report with the reason. The target must list the weight dtype (``int4``/``int8``),
+the group size (or per-channel), zero points for asymmetric formats, and ``int8`` activations
+and the ``w8a8`` scheme for ``w8a8``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+from torch import fx
+
+from slmc.activations import InputStatistics, calibrate_sequentially, linear_input_statistics
+from slmc.ir import Graph, del_attr, fetch_attr, set_attr
+from slmc.linears import LinearLayer, attribute_readers, layer_name, linear_layers
+from slmc.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
+from slmc.quantization.awq import AwqSettings, awq_quantize, output_error
+from slmc.quantization.formats import QuantFormat, QuantizedWeight, quantize_rtn
+from slmc.quantization.gptq import GptqSettings, gptq_quantize
+from slmc.quantization.ops import QUANTIZED_EMBEDDING, QUANTIZED_LINEAR, W8A8_LINEAR
+from slmc.quantization.smoothquant import activation_scale, sample_input_rows, smoothing_factors
+from slmc.schema import StrictModel
+from slmc.target import TargetDescriptor
+
+Scheme = Literal["weight_only", "w8a8"]
+Method = Literal["rtn", "gptq", "awq"]
+GroupSize = int
+
+
+class GptqOptions(StrictModel):
+    damp: float = Field(0.01, gt=0.0, le=1.0, description="fraction of mean(diag H) added to H's diagonal")
+    block_size: int = Field(128, ge=1, le=65536, description="columns per lazy batch update")
+    act_order: bool = Field(False, description="quantize columns in order of decreasing activation energy")
+
+
+class AwqOptions(StrictModel):
+    grid: int = Field(20, ge=1, le=1000, description="alpha values tried in [0, 1)")
+    clip_search: bool = Field(True, description="also search each group's clipping range")
+    max_shrink: float = Field(0.5, gt=0.0, lt=1.0)
+
+
+class SmoothQuantOptions(StrictModel):
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="migration strength")
+
+
+class LayerSettings(StrictModel):
+    """Settings one layer may take (the pass's own, or an override's)."""
+
+    scheme: Scheme = "weight_only"
+    bits: Literal[4, 8] = 8
+    group_size: int | None = Field(None, ge=8, le=4096, description="input channels per scale; null: per output channel")
+    symmetric: bool = True
+    method: Method = "rtn"
+
+
+class Override(StrictModel):
+    pattern: str = Field(min_length=1, description="glob over layer names")
+    skip: bool = False
+    scheme: Scheme | None = None
+    bits: Literal[4, 8] | None = None
+    group_size: int | None = Field(None, ge=8, le=4096)
+    per_channel: bool = Field(False, description="set group_size to per output channel")
+    symmetric: bool | None = None
+    method: Method | None = None
+
+    @model_validator(mode="after")
+    def _group(self) -> Override:
+        if self.per_channel and self.group_size is not None:
+            raise ValueError("give either group_size or per_channel: true, not both")
+        return self
+
+
+class QuantizeConfig(LayerSettings, PassConfig):
+    embeddings: bool = Field(True, description="also quantize embedding tables (round to nearest)")
+    include: list[str] = Field(default_factory=lambda: ["*"], min_length=1, description="glob patterns of layer names")
+    exclude: list[str] = Field(default_factory=list, description="glob patterns of layer names to leave in float32")
+    overrides: list[Override] = Field(default_factory=list)
+    gptq: GptqOptions = GptqOptions()
+    awq: AwqOptions = AwqOptions()
+    observer: Literal["minmax", "percentile"] = Field("minmax", description="w8a8 activation range")
+    percentile: float = Field(99.99, gt=50.0, le=100.0)
+    smoothquant: SmoothQuantOptions | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> QuantizeConfig:
+        for i, settings in enumerate(self.all_settings()):
+            where = "" if i == 0 else f"overrides.{i - 1}: "
+            if settings.scheme == "w8a8" and (settings.bits != 8 or settings.group_size is not None or not settings.symmetric
+                                              or settings.method != "rtn"):
+                raise ValueError(f"{where}scheme w8a8 takes bits 8, per-channel, symmetric weights and method rtn")
+        return self
+
+    def resolve(self, override: Override, base: LayerSettings) -> LayerSettings:
+        data = base.model_dump()
+        for key in ("scheme", "bits", "group_size", "symmetric", "method"):
+            value = getattr(override, key)
+            if value is not None:
+                data[key] = value
+        if override.per_channel:
+            data["group_size"] = None
+        if override.scheme == "w8a8":
+            data.update(bits=8, group_size=None, symmetric=True, method="rtn")
+        return LayerSettings(**data)
+
+    def all_settings(self) -> list[LayerSettings]:
+        """The pass's own settings, then each override applied to them alone."""
+        base = LayerSettings(**{k: getattr(self, k) for k in LayerSettings.model_fields})
+        return [base] + [self.resolve(o, base) for o in self.overrides]
+
+    def settings_for(self, name: str) -> LayerSettings | str:
+        """A layer's settings after every matching override, or why it stays float32."""
+        if not any(fnmatch.fnmatchcase(name, p) for p in self.include):
+            return "not matched by include"
+        if any(fnmatch.fnmatchcase(name, p) for p in self.exclude):
+            return "matched by exclude"
+        settings = self.all_settings()[0]
+        for override in self.overrides:
+            if fnmatch.fnmatchcase(name, override.pattern):
+                if override.skip:
+                    return f"skipped by override '{override.pattern}'"
+                settings = self.resolve(override, settings)
+        return settings
+
+    def needs_calibration(self) -> str | None:
+        methods = {s.method for s in self.all_settings()}
+        if methods & {"gptq", "awq"}:
+            return f"method {'/'.join(sorted(methods & {'gptq', 'awq'}))} needs calibration data"
+        if any(s.scheme == "w8a8" for s in self.all_settings()):
+            return "scheme w8a8 needs calibration data for its activation ranges"
+        return None
+
+    def target_problems(self, target: TargetDescriptor) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        caps = target.quantization
+        for i, settings in enumerate(self.all_settings()):
+            prefix = "" if i == 0 else f"overrides.{i - 1}."
+            dtype = f"int{settings.bits}"
+            if not target.supports_weight_dtype(dtype):
+                problems.append((prefix + "bits", f"weight dtype '{dtype}' is not supported; the target supports {target.dtypes.weights}"))
+            if settings.scheme not in caps.schemes:
+                problems.append((prefix + "scheme", f"scheme '{settings.scheme}' is not supported; the target supports {caps.schemes}"))
+            if settings.scheme == "w8a8" and "int8" not in target.dtypes.activations:
+                problems.append((prefix + "scheme", f"w8a8 needs int8 activations; the target supports {target.dtypes.activations}"))
+            if settings.group_size is None and not caps.per_channel:
+                problems.append((prefix + "group_size", f"per-channel scales are not supported; the target's group sizes are {caps.group_sizes}"))
+            if settings.group_size is not None and settings.group_size not in caps.group_sizes:
+                problems.append((prefix + "group_size", f"group size {settings.group_size} is not supported; the target's group sizes are "
+                                 f"{caps.group_sizes}" + (" (and per-channel)" if caps.per_channel else "")))
+            if not settings.symmetric and not caps.zero_points:
+                problems.append((prefix + "symmetric", "asymmetric quantization (zero points) is not supported; the target takes symmetric formats only"))
+        return problems
+
+
+@dataclass
+class _Planned:
+    """A layer to quantize and how."""
+
+    layer: LinearLayer
+    settings: LayerSettings
+    fmt: QuantFormat
+
+
+def _plan(graph: Graph, config: QuantizeConfig) -> tuple[list[_Planned], list[Skip]]:
+    layers, others = linear_layers(graph)
+    readers = attribute_readers(graph)
+    plans, skipped = [], [Skip(node.name, f"linear not quantized: {reason}") for node, reason in others]
+    for layer in layers:
+        settings = config.settings_for(layer.name)
+        if isinstance(settings, str):
+            skipped.append(Skip(layer.name, settings))
+            continue
+        if readers.get(str(layer.weight_node.target), 0) != 1:
+            skipped.append(Skip(layer.name, "weight is shared with other nodes (tied); quantizing it here would change them"))
+            continue
+        fmt = QuantFormat(settings.bits, settings.group_size, settings.symmetric)
+        n, k = layer.weight(graph).shape
+        problem = fmt.check_shape(n, k)
+        if problem:
+            skipped.append(Skip(layer.name, problem))
+            continue
+        plans.append(_Planned(layer, settings, fmt))
+    return plans, skipped
+
+
+def _attr(graph: Graph, node: fx.Node, path: str, value: torch.Tensor) -> fx.Node:
+    set_attr(graph.module, path, value)
+    with graph.graph.inserting_before(node):
+        return graph.graph.get_attr(path)
+
+
+def _drop_weight(graph: Graph, weight_node: fx.Node) -> None:
+    if not weight_node.users:
+        target = str(weight_node.target)
+        graph.graph.erase_node(weight_node)
+        if not any(n.op == "get_attr" and n.target == target for n in graph.graph.nodes):
+            del_attr(graph.module, target)
+
+
+def _replace_linear(graph: Graph, plan: _Planned, quantized: QuantizedWeight, input_scale: torch.Tensor | None) -> None:
+    layer, node = plan.layer, plan.layer.node
+    name = layer.name
+    qweight = _attr(graph, node, f"{name}.qweight", quantized.packed())
+    scales = _attr(graph, node, f"{name}.scales", quantized.scales)
+    zeros = _attr(graph, node, f"{name}.zeros", quantized.zeros) if quantized.zeros is not None else None
+    inv = _attr(graph, node, f"{name}.input_scale", input_scale.to(torch.float32)) if input_scale is not None else None
+    with graph.graph.inserting_before(node):
+        new = graph.graph.call_function(QUANTIZED_LINEAR, (layer.input, qweight, scales, zeros, layer.bias_node, inv,
+                                                           plan.fmt.bits, plan.fmt.group(quantized.shape[1])))
+    new.meta.update(node.meta)
+    node.replace_all_uses_with(new)
+    graph.graph.erase_node(node)
+    _drop_weight(graph, layer.weight_node)
+
+
+def _replace_w8a8(graph: Graph, plan: _Planned, codes: torch.Tensor, weight_scales: torch.Tensor,
+                  input_scale: torch.Tensor | None, act_scale: float) -> None:
+    layer, node = plan.layer, plan.layer.node
+    name = layer.name
+    qweight = _attr(graph, node, f"{name}.qweight", codes.to(torch.int8).contiguous())
+    scales = _attr(graph, node, f"{name}.weight_scales", weight_scales.to(torch.float32).contiguous())
+    inv = _attr(graph, node, f"{name}.input_scale", input_scale.to(torch.float32)) if input_scale is not None else None
+    with graph.graph.inserting_before(node):
+        new = graph.graph.call_function(W8A8_LINEAR, (layer.input, qweight, scales, layer.bias_node, inv, act_scale))
+    new.meta.update(node.meta)
+    node.replace_all_uses_with(new)
+    graph.graph.erase_node(node)
+    _drop_weight(graph, layer.weight_node)
+
+
+def _layer_report(name: str, kind: str, fmt: str, method: str, params: int, stored: int, **extra: Any) -> dict[str, Any]:
+    return {"layer": name, "kind": kind, "format": fmt, "method": method, "parameters": params,
+            "float32_bytes": params * 4, "stored_bytes": stored, "bits_per_weight": round(8 * stored / max(params, 1), 3), **extra}
+
+
+def _weight_only(graph: Graph, plans: list[_Planned], config: QuantizeConfig, context: PassContext) -> list[dict[str, Any]]:
+    """Quantize weight-only layers: RTN directly, GPTQ/AWQ sequentially on calibration data."""
+    results: dict[str, tuple[QuantizedWeight, torch.Tensor | None, dict[str, Any]]] = {}
+    by_node = {p.layer.node.name: p for p in plans}
+
+    def quantize(plan: _Planned, stats: InputStatistics | None) -> None:
+        w = plan.layer.weight(graph)
+        extra: dict[str, Any] = {}
+        input_scale = None
+        if plan.settings.method == "rtn" or stats is None:
+            quantized = quantize_rtn(w, plan.fmt)
+        elif plan.settings.method == "gptq":
+            g = config.gptq
+            quantized, loss = gptq_quantize(w, stats.hessian, plan.fmt, GptqSettings(g.damp, g.block_size, g.act_order))
+            extra["gptq_loss"] = loss
+        else:
+            a = config.awq
+            quantized, input_scale, alpha, _ = awq_quantize(w, stats.abs_mean, stats.hessian, plan.fmt,
+                                                            AwqSettings(a.grid, a.clip_search, a.max_shrink))
+            extra["awq_alpha"] = alpha
+        effective = quantized.dequantize() if input_scale is None else quantized.dequantize() * input_scale
+        if stats is not None and stats.hessian is not None:
+            rtn_err = output_error(quantize_rtn(w, plan.fmt).dequantize() - w, stats.hessian)
+            err = output_error(effective - w, stats.hessian)
+            extra["output_error"] = err / max(stats.count, 1)
+            extra["output_error_rtn"] = rtn_err / max(stats.count, 1)
+        results[plan.layer.node.name] = (quantized, input_scale, extra)
+        set_attr(graph.module, str(plan.layer.weight_node.target), effective.contiguous())  # later layers see it
+
+    if any(p.settings.method in ("gptq", "awq") for p in plans):  # every layer in graph order, sequentially
+        calibrate_sequentially(graph, context.calibration, [p.layer.node.name for p in plans],
+                               lambda node, stats: quantize(by_node[node.name], stats))
+    for plan in plans:
+        if plan.layer.node.name not in results:
+            quantize(plan, None)
+    reports = []
+    for plan in plans:
+        quantized, input_scale, extra = results[plan.layer.node.name]
+        n, k = quantized.shape
+        stored = quantized.stored_bytes() + (input_scale.numel() * 4 if input_scale is not None else 0)
+        _replace_linear(graph, plan, quantized, input_scale)
+        reports.append(_layer_report(plan.layer.name, "linear", plan.fmt.describe(), plan.settings.method, n * k, stored, **extra))
+    return reports
+
+
+def _w8a8(graph: Graph, plans: list[_Planned], config: QuantizeConfig, context: PassContext) -> list[dict[str, Any]]:
+    """Static int8 weights and activations; activation ranges observed on the original graph."""
+    names = [p.layer.node.name for p in plans]
+    stats = linear_input_statistics(graph, context.calibration, names, hessian=False)
+    rows = sample_input_rows(graph, context.calibration, names) if config.observer == "percentile" else {}
+    reports = []
+    for plan in plans:
+        w = plan.layer.weight(graph).detach().to(torch.float32)
+        s = stats[plan.layer.node.name]
+        input_scale = None
+        if config.smoothquant is not None:
+            factors = smoothing_factors(s.abs_max, w, config.smoothquant.alpha)
+            w = w * factors
+            input_scale = 1.0 / factors
+        weight_scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
+        codes = torch.clamp(torch.round(w / weight_scales.unsqueeze(1)), -127, 127)
+        act = float(np.float32(activation_scale(rows.get(plan.layer.node.name), s.abs_max, input_scale, config.observer,
+                                                config.percentile)))  # stored as the kernel's float32 constant
+        n, k = w.shape
+        stored = n * k + n * 4 + (k * 4 if input_scale is not None else 0)
+        _replace_w8a8(graph, plan, codes, weight_scales, input_scale, act)
+        reports.append(_layer_report(plan.layer.name, "linear", "w8a8 int8 per-channel weights, int8 per-tensor activations",
+                                     "smoothquant+rtn" if input_scale is not None else "rtn", n * k, stored,
+                                     activation_scale=act, observer=config.observer))
+    return reports
+
+
+def _embeddings(graph: Graph, config: QuantizeConfig) -> tuple[list[dict[str, Any]], list[Skip]]:
+    """Quantize embedding tables (round to nearest; gathers have no calibration method)."""
+    reports, skipped = [], []
+    readers = attribute_readers(graph)
+    for node in list(graph.graph.nodes):
+        if node.op != "call_function" or node.target is not torch.ops.aten.embedding.default:
+            continue
+        weight_node = node.args[0]
+        if not isinstance(weight_node, fx.Node) or weight_node.op != "get_attr":
+            skipped.append(Skip(node.name, "embedding table is computed at run time"))
+            continue
+        name = layer_name(str(weight_node.target))
+        settings = config.settings_for(name)
+        if not config.embeddings or isinstance(settings, str):
+            skipped.append(Skip(name, "embeddings: false" if not config.embeddings else settings))
+            continue
+        if settings.scheme == "w8a8":
+            settings = LayerSettings(bits=8, group_size=None, symmetric=True)
+        if readers.get(str(weight_node.target), 0) != 1:
+            skipped.append(Skip(name, "embedding table is shared with other nodes (tied)"))
+            continue
+        table = fetch_attr(graph.module, str(weight_node.target))
+        fmt = QuantFormat(settings.bits, settings.group_size, settings.symmetric)
+        problem = fmt.check_shape(*table.shape)
+        if problem:
+            skipped.append(Skip(name, problem))
+            continue
+        quantized = quantize_rtn(table, fmt)
+        qweight = _attr(graph, node, f"{name}.qweight", quantized.packed())
+        scales = _attr(graph, node, f"{name}.scales", quantized.scales)
+        zeros = _attr(graph, node, f"{name}.zeros", quantized.zeros) if quantized.zeros is not None else None
+        with graph.graph.inserting_before(node):
+            new = graph.graph.call_function(QUANTIZED_EMBEDDING, (node.args[1], qweight, scales, zeros, fmt.bits,
+                                                                  fmt.group(table.shape[1])))
+        new.meta.update(node.meta)
+        node.replace_all_uses_with(new)
+        graph.graph.erase_node(node)
+        _drop_weight(graph, weight_node)
+        reports.append(_layer_report(name, "embedding", fmt.describe(), "rtn", table.numel(), quantized.stored_bytes()))
+    return reports, skipped
+
+
+@register_pass("quantize", config=QuantizeConfig, lossy=True)
+def quantize(graph: Graph, config: QuantizeConfig, context: PassContext) -> PassOutcome:
+    """Quantize the selected linear layers and embedding tables (see the module docstring).
+
+    Precondition: calibration samples in ``context`` when a method or scheme needs them (the
+    recipe check guarantees it).
+    """
+    plans, skipped = _plan(graph, config)
+    layers = _weight_only(graph, [p for p in plans if p.settings.scheme == "weight_only"], config, context)
+    layers += _w8a8(graph, [p for p in plans if p.settings.scheme == "w8a8"], config, context) if any(
+        p.settings.scheme == "w8a8" for p in plans) else []
+    embedding_reports, embedding_skips = _embeddings(graph, config)
+    layers += embedding_reports
+    skipped += embedding_skips
+    graph.graph.lint()
+    graph.module.recompile()
+    float_bytes = sum(r["float32_bytes"] for r in layers)
+    stored = sum(r["stored_bytes"] for r in layers)
+    stats = {
+        "layers_quantized": len(layers),
+        "layers_skipped": len(skipped),
+        "quantized_parameters": sum(r["parameters"] for r in layers),
+        "float32_bytes": float_bytes,
+        "stored_bytes": stored,
+        "bits_per_weight": round(8 * stored / max(sum(r["parameters"] for r in layers), 1), 3),
+        "layers": layers,
+    }
+    return PassOutcome(graph, stats, skipped)

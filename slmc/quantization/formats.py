@@ -1,0 +1,172 @@
+"""Storage formats of quantized weights, and round-to-nearest quantization into them.
+
+A weight ``W [N, K]`` (``N`` output rows, ``K`` input channels) is quantized in groups of
+``group_size`` consecutive input channels of one row (per-channel: one group of ``K``). Each group
+has a scale ``s`` and a zero point ``z``; a code ``q`` in ``[0, 2^bits - 1]`` stands for
+``(q - z) * s``. Symmetric quantization fixes ``z = 2^(bits-1)`` (no zero points are stored) and
+``s = max|w| / (2^(bits-1) - 1)``; asymmetric stores ``z`` per group (uint8) and
+``s = (max w - min w) / (2^bits - 1)``.
+
+Stored tensors (every one indexed by output row first, so rows can be concatenated or sliced):
+
+- ``qweight``: uint8 ``[N, K * bits / 8]``: int8 codes one per byte; int4 codes two per byte,
+  channel ``2j`` in the low nibble and ``2j + 1`` in the high nibble;
+- ``scales``: float16 ``[N, K / group_size]`` (the dequantization uses them widened to float32);
+- ``zeros``: uint8 ``[N, K / group_size]`` codes, asymmetric only.
+
+Int4 with group 32 and symmetric scales costs ``4 + 16/32 = 4.5`` bits per weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+SCALE_DTYPE = torch.float16
+BITS = (4, 8)
+
+
+@dataclass(frozen=True)
+class QuantFormat:
+    """Bits, group size (``None``: per output channel) and symmetry of a quantized weight."""
+
+    bits: int
+    group_size: int | None
+    symmetric: bool
+
+    def __post_init__(self) -> None:
+        if self.bits not in BITS:
+            raise ValueError(f"bits must be one of {BITS}, got {self.bits}")
+
+    @property
+    def levels(self) -> int:
+        return 2**self.bits
+
+    @property
+    def mid(self) -> int:
+        """The implicit zero point of symmetric codes."""
+        return 2 ** (self.bits - 1)
+
+    def group(self, in_features: int) -> int:
+        """The group size for a weight with ``in_features`` channels (per-channel: all of them)."""
+        return in_features if self.group_size is None else self.group_size
+
+    def check_shape(self, out_features: int, in_features: int) -> str | None:
+        """Why a ``[out, in]`` weight cannot take this format, or ``None``."""
+        if in_features % self.group(in_features):
+            return f"in_features {in_features} is not a multiple of group_size {self.group_size}"
+        if self.bits == 4 and in_features % 2:
+            return f"int4 packs two channels per byte: in_features {in_features} must be even"
+        return None
+
+    def describe(self) -> str:
+        grouping = "per-channel" if self.group_size is None else f"g{self.group_size}"
+        return f"int{self.bits} {grouping} {'symmetric' if self.symmetric else 'asymmetric'}"
+
+
+@dataclass
+class QuantizedWeight:
+    """Codes (unpacked, uint8 ``[N, K]``), scales (float16 ``[N, G]``), zero points (uint8 ``[N, G]`` or None)."""
+
+    codes: torch.Tensor
+    scales: torch.Tensor
+    zeros: torch.Tensor | None
+    fmt: QuantFormat
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.codes.shape[0]), int(self.codes.shape[1])
+
+    def packed(self) -> torch.Tensor:
+        return pack(self.codes, self.fmt.bits)
+
+    def dequantize(self) -> torch.Tensor:
+        return dequantize(self.packed(), self.scales, self.zeros, self.fmt.bits, self.fmt.group(self.shape[1]))
+
+    def stored_bytes(self) -> int:
+        """Bytes of the packed codes, scales and zero points."""
+        n, k = self.shape
+        total = n * k * self.fmt.bits // 8 + self.scales.numel() * self.scales.element_size()
+        return total + (self.zeros.numel() if self.zeros is not None else 0)
+
+
+def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """uint8 codes ``[N, K]`` -> the stored ``qweight`` (see the module docstring)."""
+    codes = codes.to(torch.uint8)
+    if bits == 8:
+        return codes.contiguous()
+    return (codes[:, 0::2] | (codes[:, 1::2] << 4)).contiguous()
+
+
+def unpack(qweight: torch.Tensor, bits: int) -> torch.Tensor:
+    """The stored ``qweight`` -> uint8 codes ``[N, K]``."""
+    if bits == 8:
+        return qweight
+    low, high = qweight & 0x0F, qweight >> 4
+    return torch.stack((low, high), dim=-1).reshape(qweight.shape[0], -1)
+
+
+def dequantize(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, bits: int,
+               group_size: int) -> torch.Tensor:
+    """float32 ``[N, K]``: ``(q - z) * s`` per group (``z = 2^(bits-1)`` when ``zeros`` is None)."""
+    codes = unpack(qweight, bits).to(torch.float32)
+    n, k = codes.shape
+    grouped = codes.reshape(n, k // group_size, group_size)
+    zero = (zeros.to(torch.float32) if zeros is not None else torch.full(scales.shape, 2.0 ** (bits - 1))).unsqueeze(-1)
+    return ((grouped - zero) * scales.to(torch.float32).unsqueeze(-1)).reshape(n, k)
+
+
+def group_parameters(w: torch.Tensor, fmt: QuantFormat) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scales (float16, rounded) and zero points (float codes, or None) of each row of ``w [N, g]``.
+
+    ``w`` holds one group per row. Scales are rounded to float16 *before* codes are chosen, so the
+    codes are optimal for the scales that are actually stored.
+    """
+    w = w.to(torch.float32)
+    tiny = torch.finfo(SCALE_DTYPE).tiny
+    if fmt.symmetric:
+        scale = w.abs().amax(dim=1) / (fmt.mid - 1)
+        return scale.clamp_min(tiny).to(SCALE_DTYPE), None
+    low = w.amin(dim=1).clamp_max(0.0)
+    high = w.amax(dim=1).clamp_min(0.0)
+    scale = ((high - low) / (fmt.levels - 1)).clamp_min(tiny).to(SCALE_DTYPE)
+    zero = torch.round(-low / scale.to(torch.float32)).clamp(0, fmt.levels - 1)
+    return scale, zero
+
+
+def quantize_group(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, fmt: QuantFormat) -> torch.Tensor:
+    """Codes of ``w [N, g]`` (or ``[N]``) for per-row ``scale``/``zero`` (shapes ``[N]``)."""
+    s = scale.to(torch.float32)
+    z = zero if zero is not None else torch.full_like(s, float(fmt.mid))
+    if w.ndim == 2:
+        s, z = s.unsqueeze(1), z.unsqueeze(1)
+    high = fmt.levels - 1
+    return torch.clamp(torch.round(w.to(torch.float32) / s) + z, 0 if not fmt.symmetric else 1, high)
+
+
+def fake_quantize_group(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, fmt: QuantFormat) -> torch.Tensor:
+    """``w`` rounded onto the grid of ``scale``/``zero``: what the stored codes stand for."""
+    s = scale.to(torch.float32)
+    z = zero if zero is not None else torch.full_like(s, float(fmt.mid))
+    q = quantize_group(w, scale, zero, fmt)
+    if w.ndim == 2:
+        s, z = s.unsqueeze(1), z.unsqueeze(1)
+    return (q - z) * s
+
+
+def assemble(codes: torch.Tensor, scales: list[torch.Tensor], zeros: list[torch.Tensor | None], fmt: QuantFormat) -> QuantizedWeight:
+    """A ``QuantizedWeight`` from float codes ``[N, K]`` and per-group scale/zero columns."""
+    zero = None if fmt.symmetric else torch.stack([z for z in zeros if z is not None], dim=1).to(torch.uint8)
+    return QuantizedWeight(codes.to(torch.uint8), torch.stack(scales, dim=1).to(SCALE_DTYPE), zero, fmt)
+
+
+def quantize_rtn(w: torch.Tensor, fmt: QuantFormat) -> QuantizedWeight:
+    """Round-to-nearest quantization of ``w [N, K]`` with per-group min-max (or abs-max) ranges."""
+    n, k = w.shape
+    g = fmt.group(k)
+    groups = w.detach().to(torch.float32).reshape(n * (k // g), g)
+    scale, zero = group_parameters(groups, fmt)
+    codes = quantize_group(groups, scale, zero, fmt).reshape(n, k)
+    zeros = None if zero is None else zero.reshape(n, k // g).to(torch.uint8)
+    return QuantizedWeight(codes.to(torch.uint8), scale.reshape(n, k // g), zeros, fmt)

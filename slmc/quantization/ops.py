@@ -1,0 +1,96 @@
+"""The quantized operators of slmc graphs, as PyTorch custom ops (``torch.ops.slmc.*``).
+
+Each op's eager implementation is the *reference* the compiled artifact is verified against
+(dequantize, then compute in float32; for ``w8a8_linear`` integer products summed exactly); TVM
+lowers the same op to one kernel with dequantization fused into the matmul
+(``slmc.quantization.tvm_kernels``). Weight layouts are those of ``slmc.quantization.formats``.
+
+- ``quantized_linear(x, qweight, scales, zeros?, bias?, input_scale?, bits, group_size)``:
+  ``(x * input_scale) @ dequantize(qweight)^T + bias``. ``input_scale`` ``[K]`` is AWQ's inverse
+  channel scaling (Lin et al., 2023), ``None`` when unused.
+- ``quantized_embedding(ids, qweight, scales, zeros?, bits, group_size)``: rows of the
+  dequantized table.
+- ``w8a8_linear(x, qweight, weight_scales, bias?, input_scale?, activation_scale)``: static int8
+  activations (``round(x * input_scale / activation_scale)`` clamped to ``[-127, 127]``) times
+  symmetric int8 weights ``[N, K]`` (int8 storage, per-output-channel float32 scales), int32
+  accumulation, rescaled by ``activation_scale * weight_scales``. ``input_scale`` carries
+  SmoothQuant's migration ``1/s`` (Xiao et al., 2022).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.library import Library
+
+from slmc.quantization.formats import dequantize
+
+_LIBRARY = Library("slmc", "DEF")
+_LIBRARY.define("quantized_linear(Tensor x, Tensor qweight, Tensor scales, Tensor? zeros, Tensor? bias, "
+                "Tensor? input_scale, int bits, int group_size) -> Tensor")
+_LIBRARY.define("quantized_embedding(Tensor ids, Tensor qweight, Tensor scales, Tensor? zeros, int bits, "
+                "int group_size) -> Tensor")
+_LIBRARY.define("w8a8_linear(Tensor x, Tensor qweight, Tensor weight_scales, Tensor? bias, Tensor? input_scale, "
+                "float activation_scale) -> Tensor")
+
+ACTIVATION_LIMIT = 127
+
+
+def _quantized_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
+                      bias: torch.Tensor | None, input_scale: torch.Tensor | None, bits: int, group_size: int) -> torch.Tensor:
+    weight = dequantize(qweight, scales, zeros, bits, group_size)
+    if input_scale is not None:
+        x = x * input_scale
+    return torch.nn.functional.linear(x, weight, bias)
+
+
+def _quantized_embedding(ids: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
+                         bits: int, group_size: int) -> torch.Tensor:
+    return torch.nn.functional.embedding(ids, dequantize(qweight, scales, zeros, bits, group_size))
+
+
+def reciprocal(activation_scale: float) -> float:
+    """``1 / activation_scale`` rounded to float32: both the eager op and the TVM kernel multiply by
+    exactly this value, so their activation codes agree bit for bit."""
+    return float(np.float32(1.0 / activation_scale))
+
+
+def quantize_activations(x: torch.Tensor, input_scale: torch.Tensor | None, activation_scale: float) -> torch.Tensor:
+    """Integer codes (as float32) of ``x`` for ``w8a8_linear``: ``x * input_scale * (1/scale)``,
+    rounded half to even, saturated at ±127."""
+    if input_scale is not None:
+        x = x * input_scale
+    return torch.clamp(torch.round(x * reciprocal(activation_scale)), -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+
+
+def _w8a8_linear(x: torch.Tensor, qweight: torch.Tensor, weight_scales: torch.Tensor, bias: torch.Tensor | None,
+                 input_scale: torch.Tensor | None, activation_scale: float) -> torch.Tensor:
+    codes = quantize_activations(x, input_scale, activation_scale)
+    accumulated = (codes.to(torch.float64) @ qweight.to(torch.float64).T).to(torch.float32)  # exact int32 sums
+    out = accumulated * (activation_scale * weight_scales)
+    return out + bias if bias is not None else out
+
+
+_LIBRARY.impl("quantized_linear", _quantized_linear, "CompositeExplicitAutograd")
+_LIBRARY.impl("quantized_embedding", _quantized_embedding, "CompositeExplicitAutograd")
+_LIBRARY.impl("w8a8_linear", _w8a8_linear, "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("slmc::quantized_linear")
+def _quantized_linear_fake(x, qweight, scales, zeros, bias, input_scale, bits, group_size):  # noqa: ANN001, ANN202
+    return x.new_empty((*x.shape[:-1], qweight.shape[0]))
+
+
+@torch.library.register_fake("slmc::quantized_embedding")
+def _quantized_embedding_fake(ids, qweight, scales, zeros, bits, group_size):  # noqa: ANN001, ANN202
+    return scales.new_empty((*ids.shape, qweight.shape[1] * 8 // bits), dtype=torch.float32)
+
+
+@torch.library.register_fake("slmc::w8a8_linear")
+def _w8a8_linear_fake(x, qweight, weight_scales, bias, input_scale, activation_scale):  # noqa: ANN001, ANN202
+    return x.new_empty((*x.shape[:-1], qweight.shape[0]))
+
+
+QUANTIZED_LINEAR = torch.ops.slmc.quantized_linear.default
+QUANTIZED_EMBEDDING = torch.ops.slmc.quantized_embedding.default
+W8A8_LINEAR = torch.ops.slmc.w8a8_linear.default

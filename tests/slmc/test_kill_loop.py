@@ -1,0 +1,72 @@
+"""SIGKILL a compile at random moments: afterwards there is no artifact or a complete, verifiable one."""
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+import slmc
+from slmc.errors import ArtifactError
+
+ITERATIONS = 6
+SEED = 20261121
+
+
+def slmc_exe():
+    return shutil.which("slmc") or pytest.fail("the slmc console script is not installed (pip install -e .)")
+
+
+def start_compile(cwd, out):
+    # A session of its own, so that SIGKILL reaches the compile's children too (the linker), as a CI job kill does.
+    return subprocess.Popen([slmc_exe(), "compile", "-m", "tiny-lm", "-o", out], cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=dict(os.environ), start_new_session=True)
+
+
+def cli_verify(cwd, out):
+    return subprocess.run([slmc_exe(), "verify", out], cwd=cwd, capture_output=True, text=True, env=dict(os.environ), timeout=600)
+
+
+def hidden_leftovers(cwd, name):
+    return sorted(p for p in cwd.iterdir() if p.name.startswith(f".{name}."))
+
+
+@pytest.mark.slow
+def test_sigkill_leaves_no_artifact_or_a_complete_one(tmp_path):
+    rng = random.Random(SEED)
+    start = time.monotonic()
+    reference = start_compile(tmp_path, "reference")
+    assert reference.wait(timeout=900) == 0
+    duration = time.monotonic() - start  # one whole compile, imports included
+    outcomes = []
+    for i in range(ITERATIONS):
+        delay = rng.uniform(0.1, 1.05) * duration
+        replacing = i % 2 == 1  # odd iterations kill a compile that replaces a complete artifact
+        if not replacing and (tmp_path / "art").exists():
+            shutil.rmtree(tmp_path / "art")
+        elif replacing and not (tmp_path / "art").exists():
+            shutil.copytree(tmp_path / "reference", tmp_path / "art")
+        proc = start_compile(tmp_path, "art")
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        code = proc.wait(timeout=60)
+        art = tmp_path / "art"
+        if art.exists():
+            result = cli_verify(tmp_path, "art")
+            assert result.returncode == 0, f"iteration {i} (killed at {delay:.1f} s): {result.stderr}"
+        for leftover in hidden_leftovers(tmp_path, "art"):
+            with pytest.raises(ArtifactError):
+                slmc.verify_artifact(leftover)
+        outcomes.append((round(delay, 1), "replacing" if replacing else "fresh", code, art.exists()))
+    assert any(code == -signal.SIGKILL for *_, code, _ in outcomes), outcomes
+    final = subprocess.run([slmc_exe(), "compile", "-m", "tiny-lm", "-o", "art"], cwd=tmp_path, capture_output=True,
+                           text=True, env=dict(os.environ), timeout=900)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert cli_verify(tmp_path, "art").returncode == 0
+    assert hidden_leftovers(tmp_path, "art") == []  # the killed compiles' staging directories were cleared
+    print("kill loop (delay s, case, exit code, artifact present):", outcomes)
