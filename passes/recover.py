@@ -86,9 +86,7 @@ def recover(graph: Graph, config: RecoverConfig, context: PassContext) -> PassOu
     if not samples:
         raise ValueError("recover needs calibration samples (the recipe's 'calibration' section)")
     held = int(len(samples) * config.validation_share)
-    validation, train = samples[:held], samples[held:]
-    if not train:
-        raise ValueError(f"validation_share {config.validation_share} leaves no calibration sample to train on")
+    validation, train = samples[:held], samples[held:]  # held < len(samples) since validation_share < 1
     targets, skipped = _trainable(graph, config)
     module, teacher = graph.module, context.original.module
     before = {t: fetch_attr(module, t) for t in targets}
@@ -97,6 +95,33 @@ def recover(graph: Graph, config: RecoverConfig, context: PassContext) -> PassOu
         fetch_attr(module, target).requires_grad_(True)
     params = [fetch_attr(module, t) for t in targets]
     zeros = [p.detach() == 0 for p in params]
+    frozen = [p for p in module.parameters() if p.requires_grad and all(p is not q for q in params)]
+    for p in frozen:  # export keeps the model's requires_grad flags: no gradients for untrained tensors
+        p.requires_grad_(False)
+    try:
+        report, losses = _distill(module, teacher, params, zeros, train, validation, config)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    for target in targets:
+        set_attr(module, target, fetch_attr(module, target).detach())
+    report["distillation_loss"] = {"first_step": round(losses[0], 6), "last_step": round(losses[-1], 6)}
+    report["kept"] = "after"
+    if validation:
+        after = _perplexity(module, validation)
+        report["validation_perplexity"]["after"] = after
+        if after > report["validation_perplexity"]["before"]:
+            for target in targets:
+                set_attr(module, target, before[target])
+            report["kept"] = "before"
+    module.recompile()
+    return PassOutcome(graph, report, skipped)
+
+
+def _distill(module: torch.nn.Module, teacher: torch.nn.Module, params: list[torch.Tensor], zeros: list[torch.Tensor],
+             train: list[tuple[torch.Tensor, ...]], validation: list[tuple[torch.Tensor, ...]],
+             config: RecoverConfig) -> tuple[dict, list[float]]:
+    """The AdamW distillation loop; returns the report so far and the loss of every step."""
     report = {"trained_tensors": len(params), "trained_parameters": sum(p.numel() for p in params), "steps": config.steps}
     if validation:
         report["validation_perplexity"] = {"original": _perplexity(teacher, validation), "before": _perplexity(module, validation)}
@@ -116,22 +141,10 @@ def recover(graph: Graph, config: RecoverConfig, context: PassContext) -> PassOu
                 loss = torch.nn.functional.kl_div(student_logp.flatten(0, -2), teacher_logp.flatten(0, -2),
                                                   log_target=True, reduction="batchmean") * t * t / config.samples_per_step
                 loss.backward()
-            total += float(loss)
+            total += loss.item()
         optimizer.step()
         with torch.no_grad():
             for p, mask in zip(params, zeros):
                 p.masked_fill_(mask, 0.0)
         losses.append(total)
-    for target in targets:
-        set_attr(module, target, fetch_attr(module, target).detach())
-    report["distillation_loss"] = {"first_step": round(losses[0], 6), "last_step": round(losses[-1], 6)}
-    report["kept"] = "after"
-    if validation:
-        after = _perplexity(module, validation)
-        report["validation_perplexity"]["after"] = after
-        if after > report["validation_perplexity"]["before"]:
-            for target in targets:
-                set_attr(module, target, before[target])
-            report["kept"] = "before"
-    module.recompile()
-    return PassOutcome(graph, report, skipped)
+    return report, losses

@@ -35,7 +35,8 @@ class InputStatistics:
     """Running statistics of the rows ``x`` (last dimension ``in_features``) fed to one node.
 
     ``hessian``: float64 ``[in, in]`` sum of ``x^T x`` over all rows (``None`` if not collected);
-    ``count``: rows seen; ``abs_sum``/``abs_max``: float64 ``[in]`` per-channel sum/max of ``|x|``.
+    ``count``: rows seen; ``abs_sum``/``abs_max``: float64 ``[in]`` per-channel sum/max of ``|x|``;
+    ``sum``/``sq_sum``: float64 ``[in]`` per-channel sum of ``x`` and of ``x^2``.
     """
 
     in_features: int
@@ -45,9 +46,11 @@ class InputStatistics:
     abs_sum: torch.Tensor = field(init=False)
     abs_max: torch.Tensor = field(init=False)
     sq_sum: torch.Tensor = field(init=False)
+    sum: torch.Tensor = field(init=False)
 
     def __post_init__(self) -> None:
         n = self.in_features
+        self.sum = torch.zeros(n, dtype=torch.float64)
         self.abs_sum = torch.zeros(n, dtype=torch.float64)
         self.abs_max = torch.zeros(n, dtype=torch.float64)
         self.sq_sum = torch.zeros(n, dtype=torch.float64)
@@ -61,6 +64,7 @@ class InputStatistics:
             return
         self.count += rows.shape[0]
         magnitude = rows.abs()
+        self.sum += rows.sum(0).to(torch.float64)
         self.abs_sum += magnitude.sum(0).to(torch.float64)
         self.abs_max = torch.maximum(self.abs_max, magnitude.amax(0).to(torch.float64))
         if self.hessian is not None:
@@ -88,6 +92,16 @@ class InputStatistics:
     def abs_mean(self) -> torch.Tensor:
         """Per-channel mean ``|x_j|`` (float64 ``[in]``)."""
         return self.abs_sum / max(self.count, 1)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Per-channel mean of ``x`` (float64 ``[in]``)."""
+        return self.sum / max(self.count, 1)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """Per-channel (population) variance of ``x`` (float64 ``[in]``)."""
+        return (self.sq_sum / max(self.count, 1) - self.mean.square()).clamp_min(0.0)
 
     @property
     def channel_norm(self) -> torch.Tensor:

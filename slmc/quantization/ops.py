@@ -19,6 +19,9 @@ lowers the same op to one kernel with dequantization fused into the matmul
 
 from __future__ import annotations
 
+import weakref
+from typing import Any
+
 import numpy as np
 import torch
 from torch.library import Library
@@ -36,9 +39,31 @@ _LIBRARY.define("w8a8_linear(Tensor x, Tensor qweight, Tensor weight_scales, Ten
 ACTIVATION_LIMIT = 127
 
 
+_DEQUANTIZED: dict[int, tuple[Any, tuple[int, ...], torch.Tensor]] = {}
+
+
+def _dequantized(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, bits: int,
+                 group_size: int) -> torch.Tensor:
+    """``dequantize(...)``, remembered per stored ``qweight`` while it lives and is unchanged.
+
+    Eager evaluation calls a quantized op thousands of times with the same stored tensors; the
+    cache entry is keyed by the tensors' identities and in-place versions and dropped with them.
+    """
+    key = id(qweight)
+    stamp = (id(scales), id(zeros), qweight._version, scales._version, zeros._version if zeros is not None else -1,
+             bits, group_size)
+    entry = _DEQUANTIZED.get(key)
+    if entry is not None and entry[0]() is qweight and entry[1] == stamp:
+        return entry[2]
+    weight = dequantize(qweight, scales, zeros, bits, group_size)
+    if not torch._C._functorch.is_functorch_wrapped_tensor(qweight) and type(qweight) in (torch.Tensor, torch.nn.Parameter):
+        _DEQUANTIZED[key] = (weakref.ref(qweight, lambda _, k=key: _DEQUANTIZED.pop(k, None)), stamp, weight)
+    return weight
+
+
 def _quantized_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
                       bias: torch.Tensor | None, input_scale: torch.Tensor | None, bits: int, group_size: int) -> torch.Tensor:
-    weight = dequantize(qweight, scales, zeros, bits, group_size)
+    weight = _dequantized(qweight, scales, zeros, bits, group_size)
     if input_scale is not None:
         x = x * input_scale
     return torch.nn.functional.linear(x, weight, bias)
@@ -46,7 +71,7 @@ def _quantized_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tens
 
 def _quantized_embedding(ids: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
                          bits: int, group_size: int) -> torch.Tensor:
-    return torch.nn.functional.embedding(ids, dequantize(qweight, scales, zeros, bits, group_size))
+    return torch.nn.functional.embedding(ids, _dequantized(qweight, scales, zeros, bits, group_size))
 
 
 def reciprocal(activation_scale: float) -> float:

@@ -152,3 +152,15 @@ def test_quality_on_the_fixture(method, settings, bar, fixture_lm_spec, fixture_
     increase = heldout_perplexity(outcome.graph, fixture_lm_spec, 3000) / base - 1
     print(method, settings, base, increase)
     assert increase <= bar
+
+
+@pytest.mark.slow
+def test_pruned_fixture_compiles_and_reports_dense_storage(tmp_path):
+    import slmc
+
+    recipe = tmp_path / "prune.yaml"
+    recipe.write_text("passes:\n  - prune: {method: magnitude, sparsity: 0.5}\nverify: {num_samples: 2, atol: 1.0e-4}\n")
+    result = slmc.compile("fixture-lm", str(recipe), "host", tmp_path / "out")
+    assert result.manifest["verification"]["passed"]
+    (report,) = [p for p in result.manifest["passes"] if p["name"] == "prune"]
+    assert "buys no size or speed" in report["stats"]["storage"]
