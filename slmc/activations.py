@@ -214,14 +214,18 @@ def calibrate_sequentially(graph: Graph, samples: Sequence[tuple[torch.Tensor, .
 
     ``update`` may replace the tensors the node reads (``slmc.ir.set_attr``); the node and every
     later node then run with the replaced tensors, so later statistics reflect earlier updates.
-    Nodes sharing an input share one statistics object (collected once, before the first of them).
+    Nodes sharing an input share one statistics object (collected once, before the first of them,
+    and released after the last of them, so at most one input's statistics are alive at a time).
     Raises ``ValueError`` when there are no samples, ``KeyError`` for an unknown node name.
     """
     if not samples:
         raise ValueError("no calibration samples")
-    targets = _resolve(graph, nodes)
+    targets = list(dict.fromkeys(_resolve(graph, nodes)))
     runner = _Lockstep(graph, samples)
     by_input: dict[fx.Node, InputStatistics] = {}
+    pending: dict[fx.Node, int] = {}
+    for target in targets:
+        pending[_first_input(target)] = pending.get(_first_input(target), 0) + 1
 
     def call(node: fx.Node) -> None:
         source = _first_input(node)
@@ -232,5 +236,8 @@ def calibrate_sequentially(graph: Graph, samples: Sequence[tuple[torch.Tensor, .
             by_input[source] = stats
         update(node, by_input[source])
         runner.refresh_attributes(node)
+        pending[source] -= 1
+        if pending[source] == 0:
+            del by_input[source]
 
     runner.run(set(targets), call)

@@ -88,3 +88,22 @@ def test_negative_no_samples_or_unknown_node(graph_and_samples):
         linear_input_statistics(graph, samples, ["nope"])
     with pytest.raises(ValueError, match="no calibration samples"):
         calibrate_sequentially(graph, [], ["linear"], lambda node, stats: None)
+
+
+def test_sequential_statistics_are_released_after_their_last_reader(graph_and_samples):
+    import weakref
+
+    graph, samples = graph_and_samples
+    layers = _nodes(graph)
+    order = [n.name for n in graph.graph.nodes if n in {layers[k].node for k in "abc"}]
+    assert order == [layers[k].node.name for k in "acb"]  # export runs c before b
+    refs = {}
+
+    def update(node, stats):
+        refs[node.name] = weakref.ref(stats)
+        if node is layers["b"].node:  # c, the only reader of its input, is done: its statistics are gone
+            assert refs[layers["c"].node.name]() is None
+            assert refs[layers["a"].node.name]() is stats  # a's are b's: still alive
+
+    calibrate_sequentially(graph, samples, [layers[n].node.name for n in ("a", "b", "c")], update)
+    assert len(refs) == 3
