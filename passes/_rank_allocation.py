@@ -85,10 +85,12 @@ def _choices(c: Candidate, price: float, errors: torch.Tensor) -> int:
 
 def global_budget(candidates: Sequence[Candidate], params_to_remove: int) -> dict[str, int]:
     """Ranks (0 = stay dense) removing at least ``params_to_remove`` parameters, trading relative
-    error against relative savings at one price for all layers. Raises ``ValueError`` when even the smallest ranks cannot remove that many."""
+    error against relative savings at one price for all layers. Raises ``ValueError`` when even
+    the smallest ranks cannot remove that many."""
     most = sum(c.saved(1) for c in candidates if c.max_rank >= 1)
     if params_to_remove > most:
-        raise ValueError(f"the selected layers can give up at most {most} parameters at rank 1; {params_to_remove} were asked for")
+        raise ValueError(f"the selected layers can give up at most {most} parameters at rank 1; "
+                         f"{params_to_remove} were asked for")
     errors = {c.name: c.errors() for c in candidates}
 
     def solve(price: float) -> tuple[dict[str, int], int]:

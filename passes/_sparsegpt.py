@@ -21,8 +21,9 @@ def _inverse_cholesky(hessian: torch.Tensor, damping: float) -> torch.Tensor:
     h = hessian.to(torch.float64).clone()
     diag = torch.arange(h.shape[0])
     h[diag, diag] += damping * float(h.diagonal().mean())
+    eye = torch.eye(h.shape[0], dtype=torch.float64)
     for extra in (0.0, 1e-6, 1e-4, 1e-2):
-        factor, info = torch.linalg.cholesky_ex(h + extra * float(h.diagonal().mean()) * torch.eye(h.shape[0], dtype=torch.float64))
+        factor, info = torch.linalg.cholesky_ex(h + extra * float(h.diagonal().mean()) * eye)
         if int(info) == 0:
             inverse = torch.cholesky_inverse(factor)
             return torch.linalg.cholesky(inverse, upper=True)

@@ -67,7 +67,8 @@ def _select(graph: Graph, config: LowRankConfig) -> tuple[list[LinearLayer], lis
         elif not owns_weights(layer, readers):
             skipped.append(Skip(layer.node.name, f"{layer.name}: its weight is shared with other nodes"))
         elif max_useful_rank(*layer.weight(graph).shape) < 1:
-            skipped.append(Skip(layer.node.name, f"{layer.name}: {tuple(layer.weight(graph).shape)} is too small for any rank to save parameters"))
+            shape = tuple(layer.weight(graph).shape)
+            skipped.append(Skip(layer.node.name, f"{layer.name}: {shape} is too small for any rank to save parameters"))
         else:
             selected.append(layer)
     total = sum(layer.weight(graph).numel() for layer in layers)

@@ -64,7 +64,10 @@ class PruneConfig(PassConfig):
 
     @property
     def n_m(self) -> tuple[int, int] | None:
-        return None if self.pattern == "unstructured" else tuple(int(v) for v in self.pattern.split(":"))  # type: ignore[return-value]
+        if self.pattern == "unstructured":
+            return None
+        n, m = self.pattern.split(":")
+        return int(n), int(m)
 
     def sparsity_of(self, name: str) -> float:
         found = 0.5 if self.sparsity is None else self.sparsity
@@ -96,7 +99,8 @@ def _select(graph: Graph, config: PruneConfig) -> tuple[list[LinearLayer], list[
         elif not owns_weights(layer, readers):
             skipped.append(Skip(layer.node.name, f"{layer.name}: its weight is shared with other nodes"))
         elif config.n_m is not None and in_features % config.n_m[1] != 0:
-            skipped.append(Skip(layer.node.name, f"{layer.name}: {in_features} input features are not a multiple of {config.n_m[1]}"))
+            skipped.append(Skip(layer.node.name,
+                                f"{layer.name}: {in_features} input features are not a multiple of {config.n_m[1]}"))
         elif config.n_m is None and config.sparsity_of(layer.name) == 0.0:
             skipped.append(Skip(layer.node.name, f"{layer.name}: sparsity 0 by overrides"))
         else:

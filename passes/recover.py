@@ -124,7 +124,8 @@ def _distill(module: torch.nn.Module, teacher: torch.nn.Module, params: list[tor
     """The AdamW distillation loop; returns the report so far and the loss of every step."""
     report = {"trained_tensors": len(params), "trained_parameters": sum(p.numel() for p in params), "steps": config.steps}
     if validation:
-        report["validation_perplexity"] = {"original": _perplexity(teacher, validation), "before": _perplexity(module, validation)}
+        report["validation_perplexity"] = {"original": _perplexity(teacher, validation),
+                                           "before": _perplexity(module, validation)}
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed)).tolist()
     t, position, losses = config.temperature, 0, []

@@ -109,10 +109,12 @@ def _versions() -> dict[str, str]:
 def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: Graph, original: Graph,
                      calibration: list[tuple[torch.Tensor, ...]], spec: ModelSpec) -> dict[str, Any]:
     settings = recipe.verify
-    generated = generated_samples(final, settings.num_samples if not calibration else 1, seed=0,
-                                  max_context=spec.kv_cache.max_context if spec.kv_cache is not None else None)
-    # the smallest inputs first (kept for `slmc verify`), the example, then calibration samples if any
-    samples = [smallest_sample(final)] + generated + (list(calibration[: settings.num_samples - 1]) if calibration else [])
+    # num_samples in all: the smallest inputs first (kept for `slmc verify`), then calibration samples
+    # if the recipe has them, else inputs generated like the example (the example itself first)
+    rest = settings.num_samples - 1
+    others = list(calibration[:rest]) if calibration else generated_samples(
+        final, rest, seed=0, max_context=spec.kv_cache.max_context if spec.kv_cache is not None else None) if rest else []
+    samples = [smallest_sample(final)] + others
     with execution.open(staged) as model:
         actual = [model.run_numpy(*[t.numpy() for t in s]) for s in samples]
         reference = run_eager(final, samples)

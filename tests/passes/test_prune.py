@@ -24,7 +24,7 @@ def two_of_four_target(tmp_path, host_target):
     from slmc.target import load_target
 
     host = (resources.files("slmc.targets") / "host.yaml").read_text()
-    text = host.replace("name: host", "name: host-2of4").replace("patterns: []", "patterns: ['2:4']")
+    text = host.replace("name: host", "name: host-2of4").replace("patterns: []", "patterns: ['2:4', '4:8']")
     path = tmp_path / "host-2of4.yaml"
     path.write_text(text)
     return load_target(path)
@@ -49,7 +49,8 @@ def test_magnitude_structure_on_tiny_lm(tiny_lm_graph, host_target):
 
 def test_overrides_set_sparsity_per_layer(tiny_lm_graph, host_target):
     outcome = run_pass("prune", tiny_lm_graph, host_target, method="magnitude", sparsity=0.5,
-                       overrides=[{"match": "*down_proj", "sparsity": 0.25}, {"match": "blocks.1.mlp.down_proj", "sparsity": 0.0}])
+                       overrides=[{"match": "*down_proj", "sparsity": 0.25},
+                                  {"match": "blocks.1.mlp.down_proj", "sparsity": 0.0}])
     sparsity = outcome.stats["layer_sparsity"]
     assert sparsity["blocks.0.mlp.down_proj"] == 0.25 and sparsity["blocks.0.mlp.up_proj"] == 0.5
     assert "blocks.1.mlp.down_proj" not in sparsity
@@ -75,7 +76,7 @@ def test_wanda_prunes_each_row_by_weight_times_input_norm(tiny_lm_graph, host_ta
 
 def test_sparsegpt_reconstructs_better_than_masking():
     """On correlated inputs, OBS updates leave a smaller output error than Wanda's mask alone, at equal sparsity.
-    Measured: sparsegpt 0.29, wanda 0.52 (relative output error)."""
+    Measured: sparsegpt 0.146, wanda 0.265 (relative output error)."""
     gen = torch.Generator().manual_seed(0)
     w = torch.randn(32, 64, generator=gen)
     x = torch.randn(512, 16, generator=gen) @ torch.randn(16, 64, generator=gen) + 0.1 * torch.randn(512, 64, generator=gen)
@@ -102,6 +103,13 @@ def test_two_of_four_needs_a_target_that_lists_it(tiny_lm_graph, host_target, tw
     w = outcome.graph.tensors()["blocks.0.mlp.down_proj.weight"]
     assert torch.all((w.reshape(w.shape[0], -1, 4) == 0).sum(-1) == 2)
     assert "lists '2:4', but slmc's TVM lowering has no sparse" in outcome.stats["storage"]
+
+
+def test_four_of_eight_with_wanda(tiny_lm_graph, two_of_four_target, tiny_calibration):
+    outcome = run_pass("prune", tiny_lm_graph, two_of_four_target, tiny_calibration, method="wanda", pattern="4:8")
+    for name in BLOCK_LINEARS:
+        w = outcome.graph.tensors()[f"{name}.weight"]
+        assert torch.all((w.reshape(w.shape[0], -1, 8) == 0).sum(-1) == 4)
 
 
 def test_negative_recipe_with_two_of_four_for_host_exits_2(tmp_path):
@@ -145,12 +153,11 @@ def test_negative_wanda_without_calibration(tiny_lm_graph, host_target):
 ])
 def test_quality_on_the_fixture(method, settings, bar, fixture_lm_spec, fixture_lm_graph, two_of_four_target):
     """Held-out perplexity increase (first 3000 tokens; calibration 32 x 128 training tokens) within the
-    issue's bars. Measured: wanda 50% +9.9%, sparsegpt 50% +5.3%, sparsegpt 2:4 +17.6%."""
+    issue's bars. Measured: wanda 50% +9.5%, sparsegpt 50% +5.9%, sparsegpt 2:4 +12.5% (base 10.00)."""
     calibration = calibration_samples(fixture_lm_spec, num_samples=32, sequence_length=128)
     outcome = run_pass("prune", fixture_lm_graph, two_of_four_target, calibration, method=method, **settings)
     base = heldout_perplexity(fixture_lm_graph, fixture_lm_spec, 3000)
     increase = heldout_perplexity(outcome.graph, fixture_lm_spec, 3000) / base - 1
-    print(method, settings, base, increase)
     assert increase <= bar
 
 
