@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import fx
 
-from slmc.ir import Graph, fetch_attr, set_attr
+from slmc.ir import Graph, fetch_attr, set_attr, unused_attr_path
 from slmc.linears import LinearLayer, as_linear_layer, attribute_readers, is_linear, owns_weights
 from slmc.pass_registry import Skip
 
@@ -35,22 +35,6 @@ def _tensor(graph: Graph, arg: object) -> torch.Tensor | None:
         value = fetch_attr(graph.module, str(arg.target))
         return value if isinstance(value, torch.Tensor) else None
     return None
-
-
-def _unique_target(graph: Graph, target: str) -> str:
-    candidate, i = target, 1
-    while _has_attr(graph.module, candidate):
-        candidate, i = f"{target}_{i}", i + 1
-    return candidate
-
-
-def _has_attr(module: torch.nn.Module, target: str) -> bool:
-    obj: object = module
-    for part in target.split("."):
-        if not hasattr(obj, part):
-            return False
-        obj = getattr(obj, part)
-    return True
 
 
 def _store(graph: Graph, target: str, value: torch.Tensor, dtype: torch.dtype) -> None:
@@ -106,7 +90,7 @@ def _fold_into_linears(graph: Graph, layers: list[LinearLayer], scale: torch.Ten
         if bias is not None:
             _store(graph, str(layer.bias_node.target), bias.to(torch.float64) + added, bias.dtype)
             continue
-        target = _unique_target(graph, f"{layer.name}.bias")
+        target = unused_attr_path(graph.module, f"{layer.name}.bias")
         _store(graph, target, added, weight.dtype)
         with graph.graph.inserting_before(layer.node):
             bias_node = graph.graph.get_attr(target)
@@ -269,7 +253,7 @@ def fold_batch_norms(graph: Graph) -> tuple[int, list[Skip]]:
         if bias_arg is not None:
             _store(graph, str(bias_arg.target), shift, weight.dtype)
         else:
-            target = _unique_target(graph, f"{str(source.args[1].target).removesuffix('.weight')}.bias")
+            target = unused_attr_path(graph.module, f"{str(source.args[1].target).removesuffix('.weight')}.bias")
             _store(graph, target, shift, weight.dtype)
             with graph.graph.inserting_before(source):
                 bias_node = graph.graph.get_attr(target)

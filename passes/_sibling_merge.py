@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import fx
 
-from slmc.ir import Graph, fetch_attr, set_attr
+from slmc.ir import Graph, fetch_attr, set_attr, unused_attr_path
 from slmc.linears import attribute_readers
 from slmc.pass_registry import Skip
 
@@ -94,19 +94,7 @@ def _merged_target(graph: Graph, targets: Sequence[str]) -> str:
         suffix.insert(0, column[0])
     middles = ["_".join(p[len(prefix): len(p) - len(suffix)]) or "x" for p in parts]
     base = ".".join(prefix + ["_".join(middles)] + suffix)
-    candidate, i = base, 1
-    while _exists(graph.module, candidate):
-        candidate, i = f"{base}_{i}", i + 1
-    return candidate
-
-
-def _exists(module: torch.nn.Module, target: str) -> bool:
-    obj: object = module
-    for part in target.split("."):
-        if not hasattr(obj, part):
-            return False
-        obj = getattr(obj, part)
-    return True
+    return unused_attr_path(graph.module, base)
 
 
 def _out_features(graph: Graph, node: fx.Node, rule: RowStackable) -> int:

@@ -28,7 +28,7 @@ from torch import fx
 
 from slmc.activations import InputStatistics, calibrate_sequentially, linear_input_statistics
 from slmc.ir import Graph, set_attr
-from slmc.linears import LINEAR, LinearLayer, attribute_readers, linear_layers, matches, owns_weights
+from slmc.linears import LINEAR, LinearLayer, selected_layers
 from slmc.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
 from slmc.passes._lowrank_factor import factorize, max_useful_rank, singular_values, whitening_factor
 from slmc.passes._rank_allocation import Candidate, by_energy, global_budget, uniform
@@ -57,16 +57,10 @@ class LowRankConfig(PassConfig):
 
 def _select(graph: Graph, config: LowRankConfig) -> tuple[list[LinearLayer], list[Skip], int]:
     """Selected layers that own their weights; skips for the others; parameters of all linear layers."""
-    layers, others = linear_layers(graph)
-    readers = attribute_readers(graph)
-    skipped = [Skip(node.name, f"linear not factorized: {reason}") for node, reason in others]
+    layers, candidates, skipped = selected_layers(graph, config.include, config.exclude, "factorized")
     selected = []
-    for layer in layers:
-        if not matches(layer.name, config.include, config.exclude):
-            skipped.append(Skip(layer.node.name, f"{layer.name}: excluded by include/exclude patterns"))
-        elif not owns_weights(layer, readers):
-            skipped.append(Skip(layer.node.name, f"{layer.name}: its weight is shared with other nodes"))
-        elif max_useful_rank(*layer.weight(graph).shape) < 1:
+    for layer in candidates:
+        if max_useful_rank(*layer.weight(graph).shape) < 1:
             shape = tuple(layer.weight(graph).shape)
             skipped.append(Skip(layer.node.name, f"{layer.name}: {shape} is too small for any rank to save parameters"))
         else:

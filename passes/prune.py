@@ -26,7 +26,7 @@ from torch import fx
 
 from slmc.activations import InputStatistics, calibrate_sequentially, linear_input_statistics
 from slmc.ir import Graph, set_attr
-from slmc.linears import LinearLayer, attribute_readers, linear_layers, matches, owns_weights
+from slmc.linears import LinearLayer, matches, selected_layers
 from slmc.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
 from slmc.passes._pruning_masks import magnitude_scores, n_m_mask, unstructured_mask, wanda_scores
 from slmc.passes._sparsegpt import sparsegpt_prune
@@ -88,17 +88,11 @@ class PruneConfig(PassConfig):
 
 
 def _select(graph: Graph, config: PruneConfig) -> tuple[list[LinearLayer], list[Skip]]:
-    layers, others = linear_layers(graph)
-    readers = attribute_readers(graph)
-    skipped = [Skip(node.name, f"linear not pruned: {reason}") for node, reason in others]
+    _, candidates, skipped = selected_layers(graph, config.include, config.exclude, "pruned")
     selected = []
-    for layer in layers:
+    for layer in candidates:
         in_features = layer.weight(graph).shape[1]
-        if not matches(layer.name, config.include, config.exclude):
-            skipped.append(Skip(layer.node.name, f"{layer.name}: excluded by include/exclude patterns"))
-        elif not owns_weights(layer, readers):
-            skipped.append(Skip(layer.node.name, f"{layer.name}: its weight is shared with other nodes"))
-        elif config.n_m is not None and in_features % config.n_m[1] != 0:
+        if config.n_m is not None and in_features % config.n_m[1] != 0:
             skipped.append(Skip(layer.node.name,
                                 f"{layer.name}: {in_features} input features are not a multiple of {config.n_m[1]}"))
         elif config.n_m is None and config.sparsity_of(layer.name) == 0.0:

@@ -34,7 +34,7 @@ from torch import fx
 
 from slmc.activations import InputStatistics, calibrate_sequentially, linear_input_statistics
 from slmc.ir import Graph, del_attr, fetch_attr, set_attr
-from slmc.linears import LinearLayer, attribute_readers, layer_name, linear_layers
+from slmc.linears import LinearLayer, attribute_readers, layer_name, selected_layers
 from slmc.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
 from slmc.quantization.awq import AwqSettings, awq_quantize, output_error
 from slmc.quantization.formats import QuantFormat, QuantizedWeight, quantize_rtn
@@ -46,7 +46,6 @@ from slmc.target import TargetDescriptor
 
 Scheme = Literal["weight_only", "w8a8"]
 Method = Literal["rtn", "gptq", "awq"]
-GroupSize = int
 
 
 class GptqOptions(StrictModel):
@@ -183,20 +182,15 @@ class _Planned:
 
 
 def _plan(graph: Graph, config: QuantizeConfig) -> tuple[list[_Planned], list[Skip]]:
-    layers, others = linear_layers(graph)
-    readers = attribute_readers(graph)
-    plans, skipped = [], [Skip(node.name, f"linear not quantized: {reason}") for node, reason in others]
-    for layer in layers:
+    _, candidates, skipped = selected_layers(graph, config.include, config.exclude, "quantized")
+    plans = []
+    for layer in candidates:
         settings = config.settings_for(layer.name)
         if isinstance(settings, str):
             skipped.append(Skip(layer.name, settings))
             continue
-        if readers.get(str(layer.weight_node.target), 0) != 1:
-            skipped.append(Skip(layer.name, "weight is shared with other nodes (tied); quantizing it here would change them"))
-            continue
         fmt = QuantFormat(settings.bits, settings.group_size, settings.symmetric)
-        n, k = layer.weight(graph).shape
-        problem = fmt.check_shape(n, k)
+        problem = fmt.check_shape(*layer.weight(graph).shape)
         if problem:
             skipped.append(Skip(layer.name, problem))
             continue
@@ -218,35 +212,43 @@ def _drop_weight(graph: Graph, weight_node: fx.Node) -> None:
             del_attr(graph.module, target)
 
 
-def _replace_linear(graph: Graph, plan: _Planned, quantized: QuantizedWeight, input_scale: torch.Tensor | None) -> None:
-    layer, node = plan.layer, plan.layer.node
-    name = layer.name
-    qweight = _attr(graph, node, f"{name}.qweight", quantized.packed())
-    scales = _attr(graph, node, f"{name}.scales", quantized.scales)
-    zeros = _attr(graph, node, f"{name}.zeros", quantized.zeros) if quantized.zeros is not None else None
-    inv = _attr(graph, node, f"{name}.input_scale", input_scale.to(torch.float32)) if input_scale is not None else None
+def _swap(graph: Graph, node: fx.Node, op: Any, args: tuple[Any, ...], weight_node: fx.Node) -> None:
+    """Replace ``node`` by a call of ``op`` on ``args`` and drop the float weight it read."""
     with graph.graph.inserting_before(node):
-        new = graph.graph.call_function(QUANTIZED_LINEAR, (layer.input, qweight, scales, zeros, layer.bias_node, inv,
-                                                           plan.fmt.bits, plan.fmt.group(quantized.shape[1])))
+        new = graph.graph.call_function(op, args)
     new.meta.update(node.meta)
     node.replace_all_uses_with(new)
     graph.graph.erase_node(node)
-    _drop_weight(graph, layer.weight_node)
+    _drop_weight(graph, weight_node)
+
+
+def _packed_attrs(graph: Graph, node: fx.Node, name: str, quantized: QuantizedWeight) -> tuple[fx.Node, fx.Node, fx.Node | None]:
+    """``get_attr`` nodes of the stored ``qweight``, ``scales`` and (asymmetric) ``zeros``."""
+    qweight = _attr(graph, node, f"{name}.qweight", quantized.packed())
+    scales = _attr(graph, node, f"{name}.scales", quantized.scales)
+    zeros = _attr(graph, node, f"{name}.zeros", quantized.zeros) if quantized.zeros is not None else None
+    return qweight, scales, zeros
+
+
+def _optional_attr(graph: Graph, node: fx.Node, path: str, value: torch.Tensor | None) -> fx.Node | None:
+    return _attr(graph, node, path, value.to(torch.float32)) if value is not None else None
+
+
+def _replace_linear(graph: Graph, plan: _Planned, quantized: QuantizedWeight, input_scale: torch.Tensor | None) -> None:
+    layer = plan.layer
+    qweight, scales, zeros = _packed_attrs(graph, layer.node, layer.name, quantized)
+    inv = _optional_attr(graph, layer.node, f"{layer.name}.input_scale", input_scale)
+    _swap(graph, layer.node, QUANTIZED_LINEAR, (layer.input, qweight, scales, zeros, layer.bias_node, inv, plan.fmt.bits,
+                                                plan.fmt.group(quantized.shape[1])), layer.weight_node)
 
 
 def _replace_w8a8(graph: Graph, plan: _Planned, codes: torch.Tensor, weight_scales: torch.Tensor,
                   input_scale: torch.Tensor | None, act_scale: float) -> None:
-    layer, node = plan.layer, plan.layer.node
-    name = layer.name
-    qweight = _attr(graph, node, f"{name}.qweight", codes.to(torch.int8).contiguous())
-    scales = _attr(graph, node, f"{name}.weight_scales", weight_scales.to(torch.float32).contiguous())
-    inv = _attr(graph, node, f"{name}.input_scale", input_scale.to(torch.float32)) if input_scale is not None else None
-    with graph.graph.inserting_before(node):
-        new = graph.graph.call_function(W8A8_LINEAR, (layer.input, qweight, scales, layer.bias_node, inv, act_scale))
-    new.meta.update(node.meta)
-    node.replace_all_uses_with(new)
-    graph.graph.erase_node(node)
-    _drop_weight(graph, layer.weight_node)
+    layer = plan.layer
+    qweight = _attr(graph, layer.node, f"{layer.name}.qweight", codes.to(torch.int8).contiguous())
+    scales = _attr(graph, layer.node, f"{layer.name}.weight_scales", weight_scales.to(torch.float32).contiguous())
+    inv = _optional_attr(graph, layer.node, f"{layer.name}.input_scale", input_scale)
+    _swap(graph, layer.node, W8A8_LINEAR, (layer.input, qweight, scales, layer.bias_node, inv, act_scale), layer.weight_node)
 
 
 def _layer_report(name: str, kind: str, fmt: str, method: str, params: int, stored: int, **extra: Any) -> dict[str, Any]:
@@ -276,8 +278,9 @@ def _weight_only(graph: Graph, plans: list[_Planned], config: QuantizeConfig, co
             extra["awq_alpha"] = alpha
         effective = quantized.dequantize() if input_scale is None else quantized.dequantize() * input_scale
         if stats is not None and stats.hessian is not None:
-            rtn_err = output_error(quantize_rtn(w, plan.fmt).dequantize() - w, stats.hessian)
             err = output_error(effective - w, stats.hessian)
+            rtn_err = err if plan.settings.method == "rtn" else output_error(quantize_rtn(w, plan.fmt).dequantize() - w,
+                                                                              stats.hessian)
             extra["output_error"] = err / max(stats.count, 1)
             extra["output_error_rtn"] = rtn_err / max(stats.count, 1)
         results[plan.layer.node.name] = (quantized, input_scale, extra)
@@ -354,16 +357,9 @@ def _embeddings(graph: Graph, config: QuantizeConfig) -> tuple[list[dict[str, An
             skipped.append(Skip(name, problem))
             continue
         quantized = quantize_rtn(table, fmt)
-        qweight = _attr(graph, node, f"{name}.qweight", quantized.packed())
-        scales = _attr(graph, node, f"{name}.scales", quantized.scales)
-        zeros = _attr(graph, node, f"{name}.zeros", quantized.zeros) if quantized.zeros is not None else None
-        with graph.graph.inserting_before(node):
-            new = graph.graph.call_function(QUANTIZED_EMBEDDING, (node.args[1], qweight, scales, zeros, fmt.bits,
-                                                                  fmt.group(table.shape[1])))
-        new.meta.update(node.meta)
-        node.replace_all_uses_with(new)
-        graph.graph.erase_node(node)
-        _drop_weight(graph, weight_node)
+        qweight, scales, zeros = _packed_attrs(graph, node, name, quantized)
+        _swap(graph, node, QUANTIZED_EMBEDDING, (node.args[1], qweight, scales, zeros, fmt.bits, fmt.group(table.shape[1])),
+              weight_node)
         reports.append(_layer_report(name, "embedding", fmt.describe(), "rtn", table.numel(), quantized.stored_bytes()))
     return reports, skipped
 

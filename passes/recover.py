@@ -22,7 +22,7 @@ import torch
 from pydantic import Field
 
 from slmc.ir import Graph, fetch_attr, set_attr
-from slmc.linears import attribute_readers, linear_layers, matches, owns_weights
+from slmc.linears import selected_layers
 from slmc.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
 
 
@@ -59,16 +59,10 @@ def _perplexity(module: torch.nn.Module, samples: Sequence[tuple[torch.Tensor, .
 
 def _trainable(graph: Graph, config: RecoverConfig) -> tuple[list[str], list[Skip]]:
     """Attribute paths of the float32 weights and biases of the selected linear layers."""
-    layers, others = linear_layers(graph)
-    readers = attribute_readers(graph)
-    skipped = [Skip(node.name, f"not trained: {reason}") for node, reason in others]
+    _, candidates, skipped = selected_layers(graph, config.include, config.exclude, "trained")
     targets = []
-    for layer in layers:
-        if not matches(layer.name, config.include, config.exclude):
-            skipped.append(Skip(layer.node.name, f"{layer.name}: excluded by include/exclude patterns"))
-        elif not owns_weights(layer, readers):
-            skipped.append(Skip(layer.node.name, f"{layer.name}: its weight is shared with other nodes"))
-        elif layer.weight(graph).dtype != torch.float32:
+    for layer in candidates:
+        if layer.weight(graph).dtype != torch.float32:
             skipped.append(Skip(layer.node.name, f"{layer.name}: weight dtype {layer.weight(graph).dtype} is not trained"))
         else:
             targets.append(str(layer.weight_node.target))

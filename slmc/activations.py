@@ -181,6 +181,18 @@ def _resolve(graph: Graph, names: Iterable[str]) -> list[fx.Node]:
     return [by_name[name] for name in names]
 
 
+def _shared_statistics(runner: _Lockstep, by_input: dict[fx.Node, InputStatistics], node: fx.Node,
+                       hessian: bool) -> InputStatistics:
+    """The statistics of ``node``'s first input, collected from the runner once per input node."""
+    source = _first_input(node)
+    if source not in by_input:
+        values = runner.inputs_of(node)
+        stats = InputStatistics(_in_features(values, node), with_hessian=hessian)
+        stats.update_all(values)
+        by_input[source] = stats
+    return by_input[source]
+
+
 def linear_input_statistics(graph: Graph, samples: Sequence[tuple[torch.Tensor, ...]], nodes: Iterable[str],
                             hessian: bool = True) -> dict[str, InputStatistics]:
     """Statistics of the first input of each named node over ``samples``, keyed by node name.
@@ -196,13 +208,7 @@ def linear_input_statistics(graph: Graph, samples: Sequence[tuple[torch.Tensor, 
     result: dict[str, InputStatistics] = {}
 
     def collect(node: fx.Node) -> None:
-        source = _first_input(node)
-        if source not in by_input:
-            values = runner.inputs_of(node)
-            stats = InputStatistics(_in_features(values, node), with_hessian=hessian)
-            stats.update_all(values)
-            by_input[source] = stats
-        result[node.name] = by_input[source]
+        result[node.name] = _shared_statistics(runner, by_input, node, hessian)
 
     runner.run(set(targets), collect)
     return result
@@ -229,12 +235,7 @@ def calibrate_sequentially(graph: Graph, samples: Sequence[tuple[torch.Tensor, .
 
     def call(node: fx.Node) -> None:
         source = _first_input(node)
-        if source not in by_input:
-            values = runner.inputs_of(node)
-            stats = InputStatistics(_in_features(values, node), with_hessian=hessian)
-            stats.update_all(values)
-            by_input[source] = stats
-        update(node, by_input[source])
+        update(node, _shared_statistics(runner, by_input, node, hessian))
         runner.refresh_attributes(node)
         pending[source] -= 1
         if pending[source] == 0:

@@ -112,8 +112,11 @@ def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: 
     # num_samples in all: the smallest inputs first (kept for `slmc verify`), then calibration samples
     # if the recipe has them, else inputs generated like the example (the example itself first)
     rest = settings.num_samples - 1
-    others = list(calibration[:rest]) if calibration else generated_samples(
-        final, rest, seed=0, max_context=spec.kv_cache.max_context if spec.kv_cache is not None else None) if rest else []
+    if calibration:
+        others = list(calibration[:rest])
+    else:
+        max_context = spec.kv_cache.max_context if spec.kv_cache is not None else None
+        others = generated_samples(final, rest, seed=0, max_context=max_context) if rest else []
     samples = [smallest_sample(final)] + others
     with execution.open(staged) as model:
         actual = [model.run_numpy(*[t.numpy() for t in s]) for s in samples]

@@ -60,7 +60,6 @@ from __future__ import annotations
 import copy
 import operator
 import sys
-from collections.abc import Callable
 
 import sympy
 import torch

@@ -153,6 +153,24 @@ def set_attr(module: torch.nn.Module, target: str, value: torch.Tensor) -> None:
     obj.register_parameter(leaf, torch.nn.Parameter(value.detach(), requires_grad=False))
 
 
+def has_attr(module: torch.nn.Module, target: str) -> bool:
+    """Whether dotted path ``target`` names an attribute of ``module``."""
+    obj: Any = module
+    for part in target.split("."):
+        if not hasattr(obj, part):
+            return False
+        obj = getattr(obj, part)
+    return True
+
+
+def unused_attr_path(module: torch.nn.Module, base: str) -> str:
+    """``base``, or ``base_1``, ``base_2``, ... : the first dotted path not yet taken in ``module``."""
+    candidate, i = base, 1
+    while has_attr(module, candidate):
+        candidate, i = f"{base}_{i}", i + 1
+    return candidate
+
+
 def del_attr(module: torch.nn.Module, target: str) -> None:
     *parents, leaf = target.split(".")
     obj: Any = module

@@ -18,6 +18,7 @@ import torch
 from torch import fx
 
 from slmc.ir import Graph, fetch_attr
+from slmc.pass_registry import Skip
 
 LINEAR = torch.ops.aten.linear.default
 
@@ -103,3 +104,21 @@ def owns_weights(layer: LinearLayer, readers: dict[str, int]) -> bool:
     """The layer is the only reader of its weight and bias (so rewriting them changes nothing else)."""
     targets = [layer.weight_node] + ([layer.bias_node] if layer.bias_node is not None else [])
     return all(readers.get(str(n.target), 0) == 1 for n in targets)
+
+
+def selected_layers(graph: Graph, include: Sequence[str], exclude: Sequence[str],
+                    action: str) -> tuple[list[LinearLayer], list[LinearLayer], list[Skip]]:
+    """All linear layers, those matching ``include``/``exclude`` that own their weights, and a
+    ``Skip`` (reason prefixed ``"linear not {action}"``) for every other linear node."""
+    layers, others = linear_layers(graph)
+    readers = attribute_readers(graph)
+    skipped = [Skip(node.name, f"linear not {action}: {reason}") for node, reason in others]
+    selected = []
+    for layer in layers:
+        if not matches(layer.name, include, exclude):
+            skipped.append(Skip(layer.node.name, f"{layer.name}: excluded by include/exclude patterns"))
+        elif not owns_weights(layer, readers):
+            skipped.append(Skip(layer.node.name, f"{layer.name}: its weight is shared with other nodes"))
+        else:
+            selected.append(layer)
+    return layers, selected, skipped
