@@ -16,10 +16,11 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from slmc.bench.run import timed  # shared with `slmc bench`
 
 
 def compile_variant(recipe: Path | None, out: Path, work: Path) -> Path:
@@ -30,12 +31,6 @@ def compile_variant(recipe: Path | None, out: Path, work: Path) -> Path:
         recipe.write_text("passes: []\nverify: {num_samples: 1, atol: 1.0e-3}\n")
     slmc.compile("fixture-lm", str(recipe), "host", out)
     return out
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -57,18 +52,19 @@ def main() -> None:
                  for name, path in variants.items()}
         rng = np.random.default_rng(0)
         ids = rng.integers(0, 4096, (1, args.prompt), dtype=np.int64)
-        cache = next(iter(models.values())).kv_cache
-        empty_k, empty_v = cache.empty()
-        _, keys, values = next(iter(models.values())).step(ids, empty_k, empty_v)
+        empty = {name: model.kv_cache.empty() for name, model in models.items()}  # head pruning shrinks the cache
+        caches = {name: model.step(ids, *empty[name])[1:] for name, model in models.items()}
         one = ids[:, :1]
         times: dict[str, dict[str, list[float]]] = {name: {"prefill": [], "decode": []} for name in models}
         for _ in range(args.rounds):
             for name, model in models.items():
-                times[name]["prefill"].append(timed(lambda: model.step(ids, empty_k, empty_v)))
-                times[name]["decode"].append(timed(lambda: model.step(one, keys, values)))
+                times[name]["prefill"].append(timed(lambda: model.step(ids, *empty[name])))
+                times[name]["decode"].append(timed(lambda: model.step(one, *caches[name])))
         report = {}
         for name, t in times.items():
             report[name] = {
+                "parameters": models[name].manifest["model"]["compiled_parameters"],
+                "kv_heads": models[name].kv_cache.kv_heads,
                 "weights_bytes": sizes[name],
                 **{f"{kind}_ms_median": round(1e3 * statistics.median(v), 3) for kind, v in t.items()},
                 **{f"{kind}_ms_min": round(1e3 * min(v), 3) for kind, v in t.items()},

@@ -22,7 +22,7 @@ import networkx as nx
 import torch
 from torch import fx
 
-from slmc.ir import Graph
+from slmc.ir import Graph, set_attr
 from slmc.linears import LinearLayer, attribute_readers, as_linear_layer, is_linear, owns_weights
 
 aten = torch.ops.aten
@@ -108,3 +108,46 @@ def _closed_group(component: set[fx.Node], linears: dict, readers: dict[str, int
         return None
     order = sorted(producers, key=lambda n: n.name)
     return ChannelGroup(tuple(linears[n] for n in order), tuple(dict.fromkeys(consumers)), int(_shape(producers[0])[-1]))
+
+
+def shrink_group(graph: Graph, group: ChannelGroup, keep: torch.Tensor, stats: dict, compensate: bool) -> int:
+    """Cut the group down to channels ``keep`` (rows of the producers, columns of the consumers); with
+    ``compensate``, add the removed columns' mean contribution (``stats``: consumer input statistics by
+    node name) to each consumer's bias (FLAP). Returns the parameters removed."""
+    before = sum(layer.weight(graph).numel() for layer in group.producers + group.consumers)
+    removed = torch.ones(group.channels, dtype=torch.bool)
+    removed[keep] = False
+    for producer in group.producers:
+        set_attr(graph.module, str(producer.weight_node.target), producer.weight(graph)[keep].contiguous())
+        if producer.bias_node is not None:
+            set_attr(graph.module, str(producer.bias_node.target), producer.bias(graph)[keep].contiguous())
+    for consumer in group.consumers:
+        weight = consumer.weight(graph)
+        if compensate:
+            shift = weight.detach().to(torch.float64)[:, removed] @ stats[consumer.node.name].mean[removed]
+            bias = consumer.bias(graph)
+            if bias is not None:
+                set_attr(graph.module, str(consumer.bias_node.target), (bias.to(torch.float64) + shift).to(bias.dtype))
+            else:
+                target = f"{consumer.name}.bias"
+                set_attr(graph.module, target, shift.to(weight.dtype))
+                with graph.graph.inserting_before(consumer.node):
+                    bias_node = graph.graph.get_attr(target)
+                consumer.node.args = (consumer.node.args[0], consumer.node.args[1], bias_node)
+        set_attr(graph.module, str(consumer.weight_node.target), weight[:, keep].contiguous())
+    after = sum(layer.weight(graph).numel() for layer in group.producers + group.consumers)
+    return before - after
+
+
+def channel_scores(graph: Graph, group: ChannelGroup, stats: dict, method: str) -> torch.Tensor:
+    """Importance of each channel to the consumers: ``flap`` ``Var(X_j) * ||W_:,j||^2`` (An et al., 2024),
+    ``wanda_sp`` ``||X_j||_2 * ||W_:,j||_2``, summed over the consumers (``stats`` by node name)."""
+    total = torch.zeros(group.channels, dtype=torch.float64)
+    for consumer in group.consumers:
+        column = consumer.weight(graph).detach().to(torch.float64)
+        s = stats[consumer.node.name]
+        if method == "flap":
+            total += s.variance * column.square().sum(0)
+        else:
+            total += s.channel_norm * column.norm(dim=0)
+    return total

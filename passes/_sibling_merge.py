@@ -8,7 +8,8 @@ Which ops can merge is a table of ``RowStackable`` rules: an op whose every per-
 argument has the output features on dim 0 can be stacked along dim 0, provided its other
 arguments are equal among the siblings. ``aten.linear`` is built in; a quantized linear whose
 ``qweight``/``scales``/``zeros``/``bias`` are per output row and whose ``bits``/``group_size``/
-``in_features`` must agree registers itself with ``register_row_stackable``.
+``in_features`` must agree is registered below (siblings with an AWQ ``input_scale`` each read their
+own tensor and stay apart).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import fx
 
+import slmc.quantization.ops  # noqa: F401  (defines torch.ops.slmc.quantized_linear)
 from slmc.ir import Graph, fetch_attr, set_attr, unused_attr_path
 from slmc.linears import attribute_readers
 from slmc.pass_registry import Skip
@@ -47,6 +49,8 @@ def register_row_stackable(rule: RowStackable) -> None:
 
 
 register_row_stackable(RowStackable(aten.linear.default, row_args=(1, 2)))
+# quantized_linear(x, qweight, scales, zeros?, bias?, input_scale?, bits, group_size): rows first (slmc.quantization.formats)
+register_row_stackable(RowStackable(torch.ops.slmc.quantized_linear.default, row_args=(1, 2, 3, 4), equal_args=(5, 6, 7)))
 
 
 def _arg(node: fx.Node, index: int) -> object:

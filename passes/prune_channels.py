@@ -1,4 +1,4 @@
-"""``prune_channels``: structured pruning of coupled MLP channels; the model physically shrinks.
+"""``prune_channels``: structured pruning of coupled MLP channels and attention heads; the model physically shrinks.
 
 Channel groups (``passes/_channel_groups.py``: a networkx dependency analysis of the fx graph)
 are sets of linears that must lose the same channels together, e.g. a gated MLP's gate and up
@@ -12,8 +12,12 @@ lowest importance on the calibration data is removed:
 * ``wanda_sp``: ``||X_j||_2 * ||W_:,j||_2`` (the structured Wanda baseline of the FLAP paper).
 
 Smaller weight matrices mean fewer parameters and multiply-adds; the compiled artifact is faster
-(benchmarks/compression_latency.py). Attention heads are not pruned (their cache shapes are part of
-the model's signature); groups other than element-wise-coupled linears are left alone.
+(benchmarks/compression_latency.py). Groups other than element-wise-coupled linears are left alone.
+
+With ``heads > 0`` that share of attention heads goes too, as whole KV groups ranked by the same
+metric over the output projection's input channels (``passes/_head_pruning.py``): q/k/v rows,
+output-projection columns and the KV cache's head dimension shrink together, in every layer alike
+(the cache is one stacked tensor), so ``include``/``exclude`` select MLP groups only.
 """
 
 from __future__ import annotations
@@ -24,15 +28,17 @@ import torch
 from pydantic import Field
 
 from slmc.activations import linear_input_statistics
-from slmc.ir import Graph, set_attr
+from slmc.ir import Graph
 from slmc.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
-from slmc.passes._channel_groups import ChannelGroup, channel_groups
+from slmc.passes._channel_groups import channel_groups, channel_scores, shrink_group
 from slmc.passes._cleanup import drop_unused_weights
+from slmc.passes._head_pruning import attention_heads, kept_groups, prune_heads
 from slmc.linears import matches
 
 
 class PruneChannelsConfig(PassConfig):
-    mlp_channels: float = Field(0.25, gt=0.0, lt=1.0, description="share of each group's channels to remove")
+    mlp_channels: float = Field(0.25, ge=0.0, lt=1.0, description="share of each group's channels to remove")
+    heads: float = Field(0.0, ge=0.0, lt=1.0, description="share of attention heads to remove (whole KV groups, every layer)")
     method: Literal["flap", "wanda_sp"] = Field("flap", description="channel importance on calibration data")
     compensate_bias: bool = Field(True, description="add the removed channels' mean contribution to the consumer bias")
     multiple_of: int = Field(8, ge=1, le=4096, description="round the kept channel count down to a multiple of this")
@@ -48,48 +54,9 @@ def _kept_count(channels: int, share: float, multiple_of: int) -> int:
     return max((kept // multiple_of) * multiple_of, min(multiple_of, channels))
 
 
-def _scores(graph: Graph, group: ChannelGroup, stats: dict, method: str) -> torch.Tensor:
-    total = torch.zeros(group.channels, dtype=torch.float64)
-    for consumer in group.consumers:
-        column = consumer.weight(graph).detach().to(torch.float64)
-        s = stats[consumer.node.name]
-        if method == "flap":
-            total += s.variance * column.square().sum(0)
-        else:
-            total += s.channel_norm * column.norm(dim=0)
-    return total
-
-
-def _shrink(graph: Graph, group: ChannelGroup, keep: torch.Tensor, stats: dict, compensate: bool) -> int:
-    """Cut the group down to channels ``keep``; return the parameters removed."""
-    before = sum(layer.weight(graph).numel() for layer in group.producers + group.consumers)
-    removed = torch.ones(group.channels, dtype=torch.bool)
-    removed[keep] = False
-    for producer in group.producers:
-        set_attr(graph.module, str(producer.weight_node.target), producer.weight(graph)[keep].contiguous())
-        if producer.bias_node is not None:
-            set_attr(graph.module, str(producer.bias_node.target), producer.bias(graph)[keep].contiguous())
-    for consumer in group.consumers:
-        weight = consumer.weight(graph)
-        if compensate:
-            shift = weight.detach().to(torch.float64)[:, removed] @ stats[consumer.node.name].mean[removed]
-            bias = consumer.bias(graph)
-            if bias is not None:
-                set_attr(graph.module, str(consumer.bias_node.target), (bias.to(torch.float64) + shift).to(bias.dtype))
-            else:
-                target = f"{consumer.name}.bias"
-                set_attr(graph.module, target, shift.to(weight.dtype))
-                with graph.graph.inserting_before(consumer.node):
-                    bias_node = graph.graph.get_attr(target)
-                consumer.node.args = (consumer.node.args[0], consumer.node.args[1], bias_node)
-        set_attr(graph.module, str(consumer.weight_node.target), weight[:, keep].contiguous())
-    after = sum(layer.weight(graph).numel() for layer in group.producers + group.consumers)
-    return before - after
-
-
 @register_pass("prune_channels", config=PruneChannelsConfig, lossy=True)
 def prune_channels(graph: Graph, config: PruneChannelsConfig, context: PassContext) -> PassOutcome:
-    """Remove the least important channels of coupled MLP linears (FLAP / structured Wanda)."""
+    """Remove the least important channels of coupled MLP linears and attention heads (FLAP / structured Wanda)."""
     if not context.calibration:
         raise ValueError("prune_channels needs calibration samples (the recipe's 'calibration' section)")
     groups, skipped = [], []
@@ -99,16 +66,23 @@ def prune_channels(graph: Graph, config: PruneChannelsConfig, context: PassConte
             groups.append(group)
         else:
             skipped.append(Skip(group.consumers[0].node.name, f"channel group of {names}: excluded by include/exclude patterns"))
+    groups = groups if config.mlp_channels > 0 else []
+    heads = attention_heads(graph) if config.heads > 0 else None
+    kept_kv = kept_groups(heads, config.heads, graph) if heads is not None else 0
     consumers = [c.node.name for g in groups for c in g.consumers]
+    consumers += [o.node.name for b in (heads.blocks if heads else []) for o in b.o_linears]
     stats = linear_input_statistics(graph, context.calibration, consumers, hessian=False) if consumers else {}
     removed_params, kept_channels = 0, {}
     for group in groups:
         kept = _kept_count(group.channels, config.mlp_channels, config.multiple_of)
-        scores = _scores(graph, group, stats, config.method)
+        scores = channel_scores(graph, group, stats, config.method)
         keep = torch.sort(torch.topk(scores, kept).indices).values
-        removed_params += _shrink(graph, group, keep, stats, config.compensate_bias)
+        removed_params += shrink_group(graph, group, keep, stats, config.compensate_bias)
         kept_channels[group.consumers[0].name] = f"{kept}/{group.channels}"
+    report = {"groups_pruned": len(groups), "channels_kept": kept_channels, "heads_pruned": 0}
+    if heads is not None:
+        report.update(prune_heads(graph, heads, kept_kv, stats, config.method, config.compensate_bias))
+        removed_params += report.pop("head_parameters_removed")
     drop_unused_weights(graph)
-    report = {"groups_pruned": len(groups), "parameters_removed": removed_params, "channels_kept": kept_channels,
-              "heads_pruned": 0}
+    report["parameters_removed"] = removed_params
     return PassOutcome(graph, report, skipped)

@@ -16,11 +16,13 @@ perplexity worse, the weights from before are kept (``kept: before``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from pydantic import Field
 
+from slmc.cache_fit import fit_sample
 from slmc.ir import Graph, fetch_attr, set_attr
 from slmc.linears import selected_layers
 from slmc.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
@@ -40,12 +42,21 @@ class RecoverConfig(PassConfig):
         return "recover distills on the calibration samples"
 
 
-def _logits(graph_or_module: torch.nn.Module, sample: Sequence[torch.Tensor]) -> torch.Tensor:
+def _logits(graph_or_module: Callable[..., Any], sample: Sequence[torch.Tensor]) -> torch.Tensor:
     out = graph_or_module(*sample)
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def _perplexity(module: torch.nn.Module, samples: Sequence[tuple[torch.Tensor, ...]]) -> float:
+def _teacher(original: Graph) -> Callable[..., Any]:
+    """The original graph, fed samples refitted to its inputs (head pruning shrinks the student's KV cache)."""
+
+    def run(*sample: torch.Tensor) -> Any:
+        return original.module(*fit_sample(original, sample))
+
+    return run
+
+
+def _perplexity(module: Callable[..., Any], samples: Sequence[tuple[torch.Tensor, ...]]) -> float:
     """Next-token perplexity over the samples (the first input holds the token ids ``[1, T]``)."""
     nll, count = 0.0, 0
     with torch.no_grad():
@@ -82,7 +93,7 @@ def recover(graph: Graph, config: RecoverConfig, context: PassContext) -> PassOu
     held = int(len(samples) * config.validation_share)
     validation, train = samples[:held], samples[held:]  # held < len(samples) since validation_share < 1
     targets, skipped = _trainable(graph, config)
-    module, teacher = graph.module, context.original.module
+    module, teacher = graph.module, _teacher(context.original)
     before = {t: fetch_attr(module, t) for t in targets}
     for target in targets:  # own copies: the tensors are shared with earlier graphs
         set_attr(module, target, before[target].clone())
@@ -112,7 +123,7 @@ def recover(graph: Graph, config: RecoverConfig, context: PassContext) -> PassOu
     return PassOutcome(graph, report, skipped)
 
 
-def _distill(module: torch.nn.Module, teacher: torch.nn.Module, params: list[torch.Tensor], zeros: list[torch.Tensor],
+def _distill(module: torch.nn.Module, teacher: Callable[..., Any], params: list[torch.Tensor], zeros: list[torch.Tensor],
              train: list[tuple[torch.Tensor, ...]], validation: list[tuple[torch.Tensor, ...]],
              config: RecoverConfig) -> tuple[dict, list[float]]:
     """The AdamW distillation loop; returns the report so far and the loss of every step."""

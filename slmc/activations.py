@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx
 
+from slmc import progress
 from slmc.ir import Graph, fetch_attr
 
 
@@ -154,12 +155,13 @@ class _Lockstep:
     def run(self, hooks: set[fx.Node], before: Callable[[fx.Node], None]) -> None:
         """Execute every node (up to the last hooked one), calling ``before(node)`` for hooked nodes."""
         last = max((self.nodes.index(n) for n in hooks), default=-1)
-        with torch.no_grad():
+        with torch.no_grad(), progress.bar("calibration", total=len(hooks), unit="layer") as bar:
             for index, node in enumerate(self.nodes):
                 if index > last or node.op == "output":
                     break
                 if node in hooks:
                     before(node)
+                    bar.update()
                 for interpreter in self.interpreters:
                     interpreter.env[node] = interpreter.run_node(node)
                 for dead in self.dies_at.get(node, ()):

@@ -70,7 +70,7 @@ def _print_compile_summary(result: Any) -> None:
     files = ", ".join(f"{name} {_human_size(e['size'])}" for name, e in m["files"].items())
     click.echo(f"  artifact: {result.artifact} ({files})")
     for p in m["passes"]:
-        stats = ", ".join(f"{k}={val}" for k, val in p["stats"].items())
+        stats = ", ".join(f"{k}={val}" for k, val in p["stats"].items() if not isinstance(val, (list, dict)))  # per-layer: --report
         click.echo(f"  pass {p['name']}: {p['seconds']:.2f} s" + (f" ({stats})" if stats else ""))
         for skip in p["skipped"]:
             click.echo(f"    skipped {skip['node']}: {skip['reason']}")
@@ -84,6 +84,8 @@ def _print_compile_summary(result: Any) -> None:
             click.echo(f"    gate {g['gate']}: measured {g['measured']:.6g}, threshold {g['threshold']:g}: {'pass' if g['passed'] else 'FAIL'}")
     else:
         click.echo(f"  not executed here: {v['reason']}")
+    if result.cache is not None:
+        click.echo(f"  cache: {result.cache['status']} ({result.cache['key'][:16]} in {result.cache['dir']})")
 
 
 @cli.command("compile")
@@ -94,20 +96,36 @@ def _print_compile_summary(result: Any) -> None:
 @click.option("--device", default=None, metavar="rpc://HOST:PORT",
               help="Verify on this TVM RPC server when the target does not run here (see 'slmc device arm64 up').")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (artifact path, verification, ...) on stdout.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Compile cache directory [default: $SLMC_CACHE_DIR; neither: no cache].")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the compile cache.")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+              help="Write report.json and report.html into this directory (docs/reports.md).")
+@click.option("--junit", "junit_file", type=click.Path(path_type=Path), default=None,
+              help="Write every verification check and quality gate as a JUnit XML test case.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars (drawn on stderr, only when it is a terminal).")
 @handles_errors
 def compile_command(model: str | None, recipe: str | None, target: str | None, out: Path | None, device: str | None,
-                    as_json: bool) -> None:
+                    as_json: bool, cache_dir: Path | None, no_cache: bool, report_dir: Path | None, junit_file: Path | None,
+                    quiet: bool) -> None:
     """Compile MODEL with RECIPE for TARGET into a verified artifact directory."""
     import slmc
+    from slmc import progress
+    from slmc.ci_outputs import compile_failure_outputs, compile_outputs, compile_suite
 
+    progress.set_quiet(quiet)
     try:
-        result = slmc.compile(model=model, recipe=recipe, target=target, out=out, device=device)
-    except slmc.VerificationError as exc:
-        if as_json:
+        with progress.compile_stages():
+            result = slmc.compile(model=model, recipe=recipe, target=target, out=out, device=device, cache_dir=cache_dir,
+                                  use_cache=not no_cache)
+    except slmc.SlmcError as exc:
+        compile_failure_outputs(exc, junit_file, compile_suite(model, target))
+        if as_json and isinstance(exc, slmc.VerificationError):
             _emit_json({"ok": False, "artifact": None, "verification": exc.verification, "error": exc.to_json()})
             click.echo(f"error: {exc}", err=True)
             click.get_current_context().exit(exc.exit_code)
         raise
+    compile_outputs(result, report_dir, junit_file)
     if as_json:
         _emit_json(result.to_json())
     else:
@@ -196,6 +214,8 @@ def generate_command(subject: str, prompt: str, max_new_tokens: int, as_json: bo
 
 
 def _eval_causal_lm(model: Any, reference: Any, text_ref: str, window: int, stride: int, max_tokens: int | None) -> dict[str, Any]:
+    from dataclasses import replace
+
     from slmc.evaluation import compare, document_tokens, perplexity
     from slmc.texts import load_texts
 
@@ -203,8 +223,9 @@ def _eval_causal_lm(model: Any, reference: Any, text_ref: str, window: int, stri
     result: dict[str, Any] = {"subject": model.description, "task": model.task, "text": text_ref,
                               **perplexity(model.step, model.kv_cache, docs, window, stride)}
     if reference is not None:
-        result["reference"] = {"subject": reference.description, **perplexity(reference.step, model.kv_cache, docs, window, stride)}
-        result["comparison"] = compare(model.step, reference.step, model.kv_cache, docs, window, stride)
+        ref_cache = model.kv_cache if reference.kv_cache is None else replace(model.kv_cache, kv_heads=reference.kv_cache.kv_heads)
+        result["reference"] = {"subject": reference.description, **perplexity(reference.step, ref_cache, docs, window, stride)}
+        result["comparison"] = compare(model.step, reference.step, model.kv_cache, docs, window, stride, ref_cache)
     return result
 
 
@@ -231,12 +252,22 @@ def _eval_embedding(model: Any, reference: Any, text_ref: str) -> dict[str, Any]
               help="Run this recipe's passes on the model first and measure the compressed graph eagerly.")
 @click.option("-t", "--target", default=None, help="Target the recipe's passes are run for [default: recipe's target, else host].")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--gate", "gate_options", multiple=True, metavar="NAME=VALUE",
+              help="A quality gate against --reference (min_top1_agreement, max_abs_error, min_cosine, "
+                   "max_perplexity_increase=5%); repeatable; a failed gate exits 1.")
+@click.option("--junit", "junit_file", type=click.Path(path_type=Path), default=None,
+              help="Write each gate as a JUnit XML test case.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars (drawn on stderr, only when it is a terminal).")
 @handles_errors
 def eval_command(subject: str, text_ref: str, reference: str | None, window: int, stride: int,
-                 max_tokens: int | None, recipe: str | None, target: str | None, as_json: bool) -> None:
+                 max_tokens: int | None, recipe: str | None, target: str | None, as_json: bool,
+                 gate_options: tuple[str, ...], junit_file: Path | None, quiet: bool) -> None:
     """Quality of SUBJECT (artifact directory or model): perplexity for causal LMs (with logit error,
     top-1 agreement and KL against --reference), embedding cosine against --reference for encoders."""
+    from slmc import progress
     from slmc.subject import open_subject
+
+    progress.set_quiet(quiet)
 
     if target is not None and recipe is None:
         raise InputError("--target applies only with --recipe (the passes are run for that target)")
@@ -248,9 +279,19 @@ def eval_command(subject: str, text_ref: str, reference: str | None, window: int
         result = _eval_embedding(model, ref, text_ref)
     else:
         raise InputError(f"{model.description} is a {model.task!r} model; slmc eval measures causal LMs and embedding models")
+    from slmc.ci_outputs import check_eval_gates
+
+    failed = check_eval_gates(result, gate_options, junit_file, f"slmc.eval.{subject}")
     if as_json:
-        _emit_json({"ok": True, **result})
-        return
+        _emit_json({"ok": failed is None, **result})
+    else:
+        _print_eval(result)
+    if failed is not None:
+        click.echo(f"error: {failed}", err=True)
+        click.get_current_context().exit(failed.exit_code)
+
+
+def _print_eval(result: dict[str, Any]) -> None:
     if "perplexity" in result:
         click.echo(f"{result['subject']}: perplexity {result['perplexity']:.4f} over {result['tokens_scored']} tokens "
                    f"in {result['documents']} document(s) (window {result['window']}, stride {result['stride']})")
@@ -263,6 +304,8 @@ def eval_command(subject: str, text_ref: str, reference: str | None, window: int
     elif c is not None:
         click.echo(f"vs {result['reference']['subject']}: embedding cosine mean {c['mean_cosine']:.6f}, "
                    f"min {c['min_cosine']:.6f} over {c['sentences']} sentences")
+    for g in result.get("gates", []):
+        click.echo(f"gate {g['name']}: measured {g['measured']:.6g}, threshold {g['threshold']:g}: {'pass' if g['passed'] else 'FAIL'}")
 
 
 @cli.group("targets", invoke_without_command=True)
@@ -325,6 +368,19 @@ def recipe_check(recipe: str, target: str | None, as_json: bool) -> None:
 from slmc.cli_device import device_group  # noqa: E402 - registers 'slmc device' (needs handles_errors above)
 
 cli.add_command(device_group)
+from slmc.cli_cache import cache_group  # noqa: E402 - 'slmc cache ls/prune'
+
+cli.add_command(cache_group)
+from slmc.cli_search import search_command  # noqa: E402 - 'slmc search' (docs/search.md)
+
+cli.add_command(search_command)
+
+from slmc.cli_tune import tune_command  # noqa: E402 - 'slmc tune' (docs/tuning.md)
+
+cli.add_command(tune_command)
+from slmc.cli_bench import bench_command  # noqa: E402 - 'slmc bench' (docs/benchmarks.md)
+
+cli.add_command(bench_command)
 
 
 def main() -> None:

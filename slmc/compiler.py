@@ -20,9 +20,12 @@ import tvm
 from safetensors.numpy import save_file
 
 import slmc
+from slmc import progress
 from slmc.artifact import FORMAT_VERSION, LIBRARY, WEIGHTS, StagedArtifact, check_destination, file_entries, write_manifest
 from slmc.artifact_verify import save_reference
-from slmc.compress import compress
+from slmc.cache_fit import fit_samples
+from slmc.compile_cache import CacheSession
+from slmc.compress import compress, trace_and_calibrate
 from slmc.context import fit_context
 from slmc.memory_fit import check_compiled_weights, check_loaded_model
 from slmc.errors import FieldProblem, InputError, RecipeError, VerificationError
@@ -34,10 +37,13 @@ from slmc.lowering import RelaxProgram, build, export_library, to_relax
 from slmc.model_source import load_model
 from slmc.models import DEFAULT_MODEL
 from slmc.opencl_check import opencl_verification
+from slmc.npu.offload import NpuOffload, npu_offload
+from slmc.npu.recipe_check import check_npu_recipe
 from slmc.onnx_import import (is_onnx_file, load_onnx_model, onnx_fingerprint, onnx_sample_inputs, onnx_signature,
                               run_onnxruntime)
 from slmc.execution import Execution, check_device, decide
 from slmc.recipe import Recipe, check_against_target, load_recipe
+from slmc.report import layer_sizes
 from slmc.target import TargetDescriptor, load_target
 from slmc.tokenizer import save_tokenizer
 from slmc.verify import smallest_sample, decode_comparison, generated_samples, perplexity_gate, run_eager, verification_report
@@ -50,6 +56,7 @@ class CompileResult:
     artifact: Path | None
     manifest: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+    cache: dict[str, Any] | None = None  # hit or miss, key, components (slmc.compile_cache); None: caching off
 
     @property
     def verification(self) -> dict[str, Any]:
@@ -65,6 +72,7 @@ class CompileResult:
             "passes": [{"name": p["name"], "seconds": p["seconds"], "stats": p["stats"]} for p in self.manifest["passes"]],
             "files": self.manifest["files"],
             "timings": self.timings,
+            "cache": self.cache or {"status": "disabled"},
         }
 
 
@@ -107,13 +115,14 @@ def _versions() -> dict[str, str]:
 
 
 def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: Graph, original: Graph,
-                     calibration: list[tuple[torch.Tensor, ...]], spec: ModelSpec) -> dict[str, Any]:
+                     calibration: list[tuple[torch.Tensor, ...]], spec: ModelSpec, final_cache: Any) -> dict[str, Any]:
+    """``final_cache``: the compressed graph's KV cache (``spec.kv_cache`` is the original's)."""
     settings = recipe.verify
     # num_samples in all: the smallest inputs first (kept for `slmc verify`), then calibration samples
     # if the recipe has them, else inputs generated like the example (the example itself first)
     rest = settings.num_samples - 1
     if calibration:
-        others = list(calibration[:rest])
+        others = fit_samples(final, calibration[:rest])
     else:
         max_context = spec.kv_cache.max_context if spec.kv_cache is not None else None
         others = generated_samples(final, rest, seed=0, max_context=max_context) if rest else []
@@ -121,18 +130,19 @@ def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: 
     with execution.open(staged) as model:
         actual = [model.run_numpy(*[t.numpy() for t in s]) for s in samples]
         reference = run_eager(final, samples)
-        original_out = run_eager(original, samples)
+        original_out = run_eager(original, fit_samples(original, samples))
         how = f"{execution.how(len(samples))}; compared with eager torch"
         report = verification_report(settings, reference, actual, original_out, how)
         report["device"], report["execution"] = execution.device, execution.record()
         report["recheck"] = save_reference(staged, samples, reference, settings.atol, settings.rtol)  # for slmc verify
         if spec.task == "causal-lm":
-            report["decode"] = decode_comparison(model.step, eager_step(final.module), spec.kv_cache, settings)
+            report["decode"] = decode_comparison(model.step, eager_step(final.module), final_cache, settings)
             report["passed"] = report["passed"] and report["decode"]["within_tolerance"]
             report["how"] += f"; greedy decode of {report['decode']['steps']} tokens through the KV cache compared step by step"
         if settings.gates.max_perplexity_increase is not None:
             ids = document_tokens(load_texts(recipe.evaluation_text()), spec.tokenizer, settings.max_eval_tokens)
-            report["perplexity"], gate = perplexity_gate(model.step, eager_step(original.module), spec.kv_cache, ids, settings)
+            report["perplexity"], gate = perplexity_gate(model.step, eager_step(original.module), final_cache, ids, settings,
+                                                         original_cache=spec.kv_cache)
             report["gates"].append(gate)
             report["passed"] = report["passed"] and gate["passed"]
     return report
@@ -239,11 +249,15 @@ def _compile_onnx(path: Path, recipe: Recipe, target_desc: TargetDescriptor, out
 
 def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Recipe, target_desc: TargetDescriptor,
              head: dict[str, Any], timings: dict[str, float], start: float, device: str | None,
-             verify: Callable[[Path, Execution], dict[str, Any]], tokenizer: Any) -> CompileResult:
+             verify: Callable[[Path, Execution], dict[str, Any]], tokenizer: Any,
+             npu: NpuOffload | None = None) -> CompileResult:
     """Write library, weights, tokenizer and manifest into a staging directory, verify the staged
     artifact, and rename it into place only if verification passed."""
     with StagedArtifact(out_dir) as staged:
+        progress.stage("export")
         export_library(executable, target_desc, staged.path / LIBRARY)
+        if npu is not None:
+            npu.write(staged.path)  # partition report + QDQ ONNX of the NPU regions
         manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "versions": _versions(),
@@ -258,10 +272,13 @@ def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Reci
         manifest["files"] = file_entries(staged.path)
         write_manifest(staged.path, manifest)
         t = time.perf_counter()
+        progress.stage("verify")
         skipped, execution = decide(recipe, target_desc, device)
         manifest["verification"] = skipped or verify(staged.path, execution)
         manifest["verification"] = opencl_verification(manifest["verification"], executable, program, target_desc,
                                                        recipe.verify.enabled)  # GPU kernels: compiled + limits
+        if npu is not None:
+            manifest["verification"] = npu.record(manifest["verification"])  # NPU integer reference vs ORT
         timings["verify"] = time.perf_counter() - t
         if not manifest["verification"]["passed"]:
             raise VerificationError(_failure_message(manifest["verification"]), manifest["verification"])
@@ -281,6 +298,8 @@ def compile(  # noqa: A001 - the public name of the API
     example_inputs: Any = None,
     dynamic_shapes: Any = None,
     device: str | None = None,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
 ) -> CompileResult:
     """Compile ``model`` with ``recipe`` for ``target`` into the artifact directory ``out``.
 
@@ -289,7 +308,9 @@ def compile(  # noqa: A001 - the public name of the API
     input, ``CompileError`` or ``VerificationError`` (exit 1) when the compile or its check fails.
     ``device`` (``rpc://HOST:PORT``, a TVM RPC server: docs/devices.md) is where an artifact for a
     CPU target that does not run here is executed for verification; ``DeviceError`` (exit 1) if
-    it cannot be reached (checked before the model loads) or fails.
+    it cannot be reached (checked before the model loads) or fails. ``cache_dir`` (else
+    ``$SLMC_CACHE_DIR``; ``use_cache=False`` ignores both) is a compile cache (slmc/cache.py): a
+    hit copies the stored, byte-identical artifact into ``out`` instead of compiling.
     """
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -297,11 +318,13 @@ def compile(  # noqa: A001 - the public name of the API
     recipe = load_recipe(recipe)
     target_desc = load_target(target or recipe.document.target or "host")
     check_against_target(recipe, target_desc)
+    check_npu_recipe(recipe, target_desc)
     model_ref = model if model is not None else (recipe.document.model or DEFAULT_MODEL)
     onnx_notes = _onnx_recipe(recipe, recipe_given, example_inputs, dynamic_shapes) if is_onnx_file(model_ref) else None
     if out is not None:
         check_destination(Path(out))
     check_device(recipe, target_desc, device)
+    cache = CacheSession.open(cache_dir, use_cache) if onnx_notes is None else None  # unusable directory: exit 2 now
     timings["check_inputs"] = time.perf_counter() - start
     if onnx_notes is not None:
         return _compile_onnx(Path(model_ref), recipe, target_desc, out, onnx_notes, timings, start, device)
@@ -314,15 +337,25 @@ def compile(  # noqa: A001 - the public name of the API
     check_loaded_model(spec, target_desc)
     context = fit_context(spec, recipe, target_desc)
     timings["load"] = time.perf_counter() - t
-    compressed = compress(spec, recipe, target_desc, timings)
+    prepared = None
+    if cache is not None:
+        prepared = trace_and_calibrate(spec, recipe, target_desc, timings)
+        hit = cache.lookup(spec, *prepared, recipe, target_desc, device, out_dir)
+        if hit is not None:
+            timings["total"] = time.perf_counter() - start
+            return CompileResult(out_dir, hit, {k: round(v, 3) for k, v in timings.items()}, cache.to_json())
+    compressed = compress(spec, recipe, target_desc, timings, prepared)
     original, final, calibration, pass_reports = (compressed.original, compressed.final, compressed.calibration,
                                                   compressed.reports)
-    check_compiled_weights(spec.name, final.weight_bytes(), spec.kv_cache, target_desc)
+    check_compiled_weights(spec.name, final.weight_bytes(), compressed.kv_cache, target_desc)
 
     t = time.perf_counter()
+    progress.stage("lower")
     program = to_relax(final)
+    progress.stage("build")
     executable = build(program, target_desc)
     timings["build"] = time.perf_counter() - t
+    npu = npu_offload(final, program.module, target_desc, calibration) if target_desc.kind == "npu" else None
 
     head = {
         "model": {
@@ -333,14 +366,22 @@ def compile(  # noqa: A001 - the public name of the API
             "compiled_parameters": final.num_parameters(),
         },
         "signature": _signature(final),
+        "layers": layer_sizes(original.tensors(), final.tensors()),
         "passes": pass_reports,
         "lowering_notes": program.notes,
+        "tuning": program.tuning,  # None, or which kernels the tuning database scheduled (slmc.tuning)
         "task": spec.task,
-        "kv_cache": spec.kv_cache.to_json() if spec.kv_cache is not None else None,
+        "kv_cache": compressed.kv_cache.to_json() if compressed.kv_cache is not None else None,  # the compressed graph's
         "context": context,
+        **({"npu": npu.report} if npu is not None else {}),
     }
-    return _package(
+    result = _package(
         out_dir, executable, program, recipe, target_desc, head, timings, start, device,
-        verify=lambda staged, execution: _verify_artifact(staged, execution, recipe, final, original, calibration, spec),
-        tokenizer=spec.tokenizer,
+        verify=lambda staged, execution: _verify_artifact(staged, execution, recipe, final, original, calibration, spec,
+                                                                   compressed.kv_cache),
+        tokenizer=spec.tokenizer, npu=npu,
     )
+    if cache is not None and result.artifact is not None:
+        cache.record(result.artifact, result.manifest)
+        result.cache = cache.to_json()
+    return result

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from slmc import progress
+from slmc.cache_fit import graph_kv_cache
 from slmc.calibration import load_calibration
 from slmc.ir import Graph, ModelSpec, check_graph, trace
 from slmc.op_coverage import check_op_coverage
@@ -23,30 +25,45 @@ from slmc.target import TargetDescriptor
 
 @dataclass
 class Compressed:
-    """The traced original, the graph after every pass, the calibration samples and the pass reports."""
+    """The traced original, the graph after every pass, the calibration samples and the pass reports;
+    ``kv_cache`` is the final graph's cache (head pruning shrinks it; ``slmc.cache_fit``)."""
 
     original: Graph
     final: Graph
     calibration: list[tuple[torch.Tensor, ...]]
     reports: list[dict[str, Any]]
+    kv_cache: Any = None
 
 
-def compress(spec: ModelSpec, recipe: Recipe, target: TargetDescriptor, timings: dict[str, float] | None = None) -> Compressed:
-    """Load the recipe's calibration data, trace ``spec`` and run the recipe's passes for ``target``.
+def trace_and_calibrate(spec: ModelSpec, recipe: Recipe, target: TargetDescriptor,
+                        timings: dict[str, float]) -> tuple[Graph, list[tuple[torch.Tensor, ...]]]:
+    """Load the recipe's calibration data and trace ``spec``: the inputs of the passes (and of the cache key)."""
+    import time
+
+    t = time.perf_counter()
+    progress.stage("trace")
+    calibration = load_calibration(recipe, spec)
+    original = trace(spec)
+    check_graph(original)
+    check_op_coverage(original, target, "tracing")
+    timings["trace"] = time.perf_counter() - t
+    return original, calibration
+
+
+def compress(spec: ModelSpec, recipe: Recipe, target: TargetDescriptor, timings: dict[str, float] | None = None,
+             prepared: tuple[Graph, list[tuple[torch.Tensor, ...]]] | None = None) -> Compressed:
+    """Load the recipe's calibration data, trace ``spec`` and run the recipe's passes for ``target``
+    (``prepared``: the result of ``trace_and_calibrate`` when the caller already has it).
 
     Precondition: the recipe was checked against the target (``check_against_target``).
     """
     import time
 
     timings = timings if timings is not None else {}
+    original, calibration = prepared if prepared is not None else trace_and_calibrate(spec, recipe, target, timings)
     t = time.perf_counter()
-    calibration = load_calibration(recipe, spec)
-    original = trace(spec)
-    check_graph(original)
-    check_op_coverage(original, target, "tracing")
-    timings["trace"] = time.perf_counter() - t
-    t = time.perf_counter()
+    progress.stage("passes")
     final, reports = run_passes(original, recipe.steps, PassContext(target, calibration, original))
     check_op_coverage(final, target, "the recipe's passes")
     timings["passes"] = time.perf_counter() - t
-    return Compressed(original, final, calibration, reports)
+    return Compressed(original, final, calibration, reports, graph_kv_cache(final, spec.kv_cache))

@@ -242,3 +242,17 @@ class KernelCheckError(VerificationError):
         data = super().to_json()
         data.update(kernel=self.kernel, limit=self.limit)
         return data
+
+
+class BudgetNotMetError(SlmcError):
+    """``slmc search``: no candidate meets the budget. ``budgets`` names each limit (the CLI option,
+    e.g. ``--max-size-bytes``) with its value and the best any candidate reached."""
+
+    def __init__(self, message: str, budgets: list[dict[str, Any]]):
+        self.budgets = budgets
+        super().__init__(message)
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data["budgets"] = self.budgets
+        return data

@@ -70,13 +70,14 @@ def perplexity(step: StepFunction, cache: KVCacheSpec, documents: Sequence[np.nd
 
 
 def compare(subject: StepFunction, reference: StepFunction, cache: KVCacheSpec, documents: Sequence[np.ndarray],
-            window: int, stride: int) -> dict[str, Any]:
-    """Logit error, top-1 agreement and ``KL(reference || subject)`` per scored token."""
+            window: int, stride: int, reference_cache: KVCacheSpec | None = None) -> dict[str, Any]:
+    """Logit error, top-1 agreement and ``KL(reference || subject)`` per scored token (``reference_cache``:
+    the reference's KV cache when it differs from the subject's, e.g. after head pruning)."""
     window, stride = _bounded(cache, window, stride)
     max_err, sum_err, elements, agree, rows, kl = 0.0, 0.0, 0, 0, 0, 0.0
     for chunk, positions, _ in _scored_positions(documents, window, stride):
         a = prompt_logits(subject, cache, chunk)[positions].astype(np.float64)
-        b = prompt_logits(reference, cache, chunk)[positions].astype(np.float64)
+        b = prompt_logits(reference, reference_cache or cache, chunk)[positions].astype(np.float64)
         diff = np.abs(a - b)
         max_err = max(max_err, float(diff.max()))
         sum_err += float(diff.sum())

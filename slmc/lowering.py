@@ -19,10 +19,12 @@ from tvm import relax
 from slmc.errors import BuildError, LoweringError, ToolchainError
 from slmc.ir import Graph, export
 from slmc.relax_pipeline import PipelineRecord, build_pipeline
+from slmc.schedules.prepack import prepack
 from slmc.build_diagnosis import BUILD_FAILURES, PassTracker, build_error, tracking_passes
 from slmc.deterministic_build import deterministic_call_te, deterministic_pipeline
 from slmc.import_diagnosis import unsupported_op_error
 from slmc.target import TargetDescriptor, machine_arch
+from slmc.tuning import target_database
 
 # TVM raises its errors (InternalError, TVMError, ...) as RuntimeError subclasses; its Python
 # frontend raises ValueError/TypeError/KeyError/AssertionError for graphs it cannot convert.
@@ -43,6 +45,7 @@ class RelaxProgram:
     num_inputs: int
     notes: list[str] = field(default_factory=list)
     scheduled: tvm.IRModule | None = None  # set by build(): the module slmc's Relax pipeline produced
+    tuning: dict | None = None  # set by build(): kernels scheduled from the tuning database (slmc.tuning)
 
 
 def to_relax(graph: Graph) -> RelaxProgram:
@@ -71,12 +74,16 @@ def detached_program(module: tvm.IRModule, params: dict[str, Any], notes: list[s
     arrays = [t.numpy() for t in params.get("main", [])]
     if len(names) != len(arrays):
         raise LoweringError(f"TVM returned {len(arrays)} weights for {len(names)} weight parameters of main ({source})")
+    module, arrays, packed = prepack(module, arrays, num_inputs)
+    if packed:
+        notes = [*notes, f"prepacked {packed} weights into the [K, N] layout their kernels read (slmc.schedules.prepack)"]
     return RelaxProgram(module, names, arrays, num_inputs, notes)
 
 
 def build(program: RelaxProgram, target: TargetDescriptor) -> tvm.runtime.Executable:
     """Compile the Relax module for the target with slmc's pipeline (scheduled kernels)."""
     tvm_target = target.tvm_target()
+    target_database(target)  # a damaged tuning database is bad input (InputError), before TVM wraps it
     record = PipelineRecord()
     passes = PassTracker()
     try:
@@ -87,6 +94,7 @@ def build(program: RelaxProgram, target: TargetDescriptor) -> tvm.runtime.Execut
         raise build_error(exc, target.name, passes, record.module, tvm_target, _summary(exc)) from exc
     program.notes.extend(record.notes)
     program.scheduled = record.module
+    program.tuning = record.tuning
     return executable
 
 

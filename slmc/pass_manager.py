@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from slmc import progress
+from slmc.cache_fit import fit_samples
 from slmc.errors import NodeError, PassError
 from slmc.ir import Graph, check_graph
 from slmc.pass_registry import PassConfig, PassContext, PassOutcome, get_pass
@@ -39,7 +41,9 @@ def run_passes(graph: Graph, steps: Sequence[PassStep], context: PassContext) ->
     """Run ``steps`` on ``graph``; return the final graph and one report entry per pass."""
     reports: list[dict[str, Any]] = []
     done: list[str] = []
+    bar = progress.bar("passes", total=len(steps), unit="pass")
     for step in steps:
+        bar.set_postfix_str(step.name)
         definition = get_pass(step.name)
         if definition is None:
             raise PassError(step.name, done, "no such pass is registered")
@@ -56,6 +60,7 @@ def run_passes(graph: Graph, steps: Sequence[PassStep], context: PassContext) ->
             raise PassError(step.name, done, f"{type(exc).__name__}: {exc}") from exc
         seconds = time.perf_counter() - start
         graph = outcome.graph
+        context = replace(context, calibration=fit_samples(graph, context.calibration))  # head pruning shrinks the cache
         reports.append(
             {
                 "name": step.name,
@@ -69,4 +74,6 @@ def run_passes(graph: Graph, steps: Sequence[PassStep], context: PassContext) ->
             }
         )
         done.append(step.name)
+        bar.update()
+    bar.close()
     return graph, reports

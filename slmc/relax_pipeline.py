@@ -18,7 +18,9 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 from tvm.s_tir import dlight
 
 from slmc.gpu_schedule import schedule_gpu_kernels
+from slmc.schedules import cpu_schedule_passes
 from slmc.target import TargetDescriptor
+from slmc.tuning import tuning_passes
 
 
 def _legalize_full(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
@@ -67,20 +69,25 @@ class PipelineRecord:
 
     notes: list[str] = field(default_factory=list)
     module: tvm.IRModule | None = None
+    unscheduled: tvm.IRModule | None = None  # fused kernels before scheduling (what `slmc tune` tunes)
+    tuning: dict | None = None  # kernels scheduled from the tuning database (slmc.tuning), for the manifest
 
 
-def _schedule_passes(target: TargetDescriptor, record: PipelineRecord) -> list[tvm.transform.Pass]:
+def _schedule_passes(target: TargetDescriptor, record: PipelineRecord, slmc_rules: bool = True) -> list[tvm.transform.Pass]:
     if target.tvm.kind == "llvm":
-        return [dlight.ApplyDefaultSchedule(dlight.cpu.GEMV(), dlight.cpu.Reduction())]
+        if not slmc_rules:  # dlight alone: what slmc did before slmc.schedules (benchmarks compare)
+            return [dlight.ApplyDefaultSchedule(dlight.cpu.GEMV(), dlight.cpu.Reduction())]
+        return cpu_schedule_passes(target, record.notes)
     # GPU: every kernel gets thread bindings from dlight's GPU rules (slmc/gpu_schedule.py).
     return [schedule_gpu_kernels(record.notes)]
 
 
 def build_pipeline(target: TargetDescriptor, tvm_target: tvm.target.Target,
-                   record: PipelineRecord | None = None) -> tvm.transform.Pass:
+                   record: PipelineRecord | None = None, slmc_rules: bool = True) -> tvm.transform.Pass:
     """The module pass ``tvm.compile`` runs as ``relax_pipeline`` for this target.
 
     ``record`` (optional) receives the schedule notes and the module the pipeline produced.
+    ``slmc_rules=False`` schedules CPU kernels with dlight's rules only (for benchmarks).
     """
     record = record if record is not None else PipelineRecord()
 
@@ -96,7 +103,8 @@ def build_pipeline(target: TargetDescriptor, tvm_target: tvm.target.Target,
                 relax.transform.FuseTIR(),
                 relax.transform.DeadCodeElimination(),
             ]
-            + _schedule_passes(target, record)
+            + tuning_passes(target, record)  # tuned records first; default rules skip scheduled kernels
+            + _schedule_passes(target, record, slmc_rules)
             + cpu_pipeline.dataflow_lower_passes(tvm_target)
             + cpu_pipeline.finalize_passes(tvm_target)
         )

@@ -92,7 +92,7 @@ def _compressed_subject(ref: str, recipe_ref: str, target_ref: str | None) -> Su
     spec = load_model(ref)
     spec.module.eval()
     fit_context(spec, recipe, target)
-    final = compress(spec, recipe, target).final
+    compressed = compress(spec, recipe, target)
     passes = ", ".join(step.name for step in recipe.steps) or "no passes"
     return Subject(f"eager model {spec.name} after {recipe.source} ({passes}) for {target.name}", spec.task,
-                   spec.tokenizer, spec.kv_cache, _eager_runner(final.module))
+                   spec.tokenizer, compressed.kv_cache, _eager_runner(compressed.final.module))

@@ -119,6 +119,18 @@ class Limits(StrictModel):
     image_support: bool | None = Field(None, description="kernels may use image objects (CL_DEVICE_IMAGE_SUPPORT)")
 
 
+class Npu(StrictModel):
+    """An NPU's integer datapath (``kind: npu`` only): what slmc's partition report and integer
+    reference (``slmc.npu``) model. int8 x int8 products, int32 accumulation, then a fixed-point
+    requantize (int32 multiplier with 31 fractional bits and a right shift) saturated to int8."""
+
+    macs_per_cycle: PositiveInt = Field(description="int8 x int8 multiply-accumulates per clock cycle")
+    clock_hz: PositiveInt = Field(description="NPU clock frequency")
+    rounding: Literal["half_up", "half_away_from_zero"] = Field(
+        description="rounding of the requantize right shift: half_up adds 2^(shift-1) before an arithmetic shift "
+                    "(round half towards +inf); half_away_from_zero rounds ties away from zero")
+
+
 class TargetDescriptor(StrictModel):
     """A hardware target. See docs/targets.md for every field."""
 
@@ -133,6 +145,24 @@ class TargetDescriptor(StrictModel):
     memory: Memory
     compute: Compute = Compute()
     limits: Limits = Limits()
+    npu: Npu | None = Field(None, description="the NPU's integer datapath; required for (and only for) kind npu")
+
+    @model_validator(mode="after")
+    def _check_npu(self) -> TargetDescriptor:
+        if (self.kind == "npu") != (self.npu is not None):
+            raise ValueError("an 'npu' section is required for kind 'npu' and not allowed for other kinds")
+        if self.kind == "npu":
+            lacking = [f"{what} lacks int8" for what, dtypes in (("dtypes.weights", self.dtypes.weights),
+                                                                 ("dtypes.activations", self.dtypes.activations))
+                       if "int8" not in dtypes]
+            if "w8a8" not in self.quantization.schemes:
+                lacking.append("quantization.schemes lacks w8a8")
+            if self.memory.sram_bytes is None:
+                lacking.append("memory.sram_bytes is not set")
+            if lacking:
+                raise ValueError("an NPU executes full-integer (int8) code and slmc sizes its partitions against its "
+                                 "on-chip SRAM: " + "; ".join(lacking))
+        return self
 
     def tvm_dict(self) -> dict[str, Any]:
         """``tvm.to_tvm_dict()``, plus, for a GPU, the descriptor's limits as TVM's schedule limits

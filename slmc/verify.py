@@ -187,12 +187,13 @@ def decode_comparison(artifact_step: StepFunction, eager: StepFunction, cache: K
 
 
 def perplexity_gate(artifact_step: StepFunction, original: StepFunction, cache: KVCacheSpec, ids: np.ndarray,
-                    settings: Verify) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Perplexity of the artifact and of the original eager model on the same tokens, and the gate."""
+                    settings: Verify, original_cache: KVCacheSpec | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Perplexity of the artifact and of the original eager model on the same tokens, and the gate
+    (``original_cache``: the original's cache when it differs from the artifact's, e.g. after head pruning)."""
     from slmc.evaluation import perplexity
 
     ours = perplexity(artifact_step, cache, ids, settings.window, settings.stride)
-    base = perplexity(original, cache, ids, settings.window, settings.stride)
+    base = perplexity(original, original_cache or cache, ids, settings.window, settings.stride)
     increase = ours["perplexity"] / base["perplexity"] - 1.0
     threshold = settings.gates.max_perplexity_increase
     details = {"original": base["perplexity"], "artifact": ours["perplexity"], "increase": increase,

@@ -23,21 +23,32 @@ from slmc.quantization.ops import reciprocal
 KERNEL_ATTR = "slmc.kernel"
 
 
-def _code(qweight: te.Tensor, n: Any, k: Any, bits: int) -> Any:
-    """The unsigned code of weight ``[n, k]`` as float32."""
+def _code(qweight: te.Tensor, n: Any, k: Any, bits: int, transposed: bool = False) -> Any:
+    """The unsigned code of weight ``[n, k]`` as float32 (``transposed``: ``qweight`` is stored ``[K', N]``)."""
+    def at(row: Any, col: Any) -> Any:
+        return qweight[col, row] if transposed else qweight[row, col]
+
     if bits == 8:
-        return qweight[n, k].astype("float32")
-    byte = qweight[n, tirx.floordiv(k, 2)]
+        return at(n, k).astype("float32")
+    byte = at(n, tirx.floordiv(k, 2))
     shift = (tirx.floormod(k, 2) * 4).astype("uint8")
     return tirx.bitwise_and(tirx.shift_right(byte, shift), tirx.const(15, "uint8")).astype("float32")
 
 
 def dequantized(qweight: te.Tensor, scales: te.Tensor, zeros: te.Tensor | None, bits: int, group_size: int,
-                n: Any, k: Any) -> Any:
-    """``(code - zero) * scale`` of weight ``[n, k]``, as an expression (never a buffer)."""
+                n: Any, k: Any, transposed: bool = False) -> Any:
+    """``(code - zero) * scale`` of weight ``[n, k]``, as an expression (never a buffer).
+
+    ``transposed``: codes, scales and zero points are stored ``[K', N]`` / ``[G, N]`` (prepacked,
+    ``slmc.schedules.prepack``), so that consecutive output channels are contiguous.
+    """
     group = tirx.floordiv(k, group_size)
-    zero = zeros[n, group].astype("float32") if zeros is not None else tirx.const(2.0 ** (bits - 1), "float32")
-    return (_code(qweight, n, k, bits) - zero) * scales[n, group].astype("float32")
+
+    def at(table: te.Tensor) -> Any:
+        return (table[group, n] if transposed else table[n, group]).astype("float32")
+
+    zero = at(zeros) if zeros is not None else tirx.const(2.0 ** (bits - 1), "float32")
+    return (_code(qweight, n, k, bits, transposed) - zero) * at(scales)
 
 
 def _scaled(x: te.Tensor, input_scale: te.Tensor | None) -> te.Tensor:
@@ -48,14 +59,19 @@ def _scaled(x: te.Tensor, input_scale: te.Tensor | None) -> te.Tensor:
 
 def quantized_linear_te(x: te.Tensor, qweight: te.Tensor, scales: te.Tensor, zeros: te.Tensor | None,
                         bias: te.Tensor | None, input_scale: te.Tensor | None, bits: int, group_size: int) -> te.Tensor:
-    """``out[m, n] = sum_k x'[m, k] * dequantized(n, k) (+ bias[n])`` with ``x' = x * input_scale``."""
+    """``out[m, n] = sum_k x'[m, k] * dequantized(n, k) (+ bias[n])`` with ``x' = x * input_scale``.
+
+    ``qweight``, ``scales`` and ``zeros`` are transposed (``[K', N]``, ``[G, N]``): the converter
+    reads them through ``permute_dims``, which ``slmc.schedules.prepack`` folds into the stored weights.
+    """
     rows, in_features = x.shape
-    out_features = qweight.shape[0]
+    out_features = qweight.shape[1]
     xs = _scaled(x, input_scale)
     k = te.reduce_axis((0, in_features), name="k")
     out = te.compute(
         (rows, out_features),
-        lambda m, n: te.sum(xs[m, k] * dequantized(qweight, scales, zeros, bits, group_size, n, k), axis=k),
+        lambda m, n: te.sum(xs[m, k] * dequantized(qweight, scales, zeros, bits, group_size, n, k, transposed=True),
+                            axis=k),
         name="dequant_matmul",
     )
     if bias is None:
@@ -127,6 +143,8 @@ def _convert_quantized_linear(node: Any, importer: Any) -> relax.Var:
     bb = importer.block_builder
     flat, leading = _flatten(bb, x)
     name = _kernel_name("slmc_qlinear", f"int{bits}", f"g{group_size}", "asym" if zeros is not None else "sym")
+    qweight, scales = bb.emit(relax.op.permute_dims(qweight)), bb.emit(relax.op.permute_dims(scales))
+    zeros = bb.emit(relax.op.permute_dims(zeros)) if zeros is not None else None
     out = bb.emit_te(quantized_linear_te, flat, qweight, scales, zeros, bias, input_scale, int(bits), int(group_size),
                      primfunc_name_hint=name, primfunc_attrs={KERNEL_ATTR: "quantized_linear"})
     return _restore(bb, out, leading)

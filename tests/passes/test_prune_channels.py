@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from pass_helpers import calibration_samples, heldout_perplexity, run_pass
@@ -95,8 +96,8 @@ def test_negative_exclusions_and_missing_calibration(mlp, host_target):
 
 @pytest.mark.slow
 def test_fixture_quality_and_compile(fixture_lm_spec, fixture_lm_graph, host_target, tmp_path):
-    """25% of MLP channels removed: held-out perplexity (first 3000 tokens) within +60% and the
-    artifact builds and verifies. Measured (32 x 128 calibration tokens): 10.00 -> 11.20 (+12.0%)."""
+    """25% of MLP channels removed: held-out perplexity (first 3000 tokens) within +60%; with 25% of
+    the heads removed as well, the artifact builds, verifies (KV cache of 3 heads) and runs. Measured (32 x 128 calibration tokens): 10.00 -> 11.20 (+12.0%)."""
     import slmc
 
     calibration = calibration_samples(fixture_lm_spec, num_samples=32, sequence_length=128)
@@ -105,8 +106,16 @@ def test_fixture_quality_and_compile(fixture_lm_spec, fixture_lm_graph, host_tar
     base = heldout_perplexity(fixture_lm_graph, fixture_lm_spec, 3000)
     assert heldout_perplexity(outcome.graph, fixture_lm_spec, 3000) <= 1.6 * base
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("passes:\n  - prune_channels: {mlp_channels: 0.25}\n"
+    recipe.write_text("passes:\n  - prune_channels: {mlp_channels: 0.25, heads: 0.25}\n"
                       "calibration: {text: stdlib-train, num_samples: 8, sequence_length: 128}\n"
                       "verify: {num_samples: 2, atol: 1.0e-4}\n")
     result = slmc.compile("fixture-lm", str(recipe), "host", tmp_path / "out")
-    assert result.manifest["verification"]["passed"]
+    manifest = result.manifest  # heads too: the artifact's KV cache has 3 of the 4 KV heads
+    assert manifest["verification"]["passed"] and manifest["verification"]["decode"]["within_tolerance"]
+    assert manifest["kv_cache"]["kv_heads"] == 3
+    assert [i["shape"][2] for i in manifest["signature"]["inputs"][1:]] == [3, 3]
+    removed = 4 * (3 * 160 * 256 + 4 * 32 * 256 + 2 * 32 * 256)  # per layer: 160 MLP channels, 2 query + 1 KV head
+    added = 8 * 256 - 16  # compensation biases of down_proj and o_proj, less the unused rotary buffer dropped
+    assert manifest["model"]["compiled_parameters"] == manifest["model"]["parameters"] - removed + added
+    model = slmc.load(tmp_path / "out")
+    assert model.step(np.asarray([[5, 6, 7]]), *model.kv_cache.empty())[1].shape == (4, 1, 3, 4, 32)

@@ -15,7 +15,6 @@ import torch
 
 import slmc
 from slmc.errors import RecipeError, TargetError
-from slmc.ir import trace
 from slmc.models import tiny_lm
 from slmc.pass_manager import PassStep, run_passes
 from slmc.pass_registry import PassContext, get_pass

@@ -91,7 +91,7 @@ def test_the_cli_reports_it_without_a_traceback(tmp_path):
     result = subprocess.run([exe, "compile", "-m", "spectral_model:build", "-o", "out"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 1
-    assert f"node 'fft_rfft' (aten.fft_rfft.default" in result.stderr
+    assert "node 'fft_rfft' (aten.fft_rfft.default" in result.stderr
     assert f"{tmp_path / 'spectral_model.py'}:6 in forward" in result.stderr
     assert "Traceback" not in result.stderr
 

@@ -105,8 +105,8 @@ def test_kernel_reads_packed_weights_only(host_target):
     _, mod = _compile_and_compare(module, lambda n: torch.randn(1, n, 64), [2], host_target)
     kernel = next(f for gv, f in mod.functions.items() if gv.name_hint.startswith("slmc_qlinear"))
     text = kernel.script()
-    assert 'T.Buffer((T.int64(48), T.int64(32)), "uint8")' in text
-    assert 'T.Buffer((T.int64(48), T.int64(2)), "float16")' in text
+    assert 'T.Buffer((T.int64(32), T.int64(48)), "uint8")' in text  # prepacked [K/2, N] (slmc.schedules.prepack)
+    assert 'T.Buffer((T.int64(2), T.int64(48)), "float16")' in text
     assert "T.alloc_buffer(" not in text and 'T.Buffer((T.int64(48), T.int64(64)), "float32")' not in text
 
 

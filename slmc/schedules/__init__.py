@@ -1,0 +1,53 @@
+"""slmc's untuned CPU schedules: rules for the kernels small language models are made of.
+
+``cpu_schedule_passes`` is what ``slmc.relax_pipeline`` runs for an ``llvm`` target, in order:
+slmc's own rules (``QuantizedMatmul``: int4/int8 weight-only linears with dequantization fused;
+``DenseMatmul``: float linears on prepacked ``[K, N]`` weights), then dlight's CPU rules (GEMV,
+Reduction: softmax, norms), then ``Fallback`` (parallel outer loop, vectorized inner loop) for
+what is left. Weights are prepacked at lowering time by ``slmc.schedules.prepack``. Every rule
+reads the target's vector width and core count from the descriptor.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import tvm
+from tvm.s_tir import dlight
+
+from slmc.schedules.dense_matmul import DenseMatmul
+from slmc.schedules.fallback import Fallback
+from slmc.schedules.quantized_matmul import QuantizedMatmul
+from slmc.schedules.row_matmul import CpuParams
+from slmc.target import TargetDescriptor
+
+DEFAULT_VECTOR_BITS = 128  # NEON / SSE: every CPU target slmc knows has at least this
+
+
+def cpu_params(target: TargetDescriptor) -> CpuParams:
+    """Vector width and cores from the descriptor (``native`` is resolved when it is loaded)."""
+    bits = target.compute.vector_width_bits
+    cores = target.tvm.num_cores
+    return CpuParams(vector_bits=bits if isinstance(bits, int) else DEFAULT_VECTOR_BITS,
+                     cores=cores if isinstance(cores, int) else 1)
+
+
+def cpu_schedule_passes(target: TargetDescriptor, notes: list[str]) -> list[tvm.transform.Pass]:
+    """The schedule passes for a CPU target; a summary of which rule took how many kernels goes to ``notes``."""
+    params = cpu_params(target)
+    slmc_rules = [QuantizedMatmul(params, notes), DenseMatmul(params, notes)]
+    fallback = Fallback(params, notes)
+
+    @tvm.transform.module_pass(opt_level=0, name="slmc_cpu_schedules")
+    def _summary(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        counts = Counter(name for rule in [*slmc_rules, fallback] for name in rule.applied)
+        if counts:
+            notes.append("CPU schedules: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())))
+        return mod
+
+    return [
+        dlight.ApplyDefaultSchedule(*slmc_rules),
+        dlight.ApplyDefaultSchedule(dlight.cpu.GEMV(), dlight.cpu.Reduction()),
+        dlight.ApplyDefaultSchedule(fallback),
+        _summary,
+    ]

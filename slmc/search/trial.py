@@ -1,0 +1,112 @@
+"""One search trial: a candidate recipe's passes on a fresh copy of the model, then its quality and size.
+
+Quality is measured eagerly on the compressed graph (the reference the compiled artifact is
+verified against, as ``slmc eval -r``): token-weighted perplexity over the first ``max_tokens``
+tokens of the evaluation text with the same sliding windows the recipe's perplexity gate uses,
+and, when asked, the mean per-token cosine similarity of the logits against the original model.
+Size is the bytes of every tensor the compressed graph stores (packed int4/int8 codes, scales,
+float weights): what ``weights.safetensors`` holds. The cost-model inputs are also recorded:
+multiply-accumulates and weight bytes of one decoded token.
+
+Preconditions: ``job.recipe_yaml`` passed ``space.validate_document`` for ``job.target``; the
+function is module-level and its argument plain data, so it runs the same in this process, in a
+``ProcessPoolExecutor`` worker or as a Ray task. ``job.threads`` fixes torch's thread count, so the
+numbers do not depend on where the trial ran.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    candidate_id: str
+    recipe_yaml: str
+    model: str
+    target: str
+    text: str
+    max_tokens: int
+    window: int
+    stride: int
+    with_cosine: bool
+    threads: int = 1
+    seed: int = 0
+
+
+def logit_cosine(subject: Any, reference: Any, cache: Any, documents: list[np.ndarray], window: int, stride: int) -> float:
+    """Mean cosine similarity of the logit rows of ``subject`` and ``reference`` over the scored windows."""
+    from slmc.evaluation import windows
+    from slmc.models.causal_lm import prompt_logits
+    from slmc.verify import quality_metrics
+
+    originals, compressed = [], []
+    for ids in documents:
+        for begin, end, first in windows(len(ids), min(window, cache.max_context), stride):
+            chunk = ids[begin:end]
+            originals.append([prompt_logits(reference, cache, chunk)[first:]])
+            compressed.append([prompt_logits(subject, cache, chunk)[first:]])
+    return quality_metrics(originals, compressed)["cosine"]
+
+
+def _linear_parameters(graph: Any) -> int:
+    from slmc.linears import linear_layers
+
+    layers, _ = linear_layers(graph)
+    return sum(int(layer.weight(graph).numel()) for layer in layers)
+
+
+def _macs_per_token(original: Any, reports: list[dict[str, Any]]) -> int:
+    """Multiply-accumulates of the linear layers for one token: the original's linear parameters minus
+    what low-rank factorization removed. Unstructured zeros count (no target here has sparse kernels);
+    attention over the cache is left out (small next to the linears at the fixture's contexts)."""
+    removed = sum(r["stats"].get("parameters_removed", 0) for r in reports if r["name"] == "lowrank")
+    return _linear_parameters(original) - int(removed)
+
+
+def run_trial(job: TrialJob) -> dict[str, Any]:
+    """Compress, measure; returns plain data (the candidate id, metrics, per-pass stats, seconds)."""
+    import torch
+
+    from slmc.compress import compress
+    from slmc.context import fit_context
+    from slmc.evaluation import document_tokens, perplexity
+    from slmc.model_source import load_model
+    from slmc.recipe import recipe_from_document
+    from slmc.subject import _eager_runner
+    from slmc.target import load_target
+    from slmc.texts import load_texts
+    from slmc.yaml_source import parse_yaml
+
+    start = time.perf_counter()
+    torch.set_num_threads(job.threads)
+    torch.manual_seed(job.seed)
+    recipe = recipe_from_document(parse_yaml(job.recipe_yaml, f"<search candidate {job.candidate_id}>"), Path.cwd())
+    target = load_target(job.target)
+    spec = load_model(job.model)
+    spec.module.eval()
+    fit_context(spec, recipe, target)
+    result = compress(spec, recipe, target)
+    subject = _eager_runner(result.final.module)
+    docs = document_tokens(load_texts(job.text), spec.tokenizer, job.max_tokens)
+    quality = perplexity(lambda i, k, v: tuple(subject(i, k, v)), spec.kv_cache, docs, job.window, job.stride)
+    out: dict[str, Any] = {
+        "id": job.candidate_id,
+        "perplexity": quality["perplexity"],
+        "tokens_scored": quality["tokens_scored"],
+        "size_bytes": result.final.weight_bytes(),
+        "parameters": result.final.num_parameters(),
+        "macs_per_token": _macs_per_token(result.original, result.reports),
+        "passes": [{"name": r["name"], "stats": {k: v for k, v in r["stats"].items() if k != "layers"}} for r in result.reports],
+    }
+    if job.with_cosine:
+        reference = _eager_runner(result.original.module)
+        out["cosine"] = logit_cosine(lambda i, k, v: tuple(subject(i, k, v)), lambda i, k, v: tuple(reference(i, k, v)),
+                                     spec.kv_cache, docs, job.window, job.stride)
+    out["seconds"] = round(time.perf_counter() - start, 2)
+    return out

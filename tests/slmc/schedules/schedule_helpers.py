@@ -1,0 +1,76 @@
+"""Helpers for schedule-rule tests: build TE kernels, inspect scheduled PrimFuncs, run them."""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import s_tir, te, tirx
+
+from slmc.quantization.tvm_kernels import KERNEL_ATTR, quantized_linear_te
+from slmc.schedules.row_matmul import CpuParams
+
+AVX512_2CORES = CpuParams(vector_bits=512, cores=2)
+
+
+def rows_var() -> tirx.Var:
+    return tirx.Var("m", "int64")
+
+
+def dense_kernel(k: int, n: int, weight_k_by_n: bool = True) -> tirx.PrimFunc:
+    """``x[M, K] @ W`` with ``W`` stored ``[K, N]`` (or ``[N, K]`` when not ``weight_k_by_n``)."""
+    x = te.placeholder((rows_var(), k), "float32", "x")
+    w = te.placeholder((k, n) if weight_k_by_n else (n, k), "float32", "w")
+    r = te.reduce_axis((0, k), "k")
+    out = te.compute((x.shape[0], n), lambda i, j: te.sum(x[i, r] * (w[r, j] if weight_k_by_n else w[j, r]), axis=r),
+                     name="matmul")
+    return te.create_prim_func([x, w, out])
+
+
+def quantized_kernel(k: int, n: int, bits: int = 4, group: int = 32, zeros: bool = False, bias: bool = False,
+                     input_scale: bool = False) -> tirx.PrimFunc:
+    """slmc's quantized linear kernel on prepacked ``[K', N]`` codes, marked with ``slmc.kernel``."""
+    x = te.placeholder((rows_var(), k), "float32", "x")
+    q = te.placeholder((k * bits // 8, n), "uint8", "q")
+    s = te.placeholder((k // group, n), "float16", "s")
+    z = te.placeholder((k // group, n), "uint8", "z") if zeros else None
+    b = te.placeholder((n,), "float32", "b") if bias else None
+    a = te.placeholder((k,), "float32", "a") if input_scale else None
+    out = quantized_linear_te(x, q, s, z, b, a, bits, group)
+    args = [t for t in (x, q, s, z, b, a) if t is not None] + [out]
+    return te.create_prim_func(args).with_attr(KERNEL_ATTR, "quantized_linear")
+
+
+def loop_kinds(func: tirx.PrimFunc) -> set:
+    kinds = set()
+    tirx.stmt_functor.post_order_visit(func.body, lambda s: kinds.add(s.kind) if isinstance(s, tirx.For) else None)
+    return kinds
+
+
+def allocated_shapes(func: tirx.PrimFunc) -> list[tuple[str, list]]:
+    """(dtype, shape) of every buffer a block allocates."""
+    found = []
+
+    def visit(stmt):
+        if isinstance(stmt, s_tir.SBlock):
+            found.extend((str(b.dtype), list(b.shape)) for b in stmt.alloc_buffers)
+
+    tirx.stmt_functor.post_order_visit(func.body, visit)
+    return found
+
+
+def run(func: tirx.PrimFunc, target, *arrays: np.ndarray, out_shape: tuple) -> np.ndarray:
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=target)
+    out = tvm.runtime.tensor(np.zeros(out_shape, "float32"))
+    lib["main"](*[tvm.runtime.tensor(a) for a in arrays], out)
+    return out.numpy()
+
+
+def dequantize(codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None, bits: int, group: int) -> np.ndarray:
+    """float ``[K, N]`` weights from prepacked codes (int4: low nibble first), the reference."""
+    if bits == 4:
+        unpacked = np.empty((codes.shape[0] * 2, codes.shape[1]), np.float32)
+        unpacked[0::2], unpacked[1::2] = codes & 15, codes >> 4
+    else:
+        unpacked = codes.astype(np.float32)
+    zero = np.repeat(zeros.astype(np.float32), group, 0) if zeros is not None else 2.0 ** (bits - 1)
+    return (unpacked - zero) * np.repeat(scales.astype(np.float32), group, 0)

@@ -1,0 +1,57 @@
+"""`slmc bench`: the report's fields on the fixture model with tiny settings, and bad input. No timing assertions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from slmc.bench import machine
+from slmc.cli import cli
+
+
+def test_roofline_measurements_are_positive():
+    assert machine.memory_bandwidth(elements=2**16, repeats=1) > 0
+    assert machine.gemm_peak(threads=1, n=64, repeats=1) > 0
+
+
+def test_load_flag():
+    n = machine.cores()
+    idle = {"load1": 0.0}
+    assert not machine.loaded(idle, {"load1": 1.0}, threads=1)
+    assert machine.loaded({"load1": n}, idle, threads=1)
+    assert machine.loaded(idle, {"load1": 1 + n}, threads=1)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["no-such-model"], "unknown benchmark model"),
+    (["fixture-lm", "--engines", "torch"], "--engines must include slmc"),
+    (["fixture-lm", "--engines", "slmc,tflite"], "--engines must include slmc"),
+    (["fixture-lm", "--contexts", "a,b"], "--contexts must be comma-separated integers"),
+    (["fixture-lm", "--rounds", "0"], "at least 1"),
+])
+def test_bad_settings_exit_2_before_anything_runs(args, message):
+    result = CliRunner().invoke(cli, ["bench", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+@pytest.mark.slow
+def test_bench_report_has_every_field(tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(cli, ["bench", "fixture-lm", "--rounds", "1", "--contexts", "4,600", "--prefill", "4",
+                                      "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert set(report) >= {"machine", "load_before", "load_after", "loaded", "peak_rss_mb", "settings", "models"}
+    assert report["machine"]["memory_bandwidth_gbs"] > 0 and report["machine"]["gemm_peak_gflops"] > 0
+    model = report["models"]["fixture-lm"]
+    assert model["contexts"] == [4, 511]  # 600 is beyond fixture-lm's max_context 512: clipped, and said so
+    assert set(model["engines"]) == {"slmc", "torch", "ort-fp32", "ort-int8"}
+    for engine in model["engines"].values():
+        assert {"prefill_tokens_per_s", "ttft_ms", "prefill_fraction_of_gemm_peak", "rss_growth_mb"} <= set(engine)
+        for context in ("4", "511"):
+            assert {"ms_median", "ms_p90", "fraction_of_bandwidth_bound"} <= set(engine["decode"][context])
+    assert set(model["time_ratio_other_over_slmc"]) == {"torch", "ort-fp32", "ort-int8"}
+    assert model["engines"]["slmc"]["verification_passed"]
