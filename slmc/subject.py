@@ -45,7 +45,7 @@ class Subject:
         return self.tokenizer
 
 
-def _eager_runner(module: torch.nn.Module) -> Callable[..., list[np.ndarray]]:
+def eager_runner(module: torch.nn.Module) -> Callable[..., list[np.ndarray]]:
     def run(*arrays: np.ndarray) -> list[np.ndarray]:
         with torch.no_grad():
             out = module(*[torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
@@ -76,7 +76,7 @@ def open_subject(ref: str, recipe: str | None = None, target: str | None = None)
         return _compressed_subject(ref, recipe, target)
     spec = load_model(ref)
     spec.module.eval()
-    return Subject(f"eager model {spec.name}", spec.task, spec.tokenizer, spec.kv_cache, _eager_runner(spec.module))
+    return Subject(f"eager model {spec.name}", spec.task, spec.tokenizer, spec.kv_cache, eager_runner(spec.module))
 
 
 def _compressed_subject(ref: str, recipe_ref: str, target_ref: str | None) -> Subject:
@@ -95,4 +95,4 @@ def _compressed_subject(ref: str, recipe_ref: str, target_ref: str | None) -> Su
     compressed = compress(spec, recipe, target)
     passes = ", ".join(step.name for step in recipe.steps) or "no passes"
     return Subject(f"eager model {spec.name} after {recipe.source} ({passes}) for {target.name}", spec.task,
-                   spec.tokenizer, compressed.kv_cache, _eager_runner(compressed.final.module))
+                   spec.tokenizer, compressed.kv_cache, eager_runner(compressed.final.module))

@@ -39,8 +39,10 @@ class TrialJob:
     seed: int = 0
 
 
-def logit_cosine(subject: Any, reference: Any, cache: Any, documents: list[np.ndarray], window: int, stride: int) -> float:
-    """Mean cosine similarity of the logit rows of ``subject`` and ``reference`` over the scored windows."""
+def logit_cosine(subject: Any, reference: Any, cache: Any, documents: list[np.ndarray], window: int, stride: int,
+                 reference_cache: Any = None) -> float:
+    """Mean cosine similarity of the logit rows of ``subject`` and ``reference`` over the scored windows
+    (``reference_cache``: the reference's KV cache when it differs from the subject's, e.g. after head pruning)."""
     from slmc.evaluation import windows
     from slmc.models.causal_lm import prompt_logits
     from slmc.verify import quality_metrics
@@ -49,7 +51,7 @@ def logit_cosine(subject: Any, reference: Any, cache: Any, documents: list[np.nd
     for ids in documents:
         for begin, end, first in windows(len(ids), min(window, cache.max_context), stride):
             chunk = ids[begin:end]
-            originals.append([prompt_logits(reference, cache, chunk)[first:]])
+            originals.append([prompt_logits(reference, reference_cache or cache, chunk)[first:]])
             compressed.append([prompt_logits(subject, cache, chunk)[first:]])
     return quality_metrics(originals, compressed)["cosine"]
 
@@ -78,7 +80,7 @@ def run_trial(job: TrialJob) -> dict[str, Any]:
     from slmc.evaluation import document_tokens, perplexity
     from slmc.model_source import load_model
     from slmc.recipe import recipe_from_document
-    from slmc.subject import _eager_runner
+    from slmc.subject import eager_runner
     from slmc.target import load_target
     from slmc.texts import load_texts
     from slmc.yaml_source import parse_yaml
@@ -92,9 +94,10 @@ def run_trial(job: TrialJob) -> dict[str, Any]:
     spec.module.eval()
     fit_context(spec, recipe, target)
     result = compress(spec, recipe, target)
-    subject = _eager_runner(result.final.module)
+    subject = eager_runner(result.final.module)
     docs = document_tokens(load_texts(job.text), spec.tokenizer, job.max_tokens)
-    quality = perplexity(lambda i, k, v: tuple(subject(i, k, v)), spec.kv_cache, docs, job.window, job.stride)
+    cache = result.kv_cache or spec.kv_cache  # the compressed graph's own cache (head pruning shrinks it)
+    quality = perplexity(lambda i, k, v: tuple(subject(i, k, v)), cache, docs, job.window, job.stride)
     out: dict[str, Any] = {
         "id": job.candidate_id,
         "perplexity": quality["perplexity"],
@@ -105,8 +108,8 @@ def run_trial(job: TrialJob) -> dict[str, Any]:
         "passes": [{"name": r["name"], "stats": {k: v for k, v in r["stats"].items() if k != "layers"}} for r in result.reports],
     }
     if job.with_cosine:
-        reference = _eager_runner(result.original.module)
+        reference = eager_runner(result.original.module)
         out["cosine"] = logit_cosine(lambda i, k, v: tuple(subject(i, k, v)), lambda i, k, v: tuple(reference(i, k, v)),
-                                     spec.kv_cache, docs, job.window, job.stride)
+                                     cache, docs, job.window, job.stride, reference_cache=spec.kv_cache)
     out["seconds"] = round(time.perf_counter() - start, 2)
     return out

@@ -52,3 +52,21 @@ def heldout_perplexity(graph, spec, max_tokens):
 
     docs = document_tokens(load_texts("stdlib-heldout"), spec.tokenizer, max_tokens)
     return perplexity(eager_step(graph.module), spec.kv_cache, docs, 256, 128)["perplexity"]
+
+
+def compile_fixture(tmp_path, passes, calibration=""):
+    """``slmc.compile`` of fixture-lm on host with the recipe lines ``passes`` (``"  - name: {...}\\n"``
+    items) and ``calibration`` (a recipe line), verified on 2 samples at atol 1e-4; checks it passed."""
+    import slmc
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"passes:\n{passes}{calibration}verify: {{num_samples: 2, atol: 1.0e-4}}\n")
+    result = slmc.compile("fixture-lm", str(recipe), "host", tmp_path / "out")
+    assert result.manifest["verification"]["passed"]
+    return result
+
+
+def pass_report(result, name):
+    """The manifest's report of the one pass called ``name``."""
+    (report,) = [p for p in result.manifest["passes"] if p["name"] == name]
+    return report

@@ -5,7 +5,7 @@ from torch import nn
 from slmc.ir import ModelSpec, check_graph, trace
 from slmc.models import tiny_lm
 
-from pass_helpers import lm_samples, relative_error, run_pass
+from pass_helpers import compile_fixture, lm_samples, relative_error, run_pass
 
 # fuse is exact up to float rounding: largest |after - before| / max|before| over all outputs.
 # Measured: fixture-lm 1.4e-6 (norm scales of a trained model folded into the weights),
@@ -256,12 +256,7 @@ def test_negative_settings_rejected():
 @pytest.mark.slow
 def test_fused_fixture_compiles_and_verifies(tmp_path):
     """fuse on the fixture lowers to TVM, builds and matches eager (measured max abs error 2.1e-5)."""
-    import slmc
-
-    recipe = tmp_path / "fuse.yaml"
-    recipe.write_text("passes:\n  - fuse: {merge_siblings: true}\nverify: {num_samples: 2, atol: 1.0e-4}\n")
-    result = slmc.compile("fixture-lm", str(recipe), "host", tmp_path / "out")
-    assert result.manifest["verification"]["passed"]
+    compile_fixture(tmp_path, "  - fuse: {merge_siblings: true}\n")
 
 
 @pytest.mark.slow

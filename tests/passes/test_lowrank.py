@@ -1,6 +1,6 @@
 import pytest
 import torch
-from pass_helpers import heldout_perplexity, run_pass
+from pass_helpers import compile_fixture, heldout_perplexity, pass_report, run_pass
 
 from slmc.ir import check_graph
 from slmc.passes._lowrank_factor import factorize, max_useful_rank, singular_values, whitening_factor
@@ -138,11 +138,5 @@ def test_negative_recipe_without_calibration_is_rejected(tmp_path):
 @pytest.mark.slow
 def test_factorized_fixture_compiles_and_verifies(tmp_path):
     """The factorized graph lowers to TVM, builds, and the artifact matches eager execution."""
-    import slmc
-
-    recipe = tmp_path / "lowrank.yaml"
-    recipe.write_text("passes:\n  - lowrank: {method: svd, ratio: 0.2}\nverify: {num_samples: 2, atol: 1.0e-4}\n")
-    result = slmc.compile("fixture-lm", str(recipe), "host", tmp_path / "out")
-    assert result.manifest["verification"]["passed"]
-    (report,) = [p for p in result.manifest["passes"] if p["name"] == "lowrank"]
+    report = pass_report(compile_fixture(tmp_path, "  - lowrank: {method: svd, ratio: 0.2}\n"), "lowrank")
     assert report["after"]["parameters"] < report["before"]["parameters"]

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from pass_helpers import calibration_samples, heldout_perplexity, run_pass
+from pass_helpers import calibration_samples, compile_fixture, heldout_perplexity, pass_report, run_pass
 
 from slmc.ir import check_graph
 from slmc.passes._sparsegpt import sparsegpt_prune
@@ -163,11 +163,5 @@ def test_quality_on_the_fixture(method, settings, bar, fixture_lm_spec, fixture_
 
 @pytest.mark.slow
 def test_pruned_fixture_compiles_and_reports_dense_storage(tmp_path):
-    import slmc
-
-    recipe = tmp_path / "prune.yaml"
-    recipe.write_text("passes:\n  - prune: {method: magnitude, sparsity: 0.5}\nverify: {num_samples: 2, atol: 1.0e-4}\n")
-    result = slmc.compile("fixture-lm", str(recipe), "host", tmp_path / "out")
-    assert result.manifest["verification"]["passed"]
-    (report,) = [p for p in result.manifest["passes"] if p["name"] == "prune"]
+    report = pass_report(compile_fixture(tmp_path, "  - prune: {method: magnitude, sparsity: 0.5}\n"), "prune")
     assert "buys no size or speed" in report["stats"]["storage"]

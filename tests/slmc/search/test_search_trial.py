@@ -7,7 +7,7 @@ import pytest
 
 from slmc.model_source import load_model
 from slmc.search.trial import logit_cosine
-from slmc.subject import _eager_runner
+from slmc.subject import eager_runner
 
 pytestmark = pytest.mark.slow  # 0.3 s to 21 s measured, depending on the load of the 2 shared cores
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow  # 0.3 s to 21 s measured, depending on the load o
 def fixture_lm():
     spec = load_model("fixture-lm")
     spec.module.eval()
-    run = _eager_runner(spec.module)
+    run = eager_runner(spec.module)
     return spec, lambda i, k, v: tuple(run(i, k, v))
 
 
