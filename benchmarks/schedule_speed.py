@@ -13,7 +13,7 @@ dominate the slmc-scheduled decode and prefill (``relax.VirtualMachine`` profile
     python benchmarks/schedule_speed.py --models fixture smollm135 --recipes fp32 int4 --before --profile 8
     python benchmarks/schedule_speed.py --models smollm135 --threads 1   # robust on a shared machine
 
-Also prints the measured copy bandwidth and, per variant, weight bytes / decode time. Not a test:
+Also prints the measured triad bandwidth (slmc.bench.machine) and, per variant, weight bytes / decode time. Not a test:
 timings depend on the machine and its load (``load_before``/``load_after`` are in the output). With
 more runnable processes than cores, every parallel kernel (TVM's and torch's alike) waits for a
 descheduled thread at its barrier: compare ``--threads 1`` runs then.
@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from slmc.bench.machine import memory_bandwidth
+from slmc.bench.run import timed
 
 RECIPES = {
     "fp32": "passes: []\n",
@@ -97,18 +99,6 @@ def step_inputs(spec, prompt: int):
     return (ids, keys, values), (ids[:, :1], k.numpy(), v.numpy())
 
 
-def copy_bandwidth_gbps(megabytes: int = 256) -> float:
-    """Measured memory bandwidth: bytes read + written by numpy copying a ``megabytes`` array (best of 5)."""
-    src = np.ones(megabytes * 2**20 // 4, np.float32)
-    dst = np.empty_like(src)
-    best = min(timed(lambda: np.copyto(dst, src)) for _ in range(5))
-    return 2 * src.nbytes / best / 1e9
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def profile_top(machine, weights, inputs, top: int) -> list[dict]:
@@ -190,7 +180,7 @@ def main() -> None:
                                            for kind, inputs in (("decode", decode), ("prefill", prefill))}
                                     for name in variants if name.endswith("-slmc")}
             report["models"][model] = entry
-    report["copy_bandwidth_gbps"] = round(copy_bandwidth_gbps(), 2)
+    report["triad_bandwidth_gbps"] = round(memory_bandwidth(), 2)  # the roofline slmc bench uses
     report["load_after"] = os.getloadavg()
     print(json.dumps(report, indent=1))
 
