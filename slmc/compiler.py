@@ -46,7 +46,8 @@ from slmc.recipe import Recipe, check_against_target, load_recipe
 from slmc.report import layer_sizes
 from slmc.target import TargetDescriptor, load_target
 from slmc.tokenizer import save_tokenizer
-from slmc.verify import smallest_sample, decode_comparison, generated_samples, perplexity_gate, run_eager, verification_report
+from slmc.verify import (decode_comparison, effective_settings, generated_samples, perplexity_gate, run_eager, smallest_sample,
+                         verification_report)
 
 
 @dataclass
@@ -117,7 +118,7 @@ def _versions() -> dict[str, str]:
 def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: Graph, original: Graph,
                      calibration: list[tuple[torch.Tensor, ...]], spec: ModelSpec, final_cache: Any) -> dict[str, Any]:
     """``final_cache``: the compressed graph's KV cache (``spec.kv_cache`` is the original's)."""
-    settings = recipe.verify
+    settings, tolerance_reason = effective_settings(recipe.verify, final)
     # num_samples in all: the smallest inputs first (kept for `slmc verify`), then calibration samples
     # if the recipe has them, else inputs generated like the example (the example itself first)
     rest = settings.num_samples - 1
@@ -145,6 +146,8 @@ def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: 
                                                          original_cache=spec.kv_cache)
             report["gates"].append(gate)
             report["passed"] = report["passed"] and gate["passed"]
+    if tolerance_reason:
+        report["tolerance"] = tolerance_reason
     return report
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from slmc.ir import Graph
+from slmc.ir import Graph, op_name
 from slmc.models.causal_lm import KVCacheSpec, StepFunction, generate_greedy
 from slmc.recipe import Gates, Verify
 
@@ -141,6 +141,28 @@ def gate_results(gates: Gates, metrics: dict[str, float]) -> list[dict[str, Any]
         for name, threshold, key, ok in checks
         if threshold is not None
     ]
+
+
+# Default artifact-vs-eager tolerance for graphs with static int8 activations, when the recipe sets no
+# verify.atol. An activation code flips at a rounding tie when float sums upstream run in another
+# order (an ulp apart), and a flip propagates through later layers and, via attention, to later
+# positions. Measured on fixture-lm (w8a8 + SmoothQuant, 256-token samples): logits bit-identical to
+# eager at most positions, 6 / 20 / 82 of 256 positions differ, max abs 0.58; tiny-lm: 0.011. Greedy
+# decode through the KV cache stays identical (it is checked too).
+STATIC_ACTIVATION_ATOL = 1.0
+
+
+def effective_settings(settings: Verify, graph: Graph) -> tuple[Verify, str | None]:
+    """The verification settings for ``graph``, and why they differ from the recipe's (else ``None``):
+    without an explicit ``verify.atol``, a graph with static int8 activations (``slmc.w8a8_linear``)
+    is compared at ``STATIC_ACTIVATION_ATOL``."""
+    if "atol" in settings.model_fields_set:
+        return settings, None
+    if not any(op_name(node) == "w8a8_linear" for node in graph.op_nodes()):
+        return settings, None
+    reason = (f"atol {STATIC_ACTIVATION_ATOL} (default for static int8 activations, which flip at rounding ties; "
+              "set verify.atol to override)")
+    return settings.model_copy(update={"atol": STATIC_ACTIVATION_ATOL}), reason
 
 
 def run_eager(graph: Graph, samples: Sequence[Sample]) -> list[list[np.ndarray]]:

@@ -1,7 +1,10 @@
 import numpy as np
+import torch
 
-from slmc.recipe import Gates
-from slmc.verify import gate_results, generated_samples, numeric_comparison, quality_metrics
+from slmc.ir import ModelSpec, trace
+from slmc.recipe import Gates, Verify
+from slmc.verify import (STATIC_ACTIVATION_ATOL, effective_settings, gate_results, generated_samples, numeric_comparison,
+                         quality_metrics)
 
 
 def test_numeric_comparison_tolerances():
@@ -42,3 +45,26 @@ def test_generated_samples_vary_dynamic_dims_within_bounds(tiny_lm_graph):
     assert all(s[1].shape == s[2].shape for s in samples)  # keys and values share the 'past' dim
     assert all(int(s[0].min()) >= 0 and int(s[0].max()) < 256 for s in samples)
     assert [s[0].tolist() for s in generated_samples(tiny_lm_graph, 4, seed=0)] == [s[0].tolist() for s in samples]
+
+
+class _StaticInt8(torch.nn.Module):
+    """One linear with static int8 activations (what ``quantize: {scheme: w8a8}`` leaves)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("qweight", torch.ones(4, 8, dtype=torch.int8))
+        self.register_buffer("weight_scales", torch.full((4,), 0.01))
+
+    def forward(self, x):
+        return torch.ops.slmc.w8a8_linear(x, self.qweight, self.weight_scales, None, None, 0.05)
+
+
+def test_static_int8_activations_get_their_default_tolerance_unless_the_recipe_sets_one(tiny_lm_graph):
+    import slmc.quantization.ops  # noqa: F401 - registers torch.ops.slmc
+
+    static = trace(ModelSpec(_StaticInt8(), (torch.randn(2, 8),)))
+    settings, reason = effective_settings(Verify(), static)
+    assert settings.atol == STATIC_ACTIVATION_ATOL and "static int8 activations" in reason
+    explicit = Verify(atol=0.05)
+    assert effective_settings(explicit, static) == (explicit, None)  # the recipe's own value wins
+    assert effective_settings(Verify(), tiny_lm_graph) == (Verify(), None)  # float graphs keep 1e-4
