@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 from slmc.bench.machine import memory_bandwidth
+from slmc.bench.models import BENCH_MODELS, bench_model
 from slmc.bench.run import timed
 
 RECIPES = {
@@ -41,11 +42,14 @@ RECIPES = {
 
 
 def load_spec(model: str, work: Path, max_context: int):
-    """The ``ModelSpec`` of ``fixture`` or ``smollm135`` (random weights, written into ``work``)."""
+    """The ``ModelSpec`` of ``fixture``, ``smollm135`` (untied head, random weights, written into ``work``)
+    or one of ``slmc bench``'s models (``slmc.bench.models``)."""
     if model == "fixture":
         from slmc.model_source import load_model
 
         return load_model("fixture-lm")
+    if model in BENCH_MODELS:
+        return bench_model(model, max_context)
     sys.path.insert(0, str(Path(__file__).parent))
     from quantize_memory import write_checkpoint
 
@@ -127,7 +131,7 @@ def profile_top(machine, weights, inputs, top: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["fixture"], choices=["fixture", "smollm135"])
+    parser.add_argument("--models", nargs="+", default=["fixture"], choices=["fixture", "smollm135", *BENCH_MODELS])
     parser.add_argument("--recipes", nargs="+", default=["fp32", "int4"], choices=sorted(RECIPES))
     parser.add_argument("--before", action="store_true", help="also build with dlight's rules only")
     parser.add_argument("--prompt", type=int, default=128, help="prompt tokens (prefill) and cache length (decode)")

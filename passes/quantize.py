@@ -33,7 +33,7 @@ from pydantic import Field, model_validator
 from torch import fx
 
 from slmc.activations import InputStatistics, calibrate_sequentially, linear_input_statistics
-from slmc.ir import Graph, del_attr, fetch_attr, set_attr
+from slmc.ir import Graph, del_attr, fetch_attr, has_attr, set_attr
 from slmc.linears import LinearLayer, attribute_readers, layer_name, selected_layers
 from slmc.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
 from slmc.quantization.awq import AwqSettings, awq_quantize, output_error
@@ -181,8 +181,18 @@ class _Planned:
     fmt: QuantFormat
 
 
+def _tied_layers(graph: Graph, plans: list[_Planned]) -> dict[str, str]:
+    """For each planned layer whose weight other nodes also read (a tied embedding / output head),
+    what happens to it: the layer gets its own quantized copy; the shared table stays for the
+    other readers (and is itself quantized as an embedding once it has no other reader)."""
+    readers = attribute_readers(graph)
+    return {p.layer.name: f"weight '{p.layer.weight_node.target}' is shared with {readers[str(p.layer.weight_node.target)] - 1} "
+            "other node(s) (tied); this layer is quantized into its own packed copy"
+            for p in plans if readers.get(str(p.layer.weight_node.target), 0) > 1}
+
+
 def _plan(graph: Graph, config: QuantizeConfig) -> tuple[list[_Planned], list[Skip]]:
-    _, candidates, skipped = selected_layers(graph, config.include, config.exclude, "quantized")
+    _, candidates, skipped = selected_layers(graph, config.include, config.exclude, "quantized", allow_shared=True)
     plans = []
     for layer in candidates:
         settings = config.settings_for(layer.name)
@@ -260,6 +270,7 @@ def _weight_only(graph: Graph, plans: list[_Planned], config: QuantizeConfig, co
     """Quantize weight-only layers: RTN directly, GPTQ/AWQ sequentially on calibration data."""
     results: dict[str, tuple[QuantizedWeight, torch.Tensor | None, dict[str, Any]]] = {}
     by_node = {p.layer.node.name: p for p in plans}
+    tied = _tied_layers(graph, plans)
 
     def quantize(plan: _Planned, stats: InputStatistics | None) -> None:
         w = plan.layer.weight(graph)
@@ -284,7 +295,8 @@ def _weight_only(graph: Graph, plans: list[_Planned], config: QuantizeConfig, co
             extra["output_error"] = err / max(stats.count, 1)
             extra["output_error_rtn"] = rtn_err / max(stats.count, 1)
         results[plan.layer.node.name] = (quantized, input_scale, extra)
-        set_attr(graph.module, str(plan.layer.weight_node.target), effective.contiguous())  # later layers see it
+        if plan.layer.name not in tied:  # later layers see it (a shared table stays as its other readers want it)
+            set_attr(graph.module, str(plan.layer.weight_node.target), effective.contiguous())
 
     if any(p.settings.method in ("gptq", "awq") for p in plans):  # every layer in graph order, sequentially
         calibrate_sequentially(graph, context.calibration, [p.layer.node.name for p in plans],
@@ -357,7 +369,8 @@ def _embeddings(graph: Graph, config: QuantizeConfig) -> tuple[list[dict[str, An
             skipped.append(Skip(name, problem))
             continue
         quantized = quantize_rtn(table, fmt)
-        qweight, scales, zeros = _packed_attrs(graph, node, name, quantized)
+        stored_as = name if not has_attr(graph.module, f"{name}.qweight") else f"{name}.embedding"  # a tied head took `name`
+        qweight, scales, zeros = _packed_attrs(graph, node, stored_as, quantized)
         _swap(graph, node, QUANTIZED_EMBEDDING, (node.args[1], qweight, scales, zeros, fmt.bits, fmt.group(table.shape[1])),
               weight_node)
         reports.append(_layer_report(name, "embedding", fmt.describe(), "rtn", table.numel(), quantized.stored_bytes()))
@@ -372,9 +385,13 @@ def quantize(graph: Graph, config: QuantizeConfig, context: PassContext) -> Pass
     recipe check guarantees it).
     """
     plans, skipped = _plan(graph, config)
+    tied = _tied_layers(graph, plans)
     layers = _weight_only(graph, [p for p in plans if p.settings.scheme == "weight_only"], config, context)
     layers += _w8a8(graph, [p for p in plans if p.settings.scheme == "w8a8"], config, context) if any(
         p.settings.scheme == "w8a8" for p in plans) else []
+    for report in layers:
+        if report["layer"] in tied:
+            report["tied"] = tied[report["layer"]]
     embedding_reports, embedding_skips = _embeddings(graph, config)
     layers += embedding_reports
     skipped += embedding_skips

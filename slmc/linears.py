@@ -106,10 +106,12 @@ def owns_weights(layer: LinearLayer, readers: dict[str, int]) -> bool:
     return all(readers.get(str(n.target), 0) == 1 for n in targets)
 
 
-def selected_layers(graph: Graph, include: Sequence[str], exclude: Sequence[str],
-                    action: str) -> tuple[list[LinearLayer], list[LinearLayer], list[Skip]]:
-    """All linear layers, those matching ``include``/``exclude`` that own their weights, and a
-    ``Skip`` (reason prefixed ``"linear not {action}"``) for every other linear node."""
+def selected_layers(graph: Graph, include: Sequence[str], exclude: Sequence[str], action: str,
+                    allow_shared: bool = False) -> tuple[list[LinearLayer], list[LinearLayer], list[Skip]]:
+    """All linear layers, those matching ``include``/``exclude`` that own their weights (or, with
+    ``allow_shared``, also those whose weight other nodes read: a pass that gives the layer its own
+    new weight and leaves the shared one in place), and a ``Skip`` (reason prefixed
+    ``"linear not {action}"``) for every other linear node."""
     layers, others = linear_layers(graph)
     readers = attribute_readers(graph)
     skipped = [Skip(node.name, f"linear not {action}: {reason}") for node, reason in others]
@@ -117,7 +119,7 @@ def selected_layers(graph: Graph, include: Sequence[str], exclude: Sequence[str]
     for layer in layers:
         if not matches(layer.name, include, exclude):
             skipped.append(Skip(layer.node.name, f"{layer.name}: excluded by include/exclude patterns"))
-        elif not owns_weights(layer, readers):
+        elif not allow_shared and not owns_weights(layer, readers):
             skipped.append(Skip(layer.node.name, f"{layer.name}: its weight is shared with other nodes"))
         else:
             selected.append(layer)

@@ -74,9 +74,12 @@ def detached_program(module: tvm.IRModule, params: dict[str, Any], notes: list[s
     arrays = [t.numpy() for t in params.get("main", [])]
     if len(names) != len(arrays):
         raise LoweringError(f"TVM returned {len(arrays)} weights for {len(names)} weight parameters of main ({source})")
+    module, names, arrays, dropped = _drop_unused_weights(module, names, arrays, num_inputs)
+    if dropped:
+        notes = [*notes, f"dropped {len(dropped)} weights main never reads ({', '.join(dropped)})"]
     module, arrays, packed = prepack(module, arrays, num_inputs)
     if packed:
-        notes = [*notes, f"prepacked {packed} weights into the [K, N] layout their kernels read (slmc.schedules.prepack)"]
+        notes = [*notes, f"prepacked {packed} weights into the layout their kernels read (slmc.schedules.prepack)"]
     return RelaxProgram(module, names, arrays, num_inputs, notes)
 
 
@@ -133,3 +136,20 @@ def _summary(exc: BaseException, limit: int = 8) -> str:
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     kept = [line for line in lines if not line.lstrip().startswith(("File ", "0:", "1:", "2:", "3:"))][:limit]
     return f"{type(exc).__name__}: " + "\n".join(kept)
+
+
+def _drop_unused_weights(module: tvm.IRModule, names: list[str], arrays: list[np.ndarray],
+                         num_inputs: int) -> tuple[tvm.IRModule, list[str], list[np.ndarray], list[str]]:
+    """Weight parameters ``main`` never reads (e.g. the second name of a tied table that
+    torch.export keeps) removed with their arrays: an artifact must not ship bytes nothing uses."""
+    main = module["main"]
+    used = set(relax.analysis.free_vars(main.body))
+    weights = list(zip(main.params[num_inputs:], names, arrays))
+    kept = [w for w in weights if w[0] in used]
+    if len(kept) == len(weights):
+        return module, names, arrays, []
+    params = [*main.params[:num_inputs], *(p for p, _, _ in kept)]
+    module = tvm.IRModule(dict(module.functions_items()), attrs=module.attrs)
+    module["main"] = relax.Function(params, main.body, main.ret_ty, main.is_pure, main.attrs, main.span)
+    dropped = [name for p, name, _ in weights if p not in used]
+    return module, [n for _, n, _ in kept], [a for _, _, a in kept], dropped
