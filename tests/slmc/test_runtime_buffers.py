@@ -1,0 +1,32 @@
+"""``CompiledModel`` hands arrays to and from the VM without copies where TVM allows (slmc.runtime)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import slmc
+from slmc.runtime import TVM_ALIGNMENT
+
+
+def _step_twice(model, ids):
+    keys, values = model.kv_cache.empty()
+    logits, keys, values = model.step(ids, keys, values)
+    return logits, model.step(ids[:, :1], keys, values)
+
+
+def test_a_returned_cache_is_fed_back_without_a_copy_and_results_match_copied_inputs(cached_compile):
+    model = slmc.load(cached_compile.artifact)
+    ids = np.arange(5, dtype=np.int64).reshape(1, 5)
+    _, (logits, keys, values) = _step_twice(model, ids)
+    assert keys.ctypes.data % TVM_ALIGNMENT == 0 and keys.flags.writeable  # a view of TVM's output buffer
+    # an unaligned copy of the same cache takes the copying path: the results are identical
+    unaligned = np.empty(keys.size + 1, keys.dtype)[1:].reshape(keys.shape)
+    unaligned[...] = keys
+    assert unaligned.ctypes.data % TVM_ALIGNMENT
+    shared = model.step(ids[:, :1], keys, values)
+    copied = model.step(ids[:, :1], unaligned, values.copy())
+    for a, b in zip(shared, copied):
+        np.testing.assert_array_equal(a, b)
+    read_only = keys.copy()
+    read_only.flags.writeable = False
+    np.testing.assert_array_equal(model.step(ids[:, :1], read_only, values)[0], shared[0])
