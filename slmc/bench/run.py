@@ -24,6 +24,7 @@ import numpy as np
 
 from slmc.bench import machine
 from slmc.bench.engines import ENGINES, Engine, ort_engines, slmc_engine, torch_engine
+from slmc.bench.goals import goals
 from slmc.bench.models import BENCH_MODELS, bench_model, linear_elements
 from slmc.errors import InputError, ModelError
 
@@ -86,7 +87,7 @@ def bench_one(name: str, engines: list[str], contexts: list[int], prefill: int, 
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 64, (1, prefill), dtype=np.int64)
     empty_k, empty_v = cache.empty()
-    caches = {c: tuple(rng.standard_normal((cache.layers, 1, cache.kv_heads, c + 1, cache.head_dim)).astype(np.float32)
+    caches = {c: tuple(_aligned(rng.standard_normal((cache.layers, 1, cache.kv_heads, c + 1, cache.head_dim)).astype(np.float32))
                        for _ in range(2)) for c in usable}
     one = ids[:, :1]
     times: dict[str, dict[str, list[float]]] = {e.name: {"prefill": [], **{f"decode_{c}": [] for c in usable}} for e in made}
@@ -126,12 +127,25 @@ def bench_one(name: str, engines: list[str], contexts: list[int], prefill: int, 
                   "prefill_vs_slmc": round(results[e]["ttft_ms"] / results["slmc"]["ttft_ms"], 3)}
               for e in results if e != "slmc"}
     clipped = sorted(set(contexts) - set(usable))
-    return {"parameters": int(sum(p.numel() for p in spec.module.parameters())), "contexts": usable,
+    result = {"parameters": int(sum(p.numel() for p in spec.module.parameters())), "contexts": usable,
             "contexts_note": (f"contexts {clipped} exceed max_context {cache.max_context}: timed at "
                               f"{cache.max_context - 1}") if clipped else None,
             "matmul_weight_bytes_fp32": 4 * linear_elements(spec.module), "torch_model_rss_mb": torch_model_mb,
             "engines": results,
             "time_ratio_other_over_slmc": ratios}
+    result["goals"] = goals(result)
+    return result
+
+
+def _aligned(array: np.ndarray, alignment: int = 64) -> np.ndarray:
+    """A copy of ``array`` starting on an ``alignment``-byte boundary: what a decode loop feeds back
+    (the cache an engine returned last step; slmc's runtime then shares it without a copy, torch
+    and ONNX Runtime take any numpy array without one)."""
+    raw = np.empty(array.nbytes + alignment, np.uint8)
+    offset = -raw.ctypes.data % alignment
+    out = raw[offset:offset + array.nbytes].view(array.dtype).reshape(array.shape)
+    out[...] = array
+    return out
 
 
 def run_bench(models: list[str], engines: list[str] | None = None, contexts: list[int] | None = None, prefill: int = 128,

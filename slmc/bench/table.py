@@ -42,6 +42,17 @@ def markdown(reports: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def goals_markdown(reports: list[dict[str, Any]]) -> str:
+    """Issue 7's goals (``slmc.bench.goals``) per model: measured value, limit, met."""
+    lines = ["| model | recipe | goal | context | measured | limit | met |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for report in reports:
+        for model, result in report["models"].items():
+            for g in result.get("goals", []):
+                lines.append(f"| {model} | {report['settings']['recipe']} | {g['what']} | {g['context']} | {g['measured']:.3f} "
+                             f"| {g['limit']} | {'yes' if g['met'] else 'no'} |")
+    return "\n".join(lines)
+
+
 def machine_lines(report: dict[str, Any]) -> str:
     m = report["machine"]
     return (f"{m['cpu_model']}, {m['cores']} cores usable, {m['threads']} threads per engine; measured triad bandwidth "
@@ -53,5 +64,7 @@ def machine_lines(report: dict[str, Any]) -> str:
 if __name__ == "__main__":
     loaded = [json.loads(Path(p).read_text()) for p in sys.argv[1:]]
     print(markdown(loaded))
+    print()
+    print(goals_markdown(loaded))
     for p, r in zip(sys.argv[1:], loaded):
         print(f"\n{p}: {machine_lines(r)}")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 from click.testing import CliRunner
 
 from slmc.bench import machine
+from slmc.bench.goals import GOALS, goals
+from slmc.bench.run import _aligned
 from slmc.cli import cli
 
 
@@ -55,3 +59,27 @@ def test_bench_report_has_every_field(tmp_path):
             assert {"ms_median", "ms_p90", "fraction_of_bandwidth_bound"} <= set(engine["decode"][context])
     assert set(model["time_ratio_other_over_slmc"]) == {"torch", "ort-fp32", "ort-int8"}
     assert model["engines"]["slmc"]["verification_passed"]
+    assert [g["goal"] for g in model["goals"]] == [g[0] for g in GOALS]
+
+
+def _engine(decode_ms: float, tokens_per_s: float, bandwidth: float = 0.1) -> dict:
+    return {"decode": {"128": {"ms_median": decode_ms, "fraction_of_bandwidth_bound": bandwidth}},
+            "prefill_tokens_per_s": tokens_per_s}
+
+
+def test_goals_are_ratios_against_the_baselines_of_the_same_run():
+    result = {"contexts": [128], "engines": {"slmc": _engine(10.0, 900.0, 0.6), "torch": _engine(30.0, 500.0),
+                                             "ort-int8": _engine(12.0, 1000.0)}}
+    got = {g["goal"]: (g["measured"], g["met"]) for g in goals(result)}
+    assert got == {"decode_time_vs_torch_fp32": (0.333, True), "decode_time_vs_ort_int8": (0.833, True),
+                   "decode_fraction_of_bandwidth": (0.6, True), "prefill_throughput_vs_ort_int8": (0.9, True)}
+    del result["engines"]["ort-int8"]  # a goal whose baseline did not run is left out, not guessed
+    result["engines"]["slmc"] = _engine(20.0, 900.0, 0.2)
+    assert {g["goal"]: g["met"] for g in goals(result)} == {"decode_time_vs_torch_fp32": False,
+                                                            "decode_fraction_of_bandwidth": False}
+
+
+def test_decode_caches_are_64_byte_aligned_copies():
+    array = np.arange(1001, dtype=np.float32)[1:].reshape(10, 100)
+    copy = _aligned(array)
+    assert copy.ctypes.data % 64 == 0 and np.array_equal(copy, array) and copy.flags.c_contiguous
