@@ -96,7 +96,7 @@ class CompiledModel:
             self._check_token_ids(arrays[0])
         result = self._vm["main"](*[_as_tensor(a, self._device) for a in arrays], *self._weights)
         outs = list(result) if isinstance(result, (tvm_ffi.Array, list, tuple)) else [result]
-        return [np.from_dlpack(o) for o in outs]  # zero-copy views that keep the artifact's output buffers alive
+        return [_as_numpy(o) for o in outs]
 
     def __call__(self, *inputs: Any) -> Any:
         as_torch = any(isinstance(x, torch.Tensor) for x in inputs)
@@ -108,16 +108,23 @@ class CompiledModel:
 
 
 TVM_ALIGNMENT = 64  # bytes; TVM accepts (DLPack) only buffers aligned like its own allocations
+DLPACK_CPU = 1  # DLPack's kDLCPU; a device of an RPC session has another type (the session is encoded in it)
 
 
 def _as_tensor(array: np.ndarray, device: Any) -> Any:
     """``array`` on ``device`` for the VM: shared without a copy when TVM can take it as it is (a
     contiguous CPU array aligned to 64 bytes, e.g. a KV cache this artifact returned last step: at
     context 512 the SmolLM-135M cache is 2 x 23.6 MB per step), else copied."""
-    if (device.dlpack_device_type() == 1 and array.size and array.flags.c_contiguous and array.flags.writeable
+    if (device.dlpack_device_type() == DLPACK_CPU and array.size and array.flags.c_contiguous and array.flags.writeable
             and array.ctypes.data % TVM_ALIGNMENT == 0):
         return tvm.runtime.from_dlpack(array)
     return tvm.runtime.tensor(array, device)
+
+
+def _as_numpy(tensor: Any) -> np.ndarray:
+    """A zero-copy view of a local CPU output (it keeps TVM's buffer alive); a copy of a remote one
+    (an RPC session's tensor, whose device numpy cannot address)."""
+    return np.from_dlpack(tensor) if tensor.device.dlpack_device_type() == DLPACK_CPU else tensor.numpy()
 
 
 def load(path: str | Path, check_hashes: bool = True) -> CompiledModel:

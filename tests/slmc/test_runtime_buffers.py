@@ -30,3 +30,20 @@ def test_a_returned_cache_is_fed_back_without_a_copy_and_results_match_copied_in
     read_only = keys.copy()
     read_only.flags.writeable = False
     np.testing.assert_array_equal(model.step(ids[:, :1], read_only, values)[0], shared[0])
+
+
+def test_tensors_of_an_rpc_session_are_copied_not_viewed():
+    import tvm
+    from tvm import rpc
+
+    from slmc.runtime import _as_numpy, _as_tensor
+
+    server = rpc.Server(host="127.0.0.1", port=9190, port_end=9290)
+    try:
+        device = rpc.connect("127.0.0.1", server.port).cpu(0)
+        remote = _as_tensor(np.arange(64, dtype=np.float32), device)  # aligned, but remote: copied there
+        assert remote.device.dlpack_device_type() != 1
+        np.testing.assert_array_equal(_as_numpy(remote), np.arange(64, dtype=np.float32))
+        assert _as_numpy(tvm.runtime.tensor(np.ones(3, np.float32))).ctypes.data % TVM_ALIGNMENT == 0
+    finally:
+        server.terminate()
