@@ -74,21 +74,21 @@ def _ort_session(path: Path, threads: int) -> Any:
     return step
 
 
-def ort_engines(graph: Any, threads: int, work: Path, linear_bytes: int, int8: bool) -> list[Engine]:
-    """ONNX Runtime fp32 and (``int8``) its dynamic int8 quantization, from one export of ``graph``."""
+def ort_engines(graph: Any, threads: int, work: Path, linear_bytes: int, fp32: bool = True, int8: bool = True) -> list[Engine]:
+    """ONNX Runtime fp32 (``fp32``) and (``int8``) its dynamic int8 quantization, from one export of ``graph``."""
     from slmc.onnx_export import export_onnx
 
     start = time.perf_counter()
-    fp32 = work / "model.onnx"
-    report = export_onnx(graph, fp32)
-    engines = [Engine("ort-fp32", _ort_session(fp32, threads), linear_bytes, time.perf_counter() - start,
-                      {"onnx_bytes": report["bytes"]})]
+    exported = work / "model.onnx"
+    report = export_onnx(graph, exported)
+    engines = [Engine("ort-fp32", _ort_session(exported, threads), linear_bytes, time.perf_counter() - start,
+                      {"onnx_bytes": report["bytes"]})] if fp32 else []
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         start = time.perf_counter()
         quantized = work / "model-int8.onnx"
-        quantize_dynamic(str(fp32), str(quantized), weight_type=QuantType.QInt8,
+        quantize_dynamic(str(exported), str(quantized), weight_type=QuantType.QInt8,
                          use_external_data_format=bool(report["external_data"]))
         size = sum(f.stat().st_size for f in work.glob("model-int8.onnx*"))
         engines.append(Engine("ort-int8", _ort_session(quantized, threads), linear_bytes // 4,

@@ -67,11 +67,12 @@ def _setup(name: str, spec: Any, engines: list[str], recipe: Path, threads: int,
             made.append(slmc_engine(spec, recipe, work / name, linear_bytes))
         elif engine == "torch":
             made.append(torch_engine(spec, threads, linear_bytes))
-        elif engine == "ort-fp32":
-            made.extend(ort_engines(trace(spec), threads, work / name, linear_bytes, int8="ort-int8" in engines))
+        elif any(e.name.startswith("ort-") for e in made):
+            continue  # both ONNX Runtime engines come from one export, made when the first was listed
         else:
-            continue  # ort-int8 is made with ort-fp32 (one export)
-        for added in made[-2 if engine == "ort-fp32" and "ort-int8" in engines else -1:]:
+            made.extend(ort_engines(trace(spec), threads, work / name, linear_bytes,
+                                    fp32="ort-fp32" in engines, int8="ort-int8" in engines))
+        for added in made[-2 if engine.startswith("ort-") and {"ort-fp32", "ort-int8"} <= set(engines) else -1:]:
             added.details["rss_growth_mb"] = round(_rss_mb() - before, 1)
     return made
 

@@ -83,3 +83,18 @@ def test_decode_caches_are_64_byte_aligned_copies():
     array = np.arange(1001, dtype=np.float32)[1:].reshape(10, 100)
     copy = _aligned(array)
     assert copy.ctypes.data % 64 == 0 and np.array_equal(copy, array) and copy.flags.c_contiguous
+
+
+def test_the_bench_w8a8_recipe_parses_and_its_ids_fit_every_bench_vocabulary():
+    from pathlib import Path
+
+    from slmc.bench.models import CONFIGS
+    from slmc.recipe import load_recipe
+
+    folder = Path(__file__).resolve().parents[2] / "examples" / "recipes" / "bench"
+    recipe = load_recipe(folder / "w8a8-smoothquant-random-ids.yaml")
+    assert recipe.calibration is not None
+    ids = np.load(folder / "random-ids-16x128.npy")
+    assert ids.shape == (16, 1, 128) and ids.min() >= 0
+    vocab = [fields.get("vocab_size") for _, _, fields in CONFIGS.values()]
+    assert ids.max() < min(vocab)
