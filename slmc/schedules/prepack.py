@@ -130,8 +130,8 @@ class _Rewrite(relax.PyExprMutator):
         self.tables = tables
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
-        if binding.var in self.ends:
-            self.builder_.emit_normalized(relax.VarBinding(binding.var, self.ends[binding.var]))
+        if binding.var in self.ends:  # its uses read the new parameter directly (no alias binding left)
+            self.set_var_remap(binding.var, self.ends[binding.var])
             return
         value = binding.value
         if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.same_as(_TAKE) \
