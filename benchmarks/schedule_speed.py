@@ -38,7 +38,12 @@ from slmc.bench.run import timed
 RECIPES = {
     "fp32": "passes: []\n",
     "int4": "passes:\n  - quantize: {bits: 4, group_size: 32, method: rtn}\n",
+    # static int8 activations need calibration; the bench models have random weights and no tokenizer:
+    # the prompts are random token ids, written next to the recipe (CALIBRATION_IDS)
+    "w8a8": "passes:\n  - quantize: {scheme: w8a8, smoothquant: {alpha: 0.5}, observer: minmax}\n"
+            "calibration: {tensors: calibration-ids.npy, num_samples: 16}\n",
 }
+CALIBRATION_IDS = "calibration-ids.npy"  # [16, 1, 128] int64 token ids below 256 (every bench model's vocabulary)
 
 
 def load_spec(model: str, work: Path, max_context: int):
@@ -74,6 +79,8 @@ def compile_variant(spec, recipe_text: str, slmc_rules: bool, work: Path):
 
     path = work / f"recipe-{abs(hash(recipe_text))}.yaml"
     path.write_text(recipe_text)
+    if CALIBRATION_IDS in recipe_text:
+        np.save(work / CALIBRATION_IDS, np.random.default_rng(0).integers(0, 256, (16, 1, 128), dtype=np.int64))
     target = load_target("host")
     final = compress(spec, load_recipe(path), target).final
     program = to_relax(final)

@@ -18,7 +18,9 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 from tvm.s_tir import dlight
 
 from slmc.gpu_schedule import schedule_gpu_kernels
+from slmc.kv_append import kv_append
 from slmc.schedules import cpu_schedule_passes
+from slmc.schedules.attention_rewrite import attention_rewrite
 from slmc.target import TargetDescriptor
 from slmc.tuning import tuning_passes
 
@@ -95,7 +97,9 @@ def build_pipeline(target: TargetDescriptor, tvm_target: tvm.target.Target,
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         passes = (
             cpu_pipeline.library_dispatch_passes(tvm_target)
+            + ([attention_rewrite] if target.tvm.kind == "llvm" and slmc_rules else [])  # KV cache read in place
             + [
+                kv_append,  # each layer's KV append reads the stacked cache in place (slmc.kv_append)
                 relax.transform.LegalizeOps(legalize_overrides()),
                 relax.transform.AnnotateTIROpPattern(),
                 relax.transform.FoldConstant(),

@@ -26,6 +26,7 @@ Native = Literal["native"]
 WeightDtype = Literal["float32", "float16", "bfloat16", "int8", "int4"]
 ActivationDtype = Literal["float32", "float16", "bfloat16", "int8", "int16"]
 SparsityPattern = Literal["unstructured", "2:4", "4:8"]
+Int8Dot = Literal["avx512_vnni", "avx_vnni", "dotprod", "i8mm"]
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
@@ -105,6 +106,11 @@ class Compute(StrictModel):
     """Compute capabilities."""
 
     vector_width_bits: PositiveInt | Native | None = None
+    int8_dot: list[Int8Dot] | Native = Field(
+        default_factory=list,
+        description="int8 dot-product instructions the CPU has: avx512_vnni, avx_vnni (x86 VPDPBUSD), dotprod (Arm "
+                    "SDOT), i8mm (Arm SMMLA; no slmc kernel uses it yet); slmc's int8 linears use them "
+                    "(slmc.schedules.int8_matmul). Must agree with tvm.mcpu/mattr; 'native': this machine's CPU flags")
     peak_gops: dict[str, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict, description="peak operations per second (1e9) by dtype"
     )
@@ -241,6 +247,15 @@ def _native_vector_width() -> int:
     return 128  # SSE2 on x86-64, NEON/ASIMD on aarch64: both 128-bit
 
 
+# /proc/cpuinfo flag -> int8 dot-product feature (x86 "flags", aarch64 "Features")
+NATIVE_INT8_DOT = {"avx512_vnni": "avx512_vnni", "avx_vnni": "avx_vnni", "asimddp": "dotprod", "i8mm": "i8mm"}
+
+
+def _native_int8_dot() -> list[str]:
+    flags = _cpu_flags()
+    return [feature for flag, feature in NATIVE_INT8_DOT.items() if flag in flags]
+
+
 def _usable_ram_bytes(physical: int) -> int:
     """Physical RAM, capped by the cgroup v2 memory limit when the process runs under one."""
     try:
@@ -251,7 +266,7 @@ def _usable_ram_bytes(physical: int) -> int:
 
 
 def _resolve_native(data: dict[str, Any]) -> dict[str, Any]:
-    """Replace ``native`` values with this machine's (mcpu, num_cores, ram_bytes, vector width)."""
+    """Replace ``native`` values with this machine's (mcpu, num_cores, ram_bytes, vector width, int8 dot)."""
     import psutil
 
     natives = {
@@ -259,6 +274,7 @@ def _resolve_native(data: dict[str, Any]) -> dict[str, Any]:
         ("tvm", "num_cores"): lambda: len(os.sched_getaffinity(0)),
         ("memory", "ram_bytes"): lambda: _usable_ram_bytes(psutil.virtual_memory().total),
         ("compute", "vector_width_bits"): _native_vector_width,
+        ("compute", "int8_dot"): _native_int8_dot,
     }
     for (section, key), detect in natives.items():
         part = data.get(section)

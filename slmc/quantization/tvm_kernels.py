@@ -57,26 +57,92 @@ def _scaled(x: te.Tensor, input_scale: te.Tensor | None) -> te.Tensor:
     return te.compute(x.shape, lambda m, k: x[m, k] * input_scale[k], name="scaled_input")
 
 
+LINEAR_TILE_WIDTHS = (64, 32, 16)  # output channels per weight tile of quantized_linear, widest first
+
+
+def linear_tile_width(out_features: int) -> int | None:
+    """Output channels per tile of a quantized linear's weights: the widest of ``LINEAR_TILE_WIDTHS``
+    dividing ``out_features`` (``None``: the kernel reads the untiled ``[K', N]`` layout)."""
+    return next((w for w in LINEAR_TILE_WIDTHS if out_features % w == 0), None)
+
+
+def _tiled_code(qweight: te.Tensor, tile: Any, k: Any, lane: Any, bits: int) -> Any:
+    """The unsigned code of input ``k``, channel ``lane`` of ``tile`` in ``[N/nb, K', nb]`` codes, as int32
+    (int4: channel ``2j`` in the low nibble, ``slmc.quantization.formats.pack``). On AVX-512 the
+    vectorized loop unpacks a 64-byte row with byte masks/shifts, ``vpmovzxbd`` and ``vcvtdq2ps``
+    (no gathers, nothing scalar)."""
+    if bits == 8:
+        return qweight[tile, k, lane].astype("int32")
+    byte = qweight[tile, tirx.floordiv(k, 2), lane].astype("int32")
+    return tirx.bitwise_and(tirx.shift_right(byte, tirx.floormod(k, 2) * 4), tirx.const(15, "int32"))
+
+
+def _group_factored_matmul(xs: te.Tensor, qweight: te.Tensor, scales: te.Tensor, zeros: te.Tensor | None, bits: int,
+                           group_size: int) -> te.Tensor:
+    """``out[m, n] = sum_g scale[g, n] * (sum_{k in g} x[m, k] * code[k, n] - zero[g, n] * sum_{k in g} x[m, k])``.
+
+    The same sum as ``sum_k x[m, k] * (code[k, n] - zero[g, n]) * scale[g, n]``, regrouped so that the
+    reduction over ``k`` multiplies by the raw codes only (one FMA per weight, no per-weight subtract,
+    multiply or scale load); the zero point and the scale are applied once per group. Codes, scales
+    and zero points are tiled ``[N/nb, K', nb]`` / ``[N/nb, G, nb]``: the ``nb`` channels of one tile
+    are one contiguous block, streamed front to back by one parallel chunk. The unpacked codes are
+    a stage of their own (``unpacked_codes``, float32 ``[N/nb, K, nb]`` as written): the CPU schedule
+    (``slmc.schedules.quantized_matmul``) inlines it in decode and computes one ``[group, nb]`` block
+    of it at a time in prefill, so no float copy of the weight exists at run time.
+    """
+    rows, in_features = xs.shape
+    tiles, _, width = qweight.shape
+    groups = in_features // group_size
+    r = te.reduce_axis((0, group_size), name="r")
+    sums = te.compute((rows, groups), lambda m, g: te.sum(xs[m, g * group_size + r], axis=r), name="group_sum")
+    codes = te.compute((tiles, in_features, width),  # a stage of its own: the schedule inlines it or reuses it across rows
+                       lambda t, k, lane: _tiled_code(qweight, t, k, lane, bits).astype("float32"), name="unpacked_codes")
+    i = te.reduce_axis((0, group_size), name="i")
+    dots = te.compute(
+        (rows, tiles * width, groups),
+        lambda m, n, g: te.sum(xs[m, g * group_size + i] * codes[n // width, g * group_size + i, n % width], axis=i),
+        name="group_dot",
+    )
+
+    def at(table: te.Tensor, g: Any, n: Any) -> Any:
+        return table[n // width, g, n % width].astype("float32")
+
+    g = te.reduce_axis((0, groups), name="g")
+    mid = tirx.const(2.0 ** (bits - 1), "float32")
+    return te.compute(
+        (rows, tiles * width),
+        lambda m, n: te.sum((dots[m, n, g] - (at(zeros, g, n) if zeros is not None else mid) * sums[m, g])
+                            * at(scales, g, n), axis=g),
+        name="dequant_matmul",
+    )
+
+
 def quantized_linear_te(x: te.Tensor, qweight: te.Tensor, scales: te.Tensor, zeros: te.Tensor | None,
                         bias: te.Tensor | None, input_scale: te.Tensor | None, bits: int, group_size: int) -> te.Tensor:
     """``out[m, n] = sum_k x'[m, k] * dequantized(n, k) (+ bias[n])`` with ``x' = x * input_scale``.
 
-    ``qweight``, ``scales`` and ``zeros`` are transposed (``[K', N]``, ``[G, N]``): the converter
-    reads them through ``permute_dims``, which ``slmc.schedules.prepack`` folds into the stored weights.
+    Two layouts of ``qweight``, ``scales`` and ``zeros``, both read through ``permute_dims`` /
+    ``reshape`` chains that ``slmc.schedules.prepack`` folds into the stored weights:
+    tiled ``[N/nb, K', nb]`` / ``[N/nb, G, nb]`` (``linear_tile_width``; the group-factored sum of
+    ``_group_factored_matmul``), or transposed ``[K', N]`` / ``[G, N]`` (each weight dequantized
+    inside the reduction) when no tile width divides ``N``. Precondition: ``group_size`` divides
+    ``K`` (``QuantFormat.check_shape``).
     """
     rows, in_features = x.shape
-    out_features = qweight.shape[1]
     xs = _scaled(x, input_scale)
-    k = te.reduce_axis((0, in_features), name="k")
-    out = te.compute(
-        (rows, out_features),
-        lambda m, n: te.sum(xs[m, k] * dequantized(qweight, scales, zeros, bits, group_size, n, k, transposed=True),
-                            axis=k),
-        name="dequant_matmul",
-    )
+    if len(qweight.shape) == 3:
+        out = _group_factored_matmul(xs, qweight, scales, zeros, bits, group_size)
+    else:
+        k = te.reduce_axis((0, in_features), name="k")
+        out = te.compute(
+            (rows, qweight.shape[1]),
+            lambda m, n: te.sum(xs[m, k] * dequantized(qweight, scales, zeros, bits, group_size, n, k, transposed=True),
+                                axis=k),
+            name="dequant_matmul",
+        )
     if bias is None:
         return out
-    return te.compute((rows, out_features), lambda m, n: out[m, n] + bias[n], name="bias_add")
+    return te.compute(out.shape, lambda m, n: out[m, n] + bias[n], name="bias_add")
 
 
 def quantized_embedding_te(ids: te.Tensor, qweight: te.Tensor, scales: te.Tensor, zeros: te.Tensor | None,
@@ -88,32 +154,71 @@ def quantized_embedding_te(ids: te.Tensor, qweight: te.Tensor, scales: te.Tensor
                       name="dequant_take")
 
 
+DOT_TILE = (16, 4)  # int8 dot-product weight tile: output channels x inputs (slmc.schedules.int8_matmul)
+DOT_ROWS = 2  # the tiled kernel's activation rows come in pairs (each weight tile loaded once per pair)
+
+
+def _activation_codes(x: te.Tensor, input_scale: te.Tensor | None, activation_scale: float,
+                      row_multiple: int = 1) -> te.Tensor:
+    """int8 codes of ``x * input_scale / activation_scale``; rows padded up to a multiple of
+    ``row_multiple`` with copies of the last row (computed alongside, never written out)."""
+    xs = _scaled(x, input_scale)
+    rows, in_features = x.shape
+    limit = tirx.const(127.0, "float32")
+    inverse = tirx.const(reciprocal(activation_scale), "float32")
+
+    def code(m: Any, k: Any) -> Any:
+        return tirx.max(tirx.min(tirx.nearbyint(xs[m, k] * inverse), limit), -limit).astype("int8")
+
+    if row_multiple == 1:
+        return te.compute(x.shape, code, name="quantize_activations")
+    padded = tirx.floordiv(rows + (row_multiple - 1), row_multiple) * row_multiple
+    return te.compute((padded, in_features), lambda m, k: code(tirx.min(m, rows - 1), k), name="quantize_activations")
+
+
+def _int8_matmul(codes: te.Tensor, qweight: te.Tensor) -> Callable[[Any, Any], Any]:
+    """``acc(m, n) = sum_k x[m, k] * w[n, k]``, int32 accumulation, on an ``[N, K]`` weight or one
+    tiled ``[N/16, K/4, 16, 4]`` (16 channels x 4 inputs contiguous: one int8 dot-product tile)."""
+    if len(qweight.shape) == 2:
+        k = te.reduce_axis((0, codes.shape[1]), name="k")
+        plain = te.compute(
+            (codes.shape[0], qweight.shape[0]),
+            lambda m, n: te.sum(codes[m, k].astype("int32") * qweight[n, k].astype("int32"), axis=k),
+            name="int8_matmul",
+        )
+        return lambda m, n: plain[m, n]
+    tiles, blocks, width, depth = qweight.shape
+    ko = te.reduce_axis((0, blocks), name="ko")
+    ki = te.reduce_axis((0, depth), name="ki")
+    tiled = te.compute(
+        (codes.shape[0], tiles, width),
+        lambda m, t, i: te.sum(codes[m, ko * depth + ki].astype("int32") * qweight[t, ko, i, ki].astype("int32"),
+                               axis=[ko, ki]),
+        name="int8_dot_matmul",
+    )
+    return lambda m, n: tiled[m, tirx.floordiv(n, width), tirx.floormod(n, width)]
+
+
 def w8a8_linear_te(x: te.Tensor, qweight: te.Tensor, weight_scales: te.Tensor, bias: te.Tensor | None,
                    input_scale: te.Tensor | None, activation_scale: float) -> te.Tensor:
-    """int8 activations x int8 weights, int32 accumulation, float32 rescale (see ``ops.w8a8_linear``)."""
-    rows, in_features = x.shape
-    out_features = qweight.shape[0]
-    xs = _scaled(x, input_scale)
-    limit = tirx.const(127.0, "float32")
-    codes = te.compute(
-        (rows, in_features),
-        lambda m, k: tirx.max(tirx.min(tirx.nearbyint(xs[m, k] * tirx.const(reciprocal(activation_scale), "float32")), limit),
-                              -limit).astype("int8"),
-        name="quantize_activations",
-    )
-    k = te.reduce_axis((0, in_features), name="k")
-    accumulated = te.compute(
-        (rows, out_features),
-        lambda m, n: te.sum(codes[m, k].astype("int32") * qweight[n, k].astype("int32"), axis=k),
-        name="int8_matmul",
-    )
+    """int8 activations x int8 weights, int32 accumulation, float32 rescale (see ``ops.w8a8_linear``).
+
+    ``qweight`` is ``[N, K]``, or tiled ``[N/16, K/4, 16, 4]`` (``DOT_TILE``: what the converter
+    emits when 16 divides ``N`` and 4 divides ``K``; ``slmc.schedules.int8_matmul`` maps each tile
+    onto the target's int8 dot-product instructions, for ``DOT_ROWS`` rows at a time: the tiled
+    kernel's codes are padded to a multiple of it). Both give the same int32 sums bit for bit.
+    """
+    tiled = len(qweight.shape) == 4
+    codes = _activation_codes(x, input_scale, activation_scale, DOT_ROWS if tiled else 1)
+    accumulated = _int8_matmul(codes, qweight)
+    out_features = qweight.shape[0] * qweight.shape[2] if tiled else qweight.shape[0]
     scale = tirx.const(activation_scale, "float32")
 
     def rescale(m: Any, n: Any) -> Any:
-        value = accumulated[m, n].astype("float32") * (scale * weight_scales[n])
+        value = accumulated(m, n).astype("float32") * (scale * weight_scales[n])
         return value + bias[n] if bias is not None else value
 
-    return te.compute((rows, out_features), rescale, name="requantize")
+    return te.compute((x.shape[0], out_features), rescale, name="requantize")
 
 
 def _flatten(bb: relax.BlockBuilder, x: relax.Expr) -> tuple[relax.Expr, list[Any]]:
@@ -138,13 +243,23 @@ def _kernel_name(kind: str, *parts: Any) -> str:
     return "_".join([kind, *(str(p) for p in parts if p not in (None, ""))])
 
 
+def _weight_layout(bb: relax.BlockBuilder, table: relax.Expr, width: int | None) -> relax.Expr:
+    """``[N, C]`` -> tiled ``[N/width, C, width]`` (or ``[C, N]`` when ``width`` is None), as a
+    reshape/permute chain that ``slmc.schedules.prepack`` applies to the stored weight once."""
+    if width is None:
+        return bb.emit(relax.op.permute_dims(table))
+    rows, cols = (int(v) for v in table.ty.shape.values)
+    return bb.emit(relax.op.permute_dims(bb.emit(relax.op.reshape(table, [rows // width, width, cols])), [0, 2, 1]))
+
+
 def _convert_quantized_linear(node: Any, importer: Any) -> relax.Var:
     x, qweight, scales, zeros, bias, input_scale, bits, group_size = importer.retrieve_args(node)
     bb = importer.block_builder
     flat, leading = _flatten(bb, x)
     name = _kernel_name("slmc_qlinear", f"int{bits}", f"g{group_size}", "asym" if zeros is not None else "sym")
-    qweight, scales = bb.emit(relax.op.permute_dims(qweight)), bb.emit(relax.op.permute_dims(scales))
-    zeros = bb.emit(relax.op.permute_dims(zeros)) if zeros is not None else None
+    width = linear_tile_width(int(qweight.ty.shape.values[0]))
+    qweight, scales = _weight_layout(bb, qweight, width), _weight_layout(bb, scales, width)
+    zeros = _weight_layout(bb, zeros, width) if zeros is not None else None
     out = bb.emit_te(quantized_linear_te, flat, qweight, scales, zeros, bias, input_scale, int(bits), int(group_size),
                      primfunc_name_hint=name, primfunc_attrs={KERNEL_ATTR: "quantized_linear"})
     return _restore(bb, out, leading)
@@ -172,6 +287,11 @@ def _convert_w8a8_linear(node: Any, importer: Any) -> relax.Var:
     x, qweight, weight_scales, bias, input_scale, activation_scale = importer.retrieve_args(node)
     bb = importer.block_builder
     flat, leading = _flatten(bb, x)
+    out_features, in_features = (int(v) for v in qweight.ty.shape.values)
+    width, depth = DOT_TILE
+    if out_features % width == 0 and in_features % depth == 0:  # tiled: stored so at compile time (prepack)
+        tiles = bb.emit(relax.op.reshape(qweight, [out_features // width, width, in_features // depth, depth]))
+        qweight = bb.emit(relax.op.permute_dims(tiles, [0, 2, 1, 3]))
     out = bb.emit_te(w8a8_linear_te, flat, qweight, weight_scales, bias, input_scale, float(activation_scale),
                      primfunc_name_hint="slmc_w8a8_linear", primfunc_attrs={KERNEL_ATTR: "w8a8_linear"})
     return _restore(bb, out, leading)

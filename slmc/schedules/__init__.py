@@ -2,10 +2,13 @@
 
 ``cpu_schedule_passes`` is what ``slmc.relax_pipeline`` runs for an ``llvm`` target, in order:
 slmc's own rules (``QuantizedMatmul``: int4/int8 weight-only linears with dequantization fused;
-``DenseMatmul``: float linears on prepacked ``[K, N]`` weights), then dlight's CPU rules (GEMV,
-Reduction: softmax, norms), then ``Fallback`` (parallel outer loop, vectorized inner loop) for
-what is left. Weights are prepacked at lowering time by ``slmc.schedules.prepack``. Every rule
-reads the target's vector width and core count from the descriptor.
+``Int8Matmul``: int8 x int8 (w8a8) linears on the target's int8 dot-product instructions;
+``DenseMatmul``: float linears on prepacked ``[K, N]`` weights; ``AttentionScores`` /
+``AttentionValues``: attention on the KV cache in place, ``slmc.schedules.attention``; ``RowReduction``:
+softmax and norms, ``slmc.schedules.norms``), then dlight's CPU rules (GEMV, Reduction), then
+``Fallback`` (parallel outer loop, vectorized inner loop) for what is left. Weights are prepacked
+at lowering time by ``slmc.schedules.prepack``. Every rule reads the target's vector width and core
+count from the descriptor.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from collections import Counter
 import tvm
 from tvm.s_tir import dlight
 
+from slmc.schedules.attention import attention_rules
 from slmc.schedules.dense_matmul import DenseMatmul
 from slmc.schedules.fallback import Fallback
+from slmc.schedules.int8_matmul import Int8Matmul
 from slmc.schedules.quantized_matmul import QuantizedMatmul
 from slmc.schedules.row_matmul import CpuParams
 from slmc.target import TargetDescriptor
@@ -35,7 +40,10 @@ def cpu_params(target: TargetDescriptor) -> CpuParams:
 def cpu_schedule_passes(target: TargetDescriptor, notes: list[str]) -> list[tvm.transform.Pass]:
     """The schedule passes for a CPU target; a summary of which rule took how many kernels goes to ``notes``."""
     params = cpu_params(target)
-    slmc_rules = [QuantizedMatmul(params, notes), DenseMatmul(params, notes)]
+    dot = target.compute.int8_dot
+    slmc_rules = [QuantizedMatmul(params, notes), DenseMatmul(params, notes),
+                  Int8Matmul(params, dot if isinstance(dot, list) else [], notes)]
+    slmc_rules += attention_rules(params, notes)  # attention's kernels, softmax, norms (slmc.schedules.attention)
     fallback = Fallback(params, notes)
 
     @tvm.transform.module_pass(opt_level=0, name="slmc_cpu_schedules")

@@ -58,17 +58,17 @@ def chunk_width(out_features: int, params: CpuParams) -> int | None:
     return balanced[0] if balanced else fitting[-1]
 
 
-def _blocks(sch: s_tir.Schedule) -> list[s_tir.schedule.SBlockRV]:
+def root_blocks(sch: s_tir.Schedule) -> list[s_tir.schedule.SBlockRV]:
     return list(sch.get_child_blocks(sch.get_sblock("root")))
 
 
-def _is_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
+def is_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
     return any(iv.iter_type == tirx.IterVar.CommReduce for iv in sch.get(block).iter_vars)
 
 
 def matmul_block(sch: s_tir.Schedule) -> s_tir.schedule.SBlockRV | None:
     """The one reduction block ``[M, N] <- sum over K`` of a 2-D matmul kernel, else ``None``."""
-    reductions = [b for b in _blocks(sch) if _is_reduction(sch, b)]
+    reductions = [b for b in root_blocks(sch) if is_reduction(sch, b)]
     if len(reductions) != 1:
         return None
     block = reductions[0]
@@ -101,7 +101,7 @@ def schedule_row_matmul(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, par
     width = chunk_width(out_features, params)
     if width is None:
         return None
-    others = [b for b in _blocks(sch) if not sch.get(b).same_as(sch.get(block))]
+    others = [b for b in root_blocks(sch) if not sch.get(b).same_as(sch.get(block))]
     consumers = {str(sch.get(b).name_hint) for b in sch.get_consumers(block)}
     producers = [b for b in others if str(sch.get(b).name_hint) not in consumers]
     epilogues = [b for b in others if str(sch.get(b).name_hint) in consumers]
@@ -113,20 +113,33 @@ def schedule_row_matmul(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, par
     sch.reorder(no, mo, ko, kt, mi, ni)
     accumulator = sch.cache_write(block, 0, "local")
     sch.reverse_compute_at(accumulator, mo)
-    kept = []
-    for epilogue in epilogues:  # elementwise epilogues fold into the write-back of the accumulator
-        try:
-            sch.reverse_compute_inline(epilogue)
-        except s_tir.ScheduleError:
-            sch.reverse_compute_at(epilogue, mo)
-            kept.append(epilogue)
+    kept = fold_epilogues(sch, epilogues, mo)
     sch.unroll(kt)
     sch.unroll(mi)
     sch.vectorize(ni)  # before decompose_reduction: the update block alone is no longer a reduction block
     sch.parallel(no)
     init = sch.decompose_reduction(block, ko)
-    for tail in [init, accumulator, *kept]:
+    vectorize_tails(sch, [init, accumulator, *kept])
+    return sch
+
+
+def fold_epilogues(sch: s_tir.Schedule, epilogues: list[s_tir.schedule.SBlockRV],
+                   loop: s_tir.schedule.LoopRV) -> list[s_tir.schedule.SBlockRV]:
+    """Fold elementwise epilogues into the write-back of the accumulator; those that do not fold
+    run under ``loop`` instead and are returned."""
+    kept = []
+    for epilogue in epilogues:
+        try:
+            sch.reverse_compute_inline(epilogue)
+        except s_tir.ScheduleError:
+            sch.reverse_compute_at(epilogue, loop)
+            kept.append(epilogue)
+    return kept
+
+
+def vectorize_tails(sch: s_tir.Schedule, blocks: list[s_tir.schedule.SBlockRV]) -> None:
+    """Vectorize the innermost loop of each block (initializations, write-backs) unless it already is."""
+    for tail in blocks:
         loop = sch.get_loops(tail)[-1]
         if sch.get(loop).kind != tirx.ForKind.VECTORIZED:
             sch.vectorize(loop)
-    return sch

@@ -5,6 +5,8 @@ Tolerance: 1e-4 absolute on outputs of magnitude ~10 (measured: <= 2e-5, float32
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,8 @@ from slmc.lowering import build, to_relax
 from slmc.quantization.formats import QuantFormat, quantize_rtn
 from slmc.quantization.ops import quantize_activations
 from slmc.quantization.tvm_kernels import KERNEL_ATTR
+from slmc.schedules import cpu_params
+from slmc.schedules.quantized_matmul import QuantizedMatmul
 
 TOLERANCE = 1e-4
 
@@ -100,14 +104,24 @@ def test_quantized_linear_without_bias_2d_input(host_target):
 
 
 def test_kernel_reads_packed_weights_only(host_target):
-    """No float32 [N, K] buffer exists in the lowered kernel: the weight is dequantized in the reduction."""
+    """No float32 [N, K] buffer exists in the lowered kernel: the weight is dequantized in the reduction
+    (decode) or one [group, tile] block at a time (prefill)."""
     module = QLinear(QuantFormat(4, 32, True), bias=False)
     _, mod = _compile_and_compare(module, lambda n: torch.randn(1, n, 64), [2], host_target)
     kernel = next(f for gv, f in mod.functions.items() if gv.name_hint.startswith("slmc_qlinear"))
     text = kernel.script()
-    assert 'T.Buffer((T.int64(32), T.int64(48)), "uint8")' in text  # prepacked [K/2, N] (slmc.schedules.prepack)
-    assert 'T.Buffer((T.int64(2), T.int64(48)), "float16")' in text
-    assert "T.alloc_buffer(" not in text and 'T.Buffer((T.int64(48), T.int64(64)), "float32")' not in text
+    assert 'T.Buffer((T.int64(3), T.int64(32), T.int64(16)), "uint8")' in text  # prepacked tiles [N/16, K/2, 16]
+    assert 'T.Buffer((T.int64(3), T.int64(2), T.int64(16)), "float16")' in text  # (slmc.schedules.prepack)
+    scheduled = QuantizedMatmul(cpu_params(host_target)).apply(kernel, host_target.tvm_target(), False).mod
+    lower = tvm.transform.Sequential([tvm.s_tir.transform.LowerInitBlock(),
+                                      tvm.s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
+                                      tvm.s_tir.transform.ConvertBlocksToOpaque(),
+                                      tvm.s_tir.transform.CompactBufferAllocation()])
+    lowered = lower(scheduled)["main"].script()
+    codes = next(line for line in lowered.splitlines() if "unpacked_codes_local = T." in line)
+    assert "((T.int64(1), T.int64(32), T.int64(16))" in codes  # one group of one tile, unpacked once for all rows
+    allocated = set(re.findall(r"(\w+) = T.(?:sblock_)?alloc_buffer", lowered))
+    assert allocated == {"unpacked_codes_local", "group_dot_local", "dequant_matmul_local", "group_sum"}
 
 
 @pytest.mark.parametrize("fmt", [QuantFormat(4, 32, True), QuantFormat(8, None, False)], ids=lambda f: f.describe())

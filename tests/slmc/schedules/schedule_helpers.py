@@ -27,12 +27,16 @@ def dense_kernel(k: int, n: int, weight_k_by_n: bool = True) -> tirx.PrimFunc:
 
 
 def quantized_kernel(k: int, n: int, bits: int = 4, group: int = 32, zeros: bool = False, bias: bool = False,
-                     input_scale: bool = False) -> tirx.PrimFunc:
-    """slmc's quantized linear kernel on prepacked ``[K', N]`` codes, marked with ``slmc.kernel``."""
+                     input_scale: bool = False, tile: int | None = None) -> tirx.PrimFunc:
+    """slmc's quantized linear kernel on prepacked ``[K', N]`` codes (or ``[N/tile, K', tile]`` tiles),
+    marked with ``slmc.kernel``."""
+    def table(rows: int, dtype: str, name: str) -> te.Tensor:
+        return te.placeholder((rows, n) if tile is None else (n // tile, rows, tile), dtype, name)
+
     x = te.placeholder((rows_var(), k), "float32", "x")
-    q = te.placeholder((k * bits // 8, n), "uint8", "q")
-    s = te.placeholder((k // group, n), "float16", "s")
-    z = te.placeholder((k // group, n), "uint8", "z") if zeros else None
+    q = table(k * bits // 8, "uint8", "q")
+    s = table(k // group, "float16", "s")
+    z = table(k // group, "uint8", "z") if zeros else None
     b = te.placeholder((n,), "float32", "b") if bias else None
     a = te.placeholder((k,), "float32", "a") if input_scale else None
     out = quantized_linear_te(x, q, s, z, b, a, bits, group)

@@ -1,4 +1,8 @@
-"""QuantizedMatmul: slmc's quantized linear kernels, scheduled on the host (slmc.schedules.quantized_matmul)."""
+"""QuantizedMatmul: slmc's quantized linear kernels, scheduled on the host (slmc.schedules.quantized_matmul).
+
+Both weight layouts: transposed ``[K', N]`` (each weight dequantized in the reduction) and tiled
+``[N/nb, K', nb]`` (group-factored sum), against numpy at 1 (decode), 3 and 128 (prefill) rows.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,40 @@ import re
 import numpy as np
 import pytest
 from schedule_helpers import AVX512_2CORES, dense_kernel, dequantize, quantized_kernel, run
+from tvm import te
 
+from slmc.quantization.tvm_kernels import KERNEL_ATTR, linear_tile_width, quantized_linear_te
 from slmc.schedules.quantized_matmul import QuantizedMatmul
+from slmc.schedules.row_matmul import CpuParams
 
 K, N = 64, 48
 
 
-def _schedule(func, host_target):
-    sch = QuantizedMatmul(AVX512_2CORES).apply(func, host_target.tvm_target(), False)
+def _schedule(func, host_target, params=AVX512_2CORES):
+    sch = QuantizedMatmul(params).apply(func, host_target.tvm_target(), False)
     return None if sch is None else sch.mod["main"]
+
+
+def _tiled(table: np.ndarray, width: int) -> np.ndarray:
+    """``[C, N]`` -> ``[N/width, C, width]``: the layout slmc.schedules.prepack stores for the converter's chain."""
+    return np.ascontiguousarray(table.reshape(table.shape[0], -1, width).transpose(1, 0, 2))
+
+
+def _matches_numpy(func, host_target, k, n, bits, group, rows, seed, epilogue=lambda y: y):
+    """Run the scheduled tiled kernel (64-channel tiles, symmetric) on random weights against numpy."""
+    rng = np.random.default_rng(seed)
+    codes, scales, _ = _packed_weights(rng, k, n, bits, group, False)
+    x = rng.standard_normal((rows, k)).astype(np.float32)
+    got = run(func, host_target.tvm_target(), x, _tiled(codes, 64), _tiled(scales, 64), out_shape=(rows, n))
+    want = epilogue(x @ dequantize(codes, scales, None, bits, group))
+    np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max(), rtol=1e-5)
+
+
+def _packed_weights(rng, k, n, bits, group, zeros):
+    codes = rng.integers(0, 256 if bits == 4 else 2**bits, (k * bits // 8, n)).astype(np.uint8)
+    scales = (rng.random((k // group, n)) * 0.1 + 0.01).astype(np.float16)
+    zero = rng.integers(0, 2**bits, (k // group, n)).astype(np.uint8) if zeros else None
+    return codes, scales, zero
 
 
 @pytest.mark.parametrize("bits,zeros,extras", [(4, False, False), (4, True, True), (8, True, False)],
@@ -51,3 +80,92 @@ def test_declines_kernels_that_are_not_quantized_linears(host_target):
 
 def test_declines_output_width_no_vector_divides(host_target):
     assert _schedule(quantized_kernel(K, 20), host_target) is None  # 20 channels: not a multiple of 16 lanes
+
+
+TK, TN = 256, 192  # tiled cases: 3 tiles of 64 channels; 8 groups of 32 or 2 of 128
+
+
+@pytest.mark.parametrize("bits,zeros,group,extras", [(4, False, 32, False), (4, True, 128, True), (8, False, 128, True),
+                                                     (8, True, 32, False)],
+                         ids=["int4-sym-g32", "int4-asym-g128-bias-scale", "int8-sym-g128-bias-scale", "int8-asym-g32"])
+def test_tiled_kernel_streams_tiles_and_matches_numpy(bits, zeros, group, extras, host_target):
+    width = linear_tile_width(TN)
+    func = _schedule(quantized_kernel(TK, TN, bits, group, zeros=zeros, bias=extras, input_scale=extras, tile=width),
+                     host_target)
+    text = func.script()
+    assert width == 64 and "if m == T.int64(1):" in text  # decode nest for one row, prefill nest for more
+    assert text.count("T.parallel(3)") == 2  # one chunk per contiguous tile, in both nests
+    assert text.count("T.vectorized(64)") >= 6  # 4 vectors of 16 lanes
+    assert ("T.unroll(2)" in text) == (bits == 4)  # both nibbles of one loaded byte
+    # decode: per-group dots and the accumulator in registers; prefill: one [group, 64] block of
+    # unpacked codes per tile and group (computed under the group loop), reused by every row
+    allocated = set(re.findall(r"(\w+) = T.sblock_alloc_buffer", text))
+    assert allocated == {"group_dot_local", "group_sum", "dequant_matmul_local", "unpacked_codes_local"} | (
+        {"scaled_input", "dequant_matmul"} if extras else set())  # with a bias, prefill accumulates in a buffer
+    assert re.search(rf'T.sblock\("unpacked_codes"\):\n.*\n\s+v_k = T.axis.spatial\({TK}, g \* {group} \+', text)
+    rng = np.random.default_rng(1)
+    codes, scales, zero = _packed_weights(rng, TK, TN, bits, group, zeros)
+    bias = rng.standard_normal(TN).astype(np.float32)
+    input_scale = (rng.random(TK) + 0.5).astype(np.float32)
+    weight = dequantize(codes, scales, zero, bits, group)
+    tables = [_tiled(t, width) for t in (codes, scales, zero) if t is not None]
+    for rows in (1, 3, 128):
+        x = rng.standard_normal((rows, TK)).astype(np.float32)
+        got = run(func, host_target.tvm_target(), x, *tables, *([bias, input_scale] if extras else []), out_shape=(rows, TN))
+        want = ((x * input_scale) if extras else x) @ weight + (bias if extras else 0.0)
+        # the regrouped sum rounds differently: measured <= 3e-6 relative to the largest output
+        np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max(), rtol=1e-5)
+
+
+def test_tiled_kernel_on_narrow_simd_walks_tiles_in_slices(host_target):
+    """128-bit vectors (4 lanes): a 64-channel tile is walked as 4 slices of 4 vectors, all parallel."""
+    func = _schedule(quantized_kernel(64, 128, 4, 32, tile=64), host_target, CpuParams(vector_bits=128, cores=2))
+    text = func.script()
+    assert text.count("T.parallel(8)") == 2 and "T.vectorized(16)" in text and "T.vectorized(64)" not in text
+    _matches_numpy(func, host_target, 64, 128, 4, 32, rows=3, seed=2)
+
+
+def test_tiled_kernel_folds_an_elementwise_epilogue_into_the_write_back(host_target):
+    x = te.placeholder((te.var("m", "int64"), 64), "float32", "x")
+    q, s = te.placeholder((2, 32, 64), "uint8", "q"), te.placeholder((2, 2, 64), "float16", "s")
+    out = quantized_linear_te(x, q, s, None, None, None, 4, 32)
+    relu = te.compute(out.shape, lambda m, n: te.max(out[m, n], te.const(0.0, "float32")), name="relu")
+    func = _schedule(te.create_prim_func([x, q, s, relu]).with_attr(KERNEL_ATTR, "quantized_linear"), host_target)
+    text = func.script()
+    assert "T.max(dequant_matmul_local" in text  # decode: folded into the write-back of the accumulator
+    _matches_numpy(func, host_target, 64, 128, 4, 32, rows=5, seed=3, epilogue=lambda y: np.maximum(y, 0))
+
+
+def test_tile_width_is_the_widest_that_divides_the_outputs():
+    assert [linear_tile_width(n) for n in (49152, 1536, 576, 192, 48, 20)] == [64, 64, 64, 64, 16, None]
+
+
+def test_declines_tiled_kernel_whose_group_dots_feed_two_blocks(host_target):
+    """A kernel of the tiled form that is not the converter's (its group dots also feed an output) is declined."""
+    x = te.placeholder((te.var("m", "int64"), 64), "float32", "x")
+    q, s = te.placeholder((2, 32, 64), "uint8", "q"), te.placeholder((2, 2, 64), "float16", "s")
+    out = quantized_linear_te(x, q, s, None, None, None, 4, 32)
+    dots = out.op.input_tensors[0] if out.op.input_tensors[0].op.name == "group_dot" else out.op.input_tensors[1]
+    copy = te.compute(dots.shape, lambda m, n, g: dots[m, n, g] * 2.0, name="copy")
+    func = te.create_prim_func([x, q, s, out, copy]).with_attr(KERNEL_ATTR, "quantized_linear")
+    assert _schedule(func, host_target) is None
+
+
+@pytest.mark.parametrize("rows", [1, 8])
+def test_tiled_kernel_with_a_static_row_count_gets_one_nest(rows, host_target):
+    x = te.placeholder((rows, 64), "float32", "x")
+    q, s = te.placeholder((2, 32, 64), "uint8", "q"), te.placeholder((2, 2, 64), "float16", "s")
+    out = quantized_linear_te(x, q, s, None, None, None, 4, 32)
+    func = _schedule(te.create_prim_func([x, q, s, out]).with_attr(KERNEL_ATTR, "quantized_linear"), host_target)
+    text = func.script()
+    assert "if " not in text and ("unpacked_codes_local" in text) == (rows > 1)
+    _matches_numpy(func, host_target, 64, 128, 4, 32, rows=rows, seed=4)
+
+
+def test_per_channel_scales_on_a_wide_input_keep_the_decode_nest_for_every_row_count(host_target):
+    """int8 per output channel, K = 1536: an unpacked [1536, 64] float block (384 KiB) would exceed the
+    prefill nest's SHARED_BLOCK_BYTES, so every row count takes the decode nest (codes unpacked where used)."""
+    func = _schedule(quantized_kernel(1536, 64, 8, 1536, tile=64), host_target)
+    text = func.script()
+    assert "if " not in text and "unpacked_codes" not in text and "dequant_matmul_local" in text
+    _matches_numpy(func, host_target, 1536, 64, 8, 1536, rows=6, seed=5)

@@ -1,0 +1,128 @@
+"""Rules: attention's score and value kernels (``slmc.schedules.attention_rewrite``), dynamic lengths.
+
+Both kernels have a static head size ``D`` and dynamic query rows ``M`` (1 in decode, the prompt in
+prefill) and key positions ``N`` (cache + new tokens). Vectors run along ``D``, the contiguous axis
+of the cache, so no loop over a dynamic extent is vectorized (TVM would scalarize its guarded tail):
+
+* ``attention_scores[h, m, n] = sum_d Q[h, m, d] * K[0, h // g, n, d]``: one loop over (head, row)
+  pairs; per key, ``D / lanes`` vector multiply-adds into a vector of partial sums (``rfactor``),
+  summed across lanes once per score.
+* ``attention_values[h, m, d] = sum_n P[h, m, n] * V[0, h // g, n, d]``: one loop over (head, row)
+  pairs; the ``D`` outputs of a row accumulate in vector registers over all keys, each value row
+  read once, contiguous (the loop nest of ``slmc.schedules.row_matmul`` with one row).
+
+The (head, row) loop runs in parallel when the kernel's static work (heads x head size, the token
+and key counts being dynamic) reaches the fallback's ``MIN_PARALLEL_WORK``, as for every other
+kernel: a parallel launch costs microseconds on an idle machine and far more when the cores are
+shared, while decode's attention is a few microseconds of work (measured on SmolLM-135M's shape,
+2 threads, machine shared: scores of 1 x 129 keys 14 us serial, 11 ms median in parallel; 128 x 129
+prefill 652 vs 704 us). Prefill gives up a parallel speedup on an idle machine (at most 2x of the
+attention kernels) for that.
+
+A kernel whose head size is not a multiple of the vector width, or into which ``FuseOps`` fused
+other operations (not seen in slmc's models: the scores are reshaped before they are scaled and
+masked), is declined: the fallback takes it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tvm import s_tir, tirx
+from tvm.target import Target
+
+from slmc.schedules.attention_rewrite import SCORES, VALUES
+from slmc.schedules.fallback import MIN_PARALLEL_WORK
+from slmc.schedules.row_matmul import CpuParams, static_extent
+from slmc.schedules.rule import SlmcCpuRule
+
+
+def _kernel_block(sch: s_tir.Schedule) -> s_tir.schedule.SBlockRV | None:
+    """The kernel's one block, ``[S, S, S, R]`` over four loops (the TE kernel as it was built)."""
+    blocks = list(sch.get_child_blocks(sch.get_sblock("root")))
+    if len(blocks) != 1:
+        return None
+    block = blocks[0]
+    if [iv.iter_type for iv in sch.get(block).iter_vars] != [tirx.IterVar.DataPar] * 3 + [tirx.IterVar.CommReduce]:
+        return None
+    return block if len(sch.get_loops(block)) == 4 else None
+
+
+class _AttentionKernel(SlmcCpuRule):
+    """Common checks: the kernel kind, its one block, a static head size of whole vectors."""
+
+    kind = ""
+    head_loop = 0  # which of the four loops runs over the head size D
+
+    def schedule(self, func: tirx.PrimFunc, target: Target, params: CpuParams) -> s_tir.Schedule | None:
+        if self.kernel_kind(func) != self.kind:
+            return None
+        sch = s_tir.Schedule(func)
+        block = _kernel_block(sch)
+        if block is None:
+            return None
+        loops = sch.get_loops(block)
+        depth = static_extent(sch, loops[self.head_loop])
+        if depth is None or depth % params.lanes:
+            return None
+        static_work = math.prod(e for e in (static_extent(sch, loop) for loop in loops) if e is not None)
+        return self.loop_nest(sch, block, params, static_work >= MIN_PARALLEL_WORK)
+
+    def loop_nest(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, params: CpuParams,
+                  parallel: bool) -> s_tir.Schedule:
+        raise NotImplementedError
+
+
+class AttentionScores(_AttentionKernel):
+    """Schedules ``slmc.kernel = attention_scores`` (see the module docstring)."""
+
+    kind, head_loop = SCORES, 3
+
+    def loop_nest(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, params: CpuParams,
+                  parallel: bool) -> s_tir.Schedule:
+        d = sch.get_loops(block)[3]
+        _, lanes = sch.split(d, factors=[None, params.lanes])
+        partial = sch.rfactor(lanes, factor_axis=3)       # partial[h, m, n, lane] over d / lanes
+        total = sch.get_sblock(str(sch.get(block).name_hint))
+        sch.reverse_compute_at(total, sch.get_loops(partial)[2])  # under the key loop: one score at a time
+        sch.set_scope(partial, 0, "local")
+        h, m, _, outer, lane = sch.get_loops(partial)
+        sch.vectorize(lane)
+        rows = sch.fuse(h, m)
+        if parallel:  # before decompose_reduction: the update block alone is no reduction block
+            sch.parallel(rows)
+        sch.decompose_reduction(partial, outer)
+        return sch
+
+
+class AttentionValues(_AttentionKernel):
+    """Schedules ``slmc.kernel = attention_values`` (see the module docstring)."""
+
+    kind, head_loop = VALUES, 2
+
+    def loop_nest(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, params: CpuParams,
+                  parallel: bool) -> s_tir.Schedule:
+        h, m, d, n = sch.get_loops(block)
+        vectors, lanes = sch.split(d, factors=[None, params.lanes])
+        sch.reorder(n, vectors, lanes)
+        accumulator = sch.cache_write(block, 0, "local")
+        sch.reverse_compute_at(accumulator, m)  # one row's D outputs: registers
+        rows = sch.fuse(h, m)
+        if parallel:
+            sch.parallel(rows)
+        sch.unroll(vectors)
+        sch.vectorize(lanes)
+        init = sch.decompose_reduction(block, n)
+        for tail in (init, accumulator):
+            innermost = sch.get_loops(tail)[-1]
+            if sch.get(innermost).kind != tirx.ForKind.VECTORIZED:
+                sch.vectorize(innermost)
+        return sch
+
+
+def attention_rules(params: CpuParams, notes: list[str]) -> list[SlmcCpuRule]:
+    """Attention's score and value kernels, then its softmax and the norms (``slmc.schedules.norms``),
+    in the order ``cpu_schedule_passes`` runs them (before dlight's rules)."""
+    from slmc.schedules.norms import RowReduction
+
+    return [AttentionScores(params, notes), AttentionValues(params, notes), RowReduction(params, notes)]
