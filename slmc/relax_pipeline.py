@@ -21,6 +21,7 @@ from slmc.gpu_schedule import schedule_gpu_kernels
 from slmc.kv_append import kv_append
 from slmc.schedules import cpu_schedule_passes
 from slmc.schedules.attention_rewrite import attention_rewrite
+from slmc.schedules.fast_exp import fast_exp_pass
 from slmc.target import TargetDescriptor
 from slmc.tuning import tuning_passes
 
@@ -107,6 +108,7 @@ def build_pipeline(target: TargetDescriptor, tvm_target: tvm.target.Target,
                 relax.transform.FuseTIR(),
                 relax.transform.DeadCodeElimination(),
             ]
+            + ([fast_exp_pass] if target.tvm.kind == "llvm" and slmc_rules else [])  # vectorizable exp (slmc.schedules.fast_exp)
             + tuning_passes(target, record)  # tuned records first; default rules skip scheduled kernels
             + _schedule_passes(target, record, slmc_rules)
             + cpu_pipeline.dataflow_lower_passes(tvm_target)

@@ -11,13 +11,11 @@ of the cache, so no loop over a dynamic extent is vectorized (TVM would scalariz
   pairs; the ``D`` outputs of a row accumulate in vector registers over all keys, each value row
   read once, contiguous (the loop nest of ``slmc.schedules.row_matmul`` with one row).
 
-The (head, row) loop runs in parallel when the kernel's static work (heads x head size, the token
-and key counts being dynamic) reaches the fallback's ``MIN_PARALLEL_WORK``, as for every other
-kernel: a parallel launch costs microseconds on an idle machine and far more when the cores are
-shared, while decode's attention is a few microseconds of work (measured on SmolLM-135M's shape,
-2 threads, machine shared: scores of 1 x 129 keys 14 us serial, 11 ms median in parallel; 128 x 129
-prefill 652 vs 704 us). Prefill gives up a parallel speedup on an idle machine (at most 2x of the
-attention kernels) for that.
+The (head, row) loop runs in parallel when the kernel's static work (heads x head size) reaches the
+fallback's ``MIN_PARALLEL_WORK``, as for every other kernel. With a dynamic row count the kernel
+holds both nests and picks one at run time (``slmc.schedules.row_branch``): one row (decode, a few
+microseconds of work, where a parallel launch would cost more than it saves) serial, more rows
+(prefill) parallel over (head, row) pairs.
 
 A kernel whose head size is not a multiple of the vector width, or into which ``FuseOps`` fused
 other operations (not seen in slmc's models: the scores are reshaped before they are scaled and
@@ -33,6 +31,7 @@ from tvm.target import Target
 
 from slmc.schedules.attention_rewrite import SCORES, VALUES
 from slmc.schedules.fallback import MIN_PARALLEL_WORK
+from slmc.schedules.row_branch import branch_on_rows
 from slmc.schedules.row_matmul import CpuParams, static_extent
 from slmc.schedules.rule import SlmcCpuRule
 
@@ -66,7 +65,14 @@ class _AttentionKernel(SlmcCpuRule):
         if depth is None or depth % params.lanes:
             return None
         static_work = math.prod(e for e in (static_extent(sch, loop) for loop in loops) if e is not None)
-        return self.loop_nest(sch, block, params, static_work >= MIN_PARALLEL_WORK)
+        rows = sch.get(loops[1]).extent
+        if static_work >= MIN_PARALLEL_WORK or isinstance(rows, tirx.IntImm):
+            return self.loop_nest(sch, block, params, static_work >= MIN_PARALLEL_WORK)
+        # dynamic rows: one row (decode) serial, several (prefill: rows x keys of work) in parallel
+        serial, parallel = s_tir.Schedule(func), s_tir.Schedule(func)
+        self.loop_nest(serial, _kernel_block(serial), params, False)
+        self.loop_nest(parallel, _kernel_block(parallel), params, True)
+        return s_tir.Schedule(branch_on_rows(serial.mod["main"], parallel.mod["main"], rows))
 
     def loop_nest(self, sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, params: CpuParams,
                   parallel: bool) -> s_tir.Schedule:

@@ -41,6 +41,7 @@ from tvm.target import Target
 
 from slmc.schedules.row_matmul import (CpuParams, fold_epilogues, is_reduction, matmul_block, root_blocks,
                                       schedule_row_matmul, vectorize_tails)
+from slmc.schedules.row_branch import branch_on_rows
 from slmc.schedules.rule import SlmcCpuRule
 
 KIND = "quantized_linear"
@@ -134,26 +135,7 @@ def schedule_tiled(func: tirx.PrimFunc, params: CpuParams) -> s_tir.Schedule | N
     decode, prefill = s_tir.Schedule(func), s_tir.Schedule(func)
     _schedule_rows(decode, shape, params)
     _schedule_shared(prefill, shape, params)
-    return s_tir.Schedule(_branch_on_rows(decode.mod["main"], prefill.mod["main"], shape.rows))
-
-
-def _branch_on_rows(decode: tirx.PrimFunc, prefill: tirx.PrimFunc, rows: tirx.PrimExpr) -> tirx.PrimFunc:
-    """One PrimFunc with ``decode``'s parameters: ``if rows == 1`` decode's body, else prefill's.
-
-    The two were scheduled from one PrimFunc, so they define the same variables; prefill's are
-    renewed (``renew_defs``), its parameters declared as views of decode's (``DeclBuffer``) and their
-    shape variables bound to decode's (``LetStmt``).
-    """
-    prefill = s_tir.renew_defs(prefill)
-    bindings: list[tuple[tirx.Var, tirx.PrimExpr]] = []
-    for old, new in zip(decode.params, prefill.params):
-        for want, have in zip(new.shape, old.shape):
-            if isinstance(want, tirx.Var) and not any(want.same_as(v) for v, _ in bindings):
-                bindings.append((want, have))
-    views = [tirx.DeclBuffer(new, data=old.data) for old, new in zip(decode.params, prefill.params)]
-    other = tirx.SeqStmt([*(tirx.LetStmt(v, value) for v, value in bindings), *views, prefill.body])
-    root = s_tir.SBlock([], [], [], "root", tirx.IfThenElse((rows == 1).asobject(), decode.body, other))
-    return decode.with_body(s_tir.SBlockRealize([], tirx.const(True, "bool"), root))
+    return s_tir.Schedule(branch_on_rows(decode.mod["main"], prefill.mod["main"], shape.rows))
 
 
 def _prepare(sch: s_tir.Schedule, params: CpuParams) -> tuple:
