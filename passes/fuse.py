@@ -10,9 +10,11 @@ exactly is listed in the report with the reason.
 
 Sibling merging is off by default. With the dlight schedules of early 2026-11-21 the fixture LM's
 float artifact with merged Q/K/V and gate/up ran 5-9% slower on ``host`` (prefill of 128 tokens
-and decode steps, ``benchmarks/compression_latency.py``); with slmc's tiled int4 kernels it pays
-off after ``quantize``: SmolLM-135M-shaped int4 decode 6.0 -> 5.3 ms per token, 2 threads, idle
-machine, interleaved (``examples/recipes/int4-g32-rtn-fused.yaml``). Turn it on per recipe.
+and decode steps, ``benchmarks/compression_latency.py``). With slmc's tiled int4 kernels
+(SmolLM-135M shape, after ``quantize``, ``examples/recipes/int4-g32-rtn-fused.yaml``) the evidence
+is mixed: one interleaved in-process run measured decode 6.0 -> 5.3 ms per token, two separate
+``slmc bench`` runs 4.30 ms unmerged and 4.76 ms merged (docs/benchmarks.md). Turn it on per
+recipe and measure.
 """
 
 from __future__ import annotations
