@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import tvm_ffi
 from tvm import s_tir, tirx
 
 
@@ -105,6 +106,8 @@ def schedule_row_matmul(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, par
     consumers = {str(sch.get(b).name_hint) for b in sch.get_consumers(block)}
     producers = [b for b in others if str(sch.get(b).name_hint) not in consumers]
     epilogues = [b for b in others if str(sch.get(b).name_hint) in consumers]
+    if not all(_same_domain(sch, e, block) for e in epilogues):
+        return None  # a consumer of another shape (a slice, a reduction): not an epilogue of the chunk loop
     for producer in producers:
         sch.compute_inline(producer)
     no, ni = sch.split(n, factors=[None, width])
@@ -121,6 +124,15 @@ def schedule_row_matmul(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, par
     init = sch.decompose_reduction(block, ko)
     vectorize_tails(sch, [init, accumulator, *kept])
     return sch
+
+
+def _same_domain(sch: s_tir.Schedule, epilogue: s_tir.schedule.SBlockRV, block: s_tir.schedule.SBlockRV) -> bool:
+    """``epilogue`` iterates over exactly the matmul's output domain (an elementwise consumer)."""
+    def extents(b: s_tir.schedule.SBlockRV) -> list:
+        return [iv.dom.extent for iv in sch.get(b).iter_vars if iv.iter_type == tirx.IterVar.DataPar]
+
+    mine, theirs = extents(block), extents(epilogue)
+    return len(mine) == len(theirs) and all(tvm_ffi.structural_equal(a, b) for a, b in zip(mine, theirs))
 
 
 def fold_epilogues(sch: s_tir.Schedule, epilogues: list[s_tir.schedule.SBlockRV],

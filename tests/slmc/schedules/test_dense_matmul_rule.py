@@ -43,3 +43,16 @@ def test_declines_transposed_weights_batched_and_quantized_kernels(host_target):
     r = te.reduce_axis((0, 32), "k")
     batched = te.compute((8, 4, 64), lambda h, i, j: te.sum(a[h, i, r] * b[h, r, j], axis=r), name="matmul")
     assert _schedule(te.create_prim_func([a, b, batched]), host_target) is None
+
+
+def test_declines_a_consumer_of_another_shape(host_target):
+    """A slice fused after the matmul (its columns padded to whole vectors) is no epilogue of the chunk
+    loop: scheduled as one, its vectorized write-back ran past the output (heap corruption)."""
+    from schedule_helpers import rows_var
+
+    x = te.placeholder((rows_var(), 64), "float32", "x")
+    w = te.placeholder((64, 80), "float32", "w")
+    r = te.reduce_axis((0, 64), "k")
+    y = te.compute((x.shape[0], 80), lambda i, j: te.sum(x[i, r] * w[r, j], axis=r), name="matmul")
+    sliced = te.compute((x.shape[0], 77), lambda i, j: y[i, j], name="slice")
+    assert _schedule(te.create_prim_func([x, w, sliced]), host_target) is None
