@@ -217,7 +217,10 @@ def recipe_from_document(doc: YamlDocument, base_dir: Path) -> Recipe:
         raw = RecipeDocument.model_validate(doc.data)
     except ValidationError as exc:
         raw = None
-        problems.extend(p for p in problems_from_validation(exc, doc, RecipeDocument) if not p.path.startswith("passes."))
+        # items of the pass list are checked by _pass_steps; a top-level key that merely starts with
+        # "passes." (e.g. an unknown key "passes.") is not one of them
+        problems.extend(p for p in problems_from_validation(exc, doc, RecipeDocument)
+                        if not p.path.startswith("passes.") or p.path in doc.data)
     steps, pass_problems = _pass_steps(doc)
     problems.extend(pass_problems)
     if not pass_problems:

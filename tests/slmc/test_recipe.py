@@ -84,6 +84,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
         ("calibration:\n  text: missing.txt\n", "calibration.text", "file not found"),
         ("calibration:\n  tensors: data.csv\n", "calibration", ".npy or .safetensors"),
         ("verify:\n  num_samples: 0\n", "verify.num_samples", "greater than or equal to 1"),
+        ("passes.: null\n", "passes.", "unknown key"),  # found by the fuzz test: was an empty problem list
     ],
 )
 def test_bad_documents(tmp_path, text, path, needle):
