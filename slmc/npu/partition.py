@@ -89,9 +89,6 @@ def _npu_subgraph(fused: tvm.IRModule, calls: list[relax.VarBinding]) -> tuple[t
 
 def partition(module: tvm.IRModule) -> tuple[tvm.IRModule, list[Region]]:
     """The merged module and its NPU regions (``Codegen`` functions), in the order ``main`` calls them."""
-    # prepacked weights (e.g. w8a8's tiled int8 weights) reach the kernels through an alias binding
-    # (``lv = p_..._qweight``): canonicalized, each kernel takes the weight parameter itself
-    module = relax.transform.CanonicalizeBindings()(module)
     fused = relax.transform.FuseOpsByPattern([_pattern(module)], bind_constants=False, annotate_codegen=False)(module)
     calls = _composite_calls(fused)
     if not calls:
