@@ -2,7 +2,7 @@
 
 Writes a SmolLM-135M-shaped checkpoint (hidden 576, 30 layers, 9 heads / 3 KV heads, MLP 1536,
 vocab 49152, tied embeddings off so every linear is quantized) with random weights into a temporary
-folder, then runs ``slmc.compress`` (trace + the ``quantize`` pass) in a fresh process per method
+folder, then runs ``slmc.driver.compress`` (trace + the ``quantize`` pass) in a fresh process per method
 and reports that process's peak RSS next to the RSS after loading and tracing alone.
 
     python benchmarks/quantize_memory.py [--methods gptq awq] [--samples 16] [--length 128]
@@ -39,10 +39,10 @@ def measure(folder: Path, method: str | None, samples: int, length: int, work: P
     """Run in this process: load, trace, and (with a method) quantize; return peak RSS in MB."""
     import numpy as np
 
-    from slmc.compress import compress
+    from slmc.driver.compress import compress
     from slmc.models.huggingface import load_hf_model
-    from slmc.recipe import load_recipe
-    from slmc.target import load_target
+    from slmc.spec.recipe import load_recipe
+    from slmc.spec.target import load_target
 
     ids = np.random.default_rng(0).integers(0, SMOLLM_135M["vocab_size"], (samples, 1, length), dtype=np.int64)
     np.save(work / "calibration.npy", ids)

@@ -45,7 +45,7 @@ def kernel(in_features: int, out_features: int, bits: int, group: int, zeros: bo
     from slmc.quantization.tvm_kernels import KERNEL_ATTR, quantized_linear_te
     from slmc.schedules import cpu_params
     from slmc.schedules.quantized_matmul import QuantizedMatmul
-    from slmc.target import load_target
+    from slmc.spec.target import load_target
 
     packed, groups = in_features * bits // 8, in_features // group
 
@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     from slmc.bench.machine import memory_bandwidth
-    from slmc.target import load_target
+    from slmc.spec.target import load_target
 
     threads = args.threads or int(load_target("host").tvm.num_cores)
     os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's thread pool starts (first parallel kernel)

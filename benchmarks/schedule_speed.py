@@ -50,7 +50,7 @@ def load_spec(model: str, work: Path, max_context: int):
     """The ``ModelSpec`` of ``fixture``, ``smollm135`` (untied head, random weights, written into ``work``)
     or one of ``slmc bench``'s models (``slmc.bench.models``)."""
     if model == "fixture":
-        from slmc.model_source import load_model
+        from slmc.frontend.model_source import load_model
 
         return load_model("fixture-lm")
     if model in BENCH_MODELS:
@@ -71,11 +71,11 @@ def compile_variant(spec, recipe_text: str, slmc_rules: bool, work: Path):
     import tvm
     from tvm import relax
 
-    from slmc.compress import compress
-    from slmc.lowering import to_relax
-    from slmc.recipe import load_recipe
-    from slmc.relax_pipeline import build_pipeline
-    from slmc.target import load_target
+    from slmc.driver.compress import compress
+    from slmc.backend.lowering import to_relax
+    from slmc.spec.recipe import load_recipe
+    from slmc.backend.relax_pipeline import build_pipeline
+    from slmc.spec.target import load_target
 
     path = work / f"recipe-{abs(hash(recipe_text))}.yaml"
     path.write_text(recipe_text)
@@ -151,7 +151,7 @@ def main() -> None:
     import torch
     import tvm
 
-    from slmc.target import load_target
+    from slmc.spec.target import load_target
 
     threads = args.threads or int(load_target("host").tvm.num_cores)
     torch.set_num_threads(threads)

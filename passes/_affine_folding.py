@@ -21,9 +21,9 @@ from collections.abc import Callable
 import torch
 from torch import fx
 
-from slmc.ir import Graph, fetch_attr, set_attr, unused_attr_path
-from slmc.linears import LinearLayer, as_linear_layer, attribute_readers, is_linear, owns_weights
-from slmc.pass_registry import Skip
+from slmc.graph.ir import Graph, fetch_attr, set_attr, unused_attr_path
+from slmc.graph.linears import LinearLayer, as_linear_layer, attribute_readers, is_linear, owns_weights
+from slmc.spec.pass_registry import Skip
 
 aten = torch.ops.aten
 CONVOLUTIONS = (aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.convolution.default)

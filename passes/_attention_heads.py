@@ -17,7 +17,7 @@ the output projection, the KV-cache slices and the integer literals (in ``view``
 ``g*n_rep .. g*n_rep + n_rep - 1`` (the order of Hugging Face's ``repeat_kv``, which is what the
 unsqueeze/expand/reshape above computes).
 
-Precondition: ``meta["val"]`` is set on every node (``slmc.ir.check_graph``).
+Precondition: ``meta["val"]`` is set on every node (``slmc.graph.ir.check_graph``).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ import networkx as nx
 import torch
 from torch import fx
 
-from slmc.cache_fit import CACHE_INPUTS
+from slmc.graph.kv_cache_fit import CACHE_INPUTS
 from slmc.errors import NodeError
-from slmc.ir import Graph, op_name
-from slmc.linears import LinearLayer, as_linear_layer, attribute_readers, is_linear, owns_weights
+from slmc.graph.ir import Graph, op_name
+from slmc.graph.linears import LinearLayer, as_linear_layer, attribute_readers, is_linear, owns_weights
 
 aten = torch.ops.aten
 ELEMENTWISE = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor, aten.neg.default,

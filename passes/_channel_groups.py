@@ -22,8 +22,8 @@ import networkx as nx
 import torch
 from torch import fx
 
-from slmc.ir import Graph, set_attr
-from slmc.linears import LinearLayer, attribute_readers, as_linear_layer, is_linear, owns_weights
+from slmc.graph.ir import Graph, set_attr
+from slmc.graph.linears import LinearLayer, attribute_readers, as_linear_layer, is_linear, owns_weights
 
 aten = torch.ops.aten
 ELEMENTWISE_UNARY = {aten.silu.default, aten.gelu.default, aten.relu.default, aten.sigmoid.default, aten.tanh.default,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slmc.ir import Graph
+from slmc.graph.ir import Graph
 from slmc.passes.dead_code_elimination import remove_unused_tensors
 
 

@@ -17,7 +17,7 @@ columns are zero scores 0 and is removed exactly. Head importance from calibrati
 follows Michel et al., 2019 ("Are Sixteen Heads Really Better than One?", NeurIPS) and
 LLM-Pruner (Ma et al., 2023, arXiv:2305.11627) in pruning attention at head granularity.
 
-Under the causal-LM contract (``slmc.models.causal_lm``) every layer's cache slice is stacked
+Under the causal-LM contract (``slmc.graph.kv_cache``) every layer's cache slice is stacked
 into one ``[L, 1, H_kv, P, D]`` tensor, so every layer keeps the same number of KV groups (which
 groups differs per layer); the cache placeholders' shapes and the graph's example inputs follow.
 """
@@ -30,7 +30,7 @@ import torch
 from torch import fx
 
 from slmc.errors import NodeError
-from slmc.ir import Graph
+from slmc.graph.ir import Graph
 from slmc.passes._attention_heads import CACHE_INPUTS, HeadBlock, Heads, attention_heads
 from slmc.passes._channel_groups import ChannelGroup, channel_scores, shrink_group
 
@@ -117,7 +117,7 @@ def _shrink_cache_inputs(graph: Graph, kept: int) -> None:
     for node in list(graph.graph.nodes):  # torch.export's input-shape guards state the old head count
         if node.op == "call_module" and node.target == "_guards_fn" and not node.users:
             graph.graph.erase_node(node)
-            delattr(graph.module, "_guards_fn")  # re-derived when ``slmc.ir.export`` re-traces
+            delattr(graph.module, "_guards_fn")  # re-derived when ``slmc.graph.ir.export`` re-traces
 
 
 __all__ = ["attention_heads", "kept_groups", "prune_heads"]

@@ -22,9 +22,9 @@ import torch
 from torch import fx
 
 import slmc.quantization.ops  # noqa: F401  (defines torch.ops.slmc.quantized_linear)
-from slmc.ir import Graph, fetch_attr, set_attr, unused_attr_path
-from slmc.linears import attribute_readers
-from slmc.pass_registry import Skip
+from slmc.graph.ir import Graph, fetch_attr, set_attr, unused_attr_path
+from slmc.graph.linears import attribute_readers
+from slmc.spec.pass_registry import Skip
 
 aten = torch.ops.aten
 

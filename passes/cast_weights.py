@@ -16,9 +16,9 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from slmc.ir import Graph, fetch_attr, set_attr
-from slmc.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
-from slmc.target import TargetDescriptor
+from slmc.graph.ir import Graph, fetch_attr, set_attr
+from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
+from slmc.spec.target import TargetDescriptor
 
 
 class CastWeightsConfig(PassConfig):

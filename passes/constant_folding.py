@@ -12,8 +12,8 @@ import torch
 from pydantic import Field
 from torch import fx
 
-from slmc.ir import Graph, fetch_attr, set_attr
-from slmc.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
+from slmc.graph.ir import Graph, fetch_attr, set_attr
+from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
 from slmc.passes.dead_code_elimination import remove_unused_tensors
 
 

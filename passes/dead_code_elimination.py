@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from slmc.ir import Graph, del_attr
-from slmc.pass_registry import PassConfig, PassContext, PassOutcome, register_pass
+from slmc.graph.ir import Graph, del_attr
+from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, register_pass
 
 
 class DeadCodeEliminationConfig(PassConfig):

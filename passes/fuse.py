@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from slmc.ir import Graph
-from slmc.pass_registry import PassConfig, PassContext, PassOutcome, register_pass
+from slmc.graph.ir import Graph
+from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, register_pass
 from slmc.passes._affine_folding import fold_batch_norms, fold_norm_scales
 from slmc.passes._cleanup import drop_unused_weights
 from slmc.passes._sibling_merge import merge_siblings

@@ -10,7 +10,7 @@ Methods (``passes/_lowrank_factor.py``): ``svd`` (plain truncated SVD) and ``svd
 (truncation-aware whitening with the Cholesky factor of the calibration ``X^T X``; Wang et al.,
 2024, arXiv:2403.07378), which needs the recipe's calibration data. With ``sequential: true``
 (default) each layer is whitened with the inputs it receives once the layers before it are
-factorized (``slmc.activations.calibrate_sequentially``), so errors do not compound unseen.
+factorized (``slmc.graph.activations.calibrate_sequentially``), so errors do not compound unseen.
 
 Ranks (``passes/_rank_allocation.py``): exactly one of ``energy`` (per layer, keep this share of
 the squared singular values) or ``ratio`` (remove this share of the parameters of all linear
@@ -26,10 +26,10 @@ import torch
 from pydantic import Field, model_validator
 from torch import fx
 
-from slmc.activations import InputStatistics, calibrate_sequentially, linear_input_statistics
-from slmc.ir import Graph, set_attr
-from slmc.linears import LINEAR, LinearLayer, selected_layers
-from slmc.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
+from slmc.graph.activations import InputStatistics, calibrate_sequentially, linear_input_statistics
+from slmc.graph.ir import Graph, set_attr
+from slmc.graph.linears import LINEAR, LinearLayer, selected_layers
+from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
 from slmc.passes._lowrank_factor import factorize, max_useful_rank, singular_values, whitening_factor
 from slmc.passes._rank_allocation import Candidate, by_energy, global_budget, uniform
 from slmc.passes._cleanup import drop_unused_weights

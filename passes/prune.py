@@ -5,7 +5,7 @@ each output row; Sun et al., 2023) and ``sparsegpt`` (OBS reconstruction with th
 Hessian; Frantar & Alistarh, 2023) — see ``passes/_pruning_masks.py`` and ``passes/_sparsegpt.py``.
 ``wanda`` and ``sparsegpt`` need the recipe's calibration data; with ``sequential: true`` (default)
 each layer is pruned with the inputs it receives from the already-pruned layers before it
-(``slmc.activations.calibrate_sequentially``), as both papers do block by block.
+(``slmc.graph.activations.calibrate_sequentially``), as both papers do block by block.
 
 ``pattern``: ``unstructured`` (``sparsity``, per layer; ``overrides`` set it per layer-name glob,
 later matches win) or ``2:4`` / ``4:8`` (keep N of every M consecutive input weights of a row,
@@ -24,14 +24,14 @@ import torch
 from pydantic import Field, model_validator
 from torch import fx
 
-from slmc.activations import InputStatistics, calibrate_sequentially, linear_input_statistics
-from slmc.ir import Graph, set_attr
-from slmc.linears import LinearLayer, matches, selected_layers
-from slmc.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
+from slmc.graph.activations import InputStatistics, calibrate_sequentially, linear_input_statistics
+from slmc.graph.ir import Graph, set_attr
+from slmc.graph.linears import LinearLayer, matches, selected_layers
+from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
 from slmc.passes._pruning_masks import magnitude_scores, n_m_mask, unstructured_mask, wanda_scores
 from slmc.passes._sparsegpt import sparsegpt_prune
-from slmc.schema import StrictModel
-from slmc.target import TargetDescriptor
+from slmc.spec.strict_model import StrictModel
+from slmc.spec.target import TargetDescriptor
 
 Pattern = Literal["unstructured", "2:4", "4:8"]
 

@@ -27,13 +27,13 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from slmc.activations import linear_input_statistics
-from slmc.ir import Graph
-from slmc.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
+from slmc.graph.activations import linear_input_statistics
+from slmc.graph.ir import Graph
+from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
 from slmc.passes._channel_groups import channel_groups, channel_scores, shrink_group
 from slmc.passes._cleanup import drop_unused_weights
 from slmc.passes._head_pruning import attention_heads, kept_groups, prune_heads
-from slmc.linears import matches
+from slmc.graph.linears import matches
 
 
 class PruneChannelsConfig(PassConfig):

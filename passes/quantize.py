@@ -1,6 +1,6 @@
 """``quantize``: weight-only int8/int4 (RTN, GPTQ, AWQ) and static w8a8 (with SmoothQuant).
 
-Every linear layer (``slmc.linears``) and, with ``embeddings: true``, every embedding table is
+Every linear layer (``slmc.graph.linears``) and, with ``embeddings: true``, every embedding table is
 replaced by a quantized op of ``slmc.quantization.ops`` whose weights stay packed down to the
 compiled kernel (``slmc.quantization.tvm_kernels``). Methods:
 
@@ -32,17 +32,17 @@ import torch
 from pydantic import Field, model_validator
 from torch import fx
 
-from slmc.activations import InputStatistics, calibrate_sequentially, linear_input_statistics
-from slmc.ir import Graph, del_attr, fetch_attr, has_attr, set_attr
-from slmc.linears import LinearLayer, attribute_readers, layer_name, selected_layers
-from slmc.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
+from slmc.graph.activations import InputStatistics, calibrate_sequentially, linear_input_statistics
+from slmc.graph.ir import Graph, del_attr, fetch_attr, has_attr, set_attr
+from slmc.graph.linears import LinearLayer, attribute_readers, layer_name, selected_layers
+from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
 from slmc.quantization.awq import AwqSettings, awq_quantize, output_error
 from slmc.quantization.formats import QuantFormat, QuantizedWeight, quantize_rtn
 from slmc.quantization.gptq import GptqSettings, gptq_quantize
 from slmc.quantization.ops import QUANTIZED_EMBEDDING, QUANTIZED_LINEAR, W8A8_LINEAR
 from slmc.quantization.smoothquant import activation_scale, sample_input_rows, smoothing_factors
-from slmc.schema import StrictModel
-from slmc.target import TargetDescriptor
+from slmc.spec.strict_model import StrictModel
+from slmc.spec.target import TargetDescriptor
 
 Scheme = Literal["weight_only", "w8a8"]
 Method = Literal["rtn", "gptq", "awq"]

@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from slmc.cache_fit import fit_sample
-from slmc.ir import Graph, fetch_attr, set_attr
-from slmc.linears import selected_layers
-from slmc.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
+from slmc.graph.kv_cache_fit import fit_sample
+from slmc.graph.ir import Graph, fetch_attr, set_attr
+from slmc.graph.linears import selected_layers
+from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
 
 
 class RecoverConfig(PassConfig):

@@ -17,12 +17,12 @@ except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0.0.0+source"
 
 _EXPORTS = {
-    "compile": "slmc.compiler",
-    "CompileResult": "slmc.compiler",
-    "load": "slmc.runtime",
-    "CompiledModel": "slmc.runtime",
-    "verify_artifact": "slmc.artifact_verify",
-    "ModelSpec": "slmc.ir",
+    "compile": "slmc.driver.compile",
+    "CompileResult": "slmc.driver.compile",
+    "load": "slmc.artifact.runtime",
+    "CompiledModel": "slmc.artifact.runtime",
+    "verify_artifact": "slmc.verify.artifact_check",
+    "ModelSpec": "slmc.graph.ir",
     "SlmcError": "slmc.errors",
     "InputError": "slmc.errors",
     "RecipeError": "slmc.errors",

@@ -1,5 +1,5 @@
 """``python -m slmc`` runs the CLI."""
 
-from slmc.cli import main
+from slmc.cli.main import main
 
 main()

@@ -106,7 +106,7 @@ def model_section(model: type[BaseModel], level: str = "##", title: str | None =
 
 def _nested_models(root: type[BaseModel]) -> list[type[BaseModel]]:
     """``root`` and every model reachable through its fields, in first-seen order."""
-    from slmc.schema import _model_classes
+    from slmc.spec.strict_model import _model_classes
 
     seen: list[type[BaseModel]] = []
     stack = [root]
@@ -125,24 +125,24 @@ def schema_page(title: str, intro: str, root: type[BaseModel]) -> str:
 
 
 def recipe_page() -> str:
-    from slmc.recipe import RecipeDocument
+    from slmc.spec.recipe import RecipeDocument
 
-    return schema_page("Recipe reference", "Every key of a recipe file, from `slmc.recipe`. Each entry of `passes` is "
+    return schema_page("Recipe reference", "Every key of a recipe file, from `slmc.spec.recipe`. Each entry of `passes` is "
                        "`{pass_name: {settings}}`; the settings of each pass are in [passes.md](passes.md). "
                        "Guide: [../recipes.md](../recipes.md).", RecipeDocument)
 
 
 def target_page() -> str:
-    from slmc.target import TargetDescriptor
+    from slmc.spec.target import TargetDescriptor
 
-    return schema_page("Target descriptor reference", "Every key of a target descriptor, from `slmc.target`. `native` "
+    return schema_page("Target descriptor reference", "Every key of a target descriptor, from `slmc.spec.target`. `native` "
                        "values are resolved on the compiling machine. Guide: [../targets.md](../targets.md).", TargetDescriptor)
 
 
 def passes_page() -> str:
-    from slmc.pass_registry import registered_passes
+    from slmc.spec.pass_registry import registered_passes
 
-    parts = [HEADER, "# Pass reference\n\nEvery registered pass (`slmc.pass_registry`), its settings and ordering rules. "
+    parts = [HEADER, "# Pass reference\n\nEvery registered pass (`slmc.spec.pass_registry`), its settings and ordering rules. "
              "In a recipe: `passes: [{NAME: {settings}}]`.\n"]
     for name, definition in registered_passes().items():
         rules = [f"lossy: {'yes' if definition.lossy else 'no'}"]
@@ -180,7 +180,7 @@ def _command_sections(command: click.Command, path: str) -> list[str]:
 
 
 def cli_page() -> str:
-    from slmc.cli import cli
+    from slmc.cli.main import cli
 
     intro = ("# CLI reference\n\nEvery `slmc` command and option, from the click definitions (`slmc/cli*.py`). "
              "Exit codes: 0 success, 1 compile or verification failure (a failed quality gate), 2 bad input "
@@ -189,15 +189,15 @@ def cli_page() -> str:
 
 
 def report_page() -> str:
-    from slmc.report import SCHEMA_VERSION, Report
+    from slmc.report.report_json import SCHEMA_VERSION, Report
 
     return schema_page(f"report.json reference (schema version {SCHEMA_VERSION})",
-                       "Every field of `report.json`, from `slmc.report`. JSON schema: [report.schema.json](report.schema.json); "
+                       "Every field of `report.json`, from `slmc.report.report_json`. JSON schema: [report.schema.json](report.schema.json); "
                        "guide: [../reports.md](../reports.md).", Report)
 
 
 def report_schema_file() -> str:
-    from slmc.report import report_schema
+    from slmc.report.report_json import report_schema
 
     return json.dumps(report_schema(), indent=2, sort_keys=True) + "\n"
 

@@ -229,7 +229,7 @@ class DeviceSetupError(ToolchainError):
 
 
 class KernelCheckError(VerificationError):
-    """A generated GPU kernel fails the compile-time check (slmc/opencl_check.py): it exceeds a limit
+    """A generated GPU kernel fails the compile-time check (slmc/backend/opencl_kernel_check.py): it exceeds a limit
     of the target descriptor (``limit`` names the field, e.g. ``limits.max_workgroup_size``), or the
     OpenCL compiler rejects it (``limit`` is ``opencl_compile``). ``kernel`` names the kernel."""
 

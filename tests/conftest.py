@@ -14,14 +14,14 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*
 
 @pytest.fixture(scope="session")
 def host_target():
-    from slmc.target import load_target
+    from slmc.spec.target import load_target
 
     return load_target("host")
 
 
 @pytest.fixture()
 def tiny_lm_graph():
-    from slmc.ir import trace
+    from slmc.graph.ir import trace
     from slmc.models import tiny_lm
 
     return trace(tiny_lm.build())
@@ -42,7 +42,7 @@ class ConstantsModel(torch.nn.Module):
 
 @pytest.fixture()
 def constants_graph():
-    from slmc.ir import ModelSpec, trace
+    from slmc.graph.ir import ModelSpec, trace
 
     return trace(ModelSpec(ConstantsModel(), (torch.randn(4, 16),), name="constants"))
 

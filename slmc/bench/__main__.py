@@ -1,6 +1,6 @@
 """Child process of ``slmc bench``: ``python -m slmc.bench ARGS.json RESULT.json``.
 
-The parent (``slmc.cli_bench``) starts it with the thread environment set before torch, ONNX
+The parent (``slmc.cli.bench``) starts it with the thread environment set before torch, ONNX
 Runtime or TVM load (``slmc.bench.child_env``); the report, or the error, goes to RESULT.json.
 """
 

@@ -1,9 +1,9 @@
 """The runtimes a benchmark compares, each as a step function under the causal-LM cache contract.
 
-Every engine takes ``(ids, keys, values)`` numpy arrays (``slmc.models.causal_lm``) and returns
+Every engine takes ``(ids, keys, values)`` numpy arrays (``slmc.graph.kv_cache``) and returns
 the logits. ``slmc``: the artifact ``slmc.compile`` writes for the recipe (fp32 unless the recipe
 quantizes), run by ``slmc.load``. ``torch``: the same traced model in PyTorch eager, fp32, with
-``threads`` intra-op threads. ``ort-fp32``: the traced graph exported with ``slmc.onnx_export``
+``threads`` intra-op threads. ``ort-fp32``: the traced graph exported with ``slmc.frontend.onnx_export``
 and run by ONNX Runtime's CPU provider with ``threads`` intra-op threads. ``ort-int8``: that ONNX
 model after ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, activations quantized
 per call; Jacob et al., CVPR 2018).
@@ -76,7 +76,7 @@ def _ort_session(path: Path, threads: int) -> Any:
 
 def ort_engines(graph: Any, threads: int, work: Path, linear_bytes: int, fp32: bool = True, int8: bool = True) -> list[Engine]:
     """ONNX Runtime fp32 (``fp32``) and (``int8``) its dynamic int8 quantization, from one export of ``graph``."""
-    from slmc.onnx_export import export_onnx
+    from slmc.frontend.onnx_export import export_onnx
 
     start = time.perf_counter()
     exported = work / "model.onnx"

@@ -53,7 +53,7 @@ def write_checkpoint(name: str) -> Path:
 
 def bench_model(name: str, max_context: int) -> Any:
     """The ``ModelSpec`` of benchmark model ``name`` (``ModelError`` for an unknown name)."""
-    from slmc.model_source import load_model
+    from slmc.frontend.model_source import load_model
     from slmc.models.huggingface import load_hf_model
 
     if name == "fixture-lm":

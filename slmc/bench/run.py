@@ -57,7 +57,7 @@ def check_settings(models: list[str], engines: list[str], contexts: list[int], p
 
 
 def _setup(name: str, spec: Any, engines: list[str], recipe: Path, threads: int, work: Path) -> list[Engine]:
-    from slmc.ir import trace
+    from slmc.graph.ir import trace
 
     linear_bytes = 4 * linear_elements(spec.module)
     made: list[Engine] = []

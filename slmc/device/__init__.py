@@ -1,7 +1,7 @@
 """Devices that run artifacts this machine cannot: an emulated arm64 board, or real boards and phones.
 
 Both are reached the same way, through TVM's RPC server (``python -m tvm.exec.rpc_server``) and
-``slmc.rpc_runner.RemoteModel``. ``slmc.device.arm64`` builds an arm64 Debian root and runs that
+``slmc.artifact.remote_runtime.RemoteModel``. ``slmc.device.arm64`` builds an arm64 Debian root and runs that
 server inside it under qemu-user; a real board runs the same server itself. See docs/devices.md.
 """
 

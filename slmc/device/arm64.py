@@ -3,7 +3,7 @@
 ``prepare_root(root)`` builds the root once (a marker file records a completed build, so later
 calls return at once); ``start_rpc_server(root, port)`` runs ``python -m tvm.exec.rpc_server``
 inside it and returns an ``RpcServer`` handle that stops it. Artifacts are then run through
-``slmc.rpc_runner.RemoteModel("rpc://127.0.0.1:PORT", artifact)``, exactly as on a real board.
+``slmc.artifact.remote_runtime.RemoteModel("rpc://127.0.0.1:PORT", artifact)``, exactly as on a real board.
 
 How the root is built, and why this way (docs/devices.md has the user's view):
 

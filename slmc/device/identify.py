@@ -77,7 +77,7 @@ def _qemu_cpu(cmdline: list[str], environ: dict[str, str]) -> str:
 
 def identify(url: str) -> DeviceIdentity:
     """Identify the server behind ``url`` (see the module docstring). Never raises for an unknown server."""
-    from slmc.rpc_runner import parse_device_url
+    from slmc.artifact.remote_runtime import parse_device_url
 
     host, port = parse_device_url(url)
     addresses = _resolve(host, port)

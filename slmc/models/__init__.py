@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from slmc.ir import ModelSpec
+from slmc.graph.ir import ModelSpec
 from slmc.models import tiny_lm
 
 FIXTURE_DIR = Path(__file__).with_name("fixture_lm")

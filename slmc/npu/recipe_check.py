@@ -11,8 +11,8 @@ user compiling for an NPU expects code for the NPU. Layers a w8a8 recipe leaves 
 from __future__ import annotations
 
 from slmc.errors import FieldProblem, RecipeError
-from slmc.recipe import Recipe
-from slmc.target import TargetDescriptor
+from slmc.spec.recipe import Recipe
+from slmc.spec.target import TargetDescriptor
 
 
 def check_npu_recipe(recipe: Recipe, target: TargetDescriptor) -> None:

@@ -19,7 +19,7 @@ import math
 from typing import Any
 
 from slmc.npu.layers import NpuLayer
-from slmc.target import TargetDescriptor
+from slmc.spec.target import TargetDescriptor
 
 PARAMETER_BYTES_PER_CHANNEL = 12  # int32 bias, int32 multiplier, int32 shift
 

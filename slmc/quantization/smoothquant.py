@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import fx
 
-from slmc.ir import Graph
+from slmc.graph.ir import Graph
 
 MAX_ROWS_PER_NODE = 4096
 

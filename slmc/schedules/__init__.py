@@ -1,6 +1,6 @@
 """slmc's untuned CPU schedules: rules for the kernels small language models are made of.
 
-``cpu_schedule_passes`` is what ``slmc.relax_pipeline`` runs for an ``llvm`` target, in order:
+``cpu_schedule_passes`` is what ``slmc.backend.relax_pipeline`` runs for an ``llvm`` target, in order:
 slmc's own rules (``QuantizedMatmul``: int4/int8 weight-only linears with dequantization fused;
 ``Int8Matmul``: int8 x int8 (w8a8) linears on the target's int8 dot-product instructions;
 ``DenseMatmul``: float linears on prepacked ``[K, N]`` weights; ``AttentionScores`` /
@@ -24,7 +24,7 @@ from slmc.schedules.fallback import Fallback
 from slmc.schedules.int8_matmul import Int8Matmul
 from slmc.schedules.quantized_matmul import QuantizedMatmul
 from slmc.schedules.row_matmul import CpuParams
-from slmc.target import TargetDescriptor
+from slmc.spec.target import TargetDescriptor
 
 DEFAULT_VECTOR_BITS = 128  # NEON / SSE: every CPU target slmc knows has at least this
 

@@ -16,7 +16,7 @@ stride costs microseconds; transposing the whole table at every call cost 18.6 m
 step of the SmolLM-135M shape (vocabulary 49152 x 576).
 
 Precondition: ``main``'s parameters are the model inputs (``num_inputs`` of them) followed by the
-weights, in the order of ``weights`` (``slmc.lowering.RelaxProgram``). A weight with any other use
+weights, in the order of ``weights`` (``slmc.backend.lowering.RelaxProgram``). A weight with any other use
 (or with two different chains) is left as it is.
 """
 

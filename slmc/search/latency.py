@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from slmc.errors import InputError, VerificationError
-from slmc.target import TargetDescriptor
+from slmc.spec.target import TargetDescriptor
 
 
 def cost_model_ms(target: TargetDescriptor, weight_bytes: int, macs: int) -> float:
@@ -38,7 +38,7 @@ def cost_model_ms(target: TargetDescriptor, weight_bytes: int, macs: int) -> flo
 
 def decode_ms(artifact: Path, context: int, repeats: int) -> float:
     """Median milliseconds of one decode step after a ``context``-token prefill of the artifact."""
-    from slmc.runtime import load
+    from slmc.artifact.runtime import load
 
     model = load(artifact)
     cache = model.kv_cache

@@ -1,6 +1,6 @@
 """What ``slmc search`` writes: ``front.json`` (every trial, the front, the choice, the settings),
 ``chosen.yaml`` (a recipe that reproduces the choice with ``slmc compile -r`` and gates the compile on
-the budget) and ``pareto.html`` (the quality x size plot, ``slmc.report_html.pareto_figure``)."""
+the budget) and ``pareto.html`` (the quality x size plot, ``slmc.report.html.pareto_figure``)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _label(point: dict) -> str:
 
 def write_report(result: SearchResult, out: Path) -> dict[str, Path]:
     """Write the three files into ``out`` (created); return their paths by name."""
-    from slmc.report_html import STYLE, pareto_figure
+    from slmc.report.html import STYLE, pareto_figure
 
     out.mkdir(parents=True, exist_ok=True)
     data = {"target": result.target, "chosen": result.chosen, "front": result.front, "settings": result.settings,

@@ -22,7 +22,7 @@ from slmc.search.executors import run_local, run_ray
 from slmc.search.latency import cost_model_ms, measure
 from slmc.search.space import BASELINE_ID, Budget, Candidate, EvalSettings, SearchSpace, candidates
 from slmc.search.trial import TrialJob, run_trial
-from slmc.target import TargetDescriptor, builtin_target_names, load_target
+from slmc.spec.target import TargetDescriptor, builtin_target_names, load_target
 
 LATENCY_MODES = ("auto", "measured", "model", "none")
 

@@ -18,10 +18,10 @@ from typing import Any
 import yaml
 
 from slmc.errors import InputError, SlmcError
-from slmc.pass_registry import get_pass
-from slmc.recipe import Recipe, check_against_target, recipe_from_document
-from slmc.target import TargetDescriptor
-from slmc.yaml_source import parse_yaml
+from slmc.spec.pass_registry import get_pass
+from slmc.spec.recipe import Recipe, check_against_target, recipe_from_document
+from slmc.spec.target import TargetDescriptor
+from slmc.spec.yaml_source import parse_yaml
 
 CALIBRATION = {"text": "stdlib-train", "num_samples": 16, "sequence_length": 128}
 

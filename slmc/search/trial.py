@@ -43,9 +43,9 @@ def logit_cosine(subject: Any, reference: Any, cache: Any, documents: list[np.nd
                  reference_cache: Any = None) -> float:
     """Mean cosine similarity of the logit rows of ``subject`` and ``reference`` over the scored windows
     (``reference_cache``: the reference's KV cache when it differs from the subject's, e.g. after head pruning)."""
-    from slmc.evaluation import windows
-    from slmc.models.causal_lm import prompt_logits
-    from slmc.verify import quality_metrics
+    from slmc.verify.evaluation import windows
+    from slmc.graph.kv_cache import prompt_logits
+    from slmc.verify.numerics import quality_metrics
 
     originals, compressed = [], []
     for ids in documents:
@@ -57,7 +57,7 @@ def logit_cosine(subject: Any, reference: Any, cache: Any, documents: list[np.nd
 
 
 def _linear_parameters(graph: Any) -> int:
-    from slmc.linears import linear_layers
+    from slmc.graph.linears import linear_layers
 
     layers, _ = linear_layers(graph)
     return sum(int(layer.weight(graph).numel()) for layer in layers)
@@ -75,15 +75,15 @@ def run_trial(job: TrialJob) -> dict[str, Any]:
     """Compress, measure; returns plain data (the candidate id, metrics, per-pass stats, seconds)."""
     import torch
 
-    from slmc.compress import compress
-    from slmc.context import fit_context
-    from slmc.evaluation import document_tokens, perplexity
-    from slmc.model_source import load_model
-    from slmc.recipe import recipe_from_document
-    from slmc.subject import eager_runner
-    from slmc.target import load_target
-    from slmc.texts import load_texts
-    from slmc.yaml_source import parse_yaml
+    from slmc.driver.compress import compress
+    from slmc.models.context_length import fit_context
+    from slmc.verify.evaluation import document_tokens, perplexity
+    from slmc.frontend.model_source import load_model
+    from slmc.spec.recipe import recipe_from_document
+    from slmc.driver.eval_subject import eager_runner
+    from slmc.spec.target import load_target
+    from slmc.data.texts import load_texts
+    from slmc.spec.yaml_source import parse_yaml
 
     start = time.perf_counter()
     torch.set_num_threads(job.threads)

@@ -17,7 +17,7 @@ def fixture_lm_spec():
 @pytest.fixture(scope="session")
 def fixture_lm_graph(fixture_lm_spec):
     """The traced fixture LM. Shared by tests: run passes on ``graph.clone()`` (``run_pass`` does)."""
-    from slmc.ir import check_graph, trace
+    from slmc.graph.ir import check_graph, trace
 
     graph = trace(fixture_lm_spec)
     check_graph(graph)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from slmc.pass_registry import PassContext, get_pass
+from slmc.spec.pass_registry import PassContext, get_pass
 
 
 def calibration_samples(spec, num_samples=16, sequence_length=128):
@@ -12,9 +12,9 @@ def calibration_samples(spec, num_samples=16, sequence_length=128):
     fixture's training text, never its held-out modules."""
     from pathlib import Path
 
-    from slmc.calibration import load_calibration
-    from slmc.recipe import recipe_from_document
-    from slmc.yaml_source import parse_yaml
+    from slmc.frontend.calibration import load_calibration
+    from slmc.spec.recipe import recipe_from_document
+    from slmc.spec.yaml_source import parse_yaml
 
     text = f"calibration: {{text: stdlib-train, num_samples: {num_samples}, sequence_length: {sequence_length}}}"
     return load_calibration(recipe_from_document(parse_yaml(text, "<test recipe>"), Path.cwd()), spec)
@@ -46,9 +46,9 @@ def relative_error(before, after, samples):
 
 def heldout_perplexity(graph, spec, max_tokens):
     """Perplexity of ``graph`` (eager) on the first ``max_tokens`` tokens of the fixture's held-out text."""
-    from slmc.evaluation import document_tokens, perplexity
-    from slmc.models.causal_lm import eager_step
-    from slmc.texts import load_texts
+    from slmc.verify.evaluation import document_tokens, perplexity
+    from slmc.graph.kv_cache import eager_step
+    from slmc.data.texts import load_texts
 
     docs = document_tokens(load_texts("stdlib-heldout"), spec.tokenizer, max_tokens)
     return perplexity(eager_step(graph.module), spec.kv_cache, docs, 256, 128)["perplexity"]

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from slmc.pass_registry import PassContext, get_pass
+from slmc.spec.pass_registry import PassContext, get_pass
 
 # cast_weights against eager fp32 on tiny-lm logits (4 random inputs of 16..64 tokens).
 # fp16 weight rounding: measured max abs error 7.2e-4 on logits of magnitude ~2.4, cosine 1.0000.
@@ -79,7 +79,7 @@ def test_bfloat16_numerics_against_eager(tiny_lm_graph, host_target, lm_inputs):
 
 
 def test_negative_mobile_gpus_have_no_bfloat16():
-    from slmc.target import load_target
+    from slmc.spec.target import load_target
 
     config = get_pass("cast_weights").config(dtype="bfloat16")
     for name in ("mali-g710", "adreno-740"):

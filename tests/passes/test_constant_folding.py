@@ -1,7 +1,7 @@
 import torch
 
-from slmc.ir import ModelSpec, check_graph, trace
-from slmc.pass_registry import PassContext, get_pass
+from slmc.graph.ir import ModelSpec, check_graph, trace
+from slmc.spec.pass_registry import PassContext, get_pass
 
 # Tolerances of this pass against eager execution of the unfolded graph.
 # Folding evaluates the same ATen ops ahead of time, so the result is bit-identical (measured: 0.0).

@@ -1,7 +1,7 @@
 import torch
 
-from slmc.ir import ModelSpec, trace
-from slmc.pass_registry import PassContext, get_pass
+from slmc.graph.ir import ModelSpec, trace
+from slmc.spec.pass_registry import PassContext, get_pass
 
 # Removing unused nodes cannot change any output (measured max abs difference: 0.0).
 ATOL = 0.0

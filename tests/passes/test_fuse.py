@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from slmc.ir import ModelSpec, check_graph, trace
+from slmc.graph.ir import ModelSpec, check_graph, trace
 from slmc.models import tiny_lm
 
 from pass_helpers import compile_fixture, lm_samples, relative_error, run_pass
@@ -245,7 +245,7 @@ def test_quantized_siblings_merge_exactly(host_target):
 def test_negative_settings_rejected():
     from pydantic import ValidationError
 
-    from slmc.pass_registry import get_pass
+    from slmc.spec.pass_registry import get_pass
 
     with pytest.raises(ValidationError):
         get_pass("fuse").config(max_growth_bytes=-1)

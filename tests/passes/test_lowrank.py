@@ -2,7 +2,7 @@ import pytest
 import torch
 from pass_helpers import compile_fixture, heldout_perplexity, pass_report, run_pass
 
-from slmc.ir import check_graph
+from slmc.graph.ir import check_graph
 from slmc.passes._lowrank_factor import factorize, max_useful_rank, singular_values, whitening_factor
 from slmc.passes._rank_allocation import Candidate, global_budget
 
@@ -107,7 +107,7 @@ def test_global_allocation_meets_the_budget_and_varies_ranks():
 def test_negative_settings():
     from pydantic import ValidationError
 
-    from slmc.pass_registry import get_pass
+    from slmc.spec.pass_registry import get_pass
 
     config = get_pass("lowrank").config
     with pytest.raises(ValidationError, match="exactly one"):
@@ -127,7 +127,7 @@ def test_negative_svd_llm_without_calibration(tiny_lm_graph, host_target):
 
 def test_negative_recipe_without_calibration_is_rejected(tmp_path):
     from slmc.errors import RecipeError
-    from slmc.recipe import load_recipe
+    from slmc.spec.recipe import load_recipe
 
     path = tmp_path / "r.yaml"
     path.write_text("passes:\n  - lowrank: {method: svd_llm, ratio: 0.2}\n")

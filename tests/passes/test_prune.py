@@ -2,7 +2,7 @@ import pytest
 import torch
 from pass_helpers import calibration_samples, compile_fixture, heldout_perplexity, pass_report, run_pass
 
-from slmc.ir import check_graph
+from slmc.graph.ir import check_graph
 from slmc.passes._sparsegpt import sparsegpt_prune
 
 BLOCK_LINEARS = [f"blocks.{i}.{p}" for i in (0, 1) for p in
@@ -21,7 +21,7 @@ def two_of_four_target(tmp_path, host_target):
     """A descriptor whose runtime claims 2:4 support (host's own lists none: TVM has no sparse kernels)."""
     from importlib import resources
 
-    from slmc.target import load_target
+    from slmc.spec.target import load_target
 
     host = (resources.files("slmc.targets") / "host.yaml").read_text()
     text = host.replace("name: host", "name: host-2of4").replace("patterns: []", "patterns: ['2:4', '4:8']")
@@ -58,8 +58,8 @@ def test_overrides_set_sparsity_per_layer(tiny_lm_graph, host_target):
 
 
 def test_wanda_prunes_each_row_by_weight_times_input_norm(tiny_lm_graph, host_target, tiny_calibration):
-    from slmc.activations import linear_input_statistics
-    from slmc.linears import linear_layers
+    from slmc.graph.activations import linear_input_statistics
+    from slmc.graph.linears import linear_layers
 
     outcome = run_pass("prune", tiny_lm_graph, host_target, tiny_calibration, method="wanda", sparsity=0.5, sequential=False)
     layers, _ = linear_layers(tiny_lm_graph)
@@ -93,7 +93,7 @@ def test_sparsegpt_reconstructs_better_than_masking():
 
 
 def test_two_of_four_needs_a_target_that_lists_it(tiny_lm_graph, host_target, two_of_four_target):
-    from slmc.pass_registry import get_pass
+    from slmc.spec.pass_registry import get_pass
 
     config = get_pass("prune").config(method="magnitude", pattern="2:4")
     (field, message), = config.target_problems(host_target)
@@ -115,7 +115,7 @@ def test_four_of_eight_with_wanda(tiny_lm_graph, two_of_four_target, tiny_calibr
 def test_negative_recipe_with_two_of_four_for_host_exits_2(tmp_path):
     from click.testing import CliRunner
 
-    from slmc.cli import cli
+    from slmc.cli.main import cli
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("passes:\n  - prune: {method: magnitude, pattern: '2:4'}\n")
@@ -127,7 +127,7 @@ def test_negative_recipe_with_two_of_four_for_host_exits_2(tmp_path):
 def test_negative_settings():
     from pydantic import ValidationError
 
-    from slmc.pass_registry import get_pass
+    from slmc.spec.pass_registry import get_pass
 
     config = get_pass("prune").config
     with pytest.raises(ValidationError, match="fixes the sparsity"):

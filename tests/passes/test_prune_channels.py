@@ -4,7 +4,7 @@ import torch
 from pass_helpers import calibration_samples, compile_fixture, heldout_perplexity, run_pass
 from torch import nn
 
-from slmc.ir import ModelSpec, check_graph, trace
+from slmc.graph.ir import ModelSpec, check_graph, trace
 from slmc.passes._channel_groups import channel_groups
 
 
@@ -88,7 +88,7 @@ def test_negative_exclusions_and_missing_calibration(mlp, host_target):
         run_pass("prune_channels", graph, host_target)
     from pydantic import ValidationError
 
-    from slmc.pass_registry import get_pass
+    from slmc.spec.pass_registry import get_pass
 
     with pytest.raises(ValidationError):
         get_pass("prune_channels").config(mlp_channels=1.0)

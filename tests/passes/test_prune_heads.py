@@ -5,9 +5,9 @@ import torch
 from pass_helpers import calibration_samples, lm_samples, run_pass
 from torch import nn
 
-from slmc.cache_fit import graph_kv_cache
+from slmc.graph.kv_cache_fit import graph_kv_cache
 from slmc.errors import NodeError
-from slmc.ir import ModelSpec, check_graph, set_attr, trace
+from slmc.graph.ir import ModelSpec, check_graph, set_attr, trace
 from slmc.passes._attention_heads import attention_heads
 
 

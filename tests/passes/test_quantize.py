@@ -16,11 +16,11 @@ import torch
 import slmc
 from slmc.errors import RecipeError, TargetError
 from slmc.models import tiny_lm
-from slmc.pass_manager import PassStep, run_passes
-from slmc.pass_registry import PassContext, get_pass
+from slmc.graph.pass_manager import PassStep, run_passes
+from slmc.spec.pass_registry import PassContext, get_pass
 from slmc.quantization.ops import QUANTIZED_EMBEDDING, QUANTIZED_LINEAR, W8A8_LINEAR
-from slmc.recipe import check_against_target, load_recipe
-from slmc.target import load_target
+from slmc.spec.recipe import check_against_target, load_recipe
+from slmc.spec.target import load_target
 
 
 def _run(graph, settings: dict, target, calibration=()):
@@ -193,7 +193,7 @@ class _TiedHead(torch.nn.Module):
 
 @pytest.mark.parametrize("embeddings", [True, False])
 def test_a_tied_head_is_quantized_into_its_own_copy(host_target, embeddings):
-    from slmc.ir import ModelSpec, trace
+    from slmc.graph.ir import ModelSpec, trace
 
     module = _TiedHead().eval()
     table = module.embed.weight.detach().clone()

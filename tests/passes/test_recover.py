@@ -2,7 +2,7 @@ import pytest
 import torch
 from pass_helpers import calibration_samples, heldout_perplexity, run_pass
 
-from slmc.pass_registry import PassContext, get_pass
+from slmc.spec.pass_registry import PassContext, get_pass
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_negative_without_teacher_or_calibration(tiny_lm_graph, host_target, tin
 def test_recover_after_two_of_four_on_the_fixture(fixture_lm_spec, fixture_lm_graph, tmp_path):
     """SparseGPT 2:4, then 60 distillation steps on 48 training windows (16 held back): held-out
     perplexity (first 3000 tokens) improves. Measured: original 10.00, pruned 11.31, recovered 10.92."""
-    from slmc.target import load_target
+    from slmc.spec.target import load_target
 
     from importlib import resources
 

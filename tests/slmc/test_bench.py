@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from slmc.bench import machine
 from slmc.bench.goals import GOALS, goals
 from slmc.bench.run import _aligned
-from slmc.cli import cli
+from slmc.cli.main import cli
 
 
 def test_roofline_measurements_are_positive():
@@ -89,7 +89,7 @@ def test_the_bench_w8a8_recipe_parses_and_its_ids_fit_every_bench_vocabulary():
     from pathlib import Path
 
     from slmc.bench.models import CONFIGS
-    from slmc.recipe import load_recipe
+    from slmc.spec.recipe import load_recipe
 
     folder = Path(__file__).resolve().parents[2] / "examples" / "recipes" / "bench"
     recipe = load_recipe(folder / "w8a8-smoothquant-random-ids.yaml")

@@ -9,10 +9,10 @@ import pytest
 
 import slmc
 from slmc.errors import RecipeError
-from slmc.ir import trace
+from slmc.graph.ir import trace
 from slmc.models import tiny_lm
-from slmc.onnx_export import export_onnx
-from slmc.onnx_import import run_onnxruntime
+from slmc.frontend.onnx_export import export_onnx
+from slmc.frontend.onnx_import import run_onnxruntime
 
 
 @pytest.fixture(scope="module")

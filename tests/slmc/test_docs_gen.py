@@ -17,9 +17,9 @@ def test_a_stale_or_missing_page_is_detected(tmp_path):
 
 
 def test_references_cover_every_pass_recipe_key_and_command():
-    from slmc.cli import cli
-    from slmc.pass_registry import registered_passes
-    from slmc.recipe import Gates, RecipeDocument
+    from slmc.cli.main import cli
+    from slmc.spec.pass_registry import registered_passes
+    from slmc.spec.recipe import Gates, RecipeDocument
 
     passes, recipe, commands = docs_gen.passes_page(), docs_gen.recipe_page(), docs_gen.cli_page()
     assert all(f"## `{name}`" in passes for name in registered_passes())

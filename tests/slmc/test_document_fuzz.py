@@ -12,11 +12,11 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slmc.cli import cli
+from slmc.cli.main import cli
 from slmc.errors import RecipeError, TargetError
-from slmc.recipe import Recipe, recipe_from_document
-from slmc.target import TargetDescriptor, descriptor_from_document, load_target
-from slmc.yaml_source import YamlSyntaxError, parse_yaml
+from slmc.spec.recipe import Recipe, recipe_from_document
+from slmc.spec.target import TargetDescriptor, descriptor_from_document, load_target
+from slmc.spec.yaml_source import YamlSyntaxError, parse_yaml
 
 FUZZ = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

@@ -14,8 +14,8 @@ class Terminal(io.StringIO):
 
 
 def run_two_passes(graph, target):
-    from slmc.pass_manager import PassStep, run_passes
-    from slmc.pass_registry import PassContext, get_pass
+    from slmc.graph.pass_manager import PassStep, run_passes
+    from slmc.spec.pass_registry import PassContext, get_pass
 
     steps = [PassStep(name, get_pass(name).config()) for name in ("constant_folding", "dead_code_elimination")]
     run_passes(graph, steps, PassContext(target))
@@ -43,8 +43,8 @@ def test_stage_bar_follows_the_compile(monkeypatch):
 
 
 def test_calibration_bar(monkeypatch, tiny_lm_graph, lm_inputs):
-    from slmc.activations import linear_input_statistics
-    from slmc.linears import linear_layers
+    from slmc.graph.activations import linear_input_statistics
+    from slmc.graph.linears import linear_layers
 
     stderr = Terminal()
     monkeypatch.setattr(sys, "stderr", stderr)

@@ -1,11 +1,11 @@
-"""``CompiledModel`` hands arrays to and from the VM without copies where TVM allows (slmc.runtime)."""
+"""``CompiledModel`` hands arrays to and from the VM without copies where TVM allows (slmc.artifact.runtime)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 import slmc
-from slmc.runtime import TVM_ALIGNMENT
+from slmc.artifact.runtime import TVM_ALIGNMENT
 
 
 def _step_twice(model, ids):
@@ -36,7 +36,7 @@ def test_tensors_of_an_rpc_session_are_copied_not_viewed():
     import tvm
     from tvm import rpc
 
-    from slmc.runtime import _as_numpy, _as_tensor
+    from slmc.artifact.runtime import _as_numpy, _as_tensor
 
     server = rpc.Server(host="127.0.0.1", port=9190, port_end=9290)
     try:

@@ -5,7 +5,7 @@ from importlib import resources
 
 import pytest
 
-from slmc.target import builtin_target_names, load_target
+from slmc.spec.target import builtin_target_names, load_target
 
 NAMES = builtin_target_names()
 
@@ -70,7 +70,7 @@ def test_cortex_a55_builds_and_cross_links_a_kernel(tmp_path):
 
     from tvm import relax
 
-    from slmc.lowering import RelaxProgram, build, export_library
+    from slmc.backend.lowering import RelaxProgram, build, export_library
 
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((4, 64), "float32"))

@@ -26,14 +26,14 @@ import tvm
 from click.testing import CliRunner
 
 import slmc
-from slmc.cli_device import device_group
+from slmc.cli.device import device_group
 from slmc.device import arm64
 from slmc.errors import DeviceConnectionError, DeviceSetupError, DeviceURLError, InputError, ToolchainError
-from slmc.ir import trace
-from slmc.model_source import load_model
+from slmc.graph.ir import trace
+from slmc.frontend.model_source import load_model
 from slmc.models import DEFAULT_MODEL, tiny_lm
-from slmc.rpc_runner import RemoteModel, connect
-from slmc.verify import generated_samples
+from slmc.artifact.remote_runtime import RemoteModel, connect
+from slmc.verify.numerics import generated_samples
 
 EXAMPLE_RECIPES = Path(__file__).resolve().parents[3] / "examples" / "recipes"
 NOT_NATIVE = "not natively: code is for aarch64, this machine is x86_64"

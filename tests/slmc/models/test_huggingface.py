@@ -20,9 +20,9 @@ from safetensors.torch import load_file, save_file
 import slmc
 from slmc.errors import ModelError
 from slmc.models import FIXTURE_DIR
-from slmc.models.causal_lm import eager_step, generate_greedy
+from slmc.graph.kv_cache import eager_step, generate_greedy
 from slmc.models.huggingface import load_hf_model, minilm_folder, pool
-from slmc.verify import embedding_cosine
+from slmc.verify.numerics import embedding_cosine
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",

@@ -15,7 +15,7 @@ def _samples(count: int, tokens: int, seed: int = 0):
 
 @pytest.fixture(scope="session")
 def npu_target():
-    from slmc.target import load_target
+    from slmc.spec.target import load_target
 
     return load_target("generic-int8-npu")
 
@@ -23,10 +23,10 @@ def npu_target():
 @pytest.fixture(scope="session")
 def w8a8_lm(npu_target):
     """``(graph, relax_module, samples)``: tiny-lm through ``quantize: {scheme: w8a8}`` with lm_head left in float."""
-    from slmc.ir import trace
-    from slmc.lowering import to_relax
+    from slmc.graph.ir import trace
+    from slmc.backend.lowering import to_relax
     from slmc.models import tiny_lm
-    from slmc.pass_registry import PassContext, get_pass
+    from slmc.spec.pass_registry import PassContext, get_pass
 
     samples = _samples(2, 16)
     quantize = get_pass("quantize")

@@ -1,8 +1,8 @@
 import pytest
 
 from slmc.errors import TargetError
-from slmc.target import descriptor_from_document, load_target
-from slmc.yaml_source import parse_yaml
+from slmc.spec.target import descriptor_from_document, load_target
+from slmc.spec.yaml_source import parse_yaml
 
 NPU = """name: n
 kind: {kind}

@@ -1,7 +1,7 @@
 import tvm
 from tvm import relax
 
-from slmc.ir import op_name
+from slmc.graph.ir import op_name
 from slmc.npu.partition import PATTERN, partition
 
 

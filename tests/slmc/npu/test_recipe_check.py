@@ -5,8 +5,8 @@ import pytest
 
 from slmc.errors import RecipeError
 from slmc.npu.recipe_check import check_npu_recipe
-from slmc.recipe import load_recipe
-from slmc.target import load_target
+from slmc.spec.recipe import load_recipe
+from slmc.spec.target import load_target
 
 
 def _recipe(tmp_path, text):
@@ -42,7 +42,7 @@ def test_cli_exits_2_before_loading_the_model(tmp_path):
 
 def test_weight_only_int4_recipe_is_rejected_by_the_npu_descriptor(tmp_path):
     from slmc.errors import TargetError
-    from slmc.recipe import check_against_target
+    from slmc.spec.recipe import check_against_target
 
     recipe = load_recipe(_recipe(tmp_path, "passes:\n  - quantize: {bits: 4, group_size: 32}\n"))
     with pytest.raises(TargetError, match="int4"):

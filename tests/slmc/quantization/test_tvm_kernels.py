@@ -13,8 +13,8 @@ import torch
 import tvm
 from tvm import relax
 
-from slmc.ir import ModelSpec, trace
-from slmc.lowering import build, to_relax
+from slmc.graph.ir import ModelSpec, trace
+from slmc.backend.lowering import build, to_relax
 from slmc.quantization.formats import QuantFormat, quantize_rtn
 from slmc.quantization.ops import quantize_activations
 from slmc.quantization.tvm_kernels import KERNEL_ATTR

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from slmc.ir import ModelSpec, trace
-from slmc.lowering import build, to_relax
+from slmc.graph.ir import ModelSpec, trace
+from slmc.backend.lowering import build, to_relax
 from slmc.schedules import DEFAULT_VECTOR_BITS, cpu_params
 
 

@@ -7,11 +7,11 @@ import pytest
 import tvm
 from test_int8_matmul_rule import w8a8_kernel
 
-import slmc.target as target_module
+import slmc.spec.target as target_module
 from slmc.errors import TargetError
 from slmc.schedules import cpu_schedule_passes
-from slmc.target import TargetDescriptor, load_target
-from slmc.yaml_source import parse_yaml
+from slmc.spec.target import TargetDescriptor, load_target
+from slmc.spec.yaml_source import parse_yaml
 
 HOST_YAML = (target_module.resources.files("slmc.targets") / "host.yaml").read_text(encoding="utf-8")
 

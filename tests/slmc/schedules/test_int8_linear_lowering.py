@@ -10,8 +10,8 @@ import tvm
 from tvm import relax
 
 import slmc.quantization.ops  # noqa: F401  (registers torch.ops.slmc)
-from slmc.ir import ModelSpec, trace
-from slmc.lowering import build, to_relax
+from slmc.graph.ir import ModelSpec, trace
+from slmc.backend.lowering import build, to_relax
 
 
 class IntegerW8A8(torch.nn.Module):

@@ -15,9 +15,9 @@ import tvm
 from test_int8_matmul_rule import N, int_inputs, schedule, tiled, w8a8_kernel
 
 from slmc.device import arm64
-from slmc.lowering import export_library
-from slmc.rpc_runner import connect
-from slmc.target import load_target
+from slmc.backend.lowering import export_library
+from slmc.artifact.remote_runtime import connect
+from slmc.spec.target import load_target
 
 
 def _free_port() -> int:

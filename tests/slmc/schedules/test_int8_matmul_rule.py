@@ -15,7 +15,7 @@ from tvm import te
 from slmc.quantization.tvm_kernels import KERNEL_ATTR, w8a8_linear_te
 from slmc.schedules.int8_dot_intrinsics import INTRINSICS, tile_choice
 from slmc.schedules.int8_matmul import Int8Matmul, tiles_per_chunk
-from slmc.target import load_target
+from slmc.spec.target import load_target
 
 K, N = 64, 48
 HOST_FEATURES = load_target("host").compute.int8_dot

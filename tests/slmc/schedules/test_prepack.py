@@ -7,8 +7,8 @@ import torch
 import tvm
 from tvm import relax
 
-from slmc.ir import ModelSpec, trace
-from slmc.lowering import build, to_relax
+from slmc.graph.ir import ModelSpec, trace
+from slmc.backend.lowering import build, to_relax
 from slmc.schedules.prepack import prepack
 
 

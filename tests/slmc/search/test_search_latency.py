@@ -6,7 +6,7 @@ import pytest
 
 from slmc.errors import InputError
 from slmc.search.latency import cost_model_ms
-from slmc.target import load_target
+from slmc.spec.target import load_target
 
 
 def test_memory_bound_decode_on_cortex_a76():

@@ -17,12 +17,12 @@ import pytest
 from click.testing import CliRunner
 
 import slmc
-from slmc.cli import cli
-from slmc.evaluation import document_tokens, perplexity
+from slmc.cli.main import cli
+from slmc.verify.evaluation import document_tokens, perplexity
 from slmc.search import Budget, EvalSettings, SearchSpace, search
 from slmc.search.latency import decode_ms
 from slmc.search.report import write_report
-from slmc.texts import load_texts
+from slmc.data.texts import load_texts
 
 pytestmark = pytest.mark.slow
 

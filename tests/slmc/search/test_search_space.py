@@ -8,11 +8,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from slmc.cli import cli
+from slmc.cli.main import cli
 from slmc.errors import InputError, TargetNotFoundError
 from slmc.search import Budget, EvalSettings, SearchSpace, search
 from slmc.search.space import BASELINE_ID, candidates
-from slmc.target import load_target
+from slmc.spec.target import load_target
 
 BUDGET = Budget(max_ppl_increase=0.05)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slmc.model_source import load_model
+from slmc.frontend.model_source import load_model
 from slmc.search.trial import logit_cosine
-from slmc.subject import eager_runner
+from slmc.driver.eval_subject import eager_runner
 
 pytestmark = pytest.mark.slow  # 0.3 s to 21 s measured, depending on the load of the 2 shared cores
 

@@ -1,0 +1,155 @@
+"""Lowering: slmc graph -> torch.export program -> TVM Relax module -> built TVM executable.
+
+Weights stay outside the library: the Relax ``main`` takes the model inputs followed by every
+weight (``keep_params_as_input``), and ``detach_params`` hands them back as arrays that the
+artifact stores in ``weights.safetensors``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from slmc.errors import BuildError, LoweringError, ToolchainError
+from slmc.graph.ir import Graph, export
+from slmc.backend.relax_pipeline import PipelineRecord, build_pipeline
+from slmc.schedules.prepack import prepack
+from slmc.backend.build_diagnosis import BUILD_FAILURES, PassTracker, build_error, tracking_passes
+from slmc.backend.deterministic_build import deterministic_call_te, deterministic_pipeline
+from slmc.backend.import_diagnosis import unsupported_op_error
+from slmc.spec.target import TargetDescriptor, machine_arch
+from slmc.backend.tuning_db import target_database
+
+# TVM raises its errors (InternalError, TVMError, ...) as RuntimeError subclasses; its Python
+# frontend raises ValueError/TypeError/KeyError/AssertionError for graphs it cannot convert.
+TVM_FAILURES = (RuntimeError, ValueError, TypeError, KeyError, AssertionError, NotImplementedError)
+
+LINK_OPTIONS = ["-s"]  # strip symbol tables: the runtime finds kernels through TVM's own registry
+CROSS_COMPILERS = {"aarch64": "aarch64-linux-gnu-gcc", "arm": "arm-linux-gnueabihf-gcc"}
+DEBIAN_PACKAGES = {"aarch64": "gcc-aarch64-linux-gnu", "arm": "gcc-arm-linux-gnueabihf"}
+
+
+@dataclass
+class RelaxProgram:
+    """A Relax module plus its weights, in the order ``main`` takes them after the inputs."""
+
+    module: tvm.IRModule
+    weight_names: list[str]
+    weights: list[np.ndarray]
+    num_inputs: int
+    notes: list[str] = field(default_factory=list)
+    scheduled: tvm.IRModule | None = None  # set by build(): the module slmc's Relax pipeline produced
+    tuning: dict | None = None  # set by build(): kernels scheduled from the tuning database (slmc.backend.tuning_db)
+
+
+def to_relax(graph: Graph) -> RelaxProgram:
+    """Export the graph and convert it to Relax with weights detached."""
+    from tvm.relax.frontend.torch import from_exported_program
+
+    from slmc.backend.torch_export_fixes import fix_exported_program
+    from slmc.quantization.tvm_kernels import CONVERTERS
+
+    program = export(graph)
+    program, notes = fix_exported_program(program)
+    try:
+        module = from_exported_program(program, keep_params_as_input=True, custom_convert_map=CONVERTERS)
+        module, params = relax.frontend.detach_params(module)
+    except TVM_FAILURES as exc:
+        raise (unsupported_op_error(program, CONVERTERS)
+               or LoweringError(f"TVM's torch frontend could not convert the graph: {_summary(exc)}")) from exc
+    return detached_program(module, params, notes, "the graph")
+
+
+def detached_program(module: tvm.IRModule, params: dict[str, Any], notes: list[str], source: str) -> RelaxProgram:
+    """A ``RelaxProgram`` from ``relax.frontend.detach_params``' output (weights after the inputs)."""
+    main = module["main"]
+    num_inputs = int(main.attrs["num_input"])
+    names = [str(p.name) for p in main.params[num_inputs:]]
+    arrays = [t.numpy() for t in params.get("main", [])]
+    if len(names) != len(arrays):
+        raise LoweringError(f"TVM returned {len(arrays)} weights for {len(names)} weight parameters of main ({source})")
+    module, names, arrays, dropped = _drop_unused_weights(module, names, arrays, num_inputs)
+    if dropped:
+        notes = [*notes, f"dropped {len(dropped)} weights main never reads ({', '.join(dropped)})"]
+    module, arrays, packed = prepack(module, arrays, num_inputs)
+    if packed:
+        notes = [*notes, f"prepacked {packed} weights into the layout their kernels read (slmc.schedules.prepack)"]
+    return RelaxProgram(module, names, arrays, num_inputs, notes)
+
+
+def build(program: RelaxProgram, target: TargetDescriptor) -> tvm.runtime.Executable:
+    """Compile the Relax module for the target with slmc's pipeline (scheduled kernels)."""
+    tvm_target = target.tvm_target()
+    target_database(target)  # a damaged tuning database is bad input (InputError), before TVM wraps it
+    record = PipelineRecord()
+    passes = PassTracker()
+    try:
+        with deterministic_call_te(), tracking_passes(passes):
+            executable = tvm.compile(program.module, target=tvm_target,
+                                     relax_pipeline=deterministic_pipeline(build_pipeline(target, tvm_target, record)))
+    except BUILD_FAILURES as exc:
+        raise build_error(exc, target.name, passes, record.module, tvm_target, _summary(exc)) from exc
+    program.notes.extend(record.notes)
+    program.scheduled = record.module
+    program.tuning = record.tuning
+    return executable
+
+
+def cross_compiler(target: TargetDescriptor) -> str | None:
+    """The C compiler that links a shared library for the target, or None for the host's own."""
+    arch = target.triple_arch
+    if arch == machine_arch():
+        return None
+    compiler = CROSS_COMPILERS.get(arch)
+    if compiler is None:
+        raise ToolchainError(f"slmc has no linker for architecture '{arch}' (target '{target.name}')")
+    if shutil.which(compiler) is None:
+        package = DEBIAN_PACKAGES[arch]
+        raise ToolchainError(
+            f"linking for target '{target.name}' ({arch}) needs the cross compiler '{compiler}', which is not "
+            f"installed; on Debian/Ubuntu: apt-get install {package}"
+        )
+    return compiler
+
+
+def export_library(executable: tvm.runtime.Executable, target: TargetDescriptor, path: Path) -> None:
+    """Write the shared library for the target (cross-linked when the target is another arch)."""
+    from tvm.support import cc
+
+    compiler = cross_compiler(target)
+    try:
+        if compiler is None:
+            executable.export_library(str(path), options=LINK_OPTIONS)
+        else:
+            executable.export_library(str(path), fcompile=cc.cross_compiler(compiler), options=LINK_OPTIONS)
+    except TVM_FAILURES as exc:
+        raise BuildError(f"could not link the library for target '{target.name}': {_summary(exc)}") from exc
+
+
+def _summary(exc: BaseException, limit: int = 8) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    kept = [line for line in lines if not line.lstrip().startswith(("File ", "0:", "1:", "2:", "3:"))][:limit]
+    return f"{type(exc).__name__}: " + "\n".join(kept)
+
+
+def _drop_unused_weights(module: tvm.IRModule, names: list[str], arrays: list[np.ndarray],
+                         num_inputs: int) -> tuple[tvm.IRModule, list[str], list[np.ndarray], list[str]]:
+    """Weight parameters ``main`` never reads (e.g. the second name of a tied table that
+    torch.export keeps) removed with their arrays: an artifact must not ship bytes nothing uses."""
+    main = module["main"]
+    used = set(relax.analysis.free_vars(main.body))
+    weights = list(zip(main.params[num_inputs:], names, arrays))
+    kept = [w for w in weights if w[0] in used]
+    if len(kept) == len(weights):
+        return module, names, arrays, []
+    params = [*main.params[:num_inputs], *(p for p, _, _ in kept)]
+    module = tvm.IRModule(dict(module.functions_items()), attrs=module.attrs)
+    module["main"] = relax.Function(params, main.body, main.ret_ty, main.is_pure, main.attrs, main.span)
+    dropped = [name for p, name, _ in weights if p not in used]
+    return module, [n for _, n, _ in kept], [a for _, _, a in kept], dropped

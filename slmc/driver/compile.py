@@ -1,0 +1,390 @@
+"""The compile driver: recipe + target + model -> passes -> TVM build -> verified artifact.
+
+Order matters for build pipelines: everything that can be checked without the model (recipe,
+descriptor, recipe against target, output directory) is checked before the model is loaded.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import tvm
+from safetensors.numpy import save_file
+
+import slmc
+from slmc import progress
+from slmc.artifact.layout import FORMAT_VERSION, LIBRARY, WEIGHTS, StagedArtifact, check_destination, file_entries, write_manifest
+from slmc.verify.artifact_check import save_reference
+from slmc.graph.kv_cache_fit import fit_samples
+from slmc.cache.compile_step import CacheSession
+from slmc.driver.compress import compress, trace_and_calibrate
+from slmc.models.context_length import fit_context
+from slmc.models.memory_fit import check_compiled_weights, check_loaded_model
+from slmc.errors import FieldProblem, InputError, RecipeError, VerificationError
+from slmc.verify.evaluation import document_tokens
+from slmc.data.texts import load_texts
+from slmc.graph.ir import Graph, ModelSpec
+from slmc.graph.kv_cache import eager_step
+from slmc.backend.lowering import RelaxProgram, build, export_library, to_relax
+from slmc.frontend.model_source import load_model
+from slmc.models import DEFAULT_MODEL
+from slmc.backend.opencl_kernel_check import opencl_verification
+from slmc.npu.offload import NpuOffload, npu_offload
+from slmc.npu.recipe_check import check_npu_recipe
+from slmc.frontend.onnx_import import (is_onnx_file, load_onnx_model, onnx_fingerprint, onnx_sample_inputs, onnx_signature,
+                              run_onnxruntime)
+from slmc.verify.placement import Execution, check_device, decide
+from slmc.spec.recipe import Recipe, check_against_target, load_recipe
+from slmc.report.report_json import layer_sizes
+from slmc.spec.target import TargetDescriptor, load_target
+from slmc.data.tokenizer import save_tokenizer
+from slmc.verify.numerics import (decode_comparison, effective_settings, generated_samples, perplexity_gate, run_eager, smallest_sample,
+                         verification_report)
+
+
+@dataclass
+class CompileResult:
+    """What ``slmc.compile`` returns (and ``slmc compile --json`` prints)."""
+
+    artifact: Path | None
+    manifest: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+    cache: dict[str, Any] | None = None  # hit or miss, key, components (slmc.cache.compile_step); None: caching off
+
+    @property
+    def verification(self) -> dict[str, Any]:
+        return self.manifest["verification"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.artifact is not None,
+            "artifact": str(self.artifact) if self.artifact else None,
+            "model": self.manifest["model"],
+            "target": self.manifest["target"]["name"],
+            "verification": self.verification,
+            "passes": [{"name": p["name"], "seconds": p["seconds"], "stats": p["stats"]} for p in self.manifest["passes"]],
+            "files": self.manifest["files"],
+            "timings": self.timings,
+            "cache": self.cache or {"status": "disabled"},
+        }
+
+
+def default_output_dir(model_name: str, target: TargetDescriptor) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name).strip("_") or "model"
+    return Path("slmc-out") / f"{safe}-{target.name}"
+
+
+def _signature(graph: Graph) -> dict[str, Any]:
+    """Inputs and outputs with dtypes and shapes; dynamic sizes named after their ``Dim``s."""
+    import sympy
+
+    placeholders = [n for n in graph.graph.nodes if n.op == "placeholder"]
+    specs = list(graph.dynamic_shapes or [None] * len(placeholders))
+    names: dict[sympy.Symbol, sympy.Symbol] = {}
+    bounds: dict[str, list[int]] = {}
+    for node, spec in zip(placeholders, specs):
+        for axis, dim in dict(spec or {}).items():
+            size = node.meta["val"].shape[int(axis)]
+            if isinstance(size, torch.SymInt):
+                names[size.node.expr] = sympy.Symbol(dim.__name__)
+            bounds[dim.__name__] = [int(dim.min), int(dim.max)]
+
+    def describe(val: Any, name: str) -> dict[str, Any]:
+        shape = [int(d) if isinstance(d, int) else str(d.node.expr.xreplace(names)) for d in val.shape]
+        return {"name": name, "dtype": str(val.dtype).removeprefix("torch."), "shape": shape}
+
+    output_node = next(n for n in graph.graph.nodes if n.op == "output")
+    vals = output_node.args[0] if isinstance(output_node.args[0], (tuple, list)) else [output_node.args[0]]
+    return {
+        "inputs": [describe(n.meta["val"], name) for n, name in zip(placeholders, graph.input_names)],
+        "outputs": [describe(v.meta["val"], (graph.output_names or ())[i] if i < len(graph.output_names or ()) else f"output_{i}")
+                    for i, v in enumerate(vals)],
+        "dynamic_dims": bounds,
+    }
+
+
+def _versions() -> dict[str, str]:
+    return {"slmc": slmc.__version__, "tvm": tvm.__version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: Graph, original: Graph,
+                     calibration: list[tuple[torch.Tensor, ...]], spec: ModelSpec, final_cache: Any) -> dict[str, Any]:
+    """``final_cache``: the compressed graph's KV cache (``spec.kv_cache`` is the original's)."""
+    settings, tolerance_reason = effective_settings(recipe.verify, final)
+    # num_samples in all: the smallest inputs first (kept for `slmc verify`), then calibration samples
+    # if the recipe has them, else inputs generated like the example (the example itself first)
+    rest = settings.num_samples - 1
+    if calibration:
+        others = fit_samples(final, calibration[:rest])
+    else:
+        max_context = spec.kv_cache.max_context if spec.kv_cache is not None else None
+        others = generated_samples(final, rest, seed=0, max_context=max_context) if rest else []
+    samples = [smallest_sample(final)] + others
+    with execution.open(staged) as model:
+        actual = [model.run_numpy(*[t.numpy() for t in s]) for s in samples]
+        reference = run_eager(final, samples)
+        original_out = run_eager(original, fit_samples(original, samples))
+        how = f"{execution.how(len(samples))}; compared with eager torch"
+        report = verification_report(settings, reference, actual, original_out, how)
+        report["device"], report["execution"] = execution.device, execution.record()
+        report["recheck"] = save_reference(staged, samples, reference, settings.atol, settings.rtol)  # for slmc verify
+        if spec.task == "causal-lm":
+            report["decode"] = decode_comparison(model.step, eager_step(final.module), final_cache, settings)
+            report["passed"] = report["passed"] and report["decode"]["within_tolerance"]
+            report["how"] += f"; greedy decode of {report['decode']['steps']} tokens through the KV cache compared step by step"
+        if settings.gates.max_perplexity_increase is not None:
+            ids = document_tokens(load_texts(recipe.evaluation_text()), spec.tokenizer, settings.max_eval_tokens)
+            report["perplexity"], gate = perplexity_gate(model.step, eager_step(original.module), final_cache, ids, settings,
+                                                         original_cache=spec.kv_cache)
+            report["gates"].append(gate)
+            report["passed"] = report["passed"] and gate["passed"]
+    if tolerance_reason:
+        report["tolerance"] = tolerance_reason
+    return report
+
+
+def _check_model_fits_recipe(recipe: Recipe, spec: ModelSpec) -> None:
+    """Settings that only make sense for some models, checked as soon as the model is known."""
+    if recipe.verify.gates.max_perplexity_increase is not None and (spec.task != "causal-lm" or spec.tokenizer is None):
+        raise InputError(
+            f"{recipe.source}: verify.gates.max_perplexity_increase needs a causal LM with a tokenizer; "
+            f"model '{spec.name}' is a {spec.task} model"
+        )
+
+
+def _write_weights(program: RelaxProgram, path: Path) -> dict[str, Any]:
+    save_file({name: np.ascontiguousarray(w) for name, w in zip(program.weight_names, program.weights)}, str(path))
+    return {
+        "order": program.weight_names,
+        "count": len(program.weights),
+        "bytes": int(sum(w.nbytes for w in program.weights)),
+        "dtypes": sorted({str(w.dtype) for w in program.weights}),
+    }
+
+
+def _failure_message(verification: dict[str, Any]) -> str:
+    """Every failed check of a verification, in one message."""
+    failures = []
+    numeric = verification["artifact_vs_eager"]
+    if not numeric["within_tolerance"]:
+        failures.append("the artifact's outputs differ from eager: " + (numeric.get("error") or (
+            f"max abs error {numeric['max_abs_error']:.3g} with {numeric['elements_out_of_tolerance']} of "
+            f"{numeric['elements_compared']} elements outside atol={numeric['atol']:g}, rtol={numeric['rtol']:g}")))
+    decode = verification.get("decode")
+    if decode is not None and not decode["within_tolerance"]:
+        failures.append(f"KV-cache decode differs from eager: max abs logit error {decode['max_abs_error']:.3g} "
+                        f"over {decode['steps']} steps, same tokens: {decode['same_tokens']}")
+    failures.extend(f"quality gate {g['gate']} not met: measured {g['measured']:.6g}, threshold {g['threshold']:g}"
+                    for g in verification["gates"] if not g["passed"])
+    return "verification failed: " + "; ".join(failures)
+
+
+def _onnx_recipe(recipe: Recipe, given: bool, example_inputs: Any, dynamic_shapes: Any) -> list[str]:
+    """What an ONNX model cannot take from a recipe: fx passes, calibration, perplexity gates.
+
+    An explicit recipe that asks for any of them is rejected (exit 2); the built-in default
+    recipe (no ``recipe`` given) contributes only its ``verify`` settings. Returns notes.
+    """
+    if example_inputs is not None or dynamic_shapes is not None:
+        raise InputError("example_inputs/dynamic_shapes do not apply to an ONNX model: its graph inputs define them")
+    if not given:
+        dropped = [step.name for step in recipe.steps]
+        return [f"default recipe's passes ({', '.join(dropped)}) not run: slmc's fx passes do not apply to ONNX models"] if dropped else []
+    problems = [FieldProblem(f"passes.{i}.{step.name}", "slmc's fx passes do not apply to an ONNX model (there is no fx graph)")
+                for i, step in enumerate(recipe.steps)]
+    if recipe.calibration is not None:
+        problems.append(FieldProblem("calibration", "calibration feeds fx passes, which do not apply to an ONNX model"))
+    if recipe.verify.gates.max_perplexity_increase is not None:
+        problems.append(FieldProblem("verify.gates.max_perplexity_increase", "needs a causal LM with a tokenizer, not an ONNX model"))
+    if problems:
+        raise RecipeError(recipe.source, problems)
+    return []
+
+
+def _verify_onnx_artifact(staged: Path, execution: Execution, recipe: Recipe, path: Path) -> dict[str, Any]:
+    settings = recipe.verify
+    samples = onnx_sample_inputs(path, settings.num_samples, seed=0)
+    with execution.open(staged) as model:
+        actual = [model.run_numpy(*s) for s in samples]
+        how = (f"{execution.how(len(samples))}; compared with ONNX Runtime "
+               "(CPUExecutionProvider); no passes ran, so the gates compare ONNX Runtime with itself")
+    reference = [run_onnxruntime(path, s) for s in samples]
+    report = verification_report(settings, reference, actual, reference, how)
+    report["device"], report["execution"] = execution.device, execution.record()
+    report["recheck"] = save_reference(staged, samples, reference, settings.atol, settings.rtol)  # for slmc verify
+    return report
+
+
+def _compile_onnx(path: Path, recipe: Recipe, target_desc: TargetDescriptor, out: str | Path | None, notes: list[str],
+                  timings: dict[str, float], start: float, device: str | None) -> CompileResult:
+    """``compile`` for an ``.onnx`` file: TVM's ONNX frontend, no fx passes, ONNX Runtime as reference."""
+    t = time.perf_counter()
+    program = load_onnx_model(path)
+    check_compiled_weights(path.stem, int(sum(w.nbytes for w in program.weights)), None, target_desc, after_passes=False)
+    out_dir = Path(out) if out is not None else default_output_dir(path.stem, target_desc)
+    check_destination(out_dir)
+    timings["import"] = time.perf_counter() - t
+    t = time.perf_counter()
+    executable = build(program, target_desc)
+    timings["build"] = time.perf_counter() - t
+    fingerprint = onnx_fingerprint(path)
+    parameters = int(sum(w.size for w in program.weights))
+    head = {
+        "model": {"name": path.stem, "format": "onnx", "source": str(path), "fingerprint": fingerprint,
+                  "compiled_fingerprint": fingerprint, "parameters": parameters, "compiled_parameters": parameters},
+        "signature": onnx_signature(path),
+        "passes": [],
+        "lowering_notes": program.notes + notes,
+        "task": "generic",
+        "kv_cache": None,
+    }
+    return _package(out_dir, executable, program, recipe, target_desc, head, timings, start, device,
+                    verify=lambda staged, execution: _verify_onnx_artifact(staged, execution, recipe, path), tokenizer=None)
+
+
+def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Recipe, target_desc: TargetDescriptor,
+             head: dict[str, Any], timings: dict[str, float], start: float, device: str | None,
+             verify: Callable[[Path, Execution], dict[str, Any]], tokenizer: Any,
+             npu: NpuOffload | None = None) -> CompileResult:
+    """Write library, weights, tokenizer and manifest into a staging directory, verify the staged
+    artifact, and rename it into place only if verification passed."""
+    with StagedArtifact(out_dir) as staged:
+        progress.stage("export")
+        export_library(executable, target_desc, staged.path / LIBRARY)
+        if npu is not None:
+            npu.write(staged.path)  # partition report + QDQ ONNX of the NPU regions
+        manifest: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "versions": _versions(),
+            "recipe": recipe.normalized(),
+            "target": target_desc.model_dump(mode="json"),
+            "tvm_target": target_desc.tvm_dict(),
+            **head,
+            "weights": _write_weights(program, staged.path / WEIGHTS),
+            "tokenizer": save_tokenizer(tokenizer, staged.path),
+            "verification": {"executed": False, "reason": "pending", "passed": False},
+        }
+        manifest["files"] = file_entries(staged.path)
+        write_manifest(staged.path, manifest)
+        t = time.perf_counter()
+        progress.stage("verify")
+        skipped, execution = decide(recipe, target_desc, device)
+        manifest["verification"] = skipped or verify(staged.path, execution)
+        manifest["verification"] = opencl_verification(manifest["verification"], executable, program, target_desc,
+                                                       recipe.verify.enabled)  # GPU kernels: compiled + limits
+        if npu is not None:
+            manifest["verification"] = npu.record(manifest["verification"])  # NPU integer reference vs ORT
+        timings["verify"] = time.perf_counter() - t
+        if not manifest["verification"]["passed"]:
+            raise VerificationError(_failure_message(manifest["verification"]), manifest["verification"])
+        manifest["files"] = file_entries(staged.path)  # now with the stored verification data
+        write_manifest(staged.path, manifest)
+        artifact = staged.commit()
+    timings["total"] = time.perf_counter() - start
+    return CompileResult(artifact=artifact, manifest=manifest, timings={k: round(v, 3) for k, v in timings.items()})
+
+
+def compile(  # noqa: A001 - the public name of the API
+    model: Any = None,
+    recipe: str | Path | Recipe | None = None,
+    target: str | Path | TargetDescriptor | None = None,
+    out: str | Path | None = None,
+    *,
+    example_inputs: Any = None,
+    dynamic_shapes: Any = None,
+    device: str | None = None,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+) -> CompileResult:
+    """Compile ``model`` with ``recipe`` for ``target`` into the artifact directory ``out``.
+
+    Defaults: the built-in recipe ``default``; the recipe's ``model``/``target`` or ``tiny-lm`` on
+    ``host``; ``slmc-out/<model>-<target>``. Raises ``InputError`` subclasses (exit 2) for bad
+    input, ``CompileError`` or ``VerificationError`` (exit 1) when the compile or its check fails.
+    ``device`` (``rpc://HOST:PORT``, a TVM RPC server: docs/devices.md) is where an artifact for a
+    CPU target that does not run here is executed for verification; ``DeviceError`` (exit 1) if
+    it cannot be reached (checked before the model loads) or fails. ``cache_dir`` (else
+    ``$SLMC_CACHE_DIR``; ``use_cache=False`` ignores both) is a compile cache (slmc/cache/store.py): a
+    hit copies the stored, byte-identical artifact into ``out`` instead of compiling.
+    """
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    recipe_given = recipe is not None
+    recipe = load_recipe(recipe)
+    target_desc = load_target(target or recipe.document.target or "host")
+    check_against_target(recipe, target_desc)
+    check_npu_recipe(recipe, target_desc)
+    model_ref = model if model is not None else (recipe.document.model or DEFAULT_MODEL)
+    onnx_notes = _onnx_recipe(recipe, recipe_given, example_inputs, dynamic_shapes) if is_onnx_file(model_ref) else None
+    if out is not None:
+        check_destination(Path(out))
+    check_device(recipe, target_desc, device)
+    cache = CacheSession.open(cache_dir, use_cache) if onnx_notes is None else None  # unusable directory: exit 2 now
+    timings["check_inputs"] = time.perf_counter() - start
+    if onnx_notes is not None:
+        return _compile_onnx(Path(model_ref), recipe, target_desc, out, onnx_notes, timings, start, device)
+
+    t = time.perf_counter()
+    spec = load_model(model_ref, example_inputs, dynamic_shapes)
+    out_dir = Path(out) if out is not None else default_output_dir(spec.name, target_desc)
+    check_destination(out_dir)
+    _check_model_fits_recipe(recipe, spec)
+    check_loaded_model(spec, target_desc)
+    context = fit_context(spec, recipe, target_desc)
+    timings["load"] = time.perf_counter() - t
+    prepared = None
+    if cache is not None:
+        prepared = trace_and_calibrate(spec, recipe, target_desc, timings)
+        hit = cache.lookup(spec, *prepared, recipe, target_desc, device, out_dir)
+        if hit is not None:
+            timings["total"] = time.perf_counter() - start
+            return CompileResult(out_dir, hit, {k: round(v, 3) for k, v in timings.items()}, cache.to_json())
+    compressed = compress(spec, recipe, target_desc, timings, prepared)
+    original, final, calibration, pass_reports = (compressed.original, compressed.final, compressed.calibration,
+                                                  compressed.reports)
+    check_compiled_weights(spec.name, final.weight_bytes(), compressed.kv_cache, target_desc)
+
+    t = time.perf_counter()
+    progress.stage("lower")
+    program = to_relax(final)
+    progress.stage("build")
+    executable = build(program, target_desc)
+    timings["build"] = time.perf_counter() - t
+    npu = npu_offload(final, program.module, target_desc, calibration) if target_desc.kind == "npu" else None
+
+    head = {
+        "model": {
+            "name": spec.name,
+            "fingerprint": original.fingerprint(),
+            "compiled_fingerprint": final.fingerprint(),
+            "parameters": original.num_parameters(),
+            "compiled_parameters": final.num_parameters(),
+        },
+        "signature": _signature(final),
+        "layers": layer_sizes(original.tensors(), final.tensors()),
+        "passes": pass_reports,
+        "lowering_notes": program.notes,
+        "tuning": program.tuning,  # None, or which kernels the tuning database scheduled (slmc.backend.tuning_db)
+        "task": spec.task,
+        "kv_cache": compressed.kv_cache.to_json() if compressed.kv_cache is not None else None,  # the compressed graph's
+        "context": context,
+        **({"npu": npu.report} if npu is not None else {}),
+    }
+    result = _package(
+        out_dir, executable, program, recipe, target_desc, head, timings, start, device,
+        verify=lambda staged, execution: _verify_artifact(staged, execution, recipe, final, original, calibration, spec,
+                                                                   compressed.kv_cache),
+        tokenizer=spec.tokenizer, npu=npu,
+    )
+    if cache is not None and result.artifact is not None:
+        cache.record(result.artifact, result.manifest)
+        result.cache = cache.to_json()
+    return result

@@ -1,0 +1,69 @@
+"""The compression half of a compile: calibration, trace, passes. Shared by ``compile`` and ``eval``.
+
+``slmc eval MODEL --recipe R`` measures the compressed graph eagerly (the fake-quant / masked
+reference the compiled artifact is verified against), which is how quality tables are reproduced
+without building an artifact for every row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from slmc import progress
+from slmc.graph.kv_cache_fit import graph_kv_cache
+from slmc.frontend.calibration import load_calibration
+from slmc.graph.ir import Graph, ModelSpec, check_graph, trace
+from slmc.graph.op_coverage import check_op_coverage
+from slmc.graph.pass_manager import run_passes
+from slmc.spec.pass_registry import PassContext
+from slmc.spec.recipe import Recipe
+from slmc.spec.target import TargetDescriptor
+
+
+@dataclass
+class Compressed:
+    """The traced original, the graph after every pass, the calibration samples and the pass reports;
+    ``kv_cache`` is the final graph's cache (head pruning shrinks it; ``slmc.graph.kv_cache_fit``)."""
+
+    original: Graph
+    final: Graph
+    calibration: list[tuple[torch.Tensor, ...]]
+    reports: list[dict[str, Any]]
+    kv_cache: Any = None
+
+
+def trace_and_calibrate(spec: ModelSpec, recipe: Recipe, target: TargetDescriptor,
+                        timings: dict[str, float]) -> tuple[Graph, list[tuple[torch.Tensor, ...]]]:
+    """Load the recipe's calibration data and trace ``spec``: the inputs of the passes (and of the cache key)."""
+    import time
+
+    t = time.perf_counter()
+    progress.stage("trace")
+    calibration = load_calibration(recipe, spec)
+    original = trace(spec)
+    check_graph(original)
+    check_op_coverage(original, target, "tracing")
+    timings["trace"] = time.perf_counter() - t
+    return original, calibration
+
+
+def compress(spec: ModelSpec, recipe: Recipe, target: TargetDescriptor, timings: dict[str, float] | None = None,
+             prepared: tuple[Graph, list[tuple[torch.Tensor, ...]]] | None = None) -> Compressed:
+    """Load the recipe's calibration data, trace ``spec`` and run the recipe's passes for ``target``
+    (``prepared``: the result of ``trace_and_calibrate`` when the caller already has it).
+
+    Precondition: the recipe was checked against the target (``check_against_target``).
+    """
+    import time
+
+    timings = timings if timings is not None else {}
+    original, calibration = prepared if prepared is not None else trace_and_calibrate(spec, recipe, target, timings)
+    t = time.perf_counter()
+    progress.stage("passes")
+    final, reports = run_passes(original, recipe.steps, PassContext(target, calibration, original))
+    check_op_coverage(final, target, "the recipe's passes")
+    timings["passes"] = time.perf_counter() - t
+    return Compressed(original, final, calibration, reports, graph_kv_cache(final, spec.kv_cache))

@@ -1,0 +1,79 @@
+"""Runs a recipe's passes in order: checks, verification after each pass, timing, reports.
+
+Each pass receives a clone of the graph, so a failing pass leaves nothing half-transformed.
+After every pass the graph is verified (fx lint + symbolic shape propagation); any failure is
+raised as ``PassError`` naming the pass, the passes that ran before it and the node.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from slmc import progress
+from slmc.graph.kv_cache_fit import fit_samples
+from slmc.errors import NodeError, PassError
+from slmc.graph.ir import Graph, check_graph
+from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, get_pass
+
+# What a pass may raise for a bug or an unsupported graph; wrapped with the pass name, never swallowed.
+PASS_FAILURES = (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError)
+
+
+@dataclass(frozen=True)
+class PassStep:
+    """One entry of a recipe's ``passes`` list: a registered pass name and its validated config."""
+
+    name: str
+    config: PassConfig
+
+    def to_json(self) -> dict[str, Any]:
+        return {self.name: self.config.model_dump(mode="json")}
+
+
+def _graph_summary(graph: Graph) -> dict[str, int]:
+    return {"nodes": len(graph.op_nodes()), "parameters": graph.num_parameters(), "weight_bytes": graph.weight_bytes()}
+
+
+def run_passes(graph: Graph, steps: Sequence[PassStep], context: PassContext) -> tuple[Graph, list[dict[str, Any]]]:
+    """Run ``steps`` on ``graph``; return the final graph and one report entry per pass."""
+    reports: list[dict[str, Any]] = []
+    done: list[str] = []
+    bar = progress.bar("passes", total=len(steps), unit="pass")
+    for step in steps:
+        bar.set_postfix_str(step.name)
+        definition = get_pass(step.name)
+        if definition is None:
+            raise PassError(step.name, done, "no such pass is registered")
+        before = _graph_summary(graph)
+        start = time.perf_counter()
+        try:
+            outcome = definition.run(graph.clone(), step.config, context)
+            if not isinstance(outcome, PassOutcome):
+                raise TypeError(f"pass returned {type(outcome).__name__}, expected PassOutcome")
+            check_graph(outcome.graph)
+        except NodeError as exc:
+            raise PassError(step.name, done, exc.detail, node=exc.node) from exc
+        except PASS_FAILURES as exc:
+            raise PassError(step.name, done, f"{type(exc).__name__}: {exc}") from exc
+        seconds = time.perf_counter() - start
+        graph = outcome.graph
+        context = replace(context, calibration=fit_samples(graph, context.calibration))  # head pruning shrinks the cache
+        reports.append(
+            {
+                "name": step.name,
+                "config": step.config.model_dump(mode="json"),
+                "lossy": definition.lossy,
+                "seconds": round(seconds, 4),
+                "before": before,
+                "after": _graph_summary(graph),
+                "stats": outcome.stats,
+                "skipped": [{"node": s.node, "reason": s.reason} for s in outcome.skipped],
+            }
+        )
+        done.append(step.name)
+        bar.update()
+    bar.close()
+    return graph, reports

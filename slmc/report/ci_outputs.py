@@ -1,0 +1,99 @@
+"""What ``slmc compile`` and ``slmc eval`` write for CI besides their exit code and ``--json``:
+``--report DIR`` (report.json + report.html) and ``--junit FILE`` (docs/reports.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from slmc.errors import InputError, SlmcError, VerificationError
+from slmc.report.junit import write_junit
+from slmc.spec.recipe import Gates
+from slmc.report.report_json import Gate, build_report, gates_of, write_report
+from slmc.verify.numerics import gate_results
+
+
+def compile_suite(model: str | None, target: str | None) -> str:
+    return f"slmc.compile.{model or 'default'}.{target or 'default'}"
+
+
+def compile_outputs(result: Any, report_dir: Path | None, junit_file: Path | None) -> None:
+    """After a successful compile (``CompileResult``): the report and the JUnit file, as asked."""
+    report = build_report(result.manifest, result.artifact, result.cache, result.timings)
+    if report_dir is not None:
+        write_report(report, report_dir)
+    if junit_file is not None:
+        v = report.verification
+        write_junit(junit_file, compile_suite(report.model.name, report.target), v.gates,
+                    skipped=None if v.executed else v.reason, seconds=result.timings.get("total", 0.0))
+
+
+def compile_failure_outputs(exc: SlmcError, junit_file: Path | None, suite: str) -> None:
+    """After a failed compile: the JUnit file (failed gates, or one ``compile`` error case)."""
+    if junit_file is None:
+        return
+    if isinstance(exc, VerificationError) and exc.verification:
+        write_junit(junit_file, suite, gates_of(exc.verification))
+    else:
+        write_junit(junit_file, suite, [], error=f"{type(exc).__name__}: {exc}")
+
+
+def parse_gates(options: tuple[str, ...]) -> Gates:
+    """``--gate NAME=VALUE`` options, validated like a recipe's ``verify.gates`` (unknown names and bad values: exit 2)."""
+    from pydantic import ValidationError
+
+    data: dict[str, str] = {}
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"--gate {option!r}: expected NAME=VALUE, e.g. max_perplexity_increase=5%")
+        data[name.strip()] = value.strip()
+    try:
+        return Gates.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise InputError(f"--gate: {problems} (gates: {', '.join(Gates.model_fields)})") from exc
+
+
+def eval_gates(result: dict[str, Any], gates: Gates) -> list[Gate]:
+    """The gates measured on an ``slmc eval`` result against ``--reference``; ``InputError`` for one it cannot measure."""
+    comparison = result.get("comparison")
+    if comparison is None:
+        raise InputError("quality gates compare with a reference: give --reference")
+    metrics = {"top1_agreement": comparison.get("top1_agreement"), "max_abs_error": comparison.get("max_logit_error"),
+               "cosine": comparison.get("min_cosine")}
+    names = {"min_top1_agreement": "top1_agreement", "max_abs_error": "max_abs_error", "min_cosine": "cosine"}
+    missing = [n for n, key in names.items() if getattr(gates, n) is not None and metrics[key] is None]
+    ppl, ref_ppl = result.get("perplexity"), result.get("reference", {}).get("perplexity")
+    if gates.max_perplexity_increase is not None and (ppl is None or ref_ppl is None):
+        missing.append("max_perplexity_increase")
+    if missing:
+        raise InputError(f"gate(s) {', '.join(missing)} cannot be measured for a {result.get('task')} model by slmc eval")
+    found = [Gate(name=g["gate"], passed=g["passed"], measured=g["measured"], threshold=g["threshold"])
+             for g in gate_results(gates, metrics)]
+    if gates.max_perplexity_increase is not None:
+        increase = ppl / ref_ppl - 1.0
+        found.append(Gate(name="max_perplexity_increase", passed=increase <= gates.max_perplexity_increase, measured=increase,
+                          threshold=gates.max_perplexity_increase, detail=f"perplexity {ppl:.4f} vs reference {ref_ppl:.4f}"))
+    return found
+
+
+def check_eval_gates(result: dict[str, Any], options: tuple[str, ...], junit_file: Path | None,
+                     suite: str) -> VerificationError | None:
+    """Measure the ``--gate`` options on an eval ``result`` (adding ``result["gates"]``), write
+    ``junit_file``; the error to exit with when a gate failed, else None."""
+    if not options:
+        if junit_file is not None:
+            raise InputError("--junit needs quality gates: give --gate NAME=VALUE (e.g. max_perplexity_increase=5%)")
+        return None
+    gates = parse_gates(options)
+    measured = eval_gates(result, gates)
+    result["gates"] = [g.model_dump() for g in measured]
+    if junit_file is not None:
+        write_junit(junit_file, suite, measured)
+    failed = [g for g in measured if not g.passed]
+    if not failed:
+        return None
+    return VerificationError("quality gate(s) not met: " + "; ".join(
+        f"{g.name} measured {g.measured:.6g}, threshold {g.threshold:g}" for g in failed), {"gates": result["gates"]})

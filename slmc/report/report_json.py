@@ -1,0 +1,219 @@
+"""``report.json``: what a compile did, in a versioned schema (docs/reports.md, docs/reference/report.schema.json).
+
+Built from the artifact's manifest alone (plus the compile's cache status and timings, and a
+search's Pareto points when there are any), so a cache hit reports the same content as the
+compile that stored it. ``SCHEMA_VERSION`` changes when a field is removed or changes meaning;
+adding optional fields keeps it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_ID = "slmc-report"
+SCHEMA_VERSION = 1
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+# numeric per-layer fields passes report in ``stats.layers`` that measure error or sensitivity
+ERROR_FIELDS = ("output_error", "output_error_rtn", "gptq_loss", "sensitivity", "reconstruction_error")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelInfo(_Model):
+    """The compiled model (the manifest's ``model`` section)."""
+
+    name: str
+    fingerprint: str = Field(description="sha256 of the traced graph's code and weights")
+    compiled_fingerprint: str = Field(description="the same after the passes")
+    parameters: int
+    compiled_parameters: int
+
+
+class LayerSize(_Model):
+    """One layer's weight bytes."""
+
+    layer: str = Field(description="module path of the tensors (``blocks.0.attn.q_proj``)")
+    bytes_before: int = Field(description="bytes of the layer's tensors in the traced model (0: created by a pass)")
+    bytes_after: int = Field(description="bytes of its tensors in the graph after the passes (0: removed)")
+
+
+class LayerError(_Model):
+    """An error or sensitivity a pass measured for one layer (``passes[].stats.layers`` of the manifest)."""
+
+    pass_name: str = Field(description="the pass that measured it")
+    layer: str
+    metric: str = Field(description=f"one of {', '.join(ERROR_FIELDS)}")
+    value: float
+
+
+class PassSummary(_Model):
+    """One pass of the recipe as it ran."""
+
+    name: str
+    lossy: bool
+    seconds: float
+    nodes_before: int
+    nodes_after: int
+    weight_bytes_before: int
+    weight_bytes_after: int
+    skipped: int = Field(description="nodes or layers the pass left alone (reasons in the manifest)")
+
+
+class Gate(_Model):
+    """One verification check or quality gate (each a JUnit test case with ``--junit``)."""
+
+    name: str = Field(description="gate name: a recipe gate (min_cosine, ...), artifact_vs_eager or decode")
+    passed: bool
+    measured: float | None = None
+    threshold: float | None = None
+    detail: str = ""
+
+
+class Verification(_Model):
+    """How the artifact was checked against eager execution and the original model."""
+
+    executed: bool
+    passed: bool
+    how: str = Field("", description="what was run where, compared with what")
+    reason: str = Field("", description="why it was not executed, if it was not")
+    gates: list[Gate]
+
+
+class ParetoPoint(_Model):
+    """A candidate of ``slmc search`` (size and quality loss, both lower is better)."""
+
+    label: str = Field(description="the candidate (a recipe name or its settings)")
+    size_bytes: float
+    error: float = Field(description="the search's quality loss (lower is better)")
+    on_front: bool
+
+
+class Report(_Model):
+    """The top level of ``report.json``."""
+
+    schema_id: str = Field(SCHEMA_ID, alias="schema", description=f"always {SCHEMA_ID!r}")
+    schema_version: int = Field(SCHEMA_VERSION, description="changes when a field is removed or changes meaning")
+    ok: bool = Field(description="an artifact was written and its verification passed")
+    artifact: str | None = Field(description="the artifact directory (null: none was written)")
+    model: ModelInfo
+    target: str = Field(description="the target descriptor's name")
+    versions: dict[str, str] = Field(description="slmc, tvm, torch, python versions of the compile (from the manifest)")
+    weight_bytes_before: int = Field(description="bytes of the traced model's tensors")
+    weight_bytes_after: int = Field(description="bytes of the artifact's weights file's tensors")
+    files: dict[str, int] = Field(description="artifact file name -> bytes")
+    layers: list[LayerSize] = Field(description="weight bytes per layer before and after the passes")
+    layer_errors: list[LayerError] = Field(description="per-layer error or sensitivity the passes measured")
+    passes: list[PassSummary] = Field(description="one entry per pass, in order")
+    verification: Verification
+    cache: dict[str, Any] = Field(default_factory=dict, description="status hit/miss/disabled, key, components")
+    timings: dict[str, float] = Field(default_factory=dict, description="seconds per compile stage (this run)")
+    search: list[ParetoPoint] = Field(default_factory=list, description="a search's candidates, if any")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON schema of ``report.json`` (committed as docs/reference/report.schema.json)."""
+    schema = Report.model_json_schema(by_alias=True)
+    schema["$id"] = f"https://slmc.invalid/schemas/{SCHEMA_ID}-v{SCHEMA_VERSION}.json"
+    return schema
+
+
+def layer_sizes(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
+    """Bytes per layer before and after the passes, from ``{attribute path: tensor}`` maps.
+
+    A layer is the attribute path without its last component (``a.b.weight`` and ``a.b.qweight``
+    both belong to ``a.b``); layers appear in the order the original graph reads them, then the
+    ones passes created. This is what the manifest records as ``layers``.
+    """
+    def group(tensors: dict[str, Any]) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        for path, t in tensors.items():
+            layer = path.rsplit(".", 1)[0] if "." in path else path
+            sizes[layer] = sizes.get(layer, 0) + int(t.numel() * t.element_size())
+        return sizes
+
+    old, new = group(before), group(after)
+    return [{"layer": name, "bytes_before": old.get(name, 0), "bytes_after": new.get(name, 0)}
+            for name in list(old) + [n for n in new if n not in old]]
+
+
+def gates_of(verification: dict[str, Any]) -> list[Gate]:
+    """Every check of a manifest's ``verification`` (numeric comparison, decode, each quality gate) as a ``Gate``."""
+    gates = []
+    numeric = verification.get("artifact_vs_eager")
+    if numeric is not None:
+        gates.append(Gate(name="artifact_vs_eager", passed=bool(numeric["within_tolerance"]),
+                          measured=numeric.get("max_abs_error"), threshold=numeric.get("atol"),
+                          detail=numeric.get("error") or f"atol {numeric.get('atol')}, rtol {numeric.get('rtol')}"))
+    decode = verification.get("decode")
+    if decode is not None:
+        gates.append(Gate(name="decode", passed=bool(decode["within_tolerance"]), measured=decode.get("max_abs_error"),
+                          detail=f"{decode.get('steps')} greedy steps through the KV cache, same tokens: {decode.get('same_tokens')}"))
+    for g in verification.get("gates", []):
+        gates.append(Gate(name=g["gate"], passed=bool(g["passed"]), measured=g.get("measured"), threshold=g.get("threshold")))
+    return gates
+
+
+def _layer_errors(passes: list[dict[str, Any]]) -> list[LayerError]:
+    found = []
+    for p in passes:
+        layers = p.get("stats", {}).get("layers")
+        for row in layers if isinstance(layers, list) else []:
+            if not isinstance(row, dict) or "layer" not in row:
+                continue
+            for metric in ERROR_FIELDS:
+                if isinstance(row.get(metric), (int, float)):
+                    found.append(LayerError(pass_name=p["name"], layer=str(row["layer"]), metric=metric, value=float(row[metric])))
+    return found
+
+
+def build_report(manifest: dict[str, Any], artifact: str | Path | None, cache: dict[str, Any] | None = None,
+                 timings: dict[str, float] | None = None, search: list[dict[str, Any]] | None = None) -> Report:
+    """The report of one compile from its manifest (see the module docstring)."""
+    v = manifest["verification"]
+    layers = [LayerSize(**row) for row in manifest.get("layers", [])]
+    passes = manifest.get("passes", [])
+    before = passes[0]["before"]["weight_bytes"] if passes else manifest["weights"]["bytes"]
+    return Report(
+        ok=bool(v.get("passed")) and artifact is not None,
+        artifact=str(artifact) if artifact is not None else None,
+        model=ModelInfo(**{k: manifest["model"][k] for k in ModelInfo.model_fields}),
+        target=manifest["target"]["name"],
+        versions=manifest["versions"],
+        weight_bytes_before=sum(layer.bytes_before for layer in layers) if layers else before,
+        weight_bytes_after=manifest["weights"]["bytes"],
+        files={name: e["size"] for name, e in manifest["files"].items()},
+        layers=layers,
+        layer_errors=_layer_errors(passes),
+        passes=[PassSummary(name=p["name"], lossy=p["lossy"], seconds=p["seconds"], nodes_before=p["before"]["nodes"],
+                            nodes_after=p["after"]["nodes"], weight_bytes_before=p["before"]["weight_bytes"],
+                            weight_bytes_after=p["after"]["weight_bytes"], skipped=len(p["skipped"])) for p in passes],
+        verification=Verification(executed=bool(v.get("executed")), passed=bool(v.get("passed")), how=v.get("how", ""),
+                                  reason=v.get("reason", ""), gates=gates_of(v)),
+        cache=cache or {"status": "disabled"},
+        timings=timings or {},
+        search=[ParetoPoint(**p) for p in search or []],
+    )
+
+
+def write_report(report: Report, directory: str | Path) -> tuple[Path, Path]:
+    """Write ``report.json`` and the self-contained ``report.html`` into ``directory``."""
+    from slmc.report.html import render_html
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, html_path = out / REPORT_JSON, out / REPORT_HTML
+    json_path.write_text(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    html_path.write_text(render_html(report), encoding="utf-8")
+    return json_path, html_path

@@ -1,0 +1,325 @@
+"""Target descriptors: what a piece of hardware can do, parsed from YAML into validated models.
+
+Passes ask a descriptor about capabilities (dtypes, group sizes, sparsity patterns, op coverage,
+memory, vector width); nothing in slmc branches on a target's name. Built-in descriptors live in
+``slmc.targets`` (the repository's ``targets/`` folder) and are addressed by name; a user's own
+descriptor by path. Fields set to ``native`` are filled in from the machine slmc runs on when the
+descriptor is resolved, and the resolved values are what the manifest records.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from slmc.errors import FieldProblem, TargetError, TargetNotFoundError
+from slmc.spec.strict_model import StrictModel, problems_from_validation
+from slmc.spec.yaml_source import YamlDocument, YamlSyntaxError, parse_yaml, read_yaml
+
+Native = Literal["native"]
+WeightDtype = Literal["float32", "float16", "bfloat16", "int8", "int4"]
+ActivationDtype = Literal["float32", "float16", "bfloat16", "int8", "int16"]
+SparsityPattern = Literal["unstructured", "2:4", "4:8"]
+Int8Dot = Literal["avx512_vnni", "avx_vnni", "dotprod", "i8mm"]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class TvmTargetSpec(StrictModel):
+    """The TVM target, in TVM 0.27's JSON-dict form (``tvm.target.Target(dict)``)."""
+
+    kind: Literal["llvm", "opencl", "cuda", "vulkan", "metal"]
+    mtriple: str | None = Field(None, min_length=1, description="LLVM target triple, e.g. aarch64-linux-gnu")
+    mcpu: str | None = Field(None, min_length=1, description="LLVM CPU name, or 'native' for this machine")
+    mattr: list[str] = Field(default_factory=list, description="LLVM features, e.g. ['+neon', '+dotprod']")
+    num_cores: PositiveInt | Native | None = Field(None, description="threads the runtime may use")
+    host: TvmTargetSpec | None = Field(None, description="host target of a GPU/NPU target")
+
+    @model_validator(mode="after")
+    def _check_mattr(self) -> TvmTargetSpec:
+        bad = [m for m in self.mattr if not (m[:1] in "+-" and len(m) > 1)]
+        if bad:
+            raise ValueError(f"mattr entries must start with '+' or '-': {bad}")
+        return self
+
+    def to_tvm_dict(self) -> dict[str, Any]:
+        """The dict ``tvm.target.Target`` takes (TVM's key names, unset fields left out)."""
+        out: dict[str, Any] = {"kind": self.kind}
+        for key, tvm_key in (("mtriple", "mtriple"), ("mcpu", "mcpu"), ("num_cores", "num-cores")):
+            value = getattr(self, key)
+            if value is not None:
+                out[tvm_key] = value
+        if self.mattr:
+            out["mattr"] = list(self.mattr)
+        if self.host is not None:
+            out["host"] = self.host.to_tvm_dict()
+        return out
+
+
+class Dtypes(StrictModel):
+    """Data types the target's runtime executes."""
+
+    weights: list[WeightDtype] = Field(min_length=1)
+    activations: list[ActivationDtype] = Field(min_length=1)
+
+
+class Quantization(StrictModel):
+    """Quantization layouts the target's kernels support."""
+
+    group_sizes: list[Annotated[int, Field(ge=8, le=4096)]] = Field(default_factory=list)
+    per_channel: bool = True
+    zero_points: bool = Field(True, description="asymmetric formats (per-group zero points) are supported")
+    schemes: list[Literal["weight_only", "w8a8"]] = Field(
+        default_factory=lambda: ["weight_only", "w8a8"],
+        description="weight_only: low-bit weights, float activations; w8a8: int8 weights and activations")
+
+
+class Sparsity(StrictModel):
+    """Sparsity patterns the target's runtime exploits for size or speed (empty: none)."""
+
+    patterns: list[SparsityPattern] = Field(default_factory=list)
+
+
+class Ops(StrictModel):
+    """Operator coverage: ``all``, or the ATen op names (e.g. ``linear``, ``softmax``) it executes."""
+
+    supported: Literal["all"] | list[str] = "all"
+
+
+class Memory(StrictModel):
+    """Memory of the device, in bytes and GB/s."""
+
+    ram_bytes: PositiveInt | Native
+    sram_bytes: PositiveInt | None = Field(None, description="on-chip SRAM (NPU) or last-level cache")
+    local_memory_bytes: PositiveInt | None = Field(None, description="GPU local/shared memory per work-group")
+    bandwidth_gbps: Annotated[float, Field(gt=0)] | None = None
+    kv_cache_bytes: PositiveInt | None = Field(
+        None, description="memory a causal LM's KV cache may take; default: half the RAM left after the weights")
+
+
+class Compute(StrictModel):
+    """Compute capabilities."""
+
+    vector_width_bits: PositiveInt | Native | None = None
+    int8_dot: list[Int8Dot] | Native = Field(
+        default_factory=list,
+        description="int8 dot-product instructions the CPU has: avx512_vnni, avx_vnni (x86 VPDPBUSD), dotprod (Arm "
+                    "SDOT), i8mm (Arm SMMLA; no slmc kernel uses it yet); slmc's int8 linears use them "
+                    "(slmc.schedules.int8_matmul). Must agree with tvm.mcpu/mattr; 'native': this machine's CPU flags")
+    peak_gops: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="peak operations per second (1e9) by dtype"
+    )
+
+
+class Limits(StrictModel):
+    """Hard limits kernels must respect (GPU: OpenCL's ``CL_DEVICE_*`` values)."""
+
+    max_workgroup_size: PositiveInt | None = Field(None, description="work-items per work-group (CL_DEVICE_MAX_WORK_GROUP_SIZE)")
+    max_workgroup_dims: list[PositiveInt] | None = Field(
+        None, min_length=1, max_length=3, description="work-items per work-group along x, y, z (CL_DEVICE_MAX_WORK_ITEM_SIZES)")
+    image_support: bool | None = Field(None, description="kernels may use image objects (CL_DEVICE_IMAGE_SUPPORT)")
+
+
+class Npu(StrictModel):
+    """An NPU's integer datapath (``kind: npu`` only): what slmc's partition report and integer
+    reference (``slmc.npu``) model. int8 x int8 products, int32 accumulation, then a fixed-point
+    requantize (int32 multiplier with 31 fractional bits and a right shift) saturated to int8."""
+
+    macs_per_cycle: PositiveInt = Field(description="int8 x int8 multiply-accumulates per clock cycle")
+    clock_hz: PositiveInt = Field(description="NPU clock frequency")
+    rounding: Literal["half_up", "half_away_from_zero"] = Field(
+        description="rounding of the requantize right shift: half_up adds 2^(shift-1) before an arithmetic shift "
+                    "(round half towards +inf); half_away_from_zero rounds ties away from zero")
+
+
+class TargetDescriptor(StrictModel):
+    """A hardware target. See docs/targets.md for every field."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    kind: Literal["cpu", "gpu", "npu"]
+    tvm: TvmTargetSpec
+    dtypes: Dtypes
+    quantization: Quantization = Quantization()
+    sparsity: Sparsity = Sparsity()
+    ops: Ops = Ops()
+    memory: Memory
+    compute: Compute = Compute()
+    limits: Limits = Limits()
+    npu: Npu | None = Field(None, description="the NPU's integer datapath; required for (and only for) kind npu")
+
+    @model_validator(mode="after")
+    def _check_npu(self) -> TargetDescriptor:
+        if (self.kind == "npu") != (self.npu is not None):
+            raise ValueError("an 'npu' section is required for kind 'npu' and not allowed for other kinds")
+        if self.kind == "npu":
+            lacking = [f"{what} lacks int8" for what, dtypes in (("dtypes.weights", self.dtypes.weights),
+                                                                 ("dtypes.activations", self.dtypes.activations))
+                       if "int8" not in dtypes]
+            if "w8a8" not in self.quantization.schemes:
+                lacking.append("quantization.schemes lacks w8a8")
+            if self.memory.sram_bytes is None:
+                lacking.append("memory.sram_bytes is not set")
+            if lacking:
+                raise ValueError("an NPU executes full-integer (int8) code and slmc sizes its partitions against its "
+                                 "on-chip SRAM: " + "; ".join(lacking))
+        return self
+
+    def tvm_dict(self) -> dict[str, Any]:
+        """``tvm.to_tvm_dict()``, plus, for a GPU, the descriptor's limits as TVM's schedule limits
+        (``max_num_threads``/``max_threads_per_block`` from ``limits.max_workgroup_size``,
+        ``max_shared_memory_per_block`` from ``memory.local_memory_bytes``)."""
+        out = self.tvm.to_tvm_dict()
+        if self.tvm.kind != "llvm":
+            if self.limits.max_workgroup_size is not None:
+                out["max_num_threads"] = out["max_threads_per_block"] = self.limits.max_workgroup_size
+            if self.memory.local_memory_bytes is not None:
+                out["max_shared_memory_per_block"] = self.memory.local_memory_bytes
+        return out
+
+    def tvm_target(self) -> Any:
+        """The ``tvm.target.Target`` (imports TVM)."""
+        import tvm
+
+        return tvm.target.Target(self.tvm_dict())
+
+    @property
+    def triple_arch(self) -> str:
+        """CPU architecture the code is generated for (``x86_64``, ``aarch64``, ...)."""
+        spec = self.tvm if self.tvm.kind == "llvm" else (self.tvm.host or self.tvm)
+        if spec.mtriple:
+            return spec.mtriple.split("-", 1)[0]
+        return machine_arch()
+
+    def supports_weight_dtype(self, dtype: str) -> bool:
+        return dtype in self.dtypes.weights
+
+    def supports_op(self, op: str) -> bool:
+        return self.ops.supported == "all" or op in self.ops.supported
+
+    def runs_here(self) -> tuple[bool, str]:
+        """Whether an artifact for this target can execute on this machine, and why (not)."""
+        if self.tvm.kind != "llvm":
+            return False, f"tvm kind '{self.tvm.kind}' has no runtime on this machine"
+        if self.triple_arch != machine_arch():
+            return False, f"code is for {self.triple_arch}, this machine is {machine_arch()}"
+        system_cpu = _system_cpu()
+        if self.tvm.mcpu not in (None, system_cpu):
+            return False, f"code is for CPU '{self.tvm.mcpu}', this machine is '{system_cpu}'"
+        return True, f"{self.triple_arch} code, CPU '{self.tvm.mcpu or 'generic'}' runs natively"
+
+
+def machine_arch() -> str:
+    machine = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+
+
+@cache
+def _system_cpu() -> str:
+    import tvm
+
+    return str(tvm.target.codegen.llvm_get_system_cpu())
+
+
+@cache
+def _cpu_flags() -> frozenset[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def _native_vector_width() -> int:
+    flags = _cpu_flags()
+    if "avx512f" in flags:
+        return 512
+    if "avx2" in flags or "avx" in flags:
+        return 256
+    return 128  # SSE2 on x86-64, NEON/ASIMD on aarch64: both 128-bit
+
+
+# /proc/cpuinfo flag -> int8 dot-product feature (x86 "flags", aarch64 "Features")
+NATIVE_INT8_DOT = {"avx512_vnni": "avx512_vnni", "avx_vnni": "avx_vnni", "asimddp": "dotprod", "i8mm": "i8mm"}
+
+
+def _native_int8_dot() -> list[str]:
+    flags = _cpu_flags()
+    return [feature for flag, feature in NATIVE_INT8_DOT.items() if flag in flags]
+
+
+def _usable_ram_bytes(physical: int) -> int:
+    """Physical RAM, capped by the cgroup v2 memory limit when the process runs under one."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text(encoding="utf-8").strip()
+    except OSError:
+        return physical
+    return min(physical, int(limit)) if limit.isdigit() else physical
+
+
+def _resolve_native(data: dict[str, Any]) -> dict[str, Any]:
+    """Replace ``native`` values with this machine's (mcpu, num_cores, ram_bytes, vector width, int8 dot)."""
+    import psutil
+
+    natives = {
+        ("tvm", "mcpu"): _system_cpu,
+        ("tvm", "num_cores"): lambda: len(os.sched_getaffinity(0)),
+        ("memory", "ram_bytes"): lambda: _usable_ram_bytes(psutil.virtual_memory().total),
+        ("compute", "vector_width_bits"): _native_vector_width,
+        ("compute", "int8_dot"): _native_int8_dot,
+    }
+    for (section, key), detect in natives.items():
+        part = data.get(section)
+        if isinstance(part, dict) and part.get(key) == "native":
+            part[key] = detect()
+    return data
+
+
+def descriptor_from_document(doc: YamlDocument) -> TargetDescriptor:
+    """Validate a parsed YAML document as a descriptor and resolve its ``native`` fields."""
+    if not isinstance(doc.data, dict):
+        found = type(doc.data).__name__ if doc.data is not None else "an empty document"
+        raise TargetError(doc.source, [FieldProblem("", f"expected a mapping of descriptor fields, found {found}")])
+    try:
+        declared = TargetDescriptor.model_validate(doc.data)
+        resolved = _resolve_native(declared.model_dump(mode="json"))
+        return TargetDescriptor.model_validate(resolved)
+    except ValidationError as exc:
+        raise TargetError(doc.source, problems_from_validation(exc, doc, TargetDescriptor)) from None
+
+
+def _builtin_dir() -> resources.abc.Traversable:
+    return resources.files("slmc.targets")
+
+
+def builtin_target_names() -> list[str]:
+    """Names of the built-in descriptors, sorted."""
+    return sorted(p.name[: -len(".yaml")] for p in _builtin_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def load_target(ref: str | Path | TargetDescriptor) -> TargetDescriptor:
+    """Resolve a target: a descriptor object, a built-in name, or a path to a YAML file."""
+    if isinstance(ref, TargetDescriptor):
+        return ref
+    text_ref = str(ref)
+    builtin = _builtin_dir() / f"{text_ref}.yaml"
+    looks_like_path = isinstance(ref, Path) or text_ref.endswith((".yaml", ".yml")) or os.sep in text_ref
+    try:
+        if not looks_like_path and builtin.is_file():
+            return descriptor_from_document(parse_yaml(builtin.read_text(encoding="utf-8"), f"<built-in target {text_ref}>"))
+        path = Path(text_ref)
+        if path.is_file():
+            return descriptor_from_document(read_yaml(path))
+    except YamlSyntaxError as exc:
+        raise TargetError(text_ref, [exc.problem]) from None
+    raise TargetNotFoundError(
+        f"target '{text_ref}' is neither a built-in target ({', '.join(builtin_target_names())}) nor an existing descriptor file"
+    )

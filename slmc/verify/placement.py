@@ -1,0 +1,94 @@
+"""Where verification executes an artifact: natively here, on a device through TVM RPC, or not at all.
+
+``decide(recipe, target, device)`` is the one place that decides it, and ``Execution`` opens the
+staged artifact there and writes the manifest's account of it (``how`` and ``execution``):
+
+- the target runs here: natively through ``slmc.load`` (a ``device`` given anyway is not used, and
+  the record says so);
+- it does not, and ``device`` (``rpc://HOST:PORT``) is given: through ``slmc.artifact.remote_runtime.RemoteModel``
+  on that TVM RPC server, for CPU (``llvm``) targets; the record says whether slmc saw an emulator
+  serve the URL (``slmc.device.identify``) or could not tell what does;
+- otherwise not executed, with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slmc.spec.recipe import Recipe
+from slmc.artifact.runtime import CompiledModel
+from slmc.spec.target import TargetDescriptor
+
+
+@dataclass
+class Execution:
+    """Verification runs the staged artifact natively (``device`` None) or on ``device`` through TVM RPC.
+
+    ``why`` is ``TargetDescriptor.runs_here``'s reason; ``unused_device`` a device given for a target
+    that runs here. ``identity`` is filled in by ``open`` for a device.
+    """
+
+    why: str
+    device: str | None = None
+    unused_device: str | None = None
+    identity: Any = field(default=None, repr=False)
+
+    @contextlib.contextmanager
+    def open(self, staged: Path) -> Iterator[CompiledModel]:
+        """The staged artifact, loaded where it executes; a device session ends on exit (TVM's RPC
+        server serves one client at a time)."""
+        if self.device is None:
+            yield CompiledModel(staged)
+            return
+        from slmc.device.identify import identify
+        from slmc.artifact.remote_runtime import RemoteModel
+
+        self.identity = identify(self.device)
+        with RemoteModel(self.device, staged) as model:
+            yield model
+
+    def how(self, samples: int) -> str:
+        """The opening of the manifest's ``verification.how`` (after ``open``)."""
+        if self.device is not None:
+            return f"{self.identity.describe()} on {samples} samples (not natively: {self.why})"
+        unused = f"; device {self.unused_device} not used: the target runs here" if self.unused_device else ""
+        return f"executed natively through slmc.load on {samples} samples ({self.why}{unused})"
+
+    def record(self) -> dict[str, Any]:
+        """The manifest's ``verification.execution``: where, and what served a device URL."""
+        if self.device is not None:
+            return {"where": "rpc", **self.identity.to_json()}
+        return {"where": "native", "device": None, "unused_device": self.unused_device}
+
+
+def decide(recipe: Recipe, target: TargetDescriptor, device: str | None) -> tuple[dict[str, Any] | None, Execution | None]:
+    """The verification report when the artifact is not executed (else None), and where it executes."""
+    unused = f"; device {device} not used" if device is not None else ""
+    if not recipe.verify.enabled:
+        return {"executed": False, "reason": f"disabled by the recipe (verify.enabled: false){unused}", "passed": True}, None
+    runs, why = target.runs_here()
+    if runs:
+        return None, Execution(why, unused_device=device)
+    if device is None:
+        return {"executed": False, "reason": f"not executed: {why}; no device given (device rpc://HOST:PORT "
+                "runs it through TVM RPC: docs/devices.md)", "passed": True}, None
+    if target.tvm.kind != "llvm":
+        return {"executed": False, "reason": f"not executed: {why}{unused}: TVM RPC verification runs CPU (llvm) "
+                "artifacts only", "passed": True}, None
+    return None, Execution(why, device=device)
+
+
+def check_device(recipe: Recipe, target: TargetDescriptor, device: str | None) -> None:
+    """Before any model loads: ``device`` is ``rpc://HOST:PORT`` (``DeviceURLError``, exit 2) and,
+    if verification will use it, something listens there (``DeviceConnectionError``, exit 1)."""
+    if device is None:
+        return
+    from slmc.artifact.remote_runtime import check_reachable, parse_device_url
+
+    parse_device_url(device)
+    if recipe.verify.enabled and not target.runs_here()[0] and target.tvm.kind == "llvm":
+        check_reachable(device)
