@@ -143,7 +143,7 @@ class TargetDescriptor(StrictModel):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
-    kind: str = Field(description="the backend that compiles for it (slmc.backend.kinds): cpu, gpu or npu")
+    kind: str = Field(description="the backend that compiles for it, a kind registered in slmc.backend.kinds: cpu, gpu, npu")
     tvm: TvmTargetSpec
     dtypes: Dtypes
     quantization: Quantization = Quantization()
