@@ -28,6 +28,7 @@ from slmc.errors import ArtifactError, DeviceConnectionError, DeviceError, Devic
 from slmc.backend.lowering import _summary
 from slmc.graph.kv_cache import KVCacheSpec
 from slmc.artifact.runtime import CompiledModel
+from slmc.spec.backend_registry import get_backend
 from slmc.spec.target import TargetDescriptor
 
 URL_PATTERN = re.compile(r"^rpc://(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})/?$")
@@ -135,8 +136,9 @@ class RemoteModel(CompiledModel):
         if problems:
             raise ArtifactError(f"artifact {self.path} is damaged: " + "; ".join(problems))
         self.target = TargetDescriptor.model_validate(self.manifest["target"])
-        if self.target.tvm.kind != "llvm":
-            raise ArtifactError(f"artifact {self.path} is for tvm kind '{self.target.tvm.kind}'; RemoteModel runs CPU (llvm) artifacts")
+        if not get_backend(self.target.kind).remote_execution:
+            raise ArtifactError(f"artifact {self.path} is for target kind '{self.target.kind}' (tvm kind "
+                                f"'{self.target.tvm.kind}'), which TVM RPC does not run; RemoteModel runs CPU (llvm) artifacts")
         self.inputs = self.manifest["signature"]["inputs"]
         self.outputs = self.manifest["signature"]["outputs"]
         cache = self.manifest.get("kv_cache")

@@ -1,9 +1,9 @@
-"""slmc's Relax build pipeline: TVM's CPU pipeline plus legalization fixes and dlight schedules.
+"""slmc's Relax build pipeline: the target's backend's phases, after TVM's backend pipelines.
 
-TVM's default CPU pipeline leaves every kernel unscheduled (one thread, no vectorization); slmc
-applies the dlight CPU rules (GEMV, Reduction) after fusion, and for a GPU target dlight's GPU
-rules, so that every kernel has thread bindings (``slmc.schedules.gpu``). Legalization overrides
-fix TVM 0.27 bugs met on real models (see ``legalize_overrides``).
+TVM's default CPU pipeline leaves every kernel unscheduled (one thread, no vectorization); each
+backend (``slmc.backend.kinds``) adds its schedule phase after fusion (CPU: slmc's rules then
+dlight's; GPU: dlight's GPU rules, so that every kernel has thread bindings). Legalization overrides
+fix TVM 0.27 bugs met on real models (see ``legalize_overrides``), for every backend.
 """
 
 from __future__ import annotations
@@ -14,14 +14,8 @@ from dataclasses import dataclass, field
 import tvm
 from tvm import relax, te, tirx, topi
 from tvm.ir import GenericConst
-from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
-from tvm.s_tir import dlight
 
-from slmc.schedules.gpu import schedule_gpu_kernels
-from slmc.schedules.kv_append import kv_append
-from slmc.schedules import cpu_schedule_passes
-from slmc.schedules.attention_rewrite import attention_rewrite
-from slmc.schedules.fast_exp import fast_exp_pass
+from slmc.backend.base import PhaseInputs, backend_for
 from slmc.spec.target import TargetDescriptor
 from slmc.backend.tuning_db import tuning_passes
 
@@ -76,43 +70,27 @@ class PipelineRecord:
     tuning: dict | None = None  # kernels scheduled from the tuning database (slmc.backend.tuning_db), for the manifest
 
 
-def _schedule_passes(target: TargetDescriptor, record: PipelineRecord, slmc_rules: bool = True) -> list[tvm.transform.Pass]:
-    if target.tvm.kind == "llvm":
-        if not slmc_rules:  # dlight alone: what slmc did before slmc.schedules (benchmarks compare)
-            return [dlight.ApplyDefaultSchedule(dlight.cpu.GEMV(), dlight.cpu.Reduction())]
-        return cpu_schedule_passes(target, record.notes)
-    # GPU: every kernel gets thread bindings from dlight's GPU rules (slmc/schedules/gpu.py).
-    return [schedule_gpu_kernels(record.notes)]
-
-
 def build_pipeline(target: TargetDescriptor, tvm_target: tvm.target.Target,
                    record: PipelineRecord | None = None, slmc_rules: bool = True) -> tvm.transform.Pass:
-    """The module pass ``tvm.compile`` runs as ``relax_pipeline`` for this target.
+    """The module pass ``tvm.compile`` runs as ``relax_pipeline`` for this target: its backend's phases
+    (``slmc.backend.base.Backend``) in TVM's order, the tuning database's records before scheduling.
 
     ``record`` (optional) receives the schedule notes and the module the pipeline produced.
     ``slmc_rules=False`` schedules CPU kernels with dlight's rules only (for benchmarks).
     """
     record = record if record is not None else PipelineRecord()
+    backend = backend_for(target)
 
     @tvm.transform.module_pass(opt_level=0, name="slmc_build_pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        phase = PhaseInputs(target, tvm_target, record.notes, slmc_rules)
         passes = (
-            cpu_pipeline.library_dispatch_passes(tvm_target)
-            + ([attention_rewrite] if target.tvm.kind == "llvm" and slmc_rules else [])  # KV cache read in place
-            + [
-                kv_append,  # each layer's KV append reads the stacked cache in place (slmc.schedules.kv_append)
-                relax.transform.LegalizeOps(legalize_overrides()),
-                relax.transform.AnnotateTIROpPattern(),
-                relax.transform.FoldConstant(),
-                relax.transform.FuseOps(),
-                relax.transform.FuseTIR(),
-                relax.transform.DeadCodeElimination(),
-            ]
-            + ([fast_exp_pass] if target.tvm.kind == "llvm" and slmc_rules else [])  # vectorizable exp (slmc.schedules.fast_exp)
+            backend.library_dispatch_passes(phase)
+            + backend.legalize_passes(phase)
             + tuning_passes(target, record)  # tuned records first; default rules skip scheduled kernels
-            + _schedule_passes(target, record, slmc_rules)
-            + cpu_pipeline.dataflow_lower_passes(tvm_target)
-            + cpu_pipeline.finalize_passes(tvm_target)
+            + backend.schedule_passes(phase)
+            + backend.dataflow_lower_passes(phase)
+            + backend.finalize_passes(phase)
         )
         with tvm_target:
             record.module = tvm.transform.Sequential(passes)(mod)

@@ -36,9 +36,7 @@ from slmc.graph.kv_cache import eager_step
 from slmc.backend.lowering import RelaxProgram, build, export_library, to_relax
 from slmc.frontend.model_source import load_model
 from slmc.models import DEFAULT_MODEL
-from slmc.backend.opencl_kernel_check import opencl_verification
-from slmc.npu.offload import NpuOffload, npu_offload
-from slmc.npu.recipe_check import check_npu_recipe
+from slmc.backend.base import PostBuild, backend_for, check_recipe
 from slmc.frontend.onnx_import import (is_onnx_file, load_onnx_model, onnx_fingerprint, onnx_sample_inputs, onnx_signature,
                               run_onnxruntime)
 from slmc.verify.placement import Execution, check_device, decide
@@ -253,14 +251,14 @@ def _compile_onnx(path: Path, recipe: Recipe, target_desc: TargetDescriptor, out
 def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Recipe, target_desc: TargetDescriptor,
              head: dict[str, Any], timings: dict[str, float], start: float, device: str | None,
              verify: Callable[[Path, Execution], dict[str, Any]], tokenizer: Any,
-             npu: NpuOffload | None = None) -> CompileResult:
+             post_build: PostBuild | None = None) -> CompileResult:
     """Write library, weights, tokenizer and manifest into a staging directory, verify the staged
     artifact, and rename it into place only if verification passed."""
     with StagedArtifact(out_dir) as staged:
         progress.stage("export")
         export_library(executable, target_desc, staged.path / LIBRARY)
-        if npu is not None:
-            npu.write(staged.path)  # partition report + QDQ ONNX of the NPU regions
+        if post_build is not None:
+            post_build.write(staged.path)  # the backend's files (NPU: partition report + QDQ ONNX of the regions)
         manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "versions": _versions(),
@@ -278,10 +276,10 @@ def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Reci
         progress.stage("verify")
         skipped, execution = decide(recipe, target_desc, device)
         manifest["verification"] = skipped or verify(staged.path, execution)
-        manifest["verification"] = opencl_verification(manifest["verification"], executable, program, target_desc,
-                                                       recipe.verify.enabled)  # GPU kernels: compiled + limits
-        if npu is not None:
-            manifest["verification"] = npu.record(manifest["verification"])  # NPU integer reference vs ORT
+        manifest["verification"] = backend_for(target_desc).check_kernels(
+            manifest["verification"], executable, program, target_desc, recipe.verify.enabled)  # GPU: compiled + limits
+        if post_build is not None:
+            manifest["verification"] = post_build.record(manifest["verification"])  # NPU integer reference vs ORT
         timings["verify"] = time.perf_counter() - t
         if not manifest["verification"]["passed"]:
             raise VerificationError(_failure_message(manifest["verification"]), manifest["verification"])
@@ -321,7 +319,7 @@ def compile(  # noqa: A001 - the public name of the API
     recipe = load_recipe(recipe)
     target_desc = load_target(target or recipe.document.target or "host")
     check_against_target(recipe, target_desc)
-    check_npu_recipe(recipe, target_desc)
+    check_recipe(recipe, target_desc)  # what the target's backend refuses (NPU: no w8a8 step)
     model_ref = model if model is not None else (recipe.document.model or DEFAULT_MODEL)
     onnx_notes = _onnx_recipe(recipe, recipe_given, example_inputs, dynamic_shapes) if is_onnx_file(model_ref) else None
     if out is not None:
@@ -358,7 +356,7 @@ def compile(  # noqa: A001 - the public name of the API
     progress.stage("build")
     executable = build(program, target_desc)
     timings["build"] = time.perf_counter() - t
-    npu = npu_offload(final, program.module, target_desc, calibration) if target_desc.kind == "npu" else None
+    post_build = backend_for(target_desc).after_build(final, program.module, target_desc, calibration)
 
     head = {
         "model": {
@@ -376,13 +374,13 @@ def compile(  # noqa: A001 - the public name of the API
         "task": spec.task,
         "kv_cache": compressed.kv_cache.to_json() if compressed.kv_cache is not None else None,  # the compressed graph's
         "context": context,
-        **({"npu": npu.report} if npu is not None else {}),
+        **(post_build.manifest_entries() if post_build is not None else {}),  # NPU: the partition report
     }
     result = _package(
         out_dir, executable, program, recipe, target_desc, head, timings, start, device,
         verify=lambda staged, execution: _verify_artifact(staged, execution, recipe, final, original, calibration, spec,
                                                                    compressed.kv_cache),
-        tokenizer=spec.tokenizer, npu=npu,
+        tokenizer=spec.tokenizer, post_build=post_build,
     )
     if cache is not None and result.artifact is not None:
         cache.record(result.artifact, result.manifest)

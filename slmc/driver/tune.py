@@ -47,6 +47,7 @@ def _flops(func: tvm.tirx.PrimFunc) -> float:
 def fused_kernels(model: Any, recipe: Any, target: Any) -> tuple[Any, Any, tvm.IRModule]:
     """(recipe, resolved target, fused unscheduled module) for ``model`` as ``compile`` would build it."""
     from slmc.driver.compress import compress
+    from slmc.backend.base import backend_for
     from slmc.backend.deterministic_build import deterministic_call_te, deterministic_pipeline
     from slmc.backend.lowering import to_relax
     from slmc.frontend.model_source import load_model
@@ -58,7 +59,7 @@ def fused_kernels(model: Any, recipe: Any, target: Any) -> tuple[Any, Any, tvm.I
     recipe = load_recipe(recipe)
     target_desc = load_target(target or recipe.document.target or "host")
     check_against_target(recipe, target_desc)
-    if target_desc.tvm.kind != "llvm":
+    if not backend_for(target_desc).supports_tuning:
         raise InputError(f"slmc tune measures kernels on this machine; target '{target_desc.name}' is a "
                          f"{target_desc.tvm.kind} target (CPU targets only)")
     runs, why = target_desc.runs_here()
@@ -96,7 +97,7 @@ def tune(model: Any = None, recipe: Any = None, target: Any = None, trials: int 
         kernels.append({"task": task, "name": task.task_name, "weight": int(task.weight),
                         "flops": _flops(func), "static": _static(func)})
     kernels.sort(key=lambda k: (-k["flops"] * k["weight"], k["name"]))
-    register_cpu_intrinsics()  # CPU targets only (checked above): skips the CUDA intrinsics' import
+    register_cpu_intrinsics()  # backends that support tuning are CPU ones (checked above): skips the CUDA intrinsics' import
     runner = ms.runner.LocalRunner(timeout_sec=60)
     reset_stats()
     report: list[dict[str, Any]] = []

@@ -4,8 +4,9 @@ A descriptor's ``ops.supported`` is ``all`` or a list of ATen op names in the sh
 ``slmc.graph.ir.op_name`` gives (``linear`` for ``aten.linear.default``, ``_to_copy`` for
 ``aten._to_copy.default``). For a CPU or GPU target there is nowhere else for an op to run, so an
 op outside the list is bad input (``TargetError``, exit 2) naming the node, the op and the list.
-An NPU target is not checked here: ops it lacks run on the CPU, and partitioning reports them as
-fallbacks. ``getitem`` (tuple indexing of multi-output ops) is graph structure, not an op.
+A kind whose backend runs missing ops on the host CPU (``TargetKind.falls_back_to_host``: an NPU,
+whose partitioning reports them as fallbacks) is not checked here. ``getitem`` (tuple indexing of
+multi-output ops) is graph structure, not an op.
 
 Precondition: ``graph`` is an ATen-level slmc ``Graph`` (after ``slmc.graph.ir.trace`` or a pass).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from slmc.errors import FieldProblem, TargetError
 from slmc.graph.ir import Graph, op_name
+from slmc.spec.backend_registry import get_backend
 from slmc.spec.target import TargetDescriptor
 
 STRUCTURAL = frozenset({"getitem"})
@@ -24,7 +26,7 @@ def check_op_coverage(graph: Graph, target: TargetDescriptor, after: str) -> Non
 
     ``after`` says which graph it is (``"tracing"``, ``"the recipe's passes"``) for the message.
     """
-    if target.ops.supported == "all" or target.kind == "npu":
+    if target.ops.supported == "all" or get_backend(target.kind).falls_back_to_host:
         return
     unsupported: dict[str, list[str]] = {}
     for node in graph.op_nodes():

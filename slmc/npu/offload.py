@@ -1,7 +1,8 @@
-"""The compile driver's NPU step: regions, integer reference, QDQ export, cross-check, report.
+"""The NPU backend's step after the build (``slmc.backend.kinds.npu``): regions, integer reference,
+QDQ export, cross-check, report.
 
-Preconditions: ``target.kind == "npu"``; ``graph`` is the compiled (quantized) graph and ``module``
-the Relax module lowered from it (``slmc.backend.lowering.to_relax``); ``samples`` are graph inputs.
+Preconditions: ``target`` has an ``npu`` section (kind ``npu``); ``graph`` is the compiled (quantized)
+graph and ``module`` the Relax module lowered from it (``slmc.backend.lowering.to_relax``); ``samples`` are graph inputs.
 
 What is verified, and how (recorded as ``verification.npu``): the NPU regions' integer arithmetic,
 built by TVM for the host CPU (``integer_kernel``), must equal the numpy fixed-point reference bit
@@ -53,6 +54,10 @@ class NpuOffload:
         (directory / REPORT_FILE).write_text(json.dumps(self.report, indent=2) + "\n", encoding="utf-8")
         if self.qdq is not None:
             onnx.save(self.qdq, str(directory / QDQ_FILE))
+
+    def manifest_entries(self) -> dict[str, Any]:
+        """The manifest's ``npu``: the partition report."""
+        return {"npu": self.report}
 
     def record(self, verification: dict[str, Any]) -> dict[str, Any]:
         """``verification`` with ``npu`` added; ``passed`` also requires the cross-check."""

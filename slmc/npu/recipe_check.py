@@ -10,19 +10,18 @@ user compiling for an NPU expects code for the NPU. Layers a w8a8 recipe leaves 
 
 from __future__ import annotations
 
-from slmc.errors import FieldProblem, RecipeError
+from slmc.errors import FieldProblem
 from slmc.spec.recipe import Recipe
 from slmc.spec.target import TargetDescriptor
 
 
-def check_npu_recipe(recipe: Recipe, target: TargetDescriptor) -> None:
-    """Raise ``RecipeError`` unless some quantize step uses ``scheme: w8a8`` (no-op for non-NPU targets)."""
-    if target.kind != "npu":
-        return
+def npu_recipe_problems(recipe: Recipe, target: TargetDescriptor) -> list[FieldProblem]:
+    """A problem naming ``passes`` unless some quantize step uses ``scheme: w8a8`` (the NPU backend's
+    ``recipe_problems``; ``slmc.backend.base.check_recipe`` raises it as a ``RecipeError``)."""
     for step in recipe.steps:
         if step.name == "quantize" and getattr(step.config, "scheme", None) == "w8a8":
-            return
-    raise RecipeError(recipe.source, [FieldProblem(
+            return []
+    return [FieldProblem(
         "passes", f"target '{target.name}' is an NPU, which executes full-integer code only: the recipe needs a "
                   "'quantize: {scheme: w8a8}' step (int8 weights and static int8 activations), else nothing can "
-                  "be offloaded; see examples/recipes/npu-int8.yaml")])
+                  "be offloaded; see examples/recipes/npu-int8.yaml")]

@@ -1,6 +1,6 @@
 """slmc's untuned CPU schedules: rules for the kernels small language models are made of.
 
-``cpu_schedule_passes`` is what ``slmc.backend.relax_pipeline`` runs for an ``llvm`` target, in order:
+``cpu_schedule_passes`` is the ``cpu`` backend's schedule phase (``slmc.backend.kinds.cpu``), in order:
 slmc's own rules (``QuantizedMatmul``: int4/int8 weight-only linears with dequantization fused;
 ``Int8Matmul``: int8 x int8 (w8a8) linears on the target's int8 dot-product instructions;
 ``DenseMatmul``: float linears on prepacked ``[K, N]`` weights; ``AttentionScores`` /

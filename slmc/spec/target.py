@@ -16,9 +16,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from slmc.errors import FieldProblem, TargetError, TargetNotFoundError
+from slmc.spec.backend_registry import backend_kinds, get_backend, one_of, unknown_kind_message
 from slmc.spec.strict_model import StrictModel, problems_from_validation
 from slmc.spec.yaml_source import YamlDocument, YamlSyntaxError, parse_yaml, read_yaml
 
@@ -142,7 +143,7 @@ class TargetDescriptor(StrictModel):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
-    kind: Literal["cpu", "gpu", "npu"]
+    kind: str = Field(description="the backend that compiles for it, a kind registered in slmc.backend.kinds: cpu, gpu, npu")
     tvm: TvmTargetSpec
     dtypes: Dtypes
     quantization: Quantization = Quantization()
@@ -153,21 +154,27 @@ class TargetDescriptor(StrictModel):
     limits: Limits = Limits()
     npu: Npu | None = Field(None, description="the NPU's integer datapath; required for (and only for) kind npu")
 
+    @field_validator("kind")
+    @classmethod
+    def _check_kind(cls, kind: str) -> str:
+        if kind not in backend_kinds():
+            raise ValueError(unknown_kind_message(kind))
+        return kind
+
     @model_validator(mode="after")
-    def _check_npu(self) -> TargetDescriptor:
-        if (self.kind == "npu") != (self.npu is not None):
-            raise ValueError("an 'npu' section is required for kind 'npu' and not allowed for other kinds")
-        if self.kind == "npu":
-            lacking = [f"{what} lacks int8" for what, dtypes in (("dtypes.weights", self.dtypes.weights),
-                                                                 ("dtypes.activations", self.dtypes.activations))
-                       if "int8" not in dtypes]
-            if "w8a8" not in self.quantization.schemes:
-                lacking.append("quantization.schemes lacks w8a8")
-            if self.memory.sram_bytes is None:
-                lacking.append("memory.sram_bytes is not set")
-            if lacking:
-                raise ValueError("an NPU executes full-integer (int8) code and slmc sizes its partitions against its "
-                                 "on-chip SRAM: " + "; ".join(lacking))
+    def _check_backend(self) -> TargetDescriptor:
+        """What the kind's backend asks of the descriptor: its TVM target kind, the ``npu`` section,
+        and its own checks (an NPU's full-integer datapath)."""
+        backend = get_backend(self.kind)
+        if self.tvm.kind not in backend.tvm_kinds:
+            raise ValueError(f"kind '{self.kind}' generates code for tvm.kind {one_of(sorted(backend.tvm_kinds))}, "
+                             f"not '{self.tvm.kind}'")
+        if backend.npu_section != (self.npu is not None):
+            with_section = [k for k in backend_kinds() if get_backend(k).npu_section]
+            raise ValueError(f"an 'npu' section is required for kind {one_of(with_section)} and not allowed for other kinds")
+        problems = backend.descriptor_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def tvm_dict(self) -> dict[str, Any]:

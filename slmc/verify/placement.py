@@ -6,7 +6,7 @@ staged artifact there and writes the manifest's account of it (``how`` and ``exe
 - the target runs here: natively through ``slmc.load`` (a ``device`` given anyway is not used, and
   the record says so);
 - it does not, and ``device`` (``rpc://HOST:PORT``) is given: through ``slmc.artifact.remote_runtime.RemoteModel``
-  on that TVM RPC server, for CPU (``llvm``) targets; the record says whether slmc saw an emulator
+  on that TVM RPC server, for kinds whose backend allows it (``TargetKind.remote_execution``: CPU code); the record says whether slmc saw an emulator
   serve the URL (``slmc.device.identify``) or could not tell what does;
 - otherwise not executed, with the reason.
 """
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slmc.spec.backend_registry import get_backend
 from slmc.spec.recipe import Recipe
 from slmc.artifact.runtime import CompiledModel
 from slmc.spec.target import TargetDescriptor
@@ -76,7 +77,7 @@ def decide(recipe: Recipe, target: TargetDescriptor, device: str | None) -> tupl
     if device is None:
         return {"executed": False, "reason": f"not executed: {why}; no device given (device rpc://HOST:PORT "
                 "runs it through TVM RPC: docs/devices.md)", "passed": True}, None
-    if target.tvm.kind != "llvm":
+    if not get_backend(target.kind).remote_execution:
         return {"executed": False, "reason": f"not executed: {why}{unused}: TVM RPC verification runs CPU (llvm) "
                 "artifacts only", "passed": True}, None
     return None, Execution(why, device=device)
@@ -90,5 +91,5 @@ def check_device(recipe: Recipe, target: TargetDescriptor, device: str | None) -
     from slmc.artifact.remote_runtime import check_reachable, parse_device_url
 
     parse_device_url(device)
-    if recipe.verify.enabled and not target.runs_here()[0] and target.tvm.kind == "llvm":
+    if recipe.verify.enabled and not target.runs_here()[0] and get_backend(target.kind).remote_execution:
         check_reachable(device)

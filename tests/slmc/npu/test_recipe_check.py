@@ -4,7 +4,8 @@ import sys
 import pytest
 
 from slmc.errors import RecipeError
-from slmc.npu.recipe_check import check_npu_recipe
+from slmc.backend.base import check_recipe
+from slmc.npu.recipe_check import npu_recipe_problems
 from slmc.spec.recipe import load_recipe
 from slmc.spec.target import load_target
 
@@ -18,7 +19,7 @@ def _recipe(tmp_path, text):
 def test_float_recipe_on_an_npu_target_names_the_passes_field(tmp_path):
     recipe = load_recipe(_recipe(tmp_path, "passes:\n  - fuse: {}\n"))
     with pytest.raises(RecipeError) as info:
-        check_npu_recipe(recipe, load_target("generic-int8-npu"))
+        check_recipe(recipe, load_target("generic-int8-npu"))
     assert info.value.exit_code == 2
     assert "passes" in str(info.value) and "scheme: w8a8" in str(info.value)
 
@@ -27,8 +28,9 @@ def test_w8a8_recipe_is_accepted_and_other_kinds_are_not_checked(tmp_path):
     from pathlib import Path
 
     example = Path(__file__).parents[3] / "examples" / "recipes" / "npu-int8.yaml"
-    check_npu_recipe(load_recipe(example), load_target("generic-int8-npu"))
-    check_npu_recipe(load_recipe(_recipe(tmp_path, "passes:\n  - fuse: {}\n")), load_target("host"))
+    assert npu_recipe_problems(load_recipe(example), load_target("generic-int8-npu")) == []
+    check_recipe(load_recipe(example), load_target("generic-int8-npu"))
+    check_recipe(load_recipe(_recipe(tmp_path, "passes:\n  - fuse: {}\n")), load_target("host"))  # the cpu backend: no rule
 
 
 def test_cli_exits_2_before_loading_the_model(tmp_path):

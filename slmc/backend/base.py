@@ -1,0 +1,145 @@
+"""The ``Backend`` interface: everything slmc does differently per target kind, in one object.
+
+After TVM's ``tvm/relax/backend/<kind>/pipeline.py``, a backend's Relax pipeline is named phases
+(``library_dispatch_passes``, ``legalize_passes``, ``schedule_passes``, ``dataflow_lower_passes``,
+``finalize_passes``), which ``slmc.backend.relax_pipeline.build_pipeline`` runs in that order with
+the tuning database's passes between legalization and scheduling. Around the build, a backend
+says which recipes it refuses (``recipe_problems``, checked before the model loads), what it does
+after the build (``after_build``: the NPU offload), what it checks of the built kernels
+(``check_kernels``: the OpenCL kernel check), and whether ``slmc tune`` can measure its kernels
+(``supports_tuning``). What lower layers ask (descriptor checks, op coverage, remote execution)
+is ``slmc.spec.backend_registry.TargetKind``, which ``Backend`` extends.
+
+Drivers get a target's backend with ``backend_for(target)`` and never test the kind themselves.
+Nothing here imports TVM at import time: the registry loads the backends to validate descriptors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
+
+from slmc.errors import FieldProblem, RecipeError
+from slmc.spec.backend_registry import TargetKind, get_backend
+
+if TYPE_CHECKING:
+    import tvm
+
+    from slmc.backend.lowering import RelaxProgram
+    from slmc.graph.ir import Graph
+    from slmc.spec.recipe import Recipe
+    from slmc.spec.target import TargetDescriptor
+
+
+@dataclass
+class PhaseInputs:
+    """What a pipeline phase may use: the descriptor, its TVM target, the notes list schedules report
+    into (the manifest's lowering notes), and ``slmc_rules`` (False: dlight's rules only, for benchmarks)."""
+
+    target: TargetDescriptor
+    tvm_target: tvm.target.Target
+    notes: list[str] = field(default_factory=list)
+    slmc_rules: bool = True
+
+
+class PostBuild(Protocol):
+    """What a backend's ``after_build`` returns: files for the artifact, manifest entries, and its
+    addition to the verification report."""
+
+    def write(self, directory: Path) -> None:
+        """Write its files into the staged artifact ``directory``."""
+
+    def manifest_entries(self) -> dict[str, Any]:
+        """Top-level manifest entries (e.g. ``npu``: the partition report)."""
+
+    def record(self, verification: dict[str, Any]) -> dict[str, Any]:
+        """``verification`` with this backend's own check added (``passed`` includes it)."""
+
+
+class Backend(TargetKind):
+    """One target kind's compilation. Subclasses register with ``@register_backend("<kind>")``.
+
+    ``supports_tuning``: ``slmc tune`` can measure this kind's kernels on this machine (MetaSchedule's
+    local runner executes CPU code).
+    """
+
+    supports_tuning: ClassVar[bool] = False
+
+    # -- before the model loads ---------------------------------------------------------------
+    def recipe_problems(self, recipe: Recipe, target: TargetDescriptor) -> list[FieldProblem]:
+        """Recipe settings this kind cannot compile (default: none). Precondition: the recipe
+        passed ``slmc.spec.recipe.check_against_target``."""
+        return []
+
+    # -- the Relax pipeline, in the order build_pipeline runs the phases -----------------------
+    def library_dispatch_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
+        """Ops dispatched to libraries before legalization (TVM's generic CPU ones by default)."""
+        from tvm.relax.backend.cpu_generic import pipeline
+
+        return pipeline.library_dispatch_passes(phase.tvm_target)
+
+    def legalize_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
+        """Legalization and fusion; the default is slmc's (``fused_kernel_passes``)."""
+        return fused_kernel_passes()
+
+    def schedule_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
+        """Schedules for the fused kernels the tuning database left unscheduled."""
+        raise NotImplementedError(f"backend '{self.kind}' defines no schedule_passes")
+
+    def dataflow_lower_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
+        from tvm.relax.backend.cpu_generic import pipeline
+
+        return pipeline.dataflow_lower_passes(phase.tvm_target)
+
+    def finalize_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
+        from tvm.relax.backend.cpu_generic import pipeline
+
+        return pipeline.finalize_passes(phase.tvm_target)
+
+    # -- after the build -----------------------------------------------------------------------
+    def after_build(self, graph: Graph, module: tvm.IRModule, target: TargetDescriptor,
+                    calibration: list[tuple[Any, ...]]) -> PostBuild | None:
+        """Work on the built model beyond the library (default: none). ``graph`` is the compiled fx
+        graph, ``module`` the Relax module lowered from it, ``calibration`` the recipe's samples."""
+        return None
+
+    def check_kernels(self, verification: dict[str, Any], executable: Any, program: RelaxProgram,
+                      target: TargetDescriptor, verify_enabled: bool) -> dict[str, Any]:
+        """The verification report with this kind's check of the built kernels added (default:
+        unchanged). Called after the artifact was (or was not) executed."""
+        return verification
+
+
+def fused_kernel_passes() -> list[tvm.transform.Pass]:
+    """slmc's legalization and fusion, shared by every kind: the KV cache append in place, TVM's
+    legalization with slmc's overrides (``relax_pipeline.legalize_overrides``), then fusion."""
+    from tvm import relax
+
+    from slmc.backend.relax_pipeline import legalize_overrides
+    from slmc.schedules.kv_append import kv_append
+
+    return [
+        kv_append,  # each layer's KV append reads the stacked cache in place (slmc.schedules.kv_append)
+        relax.transform.LegalizeOps(legalize_overrides()),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+        relax.transform.DeadCodeElimination(),
+    ]
+
+
+def backend_for(target: TargetDescriptor) -> Backend:
+    """The backend of ``target.kind`` (a validated descriptor's kind is always registered)."""
+    backend = get_backend(target.kind)
+    if not isinstance(backend, Backend):
+        raise TypeError(f"the backend of kind '{target.kind}' ({type(backend).__qualname__}) is not a slmc.backend.base.Backend")
+    return cast(Backend, backend)
+
+
+def check_recipe(recipe: Recipe, target: TargetDescriptor) -> None:
+    """Raise ``RecipeError`` (exit 2) naming every setting the target's backend refuses."""
+    problems = backend_for(target).recipe_problems(recipe, target)
+    if problems:
+        raise RecipeError(recipe.source, problems)

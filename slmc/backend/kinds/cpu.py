@@ -1,0 +1,44 @@
+"""Kind ``cpu``: LLVM code for the CPU the descriptor names, scheduled by slmc's CPU rules.
+
+Legalization adds slmc's CPU rewrites around the shared fusion passes (attention reading the KV
+cache in place, ``slmc.schedules.attention_rewrite``; a vectorizable exp, ``slmc.schedules.fast_exp``);
+schedules are slmc's CPU rules, then dlight's, then a fallback (``slmc.schedules``). An artifact
+that does not run here can be verified on a TVM RPC device, and ``slmc tune`` measures its kernels.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from slmc.backend.base import Backend, PhaseInputs, fused_kernel_passes
+from slmc.spec.backend_registry import register_backend
+
+if TYPE_CHECKING:
+    import tvm
+
+
+@register_backend("cpu")
+class CpuBackend(Backend):
+    """LLVM code for a CPU; the phases ``npu`` reuses for its host code."""
+
+    tvm_kinds: ClassVar[frozenset[str]] = frozenset({"llvm"})
+    remote_execution: ClassVar[bool] = True
+    supports_tuning: ClassVar[bool] = True
+
+    def legalize_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
+        if not phase.slmc_rules:
+            return fused_kernel_passes()
+        from slmc.schedules.attention_rewrite import attention_rewrite
+        from slmc.schedules.fast_exp import fast_exp_pass
+
+        # attention reads the KV cache in place; exp is vectorizable (slmc.schedules.fast_exp)
+        return [attention_rewrite, *fused_kernel_passes(), fast_exp_pass]
+
+    def schedule_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
+        from tvm.s_tir import dlight
+
+        from slmc.schedules import cpu_schedule_passes
+
+        if not phase.slmc_rules:  # dlight alone: what slmc did before slmc.schedules (benchmarks compare)
+            return [dlight.ApplyDefaultSchedule(dlight.cpu.GEMV(), dlight.cpu.Reduction())]
+        return cpu_schedule_passes(phase.target, phase.notes)
