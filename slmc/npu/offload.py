@@ -23,6 +23,7 @@ import onnx
 import torch
 import tvm
 
+from slmc.artifact.manifest import NpuCheck, Verification
 from slmc.errors import CompileError
 from slmc.graph.ir import Graph
 from slmc.npu.fallback import cpu_fallbacks
@@ -54,12 +55,11 @@ class NpuOffload:
         if self.qdq is not None:
             onnx.save(self.qdq, str(directory / QDQ_FILE))
 
-    def record(self, verification: dict[str, Any]) -> dict[str, Any]:
+    def record(self, verification: Verification) -> Verification:
         """``verification`` with ``npu`` added; ``passed`` also requires the cross-check."""
-        out = dict(verification, npu=self.check)
-        if self.check["executed"]:
-            out["passed"] = bool(verification.get("passed")) and self.check["passed"]
-        return out
+        check = NpuCheck.model_validate(self.check)
+        passed = verification.passed and check.passed if check.executed else verification.passed
+        return verification.model_copy(update={"npu": check, "passed": passed})
 
 
 def _compare(name: str, expected: Sequence[np.ndarray], actual: Sequence[np.ndarray]) -> dict[str, Any]:
