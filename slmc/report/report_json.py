@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from slmc.artifact.manifest import GateResult, LayerSize, Manifest, ModelInfo, PassReport, Verification
+from slmc.artifact.manifest import GateResult, LayerSize, Manifest, ModelInfo, PassReport
 
 SCHEMA_ID = "slmc-report"
 SCHEMA_VERSION = 2  # 2: gates name themselves ``gate`` (as in the manifest), not ``name``
