@@ -1,4 +1,4 @@
-"""Generated reference docs: recipe and target schemas, the pass registry, the CLI, the report schema.
+"""Generated reference docs: recipe and target schemas, the pass registry, the CLI, the report and manifest schemas.
 
 ``python -m slmc.docs_gen`` rewrites ``docs/reference/``; ``python -m slmc.docs_gen --check``
 exits 1 naming every stale file (tests/slmc/test_docs_gen.py runs the same comparison). Every
@@ -202,6 +202,20 @@ def report_schema_file() -> str:
     return json.dumps(report_schema(), indent=2, sort_keys=True) + "\n"
 
 
+def manifest_page() -> str:
+    from slmc.artifact.manifest import FORMAT_VERSION, Manifest
+
+    return schema_page(f"manifest.json reference (format version {FORMAT_VERSION})",
+                       "Every field of an artifact's `manifest.json`, from `slmc.artifact.manifest`. JSON schema: "
+                       "[manifest.schema.json](manifest.schema.json).", Manifest)
+
+
+def manifest_schema_file() -> str:
+    from slmc.artifact.manifest import manifest_schema
+
+    return json.dumps(manifest_schema(), indent=2, sort_keys=True) + "\n"
+
+
 PAGES: dict[str, Callable[[], str]] = {
     "recipe.md": recipe_page,
     "target.md": target_page,
@@ -209,6 +223,8 @@ PAGES: dict[str, Callable[[], str]] = {
     "cli.md": cli_page,
     "report.md": report_page,
     "report.schema.json": report_schema_file,
+    "manifest.md": manifest_page,
+    "manifest.schema.json": manifest_schema_file,
 }
 
 

@@ -10,16 +10,17 @@ whose process is gone, and puts back a replaced artifact whose successor never a
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
+from slmc.artifact.manifest import FORMAT_VERSION, FileEntry, Manifest, manifest_text, parse_manifest
 from slmc.errors import ArtifactError
 
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_VERSION", "LIBRARY", "MANIFEST", "WEIGHTS", "StagedArtifact", "check_destination", "file_entries",
+           "file_problems", "read_manifest", "remove_stale", "sha256_file", "write_manifest"]
 STAGING_MARKERS = (".staging-", ".old-")
 MANIFEST = "manifest.json"
 LIBRARY = "model.so"
@@ -34,45 +35,43 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def file_entries(directory: Path) -> dict[str, dict[str, Any]]:
-    """``{relative name: {sha256, size}}`` for every file in ``directory`` except the manifest."""
+def file_entries(directory: Path) -> dict[str, FileEntry]:
+    """``{relative name: (sha256, size)}`` for every file in ``directory`` except the manifest."""
     entries = {}
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         name = path.relative_to(directory).as_posix()
         if name != MANIFEST:
-            entries[name] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+            entries[name] = FileEntry(sha256=sha256_file(path), size=path.stat().st_size)
     return entries
 
 
-def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
-    path = directory / MANIFEST
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    (directory / MANIFEST).write_text(manifest_text(manifest), encoding="utf-8")
 
 
-def read_manifest(directory: Path) -> dict[str, Any]:
+def read_manifest(directory: Path) -> Manifest:
+    """The validated manifest of the artifact in ``directory``; ``ArtifactError`` naming the file and the
+    field when it is missing, not JSON, of another ``format_version`` or not a manifest."""
     path = Path(directory) / MANIFEST
     if not path.is_file():
         raise ArtifactError(f"{directory} is not an slmc artifact: {MANIFEST} is missing")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
         raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-        found = manifest.get("format_version") if isinstance(manifest, dict) else type(manifest).__name__
-        raise ArtifactError(f"{path}: unsupported manifest format_version {found!r}, expected {FORMAT_VERSION}")
-    return manifest
+    return parse_manifest(text, path)
 
 
-def file_problems(directory: Path, manifest: dict[str, Any], check_hashes: bool = True) -> list[str]:
+def file_problems(directory: Path, manifest: Manifest, check_hashes: bool = True) -> list[str]:
     """Every file the manifest lists that is missing, of the wrong size or (optionally) hash."""
     problems = []
-    for name, entry in sorted(manifest.get("files", {}).items()):
+    for name, entry in sorted(manifest.files.items()):
         path = Path(directory) / name
         if not path.is_file():
             problems.append(f"{name}: missing")
-        elif path.stat().st_size != entry["size"]:
-            problems.append(f"{name}: size {path.stat().st_size}, manifest says {entry['size']}")
-        elif check_hashes and sha256_file(path) != entry["sha256"]:
+        elif path.stat().st_size != entry.size:
+            problems.append(f"{name}: size {path.stat().st_size}, manifest says {entry.size}")
+        elif check_hashes and sha256_file(path) != entry.sha256:
             problems.append(f"{name}: sha256 differs from the manifest")
     return problems
 

@@ -7,7 +7,7 @@ uploads ``model.so``, loads it there, uploads the weights once as remote tensors
 ``get_outputs``), the calling convention that works across RPC: a remote ``main`` called directly
 returns its output tuple as an opaque remote object.
 
-``RemoteModel`` is a ``CompiledModel``: the input checks against ``manifest["signature"]``,
+``RemoteModel`` is a ``CompiledModel``: the input checks against ``manifest.signature``,
 ``run_numpy``, ``step`` (the KV-cache contract) and ``__call__`` are that class's code.
 """
 
@@ -29,7 +29,6 @@ from slmc.backend.lowering import _summary
 from slmc.graph.kv_cache import KVCacheSpec
 from slmc.artifact.runtime import CompiledModel
 from slmc.spec.backend_registry import get_backend
-from slmc.spec.target import TargetDescriptor
 
 URL_PATTERN = re.compile(r"^rpc://(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})/?$")
 CONNECT_TIMEOUT = 30.0
@@ -135,15 +134,16 @@ class RemoteModel(CompiledModel):
         problems = file_problems(self.path, self.manifest, check_hashes=check_hashes)
         if problems:
             raise ArtifactError(f"artifact {self.path} is damaged: " + "; ".join(problems))
-        self.target = TargetDescriptor.model_validate(self.manifest["target"])
+        self.target = self.manifest.target
         if not get_backend(self.target.kind).remote_execution:
             raise ArtifactError(f"artifact {self.path} is for target kind '{self.target.kind}' (tvm kind "
                                 f"'{self.target.tvm.kind}'), which TVM RPC does not run; RemoteModel runs CPU (llvm) artifacts")
-        self.inputs = self.manifest["signature"]["inputs"]
-        self.outputs = self.manifest["signature"]["outputs"]
-        cache = self.manifest.get("kv_cache")
-        self.kv_cache = KVCacheSpec(**cache) if cache else None
-        self._tokenizer_entry = self.manifest.get("tokenizer")
+        self.inputs = self.manifest.signature.inputs
+        self.outputs = self.manifest.signature.outputs
+        cache = self.manifest.kv_cache
+        self.kv_cache = KVCacheSpec(**cache.model_dump()) if cache is not None else None
+        tokenizer = self.manifest.tokenizer
+        self._tokenizer_entry = tokenizer.model_dump() if tokenizer is not None else None
         self._session = connect(url, connect_timeout, session_timeout)
         try:
             self._session.upload(str(self.path / LIBRARY), target=LIBRARY)
@@ -151,7 +151,7 @@ class RemoteModel(CompiledModel):
             self._device = self._session.cpu(0)
             self._vm = _StatefulMain(relax.VirtualMachine(library, self._device))
             weights = load_file(str(self.path / WEIGHTS))
-            self._weights = [tvm.runtime.tensor(weights[name], self._device) for name in self.manifest["weights"]["order"]]
+            self._weights = [tvm.runtime.tensor(weights[name], self._device) for name in self.manifest.weights.order]
         except REMOTE_FAILURES as exc:
             self.close()
             raise DeviceError(url, f"the device at {url} could not load {self.path / LIBRARY} (code for "

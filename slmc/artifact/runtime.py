@@ -15,7 +15,6 @@ from tvm import relax
 from slmc.artifact.layout import LIBRARY, WEIGHTS, file_problems, read_manifest
 from slmc.errors import ArtifactError, InputError
 from slmc.graph.kv_cache import KVCacheSpec
-from slmc.spec.target import TargetDescriptor
 from slmc.data.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -31,19 +30,20 @@ class CompiledModel:
         problems = file_problems(self.path, self.manifest, check_hashes=check_hashes)
         if problems:
             raise ArtifactError(f"artifact {self.path} is damaged: " + "; ".join(problems))
-        self.target = TargetDescriptor.model_validate(self.manifest["target"])
+        self.target = self.manifest.target
         runs, why = self.target.runs_here()
         if not runs:
             raise ArtifactError(f"artifact {self.path} cannot run on this machine: {why}")
-        self.inputs = self.manifest["signature"]["inputs"]
-        self.outputs = self.manifest["signature"]["outputs"]
+        self.inputs = self.manifest.signature.inputs
+        self.outputs = self.manifest.signature.outputs
         self._device = tvm.cpu()
         self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(self.path / LIBRARY)), self._device)
         weights = load_file(str(self.path / WEIGHTS))
-        self._weights = [tvm.runtime.tensor(weights[name], self._device) for name in self.manifest["weights"]["order"]]
-        cache = self.manifest.get("kv_cache")
-        self.kv_cache = KVCacheSpec(**cache) if cache else None
-        self._tokenizer_entry = self.manifest.get("tokenizer")
+        self._weights = [tvm.runtime.tensor(weights[name], self._device) for name in self.manifest.weights.order]
+        cache = self.manifest.kv_cache
+        self.kv_cache = KVCacheSpec(**cache.model_dump()) if cache is not None else None
+        tokenizer = self.manifest.tokenizer
+        self._tokenizer_entry = tokenizer.model_dump() if tokenizer is not None else None
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -53,29 +53,29 @@ class CompiledModel:
     def step(self, ids: np.ndarray, keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One call under the causal-LM cache contract (``slmc.graph.kv_cache``)."""
         if self.kv_cache is None:
-            raise InputError(f"artifact {self.path} is not a causal LM with a KV cache (task {self.manifest.get('task')!r})")
+            raise InputError(f"artifact {self.path} is not a causal LM with a KV cache (task {self.manifest.task!r})")
         logits, new_keys, new_values = self.run_numpy(ids, keys, values)
         return logits, new_keys, new_values
 
     @property
     def _dim_bounds(self) -> dict[str, tuple[int, int]]:
         """Bounds of each named dynamic dimension, as compiled."""
-        return {name: tuple(b) for name, b in self.manifest["signature"].get("dynamic_dims", {}).items()}
+        return {name: tuple(b) for name, b in self.manifest.signature.dynamic_dims.items()}
 
     def _check_inputs(self, arrays: list[np.ndarray]) -> None:
         if len(arrays) != len(self.inputs):
-            raise InputError(f"the model takes {len(self.inputs)} inputs ({[i['name'] for i in self.inputs]}), got {len(arrays)}")
+            raise InputError(f"the model takes {len(self.inputs)} inputs ({[i.name for i in self.inputs]}), got {len(arrays)}")
         for array, spec in zip(arrays, self.inputs):
-            if str(array.dtype) != spec["dtype"]:
-                raise InputError(f"input '{spec['name']}' must be {spec['dtype']}, got {array.dtype}")
-            if array.ndim != len(spec["shape"]):
-                raise InputError(f"input '{spec['name']}' must have shape {spec['shape']}, got {list(array.shape)}")
-            for got, want in zip(array.shape, spec["shape"]):
+            if str(array.dtype) != spec.dtype:
+                raise InputError(f"input '{spec.name}' must be {spec.dtype}, got {array.dtype}")
+            if array.ndim != len(spec.shape):
+                raise InputError(f"input '{spec.name}' must have shape {spec.shape}, got {list(array.shape)}")
+            for got, want in zip(array.shape, spec.shape):
                 if isinstance(want, int) and got != want:
-                    raise InputError(f"input '{spec['name']}' must have shape {spec['shape']}, got {list(array.shape)}")
+                    raise InputError(f"input '{spec.name}' must have shape {spec.shape}, got {list(array.shape)}")
                 low, high = self._dim_bounds.get(want, (0, None)) if isinstance(want, str) else (0, None)
                 if got < low or (high is not None and got > high):
-                    raise InputError(f"input '{spec['name']}': dimension {want} = {got} is outside [{low}, {high}] "
+                    raise InputError(f"input '{spec.name}': dimension {want} = {got} is outside [{low}, {high}] "
                                      "(the bounds this artifact was compiled for)")
         if self.kv_cache is not None:
             context = arrays[1].shape[3] - 1 + arrays[0].shape[1]
@@ -85,7 +85,7 @@ class CompiledModel:
 
     def _check_token_ids(self, ids: np.ndarray) -> None:
         """Out-of-range ids would read outside the embedding table (TVM's take runs unchecked)."""
-        vocab = self.outputs[0]["shape"][-1]
+        vocab = self.outputs[0].shape[-1]
         if ids.size and isinstance(vocab, int) and (ids.min() < 0 or ids.max() >= vocab):
             raise InputError(f"token ids must lie in [0, {vocab}); got values from {ids.min()} to {ids.max()}")
 

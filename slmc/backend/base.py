@@ -26,6 +26,7 @@ from slmc.spec.backend_registry import TargetKind, get_backend
 if TYPE_CHECKING:
     import tvm
 
+    from slmc.artifact.manifest import Verification
     from slmc.backend.lowering import RelaxProgram
     from slmc.graph.ir import Graph
     from slmc.spec.recipe import Recipe
@@ -51,9 +52,10 @@ class PostBuild(Protocol):
         """Write its files into the staged artifact ``directory``."""
 
     def manifest_entries(self) -> dict[str, Any]:
-        """Top-level manifest entries (e.g. ``npu``: the partition report)."""
+        """Top-level manifest fields it sets (``slmc.artifact.manifest.CompiledGraph``: e.g. ``npu``, the
+        partition report; a kind without a typed field of its own writes under ``backend``)."""
 
-    def record(self, verification: dict[str, Any]) -> dict[str, Any]:
+    def record(self, verification: Verification) -> Verification:
         """``verification`` with this backend's own check added (``passed`` includes it)."""
 
 
@@ -104,8 +106,8 @@ class Backend(TargetKind):
         graph, ``module`` the Relax module lowered from it, ``calibration`` the recipe's samples."""
         return None
 
-    def check_kernels(self, verification: dict[str, Any], executable: Any, program: RelaxProgram,
-                      target: TargetDescriptor, verify_enabled: bool) -> dict[str, Any]:
+    def check_kernels(self, verification: Verification, executable: Any, program: RelaxProgram,
+                      target: TargetDescriptor, verify_enabled: bool) -> Verification:
         """The verification report with this kind's check of the built kernels added (default:
         unchanged). Called after the artifact was (or was not) executed."""
         return verification

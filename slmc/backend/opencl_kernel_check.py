@@ -37,6 +37,7 @@ from typing import Any
 import tvm
 from tvm import tirx
 
+from slmc.artifact.manifest import OpenCLCheck, Verification
 from slmc.errors import KernelCheckError, ToolchainError
 from slmc.backend.lowering import RelaxProgram
 from slmc.spec.target import TargetDescriptor
@@ -381,11 +382,11 @@ def how(summary: dict[str, Any]) -> str:
     return text
 
 
-def opencl_verification(report: dict[str, Any], executable: Any, program: RelaxProgram, target: TargetDescriptor,
-                        verify_enabled: bool) -> dict[str, Any]:
+def opencl_verification(report: Verification, executable: Any, program: RelaxProgram, target: TargetDescriptor,
+                        verify_enabled: bool) -> Verification:
     """The compile driver's hook: for an OpenCL target that is not executed here (and whose recipe
     does not disable verification), add the kernel check to the verification report."""
-    if target.tvm.kind != "opencl" or not verify_enabled or report.get("executed", False):
+    if target.tvm.kind != "opencl" or not verify_enabled or report.executed:
         return report
     summary = check_opencl_kernels(executable, program, target)
-    return {**report, "how": how(summary), "opencl": summary}
+    return report.model_copy(update={"how": how(summary), "opencl": OpenCLCheck.model_validate(summary)})

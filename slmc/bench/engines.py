@@ -38,9 +38,10 @@ def slmc_engine(spec: Any, recipe: Path, work: Path, linear_bytes: int) -> Engin
     start = time.perf_counter()
     result = slmc.compile(spec, str(recipe), "host", work / "artifact")
     model = slmc.load(result.artifact)
-    ratio = result.manifest["weights"]["bytes"] / max(1, 4 * result.manifest["model"]["parameters"])
-    details = {"tuning": result.manifest.get("tuning"), "schedule_notes": result.manifest.get("lowering_notes"),
-               "weights_bytes": result.manifest["weights"]["bytes"], "verification_passed": result.verification["passed"]}
+    manifest = result.manifest
+    ratio = manifest.weights.bytes / max(1, 4 * manifest.model.parameters)
+    details = {"tuning": manifest.tuning, "schedule_notes": manifest.lowering_notes,
+               "weights_bytes": manifest.weights.bytes, "verification_passed": manifest.verification.passed}
     return Engine("slmc", lambda i, k, v: model.step(i, k, v)[0], int(linear_bytes * ratio),
                   time.perf_counter() - start, details)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from slmc.artifact.manifest import Manifest
 from slmc.cache.store import CompileCache, resolve_cache_dir
 from slmc.cache.key import cache_key, key_components
 from slmc.graph.ir import Graph, ModelSpec
@@ -38,7 +39,7 @@ class CacheSession:
         return cls(root) if root is not None else None
 
     def lookup(self, spec: ModelSpec, original: Graph, calibration: Sequence[tuple[torch.Tensor, ...]], recipe: Recipe,
-               target: TargetDescriptor, device: str | None, out_dir: Path) -> dict[str, Any] | None:
+               target: TargetDescriptor, device: str | None, out_dir: Path) -> Manifest | None:
         """The manifest of the artifact now in ``out_dir`` on a hit, else None."""
         start = time.perf_counter()
         self.components = key_components(spec, original, recipe, target, calibration, device)
@@ -48,11 +49,11 @@ class CacheSession:
         self.seconds = time.perf_counter() - start
         return manifest
 
-    def record(self, artifact: Path, manifest: dict[str, Any]) -> None:
+    def record(self, artifact: Path, manifest: Manifest) -> None:
         """Store a verified artifact; a cache that cannot take it leaves the compile successful (noted)."""
         if self.key is None:
             raise ValueError("record() before lookup()")
-        info = {"model": manifest["model"]["name"], "target": manifest["target"]["name"], "components": self.components}
+        info = {"model": manifest.model.name, "target": manifest.target.name, "components": self.components}
         try:
             stored = self.store.store(self.key, artifact, info)
         except OSError as exc:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from slmc.artifact.layout import MANIFEST, StagedArtifact, file_problems, read_manifest
+from slmc.artifact.manifest import Manifest
 from slmc.errors import ArtifactError, InputError
 
 ENV_VAR = "SLMC_CACHE_DIR"
@@ -94,7 +95,7 @@ class CompileCache:
     def entry_path(self, key: str) -> Path:
         return self.root / "entries" / key
 
-    def fetch(self, key: str, out_dir: Path) -> dict[str, Any] | None:
+    def fetch(self, key: str, out_dir: Path) -> Manifest | None:
         """Copy entry ``key`` into ``out_dir`` (atomically, hashes re-checked); its manifest, or None on a miss.
 
         Precondition: ``check_destination(out_dir)`` passed.

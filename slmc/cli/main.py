@@ -65,25 +65,25 @@ def _human_size(n: int) -> str:
 
 def _print_compile_summary(result: Any) -> None:
     m = result.manifest
-    v = m["verification"]
-    click.echo(f"compiled {m['model']['name']} for target '{m['target']['name']}' in {result.timings['total']:.1f} s")
-    files = ", ".join(f"{name} {_human_size(e['size'])}" for name, e in m["files"].items())
+    v = m.verification
+    click.echo(f"compiled {m.model.name} for target '{m.target.name}' in {result.timings['total']:.1f} s")
+    files = ", ".join(f"{name} {_human_size(e.size)}" for name, e in m.files.items())
     click.echo(f"  artifact: {result.artifact} ({files})")
-    for p in m["passes"]:
-        stats = ", ".join(f"{k}={val}" for k, val in p["stats"].items() if not isinstance(val, (list, dict)))  # per-layer: --report
-        click.echo(f"  pass {p['name']}: {p['seconds']:.2f} s" + (f" ({stats})" if stats else ""))
-        for skip in p["skipped"]:
-            click.echo(f"    skipped {skip['node']}: {skip['reason']}")
-    if v["executed"]:
-        n = v["artifact_vs_eager"]
+    for p in m.passes:
+        stats = ", ".join(f"{k}={val}" for k, val in p.stats.items() if not isinstance(val, (list, dict)))  # per-layer: --report
+        click.echo(f"  pass {p.name}: {p.seconds:.2f} s" + (f" ({stats})" if stats else ""))
+        for skip in p.skipped:
+            click.echo(f"    skipped {skip.node}: {skip.reason}")
+    n = v.artifact_vs_eager
+    if v.executed and n is not None:
         click.echo(
-            f"  verified: {v['how']}\n    max abs error {n['max_abs_error']:.3g} (atol {n['atol']:g}, rtol {n['rtol']:g}), "
-            f"max rel error {n['max_rel_error']:.3g}, {n['elements_compared']} elements"
+            f"  verified: {v.how}\n    max abs error {n.max_abs_error:.3g} (atol {n.atol:g}, rtol {n.rtol:g}), "
+            f"max rel error {n.max_rel_error:.3g}, {n.elements_compared} elements"
         )
-        for g in v["gates"]:
-            click.echo(f"    gate {g['gate']}: measured {g['measured']:.6g}, threshold {g['threshold']:g}: {'pass' if g['passed'] else 'FAIL'}")
+        for g in v.gates:
+            click.echo(f"    gate {g.gate}: measured {g.measured:.6g}, threshold {g.threshold:g}: {'pass' if g.passed else 'FAIL'}")
     else:
-        click.echo(f"  not executed here: {v['reason']}")
+        click.echo(f"  not executed here: {v.reason}")
     if result.cache is not None:
         click.echo(f"  cache: {result.cache['status']} ({result.cache['key'][:16]} in {result.cache['dir']})")
 
@@ -158,8 +158,8 @@ def run_command(artifact: Path, inputs: tuple[Path, ...], output: Path | None, a
         if len(outs) == 1:
             np.save(output, outs[0])
         else:
-            np.savez(output, **{spec["name"]: o for spec, o in zip(model.outputs, outs)})
-    summary = [{"name": spec["name"], "shape": list(o.shape), "dtype": str(o.dtype)} for spec, o in zip(model.outputs, outs)]
+            np.savez(output, **{spec.name: o for spec, o in zip(model.outputs, outs)})
+    summary = [{"name": spec.name, "shape": list(o.shape), "dtype": str(o.dtype)} for spec, o in zip(model.outputs, outs)]
     if as_json:
         _emit_json({"ok": True, "outputs": summary, "written": str(output) if output else None})
     else:
@@ -305,7 +305,7 @@ def _print_eval(result: dict[str, Any]) -> None:
         click.echo(f"vs {result['reference']['subject']}: embedding cosine mean {c['mean_cosine']:.6f}, "
                    f"min {c['min_cosine']:.6f} over {c['sentences']} sentences")
     for g in result.get("gates", []):
-        click.echo(f"gate {g['name']}: measured {g['measured']:.6g}, threshold {g['threshold']:g}: {'pass' if g['passed'] else 'FAIL'}")
+        click.echo(f"gate {g['gate']}: measured {g['measured']:.6g}, threshold {g['threshold']:g}: {'pass' if g['passed'] else 'FAIL'}")
 
 
 @cli.group("targets", invoke_without_command=True)

@@ -21,7 +21,9 @@ from safetensors.numpy import save_file
 
 import slmc
 from slmc import progress
-from slmc.artifact.layout import FORMAT_VERSION, LIBRARY, WEIGHTS, StagedArtifact, check_destination, file_entries, write_manifest
+from slmc.artifact.layout import LIBRARY, WEIGHTS, StagedArtifact, check_destination, file_entries, write_manifest
+from slmc.artifact.manifest import (CompiledGraph, ContextInfo, KVCacheInfo, LayerSize, Manifest, ModelInfo, PassReport, Signature,
+                                    TokenizerEntry, Verification, Versions, WeightsInfo, new_manifest)
 from slmc.verify.artifact_check import save_reference
 from slmc.graph.kv_cache_fit import fit_samples
 from slmc.cache.compile_step import CacheSession
@@ -53,23 +55,24 @@ class CompileResult:
     """What ``slmc.compile`` returns (and ``slmc compile --json`` prints)."""
 
     artifact: Path | None
-    manifest: dict[str, Any]
+    manifest: Manifest
     timings: dict[str, float] = field(default_factory=dict)
     cache: dict[str, Any] | None = None  # hit or miss, key, components (slmc.cache.compile_step); None: caching off
 
     @property
-    def verification(self) -> dict[str, Any]:
-        return self.manifest["verification"]
+    def verification(self) -> Verification:
+        return self.manifest.verification
 
     def to_json(self) -> dict[str, Any]:
+        m = self.manifest
         return {
             "ok": self.artifact is not None,
             "artifact": str(self.artifact) if self.artifact else None,
-            "model": self.manifest["model"],
-            "target": self.manifest["target"]["name"],
-            "verification": self.verification,
-            "passes": [{"name": p["name"], "seconds": p["seconds"], "stats": p["stats"]} for p in self.manifest["passes"]],
-            "files": self.manifest["files"],
+            "model": m.model.model_dump(mode="json", exclude_none=True),
+            "target": m.target.name,
+            "verification": m.verification.model_dump(mode="json"),
+            "passes": [{"name": p.name, "seconds": p.seconds, "stats": p.stats} for p in m.passes],
+            "files": {name: entry.model_dump(mode="json") for name, entry in m.files.items()},
             "timings": self.timings,
             "cache": self.cache or {"status": "disabled"},
         }
@@ -80,7 +83,7 @@ def default_output_dir(model_name: str, target: TargetDescriptor) -> Path:
     return Path("slmc-out") / f"{safe}-{target.name}"
 
 
-def _signature(graph: Graph) -> dict[str, Any]:
+def _signature(graph: Graph) -> Signature:
     """Inputs and outputs with dtypes and shapes; dynamic sizes named after their ``Dim``s."""
     import sympy
 
@@ -101,20 +104,20 @@ def _signature(graph: Graph) -> dict[str, Any]:
 
     output_node = next(n for n in graph.graph.nodes if n.op == "output")
     vals = output_node.args[0] if isinstance(output_node.args[0], (tuple, list)) else [output_node.args[0]]
-    return {
+    return Signature.model_validate({
         "inputs": [describe(n.meta["val"], name) for n, name in zip(placeholders, graph.input_names)],
         "outputs": [describe(v.meta["val"], (graph.output_names or ())[i] if i < len(graph.output_names or ()) else f"output_{i}")
                     for i, v in enumerate(vals)],
         "dynamic_dims": bounds,
-    }
+    })
 
 
-def _versions() -> dict[str, str]:
-    return {"slmc": slmc.__version__, "tvm": tvm.__version__, "torch": torch.__version__, "python": platform.python_version()}
+def _versions() -> Versions:
+    return Versions(slmc=slmc.__version__, tvm=tvm.__version__, torch=torch.__version__, python=platform.python_version())
 
 
 def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: Graph, original: Graph,
-                     calibration: list[tuple[torch.Tensor, ...]], spec: ModelSpec, final_cache: Any) -> dict[str, Any]:
+                     calibration: list[tuple[torch.Tensor, ...]], spec: ModelSpec, final_cache: Any) -> Verification:
     """``final_cache``: the compressed graph's KV cache (``spec.kv_cache`` is the original's)."""
     settings, tolerance_reason = effective_settings(recipe.verify, final)
     # num_samples in all: the smallest inputs first (kept for `slmc verify`), then calibration samples
@@ -132,21 +135,20 @@ def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: 
         original_out = run_eager(original, fit_samples(original, samples))
         how = f"{execution.how(len(samples))}; compared with eager torch"
         report = verification_report(settings, reference, actual, original_out, how)
-        report["device"], report["execution"] = execution.device, execution.record()
-        report["recheck"] = save_reference(staged, samples, reference, settings.atol, settings.rtol)  # for slmc verify
+        update: dict[str, Any] = {"device": execution.device, "execution": execution.record(),
+                                  "recheck": save_reference(staged, samples, reference, settings.atol, settings.rtol)}  # for slmc verify
         if spec.task == "causal-lm":
-            report["decode"] = decode_comparison(model.step, eager_step(final.module), final_cache, settings)
-            report["passed"] = report["passed"] and report["decode"]["within_tolerance"]
-            report["how"] += f"; greedy decode of {report['decode']['steps']} tokens through the KV cache compared step by step"
+            decode = decode_comparison(model.step, eager_step(final.module), final_cache, settings)
+            update.update(decode=decode, passed=report.passed and decode.within_tolerance,
+                          how=f"{report.how}; greedy decode of {decode.steps} tokens through the KV cache compared step by step")
         if settings.gates.max_perplexity_increase is not None:
             ids = document_tokens(load_texts(recipe.evaluation_text()), spec.tokenizer, settings.max_eval_tokens)
-            report["perplexity"], gate = perplexity_gate(model.step, eager_step(original.module), final_cache, ids, settings,
+            update["perplexity"], gate = perplexity_gate(model.step, eager_step(original.module), final_cache, ids, settings,
                                                          original_cache=spec.kv_cache)
-            report["gates"].append(gate)
-            report["passed"] = report["passed"] and gate["passed"]
+            update.update(gates=[*report.gates, gate], passed=update.get("passed", report.passed) and gate.passed)
     if tolerance_reason:
-        report["tolerance"] = tolerance_reason
-    return report
+        update["tolerance"] = tolerance_reason
+    return report.model_copy(update=update)
 
 
 def _check_model_fits_recipe(recipe: Recipe, spec: ModelSpec) -> None:
@@ -158,31 +160,10 @@ def _check_model_fits_recipe(recipe: Recipe, spec: ModelSpec) -> None:
         )
 
 
-def _write_weights(program: RelaxProgram, path: Path) -> dict[str, Any]:
+def _write_weights(program: RelaxProgram, path: Path) -> WeightsInfo:
     save_file({name: np.ascontiguousarray(w) for name, w in zip(program.weight_names, program.weights)}, str(path))
-    return {
-        "order": program.weight_names,
-        "count": len(program.weights),
-        "bytes": int(sum(w.nbytes for w in program.weights)),
-        "dtypes": sorted({str(w.dtype) for w in program.weights}),
-    }
-
-
-def _failure_message(verification: dict[str, Any]) -> str:
-    """Every failed check of a verification, in one message."""
-    failures = []
-    numeric = verification["artifact_vs_eager"]
-    if not numeric["within_tolerance"]:
-        failures.append("the artifact's outputs differ from eager: " + (numeric.get("error") or (
-            f"max abs error {numeric['max_abs_error']:.3g} with {numeric['elements_out_of_tolerance']} of "
-            f"{numeric['elements_compared']} elements outside atol={numeric['atol']:g}, rtol={numeric['rtol']:g}")))
-    decode = verification.get("decode")
-    if decode is not None and not decode["within_tolerance"]:
-        failures.append(f"KV-cache decode differs from eager: max abs logit error {decode['max_abs_error']:.3g} "
-                        f"over {decode['steps']} steps, same tokens: {decode['same_tokens']}")
-    failures.extend(f"quality gate {g['gate']} not met: measured {g['measured']:.6g}, threshold {g['threshold']:g}"
-                    for g in verification["gates"] if not g["passed"])
-    return "verification failed: " + "; ".join(failures)
+    return WeightsInfo(order=list(program.weight_names), count=len(program.weights), bytes=int(sum(w.nbytes for w in program.weights)),
+                       dtypes=sorted({str(w.dtype) for w in program.weights}))
 
 
 def _onnx_recipe(recipe: Recipe, given: bool, example_inputs: Any, dynamic_shapes: Any) -> list[str]:
@@ -207,7 +188,7 @@ def _onnx_recipe(recipe: Recipe, given: bool, example_inputs: Any, dynamic_shape
     return []
 
 
-def _verify_onnx_artifact(staged: Path, execution: Execution, recipe: Recipe, path: Path) -> dict[str, Any]:
+def _verify_onnx_artifact(staged: Path, execution: Execution, recipe: Recipe, path: Path) -> Verification:
     settings = recipe.verify
     samples = onnx_sample_inputs(path, settings.num_samples, seed=0)
     with execution.open(staged) as model:
@@ -216,9 +197,8 @@ def _verify_onnx_artifact(staged: Path, execution: Execution, recipe: Recipe, pa
                "(CPUExecutionProvider); no passes ran, so the gates compare ONNX Runtime with itself")
     reference = [run_onnxruntime(path, s) for s in samples]
     report = verification_report(settings, reference, actual, reference, how)
-    report["device"], report["execution"] = execution.device, execution.record()
-    report["recheck"] = save_reference(staged, samples, reference, settings.atol, settings.rtol)  # for slmc verify
-    return report
+    return report.model_copy(update={"device": execution.device, "execution": execution.record(),
+                                     "recheck": save_reference(staged, samples, reference, settings.atol, settings.rtol)})  # for slmc verify
 
 
 def _compile_onnx(path: Path, recipe: Recipe, target_desc: TargetDescriptor, out: str | Path | None, notes: list[str],
@@ -235,22 +215,21 @@ def _compile_onnx(path: Path, recipe: Recipe, target_desc: TargetDescriptor, out
     timings["build"] = time.perf_counter() - t
     fingerprint = onnx_fingerprint(path)
     parameters = int(sum(w.size for w in program.weights))
-    head = {
-        "model": {"name": path.stem, "format": "onnx", "source": str(path), "fingerprint": fingerprint,
-                  "compiled_fingerprint": fingerprint, "parameters": parameters, "compiled_parameters": parameters},
-        "signature": onnx_signature(path),
-        "passes": [],
-        "lowering_notes": program.notes + notes,
-        "task": "generic",
-        "kv_cache": None,
-    }
+    head = CompiledGraph(
+        model=ModelInfo(name=path.stem, format="onnx", source=str(path), fingerprint=fingerprint, compiled_fingerprint=fingerprint,
+                        parameters=parameters, compiled_parameters=parameters),
+        signature=Signature.model_validate(onnx_signature(path)),
+        passes=[],
+        lowering_notes=program.notes + notes,
+        task="generic",
+    )
     return _package(out_dir, executable, program, recipe, target_desc, head, timings, start, device,
                     verify=lambda staged, execution: _verify_onnx_artifact(staged, execution, recipe, path), tokenizer=None)
 
 
 def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Recipe, target_desc: TargetDescriptor,
-             head: dict[str, Any], timings: dict[str, float], start: float, device: str | None,
-             verify: Callable[[Path, Execution], dict[str, Any]], tokenizer: Any,
+             head: CompiledGraph, timings: dict[str, float], start: float, device: str | None,
+             verify: Callable[[Path, Execution], Verification], tokenizer: Any,
              post_build: PostBuild | None = None) -> CompileResult:
     """Write library, weights, tokenizer and manifest into a staging directory, verify the staged
     artifact, and rename it into place only if verification passed."""
@@ -259,31 +238,25 @@ def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Reci
         export_library(executable, target_desc, staged.path / LIBRARY)
         if post_build is not None:
             post_build.write(staged.path)  # the backend's files (NPU: partition report + QDQ ONNX of the regions)
-        manifest: dict[str, Any] = {
-            "format_version": FORMAT_VERSION,
-            "versions": _versions(),
-            "recipe": recipe.normalized(),
-            "target": target_desc.model_dump(mode="json"),
-            "tvm_target": target_desc.tvm_dict(),
-            **head,
-            "weights": _write_weights(program, staged.path / WEIGHTS),
-            "tokenizer": save_tokenizer(tokenizer, staged.path),
-            "verification": {"executed": False, "reason": "pending", "passed": False},
-        }
-        manifest["files"] = file_entries(staged.path)
+        weights = _write_weights(program, staged.path / WEIGHTS)
+        stored_tokenizer = save_tokenizer(tokenizer, staged.path)
+        manifest = new_manifest(head, versions=_versions(), recipe=recipe.normalized(), target=target_desc, weights=weights,
+                                tokenizer=TokenizerEntry.model_validate(stored_tokenizer) if stored_tokenizer is not None else None,
+                                files=file_entries(staged.path))
         write_manifest(staged.path, manifest)
         t = time.perf_counter()
         progress.stage("verify")
         skipped, execution = decide(recipe, target_desc, device)
-        manifest["verification"] = skipped or verify(staged.path, execution)
-        manifest["verification"] = backend_for(target_desc).check_kernels(
-            manifest["verification"], executable, program, target_desc, recipe.verify.enabled)  # GPU: compiled + limits
+        verification = skipped or verify(staged.path, execution)
+        verification = backend_for(target_desc).check_kernels(
+            verification, executable, program, target_desc, recipe.verify.enabled)  # GPU: compiled + limits
         if post_build is not None:
-            manifest["verification"] = post_build.record(manifest["verification"])  # NPU integer reference vs ORT
+            verification = post_build.record(verification)  # NPU: integer reference vs ORT
         timings["verify"] = time.perf_counter() - t
-        if not manifest["verification"]["passed"]:
-            raise VerificationError(_failure_message(manifest["verification"]), manifest["verification"])
-        manifest["files"] = file_entries(staged.path)  # now with the stored verification data
+        if not verification.passed:
+            raise VerificationError(verification.failure_message(), verification.model_dump(mode="json"))
+        # now with the stored verification data
+        manifest = manifest.model_copy(update={"verification": verification, "files": file_entries(staged.path)})
         write_manifest(staged.path, manifest)
         artifact = staged.commit()
     timings["total"] = time.perf_counter() - start
@@ -358,24 +331,21 @@ def compile(  # noqa: A001 - the public name of the API
     timings["build"] = time.perf_counter() - t
     post_build = backend_for(target_desc).after_build(final, program.module, target_desc, calibration)
 
-    head = {
-        "model": {
-            "name": spec.name,
-            "fingerprint": original.fingerprint(),
-            "compiled_fingerprint": final.fingerprint(),
-            "parameters": original.num_parameters(),
-            "compiled_parameters": final.num_parameters(),
-        },
-        "signature": _signature(final),
-        "layers": layer_sizes(original.tensors(), final.tensors()),
-        "passes": pass_reports,
-        "lowering_notes": program.notes,
-        "tuning": program.tuning,  # None, or which kernels the tuning database scheduled (slmc.backend.tuning_db)
-        "task": spec.task,
-        "kv_cache": compressed.kv_cache.to_json() if compressed.kv_cache is not None else None,  # the compressed graph's
-        "context": context,
-        **(post_build.manifest_entries() if post_build is not None else {}),  # NPU: the partition report
-    }
+    head = CompiledGraph(
+        model=ModelInfo(name=spec.name, fingerprint=original.fingerprint(), compiled_fingerprint=final.fingerprint(),
+                        parameters=original.num_parameters(), compiled_parameters=final.num_parameters()),
+        signature=_signature(final),
+        layers=[LayerSize.model_validate(row) for row in layer_sizes(original.tensors(), final.tensors())],
+        passes=[PassReport.model_validate(report) for report in pass_reports],
+        lowering_notes=program.notes,
+        tuning=program.tuning,  # None, or which kernels the tuning database scheduled (slmc.backend.tuning_db)
+        task=spec.task,
+        # the compressed graph's cache
+        kv_cache=KVCacheInfo.model_validate(compressed.kv_cache.to_json()) if compressed.kv_cache is not None else None,
+        context=ContextInfo.model_validate(context) if context is not None else None,
+    )
+    if post_build is not None:  # the backend's own entries (NPU: the partition report)
+        head = CompiledGraph.model_validate({**head.model_dump(), **post_build.manifest_entries()})
     result = _package(
         out_dir, executable, program, recipe, target_desc, head, timings, start, device,
         verify=lambda staged, execution: _verify_artifact(staged, execution, recipe, final, original, calibration, spec,

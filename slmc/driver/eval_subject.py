@@ -68,8 +68,8 @@ def open_subject(ref: str, recipe: str | None = None, target: str | None = None)
         from slmc.artifact.runtime import load
 
         model = load(ref)
-        tokenizer = model.tokenizer if model.manifest.get("tokenizer") else None
-        return Subject(f"artifact {ref}", model.manifest.get("task", "generic"), tokenizer, model.kv_cache, model.run_numpy)
+        tokenizer = model.tokenizer if model.manifest.tokenizer is not None else None
+        return Subject(f"artifact {ref}", model.manifest.task, tokenizer, model.kv_cache, model.run_numpy)
     from slmc.frontend.model_source import load_model
 
     if recipe is not None:

@@ -24,6 +24,7 @@ import onnx
 import torch
 import tvm
 
+from slmc.artifact.manifest import IntegerComparison, NpuCheck, Verification
 from slmc.errors import CompileError
 from slmc.graph.ir import Graph
 from slmc.npu.fallback import cpu_fallbacks
@@ -48,7 +49,7 @@ class NpuOffload:
 
     report: dict[str, Any]
     qdq: onnx.ModelProto | None
-    check: dict[str, Any]
+    check: NpuCheck
 
     def write(self, directory: Path) -> None:
         (directory / REPORT_FILE).write_text(json.dumps(self.report, indent=2) + "\n", encoding="utf-8")
@@ -59,12 +60,10 @@ class NpuOffload:
         """The manifest's ``npu``: the partition report."""
         return {"npu": self.report}
 
-    def record(self, verification: dict[str, Any]) -> dict[str, Any]:
+    def record(self, verification: Verification) -> Verification:
         """``verification`` with ``npu`` added; ``passed`` also requires the cross-check."""
-        out = dict(verification, npu=self.check)
-        if self.check["executed"]:
-            out["passed"] = bool(verification.get("passed")) and self.check["passed"]
-        return out
+        passed = verification.passed and self.check.passed if self.check.executed else verification.passed
+        return verification.model_copy(update={"npu": self.check, "passed": passed})
 
 
 def _compare(name: str, expected: Sequence[np.ndarray], actual: Sequence[np.ndarray]) -> dict[str, Any]:
@@ -76,7 +75,7 @@ def _compare(name: str, expected: Sequence[np.ndarray], actual: Sequence[np.ndar
 
 
 def _cross_check(layers: list[NpuLayer], target: TargetDescriptor, model: onnx.ModelProto,
-                 samples: int) -> dict[str, Any]:
+                 samples: int) -> NpuCheck:
     rounding = target.npu.rounding
     codes = [layer.codes for layer in layers]
     _, executable = build_reference(layers, rounding)
@@ -88,20 +87,20 @@ def _cross_check(layers: list[NpuLayer], target: TargetDescriptor, model: onnx.M
     ort_out = run_onnxruntime(model, codes)
     exact = _compare("TVM integer kernels vs numpy fixed-point reference", numpy_out, tvm_out)
     ort = _compare("TVM integer kernels vs ONNX Runtime on the QDQ export", ort_out, tvm_out)
-    return {
-        "executed": True,
-        "how": (f"NPU regions lowered by slmc to integer TVM kernels (int8 x int8 -> int32, fixed-point requantize "
+    return NpuCheck(
+        executed=True,
+        how=(f"NPU regions lowered by slmc to integer TVM kernels (int8 x int8 -> int32, fixed-point requantize "
                 f"with {rounding} rounding, saturation to int8), built for and executed on the host CPU, not on an "
                 f"NPU; compared bit for bit with a numpy fixed-point reference and with ONNX Runtime "
                 f"{onnxruntime.__version__} (CPUExecutionProvider) executing the QDQ export (opset {OPSET}) on the "
                 f"int8 input codes each region received while the graph ran on {samples} calibration sample(s) "
                 f"({codes[0].shape[0]} rows per region)"),
-        "tolerance": {"tvm_vs_numpy_max_lsb": 0, "tvm_vs_onnxruntime_max_lsb": MAX_LSB,
-                      "tvm_vs_onnxruntime_min_fraction_equal": MIN_EQUAL},
-        "tvm_vs_numpy": exact,
-        "tvm_vs_onnxruntime": ort,
-        "passed": exact["max_abs_lsb"] == 0 and ort["max_abs_lsb"] <= MAX_LSB and ort["fraction_equal"] >= MIN_EQUAL,
-    }
+        tolerance={"tvm_vs_numpy_max_lsb": 0, "tvm_vs_onnxruntime_max_lsb": MAX_LSB,
+                   "tvm_vs_onnxruntime_min_fraction_equal": MIN_EQUAL},
+        tvm_vs_numpy=IntegerComparison.model_validate(exact),
+        tvm_vs_onnxruntime=IntegerComparison.model_validate(ort),
+        passed=exact["max_abs_lsb"] == 0 and ort["max_abs_lsb"] <= MAX_LSB and ort["fraction_equal"] >= MIN_EQUAL,
+    )
 
 
 def _weight_param(layer: NpuLayer) -> str:
@@ -143,7 +142,6 @@ def npu_offload(graph: Graph, module: tvm.IRModule, target: TargetDescriptor,
         "files": {"qdq_onnx": QDQ_FILE if ordered else None},
     }
     if not ordered:
-        return NpuOffload(report, None, {"executed": False, "reason": "no NPU regions: nothing was offloaded",
-                                         "passed": True})
+        return NpuOffload(report, None, NpuCheck(executed=False, reason="no NPU regions: nothing was offloaded", passed=True))
     model = qdq_model(ordered, f"{target.name}_npu_regions")
     return NpuOffload(report, model, _cross_check(ordered, target, model, len(samples)))

@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from slmc.errors import InputError, SlmcError, VerificationError
+from slmc.artifact.manifest import GateResult, Verification
+from slmc.errors import InputError, KernelCheckError, SlmcError, VerificationError
 from slmc.report.junit import write_junit
 from slmc.spec.recipe import Gates
-from slmc.report.report_json import Gate, build_report, gates_of, write_report
+from slmc.report.report_json import build_report, write_report
 from slmc.verify.numerics import gate_results
 
 
@@ -30,11 +31,13 @@ def compile_outputs(result: Any, report_dir: Path | None, junit_file: Path | Non
 
 
 def compile_failure_outputs(exc: SlmcError, junit_file: Path | None, suite: str) -> None:
-    """After a failed compile: the JUnit file (failed gates, or one ``compile`` error case)."""
+    """After a failed compile: the JUnit file (failed gates, or one ``compile`` error case). The
+    ``verification`` of a compile's ``VerificationError`` is the manifest's (a ``KernelCheckError``
+    carries the kernel report instead: an error case)."""
     if junit_file is None:
         return
-    if isinstance(exc, VerificationError) and exc.verification:
-        write_junit(junit_file, suite, gates_of(exc.verification))
+    if isinstance(exc, VerificationError) and not isinstance(exc, KernelCheckError) and exc.verification:
+        write_junit(junit_file, suite, Verification.model_validate(exc.verification).checks())
     else:
         write_junit(junit_file, suite, [], error=f"{type(exc).__name__}: {exc}")
 
@@ -56,7 +59,7 @@ def parse_gates(options: tuple[str, ...]) -> Gates:
         raise InputError(f"--gate: {problems} (gates: {', '.join(Gates.model_fields)})") from exc
 
 
-def eval_gates(result: dict[str, Any], gates: Gates) -> list[Gate]:
+def eval_gates(result: dict[str, Any], gates: Gates) -> list[GateResult]:
     """The gates measured on an ``slmc eval`` result against ``--reference``; ``InputError`` for one it cannot measure."""
     comparison = result.get("comparison")
     if comparison is None:
@@ -70,12 +73,11 @@ def eval_gates(result: dict[str, Any], gates: Gates) -> list[Gate]:
         missing.append("max_perplexity_increase")
     if missing:
         raise InputError(f"gate(s) {', '.join(missing)} cannot be measured for a {result.get('task')} model by slmc eval")
-    found = [Gate(name=g["gate"], passed=g["passed"], measured=g["measured"], threshold=g["threshold"])
-             for g in gate_results(gates, metrics)]
+    found = gate_results(gates, metrics)
     if gates.max_perplexity_increase is not None:
         increase = ppl / ref_ppl - 1.0
-        found.append(Gate(name="max_perplexity_increase", passed=increase <= gates.max_perplexity_increase, measured=increase,
-                          threshold=gates.max_perplexity_increase, detail=f"perplexity {ppl:.4f} vs reference {ref_ppl:.4f}"))
+        found.append(GateResult(gate="max_perplexity_increase", passed=increase <= gates.max_perplexity_increase, measured=increase,
+                                threshold=gates.max_perplexity_increase, detail=f"perplexity {ppl:.4f} vs reference {ref_ppl:.4f}"))
     return found
 
 
@@ -96,4 +98,4 @@ def check_eval_gates(result: dict[str, Any], options: tuple[str, ...], junit_fil
     if not failed:
         return None
     return VerificationError("quality gate(s) not met: " + "; ".join(
-        f"{g.name} measured {g.measured:.6g}, threshold {g.threshold:g}" for g in failed), {"gates": result["gates"]})
+        f"{g.gate} measured {g.measured:.6g}, threshold {g.threshold:g}" for g in failed), {"gates": result["gates"]})

@@ -123,7 +123,7 @@ def render_html(report: Report) -> str:
         ["versions", ", ".join(f"{k} {val}" for k, val in sorted(report.versions.items()))],
     ])
     gates = _table(["check", "result", "measured", "threshold", "detail"],
-                   [[g.name, "pass" if g.passed else "FAIL", _number(g.measured), _number(g.threshold), g.detail] for g in v.gates],
+                   [[g.gate, "pass" if g.passed else "FAIL", _number(g.measured), _number(g.threshold), g.detail] for g in v.gates],
                    ["pass" if g.passed else "fail" for g in v.gates])
     passes = _table(["pass", "lossy", "seconds", "nodes", "weight bytes", "skipped"],
                     [[p.name, p.lossy, f"{p.seconds:.2f}", f"{p.nodes_before} -> {p.nodes_after}",

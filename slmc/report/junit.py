@@ -13,14 +13,14 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
-from slmc.report.report_json import Gate
+from slmc.artifact.manifest import GateResult
 
 
 def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.6g}"
 
 
-def junit_xml(suite: str, gates: Sequence[Gate], error: str | None = None, skipped: str | None = None,
+def junit_xml(suite: str, gates: Sequence[GateResult], error: str | None = None, skipped: str | None = None,
               seconds: float = 0.0) -> str:
     """The XML document for ``gates`` (see the module docstring)."""
     root = ET.Element("testsuites")
@@ -34,11 +34,11 @@ def junit_xml(suite: str, gates: Sequence[Gate], error: str | None = None, skipp
         ET.SubElement(case, "skipped", message=skipped)
         cases.append(case)
     for g in gates:
-        case = ET.Element("testcase", name=g.name, classname=suite)
+        case = ET.Element("testcase", name=g.gate, classname=suite)
         ET.SubElement(case, "system-out").text = (f"measured {_number(g.measured)}, threshold {_number(g.threshold)}"
                                                   + (f"; {g.detail}" if g.detail else ""))
         if not g.passed:
-            ET.SubElement(case, "failure", message=f"{g.name}: measured {_number(g.measured)}, threshold {_number(g.threshold)}",
+            ET.SubElement(case, "failure", message=f"{g.gate}: measured {_number(g.measured)}, threshold {_number(g.threshold)}",
                           type="QualityGateFailed").text = g.detail or None
         cases.append(case)
     failures = sum(1 for g in gates if not g.passed)
@@ -50,7 +50,7 @@ def junit_xml(suite: str, gates: Sequence[Gate], error: str | None = None, skipp
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def write_junit(path: str | Path, suite: str, gates: Sequence[Gate], error: str | None = None, skipped: str | None = None,
+def write_junit(path: str | Path, suite: str, gates: Sequence[GateResult], error: str | None = None, skipped: str | None = None,
                 seconds: float = 0.0) -> Path:
     out = Path(path)
     if out.parent != Path(""):

@@ -1,6 +1,6 @@
 """``report.json``: what a compile did, in a versioned schema (docs/reports.md, docs/reference/report.schema.json).
 
-Built from the artifact's manifest alone (plus the compile's cache status and timings, and a
+Built from the artifact's manifest (``slmc.artifact.manifest.Manifest``, whose types it reuses) alone (plus the compile's cache status and timings, and a
 search's Pareto points when there are any), so a cache hit reports the same content as the
 compile that stored it. ``SCHEMA_VERSION`` changes when a field is removed or changes meaning;
 adding optional fields keeps it.
@@ -14,8 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from slmc.artifact.manifest import GateResult, LayerSize, Manifest, ModelInfo, PassReport
+
 SCHEMA_ID = "slmc-report"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: gates name themselves ``gate`` (as in the manifest), not ``name``
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 # numeric per-layer fields passes report in ``stats.layers`` that measure error or sensitivity
@@ -24,24 +26,6 @@ ERROR_FIELDS = ("output_error", "output_error_rtn", "gptq_loss", "sensitivity", 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class ModelInfo(_Model):
-    """The compiled model (the manifest's ``model`` section)."""
-
-    name: str
-    fingerprint: str = Field(description="sha256 of the traced graph's code and weights")
-    compiled_fingerprint: str = Field(description="the same after the passes")
-    parameters: int
-    compiled_parameters: int
-
-
-class LayerSize(_Model):
-    """One layer's weight bytes."""
-
-    layer: str = Field(description="module path of the tensors (``blocks.0.attn.q_proj``)")
-    bytes_before: int = Field(description="bytes of the layer's tensors in the traced model (0: created by a pass)")
-    bytes_after: int = Field(description="bytes of its tensors in the graph after the passes (0: removed)")
 
 
 class LayerError(_Model):
@@ -66,24 +50,14 @@ class PassSummary(_Model):
     skipped: int = Field(description="nodes or layers the pass left alone (reasons in the manifest)")
 
 
-class Gate(_Model):
-    """One verification check or quality gate (each a JUnit test case with ``--junit``)."""
-
-    name: str = Field(description="gate name: a recipe gate (min_cosine, ...), artifact_vs_eager or decode")
-    passed: bool
-    measured: float | None = None
-    threshold: float | None = None
-    detail: str = ""
-
-
-class Verification(_Model):
+class VerificationSummary(_Model):
     """How the artifact was checked against eager execution and the original model."""
 
     executed: bool
     passed: bool
     how: str = Field("", description="what was run where, compared with what")
     reason: str = Field("", description="why it was not executed, if it was not")
-    gates: list[Gate]
+    gates: list[GateResult] = Field(description="every check: artifact_vs_eager, decode, then each quality gate")
 
 
 class ParetoPoint(_Model):
@@ -111,7 +85,7 @@ class Report(_Model):
     layers: list[LayerSize] = Field(description="weight bytes per layer before and after the passes")
     layer_errors: list[LayerError] = Field(description="per-layer error or sensitivity the passes measured")
     passes: list[PassSummary] = Field(description="one entry per pass, in order")
-    verification: Verification
+    verification: VerificationSummary
     cache: dict[str, Any] = Field(default_factory=dict, description="status hit/miss/disabled, key, components")
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per compile stage (this run)")
     search: list[ParetoPoint] = Field(default_factory=list, description="a search's candidates, if any")
@@ -148,59 +122,42 @@ def layer_sizes(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str,
             for name in list(old) + [n for n in new if n not in old]]
 
 
-def gates_of(verification: dict[str, Any]) -> list[Gate]:
-    """Every check of a manifest's ``verification`` (numeric comparison, decode, each quality gate) as a ``Gate``."""
-    gates = []
-    numeric = verification.get("artifact_vs_eager")
-    if numeric is not None:
-        gates.append(Gate(name="artifact_vs_eager", passed=bool(numeric["within_tolerance"]),
-                          measured=numeric.get("max_abs_error"), threshold=numeric.get("atol"),
-                          detail=numeric.get("error") or f"atol {numeric.get('atol')}, rtol {numeric.get('rtol')}"))
-    decode = verification.get("decode")
-    if decode is not None:
-        gates.append(Gate(name="decode", passed=bool(decode["within_tolerance"]), measured=decode.get("max_abs_error"),
-                          detail=f"{decode.get('steps')} greedy steps through the KV cache, same tokens: {decode.get('same_tokens')}"))
-    for g in verification.get("gates", []):
-        gates.append(Gate(name=g["gate"], passed=bool(g["passed"]), measured=g.get("measured"), threshold=g.get("threshold")))
-    return gates
-
-
-def _layer_errors(passes: list[dict[str, Any]]) -> list[LayerError]:
+def _layer_errors(passes: list[PassReport]) -> list[LayerError]:
     found = []
     for p in passes:
-        layers = p.get("stats", {}).get("layers")
+        layers = p.stats.get("layers")
         for row in layers if isinstance(layers, list) else []:
             if not isinstance(row, dict) or "layer" not in row:
                 continue
             for metric in ERROR_FIELDS:
                 if isinstance(row.get(metric), (int, float)):
-                    found.append(LayerError(pass_name=p["name"], layer=str(row["layer"]), metric=metric, value=float(row[metric])))
+                    found.append(LayerError(pass_name=p.name, layer=str(row["layer"]), metric=metric, value=float(row[metric])))
     return found
 
 
-def build_report(manifest: dict[str, Any], artifact: str | Path | None, cache: dict[str, Any] | None = None,
+def build_report(manifest: Manifest, artifact: str | Path | None, cache: dict[str, Any] | None = None,
                  timings: dict[str, float] | None = None, search: list[dict[str, Any]] | None = None) -> Report:
     """The report of one compile from its manifest (see the module docstring)."""
-    v = manifest["verification"]
-    layers = [LayerSize(**row) for row in manifest.get("layers", [])]
-    passes = manifest.get("passes", [])
-    before = passes[0]["before"]["weight_bytes"] if passes else manifest["weights"]["bytes"]
+    v = manifest.verification
+    layers = list(manifest.layers or [])
+    passes = manifest.passes
+    before = passes[0].before.weight_bytes if passes else manifest.weights.bytes
     return Report(
-        ok=bool(v.get("passed")) and artifact is not None,
+        ok=v.passed and artifact is not None,
         artifact=str(artifact) if artifact is not None else None,
-        model=ModelInfo(**{k: manifest["model"][k] for k in ModelInfo.model_fields}),
-        target=manifest["target"]["name"],
-        versions=manifest["versions"],
+        model=manifest.model,
+        target=manifest.target.name,
+        versions=manifest.versions.model_dump(),
         weight_bytes_before=sum(layer.bytes_before for layer in layers) if layers else before,
-        weight_bytes_after=manifest["weights"]["bytes"],
-        files={name: e["size"] for name, e in manifest["files"].items()},
+        weight_bytes_after=manifest.weights.bytes,
+        files={name: e.size for name, e in manifest.files.items()},
         layers=layers,
         layer_errors=_layer_errors(passes),
-        passes=[PassSummary(name=p["name"], lossy=p["lossy"], seconds=p["seconds"], nodes_before=p["before"]["nodes"],
-                            nodes_after=p["after"]["nodes"], weight_bytes_before=p["before"]["weight_bytes"],
-                            weight_bytes_after=p["after"]["weight_bytes"], skipped=len(p["skipped"])) for p in passes],
-        verification=Verification(executed=bool(v.get("executed")), passed=bool(v.get("passed")), how=v.get("how", ""),
-                                  reason=v.get("reason", ""), gates=gates_of(v)),
+        passes=[PassSummary(name=p.name, lossy=p.lossy, seconds=p.seconds, nodes_before=p.before.nodes,
+                            nodes_after=p.after.nodes, weight_bytes_before=p.before.weight_bytes,
+                            weight_bytes_after=p.after.weight_bytes, skipped=len(p.skipped)) for p in passes],
+        verification=VerificationSummary(executed=v.executed, passed=v.passed, how=v.how or "", reason=v.reason or "",
+                                         gates=v.checks()),
         cache=cache or {"status": "disabled"},
         timings=timings or {},
         search=[ParetoPoint(**p) for p in search or []],

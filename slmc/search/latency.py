@@ -66,7 +66,7 @@ def measure(model: str, recipe_path: Path, target: TargetDescriptor, out: Path, 
     except VerificationError as exc:
         return {"latency_ms": None, "compiled": False, "compile_failure": str(exc)}
     compile_s = time.perf_counter() - t
-    gates = result.manifest["verification"].get("gates", [])
+    gates = [g.model_dump(mode="json") for g in result.manifest.verification.gates]
     return {"latency_ms": decode_ms(result.artifact, context, repeats), "compiled": True, "artifact": str(result.artifact),
             "compile_seconds": round(compile_s, 1), "compiled_gates": gates,
             "latency_measure": f"median of {repeats} one-token decode steps after a {context}-token prefill"}

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
 from slmc.artifact.layout import MANIFEST, STAGING_MARKERS, file_problems, read_manifest
+from slmc.artifact.manifest import Manifest, RecheckEntry
 from slmc.errors import ArtifactError, ArtifactNotRunnableError, VerificationError
 
 REFERENCE_FILE = "verification.safetensors"
@@ -35,7 +35,7 @@ MAX_REFERENCE_BYTES = 64 * 1024
 
 
 def save_reference(directory: Path, samples: Sequence[Sequence[Any]], expected: Sequence[Sequence[np.ndarray]],
-                   atol: float, rtol: float) -> dict[str, Any]:
+                   atol: float, rtol: float) -> RecheckEntry:
     """Write the verification inputs and expected outputs into ``directory``; return the manifest entry.
 
     ``samples[i]`` are the inputs of sample ``i`` (torch tensors or arrays, in signature order),
@@ -56,51 +56,44 @@ def save_reference(directory: Path, samples: Sequence[Sequence[Any]], expected: 
             tensors[f"sample{kept}.expected{k}"] = value
         kept += 1
     save_file(tensors, str(Path(directory) / REFERENCE_FILE))
-    return {"file": REFERENCE_FILE, "samples": kept, "samples_verified_at_compile": len(samples),
-            "inputs": len(samples[0]) if samples else 0,
-            "outputs": len(expected[0]) if expected else 0, "atol": atol, "rtol": rtol}
+    return RecheckEntry(file=REFERENCE_FILE, samples=kept, samples_verified_at_compile=len(samples),
+                        inputs=len(samples[0]) if samples else 0, outputs=len(expected[0]) if expected else 0, atol=atol, rtol=rtol)
 
 
-def load_reference(directory: Path, entry: dict[str, Any]) -> tuple[list[list[np.ndarray]], list[list[np.ndarray]]]:
+def load_reference(directory: Path, entry: RecheckEntry) -> tuple[list[list[np.ndarray]], list[list[np.ndarray]]]:
     """The stored inputs and expected outputs, per sample (``ArtifactError`` if the file does not hold them)."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    path = Path(directory) / str(entry.get("file", REFERENCE_FILE))
+    path = Path(directory) / entry.file
     try:
         data = load_file(str(path))
-        samples = [[data[f"sample{i}.input{j}"] for j in range(int(entry["inputs"]))] for i in range(int(entry["samples"]))]
-        expected = [[data[f"sample{i}.expected{k}"] for k in range(int(entry["outputs"]))] for i in range(int(entry["samples"]))]
+        samples = [[data[f"sample{i}.input{j}"] for j in range(entry.inputs)] for i in range(entry.samples)]
+        expected = [[data[f"sample{i}.expected{k}"] for k in range(entry.outputs)] for i in range(entry.samples)]
     except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{path}: verification data unreadable or incomplete ({type(exc).__name__}: {exc})") from exc
     return samples, expected
 
 
-def _structure_problems(manifest: dict[str, Any]) -> list[str]:
-    """What makes a parsed manifest unusable: no file list, malformed entries, an unfinished verification."""
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
+def _structure_problems(manifest: Manifest) -> list[str]:
+    """What makes a valid manifest unusable: no file list, an unfinished or failed verification."""
+    if not manifest.files:
         return ["the manifest lists no files"]
-    bad = [name for name, e in files.items()
-           if not (isinstance(e, dict) and isinstance(e.get("sha256"), str) and isinstance(e.get("size"), int))]
-    if bad:
-        return [f"malformed file entries in the manifest: {sorted(bad)}"]
-    verification = manifest.get("verification")
-    if not isinstance(verification, dict) or verification.get("reason") == "pending":
+    if manifest.verification.pending:
         return ["its verification never finished (the compile that wrote it was interrupted or is still running)"]
-    if verification.get("passed") is not True:
+    if not manifest.verification.passed:
         return ["its recorded verification did not pass"]
     return []
 
 
-def foreign_files(directory: Path, manifest: dict[str, Any]) -> list[str]:
+def foreign_files(directory: Path, manifest: Manifest) -> list[str]:
     """Files in ``directory`` that the manifest does not list (the manifest itself aside)."""
-    listed = set(manifest.get("files", {})) | {MANIFEST}
+    listed = set(manifest.files) | {MANIFEST}
     present = {p.relative_to(directory).as_posix() for p in Path(directory).rglob("*") if p.is_file() or p.is_symlink()}
     return sorted(present - listed)
 
 
-def check_files(path: Path) -> dict[str, Any]:
+def check_files(path: Path) -> Manifest:
     """Steps 1-2 of the module docstring; returns the manifest (``ArtifactError`` on any problem)."""
     if not path.is_dir():
         raise ArtifactError(f"{path} is not a directory (an slmc artifact is a directory with {MANIFEST})")
@@ -120,32 +113,27 @@ def check_files(path: Path) -> dict[str, Any]:
 def verify_artifact(path: str | Path) -> dict[str, Any]:
     """Re-check the artifact at ``path`` (module docstring); returns what was checked and measured."""
     from slmc.artifact.runtime import CompiledModel
-    from slmc.spec.target import TargetDescriptor
     from slmc.verify.numerics import numeric_comparison
 
     path = Path(path)
     manifest = check_files(path)
-    files = manifest["files"]
+    files = manifest.files
     report: dict[str, Any] = {"artifact": str(path), "files_checked": len(files),
-                              "bytes_checked": int(sum(e["size"] for e in files.values()))}
-    try:
-        target = TargetDescriptor.model_validate(manifest.get("target"))
-    except ValidationError as exc:
-        raise ArtifactError(f"{path / MANIFEST}: its target is not a valid descriptor ({exc.error_count()} problems)") from exc
-    runs, why = target.runs_here()
+                              "bytes_checked": int(sum(e.size for e in files.values()))}
+    runs, why = manifest.target.runs_here()
     if not runs:
         raise ArtifactNotRunnableError(
             f"artifact {path}: all {len(files)} files match the manifest, but its outputs cannot be re-checked on this "
             f"machine: {why}", len(files), why)
-    entry = manifest["verification"].get("recheck")
-    if not isinstance(entry, dict):
-        reason = manifest["verification"].get("reason") or "it was compiled without stored verification data"
+    entry = manifest.verification.recheck
+    if entry is None:
+        reason = manifest.verification.reason or "it was compiled without stored verification data"
         raise ArtifactError(f"artifact {path}: all {len(files)} files match the manifest, but it holds no verification "
                             f"inputs to re-run (verification at compile time: {reason})")
     samples, expected = load_reference(path, entry)
     model = CompiledModel(path, check_hashes=False)  # hashes were checked above
     actual = [model.run_numpy(*inputs) for inputs in samples]
-    numeric = numeric_comparison(expected, actual, float(entry["atol"]), float(entry["rtol"]))
+    numeric = numeric_comparison(expected, actual, entry.atol, entry.rtol)
     report.update(samples=len(samples), artifact_vs_recorded=numeric, passed=bool(numeric["within_tolerance"]))
     if not numeric["within_tolerance"]:
         detail = numeric.get("error") or (

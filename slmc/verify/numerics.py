@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from slmc.artifact.manifest import (DecodeComparison, GateResult, NumericComparison, PerplexityComparison, QualityMetrics,
+                                    Verification)
 from slmc.graph.ir import Graph, op_name
 from slmc.graph.kv_cache import KVCacheSpec, StepFunction, generate_greedy
 from slmc.spec.recipe import Gates, Verify
@@ -129,15 +131,15 @@ def quality_metrics(original: Sequence[Sequence[np.ndarray]], compressed: Sequen
     }
 
 
-def gate_results(gates: Gates, metrics: dict[str, float]) -> list[dict[str, Any]]:
-    """One entry per configured gate: name, threshold, measured value, passed."""
+def gate_results(gates: Gates, metrics: dict[str, float]) -> list[GateResult]:
+    """One result per configured gate: name, threshold, measured value, passed."""
     checks: list[tuple[str, float | None, str, Callable[[float, float], bool]]] = [
         ("min_cosine", gates.min_cosine, "cosine", lambda v, t: v >= t),
         ("min_top1_agreement", gates.min_top1_agreement, "top1_agreement", lambda v, t: v >= t),
         ("max_abs_error", gates.max_abs_error, "max_abs_error", lambda v, t: v <= t),
     ]
     return [
-        {"gate": name, "threshold": threshold, "measured": metrics[key], "passed": bool(ok(metrics[key], threshold))}
+        GateResult(gate=name, threshold=threshold, measured=metrics[key], passed=bool(ok(metrics[key], threshold)))
         for name, threshold, key, ok in checks
         if threshold is not None
     ]
@@ -170,27 +172,21 @@ def run_eager(graph: Graph, samples: Sequence[Sample]) -> list[list[np.ndarray]]
 
 
 def verification_report(settings: Verify, reference: list[list[np.ndarray]], actual: list[list[np.ndarray]],
-                        original: list[list[np.ndarray]], how: str) -> dict[str, Any]:
+                        original: list[list[np.ndarray]], how: str) -> Verification:
     """The manifest's ``verification`` section for an artifact that was executed."""
-    numeric = numeric_comparison(reference, actual, settings.atol, settings.rtol)
+    numeric = NumericComparison.model_validate(numeric_comparison(reference, actual, settings.atol, settings.rtol))
     metrics = quality_metrics(original, reference)
     gates = gate_results(settings.gates, metrics)
-    return {
-        "executed": True,
-        "how": how,
-        "samples": len(actual),
-        "artifact_vs_eager": numeric,
-        "compressed_vs_original": metrics,
-        "gates": gates,
-        "passed": bool(numeric["within_tolerance"]) and all(g["passed"] for g in gates),
-    }
+    return Verification(executed=True, how=how, samples=len(actual), artifact_vs_eager=numeric,
+                        compressed_vs_original=QualityMetrics.model_validate(metrics), gates=gates,
+                        passed=numeric.within_tolerance and all(g.passed for g in gates))
 
 
 DECODE_STEPS = 16
 
 
 def decode_comparison(artifact_step: StepFunction, eager: StepFunction, cache: KVCacheSpec, settings: Verify,
-                      steps: int = DECODE_STEPS) -> dict[str, Any]:
+                      steps: int = DECODE_STEPS) -> DecodeComparison:
     """Greedy decoding through the KV cache, artifact against eager, compared logit by logit.
 
     The prompt is 8 fixed token ids; both sides decode their own greedy choices, and the tokens
@@ -204,12 +200,12 @@ def decode_comparison(artifact_step: StepFunction, eager: StepFunction, cache: K
     same = ours.tokens == theirs.tokens
     ok = same and all(np.all(np.abs(a - b) <= settings.atol + settings.rtol * np.abs(b))
                       for a, b in zip(ours.step_logits, theirs.step_logits))
-    return {"steps": len(ours.step_logits), "max_abs_error": max_abs, "same_tokens": same, "atol": settings.atol,
-            "rtol": settings.rtol, "within_tolerance": bool(ok)}
+    return DecodeComparison(steps=len(ours.step_logits), max_abs_error=max_abs, same_tokens=same, atol=settings.atol,
+                            rtol=settings.rtol, within_tolerance=bool(ok))
 
 
 def perplexity_gate(artifact_step: StepFunction, original: StepFunction, cache: KVCacheSpec, ids: np.ndarray,
-                    settings: Verify, original_cache: KVCacheSpec | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+                    settings: Verify, original_cache: KVCacheSpec | None = None) -> tuple[PerplexityComparison, GateResult]:
     """Perplexity of the artifact and of the original eager model on the same tokens, and the gate
     (``original_cache``: the original's cache when it differs from the artifact's, e.g. after head pruning)."""
     from slmc.verify.evaluation import perplexity
@@ -218,9 +214,9 @@ def perplexity_gate(artifact_step: StepFunction, original: StepFunction, cache: 
     base = perplexity(original, original_cache or cache, ids, settings.window, settings.stride)
     increase = ours["perplexity"] / base["perplexity"] - 1.0
     threshold = settings.gates.max_perplexity_increase
-    details = {"original": base["perplexity"], "artifact": ours["perplexity"], "increase": increase,
-               "tokens_scored": ours["tokens_scored"], "window": ours["window"], "stride": ours["stride"]}
-    gate = {"gate": "max_perplexity_increase", "threshold": threshold, "measured": increase, "passed": bool(increase <= threshold)}
+    details = PerplexityComparison(original=base["perplexity"], artifact=ours["perplexity"], increase=increase,
+                                   tokens_scored=ours["tokens_scored"], window=ours["window"], stride=ours["stride"])
+    gate = GateResult(gate="max_perplexity_increase", threshold=threshold, measured=increase, passed=bool(increase <= threshold))
     return details, gate
 
 

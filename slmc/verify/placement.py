@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from slmc.spec.backend_registry import get_backend
+from slmc.artifact.manifest import NativeExecution, RpcExecution, Verification
 from slmc.spec.recipe import Recipe
 from slmc.artifact.runtime import CompiledModel
 from slmc.spec.target import TargetDescriptor
@@ -59,27 +60,27 @@ class Execution:
         unused = f"; device {self.unused_device} not used: the target runs here" if self.unused_device else ""
         return f"executed natively through slmc.load on {samples} samples ({self.why}{unused})"
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> NativeExecution | RpcExecution:
         """The manifest's ``verification.execution``: where, and what served a device URL."""
         if self.device is not None:
-            return {"where": "rpc", **self.identity.to_json()}
-        return {"where": "native", "device": None, "unused_device": self.unused_device}
+            return RpcExecution(where="rpc", **self.identity.to_json())
+        return NativeExecution(where="native", unused_device=self.unused_device)
 
 
-def decide(recipe: Recipe, target: TargetDescriptor, device: str | None) -> tuple[dict[str, Any] | None, Execution | None]:
+def decide(recipe: Recipe, target: TargetDescriptor, device: str | None) -> tuple[Verification | None, Execution | None]:
     """The verification report when the artifact is not executed (else None), and where it executes."""
     unused = f"; device {device} not used" if device is not None else ""
     if not recipe.verify.enabled:
-        return {"executed": False, "reason": f"disabled by the recipe (verify.enabled: false){unused}", "passed": True}, None
+        return Verification.not_executed(f"disabled by the recipe (verify.enabled: false){unused}"), None
     runs, why = target.runs_here()
     if runs:
         return None, Execution(why, unused_device=device)
     if device is None:
-        return {"executed": False, "reason": f"not executed: {why}; no device given (device rpc://HOST:PORT "
-                "runs it through TVM RPC: docs/devices.md)", "passed": True}, None
+        return Verification.not_executed(f"not executed: {why}; no device given (device rpc://HOST:PORT "
+                                         "runs it through TVM RPC: docs/devices.md)"), None
     if not get_backend(target.kind).remote_execution:
-        return {"executed": False, "reason": f"not executed: {why}{unused}: TVM RPC verification runs CPU (llvm) "
-                "artifacts only", "passed": True}, None
+        return Verification.not_executed(f"not executed: {why}{unused}: TVM RPC verification runs CPU (llvm) "
+                                         "artifacts only"), None
     return None, Execution(why, device=device)
 
 

@@ -62,11 +62,11 @@ def compile_fixture(tmp_path, passes, calibration=""):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"passes:\n{passes}{calibration}verify: {{num_samples: 2, atol: 1.0e-4}}\n")
     result = slmc.compile("fixture-lm", str(recipe), "host", tmp_path / "out")
-    assert result.manifest["verification"]["passed"]
+    assert result.manifest.verification.passed
     return result
 
 
 def pass_report(result, name):
     """The manifest's report of the one pass called ``name``."""
-    (report,) = [p for p in result.manifest["passes"] if p["name"] == name]
-    return report
+    (report,) = [p for p in result.manifest.passes if p.name == name]
+    return report.model_dump()

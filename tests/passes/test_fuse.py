@@ -269,5 +269,5 @@ def test_merged_quantized_siblings_compile_and_verify(tmp_path):
     recipe.write_text("passes:\n  - quantize: {bits: 4, group_size: 32}\n  - fuse: {merge_siblings: true}\n"
                       "verify: {num_samples: 2, atol: 1.0e-4}\n")
     result = slmc.compile("tiny-lm", str(recipe), "host", tmp_path / "out")
-    assert result.manifest["passes"][1]["stats"]["linears_merged"] == 6
-    assert result.manifest["verification"]["passed"]
+    assert result.manifest.passes[1].stats["linears_merged"] == 6
+    assert result.manifest.verification.passed

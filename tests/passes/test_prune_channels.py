@@ -108,11 +108,11 @@ def test_fixture_quality_and_compile(fixture_lm_spec, fixture_lm_graph, host_tar
     result = compile_fixture(tmp_path, "  - prune_channels: {mlp_channels: 0.25, heads: 0.25}\n",
                              "calibration: {text: stdlib-train, num_samples: 8, sequence_length: 128}\n")
     manifest = result.manifest  # heads too: the artifact's KV cache has 3 of the 4 KV heads
-    assert manifest["verification"]["decode"]["within_tolerance"]
-    assert manifest["kv_cache"]["kv_heads"] == 3
-    assert [i["shape"][2] for i in manifest["signature"]["inputs"][1:]] == [3, 3]
+    assert manifest.verification.decode.within_tolerance
+    assert manifest.kv_cache.kv_heads == 3
+    assert [i.shape[2] for i in manifest.signature.inputs[1:]] == [3, 3]
     removed = 4 * (3 * 160 * 256 + 4 * 32 * 256 + 2 * 32 * 256)  # per layer: 160 MLP channels, 2 query + 1 KV head
     added = 8 * 256 - 16  # compensation biases of down_proj and o_proj, less the unused rotary buffer dropped
-    assert manifest["model"]["compiled_parameters"] == manifest["model"]["parameters"] - removed + added
+    assert manifest.model.compiled_parameters == manifest.model.parameters - removed + added
     model = slmc.load(tmp_path / "out")
     assert model.step(np.asarray([[5, 6, 7]]), *model.kv_cache.empty())[1].shape == (4, 1, 3, 4, 32)

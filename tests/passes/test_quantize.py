@@ -157,11 +157,11 @@ def test_compiled_artifact_matches_the_eager_quantized_graph(tmp_path, settings,
     recipe = _recipe(tmp_path, f"passes:\n  - quantize: {settings}\ncalibration: {{text: calibration.txt, num_samples: 4, "
                                f"sequence_length: 64}}\nverify: {{atol: {atol}}}\n")
     result = slmc.compile("tiny-lm", recipe, "host", tmp_path / "out")
-    numeric = result.verification["artifact_vs_eager"]
-    assert result.verification["passed"] and numeric["max_abs_error"] <= atol  # measured 1.5e-6 (gptq), 0.011 (w8a8)
-    assert result.verification["decode"]["same_tokens"]
-    quantize = result.manifest["passes"][0]
-    assert quantize["stats"]["layers"] and all("stored_bytes" in r for r in quantize["stats"]["layers"])
+    numeric = result.verification.artifact_vs_eager
+    assert result.verification.passed and numeric.max_abs_error <= atol  # measured 1.5e-6 (gptq), 0.011 (w8a8)
+    assert result.verification.decode.same_tokens
+    quantize = result.manifest.passes[0]
+    assert quantize.stats["layers"] and all("stored_bytes" in r for r in quantize.stats["layers"])
 
 
 @pytest.mark.slow
@@ -175,7 +175,7 @@ def test_int4_g32_fixture_artifact_is_at_most_0_17_of_fp32(tmp_path):
         return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
     assert size(quantized.artifact) <= 0.17 * size(full.artifact)
-    assert quantized.verification["artifact_vs_eager"]["max_abs_error"] <= 1e-4  # measured 2.2e-5
+    assert quantized.verification.artifact_vs_eager.max_abs_error <= 1e-4  # measured 2.2e-5
 
 
 class _TiedHead(torch.nn.Module):

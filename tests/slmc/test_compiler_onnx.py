@@ -25,11 +25,11 @@ def onnx_file(tmp_path_factory):
 def test_compile_an_onnx_file_verifies_against_onnx_runtime(onnx_file, tmp_path):
     result = slmc.compile(str(onnx_file), out=tmp_path / "out")
     m = result.manifest
-    assert m["model"]["format"] == "onnx" and m["passes"] == []
-    assert any("do not apply to ONNX models" in note for note in m["lowering_notes"])
+    assert m.model.format == "onnx" and m.passes == []
+    assert any("do not apply to ONNX models" in note for note in m.lowering_notes)
     v = result.verification
-    assert v["executed"] and v["passed"] and "ONNX Runtime" in v["how"]
-    assert v["artifact_vs_eager"]["max_abs_error"] <= 1e-4  # measured ~1.3e-6
+    assert v.executed and v.passed and "ONNX Runtime" in v.how
+    assert v.artifact_vs_eager.max_abs_error <= 1e-4  # measured ~1.3e-6
     ids = np.arange(5, dtype=np.int64).reshape(1, 5)
     cache = np.zeros((2, 1, 4, 1, 32), dtype=np.float32)
     ours = slmc.load(result.artifact).run_numpy(ids, cache, cache)

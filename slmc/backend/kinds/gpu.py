@@ -16,6 +16,7 @@ from slmc.spec.backend_registry import register_backend
 if TYPE_CHECKING:
     import tvm
 
+    from slmc.artifact.manifest import Verification
     from slmc.backend.lowering import RelaxProgram
     from slmc.spec.target import TargetDescriptor
 
@@ -31,8 +32,8 @@ class GpuBackend(Backend):
 
         return [schedule_gpu_kernels(phase.notes)]  # every kernel gets thread bindings (slmc/schedules/gpu.py)
 
-    def check_kernels(self, verification: dict[str, Any], executable: Any, program: RelaxProgram,
-                      target: TargetDescriptor, verify_enabled: bool) -> dict[str, Any]:
+    def check_kernels(self, verification: Verification, executable: Any, program: RelaxProgram,
+                      target: TargetDescriptor, verify_enabled: bool) -> Verification:
         from slmc.backend.opencl_kernel_check import opencl_verification
 
         return opencl_verification(verification, executable, program, target, verify_enabled)  # compiled + limits

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 import slmc
+from slmc.artifact.manifest import Verification
 from slmc.backend.base import Backend, PhaseInputs, backend_for, check_recipe
 from slmc.backend.kinds.cpu import CpuBackend
 from slmc.errors import FieldProblem, RecipeError
@@ -39,10 +40,12 @@ class GraphCensus:
         (directory / "census.json").write_text(json.dumps({"ops": self.ops}), encoding="utf-8")
 
     def manifest_entries(self) -> dict[str, Any]:
-        return {"cpu_debug": {"ops": self.ops}}
+        return {"backend": {"cpu_debug": {"ops": self.ops}}}
 
-    def record(self, verification: dict[str, Any]) -> dict[str, Any]:
-        return {**verification, "cpu_debug": {"executed": True, "passed": self.ops > 0}}
+    def record(self, verification: Verification) -> Verification:
+        check = {"executed": True, "passed": self.ops > 0}
+        return verification.model_copy(update={"backend": {**verification.backend, "cpu_debug": check},
+                                               "passed": verification.passed and check["passed"]})
 
 
 class CpuDebugBackend(CpuBackend):
@@ -70,9 +73,9 @@ class CpuDebugBackend(CpuBackend):
         self.calls.append("after_build")
         return GraphCensus(len(list(graph.op_nodes())))
 
-    def check_kernels(self, verification, executable, program, target, verify_enabled) -> dict[str, Any]:
+    def check_kernels(self, verification, executable, program, target, verify_enabled) -> Verification:
         self.calls.append("check_kernels")
-        return {**verification, "kernels_checked_by": self.kind}
+        return verification.model_copy(update={"backend": {**verification.backend, "kernels_checked_by": self.kind}})
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +97,10 @@ def test_a_kind_registered_in_the_tests_compiles_through_its_hooks(debug_target,
     assert CpuDebugBackend.calls == ["recipe_problems", "legalize_passes", "schedule_passes", "after_build", "check_kernels"]
     manifest = json.loads((result.artifact / "manifest.json").read_text())
     assert manifest["target"]["kind"] == KIND and manifest["tvm_target"]["kind"] == "llvm"
-    assert manifest["cpu_debug"]["ops"] > 0 and "census.json" in manifest["files"]
+    assert manifest["backend"]["cpu_debug"]["ops"] > 0 and "census.json" in manifest["files"]
     assert manifest["verification"]["executed"] and manifest["verification"]["passed"]
-    assert manifest["verification"]["cpu_debug"] == {"executed": True, "passed": True}
-    assert manifest["verification"]["kernels_checked_by"] == KIND
+    assert manifest["verification"]["backend"]["cpu_debug"] == {"executed": True, "passed": True}
+    assert manifest["verification"]["backend"]["kernels_checked_by"] == KIND
     assert f"{KIND}: CPU schedules" in manifest["lowering_notes"]
     assert any(note.startswith("CPU schedules: ") for note in manifest["lowering_notes"])  # the cpu phases ran
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from slmc.artifact.manifest import Verification
 from slmc.errors import KernelCheckError, ToolchainError
 from slmc.graph.ir import trace
 from slmc.backend.lowering import build, to_relax
@@ -147,10 +148,10 @@ def test_fp16_kernels_go_to_clang_when_pocl_lacks_cl_khr_fp16():
 
 def test_the_hook_leaves_cpu_targets_and_disabled_verification_alone(mali_build):
     executable, program = mali_build
-    report = {"executed": False, "reason": "r", "passed": True}
+    report = Verification.not_executed("r")
     assert opencl_verification(report, executable, program, load_target("arm-cortex-a76"), True) is report
     assert opencl_verification(report, executable, program, MALI, False) is report
-    executed = {"executed": True, "passed": True}
+    executed = Verification(executed=True, passed=True)
     assert opencl_verification(executed, executable, program, MALI, True) is executed
     # The hook's positive path (an OpenCL target, verification on) runs in the slow CLI tests below.
 

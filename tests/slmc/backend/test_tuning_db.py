@@ -115,6 +115,6 @@ def test_tune_writes_records_and_compile_applies_them(tmp_path, monkeypatch, rec
 
     monkeypatch.setenv(DATABASE_ENV, str(tmp_path / "db"))
     result = slmc.compile(_spec(), str(recipe), "host", tmp_path / "tuned")
-    tuning = result.manifest["tuning"]
+    tuning = result.manifest.tuning
     assert tuning["kernels_from_database"] == [report["kernels"][0]["name"]]
-    assert result.verification["passed"]
+    assert result.verification.passed

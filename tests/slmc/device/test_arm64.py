@@ -32,6 +32,7 @@ from slmc.errors import DeviceConnectionError, DeviceSetupError, DeviceURLError,
 from slmc.graph.ir import trace
 from slmc.frontend.model_source import load_model
 from slmc.models import DEFAULT_MODEL, tiny_lm
+from slmc.artifact.manifest import Verification
 from slmc.artifact.remote_runtime import RemoteModel, connect
 from slmc.verify.numerics import generated_samples
 
@@ -155,7 +156,7 @@ def test_cli_up_status_down(tmp_path):
 @pytest.mark.slow
 def test_tiny_lm_is_verified_through_rpc_under_emulation(arm64_server, tmp_path):
     result = slmc.compile("tiny-lm", target="arm-cortex-a76", out=tmp_path / "arm", device=arm64_server.url)
-    v = result.verification
+    v = result.verification.model_dump(mode="json")
     _check_emulated_record(v, arm64_server.url)
     assert v["artifact_vs_eager"]["max_abs_error"] <= 1e-4  # the default recipe's atol; measured: 1.1e-6
     assert json.loads((result.artifact / "manifest.json").read_text())["verification"] == v
@@ -222,14 +223,14 @@ def test_second_prepare_is_fast_and_a_busy_port_is_refused(arm64_server):
 # --- what the manifest says without a device, and errors ------------------------------------------
 
 def test_without_a_device_the_manifest_says_not_executed_and_why(tiny_arm_artifact):
-    v = json.loads((tiny_arm_artifact / "manifest.json").read_text())["verification"]
-    assert v == {"executed": False, "passed": True, "reason": "not executed: code is for aarch64, this machine is x86_64; "
-                 "no device given (device rpc://HOST:PORT runs it through TVM RPC: docs/devices.md)"}
+    v = Verification.model_validate(json.loads((tiny_arm_artifact / "manifest.json").read_text())["verification"])
+    assert v == Verification.not_executed("not executed: code is for aarch64, this machine is x86_64; "
+                                          "no device given (device rpc://HOST:PORT runs it through TVM RPC: docs/devices.md)")
 
 
 def test_a_device_is_not_used_for_a_target_that_runs_here(tmp_path):
     url = f"rpc://127.0.0.1:{_free_port()}"  # nothing listens: it must not even be contacted
-    v = slmc.compile("tiny-lm", target="host", out=tmp_path / "host", device=url).verification
+    v = slmc.compile("tiny-lm", target="host", out=tmp_path / "host", device=url).verification.model_dump(mode="json")
     assert v["executed"] and v["passed"] and v["device"] is None
     assert v["execution"] == {"where": "native", "device": None, "unused_device": url}
     assert v["how"].startswith("executed natively through slmc.load on 4 samples") and f"device {url} not used" in v["how"]

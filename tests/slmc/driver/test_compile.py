@@ -21,9 +21,9 @@ def default_artifact(tmp_path_factory):
 
 def test_default_compile_verifies_within_1e_4(default_artifact):
     v = default_artifact.verification
-    assert v["executed"] and v["passed"]
-    assert v["artifact_vs_eager"]["max_abs_error"] <= 1e-4  # measured: 9.5e-7
-    assert v["samples"] == 4
+    assert v.executed and v.passed
+    assert v.artifact_vs_eager.max_abs_error <= 1e-4  # measured: 9.5e-7
+    assert v.samples == 4
 
 
 def test_manifest_records_everything(default_artifact):
@@ -46,7 +46,7 @@ def test_manifest_records_everything(default_artifact):
     assert sig["outputs"][0] == {"name": "logits", "dtype": "float32", "shape": [1, "tokens", 256]}
     assert sig["outputs"][1]["shape"] == [2, 1, 4, "past + tokens", 32]
     assert sig["dynamic_dims"] == {"tokens": [1, 256], "past": [1, 256]}
-    assert manifest["task"] == "causal-lm" and manifest["tokenizer"] == {"kind": "bytes"}
+    assert manifest["task"] == "causal-lm" and manifest["tokenizer"] == {"kind": "bytes", "file": None, "bos_token": None}
     assert manifest["kv_cache"] == {"layers": 2, "kv_heads": 4, "head_dim": 32, "max_context": 256}
     assert not list(path.parent.glob(".tiny.staging-*"))
 
@@ -68,8 +68,8 @@ def test_load_and_run_matches_eager_at_other_lengths(default_artifact, lm_inputs
 def test_decode_through_the_kv_cache_matches_eager_for_16_steps(default_artifact):
     from slmc.graph.kv_cache import eager_step, generate_greedy
 
-    decode = default_artifact.verification["decode"]
-    assert decode["steps"] == 16 and decode["same_tokens"] and decode["max_abs_error"] <= 1e-4  # measured 1.1e-6
+    decode = default_artifact.verification.decode
+    assert decode.steps == 16 and decode.same_tokens and decode.max_abs_error <= 1e-4  # measured 1.1e-6
     model = slmc.load(default_artifact.artifact)
     spec = tiny_lm.build()
     prompt = spec.tokenizer.encode("import os\n")
@@ -125,7 +125,7 @@ def test_user_module_through_the_api(tmp_path):
     batch = torch.export.Dim("batch", min=1, max=64)
     result = slmc.compile(TwoLayer(), out=tmp_path / "two", example_inputs=(torch.randn(3, 16),),
                           dynamic_shapes=({0: batch},))
-    assert result.verification["passed"]
+    assert result.verification.passed
     model = slmc.load(result.artifact)
     probs, mean = model(torch.randn(9, 16))
     assert probs.shape == (9, 4) and mean.shape == (9,)
@@ -160,10 +160,10 @@ def test_cast_weights_halves_weight_bytes(tmp_path, default_artifact):
     recipe = tmp_path / "fp16.yaml"
     recipe.write_text("passes:\n  - cast_weights: {}\nverify:\n  gates:\n    min_cosine: 0.9999\n")
     result = slmc.compile("tiny-lm", recipe=recipe, out=tmp_path / "fp16")
-    assert result.verification["passed"]
-    assert "float16" in result.manifest["weights"]["dtypes"]
-    fp32_bytes = default_artifact.manifest["weights"]["bytes"]
-    assert result.manifest["weights"]["bytes"] < 0.52 * fp32_bytes
+    assert result.verification.passed
+    assert "float16" in result.manifest.weights.dtypes
+    fp32_bytes = default_artifact.manifest.weights.bytes
+    assert result.manifest.weights.bytes < 0.52 * fp32_bytes
 
 
 def test_refuses_to_overwrite_a_foreign_directory(tmp_path):
@@ -177,8 +177,8 @@ def test_refuses_to_overwrite_a_foreign_directory(tmp_path):
 
 def test_recompile_replaces_an_earlier_artifact(tmp_path):
     out = tmp_path / "again"
-    first = slmc.compile("tiny-lm", out=out).manifest["files"]
-    second = slmc.compile("tiny-lm", out=out).manifest["files"]
+    first = slmc.compile("tiny-lm", out=out).manifest.files
+    second = slmc.compile("tiny-lm", out=out).manifest.files
     assert first["weights.safetensors"] == second["weights.safetensors"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again"]
 
@@ -190,7 +190,7 @@ def test_aarch64_target_gives_an_aarch64_shared_object(tmp_path):
     described = subprocess.run(["file", "-b", str(result.artifact / "model.so")], capture_output=True, text=True, check=True).stdout
     assert "ELF 64-bit" in described and "aarch64" in described and "shared object" in described
     v = result.verification
-    assert v["executed"] is False and "aarch64" in v["reason"]  # never claims more than was done
+    assert v.executed is False and "aarch64" in v.reason  # never claims more than was done
     with pytest.raises(ArtifactError, match="cannot run on this machine"):
         slmc.load(result.artifact)
 

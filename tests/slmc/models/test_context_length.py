@@ -75,8 +75,8 @@ def test_recipe_max_context_range_is_checked(tmp_path):
 
 def test_artifact_enforces_its_context(tmp_path):
     result = slmc.compile("tiny-lm", _recipe(tmp_path, "max_context: 32\npasses: []\n"), "host", tmp_path / "out")
-    assert result.manifest["kv_cache"]["max_context"] == 32
-    assert result.manifest["context"]["decided_by"] == ["recipe"]
+    assert result.manifest.kv_cache.max_context == 32
+    assert result.manifest.context.decided_by == ["recipe"]
     model = slmc.load(result.artifact)
     keys, values = model.kv_cache.empty()
     model.step(np.zeros((1, 32), dtype=np.int64), keys, values)  # exactly the context: accepted

@@ -84,9 +84,9 @@ def test_decoder_checkpoint_compiles_and_matches_transformers(family, tmp_path, 
     hf = _checkpoint(family, folder, tokenizer_json)
     result = slmc.compile(str(folder), out=tmp_path / "out")  # a checkpoint folder is a model reference
     v = result.verification
-    assert v["passed"] and v["decode"]["same_tokens"] and v["decode"]["steps"] == 16
-    assert result.manifest["task"] == "causal-lm" and result.manifest["model"]["name"] == family
-    assert result.manifest["kv_cache"] == {"layers": 2, "kv_heads": 4 if family == "gpt2" else 2, "head_dim": 16,
+    assert v.passed and v.decode.same_tokens and v.decode.steps == 16
+    assert result.manifest.task == "causal-lm" and result.manifest.model.name == family
+    assert result.manifest.kv_cache.model_dump() == {"layers": 2, "kv_heads": 4 if family == "gpt2" else 2, "head_dim": 16,
                                            "max_context": 256}
 
     model = slmc.load(result.artifact)
@@ -123,7 +123,7 @@ def test_sliding_window_layers_match_transformers_past_the_window(family, tmp_pa
     theirs = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=12)[0, 12:].tolist()
     assert generate_greedy(eager_step(spec.module), spec.kv_cache, ids[0].tolist(), 12).tokens == theirs
     result = slmc.compile(str(tmp_path / family), out=tmp_path / "out")
-    assert result.verification["passed"] and result.verification["decode"]["same_tokens"]
+    assert result.verification.passed and result.verification.decode.same_tokens
     model = slmc.load(result.artifact)
     assert generate_greedy(model.step, model.kv_cache, ids[0].tolist(), 12).tokens == theirs
 
@@ -144,9 +144,9 @@ def test_default_compile_is_the_fixture_and_verifies(tmp_path):
     result = slmc.compile(out=tmp_path / "fixture")
     v = result.verification
     # + transformers' rotary buffers inv_freq and original_inv_freq (16 each)
-    assert result.manifest["model"]["name"] == "fixture-lm" and result.manifest["model"]["parameters"] == 4851968 + 32
-    assert v["passed"] and v["artifact_vs_eager"]["max_abs_error"] <= 1e-4  # measured 1.9e-5
-    assert v["decode"]["steps"] == 16 and v["decode"]["same_tokens"]
+    assert result.manifest.model.name == "fixture-lm" and result.manifest.model.parameters == 4851968 + 32
+    assert v.passed and v.artifact_vs_eager.max_abs_error <= 1e-4  # measured 1.9e-5
+    assert v.decode.steps == 16 and v.decode.same_tokens
     model = slmc.load(result.artifact)
     tokens = generate_greedy(model.step, model.kv_cache, model.tokenizer.encode("def read_config(path):"), 24).tokens
     text = model.tokenizer.decode(tokens)
@@ -179,10 +179,10 @@ def test_minilm_embeddings_match_sentence_transformers(minilm_artifact):
     from tokenizers import Tokenizer
 
     v = minilm_artifact.verification
-    assert v["passed"] and minilm_artifact.manifest["task"] == "embedding"
-    signature = minilm_artifact.manifest["signature"]
-    assert [i["shape"] for i in signature["inputs"]] == [["batch", "sequence"]] * 2
-    assert signature["outputs"][0]["shape"] == ["batch", 384]
+    assert v.passed and minilm_artifact.manifest.task == "embedding"
+    signature = minilm_artifact.manifest.signature
+    assert [i.shape for i in signature.inputs] == [["batch", "sequence"]] * 2
+    assert signature.outputs[0].shape == ["batch", 384]
 
     reference = SentenceTransformer(str(minilm_folder()), device="cpu").encode(SENTENCES, convert_to_numpy=True)
     stored = minilm_artifact.artifact / "tokenizer" / "tokenizer.json.gz"  # gzip'd in the artifact

@@ -89,7 +89,7 @@ def test_weights_too_large_after_the_passes_are_rejected_before_lowering(tmp_pat
     recipe = tmp_path / "fp16.yaml"
     recipe.write_text("passes:\n  - cast_weights: {dtype: float16}\nverify:\n  atol: 1.0e-2\n")
     result = slmc.compile(Wide(), recipe=recipe, target=target, out=tmp_path / "fp16", example_inputs=(torch.randn(2, 256),))
-    assert result.verification["passed"] and result.manifest["weights"]["bytes"] < 1_200_000
+    assert result.verification.passed and result.manifest.weights.bytes < 1_200_000
 
 
 def test_check_compiled_weights_without_a_cache():

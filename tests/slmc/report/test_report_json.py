@@ -8,6 +8,7 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
+from slmc.artifact.manifest import LayerSize, PassReport
 from slmc.report.report_json import REPORT_HTML, REPORT_JSON, SCHEMA_VERSION, build_report, layer_sizes, report_schema, write_report
 from slmc.report.html import pareto_figure, render_html
 
@@ -24,7 +25,7 @@ def test_report_of_a_compile_matches_its_schema(cached_compile, tmp_path):
     jsonschema.validate(data, report_schema())
     assert data["schema"] == "slmc-report" and data["schema_version"] == SCHEMA_VERSION
     assert data["ok"] and data["cache"]["status"] == "miss" and data["model"]["name"] == "tiny-lm"
-    assert {g["name"] for g in data["verification"]["gates"]} == {"artifact_vs_eager", "decode", "min_cosine"}
+    assert {g["gate"] for g in data["verification"]["gates"]} == {"artifact_vs_eager", "decode", "min_cosine"}
     assert data["layers"] and sum(row["bytes_before"] for row in data["layers"]) == data["weight_bytes_before"]
     json_path, html_path = write_report(report, tmp_path / "report")
     assert json.loads(json_path.read_text()) == data and html_path.name == REPORT_HTML and json_path.name == REPORT_JSON
@@ -56,8 +57,9 @@ def test_per_layer_error_from_a_calibrated_quantize_pass(cached_compile, tmp_pat
 
     (tmp_path / "gptq.yaml").write_text(GPTQ_RECIPE)
     compressed = compress(load_model("tiny-lm"), load_recipe(tmp_path / "gptq.yaml"), load_target("host"))
-    manifest = {**cached_compile.result.manifest, "passes": compressed.reports,
-                "layers": layer_sizes(compressed.original.tensors(), compressed.final.tensors())}
+    manifest = cached_compile.result.manifest.model_copy(update={
+        "passes": [PassReport.model_validate(r) for r in compressed.reports],
+        "layers": [LayerSize.model_validate(row) for row in layer_sizes(compressed.original.tensors(), compressed.final.tensors())]})
     report = build_report(manifest, None)
     errors = [e for e in report.layer_errors if e.metric == "output_error"]
     assert len(errors) == compressed.reports[0]["stats"]["layers_quantized"] - 1  # the embedding has no calibration error

@@ -98,6 +98,6 @@ def test_fixture_lm_compiles_with_the_rewrite_and_verifies(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("passes: []\nverify: {num_samples: 2, atol: 1.0e-4}\n")
     result = slmc.compile("fixture-lm", str(recipe), "host", tmp_path / "out")
-    assert result.manifest["verification"]["passed"]
-    summary = next(note for note in result.manifest["lowering_notes"] if note.startswith("CPU schedules:"))
+    assert result.manifest.verification.passed
+    summary = next(note for note in result.manifest.lowering_notes if note.startswith("CPU schedules:"))
     assert "AttentionScores 1" in summary and "AttentionValues" in summary  # one kernel shared by the 4 layers

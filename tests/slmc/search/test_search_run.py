@@ -48,8 +48,8 @@ def test_chosen_recipe_meets_the_budget_when_compiled_on_its_own(local_search, t
     assert json.loads(files["front"].read_text())["chosen"] == result.chosen
 
     compiled = slmc.compile(None, files["chosen"], None, tmp_path / "artifact")  # model and target from the recipe
-    gate = next(g for g in compiled.manifest["verification"]["gates"] if g["gate"] == "max_perplexity_increase")
-    assert gate["passed"] and gate["threshold"] == 0.05
+    gate = next(g for g in compiled.manifest.verification.gates if g.gate == "max_perplexity_increase")
+    assert gate.passed and gate.threshold == 0.05
     artifact = slmc.load(compiled.artifact)  # re-measured here, against the search's baseline
     docs = document_tokens(load_texts(EVAL.text), artifact.tokenizer, EVAL.max_tokens)
     ppl = perplexity(artifact.step, artifact.kv_cache, docs, EVAL.window, EVAL.stride)["perplexity"]

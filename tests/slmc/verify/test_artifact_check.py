@@ -115,7 +115,7 @@ def test_staging_directories_and_unfinished_manifests_are_refused(artifact, tmp_
 
 def test_a_malformed_manifest_is_an_artifact_error(copy):
     _rewrite_manifest(copy, lambda m: m["files"]["model.so"].pop("sha256"))
-    with pytest.raises(ArtifactError, match=r"malformed file entries in the manifest: \['model.so'\]"):
+    with pytest.raises(ArtifactError, match=r"manifest.json is not a valid slmc manifest: files\.model\.so\.sha256: Field required"):
         slmc.verify_artifact(copy)
 
 

@@ -32,7 +32,7 @@ def test_quality_metrics_and_gates():
     assert m["top1_agreement"] == 0.5
     assert 0.7 < m["cosine"] < 1.0 and m["max_abs_error"] == 1.0
     results = gate_results(Gates(min_cosine=0.99, min_top1_agreement=0.5), m)
-    assert [(r["gate"], r["passed"]) for r in results] == [("min_cosine", False), ("min_top1_agreement", True)]
+    assert [(r.gate, r.passed) for r in results] == [("min_cosine", False), ("min_top1_agreement", True)]
     assert gate_results(Gates(), m) == []
 
 

@@ -7,6 +7,7 @@ import socket
 import pytest
 
 from slmc.errors import DeviceConnectionError, DeviceURLError
+from slmc.artifact.manifest import NativeExecution, Verification
 from slmc.verify.placement import Execution, check_device, decide
 from slmc.spec.recipe import load_recipe
 from slmc.spec.target import TargetDescriptor, load_target
@@ -37,7 +38,7 @@ def test_a_target_that_runs_here_runs_natively_and_a_device_is_not_used(recipe):
     assert skipped is None and execution.device is None and execution.unused_device == URL
     assert execution.how(4).startswith("executed natively through slmc.load on 4 samples (x86_64 code")
     assert execution.how(4).endswith(f"; device {URL} not used: the target runs here)")
-    assert execution.record() == {"where": "native", "device": None, "unused_device": URL}
+    assert execution.record() == NativeExecution(where="native", unused_device=URL)
 
 
 def test_a_foreign_cpu_target_runs_on_the_device(recipe):
@@ -47,14 +48,14 @@ def test_a_foreign_cpu_target_runs_on_the_device(recipe):
 
 def test_a_foreign_target_without_a_device_is_not_executed_and_says_why(recipe):
     skipped, execution = decide(recipe, load_target("arm-cortex-a76"), None)
-    assert execution is None and skipped["executed"] is False and skipped["passed"] is True
-    assert skipped["reason"].startswith("not executed: code is for aarch64, this machine is x86_64; no device given")
+    assert execution is None and skipped.executed is False and skipped.passed is True
+    assert skipped.reason.startswith("not executed: code is for aarch64, this machine is x86_64; no device given")
 
 
 def test_a_gpu_target_is_not_run_through_rpc(recipe, opencl_target):
     skipped, execution = decide(recipe, opencl_target, URL)
-    assert execution is None and skipped["executed"] is False
-    assert skipped["reason"] == (f"not executed: tvm kind 'opencl' has no runtime on this machine; device {URL} not used: "
+    assert execution is None and skipped.executed is False
+    assert skipped.reason == (f"not executed: tvm kind 'opencl' has no runtime on this machine; device {URL} not used: "
                                  "TVM RPC verification runs CPU (llvm) artifacts only")
     check_device(recipe, opencl_target, f"rpc://127.0.0.1:{_closed_port()}")  # not contacted: it would not be used
 
@@ -64,8 +65,8 @@ def test_disabled_verification_does_not_use_the_device(tmp_path):
     path.write_text("verify:\n  enabled: false\n")
     off = load_recipe(path)
     skipped, execution = decide(off, load_target("arm-cortex-a76"), URL)
-    assert execution is None and skipped == {"executed": False, "passed": True,
-                                             "reason": f"disabled by the recipe (verify.enabled: false); device {URL} not used"}
+    assert execution is None and skipped == Verification.not_executed(
+        f"disabled by the recipe (verify.enabled: false); device {URL} not used")
     check_device(off, load_target("arm-cortex-a76"), f"rpc://127.0.0.1:{_closed_port()}")
 
 

@@ -1,0 +1,433 @@
+"""``manifest.json``: the typed, versioned record of one artifact (docs/reference/manifest.schema.json).
+
+``Manifest`` is what the compile driver writes (``new_manifest`` then ``with_verification``, for
+fx and ONNX models alike) and what every reader gets back from
+``slmc.artifact.layout.read_manifest``: unknown keys are refused, every section is typed.
+Free-form reports stay ``dict[str, Any]``: a pass's ``stats`` and ``config``, the recipe as
+normalized, TVM's target dict, the tuning record, the NPU partition report and the OpenCL
+per-kernel records.
+
+``FORMAT_VERSION`` changes whenever the on-disk shape changes; a manifest of another version is
+an ``ArtifactError`` saying which slmc wrote it (recompile the model).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from slmc.errors import ArtifactError
+from slmc.spec.target import TargetDescriptor
+
+# 2: every section typed (this module); optional sections and fields are written as null instead of left out
+FORMAT_VERSION = 2
+
+
+class ManifestModel(BaseModel):
+    """Base of every manifest section: unknown keys forbidden, immutable once built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")  # NaN stays NaN, as json.dumps writes it
+
+
+# --- what the artifact holds ---------------------------------------------------------------------
+
+
+class Versions(ManifestModel):
+    """Versions of the software that compiled the artifact."""
+
+    slmc: str
+    tvm: str
+    torch: str
+    python: str
+
+
+class ModelInfo(ManifestModel):
+    """The compiled model."""
+
+    name: str
+    fingerprint: str = Field(description="sha256 of the traced graph's code and weights (of the ONNX file for ONNX models)")
+    compiled_fingerprint: str = Field(description="the same after the passes")
+    parameters: int
+    compiled_parameters: int
+    format: Literal["onnx"] | None = Field(None, description="'onnx' for a model compiled from an ONNX file, else null")
+    source: str | None = Field(None, description="the ONNX file compiled (ONNX models only)")
+
+
+class TensorSignature(ManifestModel):
+    """One input or output of the compiled function."""
+
+    name: str
+    dtype: str
+    shape: list[int | str] = Field(description="sizes; a dynamic size is the name of its dimension or an expression of names")
+
+
+class Signature(ManifestModel):
+    """The compiled function's inputs and outputs."""
+
+    inputs: list[TensorSignature]
+    outputs: list[TensorSignature]
+    dynamic_dims: dict[str, list[int | None]] = Field(
+        description="dimension name -> [min, max] (max null: not declared, as in ONNX models)")
+
+
+class LayerSize(ManifestModel):
+    """One layer's weight bytes."""
+
+    layer: str = Field(description="module path of the tensors (``blocks.0.attn.q_proj``)")
+    bytes_before: int = Field(description="bytes of the layer's tensors in the traced model (0: created by a pass)")
+    bytes_after: int = Field(description="bytes of its tensors in the graph after the passes (0: removed)")
+
+
+class GraphSummary(ManifestModel):
+    """Size of the graph before or after a pass."""
+
+    nodes: int
+    parameters: int
+    weight_bytes: int
+
+
+class SkippedNode(ManifestModel):
+    """A node or layer a pass left alone, and why."""
+
+    node: str
+    reason: str
+
+
+class PassReport(ManifestModel):
+    """One pass of the recipe as it ran (``slmc.graph.pass_manager.run_passes``)."""
+
+    name: str
+    config: dict[str, Any] = Field(description="the pass's validated config")
+    lossy: bool
+    seconds: float
+    before: GraphSummary
+    after: GraphSummary
+    stats: dict[str, Any] = Field(description="what the pass measured and changed (free-form per pass)")
+    skipped: list[SkippedNode]
+
+
+class KVCacheInfo(ManifestModel):
+    """The compiled graph's KV cache (causal LMs)."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+    max_context: int
+
+
+class ContextInfo(ManifestModel):
+    """How the context length was chosen (``slmc.models.context_length.fit_context``)."""
+
+    max_context: int
+    limits: dict[str, int] = Field(description="model / target_memory / recipe -> tokens each allows")
+    decided_by: list[str] = Field(description="the limits equal to max_context")
+    kv_bytes_per_token: int
+    kv_budget_bytes: int
+    kv_budget_source: str
+
+
+class WeightsInfo(ManifestModel):
+    """The weights file: parameter order the library expects, count, bytes, dtypes."""
+
+    order: list[str]
+    count: int
+    bytes: int
+    dtypes: list[str]
+
+
+class TokenizerEntry(ManifestModel):
+    """The tokenizer the artifact carries (``slmc.data.tokenizer.save_tokenizer``)."""
+
+    kind: Literal["bytes", "huggingface"]
+    file: str | None = Field(None, description="the stored tokenizer file (huggingface)")
+    bos_token: str | None = None
+
+
+class FileEntry(ManifestModel):
+    """One file of the artifact."""
+
+    sha256: str
+    size: int = Field(description="bytes")
+
+
+# --- verification --------------------------------------------------------------------------------
+
+
+class GateResult(ManifestModel):
+    """One verification check or quality gate (each a JUnit test case with ``--junit``)."""
+
+    gate: str = Field(description="gate name: a recipe gate (min_cosine, ...), artifact_vs_eager or decode")
+    passed: bool
+    measured: float | None = None
+    threshold: float | None = None
+    detail: str = ""
+
+
+class NumericComparison(ManifestModel):
+    """Outputs compared elementwise (``|a - b| <= atol + rtol * |b|``); only ``within_tolerance``
+    and ``error`` when the shapes differ."""
+
+    within_tolerance: bool
+    max_abs_error: float | None = None
+    max_rel_error: float | None = None
+    elements_compared: int | None = None
+    elements_out_of_tolerance: int | None = None
+    atol: float | None = None
+    rtol: float | None = None
+    error: str | None = Field(None, description="why the outputs could not be compared (shape mismatch)")
+
+
+class QualityMetrics(ManifestModel):
+    """The compressed graph against the original model."""
+
+    cosine: float
+    min_row_cosine: float
+    top1_agreement: float
+    max_abs_error: float
+
+
+class DecodeComparison(ManifestModel):
+    """Greedy decoding through the KV cache, artifact against eager."""
+
+    steps: int
+    max_abs_error: float
+    same_tokens: bool
+    atol: float
+    rtol: float
+    within_tolerance: bool
+
+
+class PerplexityComparison(ManifestModel):
+    """Perplexity of the artifact and of the original model on the same tokens."""
+
+    original: float
+    artifact: float
+    increase: float
+    tokens_scored: int
+    window: int
+    stride: int
+
+
+class NativeExecution(ManifestModel):
+    """Verification executed the artifact in the compiling process (``slmc.load``)."""
+
+    where: Literal["native"]
+    device: None = None
+    unused_device: str | None = Field(None, description="a device given for a target that runs here")
+
+
+class RpcExecution(ManifestModel):
+    """Verification executed the artifact on a TVM RPC server (``slmc.device.identify`` says what served it)."""
+
+    where: Literal["rpc"]
+    device: str = Field(description="the rpc:// URL")
+    emulated: bool | None = Field(description="true: a qemu process on this machine served it; null: slmc cannot tell")
+    emulator: str | None
+    emulated_cpu: str | None
+    server_pid: int | None
+    server_program: str | None
+    note: str
+
+
+ExecutionRecord = Annotated[NativeExecution | RpcExecution, Field(discriminator="where")]
+
+
+class RecheckEntry(ManifestModel):
+    """The stored samples ``slmc verify`` re-runs (``slmc.verify.artifact_check.save_reference``)."""
+
+    file: str
+    samples: int
+    inputs: int
+    outputs: int
+    atol: float
+    rtol: float
+    samples_verified_at_compile: int
+
+
+class IntegerComparison(ManifestModel):
+    """Integer outputs compared in LSBs."""
+
+    compared: str
+    elements: int
+    max_abs_lsb: int
+    elements_differing: int
+    fraction_equal: float
+
+
+class NpuCheck(ManifestModel):
+    """The NPU regions' integer arithmetic cross-checked on the host (``slmc.npu.offload``)."""
+
+    executed: bool
+    passed: bool
+    how: str | None = None
+    reason: str | None = None
+    tolerance: dict[str, int | float] | None = None
+    tvm_vs_numpy: IntegerComparison | None = None
+    tvm_vs_onnxruntime: IntegerComparison | None = None
+
+
+class OpenCLCheck(ManifestModel):
+    """Every GPU kernel compiled by an OpenCL compiler and checked against the descriptor's limits
+    (``slmc.backend.opencl_kernel_check``)."""
+
+    compiler: str
+    compiler_device: str
+    kernels: int
+    kernels_compiled: int
+    kernels_compiled_by_pocl: int
+    kernels_compiled_by_clang: list[dict[str, str]]
+    not_compiled: list[dict[str, str]]
+    limits: dict[str, Any]
+    largest_workgroup: int
+    largest_local_memory_bytes: int
+    kernels_using_images: int
+    violations: list[dict[str, Any]]
+    per_kernel: list[dict[str, Any]] = Field(description="one record per kernel (free-form)")
+
+
+PENDING = "pending"
+
+
+class Verification(ManifestModel):
+    """How the artifact was checked. ``executed`` false: ``reason`` says why (``pending`` while the
+    compile that writes it has not finished)."""
+
+    executed: bool
+    passed: bool
+    reason: str | None = None
+    how: str | None = Field(None, description="what was run where, compared with what")
+    samples: int | None = None
+    device: str | None = None
+    execution: ExecutionRecord | None = None
+    artifact_vs_eager: NumericComparison | None = None
+    compressed_vs_original: QualityMetrics | None = None
+    gates: list[GateResult] = Field(default_factory=list, description="the recipe's quality gates, measured")
+    decode: DecodeComparison | None = None
+    perplexity: PerplexityComparison | None = None
+    recheck: RecheckEntry | None = None
+    tolerance: str | None = Field(None, description="why the tolerance differs from the recipe's, if it does")
+    opencl: OpenCLCheck | None = None
+    npu: NpuCheck | None = None
+    backend: dict[str, Any] = Field(default_factory=dict, description="checks of a target kind's backend that have no typed "
+                                    "field (a kind added as one module, slmc.backend.kinds)")
+
+    @classmethod
+    def not_executed(cls, reason: str, passed: bool = True) -> Verification:
+        return cls(executed=False, reason=reason, passed=passed)
+
+    @property
+    def pending(self) -> bool:
+        return not self.executed and self.reason == PENDING
+
+    def checks(self) -> list[GateResult]:
+        """Every check as a gate: the numeric comparison, decode, then each quality gate."""
+        found = []
+        numeric = self.artifact_vs_eager
+        if numeric is not None:
+            found.append(GateResult(gate="artifact_vs_eager", passed=numeric.within_tolerance, measured=numeric.max_abs_error,
+                                    threshold=numeric.atol, detail=numeric.error or f"atol {numeric.atol}, rtol {numeric.rtol}"))
+        decode = self.decode
+        if decode is not None:
+            found.append(GateResult(gate="decode", passed=decode.within_tolerance, measured=decode.max_abs_error,
+                                    detail=f"{decode.steps} greedy steps through the KV cache, same tokens: {decode.same_tokens}"))
+        return found + list(self.gates)
+
+    def failure_message(self) -> str:
+        """Every failed check, in one message."""
+        failures = []
+        numeric = self.artifact_vs_eager
+        if numeric is not None and not numeric.within_tolerance:
+            failures.append("the artifact's outputs differ from eager: " + (numeric.error or (
+                f"max abs error {numeric.max_abs_error:.3g} with {numeric.elements_out_of_tolerance} of "
+                f"{numeric.elements_compared} elements outside atol={numeric.atol:g}, rtol={numeric.rtol:g}")))
+        decode = self.decode
+        if decode is not None and not decode.within_tolerance:
+            failures.append(f"KV-cache decode differs from eager: max abs logit error {decode.max_abs_error:.3g} "
+                            f"over {decode.steps} steps, same tokens: {decode.same_tokens}")
+        failures.extend(f"quality gate {g.gate} not met: measured {g.measured:.6g}, threshold {g.threshold:g}"
+                        for g in self.gates if not g.passed)
+        if self.npu is not None and self.npu.executed and not self.npu.passed:
+            failures.append("the NPU regions' integer cross-check failed (verification.npu)")
+        return "verification failed: " + "; ".join(failures)
+
+
+# --- the manifest --------------------------------------------------------------------------------
+
+
+class CompiledGraph(ManifestModel):
+    """What the compile path knows about the model it compiled (fx graph or ONNX file)."""
+
+    model: ModelInfo
+    signature: Signature
+    task: str = Field(description="causal-lm, embedding, generic, ...")
+    passes: list[PassReport] = Field(description="one entry per pass, in order (none for ONNX models)")
+    lowering_notes: list[str]
+    layers: list[LayerSize] | None = Field(None, description="weight bytes per layer before and after the passes")
+    tuning: dict[str, Any] | None = Field(None, description="kernels scheduled from the tuning database (slmc.backend.tuning_db)")
+    kv_cache: KVCacheInfo | None = Field(None, description="the compiled graph's KV cache (causal LMs)")
+    context: ContextInfo | None = None
+    npu: dict[str, Any] | None = Field(None, description="the NPU partition report (NPU targets; also npu_partitions.json)")
+    backend: dict[str, Any] = Field(default_factory=dict, description="what a target kind's backend records that has no "
+                                    "typed field (a kind added as one module, slmc.backend.kinds)")
+
+
+class Manifest(CompiledGraph):
+    """The top level of ``manifest.json``."""
+
+    format_version: Literal[2] = Field(description="changes whenever the on-disk shape changes")
+    versions: Versions
+    recipe: dict[str, Any] = Field(description="the recipe with every default filled in (slmc.spec.recipe.Recipe.normalized)")
+    target: TargetDescriptor
+    tvm_target: dict[str, Any] = Field(description="the TVM target the library was built for")
+    weights: WeightsInfo
+    tokenizer: TokenizerEntry | None
+    verification: Verification
+    files: dict[str, FileEntry] = Field(description="every file of the artifact but the manifest -> sha256 and size")
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def new_manifest(compiled: CompiledGraph, *, versions: Versions, recipe: dict[str, Any], target: TargetDescriptor,
+                 weights: WeightsInfo, tokenizer: TokenizerEntry | None, files: dict[str, FileEntry]) -> Manifest:
+    """The manifest of a staged artifact whose verification is still pending (``Verification.pending``)."""
+    return Manifest(format_version=FORMAT_VERSION, versions=versions, recipe=recipe, target=target,
+                    tvm_target=target.tvm_dict(), weights=weights, tokenizer=tokenizer, files=files,
+                    verification=Verification.not_executed(PENDING, passed=False), **dict(compiled))
+
+
+def manifest_schema() -> dict[str, Any]:
+    """The JSON schema of ``manifest.json`` (committed as docs/reference/manifest.schema.json)."""
+    schema = Manifest.model_json_schema()
+    schema["$id"] = f"https://slmc.invalid/schemas/slmc-manifest-v{FORMAT_VERSION}.json"
+    return schema
+
+
+def manifest_text(manifest: Manifest) -> str:
+    return json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n"
+
+
+def parse_manifest(text: str, path: Path) -> Manifest:
+    """The manifest in ``text`` (read from ``path``); ``ArtifactError`` naming the file and each bad field."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: a manifest is a JSON object, found {type(data).__name__}")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        if isinstance(version, int) and not isinstance(version, bool):
+            who = "an older" if version < FORMAT_VERSION else "a newer"
+            raise ArtifactError(f"{path}: manifest format_version {version} was written by {who} slmc; this slmc reads "
+                                f"format_version {FORMAT_VERSION} (compile the model again with this slmc)")
+        raise ArtifactError(f"{path}: unsupported manifest format_version {version!r}, expected {FORMAT_VERSION}")
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)]
+        shown = "; ".join(problems[:5]) + (f"; ... {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise ArtifactError(f"{path} is not a valid slmc manifest: {shown}") from exc
