@@ -17,6 +17,7 @@ from tvm.ir import GenericConst
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 from tvm.s_tir import dlight
 
+from slmc.library_output import native_stderr
 from slmc.schedules.gpu import schedule_gpu_kernels
 from slmc.schedules.kv_append import kv_append
 from slmc.schedules import cpu_schedule_passes
@@ -114,7 +115,7 @@ def build_pipeline(target: TargetDescriptor, tvm_target: tvm.target.Target,
             + cpu_pipeline.dataflow_lower_passes(tvm_target)
             + cpu_pipeline.finalize_passes(tvm_target)
         )
-        with tvm_target:
+        with tvm_target, native_stderr():  # LegalizeOps: topi's take logs a notice that does not apply (slmc.library_output)
             record.module = tvm.transform.Sequential(passes)(mod)
         return record.module
 
