@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
-from slmc.errors import FieldProblem, TargetError, TargetNotFoundError
+from slmc.errors import FieldProblem, TargetError, TargetNotFoundError, did_you_mean
 from slmc.spec.strict_model import StrictModel, problems_from_validation
 from slmc.spec.yaml_source import YamlDocument, YamlSyntaxError, parse_yaml, read_yaml
 
@@ -357,6 +357,8 @@ def load_target(ref: str | Path | TargetDescriptor) -> TargetDescriptor:
             return descriptor_from_document(read_yaml(path))
     except YamlSyntaxError as exc:
         raise TargetError(text_ref, [exc.problem]) from None
-    raise TargetNotFoundError(
-        f"target '{text_ref}' is neither a built-in target ({', '.join(builtin_target_names())}) nor an existing descriptor file"
-    )
+    if looks_like_path:
+        raise TargetNotFoundError(f"target descriptor file '{text_ref}' not found")
+    names = builtin_target_names()
+    raise TargetNotFoundError(f"target '{text_ref}' is neither a built-in target nor an existing descriptor file"
+                              f"{did_you_mean(text_ref, names)}; built-in targets: {', '.join(names)}")
