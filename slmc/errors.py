@@ -8,6 +8,8 @@ was valid but the compile or its verification failed.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,13 @@ from typing import Any
 EXIT_OK = 0
 EXIT_COMPILE_FAILURE = 1
 EXIT_BAD_INPUT = 2
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'X'?)"`` (or ``'X' or 'Y'``) for the choices closest to a mistyped ``word``
+    (difflib, similarity 0.6 or more), else ``""``. Every "unknown NAME" message uses this one helper."""
+    close = difflib.get_close_matches(str(word), sorted(set(choices)), n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 class SlmcError(Exception):
@@ -80,6 +89,29 @@ class TargetError(DocumentError):
     """A target descriptor is invalid, or a recipe asks for something the target lacks."""
 
     kind = "target descriptor"
+
+
+class RecipeTargetMismatchError(RecipeError, TargetError):
+    """A valid recipe asks for something a valid target lacks: a recipe problem, headlined as one.
+
+    Each problem names the step and setting (``passes.I.PASS.SETTING``) and what the target offers;
+    ``fitting`` lists the built-in recipes that fit the target. Also a ``TargetError`` (the target's
+    side of the mismatch), for callers that catch that.
+    """
+
+    def __init__(self, source: str | Path, target: str, problems: list[FieldProblem], fitting: list[str]):
+        self.target = target
+        self.fitting = list(fitting)
+        super().__init__(source, problems)
+        fits = (f"built-in recipes that fit target '{target}': {', '.join(self.fitting)}" if self.fitting
+                else f"no built-in recipe fits target '{target}'")
+        lines = "\n".join("  " + p.render(self.source) for p in self.problems)
+        self.args = (f"recipe {self.source} does not fit target '{target}':\n{lines}\n  ({fits})",)
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data.update(target=self.target, fitting_recipes=self.fitting)
+        return data
 
 
 class TargetNotFoundError(InputError):

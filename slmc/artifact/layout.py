@@ -140,7 +140,9 @@ class StagedArtifact:
             shutil.rmtree(self.path)
 
     def commit(self) -> Path:
-        """Flush every file, then swap the staging directory into place."""
+        """Give every file and directory the permissions of the user's umask (``apply_umask``), flush
+        every file, then swap the staging directory into place."""
+        apply_umask(self.path)
         for path in self.path.rglob("*"):
             if path.is_file():
                 with path.open("rb") as f:
@@ -155,6 +157,34 @@ class StagedArtifact:
         if old is not None:
             shutil.rmtree(old)
         return self.final
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` can only be read by setting it,
+    which would race with other threads creating files) where Linux reports it (``/proc``, 4.7+)."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(root: Path) -> None:
+    """Set ``root`` and everything under it to the modes a plain ``open``/``mkdir`` gives under the
+    user's umask: directories and executable files (the shared library) ``0o777 & ~umask``, other
+    files ``0o666 & ~umask`` (0755 / 0644 under umask 022). Files written by libraries into a
+    temporary place (safetensors saves 0600) would otherwise be unreadable to a deploy user, and a
+    cache entry copied with ``shutil.copytree`` would carry the writer's modes. Symlinks are left alone."""
+    mask = current_umask()
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        executable = path.is_dir() or path.stat().st_mode & 0o111
+        path.chmod((0o777 if executable else 0o666) & ~mask)
 
 
 def _fsync_directory(path: Path) -> None:

@@ -16,6 +16,7 @@ from tvm import relax, te, tirx, topi
 from tvm.ir import GenericConst
 
 from slmc.backend.base import PhaseInputs, backend_for
+from slmc.library_output import native_stderr
 from slmc.spec.target import TargetDescriptor
 from slmc.backend.tuning_db import tuning_passes
 
@@ -92,7 +93,7 @@ def build_pipeline(target: TargetDescriptor, tvm_target: tvm.target.Target,
             + backend.dataflow_lower_passes(phase)
             + backend.finalize_passes(phase)
         )
-        with tvm_target:
+        with tvm_target, native_stderr():  # LegalizeOps: topi's take logs a notice that does not apply (slmc.library_output)
             record.module = tvm.transform.Sequential(passes)(mod)
         return record.module
 

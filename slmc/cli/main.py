@@ -50,9 +50,12 @@ def _version() -> str:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version=_version(), prog_name="slmc")
-@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors, and the libraries' own notices (TVM's log).")
 def cli(debug: bool) -> None:
     """slmc: compile a small language model with a recipe for a hardware target into a verified TVM artifact."""
+    from slmc import library_output
+
+    library_output.set_debug(debug)
 
 
 def _human_size(n: int) -> str:

@@ -8,12 +8,13 @@ model name (``tiny-lm``); or an import path ``package.module:factory`` whose fac
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from slmc.errors import ModelError
+from slmc.errors import ModelError, did_you_mean
 from slmc.graph.ir import ModelSpec
 from slmc.models import BUILTIN_MODELS
 
@@ -72,6 +73,10 @@ def load_model(ref: Any, example_inputs: Any = None, dynamic_shapes: Any = None)
         from slmc.models.huggingface import load_hf_model
 
         return load_hf_model(ref)
+    if Path(ref).is_dir():
+        raise ModelError(f"model folder '{ref}' has no config.json: it is not a Hugging Face checkpoint folder")
+    if _looks_like_path(ref) and not Path(ref).exists():
+        raise ModelError(f"model path '{ref}' not found")
     if ":" in ref:
         return _from_value(_import_factory(ref), ref, example_inputs, dynamic_shapes)
     if ref.lower().endswith(".onnx"):
@@ -80,6 +85,11 @@ def load_model(ref: Any, example_inputs: Any = None, dynamic_shapes: Any = None)
             "without tracing or fx passes; see docs/onnx.md)"
         )
     raise ModelError(
-        f"model '{ref}' is neither a built-in model ({', '.join(sorted(BUILTIN_MODELS))}) "
-        "nor a Hugging Face checkpoint folder (with config.json) nor an import path 'package.module:factory'"
+        f"model '{ref}' is neither a built-in model nor a Hugging Face checkpoint folder (with config.json) nor an "
+        f"import path 'package.module:factory'{did_you_mean(ref, BUILTIN_MODELS)}; built-in models: {', '.join(sorted(BUILTIN_MODELS))}"
     )
+
+
+def _looks_like_path(ref: str) -> bool:
+    """A reference written as a file-system path (a separator, or starting with '.' or '~'), not a name."""
+    return "/" in ref or os.sep in ref or ref.startswith((".", "~"))

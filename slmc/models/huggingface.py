@@ -16,6 +16,7 @@ Nothing is fetched from a hub. Weights are read from ``*.safetensors`` only: pic
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -99,11 +100,17 @@ class HFCausalLM(nn.Module):
         positions = (torch.arange(tokens, device=input_ids.device) + offset).unsqueeze(0)
         masks = {kind: _sink_mask(tokens, past, window, input_ids.device) for kind, window in self.windows.items()}
         mask: Any = masks["all"] if "all" in masks else masks
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                         use_cache=True)
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         **{_cache_keyword(self.model): cache})
         keys = torch.stack([layer.keys for layer in cache.layers])
         values = torch.stack([layer.values for layer in cache.layers])
         return out.logits, keys, values
+
+
+def _cache_keyword(model: nn.Module) -> str:
+    """The name ``model.forward`` takes the KV cache under: ``cache`` since transformers renamed it
+    (``past_key_values`` then warns a FutureWarning on every call), else ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _sink_mask(tokens: int, past: int, window: int | None, device: torch.device) -> torch.Tensor:

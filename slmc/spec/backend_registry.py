@@ -11,10 +11,11 @@ are validated without them).
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, TypeVar
+
+from slmc.errors import did_you_mean
 
 if TYPE_CHECKING:
     from slmc.spec.target import TargetDescriptor
@@ -97,9 +98,7 @@ def one_of(names: list[str]) -> str:
 def unknown_kind_message(kind: str) -> str:
     """Why ``kind`` is not a target kind: the registered ones, and the nearest if one is close."""
     kinds = backend_kinds()
-    close = difflib.get_close_matches(kind, kinds, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"unknown target kind '{kind}': expected {one_of(kinds)}{hint}"
+    return f"unknown target kind '{kind}': expected {one_of(kinds)}{did_you_mean(kind, kinds)}"
 
 
 def get_backend(kind: str) -> TargetKind:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
-from slmc.errors import FieldProblem, RecipeError, TargetError
+from slmc.errors import FieldProblem, RecipeError, RecipeTargetMismatchError, did_you_mean
 from slmc.graph.pass_manager import PassStep
 from slmc.spec.pass_registry import get_pass, order_problems, registered_passes
 from slmc.spec.strict_model import StrictModel, problems_from_validation
@@ -157,8 +157,9 @@ def _pass_steps(doc: YamlDocument) -> tuple[list[PassStep], list[FieldProblem]]:
         (name, settings), = item.items()
         definition = get_pass(str(name))
         if definition is None:
-            valid = ", ".join(registered_passes())
-            problems.append(FieldProblem(f"passes.{i}", f"unknown pass '{name}'; valid passes: {valid}",
+            known = registered_passes()
+            problems.append(FieldProblem(f"passes.{i}", f"unknown pass '{name}'{did_you_mean(str(name), known)}; "
+                                                        f"valid passes: {', '.join(known)}",
                                          doc.line_of(path + (str(name),))))
             continue
         if settings is not None and not isinstance(settings, dict):
@@ -249,17 +250,27 @@ def load_recipe(ref: str | Path | Recipe | None) -> Recipe:
             return recipe_from_document(parse_yaml(text, f"<built-in recipe {name}>"), Path.cwd())
         path = Path(name)
         if not path.is_file():
-            raise RecipeError(name, [FieldProblem("", f"recipe file not found (built-in recipes: {', '.join(BUILTIN_RECIPES)})")])
+            raise RecipeError(name, [FieldProblem("", f"recipe file not found{did_you_mean(name, BUILTIN_RECIPES)}; "
+                                                      f"built-in recipes: {', '.join(BUILTIN_RECIPES)}")])
         return recipe_from_document(read_yaml(path), path.resolve().parent)
     except YamlSyntaxError as exc:
         raise RecipeError(name, [exc.problem]) from None
 
 
+def _target_problems(recipe: Recipe, target: TargetDescriptor) -> list[FieldProblem]:
+    """One problem per setting of a step the target cannot honour, naming what the target offers."""
+    return [FieldProblem(f"passes.{i}.{step.name}.{field_name}", f"{message} (target '{target.name}')")
+            for i, step in enumerate(recipe.steps) for field_name, message in step.config.target_problems(target)]
+
+
+def fitting_builtin_recipes(target: TargetDescriptor) -> list[str]:
+    """The built-in recipes whose every step the target can honour."""
+    return [name for name in BUILTIN_RECIPES if not _target_problems(load_recipe(name), target)]
+
+
 def check_against_target(recipe: Recipe, target: TargetDescriptor) -> None:
-    """Raise ``TargetError`` naming the recipe setting and the target for anything it lacks."""
-    problems = []
-    for i, step in enumerate(recipe.steps):
-        for field_name, message in step.config.target_problems(target):
-            problems.append(FieldProblem(f"passes.{i}.{step.name}.{field_name}", f"{message} (recipe {recipe.source}, target '{target.name}')"))
+    """Raise ``RecipeTargetMismatchError`` (a recipe problem, also a ``TargetError``) naming each step's
+    setting the target lacks, what the target offers, and the built-in recipes that fit it."""
+    problems = _target_problems(recipe, target)
     if problems:
-        raise TargetError(f"target '{target.name}'", problems)
+        raise RecipeTargetMismatchError(recipe.source, target.name, problems, fitting_builtin_recipes(target))

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from slmc.errors import FieldProblem
+from slmc.errors import FieldProblem, did_you_mean
 from slmc.spec.yaml_source import KeyPath, YamlDocument
 
 
@@ -72,7 +72,7 @@ def problems_from_validation(
         found = err.get("input")
         if err["type"] == "extra_forbidden":
             valid = allowed_keys(model, loc[:-1])
-            message = "unknown key" + (f"; expected one of: {', '.join(valid)}" if valid else "")
+            message = "unknown key" + did_you_mean(str(err["loc"][-1]), valid) + (f"; expected one of: {', '.join(valid)}" if valid else "")
             found = None
         elif err["type"] == "missing":
             found = None

@@ -16,9 +16,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from slmc.errors import FieldProblem, TargetError, TargetNotFoundError
+from slmc.errors import FieldProblem, TargetError, TargetNotFoundError, did_you_mean
 from slmc.spec.backend_registry import backend_kinds, get_backend, one_of, unknown_kind_message
 from slmc.spec.strict_model import StrictModel, problems_from_validation
 from slmc.spec.yaml_source import YamlDocument, YamlSyntaxError, parse_yaml, read_yaml
@@ -28,17 +28,54 @@ WeightDtype = Literal["float32", "float16", "bfloat16", "int8", "int4"]
 ActivationDtype = Literal["float32", "float16", "bfloat16", "int8", "int16"]
 SparsityPattern = Literal["unstructured", "2:4", "4:8"]
 Int8Dot = Literal["avx512_vnni", "avx_vnni", "dotprod", "i8mm"]
-PositiveInt = Annotated[int, Field(gt=0)]
+
+# Physical bounds of every numeric field. Generous (beyond any device built today) but finite, so that
+# a typo (a missing or extra digit group, a value in the wrong unit) is a descriptor error naming the
+# field, never an absurd plan later or a TVM traceback (an unbounded num_cores ended in TVM's
+# "expected type 'int' but got 'ffi.BigInt'"). Why each bound is safe:
+CoreCount = Annotated[int, Field(ge=1, le=8192)]
+"""Threads: Linux's largest CONFIG_NR_CPUS (x86-64 MAXSMP) is 8192 logical CPUs."""
+MemoryBytes = Annotated[int, Field(ge=1024, le=2**52)]
+"""Bytes of RAM: at least 1 KiB (less than any microcontroller that runs a network), at most 4 PiB,
+the largest physical address space of x86-64 and of Armv8.2-A LPA (52 bits)."""
+OnChipBytes = Annotated[int, Field(ge=1024, le=2**40)]
+"""On-chip SRAM or last-level cache: at least 1 KiB, at most 1 TiB (the largest on-chip SRAM,
+Cerebras WSE-3's, is 44 GB)."""
+LocalMemoryBytes = Annotated[int, Field(ge=1024, le=2**32)]
+"""GPU local memory per work-group: at least OpenCL's embedded-profile minimum of 1 KiB, at most
+4 GiB (GPUs offer at most 228 KiB, NVIDIA H100; CPU OpenCL drivers report a cache-sized value)."""
+KvCacheBytes = Annotated[int, Field(ge=1, le=2**52)]
+"""KV-cache budget: at most the largest RAM (see ``MemoryBytes``)."""
+BandwidthGbps = Annotated[float, Field(gt=0, le=1e8)]
+"""GB/s: at most 100 PB/s (the fastest memory today, Cerebras WSE-3's on-chip SRAM, has 21 PB/s;
+HBM3e GPUs about 8 TB/s)."""
+VectorWidthBits = Annotated[int, Field(ge=8, le=65536)]
+"""SIMD register width: at most RISC-V V's architectural maximum VLEN of 2^16 bits (Arm SVE: 2048)."""
+PeakGops = Annotated[float, Field(gt=0, le=1e9)]
+"""Peak 1e9 ops/s: at most 1e18 ops/s (a whole wafer-scale chip, WSE-3, peaks at 1.25e17)."""
+WorkItems = Annotated[int, Field(ge=1, le=65536)]
+"""Work-items per work-group (per axis): GPUs allow 1024, Intel's CPU OpenCL runtime 8192."""
+MacsPerCycle = Annotated[int, Field(ge=1, le=2**24)]
+"""int8 MACs per cycle: at most 16.7M (a TPU v4 core's four 128x128 MXUs do 65,536)."""
+ClockHz = Annotated[int, Field(ge=1_000, le=10**10)]
+"""Clock: 1 kHz (below any microcontroller's) to 10 GHz (above the ~9 GHz overclocking record)."""
 
 
-class TvmTargetSpec(StrictModel):
+class DescriptorModel(StrictModel):
+    """A section of a descriptor: strict types (no string, bool or float is coerced into an integer,
+    no string into a float) and finite floats only (nan and inf are refused)."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
+
+
+class TvmTargetSpec(DescriptorModel):
     """The TVM target, in TVM 0.27's JSON-dict form (``tvm.target.Target(dict)``)."""
 
     kind: Literal["llvm", "opencl", "cuda", "vulkan", "metal"]
     mtriple: str | None = Field(None, min_length=1, description="LLVM target triple, e.g. aarch64-linux-gnu")
     mcpu: str | None = Field(None, min_length=1, description="LLVM CPU name, or 'native' for this machine")
     mattr: list[str] = Field(default_factory=list, description="LLVM features, e.g. ['+neon', '+dotprod']")
-    num_cores: PositiveInt | Native | None = Field(None, description="threads the runtime may use")
+    num_cores: CoreCount | Native | None = Field(None, description="threads the runtime may use")
     host: TvmTargetSpec | None = Field(None, description="host target of a GPU/NPU target")
 
     @model_validator(mode="after")
@@ -62,14 +99,14 @@ class TvmTargetSpec(StrictModel):
         return out
 
 
-class Dtypes(StrictModel):
+class Dtypes(DescriptorModel):
     """Data types the target's runtime executes."""
 
     weights: list[WeightDtype] = Field(min_length=1)
     activations: list[ActivationDtype] = Field(min_length=1)
 
 
-class Quantization(StrictModel):
+class Quantization(DescriptorModel):
     """Quantization layouts the target's kernels support."""
 
     group_sizes: list[Annotated[int, Field(ge=8, le=4096)]] = Field(default_factory=list)
@@ -80,65 +117,65 @@ class Quantization(StrictModel):
         description="weight_only: low-bit weights, float activations; w8a8: int8 weights and activations")
 
 
-class Sparsity(StrictModel):
+class Sparsity(DescriptorModel):
     """Sparsity patterns the target's runtime exploits for size or speed (empty: none)."""
 
     patterns: list[SparsityPattern] = Field(default_factory=list)
 
 
-class Ops(StrictModel):
+class Ops(DescriptorModel):
     """Operator coverage: ``all``, or the ATen op names (e.g. ``linear``, ``softmax``) it executes."""
 
     supported: Literal["all"] | list[str] = "all"
 
 
-class Memory(StrictModel):
+class Memory(DescriptorModel):
     """Memory of the device, in bytes and GB/s."""
 
-    ram_bytes: PositiveInt | Native
-    sram_bytes: PositiveInt | None = Field(None, description="on-chip SRAM (NPU) or last-level cache")
-    local_memory_bytes: PositiveInt | None = Field(None, description="GPU local/shared memory per work-group")
-    bandwidth_gbps: Annotated[float, Field(gt=0)] | None = None
-    kv_cache_bytes: PositiveInt | None = Field(
+    ram_bytes: MemoryBytes | Native
+    sram_bytes: OnChipBytes | None = Field(None, description="on-chip SRAM (NPU) or last-level cache")
+    local_memory_bytes: LocalMemoryBytes | None = Field(None, description="GPU local/shared memory per work-group")
+    bandwidth_gbps: BandwidthGbps | None = None
+    kv_cache_bytes: KvCacheBytes | None = Field(
         None, description="memory a causal LM's KV cache may take; default: half the RAM left after the weights")
 
 
-class Compute(StrictModel):
+class Compute(DescriptorModel):
     """Compute capabilities."""
 
-    vector_width_bits: PositiveInt | Native | None = None
+    vector_width_bits: VectorWidthBits | Native | None = None
     int8_dot: list[Int8Dot] | Native = Field(
         default_factory=list,
         description="int8 dot-product instructions the CPU has: avx512_vnni, avx_vnni (x86 VPDPBUSD), dotprod (Arm "
                     "SDOT), i8mm (Arm SMMLA; no slmc kernel uses it yet); slmc's int8 linears use them "
                     "(slmc.schedules.int8_matmul). Must agree with tvm.mcpu/mattr; 'native': this machine's CPU flags")
-    peak_gops: dict[str, Annotated[float, Field(gt=0)]] = Field(
+    peak_gops: dict[str, PeakGops] = Field(
         default_factory=dict, description="peak operations per second (1e9) by dtype"
     )
 
 
-class Limits(StrictModel):
+class Limits(DescriptorModel):
     """Hard limits kernels must respect (GPU: OpenCL's ``CL_DEVICE_*`` values)."""
 
-    max_workgroup_size: PositiveInt | None = Field(None, description="work-items per work-group (CL_DEVICE_MAX_WORK_GROUP_SIZE)")
-    max_workgroup_dims: list[PositiveInt] | None = Field(
+    max_workgroup_size: WorkItems | None = Field(None, description="work-items per work-group (CL_DEVICE_MAX_WORK_GROUP_SIZE)")
+    max_workgroup_dims: list[WorkItems] | None = Field(
         None, min_length=1, max_length=3, description="work-items per work-group along x, y, z (CL_DEVICE_MAX_WORK_ITEM_SIZES)")
     image_support: bool | None = Field(None, description="kernels may use image objects (CL_DEVICE_IMAGE_SUPPORT)")
 
 
-class Npu(StrictModel):
+class Npu(DescriptorModel):
     """An NPU's integer datapath (``kind: npu`` only): what slmc's partition report and integer
     reference (``slmc.npu``) model. int8 x int8 products, int32 accumulation, then a fixed-point
     requantize (int32 multiplier with 31 fractional bits and a right shift) saturated to int8."""
 
-    macs_per_cycle: PositiveInt = Field(description="int8 x int8 multiply-accumulates per clock cycle")
-    clock_hz: PositiveInt = Field(description="NPU clock frequency")
+    macs_per_cycle: MacsPerCycle = Field(description="int8 x int8 multiply-accumulates per clock cycle")
+    clock_hz: ClockHz = Field(description="NPU clock frequency")
     rounding: Literal["half_up", "half_away_from_zero"] = Field(
         description="rounding of the requantize right shift: half_up adds 2^(shift-1) before an arithmetic shift "
                     "(round half towards +inf); half_away_from_zero rounds ties away from zero")
 
 
-class TargetDescriptor(StrictModel):
+class TargetDescriptor(DescriptorModel):
     """A hardware target. See docs/targets.md for every field."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -327,6 +364,8 @@ def load_target(ref: str | Path | TargetDescriptor) -> TargetDescriptor:
             return descriptor_from_document(read_yaml(path))
     except YamlSyntaxError as exc:
         raise TargetError(text_ref, [exc.problem]) from None
-    raise TargetNotFoundError(
-        f"target '{text_ref}' is neither a built-in target ({', '.join(builtin_target_names())}) nor an existing descriptor file"
-    )
+    if looks_like_path:
+        raise TargetNotFoundError(f"target descriptor file '{text_ref}' not found")
+    names = builtin_target_names()
+    raise TargetNotFoundError(f"target '{text_ref}' is neither a built-in target nor an existing descriptor file"
+                              f"{did_you_mean(text_ref, names)}; built-in targets: {', '.join(names)}")

@@ -98,7 +98,7 @@ def test_negative_cli_bfloat16_recipe_for_mali_exits_2_before_the_model_loads(tm
                              "-r", "bf16.yaml", "-o", "out", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
     error = json.loads(result.stdout)["error"]
-    assert error["type"] == "TargetError"
+    assert error["type"] == "RecipeTargetMismatchError" and error["target"] == "mali-g710"  # a recipe problem
     (problem,) = error["problems"]
     assert problem["path"] == "passes.1.cast_weights.dtype"
     assert "'bfloat16' is not supported" in problem["message"] and "mali-g710" in problem["message"]

@@ -69,3 +69,33 @@ def test_commit_still_refuses_a_foreign_directory(tmp_path):
         with pytest.raises(ArtifactError, match="refusing to overwrite"):
             staged.commit()
     assert (final / "notes.txt").read_text() == "mine"
+
+
+@pytest.fixture(params=[0o022, 0o027], ids=["umask022", "umask027"])
+def umask(request):
+    """Run the test under this umask (restored afterwards)."""
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+def test_committed_files_and_directories_get_the_users_umask(tmp_path, umask):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from slmc.artifact.layout import current_umask
+
+    assert current_umask() == umask
+    with StagedArtifact(tmp_path / "art") as staged:
+        save_file({"w": np.zeros(4, np.float32)}, str(staged.path / "weights.safetensors"))  # safetensors writes 0600
+        (staged.path / "model.so").write_bytes(b"\x7fELF")
+        (staged.path / "model.so").chmod(0o700)  # a linker's output: executable
+        (staged.path / "tokenizer").mkdir(mode=0o700)
+        (staged.path / "tokenizer" / "tokenizer.json").write_text("{}")
+        (staged.path / "tokenizer" / "tokenizer.json").chmod(0o600)
+        (staged.path / MANIFEST).write_text("{}")
+        final = staged.commit()
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in [final, *final.rglob("*")]}
+    file_mode, dir_mode = 0o666 & ~umask, 0o777 & ~umask
+    assert modes == {"art": dir_mode, "art/weights.safetensors": file_mode, "art/model.so": dir_mode,
+                     "art/tokenizer": dir_mode, "art/tokenizer/tokenizer.json": file_mode, f"art/{MANIFEST}": file_mode}

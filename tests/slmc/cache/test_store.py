@@ -214,3 +214,29 @@ def test_tuning_database_records_change_the_target_component(tmp_path, monkeypat
     first = tuning_digest(host)
     (directory / RECORDS).write_text('[0, "other record"]\n')
     assert len({empty, first, tuning_digest(host)}) == 3
+
+
+def _modes(root):
+    return {p.relative_to(root).as_posix(): p.stat().st_mode & 0o777 for p in [root, *root.rglob("*")]}
+
+
+def test_artifacts_and_cache_entries_get_the_users_umask(cached_compile, tmp_path):
+    """Every file of a compiled artifact, of its cache entry and of a cache hit has the modes of the
+    user's umask (weights.safetensors and verification.safetensors were 0600, unreadable to a deploy user)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for root in (cached_compile.artifact, CompileCache(cached_compile.cache).entry_path(cached_compile.result.cache["key"])):
+        modes = _modes(root)
+        assert {"weights.safetensors", "model.so", "manifest.json"} <= {n.rsplit("/", 1)[-1] for n in modes}, modes
+        for name, mode in modes.items():
+            executable = name.endswith(".so") or (root / name).is_dir()
+            assert mode == (0o777 if executable else 0o666) & ~umask, (root, name, oct(mode))
+    previous = os.umask(0o027)
+    try:
+        manifest = CompileCache(cached_compile.cache).fetch(cached_compile.result.cache["key"], tmp_path / "hit")
+    finally:
+        os.umask(previous)
+    assert manifest is not None
+    for name, mode in _modes(tmp_path / "hit").items():
+        executable = name.endswith(".so") or (tmp_path / "hit" / name).is_dir()
+        assert mode == (0o750 if executable else 0o640), (name, oct(mode))

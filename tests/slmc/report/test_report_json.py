@@ -131,3 +131,16 @@ def test_compile_junit_on_a_failed_compile(tmp_path):
     assert result.exit_code == 2
     suite, cases = junit_cases(tmp_path / "junit.xml")
     assert list(cases) == ["compile"] and cases["compile"].find("error") is not None and suite.get("errors") == "1"
+
+
+def test_report_files_get_the_users_umask(cached_compile, tmp_path):
+    import os
+
+    result = cached_compile.result
+    previous = os.umask(0o027)
+    try:
+        json_path, html_path = write_report(build_report(result.manifest, result.artifact, result.cache, result.timings),
+                                            tmp_path / "report")
+    finally:
+        os.umask(previous)
+    assert [p.stat().st_mode & 0o777 for p in (json_path.parent, json_path, html_path)] == [0o750, 0o640, 0o640]

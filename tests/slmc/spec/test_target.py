@@ -44,7 +44,7 @@ def test_user_descriptor_by_path(tmp_path):
     [
         ({"kind": "fpga"}, "kind", "'cpu', 'gpu' or 'npu'"),
         ({"colour": "red"}, "colour", "unknown key"),
-        ({"memory": {"ram_bytes": -1}}, "memory.ram_bytes", "greater than 0"),
+        ({"memory": {"ram_bytes": -1}}, "memory.ram_bytes", "greater than or equal to 1024"),
         ({"tvm": {"kind": "llvm", "mattr": ["neon"]}}, "tvm", "must start with '+' or '-'"),
         ({"quantization": {"group_sizes": [3]}}, "quantization.group_sizes.0", "greater than or equal to 8"),
         ({"sparsity": {"patterns": ["3:7"]}}, "sparsity.patterns.0", "'unstructured', '2:4' or '4:8'"),
@@ -80,7 +80,7 @@ def test_unknown_target_lists_builtins():
     assert "host" in str(err.value) and "arm-cortex-a76" in str(err.value) and err.value.exit_code == 2
 
 
-@pytest.mark.parametrize("dims, needle", [([1024, 1024, 1024, 1], "at most 3"), ([], "at least 1"), ([0, 4, 4], "greater than 0")])
+@pytest.mark.parametrize("dims, needle", [([1024, 1024, 1024, 1], "at most 3"), ([], "at least 1"), ([0, 4, 4], "greater than or equal to 1")])
 def test_bad_max_workgroup_dims(tmp_path, dims, needle):
     import yaml
 
