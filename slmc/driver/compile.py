@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 import tvm
-from safetensors.numpy import save_file
 
 import slmc
 from slmc import progress
+from slmc.artifact.aligned_safetensors import save_aligned
 from slmc.artifact.layout import FORMAT_VERSION, LIBRARY, WEIGHTS, StagedArtifact, check_destination, file_entries, write_manifest
 from slmc.verify.artifact_check import save_reference
 from slmc.graph.kv_cache_fit import fit_samples
@@ -159,7 +159,8 @@ def _check_model_fits_recipe(recipe: Recipe, spec: ModelSpec) -> None:
 
 
 def _write_weights(program: RelaxProgram, path: Path) -> dict[str, Any]:
-    save_file({name: np.ascontiguousarray(w) for name, w in zip(program.weight_names, program.weights)}, str(path))
+    # 64-byte aligned, so the native runtime can hand TVM views of the memory-mapped file
+    save_aligned({name: np.ascontiguousarray(w) for name, w in zip(program.weight_names, program.weights)}, path)
     return {
         "order": program.weight_names,
         "count": len(program.weights),
