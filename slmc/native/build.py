@@ -146,6 +146,36 @@ class TvmWheels:
                                  "apache-tvm-ffi's tvm_ffi/include + tvm_ffi/lib/libtvm_ffi.so)")
 
 
+WHEEL_PACKAGES = (("apache-tvm", "tvm"), ("apache-tvm-ffi", "tvm_ffi"))
+WHEEL_FILES = ("tvm/include/", "tvm_ffi/include/", "tvm/lib/libtvm_runtime.so", "tvm_ffi/lib/libtvm_ffi.so")
+
+
+def download_tvm_wheels(platform: str, python_version: str = "3.11", cache_dir: Path | None = None) -> TvmWheels:
+    """The apache-tvm / apache-tvm-ffi wheels of this environment's versions for another
+    ``platform`` (e.g. ``manylinux_2_28_aarch64``), fetched once with ``pip download`` into
+    ``<cache>/../wheels-<platform>/`` and unpacked there (headers and the two runtime libraries)."""
+    import importlib.metadata
+    import sys
+    import zipfile
+
+    root = (Path(cache_dir) if cache_dir else DEFAULT_CACHE).parent / f"wheels-{platform}"
+    wheels = TvmWheels(root / "unpacked")
+    if all(p.exists() for p in [*wheels.include_dirs, *wheels.libraries]):
+        return wheels
+    pins = [f"{dist}=={importlib.metadata.version(dist)}" for dist, _ in WHEEL_PACKAGES]
+    _run([sys.executable, "-m", "pip", "download", "--platform", platform, "--python-version", python_version,
+          "--only-binary=:all:", "--no-deps", *pins, "-d", str(root)])
+    staging = Path(tempfile.mkdtemp(dir=root))
+    for wheel in sorted(root.glob("*.whl")):
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(staging, [n for n in archive.namelist() if n.startswith(WHEEL_FILES)])
+    if wheels.root.exists():
+        shutil.rmtree(wheels.root)
+    staging.rename(wheels.root)
+    wheels.check()
+    return wheels
+
+
 @dataclass(frozen=True)
 class RuntimeBuild:
     """The built runtime: ``library`` (libslmc_runtime.so) and ``executable`` (slmc-run), side by side."""

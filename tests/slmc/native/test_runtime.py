@@ -260,3 +260,41 @@ def test_an_empty_prompt_is_an_invalid_argument(lib, artifact):
         assert rc == -1 and lib.slmc_last_error().decode() == "the prompt encodes to no tokens"
     finally:
         model.close()
+
+
+def unpack_tokenizer(artifact: Path, out: Path) -> Path:
+    """A copy of ``artifact`` with its tokenizer stored uncompressed (manifest updated), as a bundle
+    for a target whose build has no zlib ships it (docs/runtime.md)."""
+    import gzip
+
+    shutil.copytree(artifact, out)
+    manifest = read_manifest(out)
+    packed = manifest["tokenizer"]["file"]
+    plain = packed.removesuffix(".gz")
+    (out / plain).write_bytes(gzip.decompress((out / packed).read_bytes()))
+    (out / packed).unlink()
+    del manifest["files"][packed]
+    manifest["files"][plain] = {"sha256": sha256_file(out / plain), "size": (out / plain).stat().st_size}
+    manifest["tokenizer"]["file"] = plain
+    write_manifest(out, manifest)
+    return out
+
+
+@pytest.mark.slow
+def test_aarch64_cross_build_generates_the_hosts_tokens_under_qemu(runtime, artifact, tmp_path):
+    """Timing from emulation means nothing: only the tokens are compared."""
+    from slmc.native.build import download_tvm_wheels
+
+    for tool in ("aarch64-linux-gnu-g++", "qemu-aarch64-static"):
+        if not shutil.which(tool):
+            pytest.fail(f"{tool} missing: apt-get install -y g++-aarch64-linux-gnu qemu-user-static")
+    wheels = download_tvm_wheels("manylinux_2_28_aarch64")
+    cross = build_runtime("aarch64-linux-gnu-g++", wheels)
+    arm = slmc.compile(None, None, "arm-cortex-a76", tmp_path / "fixture-lm-a76").artifact
+    bundle = unpack_tokenizer(arm, tmp_path / "bundle")
+    env = {"LD_LIBRARY_PATH": ":".join(map(str, wheels.lib_dirs)), "PATH": "/usr/bin:/bin"}
+    for prompt in PROMPTS[:2]:
+        result = subprocess.run(["qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu", str(cross.executable), str(bundle),
+                                 "--prompt", prompt, "--json"], capture_output=True, text=True, timeout=600, env=env)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["tokens"] == native_json(runtime, artifact, prompt)["tokens"]
