@@ -144,6 +144,7 @@ class TokenizerEntry(ManifestModel):
     kind: Literal["bytes", "huggingface"]
     file: str | None = Field(None, description="the stored tokenizer file (huggingface)")
     bos_token: str | None = None
+    eos_token: str | None = Field(None, description="ends generation (tokenizer_config.json's eos_token), if the model has one")
 
 
 class FileEntry(ManifestModel):

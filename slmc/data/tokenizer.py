@@ -46,7 +46,7 @@ class HuggingFaceTokenizer:
 
     kind = "huggingface"
 
-    def __init__(self, tokenizer_json: Path, bos_token: str | None = None):
+    def __init__(self, tokenizer_json: Path, bos_token: str | None = None, eos_token: str | None = None):
         from tokenizers import Tokenizer as _Tokenizer
 
         self.path = Path(tokenizer_json)
@@ -56,12 +56,13 @@ class HuggingFaceTokenizer:
             self._tok = _Tokenizer.from_file(str(self.path))
         self._tok.no_padding()  # some tokenizer.json files (MiniLM's) pad every input to a fixed length
         self._tok.no_truncation()
-        if bos_token is None:
-            config = self.path.with_name("tokenizer_config.json")
-            if config.is_file():
-                bos_token = json.loads(config.read_text(encoding="utf-8")).get("bos_token")
-                bos_token = bos_token.get("content") if isinstance(bos_token, dict) else bos_token
+        config = self.path.with_name("tokenizer_config.json")
+        if config.is_file() and (bos_token is None or eos_token is None):
+            settings = json.loads(config.read_text(encoding="utf-8"))
+            bos_token = _token_text(settings.get("bos_token")) if bos_token is None else bos_token
+            eos_token = _token_text(settings.get("eos_token")) if eos_token is None else eos_token
         self.bos_token = bos_token
+        self.eos_token = eos_token  # where generation stops (the native runtime reads it from the manifest)
         self.bos_id = self._tok.token_to_id(bos_token) if bos_token else None
 
     def encode(self, text: str) -> list[int]:
@@ -80,6 +81,11 @@ class HuggingFaceTokenizer:
         return self._tok.token_to_id(token)
 
 
+def _token_text(value: Any) -> str | None:
+    """A ``tokenizer_config.json`` token entry: a string or an AddedToken dict with ``content``."""
+    return value.get("content") if isinstance(value, dict) else value
+
+
 def save_tokenizer(tokenizer: Any, artifact_dir: Path) -> dict[str, Any] | None:
     """Store the tokenizer in the artifact; returns the manifest entry (None without a tokenizer)."""
     if tokenizer is None:
@@ -93,7 +99,10 @@ def save_tokenizer(tokenizer: Any, artifact_dir: Path) -> dict[str, Any] | None:
         if tokenizer.path.suffix != ".gz":
             data = gzip.compress(data, compresslevel=9, mtime=0)  # mtime 0: byte-identical artifacts
         (target / "tokenizer.json.gz").write_bytes(data)
-        return {"kind": "huggingface", "file": f"{TOKENIZER_DIR}/tokenizer.json.gz", "bos_token": tokenizer.bos_token}
+        entry = {"kind": "huggingface", "file": f"{TOKENIZER_DIR}/tokenizer.json.gz", "bos_token": tokenizer.bos_token}
+        if tokenizer.eos_token is not None:
+            entry["eos_token"] = tokenizer.eos_token
+        return entry
     raise TypeError(f"slmc cannot store a tokenizer of type {type(tokenizer).__name__} in an artifact")
 
 
@@ -104,5 +113,5 @@ def load_tokenizer(artifact_dir: Path, entry: dict[str, Any] | None) -> Tokenize
     if entry.get("kind") == "bytes":
         return ByteTokenizer()
     if entry.get("kind") == "huggingface":
-        return HuggingFaceTokenizer(Path(artifact_dir) / entry["file"], entry.get("bos_token"))
+        return HuggingFaceTokenizer(Path(artifact_dir) / entry["file"], entry.get("bos_token"), entry.get("eos_token"))
     raise ArtifactError(f"artifact {artifact_dir}: unknown tokenizer kind {entry.get('kind')!r}")

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 import tvm
-from safetensors.numpy import save_file
 
 import slmc
 from slmc import progress
+from slmc.artifact.aligned_safetensors import save_aligned
 from slmc.artifact.layout import LIBRARY, WEIGHTS, StagedArtifact, check_destination, file_entries, write_manifest
 from slmc.artifact.manifest import (CompiledGraph, ContextInfo, KVCacheInfo, LayerSize, Manifest, ModelInfo, PassReport, Signature,
                                     TokenizerEntry, Verification, Versions, WeightsInfo, new_manifest)
@@ -161,7 +161,8 @@ def _check_model_fits_recipe(recipe: Recipe, spec: ModelSpec) -> None:
 
 
 def _write_weights(program: RelaxProgram, path: Path) -> WeightsInfo:
-    save_file({name: np.ascontiguousarray(w) for name, w in zip(program.weight_names, program.weights)}, str(path))
+    # 64-byte aligned, so the native runtime can hand TVM views of the memory-mapped file
+    save_aligned({name: np.ascontiguousarray(w) for name, w in zip(program.weight_names, program.weights)}, path)
     return WeightsInfo(order=list(program.weight_names), count=len(program.weights), bytes=int(sum(w.nbytes for w in program.weights)),
                        dtypes=sorted({str(w.dtype) for w in program.weights}))
 

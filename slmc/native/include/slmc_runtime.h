@@ -1,9 +1,10 @@
 /* slmc_runtime.h -- the embeddable C API of slmc's native (Python-free) runtime.
  *
- * This version implements the TOKENIZER part: a Hugging Face `tokenizer.json` read and applied
- * natively, with token ids identical to the `tokenizers` library for the types it accepts (see
- * docs/runtime.md). The MODEL part at the end of this header is declared for the model runtime;
- * it is not implemented in this version (no definition is compiled: linking against it fails).
+ * Two parts: the TOKENIZER (a Hugging Face `tokenizer.json` read and applied natively, with token
+ * ids identical to the `tokenizers` library for the types it accepts) and the MODEL (an slmc
+ * artifact run by TVM's C++ runtime with memory-mapped weights, sampling and streamed tokens).
+ * The tokenizer-only library (no TVM) defines the first part; the runtime library both. See
+ * docs/runtime.md.
  *
  * Conventions
  *   - Every function that can fail returns 0 (or a non-NULL handle) on success and a negative
@@ -26,12 +27,14 @@ extern "C" {
 #endif
 
 #define SLMC_OK 0
-#define SLMC_E_INVALID_ARGUMENT (-1) /* NULL handle/pointer, id out of range for the operation */
+#define SLMC_E_INVALID_ARGUMENT (-1) /* NULL handle/pointer, id out of range, bad sampling params, prompt too long */
 #define SLMC_E_CAPACITY (-2)         /* output buffer too small; *count / *len holds the size needed */
 #define SLMC_E_IO (-3)               /* file missing or unreadable */
-#define SLMC_E_FORMAT (-4)           /* malformed file (JSON syntax, missing field, bad value) */
-#define SLMC_E_UNSUPPORTED (-5)      /* a tokenizer component or pattern this version does not implement */
+#define SLMC_E_FORMAT (-4)           /* malformed file (JSON syntax, missing field, bad value, wrong format_version) */
+#define SLMC_E_UNSUPPORTED (-5)      /* a tokenizer component, pattern or artifact kind this version does not implement */
 #define SLMC_E_INTERNAL (-6)         /* out of memory or another unexpected failure */
+#define SLMC_E_MODEL (-7)            /* TVM failed to load or run model.so (its message is kept) */
+#define SLMC_E_INTEGRITY (-8)        /* an artifact file differs from its manifest (size or sha256) */
 
 /* The message of the last failed call on this thread ("" when none); valid until the next call
  * on this thread. Messages name the file, JSON field or byte offset and what was expected. */
@@ -95,36 +98,79 @@ int32_t slmc_token_to_id(const slmc_tokenizer* tok, const char* token);
 void slmc_tokenizer_close(slmc_tokenizer* tok);
 
 /* ------------------------------------------------------------------------------------------
- * Model runtime -- DECLARED FOR THE MODEL RUNTIME; NOT IMPLEMENTED IN THIS VERSION.
- * No definitions of these functions are compiled yet: a program calling them does not link.
- * The intended contract, so embedders can see the shape of the API:
+ * Model runtime (implemented in libslmc_runtime.so of the model build, linked with TVM's C++
+ * runtime: libtvm_runtime.so + libtvm_ffi.so; see docs/runtime.md). The tokenizer-only library
+ * has no definitions of these functions.
  * ------------------------------------------------------------------------------------------ */
 
 typedef struct slmc_model slmc_model;
 
+/* How the next token is chosen, applied in Hugging Face's order:
+ *   1. repetition_penalty (HF's definition): for every distinct id already in the context (the
+ *      prompts and generated tokens since the last reset), a positive logit is divided by it and a
+ *      negative one multiplied by it;
+ *   2. temperature == 0: greedy -- the first maximum (numpy argmax); nothing below applies;
+ *   3. logits / temperature; top_k > 0 keeps the k highest (ties: lower id first);
+ *   4. top_p < 1 keeps the smallest prefix, in descending probability, whose mass reaches top_p;
+ *   5. one draw from the softmax of what is left (double precision), with u in [0, 1) from
+ *      splitmix64 seeded with `seed` at every slmc_generate call: state += 0x9E3779B97F4A7C15;
+ *      z = state; z = (z ^ z>>30) * 0xBF58476D1CE4E5B9; z = (z ^ z>>27) * 0x94D049BB133111EB;
+ *      out = z ^ z>>31; u = (out >> 11) * 2^-53. Same artifact, prompt, params and seed: same tokens. */
 typedef struct slmc_sampling_params {
     float temperature;        /* 0: greedy (argmax) */
     int32_t top_k;            /* 0: no top-k cut */
-    float top_p;              /* 1.0: no nucleus cut */
-    float repetition_penalty; /* 1.0: none */
+    float top_p;              /* 1.0: no nucleus cut; must lie in (0, 1] */
+    float repetition_penalty; /* 1.0: none; must be > 0 */
     uint64_t seed;            /* sampling is deterministic for a given seed */
-    int32_t max_new_tokens;
+    int32_t max_new_tokens;   /* >= 1 */
 } slmc_sampling_params;
 
+/* Greedy, no cuts, seed 0, 32 new tokens (the defaults of `slmc generate` and `slmc-run`). */
+slmc_sampling_params slmc_default_sampling_params(void);
+
 /* Called once per generated token with its id and the text it completes (UTF-8, possibly empty,
- * not NUL-terminated). Return 0 to continue, non-zero to stop generation. */
+ * not NUL-terminated; the streaming detokenizer skipping special tokens, as slmc_detokenizer_open
+ * with flags 0). Return 0 to continue, non-zero to stop generation. */
 typedef int (*slmc_token_callback)(void* user_data, int32_t token_id, const char* text, size_t text_len);
 
-/* Opens an slmc artifact directory: loads model.so with TVM's C++ runtime, memory-maps the weights,
- * reads the tokenizer. NULL on failure (slmc_last_error). */
+/* Opens an slmc artifact directory (manifest format_version 2, a causal LM with a KV cache and a
+ * "huggingface" tokenizer): checks every listed file's size and the sha256 of model.so, the weights
+ * and the tokenizer against manifest.json (SLMC_E_INTEGRITY naming the file), memory-maps
+ * weights.safetensors and hands TVM views of the mapping (no copy; 64-byte aligned as slmc writes
+ * it), loads model.so with TVM's C++ runtime (SLMC_E_MODEL with TVM's message) and reads the
+ * tokenizer. NULL on failure (slmc_last_error). */
 slmc_model* slmc_model_open(const char* artifact_dir);
 
-/* Tokenizes `prompt`, prefills, decodes up to params->max_new_tokens tokens (stopping at the
- * model's end-of-sequence token), calling `callback` per token. Continues the current KV state. */
+/* Tokenizes `prompt` WITHOUT special tokens (SLMC_NO_SPECIAL_TOKENS -- as `slmc generate` and
+ * slmc's Python tokenizer encode prompts), prefills it after the current context (the KV state of
+ * earlier calls, plus their last generated token), then generates up to params->max_new_tokens
+ * tokens, calling `callback` (may be NULL) per token. Stops after the tokenizer's eos token (the
+ * manifest's tokenizer.eos_token; artifacts written before it was recorded never stop early), at
+ * max_new_tokens, when the callback returns non-zero, or when the artifact's max_context is full.
+ * SLMC_E_INVALID_ARGUMENT for an empty prompt, one that does not fit the context or bad params. */
 int slmc_generate(slmc_model* model, const char* prompt, size_t prompt_len, const slmc_sampling_params* params,
                   slmc_token_callback callback, void* user_data);
 
-/* Clears the KV cache (a new conversation). */
+/* Timings and counts of the last successful slmc_generate on this model. */
+typedef struct slmc_generation_stats {
+    int32_t prompt_tokens;    /* tokens of the prompt */
+    int32_t generated_tokens; /* tokens passed to the callback */
+    double ttft_seconds;      /* from the call to the first token (tokenize, prefill, sample) */
+    double prefill_seconds;   /* the prefill call of the model */
+    double decode_seconds;    /* from the first token to the last (generated_tokens - 1 model calls) */
+    int32_t stopped_at_eos;   /* 1 when the last token is the eos token */
+    int32_t stopped_at_context; /* 1 when max_context stopped generation */
+} slmc_generation_stats;
+int slmc_model_last_stats(const slmc_model* model, slmc_generation_stats* stats);
+
+/* The model's tokenizer, owned by the model (do not close it); valid until slmc_model_close. */
+slmc_tokenizer* slmc_model_tokenizer(slmc_model* model);
+/* The eos token id generation stops at, or -1 when the manifest names none. */
+int32_t slmc_model_eos_id(const slmc_model* model);
+/* The artifact's max_context (prompt + generated tokens since the last reset), or 0 for NULL. */
+int32_t slmc_model_max_context(const slmc_model* model);
+
+/* Clears the KV cache and the context (a new conversation). */
 int slmc_model_reset(slmc_model* model);
 
 void slmc_model_close(slmc_model* model);

@@ -5,14 +5,11 @@
 #include <string>
 
 #include "../include/slmc_runtime.h"
+#include "c_api_guard.hpp"
+#include "c_api_handles.hpp"
 #include "errors.hpp"
 #include "read_file.hpp"
 #include "tokenizer.hpp"
-
-struct slmc_tokenizer {
-    slmc::Tokenizer impl;
-    explicit slmc_tokenizer(const std::string& path) : impl(path) {}
-};
 
 struct slmc_detokenizer {
     slmc::DecodeStream impl;
@@ -20,32 +17,17 @@ struct slmc_detokenizer {
     slmc_detokenizer(const slmc::Tokenizer& tok, bool skip) : impl(tok, skip) {}
 };
 
+namespace slmc {
+std::string& last_error() {
+    thread_local std::string text;
+    return text;
+}
+}  // namespace slmc
+
 namespace {
 
-thread_local std::string g_last_error;
-
-int fail(int code, const std::string& message) {
-    g_last_error = message;
-    return code;
-}
-
-template <class F>
-int guarded(F&& body) {
-    try {
-        g_last_error.clear();
-        return body();
-    } catch (const slmc::IoError& e) {
-        return fail(SLMC_E_IO, e.what());
-    } catch (const slmc::FormatError& e) {
-        return fail(SLMC_E_FORMAT, e.what());
-    } catch (const slmc::UnsupportedError& e) {
-        return fail(SLMC_E_UNSUPPORTED, e.what());
-    } catch (const std::bad_alloc&) {
-        return fail(SLMC_E_INTERNAL, "out of memory");
-    } catch (const std::exception& e) {
-        return fail(SLMC_E_INTERNAL, std::string("internal error: ") + e.what());
-    }
-}
+using slmc::fail;
+using slmc::guarded;
 
 int write_out(const std::string& text, char* out, size_t capacity, size_t* len) {
     *len = text.size();
@@ -58,7 +40,7 @@ int write_out(const std::string& text, char* out, size_t capacity, size_t* len) 
 
 extern "C" {
 
-const char* slmc_last_error(void) { return g_last_error.c_str(); }
+const char* slmc_last_error(void) { return slmc::last_error().c_str(); }
 
 int slmc_tokenizer_supports_gzip(void) { return slmc::gzip_supported() ? 1 : 0; }
 

@@ -11,3 +11,17 @@ struct FormatError : std::runtime_error { using std::runtime_error::runtime_erro
 struct UnsupportedError : std::runtime_error { using std::runtime_error::runtime_error; };
 
 }  // namespace slmc
+
+namespace slmc {
+
+// TVM failed to load or run model.so (its message is kept).
+struct ModelError : std::runtime_error { using std::runtime_error::runtime_error; };
+
+}  // namespace slmc
+
+namespace slmc {
+
+// An artifact file whose size or sha256 differs from the manifest.
+struct IntegrityError : std::runtime_error { using std::runtime_error::runtime_error; };
+
+}  // namespace slmc

@@ -1,0 +1,91 @@
+// The model part of include/slmc_runtime.h over a Session; exceptions become SLMC_E_* codes.
+#include <memory>
+#include <string>
+
+#include "../include/slmc_runtime.h"
+#include "../src/c_api_guard.hpp"
+#include "session.hpp"
+
+struct slmc_model {
+    slmc::Session session;
+    explicit slmc_model(const std::string& dir) : session(dir) {}
+};
+
+using slmc::fail;
+using slmc::guarded;
+
+extern "C" {
+
+slmc_sampling_params slmc_default_sampling_params(void) {
+    slmc_sampling_params p;
+    p.temperature = 0.0f;
+    p.top_k = 0;
+    p.top_p = 1.0f;
+    p.repetition_penalty = 1.0f;
+    p.seed = 0;
+    p.max_new_tokens = 32;
+    return p;
+}
+
+slmc_model* slmc_model_open(const char* artifact_dir) {
+    slmc_model* model = nullptr;
+    int rc = guarded([&] {
+        if (!artifact_dir) return fail(SLMC_E_INVALID_ARGUMENT, "slmc_model_open: artifact_dir is NULL");
+        model = new slmc_model(artifact_dir);
+        return SLMC_OK;
+    });
+    return rc == SLMC_OK ? model : nullptr;
+}
+
+int slmc_generate(slmc_model* model, const char* prompt, size_t prompt_len, const slmc_sampling_params* params,
+                  slmc_token_callback callback, void* user_data) {
+    return guarded([&] {
+        if (!model || (!prompt && prompt_len) || !params)
+            return fail(SLMC_E_INVALID_ARGUMENT, "slmc_generate: NULL model, prompt or params");
+        slmc::Sampling s;
+        s.temperature = params->temperature;
+        s.top_k = params->top_k;
+        s.top_p = params->top_p;
+        s.repetition_penalty = params->repetition_penalty;
+        model->session.generate(std::string(prompt ? prompt : "", prompt_len), s, params->seed, params->max_new_tokens,
+                                [&](int32_t id, const std::string& text) {
+                                    return callback == nullptr || callback(user_data, id, text.data(), text.size()) == 0;
+                                });
+        return SLMC_OK;
+    });
+}
+
+int slmc_model_last_stats(const slmc_model* model, slmc_generation_stats* stats) {
+    return guarded([&] {
+        if (!model || !stats) return fail(SLMC_E_INVALID_ARGUMENT, "slmc_model_last_stats: NULL model or stats");
+        const slmc::GenerationStats& g = model->session.last_stats();
+        stats->prompt_tokens = g.prompt_tokens;
+        stats->generated_tokens = g.generated_tokens;
+        stats->ttft_seconds = g.ttft_seconds;
+        stats->prefill_seconds = g.prefill_seconds;
+        stats->decode_seconds = g.decode_seconds;
+        stats->stopped_at_eos = g.stopped_at_eos ? 1 : 0;
+        stats->stopped_at_context = g.stopped_at_context ? 1 : 0;
+        return SLMC_OK;
+    });
+}
+
+slmc_tokenizer* slmc_model_tokenizer(slmc_model* model) { return model ? model->session.tokenizer() : nullptr; }
+
+int32_t slmc_model_eos_id(const slmc_model* model) { return model ? model->session.eos_id() : -1; }
+
+int32_t slmc_model_max_context(const slmc_model* model) {
+    return model ? static_cast<int32_t>(model->session.manifest().kv_cache.max_context) : 0;
+}
+
+int slmc_model_reset(slmc_model* model) {
+    return guarded([&] {
+        if (!model) return fail(SLMC_E_INVALID_ARGUMENT, "slmc_model_reset: model is NULL");
+        model->session.reset();
+        return SLMC_OK;
+    });
+}
+
+void slmc_model_close(slmc_model* model) { delete model; }
+
+}  // extern "C"

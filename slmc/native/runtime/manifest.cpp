@@ -1,0 +1,93 @@
+// manifest.json through the project's JSON reader; every missing or mistyped field is named.
+#include "manifest.hpp"
+
+#include <cmath>
+
+#include "../src/errors.hpp"
+#include "../src/json.hpp"
+#include "../src/read_file.hpp"
+
+namespace slmc {
+namespace {
+
+struct Reader {
+    const std::string& source;
+
+    [[noreturn]] void bad(const std::string& field, const std::string& expected) const {
+        throw FormatError(source + ": field '" + field + "': expected " + expected);
+    }
+    const Json& field(const Json& obj, const std::string& parent, const std::string& key) const {
+        const Json* v = obj.get(key);
+        std::string name = parent.empty() ? key : parent + "." + key;
+        if (!v) bad(name, "to be present");
+        return *v;
+    }
+    const Json& object(const Json& obj, const std::string& parent, const std::string& key) const {
+        const Json& v = field(obj, parent, key);
+        if (v.kind != Json::Kind::Object) bad(parent.empty() ? key : parent + "." + key, "an object");
+        return v;
+    }
+    int64_t integer(const Json& v, const std::string& name) const {
+        if (v.kind != Json::Kind::Number || std::floor(v.number) != v.number) bad(name, "an integer");
+        return static_cast<int64_t>(v.number);
+    }
+    int64_t positive(const Json& obj, const std::string& parent, const std::string& key) const {
+        int64_t n = integer(field(obj, parent, key), parent + "." + key);
+        if (n < 1) bad(parent + "." + key, "a positive integer");
+        return n;
+    }
+    std::string text(const Json& v, const std::string& name) const {
+        if (v.kind != Json::Kind::String) bad(name, "a string");
+        return v.text;
+    }
+};
+
+}  // namespace
+
+Manifest read_manifest(const std::string& artifact_dir) {
+    Manifest m;
+    m.path = artifact_dir + "/manifest.json";
+    Json root = parse_json(read_file(m.path), m.path);
+    Reader r{m.path};
+    if (root.kind != Json::Kind::Object) throw FormatError(m.path + ": expected a JSON object");
+    int64_t version = r.integer(r.field(root, "", "format_version"), "format_version");
+    if (version != kManifestFormatVersion)
+        throw FormatError(m.path + ": unsupported manifest format_version " + std::to_string(version) + ", expected " +
+                          std::to_string(kManifestFormatVersion));
+    for (const auto& [name, entry] : r.object(root, "", "files").fields) {
+        if (entry.kind != Json::Kind::Object) r.bad("files." + name, "an object {sha256, size}");
+        m.files[name] = {r.text(r.field(entry, "files." + name, "sha256"), "files." + name + ".sha256"),
+                         static_cast<uint64_t>(r.integer(r.field(entry, "files." + name, "size"), "files." + name + ".size"))};
+    }
+    const Json* cache = root.get("kv_cache");
+    if (!cache || cache->is_null())
+        throw UnsupportedError(m.path + ": the artifact is not a causal LM with a KV cache (field 'kv_cache' is null or "
+                               "absent; task '" + (root.get("task") && root.get("task")->kind == Json::Kind::String ? root.get("task")->text : "?") +
+                               "'); the native runtime generates text only");
+    if (cache->kind != Json::Kind::Object) r.bad("kv_cache", "an object");
+    m.kv_cache = {r.positive(*cache, "kv_cache", "layers"), r.positive(*cache, "kv_cache", "kv_heads"),
+                  r.positive(*cache, "kv_cache", "head_dim"), r.positive(*cache, "kv_cache", "max_context")};
+    const Json& order = r.field(r.object(root, "", "weights"), "weights", "order");
+    if (order.kind != Json::Kind::Array) r.bad("weights.order", "an array of names");
+    for (const Json& name : order.items) m.weight_order.push_back(r.text(name, "weights.order[]"));
+    const Json& outputs = r.field(r.object(root, "", "signature"), "signature", "outputs");
+    if (outputs.kind != Json::Kind::Array || outputs.items.empty() || outputs.items[0].kind != Json::Kind::Object)
+        r.bad("signature.outputs", "a non-empty array of outputs");
+    const Json& shape = r.field(outputs.items[0], "signature.outputs[0]", "shape");
+    if (shape.kind != Json::Kind::Array || shape.items.size() != 3)
+        r.bad("signature.outputs[0].shape", "the logits shape [1, tokens, vocab]");
+    m.vocab = r.integer(shape.items[2], "signature.outputs[0].shape[2]");
+    const Json* tok = root.get("tokenizer");
+    if (!tok || tok->is_null()) throw UnsupportedError(m.path + ": the artifact carries no tokenizer (field 'tokenizer' is null)");
+    if (tok->kind != Json::Kind::Object) r.bad("tokenizer", "an object");
+    m.tokenizer_kind = r.text(r.field(*tok, "tokenizer", "kind"), "tokenizer.kind");
+    if (m.tokenizer_kind != "huggingface")
+        throw UnsupportedError(m.path + ": tokenizer.kind \"" + m.tokenizer_kind +
+                               "\" is not supported by the native runtime (only \"huggingface\")");
+    m.tokenizer_file = r.text(r.field(*tok, "tokenizer", "file"), "tokenizer.file");
+    const Json* eos = tok->get("eos_token");
+    if (eos && !eos->is_null()) m.eos_token = r.text(*eos, "tokenizer.eos_token");
+    return m;
+}
+
+}  // namespace slmc

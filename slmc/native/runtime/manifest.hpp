@@ -1,0 +1,39 @@
+// The fields of an artifact's manifest.json the native runtime needs, read by their names
+// (format_version 2; see slmc/artifact/layout.py and slmc/graph/kv_cache.py for their meaning).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace slmc {
+
+constexpr int64_t kManifestFormatVersion = 2;
+
+struct FileEntry {
+    std::string sha256;
+    uint64_t size = 0;
+};
+
+struct KVCacheShape {
+    int64_t layers = 0, kv_heads = 0, head_dim = 0, max_context = 0;
+};
+
+struct Manifest {
+    std::string path;                       // of manifest.json, for messages
+    std::map<std::string, FileEntry> files;  // relative name -> hash and size
+    std::vector<std::string> weight_order;   // weights.order: main's parameters after the inputs
+    KVCacheShape kv_cache;
+    int64_t vocab = 0;                       // signature.outputs[0].shape[2] (logits [1, T, V])
+    std::string tokenizer_kind;              // tokenizer.kind
+    std::string tokenizer_file;              // tokenizer.file (relative)
+    std::string eos_token;                   // tokenizer.eos_token, "" when absent
+};
+
+// Reads `<artifact_dir>/manifest.json`. Throws IoError (missing), FormatError naming the field
+// (malformed, wrong format_version) or UnsupportedError (not a causal LM with a KV cache, or a
+// tokenizer kind other than "huggingface").
+Manifest read_manifest(const std::string& artifact_dir);
+
+}  // namespace slmc

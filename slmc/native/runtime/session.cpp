@@ -1,0 +1,156 @@
+// Opening an artifact (integrity first, then tokenizer, weights, model.so) and the generation loop
+// of the KV-cache contract: a prefill call with the cache so far, then one call per new token.
+#include "session.hpp"
+
+#include <sys/stat.h>
+
+#include <stdexcept>
+
+#include "../src/errors.hpp"
+#include "sha256.hpp"
+#include "weights.hpp"
+
+namespace slmc {
+namespace ffi = tvm::ffi;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+const std::string kLibrary = "model.so";
+const std::string kWeights = "weights.safetensors";
+
+const FileEntry& listed(const Manifest& m, const std::string& name) {
+    auto it = m.files.find(name);
+    if (it == m.files.end()) throw FormatError(m.path + ": field 'files' does not list '" + name + "'");
+    return it->second;
+}
+
+// Every listed file exists with the listed size.
+void check_sizes(const std::string& dir, const Manifest& m) {
+    for (const auto& [name, entry] : m.files) {
+        std::string path = dir + "/" + name;
+        struct stat st;
+        if (::stat(path.c_str(), &st) != 0) throw IntegrityError(path + ": missing (listed in " + m.path + ")");
+        if (static_cast<uint64_t>(st.st_size) != entry.size)
+            throw IntegrityError(path + ": size " + std::to_string(st.st_size) + " bytes, the manifest says " +
+                                 std::to_string(entry.size) + "; refusing to load a damaged artifact");
+    }
+}
+
+void check_hash(const MappedFile& file, const FileEntry& entry) {
+    if (sha256_hex(file.data(), file.size()) != entry.sha256)
+        throw IntegrityError(file.path() + ": sha256 differs from the manifest (the file is corrupted or was modified); "
+                             "refusing to load it");
+}
+
+}  // namespace
+
+Session::Session(const std::string& artifact_dir) : dir_(artifact_dir) {
+    struct stat st;
+    if (::stat(dir_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) throw IoError(dir_ + ": no such artifact directory");
+    if (::stat((dir_ + "/manifest.json").c_str(), &st) != 0)
+        throw IoError(dir_ + " is not an slmc artifact: manifest.json is missing");
+    manifest_ = read_manifest(dir_);
+    check_sizes(dir_, manifest_);
+    auto weights_file = std::make_shared<const MappedFile>(dir_ + "/" + kWeights);
+    check_hash(*weights_file, listed(manifest_, kWeights));
+    check_hash(MappedFile(dir_ + "/" + kLibrary), listed(manifest_, kLibrary));
+    check_hash(MappedFile(dir_ + "/" + manifest_.tokenizer_file), listed(manifest_, manifest_.tokenizer_file));
+    tokenizer_ = std::make_unique<slmc_tokenizer>(dir_ + "/" + manifest_.tokenizer_file);
+    if (!manifest_.eos_token.empty()) {
+        eos_id_ = tokenizer_->impl.token_to_id(manifest_.eos_token);
+        if (eos_id_ < 0)
+            throw FormatError(manifest_.path + ": field 'tokenizer.eos_token': \"" + manifest_.eos_token +
+                              "\" is not a token of " + manifest_.tokenizer_file);
+    }
+    MappedWeights weights = map_weights(weights_file, manifest_.weight_order);
+    copied_weights_ = weights.copied;
+    model_ = std::make_unique<TvmModel>(dir_ + "/" + kLibrary, std::move(weights.tensors));
+    reset();
+}
+
+void Session::reset() {
+    const KVCacheShape& c = manifest_.kv_cache;
+    keys_ = host_tensor({c.layers, 1, c.kv_heads, 1, c.head_dim}, DLDataType{kDLFloat, 32, 1});
+    values_ = host_tensor({c.layers, 1, c.kv_heads, 1, c.head_dim}, DLDataType{kDLFloat, 32, 1});
+    context_.clear();
+    has_pending_ = false;
+}
+
+StepOutputs Session::run(const std::vector<int32_t>& ids) {
+    ffi::Tensor input = host_tensor({1, static_cast<int64_t>(ids.size())}, DLDataType{kDLInt, 64, 1});
+    auto* data = static_cast<int64_t*>(input.data_ptr());
+    for (size_t i = 0; i < ids.size(); ++i) data[i] = ids[i];
+    StepOutputs out = model_->step(input, keys_, values_);
+    keys_ = out.keys;
+    values_ = out.values;
+    return out;
+}
+
+const float* Session::last_logits(const ffi::Tensor& logits) const {
+    const DLTensor* t = logits.GetDLTensorPtr();
+    if (t->ndim != 3 || t->dtype.code != kDLFloat || t->dtype.bits != 32 || t->shape[2] != manifest_.vocab || !logits.IsContiguous())
+        throw ModelError(dir_ + "/" + kLibrary + ": main's logits are not a contiguous float32 [1, T, " +
+                         std::to_string(manifest_.vocab) + "] tensor as the manifest's signature says");
+    const auto* base = reinterpret_cast<const float*>(static_cast<const char*>(t->data) + t->byte_offset);
+    return base + (t->shape[1] - 1) * t->shape[2];
+}
+
+GenerationStats Session::generate(const std::string& prompt, const Sampling& sampling, uint64_t seed, int32_t max_new_tokens,
+                                  const TokenSink& sink) {
+    Clock::time_point start = Clock::now();
+    check_sampling(sampling);
+    if (max_new_tokens < 1) throw std::invalid_argument("max_new_tokens must be >= 1, got " + std::to_string(max_new_tokens));
+    GenerationStats stats;
+    std::vector<int32_t> prompt_ids = tokenizer_->impl.encode(prompt.data(), prompt.size(), /*add_special_tokens=*/false);
+    if (prompt_ids.empty()) throw std::invalid_argument("the prompt encodes to no tokens");
+    for (int32_t id : prompt_ids)
+        if (id >= manifest_.vocab)
+            throw std::invalid_argument("the prompt encodes to token id " + std::to_string(id) + ", outside the model's vocabulary [0, " +
+                                        std::to_string(manifest_.vocab) + ")");
+    std::vector<int32_t> feed;
+    if (has_pending_) feed.push_back(context_.back());
+    feed.insert(feed.end(), prompt_ids.begin(), prompt_ids.end());
+    int64_t cached = keys_.size(3) - 1;
+    int64_t max_context = manifest_.kv_cache.max_context;
+    if (cached + static_cast<int64_t>(feed.size()) > max_context)
+        throw std::invalid_argument(std::to_string(cached) + " cached + " + std::to_string(feed.size()) +
+                                    " new tokens exceed the artifact's max_context " + std::to_string(max_context));
+    context_.insert(context_.end(), prompt_ids.begin(), prompt_ids.end());
+    stats.prompt_tokens = static_cast<int32_t>(prompt_ids.size());
+
+    Clock::time_point prefill_start = Clock::now();
+    StepOutputs out = run(feed);
+    stats.prefill_seconds = seconds_since(prefill_start);
+    has_pending_ = false;
+    SplitMix64 rng(seed);
+    DecodeStream stream(tokenizer_->impl, /*skip_special_tokens=*/true);
+    Clock::time_point decode_start = Clock::now();
+    while (true) {
+        int32_t token = sample_token(last_logits(out.logits), manifest_.vocab, sampling, context_, rng);
+        context_.push_back(token);
+        has_pending_ = true;
+        ++stats.generated_tokens;
+        if (stats.generated_tokens == 1) {
+            stats.ttft_seconds = seconds_since(start);
+            decode_start = Clock::now();
+        }
+        bool go_on = sink(token, stream.step(token));
+        if (token == eos_id_) stats.stopped_at_eos = true;
+        if (!go_on || stats.stopped_at_eos || stats.generated_tokens >= max_new_tokens) break;
+        if (keys_.size(3) - 1 + 1 > max_context) {
+            stats.stopped_at_context = true;
+            break;
+        }
+        out = run({token});
+        has_pending_ = false;
+    }
+    stats.decode_seconds = seconds_since(decode_start);
+    last_ = stats;
+    return stats;
+}
+
+}  // namespace slmc

@@ -1,0 +1,70 @@
+// An opened artifact and its conversation state: the KV cache, the tokens in context and the
+// last sampled token (not yet fed to the model).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../src/c_api_handles.hpp"
+#include "manifest.hpp"
+#include "mapped_file.hpp"
+#include "sampler.hpp"
+#include "tvm_model.hpp"
+
+namespace slmc {
+
+struct GenerationStats {
+    int32_t prompt_tokens = 0;     // tokens of this call's prompt
+    int32_t generated_tokens = 0;
+    double ttft_seconds = 0;       // from the call to the first token (tokenize + prefill + sample)
+    double prefill_seconds = 0;    // the prefill call of the model
+    double decode_seconds = 0;     // the decode calls (one per token after the first) with sampling
+    bool stopped_at_eos = false;
+    bool stopped_at_context = false;
+};
+
+// Returns false to stop generation.
+using TokenSink = std::function<bool(int32_t id, const std::string& text)>;
+
+class Session {
+  public:
+    // Opens `artifact_dir` (checks the manifest's sizes and sha256 of model.so, the weights and the
+    // tokenizer; maps the weights). Throws IoError / FormatError / IntegrityError / ModelError /
+    // UnsupportedError with the file or field named.
+    explicit Session(const std::string& artifact_dir);
+
+    // Encodes `prompt` without special tokens (as `slmc generate` does), prefills it after the
+    // current context and decodes up to `max_new_tokens` (stopping at the tokenizer's eos token and
+    // at the artifact's max_context). Throws std::invalid_argument for an empty prompt or one that
+    // does not fit the context.
+    GenerationStats generate(const std::string& prompt, const Sampling& sampling, uint64_t seed, int32_t max_new_tokens,
+                             const TokenSink& sink);
+    void reset();
+
+    slmc_tokenizer* tokenizer() { return tokenizer_.get(); }
+    const Manifest& manifest() const { return manifest_; }
+    int32_t eos_id() const { return eos_id_; }
+    size_t copied_weights() const { return copied_weights_; }
+    const GenerationStats& last_stats() const { return last_; }
+
+  private:
+    std::string dir_;
+    Manifest manifest_;
+    std::unique_ptr<slmc_tokenizer> tokenizer_;
+    std::unique_ptr<TvmModel> model_;
+    int32_t eos_id_ = -1;
+    size_t copied_weights_ = 0;
+    tvm::ffi::Tensor keys_, values_;
+    std::vector<int32_t> context_;  // every token in the cache, then the pending one
+    bool has_pending_ = false;      // context_.back() was sampled but not yet fed to the model
+    GenerationStats last_;
+
+    StepOutputs run(const std::vector<int32_t>& ids);
+    const float* last_logits(const tvm::ffi::Tensor& logits) const;
+};
+
+}  // namespace slmc

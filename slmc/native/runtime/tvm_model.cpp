@@ -1,0 +1,76 @@
+// The Relax VM through tvm-ffi (TVM 0.27): Module::LoadFromFile, the module's vm_load_executable
+// and vm_initialization functions, and `main` called with packed arguments.
+#include "tvm_model.hpp"
+
+#include <tvm/ffi/container/array.h>
+#include <tvm/ffi/error.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "../src/errors.hpp"
+
+namespace slmc {
+namespace ffi = tvm::ffi;
+
+namespace {
+
+constexpr int kPooledAllocator = 2;  // relax.VirtualMachine.POOLED_ALLOCATOR, the Python default
+constexpr size_t kAlignment = 64;
+
+struct ZeroedHost {
+    void AllocData(DLTensor* t) {
+        size_t size = ffi::GetDataSize(*t);
+        size_t rounded = (size + kAlignment - 1) / kAlignment * kAlignment;
+        t->data = std::aligned_alloc(kAlignment, rounded ? rounded : kAlignment);
+        if (!t->data) throw std::bad_alloc();
+        std::memset(t->data, 0, rounded ? rounded : kAlignment);
+    }
+    void FreeData(DLTensor* t) { std::free(t->data); }
+};
+
+ffi::Function require(const ffi::Module& mod, const std::string& name, const std::string& path) {
+    ffi::Optional<ffi::Function> f = mod->GetFunction(name);
+    if (!f.has_value()) throw ModelError(path + ": the module has no function '" + name + "' (not a Relax VM executable?)");
+    return f.value();
+}
+
+std::string describe(const ffi::Error& e) { return e.kind() + ": " + e.message(); }
+
+}  // namespace
+
+ffi::Tensor host_tensor(const std::vector<int64_t>& shape, DLDataType dtype) {
+    return ffi::Tensor::FromNDAlloc(ZeroedHost{}, ffi::ShapeView(shape.data(), shape.size()), dtype, DLDevice{kDLCPU, 0});
+}
+
+TvmModel::TvmModel(const std::string& library_path, std::vector<ffi::Tensor> weights)
+    : path_(library_path), weights_(std::move(weights)) {
+    try {
+        library_ = ffi::Module::LoadFromFile(library_path);
+        vm_ = require(*library_, "vm_load_executable", path_)().cast<ffi::Module>();
+        require(*vm_, "vm_initialization", path_)(static_cast<int>(kDLCPU), 0, kPooledAllocator);
+        main_ = require(*vm_, "main", path_);
+    } catch (const ffi::Error& e) {
+        throw ModelError(path_ + ": TVM could not load the model: " + describe(e));
+    }
+}
+
+StepOutputs TvmModel::step(const ffi::Tensor& ids, const ffi::Tensor& keys, const ffi::Tensor& values) const {
+    std::vector<ffi::AnyView> args;
+    args.reserve(3 + weights_.size());
+    args.emplace_back(ids);
+    args.emplace_back(keys);
+    args.emplace_back(values);
+    for (const ffi::Tensor& w : weights_) args.emplace_back(w);
+    ffi::Any result;
+    try {
+        main_.CallPacked(args.data(), static_cast<int32_t>(args.size()), &result);
+        auto outs = result.cast<ffi::Array<ffi::Any>>();
+        if (outs.size() != 3) throw ModelError(path_ + ": main returned " + std::to_string(outs.size()) + " outputs; the KV-cache contract has 3 (logits, keys, values)");
+        return {outs[0].cast<ffi::Tensor>(), outs[1].cast<ffi::Tensor>(), outs[2].cast<ffi::Tensor>()};
+    } catch (const ffi::Error& e) {
+        throw ModelError(path_ + ": running main failed: " + describe(e));
+    }
+}
+
+}  // namespace slmc
