@@ -10,7 +10,8 @@ from typing import Any
 from slmc.errors import InputError, SlmcError, VerificationError
 from slmc.report.junit import write_junit
 from slmc.spec.recipe import Gates
-from slmc.report.report_json import Gate, build_report, gates_of, write_report
+from slmc.report.report_files import write_report
+from slmc.report.report_json import Gate, build_report, gates_of
 from slmc.verify.numerics import gate_results
 
 

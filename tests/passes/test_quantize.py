@@ -16,7 +16,8 @@ import torch
 import slmc
 from slmc.errors import RecipeError, TargetError
 from slmc.models import tiny_lm
-from slmc.graph.pass_manager import PassStep, run_passes
+from slmc.graph.pass_manager import run_passes
+from slmc.spec.pass_registry import PassStep
 from slmc.spec.pass_registry import PassContext, get_pass
 from slmc.quantization.ops import QUANTIZED_EMBEDDING, QUANTIZED_LINEAR, W8A8_LINEAR
 from slmc.spec.recipe import check_against_target, load_recipe
