@@ -75,7 +75,9 @@ class LayerSettings(StrictModel):
 
 
 class Override(StrictModel):
-    pattern: str = Field(min_length=1, description="glob over layer names")
+    """Settings for the layers whose name matches ``match`` (a glob), as every layer-selecting pass names it."""
+
+    match: str = Field(min_length=1, description="glob over layer names")
     skip: bool = False
     scheme: Scheme | None = None
     bits: Literal[4, 8] | None = None
@@ -83,6 +85,13 @@ class Override(StrictModel):
     per_channel: bool = Field(False, description="set group_size to per output channel")
     symmetric: bool | None = None
     method: Method | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "pattern" in data:
+            raise ValueError("'pattern' was renamed to 'match' (a glob over layer names, as in prune's overrides)")
+        return data
 
     @model_validator(mode="after")
     def _group(self) -> Override:
@@ -136,9 +145,9 @@ class QuantizeConfig(LayerSettings, PassConfig):
             return "matched by exclude"
         settings = self.all_settings()[0]
         for override in self.overrides:
-            if fnmatch.fnmatchcase(name, override.pattern):
+            if fnmatch.fnmatchcase(name, override.match):
                 if override.skip:
-                    return f"skipped by override '{override.pattern}'"
+                    return f"skipped by override '{override.match}'"
                 settings = self.resolve(override, settings)
         return settings
 
