@@ -76,9 +76,6 @@ class HuggingFaceTokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=True)
 
-    def token_id(self, token: str) -> int | None:
-        return self._tok.token_to_id(token)
-
 
 def save_tokenizer(tokenizer: Any, artifact_dir: Path) -> dict[str, Any] | None:
     """Store the tokenizer in the artifact; returns the manifest entry (None without a tokenizer)."""
