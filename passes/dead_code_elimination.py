@@ -4,30 +4,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from slmc.graph.ir import Graph, del_attr
+from slmc.graph.edit import remove_unused_tensors
+from slmc.graph.ir import Graph
 from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, register_pass
 
 
 class DeadCodeEliminationConfig(PassConfig):
     remove_unused_weights: bool = Field(True, description="also delete tensors no node reads any more")
-
-
-def referenced_attributes(graph: Graph) -> set[str]:
-    return {str(n.target) for n in graph.graph.nodes if n.op == "get_attr"}
-
-
-def remove_unused_tensors(graph: Graph) -> tuple[int, int]:
-    """Delete parameters and buffers no ``get_attr`` reads; return (count, bytes) removed."""
-    used = referenced_attributes(graph)
-    module = graph.module
-    unused = [
-        (name, t)
-        for name, t in list(module.named_parameters(remove_duplicate=False)) + list(module.named_buffers(remove_duplicate=False))
-        if name not in used
-    ]
-    for name, _ in unused:
-        del_attr(module, name)
-    return len(unused), sum(t.numel() * t.element_size() for _, t in unused)
 
 
 @register_pass("dead_code_elimination", config=DeadCodeEliminationConfig)

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from slmc.graph.edit import drop_unused_weights, fold_constants
 from slmc.graph.ir import Graph
 from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, register_pass
 from slmc.passes._affine_folding import fold_batch_norms, fold_norm_scales
-from slmc.passes._cleanup import drop_unused_weights
 from slmc.passes._sibling_merge import merge_siblings
-from slmc.passes.constant_folding import ConstantFoldingConfig, constant_folding
 
 
 class FuseConfig(PassConfig):
@@ -44,9 +43,9 @@ def fuse(graph: Graph, config: FuseConfig, context: PassContext) -> PassOutcome:
     stats: dict[str, int] = {}
     skipped = []
     if config.fold_constants:
-        folding = constant_folding(graph, ConstantFoldingConfig(max_growth_bytes=config.max_growth_bytes), context)
-        stats["constants_folded"] = folding.stats["nodes_folded"]
-        skipped += folding.skipped
+        folding, found = fold_constants(graph, config.max_growth_bytes)
+        stats["constants_folded"] = folding["nodes_folded"]
+        skipped += found
     if config.fold_batch_norm:
         stats["batch_norms_folded"], found = fold_batch_norms(graph)
         skipped += found

@@ -27,12 +27,12 @@ from pydantic import Field, model_validator
 from torch import fx
 
 from slmc.graph.activations import InputStatistics, calibrate_sequentially, linear_input_statistics
+from slmc.graph.edit import drop_unused_weights
 from slmc.graph.ir import Graph, set_attr
 from slmc.graph.linears import LINEAR, LinearLayer, selected_layers
 from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
 from slmc.passes._lowrank_factor import factorize, max_useful_rank, singular_values, whitening_factor
 from slmc.passes._rank_allocation import Candidate, by_energy, global_budget, uniform
-from slmc.passes._cleanup import drop_unused_weights
 
 
 class LowRankConfig(PassConfig):

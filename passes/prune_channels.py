@@ -28,10 +28,10 @@ import torch
 from pydantic import Field
 
 from slmc.graph.activations import linear_input_statistics
+from slmc.graph.edit import drop_unused_weights
 from slmc.graph.ir import Graph
 from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
 from slmc.passes._channel_groups import channel_groups, channel_scores, shrink_group
-from slmc.passes._cleanup import drop_unused_weights
 from slmc.passes._head_pruning import attention_heads, kept_groups, prune_heads
 from slmc.graph.linears import matches
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -36,9 +36,9 @@ from slmc.graph.activations import InputStatistics, calibrate_sequentially, line
 from slmc.graph.ir import Graph, del_attr, fetch_attr, has_attr, set_attr
 from slmc.graph.linears import LinearLayer, attribute_readers, layer_name, selected_layers
 from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
-from slmc.quantization.awq import AwqSettings, awq_quantize, output_error
+from slmc.passes._quantize_handlers import METHODS, SCHEMES, calibrated_methods, register_scheme
+from slmc.quantization.awq import output_error
 from slmc.quantization.formats import QuantFormat, QuantizedWeight, quantize_rtn
-from slmc.quantization.gptq import GptqSettings, gptq_quantize
 from slmc.quantization.ops import QUANTIZED_EMBEDDING, QUANTIZED_LINEAR, W8A8_LINEAR
 from slmc.quantization.smoothquant import activation_scale, sample_input_rows, smoothing_factors
 from slmc.spec.strict_model import StrictModel
@@ -75,7 +75,9 @@ class LayerSettings(StrictModel):
 
 
 class Override(StrictModel):
-    pattern: str = Field(min_length=1, description="glob over layer names")
+    """Settings for the layers whose name matches ``match`` (a glob), as every layer-selecting pass names it."""
+
+    match: str = Field(min_length=1, description="glob over layer names")
     skip: bool = False
     scheme: Scheme | None = None
     bits: Literal[4, 8] | None = None
@@ -83,6 +85,13 @@ class Override(StrictModel):
     per_channel: bool = Field(False, description="set group_size to per output channel")
     symmetric: bool | None = None
     method: Method | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "pattern" in data:
+            raise ValueError("'pattern' was renamed to 'match' (a glob over layer names, as in prune's overrides)")
+        return data
 
     @model_validator(mode="after")
     def _group(self) -> Override:
@@ -136,16 +145,16 @@ class QuantizeConfig(LayerSettings, PassConfig):
             return "matched by exclude"
         settings = self.all_settings()[0]
         for override in self.overrides:
-            if fnmatch.fnmatchcase(name, override.pattern):
+            if fnmatch.fnmatchcase(name, override.match):
                 if override.skip:
-                    return f"skipped by override '{override.pattern}'"
+                    return f"skipped by override '{override.match}'"
                 settings = self.resolve(override, settings)
         return settings
 
     def needs_calibration(self) -> str | None:
-        methods = {s.method for s in self.all_settings()}
-        if methods & {"gptq", "awq"}:
-            return f"method {'/'.join(sorted(methods & {'gptq', 'awq'}))} needs calibration data"
+        calibrated = calibrated_methods({s.method for s in self.all_settings()})
+        if calibrated:
+            return f"method {'/'.join(calibrated)} needs calibration data"
         if any(s.scheme == "w8a8" for s in self.all_settings()):
             return "scheme w8a8 needs calibration data for its activation ranges"
         return None
@@ -266,27 +275,22 @@ def _layer_report(name: str, kind: str, fmt: str, method: str, params: int, stor
             "float32_bytes": params * 4, "stored_bytes": stored, "bits_per_weight": round(8 * stored / max(params, 1), 3), **extra}
 
 
+@register_scheme("weight_only")
 def _weight_only(graph: Graph, plans: list[_Planned], config: QuantizeConfig, context: PassContext) -> list[dict[str, Any]]:
-    """Quantize weight-only layers: RTN directly, GPTQ/AWQ sequentially on calibration data."""
+    """Quantize weight-only layers by their registered method (``_quantize_handlers.METHODS``): uncalibrated
+    methods directly; when any layer's method is calibrated, every layer in graph order, sequentially on
+    calibration data (each layer sees the already-quantized layers before it)."""
     results: dict[str, tuple[QuantizedWeight, torch.Tensor | None, dict[str, Any]]] = {}
     by_node = {p.layer.node.name: p for p in plans}
     tied = _tied_layers(graph, plans)
 
     def quantize(plan: _Planned, stats: InputStatistics | None) -> None:
         w = plan.layer.weight(graph)
-        extra: dict[str, Any] = {}
-        input_scale = None
-        if plan.settings.method == "rtn" or stats is None:
-            quantized = quantize_rtn(w, plan.fmt)
-        elif plan.settings.method == "gptq":
-            g = config.gptq
-            quantized, loss = gptq_quantize(w, stats.hessian, plan.fmt, GptqSettings(g.damp, g.block_size, g.act_order))
-            extra["gptq_loss"] = loss
-        else:
-            a = config.awq
-            quantized, input_scale, alpha, _ = awq_quantize(w, stats.abs_mean, stats.hessian, plan.fmt,
-                                                            AwqSettings(a.grid, a.clip_search, a.max_shrink))
-            extra["awq_alpha"] = alpha
+        method = METHODS.get(plan.settings.method)
+        if stats is None and method.calibrated:  # a layer calibration did not reach: round to nearest
+            method = METHODS.get("rtn")
+        chosen = method.run(w, plan.fmt, stats, config)
+        quantized, input_scale, extra = chosen.quantized, chosen.input_scale, dict(chosen.report)
         effective = quantized.dequantize() if input_scale is None else quantized.dequantize() * input_scale
         if stats is not None and stats.hessian is not None:
             err = output_error(effective - w, stats.hessian)
@@ -298,7 +302,7 @@ def _weight_only(graph: Graph, plans: list[_Planned], config: QuantizeConfig, co
         if plan.layer.name not in tied:  # later layers see it (a shared table stays as its other readers want it)
             set_attr(graph.module, str(plan.layer.weight_node.target), effective.contiguous())
 
-    if any(p.settings.method in ("gptq", "awq") for p in plans):  # every layer in graph order, sequentially
+    if any(METHODS.get(p.settings.method).calibrated for p in plans):  # every layer in graph order, sequentially
         calibrate_sequentially(graph, context.calibration, [p.layer.node.name for p in plans],
                                lambda node, stats: quantize(by_node[node.name], stats))
     for plan in plans:
@@ -314,6 +318,7 @@ def _weight_only(graph: Graph, plans: list[_Planned], config: QuantizeConfig, co
     return reports
 
 
+@register_scheme("w8a8")
 def _w8a8(graph: Graph, plans: list[_Planned], config: QuantizeConfig, context: PassContext) -> list[dict[str, Any]]:
     """Static int8 weights and activations; activation ranges observed on the original graph."""
     names = [p.layer.node.name for p in plans]
@@ -386,9 +391,11 @@ def quantize(graph: Graph, config: QuantizeConfig, context: PassContext) -> Pass
     """
     plans, skipped = _plan(graph, config)
     tied = _tied_layers(graph, plans)
-    layers = _weight_only(graph, [p for p in plans if p.settings.scheme == "weight_only"], config, context)
-    layers += _w8a8(graph, [p for p in plans if p.settings.scheme == "w8a8"], config, context) if any(
-        p.settings.scheme == "w8a8" for p in plans) else []
+    layers: list[dict[str, Any]] = []
+    for scheme in get_args(Scheme):  # weight_only first, then w8a8
+        group = [p for p in plans if p.settings.scheme == scheme]
+        if group:
+            layers += SCHEMES.get(scheme)(graph, group, config, context)
     for report in layers:
         if report["layer"] in tied:
             report["tied"] = tied[report["layer"]]

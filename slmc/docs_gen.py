@@ -106,7 +106,7 @@ def model_section(model: type[BaseModel], level: str = "##", title: str | None =
 
 def _nested_models(root: type[BaseModel]) -> list[type[BaseModel]]:
     """``root`` and every model reachable through its fields, in first-seen order."""
-    from slmc.spec.strict_model import _model_classes
+    from slmc.spec.strict_model import model_classes
 
     seen: list[type[BaseModel]] = []
     stack = [root]
@@ -116,7 +116,7 @@ def _nested_models(root: type[BaseModel]) -> list[type[BaseModel]]:
             continue
         seen.append(model)
         for field in model.model_fields.values():
-            stack.extend(_model_classes(field.annotation))
+            stack.extend(model_classes(field.annotation))
     return seen
 
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-EXIT_OK = 0
 EXIT_COMPILE_FAILURE = 1
 EXIT_BAD_INPUT = 2
 
@@ -288,3 +287,17 @@ class BudgetNotMetError(SlmcError):
         data = super().to_json()
         data["budgets"] = self.budgets
         return data
+
+
+# Lines of a TVM/torch exception text that are traceback frames, not the message.
+_TRACEBACK_FRAME_PREFIXES = ("File ", "0:", "1:", "2:", "3:")
+
+
+def exception_summary(exc: BaseException, limit: int = 8) -> str:
+    """``exc`` as one short message for a typed error: its type name and at most ``limit`` of its
+    non-empty lines, traceback frames (TVM's ``File ...`` / ``0: ...`` lines) left out, ``...`` when
+    lines were cut. An exception with no text is summarized by its type name alone."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    kept = [line for line in lines if not line.lstrip().startswith(_TRACEBACK_FRAME_PREFIXES)]
+    text = "\n".join(kept[:limit]) + ("\n..." if len(kept) > limit else "")
+    return f"{type(exc).__name__}: {text}" if kept else type(exc).__name__

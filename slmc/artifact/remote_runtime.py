@@ -24,8 +24,7 @@ from safetensors.numpy import load_file
 from tvm import relax, rpc
 
 from slmc.artifact.layout import LIBRARY, WEIGHTS, file_problems, read_manifest
-from slmc.errors import ArtifactError, DeviceConnectionError, DeviceError, DeviceURLError
-from slmc.backend.lowering import _summary
+from slmc.errors import ArtifactError, DeviceConnectionError, DeviceError, DeviceURLError, exception_summary
 from slmc.graph.kv_cache import KVCacheSpec
 from slmc.artifact.runtime import CompiledModel
 from slmc.spec.backend_registry import get_backend
@@ -84,7 +83,7 @@ def connect(url: str, timeout: float = CONNECT_TIMEOUT, session_timeout: float =
                  "(TVM's RPC server serves one client at a time: is another session open? is it a TVM RPC server?)"
         )
     if "error" in outcome:
-        raise DeviceConnectionError(url, f"could not open a TVM RPC session with {url}: {_summary(outcome['error'])}") from outcome["error"]
+        raise DeviceConnectionError(url, f"could not open a TVM RPC session with {url}: {exception_summary(outcome['error'])}") from outcome["error"]
     return outcome["session"]
 
 
@@ -155,7 +154,7 @@ class RemoteModel(CompiledModel):
         except REMOTE_FAILURES as exc:
             self.close()
             raise DeviceError(url, f"the device at {url} could not load {self.path / LIBRARY} (code for "
-                                   f"{self.target.triple_arch}, CPU '{self.target.tvm.mcpu or 'generic'}'): {_summary(exc)}") from exc
+                                   f"{self.target.triple_arch}, CPU '{self.target.tvm.mcpu or 'generic'}'): {exception_summary(exc)}") from exc
 
     def run_numpy(self, *inputs: Any) -> list[Any]:
         if self._session is None:
@@ -163,7 +162,7 @@ class RemoteModel(CompiledModel):
         try:
             return super().run_numpy(*inputs)
         except REMOTE_FAILURES as exc:
-            raise DeviceError(self.url, f"running {self.path} on the device at {self.url} failed: {_summary(exc)}") from exc
+            raise DeviceError(self.url, f"running {self.path} on the device at {self.url} failed: {exception_summary(exc)}") from exc
 
     def close(self) -> None:
         """End the RPC session (the server frees the module and the weights)."""

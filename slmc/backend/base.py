@@ -115,10 +115,10 @@ class Backend(TargetKind):
 
 def fused_kernel_passes() -> list[tvm.transform.Pass]:
     """slmc's legalization and fusion, shared by every kind: the KV cache append in place, TVM's
-    legalization with slmc's overrides (``relax_pipeline.legalize_overrides``), then fusion."""
+    legalization with slmc's overrides (``slmc.backend.legalize_overrides``), then fusion."""
     from tvm import relax
 
-    from slmc.backend.relax_pipeline import legalize_overrides
+    from slmc.backend.legalize_overrides import legalize_overrides
     from slmc.schedules.kv_append import kv_append
 
     return [

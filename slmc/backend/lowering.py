@@ -16,7 +16,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from slmc.errors import BuildError, LoweringError, ToolchainError
+from slmc.errors import BuildError, LoweringError, ToolchainError, exception_summary
 from slmc.graph.ir import Graph, export
 from slmc.backend.relax_pipeline import PipelineRecord, build_pipeline
 from slmc.schedules.prepack import prepack
@@ -62,7 +62,7 @@ def to_relax(graph: Graph) -> RelaxProgram:
         module, params = relax.frontend.detach_params(module)
     except TVM_FAILURES as exc:
         raise (unsupported_op_error(program, CONVERTERS)
-               or LoweringError(f"TVM's torch frontend could not convert the graph: {_summary(exc)}")) from exc
+               or LoweringError(f"TVM's torch frontend could not convert the graph: {exception_summary(exc)}")) from exc
     return detached_program(module, params, notes, "the graph")
 
 
@@ -94,7 +94,7 @@ def build(program: RelaxProgram, target: TargetDescriptor) -> tvm.runtime.Execut
             executable = tvm.compile(program.module, target=tvm_target,
                                      relax_pipeline=deterministic_pipeline(build_pipeline(target, tvm_target, record)))
     except BUILD_FAILURES as exc:
-        raise build_error(exc, target.name, passes, record.module, tvm_target, _summary(exc)) from exc
+        raise build_error(exc, target.name, passes, record.module, tvm_target, exception_summary(exc)) from exc
     program.notes.extend(record.notes)
     program.scheduled = record.module
     program.tuning = record.tuning
@@ -129,13 +129,7 @@ def export_library(executable: tvm.runtime.Executable, target: TargetDescriptor,
         else:
             executable.export_library(str(path), fcompile=cc.cross_compiler(compiler), options=LINK_OPTIONS)
     except TVM_FAILURES as exc:
-        raise BuildError(f"could not link the library for target '{target.name}': {_summary(exc)}") from exc
-
-
-def _summary(exc: BaseException, limit: int = 8) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    kept = [line for line in lines if not line.lstrip().startswith(("File ", "0:", "1:", "2:", "3:"))][:limit]
-    return f"{type(exc).__name__}: " + "\n".join(kept)
+        raise BuildError(f"could not link the library for target '{target.name}': {exception_summary(exc)}") from exc
 
 
 def _drop_unused_weights(module: tvm.IRModule, names: list[str], arrays: list[np.ndarray],

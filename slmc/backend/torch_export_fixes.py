@@ -51,7 +51,7 @@ Fix (a rewrite of the exported FX graph, no model changes)
   PyTorch and, in Relax, re-states the shape so downstream ops keep a known shape.
 
 The rewrites are keyed on ops, dtypes and symbolic-ness of shapes only. No Relax
-legalization override is needed for them; :func:`legalize_overrides` covers an unrelated
+legalization override is needed for them; ``slmc.backend.legalize_overrides`` covers an unrelated
 TVM 0.27 bug (``relax.full``/``relax.full_like`` with an infinite fill value).
 """
 

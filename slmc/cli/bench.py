@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from slmc.cli.main import _emit_json, handles_errors
+from slmc.cli.output import emit_json, handles_errors
 
 
 @click.command("bench")
@@ -43,4 +43,4 @@ def bench_command(models: tuple[str, ...], recipe: str | None, engines: str, con
     report = run_in_child(args)
     if out is not None:
         out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    _emit_json(report)
+    emit_json(report)

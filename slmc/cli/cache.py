@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from slmc.cli.device import _handles_errors
+from slmc.cli.output import handles_errors
 from slmc.errors import InputError
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -57,7 +57,7 @@ def cache_group() -> None:
 @cache_group.command("ls")
 @cache_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
-@_handles_errors
+@handles_errors
 def ls_command(cache_dir: Path | None, as_json: bool) -> None:
     """List the cached artifacts, most recently used first."""
     cache = _open(cache_dir)
@@ -79,7 +79,7 @@ def ls_command(cache_dir: Path | None, as_json: bool) -> None:
 @click.option("--max-bytes", default=None, help="Then remove the least recently used until the rest fit (500M, 10G).")
 @click.option("--all", "everything", is_flag=True, help="Remove every entry.")
 @click.option("--json", "as_json", is_flag=True, help="Print the removed entries as JSON.")
-@_handles_errors
+@handles_errors
 def prune_command(cache_dir: Path | None, older_than: str | None, max_bytes: str | None, everything: bool, as_json: bool) -> None:
     """Remove cache entries by age and/or total size (also clears what killed compiles left)."""
     if older_than is None and max_bytes is None and not everything:

@@ -8,25 +8,12 @@ Registered by slmc/cli/main.py (``cli.add_command(device_group)``).
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
-
-def _handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``slmc.cli.main.handles_errors``, looked up when the command runs (slmc.cli.main imports this module)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from slmc.cli.main import handles_errors
-
-        return handles_errors(func)(*args, **kwargs)
-
-    return wrapper
+from slmc.cli.output import handles_errors
 
 
 def _say(message: str) -> None:
@@ -55,7 +42,7 @@ def arm64_group() -> None:
 @click.option("--cpu", default="max", show_default=True,
               help="qemu CPU model the board emulates: max, cortex-a76, cortex-a72, cortex-a53, neoverse-n1, a64fx, ...")
 @root_option
-@_handles_errors
+@handles_errors
 def up_command(port: int, background: bool, cpu: str, root: Path | None) -> None:
     """Prepare the arm64 root (once, a few minutes) and serve TVM RPC in it; print the rpc:// URL."""
     from slmc.device import arm64
@@ -87,7 +74,7 @@ def up_command(port: int, background: bool, cpu: str, root: Path | None) -> None
 @arm64_group.command("down")
 @click.option("--port", default=None, type=int, help="Stop only the server on this port [default: every one].")
 @root_option
-@_handles_errors
+@handles_errors
 def down_command(port: int | None, root: Path | None) -> None:
     """Stop the arm64 RPC servers started by 'slmc device arm64 up'."""
     from slmc.device import arm64
@@ -117,7 +104,7 @@ def _answers_rpc(url: str) -> bool:
 @arm64_group.command("status")
 @root_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@_handles_errors
+@handles_errors
 def status_command(root: Path | None, as_json: bool) -> None:
     """Show whether the arm64 root is prepared and which RPC servers run in it."""
     from slmc.device import arm64

@@ -6,40 +6,18 @@ reference, arguments). ``--json`` prints exactly one JSON object on stdout, also
 
 from __future__ import annotations
 
-import functools
-import json
-import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from slmc.errors import InputError, SlmcError
-
-
-def _emit_json(data: dict[str, Any]) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn ``SlmcError`` into a one-line message (or JSON) and its exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        ctx = click.get_current_context()
-        as_json = bool(kwargs.get("as_json"))
-        try:
-            return func(*args, **kwargs)
-        except SlmcError as exc:
-            if ctx.find_root().params.get("debug"):
-                traceback.print_exc()
-            if as_json:
-                _emit_json({"ok": False, "error": exc.to_json()})
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-
-    return wrapper
+from slmc.cli.bench import bench_command
+from slmc.cli.cache import cache_group
+from slmc.cli.device import device_group
+from slmc.cli.output import emit_json, handles_errors
+from slmc.cli.search import search_command
+from slmc.cli.tune import tune_command
+from slmc.errors import InputError
 
 
 def _version() -> str:
@@ -53,7 +31,7 @@ def _version() -> str:
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for errors, and the libraries' own notices (TVM's log).")
 def cli(debug: bool) -> None:
     """slmc: compile a small language model with a recipe for a hardware target into a verified TVM artifact."""
-    from slmc import library_output
+    from slmc.backend import library_output
 
     library_output.set_debug(debug)
 
@@ -124,13 +102,13 @@ def compile_command(model: str | None, recipe: str | None, target: str | None, o
     except slmc.SlmcError as exc:
         compile_failure_outputs(exc, junit_file, compile_suite(model, target))
         if as_json and isinstance(exc, slmc.VerificationError):
-            _emit_json({"ok": False, "artifact": None, "verification": exc.verification, "error": exc.to_json()})
+            emit_json({"ok": False, "artifact": None, "verification": exc.verification, "error": exc.to_json()})
             click.echo(f"error: {exc}", err=True)
             click.get_current_context().exit(exc.exit_code)
         raise
     compile_outputs(result, report_dir, junit_file)
     if as_json:
-        _emit_json(result.to_json())
+        emit_json(result.to_json())
     else:
         _print_compile_summary(result)
 
@@ -164,7 +142,7 @@ def run_command(artifact: Path, inputs: tuple[Path, ...], output: Path | None, a
             np.savez(output, **{spec.name: o for spec, o in zip(model.outputs, outs)})
     summary = [{"name": spec.name, "shape": list(o.shape), "dtype": str(o.dtype)} for spec, o in zip(model.outputs, outs)]
     if as_json:
-        _emit_json({"ok": True, "outputs": summary, "written": str(output) if output else None})
+        emit_json({"ok": True, "outputs": summary, "written": str(output) if output else None})
     else:
         for s in summary:
             click.echo(f"{s['name']}: shape {s['shape']} dtype {s['dtype']}")
@@ -183,7 +161,7 @@ def verify_command(artifact: Path, as_json: bool) -> None:
 
     report = verify_artifact(artifact)
     if as_json:
-        _emit_json({"ok": True, **report})
+        emit_json({"ok": True, **report})
         return
     n = report["artifact_vs_recorded"]
     click.echo(f"verified {artifact}: {report['files_checked']} files match the manifest (sha256, size); outputs on "
@@ -211,7 +189,7 @@ def generate_command(subject: str, prompt: str, max_new_tokens: int, as_json: bo
         raise InputError(str(exc)) from exc
     text = tokenizer.decode(result.tokens)
     if as_json:
-        _emit_json({"ok": True, "prompt_tokens": len(ids), "tokens": result.tokens, "text": text})
+        emit_json({"ok": True, "prompt_tokens": len(ids), "tokens": result.tokens, "text": text})
     else:
         click.echo(prompt + text)
 
@@ -233,7 +211,8 @@ def _eval_causal_lm(model: Any, reference: Any, text_ref: str, window: int, stri
 
 
 def _eval_embedding(model: Any, reference: Any, text_ref: str) -> dict[str, Any]:
-    from slmc.verify.evaluation import embedding_agreement, sentences
+    from slmc.data.texts import sentences
+    from slmc.verify.evaluation import embedding_agreement
     from slmc.data.texts import load_texts
 
     if reference is None:
@@ -286,7 +265,7 @@ def eval_command(subject: str, text_ref: str, reference: str | None, window: int
 
     failed = check_eval_gates(result, gate_options, junit_file, f"slmc.eval.{subject}")
     if as_json:
-        _emit_json({"ok": failed is None, **result})
+        emit_json({"ok": failed is None, **result})
     else:
         _print_eval(result)
     if failed is not None:
@@ -336,7 +315,7 @@ def targets_show(name: str, as_json: bool) -> None:
 
     data = load_target(name).model_dump(mode="json")
     if as_json:
-        _emit_json(data)
+        emit_json(data)
     else:
         click.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
 
@@ -361,29 +340,18 @@ def recipe_check(recipe: str, target: str | None, as_json: bool) -> None:
     if target_name:
         check_against_target(parsed, load_target(target_name))
     if as_json:
-        _emit_json({"ok": True, "recipe": parsed.normalized(), "target": target_name})
+        emit_json({"ok": True, "recipe": parsed.normalized(), "target": target_name})
     else:
         names = " -> ".join(s.name for s in parsed.steps) or "(no passes)"
         against = f" against target '{target_name}'" if target_name else ""
         click.echo(f"ok: {parsed.source}{against}: {names}")
 
 
-from slmc.cli.device import device_group  # noqa: E402 - registers 'slmc device' (needs handles_errors above)
-
-cli.add_command(device_group)
-from slmc.cli.cache import cache_group  # noqa: E402 - 'slmc cache ls/prune'
-
-cli.add_command(cache_group)
-from slmc.cli.search import search_command  # noqa: E402 - 'slmc search' (docs/search.md)
-
-cli.add_command(search_command)
-
-from slmc.cli.tune import tune_command  # noqa: E402 - 'slmc tune' (docs/tuning.md)
-
-cli.add_command(tune_command)
-from slmc.cli.bench import bench_command  # noqa: E402 - 'slmc bench' (docs/benchmarks.md)
-
-cli.add_command(bench_command)
+cli.add_command(device_group)  # 'slmc device' (docs/devices.md)
+cli.add_command(cache_group)  # 'slmc cache ls/prune'
+cli.add_command(search_command)  # 'slmc search' (docs/search.md)
+cli.add_command(tune_command)  # 'slmc tune' (docs/tuning.md)
+cli.add_command(bench_command)  # 'slmc bench' (docs/benchmarks.md)
 
 
 def main() -> None:

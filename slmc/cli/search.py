@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from slmc.cli.main import _emit_json, handles_errors
+from slmc.cli.output import emit_json, handles_errors
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -70,7 +70,7 @@ def search_command(model: str, target: str, max_ppl_increase: float | None, min_
     files = write_report(result, out)
     chosen = next(p for p in result.points if p["id"] == result.chosen)
     if as_json:
-        _emit_json({"ok": True, "chosen": result.chosen, "front": result.front, "files": {k: str(v) for k, v in files.items()},
+        emit_json({"ok": True, "chosen": result.chosen, "front": result.front, "files": {k: str(v) for k, v in files.items()},
                     "chosen_metrics": chosen})
         return
     click.echo(f"searched {len(result.points)} candidates of {model} for '{result.target}' ({len(result.excluded)} excluded by the target), "

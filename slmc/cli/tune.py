@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from slmc.cli.main import _emit_json, handles_errors
+from slmc.cli.output import emit_json, handles_errors
 
 
 @click.command("tune")
@@ -30,7 +30,7 @@ def tune_command(model: str | None, recipe: str | None, target: str | None, tria
 
     report = tune(model, recipe, target, trials=trials, budget_minutes=budget_minutes, db=db)
     if as_json:
-        _emit_json(report)
+        emit_json(report)
         return
     for kernel in report["kernels"]:
         what = kernel.get("skipped") or f"{kernel['trials']} trials, best {kernel['best_us']} us, {kernel['seconds']} s"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from collections.abc import Sequence
 from pathlib import Path
 
 from slmc.errors import InputError
@@ -77,3 +78,11 @@ def load_texts(ref: str | Path) -> list[str]:
         raise InputError(f"evaluation text {path} not found (built-in text sets: {', '.join(TEXT_SETS)})") from exc
     except UnicodeDecodeError as exc:
         raise InputError(f"evaluation text {path} is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+
+
+def sentences(texts: Sequence[str]) -> list[str]:
+    """Non-empty lines of the texts: one sentence per line."""
+    found = [line.strip() for text in texts for line in text.splitlines() if line.strip()]
+    if not found:
+        raise InputError("the evaluation text has no sentences (one per line)")
+    return found

@@ -77,9 +77,6 @@ class HuggingFaceTokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=True)
 
-    def token_id(self, token: str) -> int | None:
-        return self._tok.token_to_id(token)
-
 
 def _token_text(value: Any) -> str | None:
     """A ``tokenizer_config.json`` token entry: a string or an AddedToken dict with ``content``."""

@@ -18,7 +18,7 @@ import torch
 from slmc.errors import InputError
 from slmc.graph.ir import ModelSpec
 from slmc.spec.recipe import Recipe
-from slmc.data.texts import TEXT_SETS, load_texts
+from slmc.data.texts import TEXT_SETS, load_texts, sentences
 
 Sample = tuple[torch.Tensor, ...]
 
@@ -47,8 +47,6 @@ def _text_set_samples(name: str, spec: ModelSpec, count: int, length: int, seed:
 def _sentence_samples(source: str | Path, spec: ModelSpec, count: int, length: int, seed: int) -> list[Sample]:
     """Sentence encoders: ``count`` lines of the text (drawn with ``seed``), each one sample
     ``(input_ids [1, S], attention_mask [1, S])`` with the tokenizer's special tokens, ``S <= length``."""
-    from slmc.verify.evaluation import sentences
-
     _check_text_model(spec)
     lines = sentences(load_texts(source))
     order = torch.randperm(len(lines), generator=torch.Generator().manual_seed(seed)).tolist()[:count]

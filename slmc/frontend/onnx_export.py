@@ -25,8 +25,8 @@ from typing import Any
 import onnx
 import torch
 
-from slmc.errors import InputError, LoweringError
-from slmc.graph.ir import EXPORT_FAILURES, Graph, _first_lines
+from slmc.errors import InputError, LoweringError, exception_summary
+from slmc.graph.ir import EXPORT_FAILURES, Graph
 from slmc.frontend.onnx_import import onnx_signature
 
 PROTOBUF_LIMIT = 2**31 - 1
@@ -84,7 +84,7 @@ def export_onnx(graph: Graph, path: str | Path, opset: int = 18) -> dict[str, An
                     verbose=False,
                 )
         except (torch.onnx.OnnxExporterError, *EXPORT_FAILURES) as exc:
-            raise LoweringError(f"torch.onnx.export (dynamo) could not export the graph: {_first_lines(exc)}") from exc
+            raise LoweringError(f"torch.onnx.export (dynamo) could not export the graph: {exception_summary(exc)}") from exc
     if program is None:
         raise LoweringError("torch.onnx.export returned no program")
 
@@ -102,7 +102,7 @@ def export_onnx(graph: Graph, path: str | Path, opset: int = 18) -> dict[str, An
     try:
         onnx.checker.check_model(str(path))
     except (onnx.checker.ValidationError, ValueError) as exc:
-        raise LoweringError(f"the exported ONNX model {path} fails the ONNX checker: {_first_lines(exc, 3)}") from exc
+        raise LoweringError(f"the exported ONNX model {path} fails the ONNX checker: {exception_summary(exc, 3)}") from exc
 
     model = onnx.load(str(path), load_external_data=False)
     data_files = sorted({

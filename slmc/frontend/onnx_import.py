@@ -53,8 +53,8 @@ import onnx
 import tvm
 from tvm import relax
 
-from slmc.errors import InputError, LoweringError, ModelError
-from slmc.backend.lowering import TVM_FAILURES, RelaxProgram, _summary, detached_program
+from slmc.errors import InputError, LoweringError, ModelError, exception_summary
+from slmc.backend.lowering import TVM_FAILURES, RelaxProgram, detached_program
 
 CONSTANT_MAX_ELEMENTS = 64
 DEFAULT_BATCH_DIM = 1
@@ -338,7 +338,7 @@ def load_onnx_model(path: str | Path, *, static_dims: Mapping[str, int] | None =
             module = _from_onnx(model, _shape_dict(model, pinned))
             module, params = relax.frontend.detach_params(module)
         except TVM_FAILURES as exc:
-            raise LoweringError(f"TVM's ONNX frontend could not convert {path}: {_summary(exc)}") from exc
+            raise LoweringError(f"TVM's ONNX frontend could not convert {path}: {exception_summary(exc)}") from exc
     producer = f"{model.producer_name} {model.producer_version}".strip() or "unknown producer"
     notes = [f"imported from ONNX file {path.name} (opset {_opset(model)}, IR version {model.ir_version}, {producer}); "
              "slmc's fx passes do not apply to ONNX models"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -18,7 +18,7 @@ import networkx as nx
 import torch
 from torch import fx
 
-from slmc.errors import NodeError, TraceError
+from slmc.errors import NodeError, TraceError, exception_summary
 
 # What torch.export raises for a model it cannot trace (UserError and friends derive from these).
 EXPORT_FAILURES = (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError, KeyError, IndexError)
@@ -198,7 +198,7 @@ def trace(spec: ModelSpec) -> Graph:
         with torch.no_grad():
             program = torch.export.export(spec.module, spec.example_inputs, dynamic_shapes=spec.dynamic_shapes)
     except EXPORT_FAILURES as exc:
-        raise TraceError(f"torch.export could not trace model '{spec.name}': {_first_lines(exc)}") from exc
+        raise TraceError(f"torch.export could not trace model '{spec.name}': {exception_summary(exc)}") from exc
     module = program.module()
     return Graph(
         module=module,
@@ -216,7 +216,7 @@ def export(graph: Graph) -> torch.export.ExportedProgram:
         with torch.no_grad():
             return torch.export.export(graph.module, graph.example_inputs, dynamic_shapes=graph.dynamic_shapes)
     except EXPORT_FAILURES as exc:
-        raise TraceError(f"torch.export could not re-trace the transformed graph: {_first_lines(exc)}") from exc
+        raise TraceError(f"torch.export could not re-trace the transformed graph: {exception_summary(exc)}") from exc
 
 
 class _NodeTrackingFakeProp(fx.Interpreter):
@@ -234,7 +234,7 @@ class _NodeTrackingFakeProp(fx.Interpreter):
         try:
             result = super().run_node(n)
         except EXPORT_FAILURES as exc:
-            raise NodeError(n.name, f"shape propagation failed for {op_name(n)}: {_first_lines(exc)}") from exc
+            raise NodeError(n.name, f"shape propagation failed for {op_name(n)}: {exception_summary(exc)}") from exc
         if isinstance(result, torch.Tensor) or (isinstance(result, (tuple, list)) and result):
             n.meta["val"] = result
         return result
@@ -274,13 +274,3 @@ def _node_in_message(graph: Graph, message: str) -> str:
         if f"'{node.name}'" in message or f" {node.name} " in message:
             return node.name
     return "<graph>"
-
-
-def _first_lines(exc: BaseException, limit: int = 6) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    text = "\n".join(lines[:limit])
-    return text + ("\n..." if len(lines) > limit else "") if text else type(exc).__name__
-
-
-def tensor_inputs_like(inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    return tuple(t.detach().clone() for t in inputs)

@@ -9,28 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from slmc import progress
 from slmc.graph.kv_cache_fit import fit_samples
 from slmc.errors import NodeError, PassError
 from slmc.graph.ir import Graph, check_graph
-from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, get_pass
+from slmc.spec.pass_registry import PassContext, PassOutcome, PassStep, get_pass
 
 # What a pass may raise for a bug or an unsupported graph; wrapped with the pass name, never swallowed.
 PASS_FAILURES = (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError)
-
-
-@dataclass(frozen=True)
-class PassStep:
-    """One entry of a recipe's ``passes`` list: a registered pass name and its validated config."""
-
-    name: str
-    config: PassConfig
-
-    def to_json(self) -> dict[str, Any]:
-        return {self.name: self.config.model_dump(mode="json")}
 
 
 def _graph_summary(graph: Graph) -> dict[str, int]:

@@ -1,4 +1,8 @@
-"""Built-in example models, addressed by name on the CLI and in recipes."""
+"""Built-in example models, addressed by name on the CLI and in recipes.
+
+Layer 4 (beside ``slmc.quantization`` and ``slmc.artifact``, which it does not import): imports
+``slmc.graph`` and below.
+"""
 
 from __future__ import annotations
 

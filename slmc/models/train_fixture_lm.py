@@ -161,12 +161,6 @@ def split_modules(root: Path | None = None) -> tuple[list[str], list[str]]:
     return train, held
 
 
-def load_heldout_texts(out_dir: str | os.PathLike) -> list[str]:
-    """Re-read the held-out modules named in ``out_dir/split.json`` from the local stdlib."""
-    split = json.loads((Path(out_dir) / "split.json").read_text())
-    return [read_module(m) for m in split["heldout"]]
-
-
 # ---------------------------------------------------------------------------------------------
 # Tokenizer
 # ---------------------------------------------------------------------------------------------

@@ -11,4 +11,7 @@ What it does for an NPU target (docs/targets.md, "NPU"):
 - ``qdq_onnx``: the regions as a QDQ ONNX model, executed by ONNX Runtime for the cross-check;
 - ``report``: per partition ops, MACs, SRAM fit or tiling, estimated cycles;
 - ``offload``: the compile driver's entry point tying these together.
+
+Layer 5 (beside ``slmc.passes`` and ``slmc.schedules``, which it does not import): imports ``slmc.models``,
+``slmc.quantization``, ``slmc.artifact`` and below.
 """

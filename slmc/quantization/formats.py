@@ -145,16 +145,6 @@ def quantize_group(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | No
     return torch.clamp(torch.round(w.to(torch.float32) / s) + z, 0 if not fmt.symmetric else 1, high)
 
 
-def fake_quantize_group(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, fmt: QuantFormat) -> torch.Tensor:
-    """``w`` rounded onto the grid of ``scale``/``zero``: what the stored codes stand for."""
-    s = scale.to(torch.float32)
-    z = zero if zero is not None else torch.full_like(s, float(fmt.mid))
-    q = quantize_group(w, scale, zero, fmt)
-    if w.ndim == 2:
-        s, z = s.unsqueeze(1), z.unsqueeze(1)
-    return (q - z) * s
-
-
 def assemble(codes: torch.Tensor, scales: list[torch.Tensor], zeros: list[torch.Tensor | None], fmt: QuantFormat) -> QuantizedWeight:
     """A ``QuantizedWeight`` from float codes ``[N, K]`` and per-group scale/zero columns."""
     zero = None if fmt.symmetric else torch.stack([z for z in zeros if z is not None], dim=1).to(torch.uint8)

@@ -11,7 +11,8 @@ from slmc.artifact.manifest import GateResult, Verification
 from slmc.errors import InputError, KernelCheckError, SlmcError, VerificationError
 from slmc.report.junit import write_junit
 from slmc.spec.recipe import Gates
-from slmc.report.report_json import build_report, write_report
+from slmc.report.report_files import write_report
+from slmc.report.report_json import build_report
 from slmc.verify.numerics import gate_results
 
 

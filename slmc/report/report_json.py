@@ -8,7 +8,6 @@ adding optional fields keeps it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -162,15 +161,3 @@ def build_report(manifest: Manifest, artifact: str | Path | None, cache: dict[st
         timings=timings or {},
         search=[ParetoPoint(**p) for p in search or []],
     )
-
-
-def write_report(report: Report, directory: str | Path) -> tuple[Path, Path]:
-    """Write ``report.json`` and the self-contained ``report.html`` into ``directory``."""
-    from slmc.report.html import render_html
-
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, html_path = out / REPORT_JSON, out / REPORT_HTML
-    json_path.write_text(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    html_path.write_text(render_html(report), encoding="utf-8")
-    return json_path, html_path

@@ -9,6 +9,9 @@ softmax and norms, ``slmc.schedules.norms``), then dlight's CPU rules (GEMV, Red
 ``Fallback`` (parallel outer loop, vectorized inner loop) for what is left. Weights are prepacked
 at lowering time by ``slmc.schedules.prepack``. Every rule reads the target's vector width and core
 count from the descriptor.
+
+Layer 5 (beside ``slmc.passes`` and ``slmc.npu``, which it does not import): imports ``slmc.models``,
+``slmc.quantization``, ``slmc.artifact`` and below.
 """
 
 from __future__ import annotations

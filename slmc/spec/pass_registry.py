@@ -33,6 +33,17 @@ class PassConfig(StrictModel):
 
 
 @dataclass(frozen=True)
+class PassStep:
+    """One entry of a recipe's ``passes`` list: a registered pass name and its validated config."""
+
+    name: str
+    config: PassConfig
+
+    def to_json(self) -> dict[str, Any]:
+        return {self.name: self.config.model_dump(mode="json")}
+
+
+@dataclass(frozen=True)
 class Skip:
     """A node or layer a pass deliberately left alone, with the reason (goes into the report)."""
 

@@ -14,8 +14,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
 from slmc.errors import FieldProblem, RecipeError, RecipeTargetMismatchError, did_you_mean
-from slmc.graph.pass_manager import PassStep
-from slmc.spec.pass_registry import get_pass, order_problems, registered_passes
+from slmc.spec.pass_registry import PassStep, get_pass, order_problems, registered_passes
 from slmc.spec.strict_model import StrictModel, problems_from_validation
 from slmc.spec.target import TargetDescriptor
 from slmc.data.texts import TEXT_SETS

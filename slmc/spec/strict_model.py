@@ -18,7 +18,7 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
 
 
-def _model_classes(annotation: Any) -> list[type[BaseModel]]:
+def model_classes(annotation: Any) -> list[type[BaseModel]]:
     """The BaseModel classes an annotation can hold (through Optional, Union, list, dict)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
@@ -31,7 +31,7 @@ def _model_classes(annotation: Any) -> list[type[BaseModel]]:
         args = args[1:]
     if origin in (typing.Union, types.UnionType, list, tuple, dict, typing.Annotated):
         for arg in args:
-            found.extend(_model_classes(arg))
+            found.extend(model_classes(arg))
     return found
 
 
@@ -45,7 +45,7 @@ def allowed_keys(model: type[BaseModel], loc: KeyPath) -> list[str]:
         for cls in classes:
             field = cls.model_fields.get(part)
             if field is not None:
-                nxt.extend(_model_classes(field.annotation))
+                nxt.extend(model_classes(field.annotation))
         if not nxt:
             return []
         classes = nxt

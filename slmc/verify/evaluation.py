@@ -106,14 +106,6 @@ def document_tokens(texts: Sequence[str], tokenizer: Any, max_tokens: int | None
     return documents
 
 
-def sentences(texts: Sequence[str]) -> list[str]:
-    """Non-empty lines of the texts: one sentence per line."""
-    found = [line.strip() for text in texts for line in text.splitlines() if line.strip()]
-    if not found:
-        raise InputError("the evaluation text has no sentences (one per line)")
-    return found
-
-
 def embedding_agreement(subject: Any, reference: Any, tokenizer: Any, lines: Sequence[str]) -> dict[str, Any]:
     """Cosine similarity of sentence embeddings, subject against reference, one sentence at a time.
 

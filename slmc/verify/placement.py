@@ -7,7 +7,7 @@ staged artifact there and writes the manifest's account of it (``how`` and ``exe
   the record says so);
 - it does not, and ``device`` (``rpc://HOST:PORT``) is given: through ``slmc.artifact.remote_runtime.RemoteModel``
   on that TVM RPC server, for kinds whose backend allows it (``TargetKind.remote_execution``: CPU code); the record says whether slmc saw an emulator
-  serve the URL (``slmc.device.identify``) or could not tell what does;
+  serve the URL (``slmc.artifact.device_identity``) or could not tell what does;
 - otherwise not executed, with the reason.
 """
 
@@ -46,7 +46,7 @@ class Execution:
         if self.device is None:
             yield CompiledModel(staged)
             return
-        from slmc.device.identify import identify
+        from slmc.artifact.device_identity import identify
         from slmc.artifact.remote_runtime import RemoteModel
 
         self.identity = identify(self.device)

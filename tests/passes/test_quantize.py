@@ -16,7 +16,8 @@ import torch
 import slmc
 from slmc.errors import RecipeError, TargetError
 from slmc.models import tiny_lm
-from slmc.graph.pass_manager import PassStep, run_passes
+from slmc.graph.pass_manager import run_passes
+from slmc.spec.pass_registry import PassStep
 from slmc.spec.pass_registry import PassContext, get_pass
 from slmc.quantization.ops import QUANTIZED_EMBEDDING, QUANTIZED_LINEAR, W8A8_LINEAR
 from slmc.spec.recipe import check_against_target, load_recipe
@@ -67,8 +68,8 @@ def test_int8_per_channel_is_close_to_the_original(tiny_lm_graph, host_target, l
 
 def test_overrides_give_mixed_precision_and_skips(tiny_lm_graph, host_target):
     final, report = _run(tiny_lm_graph, {"bits": 4, "group_size": 32, "overrides": [
-        {"pattern": "*lm_head", "bits": 8, "per_channel": True},
-        {"pattern": "blocks.0.*", "skip": True}]}, host_target)
+        {"match": "*lm_head", "bits": 8, "per_channel": True},
+        {"match": "blocks.0.*", "skip": True}]}, host_target)
     formats = {r["layer"]: r["format"] for r in report["stats"]["layers"]}
     assert formats["lm_head"] == "int8 per-channel symmetric"
     assert not any(name.startswith("blocks.0.") for name in formats)
@@ -124,6 +125,14 @@ def test_group_size_the_target_lacks(tmp_path, host_target):
 def test_calibrated_method_without_calibration_is_a_recipe_error(tmp_path):
     with pytest.raises(RecipeError, match=r"passes.0.quantize.*gptq needs calibration data"):
         load_recipe(_recipe(tmp_path, "passes:\n  - quantize: {bits: 4, group_size: 32, method: gptq}\n"))
+
+
+def test_an_override_selects_layers_by_match_and_the_old_key_pattern_says_it_was_renamed(tmp_path):
+    with pytest.raises(RecipeError, match=r"passes.0.quantize.overrides.0: .*'pattern' was renamed to 'match'") as err:
+        load_recipe(_recipe(tmp_path, "passes:\n  - quantize: {overrides: [{pattern: '*lm_head', bits: 8}]}\n"))
+    assert len(err.value.problems) == 1
+    recipe = load_recipe(_recipe(tmp_path, "passes:\n  - quantize: {overrides: [{match: '*lm_head', bits: 8}]}\n"))
+    assert recipe.steps[0].config.overrides[0].match == "*lm_head"
 
 
 def test_w8a8_takes_only_int8_per_channel(tmp_path):

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from slmc.verify.evaluation import document_tokens, embedding_agreement, perplexity, sentences
+from slmc.data.texts import load_texts, sentences
+from slmc.verify.evaluation import document_tokens, embedding_agreement, perplexity
 from slmc.driver.eval_subject import open_subject
-from slmc.data.texts import load_texts
 
 RECIPES = Path(__file__).resolve().parents[2] / "examples" / "recipes"
 TOKENS = 20_000

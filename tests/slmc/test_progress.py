@@ -14,8 +14,8 @@ class Terminal(io.StringIO):
 
 
 def run_two_passes(graph, target):
-    from slmc.graph.pass_manager import PassStep, run_passes
-    from slmc.spec.pass_registry import PassContext, get_pass
+    from slmc.graph.pass_manager import run_passes
+    from slmc.spec.pass_registry import PassContext, PassStep, get_pass
 
     steps = [PassStep(name, get_pass(name).config()) for name in ("constant_folding", "dead_code_elimination")]
     run_passes(graph, steps, PassContext(target))

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from slmc.errors import PassError
-from slmc.graph.pass_manager import PassStep, run_passes
+from slmc.graph.pass_manager import run_passes
+from slmc.spec.pass_registry import PassStep
 from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, register_pass, unregister_pass
 
 

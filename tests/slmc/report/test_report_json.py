@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from slmc.artifact.manifest import LayerSize, PassReport
-from slmc.report.report_json import REPORT_HTML, REPORT_JSON, SCHEMA_VERSION, build_report, layer_sizes, report_schema, write_report
+from slmc.report.report_files import write_report
+from slmc.report.report_json import REPORT_HTML, REPORT_JSON, SCHEMA_VERSION, build_report, layer_sizes, report_schema
 from slmc.report.html import pareto_figure, render_html
 
 GPTQ_RECIPE = """\

@@ -1,4 +1,4 @@
-"""What serves a device URL (slmc/device/identify.py). The emulated board itself is identified in
+"""What serves a device URL (slmc/artifact/device_identity.py). The emulated board itself is identified in
 test_arm64.py (a real qemu process); here: servers that are not emulators, and other machines."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from slmc.device.identify import identify
+from slmc.artifact.device_identity import identify
 from slmc.errors import DeviceURLError
 
 

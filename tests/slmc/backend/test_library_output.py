@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from slmc.library_output import KNOWN_NOTICES, native_stderr, set_debug
+from slmc.backend.library_output import KNOWN_NOTICES, native_stderr, set_debug
 from slmc.models import FIXTURE_DIR
 
 TVM_TAKE = "Fast mode segfaults when there are out-of-bounds indices"
