@@ -1,6 +1,6 @@
 """slmc's native (Python-free) runtime: C++17 sources shipped as package data, and their build.
 
-This package sits in the artifact layer: it imports only ``slmc.errors``. It holds the native
+Layer 1 (beside ``slmc.data``): it imports only ``slmc.errors``. It holds the native
 tokenizer (``src/``), the model runtime over TVM's C++ runtime (``runtime/``), the C API header
 ``include/slmc_runtime.h``, the ``slmc-run`` runner (``cli/``) and their build (docs/runtime.md).
 """
