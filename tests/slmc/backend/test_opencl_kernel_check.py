@@ -219,7 +219,7 @@ def test_cli_fp16_weights_on_mali_kernels_compiled_by_clang_when_pocl_lacks_fp16
 @pytest.mark.slow
 def test_int8_fixture_lm_for_mali_every_kernel_compiled(tmp_path):
     """Issue 6's acceptance: the fixture LM with an int8 recipe as OpenCL, every kernel compiled and checked."""
-    recipe = Path(__file__).resolve().parents[2] / "examples" / "recipes" / "int8-rtn.yaml"
+    recipe = Path(__file__).resolve().parents[3] / "examples" / "recipes" / "int8-rtn.yaml"
     result = slmc_cli("compile", "-t", "mali-g710", "-r", str(recipe), "-o", "out", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())

@@ -91,7 +91,7 @@ def test_the_bench_w8a8_recipe_parses_and_its_ids_fit_every_bench_vocabulary():
     from slmc.bench.models import CONFIGS
     from slmc.spec.recipe import load_recipe
 
-    folder = Path(__file__).resolve().parents[2] / "examples" / "recipes" / "bench"
+    folder = Path(__file__).resolve().parents[3] / "examples" / "recipes" / "bench"
     recipe = load_recipe(folder / "w8a8-smoothquant-random-ids.yaml")
     assert recipe.calibration is not None
     ids = np.load(folder / "random-ids-16x128.npy")
