@@ -10,6 +10,7 @@ help and options from click.
 from __future__ import annotations
 
 import inspect
+import importlib
 import json
 import sys
 import types
@@ -182,7 +183,7 @@ def _command_sections(command: click.Command, path: str) -> list[str]:
 def cli_page() -> str:
     from slmc.cli.main import cli
 
-    intro = ("# CLI reference\n\nEvery `slmc` command and option, from the click definitions (`slmc/cli*.py`). "
+    intro = ("# CLI reference\n\nEvery `slmc` command and option, from the click definitions (`slmc/cli/`). "
              "Exit codes: 0 success, 1 compile or verification failure (a failed quality gate), 2 bad input "
              "([../errors.md](../errors.md), [../integration.md](../integration.md)).\n")
     return HEADER + intro + "\n" + "\n".join(_command_sections(cli, "slmc"))
@@ -196,12 +197,6 @@ def report_page() -> str:
                        "guide: [../reports.md](../reports.md).", Report)
 
 
-def report_schema_file() -> str:
-    from slmc.report.report_json import report_schema
-
-    return json.dumps(report_schema(), indent=2, sort_keys=True) + "\n"
-
-
 def manifest_page() -> str:
     from slmc.artifact.manifest import FORMAT_VERSION, Manifest
 
@@ -210,10 +205,13 @@ def manifest_page() -> str:
                        "[manifest.schema.json](manifest.schema.json).", Manifest)
 
 
-def manifest_schema_file() -> str:
-    from slmc.artifact.manifest import manifest_schema
+def schema_file(module: str, function: str) -> Callable[[], str]:
+    """A page that is the JSON schema ``module.function()`` returns (imported when the page is made)."""
 
-    return json.dumps(manifest_schema(), indent=2, sort_keys=True) + "\n"
+    def page() -> str:
+        return json.dumps(getattr(importlib.import_module(module), function)(), indent=2, sort_keys=True) + "\n"
+
+    return page
 
 
 PAGES: dict[str, Callable[[], str]] = {
@@ -222,9 +220,9 @@ PAGES: dict[str, Callable[[], str]] = {
     "passes.md": passes_page,
     "cli.md": cli_page,
     "report.md": report_page,
-    "report.schema.json": report_schema_file,
+    "report.schema.json": schema_file("slmc.report.report_json", "report_schema"),
     "manifest.md": manifest_page,
-    "manifest.schema.json": manifest_schema_file,
+    "manifest.schema.json": schema_file("slmc.artifact.manifest", "manifest_schema"),
 }
 
 
