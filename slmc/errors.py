@@ -3,7 +3,7 @@
 Every failure that reaches a user is one of these. The CLI maps ``exit_code`` to the process exit
 status; the Python API raises the same classes. ``InputError`` (exit 2) means the user's input is
 wrong and nothing was compiled; ``CompileError`` and ``VerificationError`` (exit 1) mean the input
-was valid but the compile or its verification failed.
+was valid but the compile or its verification failed; ``Interrupted`` (exit 130) means Ctrl-C.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 EXIT_COMPILE_FAILURE = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -287,6 +288,13 @@ class BudgetNotMetError(SlmcError):
         data = super().to_json()
         data["budgets"] = self.budgets
         return data
+
+
+class Interrupted(SlmcError):
+    """The user stopped the command (Ctrl-C, SIGINT). Whatever it was writing was not put in place:
+    artifacts and cache entries are staged and renamed into place only when complete."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 # Lines of a TVM/torch exception text that are traceback frames, not the message.

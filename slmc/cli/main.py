@@ -84,7 +84,7 @@ def _print_compile_summary(result: Any) -> None:
               help="Write report.json and report.html into this directory (docs/reports.md).")
 @click.option("--junit", "junit_file", type=click.Path(path_type=Path), default=None,
               help="Write every verification check and quality gate as a JUnit XML test case.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars (drawn on stderr, only when it is a terminal).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr (bars on a terminal, else one plain line per stage, pass and count).")
 @handles_errors
 def compile_command(model: str | None, recipe: str | None, target: str | None, out: Path | None, device: str | None,
                     as_json: bool, cache_dir: Path | None, no_cache: bool, report_dir: Path | None, junit_file: Path | None,
@@ -173,25 +173,46 @@ def verify_command(artifact: Path, as_json: bool) -> None:
 @click.argument("subject")
 @click.option("-p", "--prompt", required=True, help="Text to continue.")
 @click.option("-n", "--max-new-tokens", default=32, show_default=True, type=click.IntRange(1, 1_000_000))
-@click.option("--json", "as_json", is_flag=True, help="Print the tokens and text as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the tokens, text and speed (ttft_ms, decode_tokens_per_s) as JSON.")
 @handles_errors
 def generate_command(subject: str, prompt: str, max_new_tokens: int, as_json: bool) -> None:
-    """Greedy generation with SUBJECT (an artifact directory or a model) through its KV cache."""
+    """Greedy generation with SUBJECT (an artifact directory or a model) through its KV cache; then its
+    speed: time to first token (the prompt's prefill) and decoded tokens per second."""
+    import time
+
     from slmc.graph.kv_cache import generate_greedy
     from slmc.driver.eval_subject import open_subject
 
     model = open_subject(subject)
     tokenizer = model.require_tokenizer()
     ids = tokenizer.encode(prompt)
+    step = model.step
+    call_seconds: list[float] = []  # [prefill, decode, decode, ...]
+
+    def timed_step(*arrays: Any) -> Any:
+        start = time.perf_counter()
+        out = step(*arrays)
+        call_seconds.append(time.perf_counter() - start)
+        return out
+
     try:
-        result = generate_greedy(model.step, model.kv_cache, ids, max_new_tokens)
+        result = generate_greedy(timed_step, model.kv_cache, ids, max_new_tokens)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     text = tokenizer.decode(result.tokens)
+    ttft_ms = 1000.0 * call_seconds[0]
+    decode_seconds = sum(call_seconds[1:])
+    # The first token comes from the prefill; each decode call gives one more.
+    decode_tps = (len(call_seconds) - 1) / decode_seconds if decode_seconds > 0 else None
+    speed = {"prompt_tokens": len(ids), "generated_tokens": len(result.tokens), "ttft_ms": ttft_ms,
+             "decode_tokens_per_s": decode_tps}
     if as_json:
-        emit_json({"ok": True, "prompt_tokens": len(ids), "tokens": result.tokens, "text": text})
-    else:
-        click.echo(prompt + text)
+        emit_json({"ok": True, **speed, "tokens": result.tokens, "text": text})
+        return
+    click.echo(prompt + text)
+    rate = f"{decode_tps:.1f} tokens/s" if decode_tps is not None else "n/a (one token: no decode step)"
+    click.echo(f"\n[{model.description}: {len(ids)} prompt tokens, {len(result.tokens)} generated; "
+               f"time to first token {ttft_ms:.1f} ms; decode {rate}]")
 
 
 def _eval_causal_lm(model: Any, reference: Any, text_ref: str, window: int, stride: int, max_tokens: int | None) -> dict[str, Any]:
@@ -206,6 +227,7 @@ def _eval_causal_lm(model: Any, reference: Any, text_ref: str, window: int, stri
     if reference is not None:
         ref_cache = model.kv_cache if reference.kv_cache is None else replace(model.kv_cache, kv_heads=reference.kv_cache.kv_heads)
         result["reference"] = {"subject": reference.description, **perplexity(reference.step, ref_cache, docs, window, stride)}
+        result["perplexity_change"] = result["perplexity"] / result["reference"]["perplexity"] - 1.0  # relative, vs the reference
         result["comparison"] = compare(model.step, reference.step, model.kv_cache, docs, window, stride, ref_cache)
     return result
 
@@ -224,8 +246,9 @@ def _eval_embedding(model: Any, reference: Any, text_ref: str) -> dict[str, Any]
 
 @cli.command("eval")
 @click.argument("subject")
-@click.option("--text", "text_ref", required=True,
-              help="UTF-8 text file (for embedding models: one sentence per line), or a built-in text set (stdlib-heldout).")
+@click.option("--text", "text_ref", default=None,
+              help="UTF-8 text file (for embedding models: one sentence per line), or a built-in text set (stdlib-heldout) "
+                   "[default: the model's own held-out text, e.g. stdlib-heldout for fixture-lm and its artifacts].")
 @click.option("--reference", default=None, help="Artifact or model to compare against.")
 @click.option("--window", default=256, show_default=True, type=click.IntRange(2, None))
 @click.option("--stride", default=128, show_default=True, type=click.IntRange(1, None))
@@ -239,7 +262,7 @@ def _eval_embedding(model: Any, reference: Any, text_ref: str) -> dict[str, Any]
                    "max_perplexity_increase=5%); repeatable; a failed gate exits 1.")
 @click.option("--junit", "junit_file", type=click.Path(path_type=Path), default=None,
               help="Write each gate as a JUnit XML test case.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars (drawn on stderr, only when it is a terminal).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr (bars on a terminal, else one plain line per stage, pass and count).")
 @handles_errors
 def eval_command(subject: str, text_ref: str, reference: str | None, window: int, stride: int,
                  max_tokens: int | None, recipe: str | None, target: str | None, as_json: bool,
@@ -254,6 +277,11 @@ def eval_command(subject: str, text_ref: str, reference: str | None, window: int
     if target is not None and recipe is None:
         raise InputError("--target applies only with --recipe (the passes are run for that target)")
     model = open_subject(subject, recipe, target)
+    if text_ref is None:
+        if model.heldout_text is None:
+            raise InputError(f"{model.description} has no held-out text of its own: give --text (a UTF-8 file or a built-in "
+                             f"text set)")
+        text_ref = model.heldout_text
     ref = open_subject(reference) if reference is not None else None
     if model.task == "causal-lm":
         result = _eval_causal_lm(model, ref, text_ref, window, stride, max_tokens)
@@ -275,8 +303,11 @@ def eval_command(subject: str, text_ref: str, reference: str | None, window: int
 
 def _print_eval(result: dict[str, Any]) -> None:
     if "perplexity" in result:
-        click.echo(f"{result['subject']}: perplexity {result['perplexity']:.4f} over {result['tokens_scored']} tokens "
-                   f"in {result['documents']} document(s) (window {result['window']}, stride {result['stride']})")
+        versus = ""
+        if "perplexity_change" in result:
+            versus = f" (reference {result['reference']['perplexity']:.4f}, {result['perplexity_change']:+.2%})"
+        click.echo(f"{result['subject']}: perplexity {result['perplexity']:.4f}{versus} over {result['tokens_scored']} tokens "
+                   f"of {result['text']} in {result['documents']} document(s) (window {result['window']}, stride {result['stride']})")
         if "perplexity" in result.get("reference", {}):
             click.echo(f"{result['reference']['subject']}: perplexity {result['reference']['perplexity']:.4f}")
     c = result.get("comparison")

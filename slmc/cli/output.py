@@ -1,7 +1,7 @@
 """What every ``slmc`` command shares: ``--json`` output and turning a typed error into its exit code.
 
 Exit codes: 0 success; 1 compile or verification failure; 2 bad input (recipe, descriptor, model
-reference, arguments) - each ``SlmcError`` carries its own ``exit_code``. Imported by slmc/cli/main.py
+reference, arguments); 130 interrupted (Ctrl-C) - each ``SlmcError`` carries its own ``exit_code``. Imported by slmc/cli/main.py
 and by every command-group module (bench, cache, device, search, tune); it imports none of them.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from slmc.errors import SlmcError
+from slmc.errors import Interrupted, SlmcError
 
 
 def emit_json(data: dict[str, Any]) -> None:
@@ -24,7 +24,8 @@ def emit_json(data: dict[str, Any]) -> None:
 
 
 def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn ``SlmcError`` into a one-line message (or JSON, when the command has ``as_json``) and its exit code.
+    """Turn ``SlmcError`` into a one-line message (or JSON, when the command has ``as_json``) and its exit code;
+    Ctrl-C (``KeyboardInterrupt``) becomes ``Interrupted``: exit 130, and still one JSON object with ``--json``.
 
     Precondition: ``func`` is a click command callback (it runs inside a click context whose root
     command has the ``--debug`` flag, which also prints the traceback).
@@ -35,7 +36,10 @@ def handles_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         ctx = click.get_current_context()
         as_json = bool(kwargs.get("as_json"))
         try:
-            return func(*args, **kwargs)
+            try:
+                return func(*args, **kwargs)
+            except KeyboardInterrupt as interrupt:
+                raise Interrupted("interrupted (Ctrl-C)") from interrupt
         except SlmcError as exc:
             if ctx.find_root().params.get("debug"):
                 traceback.print_exc()

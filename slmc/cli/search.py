@@ -37,6 +37,9 @@ def _groups(text: str) -> tuple[int | None, ...]:
 @click.option("--min-cosine", type=click.FloatRange(-1, 1), default=None, help="Budget: mean logit cosine vs the original.")
 @click.option("--max-size-bytes", type=click.IntRange(1, None), default=None, help="Budget: stored weight bytes.")
 @click.option("--max-latency-ms", type=click.FloatRange(0, None), default=None, help="Budget: one decode step (ms).")
+@click.option("--budget-minutes", type=click.FloatRange(0, None, min_open=True), default=None,
+              help="Time budget: no trial starts after this many minutes of wall time (the baseline always runs); "
+                   "the result names the candidates left out [default: no limit].")
 @click.option("--sparsity", "sparsities", default="0,0.25,0.5", show_default=True, help="Unstructured sparsities to try.")
 @click.option("--bits", default="32,8,4", show_default=True, help="Weight bits to try (32: float32, no quantize pass).")
 @click.option("--group-sizes", default="pc,32,64,128", show_default=True, help="Group sizes ('pc': per channel); the target's list filters them.")
@@ -54,7 +57,7 @@ def _groups(text: str) -> tuple[int | None, ...]:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handles_errors
 def search_command(model: str, target: str, max_ppl_increase: float | None, min_cosine: float | None,
-                   max_size_bytes: int | None, max_latency_ms: float | None, sparsities: str, bits: str, group_sizes: str,
+                   max_size_bytes: int | None, max_latency_ms: float | None, budget_minutes: float | None, sparsities: str, bits: str, group_sizes: str,
                    lowrank_ratios: str, prune_method: str, lowrank_method: str, quantize_method: str, text: str,
                    max_tokens: int, latency: str, workers: int, ray_address: str | None, out: Path, as_json: bool) -> None:
     """Explore sparsity x bits x group size x low-rank ratio of MODEL for TARGET within a budget; write the
@@ -66,15 +69,18 @@ def search_command(model: str, target: str, max_ppl_increase: float | None, min_
                         prune_method, lowrank_method, quantize_method)
     budget = Budget(max_ppl_increase, min_cosine, max_size_bytes, max_latency_ms)
     result = search(model, target, budget, out, space=space, evaluation=EvalSettings(text, max_tokens), workers=workers,
-                    ray_address=ray_address, latency=latency)
+                    ray_address=ray_address, latency=latency, minutes=budget_minutes)
     files = write_report(result, out)
     chosen = next(p for p in result.points if p["id"] == result.chosen)
     if as_json:
         emit_json({"ok": True, "chosen": result.chosen, "front": result.front, "files": {k: str(v) for k, v in files.items()},
-                    "chosen_metrics": chosen})
+                    "chosen_metrics": chosen, "time_budget": result.settings["time_budget"]})
         return
     click.echo(f"searched {len(result.points)} candidates of {model} for '{result.target}' ({len(result.excluded)} excluded by the target), "
                f"{max_tokens} tokens of {text} per trial")
+    if result.not_run:
+        click.echo(f"time budget of {budget_minutes:g} min spent: {len(result.not_run)} candidate(s) not run "
+                   f"({', '.join(result.not_run)})")
     for p in result.points:
         if p["on_front"]:
             lat = f", {p['latency_ms']:.3f} ms" if p["latency_ms"] is not None else ""

@@ -1,7 +1,10 @@
 """What ``slmc eval`` and ``slmc generate`` act on: an artifact directory or a model, run alike.
 
 Both become a ``Subject``: a numpy-in, numpy-out ``run`` function plus the task, tokenizer and KV
-cache, so quality is measured the same way on the compiled artifact and on the eager model.
+cache, so quality is measured the same way on the compiled artifact and on the eager model, and
+the subject's own held-out text where it has one (``heldout_text``: the built-in model's entry in
+``slmc.models.HELDOUT_TEXTS``, for an artifact that of the model it was compiled from, else its
+recipe's ``verify.text`` when that is a built-in text set).
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import numpy as np
 import torch
 
 from slmc.artifact.layout import MANIFEST
+from slmc.data.texts import TEXT_SETS
 from slmc.errors import InputError
 from slmc.graph.kv_cache import KVCacheSpec, StepFunction
+from slmc.models import HELDOUT_TEXTS
 
 
 @dataclass
@@ -26,6 +31,7 @@ class Subject:
     tokenizer: Any
     kv_cache: KVCacheSpec | None
     run: Callable[..., list[np.ndarray]]
+    heldout_text: str | None = None  # a built-in text set (slmc.data.texts) the model did not train on
 
     @property
     def step(self) -> StepFunction:
@@ -69,14 +75,21 @@ def open_subject(ref: str, recipe: str | None = None, target: str | None = None)
 
         model = load(ref)
         tokenizer = model.tokenizer if model.manifest.tokenizer is not None else None
-        return Subject(f"artifact {ref}", model.manifest.task, tokenizer, model.kv_cache, model.run_numpy)
+        return Subject(f"artifact {ref}", model.manifest.task, tokenizer, model.kv_cache, model.run_numpy,
+                       _heldout_text(model.manifest.model.name, (model.manifest.recipe.get("verify") or {}).get("text")))
     from slmc.frontend.model_source import load_model
 
     if recipe is not None:
         return _compressed_subject(ref, recipe, target)
     spec = load_model(ref)
     spec.module.eval()
-    return Subject(f"eager model {spec.name}", spec.task, spec.tokenizer, spec.kv_cache, eager_runner(spec.module))
+    return Subject(f"eager model {spec.name}", spec.task, spec.tokenizer, spec.kv_cache, eager_runner(spec.module),
+                   HELDOUT_TEXTS.get(spec.name))
+
+
+def _heldout_text(model_name: str, verify_text: str | None) -> str | None:
+    """The model's own held-out text, else the recipe's ``verify.text`` when it is a built-in text set."""
+    return HELDOUT_TEXTS.get(model_name) or (verify_text if verify_text in TEXT_SETS else None)
 
 
 def _compressed_subject(ref: str, recipe_ref: str, target_ref: str | None) -> Subject:
@@ -95,4 +108,6 @@ def _compressed_subject(ref: str, recipe_ref: str, target_ref: str | None) -> Su
     compressed = compress(spec, recipe, target)
     passes = ", ".join(step.name for step in recipe.steps) or "no passes"
     return Subject(f"eager model {spec.name} after {recipe.source} ({passes}) for {target.name}", spec.task,
-                   spec.tokenizer, compressed.kv_cache, eager_runner(compressed.final.module))
+                   spec.tokenizer, compressed.kv_cache, eager_runner(compressed.final.module),
+                   _heldout_text(spec.name, recipe.verify.text))
+

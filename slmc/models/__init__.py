@@ -29,3 +29,6 @@ BUILTIN_MODELS: dict[str, Callable[[], ModelSpec]] = {
     "tiny-lm": tiny_lm.build,
 }
 DEFAULT_MODEL = "fixture-lm"
+# The built-in text set (slmc.data.texts) each built-in model was held out from in training: what
+# `slmc eval` measures it on when no --text is given.
+HELDOUT_TEXTS: dict[str, str] = {"fixture-lm": "stdlib-heldout"}

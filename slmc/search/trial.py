@@ -72,7 +72,15 @@ def _macs_per_token(original: Any, reports: list[dict[str, Any]]) -> int:
 
 
 def run_trial(job: TrialJob) -> dict[str, Any]:
-    """Compress, measure; returns plain data (the candidate id, metrics, per-pass stats, seconds)."""
+    """Compress, measure; returns plain data (the candidate id, metrics, per-pass stats, seconds). Quiet:
+    the search shows the progress of its candidates, not of each trial's passes and tokens."""
+    from slmc import progress
+
+    with progress.quiet():
+        return _compress_and_measure(job)
+
+
+def _compress_and_measure(job: TrialJob) -> dict[str, Any]:
     import torch
 
     from slmc.driver.compress import compress

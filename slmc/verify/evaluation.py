@@ -5,7 +5,8 @@ window is one prefill call, and only the tokens not scored by an earlier window 
 token after the first is predicted exactly once with up to ``W - 1`` tokens of context (the
 standard strided evaluation, as in Hugging Face's perplexity guide). Comparisons against a
 reference model run the same windows through both and report logit error, top-1 agreement and
-KL divergence ``KL(reference || subject)``.
+KL divergence ``KL(reference || subject)``. Both show the tokens done out of the total as progress
+(``slmc.progress``: a bar on a terminal, plain lines elsewhere).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from slmc import progress
 from slmc.errors import InputError
 from slmc.graph.kv_cache import KVCacheSpec, StepFunction, prompt_logits
 
@@ -42,11 +44,17 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def _scored_positions(documents: Sequence[np.ndarray], window: int, stride: int) -> Iterator[tuple[np.ndarray, slice, np.ndarray]]:
-    for ids in documents:
-        for begin, end, first in windows(len(ids), window, stride):
-            chunk = ids[begin:end]
-            yield chunk, slice(first, len(chunk) - 1), chunk[first + 1 :]
+def _scored_positions(documents: Sequence[np.ndarray], window: int, stride: int,
+                      label: str) -> Iterator[tuple[np.ndarray, slice, np.ndarray]]:
+    """Each window's tokens, the positions whose logits are scored and their target tokens; the
+    progress of the scored tokens (every token but each document's first) is shown as ``label``."""
+    total = sum(max(len(ids) - 1, 0) for ids in documents)
+    with progress.bar(label, total=total, unit="token") as bar:
+        for ids in documents:
+            for begin, end, first in windows(len(ids), window, stride):
+                chunk = ids[begin:end]
+                yield chunk, slice(first, len(chunk) - 1), chunk[first + 1 :]
+                bar.update(len(chunk) - 1 - first)
 
 
 def _bounded(cache: KVCacheSpec, window: int, stride: int) -> tuple[int, int]:
@@ -59,7 +67,7 @@ def perplexity(step: StepFunction, cache: KVCacheSpec, documents: Sequence[np.nd
     """Token-weighted perplexity over ``documents`` (token id arrays, each evaluated on its own)."""
     window, stride = _bounded(cache, window, stride)
     nll, count = 0.0, 0
-    for chunk, positions, targets in _scored_positions(documents, window, stride):
+    for chunk, positions, targets in _scored_positions(documents, window, stride, "perplexity"):
         logp = _log_softmax(prompt_logits(step, cache, chunk)[positions])
         nll -= float(logp[np.arange(len(targets)), targets].sum())
         count += len(targets)
@@ -75,7 +83,7 @@ def compare(subject: StepFunction, reference: StepFunction, cache: KVCacheSpec, 
     the reference's KV cache when it differs from the subject's, e.g. after head pruning)."""
     window, stride = _bounded(cache, window, stride)
     max_err, sum_err, elements, agree, rows, kl = 0.0, 0.0, 0, 0, 0, 0.0
-    for chunk, positions, _ in _scored_positions(documents, window, stride):
+    for chunk, positions, _ in _scored_positions(documents, window, stride, "compare"):
         a = prompt_logits(subject, cache, chunk)[positions].astype(np.float64)
         b = prompt_logits(reference, reference_cache or cache, chunk)[positions].astype(np.float64)
         diff = np.abs(a - b)

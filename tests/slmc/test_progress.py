@@ -1,6 +1,7 @@
-"""Progress bars: drawn on stderr only when it is a terminal and quiet mode is off."""
+"""Progress: bars on stderr when it is a terminal, plain timed lines when it is not, nothing when quiet."""
 
 import io
+import re
 import sys
 
 import pytest
@@ -22,7 +23,7 @@ def run_two_passes(graph, target):
 
 
 @pytest.mark.parametrize("stderr, quiet, shown", [(Terminal(), False, True), (Terminal(), True, False),
-                                                  (io.StringIO(), False, False)], ids=["terminal", "quiet", "not-a-terminal"])
+                                                  (io.StringIO(), True, False)], ids=["terminal", "quiet", "quiet-not-a-terminal"])
 def test_pass_bar(monkeypatch, constants_graph, host_target, stderr, quiet, shown):
     monkeypatch.setattr(sys, "stderr", stderr)
     with progress.quiet() if quiet else progress.compile_stages():
@@ -30,6 +31,40 @@ def test_pass_bar(monkeypatch, constants_graph, host_target, stderr, quiet, show
     text = stderr.getvalue()
     assert ("passes" in text and "dead_code_elimination" in text) is shown
     assert bool(text) is shown
+
+
+TIMED = r"^\[ *\d+\.\ds\] "
+
+
+def test_plain_lines_when_stderr_is_not_a_terminal(monkeypatch, constants_graph, host_target):
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    with progress.compile_stages():
+        progress.stage("passes")
+        run_two_passes(constants_graph, host_target)
+        progress.stage("build")
+    lines = stderr.getvalue().splitlines()
+    assert "\r" not in stderr.getvalue()
+    assert all(re.match(TIMED, line) for line in lines), lines
+    texts = [re.sub(TIMED, "", line) for line in lines]
+    done = [re.sub(r" done in \d+\.\d s$", "", t) for t in texts]
+    # One line as each step ends (a stage ends where the next one starts, the last with the compile).
+    assert done == ["stage load", "pass constant_folding", "pass dead_code_elimination", "stage passes", "stage build"], texts
+
+
+def test_plain_counts_are_throttled_and_end_with_the_total(monkeypatch):
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    with progress.bar("perplexity", total=1000, unit="token") as bar:
+        for _ in range(10):
+            bar.update(100)
+    lines = stderr.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].endswith("perplexity: 1000/1000 tokens, done in 0.0 s"), lines
+    stderr.truncate(0)
+    stderr.seek(0)
+    with progress.bar("search", total=3, unit="candidate", mininterval=0) as bar:
+        bar.update()
+    assert re.sub(TIMED, "", stderr.getvalue()).startswith("search: 1/3 candidates, ETA ")
 
 
 def test_stage_bar_follows_the_compile(monkeypatch):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -73,6 +74,50 @@ def test_generate_and_eval(compiled, workdir):
     assert data["comparison"]["top1_agreement"] == 1.0 and data["tokens_scored"] == data["comparison"]["tokens_compared"]
     bad = slmc("generate", compiled["artifact"], "--prompt", "x = 1\n" * 300, cwd=workdir)
     assert bad.returncode == 2 and "exceed max_context" in bad.stderr
+
+
+def test_generate_reports_time_to_first_token_and_decode_speed(compiled, workdir):
+    result = slmc("generate", compiled["artifact"], "--prompt", "def ", "--max-new-tokens", "8", "--json", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["generated_tokens"] == len(data["tokens"]) == 8 and data["prompt_tokens"] >= 1
+    assert data["ttft_ms"] > 0 and data["decode_tokens_per_s"] > 0
+    human = slmc("generate", compiled["artifact"], "--prompt", "def ", "--max-new-tokens", "8", cwd=workdir)
+    assert human.returncode == 0, human.stderr
+    text, _, speed = human.stdout.rstrip().rpartition("\n")
+    assert text.startswith("def ")
+    assert re.search(r"\d+ prompt tokens, 8 generated; time to first token \d+\.\d ms; decode \d+\.\d tokens/s", speed), speed
+
+
+def test_eval_defaults_to_the_models_heldout_text_and_shows_the_change(compiled, workdir):
+    args = ("eval", compiled["artifact"], "--reference", "fixture-lm", "--max-tokens", "300")
+    result = slmc(*args, "--json", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["text"] == "stdlib-heldout"  # the fixture LM's held-out split, named by the artifact's manifest
+    assert data["perplexity_change"] == pytest.approx(data["perplexity"] / data["reference"]["perplexity"] - 1)
+    scored = data["tokens_scored"]
+    # stderr is not a terminal here: plain progress lines, tokens done / total, no carriage returns
+    assert "\r" not in result.stderr
+    for label in ("perplexity", "compare"):
+        assert re.search(rf"^\[ *\d+\.\ds\] {label}: {scored}/{scored} tokens, done in ", result.stderr, re.M), result.stderr
+    human = slmc(*args, cwd=workdir)
+    assert human.returncode == 0, human.stderr
+    assert re.search(r"perplexity \d+\.\d{4} \(reference \d+\.\d{4}, [+-]\d+\.\d\d%\) over \d+ tokens of stdlib-heldout",
+                     human.stdout), human.stdout
+    no_text = slmc("eval", "tiny-lm", cwd=workdir)
+    assert no_text.returncode == 2 and "has no held-out text of its own: give --text" in no_text.stderr
+
+
+def test_compile_progress_lines_outside_a_terminal(workdir):
+    result = slmc("compile", "-m", "tiny-lm", "-o", "tiny-progress", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert "\r" not in result.stderr and all(re.match(r"^\[ *\d+\.\ds\] ", line) for line in lines), lines
+    for step in ("stage load", "pass constant_folding", "pass dead_code_elimination", "stage build", "stage verify"):
+        assert any(re.search(rf"\] {step} done in \d+\.\d s$", line) for line in lines), (step, lines)
+    quiet = slmc("compile", "-m", "tiny-lm", "-o", "tiny-progress", "--quiet", cwd=workdir)
+    assert quiet.returncode == 0 and quiet.stderr == ""
 
 
 def test_run_errors_exit_2(compiled, workdir):

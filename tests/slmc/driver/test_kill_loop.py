@@ -1,5 +1,7 @@
-"""SIGKILL a compile at random moments: afterwards there is no artifact or a complete, verifiable one."""
+"""SIGKILL a compile at random moments: afterwards there is no artifact or a complete, verifiable one.
+Ctrl-C (SIGINT) mid-compile: exit 130, one JSON object with --json, nothing half-written left."""
 
+import json
 import os
 import random
 import shutil
@@ -70,3 +72,30 @@ def test_sigkill_leaves_no_artifact_or_a_complete_one(tmp_path):
     assert cli_verify(tmp_path, "art").returncode == 0
     assert hidden_leftovers(tmp_path, "art") == []  # the killed compiles' staging directories were cleared
     print("kill loop (delay s, case, exit code, artifact present):", outcomes)
+
+
+def test_ctrl_c_exits_130_with_one_json_object_and_leaves_nothing(tmp_path):
+    """SIGINT while the artifact is being staged (export, verify): the staging directory goes, no artifact and no
+    cache entry appear, and ``--json`` still prints exactly one object naming the interruption."""
+    env = {k: v for k, v in os.environ.items() if k != "SLMC_CACHE_DIR"}
+    proc = subprocess.Popen([slmc_exe(), "compile", "--json", "-o", "art", "--cache-dir", "cache"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 600
+    try:
+        while not any(p.name.startswith(".art.staging-") for p in tmp_path.iterdir()):
+            assert proc.poll() is None, "the compile ended before its artifact was staged"
+            assert time.monotonic() < deadline, "no staging directory after 600 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr[-2000:]
+    data = json.loads(stdout)  # exactly one JSON object: anything else on stdout fails to parse
+    assert data["ok"] is False
+    assert data["error"]["type"] == "Interrupted" and data["error"]["exit_code"] == 130
+    assert "interrupted" in stderr
+    assert not (tmp_path / "art").exists()
+    assert hidden_leftovers(tmp_path, "art") == []
+    assert list((tmp_path / "cache" / "entries").iterdir()) == [] and list((tmp_path / "cache" / "tmp").iterdir()) == []
