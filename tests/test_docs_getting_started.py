@@ -35,7 +35,7 @@ def test_new_user_path_runs_end_to_end(tmp_path):
     env = {**os.environ, "HOME": str(tmp_path / "home")}  # the doc's ~ is the new user's home, not this machine's
     for step in doc_steps():
         if step.startswith("export "):
-            name, _, value = step.removeprefix("export ").partition("=")
+            name, _, value = shlex.split(step)[1].partition("=")
             env[name] = env["HOME"] + value[1:] if value.startswith("~") else value
             continue
         result = subprocess.run(shlex.split(step), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
