@@ -262,11 +262,13 @@ def _eval_embedding(model: Any, reference: Any, text_ref: str) -> dict[str, Any]
                    "max_perplexity_increase=5%); repeatable; a failed gate exits 1.")
 @click.option("--junit", "junit_file", type=click.Path(path_type=Path), default=None,
               help="Write each gate as a JUnit XML test case.")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+              help="Write report.json and report.html of the artifact SUBJECT, with this evaluation as its quality.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr (bars on a terminal, else one plain line per stage, pass and count).")
 @handles_errors
 def eval_command(subject: str, text_ref: str, reference: str | None, window: int, stride: int,
                  max_tokens: int | None, recipe: str | None, target: str | None, as_json: bool,
-                 gate_options: tuple[str, ...], junit_file: Path | None, quiet: bool) -> None:
+                 gate_options: tuple[str, ...], junit_file: Path | None, report_dir: Path | None, quiet: bool) -> None:
     """Quality of SUBJECT (artifact directory or model): perplexity for causal LMs (with logit error,
     top-1 agreement and KL against --reference), embedding cosine against --reference for encoders."""
     from slmc import progress
@@ -276,6 +278,9 @@ def eval_command(subject: str, text_ref: str, reference: str | None, window: int
 
     if target is not None and recipe is None:
         raise InputError("--target applies only with --recipe (the passes are run for that target)")
+    if report_dir is not None and (recipe is not None or not (Path(subject) / "manifest.json").is_file()):
+        raise InputError(f"--report describes a compiled artifact: SUBJECT {subject!r} must be an artifact directory "
+                         "(holding manifest.json), without --recipe")
     model = open_subject(subject, recipe, target)
     if text_ref is None:
         if model.heldout_text is None:
@@ -292,6 +297,10 @@ def eval_command(subject: str, text_ref: str, reference: str | None, window: int
     from slmc.report.ci_outputs import check_eval_gates
 
     failed = check_eval_gates(result, gate_options, junit_file, f"slmc.eval.{subject}")
+    if report_dir is not None:
+        from slmc.report.report_files import write_eval_report
+
+        write_eval_report(subject, result, report_dir)
     if as_json:
         emit_json({"ok": failed is None, **result})
     else:

@@ -133,15 +133,15 @@ def test_cache_ls_and_prune(cached_compile, tmp_path):
     runner = CliRunner()
     listed = runner.invoke(cli, ["cache", "ls", "--cache-dir", str(cache_dir), "--json"])
     assert listed.exit_code == 0, listed.output
-    entries = json.loads(listed.output)["entries"]
+    entries = json.loads(listed.stdout)["entries"]
     assert [e["key"] for e in entries] == [cached_compile.result.cache["key"]] and entries[0]["model"] == "tiny-lm"
     kept = runner.invoke(cli, ["cache", "prune", "--cache-dir", str(cache_dir), "--older-than", "1d", "--json"])
-    assert kept.exit_code == 0 and json.loads(kept.output)["removed"] == []
+    assert kept.exit_code == 0 and json.loads(kept.stdout)["removed"] == []
     assert not any((cache_dir / "tmp").iterdir())
     old = time.time() - 3 * 86400
     os.utime(cache_dir / "entries" / entries[0]["key"] / "entry.json", (old, old))
     pruned = runner.invoke(cli, ["cache", "prune", "--cache-dir", str(cache_dir), "--older-than", "2d", "--json"])
-    assert pruned.exit_code == 0 and len(json.loads(pruned.output)["removed"]) == 1
+    assert pruned.exit_code == 0 and len(json.loads(pruned.stdout)["removed"]) == 1
     assert CompileCache(cache_dir).entries() == []
 
 

@@ -86,7 +86,7 @@ def generate_python(artifact, prompt):
 
     result = CliRunner().invoke(cli, ["generate", str(artifact), "-p", prompt, "-n", str(NEW_TOKENS), "--json"])
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    return json.loads(result.stdout)
 
 
 class Model:

@@ -90,7 +90,7 @@ def test_compile_cli_writes_report_and_junit(cached_compile, tmp_path):
                                       "--cache-dir", str(cached_compile.cache), "--report", str(tmp_path / "rep"),
                                       "--junit", str(tmp_path / "junit.xml"), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["cache"]["status"] == "hit"
+    assert json.loads(result.stdout)["cache"]["status"] == "hit"
     assert json.loads((tmp_path / "rep" / REPORT_JSON).read_text())["cache"]["status"] == "hit"
     assert (tmp_path / "rep" / REPORT_HTML).is_file()
     suite, cases = junit_cases(tmp_path / "junit.xml")
