@@ -77,6 +77,10 @@ class HuggingFaceTokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=True)
 
+    def token_id(self, token: str) -> int | None:
+        """The id of ``token`` (e.g. the EOS token's text), None if the vocabulary lacks it."""
+        return self._tok.token_to_id(token)
+
 
 def _token_text(value: Any) -> str | None:
     """A ``tokenizer_config.json`` token entry: a string or an AddedToken dict with ``content``."""
