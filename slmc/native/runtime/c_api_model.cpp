@@ -28,13 +28,7 @@ slmc_sampling_params slmc_default_sampling_params(void) {
 }
 
 slmc_model* slmc_model_open(const char* artifact_dir) {
-    slmc_model* model = nullptr;
-    int rc = guarded([&] {
-        if (!artifact_dir) return fail(SLMC_E_INVALID_ARGUMENT, "slmc_model_open: artifact_dir is NULL");
-        model = new slmc_model(artifact_dir);
-        return SLMC_OK;
-    });
-    return rc == SLMC_OK ? model : nullptr;
+    return slmc::open_handle<slmc_model>(artifact_dir, "slmc_model_open: artifact_dir is NULL");
 }
 
 int slmc_generate(slmc_model* model, const char* prompt, size_t prompt_len, const slmc_sampling_params* params,
