@@ -216,6 +216,20 @@ def manifest_schema_file() -> str:
     return json.dumps(manifest_schema(), indent=2, sort_keys=True) + "\n"
 
 
+def bundle_page() -> str:
+    from slmc.artifact.bundle import BUNDLE_FORMAT_VERSION, Bundle
+
+    return schema_page(f"bundle.json reference (format version {BUNDLE_FORMAT_VERSION})",
+                       "Every field of a deploy bundle's `bundle.json` (`slmc package`), from `slmc.artifact.bundle`. "
+                       "JSON schema: [bundle.schema.json](bundle.schema.json).", Bundle)
+
+
+def bundle_schema_file() -> str:
+    from slmc.artifact.bundle import bundle_schema
+
+    return json.dumps(bundle_schema(), indent=2, sort_keys=True) + "\n"
+
+
 PAGES: dict[str, Callable[[], str]] = {
     "recipe.md": recipe_page,
     "target.md": target_page,
@@ -225,6 +239,8 @@ PAGES: dict[str, Callable[[], str]] = {
     "report.schema.json": report_schema_file,
     "manifest.md": manifest_page,
     "manifest.schema.json": manifest_schema_file,
+    "bundle.md": bundle_page,
+    "bundle.schema.json": bundle_schema_file,
 }
 
 
