@@ -188,6 +188,11 @@ def cli_page() -> str:
     return HEADER + intro + "\n" + "\n".join(_command_sections(cli, "slmc"))
 
 
+def schema_json(schema: dict[str, Any]) -> str:
+    """A committed JSON schema file's text (sorted keys, two-space indent, final newline)."""
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
 def report_page() -> str:
     from slmc.report.report_json import SCHEMA_VERSION, Report
 
@@ -199,7 +204,7 @@ def report_page() -> str:
 def report_schema_file() -> str:
     from slmc.report.report_json import report_schema
 
-    return json.dumps(report_schema(), indent=2, sort_keys=True) + "\n"
+    return schema_json(report_schema())
 
 
 def manifest_page() -> str:
@@ -213,7 +218,7 @@ def manifest_page() -> str:
 def manifest_schema_file() -> str:
     from slmc.artifact.manifest import manifest_schema
 
-    return json.dumps(manifest_schema(), indent=2, sort_keys=True) + "\n"
+    return schema_json(manifest_schema())
 
 
 def bundle_page() -> str:
@@ -227,7 +232,7 @@ def bundle_page() -> str:
 def bundle_schema_file() -> str:
     from slmc.artifact.bundle import bundle_schema
 
-    return json.dumps(bundle_schema(), indent=2, sort_keys=True) + "\n"
+    return schema_json(bundle_schema())
 
 
 PAGES: dict[str, Callable[[], str]] = {

@@ -32,6 +32,17 @@ slmc::TokenSink sink_of(slmc_token_callback callback, void* user_data) {
     };
 }
 
+// A generation call under guarded(): SLMC_E_INVALID_ARGUMENT with `null_message` for a NULL model or
+// params or `input_ok` false, else `run(sampling)`.
+template <class Run>
+int generation(slmc_model* model, bool input_ok, const slmc_sampling_params* params, const char* null_message, Run run) {
+    return guarded([&] {
+        if (!model || !input_ok || !params) return fail(SLMC_E_INVALID_ARGUMENT, null_message);
+        run(sampling_of(*params));
+        return SLMC_OK;
+    });
+}
+
 }  // namespace
 
 extern "C" {
@@ -62,24 +73,20 @@ int slmc_bundle_verify(const char* bundle_dir, size_t* files_checked) {
 
 int slmc_generate(slmc_model* model, const char* prompt, size_t prompt_len, const slmc_sampling_params* params,
                   slmc_token_callback callback, void* user_data) {
-    return guarded([&] {
-        if (!model || (!prompt && prompt_len) || !params)
-            return fail(SLMC_E_INVALID_ARGUMENT, "slmc_generate: NULL model, prompt or params");
-        model->session.generate(std::string(prompt ? prompt : "", prompt_len), sampling_of(*params), params->seed,
-                                params->max_new_tokens, sink_of(callback, user_data));
-        return SLMC_OK;
-    });
+    return generation(model, prompt || !prompt_len, params, "slmc_generate: NULL model, prompt or params",
+                      [&](const slmc::Sampling& s) {
+                          model->session.generate(std::string(prompt ? prompt : "", prompt_len), s, params->seed,
+                                                  params->max_new_tokens, sink_of(callback, user_data));
+                      });
 }
 
 int slmc_generate_ids(slmc_model* model, const int32_t* ids, size_t count, const slmc_sampling_params* params,
                       slmc_token_callback callback, void* user_data) {
-    return guarded([&] {
-        if (!model || (!ids && count) || !params)
-            return fail(SLMC_E_INVALID_ARGUMENT, "slmc_generate_ids: NULL model, ids or params");
-        model->session.generate_ids(std::vector<int32_t>(ids, ids + count), sampling_of(*params), params->seed,
-                                    params->max_new_tokens, sink_of(callback, user_data));
-        return SLMC_OK;
-    });
+    return generation(model, ids || !count, params, "slmc_generate_ids: NULL model, ids or params",
+                      [&](const slmc::Sampling& s) {
+                          model->session.generate_ids(std::vector<int32_t>(ids, ids + count), s, params->seed,
+                                                      params->max_new_tokens, sink_of(callback, user_data));
+                      });
 }
 
 int slmc_model_set_stop_at_eos(slmc_model* model, int stop) {
