@@ -189,6 +189,11 @@ def cli_page() -> str:
     return HEADER + intro + "\n" + "\n".join(_command_sections(cli, "slmc"))
 
 
+def schema_json(schema: dict[str, Any]) -> str:
+    """A committed JSON schema file's text (sorted keys, two-space indent, final newline)."""
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
 def report_page() -> str:
     from slmc.report.report_json import SCHEMA_VERSION, Report
 
@@ -209,9 +214,17 @@ def schema_file(module: str, function: str) -> Callable[[], str]:
     """A page that is the JSON schema ``module.function()`` returns (imported when the page is made)."""
 
     def page() -> str:
-        return json.dumps(getattr(importlib.import_module(module), function)(), indent=2, sort_keys=True) + "\n"
+        return schema_json(getattr(importlib.import_module(module), function)())
 
     return page
+
+
+def bundle_page() -> str:
+    from slmc.artifact.bundle import BUNDLE_FORMAT_VERSION, Bundle
+
+    return schema_page(f"bundle.json reference (format version {BUNDLE_FORMAT_VERSION})",
+                       "Every field of a deploy bundle's `bundle.json` (`slmc package`), from `slmc.artifact.bundle`. "
+                       "JSON schema: [bundle.schema.json](bundle.schema.json).", Bundle)
 
 
 PAGES: dict[str, Callable[[], str]] = {
@@ -223,6 +236,8 @@ PAGES: dict[str, Callable[[], str]] = {
     "report.schema.json": schema_file("slmc.report.report_json", "report_schema"),
     "manifest.md": manifest_page,
     "manifest.schema.json": schema_file("slmc.artifact.manifest", "manifest_schema"),
+    "bundle.md": bundle_page,
+    "bundle.schema.json": schema_file("slmc.artifact.bundle", "bundle_schema"),
 }
 
 

@@ -231,6 +231,19 @@ class VerificationError(SlmcError):
         return data
 
 
+class BundleIntegrityError(SlmcError):
+    """A deploy bundle's file differs from ``bundle.json`` (missing, other size or sha256): damaged or modified."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        self.problems = problems or []
+        super().__init__(message)
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data["problems"] = self.problems
+        return data
+
+
 class DeviceURLError(InputError):
     """A device URL (``--device``) is not of the form ``rpc://HOST:PORT``."""
 

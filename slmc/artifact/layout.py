@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from slmc.artifact.manifest import FORMAT_VERSION, FileEntry, Manifest, manifest
 from slmc.errors import ArtifactError
 
 __all__ = ["FORMAT_VERSION", "LIBRARY", "MANIFEST", "WEIGHTS", "StagedArtifact", "check_destination", "file_entries",
-           "file_problems", "read_manifest", "remove_stale", "sha256_file", "write_manifest"]
+           "file_problems", "listed_file_problems", "read_manifest", "remove_stale", "sha256_file", "write_manifest"]
 STAGING_MARKERS = (".staging-", ".old-")
 MANIFEST = "manifest.json"
 LIBRARY = "model.so"
@@ -64,15 +65,21 @@ def read_manifest(directory: Path) -> Manifest:
 
 def file_problems(directory: Path, manifest: Manifest, check_hashes: bool = True) -> list[str]:
     """Every file the manifest lists that is missing, of the wrong size or (optionally) hash."""
+    return listed_file_problems(directory, manifest.files, "manifest", check_hashes)
+
+
+def listed_file_problems(directory: Path, files: Mapping[str, Any], listed_in: str, check_hashes: bool = True) -> list[str]:
+    """Every file of ``files`` (name -> an entry with ``sha256`` and ``size``) that is missing, of the
+    wrong size or (optionally) hash, each naming the file and ``listed_in`` (``manifest``, ``bundle.json``)."""
     problems = []
-    for name, entry in sorted(manifest.files.items()):
+    for name, entry in sorted(files.items()):
         path = Path(directory) / name
         if not path.is_file():
             problems.append(f"{name}: missing")
         elif path.stat().st_size != entry.size:
-            problems.append(f"{name}: size {path.stat().st_size}, manifest says {entry.size}")
+            problems.append(f"{name}: size {path.stat().st_size}, {listed_in} says {entry.size}")
         elif check_hashes and sha256_file(path) != entry.sha256:
-            problems.append(f"{name}: sha256 differs from the manifest")
+            problems.append(f"{name}: sha256 differs from the {listed_in}")
     return problems
 
 

@@ -15,6 +15,7 @@ from slmc.cli.bench import bench_command
 from slmc.cli.cache import cache_group
 from slmc.cli.device import device_group
 from slmc.cli.output import emit_json, handles_errors
+from slmc.cli.package import package_command, print_package_summary, verify_bundle_command
 from slmc.cli.search import search_command
 from slmc.cli.tune import tune_command
 from slmc.errors import InputError
@@ -85,10 +86,12 @@ def _print_compile_summary(result: Any) -> None:
 @click.option("--junit", "junit_file", type=click.Path(path_type=Path), default=None,
               help="Write every verification check and quality gate as a JUnit XML test case.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr (bars on a terminal, else one plain line per stage, pass and count).")
+@click.option("--bundle", "bundle_dir", type=click.Path(path_type=Path), default=None,
+              help="Also package the artifact as a deploy bundle in this directory (as 'slmc package').")
 @handles_errors
 def compile_command(model: str | None, recipe: str | None, target: str | None, out: Path | None, device: str | None,
                     as_json: bool, cache_dir: Path | None, no_cache: bool, report_dir: Path | None, junit_file: Path | None,
-                    quiet: bool) -> None:
+                    quiet: bool, bundle_dir: Path | None) -> None:
     """Compile MODEL with RECIPE for TARGET into a verified artifact directory."""
     import slmc
     from slmc import progress
@@ -107,10 +110,17 @@ def compile_command(model: str | None, recipe: str | None, target: str | None, o
             click.get_current_context().exit(exc.exit_code)
         raise
     compile_outputs(result, report_dir, junit_file)
+    packaged = None
+    if bundle_dir is not None:
+        from slmc.driver.package import package_artifact
+
+        packaged = package_artifact(result.artifact, bundle_dir)
     if as_json:
-        emit_json(result.to_json())
+        emit_json({**result.to_json(), **({"bundle": packaged.to_json()} if packaged else {})})
     else:
         _print_compile_summary(result)
+        if packaged:
+            print_package_summary(packaged)
 
 
 @cli.command("run")
@@ -156,9 +166,13 @@ def run_command(artifact: Path, inputs: tuple[Path, ...], output: Path | None, a
 @handles_errors
 def verify_command(artifact: Path, as_json: bool) -> None:
     """Re-check ARTIFACT: every file against the manifest's sha256 and size, then (where its target runs
-    here) its outputs on the verification inputs stored at compile time, within the recorded tolerance."""
+    here) its outputs on the verification inputs stored at compile time, within the recorded tolerance. A deploy
+    bundle (slmc package): every file against bundle.json's sha256 and size."""
+    from slmc.artifact.bundle import is_bundle
     from slmc.verify.artifact_check import verify_artifact
 
+    if is_bundle(artifact):
+        return verify_bundle_command(artifact, as_json)  # a deploy bundle (slmc package): every file against bundle.json
     report = verify_artifact(artifact)
     if as_json:
         emit_json({"ok": True, **report})
@@ -391,6 +405,7 @@ cli.add_command(device_group)  # 'slmc device' (docs/devices.md)
 cli.add_command(cache_group)  # 'slmc cache ls/prune'
 cli.add_command(search_command)  # 'slmc search' (docs/search.md)
 cli.add_command(tune_command)  # 'slmc tune' (docs/tuning.md)
+cli.add_command(package_command)  # 'slmc package' (docs/runtime.md)
 cli.add_command(bench_command)  # 'slmc bench' (docs/benchmarks.md)
 
 

@@ -5,10 +5,13 @@ runtime (``build_runtime``: ``src/`` + ``runtime/`` as ``libslmc_runtime.so`` li
 runtime, and the ``slmc-run`` executable from ``cli/``). The runtime links ``libtvm_runtime.so`` and
 ``libtvm_ffi.so`` of the apache-tvm / apache-tvm-ffi wheels of the target's architecture (the wheels
 ship the headers and the libraries): ``TvmWheels.installed()`` for the host, ``TvmWheels(root)`` for
-wheels unpacked under ``root`` (``root/tvm``, ``root/tvm_ffi``). Both binaries carry the RPATH
-``$ORIGIN:<wheel>/tvm/lib:<wheel>/tvm_ffi/lib`` (DT_RPATH, which also serves libtvm_runtime's own
-need of libtvm_ffi): they run in place against the wheels, and a bundle that copies the two TVM
-libraries beside ``slmc-run`` and ``libslmc_runtime.so`` runs anywhere.
+wheels unpacked under ``root`` (``root/tvm``, ``root/tvm_ffi``). The two TVM libraries are copied
+into the build directory and both binaries carry only the RPATH ``$ORIGIN`` (libtvm_runtime's own
+RUNPATH is ``$ORIGIN`` too): the build directory runs as it is, and a deploy bundle that copies its
+four files (``slmc-run``, ``libslmc_runtime.so``, ``libtvm_runtime.so``, ``libtvm_ffi.so``) runs
+with nothing else but the C/C++ system libraries. ``build.json`` beside them records how they were
+built (``RuntimeBuild.info``). ``runtime_for_arch(arch)`` picks the compiler and wheels for a CPU
+architecture (``TOOLCHAINS``).
 
 ``build_library(cxx="c++", kind="shared")`` returns the path of ``libslmc_runtime.so`` (``kind=
 "static"``: ``libslmc_runtime.a``, archived with the compiler's own ``ar``: ``aarch64-linux-gnu-g++``
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -184,6 +188,22 @@ class RuntimeBuild:
     executable: Path
     wheels: TvmWheels
 
+    @property
+    def directory(self) -> Path:
+        return self.executable.parent
+
+    @property
+    def tvm_libraries(self) -> list[Path]:
+        """The copies of libtvm_runtime.so and libtvm_ffi.so beside ``slmc-run``."""
+        return [self.directory / lib.name for lib in self.wheels.libraries]
+
+    @property
+    def info(self) -> dict[str, object]:
+        """``build.json``: compiler, its version and target triple, flags, zlib, source hash, TVM wheel versions."""
+        import json
+
+        return json.loads((self.directory / BUILD_INFO).read_text())
+
 
 def _runtime_hash(cxx: str, flags: list[str], wheels: TvmWheels) -> str:
     h = hashlib.sha256(f"{cxx}|runtime|{' '.join(flags)}|{wheels.root}".encode())
@@ -196,6 +216,21 @@ def _runtime_hash(cxx: str, flags: list[str], wheels: TvmWheels) -> str:
     return h.hexdigest()[:16]
 
 
+BUILD_INFO = "build.json"
+
+
+def _build_info(compiler: str, cxx: str, flags: list[str], zlib: bool, source_hash: str, wheels: TvmWheels) -> dict[str, object]:
+    def out(*args: str) -> str:
+        return subprocess.run([compiler, *args], capture_output=True, text=True, check=False).stdout.strip()
+
+    import importlib.metadata
+
+    # download_tvm_wheels pins this environment's versions, so they hold for every build
+    versions = {dist: importlib.metadata.version(dist) for dist, _ in WHEEL_PACKAGES}
+    return {"compiler": cxx, "compiler_version": out("--version").splitlines()[0], "target_triple": out("-dumpmachine"),
+            "flags": flags, "zlib": zlib, "source_hash": source_hash, "rpath": "$ORIGIN", "tvm_wheels": versions}
+
+
 def build_runtime(cxx: str = "c++", wheels: TvmWheels | None = None, cache_dir: Path | None = None) -> RuntimeBuild:
     """``libslmc_runtime.so`` (tokenizer + model, linked with TVM) and ``slmc-run``, compiled now or
     found in the cache. ``wheels`` default to the installed ones; cross builds pass the target's."""
@@ -206,24 +241,60 @@ def build_runtime(cxx: str = "c++", wheels: TvmWheels | None = None, cache_dir: 
     with tempfile.TemporaryDirectory() as probe_dir:
         zlib = _has_zlib(compiler, Path(probe_dir))
     flags = CXXFLAGS + (["-DSLMC_WITH_ZLIB"] if zlib else [])
-    out_dir = cache / f"{Path(cxx).name}-runtime-{_runtime_hash(cxx, flags, wheels)}"
+    source_hash = _runtime_hash(cxx, flags, wheels)
+    out_dir = cache / f"{Path(cxx).name}-runtime-{source_hash}"
     result = RuntimeBuild(out_dir / "libslmc_runtime.so", out_dir / "slmc-run", wheels)
     if result.library.is_file() and result.executable.is_file():
         return result
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir))
     includes = [arg for d in wheels.include_dirs for arg in ("-isystem", str(d))]  # TVM headers: no warnings of theirs
-    rpath = ":".join(["$ORIGIN", *map(str, wheels.lib_dirs)])
-    link = [*(f"-L{d}" for d in wheels.lib_dirs), "-ltvm_runtime", "-ltvm_ffi", f"-Wl,--disable-new-dtags,-rpath,{rpath}"]
+    link = [*(f"-L{d}" for d in wheels.lib_dirs), "-ltvm_runtime", "-ltvm_ffi", "-Wl,--disable-new-dtags,-rpath,$ORIGIN"]
     sources = [*_sources(), *sorted(RUNTIME_DIR.glob("*.cpp"))]
     _run([compiler, *flags, *includes, "-shared", "-o", str(staging / result.library.name), *map(str, sources),
           *link, *(["-lz"] if zlib else [])])
     _run([compiler, *flags, str(CLI_SOURCE), "-o", str(staging / result.executable.name), f"-L{staging}", "-lslmc_runtime",
           *link])
+    for lib in wheels.libraries:
+        shutil.copy2(lib, staging / lib.name)
+        (staging / lib.name).replace(out_dir / lib.name)
+    (out_dir / BUILD_INFO).write_text(json.dumps(_build_info(compiler, cxx, flags, zlib, source_hash, wheels), indent=2))
     (staging / result.library.name).replace(result.library)
     (staging / result.executable.name).replace(result.executable)  # last: its presence marks a complete build
     shutil.rmtree(staging)
     return result
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """How to build the runtime for one CPU architecture from another: the cross compiler and the
+    pip platform tag of the TVM wheels."""
+
+    cxx: str
+    wheel_platform: str
+
+
+# CPU architecture (a target triple's first part) -> its cross toolchain. On a machine of that
+# architecture the host compiler ``c++`` and the installed wheels are used instead.
+TOOLCHAINS = {
+    "aarch64": Toolchain("aarch64-linux-gnu-g++", "manylinux_2_28_aarch64"),
+    "x86_64": Toolchain("x86_64-linux-gnu-g++", "manylinux_2_28_x86_64"),
+}
+
+
+def runtime_for_arch(arch: str, cache_dir: Path | None = None) -> RuntimeBuild:
+    """The runtime built for CPU architecture ``arch``: natively for this machine's, else with
+    ``TOOLCHAINS[arch]`` against downloaded wheels. ``ToolchainError`` for an architecture without one."""
+    import platform
+
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine().lower(), platform.machine().lower())
+    if arch == machine:
+        return build_runtime("c++", TvmWheels.installed(), cache_dir)
+    if arch not in TOOLCHAINS:
+        raise ToolchainError(f"no native runtime toolchain for CPU architecture {arch!r} (known: "
+                             f"{', '.join(sorted(TOOLCHAINS))}; this machine is {machine})")
+    chain = TOOLCHAINS[arch]
+    return build_runtime(chain.cxx, download_tvm_wheels(chain.wheel_platform, cache_dir=cache_dir), cache_dir)
 
 
 def main() -> None:

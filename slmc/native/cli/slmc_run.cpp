@@ -1,14 +1,20 @@
 // slmc-run: generate text with an slmc artifact through the C API of slmc_runtime.h, no Python.
 //
-//   slmc-run ARTIFACT_DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K]
-//            [--top-p P] [--repetition-penalty R] [--seed S] [--json]
+//   slmc-run DIR (--prompt TEXT | --bench-prompt-tokens N) [--max-new-tokens N] [--temperature T]
+//            [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S] [--ignore-eos] [--json]
 //
+// DIR is an artifact directory or a deploy bundle (`slmc package`). A directory holding bundle.json
+// is a bundle: every file bundle.json lists (model files, manifest, runtime libraries, this runner)
+// is checked for size and sha256 before the model is opened, and a mismatch is refused (exit 1).
 // Without --json the prompt and then each token's text are written to stdout as they arrive.
 // --json prints one object: ok, tokens, text, prompt_tokens, generated_tokens, ttft_ms,
-// prefill_tokens_per_s, decode_tokens_per_s, peak_rss_bytes (getrusage ru_maxrss). On failure the
-// error text goes to stderr (and, with --json, {"ok": false, "error": ...} to stdout); exit 1
-// (2 for a usage error).
+// prefill_tokens_per_s, decode_tokens_per_s, peak_rss_bytes (getrusage ru_maxrss),
+// bundle_files_checked (null for an artifact directory). Benchmark mode: --bench-prompt-tokens N
+// prefills N fixed token ids (i * 7 + 1) mod 64 instead of a text, --ignore-eos decodes exactly
+// --max-new-tokens tokens. On failure the error text goes to stderr (and, with --json,
+// {"ok": false, "error": ...} to stdout); exit 1 (2 for a usage error).
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -22,12 +28,13 @@
 namespace {
 
 const char* kUsage =
-    "usage: slmc-run ARTIFACT_DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K]\n"
-    "                [--top-p P] [--repetition-penalty R] [--seed S] [--json]\n";
+    "usage: slmc-run DIR (--prompt TEXT | --bench-prompt-tokens N) [--max-new-tokens N] [--temperature T]\n"
+    "                [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S] [--ignore-eos] [--json]\n";
 
 struct Options {
     std::string artifact, prompt;
-    bool has_prompt = false, json = false;
+    bool has_prompt = false, json = false, ignore_eos = false;
+    long long bench_prompt_tokens = 0;
     slmc_sampling_params params = slmc_default_sampling_params();
 };
 
@@ -68,13 +75,15 @@ Options parse(int argc, char** argv) {
         else if (a == "--repetition-penalty") o.params.repetition_penalty = static_cast<float>(number("--repetition-penalty", value()));
         else if (a == "--seed") o.params.seed = static_cast<uint64_t>(integer("--seed", value()));
         else if (a == "--json") o.json = true;
+        else if (a == "--ignore-eos") o.ignore_eos = true;
+        else if (a == "--bench-prompt-tokens") o.bench_prompt_tokens = integer("--bench-prompt-tokens", value());
         else if (a == "--help" || a == "-h") { std::fputs(kUsage, stdout); std::exit(0); }
         else if (!a.empty() && a[0] == '-') usage_error("unknown option " + a);
         else if (o.artifact.empty()) o.artifact = a;
         else usage_error("unexpected argument '" + a + "'");
     }
-    if (o.artifact.empty()) usage_error("ARTIFACT_DIR is required");
-    if (!o.has_prompt) usage_error("--prompt is required");
+    if (o.artifact.empty()) usage_error("DIR is required");
+    if (o.has_prompt == (o.bench_prompt_tokens > 0)) usage_error("give one of --prompt and --bench-prompt-tokens (N >= 1)");
     return o;
 }
 
@@ -124,16 +133,32 @@ int failure(const Options& o, const std::string& what) {
 
 }  // namespace
 
+bool is_file(const std::string& path) {
+    struct stat st;
+    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
 int main(int argc, char** argv) {
     Options o = parse(argc, argv);
+    std::string bundle_files = "null";
+    if (is_file(o.artifact + "/bundle.json")) {
+        size_t checked = 0;
+        if (slmc_bundle_verify(o.artifact.c_str(), &checked) != SLMC_OK) return failure(o, "bundle check failed");
+        bundle_files = std::to_string(checked);
+    }
     slmc_model* model = slmc_model_open(o.artifact.c_str());
     if (!model) return failure(o, "cannot open " + o.artifact);
+    if (o.ignore_eos) slmc_model_set_stop_at_eos(model, 0);
     Run run{!o.json, {}};
-    if (run.stream) {
+    if (run.stream && o.has_prompt) {
         std::fwrite(o.prompt.data(), 1, o.prompt.size(), stdout);
         std::fflush(stdout);
     }
-    if (slmc_generate(model, o.prompt.data(), o.prompt.size(), &o.params, on_token, &run) != SLMC_OK) {
+    std::vector<int32_t> bench_ids;
+    for (long long i = 0; i < o.bench_prompt_tokens; ++i) bench_ids.push_back(static_cast<int32_t>((i * 7 + 1) % 64));
+    int rc = o.has_prompt ? slmc_generate(model, o.prompt.data(), o.prompt.size(), &o.params, on_token, &run)
+                          : slmc_generate_ids(model, bench_ids.data(), bench_ids.size(), &o.params, on_token, &run);
+    if (rc != SLMC_OK) {
         int rc = failure(o, "generation failed");
         slmc_model_close(model);
         return rc;
@@ -165,10 +190,10 @@ int main(int argc, char** argv) {
     std::printf(
         "{\"ok\": true, \"tokens\": [%s], \"text\": %s, \"prompt_tokens\": %d, \"generated_tokens\": %d, "
         "\"stopped_at_eos\": %s, \"ttft_ms\": %.3f, \"prefill_tokens_per_s\": %.3f, \"decode_tokens_per_s\": %.3f, "
-        "\"peak_rss_bytes\": %lld}\n",
+        "\"peak_rss_bytes\": %lld, \"bundle_files_checked\": %s}\n",
         ids.c_str(), json_string(text).c_str(), stats.prompt_tokens, stats.generated_tokens,
         stats.stopped_at_eos ? "true" : "false", stats.ttft_seconds * 1e3, prefill_rate, decode_rate,
-        static_cast<long long>(usage.ru_maxrss) * 1024LL);
+        static_cast<long long>(usage.ru_maxrss) * 1024LL, bundle_files.c_str());
     slmc_model_close(model);
     return 0;
 }

@@ -141,6 +141,14 @@ typedef int (*slmc_token_callback)(void* user_data, int32_t token_id, const char
  * tokenizer. NULL on failure (slmc_last_error). */
 slmc_model* slmc_model_open(const char* artifact_dir);
 
+/* Checks a deploy bundle (`slmc package`): `<bundle_dir>/bundle.json` (format_version 1) and the size
+ * and sha256 of every file it lists -- the model files, manifest.json, the runtime libraries and
+ * slmc-run. SLMC_E_INTEGRITY naming the first damaged or missing file, SLMC_E_FORMAT for a malformed
+ * bundle.json, SLMC_E_IO when it is missing. `files_checked` (may be NULL) receives the count. A
+ * library checking its own file detects damage, not tampering: a changed byte in the checking code
+ * itself, or one the dynamic loader trips over first, is not reported by this function. */
+int slmc_bundle_verify(const char* bundle_dir, size_t* files_checked);
+
 /* Tokenizes `prompt` WITHOUT special tokens (SLMC_NO_SPECIAL_TOKENS -- as `slmc generate` and
  * slmc's Python tokenizer encode prompts), prefills it after the current context (the KV state of
  * earlier calls, plus their last generated token), then generates up to params->max_new_tokens
@@ -150,6 +158,15 @@ slmc_model* slmc_model_open(const char* artifact_dir);
  * SLMC_E_INVALID_ARGUMENT for an empty prompt, one that does not fit the context or bad params. */
 int slmc_generate(slmc_model* model, const char* prompt, size_t prompt_len, const slmc_sampling_params* params,
                   slmc_token_callback callback, void* user_data);
+
+/* slmc_generate from token ids (each in [0, vocab)) instead of text: for benchmarks with a fixed
+ * prompt length. */
+int slmc_generate_ids(slmc_model* model, const int32_t* ids, size_t count, const slmc_sampling_params* params,
+                      slmc_token_callback callback, void* user_data);
+
+/* stop != 0 (the default): generation ends after the eos token; 0: it runs to max_new_tokens (or
+ * the context's end) -- a fixed number of decode steps, for benchmarks. */
+int slmc_model_set_stop_at_eos(slmc_model* model, int stop);
 
 /* Timings and counts of the last successful slmc_generate on this model. */
 typedef struct slmc_generation_stats {

@@ -4,6 +4,7 @@
 
 #include "../include/slmc_runtime.h"
 #include "../src/c_api_guard.hpp"
+#include "bundle.hpp"
 #include "session.hpp"
 
 struct slmc_model {
@@ -13,6 +14,36 @@ struct slmc_model {
 
 using slmc::fail;
 using slmc::guarded;
+
+namespace {
+
+slmc::Sampling sampling_of(const slmc_sampling_params& params) {
+    slmc::Sampling s;
+    s.temperature = params.temperature;
+    s.top_k = params.top_k;
+    s.top_p = params.top_p;
+    s.repetition_penalty = params.repetition_penalty;
+    return s;
+}
+
+slmc::TokenSink sink_of(slmc_token_callback callback, void* user_data) {
+    return [callback, user_data](int32_t id, const std::string& text) {
+        return callback == nullptr || callback(user_data, id, text.data(), text.size()) == 0;
+    };
+}
+
+// A generation call under guarded(): SLMC_E_INVALID_ARGUMENT with `null_message` for a NULL model or
+// params or `input_ok` false, else `run(sampling)`.
+template <class Run>
+int generation(slmc_model* model, bool input_ok, const slmc_sampling_params* params, const char* null_message, Run run) {
+    return guarded([&] {
+        if (!model || !input_ok || !params) return fail(SLMC_E_INVALID_ARGUMENT, null_message);
+        run(sampling_of(*params));
+        return SLMC_OK;
+    });
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -28,29 +59,40 @@ slmc_sampling_params slmc_default_sampling_params(void) {
 }
 
 slmc_model* slmc_model_open(const char* artifact_dir) {
-    slmc_model* model = nullptr;
-    int rc = guarded([&] {
-        if (!artifact_dir) return fail(SLMC_E_INVALID_ARGUMENT, "slmc_model_open: artifact_dir is NULL");
-        model = new slmc_model(artifact_dir);
+    return slmc::open_handle<slmc_model>(artifact_dir, "slmc_model_open: artifact_dir is NULL");
+}
+
+int slmc_bundle_verify(const char* bundle_dir, size_t* files_checked) {
+    return guarded([&] {
+        if (!bundle_dir) return fail(SLMC_E_INVALID_ARGUMENT, "slmc_bundle_verify: bundle_dir is NULL");
+        size_t n = slmc::verify_bundle(bundle_dir);
+        if (files_checked) *files_checked = n;
         return SLMC_OK;
     });
-    return rc == SLMC_OK ? model : nullptr;
 }
 
 int slmc_generate(slmc_model* model, const char* prompt, size_t prompt_len, const slmc_sampling_params* params,
                   slmc_token_callback callback, void* user_data) {
+    return generation(model, prompt || !prompt_len, params, "slmc_generate: NULL model, prompt or params",
+                      [&](const slmc::Sampling& s) {
+                          model->session.generate(std::string(prompt ? prompt : "", prompt_len), s, params->seed,
+                                                  params->max_new_tokens, sink_of(callback, user_data));
+                      });
+}
+
+int slmc_generate_ids(slmc_model* model, const int32_t* ids, size_t count, const slmc_sampling_params* params,
+                      slmc_token_callback callback, void* user_data) {
+    return generation(model, ids || !count, params, "slmc_generate_ids: NULL model, ids or params",
+                      [&](const slmc::Sampling& s) {
+                          model->session.generate_ids(std::vector<int32_t>(ids, ids + count), s, params->seed,
+                                                      params->max_new_tokens, sink_of(callback, user_data));
+                      });
+}
+
+int slmc_model_set_stop_at_eos(slmc_model* model, int stop) {
     return guarded([&] {
-        if (!model || (!prompt && prompt_len) || !params)
-            return fail(SLMC_E_INVALID_ARGUMENT, "slmc_generate: NULL model, prompt or params");
-        slmc::Sampling s;
-        s.temperature = params->temperature;
-        s.top_k = params->top_k;
-        s.top_p = params->top_p;
-        s.repetition_penalty = params->repetition_penalty;
-        model->session.generate(std::string(prompt ? prompt : "", prompt_len), s, params->seed, params->max_new_tokens,
-                                [&](int32_t id, const std::string& text) {
-                                    return callback == nullptr || callback(user_data, id, text.data(), text.size()) == 0;
-                                });
+        if (!model) return fail(SLMC_E_INVALID_ARGUMENT, "slmc_model_set_stop_at_eos: model is NULL");
+        model->session.set_stop_at_eos(stop != 0);
         return SLMC_OK;
     });
 }

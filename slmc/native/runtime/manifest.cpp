@@ -1,64 +1,34 @@
 // manifest.json through the project's JSON reader; every missing or mistyped field is named.
 #include "manifest.hpp"
 
-#include <cmath>
-
 #include "../src/errors.hpp"
 #include "../src/json.hpp"
 #include "../src/read_file.hpp"
+#include "json_reader.hpp"
 
 namespace slmc {
-namespace {
 
-struct Reader {
-    const std::string& source;
-
-    [[noreturn]] void bad(const std::string& field, const std::string& expected) const {
-        throw FormatError(source + ": field '" + field + "': expected " + expected);
+std::map<std::string, FileEntry> read_file_entries(const Json& root, const JsonReader& r) {
+    std::map<std::string, FileEntry> files;
+    for (const auto& [name, entry] : r.object(root, "", "files").fields) {
+        if (entry.kind != Json::Kind::Object) r.bad("files." + name, "an object {sha256, size}");
+        files[name] = {r.text(r.field(entry, "files." + name, "sha256"), "files." + name + ".sha256"),
+                       static_cast<uint64_t>(r.integer(r.field(entry, "files." + name, "size"), "files." + name + ".size"))};
     }
-    const Json& field(const Json& obj, const std::string& parent, const std::string& key) const {
-        const Json* v = obj.get(key);
-        std::string name = parent.empty() ? key : parent + "." + key;
-        if (!v) bad(name, "to be present");
-        return *v;
-    }
-    const Json& object(const Json& obj, const std::string& parent, const std::string& key) const {
-        const Json& v = field(obj, parent, key);
-        if (v.kind != Json::Kind::Object) bad(parent.empty() ? key : parent + "." + key, "an object");
-        return v;
-    }
-    int64_t integer(const Json& v, const std::string& name) const {
-        if (v.kind != Json::Kind::Number || std::floor(v.number) != v.number) bad(name, "an integer");
-        return static_cast<int64_t>(v.number);
-    }
-    int64_t positive(const Json& obj, const std::string& parent, const std::string& key) const {
-        int64_t n = integer(field(obj, parent, key), parent + "." + key);
-        if (n < 1) bad(parent + "." + key, "a positive integer");
-        return n;
-    }
-    std::string text(const Json& v, const std::string& name) const {
-        if (v.kind != Json::Kind::String) bad(name, "a string");
-        return v.text;
-    }
-};
-
-}  // namespace
+    return files;
+}
 
 Manifest read_manifest(const std::string& artifact_dir) {
     Manifest m;
     m.path = artifact_dir + "/manifest.json";
     Json root = parse_json(read_file(m.path), m.path);
-    Reader r{m.path};
+    JsonReader r{m.path};
     if (root.kind != Json::Kind::Object) throw FormatError(m.path + ": expected a JSON object");
     int64_t version = r.integer(r.field(root, "", "format_version"), "format_version");
     if (version != kManifestFormatVersion)
         throw FormatError(m.path + ": unsupported manifest format_version " + std::to_string(version) + ", expected " +
                           std::to_string(kManifestFormatVersion));
-    for (const auto& [name, entry] : r.object(root, "", "files").fields) {
-        if (entry.kind != Json::Kind::Object) r.bad("files." + name, "an object {sha256, size}");
-        m.files[name] = {r.text(r.field(entry, "files." + name, "sha256"), "files." + name + ".sha256"),
-                         static_cast<uint64_t>(r.integer(r.field(entry, "files." + name, "size"), "files." + name + ".size"))};
-    }
+    m.files = read_file_entries(root, r);
     const Json* cache = root.get("kv_cache");
     if (!cache || cache->is_null())
         throw UnsupportedError(m.path + ": the artifact is not a causal LM with a KV cache (field 'kv_cache' is null or "

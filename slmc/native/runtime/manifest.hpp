@@ -31,6 +31,11 @@ struct Manifest {
     std::string eos_token;                   // tokenizer.eos_token, "" when absent
 };
 
+struct Json;
+struct JsonReader;
+// The "files" object of manifest.json or bundle.json: name -> {sha256, size}; FormatError naming the field.
+std::map<std::string, FileEntry> read_file_entries(const Json& root, const JsonReader& r);
+
 // Reads `<artifact_dir>/manifest.json`. Throws IoError (missing), FormatError naming the field
 // (malformed, wrong format_version) or UnsupportedError (not a causal LM with a KV cache, or a
 // tokenizer kind other than "huggingface").

@@ -102,13 +102,19 @@ const float* Session::last_logits(const ffi::Tensor& logits) const {
 GenerationStats Session::generate(const std::string& prompt, const Sampling& sampling, uint64_t seed, int32_t max_new_tokens,
                                   const TokenSink& sink) {
     Clock::time_point start = Clock::now();
-    check_sampling(sampling);
-    if (max_new_tokens < 1) throw std::invalid_argument("max_new_tokens must be >= 1, got " + std::to_string(max_new_tokens));
-    GenerationStats stats;
     std::vector<int32_t> prompt_ids = tokenizer_->impl.encode(prompt.data(), prompt.size(), /*add_special_tokens=*/false);
     if (prompt_ids.empty()) throw std::invalid_argument("the prompt encodes to no tokens");
+    return generate_ids(prompt_ids, sampling, seed, max_new_tokens, sink, start);
+}
+
+GenerationStats Session::generate_ids(const std::vector<int32_t>& prompt_ids, const Sampling& sampling, uint64_t seed,
+                                      int32_t max_new_tokens, const TokenSink& sink, Clock::time_point start) {
+    check_sampling(sampling);
+    if (max_new_tokens < 1) throw std::invalid_argument("max_new_tokens must be >= 1, got " + std::to_string(max_new_tokens));
+    if (prompt_ids.empty()) throw std::invalid_argument("the prompt has no tokens");
+    GenerationStats stats;
     for (int32_t id : prompt_ids)
-        if (id >= manifest_.vocab)
+        if (id < 0 || id >= manifest_.vocab)
             throw std::invalid_argument("the prompt encodes to token id " + std::to_string(id) + ", outside the model's vocabulary [0, " +
                                         std::to_string(manifest_.vocab) + ")");
     std::vector<int32_t> feed;
@@ -139,7 +145,7 @@ GenerationStats Session::generate(const std::string& prompt, const Sampling& sam
             decode_start = Clock::now();
         }
         bool go_on = sink(token, stream.step(token));
-        if (token == eos_id_) stats.stopped_at_eos = true;
+        if (token == eos_id_ && stop_at_eos_) stats.stopped_at_eos = true;
         if (!go_on || stats.stopped_at_eos || stats.generated_tokens >= max_new_tokens) break;
         if (keys_.size(3) - 1 + 1 > max_context) {
             stats.stopped_at_context = true;

@@ -43,6 +43,13 @@ class Session {
     // does not fit the context.
     GenerationStats generate(const std::string& prompt, const Sampling& sampling, uint64_t seed, int32_t max_new_tokens,
                              const TokenSink& sink);
+    // The same from token ids (each in [0, vocab)); `start` is when the call began (for ttft).
+    GenerationStats generate_ids(const std::vector<int32_t>& prompt_ids, const Sampling& sampling, uint64_t seed,
+                                 int32_t max_new_tokens, const TokenSink& sink,
+                                 std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now());
+    // Whether generation stops after the eos token (default true; false for benchmarks: a fixed
+    // number of decode steps).
+    void set_stop_at_eos(bool stop) { stop_at_eos_ = stop; }
     void reset();
 
     slmc_tokenizer* tokenizer() { return tokenizer_.get(); }
@@ -57,6 +64,7 @@ class Session {
     std::unique_ptr<slmc_tokenizer> tokenizer_;
     std::unique_ptr<TvmModel> model_;
     int32_t eos_id_ = -1;
+    bool stop_at_eos_ = true;
     size_t copied_weights_ = 0;
     tvm::ffi::Tensor keys_, values_;
     std::vector<int32_t> context_;  // every token in the cache, then the pending one

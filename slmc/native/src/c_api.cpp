@@ -45,13 +45,7 @@ const char* slmc_last_error(void) { return slmc::last_error().c_str(); }
 int slmc_tokenizer_supports_gzip(void) { return slmc::gzip_supported() ? 1 : 0; }
 
 slmc_tokenizer* slmc_tokenizer_open(const char* path) {
-    slmc_tokenizer* tok = nullptr;
-    int rc = guarded([&] {
-        if (!path) return fail(SLMC_E_INVALID_ARGUMENT, "slmc_tokenizer_open: path is NULL");
-        tok = new slmc_tokenizer(path);
-        return SLMC_OK;
-    });
-    return rc == SLMC_OK ? tok : nullptr;
+    return slmc::open_handle<slmc_tokenizer>(path, "slmc_tokenizer_open: path is NULL");
 }
 
 int slmc_tokenize_ex(slmc_tokenizer* tok, const char* utf8, size_t len, unsigned flags, int32_t* ids, size_t capacity,

@@ -44,4 +44,17 @@ int guarded(F&& body) {
     }
 }
 
+// `new Handle(arg)` under guarded(): nullptr (and `null_message`, or the exception's text, as the
+// last error) when `arg` is NULL or the constructor throws.
+template <class Handle>
+Handle* open_handle(const char* arg, const char* null_message) {
+    Handle* handle = nullptr;
+    int rc = guarded([&] {
+        if (!arg) return fail(SLMC_E_INVALID_ARGUMENT, null_message);
+        handle = new Handle(arg);
+        return SLMC_OK;
+    });
+    return rc == SLMC_OK ? handle : nullptr;
+}
+
 }  // namespace slmc

@@ -4,10 +4,13 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "errors.hpp"
 #include "json.hpp"
 
 namespace slmc {
@@ -61,5 +64,47 @@ std::string string_field(const Json& obj, const std::string& key, const BuildCon
 bool bool_field(const Json& obj, const std::string& key, bool fallback, const BuildContext& ctx, const std::string& where);
 long int_field(const Json& obj, const std::string& key, const BuildContext& ctx, const std::string& where);
 std::string type_of(const Json& obj, const BuildContext& ctx, const std::string& where);
+
+// A stage's registry: its tokenizer.json "type" names -> a factory building it from its object.
+template <class Component>
+using ComponentFactory = std::function<std::unique_ptr<Component>(const Json&, const BuildContext&, const std::string&)>;
+template <class Component>
+using ComponentRegistry = std::map<std::string, ComponentFactory<Component>>;
+
+// Builds the component `j` describes from `registry`: nullptr for a JSON null; UnsupportedError
+// naming `kind` ("decoder", ...), the unknown type and the supported ones.
+template <class Component>
+std::unique_ptr<Component> build_component(const ComponentRegistry<Component>& registry, const char* kind, const Json& j,
+                                           const BuildContext& ctx, const std::string& where) {
+    if (j.is_null()) return nullptr;
+    std::string type = type_of(j, ctx, where);
+    auto it = registry.find(type);
+    if (it == registry.end()) {
+        std::string known;
+        for (const auto& kv : registry) known += (known.empty() ? "" : ", ") + kv.first;
+        throw UnsupportedError(ctx.source + ": " + where + ": " + kind + " type \"" + type + "\" is not supported (supported: " +
+                               known + ")");
+    }
+    return it->second(j, ctx, where);
+}
+
+// The factory of a "Sequence" stage: a `SequenceT` (a Component with a `steps` vector) holding the
+// stages listed in the object's `list_key`, each built by `build` (null entries are dropped).
+// FormatError when the list is missing or is not a list.
+template <class Component, class SequenceT>
+ComponentFactory<Component> sequence_factory(const char* list_key,
+                                             std::unique_ptr<Component> (*build)(const Json&, const BuildContext&, const std::string&)) {
+    return [list_key, build](const Json& j, const BuildContext& c, const std::string& w) {
+        auto seq = std::make_unique<SequenceT>();
+        const Json& list = field(j, list_key, c, w);
+        std::string at = w + "." + list_key;
+        if (list.kind != Json::Kind::Array) throw FormatError(c.source + ": " + at + ": expected a list");
+        for (size_t i = 0; i < list.items.size(); ++i) {
+            auto step = build(list.items[i], c, at + "[" + std::to_string(i) + "]");
+            if (step) seq->steps.push_back(std::move(step));
+        }
+        return std::unique_ptr<Component>(std::move(seq));
+    };
+}
 
 }  // namespace slmc

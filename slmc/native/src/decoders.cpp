@@ -1,6 +1,4 @@
 // Decoders: ByteLevel, ByteFallback, Fuse, Strip, Replace (string pattern), Metaspace, Sequence.
-#include <functional>
-#include <map>
 
 #include "byte_level.hpp"
 #include "components.hpp"
@@ -140,10 +138,8 @@ char32_t one_char(const std::string& s, const BuildContext& c, const std::string
     return u[0];
 }
 
-using Factory = std::function<std::unique_ptr<Decoder>(const Json&, const BuildContext&, const std::string&)>;
-
-const std::map<std::string, Factory>& registry() {
-    static const std::map<std::string, Factory> r = {
+const ComponentRegistry<Decoder>& registry() {
+    static const ComponentRegistry<Decoder> r = {
         {"ByteLevel", [](const Json&, const BuildContext&, const std::string&) { return std::unique_ptr<Decoder>(new ByteLevel); }},
         {"ByteFallback", [](const Json&, const BuildContext&, const std::string&) { return std::unique_ptr<Decoder>(new ByteFallback); }},
         {"Fuse", [](const Json&, const BuildContext&, const std::string&) { return std::unique_ptr<Decoder>(new Fuse); }},
@@ -174,17 +170,7 @@ const std::map<std::string, Factory>& registry() {
              else d->prepend = bool_field(j, "add_prefix_space", true, c, w);
              return std::unique_ptr<Decoder>(std::move(d));
          }},
-        {"Sequence",
-         [](const Json& j, const BuildContext& c, const std::string& w) {
-             auto d = std::make_unique<Sequence>();
-             const Json& list = field(j, "decoders", c, w);
-             if (list.kind != Json::Kind::Array) throw FormatError(c.source + ": " + w + ".decoders: expected a list");
-             for (size_t i = 0; i < list.items.size(); ++i) {
-                 auto step = build_decoder(list.items[i], c, w + ".decoders[" + std::to_string(i) + "]");
-                 if (step) d->steps.push_back(std::move(step));
-             }
-             return std::unique_ptr<Decoder>(std::move(d));
-         }},
+        {"Sequence", sequence_factory<Decoder, Sequence>("decoders", build_decoder)},
     };
     return r;
 }
@@ -192,15 +178,7 @@ const std::map<std::string, Factory>& registry() {
 }  // namespace
 
 std::unique_ptr<Decoder> build_decoder(const Json& j, const BuildContext& ctx, const std::string& where) {
-    if (j.is_null()) return nullptr;
-    std::string type = type_of(j, ctx, where);
-    auto it = registry().find(type);
-    if (it == registry().end()) {
-        std::string known;
-        for (const auto& kv : registry()) known += (known.empty() ? "" : ", ") + kv.first;
-        throw UnsupportedError(ctx.source + ": " + where + ": decoder type \"" + type + "\" is not supported (supported: " + known + ")");
-    }
-    return it->second(j, ctx, where);
+    return build_component(registry(), "decoder", j, ctx, where);
 }
 
 }  // namespace slmc

@@ -1,6 +1,4 @@
 // Normalizers: NFC, NFD, Prepend, Replace (string pattern), Sequence.
-#include <functional>
-#include <map>
 
 #include "components.hpp"
 #include "errors.hpp"
@@ -50,10 +48,8 @@ struct Sequence : Normalizer {
 
 std::u32string u32(const std::string& s) { return decode_utf8_replace(s.data(), s.size()); }
 
-using Factory = std::function<std::unique_ptr<Normalizer>(const Json&, const BuildContext&, const std::string&)>;
-
-const std::map<std::string, Factory>& registry() {
-    static const std::map<std::string, Factory> r = {
+const ComponentRegistry<Normalizer>& registry() {
+    static const ComponentRegistry<Normalizer> r = {
         {"NFC", [](const Json&, const BuildContext&, const std::string&) { return std::unique_ptr<Normalizer>(new Nfc); }},
         {"NFD", [](const Json&, const BuildContext&, const std::string&) { return std::unique_ptr<Normalizer>(new Nfd); }},
         {"Prepend",
@@ -72,17 +68,7 @@ const std::map<std::string, Factory>& registry() {
              n->content = u32(string_field(j, "content", c, w));
              return std::unique_ptr<Normalizer>(std::move(n));
          }},
-        {"Sequence",
-         [](const Json& j, const BuildContext& c, const std::string& w) {
-             auto n = std::make_unique<Sequence>();
-             const Json& list = field(j, "normalizers", c, w);
-             if (list.kind != Json::Kind::Array) throw FormatError(c.source + ": " + w + ".normalizers: expected a list");
-             for (size_t i = 0; i < list.items.size(); ++i) {
-                 auto step = build_normalizer(list.items[i], c, w + ".normalizers[" + std::to_string(i) + "]");
-                 if (step) n->steps.push_back(std::move(step));
-             }
-             return std::unique_ptr<Normalizer>(std::move(n));
-         }},
+        {"Sequence", sequence_factory<Normalizer, Sequence>("normalizers", build_normalizer)},
     };
     return r;
 }
@@ -90,15 +76,7 @@ const std::map<std::string, Factory>& registry() {
 }  // namespace
 
 std::unique_ptr<Normalizer> build_normalizer(const Json& j, const BuildContext& ctx, const std::string& where) {
-    if (j.is_null()) return nullptr;
-    std::string type = type_of(j, ctx, where);
-    auto it = registry().find(type);
-    if (it == registry().end()) {
-        std::string known;
-        for (const auto& kv : registry()) known += (known.empty() ? "" : ", ") + kv.first;
-        throw UnsupportedError(ctx.source + ": " + where + ": normalizer type \"" + type + "\" is not supported (supported: " + known + ")");
-    }
-    return it->second(j, ctx, where);
+    return build_component(registry(), "normalizer", j, ctx, where);
 }
 
 }  // namespace slmc

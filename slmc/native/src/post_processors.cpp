@@ -1,7 +1,5 @@
 // Post-processors (single sequence, add_special_tokens=True): ByteLevel (ids unchanged),
 // TemplateProcessing, RobertaProcessing/BertProcessing (cls + ids + sep), Sequence.
-#include <functional>
-#include <map>
 
 #include "components.hpp"
 #include "errors.hpp"
@@ -71,24 +69,13 @@ std::unique_ptr<PostProcessor> cls_sep(const Json& j, const BuildContext& c, con
     return t;
 }
 
-using Factory = std::function<std::unique_ptr<PostProcessor>(const Json&, const BuildContext&, const std::string&)>;
-
-const std::map<std::string, Factory>& registry() {
-    static const std::map<std::string, Factory> r = {
+const ComponentRegistry<PostProcessor>& registry() {
+    static const ComponentRegistry<PostProcessor> r = {
         {"ByteLevel", [](const Json&, const BuildContext&, const std::string&) { return std::unique_ptr<PostProcessor>(new Identity); }},
         {"TemplateProcessing", template_processing},
         {"RobertaProcessing", cls_sep},
         {"BertProcessing", cls_sep},
-        {"Sequence",
-         [](const Json& j, const BuildContext& c, const std::string& w) {
-             auto p = std::make_unique<Sequence>();
-             const Json& list = field(j, "processors", c, w);
-             for (size_t i = 0; i < list.items.size(); ++i) {
-                 auto step = build_post_processor(list.items[i], c, w + ".processors[" + std::to_string(i) + "]");
-                 if (step) p->steps.push_back(std::move(step));
-             }
-             return std::unique_ptr<PostProcessor>(std::move(p));
-         }},
+        {"Sequence", sequence_factory<PostProcessor, Sequence>("processors", build_post_processor)},
     };
     return r;
 }
@@ -96,15 +83,7 @@ const std::map<std::string, Factory>& registry() {
 }  // namespace
 
 std::unique_ptr<PostProcessor> build_post_processor(const Json& j, const BuildContext& ctx, const std::string& where) {
-    if (j.is_null()) return nullptr;
-    std::string type = type_of(j, ctx, where);
-    auto it = registry().find(type);
-    if (it == registry().end()) {
-        std::string known;
-        for (const auto& kv : registry()) known += (known.empty() ? "" : ", ") + kv.first;
-        throw UnsupportedError(ctx.source + ": " + where + ": post-processor type \"" + type + "\" is not supported (supported: " + known + ")");
-    }
-    return it->second(j, ctx, where);
+    return build_component(registry(), "post-processor", j, ctx, where);
 }
 
 }  // namespace slmc

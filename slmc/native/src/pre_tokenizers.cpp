@@ -177,10 +177,8 @@ Behavior behavior_of(const std::string& name, const BuildContext& c, const std::
     return it->second;
 }
 
-using Factory = std::function<std::unique_ptr<PreTokenizer>(const Json&, const BuildContext&, const std::string&)>;
-
-const std::map<std::string, Factory>& registry() {
-    static const std::map<std::string, Factory> r = {
+const ComponentRegistry<PreTokenizer>& registry() {
+    static const ComponentRegistry<PreTokenizer> r = {
         {"ByteLevel",
          [](const Json& j, const BuildContext& c, const std::string& w) {
              auto p = std::make_unique<ByteLevel>();
@@ -232,17 +230,7 @@ const std::map<std::string, Factory>& registry() {
              p->individual = bool_field(j, "individual_digits", false, c, w);
              return std::unique_ptr<PreTokenizer>(std::move(p));
          }},
-        {"Sequence",
-         [](const Json& j, const BuildContext& c, const std::string& w) {
-             auto p = std::make_unique<Sequence>();
-             const Json& list = field(j, "pretokenizers", c, w);
-             if (list.kind != Json::Kind::Array) throw FormatError(c.source + ": " + w + ".pretokenizers: expected a list");
-             for (size_t i = 0; i < list.items.size(); ++i) {
-                 auto step = build_pre_tokenizer(list.items[i], c, w + ".pretokenizers[" + std::to_string(i) + "]");
-                 if (step) p->steps.push_back(std::move(step));
-             }
-             return std::unique_ptr<PreTokenizer>(std::move(p));
-         }},
+        {"Sequence", sequence_factory<PreTokenizer, Sequence>("pretokenizers", build_pre_tokenizer)},
     };
     return r;
 }
@@ -250,15 +238,7 @@ const std::map<std::string, Factory>& registry() {
 }  // namespace
 
 std::unique_ptr<PreTokenizer> build_pre_tokenizer(const Json& j, const BuildContext& ctx, const std::string& where) {
-    if (j.is_null()) return nullptr;
-    std::string type = type_of(j, ctx, where);
-    auto it = registry().find(type);
-    if (it == registry().end()) {
-        std::string known;
-        for (const auto& kv : registry()) known += (known.empty() ? "" : ", ") + kv.first;
-        throw UnsupportedError(ctx.source + ": " + where + ": pre-tokenizer type \"" + type + "\" is not supported (supported: " + known + ")");
-    }
-    return it->second(j, ctx, where);
+    return build_component(registry(), "pre-tokenizer", j, ctx, where);
 }
 
 }  // namespace slmc
