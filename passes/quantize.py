@@ -15,6 +15,9 @@ compiled kernel (``slmc.quantization.tvm_kernels``). Methods:
 ``overrides`` (applied in order; later matches win) change the settings of layers whose name
 matches a glob: mixed precision (``bits: 8`` for ``*lm_head``), other group sizes, or ``skip``.
 Layer names are weight paths without ``.weight`` (``model.model.layers.0.mlp.down_proj``).
+A layer whose ``in_features`` the group size does not divide (a Llama with intermediate 688 under
+g32) falls back per ``group_fallback``: by default to the largest group size the target supports that
+divides it, else per channel; each fallback is in the report (``stats.group_fallbacks``).
 Norms, biases and other small tensors are never quantized; every layer left in float32 is
 listed in the report with the reason. The target must list the weight dtype (``int4``/``int8``),
 the group size (or per-channel), zero points for asymmetric formats, and ``int8`` activations
@@ -32,6 +35,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import fx
 
+from slmc.errors import NodeError
 from slmc.graph.activations import InputStatistics, calibrate_sequentially, linear_input_statistics
 from slmc.graph.ir import Graph, del_attr, fetch_attr, has_attr, set_attr
 from slmc.graph.linears import LinearLayer, attribute_readers, layer_name, selected_layers
@@ -110,6 +114,10 @@ class QuantizeConfig(LayerSettings, PassConfig):
     observer: Literal["minmax", "percentile"] = Field("minmax", description="w8a8 activation range")
     percentile: float = Field(99.99, gt=50.0, le=100.0)
     smoothquant: SmoothQuantOptions | None = None
+    group_fallback: Literal["nearest", "per_channel", "error"] = Field(
+        "nearest", description="a layer whose in_features the group size does not divide: nearest = the largest group size "
+        "the target supports that divides it, else per-channel; per_channel; error = refuse (each fallback is reported "
+        "in stats.group_fallbacks)")
 
     @model_validator(mode="after")
     def _consistent(self) -> QuantizeConfig:
@@ -200,7 +208,51 @@ def _tied_layers(graph: Graph, plans: list[_Planned]) -> dict[str, str]:
             for p in plans if readers.get(str(p.layer.weight_node.target), 0) > 1}
 
 
-def _plan(graph: Graph, config: QuantizeConfig) -> tuple[list[_Planned], list[Skip]]:
+def _fallback_group(requested: int, in_features: int, config: QuantizeConfig, target: TargetDescriptor) -> int | None | str:
+    """The group size ``config.group_fallback`` picks for a layer ``requested`` does not divide: the
+    largest the target supports that divides ``in_features`` (``nearest``), ``None`` (per channel), or
+    why there is none (a ``str``). ``error`` is handled by the caller."""
+    caps = target.quantization
+    if config.group_fallback == "nearest":
+        dividing = [g for g in caps.group_sizes if in_features % g == 0]
+        if dividing:
+            return max(dividing)
+    if caps.per_channel:
+        return None
+    return (f"in_features {in_features} is not a multiple of group_size {requested}, and target '{target.name}' has no "
+            f"group size dividing it (group sizes {caps.group_sizes}, no per-channel scales)")
+
+
+def _fit_group(name: str, settings: LayerSettings, shape: tuple[int, ...], config: QuantizeConfig, target: TargetDescriptor,
+               fallbacks: list[dict[str, Any]]) -> tuple[LayerSettings, QuantFormat] | str:
+    """``settings`` and their format for a ``[out, in]`` weight, with the group size fallen back (and
+    recorded in ``fallbacks``) when the requested one does not divide ``in``; or why it stays float32.
+    ``NodeError`` when ``group_fallback`` is ``error`` and the group size does not divide."""
+    fmt = QuantFormat(settings.bits, settings.group_size, settings.symmetric)
+    problem = fmt.check_shape(*shape)
+    in_features = shape[1]
+    if problem is None or settings.group_size is None or in_features % settings.group_size == 0:
+        return problem or (settings, fmt)
+    if config.group_fallback == "error":
+        raise NodeError(name, f"{problem} (group_fallback: error; 'nearest' or 'per_channel' quantize it with another "
+                              "grouping, or exclude the layer)")
+    requested = settings.group_size
+    used = _fallback_group(requested, in_features, config, target)
+    if isinstance(used, str):
+        return used
+    settings = settings.model_copy(update={"group_size": used})
+    fmt = QuantFormat(settings.bits, used, settings.symmetric)
+    problem = fmt.check_shape(*shape)
+    if problem is not None:
+        return problem
+    fallbacks.append({"layer": name, "requested_group_size": requested, "used_group_size": used,
+                      "why": f"in_features {in_features} is not a multiple of group_size {requested}",
+                      "rule": config.group_fallback})
+    return settings, fmt
+
+
+def _plan(graph: Graph, config: QuantizeConfig, target: TargetDescriptor,
+          fallbacks: list[dict[str, Any]]) -> tuple[list[_Planned], list[Skip]]:
     _, candidates, skipped = selected_layers(graph, config.include, config.exclude, "quantized", allow_shared=True)
     plans = []
     for layer in candidates:
@@ -208,12 +260,11 @@ def _plan(graph: Graph, config: QuantizeConfig) -> tuple[list[_Planned], list[Sk
         if isinstance(settings, str):
             skipped.append(Skip(layer.name, settings))
             continue
-        fmt = QuantFormat(settings.bits, settings.group_size, settings.symmetric)
-        problem = fmt.check_shape(*layer.weight(graph).shape)
-        if problem:
-            skipped.append(Skip(layer.name, problem))
+        fitted = _fit_group(layer.name, settings, tuple(layer.weight(graph).shape), config, target, fallbacks)
+        if isinstance(fitted, str):
+            skipped.append(Skip(layer.name, fitted))
             continue
-        plans.append(_Planned(layer, settings, fmt))
+        plans.append(_Planned(layer, *fitted))
     return plans, skipped
 
 
@@ -346,7 +397,8 @@ def _w8a8(graph: Graph, plans: list[_Planned], config: QuantizeConfig, context: 
     return reports
 
 
-def _embeddings(graph: Graph, config: QuantizeConfig) -> tuple[list[dict[str, Any]], list[Skip]]:
+def _embeddings(graph: Graph, config: QuantizeConfig, target: TargetDescriptor,
+                fallbacks: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Skip]]:
     """Quantize embedding tables (round to nearest; gathers have no calibration method)."""
     reports, skipped = [], []
     readers = attribute_readers(graph)
@@ -368,11 +420,11 @@ def _embeddings(graph: Graph, config: QuantizeConfig) -> tuple[list[dict[str, An
             skipped.append(Skip(name, "embedding table is shared with other nodes (tied)"))
             continue
         table = fetch_attr(graph.module, str(weight_node.target))
-        fmt = QuantFormat(settings.bits, settings.group_size, settings.symmetric)
-        problem = fmt.check_shape(*table.shape)
-        if problem:
-            skipped.append(Skip(name, problem))
+        fitted = _fit_group(name, settings, tuple(table.shape), config, target, fallbacks)
+        if isinstance(fitted, str):
+            skipped.append(Skip(name, fitted))
             continue
+        settings, fmt = fitted
         quantized = quantize_rtn(table, fmt)
         stored_as = name if not has_attr(graph.module, f"{name}.qweight") else f"{name}.embedding"  # a tied head took `name`
         qweight, scales, zeros = _packed_attrs(graph, node, stored_as, quantized)
@@ -389,7 +441,8 @@ def quantize(graph: Graph, config: QuantizeConfig, context: PassContext) -> Pass
     Precondition: calibration samples in ``context`` when a method or scheme needs them (the
     recipe check guarantees it).
     """
-    plans, skipped = _plan(graph, config)
+    fallbacks: list[dict[str, Any]] = []
+    plans, skipped = _plan(graph, config, context.target, fallbacks)
     tied = _tied_layers(graph, plans)
     layers: list[dict[str, Any]] = []
     for scheme in get_args(Scheme):  # weight_only first, then w8a8
@@ -399,7 +452,11 @@ def quantize(graph: Graph, config: QuantizeConfig, context: PassContext) -> Pass
     for report in layers:
         if report["layer"] in tied:
             report["tied"] = tied[report["layer"]]
-    embedding_reports, embedding_skips = _embeddings(graph, config)
+    embedding_reports, embedding_skips = _embeddings(graph, config, context.target, fallbacks)
+    by_layer = {f["layer"]: f for f in fallbacks}
+    for report in layers + embedding_reports:
+        if report["layer"] in by_layer:
+            report["group_fallback"] = by_layer[report["layer"]]
     layers += embedding_reports
     skipped += embedding_skips
     graph.graph.lint()
@@ -413,6 +470,8 @@ def quantize(graph: Graph, config: QuantizeConfig, context: PassContext) -> Pass
         "float32_bytes": float_bytes,
         "stored_bytes": stored,
         "bits_per_weight": round(8 * stored / max(sum(r["parameters"] for r in layers), 1), 3),
+        "layers_group_fallback": len(fallbacks),
+        "group_fallbacks": fallbacks,  # which layers, requested vs used group size (null: per channel), why
         "layers": layers,
     }
     return PassOutcome(graph, stats, skipped)

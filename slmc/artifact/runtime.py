@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import tvm_ffi
 from safetensors.numpy import load_file
 from tvm import relax
 
+from slmc.artifact.sampling import check_sampling, next_token
 from slmc.artifact.layout import LIBRARY, WEIGHTS, file_problems, read_manifest
 from slmc.errors import ArtifactError, InputError
 from slmc.graph.kv_cache import KVCacheSpec
@@ -49,6 +51,54 @@ class CompiledModel:
     def tokenizer(self) -> Tokenizer:
         """The tokenizer stored with the artifact (``ArtifactError`` if it has none)."""
         return load_tokenizer(self.path, self._tokenizer_entry)
+
+    def generate(self, prompt: str, max_new_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0,
+                 stream: bool = False, seed: int = 0) -> str | Iterator[str]:
+        """Continue ``prompt`` by up to ``max_new_tokens`` tokens through the KV cache (one prefill call,
+        then one call per token), stopping early at the tokenizer's end-of-sequence token.
+
+        ``temperature`` 0 is greedy; above 0, tokens are drawn from the softmax at that temperature within
+        the ``top_p`` nucleus, with a numpy generator seeded by ``seed`` (the same call gives the same text).
+        Returns the new text, or with ``stream=True`` an iterator of text pieces as tokens arrive (a
+        piece is held back while it ends inside a multi-byte character). ``InputError`` for a model that
+        is not a causal LM, an argument out of range, or a prompt that does not fit ``max_context``.
+        """
+        check_sampling(temperature, top_p, max_new_tokens)
+        tokenizer = self.tokenizer
+        if self.kv_cache is None:
+            raise InputError(f"artifact {self.path} is not a causal LM with a KV cache (task {self.manifest.task!r})")
+        ids = tokenizer.encode(prompt)
+        if not ids:
+            raise InputError("the prompt encodes to no tokens")
+        if len(ids) + max_new_tokens > self.kv_cache.max_context:
+            raise InputError(f"prompt ({len(ids)} tokens) + {max_new_tokens} new tokens exceed the artifact's "
+                             f"max_context {self.kv_cache.max_context}")
+        pieces = self._pieces(tokenizer, ids, max_new_tokens, temperature, top_p, seed)
+        return pieces if stream else "".join(pieces)
+
+    def _pieces(self, tokenizer: Tokenizer, prompt: list[int], max_new_tokens: int, temperature: float, top_p: float,
+                seed: int) -> Iterator[str]:
+        rng = np.random.default_rng(seed)
+        stop = self.manifest.tokenizer.eos_token if self.manifest.tokenizer is not None else None
+        stop_id = tokenizer.encode(stop)[0] if stop and len(tokenizer.encode(stop)) == 1 else None
+        keys, values = self.kv_cache.empty()
+        logits, keys, values = self.step(np.asarray([prompt], dtype=np.int64), keys, values)
+        tokens: list[int] = []
+        shown = ""
+        while len(tokens) < max_new_tokens:
+            token = next_token(logits[0, -1], temperature, top_p, rng)
+            if token == stop_id:
+                break
+            tokens.append(token)
+            text = tokenizer.decode(tokens)
+            if not text.endswith("\ufffd") and len(text) > len(shown):
+                yield text[len(shown):]
+                shown = text
+            if len(tokens) < max_new_tokens:
+                logits, keys, values = self.step(np.asarray([[token]], dtype=np.int64), keys, values)
+        text = tokenizer.decode(tokens)
+        if len(text) > len(shown):
+            yield text[len(shown):]
 
     def step(self, ids: np.ndarray, keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One call under the causal-LM cache contract (``slmc.graph.kv_cache``)."""

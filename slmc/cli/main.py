@@ -13,6 +13,7 @@ import click
 
 from slmc.cli.bench import bench_command
 from slmc.cli.cache import cache_group
+from slmc.cli.compile_summary import print_compile_summary
 from slmc.cli.device import device_group
 from slmc.cli.output import emit_json, handles_errors
 from slmc.cli.package import package_command, print_package_summary, verify_bundle_command
@@ -37,42 +38,9 @@ def cli(debug: bool) -> None:
     library_output.set_debug(debug)
 
 
-def _human_size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
-def _print_compile_summary(result: Any) -> None:
-    m = result.manifest
-    v = m.verification
-    click.echo(f"compiled {m.model.name} for target '{m.target.name}' in {result.timings['total']:.1f} s")
-    files = ", ".join(f"{name} {_human_size(e.size)}" for name, e in m.files.items())
-    click.echo(f"  artifact: {result.artifact} ({files})")
-    for p in m.passes:
-        stats = ", ".join(f"{k}={val}" for k, val in p.stats.items() if not isinstance(val, (list, dict)))  # per-layer: --report
-        click.echo(f"  pass {p.name}: {p.seconds:.2f} s" + (f" ({stats})" if stats else ""))
-        for skip in p.skipped:
-            click.echo(f"    skipped {skip.node}: {skip.reason}")
-    n = v.artifact_vs_eager
-    if v.executed and n is not None:
-        click.echo(
-            f"  verified: {v.how}\n    max abs error {n.max_abs_error:.3g} (atol {n.atol:g}, rtol {n.rtol:g}), "
-            f"max rel error {n.max_rel_error:.3g}, {n.elements_compared} elements"
-        )
-        for g in v.gates:
-            click.echo(f"    gate {g.gate}: measured {g.measured:.6g}, threshold {g.threshold:g}: {'pass' if g.passed else 'FAIL'}")
-    else:
-        click.echo(f"  not executed here: {v.reason}")
-    if result.cache is not None:
-        click.echo(f"  cache: {result.cache['status']} ({result.cache['key'][:16]} in {result.cache['dir']})")
-
-
 @cli.command("compile")
 @click.option("-m", "--model", default=None, help="Built-in model name or 'package.module:factory' [default: recipe's model, else tiny-lm].")
-@click.option("-r", "--recipe", default=None, help="Recipe YAML file or built-in recipe name [default: default].")
+@click.option("-r", "--recipe", default=None, help="Recipe YAML file or built-in recipe name (default: int4 + perplexity gate; cleanup: lossless) [default: default].")
 @click.option("-t", "--target", default=None, help="Built-in target name or descriptor YAML [default: recipe's target, else host].")
 @click.option("-o", "--out", default=None, type=click.Path(path_type=Path), help="Artifact directory [default: slmc-out/MODEL-TARGET].")
 @click.option("--device", default=None, metavar="rpc://HOST:PORT",
@@ -118,7 +86,7 @@ def compile_command(model: str | None, recipe: str | None, target: str | None, o
     if as_json:
         emit_json({**result.to_json(), **({"bundle": packaged.to_json()} if packaged else {})})
     else:
-        _print_compile_summary(result)
+        print_compile_summary(result)
         if packaged:
             print_package_summary(packaged)
 

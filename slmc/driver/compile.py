@@ -27,10 +27,12 @@ from slmc.artifact.manifest import (CompiledGraph, ContextInfo, KVCacheInfo, Lay
 from slmc.verify.artifact_check import save_reference
 from slmc.graph.kv_cache_fit import fit_samples
 from slmc.cache.compile_step import CacheSession
+from slmc.driver import default_recipe
 from slmc.driver.compress import compress, trace_and_calibrate
 from slmc.models.context_length import fit_context
 from slmc.models.memory_fit import check_compiled_weights, check_loaded_model
 from slmc.errors import FieldProblem, InputError, RecipeError, VerificationError
+from slmc.verify.decode_speed import measure_decode_speed, not_measured as speed_not_measured
 from slmc.verify.evaluation import document_tokens
 from slmc.data.texts import load_texts
 from slmc.graph.ir import Graph, ModelSpec
@@ -141,6 +143,10 @@ def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: 
             decode = decode_comparison(model.step, eager_step(final.module), final_cache, settings)
             update.update(decode=decode, passed=report.passed and decode.within_tolerance,
                           how=f"{report.how}; greedy decode of {decode.steps} tokens through the KV cache compared step by step")
+            update["speed"] = (measure_decode_speed(model.step, final_cache, eager_step(original.module), spec.kv_cache,
+                                                    int(model.outputs[0].shape[-1]))
+                               if execution.device is None else
+                               speed_not_measured(f"executed on {execution.device}, not on this host"))
         if settings.gates.max_perplexity_increase is not None:
             ids = document_tokens(load_texts(recipe.evaluation_text()), spec.tokenizer, settings.max_eval_tokens)
             update["perplexity"], gate = perplexity_gate(model.step, eager_step(original.module), final_cache, ids, settings,
@@ -171,13 +177,13 @@ def _onnx_recipe(recipe: Recipe, given: bool, example_inputs: Any, dynamic_shape
     """What an ONNX model cannot take from a recipe: fx passes, calibration, perplexity gates.
 
     An explicit recipe that asks for any of them is rejected (exit 2); the built-in default
-    recipe (no ``recipe`` given) contributes only its ``verify`` settings. Returns notes.
+    recipe (no ``recipe`` given: ``cleanup``) contributes only its ``verify`` settings. Returns notes.
     """
     if example_inputs is not None or dynamic_shapes is not None:
         raise InputError("example_inputs/dynamic_shapes do not apply to an ONNX model: its graph inputs define them")
     if not given:
         dropped = [step.name for step in recipe.steps]
-        return [f"default recipe's passes ({', '.join(dropped)}) not run: slmc's fx passes do not apply to ONNX models"] if dropped else []
+        return [f"built-in '{default_recipe.LOSSLESS}' recipe's passes ({', '.join(dropped)}) not run: slmc's fx passes do not apply to ONNX models"] if dropped else []
     problems = [FieldProblem(f"passes.{i}.{step.name}", "slmc's fx passes do not apply to an ONNX model (there is no fx graph)")
                 for i, step in enumerate(recipe.steps)]
     if recipe.calibration is not None:
@@ -218,7 +224,8 @@ def _compile_onnx(path: Path, recipe: Recipe, target_desc: TargetDescriptor, out
     parameters = int(sum(w.size for w in program.weights))
     head = CompiledGraph(
         model=ModelInfo(name=path.stem, format="onnx", source=str(path), fingerprint=fingerprint, compiled_fingerprint=fingerprint,
-                        parameters=parameters, compiled_parameters=parameters),
+                        parameters=parameters, compiled_parameters=parameters,
+                        weight_bytes=int(sum(w.nbytes for w in program.weights))),
         signature=Signature.model_validate(onnx_signature(path)),
         passes=[],
         lowering_notes=program.notes + notes,
@@ -278,7 +285,8 @@ def compile(  # noqa: A001 - the public name of the API
 ) -> CompileResult:
     """Compile ``model`` with ``recipe`` for ``target`` into the artifact directory ``out``.
 
-    Defaults: the built-in recipe ``default``; the recipe's ``model``/``target`` or ``tiny-lm`` on
+    Defaults: the built-in recipe ``default`` (int4, perplexity gate; ``cleanup``, lossless, for a model or
+    target it cannot apply to: slmc.driver.default_recipe); the recipe's ``model``/``target`` or ``tiny-lm`` on
     ``host``; ``slmc-out/<model>-<target>``. Raises ``InputError`` subclasses (exit 2) for bad
     input, ``CompileError`` or ``VerificationError`` (exit 1) when the compile or its check fails.
     ``device`` (``rpc://HOST:PORT``, a TVM RPC server: docs/devices.md) is where an artifact for a
@@ -290,8 +298,14 @@ def compile(  # noqa: A001 - the public name of the API
     timings: dict[str, float] = {}
     start = time.perf_counter()
     recipe_given = recipe is not None
-    recipe = load_recipe(recipe)
-    target_desc = load_target(target or recipe.document.target or "host")
+    choice = None
+    if recipe_given:
+        recipe = load_recipe(recipe)
+        target_desc = load_target(target or recipe.document.target or "host")
+    else:  # the built-in default, or cleanup where default cannot apply (slmc.driver.default_recipe)
+        target_desc = load_target(target or "host")
+        choice = default_recipe.before_model(target_desc, onnx=is_onnx_file(model if model is not None else DEFAULT_MODEL))
+        recipe = choice.recipe
     check_against_target(recipe, target_desc)
     check_recipe(recipe, target_desc)  # what the target's backend refuses (NPU: no w8a8 step)
     model_ref = model if model is not None else (recipe.document.model or DEFAULT_MODEL)
@@ -308,6 +322,9 @@ def compile(  # noqa: A001 - the public name of the API
     spec = load_model(model_ref, example_inputs, dynamic_shapes)
     out_dir = Path(out) if out is not None else default_output_dir(spec.name, target_desc)
     check_destination(out_dir)
+    if choice is not None:
+        choice = default_recipe.for_model(choice, spec)
+        recipe = choice.recipe
     _check_model_fits_recipe(recipe, spec)
     check_loaded_model(spec, target_desc)
     context = fit_context(spec, recipe, target_desc)
@@ -334,7 +351,8 @@ def compile(  # noqa: A001 - the public name of the API
 
     head = CompiledGraph(
         model=ModelInfo(name=spec.name, fingerprint=original.fingerprint(), compiled_fingerprint=final.fingerprint(),
-                        parameters=original.num_parameters(), compiled_parameters=final.num_parameters()),
+                        parameters=original.num_parameters(), compiled_parameters=final.num_parameters(),
+                        weight_bytes=original.weight_bytes()),
         signature=_signature(final),
         layers=[LayerSize.model_validate(row) for row in layer_sizes(original.tensors(), final.tensors())],
         passes=[PassReport.model_validate(report) for report in pass_reports],
@@ -344,6 +362,7 @@ def compile(  # noqa: A001 - the public name of the API
         # the compressed graph's cache
         kv_cache=KVCacheInfo.model_validate(compressed.kv_cache.to_json()) if compressed.kv_cache is not None else None,
         context=ContextInfo.model_validate(context) if context is not None else None,
+        recipe_choice=choice.note if choice is not None else None,
     )
     if post_build is not None:  # the backend's own entries (NPU: the partition report)
         head = CompiledGraph.model_validate({**head.model_dump(), **post_build.manifest_entries()})

@@ -235,11 +235,11 @@ def recipe_from_document(doc: YamlDocument, base_dir: Path) -> Recipe:
     return recipe
 
 
-BUILTIN_RECIPES = ("default",)
+BUILTIN_RECIPES = ("default", "cleanup")
 
 
 def load_recipe(ref: str | Path | Recipe | None) -> Recipe:
-    """A recipe from a file path, a built-in name (``default``), or ``None`` for the default."""
+    """A recipe from a file path, a built-in name (``default``: int4 + perplexity gate; ``cleanup``: lossless), or ``None`` for ``default``."""
     if isinstance(ref, Recipe):
         return ref
     name = "default" if ref is None else str(ref)

@@ -178,7 +178,7 @@ def test_int4_g32_fixture_artifact_is_at_most_0_17_of_fp32(tmp_path):
     """docs/quality.md "Size": whole artifact directories, measured 3,265,971 / 19,933,577 B = 0.164."""
     recipes = Path(__file__).resolve().parents[2] / "examples" / "recipes"
     quantized = slmc.compile("fixture-lm", recipes / "int4-g32-gptq.yaml", "host", tmp_path / "int4")
-    full = slmc.compile("fixture-lm", None, "host", tmp_path / "fp32")
+    full = slmc.compile("fixture-lm", "cleanup", "host", tmp_path / "fp32")  # the lossless built-in
 
     def size(path: Path) -> int:
         return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
@@ -218,3 +218,52 @@ def test_a_tied_head_is_quantized_into_its_own_copy(host_target, embeddings):
     out = module(ids).detach()
     err = (final.run(ids)[0] - out).abs().max()
     assert err < 0.25 * out.abs().max()  # int4 RTN of Gaussian weights: measured 0.17x (embeddings too), 0.12x
+
+
+def _llama_688_graph(tmp_path):
+    """A Llama whose MLP is 688 wide: no group size of 32, 64 or 128 divides its down_proj's inputs."""
+    import transformers
+
+    from slmc.graph.ir import trace
+    from slmc.models.huggingface import load_hf_model
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=688, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                      bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "llama688")
+    return trace(load_hf_model(tmp_path / "llama688"))
+
+
+def _formats(report):
+    return {row["layer"]: row["format"] for row in report["stats"]["layers"]}
+
+
+def test_a_group_size_that_does_not_divide_falls_back_per_layer_and_says_so(tmp_path, host_target):
+    graph = _llama_688_graph(tmp_path)
+    _, report = _run(graph, {"bits": 4, "group_size": 32}, host_target)
+    fallbacks = report["stats"]["group_fallbacks"]
+    down = sorted(f["layer"] for f in fallbacks)
+    assert len(down) == 2 and all(name.endswith("down_proj") for name in down)  # quantized, not left fp32
+    assert all(f["requested_group_size"] == 32 and f["used_group_size"] is None and "688" in f["why"] for f in fallbacks)
+    assert report["skipped"] == [] or all("down_proj" not in s["node"] for s in report["skipped"])
+    formats = _formats(report)
+    assert all(formats[name] == "int4 per-channel symmetric" for name in down)
+    assert all(fmt.startswith("int4 g32") for name, fmt in formats.items() if name.endswith(("up_proj", "gate_proj")))
+    assert report["stats"]["layers_group_fallback"] == 2
+
+
+def test_nearest_takes_the_largest_dividing_group_size_the_target_lists(tmp_path, host_target):
+    caps = host_target.quantization.model_copy(update={"group_sizes": [8, 16, 32, 64]})
+    target = host_target.model_copy(update={"quantization": caps})
+    _, report = _run(_llama_688_graph(tmp_path), {"bits": 4, "group_size": 32}, target)
+    assert {f["used_group_size"] for f in report["stats"]["group_fallbacks"]} == {16}  # 688 = 16 * 43
+    _, report = _run(_llama_688_graph(tmp_path), {"bits": 4, "group_size": 32, "group_fallback": "per_channel"}, target)
+    assert {f["used_group_size"] for f in report["stats"]["group_fallbacks"]} == {None}
+
+
+def test_group_fallback_error_refuses_naming_the_layer(tmp_path, host_target):
+    from slmc.errors import CompileError
+
+    with pytest.raises(CompileError, match=r"down_proj.*688.*group_fallback: error"):
+        _run(_llama_688_graph(tmp_path), {"bits": 4, "group_size": 32, "group_fallback": "error"}, host_target)

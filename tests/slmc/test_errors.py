@@ -50,7 +50,7 @@ def test_a_recipe_that_does_not_fit_the_target_is_a_recipe_problem(tmp_path):
     assert f"error: recipe {recipe} does not fit target 'ethos-u65':" in output
     assert "invalid target descriptor" not in output
     assert f"{recipe}: passes.0.quantize.bits: weight dtype 'int4' is not supported; the target supports ['int8']" in output
-    assert "built-in recipes that fit target 'ethos-u65': default" in output
+    assert "built-in recipes that fit target 'ethos-u65': cleanup" in output
 
 
 def test_the_mismatch_is_both_a_recipe_and_a_target_error(tmp_path):
@@ -63,4 +63,4 @@ def test_the_mismatch_is_both_a_recipe_and_a_target_error(tmp_path):
         check_against_target(load_recipe(recipe), load_target("ethos-u65"))
     assert isinstance(err.value, RecipeError) and isinstance(err.value, TargetError) and err.value.exit_code == 2
     data = err.value.to_json()
-    assert data["target"] == "ethos-u65" and data["fitting_recipes"] == ["default"] and data["file"] == str(recipe)
+    assert data["target"] == "ethos-u65" and data["fitting_recipes"] == ["cleanup"] and data["file"] == str(recipe)

@@ -1,6 +1,7 @@
 """The CLI through its real entry point, as a build pipeline calls it."""
 
 import json
+import re
 import os
 import re
 import shutil
@@ -41,13 +42,35 @@ def test_compile_with_no_arguments_uses_the_embedded_default(compiled, workdir):
     assert compiled["artifact"] == "slmc-out/fixture-lm-host"  # the trained fixture LM is the embedded default
     assert (workdir / compiled["artifact"] / "manifest.json").is_file()
     assert compiled["verification"]["passed"] and compiled["verification"]["artifact_vs_eager"]["max_abs_error"] <= 1e-4
+    # the built-in default recipe compresses: int4 g32 + int8 head, perplexity gated (slmc/recipes/default.yaml)
+    assert [p["name"] for p in compiled["passes"]] == ["quantize"]
+    assert compiled["files"]["weights.safetensors"]["size"] < 0.2 * 4_852_000 * 4  # measured 3.2 MB of 19.4 MB
+    (gate,) = compiled["verification"]["gates"]
+    assert gate["gate"] == "max_perplexity_increase" and gate["passed"] and gate["measured"] < 0.02  # measured 0.0028
 
 
 def test_human_summary_says_where_and_what_was_checked(workdir):
-    result = slmc("compile", "-o", "human", cwd=workdir)
+    result = slmc("compile", "-o", "human", "--cache-dir", "cache", cwd=workdir)
     assert result.returncode == 0, result.stderr
-    assert "artifact: human" in result.stdout
-    assert "verified: executed natively" in result.stdout and "max abs error" in result.stdout
+    out = result.stdout
+    assert "artifact: human" in out
+    assert "verified: executed natively" in out and "max abs error" in out
+    assert re.search(r"size: weights 18\.5 MiB -> 3\.1 MiB \(0\.1\d\dx", out), out
+    assert re.search(r"bits/weight: 5\.\d\d ", out), out  # int4 g32 + int8 head (and fp32 norms)
+    assert re.search(r"perplexity: [\d.]+ -> [\d.]+ \(\+0\.\d\d%\)", out), out
+    assert re.search(r"gate max_perplexity_increase: measured [\d.e-]+ vs threshold 0\.02: pass", out), out
+    assert re.search(r"decode speed: \d+ -> \d+ tokens/s .*eager PyTorch", out), out
+    assert "pass quantize:" in out and "cache: miss" in out
+    hit = slmc("compile", "-o", "human-again", "--cache-dir", "cache", cwd=workdir)
+    assert hit.returncode == 0, hit.stderr
+    assert "(cache hit" in hit.stdout and "cache: hit" in hit.stdout
+    assert "pass quantize:" not in hit.stdout  # the stored compile's timings are not replayed
+    assert "decode speed:" in hit.stdout and "perplexity:" in hit.stdout  # the artifact's figures, from its manifest
+
+
+def test_the_lossless_cleanup_recipe_is_built_in(workdir):
+    result = slmc("recipe", "check", "cleanup", "-t", "host", "--json", cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_run_an_artifact_on_npy_inputs(compiled, workdir):
@@ -70,8 +93,9 @@ def test_generate_and_eval(compiled, workdir):
     result = slmc("eval", compiled["artifact"], "--text", "eval.txt", "--reference", "fixture-lm", "--max-tokens", "600", "--json", cwd=workdir)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert abs(data["perplexity"] / data["reference"]["perplexity"] - 1) < 1e-4
-    assert data["comparison"]["top1_agreement"] == 1.0 and data["tokens_scored"] == data["comparison"]["tokens_compared"]
+    # the default compile is int4: measured 3.193 vs 3.108 (+2.8%) on this text, top-1 agreement 0.951
+    assert abs(data["perplexity"] / data["reference"]["perplexity"] - 1) < 0.06
+    assert data["comparison"]["top1_agreement"] >= 0.9 and data["tokens_scored"] == data["comparison"]["tokens_compared"]
     bad = slmc("generate", compiled["artifact"], "--prompt", "x = 1\n" * 300, cwd=workdir)
     assert bad.returncode == 2 and "exceed max_context" in bad.stderr
 

@@ -16,7 +16,7 @@ from slmc.models import tiny_lm
 @pytest.fixture(scope="module")
 def default_artifact(tmp_path_factory):
     out = tmp_path_factory.mktemp("artifacts") / "tiny"
-    return slmc.compile("tiny-lm", out=out)
+    return slmc.compile("tiny-lm", "cleanup", out=out)  # the lossless built-in: artifact == eager original
 
 
 def test_default_compile_verifies_within_1e_4(default_artifact):

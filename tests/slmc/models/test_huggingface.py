@@ -82,7 +82,7 @@ def _checkpoint(family, folder, tokenizer_json):
 def test_decoder_checkpoint_compiles_and_matches_transformers(family, tmp_path, tokenizer_json):
     folder = tmp_path / family
     hf = _checkpoint(family, folder, tokenizer_json)
-    result = slmc.compile(str(folder), out=tmp_path / "out")  # a checkpoint folder is a model reference
+    result = slmc.compile(str(folder), "cleanup", out=tmp_path / "out")  # a checkpoint folder is a model reference
     v = result.verification
     assert v.passed and v.decode.same_tokens and v.decode.steps == 16
     assert result.manifest.task == "causal-lm" and result.manifest.model.name == family
@@ -122,7 +122,7 @@ def test_sliding_window_layers_match_transformers_past_the_window(family, tmp_pa
         assert torch.max(torch.abs(ours - hf(ids).logits)).item() <= 1e-4
     theirs = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=12)[0, 12:].tolist()
     assert generate_greedy(eager_step(spec.module), spec.kv_cache, ids[0].tolist(), 12).tokens == theirs
-    result = slmc.compile(str(tmp_path / family), out=tmp_path / "out")
+    result = slmc.compile(str(tmp_path / family), "cleanup", out=tmp_path / "out")
     assert result.verification.passed and result.verification.decode.same_tokens
     model = slmc.load(result.artifact)
     assert generate_greedy(model.step, model.kv_cache, ids[0].tolist(), 12).tokens == theirs

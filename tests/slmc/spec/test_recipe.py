@@ -15,8 +15,16 @@ def problems(exc_info):
     return {p.path: p for p in exc_info.value.problems}
 
 
-def test_default_recipe_is_valid_and_normalized():
+def test_default_recipe_compresses_and_gates_perplexity():
     recipe = load_recipe(None)
+    assert recipe.source == load_recipe("default").source
+    (step,) = recipe.steps
+    assert step.name == "quantize" and (step.config.bits, step.config.group_size, step.config.method) == (4, 32, "rtn")
+    assert recipe.verify.gates.max_perplexity_increase == 0.02 and recipe.evaluation_text() == "stdlib-heldout"
+
+
+def test_cleanup_recipe_is_valid_and_normalized():
+    recipe = load_recipe("cleanup")
     assert [s.name for s in recipe.steps] == ["constant_folding", "dead_code_elimination"]
     normalized = recipe.normalized()
     assert normalized["passes"][0] == {"constant_folding": {"max_growth_bytes": 65536}}
