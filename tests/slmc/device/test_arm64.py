@@ -224,8 +224,12 @@ def test_second_prepare_is_fast_and_a_busy_port_is_refused(arm64_server):
 
 def test_without_a_device_the_manifest_says_not_executed_and_why(tiny_arm_artifact):
     v = Verification.model_validate(json.loads((tiny_arm_artifact / "manifest.json").read_text())["verification"])
-    assert v == Verification.not_executed("not executed: code is for aarch64, this machine is x86_64; "
-                                          "no device given (device rpc://HOST:PORT runs it through TVM RPC: docs/devices.md)")
+    reason = ("not executed: code is for aarch64, this machine is x86_64; "
+              "no device given (device rpc://HOST:PORT runs it through TVM RPC: docs/devices.md)")
+    assert not v.executed and v.reason == reason and v.artifact_vs_eager is None and v.decode is None
+    assert [(c.check, c.reason) for c in v.not_executed] == [("artifact_vs_eager", reason), ("decode", reason)]
+    assert all(g.where == "host" and g.passed for g in v.gates)  # the default recipe's gates, if any: measured here
+    assert v.compressed_vs_original is not None and v.recheck is not None and v.passed
 
 
 def test_a_device_is_not_used_for_a_target_that_runs_here(tmp_path):
