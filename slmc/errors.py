@@ -127,8 +127,8 @@ class ArtifactError(InputError):
 
 
 class ArtifactNotRunnableError(ArtifactError):
-    """An intact artifact whose target does not run on this machine, so its numerical check cannot
-    be repeated here (``slmc verify``). ``files_checked`` counts the files that matched the manifest."""
+    """An intact artifact whose target does not run on this machine is to be loaded here (``slmc.load``,
+    ``slmc run/generate/eval`` without ``--device``). ``files_checked`` counts the files the manifest lists."""
 
     def __init__(self, message: str, files_checked: int, reason: str):
         self.files_checked = files_checked
@@ -219,10 +219,18 @@ class ToolchainError(CompileError):
 
 
 class VerificationError(SlmcError):
-    """The artifact ran but its outputs are outside the recipe's tolerance or quality gates."""
+    """The artifact's outputs are outside the recipe's tolerance, or a quality gate is not met.
 
-    def __init__(self, message: str, verification: dict[str, Any] | None = None):
+    A compile's error carries ``manifest`` (``slmc.artifact.manifest.Manifest``): what the staged,
+    discarded artifact's manifest held, with the failed verification, so ``--report`` and
+    ``--junit`` can still describe the compile; None where there is none (``slmc verify``, eval);
+    ``timings`` the compile's seconds per stage up to the failure.
+    """
+
+    def __init__(self, message: str, verification: dict[str, Any] | None = None, manifest: Any = None):
         self.verification = verification or {}
+        self.manifest = manifest
+        self.timings: dict[str, float] = {}
         super().__init__(message)
 
     def to_json(self) -> dict[str, Any]:
@@ -242,6 +250,11 @@ class BundleIntegrityError(SlmcError):
         data = super().to_json()
         data["problems"] = self.problems
         return data
+
+
+class ExecutionRequiredError(VerificationError):
+    """The build requires its artifact executed (``--require-execution``, ``verify.require_execution``)
+    and it was not, anywhere; the message says why (``verification.reason``)."""
 
 
 class DeviceURLError(InputError):

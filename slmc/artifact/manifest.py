@@ -23,7 +23,9 @@ from slmc.errors import ArtifactError
 from slmc.spec.target import TargetDescriptor
 
 # 2: every section typed (this module); optional sections and fields are written as null instead of left out
-FORMAT_VERSION = 2
+# 3: verification says per check where it was measured (``GateResult.where``) and which checks did not run
+#    (``Verification.not_executed``); gates are measured on the host when the artifact is not executed
+FORMAT_VERSION = 3
 
 
 class ManifestModel(BaseModel):
@@ -158,14 +160,28 @@ class FileEntry(ManifestModel):
 # --- verification --------------------------------------------------------------------------------
 
 
+HOST = "host"  # GateResult.where: the compressed fx graph run eagerly on the compiling machine
+ARTIFACT = "artifact"  # GateResult.where: the artifact itself, natively or on a device (Verification.execution)
+
+
 class GateResult(ManifestModel):
-    """One verification check or quality gate (each a JUnit test case with ``--junit``)."""
+    """One verification check or quality gate that was executed (each a JUnit test case with ``--junit``)."""
 
     gate: str = Field(description="gate name: a recipe gate (min_cosine, ...), artifact_vs_eager or decode")
     passed: bool
     measured: float | None = None
     threshold: float | None = None
     detail: str = ""
+    where: Literal["host", "artifact"] | None = Field(
+        None, description="host: the compressed fx graph run eagerly against the original on the compiling machine; "
+                          "artifact: the compiled artifact (natively or on the device of verification.execution)")
+
+
+class CheckNotExecuted(ManifestModel):
+    """A check that needs the artifact executed and did not run (a skipped JUnit test case with ``--junit``)."""
+
+    check: str = Field(description="artifact_vs_eager, decode, or verification (everything: verification disabled)")
+    reason: str
 
 
 class NumericComparison(ManifestModel):
@@ -206,7 +222,8 @@ class PerplexityComparison(ManifestModel):
     """Perplexity of the artifact and of the original model on the same tokens."""
 
     original: float
-    artifact: float
+    artifact: float = Field(description="the artifact's perplexity; where the artifact was not executed, the compressed "
+                                        "graph's run eagerly on the host (the gate's ``where`` says which)")
     increase: float
     tokens_scored: int
     window: int
@@ -307,12 +324,16 @@ PENDING = "pending"
 
 
 class Verification(ManifestModel):
-    """How the artifact was checked. ``executed`` false: ``reason`` says why (``pending`` while the
-    compile that writes it has not finished)."""
+    """How the artifact was checked. ``executed``: the artifact itself was executed (natively or on
+    a device); false: ``reason`` says why (``pending`` while the compile that writes it has not
+    finished), and ``not_executed`` lists the checks that need it. ``passed``: every check that was
+    executed passed (``gates`` say where each was measured), never more."""
 
-    executed: bool
-    passed: bool
+    executed: bool = Field(description="the artifact itself was executed, natively or through TVM RPC")
+    passed: bool = Field(description="every executed check passed (the checks in not_executed did not run)")
     reason: str | None = None
+    not_executed: list[CheckNotExecuted] = Field(default_factory=list,
+                                                 description="checks that need the artifact executed and did not run, and why")
     how: str | None = Field(None, description="what was run where, compared with what")
     samples: int | None = None
     device: str | None = None
@@ -331,8 +352,9 @@ class Verification(ManifestModel):
                                     "field (a kind added as one module, slmc.backend.kinds)")
 
     @classmethod
-    def not_executed(cls, reason: str, passed: bool = True) -> Verification:
-        return cls(executed=False, reason=reason, passed=passed)
+    def skipped(cls, reason: str, passed: bool = True) -> Verification:
+        """Nothing was checked (verification disabled, or still pending): one not-executed entry."""
+        return cls(executed=False, reason=reason, passed=passed, not_executed=[CheckNotExecuted(check="verification", reason=reason)])
 
     @property
     def pending(self) -> bool:
@@ -344,11 +366,13 @@ class Verification(ManifestModel):
         numeric = self.artifact_vs_eager
         if numeric is not None:
             found.append(GateResult(gate="artifact_vs_eager", passed=numeric.within_tolerance, measured=numeric.max_abs_error,
-                                    threshold=numeric.atol, detail=numeric.error or f"atol {numeric.atol}, rtol {numeric.rtol}"))
+                                    threshold=numeric.atol, detail=numeric.error or f"atol {numeric.atol}, rtol {numeric.rtol}",
+                                    where=ARTIFACT))
         decode = self.decode
         if decode is not None:
             found.append(GateResult(gate="decode", passed=decode.within_tolerance, measured=decode.max_abs_error,
-                                    detail=f"{decode.steps} greedy steps through the KV cache, same tokens: {decode.same_tokens}"))
+                                    detail=f"{decode.steps} greedy steps through the KV cache, same tokens: {decode.same_tokens}",
+                                    where=ARTIFACT))
         return found + list(self.gates)
 
     def failure_message(self) -> str:
@@ -395,7 +419,7 @@ class CompiledGraph(ManifestModel):
 class Manifest(CompiledGraph):
     """The top level of ``manifest.json``."""
 
-    format_version: Literal[2] = Field(description="changes whenever the on-disk shape changes")
+    format_version: Literal[3] = Field(description="changes whenever the on-disk shape changes")
     versions: Versions
     recipe: dict[str, Any] = Field(description="the recipe with every default filled in (slmc.spec.recipe.Recipe.normalized)")
     target: TargetDescriptor
@@ -414,7 +438,7 @@ def new_manifest(compiled: CompiledGraph, *, versions: Versions, recipe: dict[st
     """The manifest of a staged artifact whose verification is still pending (``Verification.pending``)."""
     return Manifest(format_version=FORMAT_VERSION, versions=versions, recipe=recipe, target=target,
                     tvm_target=target.tvm_dict(), weights=weights, tokenizer=tokenizer, files=files,
-                    verification=Verification.not_executed(PENDING, passed=False), **dict(compiled))
+                    verification=Verification.skipped(PENDING, passed=False), **dict(compiled))
 
 
 def manifest_schema() -> dict[str, Any]:

@@ -176,3 +176,12 @@ class RemoteModel(CompiledModel):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_artifact(path: str | Path, device: str | None = None, *, check_hashes: bool = True) -> CompiledModel:
+    """The artifact at ``path``: loaded in this process (``device`` None: its target must run here,
+    else ``ArtifactNotRunnableError``), or on the TVM RPC server ``device`` (``rpc://HOST:PORT``,
+    ``RemoteModel``). Use it with ``with``: a device session ends on exit."""
+    if device is None:
+        return CompiledModel(path, check_hashes=check_hashes)
+    return RemoteModel(device, path, check_hashes=check_hashes)

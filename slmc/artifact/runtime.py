@@ -15,7 +15,7 @@ from tvm import relax
 
 from slmc.artifact.sampling import check_sampling, next_token
 from slmc.artifact.layout import LIBRARY, WEIGHTS, file_problems, read_manifest
-from slmc.errors import ArtifactError, InputError
+from slmc.errors import ArtifactError, ArtifactNotRunnableError, InputError
 from slmc.graph.kv_cache import KVCacheSpec
 from slmc.data.tokenizer import Tokenizer, load_tokenizer
 
@@ -35,7 +35,9 @@ class CompiledModel:
         self.target = self.manifest.target
         runs, why = self.target.runs_here()
         if not runs:
-            raise ArtifactError(f"artifact {self.path} cannot run on this machine: {why}")
+            raise ArtifactNotRunnableError(
+                f"artifact {self.path} cannot run on this machine: {why}; run it on a TVM RPC server with --device "
+                "rpc://HOST:PORT (docs/devices.md)", len(self.manifest.files), why)
         self.inputs = self.manifest.signature.inputs
         self.outputs = self.manifest.signature.outputs
         self._device = tvm.cpu()
@@ -155,6 +157,15 @@ class CompiledModel:
         if as_torch:
             outs = [torch.from_numpy(o) for o in outs]
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def close(self) -> None:
+        """Nothing to release in this process (``RemoteModel`` ends its device session)."""
+
+    def __enter__(self) -> CompiledModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 TVM_ALIGNMENT = 64  # bytes; TVM accepts (DLPack) only buffers aligned like its own allocations

@@ -45,6 +45,9 @@ def cli(debug: bool) -> None:
 @click.option("-o", "--out", default=None, type=click.Path(path_type=Path), help="Artifact directory [default: slmc-out/MODEL-TARGET].")
 @click.option("--device", default=None, metavar="rpc://HOST:PORT",
               help="Verify on this TVM RPC server when the target does not run here (see 'slmc device arm64 up').")
+@click.option("--require-execution", is_flag=True,
+              help="Fail (exit 1) if the artifact is not executed anywhere (natively or on --device); without it, "
+                   "its quality gates are measured on the host and the artifact checks are reported as not executed.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (artifact path, verification, ...) on stdout.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Compile cache directory [default: $SLMC_CACHE_DIR; neither: no cache].")
@@ -58,20 +61,23 @@ def cli(debug: bool) -> None:
               help="Also package the artifact as a deploy bundle in this directory (as 'slmc package').")
 @handles_errors
 def compile_command(model: str | None, recipe: str | None, target: str | None, out: Path | None, device: str | None,
-                    as_json: bool, cache_dir: Path | None, no_cache: bool, report_dir: Path | None, junit_file: Path | None,
-                    quiet: bool, bundle_dir: Path | None) -> None:
+                    require_execution: bool, as_json: bool, cache_dir: Path | None, no_cache: bool, report_dir: Path | None,
+                    junit_file: Path | None, quiet: bool, bundle_dir: Path | None) -> None:
     """Compile MODEL with RECIPE for TARGET into a verified artifact directory."""
+    import time
+
     import slmc
     from slmc import progress
     from slmc.report.ci_outputs import compile_failure_outputs, compile_outputs, compile_suite
 
     progress.set_quiet(quiet)
+    start = time.perf_counter()
     try:
         with progress.compile_stages():
             result = slmc.compile(model=model, recipe=recipe, target=target, out=out, device=device, cache_dir=cache_dir,
-                                  use_cache=not no_cache)
+                                  use_cache=not no_cache, require_execution=require_execution)
     except slmc.SlmcError as exc:
-        compile_failure_outputs(exc, junit_file, compile_suite(model, target))
+        compile_failure_outputs(exc, report_dir, junit_file, compile_suite(model, target), time.perf_counter() - start)
         if as_json and isinstance(exc, slmc.VerificationError):
             emit_json({"ok": False, "artifact": None, "verification": exc.verification, "error": exc.to_json()})
             click.echo(f"error: {exc}", err=True)
@@ -98,12 +104,14 @@ def compile_command(model: str | None, recipe: str | None, target: str | None, o
 @click.option("-o", "--output", default=None, type=click.Path(path_type=Path),
               help="Write the outputs: .npy for one output, .npz for several.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outputs' shapes and dtypes as JSON.")
+@click.option("--device", default=None, metavar="rpc://HOST:PORT",
+              help="Run the artifact on this TVM RPC server (e.g. an arm64 artifact on 'slmc device arm64 up').")
 @handles_errors
-def run_command(artifact: Path, inputs: tuple[Path, ...], output: Path | None, as_json: bool) -> None:
+def run_command(artifact: Path, inputs: tuple[Path, ...], output: Path | None, as_json: bool, device: str | None) -> None:
     """Run a compiled ARTIFACT directory on inputs from .npy files."""
     import numpy as np
 
-    import slmc
+    from slmc.artifact.remote_runtime import open_artifact
 
     arrays = []
     for path in inputs:
@@ -111,8 +119,8 @@ def run_command(artifact: Path, inputs: tuple[Path, ...], output: Path | None, a
             arrays.append(np.load(path, allow_pickle=False))
         except (OSError, ValueError) as exc:
             raise InputError(f"--input {path}: not a readable .npy array: {exc}") from exc
-    model = slmc.load(artifact)
-    outs = model.run_numpy(*arrays)
+    with open_artifact(artifact, device) as model:
+        outs = model.run_numpy(*arrays)
     if output is not None:
         if len(outs) == 1:
             np.save(output, outs[0])
@@ -131,24 +139,32 @@ def run_command(artifact: Path, inputs: tuple[Path, ...], output: Path | None, a
 @cli.command("verify")
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print what was checked and measured as JSON.")
+@click.option("--device", default=None, metavar="rpc://HOST:PORT",
+              help="Run the artifact on this TVM RPC server (e.g. an arm64 artifact on 'slmc device arm64 up').")
 @handles_errors
-def verify_command(artifact: Path, as_json: bool) -> None:
-    """Re-check ARTIFACT: every file against the manifest's sha256 and size, then (where its target runs
-    here) its outputs on the verification inputs stored at compile time, within the recorded tolerance. A deploy
-    bundle (slmc package): every file against bundle.json's sha256 and size."""
+def verify_command(artifact: Path, as_json: bool, device: str | None) -> None:
+    """Re-check ARTIFACT: every file against the manifest's sha256 and size, then its outputs on the
+    verification inputs stored at compile time, within the recorded tolerance: where its target runs
+    here, or on --device (an artifact for another machine without --device: files only, and it says so).
+    A deploy bundle (slmc package): every file against bundle.json's sha256 and size."""
     from slmc.artifact.bundle import is_bundle
     from slmc.verify.artifact_check import verify_artifact
 
     if is_bundle(artifact):
         return verify_bundle_command(artifact, as_json)  # a deploy bundle (slmc package): every file against bundle.json
-    report = verify_artifact(artifact)
+    report = verify_artifact(artifact, device)
     if as_json:
         emit_json({"ok": True, **report})
+        return
+    if not report["outputs_rechecked"]:
+        click.echo(f"verified {artifact}: {report['files_checked']} files match the manifest (sha256, size); "
+                   f"{report['reason']}")
         return
     n = report["artifact_vs_recorded"]
     click.echo(f"verified {artifact}: {report['files_checked']} files match the manifest (sha256, size); outputs on "
                f"{report['samples']} stored samples within atol {n['atol']:g}, rtol {n['rtol']:g} of the recorded "
-               f"eager outputs (max abs error {n['max_abs_error']:.3g})")
+               f"eager outputs (max abs error {n['max_abs_error']:.3g}"
+               + (f"; run on {device})" if device is not None else ")"))
 
 
 @cli.command("generate")
@@ -156,8 +172,10 @@ def verify_command(artifact: Path, as_json: bool) -> None:
 @click.option("-p", "--prompt", required=True, help="Text to continue.")
 @click.option("-n", "--max-new-tokens", default=32, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--json", "as_json", is_flag=True, help="Print the tokens, text and speed (ttft_ms, decode_tokens_per_s) as JSON.")
+@click.option("--device", default=None, metavar="rpc://HOST:PORT",
+              help="Run the artifact on this TVM RPC server (e.g. an arm64 artifact on 'slmc device arm64 up').")
 @handles_errors
-def generate_command(subject: str, prompt: str, max_new_tokens: int, as_json: bool) -> None:
+def generate_command(subject: str, prompt: str, max_new_tokens: int, as_json: bool, device: str | None) -> None:
     """Greedy generation with SUBJECT (an artifact directory or a model) through its KV cache; then its
     speed: time to first token (the prompt's prefill) and decoded tokens per second."""
     import time
@@ -165,7 +183,7 @@ def generate_command(subject: str, prompt: str, max_new_tokens: int, as_json: bo
     from slmc.graph.kv_cache import generate_greedy
     from slmc.driver.eval_subject import open_subject
 
-    model = open_subject(subject)
+    model = open_subject(subject, device=device)
     tokenizer = model.require_tokenizer()
     ids = tokenizer.encode(prompt)
     step = model.step
@@ -247,10 +265,13 @@ def _eval_embedding(model: Any, reference: Any, text_ref: str) -> dict[str, Any]
 @click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
               help="Write report.json and report.html of the artifact SUBJECT, with this evaluation as its quality.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr (bars on a terminal, else one plain line per stage, pass and count).")
+@click.option("--device", default=None, metavar="rpc://HOST:PORT",
+              help="Run the SUBJECT artifact on this TVM RPC server (--reference runs here).")
 @handles_errors
 def eval_command(subject: str, text_ref: str, reference: str | None, window: int, stride: int,
                  max_tokens: int | None, recipe: str | None, target: str | None, as_json: bool,
-                 gate_options: tuple[str, ...], junit_file: Path | None, report_dir: Path | None, quiet: bool) -> None:
+                 gate_options: tuple[str, ...], junit_file: Path | None, report_dir: Path | None, quiet: bool,
+                 device: str | None) -> None:
     """Quality of SUBJECT (artifact directory or model): perplexity for causal LMs (with logit error,
     top-1 agreement and KL against --reference), embedding cosine against --reference for encoders."""
     from slmc import progress
@@ -263,7 +284,7 @@ def eval_command(subject: str, text_ref: str, reference: str | None, window: int
     if report_dir is not None and (recipe is not None or not (Path(subject) / "manifest.json").is_file()):
         raise InputError(f"--report describes a compiled artifact: SUBJECT {subject!r} must be an artifact directory "
                          "(holding manifest.json), without --recipe")
-    model = open_subject(subject, recipe, target)
+    model = open_subject(subject, recipe, target, device)
     if text_ref is None:
         if model.heldout_text is None:
             raise InputError(f"{model.description} has no held-out text of its own: give --text (a UTF-8 file or a built-in "

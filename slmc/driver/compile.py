@@ -22,7 +22,7 @@ import slmc
 from slmc import progress
 from slmc.artifact.aligned_safetensors import save_aligned
 from slmc.artifact.layout import LIBRARY, WEIGHTS, StagedArtifact, check_destination, file_entries, write_manifest
-from slmc.artifact.manifest import (CompiledGraph, ContextInfo, KVCacheInfo, LayerSize, Manifest, ModelInfo, PassReport, Signature,
+from slmc.artifact.manifest import (HOST, CompiledGraph, ContextInfo, KVCacheInfo, LayerSize, Manifest, ModelInfo, PassReport, Signature,
                                     TokenizerEntry, Verification, Versions, WeightsInfo, new_manifest)
 from slmc.verify.artifact_check import save_reference
 from slmc.graph.kv_cache_fit import fit_samples
@@ -31,7 +31,7 @@ from slmc.driver import default_recipe
 from slmc.driver.compress import compress, trace_and_calibrate
 from slmc.models.context_length import fit_context
 from slmc.models.memory_fit import check_compiled_weights, check_loaded_model
-from slmc.errors import FieldProblem, InputError, RecipeError, VerificationError
+from slmc.errors import ExecutionRequiredError, FieldProblem, InputError, RecipeError, VerificationError
 from slmc.verify.decode_speed import measure_decode_speed, not_measured as speed_not_measured
 from slmc.verify.evaluation import document_tokens
 from slmc.data.texts import load_texts
@@ -48,8 +48,8 @@ from slmc.spec.recipe import Recipe, check_against_target, load_recipe
 from slmc.report.report_json import layer_sizes
 from slmc.spec.target import TargetDescriptor, load_target
 from slmc.data.tokenizer import save_tokenizer
-from slmc.verify.numerics import (decode_comparison, effective_settings, generated_samples, perplexity_gate, run_eager, smallest_sample,
-                         verification_report)
+from slmc.verify.numerics import (decode_comparison, effective_settings, generated_samples, host_report, perplexity_gate, run_eager,
+                                  smallest_sample, verification_report)
 
 
 @dataclass
@@ -120,7 +120,11 @@ def _versions() -> Versions:
 
 def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: Graph, original: Graph,
                      calibration: list[tuple[torch.Tensor, ...]], spec: ModelSpec, final_cache: Any) -> Verification:
-    """``final_cache``: the compressed graph's KV cache (``spec.kv_cache`` is the original's)."""
+    """``final_cache``: the compressed graph's KV cache (``spec.kv_cache`` is the original's).
+
+    The gates (compressed graph against the original, both eager) are measured here in every case;
+    the artifact is compared with eager only where ``execution.runs``, else those checks are
+    recorded as not executed. The stored inputs and eager outputs (for ``slmc verify``) are saved either way."""
     settings, tolerance_reason = effective_settings(recipe.verify, final)
     # num_samples in all: the smallest inputs first (kept for `slmc verify`), then calibration samples
     # if the recipe has them, else inputs generated like the example (the example itself first)
@@ -131,14 +135,33 @@ def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: 
         max_context = spec.kv_cache.max_context if spec.kv_cache is not None else None
         others = generated_samples(final, rest, seed=0, max_context=max_context) if rest else []
     samples = [smallest_sample(final)] + others
+    reference = run_eager(final, samples)
+    original_out = run_eager(original, fit_samples(original, samples))
+    recheck = save_reference(staged, samples, reference, settings.atol, settings.rtol)  # for slmc verify
+    ids = None
+    if settings.gates.max_perplexity_increase is not None:
+        ids = document_tokens(load_texts(recipe.evaluation_text()), spec.tokenizer, settings.max_eval_tokens)
+    update: dict[str, Any] = {"recheck": recheck}
+    if tolerance_reason:
+        update["tolerance"] = tolerance_reason
+    if not execution.runs:
+        checks = ["artifact_vs_eager"] + (["decode"] if spec.task == "causal-lm" else [])
+        how = (f"gates measured on this machine: the compressed fx graph run eagerly against the original on "
+               f"{len(samples)} samples; the artifact was {execution.not_run}")
+        report = host_report(settings, reference, original_out, how, execution.not_run, checks)
+        if spec.task == "causal-lm":
+            update["speed"] = speed_not_measured(f"the artifact was {execution.not_run}")
+        if ids is not None:
+            update["perplexity"], gate = perplexity_gate(eager_step(final.module), eager_step(original.module), final_cache, ids,
+                                                         settings, original_cache=spec.kv_cache, where=HOST)
+            update.update(gates=[*report.gates, gate], passed=report.passed and gate.passed,
+                          how=f"{how}; perplexity of the compressed graph run eagerly against the original's")
+        return report.model_copy(update=update)
     with execution.open(staged) as model:
         actual = [model.run_numpy(*[t.numpy() for t in s]) for s in samples]
-        reference = run_eager(final, samples)
-        original_out = run_eager(original, fit_samples(original, samples))
         how = f"{execution.how(len(samples))}; compared with eager torch"
         report = verification_report(settings, reference, actual, original_out, how)
-        update: dict[str, Any] = {"device": execution.device, "execution": execution.record(),
-                                  "recheck": save_reference(staged, samples, reference, settings.atol, settings.rtol)}  # for slmc verify
+        update.update(device=execution.device, execution=execution.record())
         if spec.task == "causal-lm":
             decode = decode_comparison(model.step, eager_step(final.module), final_cache, settings)
             update.update(decode=decode, passed=report.passed and decode.within_tolerance,
@@ -147,13 +170,10 @@ def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: 
                                                     int(model.outputs[0].shape[-1]))
                                if execution.device is None else
                                speed_not_measured(f"executed on {execution.device}, not on this host"))
-        if settings.gates.max_perplexity_increase is not None:
-            ids = document_tokens(load_texts(recipe.evaluation_text()), spec.tokenizer, settings.max_eval_tokens)
+        if ids is not None:
             update["perplexity"], gate = perplexity_gate(model.step, eager_step(original.module), final_cache, ids, settings,
                                                          original_cache=spec.kv_cache)
             update.update(gates=[*report.gates, gate], passed=update.get("passed", report.passed) and gate.passed)
-    if tolerance_reason:
-        update["tolerance"] = tolerance_reason
     return report.model_copy(update=update)
 
 
@@ -198,18 +218,23 @@ def _onnx_recipe(recipe: Recipe, given: bool, example_inputs: Any, dynamic_shape
 def _verify_onnx_artifact(staged: Path, execution: Execution, recipe: Recipe, path: Path) -> Verification:
     settings = recipe.verify
     samples = onnx_sample_inputs(path, settings.num_samples, seed=0)
+    reference = [run_onnxruntime(path, s) for s in samples]
+    recheck = save_reference(staged, samples, reference, settings.atol, settings.rtol)  # for slmc verify
+    if not execution.runs:
+        how = (f"gates measured on this machine with ONNX Runtime (CPUExecutionProvider) on {len(samples)} samples; no passes "
+               f"ran, so they compare ONNX Runtime with itself; the artifact was {execution.not_run}")
+        return host_report(settings, reference, reference, how, execution.not_run, ["artifact_vs_eager"]).model_copy(
+            update={"recheck": recheck})
     with execution.open(staged) as model:
         actual = [model.run_numpy(*s) for s in samples]
         how = (f"{execution.how(len(samples))}; compared with ONNX Runtime "
                "(CPUExecutionProvider); no passes ran, so the gates compare ONNX Runtime with itself")
-    reference = [run_onnxruntime(path, s) for s in samples]
     report = verification_report(settings, reference, actual, reference, how)
-    return report.model_copy(update={"device": execution.device, "execution": execution.record(),
-                                     "recheck": save_reference(staged, samples, reference, settings.atol, settings.rtol)})  # for slmc verify
+    return report.model_copy(update={"device": execution.device, "execution": execution.record(), "recheck": recheck})
 
 
 def _compile_onnx(path: Path, recipe: Recipe, target_desc: TargetDescriptor, out: str | Path | None, notes: list[str],
-                  timings: dict[str, float], start: float, device: str | None) -> CompileResult:
+                  timings: dict[str, float], start: float, device: str | None, require_execution: bool) -> CompileResult:
     """``compile`` for an ``.onnx`` file: TVM's ONNX frontend, no fx passes, ONNX Runtime as reference."""
     t = time.perf_counter()
     program = load_onnx_model(path)
@@ -232,15 +257,17 @@ def _compile_onnx(path: Path, recipe: Recipe, target_desc: TargetDescriptor, out
         task="generic",
     )
     return _package(out_dir, executable, program, recipe, target_desc, head, timings, start, device,
-                    verify=lambda staged, execution: _verify_onnx_artifact(staged, execution, recipe, path), tokenizer=None)
+                    verify=lambda staged, execution: _verify_onnx_artifact(staged, execution, recipe, path), tokenizer=None,
+                    require_execution=require_execution)
 
 
 def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Recipe, target_desc: TargetDescriptor,
              head: CompiledGraph, timings: dict[str, float], start: float, device: str | None,
              verify: Callable[[Path, Execution], Verification], tokenizer: Any,
-             post_build: PostBuild | None = None) -> CompileResult:
+             post_build: PostBuild | None = None, require_execution: bool = False) -> CompileResult:
     """Write library, weights, tokenizer and manifest into a staging directory, verify the staged
-    artifact, and rename it into place only if verification passed."""
+    artifact, and rename it into place only if verification passed (and, with ``require_execution``,
+    executed the artifact). A ``VerificationError`` carries the staged manifest with the verification."""
     with StagedArtifact(out_dir) as staged:
         progress.stage("export")
         export_library(executable, target_desc, staged.path / LIBRARY)
@@ -255,20 +282,38 @@ def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Reci
         t = time.perf_counter()
         progress.stage("verify")
         skipped, execution = decide(recipe, target_desc, device)
-        verification = skipped or verify(staged.path, execution)
-        verification = backend_for(target_desc).check_kernels(
-            verification, executable, program, target_desc, recipe.verify.enabled)  # GPU: compiled + limits
-        if post_build is not None:
-            verification = post_build.record(verification)  # NPU: integer reference vs ORT
-        timings["verify"] = time.perf_counter() - t
-        if not verification.passed:
-            raise VerificationError(verification.failure_message(), verification.model_dump(mode="json"))
-        # now with the stored verification data
-        manifest = manifest.model_copy(update={"verification": verification, "files": file_entries(staged.path)})
+        try:
+            verification = skipped or verify(staged.path, execution)
+            verification = backend_for(target_desc).check_kernels(
+                verification, executable, program, target_desc, recipe.verify.enabled)  # GPU: compiled + limits
+            if post_build is not None:
+                verification = post_build.record(verification)  # NPU: integer reference vs ORT
+            timings["verify"] = time.perf_counter() - t
+            # now with the stored verification data
+            manifest = manifest.model_copy(update={"verification": verification, "files": file_entries(staged.path)})
+            if not verification.passed:
+                raise VerificationError(verification.failure_message(), verification.model_dump(mode="json"))
+            check_executed(verification, require_execution or recipe.verify.require_execution, manifest)
+        except VerificationError as exc:
+            timings["total"] = time.perf_counter() - start
+            exc.manifest = exc.manifest or manifest  # for --report and --junit (KernelCheckError: verification pending)
+            exc.timings = {k: round(v, 3) for k, v in timings.items()}
+            raise
         write_manifest(staged.path, manifest)
         artifact = staged.commit()
     timings["total"] = time.perf_counter() - start
     return CompileResult(artifact=artifact, manifest=manifest, timings={k: round(v, 3) for k, v in timings.items()})
+
+
+def check_executed(verification: Verification, required: bool, manifest: Manifest,
+                   timings: dict[str, float] | None = None) -> None:
+    """``ExecutionRequiredError`` (carrying ``manifest``) if ``required`` and the artifact was not executed anywhere."""
+    if required and not verification.executed:
+        error = ExecutionRequiredError(
+            f"the build requires its artifact executed (--require-execution / verify.require_execution), and it was not: "
+            f"{verification.reason}", verification.model_dump(mode="json"), manifest)
+        error.timings = {k: round(v, 3) for k, v in (timings or {}).items()}
+        raise error
 
 
 def compile(  # noqa: A001 - the public name of the API
@@ -282,6 +327,7 @@ def compile(  # noqa: A001 - the public name of the API
     device: str | None = None,
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
+    require_execution: bool = False,
 ) -> CompileResult:
     """Compile ``model`` with ``recipe`` for ``target`` into the artifact directory ``out``.
 
@@ -294,6 +340,10 @@ def compile(  # noqa: A001 - the public name of the API
     it cannot be reached (checked before the model loads) or fails. ``cache_dir`` (else
     ``$SLMC_CACHE_DIR``; ``use_cache=False`` ignores both) is a compile cache (slmc/cache/store.py): a
     hit copies the stored, byte-identical artifact into ``out`` instead of compiling.
+    ``require_execution`` (or the recipe's ``verify.require_execution``): an artifact that was not
+    executed anywhere (natively or on ``device``) fails the build (``ExecutionRequiredError``, exit 1);
+    otherwise the quality gates are measured on the host and the checks that need the artifact are
+    recorded as not executed (``Verification.not_executed``).
     """
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -316,7 +366,7 @@ def compile(  # noqa: A001 - the public name of the API
     cache = CacheSession.open(cache_dir, use_cache) if onnx_notes is None else None  # unusable directory: exit 2 now
     timings["check_inputs"] = time.perf_counter() - start
     if onnx_notes is not None:
-        return _compile_onnx(Path(model_ref), recipe, target_desc, out, onnx_notes, timings, start, device)
+        return _compile_onnx(Path(model_ref), recipe, target_desc, out, onnx_notes, timings, start, device, require_execution)
 
     t = time.perf_counter()
     spec = load_model(model_ref, example_inputs, dynamic_shapes)
@@ -335,6 +385,7 @@ def compile(  # noqa: A001 - the public name of the API
         hit = cache.lookup(spec, *prepared, recipe, target_desc, device, out_dir)
         if hit is not None:
             timings["total"] = time.perf_counter() - start
+            check_executed(hit.verification, require_execution or recipe.verify.require_execution, hit, timings)
             return CompileResult(out_dir, hit, {k: round(v, 3) for k, v in timings.items()}, cache.to_json())
     compressed = compress(spec, recipe, target_desc, timings, prepared)
     original, final, calibration, pass_reports = (compressed.original, compressed.final, compressed.calibration,
@@ -370,7 +421,7 @@ def compile(  # noqa: A001 - the public name of the API
         out_dir, executable, program, recipe, target_desc, head, timings, start, device,
         verify=lambda staged, execution: _verify_artifact(staged, execution, recipe, final, original, calibration, spec,
                                                                    compressed.kv_cache),
-        tokenizer=spec.tokenizer, post_build=post_build,
+        tokenizer=spec.tokenizer, post_build=post_build, require_execution=require_execution,
     )
     if cache is not None and result.artifact is not None:
         cache.record(result.artifact, result.manifest)

@@ -61,22 +61,27 @@ def eager_runner(module: torch.nn.Module) -> Callable[..., list[np.ndarray]]:
     return run
 
 
-def open_subject(ref: str, recipe: str | None = None, target: str | None = None) -> Subject:
+def open_subject(ref: str, recipe: str | None = None, target: str | None = None, device: str | None = None) -> Subject:
     """An artifact directory (holding ``manifest.json``) or any model reference ``slmc`` accepts.
 
     With ``recipe`` (models only), the recipe's passes run for ``target`` (default: the recipe's,
     else ``host``) and the subject is the compressed graph run eagerly: the reference the compiled
-    artifact is verified against.
+    artifact is verified against. With ``device`` (``rpc://HOST:PORT``, artifacts only) the artifact
+    runs on that TVM RPC server (``slmc.artifact.remote_runtime.RemoteModel``; the session lasts
+    as long as the process).
     """
     if (Path(ref) / MANIFEST).is_file():
         if recipe is not None:
             raise InputError(f"{ref} is a compiled artifact: --recipe applies to a model, not to an artifact")
-        from slmc.artifact.runtime import load
+        from slmc.artifact.remote_runtime import open_artifact
 
-        model = load(ref)
+        model = open_artifact(ref, device)
         tokenizer = model.tokenizer if model.manifest.tokenizer is not None else None
-        return Subject(f"artifact {ref}", model.manifest.task, tokenizer, model.kv_cache, model.run_numpy,
+        where = f" on {device}" if device is not None else ""
+        return Subject(f"artifact {ref}{where}", model.manifest.task, tokenizer, model.kv_cache, model.run_numpy,
                        _heldout_text(model.manifest.model.name, (model.manifest.recipe.get("verify") or {}).get("text")))
+    if device is not None:
+        raise InputError(f"--device {device} runs a compiled artifact; {ref} is not an artifact directory (no {MANIFEST})")
     from slmc.frontend.model_source import load_model
 
     if recipe is not None:

@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from slmc.artifact.manifest import GateResult, Verification
-from slmc.errors import InputError, KernelCheckError, SlmcError, VerificationError
+from slmc.artifact.manifest import GateResult
+from slmc.errors import ExecutionRequiredError, InputError, KernelCheckError, SlmcError, VerificationError
 from slmc.report.junit import write_junit
 from slmc.spec.recipe import Gates
 from slmc.report.report_files import write_report
-from slmc.report.report_json import build_report
+from slmc.report.report_json import Report, build_report
 from slmc.verify.numerics import gate_results
 
 
@@ -20,27 +20,43 @@ def compile_suite(model: str | None, target: str | None) -> str:
     return f"slmc.compile.{model or 'default'}.{target or 'default'}"
 
 
-def compile_outputs(result: Any, report_dir: Path | None, junit_file: Path | None) -> None:
-    """After a successful compile (``CompileResult``): the report and the JUnit file, as asked."""
-    report = build_report(result.manifest, result.artifact, result.cache, result.timings)
+def _write(report: Report, report_dir: Path | None, junit_file: Path | None, seconds: float,
+           execution_required: bool = False) -> None:
     if report_dir is not None:
         write_report(report, report_dir)
     if junit_file is not None:
         v = report.verification
-        write_junit(junit_file, compile_suite(report.model.name, report.target), v.gates,
-                    skipped=None if v.executed else v.reason, seconds=result.timings.get("total", 0.0))
+        write_junit(junit_file, compile_suite(report.model.name, report.target), v.gates, not_executed=v.not_executed,
+                    seconds=seconds, execution_required=execution_required)
 
 
-def compile_failure_outputs(exc: SlmcError, junit_file: Path | None, suite: str) -> None:
-    """After a failed compile: the JUnit file (failed gates, or one ``compile`` error case). The
-    ``verification`` of a compile's ``VerificationError`` is the manifest's (a ``KernelCheckError``
-    carries the kernel report instead: an error case)."""
-    if junit_file is None:
+def compile_outputs(result: Any, report_dir: Path | None, junit_file: Path | None) -> None:
+    """After a successful compile (``CompileResult``): the report and the JUnit file, as asked."""
+    report = build_report(result.manifest, result.artifact, result.cache, result.timings)
+    _write(report, report_dir, junit_file, result.timings.get("total", 0.0))
+
+
+def compile_failure_outputs(exc: SlmcError, report_dir: Path | None, junit_file: Path | None, suite: str,
+                            seconds: float) -> None:
+    """After a failed compile: the report (when the error carries the discarded artifact's manifest,
+    as a compile's ``VerificationError`` does: a failed gate, check or kernel check, or an artifact
+    required to execute that did not) and the JUnit file (the checks, with the failed ones as
+    failures; else one ``compile`` error case in ``suite``, of ``seconds``)."""
+    manifest = exc.manifest if isinstance(exc, VerificationError) else None
+    if manifest is None:
+        if junit_file is not None:
+            write_junit(junit_file, suite, [], error=f"{type(exc).__name__}: {exc}", seconds=seconds)
         return
-    if isinstance(exc, VerificationError) and not isinstance(exc, KernelCheckError) and exc.verification:
-        write_junit(junit_file, suite, Verification.model_validate(exc.verification).checks())
-    else:
-        write_junit(junit_file, suite, [], error=f"{type(exc).__name__}: {exc}")
+    report = build_report(manifest, None, None, exc.timings or {"total": round(seconds, 3)})
+    if isinstance(exc, KernelCheckError) or manifest.verification.pending:
+        if report_dir is not None:
+            write_report(report, report_dir)
+        if junit_file is not None:
+            write_junit(junit_file, compile_suite(report.model.name, report.target), [], error=f"{type(exc).__name__}: {exc}",
+                        seconds=seconds)
+        return
+    _write(report, report_dir, junit_file, exc.timings.get("total", seconds),
+           execution_required=isinstance(exc, ExecutionRequiredError))
 
 
 def parse_gates(options: tuple[str, ...]) -> Gates:

@@ -13,7 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from slmc.artifact.manifest import GateResult, LayerSize, Manifest, ModelInfo, PassReport, PerplexityComparison, QualityMetrics
+from slmc.artifact.manifest import (CheckNotExecuted, GateResult, LayerSize, Manifest, ModelInfo, PassReport,
+                                    PerplexityComparison, QualityMetrics)
 
 SCHEMA_ID = "slmc-report"
 SCHEMA_VERSION = 2  # 2: gates name themselves ``gate`` (as in the manifest), not ``name``
@@ -100,7 +101,10 @@ class VerificationSummary(_Model):
     passed: bool
     how: str = Field("", description="what was run where, compared with what")
     reason: str = Field("", description="why it was not executed, if it was not")
-    gates: list[GateResult] = Field(description="every check: artifact_vs_eager, decode, then each quality gate")
+    gates: list[GateResult] = Field(description="every executed check: artifact_vs_eager, decode, then each quality gate "
+                                                "(where: host or artifact)")
+    not_executed: list[CheckNotExecuted] = Field(default_factory=list,
+                                                 description="checks that need the artifact executed and did not run, and why")
 
 
 class ParetoPoint(_Model):
@@ -259,7 +263,7 @@ def build_report(manifest: Manifest, artifact: str | Path | None, cache: dict[st
                             nodes_after=p.after.nodes, weight_bytes_before=p.before.weight_bytes,
                             weight_bytes_after=p.after.weight_bytes, skipped=len(p.skipped)) for p in passes],
         verification=VerificationSummary(executed=v.executed, passed=v.passed, how=v.how or "", reason=v.reason or "",
-                                         gates=v.checks()),
+                                         gates=v.checks(), not_executed=v.not_executed),
         cache=cache or {"status": "disabled"},
         timings=timings or {},
         search=[ParetoPoint(**p) for p in search or []],

@@ -82,6 +82,8 @@ class Verify(StrictModel):
     max_eval_tokens: int = Field(4096, ge=2, le=10_000_000)
     window: int = Field(256, ge=2, le=1_048_576)
     stride: int = Field(128, ge=1, le=1_048_576)
+    require_execution: bool = Field(False, description="fail the build (exit 1) if the artifact is not executed anywhere "
+                                                       "(natively or on a --device); else its gates are measured on the host")
 
     @model_validator(mode="after")
     def _text_for_perplexity(self) -> Verify:

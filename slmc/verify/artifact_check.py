@@ -8,12 +8,15 @@ tolerance. ``verify_artifact`` then checks, in order:
 1. the directory is a finished artifact: not a compile's staging directory, a readable manifest
    of the supported format whose verification finished and passed;
 2. every file the manifest lists exists with its size and sha256, and no other file is there;
-3. where the artifact's target runs on this machine, the artifact's outputs on the stored inputs
-   match the stored outputs within the recorded ``atol``/``rtol`` (``slmc.verify.numerics.numeric_comparison``).
+3. the artifact's outputs on the stored inputs match the stored outputs within the recorded
+   ``atol``/``rtol`` (``slmc.verify.numerics.numeric_comparison``): natively where its target runs
+   on this machine, or on ``device`` (``rpc://HOST:PORT``, a TVM RPC server) when one is given. An
+   artifact for another machine without ``device`` passes on 1-2 alone, and the report says the
+   outputs were not re-checked and that ``--device`` would re-check them (``outputs_rechecked`` false).
 
 Failures: ``ArtifactError`` (exit 2) for 1-2 and for artifacts without stored verification data,
-``ArtifactNotRunnableError`` (exit 2) when the files are intact but the target does not run here,
-``VerificationError`` (exit 1) when the outputs are outside the tolerance.
+``VerificationError`` (exit 1) when the outputs are outside the tolerance, ``DeviceError`` (exit 1)
+when the device cannot be reached or fails.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 
 from slmc.artifact.layout import MANIFEST, STAGING_MARKERS, file_problems, read_manifest
 from slmc.artifact.manifest import Manifest, RecheckEntry
-from slmc.errors import ArtifactError, ArtifactNotRunnableError, VerificationError
+from slmc.errors import ArtifactError, VerificationError
 
 REFERENCE_FILE = "verification.safetensors"
 # Recheck data stays small next to the weights (an int4 model of a few MB must not double in size):
@@ -110,31 +113,36 @@ def check_files(path: Path) -> Manifest:
     return manifest
 
 
-def verify_artifact(path: str | Path) -> dict[str, Any]:
-    """Re-check the artifact at ``path`` (module docstring); returns what was checked and measured."""
-    from slmc.artifact.runtime import CompiledModel
+def verify_artifact(path: str | Path, device: str | None = None) -> dict[str, Any]:
+    """Re-check the artifact at ``path`` (module docstring), on ``device`` if given; returns what was
+    checked and measured (``outputs_rechecked``: whether step 3 ran, ``where``: natively or the device)."""
+    from slmc.artifact.remote_runtime import open_artifact, parse_device_url
     from slmc.verify.numerics import numeric_comparison
 
     path = Path(path)
+    if device is not None:
+        parse_device_url(device)  # a malformed URL is bad input before any file is read
     manifest = check_files(path)
     files = manifest.files
     report: dict[str, Any] = {"artifact": str(path), "files_checked": len(files),
                               "bytes_checked": int(sum(e.size for e in files.values()))}
     runs, why = manifest.target.runs_here()
-    if not runs:
-        raise ArtifactNotRunnableError(
-            f"artifact {path}: all {len(files)} files match the manifest, but its outputs cannot be re-checked on this "
-            f"machine: {why}", len(files), why)
+    if not runs and device is None:
+        report.update(passed=True, outputs_rechecked=False, where=None,
+                      reason=f"outputs not re-checked: {why}; re-running the stored verification inputs needs "
+                             "--device rpc://HOST:PORT (a TVM RPC server on the target: docs/devices.md)")
+        return report
     entry = manifest.verification.recheck
     if entry is None:
         reason = manifest.verification.reason or "it was compiled without stored verification data"
         raise ArtifactError(f"artifact {path}: all {len(files)} files match the manifest, but it holds no verification "
                             f"inputs to re-run (verification at compile time: {reason})")
     samples, expected = load_reference(path, entry)
-    model = CompiledModel(path, check_hashes=False)  # hashes were checked above
-    actual = [model.run_numpy(*inputs) for inputs in samples]
+    with open_artifact(path, device, check_hashes=False) as model:  # hashes were checked above
+        actual = [model.run_numpy(*inputs) for inputs in samples]
     numeric = numeric_comparison(expected, actual, entry.atol, entry.rtol)
-    report.update(samples=len(samples), artifact_vs_recorded=numeric, passed=bool(numeric["within_tolerance"]))
+    report.update(samples=len(samples), artifact_vs_recorded=numeric, passed=bool(numeric["within_tolerance"]),
+                  outputs_rechecked=True, where=device or "native")
     if not numeric["within_tolerance"]:
         detail = numeric.get("error") or (
             f"max abs error {numeric['max_abs_error']:.3g} with {numeric['elements_out_of_tolerance']} of "

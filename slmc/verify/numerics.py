@@ -3,8 +3,10 @@
 Two comparisons, both on the same sample inputs:
 - the artifact against eager execution of the final (transformed) graph: must be within the
   recipe's ``atol``/``rtol`` (elementwise ``|a - b| <= atol + rtol * |b|``), else the compile fails;
-- the final graph against the original model: cosine similarity, top-1 agreement and max abs
-  error, checked against the recipe's ``gates``.
+  it needs the artifact executed (``verification_report``);
+- the final graph against the original model, both run eagerly on the host: cosine similarity,
+  top-1 agreement and max abs error, checked against the recipe's ``gates``; measured whether or
+  not the artifact runs anywhere (``host_report`` when it does not).
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from slmc.artifact.manifest import (DecodeComparison, GateResult, NumericComparison, PerplexityComparison, QualityMetrics,
-                                    Verification)
+from slmc.artifact.manifest import (ARTIFACT, HOST, CheckNotExecuted, DecodeComparison, GateResult, NumericComparison,
+                                    PerplexityComparison, QualityMetrics, Verification)
 from slmc.graph.ir import Graph, op_name
 from slmc.graph.kv_cache import KVCacheSpec, StepFunction, generate_greedy
 from slmc.spec.recipe import Gates, Verify
@@ -131,15 +133,15 @@ def quality_metrics(original: Sequence[Sequence[np.ndarray]], compressed: Sequen
     }
 
 
-def gate_results(gates: Gates, metrics: dict[str, float]) -> list[GateResult]:
-    """One result per configured gate: name, threshold, measured value, passed."""
+def gate_results(gates: Gates, metrics: dict[str, float], where: str | None = None) -> list[GateResult]:
+    """One result per configured gate: name, threshold, measured value, passed (``where``: ``GateResult.where``)."""
     checks: list[tuple[str, float | None, str, Callable[[float, float], bool]]] = [
         ("min_cosine", gates.min_cosine, "cosine", lambda v, t: v >= t),
         ("min_top1_agreement", gates.min_top1_agreement, "top1_agreement", lambda v, t: v >= t),
         ("max_abs_error", gates.max_abs_error, "max_abs_error", lambda v, t: v <= t),
     ]
     return [
-        GateResult(gate=name, threshold=threshold, measured=metrics[key], passed=bool(ok(metrics[key], threshold)))
+        GateResult(gate=name, threshold=threshold, measured=metrics[key], passed=bool(ok(metrics[key], threshold)), where=where)
         for name, threshold, key, ok in checks
         if threshold is not None
     ]
@@ -173,13 +175,27 @@ def run_eager(graph: Graph, samples: Sequence[Sample]) -> list[list[np.ndarray]]
 
 def verification_report(settings: Verify, reference: list[list[np.ndarray]], actual: list[list[np.ndarray]],
                         original: list[list[np.ndarray]], how: str) -> Verification:
-    """The manifest's ``verification`` section for an artifact that was executed."""
+    """The manifest's ``verification`` section for an artifact that was executed (``actual``: its
+    outputs; ``reference``: the final graph's eager outputs; ``original``: the original's)."""
     numeric = NumericComparison.model_validate(numeric_comparison(reference, actual, settings.atol, settings.rtol))
     metrics = quality_metrics(original, reference)
-    gates = gate_results(settings.gates, metrics)
+    gates = gate_results(settings.gates, metrics, where=HOST)
     return Verification(executed=True, how=how, samples=len(actual), artifact_vs_eager=numeric,
                         compressed_vs_original=QualityMetrics.model_validate(metrics), gates=gates,
                         passed=numeric.within_tolerance and all(g.passed for g in gates))
+
+
+def host_report(settings: Verify, reference: list[list[np.ndarray]], original: list[list[np.ndarray]], how: str,
+                reason: str, not_executed: Sequence[str]) -> Verification:
+    """The ``verification`` section when the artifact was not executed (``reason``): the gates,
+    measured on the host with the final graph's eager outputs (``reference``) against the
+    original's; ``not_executed`` names the checks that needed the artifact. ``passed`` covers the gates only."""
+    metrics = quality_metrics(original, reference)
+    gates = gate_results(settings.gates, metrics, where=HOST)
+    return Verification(executed=False, reason=reason, how=how, samples=len(reference),
+                        not_executed=[CheckNotExecuted(check=name, reason=reason) for name in not_executed],
+                        compressed_vs_original=QualityMetrics.model_validate(metrics), gates=gates,
+                        passed=all(g.passed for g in gates))
 
 
 DECODE_STEPS = 16
@@ -205,9 +221,12 @@ def decode_comparison(artifact_step: StepFunction, eager: StepFunction, cache: K
 
 
 def perplexity_gate(artifact_step: StepFunction, original: StepFunction, cache: KVCacheSpec, ids: np.ndarray,
-                    settings: Verify, original_cache: KVCacheSpec | None = None) -> tuple[PerplexityComparison, GateResult]:
+                    settings: Verify, original_cache: KVCacheSpec | None = None,
+                    where: str = ARTIFACT) -> tuple[PerplexityComparison, GateResult]:
     """Perplexity of the artifact and of the original eager model on the same tokens, and the gate
-    (``original_cache``: the original's cache when it differs from the artifact's, e.g. after head pruning)."""
+    (``original_cache``: the original's cache when it differs from the artifact's, e.g. after head pruning).
+    ``artifact_step`` is the artifact's step (``where`` artifact) or, when it does not run anywhere,
+    the compressed graph's eager step (``where`` host)."""
     from slmc.verify.evaluation import perplexity
 
     ours = perplexity(artifact_step, cache, ids, settings.window, settings.stride)
@@ -216,7 +235,8 @@ def perplexity_gate(artifact_step: StepFunction, original: StepFunction, cache: 
     threshold = settings.gates.max_perplexity_increase
     details = PerplexityComparison(original=base["perplexity"], artifact=ours["perplexity"], increase=increase,
                                    tokens_scored=ours["tokens_scored"], window=ours["window"], stride=ours["stride"])
-    gate = GateResult(gate="max_perplexity_increase", threshold=threshold, measured=increase, passed=bool(increase <= threshold))
+    gate = GateResult(gate="max_perplexity_increase", threshold=threshold, measured=increase, passed=bool(increase <= threshold),
+                      where=where)
     return details, gate
 
 

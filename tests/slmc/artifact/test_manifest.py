@@ -66,5 +66,5 @@ def test_a_manifest_that_is_not_an_object_is_an_artifact_error(copy):
 
 
 def test_pending_verification():
-    pending = Verification.not_executed("pending", passed=False)
-    assert pending.pending and not Verification.not_executed("disabled").pending
+    pending = Verification.skipped("pending", passed=False)
+    assert pending.pending and not Verification.skipped("disabled").pending

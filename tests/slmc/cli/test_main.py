@@ -144,6 +144,32 @@ def test_compile_progress_lines_outside_a_terminal(workdir):
     assert quiet.returncode == 0 and quiet.stderr == ""
 
 
+def test_run_generate_and_eval_on_a_tvm_rpc_server(compiled, workdir, host_rpc_server):
+    """``--device rpc://...``: the artifact runs on TVM's RPC server (on loopback, serving a host artifact)
+    with the same results as here; a model reference is not an artifact and cannot go there."""
+    url, artifact = host_rpc_server.url, compiled["artifact"]
+    args = ["generate", artifact, "--prompt", "def ", "--max-new-tokens", "6", "--json"]
+    here, there = slmc(*args, cwd=workdir), slmc(*args, "--device", url, cwd=workdir)
+    assert here.returncode == 0 and there.returncode == 0, there.stderr
+    assert json.loads(there.stdout)["tokens"] == json.loads(here.stdout)["tokens"]
+    np.save(workdir / "ids4.npy", np.arange(4, dtype=np.int64).reshape(1, 4))
+    np.save(workdir / "cache4.npy", np.zeros((4, 1, 4, 1, 32), dtype=np.float32))
+    inputs = ["--input", "ids4.npy", "--input", "cache4.npy", "--input", "cache4.npy"]
+    assert slmc("run", artifact, *inputs, "--output", "here.npz", cwd=workdir).returncode == 0
+    remote = slmc("run", artifact, *inputs, "--output", "there.npz", "--device", url, cwd=workdir)
+    assert remote.returncode == 0, remote.stderr
+    with np.load(workdir / "here.npz") as a, np.load(workdir / "there.npz") as b:
+        np.testing.assert_allclose(b["logits"], a["logits"], atol=1e-5)
+    (workdir / "rpc-eval.txt").write_text("def add(a, b):\n    return a + b\n" * 4)
+    evaluated = slmc("eval", artifact, "--text", "rpc-eval.txt", "--max-tokens", "64", "--window", "32", "--stride", "16",
+                     "--device", url, "--json", cwd=workdir)
+    assert evaluated.returncode == 0, evaluated.stderr
+    data = json.loads(evaluated.stdout)
+    assert data["subject"].endswith(f"on {url}") and data["perplexity"] > 1
+    model = slmc("generate", "fixture-lm", "--prompt", "a", "--device", url, cwd=workdir)
+    assert model.returncode == 2 and "not an artifact directory" in model.stderr
+
+
 def test_run_errors_exit_2(compiled, workdir):
     np.save(workdir / "bad.npy", np.zeros((1, 3), dtype=np.float32))
     result = slmc("run", compiled["artifact"], "--input", "bad.npy", cwd=workdir)

@@ -212,6 +212,19 @@ def test_remote_model_checks_inputs_like_the_native_runtime(arm64_server, tiny_a
 
 
 @pytest.mark.slow
+def test_verify_and_generate_run_an_arm64_artifact_on_the_board(arm64_server, tiny_arm_artifact, tmp_path):
+    """Issue 16: ``slmc verify/generate --device`` run an aarch64 artifact compiled without a device on the board."""
+    url = arm64_server.url
+    result = _slmc("verify", str(tiny_arm_artifact), "--device", url, "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["outputs_rechecked"] and report["where"] == url and report["artifact_vs_recorded"]["within_tolerance"]
+    there = _slmc("generate", str(tiny_arm_artifact), "--prompt", "def ", "--max-new-tokens", "4", "--device", url, "--json", cwd=tmp_path)
+    assert there.returncode == 0, there.stderr
+    assert len(json.loads(there.stdout)["tokens"]) == 4
+
+
+@pytest.mark.slow
 def test_second_prepare_is_fast_and_a_busy_port_is_refused(arm64_server):
     start = time.perf_counter()
     assert arm64.prepare_root() == arm64_server.root
@@ -224,8 +237,12 @@ def test_second_prepare_is_fast_and_a_busy_port_is_refused(arm64_server):
 
 def test_without_a_device_the_manifest_says_not_executed_and_why(tiny_arm_artifact):
     v = Verification.model_validate(json.loads((tiny_arm_artifact / "manifest.json").read_text())["verification"])
-    assert v == Verification.not_executed("not executed: code is for aarch64, this machine is x86_64; "
-                                          "no device given (device rpc://HOST:PORT runs it through TVM RPC: docs/devices.md)")
+    reason = ("not executed: code is for aarch64, this machine is x86_64; "
+              "no device given (device rpc://HOST:PORT runs it through TVM RPC: docs/devices.md)")
+    assert not v.executed and v.reason == reason and v.artifact_vs_eager is None and v.decode is None
+    assert [(c.check, c.reason) for c in v.not_executed] == [("artifact_vs_eager", reason), ("decode", reason)]
+    assert all(g.where == "host" and g.passed for g in v.gates)  # the default recipe's gates, if any: measured here
+    assert v.compressed_vs_original is not None and v.recheck is not None and v.passed
 
 
 def test_a_device_is_not_used_for_a_target_that_runs_here(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import slmc
-from slmc.errors import ArtifactError, ModelError, VerificationError
+from slmc.errors import ArtifactError, ExecutionRequiredError, ModelError, VerificationError
 from slmc.models import tiny_lm
 
 
@@ -193,6 +193,47 @@ def test_aarch64_target_gives_an_aarch64_shared_object(tmp_path):
     assert v.executed is False and "aarch64" in v.reason  # never claims more than was done
     with pytest.raises(ArtifactError, match="cannot run on this machine"):
         slmc.load(result.artifact)
+
+
+INT4_GATED = """\
+passes: [{quantize: {bits: 4, group_size: 32}}]
+verify:
+  text: stdlib-heldout
+  max_eval_tokens: 256
+  gates: {min_top1_agreement: 0.999, max_perplexity_increase: "0.1%"}
+"""
+
+
+def test_gates_are_measured_on_the_host_for_a_target_this_machine_cannot_run(tmp_path):
+    """Issue 16: the gates compare the compressed graph with the original; they fail an aarch64 build
+    as they fail a host one, and only the checks that need the artifact are reported as not executed."""
+    recipe = tmp_path / "int4.yaml"
+    recipe.write_text(INT4_GATED)
+    with pytest.raises(VerificationError, match="quality gate min_top1_agreement not met") as err:
+        slmc.compile("tiny-lm", recipe, "arm-cortex-a76", out=tmp_path / "arm")
+    assert err.value.exit_code == 1 and not (tmp_path / "arm").exists()
+    v = err.value.manifest.verification  # the discarded artifact's manifest travels with the error
+    assert not v.executed and not v.passed and v.artifact_vs_eager is None and v.decode is None
+    assert v.reason.startswith("not executed: code is for aarch64")
+    assert [(c.check, c.reason) for c in v.not_executed] == [("artifact_vs_eager", v.reason), ("decode", v.reason)]
+    gates = {g.gate: g for g in v.gates}
+    assert set(gates) == {"min_top1_agreement", "max_perplexity_increase"} and all(g.where == "host" for g in gates.values())
+    assert not gates["min_top1_agreement"].passed and gates["min_top1_agreement"].measured < 0.999
+    assert v.perplexity is not None and v.perplexity.tokens_scored > 0
+    assert gates["max_perplexity_increase"].measured == pytest.approx(v.perplexity.increase)
+    assert v.compressed_vs_original.top1_agreement == gates["min_top1_agreement"].measured and v.recheck is not None
+
+
+def test_a_build_that_requires_execution_fails_when_the_artifact_runs_nowhere(tmp_path):
+    recipe = tmp_path / "required.yaml"
+    recipe.write_text("verify:\n  num_samples: 1\n  require_execution: true\n  gates: {min_cosine: 0.99}\n")
+    with pytest.raises(ExecutionRequiredError, match=r"requires its artifact executed .*and it was not: not executed: "
+                                                     r"code is for aarch64") as err:
+        slmc.compile("tiny-lm", recipe, "arm-cortex-a76", out=tmp_path / "arm")
+    assert err.value.exit_code == 1 and not (tmp_path / "arm").exists()
+    v = err.value.manifest.verification
+    assert v.passed and not v.executed and [g.where for g in v.gates] == ["host"]  # what was checked passed
+    assert slmc.compile("tiny-lm", recipe, "host", out=tmp_path / "host").verification.executed  # runs here: fine
 
 
 def test_missing_cross_compiler_says_how_to_install_it(tmp_path, monkeypatch):

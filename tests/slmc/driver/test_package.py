@@ -1,8 +1,8 @@
 """``slmc package``: a deploy bundle that runs without Python, checked by ``slmc verify`` and by the
 bundle's own ``slmc-run``.
 
-The default model is compiled for the host once per module (``slmc.compile(None, None, ...)``,
-whatever the default recipe is) and packaged; the bundle's runner, run natively with an
+The default model is compiled for the host once per module with the lossless built-in ``cleanup``
+recipe (so eager decoding of the original model is a reference too) and packaged; the bundle's runner, run natively with an
 environment of PATH only, must generate ``slmc generate``'s greedy tokens. Every file is then
 corrupted in turn (one byte) and refused: by ``slmc verify`` always, and by ``slmc-run`` for every
 file (the byte flipped is the file's last one, which neither the dynamic loader nor the code reads,
@@ -32,7 +32,7 @@ ENV = {"PATH": "/usr/bin:/bin"}
 
 @pytest.fixture(scope="module")
 def host_artifact(tmp_path_factory):
-    return slmc.compile(None, None, "host", tmp_path_factory.mktemp("package") / "default-host").artifact
+    return slmc.compile(None, "cleanup", "host", tmp_path_factory.mktemp("package") / "default-host").artifact
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_the_aarch64_bundle_runs_under_qemu_with_only_its_own_libraries(host_art
     for tool in ("aarch64-linux-gnu-g++", "qemu-aarch64-static"):
         if not shutil.which(tool):
             pytest.fail(f"{tool} missing: apt-get install -y g++-aarch64-linux-gnu qemu-user-static")
-    arm = slmc.compile(None, None, "arm-cortex-a76", tmp_path / "default-a76").artifact
+    arm = slmc.compile(None, "cleanup", "arm-cortex-a76", tmp_path / "default-a76").artifact
     packaged = package_artifact(arm, tmp_path / "a76-bundle")
     record = packaged.record
     assert record.architecture == "aarch64" and record.runner.target_triple == "aarch64-linux-gnu"

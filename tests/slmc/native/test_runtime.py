@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 import slmc
+from slmc.artifact.manifest import FORMAT_VERSION
 from slmc.artifact.layout import read_manifest, sha256_file
 from slmc.native.build import build_runtime
 
@@ -45,7 +46,7 @@ def runtime():
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
     out = tmp_path_factory.mktemp("native-runtime") / "fixture-lm-host"
-    return slmc.compile(None, None, "host", out).artifact
+    return slmc.compile(None, "cleanup", "host", out).artifact
 
 
 @pytest.fixture(scope="module")
@@ -242,14 +243,16 @@ def test_a_missing_artifact_directory_is_reported_through_last_error(lib, tmp_pa
     assert lib.slmc_last_error().decode() == f"{missing}: no such artifact directory"
 
 
-def test_a_manifest_of_another_format_version_is_refused(lib, artifact, tmp_path):
-    copy = tmp_path / "future"
+@pytest.mark.parametrize("version", [FORMAT_VERSION - 1, 99])
+def test_a_manifest_of_another_format_version_is_refused(lib, artifact, tmp_path, version):
+    copy = tmp_path / "other"
     shutil.copytree(artifact, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["format_version"] = 99
+    manifest["format_version"] = version
     (copy / "manifest.json").write_text(json.dumps(manifest))
     assert not lib.slmc_model_open(str(copy).encode())
-    assert lib.slmc_last_error().decode() == f"{copy}/manifest.json: unsupported manifest format_version 99, expected 2"
+    assert lib.slmc_last_error().decode() == (f"{copy}/manifest.json: unsupported manifest format_version {version}, "
+                                              f"expected {FORMAT_VERSION}")
 
 
 def test_an_empty_prompt_is_an_invalid_argument(lib, artifact):
@@ -290,7 +293,7 @@ def test_aarch64_cross_build_generates_the_hosts_tokens_under_qemu(runtime, arti
             pytest.fail(f"{tool} missing: apt-get install -y g++-aarch64-linux-gnu qemu-user-static")
     wheels = download_tvm_wheels("manylinux_2_28_aarch64")
     cross = build_runtime("aarch64-linux-gnu-g++", wheels)
-    arm = slmc.compile(None, None, "arm-cortex-a76", tmp_path / "fixture-lm-a76").artifact
+    arm = slmc.compile(None, "cleanup", "arm-cortex-a76", tmp_path / "fixture-lm-a76").artifact
     bundle = unpack_tokenizer(arm, tmp_path / "bundle")
     env = {"LD_LIBRARY_PATH": ":".join(map(str, wheels.lib_dirs)), "PATH": "/usr/bin:/bin"}
     for prompt in PROMPTS[:2]:

@@ -134,6 +134,61 @@ def test_compile_junit_on_a_failed_compile(tmp_path):
     assert list(cases) == ["compile"] and cases["compile"].find("error") is not None and suite.get("errors") == "1"
 
 
+INT4_GATED = """\
+passes: [{quantize: {bits: 4, group_size: 32}}]
+verify: {num_samples: 2, gates: {min_top1_agreement: 0.999}}
+"""
+
+
+def test_a_failed_gate_still_writes_the_report_and_names_the_suite(tmp_path):
+    """Issue 16: the per-layer charts matter most when a gate fails; the suite is the model's and target's."""
+    from slmc.cli.main import cli
+
+    (tmp_path / "int4.yaml").write_text(INT4_GATED)
+    result = CliRunner().invoke(cli, ["compile", "-r", str(tmp_path / "int4.yaml"), "-m", "tiny-lm", "-o", str(tmp_path / "out"),
+                                      "--no-cache", "--report", str(tmp_path / "rep"), "--junit", str(tmp_path / "junit.xml")])
+    assert result.exit_code == 1 and "min_top1_agreement not met" in result.output
+    assert not (tmp_path / "out").exists()
+    data = json.loads((tmp_path / "rep" / REPORT_JSON).read_text())
+    jsonschema.validate(data, report_schema())
+    assert data["ok"] is False and data["artifact"] is None and data["model"]["name"] == "tiny-lm"
+    assert data["layers"] and data["passes"][0]["name"] == "quantize" and data["timings"]["total"] > 0
+    assert not data["verification"]["passed"] and data["verification"]["executed"]
+    page = (tmp_path / "rep" / REPORT_HTML).read_text()
+    assert "Size by layer" in page and "data:image/png;base64," in page and "min_top1_agreement" in page
+    suite, cases = junit_cases(tmp_path / "junit.xml")
+    assert suite.get("name") == "slmc.compile.tiny-lm.host" and float(suite.get("time")) > 0
+    assert set(cases) == {"artifact_vs_eager", "decode", "min_top1_agreement"} and suite.get("failures") == "1"
+    assert cases["min_top1_agreement"].find("failure").get("type") == "QualityGateFailed"
+
+
+def test_require_execution_fails_the_junit_case_of_the_artifact_run(tmp_path):
+    """Gates measured on the host are real cases; the artifact's run is a failure under --require-execution."""
+    from slmc.cli.main import cli
+
+    (tmp_path / "cheap.yaml").write_text("verify:\n  num_samples: 1\n  gates: {min_cosine: 0.99}\n")
+    result = CliRunner().invoke(cli, ["compile", "-r", str(tmp_path / "cheap.yaml"), "-m", "tiny-lm", "-t", "arm-cortex-a76",
+                                      "-o", str(tmp_path / "out"), "--no-cache", "--require-execution", "--json",
+                                      "--report", str(tmp_path / "rep"), "--junit", str(tmp_path / "junit.xml")])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["error"]["type"] == "ExecutionRequiredError"
+    suite, cases = junit_cases(tmp_path / "junit.xml")
+    assert suite.get("name") == "slmc.compile.tiny-lm.arm-cortex-a76" and suite.get("failures") == "2"
+    assert cases["min_cosine"].find("failure") is None and "measured on the host" in cases["min_cosine"].find("system-out").text
+    for name in ("artifact_vs_eager", "decode"):
+        assert cases[name].find("failure").get("type") == "ExecutionRequired"
+    report = json.loads((tmp_path / "rep" / REPORT_JSON).read_text())
+    assert report["ok"] is False and [c["check"] for c in report["verification"]["not_executed"]] == ["artifact_vs_eager", "decode"]
+    assert not (tmp_path / "out").exists()
+    # without --require-execution: the same build passes, the artifact's run is a skipped case
+    result = CliRunner().invoke(cli, ["compile", "-r", str(tmp_path / "cheap.yaml"), "-m", "tiny-lm", "-t", "arm-cortex-a76",
+                                      "-o", str(tmp_path / "out"), "--no-cache", "--junit", str(tmp_path / "ok.xml")])
+    assert result.exit_code == 0, result.output
+    suite, cases = junit_cases(tmp_path / "ok.xml")
+    assert suite.get("failures") == "0" and suite.get("skipped") == "2" and cases["min_cosine"].find("skipped") is None
+    assert cases["decode"].find("skipped").get("message").startswith("not executed: code is for aarch64")
+
+
 def test_report_files_get_the_users_umask(cached_compile, tmp_path):
     import os
 

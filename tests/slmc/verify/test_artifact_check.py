@@ -12,7 +12,7 @@ from safetensors.numpy import load_file, save_file
 import slmc
 from slmc.artifact.layout import sha256_file
 from slmc.verify.artifact_check import MAX_REFERENCE_BYTES, REFERENCE_FILE
-from slmc.errors import ArtifactError, ArtifactNotRunnableError, VerificationError
+from slmc.errors import ArtifactError, VerificationError
 
 
 def cli(*args, cwd):
@@ -142,21 +142,39 @@ def test_an_artifact_compiled_without_verification_has_nothing_to_rerun(tmp_path
         slmc.verify_artifact(out)
 
 
-def test_an_artifact_for_another_cpu_is_hash_checked_then_reported_not_runnable(tmp_path):
+def test_an_artifact_for_another_cpu_is_hash_checked_and_passes_saying_how_to_rerun_it(tmp_path):
+    """Issue 16: every file matches, so verify exits 0; the outputs need --device (and the inputs are stored)."""
     if shutil.which("aarch64-linux-gnu-gcc") is None:
         pytest.fail("aarch64-linux-gnu-gcc is required (apt-get install gcc-aarch64-linux-gnu); .ci/run installs it")
     out = slmc.compile("tiny-lm", target="arm-cortex-a76", out=tmp_path / "arm").artifact
-    with pytest.raises(ArtifactNotRunnableError, match=r"all 2 files match the manifest, but its outputs cannot be "
-                                                       r"re-checked on this machine: code is for aarch64") as err:
-        slmc.verify_artifact(out)
-    assert err.value.exit_code == 2 and err.value.files_checked == 2
+    report = slmc.verify_artifact(out)
+    assert report["passed"] and report["outputs_rechecked"] is False and report["files_checked"] == 3  # + verification data
+    assert report["reason"].startswith("outputs not re-checked: code is for aarch64") and "--device rpc://HOST:PORT" in report["reason"]
     result = cli("verify", str(out), "--json", cwd=tmp_path)
-    assert result.returncode == 2
-    assert json.loads(result.stdout)["error"]["type"] == "ArtifactNotRunnableError"
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["outputs_rechecked"] is False
+    human = cli("verify", str(out), cwd=tmp_path)
+    assert human.returncode == 0 and "3 files match the manifest" in human.stdout and "--device" in human.stdout
+    run = cli("generate", str(out), "--prompt", "a", "--json", cwd=tmp_path)  # not here without --device: exit 2, says how
+    assert run.returncode == 2 and json.loads(run.stdout)["error"]["type"] == "ArtifactNotRunnableError"
+    assert "--device rpc://HOST:PORT" in json.loads(run.stdout)["error"]["message"]
     with open(out / "weights.safetensors", "r+b") as f:
         f.write(b"\x00")
     with pytest.raises(ArtifactError, match="sha256 differs"):  # the hash check comes first
         slmc.verify_artifact(out)
+
+
+def test_verify_reruns_the_stored_inputs_on_a_tvm_rpc_server(artifact, host_rpc_server, tmp_path):
+    """``--device``: the stored inputs run on the RPC server (TVM's own, on loopback, serving a host artifact)."""
+    url = host_rpc_server.url
+    report = slmc.verify_artifact(artifact, device=url)
+    assert report["passed"] and report["outputs_rechecked"] and report["where"] == url
+    native = slmc.verify_artifact(artifact)
+    assert native["where"] == "native" and native["artifact_vs_recorded"] == report["artifact_vs_recorded"]
+    result = cli("verify", str(artifact), "--device", url, cwd=tmp_path)
+    assert result.returncode == 0 and f"run on {url}" in result.stdout, result.stderr
+    bad = cli("verify", str(artifact), "--device", "tcp://nowhere", "--json", cwd=tmp_path)
+    assert bad.returncode == 2 and json.loads(bad.stdout)["error"]["type"] == "DeviceURLError"
 
 
 def test_an_onnx_artifact_is_rechecked_against_the_stored_onnx_runtime_outputs(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -47,15 +48,19 @@ def test_a_foreign_cpu_target_runs_on_the_device(recipe):
 
 
 def test_a_foreign_target_without_a_device_is_not_executed_and_says_why(recipe):
+    """Verification is not skipped: the gates still run on the host; only the artifact does not run."""
     skipped, execution = decide(recipe, load_target("arm-cortex-a76"), None)
-    assert execution is None and skipped.executed is False and skipped.passed is True
-    assert skipped.reason.startswith("not executed: code is for aarch64, this machine is x86_64; no device given")
+    assert skipped is None and not execution.runs and execution.device is None
+    assert execution.not_run.startswith("not executed: code is for aarch64, this machine is x86_64; no device given")
+    with pytest.raises(ValueError, match="not executed"):
+        with execution.open(Path("unused")):
+            pass
 
 
 def test_a_gpu_target_is_not_run_through_rpc(recipe, opencl_target):
     skipped, execution = decide(recipe, opencl_target, URL)
-    assert execution is None and skipped.executed is False
-    assert skipped.reason == (f"not executed: tvm kind 'opencl' has no runtime on this machine; device {URL} not used: "
+    assert skipped is None and not execution.runs
+    assert execution.not_run == (f"not executed: tvm kind 'opencl' has no runtime on this machine; device {URL} not used: "
                                  "TVM RPC verification runs CPU (llvm) artifacts only")
     check_device(recipe, opencl_target, f"rpc://127.0.0.1:{_closed_port()}")  # not contacted: it would not be used
 
@@ -65,7 +70,7 @@ def test_disabled_verification_does_not_use_the_device(tmp_path):
     path.write_text("verify:\n  enabled: false\n")
     off = load_recipe(path)
     skipped, execution = decide(off, load_target("arm-cortex-a76"), URL)
-    assert execution is None and skipped == Verification.not_executed(
+    assert execution is None and skipped == Verification.skipped(
         f"disabled by the recipe (verify.enabled: false); device {URL} not used")
     check_device(off, load_target("arm-cortex-a76"), f"rpc://127.0.0.1:{_closed_port()}")
 
