@@ -33,10 +33,13 @@ _CLASS_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
 
 def causal_lm_class(config: dict[str, Any], folder: Path) -> str:
-    """The transformers class name for the decoder checkpoint whose ``config.json`` is ``config``."""
+    """The transformers class name for the decoder checkpoint whose ``config.json`` is ``config``: the first
+    ``*ForCausalLM``/``*LMHeadModel`` of ``architectures`` built for its ``model_type``, else the class
+    ``AutoModelForCausalLM`` maps ``model_type`` to; a ``ModelError`` when there is none."""
     import transformers
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES)
 
     model_type = config.get("model_type")
     if "auto_map" in config:
@@ -45,11 +48,11 @@ def causal_lm_class(config: dict[str, Any], folder: Path) -> str:
                          "shipped in a checkpoint folder")
     if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING_NAMES:
         raise ModelError(f"{folder}: model_type {model_type!r} is unknown to transformers {transformers.__version__}")
-    if config.get("is_encoder_decoder"):
+    if config.get("is_encoder_decoder") or model_type in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
         raise ModelError(f"{folder}: model_type {model_type!r} is an encoder-decoder model; slmc compiles decoder-only "
                          "causal LMs (and BERT-style sentence encoders)")
     named = [a for a in config.get("architectures") or () if isinstance(a, str) and a.endswith(_CLASS_SUFFIXES)
-             and hasattr(transformers, a)]
+             and getattr(getattr(getattr(transformers, a, None), "config_class", None), "model_type", None) == model_type]
     class_name = named[0] if named else MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
     if class_name is None:
         raise ModelError(f"{folder}: model_type {model_type!r} has no causal-LM class in transformers "
