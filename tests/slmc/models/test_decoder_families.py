@@ -63,7 +63,7 @@ FAST = ("llama", "qwen3", "phi")  # the rest are slow (two TVM compiles each, ab
 # Families that load, trace and match transformers eagerly but whose artifact fails, with the reason (measured).
 ZERO_D_CONSTANT = ("TVM 0.27 build: the 0-d embedding scale constant (sqrt(hidden)) reaches a fused multiply kernel "
                    "with the wrong rank at run time ('Mismatched p__folded_to.ndim ... expected 0')")
-ARTIFACT_FAILS = {"gemma": ZERO_D_CONSTANT}
+ARTIFACT_FAILS = {"gemma": ZERO_D_CONSTANT, "gemma2": ZERO_D_CONSTANT, "gemma3_text": ZERO_D_CONSTANT}
 PROMPT = "import os\nimport sys\n\ndef main(argv):\n"
 INT4 = "passes:\n  - quantize: {bits: 4, group_size: 32, method: rtn}\n"
 CALIBRATION = "calibration: {text: stdlib-train, num_samples: 4, sequence_length: 32}\n"
