@@ -59,7 +59,7 @@ FAMILIES = {
     "smollm3": ("SmolLM3Config", dict(num_key_value_heads=2), "NoPE layers"),
     "gpt2": ("GPT2Config", None, "learned positions, Conv1D linears, fused c_attn"),
 }
-FAST = ("llama", "qwen3", "phi")  # the rest are slow (two TVM compiles each, about 40 s on 2 idle cores)
+FAST = ("llama", "qwen3", "mistral")  # the rest are slow (two TVM compiles each, about 40 s on 2 idle cores)
 # Families that load, trace and match transformers eagerly but whose artifact fails, with the reason (measured).
 ZERO_D_CONSTANT = ("TVM 0.27 build: the 0-d embedding scale constant (sqrt(hidden)) reaches a fused multiply kernel "
                    "with the wrong rank at run time ('Mismatched p__folded_to.ndim ... expected 0')")
