@@ -123,7 +123,7 @@ class Graph:
         for name, tensor in sorted(self.tensors().items()):
             t = tensor.detach().contiguous().cpu()
             h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-d too (Gemma's embed scale)
         return h.hexdigest()
 
 

@@ -4,8 +4,9 @@ The model is built by transformers itself (``from_pretrained(local_files_only=Tr
 eager attention, eval mode) and wrapped, never re-implemented, so the compiled graph computes
 exactly what transformers computes:
 
-* decoders (``DECODERS``: Llama incl. SmolLM/TinyLlama-style configs, Qwen2, GPT-2, Phi-3) are
-  wrapped by ``HFCausalLM`` into the cache contract of ``slmc.graph.kv_cache``;
+* decoders (any decoder-only ``*ForCausalLM`` of the installed transformers: the class comes from
+  ``config.json`` via ``slmc.models.hf_decoders``, which also refuses what cannot work, with why)
+  are wrapped by ``HFCausalLM`` into the cache contract of ``slmc.graph.kv_cache``;
 * encoders (``ENCODERS``: BERT, incl. sentence-transformers folders such as all-MiniLM-L6-v2) are
   wrapped by ``SentenceEncoder``: ``(input_ids [B, S], attention_mask [B, S]) -> embedding [B, D]``
   with the folder's pooling (``1_Pooling/config.json``) and ``Normalize`` module if it has them.
@@ -32,18 +33,12 @@ from slmc.graph.ir import ModelSpec
 from slmc.graph import kv_cache
 from slmc.graph.kv_cache import KVCacheSpec, sink_causal_mask
 from slmc.data.tokenizer import HuggingFaceTokenizer
+from slmc.models.hf_decoders import causal_lm_class, check_cache_contract, check_layer_types
 
 DEFAULT_MAX_CONTEXT = 2048
 
-# model_type -> transformers class
-DECODERS: dict[str, str] = {
-    "gpt2": "GPT2LMHeadModel",
-    "llama": "LlamaForCausalLM",
-    "phi3": "Phi3ForCausalLM",
-    "qwen2": "Qwen2ForCausalLM",
-}
+# model_type -> transformers class; decoders are not listed (slmc.models.hf_decoders.causal_lm_class)
 ENCODERS: dict[str, str] = {"bert": "BertModel"}
-SUPPORTED_MODEL_TYPES = tuple(sorted(DECODERS | ENCODERS))
 
 # RoPE variants whose frequencies transformers switches at run time on the largest position id
 # (a data-dependent branch that torch.export cannot trace into one graph).
@@ -347,12 +342,13 @@ def _tokenizer(folder: Path) -> HuggingFaceTokenizer | None:
 def load_hf_model(folder: str | Path, max_context: int | None = None) -> ModelSpec:
     """A ``ModelSpec`` for the Hugging Face checkpoint in ``folder`` (see the module docstring).
 
-    Decoders (``DECODERS``) become ``task="causal-lm"`` under the cache contract with
-    ``max_context = min(config.max_position_embeddings, max_context or 2048)``; encoders
-    (``ENCODERS``) ``task="embedding"`` with dynamic batch and sequence length (up to
-    ``max_position_embeddings``, or ``max_context`` if smaller). Raises ``ModelError`` for a missing
-    folder or config, an unsupported ``model_type``, missing or pickle-only weights, and weights
-    that do not match the config.
+    Decoders (any decoder-only causal LM of transformers, ``hf_decoders.causal_lm_class``) become
+    ``task="causal-lm"`` under the cache contract with ``max_context = min(config.max_position_embeddings,
+    max_context or 2048)``; encoders (``ENCODERS``) ``task="embedding"`` with dynamic batch and
+    sequence length (up to ``max_position_embeddings``, or ``max_context`` if smaller). Raises
+    ``ModelError`` for a missing folder or config, a model that is neither (encoder-decoder,
+    ``trust_remote_code``, no causal-LM class), missing or pickle-only weights, weights that do not
+    match the config, and a decoder whose layers or cache do not fit the contract (``hf_decoders``).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -361,19 +357,21 @@ def load_hf_model(folder: str | Path, max_context: int | None = None) -> ModelSp
     hf_folder = layout[0] if layout else folder
     config = _read_config(hf_folder)
     model_type = config.get("model_type")
-    if model_type not in DECODERS and model_type not in ENCODERS:
-        raise ModelError(f"{hf_folder}: model_type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
     if layout and model_type not in ENCODERS:
-        raise ModelError(f"{folder}: a sentence-transformers pipeline over a {model_type!r} decoder is not supported; "
+        raise ModelError(f"{folder}: a sentence-transformers pipeline over a {model_type!r} model is not supported; "
                          f"sentence encoders: {', '.join(sorted(ENCODERS))}")
-    _check_weight_files(hf_folder)
     if model_type in ENCODERS:
+        _check_weight_files(hf_folder)
         return _encoder_spec(folder, hf_folder, model_type, layout, max_context)
-    model = _from_pretrained(hf_folder, DECODERS[model_type])
+    class_name = causal_lm_class(config, hf_folder)
+    _check_weight_files(hf_folder)
+    model = _from_pretrained(hf_folder, class_name)
+    check_layer_types(model.config, folder)
     _check_rope(model.config, folder)
     context = min(int(model.config.max_position_embeddings), max_context or DEFAULT_MAX_CONTEXT)
     cache = _cache_spec(model.config, context)
     module = HFCausalLM(model, _layer_windows(model.config, context)).eval()
+    check_cache_contract(module, cache, int(model.config.vocab_size), folder)
     return ModelSpec(
         module=module,
         example_inputs=kv_cache.example_inputs(cache, vocab=int(model.config.vocab_size)),
@@ -381,7 +379,7 @@ def load_hf_model(folder: str | Path, max_context: int | None = None) -> ModelSp
         name=folder.name,
         input_names=kv_cache.INPUT_NAMES,
         output_names=kv_cache.OUTPUT_NAMES,
-        description=f"{model_type} checkpoint from {folder} (transformers {DECODERS[model_type]}, eager attention)",
+        description=f"{model_type} checkpoint from {folder} (transformers {class_name}, eager attention)",
         task="causal-lm",
         kv_cache=cache,
         tokenizer=_tokenizer(hf_folder),

@@ -253,10 +253,16 @@ def test_missing_folder_and_missing_config(tmp_path):
         load_hf_model(tmp_path / "empty")
 
 
-def test_unsupported_model_type_lists_the_supported_ones(tmp_path):
+def test_models_that_are_not_decoder_only_causal_lms_are_refused(tmp_path):
     folder = _llama_folder(tmp_path)
-    _edit_config(folder, model_type="t5")
-    with pytest.raises(ModelError, match="model_type 't5' is not supported; supported: bert, gpt2, llama, phi3, qwen2"):
+    _edit_config(folder, model_type="t5")  # architectures still says LlamaForCausalLM: model_type decides
+    with pytest.raises(ModelError, match="model_type 't5' is an encoder-decoder model"):
+        load_hf_model(folder)
+    _edit_config(folder, model_type="no-such-model")
+    with pytest.raises(ModelError, match="model_type 'no-such-model' is unknown to transformers"):
+        load_hf_model(folder)
+    _edit_config(folder, model_type="clip")
+    with pytest.raises(ModelError, match="model_type 'clip' has no causal-LM class"):
         load_hf_model(folder)
 
 
