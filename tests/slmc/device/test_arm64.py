@@ -165,8 +165,8 @@ def test_tiny_lm_is_verified_through_rpc_under_emulation(arm64_server, tmp_path)
 
 @pytest.mark.slow
 def test_default_model_is_verified_through_rpc_from_the_cli(arm64_server, tmp_path):
-    """The acceptance path: ``slmc compile -t arm-cortex-a76 --device rpc://...`` on the built-in fixture-lm."""
-    result = _slmc("compile", "-t", "arm-cortex-a76", "--device", arm64_server.url, "-o", "arm", "--json", cwd=tmp_path)
+    """The acceptance path: ``slmc compile -t arm-cortex-a76 --device rpc://...`` on the built-in fixture-lm (lossless, so the untouched eager module is the reference)."""
+    result = _slmc("compile", "-t", "arm-cortex-a76", "-r", "cleanup", "--device", arm64_server.url, "-o", "arm", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["ok"] and data["model"]["name"] == DEFAULT_MODEL

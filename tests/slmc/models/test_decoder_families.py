@@ -138,7 +138,7 @@ def _compile(folder: Path, out: Path, recipe: Path | None = None) -> dict:
     args = ["compile", "-q", "--json", "-m", str(folder), "-o", str(out)] + (["-r", str(recipe)] if recipe else [])
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    return json.loads(result.stdout)  # stderr may carry a library notice
 
 
 @pytest.mark.parametrize("family", _params(FAMILIES, ARTIFACT_FAILS))
