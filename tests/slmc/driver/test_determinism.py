@@ -21,10 +21,14 @@ verify:
 """
 
 
+# Wall-clock measurements: the passes' times and the decode speed (verification.speed).
+TIMINGS = {"seconds", "original_tokens_per_s", "artifact_tokens_per_s"}
+
+
 def without_durations(value):
-    """The manifest with every ``seconds`` entry (the passes' wall-clock times) removed."""
+    """The manifest with every wall-clock measurement (``TIMINGS``) removed."""
     if isinstance(value, dict):
-        return {k: without_durations(v) for k, v in value.items() if k != "seconds"}
+        return {k: without_durations(v) for k, v in value.items() if k not in TIMINGS}
     if isinstance(value, list):
         return [without_durations(v) for v in value]
     return value
