@@ -68,6 +68,16 @@ def file_problems(directory: Path, manifest: Manifest, check_hashes: bool = True
     return listed_file_problems(directory, manifest.files, "manifest", check_hashes)
 
 
+def intact_manifest(directory: Path, check_hashes: bool = True) -> Manifest:
+    """The artifact's manifest, after checking every file it lists (``ArtifactError`` naming them if damaged):
+    what a runtime reads before it loads anything (``slmc.load``, ``RemoteModel``)."""
+    manifest = read_manifest(directory)
+    problems = file_problems(directory, manifest, check_hashes=check_hashes)
+    if problems:
+        raise ArtifactError(f"artifact {directory} is damaged: " + "; ".join(problems))
+    return manifest
+
+
 def listed_file_problems(directory: Path, files: Mapping[str, Any], listed_in: str, check_hashes: bool = True) -> list[str]:
     """Every file of ``files`` (name -> an entry with ``sha256`` and ``size``) that is missing, of the
     wrong size or (optionally) hash, each naming the file and ``listed_in`` (``manifest``, ``bundle.json``)."""

@@ -23,7 +23,7 @@ import tvm
 from safetensors.numpy import load_file
 from tvm import relax, rpc
 
-from slmc.artifact.layout import LIBRARY, WEIGHTS, file_problems, read_manifest
+from slmc.artifact.layout import LIBRARY, WEIGHTS, intact_manifest
 from slmc.errors import ArtifactError, DeviceConnectionError, DeviceError, DeviceURLError, exception_summary
 from slmc.graph.kv_cache import KVCacheSpec
 from slmc.artifact.runtime import CompiledModel
@@ -129,10 +129,7 @@ class RemoteModel(CompiledModel):
         self.url = url
         parse_device_url(url)
         self.path = Path(artifact_dir)
-        self.manifest = read_manifest(self.path)
-        problems = file_problems(self.path, self.manifest, check_hashes=check_hashes)
-        if problems:
-            raise ArtifactError(f"artifact {self.path} is damaged: " + "; ".join(problems))
+        self.manifest = intact_manifest(self.path, check_hashes)
         self.target = self.manifest.target
         if not get_backend(self.target.kind).remote_execution:
             raise ArtifactError(f"artifact {self.path} is for target kind '{self.target.kind}' (tvm kind "

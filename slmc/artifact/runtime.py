@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 from tvm import relax
 
 from slmc.artifact.sampling import check_sampling, next_token
-from slmc.artifact.layout import LIBRARY, WEIGHTS, file_problems, read_manifest
+from slmc.artifact.layout import LIBRARY, WEIGHTS, intact_manifest
 from slmc.errors import ArtifactError, ArtifactNotRunnableError, InputError
 from slmc.graph.kv_cache import KVCacheSpec
 from slmc.data.tokenizer import Tokenizer, load_tokenizer
@@ -28,10 +28,7 @@ class CompiledModel:
 
     def __init__(self, path: str | Path, check_hashes: bool = True):
         self.path = Path(path)
-        self.manifest = read_manifest(self.path)
-        problems = file_problems(self.path, self.manifest, check_hashes=check_hashes)
-        if problems:
-            raise ArtifactError(f"artifact {self.path} is damaged: " + "; ".join(problems))
+        self.manifest = intact_manifest(self.path, check_hashes)
         self.target = self.manifest.target
         runs, why = self.target.runs_here()
         if not runs:
