@@ -1,7 +1,9 @@
-"""Child process of ``slmc bench``: ``python -m slmc.bench ARGS.json RESULT.json``.
+"""Child process of ``slmc bench``: ``python -m slmc.bench TASK ARGS.json RESULT.json``.
 
-The parent (``slmc.cli.bench``) starts it with the thread environment set before torch, ONNX
-Runtime or TVM load (``slmc.bench.child_env``); the report, or the error, goes to RESULT.json.
+TASK is ``prepare`` (``slmc.bench.prepare.prepare_model``: every engine's files for one model) or
+``measure`` (``slmc.bench.measure.measure``: one engine timed in this fresh process). The parent
+(``slmc.bench.child``) sets the environment of the run's thread policy before anything loads; the
+result, or the error, goes to RESULT.json.
 """
 
 from __future__ import annotations
@@ -10,17 +12,26 @@ import json
 import sys
 from pathlib import Path
 
-from slmc.bench.run import run_bench
 from slmc.errors import SlmcError
 
 
+def _task(name: str):  # noqa: ANN202
+    if name == "prepare":
+        from slmc.bench.prepare import prepare_model
+
+        return prepare_model
+    from slmc.bench.measure import measure
+
+    return measure
+
+
 def main() -> None:
-    args = json.loads(Path(sys.argv[1]).read_text())
+    task, request, result_path = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     try:
-        result = run_bench(**args)
+        result = _task(task)(**json.loads(request.read_text()))
     except SlmcError as exc:
         result = {"error": exc.to_json()}
-    Path(sys.argv[2]).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    result_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

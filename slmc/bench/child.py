@@ -1,18 +1,15 @@
-"""Running a benchmark in a child process whose thread environment is set before any runtime loads.
+"""Running a part of ``slmc bench`` in a fresh child process (``python -m slmc.bench TASK ...``).
 
-Why: on a shared machine, runtimes that spin-wait between parallel regions starve each other and
-everything else. Measured here (fixture-lm, 2 threads, load 12): PyTorch eager decode 284 ms per
-token with libgomp's default wait policy, 2-5 ms with ``OMP_WAIT_POLICY=PASSIVE``. libgomp reads
-that variable when it loads, so it must be set before torch is imported, hence a fresh process.
-The same run sets TVM's (``TVM_THREAD_POOL_SPIN_COUNT=0``) and ONNX Runtime's
-(``session.intra_op.allow_spinning=0``, in ``slmc.bench.engines``) equivalents, so every engine
-runs with passive waiting and ``threads`` threads.
+Why a process per engine measurement: runtimes read their thread settings when they load
+(libgomp reads ``OMP_WAIT_POLICY`` once), keep thread pools alive, and grow the heap; in one process
+the engines measured later inherit all that, and the peak RSS is the sum of everything. A fresh
+process per measurement gives each engine its own default threading (or the run's common policy,
+``slmc.bench.thread_policy``) and its own peak RSS.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -22,22 +19,17 @@ from typing import Any
 from slmc.errors import EXIT_BAD_INPUT, InputError, SlmcError
 
 
-def child_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(threads), TVM_NUM_THREADS=str(threads),
-               TVM_THREAD_POOL_SPIN_COUNT="0")
-    return env
-
-
-def run_in_child(args: dict[str, Any]) -> dict[str, Any]:
-    """``slmc.bench.run.run_bench(**args)`` in a child process; its ``SlmcError`` re-raised here."""
-    with tempfile.TemporaryDirectory(prefix="slmc-bench-args-") as tmp:
+def run_child(task: str, args: dict[str, Any], env: dict[str, str], quiet: bool = False) -> dict[str, Any]:
+    """``task(**args)`` in a child process with environment ``env``; its ``SlmcError`` re-raised here.
+    ``quiet``: the child's output is kept and shown only when it fails."""
+    with tempfile.TemporaryDirectory(prefix="slmc-bench-child-") as tmp:
         request, result = Path(tmp) / "args.json", Path(tmp) / "result.json"
         request.write_text(json.dumps(args))
-        done = subprocess.run([sys.executable, "-m", "slmc.bench", str(request), str(result)],
-                              env=child_env(args["threads"]), check=False)
+        done = subprocess.run([sys.executable, "-m", "slmc.bench", task, str(request), str(result)], env=env, check=False,
+                              capture_output=quiet, text=True)
         if not result.is_file():
-            raise SlmcError(f"the benchmark process failed (exit code {done.returncode}); its output is above")
+            output = f": {(done.stderr or '')[-2000:]}" if quiet else "; its output is above"
+            raise SlmcError(f"the benchmark's {task} process failed (exit code {done.returncode}){output}")
         report = json.loads(result.read_text())
     if "error" in report:
         error = report["error"]

@@ -1,97 +1,59 @@
-"""The runtimes a benchmark compares, each as a step function under the causal-LM cache contract.
+"""The runtimes ``slmc bench`` compares: a registry of engines, each prepared once and timed in fresh processes.
 
-Every engine takes ``(ids, keys, values)`` numpy arrays (``slmc.graph.kv_cache``) and returns
-the logits. ``slmc``: the artifact ``slmc.compile`` writes for the recipe (fp32 unless the recipe
-quantizes), run by ``slmc.load``. ``torch``: the same traced model in PyTorch eager, fp32, with
-``threads`` intra-op threads. ``ort-fp32``: the traced graph exported with ``slmc.frontend.onnx_export``
-and run by ONNX Runtime's CPU provider with ``threads`` intra-op threads. ``ort-int8``: that ONNX
-model after ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, activations quantized
-per call; Jacob et al., CVPR 2018).
+An engine has ``prepare(Preparation) -> info`` (runs once per model, in the preparation process: compile,
+export, quantize, convert; ``EngineUnavailable`` when it cannot run here, with the reason) and
+``open(info, ThreadPolicy) -> Timer`` (runs in each measuring process, ``slmc.bench.timing``). The
+modules are imported only when an engine is used (llama.cpp and ONNX Runtime load native libraries).
+
+==================  ===========================================================================
+``slmc``            the slmc artifact of the run's recipe, Python runtime (``slmc.load``)
+``slmc-native``     the same artifact packaged for the host and run by the C++ runner ``slmc-run``
+``torch``           PyTorch eager, fp32
+``ort-fp32``        ONNX Runtime, the ONNX export of the model
+``ort-int8``        ONNX Runtime, ``quantize_dynamic`` int8 of that export
+``ort-int4``        ONNX Runtime, ``MatMulNBits`` 4-bit, block 32, of that export
+``llama-cpp-q4_0``  llama.cpp, the model's tensors as GGUF Q4_0 (the baseline of issue 22's goals)
+``llama-cpp-q8_0``  llama.cpp, GGUF Q8_0
+==================  ===========================================================================
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import importlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-ENGINES = ("slmc", "torch", "ort-fp32", "ort-int8")
-Step = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+from slmc.errors import InputError, did_you_mean
 
 
-@dataclass
-class Engine:
+@dataclass(frozen=True)
+class EngineKind:
     name: str
-    step: Step
-    weight_bytes: int  # bytes of matmul weights read per decode step (roofline)
-    setup_seconds: float
-    details: dict[str, Any]
+    module: str  # under slmc.bench
+    prepare_name: str
+    open_name: str
+
+    def prepare(self, prep: Any) -> dict[str, Any]:
+        return getattr(importlib.import_module(f"slmc.bench.{self.module}"), self.prepare_name)(prep)
+
+    def open(self, info: dict[str, Any], policy: Any) -> Any:
+        return getattr(importlib.import_module(f"slmc.bench.{self.module}"), self.open_name)(info, policy)
 
 
-def slmc_engine(spec: Any, recipe: Path, work: Path, linear_bytes: int) -> Engine:
-    import slmc
-
-    start = time.perf_counter()
-    result = slmc.compile(spec, str(recipe), "host", work / "artifact")
-    model = slmc.load(result.artifact)
-    manifest = result.manifest
-    ratio = manifest.weights.bytes / max(1, 4 * manifest.model.parameters)
-    details = {"tuning": manifest.tuning, "schedule_notes": manifest.lowering_notes,
-               "weights_bytes": manifest.weights.bytes, "verification_passed": manifest.verification.passed}
-    return Engine("slmc", lambda i, k, v: model.step(i, k, v)[0], int(linear_bytes * ratio),
-                  time.perf_counter() - start, details)
-
-
-def torch_engine(spec: Any, threads: int, linear_bytes: int) -> Engine:
-    import torch
-
-    torch.set_num_threads(threads)
-    module = spec.module.eval()
-
-    def step(ids: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return module(torch.from_numpy(ids), torch.from_numpy(keys), torch.from_numpy(values))[0].numpy()
-
-    return Engine("torch", step, linear_bytes, 0.0, {"threads": torch.get_num_threads()})
+ENGINE_KINDS = {e.name: e for e in (
+    EngineKind("slmc", "engine_slmc", "prepare", "open_timer"),
+    EngineKind("slmc-native", "engine_slmc", "prepare_native", "open_native"),
+    EngineKind("torch", "engine_torch", "prepare", "open_timer"),
+    EngineKind("ort-fp32", "engine_ort", "prepare_fp32", "open_timer"),
+    EngineKind("ort-int8", "engine_ort", "prepare_int8", "open_timer"),
+    EngineKind("ort-int4", "engine_ort", "prepare_int4", "open_timer"),
+    EngineKind("llama-cpp-q4_0", "engine_llama_cpp", "prepare_q4_0", "open_timer"),
+    EngineKind("llama-cpp-q8_0", "engine_llama_cpp", "prepare_q8_0", "open_timer"),
+)}
+ENGINES = tuple(ENGINE_KINDS)
 
 
-def _ort_session(path: Path, threads: int) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see slmc.bench.child
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-
-    def step(ids: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
-        return session.run(None, dict(zip(names, (ids, keys, values))))[0]
-
-    return step
-
-
-def ort_engines(graph: Any, threads: int, work: Path, linear_bytes: int, fp32: bool = True, int8: bool = True) -> list[Engine]:
-    """ONNX Runtime fp32 (``fp32``) and (``int8``) its dynamic int8 quantization, from one export of ``graph``."""
-    from slmc.frontend.onnx_export import export_onnx
-
-    start = time.perf_counter()
-    exported = work / "model.onnx"
-    report = export_onnx(graph, exported)
-    engines = [Engine("ort-fp32", _ort_session(exported, threads), linear_bytes, time.perf_counter() - start,
-                      {"onnx_bytes": report["bytes"]})] if fp32 else []
-    if int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        start = time.perf_counter()
-        quantized = work / "model-int8.onnx"
-        quantize_dynamic(str(exported), str(quantized), weight_type=QuantType.QInt8,
-                         use_external_data_format=bool(report["external_data"]))
-        size = sum(f.stat().st_size for f in work.glob("model-int8.onnx*"))
-        engines.append(Engine("ort-int8", _ort_session(quantized, threads), linear_bytes // 4,
-                              time.perf_counter() - start, {"onnx_bytes": size}))
-    return engines
+def engine(name: str) -> EngineKind:
+    if name not in ENGINE_KINDS:
+        raise InputError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}{did_you_mean(name, ENGINES)}")
+    return ENGINE_KINDS[name]

@@ -1,40 +1,112 @@
-"""Issue 7's speed goals, checked on one model's ``slmc bench`` result (docs/benchmarks.md).
+"""The speed and memory goals, computed from one model's ``slmc bench`` result (docs/benchmarks.md).
 
-Each goal compares slmc with a baseline engine of the same run (interleaved, same threads), so
-the ratio is what the goal is about, not absolute times. A goal whose baseline engine was not run
-is left out. The goals were set for int4 weight-only decode and int8 prefill of the SmolLM-135M
-shape; the report computes them for whatever model and recipe ran and says which recipe that was.
+Every goal compares slmc with an engine of the same run (separate processes, alternated, the same
+thread policy), so the ratio is what the goal is about, not absolute times. A goal whose engines did
+not run is left out (the report lists unavailable engines and why). Issue 22 (the baseline is
+llama.cpp on the same weights as GGUF Q4_0): decode time <= 0.8x at every context, prefill throughput
+>= 1.0x at every prompt length, peak RSS <= 1.2x, decode >= 60% of the memory-bandwidth bound at the
+first context. Issue 18 (the native runner): ``slmc-run`` decode time <= 1.05x the Python runtime's,
+and its peak RSS <= the weights file + the KV cache at ``max_context`` + 40 MB. Issue 7 (earlier
+baselines): decode <= 0.5x PyTorch eager fp32 and <= 1.0x ONNX Runtime int8, prefill >= 0.8x ONNX
+Runtime int8, at the first context and prompt length.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-# (key, what, baseline engine, limit, "max" = the measured value must be at most the limit)
+LLAMA = "llama-cpp-q4_0"
+NATIVE_RSS_SLACK_MB = 40
+
+
+def _decode(result: dict[str, Any], engine: str, context: str) -> float:
+    return result["engines"][engine]["decode"][context]["ms_median"]
+
+
+def _prefill(result: dict[str, Any], engine: str, tokens: str) -> float:
+    return result["engines"][engine]["prefill"][tokens]["tokens_per_s"]
+
+
+def decode_ratio(baseline: str, contexts: str = "all") -> Callable[[dict[str, Any]], list[tuple[int, float]]]:
+    def rows(result: dict[str, Any]) -> list[tuple[int, float]]:
+        chosen = result["contexts"] if contexts == "all" else result["contexts"][:1]
+        return [(c, _decode(result, "slmc", str(c)) / _decode(result, baseline, str(c))) for c in chosen]
+    return rows
+
+
+def native_decode_ratio(result: dict[str, Any]) -> list[tuple[int, float]]:
+    return [(c, _decode(result, "slmc-native", str(c)) / _decode(result, "slmc", str(c))) for c in result["contexts"]]
+
+
+def prefill_ratio(baseline: str, lengths: str = "all") -> Callable[[dict[str, Any]], list[tuple[int, float]]]:
+    def rows(result: dict[str, Any]) -> list[tuple[int, float]]:
+        chosen = result["prefills"] if lengths == "all" else result["prefills"][:1]
+        return [(p, _prefill(result, "slmc", str(p)) / _prefill(result, baseline, str(p))) for p in chosen]
+    return rows
+
+
+def rss_ratio(result: dict[str, Any]) -> list[tuple[int, float]]:
+    return [(0, result["engines"]["slmc"]["peak_rss_mb"] / result["engines"][LLAMA]["peak_rss_mb"])]
+
+
+def bandwidth_fraction(result: dict[str, Any]) -> list[tuple[int, float]]:
+    c = result["contexts"][0]
+    return [(c, result["engines"]["slmc"]["decode"][str(c)]["fraction_of_bandwidth_bound"])]
+
+
+def native_rss_budget_mb(result: dict[str, Any]) -> float:
+    cache = result["kv_cache"]
+    kv = 2 * cache["layers"] * cache["kv_heads"] * cache["head_dim"] * cache["max_context"] * 4
+    return (result["engines"]["slmc-native"]["details"]["weights_file_bytes"] + kv) / 2**20 + NATIVE_RSS_SLACK_MB
+
+
+def native_rss(result: dict[str, Any]) -> list[tuple[int, float]]:
+    """slmc-run's peak RSS over its budget (weights file + KV cache + 40 MB): <= 1.0 meets the goal."""
+    return [(0, result["engines"]["slmc-native"]["peak_rss_mb"] / native_rss_budget_mb(result))]
+
+
+@dataclass(frozen=True)
+class Goal:
+    key: str
+    issue: int
+    what: str
+    engines: tuple[str, ...]  # besides slmc; the goal is left out when one did not run
+    measure: Callable[[dict[str, Any]], list[tuple[int, float]]]  # (context or prompt length, 0 when neither; value)
+    limit: float
+    kind: str  # "max": the value must be at most the limit; "min": at least
+
+
 GOALS = (
-    ("decode_time_vs_torch_fp32", "decode ms/token, slmc / PyTorch eager fp32", "torch", 0.5, "max"),
-    ("decode_time_vs_ort_int8", "decode ms/token, slmc / ONNX Runtime int8-dynamic", "ort-int8", 1.0, "max"),
-    ("decode_fraction_of_bandwidth", "decode: bytes read / measured bandwidth / time", None, 0.5, "min"),
-    ("prefill_throughput_vs_ort_int8", "prefill tokens/s, slmc / ONNX Runtime int8-dynamic", "ort-int8", 0.8, "min"),
+    Goal("decode_time_vs_llama_cpp_q4_0", 22, "decode ms/token, slmc / llama.cpp Q4_0", (LLAMA,), decode_ratio(LLAMA), 0.8, "max"),
+    Goal("prefill_throughput_vs_llama_cpp_q4_0", 22, "prefill tokens/s, slmc / llama.cpp Q4_0", (LLAMA,), prefill_ratio(LLAMA),
+         1.0, "min"),
+    Goal("peak_rss_vs_llama_cpp_q4_0", 22, "peak RSS of the engine process, slmc / llama.cpp Q4_0", (LLAMA,), rss_ratio, 1.2, "max"),
+    Goal("decode_fraction_of_bandwidth", 22, "decode: (weights + KV bytes) / measured bandwidth / time", (), bandwidth_fraction,
+         0.6, "min"),
+    Goal("native_decode_time_vs_python", 18, "decode ms/token, slmc-run / slmc Python runtime", ("slmc-native",),
+         native_decode_ratio, 1.05, "max"),
+    Goal("native_peak_rss_vs_budget", 18, "slmc-run peak RSS / (weights file + KV cache at max_context + 40 MB)",
+         ("slmc-native",), native_rss, 1.0, "max"),
+    Goal("decode_time_vs_torch_fp32", 7, "decode ms/token, slmc / PyTorch eager fp32", ("torch",), decode_ratio("torch", "first"),
+         0.5, "max"),
+    Goal("decode_time_vs_ort_int8", 7, "decode ms/token, slmc / ONNX Runtime int8-dynamic", ("ort-int8",),
+         decode_ratio("ort-int8", "first"), 1.0, "max"),
+    Goal("prefill_throughput_vs_ort_int8", 7, "prefill tokens/s, slmc / ONNX Runtime int8-dynamic", ("ort-int8",),
+         prefill_ratio("ort-int8", "first"), 0.8, "min"),
 )
 
 
 def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The goals for one model's result (``bench_one``), at its first decode context."""
+    """Every goal row for one model's result (``slmc.bench.run.bench_one``)."""
     engines = result["engines"]
-    slmc = engines["slmc"]
-    context = str(result["contexts"][0])
     rows = []
-    for key, what, baseline, limit, kind in GOALS:
-        if baseline is not None and baseline not in engines:
+    for goal in GOALS:
+        if "slmc" not in engines or any(e not in engines for e in goal.engines):
             continue
-        if key.startswith("decode_time"):
-            value = slmc["decode"][context]["ms_median"] / engines[baseline]["decode"][context]["ms_median"]
-        elif key == "decode_fraction_of_bandwidth":
-            value = slmc["decode"][context]["fraction_of_bandwidth_bound"]
-        else:
-            value = slmc["prefill_tokens_per_s"] / engines[baseline]["prefill_tokens_per_s"]
-        met = value <= limit if kind == "max" else value >= limit
-        rows.append({"goal": key, "what": what, "context": int(context), "measured": round(value, 3),
-                     "limit": f"{'<=' if kind == 'max' else '>='} {limit}", "met": met})
+        for at, value in goal.measure(result):
+            met = value <= goal.limit if goal.kind == "max" else value >= goal.limit
+            rows.append({"goal": goal.key, "issue": goal.issue, "what": goal.what, "at": at, "measured": round(value, 3),
+                         "limit": f"{'<=' if goal.kind == 'max' else '>='} {goal.limit}", "met": met})
     return rows

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from slmc.errors import ModelError
+from slmc.models import FIXTURE_DIR
 
 NO_SPECIAL_IDS = dict(bos_token_id=None, eos_token_id=None, pad_token_id=None)
 CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -41,14 +42,37 @@ def write_checkpoint(name: str) -> Path:
     import transformers
 
     folder = checkpoint_dir(name)
-    if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
-        return folder
-    config_class, model_class, fields = CONFIGS[name]
-    torch.manual_seed(0)
-    model = getattr(transformers, model_class)(getattr(transformers, config_class)(**fields, **NO_SPECIAL_IDS))
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
+    if not ((folder / "config.json").is_file() and any(folder.glob("*.safetensors"))):
+        config_class, model_class, fields = CONFIGS[name]
+        torch.manual_seed(0)
+        model = getattr(transformers, model_class)(getattr(transformers, config_class)(**fields, **NO_SPECIAL_IDS))
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(folder)
+    if not (folder / "tokenizer.json").is_file():
+        write_bench_tokenizer(folder / "tokenizer.json", CONFIGS[name][2]["vocab_size"])
     return folder
+
+
+def write_bench_tokenizer(path: Path, vocab_size: int) -> None:
+    """A tokenizer covering every id of a random-weight model: fixture-lm's byte-level BPE (ids 0-4095,
+    eos id 0) plus placeholder tokens ``<|bench_N|>`` up to ``vocab_size``. The native runner needs a
+    tokenizer to open an artifact and to print what it generated; the benchmark feeds token ids."""
+    import json
+
+    source = json.loads((FIXTURE_DIR / "tokenizer.json").read_text())
+    vocab = source["model"]["vocab"]
+    for i in range(len(vocab), vocab_size):
+        vocab[f"<|bench_{i}|>"] = i
+    path.write_text(json.dumps(source))
+
+
+def hf_folder(name: str) -> Path:
+    """The Hugging Face folder (config.json, safetensors) benchmark model ``name`` is loaded from."""
+    if name == "fixture-lm":
+        return FIXTURE_DIR
+    if name not in CONFIGS:
+        raise ModelError(f"unknown benchmark model '{name}'; known: {', '.join(BENCH_MODELS)}")
+    return write_checkpoint(name)
 
 
 def bench_model(name: str, max_context: int) -> Any:

@@ -1,20 +1,22 @@
-"""One benchmark run: roofline and load, then every engine timed interleaved on every model.
+"""One fair benchmark run (issue 22): every engine measured in fresh processes of its own, alternated.
 
-Per model, every engine is set up first, then ``rounds`` rounds run; each round times, engine by
-engine, a prefill of ``prefill`` tokens from the empty cache (its wall time including the argmax
-is the time to first token) and one decode step after a cache of each length in ``contexts``
-(random cache contents: the cost of a step does not depend on them). Interleaving puts load from
-other processes on every engine alike. Reported per engine: decode ms/token median and p90 per
-context, prefill tokens/s and TTFT (medians), and each as a fraction of its roofline bound:
-decode reads at least the matmul weights and the KV cache once (bytes / measured bandwidth),
-prefill does at least ``2 x matmul weights x tokens`` flops (flops / measured GEMM peak).
-RSS: the process's RSS growth while the engine was set up, and the process's peak RSS at the end.
+Per model: one preparation process makes every engine's files (``slmc.bench.prepare``); then
+``repeats`` rounds each start, engine after engine (the order rotated each round), one measuring
+process per engine (``slmc.bench.measure``) under the run's thread policy (``slmc.bench.thread_policy``:
+by default every engine's own threading, nothing forced). Each process times ``steps`` decode steps
+at every context and ``prefill_repeats`` prefills at every prompt length, then reports its peak RSS.
+Reported per engine: decode ms/token median and p90 over every sample of every process, per context;
+prefill tokens/s and TTFT (medians) per prompt length; the peak RSS of its processes (the largest);
+its threads; each time as a fraction of its roofline bound: decode reads at least the matmul weights
+(at the engine's bits per weight) and the KV cache once (bytes / measured bandwidth), prefill does at
+least ``2 x matmul weights x tokens`` flops (flops / measured GEMM peak). Load before and after, and
+the machine, are recorded; a run on a loaded machine says so (``loaded``).
 """
 
 from __future__ import annotations
 
-import resource
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,154 +25,121 @@ from typing import Any
 import numpy as np
 
 from slmc.bench import machine
-from slmc.bench.engines import ENGINES, Engine, ort_engines, slmc_engine, torch_engine
+from slmc.bench.child import run_child
+from slmc.bench.engines import ENGINES, engine
 from slmc.bench.goals import goals
-from slmc.bench.models import BENCH_MODELS, bench_model, linear_elements
+from slmc.bench.models import BENCH_MODELS
+from slmc.bench.thread_policy import ThreadPolicy, thread_policy
 from slmc.errors import InputError, ModelError
 
-
-def timed(fn: Any) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def _rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
+DEFAULT_CONTEXTS = (128, 1024, 2000)
+DEFAULT_PREFILLS = (128, 1024)
+DEFAULT_RECIPE = "passes:\n  - quantize: {bits: 4, group_size: 32, method: rtn}\n"
+DEFAULT_RECIPE_NAME = "int4 g32 RTN weight-only (examples/recipes/int4-g32-rtn.yaml)"
+KV_BYTES = 4  # fp32 cache entries
 
 
-def _percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
-
-
-def check_settings(models: list[str], engines: list[str], contexts: list[int], prefill: int, rounds: int, threads: int) -> None:
+def check_settings(models: list[str], engines: list[str], contexts: list[int], prefills: list[int], repeats: int,
+                   steps: int, policy: str, threads: int | None) -> ThreadPolicy:
     unknown = [m for m in models if m not in BENCH_MODELS]
     if unknown:
         raise ModelError(f"unknown benchmark model(s) {unknown}; known: {', '.join(BENCH_MODELS)}")
-    bad = [e for e in engines if e not in ENGINES]
-    if bad or "slmc" not in engines:
-        raise InputError(f"--engines must include slmc and name only {', '.join(ENGINES)}; got {engines}")
-    if min([*contexts, prefill, rounds, threads]) < 1:
-        raise InputError("contexts, --prefill, --rounds and --threads must be at least 1")
+    for name in engines:
+        engine(name)
+    if "slmc" not in engines:
+        raise InputError(f"--engines must include slmc (every ratio is about it); got {engines}")
+    if not contexts or not prefills or min([*contexts, *prefills, repeats, steps]) < 1:
+        raise InputError("contexts, --prefill, --repeats and --steps must be at least 1")
+    return thread_policy(policy, threads)
 
 
-def _setup(name: str, spec: Any, engines: list[str], recipe: Path, threads: int, work: Path) -> list[Engine]:
-    from slmc.graph.ir import trace
-
-    linear_bytes = 4 * linear_elements(spec.module)
-    made: list[Engine] = []
-    for engine in engines:
-        before = _rss_mb()
-        if engine == "slmc":
-            made.append(slmc_engine(spec, recipe, work / name, linear_bytes))
-        elif engine == "torch":
-            made.append(torch_engine(spec, threads, linear_bytes))
-        elif any(e.name.startswith("ort-") for e in made):
-            continue  # both ONNX Runtime engines come from one export, made when the first was listed
-        else:
-            made.extend(ort_engines(trace(spec), threads, work / name, linear_bytes,
-                                    fp32="ort-fp32" in engines, int8="ort-int8" in engines))
-        for added in made[-2 if engine.startswith("ort-") and {"ort-fp32", "ort-int8"} <= set(engines) else -1:]:
-            added.details["rss_growth_mb"] = round(_rss_mb() - before, 1)
-    return made
+def _say(text: str) -> None:
+    sys.stderr.write(f"slmc bench: {text}\n")
+    sys.stderr.flush()
 
 
-def bench_one(name: str, engines: list[str], contexts: list[int], prefill: int, rounds: int, threads: int,
-              recipe: Path, bounds: dict[str, float], work: Path) -> dict[str, Any]:
-    before = _rss_mb()
-    spec = bench_model(name, max_context=max([*contexts, prefill]) + 8)
-    torch_model_mb = round(_rss_mb() - before, 1)  # the eager model, which every other engine starts from
-    cache = spec.kv_cache
-    usable = sorted({min(c, cache.max_context - 1) for c in contexts})
-    made = _setup(name, spec, engines, recipe, threads, work)
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, 64, (1, prefill), dtype=np.int64)
-    empty_k, empty_v = cache.empty()
-    caches = {c: tuple(_aligned(rng.standard_normal((cache.layers, 1, cache.kv_heads, c + 1, cache.head_dim)).astype(np.float32))
-                       for _ in range(2)) for c in usable}
-    one = ids[:, :1]
-    times: dict[str, dict[str, list[float]]] = {e.name: {"prefill": [], **{f"decode_{c}": [] for c in usable}} for e in made}
-    for e in made:  # warm-up: first calls allocate
-        e.step(ids, empty_k, empty_v)
-        for c in usable:
-            e.step(one, *caches[c])
-    for _ in range(rounds):
-        for e in made:
-            times[e.name]["prefill"].append(timed(lambda: int(np.argmax(e.step(ids, empty_k, empty_v)[0, -1]))))
-            for c in usable:
-                times[e.name][f"decode_{c}"].append(timed(lambda: e.step(one, *caches[c])))
-    kv_bytes_per_position = 2 * cache.layers * cache.kv_heads * cache.head_dim * 4
-    results = {}
-    for e in made:
-        t = times[e.name]
-        prefill_s = statistics.median(t["prefill"])
-        flops = 2 * linear_elements(spec.module) * prefill
-        entry: dict[str, Any] = {
-            "setup_seconds": round(e.setup_seconds, 1),
-            "prefill_tokens": prefill,
-            "prefill_tokens_per_s": round(prefill / prefill_s, 1),
-            "ttft_ms": round(1e3 * prefill_s, 2),
-            "prefill_fraction_of_gemm_peak": round(flops / prefill_s / 1e9 / bounds["gemm_peak_gflops"], 4),
-            "decode": {},
-            **e.details,
-        }
-        for c in usable:
-            d = t[f"decode_{c}"]
-            median = statistics.median(d)
-            bound = (e.weight_bytes + kv_bytes_per_position * c) / (bounds["memory_bandwidth_gbs"] * 1e9)
-            entry["decode"][str(c)] = {"ms_median": round(1e3 * median, 3), "ms_p90": round(1e3 * _percentile(d, 90), 3),
-                                       "fraction_of_bandwidth_bound": round(bound / median, 4)}
-        results[e.name] = entry
-    ratios = {e: {"decode_vs_slmc": {c: round(results[e]["decode"][c]["ms_median"] / results["slmc"]["decode"][c]["ms_median"], 3)
-                                     for c in results[e]["decode"]},
-                  "prefill_vs_slmc": round(results[e]["ttft_ms"] / results["slmc"]["ttft_ms"], 3)}
-              for e in results if e != "slmc"}
-    clipped = sorted(set(contexts) - set(usable))
-    result = {"parameters": int(sum(p.numel() for p in spec.module.parameters())), "contexts": usable,
-            "contexts_note": (f"contexts {clipped} exceed max_context {cache.max_context}: timed at "
-                              f"{cache.max_context - 1}") if clipped else None,
-            "matmul_weight_bytes_fp32": 4 * linear_elements(spec.module), "torch_model_rss_mb": torch_model_mb,
-            "engines": results,
-            "time_ratio_other_over_slmc": ratios}
+def _summary(name: str, info: dict[str, Any], runs: list[dict[str, Any]], cache: dict[str, int], bounds: dict[str, Any],
+             linear_bytes: int) -> dict[str, Any]:
+    kv_per_position = 2 * cache["layers"] * cache["kv_heads"] * cache["head_dim"] * KV_BYTES
+    entry: dict[str, Any] = {"processes": len(runs), "threading": runs[0]["threading"],
+                             "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+                             "open_seconds": statistics.median(r["open_seconds"] for r in runs),
+                             "decode": {}, "prefill": {},
+                             "details": {k: v for k, v in info.items() if k not in ("kv", "model")}}
+    for c in runs[0]["decode_ms"]:
+        samples = [s for r in runs for s in r["decode_ms"][c]]
+        median = statistics.median(samples)
+        bound_ms = 1e3 * (info["weight_bytes"] + kv_per_position * int(c)) / (bounds["memory_bandwidth_gbs"] * 1e9)
+        entry["decode"][c] = {"ms_median": round(median, 3), "ms_p90": round(float(np.percentile(samples, 90)), 3),
+                              "process_medians": [round(statistics.median(r["decode_ms"][c]), 3) for r in runs],
+                              "fraction_of_bandwidth_bound": round(bound_ms / median, 4)}
+    for p in runs[0]["prefill_s"]:
+        seconds = statistics.median(s for r in runs for s in r["prefill_s"][p])
+        flops = 2 * linear_bytes / 4 * int(p)
+        entry["prefill"][p] = {"tokens_per_s": round(int(p) / seconds, 1), "ttft_ms": round(1e3 * seconds, 2),
+                               "fraction_of_gemm_peak": round(flops / seconds / 1e9 / bounds["gemm_peak_gflops"], 4)}
+    return entry
+
+
+def bench_one(name: str, engines: list[str], contexts: list[int], prefills: list[int], repeats: int, steps: int,
+              prefill_repeats: int, policy: ThreadPolicy, recipe: Path, bounds: dict[str, Any], work: Path) -> dict[str, Any]:
+    _say(f"{name}: preparing {', '.join(engines)}")
+    prepared = run_child("prepare", dict(model=name, engines=engines, max_context=max([*contexts, *prefills]) + 8,
+                                         recipe=str(recipe), work=str(work / name)), env=policy.child_env())
+    max_context = prepared["max_context"]
+    usable = sorted({min(c, max_context - 1) for c in contexts})
+    prompt_lengths = sorted({min(p, max_context - 1) for p in prefills})
+    ready = [e for e in engines if "unavailable" not in prepared["engines"][e]]
+    unavailable = {e: prepared["engines"][e]["unavailable"] for e in engines if e not in ready}
+    for e, reason in unavailable.items():
+        _say(f"{name}: engine {e} not measured: {reason}")
+    runs: dict[str, list[dict[str, Any]]] = {e: [] for e in ready}
+    for r in range(repeats):
+        order = ready[r % len(ready):] + ready[:r % len(ready)]
+        for e in order:
+            _say(f"{name}: round {r + 1}/{repeats}, {e}")
+            runs[e].append(run_child("measure", dict(engine_name=e, info=prepared["engines"][e], policy=policy.to_json(),
+                                                     contexts=usable, prefills=prompt_lengths, steps=steps,
+                                                     prefill_repeats=prefill_repeats), env=policy.child_env(), quiet=True))
+    cache = next(iter(prepared["engines"][e]["kv"] for e in ready))
+    results = {e: _summary(e, prepared["engines"][e], runs[e], cache, bounds, prepared["linear_bytes_fp32"]) for e in ready}
+    clipped = sorted(set(contexts) - set(usable)) + sorted(set(prefills) - set(prompt_lengths))
+    result: dict[str, Any] = {
+        "parameters": prepared["parameters"], "max_context": max_context, "contexts": usable, "prefills": prompt_lengths,
+        "clipped_note": (f"lengths {clipped} exceed max_context {max_context}: timed at {max_context - 1}") if clipped else None,
+        "kv_cache": cache, "matmul_weight_bytes_fp32": prepared["linear_bytes_fp32"],
+        "engines": results, "unavailable": unavailable}
     result["goals"] = goals(result)
     return result
 
 
-def _aligned(array: np.ndarray, alignment: int = 64) -> np.ndarray:
-    """A copy of ``array`` starting on an ``alignment``-byte boundary: what a decode loop feeds back
-    (the cache an engine returned last step; slmc's runtime then shares it without a copy, torch
-    and ONNX Runtime take any numpy array without one)."""
-    raw = np.empty(array.nbytes + alignment, np.uint8)
-    offset = -raw.ctypes.data % alignment
-    out = raw[offset:offset + array.nbytes].view(array.dtype).reshape(array.shape)
-    out[...] = array
-    return out
-
-
-def run_bench(models: list[str], engines: list[str] | None = None, contexts: list[int] | None = None, prefill: int = 128,
-              rounds: int = 10, threads: int | None = None, recipe: str | Path | None = None) -> dict[str, Any]:
-    """Benchmark ``models``; returns the JSON report (see the module docstring)."""
+def run_bench(models: list[str], engines: list[str] | None = None, contexts: list[int] | None = None,
+              prefills: list[int] | None = None, repeats: int = 3, steps: int = 10, prefill_repeats: int = 2,
+              thread_policy_name: str = "engine-default", threads: int | None = None,
+              recipe: str | Path | None = None) -> dict[str, Any]:
+    """Benchmark ``models``; returns the JSON report (see the module docstring). Runs in the parent: it only
+    measures the roofline and starts the preparation and measuring processes."""
     engines = list(engines or ENGINES)
-    contexts = list(contexts or [128, 512])
-    threads = threads or machine.cores()
-    check_settings(models, engines, contexts, prefill, rounds, threads)
+    contexts = list(contexts or DEFAULT_CONTEXTS)
+    prefills = list(prefills or DEFAULT_PREFILLS)
+    policy = check_settings(models, engines, contexts, prefills, repeats, steps, thread_policy_name, threads)
     start = time.perf_counter()
     before = machine.load()
-    bounds = machine.describe(threads)
+    bounds = machine.describe(policy.threads or machine.cores())
     report: dict[str, Any] = {"machine": bounds, "load_before": before, "settings": {
-        "engines": engines, "contexts": contexts, "prefill": prefill, "rounds": rounds, "threads": threads}, "models": {}}
+        "engines": engines, "contexts": contexts, "prefills": prefills, "repeats": repeats, "steps": steps,
+        "prefill_repeats": prefill_repeats, "thread_policy": policy.to_json(), "process_per_measurement": True,
+        "order": "round-robin, rotated each round"}, "models": {}}
     with tempfile.TemporaryDirectory(prefix="slmc-bench-") as tmp:
         work = Path(tmp)
-        recipe_path = Path(recipe) if recipe else work / "fp32.yaml"
+        recipe_path = Path(recipe) if recipe else work / "int4-g32-rtn.yaml"
         if recipe is None:
-            recipe_path.write_text("passes: []\nverify: {num_samples: 1, atol: 1.0e-3}\n")
-        report["settings"]["recipe"] = str(recipe) if recipe else "passes: [] (fp32, no compression)"
+            recipe_path.write_text(DEFAULT_RECIPE)
+        report["settings"]["recipe"] = str(recipe) if recipe else DEFAULT_RECIPE_NAME
         for name in models:
-            report["models"][name] = bench_one(name, engines, contexts, prefill, rounds, threads, recipe_path, bounds, work)
+            report["models"][name] = bench_one(name, engines, contexts, prefills, repeats, steps, prefill_repeats, policy,
+                                               recipe_path, bounds, work)
     report["load_after"] = machine.load()
-    report["loaded"] = machine.loaded(before, report["load_after"], threads)
-    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    report["loaded"] = machine.loaded(before, report["load_after"], policy.threads or machine.cores())
     report["seconds"] = round(time.perf_counter() - start, 1)
     return report

@@ -1,4 +1,4 @@
-"""``slmc bench``: slmc artifacts against PyTorch eager and ONNX Runtime, with a measured roofline (docs/benchmarks.md).
+"""``slmc bench``: slmc against llama.cpp, ONNX Runtime and PyTorch, each engine in processes of its own (docs/benchmarks.md).
 
 Registered by slmc/cli/main.py (``cli.add_command(bench_command)``).
 """
@@ -12,35 +12,50 @@ import click
 
 from slmc.cli.output import emit_json, handles_errors
 
+DEFAULT_ENGINES = "slmc,slmc-native,llama-cpp-q4_0,llama-cpp-q8_0,ort-int4,ort-int8,ort-fp32,torch"
 
-@click.command("bench")
-@click.argument("models", nargs=-1)
-@click.option("-r", "--recipe", default=None, help="Recipe for the slmc artifact [default: fp32, no passes].")
-@click.option("--engines", default="slmc,torch,ort-fp32,ort-int8", show_default=True, help="Comma-separated engines.")
-@click.option("--contexts", default="128,512", show_default=True, help="Cache lengths for decode timing.")
-@click.option("--prefill", default=128, show_default=True, type=int, help="Prompt tokens for prefill / TTFT.")
-@click.option("--rounds", default=10, show_default=True, type=int, help="Timed rounds (interleaved across engines).")
-@click.option("--threads", default=None, type=int, help="Threads for every engine [default: usable cores].")
-@click.option("-o", "--out", type=click.Path(path_type=Path), default=None, help="Also write the JSON report here.")
-@handles_errors
-def bench_command(models: tuple[str, ...], recipe: str | None, engines: str, contexts: str, prefill: int, rounds: int,
-                  threads: int | None, out: Path | None) -> None:
-    """Benchmark MODELS (default fixture-lm; also smollm-135m, qwen2.5-0.5b, gpt2-124m) and print JSON."""
-    from slmc.bench import machine
+
+def _integers(option: str, text: str) -> list[int]:
     from slmc.errors import InputError
 
     try:
-        context_list = [int(c) for c in contexts.split(",") if c.strip()]
+        return [int(c) for c in text.split(",") if c.strip()]
     except ValueError as exc:
-        raise InputError(f"--contexts must be comma-separated integers, got {contexts!r}") from exc
-    threads = threads or machine.cores()
-    from slmc.bench.child import run_in_child
-    from slmc.bench.run import check_settings
+        raise InputError(f"{option} must be comma-separated integers, got {text!r}") from exc
 
-    args = dict(models=list(models) or ["fixture-lm"], recipe=recipe, prefill=prefill, rounds=rounds,
-                engines=[e.strip() for e in engines.split(",") if e.strip()], contexts=context_list, threads=threads)
-    check_settings(args["models"], args["engines"], context_list, prefill, rounds, threads)  # before the child starts
-    report = run_in_child(args)
+
+@click.command("bench")
+@click.argument("models", nargs=-1)
+@click.option("-r", "--recipe", default=None, help="Recipe for the slmc artifact [default: int4 g32 RTN weight-only].")
+@click.option("--engines", default=DEFAULT_ENGINES, show_default=True, help="Comma-separated engines.")
+@click.option("--contexts", default="128,1024,2000", show_default=True, help="Cache lengths for decode timing.")
+@click.option("--prefill", default="128,1024", show_default=True, help="Prompt lengths for prefill / TTFT.")
+@click.option("--repeats", default=3, show_default=True, type=int,
+              help="Measuring processes per engine (engines alternated round-robin).")
+@click.option("--steps", default=10, show_default=True, type=int, help="Timed decode steps per context in each process.")
+@click.option("--prefill-repeats", default=2, show_default=True, type=int, help="Timed prefills per length in each process.")
+@click.option("--thread-policy", default="engine-default", show_default=True,
+              help="engine-default: every engine its own threading; common-passive: --threads for all, passive waits.")
+@click.option("--threads", default=None, type=int, help="Threads per engine under --thread-policy common-passive [default: usable cores].")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None, help="Also write the JSON report here.")
+@click.option("--markdown", "markdown_out", type=click.Path(path_type=Path), default=None,
+              help="Also write the tables and goals as markdown here.")
+@handles_errors
+def bench_command(models: tuple[str, ...], recipe: str | None, engines: str, contexts: str, prefill: str, repeats: int,
+                  steps: int, prefill_repeats: int, thread_policy: str, threads: int | None, out: Path | None,
+                  markdown_out: Path | None) -> None:
+    """Benchmark MODELS (default fixture-lm; also smollm-135m, qwen2.5-0.5b, gpt2-124m) and print JSON."""
+    from slmc.bench.run import check_settings, run_bench
+    from slmc.bench.table import goals_markdown, machine_lines, markdown
+
+    args = dict(models=list(models) or ["fixture-lm"], engines=[e.strip() for e in engines.split(",") if e.strip()],
+                contexts=_integers("--contexts", contexts), prefills=_integers("--prefill", prefill), repeats=repeats,
+                steps=steps)
+    check_settings(**args, policy=thread_policy, threads=threads)  # before anything is prepared
+    report = run_bench(**args, prefill_repeats=prefill_repeats, thread_policy_name=thread_policy, threads=threads,
+                       recipe=recipe)
     if out is not None:
         out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    if markdown_out is not None:
+        markdown_out.write_text("\n\n".join([markdown([report]), goals_markdown([report]), machine_lines(report)]) + "\n")
     emit_json(report)

@@ -1,0 +1,174 @@
+"""The llama.cpp bench engines: the benchmark model's own tensors as GGUF Q4_0 / Q8_0, run by llama.cpp.
+
+``prepare`` writes the GGUF (``slmc.bench.gguf_export``) from the checkpoint slmc compiles and checks
+it is the same model: the greedy (top-1) token of llama.cpp's logits and of PyTorch eager must agree
+on most positions of a short prompt (``top1_agreement`` is recorded; below ``MIN_TOP1_AGREEMENT`` the
+engine is refused). Timing goes through llama-cpp-python's low-level C API (``llama_decode`` with a
+``llama_batch`` of token ids), so no tokenization or sampling is timed: decode is one ``llama_decode``
+of one token after ``context`` cached positions (the position is removed again with
+``llama_memory_seq_rm`` for the next sample); prefill is one ``llama_decode`` of the prompt from an
+empty memory plus the argmax of the last logits. llama.cpp's own defaults otherwise (``n_batch``
+2048, ``n_ubatch`` 512); threads: the count its command-line tools take by default (one per physical
+core, ``common``'s ``cpu_get_num_math``) unless a common policy sets one.
+
+Precondition: the ``llama-cpp-python`` package (the ``bench`` extra); ``EngineUnavailable`` otherwise.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slmc.bench.prepare import EngineUnavailable, Preparation
+from slmc.bench.thread_policy import ThreadPolicy
+from slmc.bench.timing import bench_prompt, peak_rss_mb
+from slmc.errors import ModelError, SlmcError
+
+BITS_PER_WEIGHT = {"Q4_0": 4.5, "Q8_0": 8.5, "F32": 32.0}
+MIN_TOP1_AGREEMENT = 0.9
+CHECK_TOKENS = 16
+
+
+def _llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise EngineUnavailable("llama-cpp-python is not installed (pip install -e '.[bench]')") from exc
+    return llama_cpp
+
+
+def default_threads() -> int:
+    """llama.cpp's command-line default: one thread per physical core (of the cores this process may use)."""
+    import psutil
+
+    from slmc.bench.machine import cores
+
+    return max(1, min(psutil.cpu_count(logical=False) or cores(), cores()))
+
+
+class LlamaCpp:
+    """One llama.cpp model and context over a GGUF file, fed token ids."""
+
+    def __init__(self, path: Path, n_ctx: int, threads: int):
+        L = self.L = _llama_cpp()
+        L.llama_backend_init()
+        self._log = L.llama_log_callback(lambda level, text, user: None)  # kept alive: llama.cpp calls it
+        L.llama_log_set(self._log, ctypes.c_void_p(0))
+        self.model = L.llama_model_load_from_file(str(path).encode(), L.llama_model_default_params())
+        if not self.model:
+            raise SlmcError(f"llama.cpp could not load {path}")
+        params = L.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_threads = params.n_threads_batch = threads
+        self.ctx = L.llama_init_from_model(self.model, params)
+        if not self.ctx:
+            raise SlmcError(f"llama.cpp could not create a context of {n_ctx} positions for {path}")
+        self.threads = L.llama_n_threads(self.ctx)
+        self.n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(self.model))
+        self.memory = L.llama_get_memory(self.ctx)
+        self.batch = L.llama_batch_init(n_ctx, 0, 1)
+
+    def decode(self, ids: list[int], start: int, all_logits: bool = False) -> None:
+        b = self.batch
+        b.n_tokens = len(ids)
+        for i, token in enumerate(ids):
+            b.token[i], b.pos[i], b.n_seq_id[i] = token, start + i, 1
+            b.seq_id[i][0] = 0
+            b.logits[i] = all_logits or i == len(ids) - 1
+        rc = self.L.llama_decode(self.ctx, b)
+        if rc != 0:
+            raise SlmcError(f"llama_decode of {len(ids)} tokens at position {start} returned {rc}")
+        self.L.llama_synchronize(self.ctx)
+
+    def logits(self, index: int) -> np.ndarray:
+        return np.ctypeslib.as_array(self.L.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
+
+    def clear(self, start: int = 0) -> None:
+        if start == 0:
+            self.L.llama_memory_clear(self.memory, True)
+        else:
+            self.L.llama_memory_seq_rm(self.memory, 0, start, -1)
+
+    def prompt_logits(self, ids: list[int]) -> np.ndarray:
+        """Logits ``[T, V]`` of every position of ``ids`` from an empty memory."""
+        self.clear()
+        self.decode(ids, 0, all_logits=True)
+        return np.stack([self.logits(i).copy() for i in range(len(ids))])
+
+
+def top1_agreement(prep: Preparation, gguf: Path) -> float:
+    """Fraction of positions of a short prompt where llama.cpp's and eager's greedy tokens agree."""
+    from slmc.graph.kv_cache import eager_step, prompt_logits
+
+    ids = bench_prompt(CHECK_TOKENS)
+    eager = prompt_logits(eager_step(prep.spec.module.eval()), prep.cache, ids)
+    ours = LlamaCpp(gguf, CHECK_TOKENS + 1, default_threads()).prompt_logits([int(i) for i in ids[0]])
+    return float(np.mean(eager.argmax(-1) == ours.argmax(-1)))
+
+
+def _prepare(prep: Preparation, qtype: str) -> dict[str, Any]:
+    from slmc.bench.gguf_export import write_gguf
+    from slmc.bench.models import hf_folder
+
+    _llama_cpp()
+    out = prep.work / f"model-{qtype.lower()}.gguf"
+    try:
+        written = write_gguf(hf_folder(prep.model), out, qtype)
+    except ModelError as exc:
+        raise EngineUnavailable(f"no GGUF for {prep.model}: {exc}") from exc
+    agreement = top1_agreement(prep, out)
+    if agreement < MIN_TOP1_AGREEMENT:
+        raise SlmcError(f"the {qtype} GGUF of {prep.model} is not the same model: greedy tokens agree with PyTorch eager "
+                        f"on {agreement:.0%} of {CHECK_TOKENS} positions (at least {MIN_TOP1_AGREEMENT:.0%} expected)")
+    return {**prep.common(), **written, "top1_agreement_with_eager": agreement,
+            "weight_bytes": int(prep.linear_bytes / 32 * BITS_PER_WEIGHT[qtype])}
+
+
+def prepare_q4_0(prep: Preparation) -> dict[str, Any]:
+    return _prepare(prep, "Q4_0")
+
+
+def prepare_q8_0(prep: Preparation) -> dict[str, Any]:
+    return _prepare(prep, "Q8_0")
+
+
+class LlamaTimer:
+    def __init__(self, info: dict[str, Any], policy: ThreadPolicy):
+        threads = policy.threads or default_threads()
+        self.llama = LlamaCpp(Path(info["gguf"]), info["kv"]["max_context"], threads)
+        self.threading = {"threads": self.llama.threads, "set_by": "policy" if policy.threads else
+                          "llama.cpp command-line default (physical cores)", "spinning": True}
+
+    def decode_ms(self, context: int, steps: int) -> list[float]:
+        lm = self.llama
+        lm.clear()
+        lm.decode([int(i) for i in bench_prompt(context)[0]], 0)
+        samples = []
+        for k in range(steps + 1):  # the first is the warm-up
+            lm.clear(context)
+            start = time.perf_counter()
+            lm.decode([1], context)
+            samples.append(1e3 * (time.perf_counter() - start))
+        return samples[1:]
+
+    def prefill_s(self, tokens: int, repeats: int) -> list[float]:
+        lm, ids = self.llama, [int(i) for i in bench_prompt(tokens)[0]]
+        samples = []
+        for _ in range(repeats + 1):
+            lm.clear()
+            start = time.perf_counter()
+            lm.decode(ids, 0)
+            int(np.argmax(lm.logits(-1)))
+            samples.append(time.perf_counter() - start)
+        return samples[1:]
+
+    def peak_rss_mb(self) -> float:
+        return peak_rss_mb()
+
+
+def open_timer(info: dict[str, Any], policy: ThreadPolicy) -> LlamaTimer:
+    return LlamaTimer(info, policy)

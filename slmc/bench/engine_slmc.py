@@ -1,0 +1,96 @@
+"""The slmc bench engines: the artifact ``slmc.compile`` writes for the run's recipe, run two ways.
+
+``slmc``: the Python runtime (``slmc.load``, TVM's Relax VM) under the causal-LM cache contract.
+``slmc-native``: the same artifact packaged for the host (``slmc.driver.package``: the bundle with the
+C++ runner ``slmc-run`` of slmc/native) and run by ``slmc-run --json --bench-prompt-tokens N
+--ignore-eos``, no Python in the process. The runner reports per run: prefill tokens/s of the
+N-token prompt, decode tokens/s averaged over the generated tokens (from context N on), and its
+peak RSS (``ru_maxrss``); the bench's measuring process only starts it, so the RSS is the runner's.
+Both use TVM's thread pool: its defaults, or the common policy's environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from slmc.bench.prepare import EngineUnavailable, Preparation
+from slmc.bench.thread_policy import ThreadPolicy
+from slmc.bench.timing import StepTimer
+from slmc.errors import SlmcError
+from slmc.graph.kv_cache import KVCacheSpec
+
+
+def _tvm_threading(policy: ThreadPolicy) -> dict[str, Any]:
+    return {"tvm_num_threads": policy.env.get("TVM_NUM_THREADS", "TVM default (one per core)"),
+            "spinning": policy.env.get("TVM_THREAD_POOL_SPIN_COUNT") != "0"}
+
+
+def prepare(prep: Preparation) -> dict[str, Any]:
+    manifest = prep.compiled.manifest
+    ratio = manifest.weights.bytes / max(1, 4 * manifest.model.parameters)
+    return {**prep.common(), "artifact": str(prep.artifact()), "weights_file_bytes": manifest.weights.bytes,
+            "weight_bytes": int(prep.linear_bytes * ratio), "verification_passed": manifest.verification.passed,
+            "tuning": manifest.tuning}
+
+
+def open_timer(info: dict[str, Any], policy: ThreadPolicy) -> StepTimer:
+    import slmc
+
+    model = slmc.load(info["artifact"])
+    return StepTimer(lambda i, k, v: model.step(i, k, v)[0], KVCacheSpec(**info["kv"]), _tvm_threading(policy))
+
+
+def prepare_native(prep: Preparation) -> dict[str, Any]:
+    from slmc.driver.package import package_artifact
+
+    base = prepare(prep)
+    try:
+        result = package_artifact(prep.artifact(), prep.work / "bundle")
+    except SlmcError as exc:  # no tokenizer, no compiler, ...: the engine cannot run; the reason is reported
+        raise EngineUnavailable(f"slmc package failed: {exc}") from exc
+    return {**base, "bundle": str(result.bundle), "runner": str(result.bundle / "slmc-run")}
+
+
+class NativeTimer:
+    """Times ``slmc-run`` runs; each call starts the runner (its own process)."""
+
+    def __init__(self, info: dict[str, Any], policy: ThreadPolicy):
+        self.info, self.threading = info, _tvm_threading(policy)
+        self.peak_bytes = 0
+        self.max_context = info["kv"]["max_context"]
+
+    def _run(self, prompt: int, new_tokens: int) -> dict[str, Any]:
+        cmd = [self.info["runner"], self.info["bundle"], "--json", "--bench-prompt-tokens", str(prompt),
+               "--max-new-tokens", str(new_tokens), "--ignore-eos"]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=dict(os.environ))
+        try:
+            report = json.loads(done.stdout.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError) as exc:
+            raise SlmcError(f"{' '.join(cmd)} exited {done.returncode} without a JSON report: {done.stderr[-500:]}") from exc
+        if not report.get("ok"):
+            raise SlmcError(f"{' '.join(cmd)} failed: {report.get('error')}")
+        self.peak_bytes = max(self.peak_bytes, int(report["peak_rss_bytes"]))
+        return report
+
+    def decode_ms(self, context: int, steps: int) -> list[float]:
+        """One sample: the mean ms/token of ``steps`` tokens decoded after a ``context``-token prompt
+        (the prompt shortened so prompt + tokens fit ``max_context``)."""
+        prompt = max(1, min(context, self.max_context - steps - 2))
+        report = self._run(prompt, steps + 1)
+        return [1e3 / report["decode_tokens_per_s"]]
+
+    def prefill_s(self, tokens: int, repeats: int) -> list[float]:
+        return [tokens / self._run(tokens, 1)["prefill_tokens_per_s"] for _ in range(repeats)]
+
+    def peak_rss_mb(self) -> float:
+        return round(self.peak_bytes / 2**20, 1)
+
+
+def open_native(info: dict[str, Any], policy: ThreadPolicy) -> NativeTimer:
+    if not Path(info["runner"]).is_file():
+        raise SlmcError(f"the packaged runner {info['runner']} is missing")
+    return NativeTimer(info, policy)

@@ -1,0 +1,92 @@
+"""Timing inside one engine process: what every engine's timer answers, and the step-function timer.
+
+A ``Timer`` (one per engine process) times ``decode_ms(context, steps)``: ``steps`` single-token steps
+after a cache of ``context`` positions (each from the same cache, so every sample sees that length;
+random cache contents: a step costs the same whatever they hold), and ``prefill_s(tokens, repeats)``:
+a prompt of ``tokens`` ids from the empty cache, including the argmax of its last logits (the time to
+the first token). One untimed call of each shape comes first (first calls allocate). ``peak_rss_mb``
+is the engine process's high-water resident set (``VmHWM`` of /proc/self/status, else
+``getrusage``'s ``ru_maxrss``). ``StepTimer`` serves every engine that runs the causal-LM cache
+contract (``slmc.graph.kv_cache``) as a numpy step function.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from slmc.graph.kv_cache import KVCacheSpec
+
+Logits = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+PROMPT_ID_RANGE = 64  # prompt ids (i * 7 + 1) mod 64: every bench vocabulary holds them (slmc-run uses the same)
+
+
+class Timer(Protocol):
+    threading: dict[str, Any]
+
+    def decode_ms(self, context: int, steps: int) -> list[float]: ...
+
+    def prefill_s(self, tokens: int, repeats: int) -> list[float]: ...
+
+    def peak_rss_mb(self) -> float: ...
+
+
+def bench_prompt(tokens: int) -> np.ndarray:
+    return ((np.arange(tokens, dtype=np.int64) * 7 + 1) % PROMPT_ID_RANGE).reshape(1, tokens)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set in MB (VmHWM)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def aligned(array: np.ndarray, alignment: int = 64) -> np.ndarray:
+    """A copy of ``array`` starting on an ``alignment``-byte boundary: what a decode loop feeds back
+    (the cache an engine returned last step; slmc's runtime then shares it without a copy, torch
+    and ONNX Runtime take any numpy array without one)."""
+    raw = np.empty(array.nbytes + alignment, np.uint8)
+    offset = -raw.ctypes.data % alignment
+    out = raw[offset:offset + array.nbytes].view(array.dtype).reshape(array.shape)
+    out[...] = array
+    return out
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+class StepTimer:
+    """Times ``logits(ids, keys, values)`` under the cache contract of ``cache``."""
+
+    def __init__(self, logits: Logits, cache: KVCacheSpec, threading: dict[str, Any]):
+        self.logits, self.cache, self.threading = logits, cache, threading
+
+    def decode_ms(self, context: int, steps: int) -> list[float]:
+        rng = np.random.default_rng(context)
+        shape = (self.cache.layers, 1, self.cache.kv_heads, context + 1, self.cache.head_dim)  # + the sink slot
+        keys, values = (aligned(rng.standard_normal(shape).astype(np.float32)) for _ in range(2))
+        one = bench_prompt(1)
+        self.logits(one, keys, values)
+        return [1e3 * _timed(lambda: self.logits(one, keys, values)) for _ in range(steps)]
+
+    def prefill_s(self, tokens: int, repeats: int) -> list[float]:
+        ids = bench_prompt(tokens)
+        keys, values = self.cache.empty()
+        first = lambda: int(np.argmax(self.logits(ids, keys, values)[0, -1]))  # noqa: E731
+        first()
+        return [_timed(first) for _ in range(repeats)]
+
+    def peak_rss_mb(self) -> float:
+        return peak_rss_mb()
