@@ -1,0 +1,36 @@
+"""`slmc bench` goals: ratios against engines of the same run; a goal whose engine did not run is left out."""
+
+from __future__ import annotations
+
+from slmc.bench.goals import GOALS, goals
+
+
+def _engine(decode_ms: float, tokens_per_s: float, rss_mb: float, bandwidth: float = 0.1, **details) -> dict:
+    return {"decode": {c: {"ms_median": decode_ms, "fraction_of_bandwidth_bound": bandwidth} for c in ("128", "1024")},
+            "prefill": {"128": {"tokens_per_s": tokens_per_s}}, "peak_rss_mb": rss_mb, "details": details}
+
+
+def _result(**engines) -> dict:
+    return {"contexts": [128, 1024], "prefills": [128],
+            "kv_cache": {"layers": 2, "kv_heads": 1, "head_dim": 4, "max_context": 2**17}, "engines": engines}
+
+
+def test_issue_22_and_18_goals():
+    result = _result(slmc=_engine(2.0, 1200.0, 110.0, 0.65), **{"llama-cpp-q4_0": _engine(4.0, 1000.0, 100.0)},
+                     **{"slmc-native": _engine(2.2, 1100.0, 29.0, weights_file_bytes=10 * 2**20)})
+    got = {(g["goal"], g["at"]): (g["measured"], g["met"]) for g in goals(result)}
+    assert got == {
+        ("decode_time_vs_llama_cpp_q4_0", 128): (0.5, True), ("decode_time_vs_llama_cpp_q4_0", 1024): (0.5, True),
+        ("prefill_throughput_vs_llama_cpp_q4_0", 128): (1.2, True),
+        ("peak_rss_vs_llama_cpp_q4_0", 0): (1.1, True),
+        ("decode_fraction_of_bandwidth", 128): (0.65, True),
+        ("native_decode_time_vs_python", 128): (1.1, False), ("native_decode_time_vs_python", 1024): (1.1, False),
+        ("native_peak_rss_vs_budget", 0): (0.5, True),  # 29 MB of 10 + 8 (KV) + 40
+    }
+
+
+def test_goals_without_their_engine_are_left_out():
+    rows = goals(_result(slmc=_engine(2.0, 1200.0, 110.0, 0.5)))
+    assert [g["goal"] for g in rows] == ["decode_fraction_of_bandwidth"]
+    assert not rows[0]["met"]
+    assert len({g.key for g in GOALS}) == len(GOALS)
