@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slmc.bench.run import timed  # shared with `slmc bench`
+from slmc.bench.timing import timed  # shared with `slmc bench`
 
 
 def compile_variant(recipe: Path | None, out: Path, work: Path) -> Path:

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from slmc.bench.machine import memory_bandwidth
 from slmc.bench.models import BENCH_MODELS, bench_model
-from slmc.bench.run import timed
+from slmc.bench.timing import timed
 
 RECIPES = {
     "fp32": "passes: []\n",

@@ -61,7 +61,7 @@ def aligned(array: np.ndarray, alignment: int = 64) -> np.ndarray:
     return out
 
 
-def _timed(fn: Callable[[], Any]) -> float:
+def timed(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -79,14 +79,14 @@ class StepTimer:
         keys, values = (aligned(rng.standard_normal(shape).astype(np.float32)) for _ in range(2))
         one = bench_prompt(1)
         self.logits(one, keys, values)
-        return [1e3 * _timed(lambda: self.logits(one, keys, values)) for _ in range(steps)]
+        return [1e3 * timed(lambda: self.logits(one, keys, values)) for _ in range(steps)]
 
     def prefill_s(self, tokens: int, repeats: int) -> list[float]:
         ids = bench_prompt(tokens)
         keys, values = self.cache.empty()
         first = lambda: int(np.argmax(self.logits(ids, keys, values)[0, -1]))  # noqa: E731
         first()
-        return [_timed(first) for _ in range(repeats)]
+        return [timed(first) for _ in range(repeats)]
 
     def peak_rss_mb(self) -> float:
         return peak_rss_mb()
