@@ -16,7 +16,6 @@ Precondition: the ``llama-cpp-python`` package (the ``bench`` extra); ``EngineUn
 
 from __future__ import annotations
 
-import ctypes
 import time
 from pathlib import Path
 from typing import Any
@@ -57,8 +56,14 @@ class LlamaCpp:
         L = self.L = _llama_cpp()
         L.llama_backend_init()
         self._log = L.llama_log_callback(lambda level, text, user: None)  # kept alive: llama.cpp calls it
-        L.llama_log_set(self._log, ctypes.c_void_p(0))
-        self.model = L.llama_model_load_from_file(str(path).encode(), L.llama_model_default_params())
+        L.llama_log_set(self._log, None)
+        params = L.llama_model_default_params()
+        # The host build (GGML_NATIVE on a Xeon with AMX) puts Q8_0/Q4_0 weights in the AMX buffer type, and
+        # llama_decode then segfaults here; without extra buffer types the CPU backend runs them. This also turns
+        # off llama.cpp's repacked CPU layouts: rebuild without AMX (CMAKE_ARGS="-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF")
+        # and drop this line before publishing numbers (docs/benchmarks.md).
+        params.use_extra_bufts = False
+        self.model = L.llama_model_load_from_file(str(path).encode(), params)
         if not self.model:
             raise SlmcError(f"llama.cpp could not load {path}")
         params = L.llama_context_default_params()
