@@ -188,7 +188,7 @@ def link_static_runner(arch: str, model_objects: list[Path], out: Path, cache_di
     _run([*zig_cxx(), "-target", triple, "-static", "-s", "-o", str(out), *map(str, own), *map(str, tvm_objects),
           *map(str, model_objects), "-lpthread"])
     source_hash = hashlib.sha256("".join(p.parent.name for p in (tvm_objects[0], own[0])).encode()).hexdigest()[:16]
-    info = {"compiler": f"{sys.executable} -m ziglang c++", "compiler_version": zig_version(), "target_triple": triple,
+    info = {"compiler": "python -m ziglang c++", "compiler_version": zig_version(), "target_triple": triple,
             "flags": [*CXXFLAGS, *SLMC_DEFINES, "-static"], "zlib": False, "source_hash": source_hash,
             "rpath": "none: a static executable", "tvm_wheels": {d: importlib.metadata.version(d) for d, _ in WHEEL_PACKAGES}}
     return StaticRunner(out, info)
