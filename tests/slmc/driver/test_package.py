@@ -129,6 +129,15 @@ def test_verify_and_package_cli_exit_codes(host_bundle, host_artifact, tmp_path)
     assert json.loads(again.output)["run"]["matches_reference"] is True
 
 
+def test_an_unknown_bundle_flavour_is_bad_input_before_anything_is_built(tmp_path):
+    from slmc.errors import InputError
+
+    with pytest.raises(InputError, match="flavour 'tiny' is not one of dynamic, static"):
+        package_artifact(tmp_path / "nowhere", tmp_path / "bundle", flavour="tiny")
+    refused = CliRunner().invoke(cli, ["package", str(tmp_path / "nowhere"), "-o", str(tmp_path / "b"), "--flavour", "tiny"])
+    assert refused.exit_code == 2 and not (tmp_path / "b").exists()
+
+
 @pytest.fixture(scope="module")
 def a76_artifact(tmp_path_factory):
     """The default model for arm-cortex-a76 (the Raspberry Pi 5's core), lossless; for the slow tests."""
