@@ -5,7 +5,9 @@ c++``; the PyPI package ``ziglang``, pinned in the ``static`` extra).
 
 Three parts; the first two are cached under ``<cache>/zig-<triple>-<part>-<hash>/`` where the hash
 covers every source, header, flag and zig's version (compiled once per machine, in parallel on every
-core; on this project's 2 shared cores the TVM part took about 8 minutes, slmc's about 1):
+core; measured on this project's 2 cores shared with other jobs: the TVM part 3 min 12 s of CPU, 18
+min wall at load 16; slmc's 34 s of CPU; zig also builds musl and libc++ for the target once, into
+``~/.cache/zig``, on the first link: docs/runtime.md):
 
 - TVM's runtime objects (``tvm_runtime_objects``): the CPU part of ``libtvm_runtime`` (TVM's
   ``src/runtime/*.cc``, ``vm/``, ``memory/``) and tvm-ffi (``src/ffi``, ``src/ffi/extra``), compiled
@@ -38,6 +40,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +100,7 @@ def _compile_all(cxx: list[str], flags: list[str], sources: list[Path], out_dir:
 
 
 def _cached_objects(name: str, triple: str, flags: list[str], inputs: list[Path], cache_dir: Path | None,
-                    build: "callable[[Path], list[Path]]") -> list[Path]:
+                    build: Callable[[Path], list[Path]]) -> list[Path]:
     """The objects of ``build(staging)`` in ``<cache>/zig-<triple>-<name>-<hash>/``, built once: the
     list file ``objects.txt`` is written last and marks a complete build."""
     cache = Path(cache_dir) if cache_dir else DEFAULT_CACHE
@@ -187,6 +190,7 @@ def link_static_runner(arch: str, model_objects: list[Path], out: Path, cache_di
     own = slmc_objects(triple, cache_dir, wheels)
     _run([*zig_cxx(), "-target", triple, "-static", "-s", "-o", str(out), *map(str, own), *map(str, tvm_objects),
           *map(str, model_objects), "-lpthread"])
+    # the two cached object sets, each named by the hash of its sources, flags and zig's version
     source_hash = hashlib.sha256("".join(p.parent.name for p in (tvm_objects[0], own[0])).encode()).hexdigest()[:16]
     info = {"compiler": "python -m ziglang c++", "compiler_version": zig_version(), "target_triple": triple,
             "flags": [*CXXFLAGS, *SLMC_DEFINES, "-static"], "zlib": False, "source_hash": source_hash,
