@@ -2,7 +2,8 @@
 
 A bundle is one flat directory that runs an artifact without Python: the model files (library,
 weights, tokenizer, a manifest listing only those), the native runtime (``slmc-run``,
-``libslmc_runtime.so``) and TVM's runtime libraries of the artifact's architecture. ``bundle.json``
+``libslmc_runtime.so``) and TVM's runtime libraries of the artifact's architecture -- or, in the
+static flavour, the weights, tokenizer, manifest and one static ``slmc-run`` holding the rest. ``bundle.json``
 lists every other file with its role, sha256 and size, the sha256 of the packaged artifact's own
 manifest, how the runner was built, and what was executed to check the bundle (where, by what;
 never a timing from emulation). Who checks what: ``slmc verify BUNDLE`` (Python, on the build
@@ -81,7 +82,10 @@ class Bundle(BundleModel):
     artifact: str = Field(description="the artifact directory packaged (as given)")
     artifact_manifest_sha256: str = Field(description="sha256 of the packaged artifact's manifest.json")
     target: str
-    architecture: str = Field(description="CPU architecture of model.so and the runtime (the target triple's)")
+    flavour: Literal["dynamic", "static"] = Field(
+        "dynamic", description="dynamic: slmc-run + shared libraries + model.so (glibc); static: one static slmc-run "
+        "(musl) with TVM's runtime and the model's code linked in (slmc.driver.bundle_flavours)")
+    architecture: str = Field(description="CPU architecture of the model's code and the runtime (the target triple's)")
     tokenizer_unpacked: bool = Field(description="tokenizer.json stored uncompressed for a runner built without zlib "
                                      "(the bundled manifest.json then differs from the artifact's)")
     runner: RunnerBuild

@@ -83,15 +83,18 @@ def detached_program(module: tvm.IRModule, params: dict[str, Any], notes: list[s
     return RelaxProgram(module, names, arrays, num_inputs, notes)
 
 
-def build(program: RelaxProgram, target: TargetDescriptor) -> tvm.runtime.Executable:
-    """Compile the Relax module for the target with slmc's pipeline (scheduled kernels)."""
+def build(program: RelaxProgram, target: TargetDescriptor, *, system_lib: bool = False) -> tvm.runtime.Executable:
+    """Compile the Relax module for the target with slmc's pipeline (scheduled kernels). ``system_lib``:
+    TVM's system-library form, whose objects register their symbols at start-up when linked into an
+    executable (the static runner: ``export_system_library``)."""
     tvm_target = target.tvm_target()
     target_database(target)  # a damaged tuning database is bad input (InputError), before TVM wraps it
     record = PipelineRecord()
     passes = PassTracker()
     try:
         with deterministic_call_te(), tracking_passes(passes):
-            executable = tvm.compile(program.module, target=tvm_target,
+            # tvm.compile is relax.build without its system_lib switch
+            executable = relax.build(program.module, target=tvm_target, system_lib=system_lib or None,
                                      relax_pipeline=deterministic_pipeline(build_pipeline(target, tvm_target, record)))
     except BUILD_FAILURES as exc:
         raise build_error(exc, target.name, passes, record.module, tvm_target, exception_summary(exc)) from exc
@@ -130,6 +133,27 @@ def export_library(executable: tvm.runtime.Executable, target: TargetDescriptor,
             executable.export_library(str(path), fcompile=cc.cross_compiler(compiler), options=LINK_OPTIONS)
     except TVM_FAILURES as exc:
         raise BuildError(f"could not link the library for target '{target.name}': {exception_summary(exc)}") from exc
+
+
+def export_system_library(executable: tvm.runtime.Executable, target: TargetDescriptor, directory: Path) -> list[Path]:
+    """The object files of an executable built with ``build(..., system_lib=True)``, written into
+    ``directory`` (TVM's tar export, unpacked: the kernels and the VM executable's bytes); no linker
+    runs, so any target triple works. ``BuildError`` when TVM cannot write them."""
+    import tarfile
+
+    from tvm.support.tar import tar
+
+    directory.mkdir(parents=True, exist_ok=True)
+    archive = directory / "model.tar"
+    try:
+        executable.export_library(str(archive), fcompile=tar)
+    except TVM_FAILURES as exc:
+        raise BuildError(f"could not write the system-library objects for target '{target.name}': {exception_summary(exc)}") from exc
+    with tarfile.open(archive) as members:
+        names = [m.name for m in members.getmembers() if m.isfile() and m.name.endswith(".o") and "/" not in m.name]
+        members.extractall(directory, members=[members.getmember(n) for n in names], filter="data")
+    archive.unlink()
+    return [directory / name for name in sorted(names)]
 
 
 def _drop_unused_weights(module: tvm.IRModule, names: list[str], arrays: list[np.ndarray],

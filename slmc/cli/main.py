@@ -59,10 +59,12 @@ def cli(debug: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr (bars on a terminal, else one plain line per stage, pass and count).")
 @click.option("--bundle", "bundle_dir", type=click.Path(path_type=Path), default=None,
               help="Also package the artifact as a deploy bundle in this directory (as 'slmc package').")
+@click.option("--bundle-flavour", type=click.Choice(["dynamic", "static"]), default="dynamic", show_default=True,
+              help="With --bundle: the bundle's flavour (as 'slmc package --flavour').")
 @handles_errors
 def compile_command(model: str | None, recipe: str | None, target: str | None, out: Path | None, device: str | None,
                     require_execution: bool, as_json: bool, cache_dir: Path | None, no_cache: bool, report_dir: Path | None,
-                    junit_file: Path | None, quiet: bool, bundle_dir: Path | None) -> None:
+                    junit_file: Path | None, quiet: bool, bundle_dir: Path | None, bundle_flavour: str) -> None:
     """Compile MODEL with RECIPE for TARGET into a verified artifact directory."""
     import time
 
@@ -88,7 +90,7 @@ def compile_command(model: str | None, recipe: str | None, target: str | None, o
     if bundle_dir is not None:
         from slmc.driver.package import package_artifact
 
-        packaged = package_artifact(result.artifact, bundle_dir)
+        packaged = package_artifact(result.artifact, bundle_dir, flavour=bundle_flavour)
     if as_json:
         emit_json({**result.to_json(), **({"bundle": packaged.to_json()} if packaged else {})})
     else:

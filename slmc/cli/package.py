@@ -14,7 +14,7 @@ from slmc.cli.output import emit_json, handles_errors
 
 def print_package_summary(result: Any) -> None:
     record = result.record
-    click.echo(f"bundle {result.bundle} ({len(record.files)} files, {record.architecture}) and {result.archive}")
+    click.echo(f"bundle {result.bundle} ({record.flavour}, {len(record.files)} files, {record.architecture}) and {result.archive}")
     click.echo(f"runner: {record.runner.compiler} -> {record.runner.target_triple}, zlib {'yes' if record.runner.zlib else 'no'}"
                f"{' (tokenizer.json stored uncompressed)' if record.tokenizer_unpacked else ''}")
     click.echo(f"check: {record.run.summary}")
@@ -28,15 +28,18 @@ def print_package_summary(result: Any) -> None:
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
               help="Bundle directory (also written as OUT.tar.gz); replaced if it is an earlier bundle.")
+@click.option("--flavour", type=click.Choice(["dynamic", "static"]), default="dynamic", show_default=True,
+              help="dynamic: slmc-run with shared libraries and model.so (glibc); static: one static slmc-run (musl) "
+                   "with the model linked in, for Android / any Linux of the architecture (needs pip package ziglang).")
 @click.option("--json", "as_json", is_flag=True, help="Print bundle.json and the paths as one JSON object.")
 @handles_errors
-def package_command(artifact: Path, out: Path, as_json: bool) -> None:
+def package_command(artifact: Path, out: Path, flavour: str, as_json: bool) -> None:
     """Package ARTIFACT with the native runtime of its architecture into a deploy bundle: model files,
     slmc-run, libslmc_runtime.so, TVM's runtime libraries and bundle.json (every file's sha256); the
     bundle's runner is executed once (natively, or under qemu for another architecture)."""
     from slmc.driver.package import package_artifact
 
-    result = package_artifact(artifact, out)
+    result = package_artifact(artifact, out, flavour=flavour)
     if as_json:
         emit_json(result.to_json())
     else:

@@ -6,15 +6,18 @@ under its own name). The bundle is flat, so ``./slmc-run . --prompt TEXT`` runs 
 - ``model.so``, ``weights.safetensors``, the tokenizer and a ``manifest.json`` listing only these
   (the artifact's manifest with ``files`` restricted; the tokenizer stored as plain ``tokenizer.json``
   when the runner was built without zlib -- the aarch64 cross build -- and ``tokenizer.file`` updated);
-- ``slmc-run``, ``libslmc_runtime.so``, ``libtvm_runtime.so``, ``libtvm_ffi.so`` built for the
-  architecture of the artifact's target triple (``slmc.native.build.runtime_for_arch``), all with the
-  RPATH ``$ORIGIN`` only;
+- the runner of the bundle's flavour (slmc.driver.bundle_flavours) for the architecture of the
+  artifact's target triple. ``dynamic`` (default): ``slmc-run``, ``libslmc_runtime.so``,
+  ``libtvm_runtime.so``, ``libtvm_ffi.so`` (``slmc.native.build.runtime_for_arch``), all with the
+  RPATH ``$ORIGIN`` only. ``static``: one static ``slmc-run`` (musl) with TVM's runtime and the
+  model's code linked in, so the bundle has no ``model.so`` and its manifest does not list one;
 - ``bundle.json`` (``slmc.artifact.bundle``): every file's role, sha256 and size, the artifact
   manifest's sha256, the runner's build record, and the record of one run of the bundle's runner.
 
 The run: the bundle's ``slmc-run`` generates ``max_new_tokens`` greedy tokens from a fixed prompt,
 natively when the architecture is this machine's, else under ``qemu-<arch>-static -L
-/usr/<arch>-linux-gnu`` (user-mode emulation; no timing is recorded), with an environment holding
+/usr/<arch>-linux-gnu`` (user-mode emulation; no timing is recorded; the static flavour: without
+``-L``, nothing but the bundle), with an environment holding
 only ``PATH``. Where the artifact runs here its tokens must equal ``slmc generate``'s (greedy through
 the Python runtime, up to the first eos: the native runner stops there); a difference or a failed run
 is a ``VerificationError`` and no bundle is written. Without an emulator the run is recorded as not
@@ -38,6 +41,7 @@ from slmc.artifact.bundle import (BUNDLE_FORMAT_VERSION, RUNNER, Bundle, BundleF
                                   is_bundle, write_bundle)
 from slmc.artifact.layout import LIBRARY, MANIFEST, WEIGHTS, file_problems, read_manifest, sha256_file, write_manifest
 from slmc.artifact.manifest import FileEntry, Manifest, TokenizerEntry
+from slmc.driver.bundle_flavours import FLAVOURS, BundleRunner
 from slmc.errors import ArtifactError, InputError, VerificationError
 
 CHECK_PROMPT = "Once upon a time"
@@ -78,43 +82,45 @@ def _check_packable(artifact: Path, manifest: Manifest) -> tuple[TokenizerEntry,
 
 
 def _copy_model(artifact: Path, manifest: Manifest, entry: TokenizerEntry, stored: str, staging: Path,
-                zlib: bool) -> tuple[dict[str, FileRole], bool]:
-    """model.so, the weights, the tokenizer ``stored`` (unpacked without zlib) and their manifest into
-    ``staging``; returns the files' roles and whether the tokenizer was unpacked."""
+                zlib: bool, library: bool) -> tuple[dict[str, FileRole], bool]:
+    """model.so (when ``library``), the weights, the tokenizer ``stored`` (unpacked without zlib) and
+    their manifest into ``staging``; returns the files' roles and whether the tokenizer was unpacked."""
     tokenizer = stored.removesuffix(".gz") if stored.endswith(".gz") and not zlib else stored
-    shutil.copy2(artifact / LIBRARY, staging / LIBRARY)
+    if library:
+        shutil.copy2(artifact / LIBRARY, staging / LIBRARY)
     shutil.copy2(artifact / WEIGHTS, staging / WEIGHTS)
     (staging / tokenizer).parent.mkdir(parents=True, exist_ok=True)
     if tokenizer != stored:
         (staging / tokenizer).write_bytes(gzip.decompress((artifact / stored).read_bytes()))
     else:
         shutil.copy2(artifact / stored, staging / stored)
-    roles: dict[str, FileRole] = {LIBRARY: "model-library", WEIGHTS: "weights", tokenizer: "tokenizer"}
+    roles: dict[str, FileRole] = {**({LIBRARY: "model-library"} if library else {}), WEIGHTS: "weights", tokenizer: "tokenizer"}
     files = {name: FileEntry(sha256=sha256_file(staging / name), size=(staging / name).stat().st_size) for name in roles}
     write_manifest(staging, manifest.model_copy(update={"files": files, "tokenizer": entry.model_copy(update={"file": tokenizer})}))
     return {**roles, MANIFEST: "manifest"}, tokenizer != stored
 
 
-def _copy_runtime(runtime: Any, staging: Path) -> dict[str, FileRole]:
-    roles: dict[str, FileRole] = {}
-    for lib in [runtime.library, *runtime.tvm_libraries]:
-        shutil.copy2(lib, staging / lib.name)
-        roles[lib.name] = "runtime-library"
-    shutil.copy2(runtime.executable, staging / RUNNER)
-    roles[RUNNER] = "runner"
-    return roles
+def _copy_runtime(runner: BundleRunner, staging: Path) -> dict[str, FileRole]:
+    for name, (built, _) in runner.files.items():
+        shutil.copy2(built, staging / name)
+    return {name: role for name, (_, role) in runner.files.items()}
 
 
-def _launcher(arch: str) -> tuple[list[str], str | None, str | None]:
-    """(argv prefix, emulator description, reason it cannot run here) for running ``arch`` code."""
+def _launcher(arch: str, sysroot: Path | None) -> tuple[list[str], str | None, str | None]:
+    """(argv prefix, emulator description, reason it cannot run here) for running ``arch`` code that
+    needs ``sysroot`` (None: a static executable, emulated without one)."""
     if arch == _machine():
         return [], None, None
-    qemu, sysroot = shutil.which(f"qemu-{arch}-static"), Path(f"/usr/{arch}-linux-gnu")
-    if qemu is None or not sysroot.is_dir():
-        return [], None, (f"{arch} code does not run on this {_machine()} machine and qemu-{arch}-static with the sysroot "
-                          f"{sysroot} is not installed (apt-get install qemu-user-static g++-{arch}-linux-gnu)")
+    qemu = shutil.which(f"qemu-{arch}-static")
+    if qemu is None or (sysroot is not None and not sysroot.is_dir()):
+        needs = f" with the sysroot {sysroot}" if sysroot is not None else ""
+        return [], None, (f"{arch} code does not run on this {_machine()} machine and qemu-{arch}-static{needs} is not "
+                          f"installed (apt-get install qemu-user-static{f' g++-{arch}-linux-gnu' if sysroot else ''})")
     version = subprocess.run([qemu, "--version"], capture_output=True, text=True, check=False).stdout.splitlines()
-    return [qemu, "-L", str(sysroot)], f"{qemu} -L {sysroot} ({version[0] if version else 'version unknown'}, user mode)", None
+    about = f"{version[0] if version else 'version unknown'}, user mode"
+    if sysroot is None:
+        return [qemu], f"{qemu} without a sysroot (a static executable; {about})", None
+    return [qemu, "-L", str(sysroot)], f"{qemu} -L {sysroot} ({about})", None
 
 
 def _reference_tokens(artifact: Path, manifest: Manifest, prompt: str, max_new_tokens: int) -> tuple[list[int] | None, str]:
@@ -134,11 +140,13 @@ def _until_eos(tokens: list[int], eos: int | None) -> list[int]:
     return tokens[: tokens.index(eos) + 1] if eos is not None and eos in tokens else tokens
 
 
-def run_bundle(bundle: Path, arch: str, prompt: str, max_new_tokens: int) -> tuple[BundleRun, dict[str, Any] | None]:
-    """Executes the bundle's runner (natively or emulated) with an environment of ``PATH`` only."""
+def run_bundle(bundle: Path, arch: str, prompt: str, max_new_tokens: int,
+               sysroot: Path | None) -> tuple[BundleRun, dict[str, Any] | None]:
+    """Executes the bundle's runner (natively or emulated, with ``sysroot`` if not None) with an
+    environment of ``PATH`` only."""
     import json
 
-    prefix, emulator, reason = _launcher(arch)
+    prefix, emulator, reason = _launcher(arch, sysroot)
     machine = f"{_machine()} {platform.system()} {platform.release()}"
     if reason is not None:
         return BundleRun(executed=False, summary=f"not executed: {reason}", machine=machine, runner_architecture=arch), None
@@ -178,35 +186,37 @@ def _check_destination(out: Path) -> None:
         raise InputError(f"-o {out}: exists and is not an slmc bundle or an empty directory; not replacing it")
 
 
-def package_artifact(artifact: Path, out: Path, *, check_prompt: str = CHECK_PROMPT, check_tokens: int = CHECK_TOKENS,
-                     cache_dir: Path | None = None) -> PackageResult:
+def package_artifact(artifact: Path, out: Path, *, flavour: str = "dynamic", check_prompt: str = CHECK_PROMPT,
+                     check_tokens: int = CHECK_TOKENS, cache_dir: Path | None = None) -> PackageResult:
     """Writes the bundle ``out`` and ``out.tar.gz`` for ``artifact`` (see the module docstring).
 
     Preconditions: ``artifact`` is an intact causal-LM artifact of a CPU target with a Hugging Face
     tokenizer (``ArtifactError`` / ``InputError`` otherwise); a C++ compiler for its architecture is
-    installed (``ToolchainError`` naming the apt package otherwise)."""
-    from slmc.native.build import runtime_for_arch
-
+    installed (``ToolchainError`` naming the apt package otherwise; for ``flavour`` "static": the
+    pip package ziglang); ``flavour`` is a key of ``FLAVOURS`` (``InputError`` otherwise)."""
+    if flavour not in FLAVOURS:
+        raise InputError(f"bundle flavour {flavour!r} is not one of {', '.join(FLAVOURS)}")
     artifact, out = Path(artifact), Path(out)
     manifest = read_manifest(artifact)
     entry, stored = _check_packable(artifact, manifest)
     _check_destination(out)
     arch = manifest.target.triple_arch
-    runtime = runtime_for_arch(arch, cache_dir)
-    build = RunnerBuild.model_validate(runtime.info)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=out.parent))
+    workdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-{os.getpid()}-", dir=out.parent))
     try:
-        model_roles, unpacked = _copy_model(artifact, manifest, entry, stored, staging, build.zlib)
-        roles = {**model_roles, **_copy_runtime(runtime, staging)}
+        runner = FLAVOURS[flavour].runner(artifact, manifest, arch, workdir, cache_dir)
+        build = RunnerBuild.model_validate(runner.build)
+        model_roles, unpacked = _copy_model(artifact, manifest, entry, stored, staging, build.zlib, not runner.model_in_runner)
+        roles = {**model_roles, **_copy_runtime(runner, staging)}
         files = {name: BundleFile(role=role, sha256=sha256_file(staging / name), size=(staging / name).stat().st_size)
                  for name, role in sorted(roles.items())}
         pending = BundleRun(executed=False, summary="pending")
         record = Bundle(format_version=BUNDLE_FORMAT_VERSION, artifact=str(artifact),
-                        artifact_manifest_sha256=sha256_file(artifact / MANIFEST), target=manifest.target.name,
+                        artifact_manifest_sha256=sha256_file(artifact / MANIFEST), target=manifest.target.name, flavour=flavour,
                         architecture=arch, tokenizer_unpacked=unpacked, runner=build, run=pending, files=files)
         write_bundle(staging, record)
-        run, output = run_bundle(staging, arch, check_prompt, check_tokens)
+        run, output = run_bundle(staging, arch, check_prompt, check_tokens, runner.sysroot)
         if output is not None:
             reference, how = _reference_tokens(artifact, manifest, check_prompt, check_tokens)
             matches = None
@@ -224,6 +234,7 @@ def package_artifact(artifact: Path, out: Path, *, check_prompt: str = CHECK_PRO
             shutil.rmtree(out)
         staging.rename(out)
     finally:
+        shutil.rmtree(workdir)
         if staging.exists():
             shutil.rmtree(staging)
     return PackageResult(out, _archive(out), record)

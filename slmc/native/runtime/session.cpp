@@ -57,7 +57,9 @@ Session::Session(const std::string& artifact_dir) : dir_(artifact_dir) {
     check_sizes(dir_, manifest_);
     auto weights_file = std::make_shared<const MappedFile>(dir_ + "/" + kWeights);
     check_hash(*weights_file, listed(manifest_, kWeights));
+#ifndef SLMC_SYSTEM_LIB  // the static runner carries the model's code itself (bundle.json hashes it)
     check_hash(MappedFile(dir_ + "/" + kLibrary), listed(manifest_, kLibrary));
+#endif
     check_hash(MappedFile(dir_ + "/" + manifest_.tokenizer_file), listed(manifest_, manifest_.tokenizer_file));
     tokenizer_ = std::make_unique<slmc_tokenizer>(dir_ + "/" + manifest_.tokenizer_file);
     if (!manifest_.eos_token.empty()) {

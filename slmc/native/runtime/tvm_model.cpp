@@ -37,6 +37,18 @@ ffi::Function require(const ffi::Module& mod, const std::string& name, const std
 
 std::string describe(const ffi::Error& e) { return e.kind() + ": " + e.message(); }
 
+// The model's code: `library_path` (model.so) opened by the dynamic loader, or -- in the static
+// runner (SLMC_SYSTEM_LIB, slmc/native/static_build.py) -- the system library its objects registered
+// into this executable at start-up ("ffi.SystemLib"; TVM's system-lib build), the path unused.
+ffi::Module load_library(const std::string& library_path) {
+#ifdef SLMC_SYSTEM_LIB
+    (void)library_path;
+    return ffi::Function::GetGlobalRequired("ffi.SystemLib")().cast<ffi::Module>();
+#else
+    return ffi::Module::LoadFromFile(library_path);
+#endif
+}
+
 }  // namespace
 
 ffi::Tensor host_tensor(const std::vector<int64_t>& shape, DLDataType dtype) {
@@ -46,7 +58,7 @@ ffi::Tensor host_tensor(const std::vector<int64_t>& shape, DLDataType dtype) {
 TvmModel::TvmModel(const std::string& library_path, std::vector<ffi::Tensor> weights)
     : path_(library_path), weights_(std::move(weights)) {
     try {
-        library_ = ffi::Module::LoadFromFile(library_path);
+        library_ = load_library(library_path);
         vm_ = require(*library_, "vm_load_executable", path_)().cast<ffi::Module>();
         require(*vm_, "vm_initialization", path_)(static_cast<int>(kDLCPU), 0, kPooledAllocator);
         main_ = require(*vm_, "main", path_);

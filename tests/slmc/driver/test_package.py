@@ -6,8 +6,9 @@ recipe (so eager decoding of the original model is a reference too) and packaged
 environment of PATH only, must generate ``slmc generate``'s greedy tokens. Every file is then
 corrupted in turn (one byte) and refused: by ``slmc verify`` always, and by ``slmc-run`` for every
 file (the byte flipped is the file's last one, which neither the dynamic loader nor the code reads,
-so the runner reaches its own check and refuses). A slow test does the same for ``arm-cortex-a76``
-under ``qemu-aarch64-static`` with only the bundle's libraries.
+so the runner reaches its own check and refuses). Slow tests do the same for ``arm-cortex-a76``
+under ``qemu-aarch64-static``: the dynamic flavour with only the bundle's libraries (and the cross
+toolchain's sysroot), the static flavour (musl, model linked in) without any sysroot.
 """
 
 from __future__ import annotations
@@ -128,27 +129,73 @@ def test_verify_and_package_cli_exit_codes(host_bundle, host_artifact, tmp_path)
     assert json.loads(again.output)["run"]["matches_reference"] is True
 
 
-@pytest.mark.slow
-def test_the_aarch64_bundle_runs_under_qemu_with_only_its_own_libraries(host_artifact, tmp_path):
-    """Cross-built runner of the bundle, executed under user-mode emulation; tokens only, no timing."""
+def test_an_unknown_bundle_flavour_is_bad_input_before_anything_is_built(tmp_path):
+    from slmc.errors import InputError
+
+    with pytest.raises(InputError, match="flavour 'tiny' is not one of dynamic, static"):
+        package_artifact(tmp_path / "nowhere", tmp_path / "bundle", flavour="tiny")
+    refused = CliRunner().invoke(cli, ["package", str(tmp_path / "nowhere"), "-o", str(tmp_path / "b"), "--flavour", "tiny"])
+    assert refused.exit_code == 2 and not (tmp_path / "b").exists()
+
+
+@pytest.fixture(scope="module")
+def a76_artifact(tmp_path_factory):
+    """The default model for arm-cortex-a76 (the Raspberry Pi 5's core), lossless; for the slow tests."""
     for tool in ("aarch64-linux-gnu-g++", "qemu-aarch64-static"):
         if not shutil.which(tool):
             pytest.fail(f"{tool} missing: apt-get install -y g++-aarch64-linux-gnu qemu-user-static")
-    arm = slmc.compile(None, "cleanup", "arm-cortex-a76", tmp_path / "default-a76").artifact
-    packaged = package_artifact(arm, tmp_path / "a76-bundle")
+    return slmc.compile(None, "cleanup", "arm-cortex-a76", tmp_path_factory.mktemp("package-a76") / "default-a76").artifact
+
+
+def check_emulated_tokens(bundle: Path, host_artifact: Path, qemu: list[str], files: int) -> None:
+    """The bundle's runner under ``qemu`` generates the host artifact's ``slmc generate`` and eager tokens."""
+    for prompt in PROMPTS:
+        result = run_bundle(bundle, prompt, qemu, timeout=900)
+        assert result.returncode == 0, result.stderr
+        native = json.loads(result.stdout)
+        assert native["bundle_files_checked"] == files
+        assert native["tokens"] == until(slmc_generate(host_artifact, prompt), native["tokens"])
+        assert native["tokens"] == until(eager_tokens(host_artifact, prompt), native["tokens"])
+
+
+@pytest.mark.slow
+def test_the_aarch64_bundle_runs_under_qemu_with_only_its_own_libraries(host_artifact, a76_artifact, tmp_path):
+    """Cross-built runner of the bundle, executed under user-mode emulation; tokens only, no timing."""
+    packaged = package_artifact(a76_artifact, tmp_path / "a76-bundle")
     record = packaged.record
+    assert record.flavour == "dynamic"
     assert record.architecture == "aarch64" and record.runner.target_triple == "aarch64-linux-gnu"
     assert record.tokenizer_unpacked and "tokenizer/tokenizer.json" in record.files  # the cross build has no zlib
     assert record.run.executed and record.run.mode == "emulated" and "qemu-aarch64-static" in record.run.emulator
     assert record.run.summary.startswith("executed natively-compiled aarch64 runner under emulation")
     assert "no timing" in record.run.summary and record.run.matches_reference is None
-    for prompt in PROMPTS:
-        result = run_bundle(packaged.bundle, prompt, ["qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu"], timeout=900)
-        assert result.returncode == 0, result.stderr
-        native = json.loads(result.stdout)
-        assert native["bundle_files_checked"] == 8
-        assert native["tokens"] == until(slmc_generate(host_artifact, prompt), native["tokens"])
-        assert native["tokens"] == until(eager_tokens(host_artifact, prompt), native["tokens"])
+    check_emulated_tokens(packaged.bundle, host_artifact, ["qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu"], 8)
     broken = corrupt_copy(packaged.bundle, "libtvm_runtime.so", tmp_path)
     result = run_bundle(broken, "hi", ["qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu"], timeout=900)
     assert result.returncode == 1 and "libtvm_runtime.so: sha256 differs from bundle.json" in result.stderr
+
+
+STATIC_FILES = ["slmc-run", "weights.safetensors", "manifest.json", "tokenizer/tokenizer.json"]
+
+
+@pytest.mark.slow
+def test_the_static_aarch64_bundle_runs_under_qemu_without_a_sysroot(host_artifact, a76_artifact, tmp_path):
+    """The static (musl) flavour for Android: one static slmc-run with the model linked in, emulated with
+    nothing but the bundle (no -L); tokens only, no timing. Every file corrupted in turn is refused."""
+    packaged = package_artifact(a76_artifact, tmp_path / "a76-static", flavour="static")
+    record = packaged.record
+    assert record.flavour == "static" and sorted(record.files) == sorted(STATIC_FILES)
+    assert record.architecture == "aarch64" and record.runner.target_triple == "aarch64-linux-musl"
+    assert record.run.executed and record.run.mode == "emulated" and "without a sysroot" in record.run.emulator
+    assert record.run.summary.startswith("executed natively-compiled aarch64 runner under emulation")
+    assert "no timing" in record.run.summary
+    readelf = shutil.which("readelf")
+    if readelf:
+        headers = subprocess.run([readelf, "-lh", str(packaged.bundle / "slmc-run")], capture_output=True, text=True).stdout
+        assert "AArch64" in headers and "INTERP" not in headers and "DYNAMIC" not in headers  # static: no loader, no libc
+    check_emulated_tokens(packaged.bundle, host_artifact, ["qemu-aarch64-static"], len(STATIC_FILES))
+    for name in STATIC_FILES:
+        broken = corrupt_copy(packaged.bundle, name, tmp_path)
+        result = run_bundle(broken, "hi", ["qemu-aarch64-static"], timeout=900)
+        assert result.returncode == 1, (name, result.stderr)
+        assert f"{broken}/{name}: sha256 differs from bundle.json" in result.stderr
