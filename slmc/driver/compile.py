@@ -21,6 +21,7 @@ import tvm
 import slmc
 from slmc import progress
 from slmc.artifact.aligned_safetensors import save_aligned
+from slmc.artifact.weight_aliases import identical_tensors
 from slmc.artifact.layout import LIBRARY, WEIGHTS, StagedArtifact, check_destination, file_entries, write_manifest
 from slmc.artifact.manifest import (HOST, CompiledGraph, ContextInfo, KVCacheInfo, LayerSize, Manifest, ModelInfo, PassReport, Signature,
                                     TokenizerEntry, Verification, Versions, WeightsInfo, new_manifest)
@@ -187,10 +188,13 @@ def _check_model_fits_recipe(recipe: Recipe, spec: ModelSpec) -> None:
 
 
 def _write_weights(program: RelaxProgram, path: Path) -> WeightsInfo:
-    # 64-byte aligned, so the native runtime can hand TVM views of the memory-mapped file
-    save_aligned({name: np.ascontiguousarray(w) for name, w in zip(program.weight_names, program.weights)}, path)
-    return WeightsInfo(order=list(program.weight_names), count=len(program.weights), bytes=int(sum(w.nbytes for w in program.weights)),
-                       dtypes=sorted({str(w.dtype) for w in program.weights}))
+    # 64-byte aligned, so the runtimes can hand TVM views of the memory-mapped file; identical tensors stored once
+    tensors = {name: np.ascontiguousarray(w) for name, w in zip(program.weight_names, program.weights)}
+    aliases = identical_tensors(tensors)
+    stored = {name: w for name, w in tensors.items() if name not in aliases}
+    save_aligned(stored, path)
+    return WeightsInfo(order=list(program.weight_names), count=len(program.weights), bytes=int(sum(w.nbytes for w in stored.values())),
+                       dtypes=sorted({str(w.dtype) for w in program.weights}), aliases=aliases)
 
 
 def _onnx_recipe(recipe: Recipe, given: bool, example_inputs: Any, dynamic_shapes: Any) -> list[str]:
