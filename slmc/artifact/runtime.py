@@ -16,9 +16,9 @@ import sys
 
 import numpy as np
 
-from slmc.artifact.aligned_safetensors import map_tensors
 from slmc.artifact.sampling import check_sampling, next_token
 from slmc.artifact.layout import LIBRARY, WEIGHTS, intact_manifest
+from slmc.artifact.weight_aliases import mapped_parameters
 from slmc.artifact.tvm_runtime import DLPACK_CPU, as_local_tensor, cpu, load_vm, tvm_ffi
 from slmc.errors import ArtifactError, ArtifactNotRunnableError, InputError
 from slmc.graph.kv_cache import KVCacheSpec
@@ -54,9 +54,7 @@ class CompiledModel:
         """Every weight ``main`` takes, in ``manifest.weights.order``, as views of one memory mapping of
         the weights file (a name in ``weights.aliases`` views the tensor stored under the name it maps to)."""
         info = self.manifest.weights
-        stored = [info.aliases.get(name, name) for name in info.order]
-        mapped = map_tensors(self.path / WEIGHTS, sorted(set(stored)))
-        return {name: mapped[key] for name, key in zip(info.order, stored)}
+        return mapped_parameters(self.path / WEIGHTS, info.order, info.aliases)
 
     @property
     def tokenizer(self) -> Tokenizer:

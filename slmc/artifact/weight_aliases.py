@@ -11,7 +11,11 @@ bits, and a transposed copy is not identical (its bytes are laid out differently
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from slmc.artifact.aligned_safetensors import map_tensors
 
 PREFIX_BYTES = 4096  # candidates are grouped by dtype, shape and their first bytes; only those are compared in full
 
@@ -35,3 +39,11 @@ def identical_tensors(tensors: dict[str, np.ndarray]) -> dict[str, str]:
 def _bytes(array: np.ndarray) -> np.ndarray:
     """The array's bytes as a flat ``uint8`` array (a view when it is C-contiguous)."""
     return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+
+
+def mapped_parameters(path: Path, order: list[str], aliases: dict[str, str]) -> dict[str, np.ndarray]:
+    """Every parameter in ``order`` as a view of one memory mapping of the weights file ``path``: a name
+    in ``aliases`` views the tensor stored under the name it maps to (``ArtifactError`` if one is missing)."""
+    stored = [aliases.get(name, name) for name in order]
+    mapped = map_tensors(path, sorted(set(stored)))
+    return {name: mapped[key] for name, key in zip(order, stored)}

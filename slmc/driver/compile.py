@@ -21,7 +21,7 @@ import tvm
 import slmc
 from slmc import progress
 from slmc.artifact.aligned_safetensors import save_aligned
-from slmc.artifact.weight_aliases import identical_tensors
+from slmc.artifact.weight_aliases import identical_tensors, mapped_parameters
 from slmc.artifact.layout import LIBRARY, WEIGHTS, StagedArtifact, check_destination, file_entries, write_manifest
 from slmc.artifact.manifest import (HOST, CompiledGraph, ContextInfo, KVCacheInfo, LayerSize, Manifest, ModelInfo, PassReport, Signature,
                                     TokenizerEntry, Verification, Versions, WeightsInfo, new_manifest)
@@ -278,6 +278,9 @@ def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Reci
         if post_build is not None:
             post_build.write(staged.path)  # the backend's files (NPU: partition report + QDQ ONNX of the regions)
         weights = _write_weights(program, staged.path / WEIGHTS)
+        # from here on the weights are the file's: views of a mapping cost no memory until read, the
+        # arrays they replace (as large as the model) are freed before verification loads the artifact
+        program.weights = list(mapped_parameters(staged.path / WEIGHTS, weights.order, weights.aliases).values())
         stored_tokenizer = save_tokenizer(tokenizer, staged.path)
         manifest = new_manifest(head, versions=_versions(), recipe=recipe.normalized(), target=target_desc, weights=weights,
                                 tokenizer=TokenizerEntry.model_validate(stored_tokenizer) if stored_tokenizer is not None else None,
