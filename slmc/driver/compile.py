@@ -30,6 +30,7 @@ from slmc.graph.kv_cache_fit import fit_samples
 from slmc.cache.compile_step import CacheSession
 from slmc.driver import default_recipe
 from slmc.driver.compress import compress, trace_and_calibrate
+from slmc.driver.freed_memory import return_freed_memory
 from slmc.models.context_length import fit_context
 from slmc.models.memory_fit import check_compiled_weights, check_loaded_model
 from slmc.errors import ExecutionRequiredError, FieldProblem, InputError, RecipeError, VerificationError
@@ -281,6 +282,7 @@ def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Reci
         # from here on the weights are the file's: views of a mapping cost no memory until read, the
         # arrays they replace (as large as the model) are freed before verification loads the artifact
         program.weights = list(mapped_parameters(staged.path / WEIGHTS, weights.order, weights.aliases).values())
+        return_freed_memory()
         stored_tokenizer = save_tokenizer(tokenizer, staged.path)
         manifest = new_manifest(head, versions=_versions(), recipe=recipe.normalized(), target=target_desc, weights=weights,
                                 tokenizer=TokenizerEntry.model_validate(stored_tokenizer) if stored_tokenizer is not None else None,
@@ -402,6 +404,7 @@ def compile(  # noqa: A001 - the public name of the API
     t = time.perf_counter()
     progress.stage("lower")
     program = to_relax(final)
+    return_freed_memory()  # TVM's copies of the weights that prepack replaced
     progress.stage("build")
     executable = build(program, target_desc)
     timings["build"] = time.perf_counter() - t
