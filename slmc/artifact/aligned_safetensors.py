@@ -1,4 +1,4 @@
-"""Writes ``weights.safetensors`` so that every tensor's data starts on a 64-byte boundary.
+"""Writes ``weights.safetensors`` so that every tensor's data starts on a 64-byte boundary, and maps it back.
 
 TVM accepts external (zero-copy) buffers only when aligned like its own allocations
 (``kAllocAlignment`` = 64 bytes), and its kernels are compiled assuming that alignment. The native
@@ -8,6 +8,10 @@ data section starts at a multiple of 64, and where a tensor's size is not a mult
 before the next tensor is filled by a ``uint8`` padding tensor named ``__slmc_pad_<k>`` (the format
 forbids unindexed bytes). The result is an ordinary safetensors file: ``safetensors.numpy.load_file``
 reads it, and slmc's loaders pick tensors by the manifest's ``weights.order``, never the padding.
+
+``map_tensors`` is the Python runtime's reader: numpy views of a copy-on-write memory mapping of the
+file, so loading reads no data and the weights' pages are the page cache's, shared with every
+process mapping the same file (``slmc.artifact.runtime`` hands them to TVM without a copy).
 
 Precondition: every array is C-contiguous with a dtype listed in ``SAFETENSORS_DTYPES``.
 """
@@ -19,6 +23,8 @@ import struct
 from pathlib import Path
 
 import numpy as np
+
+from slmc.errors import ArtifactError
 
 ALIGNMENT = 64
 PAD_PREFIX = "__slmc_pad_"
@@ -58,3 +64,48 @@ def save_aligned(tensors: dict[str, np.ndarray], path: Path) -> None:
         f.write(text)
         for piece in pieces:
             f.write(piece if isinstance(piece, bytes) else piece.tobytes())
+
+
+def map_tensors(path: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """The tensors ``names`` of the safetensors file ``path`` as views of one copy-on-write memory
+    mapping (``np.memmap`` mode ``c``: writeable views, writes stay private to the process, the file
+    is never changed). ``ArtifactError`` naming the file and tensor for a missing or malformed entry."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size < 8:
+        raise ArtifactError(f"{path}: too short for a safetensors file ({size} bytes)")
+    mapping = np.memmap(path, dtype=np.uint8, mode="c")
+    (header_len,) = struct.unpack("<Q", mapping[:8].tobytes())
+    if header_len > size - 8:
+        raise ArtifactError(f"{path}: safetensors header length {header_len} exceeds the file ({size} bytes)")
+    try:
+        header = json.loads(mapping[8:8 + header_len].tobytes())
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: the safetensors header is not JSON: {exc}") from exc
+    data = mapping[8 + header_len:]
+    codes = {code: name for name, code in SAFETENSORS_DTYPES.items()}
+    out = {}
+    for name in names:
+        entry = header.get(name) if isinstance(header, dict) else None
+        where = f"{path}: tensor '{name}'"
+        if not isinstance(entry, dict):
+            raise ArtifactError(f"{where} (named in the manifest's weights) is missing")
+        dtype_name = codes.get(entry.get("dtype"))
+        try:
+            dtype = np.dtype(dtype_name) if dtype_name is not None else None
+        except TypeError:  # bfloat16: numpy has no such dtype of its own
+            dtype = None
+        if dtype is None:
+            raise ArtifactError(f"{where}: dtype {entry.get('dtype')!r} has no numpy dtype "
+                                f"(readable: {sorted(c for c, n in codes.items() if n != 'bfloat16')})")
+        shape, offsets = entry.get("shape"), entry.get("data_offsets")
+        if (not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape)
+                or not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)):
+            raise ArtifactError(f"{where}: 'shape' must be a list of sizes and 'data_offsets' [begin, end]")
+        begin, end = offsets
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if not 0 <= begin <= end <= data.size or end - begin != nbytes:
+            raise ArtifactError(f"{where}: data_offsets [{begin}, {end}) do not hold its {nbytes} bytes inside the "
+                                f"data section ({data.size} bytes)")
+        out[name] = data[begin:end].view(dtype).reshape(shape)
+    return out

@@ -25,7 +25,8 @@ from slmc.spec.target import TargetDescriptor
 # 2: every section typed (this module); optional sections and fields are written as null instead of left out
 # 3: verification says per check where it was measured (``GateResult.where``) and which checks did not run
 #    (``Verification.not_executed``); gates are measured on the host when the artifact is not executed
-FORMAT_VERSION = 3
+# 4: weights.aliases: a parameter whose bytes equal another's is stored once (issue 22)
+FORMAT_VERSION = 4
 
 
 class ManifestModel(BaseModel):
@@ -133,12 +134,17 @@ class ContextInfo(ManifestModel):
 
 
 class WeightsInfo(ManifestModel):
-    """The weights file: parameter order the library expects, count, bytes, dtypes."""
+    """The weights file: parameter order the library expects, count, bytes, dtypes, and which
+    parameters share one stored tensor."""
 
     order: list[str]
     count: int
-    bytes: int
+    bytes: int = Field(description="bytes stored in the weights file (a tensor named in aliases is stored once)")
     dtypes: list[str]
+    aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description="parameter name -> the name of the stored tensor holding its identical bytes (same dtype and shape); "
+                    "a parameter named here has no tensor of its own in the weights file (format_version 4)")
 
 
 class TokenizerEntry(ManifestModel):
@@ -419,7 +425,7 @@ class CompiledGraph(ManifestModel):
 class Manifest(CompiledGraph):
     """The top level of ``manifest.json``."""
 
-    format_version: Literal[3] = Field(description="changes whenever the on-disk shape changes")
+    format_version: Literal[4] = Field(description="changes whenever the on-disk shape changes")
     versions: Versions
     recipe: dict[str, Any] = Field(description="the recipe with every default filled in (slmc.spec.recipe.Recipe.normalized)")
     target: TargetDescriptor

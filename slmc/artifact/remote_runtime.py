@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import tvm
-from safetensors.numpy import load_file
 from tvm import relax, rpc
 
-from slmc.artifact.layout import LIBRARY, WEIGHTS, intact_manifest
+from slmc.artifact.layout import LIBRARY, intact_manifest
 from slmc.errors import ArtifactError, DeviceConnectionError, DeviceError, DeviceURLError, exception_summary
 from slmc.graph.kv_cache import KVCacheSpec
 from slmc.artifact.runtime import CompiledModel
@@ -146,8 +145,7 @@ class RemoteModel(CompiledModel):
             library = self._session.load_module(LIBRARY)
             self._device = self._session.cpu(0)
             self._vm = _StatefulMain(relax.VirtualMachine(library, self._device))
-            weights = load_file(str(self.path / WEIGHTS))
-            self._weights = [tvm.runtime.tensor(weights[name], self._device) for name in self.manifest.weights.order]
+            self._weights = [tvm.runtime.tensor(a, self._device) for a in self.stored_weights().values()]
         except REMOTE_FAILURES as exc:
             self.close()
             raise DeviceError(url, f"the device at {url} could not load {self.path / LIBRARY} (code for "

@@ -1,4 +1,10 @@
-"""Loading and running a compiled artifact: ``slmc.load(path)`` returns a ``CompiledModel``."""
+"""Loading and running a compiled artifact: ``slmc.load(path)`` returns a ``CompiledModel``.
+
+Lean by construction (issue 22): the weights are views of a memory mapping of
+``weights.safetensors`` handed to TVM without a copy (``aligned_safetensors.map_tensors``), and
+neither torch nor TVM's compiler library is loaded (``slmc.artifact.tvm_runtime``); torch is used
+only when the caller passes torch tensors, and then it is already imported.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import sys
+
 import numpy as np
-import torch
-import tvm
-import tvm_ffi
-from safetensors.numpy import load_file
-from tvm import relax
 
 from slmc.artifact.sampling import check_sampling, next_token
 from slmc.artifact.layout import LIBRARY, WEIGHTS, intact_manifest
+from slmc.artifact.weight_aliases import mapped_parameters
+from slmc.artifact.tvm_runtime import DLPACK_CPU, as_local_tensor, cpu, load_vm, tvm_ffi
 from slmc.errors import ArtifactError, ArtifactNotRunnableError, InputError
 from slmc.graph.kv_cache import KVCacheSpec
 from slmc.data.tokenizer import Tokenizer, load_tokenizer
@@ -37,14 +42,19 @@ class CompiledModel:
                 "rpc://HOST:PORT (docs/devices.md)", len(self.manifest.files), why)
         self.inputs = self.manifest.signature.inputs
         self.outputs = self.manifest.signature.outputs
-        self._device = tvm.cpu()
-        self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(self.path / LIBRARY)), self._device)
-        weights = load_file(str(self.path / WEIGHTS))
-        self._weights = [tvm.runtime.tensor(weights[name], self._device) for name in self.manifest.weights.order]
+        self._device = cpu()
+        self._vm = load_vm(self.path / LIBRARY, self._device)
+        self._weights = [as_local_tensor(a) for a in self.stored_weights().values()]
         cache = self.manifest.kv_cache
         self.kv_cache = KVCacheSpec(**cache.model_dump()) if cache is not None else None
         tokenizer = self.manifest.tokenizer
         self._tokenizer_entry = tokenizer.model_dump() if tokenizer is not None else None
+
+    def stored_weights(self) -> dict[str, np.ndarray]:
+        """Every weight ``main`` takes, in ``manifest.weights.order``, as views of one memory mapping of
+        the weights file (a name in ``weights.aliases`` views the tensor stored under the name it maps to)."""
+        info = self.manifest.weights
+        return mapped_parameters(self.path / WEIGHTS, info.order, info.aliases)
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -144,12 +154,14 @@ class CompiledModel:
         if self.kv_cache is not None:
             self._check_token_ids(arrays[0])
         result = self._vm["main"](*[_as_tensor(a, self._device) for a in arrays], *self._weights)
-        outs = list(result) if isinstance(result, (tvm_ffi.Array, list, tuple)) else [result]
+        outs = list(result) if isinstance(result, (tvm_ffi().Array, list, tuple)) else [result]
         return [_as_numpy(o) for o in outs]
 
     def __call__(self, *inputs: Any) -> Any:
-        as_torch = any(isinstance(x, torch.Tensor) for x in inputs)
-        arrays = [x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x) for x in inputs]
+        torch = sys.modules.get("torch")  # a torch tensor among the inputs means torch is imported
+        is_torch = [torch is not None and isinstance(x, torch.Tensor) for x in inputs]
+        as_torch = any(is_torch)
+        arrays = [x.detach().cpu().numpy() if t else np.asarray(x) for x, t in zip(inputs, is_torch)]
         outs = self.run_numpy(*arrays)
         if as_torch:
             outs = [torch.from_numpy(o) for o in outs]
@@ -165,17 +177,14 @@ class CompiledModel:
         self.close()
 
 
-TVM_ALIGNMENT = 64  # bytes; TVM accepts (DLPack) only buffers aligned like its own allocations
-DLPACK_CPU = 1  # DLPack's kDLCPU; a device of an RPC session has another type (the session is encoded in it)
-
-
 def _as_tensor(array: np.ndarray, device: Any) -> Any:
     """``array`` on ``device`` for the VM: shared without a copy when TVM can take it as it is (a
     contiguous CPU array aligned to 64 bytes, e.g. a KV cache this artifact returned last step: at
     context 512 the SmolLM-135M cache is 2 x 23.6 MB per step), else copied."""
-    if (device.dlpack_device_type() == DLPACK_CPU and array.size and array.flags.c_contiguous and array.flags.writeable
-            and array.ctypes.data % TVM_ALIGNMENT == 0):
-        return tvm.runtime.from_dlpack(array)
+    if device.dlpack_device_type() == DLPACK_CPU:
+        return as_local_tensor(array)
+    import tvm  # a remote device: its session already imported TVM
+
     return tvm.runtime.tensor(array, device)
 
 

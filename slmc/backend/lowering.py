@@ -67,11 +67,14 @@ def to_relax(graph: Graph) -> RelaxProgram:
 
 
 def detached_program(module: tvm.IRModule, params: dict[str, Any], notes: list[str], source: str) -> RelaxProgram:
-    """A ``RelaxProgram`` from ``relax.frontend.detach_params``' output (weights after the inputs)."""
+    """A ``RelaxProgram`` from ``relax.frontend.detach_params``' output (weights after the inputs).
+    Takes ``params["main"]`` out of ``params``: the program owns the weights, so none is held twice."""
     main = module["main"]
     num_inputs = int(main.attrs["num_input"])
     names = [str(p.name) for p in main.params[num_inputs:]]
-    arrays = [t.numpy() for t in params.get("main", [])]
+    tensors = params.pop("main", [])  # owned here: a tensor prepack relays out is freed once its copy exists
+    arrays = [_host_view(t) for t in tensors]
+    tensors.clear()
     if len(names) != len(arrays):
         raise LoweringError(f"TVM returned {len(arrays)} weights for {len(names)} weight parameters of main ({source})")
     module, names, arrays, dropped = _drop_unused_weights(module, names, arrays, num_inputs)
@@ -81,6 +84,16 @@ def detached_program(module: tvm.IRModule, params: dict[str, Any], notes: list[s
     if packed:
         notes = [*notes, f"prepacked {packed} weights into the layout their kernels read (slmc.schedules.prepack)"]
     return RelaxProgram(module, names, arrays, num_inputs, notes)
+
+
+def _host_view(tensor: Any) -> np.ndarray:
+    """A numpy view of a CPU TVM tensor (TVM's torch frontend hands over the graph's own parameter memory
+    through DLPack, so no copy of the weights is made: issue 22's compile peak); a copy only for a dtype
+    DLPack cannot give numpy (bfloat16)."""
+    try:
+        return np.from_dlpack(tensor)
+    except (BufferError, TypeError, RuntimeError):
+        return tensor.numpy()
 
 
 def build(program: RelaxProgram, target: TargetDescriptor, *, system_lib: bool = False) -> tvm.runtime.Executable:

@@ -21,6 +21,7 @@ import tvm
 import slmc
 from slmc import progress
 from slmc.artifact.aligned_safetensors import save_aligned
+from slmc.artifact.weight_aliases import identical_tensors, mapped_parameters
 from slmc.artifact.layout import LIBRARY, WEIGHTS, StagedArtifact, check_destination, file_entries, write_manifest
 from slmc.artifact.manifest import (HOST, CompiledGraph, ContextInfo, KVCacheInfo, LayerSize, Manifest, ModelInfo, PassReport, Signature,
                                     TokenizerEntry, Verification, Versions, WeightsInfo, new_manifest)
@@ -29,6 +30,7 @@ from slmc.graph.kv_cache_fit import fit_samples
 from slmc.cache.compile_step import CacheSession
 from slmc.driver import default_recipe
 from slmc.driver.compress import compress, trace_and_calibrate
+from slmc.driver.freed_memory import return_freed_memory
 from slmc.models.context_length import fit_context
 from slmc.models.memory_fit import check_compiled_weights, check_loaded_model
 from slmc.errors import ExecutionRequiredError, FieldProblem, InputError, RecipeError, VerificationError
@@ -187,10 +189,13 @@ def _check_model_fits_recipe(recipe: Recipe, spec: ModelSpec) -> None:
 
 
 def _write_weights(program: RelaxProgram, path: Path) -> WeightsInfo:
-    # 64-byte aligned, so the native runtime can hand TVM views of the memory-mapped file
-    save_aligned({name: np.ascontiguousarray(w) for name, w in zip(program.weight_names, program.weights)}, path)
-    return WeightsInfo(order=list(program.weight_names), count=len(program.weights), bytes=int(sum(w.nbytes for w in program.weights)),
-                       dtypes=sorted({str(w.dtype) for w in program.weights}))
+    # 64-byte aligned, so the runtimes can hand TVM views of the memory-mapped file; identical tensors stored once
+    tensors = {name: np.ascontiguousarray(w) for name, w in zip(program.weight_names, program.weights)}
+    aliases = identical_tensors(tensors)
+    stored = {name: w for name, w in tensors.items() if name not in aliases}
+    save_aligned(stored, path)
+    return WeightsInfo(order=list(program.weight_names), count=len(program.weights), bytes=int(sum(w.nbytes for w in stored.values())),
+                       dtypes=sorted({str(w.dtype) for w in program.weights}), aliases=aliases)
 
 
 def _onnx_recipe(recipe: Recipe, given: bool, example_inputs: Any, dynamic_shapes: Any) -> list[str]:
@@ -274,6 +279,10 @@ def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Reci
         if post_build is not None:
             post_build.write(staged.path)  # the backend's files (NPU: partition report + QDQ ONNX of the regions)
         weights = _write_weights(program, staged.path / WEIGHTS)
+        # from here on the weights are the file's: views of a mapping cost no memory until read, the
+        # arrays they replace (as large as the model) are freed before verification loads the artifact
+        program.weights = list(mapped_parameters(staged.path / WEIGHTS, weights.order, weights.aliases).values())
+        return_freed_memory()
         stored_tokenizer = save_tokenizer(tokenizer, staged.path)
         manifest = new_manifest(head, versions=_versions(), recipe=recipe.normalized(), target=target_desc, weights=weights,
                                 tokenizer=TokenizerEntry.model_validate(stored_tokenizer) if stored_tokenizer is not None else None,
@@ -395,6 +404,7 @@ def compile(  # noqa: A001 - the public name of the API
     t = time.perf_counter()
     progress.stage("lower")
     program = to_relax(final)
+    return_freed_memory()  # TVM's copies of the weights that prepack replaced
     progress.stage("build")
     executable = build(program, target_desc)
     timings["build"] = time.perf_counter() - t

@@ -14,15 +14,21 @@ call with ``P = 1`` (the empty cache) and every later token a call with ``T = 1`
 sit at positions ``P - 1 .. P + T - 2``. One graph (no zero-sized dims, which ``torch.export``
 cannot keep dynamic) means every pass runs once and prefill and decode share the same weights.
 Batch size is 1, as on a phone.
+
+``KVCacheSpec`` is numpy only: ``slmc.load`` uses it without importing torch (issue 22); the
+helpers that build or run torch tensors import torch when called.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 StepFunction = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 INPUT_NAMES = ("input_ids", "past_keys", "past_values")
@@ -49,6 +55,8 @@ class KVCacheSpec:
 
 def example_inputs(cache: KVCacheSpec, tokens: int = 8, past: int = 4, vocab: int = 256, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Example inputs for tracing: sizes above 1 so that ``torch.export`` keeps both dims symbolic."""
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     shape = (cache.layers, 1, cache.kv_heads, past, cache.head_dim)
     return (
@@ -59,6 +67,8 @@ def example_inputs(cache: KVCacheSpec, tokens: int = 8, past: int = 4, vocab: in
 
 
 def dynamic_shapes(cache: KVCacheSpec) -> tuple[dict[int, torch.export.Dim], ...]:
+    import torch
+
     tokens = torch.export.Dim("tokens", min=1, max=cache.max_context)
     past = torch.export.Dim("past", min=1, max=cache.max_context)
     return ({1: tokens}, {3: past}, {3: past})
@@ -66,6 +76,8 @@ def dynamic_shapes(cache: KVCacheSpec) -> tuple[dict[int, torch.export.Dim], ...
 
 def sink_causal_mask(new_tokens: int, past: int, device: torch.device | None = None) -> torch.Tensor:
     """``[T, P + T]`` additive mask: 0 where query i may attend key j, -inf elsewhere (and at the sink)."""
+    import torch
+
     key_pos = torch.arange(past + new_tokens, device=device)
     query_pos = torch.arange(new_tokens, device=device) + past
     allowed = (key_pos >= 1).unsqueeze(0) & (key_pos.unsqueeze(0) <= query_pos.unsqueeze(1))
@@ -74,6 +86,8 @@ def sink_causal_mask(new_tokens: int, past: int, device: torch.device | None = N
 
 def eager_step(module: torch.nn.Module) -> StepFunction:
     """A step function running a cache-contract module eagerly on numpy arrays."""
+    import torch
+
 
     def step(ids: np.ndarray, keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with torch.no_grad():

@@ -144,11 +144,13 @@ class _Rewrite(relax.PyExprMutator):
 
 
 def prepack(module: tvm.IRModule, weights: list[np.ndarray], num_inputs: int) -> tuple[tvm.IRModule, list[np.ndarray], int]:
-    """``module`` and ``weights`` with every only-relaid-out weight stored in its final layout; and how many."""
+    """``module`` and ``weights`` with every only-relaid-out weight stored in its final layout; and how many.
+
+    ``weights`` is updated in place (and returned): each replaced array is released as soon as its
+    relaid copy exists, so prepacking a model holds one weight twice at a time, not the whole model."""
     main = module["main"]
     graph = _Graph(main)
     params = list(main.params)
-    weights = list(weights)
     ends: dict[relax.Var, relax.Var] = {}
     tables: dict[relax.Var, relax.Var] = {}
     for index, param in enumerate(params[num_inputs:], start=num_inputs):

@@ -265,9 +265,9 @@ def machine_arch() -> str:
 
 @cache
 def _system_cpu() -> str:
-    import tvm
+    from slmc.spec.host_cpu import system_cpu
 
-    return str(tvm.target.codegen.llvm_get_system_cpu())
+    return system_cpu()
 
 
 @cache

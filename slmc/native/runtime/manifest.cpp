@@ -37,9 +37,15 @@ Manifest read_manifest(const std::string& artifact_dir) {
     if (cache->kind != Json::Kind::Object) r.bad("kv_cache", "an object");
     m.kv_cache = {r.positive(*cache, "kv_cache", "layers"), r.positive(*cache, "kv_cache", "kv_heads"),
                   r.positive(*cache, "kv_cache", "head_dim"), r.positive(*cache, "kv_cache", "max_context")};
-    const Json& order = r.field(r.object(root, "", "weights"), "weights", "order");
+    const Json& weights = r.object(root, "", "weights");
+    const Json& order = r.field(weights, "weights", "order");
     if (order.kind != Json::Kind::Array) r.bad("weights.order", "an array of names");
-    for (const Json& name : order.items) m.weight_order.push_back(r.text(name, "weights.order[]"));
+    const Json& aliases = r.object(weights, "weights", "aliases");  // parameter -> stored tensor of identical bytes
+    for (const Json& name : order.items) {
+        m.weight_order.push_back(r.text(name, "weights.order[]"));
+        const Json* stored = aliases.get(m.weight_order.back());
+        m.weight_stored.push_back(stored ? r.text(*stored, "weights.aliases." + m.weight_order.back()) : m.weight_order.back());
+    }
     const Json& outputs = r.field(r.object(root, "", "signature"), "signature", "outputs");
     if (outputs.kind != Json::Kind::Array || outputs.items.empty() || outputs.items[0].kind != Json::Kind::Object)
         r.bad("signature.outputs", "a non-empty array of outputs");

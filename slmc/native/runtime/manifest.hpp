@@ -1,5 +1,5 @@
 // The fields of an artifact's manifest.json the native runtime needs, read by their names
-// (format_version 3; see slmc/artifact/layout.py and slmc/graph/kv_cache.py for their meaning).
+// (format_version 4; see slmc/artifact/layout.py and slmc/graph/kv_cache.py for their meaning).
 #pragma once
 
 #include <cstdint>
@@ -9,7 +9,7 @@
 
 namespace slmc {
 
-constexpr int64_t kManifestFormatVersion = 3;
+constexpr int64_t kManifestFormatVersion = 4;
 
 struct FileEntry {
     std::string sha256;
@@ -24,6 +24,7 @@ struct Manifest {
     std::string path;                       // of manifest.json, for messages
     std::map<std::string, FileEntry> files;  // relative name -> hash and size
     std::vector<std::string> weight_order;   // weights.order: main's parameters after the inputs
+    std::vector<std::string> weight_stored;  // per weight_order entry, the tensor holding it (weights.aliases resolved)
     KVCacheShape kv_cache;
     int64_t vocab = 0;                       // signature.outputs[0].shape[2] (logits [1, T, V])
     std::string tokenizer_kind;              // tokenizer.kind

@@ -68,7 +68,7 @@ Session::Session(const std::string& artifact_dir) : dir_(artifact_dir) {
             throw FormatError(manifest_.path + ": field 'tokenizer.eos_token': \"" + manifest_.eos_token +
                               "\" is not a token of " + manifest_.tokenizer_file);
     }
-    MappedWeights weights = map_weights(weights_file, manifest_.weight_order);
+    MappedWeights weights = map_weights(weights_file, manifest_.weight_stored);
     copied_weights_ = weights.copied;
     model_ = std::make_unique<TvmModel>(dir_ + "/" + kLibrary, std::move(weights.tensors));
     reset();

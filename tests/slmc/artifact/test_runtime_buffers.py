@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import slmc
-from slmc.artifact.runtime import TVM_ALIGNMENT
+from slmc.artifact.tvm_runtime import TVM_ALIGNMENT
 
 
 def _step_twice(model, ids):

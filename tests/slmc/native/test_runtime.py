@@ -222,6 +222,26 @@ def test_an_unaligned_weight_file_of_older_artifacts_still_runs(runtime, artifac
     assert native_json(runtime, copy, PROMPTS[0])["tokens"] == native_json(runtime, artifact, PROMPTS[0])["tokens"]
 
 
+def test_a_weight_stored_under_another_name_is_read_through_weights_aliases(runtime, artifact, tmp_path):
+    """A parameter named in ``weights.aliases`` has no tensor of its own: the runtime reads the one it maps to."""
+    from slmc.artifact.aligned_safetensors import map_tensors, save_aligned
+
+    copy = tmp_path / "aliased"
+    shutil.copytree(artifact, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    order = manifest["weights"]["order"]
+    path = copy / "weights.safetensors"
+    tensors = {name: array.copy() for name, array in map_tensors(path, order).items()}
+    moved = order[-1]
+    tensors["stored_once"] = tensors.pop(moved)
+    save_aligned(tensors, path)
+    manifest["weights"]["aliases"] = {moved: "stored_once"}
+    manifest["files"]["weights.safetensors"] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert native_json(runtime, copy, PROMPTS[0])["tokens"] == native_json(runtime, artifact, PROMPTS[0])["tokens"]
+    assert slmc.load(copy).generate(PROMPTS[0], max_new_tokens=8) == slmc.load(artifact).generate(PROMPTS[0], max_new_tokens=8)
+
+
 def test_a_corrupted_weight_byte_is_refused_naming_the_file(runtime, artifact, tmp_path):
     copy = tmp_path / "corrupt"
     shutil.copytree(artifact, copy)

@@ -1,0 +1,107 @@
+"""TVM's runtime without its compiler: what ``slmc.load`` runs an artifact with.
+
+``import tvm`` loads ``libtvm_compiler.so`` (259 MB, with LLVM) besides ``libtvm_runtime.so``
+(3.4 MB), and ``import tvm_ffi`` imports torch when it is installed (for its optional torch
+interop; about 200 MB of RSS). Running a compiled artifact needs neither: the Relax VM, the module
+loader and tensors live in ``libtvm_runtime.so`` and ``libtvm_ffi.so``. This module reaches them
+through ``tvm_ffi`` alone (``tvm_ffi.load_module``, the VM's ``vm_load_executable`` /
+``vm_initialization``, ``tvm_ffi.from_dlpack``), as ``tvm.runtime.vm.VirtualMachine`` does, and:
+
+- loads ``libtvm_runtime.so`` from the installed apache-tvm package (found with
+  ``importlib.util.find_spec``, which does not import it), ``RTLD_GLOBAL`` as ``tvm.base`` does,
+  so a later ``import tvm`` in the same process (a compile after a load) finds it loaded and adds
+  the compiler as usual;
+- imports ``tvm_ffi`` with torch hidden when torch is not imported yet: tvm_ffi then skips its
+  torch fast paths for the life of the process (torch tensors still pass through DLPack's
+  ``__dlpack__``, as numpy arrays do). When torch is already imported nothing is hidden.
+
+Measured on this machine (issue 22): ``import tvm`` 400 MB RSS (torch 200 MB + the compiler
+library ~160 MB), ``TVM_USE_RUNTIME_LIB=1 import tvm`` 297 MB (torch still imported by tvm_ffi),
+this module about 40 MB.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+from slmc.errors import ArtifactError
+
+DLPACK_CPU = 1  # DLPack's kDLCPU; a device of an RPC session has another type (the session is encoded in it)
+POOLED_ALLOCATOR = 2  # tvm.runtime.vm.VirtualMachine.POOLED_ALLOCATOR, its default
+TVM_ALIGNMENT = 64  # bytes; TVM accepts (DLPack) only buffers aligned like its own allocations (kAllocAlignment)
+RUNTIME_LIBRARY = "libtvm_runtime.so"
+
+
+def tvm_ffi() -> Any:
+    """The ``tvm_ffi`` module, imported without torch if torch is not imported yet (module docstring)."""
+    if "tvm_ffi" in sys.modules:
+        return sys.modules["tvm_ffi"]
+    hide_torch = "torch" not in sys.modules
+    if hide_torch:
+        sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError meanwhile
+    try:
+        import tvm_ffi as module
+    finally:
+        if hide_torch:
+            del sys.modules["torch"]
+    return module
+
+
+_loaded: list[Any] = []  # the runtime library's handle, once loaded
+
+
+def _load_runtime_library() -> None:
+    """``libtvm_runtime.so`` of the installed apache-tvm, loaded once (already loaded if ``tvm`` is imported)."""
+    if _loaded or "tvm" in sys.modules:
+        return
+    tvm_ffi()  # libtvm_ffi.so first: the runtime library links against it
+    spec = importlib.util.find_spec("tvm")
+    if spec is None or not spec.submodule_search_locations:
+        raise ArtifactError("running an artifact needs TVM's runtime library: the apache-tvm package is not installed")
+    lib_dir = Path(next(iter(spec.submodule_search_locations))) / "lib"
+    from tvm_ffi.libinfo import load_lib_ctypes
+
+    try:
+        _loaded.append(load_lib_ctypes("tvm", "tvm_runtime", "RTLD_GLOBAL", extra_lib_paths=[lib_dir]))
+    except (RuntimeError, OSError) as exc:
+        raise ArtifactError(f"could not load TVM's runtime library {lib_dir / RUNTIME_LIBRARY}: {exc}") from exc
+
+
+def cpu() -> Any:
+    """The local CPU as a TVM device."""
+    _load_runtime_library()
+    return tvm_ffi().device("cpu", 0)
+
+
+def load_vm(library: Path, device: Any) -> Any:
+    """The Relax VM of the compiled library ``library`` on the local ``device`` (pooled allocator,
+    as ``tvm.runtime.vm.VirtualMachine(module, device)``); ``vm["main"]`` is the compiled function."""
+    _load_runtime_library()
+    module = tvm_ffi().load_module(str(library))
+    vm = module["vm_load_executable"]()
+    vm["vm_initialization"](device.dlpack_device_type(), device.index, POOLED_ALLOCATOR)
+    return vm
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any) -> Any:
+    """An uninitialized C-contiguous numpy array whose data starts on a ``TVM_ALIGNMENT`` boundary."""
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + TVM_ALIGNMENT, dtype=np.uint8)
+    return np.ndarray(shape, dtype, buffer=raw, offset=-raw.ctypes.data % TVM_ALIGNMENT)  # aligned even when empty
+
+
+def as_local_tensor(array: Any) -> Any:
+    """A TVM tensor of the CPU numpy ``array``: a view when TVM can take it as it is (C-contiguous,
+    writeable, 64-byte aligned, not empty), else a view of an aligned copy."""
+    ffi = tvm_ffi()
+    if array.size and array.flags.c_contiguous and array.flags.writeable and array.ctypes.data % TVM_ALIGNMENT == 0:
+        return ffi.from_dlpack(array, require_alignment=TVM_ALIGNMENT)
+    copy = aligned_empty(array.shape, array.dtype)
+    copy[...] = array
+    return ffi.from_dlpack(copy, require_alignment=TVM_ALIGNMENT)

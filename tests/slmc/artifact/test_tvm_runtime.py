@@ -1,0 +1,60 @@
+"""Generating with ``slmc.load`` needs neither torch nor TVM's compiler library (slmc.artifact.tvm_runtime)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+GENERATE = """
+import json, sys
+import slmc
+model = slmc.load(sys.argv[1])
+text = model.generate("hello", max_new_tokens=8)
+libraries = sorted({line.split()[-1].rsplit("/", 1)[-1] for line in open("/proc/self/maps") if "libtvm" in line})
+print(json.dumps({"text": text, "torch": "torch" in sys.modules, "tvm": "tvm" in sys.modules, "libraries": libraries}))
+"""
+
+
+def test_load_and_generate_import_neither_torch_nor_tvm_and_load_only_the_runtime_library(cached_compile):
+    done = subprocess.run([sys.executable, "-c", GENERATE, str(cached_compile.artifact)], capture_output=True, text=True,
+                          check=True)
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not seen["torch"] and not seen["tvm"], seen
+    assert "libtvm_runtime.so" in seen["libraries"] and "libtvm_compiler.so" not in seen["libraries"], seen
+    import slmc
+
+    assert seen["text"] == slmc.load(cached_compile.artifact).generate("hello", max_new_tokens=8)
+
+
+@pytest.mark.slow  # a second tiny-lm compile (in a subprocess)
+def test_the_compiler_still_loads_after_a_lean_load_in_the_same_process(cached_compile, tmp_path):
+    """A process that loads an artifact first (torch hidden from tvm_ffi) and then compiles."""
+    script = (
+        "import sys, slmc\n"
+        "model = slmc.load(sys.argv[1])\n"
+        "import torch, tvm\n"
+        "result = slmc.compile('tiny-lm', sys.argv[2], 'host', sys.argv[3])\n"
+        "print(result.verification.passed)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(cached_compile.artifact), str(cached_compile.recipe),
+                           str(tmp_path / "again")], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "True", done.stderr[-3000:]
+
+
+def test_local_tensors_are_views_when_aligned_and_aligned_copies_otherwise():
+    from slmc.artifact.tvm_runtime import TVM_ALIGNMENT, aligned_empty, as_local_tensor
+
+    aligned = aligned_empty((4, 16), np.float32)
+    aligned[...] = 1.5
+    assert np.from_dlpack(as_local_tensor(aligned)).ctypes.data == aligned.ctypes.data
+    unaligned = np.empty(65, np.float32)[1:].reshape(4, 16)
+    unaligned[...] = 2.5
+    copied = np.from_dlpack(as_local_tensor(unaligned))
+    assert copied.ctypes.data != unaligned.ctypes.data and copied.ctypes.data % TVM_ALIGNMENT == 0
+    np.testing.assert_array_equal(copied, unaligned)
+    empty = np.from_dlpack(as_local_tensor(np.zeros((0, 3), np.int64)))
+    assert empty.shape == (0, 3) and empty.dtype == np.int64
