@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from slmc.errors import NodeError
+from slmc.errors import InputError, NodeError
 from slmc.graph.ir import Graph
 from slmc.graph.vocabulary import find_vocabulary_tensors, restrict_vocabulary
 from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, register_pass
@@ -48,7 +48,7 @@ def vocab_trim(graph: Graph, config: VocabTrimConfig, context: PassContext) -> P
     before passes that quantize or factor the embedding or head.
     """
     if context.vocabulary is None:
-        raise NodeError("graph", "vocab_trim needs the model's tokenizer, and the model has none")
+        raise InputError("vocab_trim needs the model's Hugging Face BPE tokenizer (tokenizer.json), and the model has none")
     if VOCABULARY_META in graph.meta:
         raise NodeError("graph", "the vocabulary was trimmed by an earlier vocab_trim step; give one")
     found = find_vocabulary_tensors(graph)

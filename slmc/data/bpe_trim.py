@@ -156,8 +156,8 @@ def trimmed_tokenizer_json(data: dict[str, Any], kept: Sequence[int]) -> dict[st
     if missing:
         raise InputError(f"vocab_trim: required tokens {[vocab.tokens[i] for i in missing[:5]]} are not kept")
     out = copy.deepcopy(data)
-    added = {int(a["id"]) for a in data.get("added_tokens") or []}
-    out["model"]["vocab"] = {vocab.tokens[old]: new_id[old] for old in kept if old not in added}
+    in_model = {int(i) for i in data["model"]["vocab"].values()}  # added tokens may or may not be listed there too
+    out["model"]["vocab"] = {vocab.tokens[old]: new_id[old] for old in kept if old in in_model}
     ids = vocab.ids
     merges_as_strings = any(isinstance(m, str) for m in data["model"].get("merges") or [])
     kept_merges = [(a, b) for a, b in vocab.merges
@@ -182,3 +182,23 @@ def decompositions(vocab: BpeVocabulary, kept: Sequence[int]) -> dict[int, tuple
         return split(a) + split(b)
 
     return {t: split(t) for t in range(len(vocab.tokens)) if t not in keep}
+
+
+def retokenized(original: Sequence[str], trimmed: Sequence[str]) -> int:
+    """How many of the ``original`` tokens (strings) the trimmed tokenizer does not produce as they
+    were: those outside the longest matching blocks of the two sequences (difflib, no junk heuristic)."""
+    import difflib
+
+    matcher = difflib.SequenceMatcher(None, list(original), list(trimmed), autojunk=False)
+    return len(original) - sum(block.size for block in matcher.get_matching_blocks())
+
+
+def tokenization_change(original: Any, trimmed: Any, texts: Sequence[str]) -> dict[str, Any]:
+    """The share of ``texts``'s tokens (by ``original``, a ``HuggingFaceTokenizer``) that ``trimmed``
+    tokenizes differently, and the token counts of both."""
+    before = after = changed = 0
+    for text in texts:
+        a, b = original.tokens(text), trimmed.tokens(text)
+        before, after, changed = before + len(a), after + len(b), changed + retokenized(a, b)
+    return {"tokens_original": before, "tokens_trimmed": after, "retokenized_tokens": changed,
+            "retokenized_share": round(changed / before, 6) if before else 0.0}

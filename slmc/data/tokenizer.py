@@ -81,6 +81,10 @@ class HuggingFaceTokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=True)
 
+    def tokens(self, text: str) -> list[str]:
+        """The token strings of ``text`` (no special tokens)."""
+        return self._tok.encode(text, add_special_tokens=False).tokens
+
     def json(self) -> dict[str, Any]:
         """The parsed ``tokenizer.json``."""
         return json.loads(self.text)

@@ -14,6 +14,8 @@ import torch
 
 from slmc import progress
 from slmc.graph.kv_cache_fit import graph_kv_cache
+from slmc.data.bpe_trim import tokenization_change
+from slmc.data.texts import load_texts
 from slmc.frontend.calibration import load_calibration
 from slmc.frontend.vocabulary_source import trimmed_tokenizer, vocabulary_source
 from slmc.graph.ir import Graph, ModelSpec, check_graph, trace
@@ -77,10 +79,14 @@ def compress(spec: ModelSpec, recipe: Recipe, target: TargetDescriptor, timings:
     final, reports = run_passes(original, recipe.steps, context)
     check_op_coverage(final, target, "the recipe's passes")
     vocabulary = final.meta.get(VOCABULARY_META)
-    reference = original
+    reference, tokenizer = original, spec.tokenizer
     if vocabulary is not None:
         reference = restricted_copy(original, vocabulary)
         calibration = [vocabulary.translate_sample(tuple(sample)) for sample in calibration]
+        tokenizer = trimmed_tokenizer(spec.tokenizer, vocabulary)
+        if recipe.verify.text is not None:  # what the trim does to the evaluation text's tokens
+            report = next(r for r in reports if r["name"] == "vocab_trim")
+            report["stats"]["verify_text"] = tokenization_change(spec.tokenizer, tokenizer, load_texts(recipe.evaluation_text()))
     timings["passes"] = time.perf_counter() - t
     return Compressed(original, final, calibration, reports, graph_kv_cache(final, spec.kv_cache), reference,
-                      trimmed_tokenizer(spec.tokenizer, vocabulary))
+                      tokenizer)
