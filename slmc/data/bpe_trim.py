@@ -184,21 +184,21 @@ def decompositions(vocab: BpeVocabulary, kept: Sequence[int]) -> dict[int, tuple
     return {t: split(t) for t in range(len(vocab.tokens)) if t not in keep}
 
 
-def retokenized(original: Sequence[str], trimmed: Sequence[str]) -> int:
-    """How many of the ``original`` tokens (strings) the trimmed tokenizer does not produce as they
-    were: those outside the longest matching blocks of the two sequences (difflib, no junk heuristic)."""
-    import difflib
-
-    matcher = difflib.SequenceMatcher(None, list(original), list(trimmed), autojunk=False)
-    return len(original) - sum(block.size for block in matcher.get_matching_blocks())
+def retokenized(original: Sequence[tuple[str, ...]], trimmed: Sequence[tuple[str, ...]]) -> int:
+    """How many ``original`` tokens the trimmed tokenizer does not produce as they were: all tokens of
+    each pre-tokenized word (a tuple of token strings) it tokenizes differently. Both tokenizers
+    share the pre-tokenizer, so the words align one to one."""
+    if len(original) != len(trimmed):
+        raise ValueError(f"{len(original)} words against {len(trimmed)}: the pre-tokenizers differ")
+    return sum(len(a) for a, b in zip(original, trimmed) if a != b)
 
 
 def tokenization_change(original: Any, trimmed: Any, texts: Sequence[str]) -> dict[str, Any]:
     """The share of ``texts``'s tokens (by ``original``, a ``HuggingFaceTokenizer``) that ``trimmed``
-    tokenizes differently, and the token counts of both."""
+    tokenizes differently (whole words: ``retokenized``), and the token counts of both."""
     before = after = changed = 0
     for text in texts:
-        a, b = original.tokens(text), trimmed.tokens(text)
-        before, after, changed = before + len(a), after + len(b), changed + retokenized(a, b)
+        a, b = original.words(text), trimmed.words(text)
+        before, after, changed = before + sum(map(len, a)), after + sum(map(len, b)), changed + retokenized(a, b)
     return {"tokens_original": before, "tokens_trimmed": after, "retokenized_tokens": changed,
             "retokenized_share": round(changed / before, 6) if before else 0.0}

@@ -81,9 +81,18 @@ class HuggingFaceTokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=True)
 
-    def tokens(self, text: str) -> list[str]:
-        """The token strings of ``text`` (no special tokens)."""
-        return self._tok.encode(text, add_special_tokens=False).tokens
+    def words(self, text: str) -> list[tuple[str, ...]]:
+        """The token strings of ``text`` (no special tokens) grouped by pre-tokenized word."""
+        encoding = self._tok.encode(text, add_special_tokens=False)
+        words: list[tuple[str, ...]] = []
+        last = object()
+        for token, word in zip(encoding.tokens, encoding.word_ids):
+            if word is None or word != last:
+                words.append((token,))
+            else:
+                words[-1] += (token,)
+            last = word
+        return words
 
     def json(self) -> dict[str, Any]:
         """The parsed ``tokenizer.json``."""

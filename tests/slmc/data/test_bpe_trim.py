@@ -90,9 +90,10 @@ def test_decompositions_split_removed_tokens_into_kept_ones():
     assert all("".join(vocab.tokens[i] for i in parts) == vocab.tokens[t] for t, parts in split.items())
 
 
-def test_retokenized_counts_tokens_outside_matching_blocks():
-    assert retokenized(["de", "f", " parse"], ["de", "f", " parse"]) == 0
-    assert retokenized(["de", "f", " parse"], ["de", "f", " par", "se"]) == 1
+def test_retokenized_counts_the_tokens_of_words_tokenized_differently():
+    assert retokenized([("de", "f"), (" parse",)], [("de", "f"), (" parse",)]) == 0
+    assert retokenized([("de", "f"), (" parse",)], [("de", "f"), (" par", "se")]) == 1
+    assert retokenized([("de", "f"), (" parse",)], [("d", "e", "f"), (" parse",)]) == 2
     data = byte_level()
     kept = kept_ids(bpe_vocabulary(data), corpus(data, DOMAIN), None)
     original = HuggingFaceTokenizer(Path("trained/tokenizer.json"), text=json.dumps(data))
