@@ -31,7 +31,7 @@ import torch
 from slmc.graph.ir import Graph, ModelSpec
 from slmc.spec.recipe import Recipe
 from slmc.spec.target import TargetDescriptor
-from slmc.data.texts import TEXT_SETS
+from slmc.data.texts import is_text_set
 
 KEY_FORMAT = 1
 
@@ -69,9 +69,12 @@ def model_digest(spec: ModelSpec, original: Graph) -> str:
 def recipe_digest(recipe: Recipe) -> str:
     text = recipe.verify.text
     text_bytes = None
-    if text is not None and text not in TEXT_SETS:
+    if text is not None and not is_text_set(text):
         text_bytes = hashlib.sha256(recipe.resolve_path(text).read_bytes()).hexdigest()
-    return _json_digest({"recipe": recipe.normalized(), "evaluation_text": text_bytes})
+    pass_texts = {f"{i}.{key}": hashlib.sha256(recipe.resolve_path(value).read_bytes()).hexdigest()
+                  for i, step in enumerate(recipe.steps) for key, value in step.config.text_files().items()
+                  if not is_text_set(value)}
+    return _json_digest({"recipe": recipe.normalized(), "evaluation_text": text_bytes, **({"pass_texts": pass_texts} if pass_texts else {})})
 
 
 def tuning_digest(target: TargetDescriptor) -> str:

@@ -3,7 +3,9 @@
 ``stdlib-heldout``: the held-out modules of the fixture LM's split (``split.json`` beside the
 fixture checkpoint), re-read from this machine's Python standard library; one document per module.
 ``stdlib-train``: the training modules of that split (the fixture's training text, for
-calibration), likewise re-read; never a held-out module.
+calibration), likewise re-read; never a held-out module. ``stdlib-train/PACKAGE`` and
+``stdlib-heldout/PACKAGE`` (e.g. ``stdlib-train/email``): only the modules of one stdlib package,
+a domain corpus and its held-out text.
 """
 
 from __future__ import annotations
@@ -23,9 +25,15 @@ TEXT_SETS = {
 }
 
 
-def _stdlib_split(part: str) -> list[str]:
+def is_text_set(name: str | Path) -> bool:
+    """Whether ``name`` is a built-in text set (``TEXT_SETS``, or a split part of one package)."""
+    part, _, package = str(name).partition("/")
+    return str(name) in TEXT_SETS or (part in ("stdlib-train", "stdlib-heldout") and package.isidentifier())
+
+
+def _stdlib_split(part: str, package: str | None = None) -> list[str]:
     """The modules of one part (``train`` or ``heldout``) of the fixture LM's split, as this
-    machine's standard library has them."""
+    machine's standard library has them (only those of ``package`` when given)."""
     import sysconfig
     import tokenize
 
@@ -34,7 +42,11 @@ def _stdlib_split(part: str) -> list[str]:
         raise InputError(f"text set 'stdlib-{part}' needs the fixture LM's split.json, which is not installed")
     root = Path(sysconfig.get_paths()["stdlib"])
     texts = []
-    for rel in json.loads(split_file.read_text(encoding="utf-8"))[part]:
+    modules = [rel for rel in json.loads(split_file.read_text(encoding="utf-8"))[part]
+               if package is None or rel.startswith(f"{package}/")]
+    if not modules:
+        raise InputError(f"text set 'stdlib-{part}/{package}': the split has no {part} module in package '{package}'")
+    for rel in modules:
         path = root / rel
         if not path.is_file():
             raise InputError(f"text set 'stdlib-{part}': module {rel} is missing from this Python's stdlib ({root})")
@@ -69,6 +81,9 @@ def load_texts(ref: str | Path) -> list[str]:
         return _stdlib_split("heldout")
     if str(ref) == "stdlib-train":
         return _stdlib_split("train")
+    if is_text_set(ref) and "/" in str(ref):
+        part, package = str(ref).split("/", 1)
+        return _stdlib_split(part.removeprefix("stdlib-"), package)
     if str(ref) in ("stdlib-sentences-heldout", "stdlib-sentences-train"):
         return _docstring_sentences(_stdlib_split(str(ref).rsplit("-", 1)[1]))
     path = Path(ref)

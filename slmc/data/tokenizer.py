@@ -46,14 +46,18 @@ class HuggingFaceTokenizer:
 
     kind = "huggingface"
 
-    def __init__(self, tokenizer_json: Path, bos_token: str | None = None, eos_token: str | None = None):
+    def __init__(self, tokenizer_json: Path, bos_token: str | None = None, eos_token: str | None = None,
+                 text: str | None = None):
+        """``text``: the ``tokenizer.json`` content itself (a rewritten tokenizer); ``tokenizer_json``
+        then only names where it came from (its ``tokenizer_config.json`` is still read)."""
         from tokenizers import Tokenizer as _Tokenizer
 
         self.path = Path(tokenizer_json)
-        if self.path.suffix == ".gz":  # as stored in artifacts
-            self._tok = _Tokenizer.from_str(gzip.decompress(self.path.read_bytes()).decode("utf-8"))
-        else:
-            self._tok = _Tokenizer.from_file(str(self.path))
+        if text is None:
+            raw = self.path.read_bytes()
+            text = (gzip.decompress(raw) if self.path.suffix == ".gz" else raw).decode("utf-8")  # .gz: as in artifacts
+        self.text = text
+        self._tok = _Tokenizer.from_str(text)
         self._tok.no_padding()  # some tokenizer.json files (MiniLM's) pad every input to a fixed length
         self._tok.no_truncation()
         config = self.path.with_name("tokenizer_config.json")
@@ -77,6 +81,28 @@ class HuggingFaceTokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=True)
 
+    def words(self, text: str) -> list[tuple[str, ...]]:
+        """The token strings of ``text`` (no special tokens) grouped by pre-tokenized word."""
+        encoding = self._tok.encode(text, add_special_tokens=False)
+        words: list[tuple[str, ...]] = []
+        last = object()
+        for token, word in zip(encoding.tokens, encoding.word_ids):
+            if word is None or word != last:
+                words.append((token,))
+            else:
+                words[-1] += (token,)
+            last = word
+        return words
+
+    def json(self) -> dict[str, Any]:
+        """The parsed ``tokenizer.json``."""
+        return json.loads(self.text)
+
+    def rewritten(self, data: dict[str, Any]) -> HuggingFaceTokenizer:
+        """This tokenizer with ``tokenizer.json`` replaced by ``data`` (same bos/eos tokens)."""
+        return HuggingFaceTokenizer(self.path, self.bos_token, self.eos_token,
+                                    text=json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+
     def token_id(self, token: str) -> int | None:
         """The id of ``token`` (e.g. the EOS token's text), None if the vocabulary lacks it."""
         return self._tok.token_to_id(token)
@@ -96,9 +122,7 @@ def save_tokenizer(tokenizer: Any, artifact_dir: Path) -> dict[str, Any] | None:
     if isinstance(tokenizer, HuggingFaceTokenizer):
         target = artifact_dir / TOKENIZER_DIR
         target.mkdir(exist_ok=True)
-        data = tokenizer.path.read_bytes()
-        if tokenizer.path.suffix != ".gz":
-            data = gzip.compress(data, compresslevel=9, mtime=0)  # mtime 0: byte-identical artifacts
+        data = gzip.compress(tokenizer.text.encode("utf-8"), compresslevel=9, mtime=0)  # mtime 0: byte-identical artifacts
         (target / "tokenizer.json.gz").write_bytes(data)
         entry = {"kind": "huggingface", "file": f"{TOKENIZER_DIR}/tokenizer.json.gz", "bos_token": tokenizer.bos_token}
         if tokenizer.eos_token is not None:

@@ -121,8 +121,11 @@ def _versions() -> Versions:
 
 
 def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: Graph, original: Graph,
-                     calibration: list[tuple[torch.Tensor, ...]], spec: ModelSpec, final_cache: Any) -> Verification:
-    """``final_cache``: the compressed graph's KV cache (``spec.kv_cache`` is the original's).
+                     calibration: list[tuple[torch.Tensor, ...]], spec: ModelSpec, final_cache: Any,
+                     tokenizer: Any) -> Verification:
+    """``final_cache``: the compressed graph's KV cache (``spec.kv_cache`` is the original's);
+    ``original``: the original on the final graph's token ids, ``tokenizer`` the final graph's
+    (both differ from the model's after ``vocab_trim``: ``Compressed.reference``).
 
     The gates (compressed graph against the original, both eager) are measured here in every case;
     the artifact is compared with eager only where ``execution.runs``, else those checks are
@@ -142,7 +145,7 @@ def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: 
     recheck = save_reference(staged, samples, reference, settings.atol, settings.rtol)  # for slmc verify
     ids = None
     if settings.gates.max_perplexity_increase is not None:
-        ids = document_tokens(load_texts(recipe.evaluation_text()), spec.tokenizer, settings.max_eval_tokens)
+        ids = document_tokens(load_texts(recipe.evaluation_text()), tokenizer, settings.max_eval_tokens)
     update: dict[str, Any] = {"recheck": recheck}
     if tolerance_reason:
         update["tolerance"] = tolerance_reason
@@ -429,9 +432,9 @@ def compile(  # noqa: A001 - the public name of the API
         head = CompiledGraph.model_validate({**head.model_dump(), **post_build.manifest_entries()})
     result = _package(
         out_dir, executable, program, recipe, target_desc, head, timings, start, device,
-        verify=lambda staged, execution: _verify_artifact(staged, execution, recipe, final, original, calibration, spec,
-                                                                   compressed.kv_cache),
-        tokenizer=spec.tokenizer, post_build=post_build, require_execution=require_execution,
+        verify=lambda staged, execution: _verify_artifact(staged, execution, recipe, final, compressed.reference, calibration,
+                                                          spec, compressed.kv_cache, compressed.tokenizer),
+        tokenizer=compressed.tokenizer, post_build=post_build, require_execution=require_execution,
     )
     if cache is not None and result.artifact is not None:
         cache.record(result.artifact, result.manifest)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from slmc.artifact.layout import MANIFEST
-from slmc.data.texts import TEXT_SETS
+from slmc.data.texts import is_text_set
 from slmc.errors import InputError
 from slmc.graph.kv_cache import KVCacheSpec, StepFunction
 from slmc.models import HELDOUT_TEXTS
@@ -94,7 +94,7 @@ def open_subject(ref: str, recipe: str | None = None, target: str | None = None,
 
 def _heldout_text(model_name: str, verify_text: str | None) -> str | None:
     """The model's own held-out text, else the recipe's ``verify.text`` when it is a built-in text set."""
-    return HELDOUT_TEXTS.get(model_name) or (verify_text if verify_text in TEXT_SETS else None)
+    return HELDOUT_TEXTS.get(model_name) or (verify_text if is_text_set(verify_text) else None)
 
 
 def _compressed_subject(ref: str, recipe_ref: str, target_ref: str | None) -> Subject:
@@ -113,6 +113,6 @@ def _compressed_subject(ref: str, recipe_ref: str, target_ref: str | None) -> Su
     compressed = compress(spec, recipe, target)
     passes = ", ".join(step.name for step in recipe.steps) or "no passes"
     return Subject(f"eager model {spec.name} after {recipe.source} ({passes}) for {target.name}", spec.task,
-                   spec.tokenizer, compressed.kv_cache, eager_runner(compressed.final.module),
+                   compressed.tokenizer, compressed.kv_cache, eager_runner(compressed.final.module),
                    _heldout_text(spec.name, recipe.verify.text))
 

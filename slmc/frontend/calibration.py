@@ -18,7 +18,7 @@ import torch
 from slmc.errors import InputError
 from slmc.graph.ir import ModelSpec
 from slmc.spec.recipe import Recipe
-from slmc.data.texts import TEXT_SETS, load_texts, sentences
+from slmc.data.texts import is_text_set, load_texts, sentences
 
 Sample = tuple[torch.Tensor, ...]
 
@@ -133,9 +133,9 @@ def load_calibration(recipe: Recipe, spec: ModelSpec) -> list[Sample]:
     if cal is None:
         return []
     if cal.text is not None and spec.task == "embedding":
-        source = cal.text if cal.text in TEXT_SETS else recipe.resolve_path(cal.text)
+        source = cal.text if is_text_set(cal.text) else recipe.resolve_path(cal.text)
         return _sentence_samples(source, spec, cal.num_samples, cal.sequence_length, cal.seed)
-    if cal.text is not None and cal.text in TEXT_SETS:
+    if cal.text is not None and is_text_set(cal.text):
         return _text_set_samples(cal.text, spec, cal.num_samples, cal.sequence_length, cal.seed)
     if cal.text is not None:
         return _text_samples(recipe.resolve_path(cal.text), spec, cal.num_samples, cal.sequence_length)

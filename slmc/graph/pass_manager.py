@@ -16,7 +16,9 @@ from slmc import progress
 from slmc.graph.kv_cache_fit import fit_samples
 from slmc.errors import NodeError, PassError
 from slmc.graph.ir import Graph, check_graph
+from slmc.graph.vocabulary import restricted_copy
 from slmc.spec.pass_registry import PassContext, PassOutcome, PassStep, get_pass
+from slmc.spec.vocabulary import VOCABULARY_META
 
 # What a pass may raise for a bug or an unsupported graph; wrapped with the pass name, never swallowed.
 PASS_FAILURES = (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError)
@@ -49,6 +51,10 @@ def run_passes(graph: Graph, steps: Sequence[PassStep], context: PassContext) ->
             raise PassError(step.name, done, f"{type(exc).__name__}: {exc}") from exc
         seconds = time.perf_counter() - start
         graph = outcome.graph
+        if outcome.vocabulary is not None:  # later passes see token ids, and the original, in the trimmed vocabulary
+            graph.meta[VOCABULARY_META] = outcome.vocabulary
+            context = replace(context, calibration=[outcome.vocabulary.translate_sample(tuple(s)) for s in context.calibration],
+                              original=restricted_copy(context.original, outcome.vocabulary) if context.original else None)
         context = replace(context, calibration=fit_samples(graph, context.calibration))  # head pruning shrinks the cache
         reports.append(
             {

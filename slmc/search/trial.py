@@ -103,7 +103,7 @@ def _compress_and_measure(job: TrialJob) -> dict[str, Any]:
     fit_context(spec, recipe, target)
     result = compress(spec, recipe, target)
     subject = eager_runner(result.final.module)
-    docs = document_tokens(load_texts(job.text), spec.tokenizer, job.max_tokens)
+    docs = document_tokens(load_texts(job.text), result.tokenizer, job.max_tokens)
     cache = result.kv_cache or spec.kv_cache  # the compressed graph's own cache (head pruning shrinks it)
     quality = perplexity(lambda i, k, v: tuple(subject(i, k, v)), cache, docs, job.window, job.stride)
     out: dict[str, Any] = {
@@ -116,7 +116,7 @@ def _compress_and_measure(job: TrialJob) -> dict[str, Any]:
         "passes": [{"name": r["name"], "stats": {k: v for k, v in r["stats"].items() if k != "layers"}} for r in result.reports],
     }
     if job.with_cosine:
-        reference = eager_runner(result.original.module)
+        reference = eager_runner(result.reference.module)
         out["cosine"] = logit_cosine(lambda i, k, v: tuple(subject(i, k, v)), lambda i, k, v: tuple(reference(i, k, v)),
                                      cache, docs, job.window, job.stride, reference_cache=spec.kv_cache)
     out["seconds"] = round(time.perf_counter() - start, 2)

@@ -18,6 +18,7 @@ from slmc.spec.strict_model import StrictModel
 if TYPE_CHECKING:
     from slmc.graph.ir import Graph
     from slmc.spec.target import TargetDescriptor
+    from slmc.spec.vocabulary import VocabularyMap, VocabularySource
 
 
 class PassConfig(StrictModel):
@@ -30,6 +31,11 @@ class PassConfig(StrictModel):
     def needs_calibration(self) -> str | None:
         """Why these settings need the recipe's calibration data, or ``None`` (default: they don't)."""
         return None
+
+    def text_files(self) -> dict[str, str]:
+        """``{field: value}`` for each setting naming a UTF-8 text file (relative to the recipe) or a
+        built-in text set: the recipe checks that the file exists, the compile cache keys on its bytes."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -53,21 +59,25 @@ class Skip:
 
 @dataclass
 class PassOutcome:
-    """What a pass returns: the new graph, counters for the report, and what it skipped."""
+    """What a pass returns: the new graph, counters for the report, and what it skipped;
+    ``vocabulary``: the token ids a vocabulary-trimming pass kept (``slmc.spec.vocabulary``)."""
 
     graph: Graph
     stats: dict[str, Any] = field(default_factory=dict)
     skipped: list[Skip] = field(default_factory=list)
+    vocabulary: VocabularyMap | None = None
 
 
 @dataclass
 class PassContext:
     """What a pass may consult besides its graph: the target, the calibration samples and the
-    original (uncompressed) graph, e.g. as a distillation teacher (read-only: never modify it)."""
+    original (uncompressed) graph, e.g. as a distillation teacher (read-only: never modify it);
+    ``vocabulary``: the model's tokenizer, for passes over its vocabulary (None: it has none)."""
 
     target: TargetDescriptor
     calibration: Sequence[tuple[Any, ...]] = ()
     original: Graph | None = None
+    vocabulary: VocabularySource | None = None
 
 
 PassFunction = Callable[["Graph", PassConfig, PassContext], PassOutcome]

@@ -17,7 +17,7 @@ from slmc.errors import FieldProblem, RecipeError, RecipeTargetMismatchError, di
 from slmc.spec.pass_registry import PassStep, get_pass, order_problems, registered_passes
 from slmc.spec.strict_model import StrictModel, problems_from_validation
 from slmc.spec.target import TargetDescriptor
-from slmc.data.texts import TEXT_SETS
+from slmc.data.texts import is_text_set
 from slmc.spec.yaml_source import YamlDocument, YamlSyntaxError, parse_yaml, read_yaml
 
 
@@ -133,7 +133,7 @@ class Recipe:
         text = self.verify.text
         if text is None:
             raise ValueError("the recipe has no verify.text")
-        return text if text in TEXT_SETS else self.resolve_path(text)
+        return text if is_text_set(text) else self.resolve_path(text)
 
     def normalized(self) -> dict[str, Any]:
         """Every setting with defaults filled in: what the manifest records and the cache keys on."""
@@ -180,15 +180,18 @@ def _check_files(doc: YamlDocument, recipe: Recipe) -> list[FieldProblem]:
     cal = recipe.calibration
     if cal is not None:
         key = "text" if cal.text is not None else "tensors"
-        if cal.text not in TEXT_SETS:
+        if not is_text_set(cal.text):
             named.append((("calibration", key), cal.text if cal.text is not None else cal.tensors))
-    if recipe.verify.text is not None and recipe.verify.text not in TEXT_SETS:
+    if recipe.verify.text is not None and not is_text_set(recipe.verify.text):
         named.append((("verify", "text"), recipe.verify.text))
+    for i, step in enumerate(recipe.steps):
+        named.extend(((("passes", i, step.name, key)), value) for key, value in step.config.text_files().items()
+                     if not is_text_set(value))
     problems = []
     for key_path, value in named:
         path = recipe.resolve_path(value)
         if not path.is_file():
-            problems.append(FieldProblem(".".join(key_path), f"file not found: {path}", doc.line_of(key_path), value))
+            problems.append(FieldProblem(".".join(map(str, key_path)), f"file not found: {path}", doc.line_of(key_path), value))
     return problems
 
 
