@@ -27,6 +27,10 @@ import torch
 StepFunction = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 INPUT_NAMES = ("input_ids", "past_keys", "past_values")
 OUTPUT_NAMES = ("logits", "keys", "values")
+# The resident contract (slmc.schedules.resident_kv): the library function that appends to a cache it does not copy,
+#   resident_all(input_ids [1, T], cache_keys [L, 1, H_kv, M, D], cache_values, past: Shape([P]), *weights) -> logits [1, T, V]
+# writes the new keys/values at slots P .. P + T - 1 of the caches in place (M = max_context + 1, slot 0 the sink).
+RESIDENT_ALL = "resident_all"
 
 
 @dataclass(frozen=True)
