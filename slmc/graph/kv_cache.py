@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -87,11 +88,44 @@ def eager_step(module: torch.nn.Module) -> StepFunction:
     return step
 
 
-def prompt_logits(step: StepFunction, cache: KVCacheSpec, ids: np.ndarray) -> np.ndarray:
+@runtime_checkable
+class Decoder(Protocol):
+    """A model with its own KV cache: ``reset()`` empties it, ``feed(ids [1, T])`` appends ``T`` tokens
+    and returns their logits ``[1, T, V]``. An artifact of the resident contract is one without copies
+    (``slmc.artifact.runtime.CompiledModel.decoder``); ``CopyDecoder`` makes one of a step function."""
+
+    cache: KVCacheSpec
+
+    def reset(self) -> None: ...
+
+    def feed(self, ids: np.ndarray) -> np.ndarray: ...
+
+
+class CopyDecoder:
+    """A ``Decoder`` over a step function of the copy contract: it holds the cache the step returned."""
+
+    def __init__(self, step: StepFunction, cache: KVCacheSpec):
+        self.step, self.cache = step, cache
+        self.reset()
+
+    def reset(self) -> None:
+        self.keys, self.values = self.cache.empty()
+
+    def feed(self, ids: np.ndarray) -> np.ndarray:
+        logits, self.keys, self.values = self.step(ids, self.keys, self.values)
+        return logits
+
+
+def as_decoder(step: StepFunction | Decoder, cache: KVCacheSpec) -> Decoder:
+    """``step`` itself when it is a ``Decoder``, else a ``CopyDecoder`` over it."""
+    return step if isinstance(step, Decoder) else CopyDecoder(step, cache)
+
+
+def prompt_logits(step: StepFunction | Decoder, cache: KVCacheSpec, ids: np.ndarray) -> np.ndarray:
     """Logits ``[T, V]`` of a whole prompt in one prefill call from the empty cache."""
-    keys, values = cache.empty()
-    logits, _, _ = step(ids.reshape(1, -1).astype(np.int64), keys, values)
-    return logits[0]
+    decoder = as_decoder(step, cache)
+    decoder.reset()
+    return decoder.feed(ids.reshape(1, -1).astype(np.int64))[0]
 
 
 @dataclass
@@ -100,7 +134,7 @@ class Generation:
     step_logits: list[np.ndarray]
 
 
-def generate_greedy(step: StepFunction, cache: KVCacheSpec, prompt: list[int], max_new_tokens: int,
+def generate_greedy(step: StepFunction | Decoder, cache: KVCacheSpec, prompt: list[int], max_new_tokens: int,
                     stop_token: int | None = None) -> Generation:
     """Greedy decoding: one prefill call for the prompt, then one decode call per new token.
 
@@ -110,15 +144,16 @@ def generate_greedy(step: StepFunction, cache: KVCacheSpec, prompt: list[int], m
         raise ValueError("the prompt encodes to no tokens")
     if len(prompt) + max_new_tokens > cache.max_context:
         raise ValueError(f"prompt ({len(prompt)} tokens) + {max_new_tokens} new tokens exceed max_context {cache.max_context}")
-    keys, values = cache.empty()
-    logits, keys, values = step(np.asarray([prompt], dtype=np.int64), keys, values)
+    decoder = as_decoder(step, cache)
+    decoder.reset()
+    logits = decoder.feed(np.asarray([prompt], dtype=np.int64))
     tokens: list[int] = []
-    step_logits = [logits[0, -1]]
+    step_logits = [logits[0, -1].copy()]
     for _ in range(max_new_tokens):
         token = int(np.argmax(step_logits[-1]))
         tokens.append(token)
         if token == stop_token or len(tokens) == max_new_tokens:
             break
-        logits, keys, values = step(np.asarray([[token]], dtype=np.int64), keys, values)
-        step_logits.append(logits[0, -1])
+        logits = decoder.feed(np.asarray([[token]], dtype=np.int64))
+        step_logits.append(logits[0, -1].copy())  # a decoder may reuse its output buffer
     return Generation(tokens, step_logits)

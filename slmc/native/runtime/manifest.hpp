@@ -1,5 +1,5 @@
 // The fields of an artifact's manifest.json the native runtime needs, read by their names
-// (format_version 3; see slmc/artifact/layout.py and slmc/graph/kv_cache.py for their meaning).
+// (format_version 4; see slmc/artifact/layout.py and slmc/graph/kv_cache.py for their meaning).
 #pragma once
 
 #include <cstdint>
@@ -9,7 +9,7 @@
 
 namespace slmc {
 
-constexpr int64_t kManifestFormatVersion = 3;
+constexpr int64_t kManifestFormatVersion = 4;
 
 struct FileEntry {
     std::string sha256;
