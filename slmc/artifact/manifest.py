@@ -124,6 +124,8 @@ class KVCacheInfo(ManifestModel):
                     "[L, 1, H_kv, max_context + 1, D] in place (slmc.schedules.resident_kv); copy: only `main`, "
                     "which takes the whole cache in and returns a new one each step")
     reason: str | None = Field(None, description="why the cache is not resident (mode copy)")
+    last_position: bool = Field(False, description="the library also has `resident_last`: the logits of the last new "
+                                                    "token only, for generation (slmc.schedules.last_position)")
 
     def shape(self) -> dict[str, int]:
         """The cache's shape fields (``slmc.graph.kv_cache.KVCacheSpec``'s)."""

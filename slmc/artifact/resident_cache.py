@@ -1,7 +1,7 @@
 """The KV cache of an artifact of the resident contract: allocated once, appended to in place.
 
 The library's ``resident_all`` (``slmc.graph.kv_cache.RESIDENT_ALL``, built by
-``slmc.schedules.resident_kv``) takes the caches ``[L, 1, H_kv, max_context + 1, D]`` and the number
+``slmc.schedules.resident_kv``; ``resident_last`` the same for the last token's logits) takes the caches ``[L, 1, H_kv, max_context + 1, D]`` and the number
 of slots in use ``P`` (the sink slot 0 included), writes the new tokens' keys and values at slots
 ``P .. P + T - 1`` and returns their logits. ``ResidentCache`` owns both buffers: a step allocates
 nothing that grows with the context, and the buffers' shape never changes (TVM's pooled allocator
@@ -26,9 +26,9 @@ from slmc.graph.kv_cache import KVCacheSpec
 class ResidentCache:
     """A ``slmc.graph.kv_cache.Decoder`` over ``function`` (the library's ``resident_all``)."""
 
-    def __init__(self, function: Any, weights: list[Any], cache: KVCacheSpec, device: Any):
+    def __init__(self, function: Any, last: Any | None, weights: list[Any], cache: KVCacheSpec, device: Any):
         self.cache = cache
-        self._function, self._weights, self._device = function, weights, device
+        self._function, self._last, self._weights, self._device = function, last, weights, device
         shape = (cache.layers, 1, cache.kv_heads, cache.max_context + 1, cache.head_dim)
         self.keys = tvm.runtime.tensor(np.zeros(shape, dtype=np.float32), device)
         self.values = tvm.runtime.tensor(np.zeros(shape, dtype=np.float32), device)
@@ -44,8 +44,9 @@ class ResidentCache:
         """Forget every cached token (slots past the sink are overwritten before they are read again)."""
         self.length = 1
 
-    def feed(self, ids: np.ndarray) -> np.ndarray:
-        """Append ``ids`` (int64 ``[1, T]``) and return their logits ``[1, T, V]`` (a view of TVM's output)."""
+    def feed(self, ids: np.ndarray, last_only: bool = False) -> np.ndarray:
+        """Append ``ids`` (int64 ``[1, T]``) and return their logits ``[1, T, V]`` (a view of TVM's output);
+        ``last_only``: ``[1, 1, V]``, computed alone by the library's ``resident_last`` when it has one."""
         count = ids.shape[1]
         if count < 1 or self.tokens + count > self.cache.max_context:
             raise InputError(f"{self.tokens} cached + {count} new tokens exceed the artifact's max_context "
@@ -55,9 +56,10 @@ class ResidentCache:
             tokens = self._token
         else:
             tokens = tvm.runtime.tensor(np.ascontiguousarray(ids, dtype=np.int64), self._device)
-        logits = self._function(tokens, self.keys, self.values, tvm_ffi.Shape((self.length,)), *self._weights)
+        function = self._last if last_only and self._last is not None else self._function
+        logits = np.from_dlpack(function(tokens, self.keys, self.values, tvm_ffi.Shape((self.length,)), *self._weights))
         self.length += count
-        return np.from_dlpack(logits)
+        return logits[:, -1:] if last_only else logits
 
     def load(self, keys: np.ndarray, values: np.ndarray) -> None:
         """Replace the cache by a copy-contract cache ``[L, 1, H_kv, P, D]`` (the sink included)."""

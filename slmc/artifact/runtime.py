@@ -17,7 +17,7 @@ from slmc.artifact.sampling import check_sampling, next_token
 from slmc.artifact.layout import LIBRARY, WEIGHTS, intact_manifest
 from slmc.errors import ArtifactError, ArtifactNotRunnableError, InputError
 from slmc.artifact.resident_cache import ResidentCache
-from slmc.graph.kv_cache import RESIDENT_ALL, CopyDecoder, Decoder, KVCacheSpec
+from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST, CopyDecoder, Decoder, KVCacheSpec
 from slmc.data.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -85,7 +85,7 @@ class CompiledModel:
         stop_id = tokenizer.encode(stop)[0] if stop and len(tokenizer.encode(stop)) == 1 else None
         decoder = self.decoder()
         decoder.reset()
-        logits = decoder.feed(np.asarray([prompt], dtype=np.int64))
+        logits = decoder.feed(np.asarray([prompt], dtype=np.int64), last_only=True)
         tokens: list[int] = []
         shown = ""
         while len(tokens) < max_new_tokens:
@@ -98,7 +98,7 @@ class CompiledModel:
                 yield text[len(shown):]
                 shown = text
             if len(tokens) < max_new_tokens:
-                logits = decoder.feed(np.asarray([[token]], dtype=np.int64))
+                logits = decoder.feed(np.asarray([[token]], dtype=np.int64), last_only=True)
         text = tokenizer.decode(tokens)
         if len(text) > len(shown):
             yield text[len(shown):]
@@ -112,7 +112,8 @@ class CompiledModel:
         if not self.resident:
             return CopyDecoder(self.step, self.kv_cache)
         if self._resident is None:
-            self._resident = ResidentCache(self._vm[RESIDENT_ALL], self._weights, self.kv_cache, self._device)
+            last = self._vm[RESIDENT_LAST] if self.manifest.kv_cache.last_position else None
+            self._resident = ResidentCache(self._vm[RESIDENT_ALL], last, self._weights, self.kv_cache, self._device)
         return self._resident
 
     def reset(self) -> None:

@@ -105,6 +105,8 @@ def build(program: RelaxProgram, target: TargetDescriptor, kv_cache: KVCacheSpec
     program.scheduled = record.module
     program.tuning = record.tuning
     program.residency = record.residency
+    if record.residency is not None:
+        program.notes.extend(record.residency.notes())
     return executable
 
 

@@ -92,7 +92,8 @@ def _kv_cache_info(cache: KVCacheSpec | None, residency: Any) -> KVCacheInfo | N
         return None
     resident = residency is not None and residency.mode == "resident"
     return KVCacheInfo(**cache.to_json(), mode="resident" if resident else "copy",
-                       reason=None if resident else (residency.reason if residency is not None else "not built by slmc's pipeline"))
+                       reason=None if resident else (residency.reason if residency is not None else "not built by slmc's pipeline"),
+                       last_position=resident and residency.last_position is None)
 
 
 def _signature(graph: Graph) -> Signature:

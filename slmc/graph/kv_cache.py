@@ -32,6 +32,8 @@ OUTPUT_NAMES = ("logits", "keys", "values")
 #   resident_all(input_ids [1, T], cache_keys [L, 1, H_kv, M, D], cache_values, past: Shape([P]), *weights) -> logits [1, T, V]
 # writes the new keys/values at slots P .. P + T - 1 of the caches in place (M = max_context + 1, slot 0 the sink).
 RESIDENT_ALL = "resident_all"
+# The same with the logits of the last new token only, [1, 1, V] (generation), when the head could be isolated.
+RESIDENT_LAST = "resident_last"
 
 
 @dataclass(frozen=True)
@@ -91,14 +93,15 @@ def eager_step(module: torch.nn.Module) -> StepFunction:
 @runtime_checkable
 class Decoder(Protocol):
     """A model with its own KV cache: ``reset()`` empties it, ``feed(ids [1, T])`` appends ``T`` tokens
-    and returns their logits ``[1, T, V]``. An artifact of the resident contract is one without copies
+    and returns their logits ``[1, T, V]`` (``last_only``: ``[1, 1, V]``, the last token's, which a model
+    may compute alone). An artifact of the resident contract is one without copies
     (``slmc.artifact.runtime.CompiledModel.decoder``); ``CopyDecoder`` makes one of a step function."""
 
     cache: KVCacheSpec
 
     def reset(self) -> None: ...
 
-    def feed(self, ids: np.ndarray) -> np.ndarray: ...
+    def feed(self, ids: np.ndarray, last_only: bool = False) -> np.ndarray: ...
 
 
 class CopyDecoder:
@@ -111,9 +114,9 @@ class CopyDecoder:
     def reset(self) -> None:
         self.keys, self.values = self.cache.empty()
 
-    def feed(self, ids: np.ndarray) -> np.ndarray:
+    def feed(self, ids: np.ndarray, last_only: bool = False) -> np.ndarray:
         logits, self.keys, self.values = self.step(ids, self.keys, self.values)
-        return logits
+        return logits[:, -1:] if last_only else logits
 
 
 def as_decoder(step: StepFunction | Decoder, cache: KVCacheSpec) -> Decoder:
@@ -146,7 +149,7 @@ def generate_greedy(step: StepFunction | Decoder, cache: KVCacheSpec, prompt: li
         raise ValueError(f"prompt ({len(prompt)} tokens) + {max_new_tokens} new tokens exceed max_context {cache.max_context}")
     decoder = as_decoder(step, cache)
     decoder.reset()
-    logits = decoder.feed(np.asarray([prompt], dtype=np.int64))
+    logits = decoder.feed(np.asarray([prompt], dtype=np.int64), last_only=True)
     tokens: list[int] = []
     step_logits = [logits[0, -1].copy()]
     for _ in range(max_new_tokens):
@@ -154,6 +157,6 @@ def generate_greedy(step: StepFunction | Decoder, cache: KVCacheSpec, prompt: li
         tokens.append(token)
         if token == stop_token or len(tokens) == max_new_tokens:
             break
-        logits = decoder.feed(np.asarray([[token]], dtype=np.int64))
+        logits = decoder.feed(np.asarray([[token]], dtype=np.int64), last_only=True)
         step_logits.append(logits[0, -1].copy())  # a decoder may reuse its output buffer
     return Generation(tokens, step_logits)

@@ -36,7 +36,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.relax.utils import copy_with_new_vars
 from tvm.script import tirx as T
 
-from slmc.graph.kv_cache import RESIDENT_ALL, KVCacheSpec
+from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST, KVCacheSpec
 from slmc.schedules.attention_rewrite import SCORES, VALUES
 from slmc.schedules.kv_append import KIND as APPEND, LAYER_ATTR
 from slmc.schedules.rule import KERNEL_ATTR
@@ -54,6 +54,15 @@ class Residency:
     mode: str = "copy"
     reason: str = "the resident-cache rewrite did not run"
     layers: int = 0
+    last_position: str | None = None  # why resident_last is missing (None: built, or not resident at all)
+
+    def notes(self) -> list[str]:
+        """The outcome, for the manifest's lowering notes."""
+        if self.mode != "resident":
+            return [f"KV cache: copy contract ({self.reason})"]
+        last = (f"; no {RESIDENT_LAST}: {self.last_position}" if self.last_position
+                else f", {RESIDENT_LAST} computes the last token's logits only")
+        return [f"KV cache: resident, appended in place in {self.layers} layers ({RESIDENT_ALL}){last}"]
 
 
 def kv_write_func(cache: KVCacheSpec, layer: int, dtype: str) -> tirx.PrimFunc:
@@ -223,6 +232,16 @@ def resident_function(mod: tvm.IRModule, cache: KVCacheSpec) -> tuple[tvm.IRModu
     return out, len(rewriter.layers)
 
 
+def with_last_position(mod: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` with ``resident_last`` added (``slmc.schedules.last_position``); ``NotResident`` says why not."""
+    from slmc.schedules.last_position import last_position_function
+
+    out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
+    function = last_position_function(mod[RESIDENT_ALL], mod)
+    out[RESIDENT_LAST] = copy_with_new_vars(function.with_attr("global_symbol", RESIDENT_LAST))
+    return out
+
+
 def _users(func: relax.Function, params: list[relax.Var]) -> str:
     """The ops that still read ``params`` (for the reason in the manifest)."""
     found: list[str] = []
@@ -253,6 +272,10 @@ def resident_kv(residency: Residency) -> tvm.transform.Pass:
             residency.mode, residency.reason, residency.layers = "copy", str(exc), 0
             return mod
         residency.mode, residency.reason, residency.layers = "resident", "", layers
-        return out
+        try:
+            return with_last_position(out)
+        except NotResident as exc:
+            residency.last_position = str(exc)
+            return out
 
     return _pass

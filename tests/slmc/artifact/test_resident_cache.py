@@ -28,6 +28,7 @@ def model(tmp_path_factory):
 
 def test_the_artifact_records_the_resident_contract(model):
     assert model.manifest.kv_cache.mode == "resident" and model.manifest.kv_cache.reason is None
+    assert model.manifest.kv_cache.last_position  # generation computes the last token's logits only
     assert model.resident and model.decoder() is model.decoder()  # one cache, allocated once
 
 
@@ -77,3 +78,9 @@ def test_the_context_bound_is_an_input_error(model):
         decoder.feed(np.zeros((1, 1), dtype=np.int64))
     decoder.reset()
     assert decoder.feed(np.zeros((1, 1), dtype=np.int64)).shape == (1, 1, 256)
+    every = decoder.feed(np.arange(6, dtype=np.int64).reshape(1, 6))
+    decoder.reset()
+    decoder.feed(np.zeros((1, 1), dtype=np.int64))
+    last = decoder.feed(np.arange(6, dtype=np.int64).reshape(1, 6), last_only=True)
+    assert every.shape == (1, 6, 256) and last.shape == (1, 1, 256)
+    np.testing.assert_array_equal(last, every[:, -1:])

@@ -10,7 +10,7 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
-from slmc.graph.kv_cache import RESIDENT_ALL
+from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST
 from slmc.models import tiny_lm
 from slmc.schedules.attention_rewrite import attention_rewrite
 from slmc.schedules.kv_append import kv_append
@@ -79,3 +79,10 @@ def test_the_built_resident_step_equals_the_copy_contract(tiny, host_target):
         np.testing.assert_array_equal(resident, logits)  # measured: bit-identical (the same kernels, the same sums)
         np.testing.assert_array_equal(resident_k.numpy()[:, :, :, :keys.shape[3]], keys)
         np.testing.assert_array_equal(resident_v.numpy()[:, :, :, :values.shape[3]], values)
+    assert copy.residency.last_position is None  # the head was found: resident_last computes one row
+    head = copy.scheduled[RESIDENT_LAST].script()
+    assert "R.Tensor((1, 1, 256)" in head
+    ids = rng.integers(0, 256, (1, 9))
+    every = vm[RESIDENT_ALL](tvm.runtime.tensor(ids), resident_k, resident_v, tvm_ffi.Shape((1,)), *weights).numpy()
+    last = vm[RESIDENT_LAST](tvm.runtime.tensor(ids), resident_k, resident_v, tvm_ffi.Shape((1,)), *weights).numpy()
+    np.testing.assert_array_equal(last, every[:, -1:])  # measured: bit-identical
