@@ -44,6 +44,12 @@ class ResidentCache:
         """Forget every cached token (slots past the sink are overwritten before they are read again)."""
         self.length = 1
 
+    def truncate(self, tokens: int) -> None:
+        """Keep the first ``tokens`` cached tokens and forget the rest (e.g. to time a step at one context)."""
+        if not 0 <= tokens <= self.tokens:
+            raise InputError(f"cannot keep {tokens} tokens of a cache holding {self.tokens}")
+        self.length = tokens + 1
+
     def feed(self, ids: np.ndarray, last_only: bool = False) -> np.ndarray:
         """Append ``ids`` (int64 ``[1, T]``) and return their logits ``[1, T, V]`` (a view of TVM's output);
         ``last_only``: ``[1, 1, V]``, computed alone by the library's ``resident_last`` when it has one."""

@@ -42,8 +42,25 @@ def slmc_engine(spec: Any, recipe: Path, work: Path, linear_bytes: int) -> Engin
     ratio = manifest.weights.bytes / max(1, 4 * manifest.model.parameters)
     details = {"tuning": manifest.tuning, "schedule_notes": manifest.lowering_notes,
                "weights_bytes": manifest.weights.bytes, "verification_passed": manifest.verification.passed}
-    return Engine("slmc", lambda i, k, v: model.step(i, k, v)[0], int(linear_bytes * ratio),
-                  time.perf_counter() - start, details)
+    details["kv_cache"] = manifest.kv_cache.mode
+    step = _resident_step(model.decoder()) if model.resident else (lambda i, k, v: model.step(i, k, v)[0])
+    return Engine("slmc", step, int(linear_bytes * ratio), time.perf_counter() - start, details)
+
+
+def _resident_step(decoder: Any) -> Step:
+    """The copy contract's step over a resident cache (``slmc.artifact.resident_cache``) as a benchmark
+    uses it: a cache is copied in once when it is not the one copied in last, and each call appends
+    after its ``P`` slots (what a decode step at that context does), without copying it again."""
+    loaded: list[Any] = [None]
+
+    def step(ids: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+        if loaded[0] is not keys:
+            decoder.load(keys, values)
+            loaded[0] = keys
+        decoder.truncate(keys.shape[3] - 1)
+        return decoder.feed(ids)
+
+    return step
 
 
 def torch_engine(spec: Any, threads: int, linear_bytes: int) -> Engine:
