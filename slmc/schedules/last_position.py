@@ -24,7 +24,7 @@ from tvm import relax, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.tirx.analysis import undefined_vars
 
-from slmc.schedules.resident_kv import NotResident
+from slmc.schedules.not_resident import NotResident
 from slmc.schedules.rule import KERNEL_ATTR
 
 ELEMENTWISE = frozenset({"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.tanh", "relax.astype",

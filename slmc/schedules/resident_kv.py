@@ -39,6 +39,8 @@ from tvm.script import tirx as T
 from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST, KVCacheSpec
 from slmc.schedules.attention_rewrite import SCORES, VALUES
 from slmc.schedules.kv_append import KIND as APPEND, LAYER_ATTR
+from slmc.schedules.last_position import last_position_function
+from slmc.schedules.not_resident import NotResident
 from slmc.schedules.rule import KERNEL_ATTR
 
 WRITE = "kv_write"
@@ -100,10 +102,6 @@ def resident_values_te(probs: te.Tensor, cache: te.Tensor, layer: int, group: in
     return te.compute((heads, rows, cache.shape[4]),
                       lambda h, m, d: te.sum(probs[h, m, n] * cache[layer, 0, h // group, n, d], axis=n),
                       name="attention_values")
-
-
-class NotResident(Exception):
-    """The graph's use of the cache is not the pattern this pass rewrites (the message says where)."""
 
 
 def _kernel(mod: tvm.IRModule, call: relax.Expr) -> tuple[str | None, tirx.PrimFunc | None]:
@@ -234,8 +232,6 @@ def resident_function(mod: tvm.IRModule, cache: KVCacheSpec) -> tuple[tvm.IRModu
 
 def with_last_position(mod: tvm.IRModule) -> tvm.IRModule:
     """``mod`` with ``resident_last`` added (``slmc.schedules.last_position``); ``NotResident`` says why not."""
-    from slmc.schedules.last_position import last_position_function
-
     out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
     function = last_position_function(mod[RESIDENT_ALL], mod)
     out[RESIDENT_LAST] = copy_with_new_vars(function.with_attr("global_symbol", RESIDENT_LAST))

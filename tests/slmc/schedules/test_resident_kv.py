@@ -14,7 +14,8 @@ from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST
 from slmc.models import tiny_lm
 from slmc.schedules.attention_rewrite import attention_rewrite
 from slmc.schedules.kv_append import kv_append
-from slmc.schedules.resident_kv import NotResident, resident_function
+from slmc.schedules.not_resident import NotResident
+from slmc.schedules.resident_kv import resident_function
 
 
 @pytest.fixture(scope="module")
