@@ -25,7 +25,7 @@ from slmc.spec.target import TargetDescriptor
 # 2: every section typed (this module); optional sections and fields are written as null instead of left out
 # 3: verification says per check where it was measured (``GateResult.where``) and which checks did not run
 #    (``Verification.not_executed``); gates are measured on the host when the artifact is not executed
-# 4: weights.aliases: a parameter whose bytes equal another's is stored once (issue 22)
+# 4: weights.aliases: a parameter whose bytes equal another's is stored once (issue 22); kv_cache.mode/reason/last_position: the resident KV-cache contract
 FORMAT_VERSION = 4
 
 
@@ -114,12 +114,23 @@ class PassReport(ManifestModel):
 
 
 class KVCacheInfo(ManifestModel):
-    """The compiled graph's KV cache (causal LMs)."""
+    """The compiled graph's KV cache (causal LMs) and the contract the library follows (``slmc.graph.kv_cache``)."""
 
     layers: int
     kv_heads: int
     head_dim: int
     max_context: int
+    mode: Literal["resident", "copy"] = Field(
+        description="resident: the library also has `resident_all`, which appends to a cache allocated once "
+                    "[L, 1, H_kv, max_context + 1, D] in place (slmc.schedules.resident_kv); copy: only `main`, "
+                    "which takes the whole cache in and returns a new one each step")
+    reason: str | None = Field(None, description="why the cache is not resident (mode copy)")
+    last_position: bool = Field(False, description="the library also has `resident_last`: the logits of the last new "
+                                                    "token only, for generation (slmc.schedules.last_position)")
+
+    def shape(self) -> dict[str, int]:
+        """The cache's shape fields (``slmc.graph.kv_cache.KVCacheSpec``'s)."""
+        return {"layers": self.layers, "kv_heads": self.kv_heads, "head_dim": self.head_dim, "max_context": self.max_context}
 
 
 class ContextInfo(ManifestModel):

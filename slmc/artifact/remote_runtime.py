@@ -136,7 +136,10 @@ class RemoteModel(CompiledModel):
         self.inputs = self.manifest.signature.inputs
         self.outputs = self.manifest.signature.outputs
         cache = self.manifest.kv_cache
-        self.kv_cache = KVCacheSpec(**cache.model_dump()) if cache is not None else None
+        self.kv_cache = KVCacheSpec(**cache.shape()) if cache is not None else None
+        # over RPC `main` and the copy contract: a remote resident cache would need the stateful calls of
+        # _StatefulMain to carry the cache buffers and a shape argument (not done yet)
+        self.resident, self._resident = False, None
         tokenizer = self.manifest.tokenizer
         self._tokenizer_entry = tokenizer.model_dump() if tokenizer is not None else None
         self._session = connect(url, connect_timeout, session_timeout)

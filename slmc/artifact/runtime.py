@@ -21,7 +21,8 @@ from slmc.artifact.layout import LIBRARY, WEIGHTS, intact_manifest
 from slmc.artifact.weight_aliases import mapped_parameters
 from slmc.artifact.tvm_runtime import DLPACK_CPU, as_local_tensor, cpu, load_vm, tvm_ffi
 from slmc.errors import ArtifactError, ArtifactNotRunnableError, InputError
-from slmc.graph.kv_cache import KVCacheSpec
+from slmc.artifact.resident_cache import ResidentCache
+from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST, CopyDecoder, Decoder, KVCacheSpec
 from slmc.data.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -46,7 +47,9 @@ class CompiledModel:
         self._vm = load_vm(self.path / LIBRARY, self._device)
         self._weights = [as_local_tensor(a) for a in self.stored_weights().values()]
         cache = self.manifest.kv_cache
-        self.kv_cache = KVCacheSpec(**cache.model_dump()) if cache is not None else None
+        self.kv_cache = KVCacheSpec(**cache.shape()) if cache is not None else None
+        self.resident = cache is not None and cache.mode == "resident"  # the library has resident_all
+        self._resident: ResidentCache | None = None
         tokenizer = self.manifest.tokenizer
         self._tokenizer_entry = tokenizer.model_dump() if tokenizer is not None else None
 
@@ -90,8 +93,9 @@ class CompiledModel:
         rng = np.random.default_rng(seed)
         stop = self.manifest.tokenizer.eos_token if self.manifest.tokenizer is not None else None
         stop_id = tokenizer.encode(stop)[0] if stop and len(tokenizer.encode(stop)) == 1 else None
-        keys, values = self.kv_cache.empty()
-        logits, keys, values = self.step(np.asarray([prompt], dtype=np.int64), keys, values)
+        decoder = self.decoder()
+        decoder.reset()
+        logits = decoder.feed(np.asarray([prompt], dtype=np.int64), last_only=True)
         tokens: list[int] = []
         shown = ""
         while len(tokens) < max_new_tokens:
@@ -104,17 +108,43 @@ class CompiledModel:
                 yield text[len(shown):]
                 shown = text
             if len(tokens) < max_new_tokens:
-                logits, keys, values = self.step(np.asarray([[token]], dtype=np.int64), keys, values)
+                logits = decoder.feed(np.asarray([[token]], dtype=np.int64), last_only=True)
         text = tokenizer.decode(tokens)
         if len(text) > len(shown):
             yield text[len(shown):]
 
+    def decoder(self) -> Decoder:
+        """The model with its KV cache (``slmc.graph.kv_cache.Decoder``): for an artifact of the resident
+        contract the one cache this model allocated once (``reset()`` empties it), else the copy contract's
+        step with the cache it returns."""
+        if self.kv_cache is None:
+            raise InputError(f"artifact {self.path} is not a causal LM with a KV cache (task {self.manifest.task!r})")
+        if not self.resident:
+            return CopyDecoder(self.step, self.kv_cache)
+        if self._resident is None:
+            last = self._vm[RESIDENT_LAST] if self.manifest.kv_cache.last_position else None
+            self._resident = ResidentCache(self._vm[RESIDENT_ALL], last, self._weights, self.kv_cache, self._device)
+        return self._resident
+
+    def reset(self) -> None:
+        """Empty the resident KV cache (nothing to do under the copy contract)."""
+        if self._resident is not None:
+            self._resident.reset()
+
     def step(self, ids: np.ndarray, keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One call under the causal-LM cache contract (``slmc.graph.kv_cache``)."""
+        """One call under the causal-LM copy contract (``slmc.graph.kv_cache``). With a resident cache the
+        given cache is copied in and the grown one copied out (O(context) copies: for verification;
+        ``decoder()`` appends without them)."""
         if self.kv_cache is None:
             raise InputError(f"artifact {self.path} is not a causal LM with a KV cache (task {self.manifest.task!r})")
         logits, new_keys, new_values = self.run_numpy(ids, keys, values)
         return logits, new_keys, new_values
+
+    def _resident_step(self, ids: np.ndarray, keys: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
+        decoder = self.decoder()
+        decoder.load(keys, values)
+        logits = decoder.feed(ids)
+        return [logits, *decoder.snapshot()]
 
     @property
     def _dim_bounds(self) -> dict[str, tuple[int, int]]:
@@ -153,6 +183,8 @@ class CompiledModel:
         self._check_inputs(arrays)
         if self.kv_cache is not None:
             self._check_token_ids(arrays[0])
+        if self.resident:
+            return self._resident_step(*arrays)
         result = self._vm["main"](*[_as_tensor(a, self._device) for a in arrays], *self._weights)
         outs = list(result) if isinstance(result, (tvm_ffi().Array, list, tuple)) else [result]
         return [_as_numpy(o) for o in outs]

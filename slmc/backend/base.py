@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from slmc.artifact.manifest import Verification
     from slmc.backend.lowering import RelaxProgram
     from slmc.graph.ir import Graph
+    from slmc.schedules.resident_kv import Residency
     from slmc.spec.recipe import Recipe
     from slmc.spec.target import TargetDescriptor
 
@@ -36,12 +37,14 @@ if TYPE_CHECKING:
 @dataclass
 class PhaseInputs:
     """What a pipeline phase may use: the descriptor, its TVM target, the notes list schedules report
-    into (the manifest's lowering notes), and ``slmc_rules`` (False: dlight's rules only, for benchmarks)."""
+    into (the manifest's lowering notes), ``slmc_rules`` (False: dlight's rules only, for benchmarks), and
+    ``residency`` (a causal LM's cache, which the resident-cache rewrite records its outcome in; else None)."""
 
     target: TargetDescriptor
     tvm_target: tvm.target.Target
     notes: list[str] = field(default_factory=list)
     slmc_rules: bool = True
+    residency: Residency | None = None
 
 
 class PostBuild(Protocol):
@@ -83,7 +86,7 @@ class Backend(TargetKind):
 
     def legalize_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
         """Legalization and fusion; the default is slmc's (``fused_kernel_passes``)."""
-        return fused_kernel_passes()
+        return fused_kernel_passes(phase.residency)
 
     def schedule_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
         """Schedules for the fused kernels the tuning database left unscheduled."""
@@ -113,16 +116,20 @@ class Backend(TargetKind):
         return verification
 
 
-def fused_kernel_passes() -> list[tvm.transform.Pass]:
-    """slmc's legalization and fusion, shared by every kind: the KV cache append in place, TVM's
+def fused_kernel_passes(residency: Residency | None = None) -> list[tvm.transform.Pass]:
+    """slmc's legalization and fusion, shared by every kind: the KV cache append in place, the resident
+    cache function when ``residency`` is given (``slmc.schedules.resident_kv``: it needs attention
+    kernels that read the cache as it is, so a kind without ``attention_rewrite`` records why not), TVM's
     legalization with slmc's overrides (``slmc.backend.legalize_overrides``), then fusion."""
     from tvm import relax
 
     from slmc.backend.legalize_overrides import legalize_overrides
     from slmc.schedules.kv_append import kv_append
+    from slmc.schedules.resident_kv import resident_kv
 
     return [
         kv_append,  # each layer's KV append reads the stacked cache in place (slmc.schedules.kv_append)
+        *([resident_kv(residency)] if residency is not None else []),
         relax.transform.LegalizeOps(legalize_overrides()),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),

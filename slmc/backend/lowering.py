@@ -18,6 +18,7 @@ from tvm import relax
 
 from slmc.errors import BuildError, LoweringError, ToolchainError, exception_summary
 from slmc.graph.ir import Graph, export
+from slmc.graph.kv_cache import KVCacheSpec
 from slmc.backend.relax_pipeline import PipelineRecord, build_pipeline
 from slmc.schedules.prepack import prepack
 from slmc.backend.build_diagnosis import BUILD_FAILURES, PassTracker, build_error, tracking_passes
@@ -46,6 +47,7 @@ class RelaxProgram:
     notes: list[str] = field(default_factory=list)
     scheduled: tvm.IRModule | None = None  # set by build(): the module slmc's Relax pipeline produced
     tuning: dict | None = None  # set by build(): kernels scheduled from the tuning database (slmc.backend.tuning_db)
+    residency: Any = None  # set by build() for a causal LM: slmc.schedules.resident_kv.Residency (the cache contract built)
 
 
 def to_relax(graph: Graph) -> RelaxProgram:
@@ -96,13 +98,18 @@ def _host_view(tensor: Any) -> np.ndarray:
         return tensor.numpy()
 
 
-def build(program: RelaxProgram, target: TargetDescriptor, *, system_lib: bool = False) -> tvm.runtime.Executable:
-    """Compile the Relax module for the target with slmc's pipeline (scheduled kernels). ``system_lib``:
-    TVM's system-library form, whose objects register their symbols at start-up when linked into an
-    executable (the static runner: ``export_system_library``)."""
+def build(program: RelaxProgram, target: TargetDescriptor, kv_cache: KVCacheSpec | None = None, *,
+          system_lib: bool = False) -> tvm.runtime.Executable:
+    """Compile the Relax module for the target with slmc's pipeline (scheduled kernels). A causal LM's
+    ``kv_cache`` asks for the resident-cache function too (``slmc.schedules.resident_kv``); whether it was
+    built, or why not, is ``program.residency``. ``system_lib``: TVM's system-library form, whose objects
+    register their symbols at start-up when linked into an executable (the static runner:
+    ``export_system_library``)."""
+    from slmc.schedules.resident_kv import Residency
+
     tvm_target = target.tvm_target()
     target_database(target)  # a damaged tuning database is bad input (InputError), before TVM wraps it
-    record = PipelineRecord()
+    record = PipelineRecord(residency=Residency(kv_cache) if kv_cache is not None else None)
     passes = PassTracker()
     try:
         with deterministic_call_te(), tracking_passes(passes):
@@ -114,6 +121,9 @@ def build(program: RelaxProgram, target: TargetDescriptor, *, system_lib: bool =
     program.notes.extend(record.notes)
     program.scheduled = record.module
     program.tuning = record.tuning
+    program.residency = record.residency
+    if record.residency is not None:
+        program.notes.extend(record.residency.notes())
     return executable
 
 

@@ -9,6 +9,7 @@ fix TVM 0.27 bugs met on real models (``slmc.backend.legalize_overrides``), for 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import tvm
 
@@ -26,6 +27,7 @@ class PipelineRecord:
     module: tvm.IRModule | None = None
     unscheduled: tvm.IRModule | None = None  # fused kernels before scheduling (what `slmc tune` tunes)
     tuning: dict | None = None  # kernels scheduled from the tuning database (slmc.backend.tuning_db), for the manifest
+    residency: Any = None  # a causal LM's slmc.schedules.resident_kv.Residency: the cache in, the contract built out
 
 
 def build_pipeline(target: TargetDescriptor, tvm_target: tvm.target.Target,
@@ -41,7 +43,7 @@ def build_pipeline(target: TargetDescriptor, tvm_target: tvm.target.Target,
 
     @tvm.transform.module_pass(opt_level=0, name="slmc_build_pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        phase = PhaseInputs(target, tvm_target, record.notes, slmc_rules)
+        phase = PhaseInputs(target, tvm_target, record.notes, slmc_rules, record.residency)
         passes = (
             backend.library_dispatch_passes(phase)
             + backend.legalize_passes(phase)

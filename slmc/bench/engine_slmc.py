@@ -34,14 +34,31 @@ def prepare(prep: Preparation) -> dict[str, Any]:
     ratio = manifest.weights.bytes / max(1, 4 * manifest.model.parameters)
     return {**prep.common(), "artifact": str(prep.artifact()), "weights_file_bytes": manifest.weights.bytes,
             "weight_bytes": int(prep.linear_bytes * ratio), "verification_passed": manifest.verification.passed,
-            "tuning": manifest.tuning}
+            "tuning": manifest.tuning, "kv_cache": manifest.kv_cache.mode if manifest.kv_cache else None}
 
 
 def open_timer(info: dict[str, Any], policy: ThreadPolicy) -> StepTimer:
     import slmc
 
     model = slmc.load(info["artifact"])
-    return StepTimer(lambda i, k, v: model.step(i, k, v)[0], KVCacheSpec(**info["kv"]), _tvm_threading(policy))
+    step = _resident_step(model.decoder()) if model.resident else (lambda i, k, v: model.step(i, k, v)[0])
+    return StepTimer(step, KVCacheSpec(**info["kv"]), _tvm_threading(policy))
+
+
+def _resident_step(decoder: Any) -> Any:
+    """The copy contract's step over a resident cache (``slmc.artifact.resident_cache``) as a benchmark
+    uses it: a cache is copied in once when it is not the one copied in last, and each call appends
+    after its ``P`` slots (what a decode step at that context does), without copying it again."""
+    loaded: list[Any] = [None]
+
+    def step(ids: Any, keys: Any, values: Any) -> Any:
+        if loaded[0] is not keys:
+            decoder.load(keys, values)
+            loaded[0] = keys
+        decoder.truncate(keys.shape[3] - 1)
+        return decoder.feed(ids)
+
+    return step
 
 
 def prepare_native(prep: Preparation) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from slmc.verify.decode_speed import measure_decode_speed, not_measured as speed
 from slmc.verify.evaluation import document_tokens
 from slmc.data.texts import load_texts
 from slmc.graph.ir import Graph, ModelSpec
-from slmc.graph.kv_cache import eager_step
+from slmc.graph.kv_cache import KVCacheSpec, eager_step
 from slmc.backend.lowering import RelaxProgram, build, export_library, to_relax
 from slmc.frontend.model_source import load_model
 from slmc.models import DEFAULT_MODEL
@@ -85,6 +85,17 @@ class CompileResult:
 def default_output_dir(model_name: str, target: TargetDescriptor) -> Path:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name).strip("_") or "model"
     return Path("slmc-out") / f"{safe}-{target.name}"
+
+
+def _kv_cache_info(cache: KVCacheSpec | None, residency: Any) -> KVCacheInfo | None:
+    """The manifest's ``kv_cache``: the compressed graph's cache and the contract the build gave it
+    (``residency``: ``slmc.schedules.resident_kv.Residency``, the outcome of the resident-cache rewrite)."""
+    if cache is None:
+        return None
+    resident = residency is not None and residency.mode == "resident"
+    return KVCacheInfo(**cache.to_json(), mode="resident" if resident else "copy",
+                       reason=None if resident else (residency.reason if residency is not None else "not built by slmc's pipeline"),
+                       last_position=resident and residency.last_position is None)
 
 
 def _signature(graph: Graph) -> Signature:
@@ -168,15 +179,15 @@ def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: 
         report = verification_report(settings, reference, actual, original_out, how)
         update.update(device=execution.device, execution=execution.record())
         if spec.task == "causal-lm":
-            decode = decode_comparison(model.step, eager_step(final.module), final_cache, settings)
+            decode = decode_comparison(model.decoder(), eager_step(final.module), final_cache, settings)
             update.update(decode=decode, passed=report.passed and decode.within_tolerance,
                           how=f"{report.how}; greedy decode of {decode.steps} tokens through the KV cache compared step by step")
-            update["speed"] = (measure_decode_speed(model.step, final_cache, eager_step(original.module), spec.kv_cache,
+            update["speed"] = (measure_decode_speed(model.decoder(), final_cache, eager_step(original.module), spec.kv_cache,
                                                     int(model.outputs[0].shape[-1]))
                                if execution.device is None else
                                speed_not_measured(f"executed on {execution.device}, not on this host"))
         if ids is not None:
-            update["perplexity"], gate = perplexity_gate(model.step, eager_step(original.module), final_cache, ids, settings,
+            update["perplexity"], gate = perplexity_gate(model.decoder(), eager_step(original.module), final_cache, ids, settings,
                                                          original_cache=spec.kv_cache)
             update.update(gates=[*report.gates, gate], passed=update.get("passed", report.passed) and gate.passed)
     return report.model_copy(update=update)
@@ -409,7 +420,7 @@ def compile(  # noqa: A001 - the public name of the API
     program = to_relax(final)
     return_freed_memory()  # TVM's copies of the weights that prepack replaced
     progress.stage("build")
-    executable = build(program, target_desc)
+    executable = build(program, target_desc, compressed.kv_cache)
     timings["build"] = time.perf_counter() - t
     post_build = backend_for(target_desc).after_build(final, program.module, target_desc, calibration)
 
@@ -424,7 +435,7 @@ def compile(  # noqa: A001 - the public name of the API
         tuning=program.tuning,  # None, or which kernels the tuning database scheduled (slmc.backend.tuning_db)
         task=spec.task,
         # the compressed graph's cache
-        kv_cache=KVCacheInfo.model_validate(compressed.kv_cache.to_json()) if compressed.kv_cache is not None else None,
+        kv_cache=_kv_cache_info(compressed.kv_cache, program.residency),
         context=ContextInfo.model_validate(context) if context is not None else None,
         recipe_choice=choice.note if choice is not None else None,
     )

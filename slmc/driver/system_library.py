@@ -49,4 +49,20 @@ def system_library_objects(artifact: Path, manifest: Manifest, directory: Path) 
     progress.stage("lower")
     program = to_relax(compressed.final)
     progress.stage("build")
-    return export_system_library(build(program, target, system_lib=True), target, directory)
+    executable = build(program, target, compressed.kv_cache, system_lib=True)
+    _check_same_cache_contract(artifact, manifest, program.residency)
+    return export_system_library(executable, target, directory)
+
+
+def _check_same_cache_contract(artifact: Path, manifest: Manifest, residency: object) -> None:
+    """The rebuilt library must offer the functions the manifest's KV-cache contract names (the runner
+    calls ``resident_all``/``resident_last`` for a resident artifact, ``main`` otherwise)."""
+    recorded = manifest.kv_cache
+    if recorded is None:
+        return
+    mode = getattr(residency, "mode", "copy")
+    last = mode == "resident" and getattr(residency, "last_position", None) is None
+    if (mode, last) != (recorded.mode, recorded.last_position):
+        raise VerificationError(f"rebuilding {artifact}'s model as a system library gave the KV-cache contract {mode} "
+                                f"(last position only: {last}), the manifest records {recorded.mode} (last position only: "
+                                f"{recorded.last_position}) in field kv_cache: compile the artifact again")

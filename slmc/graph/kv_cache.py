@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -33,6 +33,12 @@ if TYPE_CHECKING:
 StepFunction = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 INPUT_NAMES = ("input_ids", "past_keys", "past_values")
 OUTPUT_NAMES = ("logits", "keys", "values")
+# The resident contract (slmc.schedules.resident_kv): the library function that appends to a cache it does not copy,
+#   resident_all(input_ids [1, T], cache_keys [L, 1, H_kv, M, D], cache_values, past: Shape([P]), *weights) -> logits [1, T, V]
+# writes the new keys/values at slots P .. P + T - 1 of the caches in place (M = max_context + 1, slot 0 the sink).
+RESIDENT_ALL = "resident_all"
+# The same with the logits of the last new token only, [1, 1, V] (generation), when the head could be isolated.
+RESIDENT_LAST = "resident_last"
 
 
 @dataclass(frozen=True)
@@ -97,11 +103,45 @@ def eager_step(module: torch.nn.Module) -> StepFunction:
     return step
 
 
-def prompt_logits(step: StepFunction, cache: KVCacheSpec, ids: np.ndarray) -> np.ndarray:
+@runtime_checkable
+class Decoder(Protocol):
+    """A model with its own KV cache: ``reset()`` empties it, ``feed(ids [1, T])`` appends ``T`` tokens
+    and returns their logits ``[1, T, V]`` (``last_only``: ``[1, 1, V]``, the last token's, which a model
+    may compute alone). An artifact of the resident contract is one without copies
+    (``slmc.artifact.runtime.CompiledModel.decoder``); ``CopyDecoder`` makes one of a step function."""
+
+    cache: KVCacheSpec
+
+    def reset(self) -> None: ...
+
+    def feed(self, ids: np.ndarray, last_only: bool = False) -> np.ndarray: ...
+
+
+class CopyDecoder:
+    """A ``Decoder`` over a step function of the copy contract: it holds the cache the step returned."""
+
+    def __init__(self, step: StepFunction, cache: KVCacheSpec):
+        self.step, self.cache = step, cache
+        self.reset()
+
+    def reset(self) -> None:
+        self.keys, self.values = self.cache.empty()
+
+    def feed(self, ids: np.ndarray, last_only: bool = False) -> np.ndarray:
+        logits, self.keys, self.values = self.step(ids, self.keys, self.values)
+        return logits[:, -1:] if last_only else logits
+
+
+def as_decoder(step: StepFunction | Decoder, cache: KVCacheSpec) -> Decoder:
+    """``step`` itself when it is a ``Decoder``, else a ``CopyDecoder`` over it."""
+    return step if isinstance(step, Decoder) else CopyDecoder(step, cache)
+
+
+def prompt_logits(step: StepFunction | Decoder, cache: KVCacheSpec, ids: np.ndarray) -> np.ndarray:
     """Logits ``[T, V]`` of a whole prompt in one prefill call from the empty cache."""
-    keys, values = cache.empty()
-    logits, _, _ = step(ids.reshape(1, -1).astype(np.int64), keys, values)
-    return logits[0]
+    decoder = as_decoder(step, cache)
+    decoder.reset()
+    return decoder.feed(ids.reshape(1, -1).astype(np.int64))[0]
 
 
 @dataclass
@@ -110,7 +150,7 @@ class Generation:
     step_logits: list[np.ndarray]
 
 
-def generate_greedy(step: StepFunction, cache: KVCacheSpec, prompt: list[int], max_new_tokens: int,
+def generate_greedy(step: StepFunction | Decoder, cache: KVCacheSpec, prompt: list[int], max_new_tokens: int,
                     stop_token: int | None = None) -> Generation:
     """Greedy decoding: one prefill call for the prompt, then one decode call per new token.
 
@@ -120,15 +160,16 @@ def generate_greedy(step: StepFunction, cache: KVCacheSpec, prompt: list[int], m
         raise ValueError("the prompt encodes to no tokens")
     if len(prompt) + max_new_tokens > cache.max_context:
         raise ValueError(f"prompt ({len(prompt)} tokens) + {max_new_tokens} new tokens exceed max_context {cache.max_context}")
-    keys, values = cache.empty()
-    logits, keys, values = step(np.asarray([prompt], dtype=np.int64), keys, values)
+    decoder = as_decoder(step, cache)
+    decoder.reset()
+    logits = decoder.feed(np.asarray([prompt], dtype=np.int64), last_only=True)
     tokens: list[int] = []
-    step_logits = [logits[0, -1]]
+    step_logits = [logits[0, -1].copy()]
     for _ in range(max_new_tokens):
         token = int(np.argmax(step_logits[-1]))
         tokens.append(token)
         if token == stop_token or len(tokens) == max_new_tokens:
             break
-        logits, keys, values = step(np.asarray([[token]], dtype=np.int64), keys, values)
-        step_logits.append(logits[0, -1])
+        logits = decoder.feed(np.asarray([[token]], dtype=np.int64), last_only=True)
+        step_logits.append(logits[0, -1].copy())  # a decoder may reuse its output buffer
     return Generation(tokens, step_logits)

@@ -33,6 +33,7 @@ from typing import Any
 import tvm
 import tvm_ffi
 from tvm import relax, te, tirx
+from tvm.sym.analyzer import Analyzer
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from slmc.schedules.rule import KERNEL_ATTR
@@ -51,10 +52,11 @@ def _shape(expr: relax.Expr) -> list[Any] | None:
 
 
 def same_size(a: Any, b: Any) -> bool:
-    """Two sizes are the same constant, or structurally the same symbolic expression."""
+    """Two sizes are the same constant, or symbolic expressions provably equal (``p + t`` is ``t + p``:
+    TVM's import writes a cache length either way round)."""
     if isinstance(a, (int, tirx.IntImm)) or isinstance(b, (int, tirx.IntImm)):
         return isinstance(a, (int, tirx.IntImm)) and isinstance(b, (int, tirx.IntImm)) and int(a) == int(b)
-    return tvm_ffi.structural_equal(a, b)
+    return tvm_ffi.structural_equal(a, b) or Analyzer().can_prove_equal(a, b)
 
 
 def _same_shape(a: list[Any] | None, b: list[Any] | None) -> bool:

@@ -11,7 +11,7 @@ entire KV cache per step. This pass replaces the pair by one kernel::
 
 which is the definition of that concatenation of that slice (exact: the same elements, copied
 once). Anything else (another axis, a non-constant layer, a slice not along the stacking axis) is
-left as it is. The kernel carries ``slmc.kernel = kv_append``; the CPU ``Fallback`` rule
+left as it is. The kernel carries ``slmc.kernel = kv_append`` and its layer (``slmc.kv_layer``); the CPU ``Fallback`` rule
 vectorizes and parallelizes it like any elementwise kernel.
 """
 
@@ -25,6 +25,7 @@ from tvm import relax, te, tirx
 from slmc.schedules.rule import KERNEL_ATTR
 
 KIND = "kv_append"
+LAYER_ATTR = "slmc.kv_layer"  # the layer a kv_append kernel reads (slmc.schedules.resident_kv finds it there)
 _TAKE = tvm.ir.Op.get("relax.take")
 _CONCAT = tvm.ir.Op.get("relax.concat")
 
@@ -83,7 +84,7 @@ class _Rewrite(relax.PyExprMutator):
         stacked, layer = found
         self.count += 1
         return self.builder_.call_te(kv_append_te, stacked, new, layer, primfunc_name_hint=KIND,
-                                     primfunc_attrs={KERNEL_ATTR: KIND})
+                                     primfunc_attrs={KERNEL_ATTR: KIND, LAYER_ATTR: layer})
 
 
 @tvm.transform.module_pass(opt_level=0, name="slmc_kv_append")

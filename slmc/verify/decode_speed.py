@@ -15,23 +15,24 @@ import numpy as np
 import torch
 
 from slmc.artifact.manifest import DecodeSpeed
-from slmc.graph.kv_cache import KVCacheSpec, StepFunction, generate_greedy
+from slmc.graph.kv_cache import Decoder, KVCacheSpec, StepFunction, as_decoder, generate_greedy
 
 PROMPT_TOKENS = 16
 NEW_TOKENS = 32
 REPEATS = 2
 
 
-def _tokens_per_second(step: StepFunction, cache: KVCacheSpec, prompt: list[int], new_tokens: int) -> float:
+def _tokens_per_second(step: StepFunction | Decoder, cache: KVCacheSpec, prompt: list[int], new_tokens: int) -> float:
     """Best of ``REPEATS`` greedy runs: decode tokens per second, the prefill call excluded."""
     best = float("inf")
+    decoder = as_decoder(step, cache)
     for _ in range(REPEATS):
-        keys, values = cache.empty()
-        _, keys, values = step(np.asarray([prompt], dtype=np.int64), keys, values)
+        decoder.reset()
+        decoder.feed(np.asarray([prompt], dtype=np.int64), last_only=True)
         token = np.asarray([[prompt[-1]]], dtype=np.int64)
         start = time.perf_counter()
         for _ in range(new_tokens):
-            logits, keys, values = step(token, keys, values)
+            logits = decoder.feed(token, last_only=True)
             token = np.asarray([[int(np.argmax(logits[0, -1]))]], dtype=np.int64)
         best = min(best, time.perf_counter() - start)
     return new_tokens / best
@@ -48,7 +49,7 @@ def _single_threaded(measure: Callable[[], float]) -> float:
         torch.set_num_threads(threads)
 
 
-def measure_decode_speed(artifact_step: StepFunction, artifact_cache: KVCacheSpec, original_step: StepFunction,
+def measure_decode_speed(artifact_step: StepFunction | Decoder, artifact_cache: KVCacheSpec, original_step: StepFunction,
                          original_cache: KVCacheSpec, vocab: int) -> DecodeSpeed:
     """Decode tokens/s of both; a context too short for the measurement gives ``measured`` false.
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from slmc import progress
 from slmc.errors import InputError
-from slmc.graph.kv_cache import KVCacheSpec, StepFunction, prompt_logits
+from slmc.graph.kv_cache import Decoder, KVCacheSpec, StepFunction, prompt_logits
 
 
 def windows(num_tokens: int, window: int, stride: int) -> Iterator[tuple[int, int, int]]:
@@ -63,7 +63,7 @@ def _bounded(cache: KVCacheSpec, window: int, stride: int) -> tuple[int, int]:
     return bounded, stride if bounded == window else min(stride, bounded - 1)
 
 
-def perplexity(step: StepFunction, cache: KVCacheSpec, documents: Sequence[np.ndarray], window: int, stride: int) -> dict[str, Any]:
+def perplexity(step: StepFunction | Decoder, cache: KVCacheSpec, documents: Sequence[np.ndarray], window: int, stride: int) -> dict[str, Any]:
     """Token-weighted perplexity over ``documents`` (token id arrays, each evaluated on its own)."""
     window, stride = _bounded(cache, window, stride)
     nll, count = 0.0, 0
@@ -77,7 +77,7 @@ def perplexity(step: StepFunction, cache: KVCacheSpec, documents: Sequence[np.nd
             "documents": len(documents), "window": window, "stride": stride}
 
 
-def compare(subject: StepFunction, reference: StepFunction, cache: KVCacheSpec, documents: Sequence[np.ndarray],
+def compare(subject: StepFunction | Decoder, reference: StepFunction | Decoder, cache: KVCacheSpec, documents: Sequence[np.ndarray],
             window: int, stride: int, reference_cache: KVCacheSpec | None = None) -> dict[str, Any]:
     """Logit error, top-1 agreement and ``KL(reference || subject)`` per scored token (``reference_cache``:
     the reference's KV cache when it differs from the subject's, e.g. after head pruning)."""

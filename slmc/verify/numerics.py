@@ -20,7 +20,7 @@ import torch
 from slmc.artifact.manifest import (ARTIFACT, HOST, CheckNotExecuted, DecodeComparison, GateResult, NumericComparison,
                                     PerplexityComparison, QualityMetrics, Verification)
 from slmc.graph.ir import Graph, op_name
-from slmc.graph.kv_cache import KVCacheSpec, StepFunction, generate_greedy
+from slmc.graph.kv_cache import Decoder, KVCacheSpec, StepFunction, generate_greedy
 from slmc.spec.recipe import Gates, Verify
 
 Sample = tuple[torch.Tensor, ...]
@@ -201,7 +201,7 @@ def host_report(settings: Verify, reference: list[list[np.ndarray]], original: l
 DECODE_STEPS = 16
 
 
-def decode_comparison(artifact_step: StepFunction, eager: StepFunction, cache: KVCacheSpec, settings: Verify,
+def decode_comparison(artifact_step: StepFunction | Decoder, eager: StepFunction, cache: KVCacheSpec, settings: Verify,
                       steps: int = DECODE_STEPS) -> DecodeComparison:
     """Greedy decoding through the KV cache, artifact against eager, compared logit by logit.
 
@@ -220,7 +220,7 @@ def decode_comparison(artifact_step: StepFunction, eager: StepFunction, cache: K
                             rtol=settings.rtol, within_tolerance=bool(ok))
 
 
-def perplexity_gate(artifact_step: StepFunction, original: StepFunction, cache: KVCacheSpec, ids: np.ndarray,
+def perplexity_gate(artifact_step: StepFunction | Decoder, original: StepFunction, cache: KVCacheSpec, ids: np.ndarray,
                     settings: Verify, original_cache: KVCacheSpec | None = None,
                     where: str = ARTIFACT) -> tuple[PerplexityComparison, GateResult]:
     """Perplexity of the artifact and of the original eager model on the same tokens, and the gate

@@ -37,6 +37,10 @@ struct JsonReader {
         if (n < 1) bad(parent + "." + key, "a positive integer");
         return n;
     }
+    bool flag(const Json& v, const std::string& name) const {
+        if (v.kind != Json::Kind::Bool) bad(name, "true or false");
+        return v.boolean;
+    }
     std::string text(const Json& v, const std::string& name) const {
         if (v.kind != Json::Kind::String) bad(name, "a string");
         return v.text;

@@ -37,6 +37,10 @@ Manifest read_manifest(const std::string& artifact_dir) {
     if (cache->kind != Json::Kind::Object) r.bad("kv_cache", "an object");
     m.kv_cache = {r.positive(*cache, "kv_cache", "layers"), r.positive(*cache, "kv_cache", "kv_heads"),
                   r.positive(*cache, "kv_cache", "head_dim"), r.positive(*cache, "kv_cache", "max_context")};
+    std::string mode = r.text(r.field(*cache, "kv_cache", "mode"), "kv_cache.mode");
+    if (mode != "resident" && mode != "copy") r.bad("kv_cache.mode", "\"resident\" or \"copy\"");
+    m.kv_cache.resident = mode == "resident";
+    m.kv_cache.last_position = r.flag(r.field(*cache, "kv_cache", "last_position"), "kv_cache.last_position");
     const Json& weights = r.object(root, "", "weights");
     const Json& order = r.field(weights, "weights", "order");
     if (order.kind != Json::Kind::Array) r.bad("weights.order", "an array of names");

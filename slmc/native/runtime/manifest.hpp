@@ -18,6 +18,8 @@ struct FileEntry {
 
 struct KVCacheShape {
     int64_t layers = 0, kv_heads = 0, head_dim = 0, max_context = 0;
+    bool resident = false;       // kv_cache.mode "resident": model.so has resident_all (slmc/graph/kv_cache.py)
+    bool last_position = false;  // kv_cache.last_position: model.so has resident_last
 };
 
 struct Manifest {

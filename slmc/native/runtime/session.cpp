@@ -1,5 +1,7 @@
 // Opening an artifact (integrity first, then tokenizer, weights, model.so) and the generation loop
-// of the KV-cache contract: a prefill call with the cache so far, then one call per new token.
+// of the KV-cache contract: a prefill call with the cache so far, then one call per new token. An
+// artifact of the resident contract (manifest kv_cache.mode) keeps one cache of max_context + 1
+// slots that resident_all / resident_last append to in place; else main returns a new cache per call.
 #include "session.hpp"
 
 #include <sys/stat.h>
@@ -70,26 +72,42 @@ Session::Session(const std::string& artifact_dir) : dir_(artifact_dir) {
     }
     MappedWeights weights = map_weights(weights_file, manifest_.weight_stored);
     copied_weights_ = weights.copied;
-    model_ = std::make_unique<TvmModel>(dir_ + "/" + kLibrary, std::move(weights.tensors));
+    const KVCacheShape& c = manifest_.kv_cache;
+    model_ = std::make_unique<TvmModel>(dir_ + "/" + kLibrary, std::move(weights.tensors), c.resident, c.last_position);
+    if (c.resident) {  // zeros: the sink slot is read with probability 0, and 0 x NaN would poison the scores
+        keys_ = host_tensor({c.layers, 1, c.kv_heads, c.max_context + 1, c.head_dim}, DLDataType{kDLFloat, 32, 1});
+        values_ = host_tensor({c.layers, 1, c.kv_heads, c.max_context + 1, c.head_dim}, DLDataType{kDLFloat, 32, 1});
+    }
     reset();
 }
 
 void Session::reset() {
     const KVCacheShape& c = manifest_.kv_cache;
-    keys_ = host_tensor({c.layers, 1, c.kv_heads, 1, c.head_dim}, DLDataType{kDLFloat, 32, 1});
-    values_ = host_tensor({c.layers, 1, c.kv_heads, 1, c.head_dim}, DLDataType{kDLFloat, 32, 1});
+    if (c.resident) {
+        slots_ = 1;  // the slots past the sink are written before they are read again
+    } else {
+        keys_ = host_tensor({c.layers, 1, c.kv_heads, 1, c.head_dim}, DLDataType{kDLFloat, 32, 1});
+        values_ = host_tensor({c.layers, 1, c.kv_heads, 1, c.head_dim}, DLDataType{kDLFloat, 32, 1});
+    }
     context_.clear();
     has_pending_ = false;
 }
 
-StepOutputs Session::run(const std::vector<int32_t>& ids) {
+int64_t Session::cached() const { return manifest_.kv_cache.resident ? slots_ - 1 : keys_.size(3) - 1; }
+
+ffi::Tensor Session::run(const std::vector<int32_t>& ids, bool last_only) {
     ffi::Tensor input = host_tensor({1, static_cast<int64_t>(ids.size())}, DLDataType{kDLInt, 64, 1});
     auto* data = static_cast<int64_t*>(input.data_ptr());
     for (size_t i = 0; i < ids.size(); ++i) data[i] = ids[i];
+    if (manifest_.kv_cache.resident) {
+        ffi::Tensor logits = model_->step_resident(input, keys_, values_, slots_, last_only);
+        slots_ += static_cast<int64_t>(ids.size());
+        return logits;
+    }
     StepOutputs out = model_->step(input, keys_, values_);
     keys_ = out.keys;
     values_ = out.values;
-    return out;
+    return out.logits;
 }
 
 const float* Session::last_logits(const ffi::Tensor& logits) const {
@@ -122,7 +140,7 @@ GenerationStats Session::generate_ids(const std::vector<int32_t>& prompt_ids, co
     std::vector<int32_t> feed;
     if (has_pending_) feed.push_back(context_.back());
     feed.insert(feed.end(), prompt_ids.begin(), prompt_ids.end());
-    int64_t cached = keys_.size(3) - 1;
+    int64_t cached = this->cached();
     int64_t max_context = manifest_.kv_cache.max_context;
     if (cached + static_cast<int64_t>(feed.size()) > max_context)
         throw std::invalid_argument(std::to_string(cached) + " cached + " + std::to_string(feed.size()) +
@@ -131,14 +149,14 @@ GenerationStats Session::generate_ids(const std::vector<int32_t>& prompt_ids, co
     stats.prompt_tokens = static_cast<int32_t>(prompt_ids.size());
 
     Clock::time_point prefill_start = Clock::now();
-    StepOutputs out = run(feed);
+    ffi::Tensor logits = run(feed, /*last_only=*/true);
     stats.prefill_seconds = seconds_since(prefill_start);
     has_pending_ = false;
     SplitMix64 rng(seed);
     DecodeStream stream(tokenizer_->impl, /*skip_special_tokens=*/true);
     Clock::time_point decode_start = Clock::now();
     while (true) {
-        int32_t token = sample_token(last_logits(out.logits), manifest_.vocab, sampling, context_, rng);
+        int32_t token = sample_token(last_logits(logits), manifest_.vocab, sampling, context_, rng);
         context_.push_back(token);
         has_pending_ = true;
         ++stats.generated_tokens;
@@ -149,11 +167,11 @@ GenerationStats Session::generate_ids(const std::vector<int32_t>& prompt_ids, co
         bool go_on = sink(token, stream.step(token));
         if (token == eos_id_ && stop_at_eos_) stats.stopped_at_eos = true;
         if (!go_on || stats.stopped_at_eos || stats.generated_tokens >= max_new_tokens) break;
-        if (keys_.size(3) - 1 + 1 > max_context) {
+        if (this->cached() + 1 > max_context) {
             stats.stopped_at_context = true;
             break;
         }
-        out = run({token});
+        logits = run({token}, /*last_only=*/true);
         has_pending_ = false;
     }
     stats.decode_seconds = seconds_since(decode_start);

@@ -66,12 +66,14 @@ class Session {
     int32_t eos_id_ = -1;
     bool stop_at_eos_ = true;
     size_t copied_weights_ = 0;
-    tvm::ffi::Tensor keys_, values_;
+    tvm::ffi::Tensor keys_, values_;  // copy contract: the cache main returned; resident: allocated once, max_context + 1 slots
+    int64_t slots_ = 1;               // resident: slots in use (the sink included)
     std::vector<int32_t> context_;  // every token in the cache, then the pending one
     bool has_pending_ = false;      // context_.back() was sampled but not yet fed to the model
     GenerationStats last_;
 
-    StepOutputs run(const std::vector<int32_t>& ids);
+    tvm::ffi::Tensor run(const std::vector<int32_t>& ids, bool last_only);
+    int64_t cached() const;  // tokens in the KV cache
     const float* last_logits(const tvm::ffi::Tensor& logits) const;
 };
 

@@ -3,6 +3,7 @@
 #include "tvm_model.hpp"
 
 #include <tvm/ffi/container/array.h>
+#include <tvm/ffi/container/shape.h>
 #include <tvm/ffi/error.h>
 
 #include <cstdlib>
@@ -55,13 +56,15 @@ ffi::Tensor host_tensor(const std::vector<int64_t>& shape, DLDataType dtype) {
     return ffi::Tensor::FromNDAlloc(ZeroedHost{}, ffi::ShapeView(shape.data(), shape.size()), dtype, DLDevice{kDLCPU, 0});
 }
 
-TvmModel::TvmModel(const std::string& library_path, std::vector<ffi::Tensor> weights)
+TvmModel::TvmModel(const std::string& library_path, std::vector<ffi::Tensor> weights, bool resident, bool last_position)
     : path_(library_path), weights_(std::move(weights)) {
     try {
         library_ = load_library(library_path);
         vm_ = require(*library_, "vm_load_executable", path_)().cast<ffi::Module>();
         require(*vm_, "vm_initialization", path_)(static_cast<int>(kDLCPU), 0, kPooledAllocator);
         main_ = require(*vm_, "main", path_);
+        if (resident) resident_all_ = require(*vm_, "resident_all", path_);
+        if (resident && last_position) resident_last_ = require(*vm_, "resident_last", path_);
     } catch (const ffi::Error& e) {
         throw ModelError(path_ + ": TVM could not load the model: " + describe(e));
     }
@@ -82,6 +85,27 @@ StepOutputs TvmModel::step(const ffi::Tensor& ids, const ffi::Tensor& keys, cons
         return {outs[0].cast<ffi::Tensor>(), outs[1].cast<ffi::Tensor>(), outs[2].cast<ffi::Tensor>()};
     } catch (const ffi::Error& e) {
         throw ModelError(path_ + ": running main failed: " + describe(e));
+    }
+}
+
+ffi::Tensor TvmModel::step_resident(const ffi::Tensor& ids, const ffi::Tensor& keys, const ffi::Tensor& values, int64_t past,
+                                    bool last_only) const {
+    if (!resident_all_.has_value()) throw ModelError(path_ + ": the library has no resident_all (the manifest's kv_cache.mode is copy)");
+    const ffi::Function& function = last_only && resident_last_.has_value() ? *resident_last_ : *resident_all_;
+    ffi::Shape slots({past});
+    std::vector<ffi::AnyView> args;
+    args.reserve(4 + weights_.size());
+    args.emplace_back(ids);
+    args.emplace_back(keys);
+    args.emplace_back(values);
+    args.emplace_back(slots);
+    for (const ffi::Tensor& w : weights_) args.emplace_back(w);
+    ffi::Any result;
+    try {
+        function.CallPacked(args.data(), static_cast<int32_t>(args.size()), &result);
+        return result.cast<ffi::Tensor>();
+    } catch (const ffi::Error& e) {
+        throw ModelError(path_ + ": running the resident step failed: " + describe(e));
     }
 }
 

@@ -22,16 +22,26 @@ class TvmModel {
   public:
     // Loads `library_path` (model.so); `weights` follow the three inputs of `main` in every call.
     // Throws ModelError with TVM's message.
-    TvmModel(const std::string& library_path, std::vector<tvm::ffi::Tensor> weights);
+    // `resident` / `last_position`: the manifest's kv_cache says the library has resident_all / resident_last.
+    TvmModel(const std::string& library_path, std::vector<tvm::ffi::Tensor> weights, bool resident = false,
+             bool last_position = false);
 
     // One call of `main(input_ids, past_keys, past_values, *weights)` (the KV-cache contract).
     StepOutputs step(const tvm::ffi::Tensor& ids, const tvm::ffi::Tensor& keys, const tvm::ffi::Tensor& values) const;
+
+    // One call of `resident_all` (`resident_last` when `last_only` and the library has it) under the
+    // resident contract: writes the new keys/values at slots past .. past + T - 1 of `keys`/`values`
+    // [L, 1, H, max_context + 1, D] in place and returns the logits [1, T, V] ([1, 1, V]).
+    tvm::ffi::Tensor step_resident(const tvm::ffi::Tensor& ids, const tvm::ffi::Tensor& keys, const tvm::ffi::Tensor& values,
+                                   int64_t past, bool last_only) const;
+    bool resident() const { return resident_all_.has_value(); }
 
   private:
     std::string path_;
     std::optional<tvm::ffi::Module> library_;  // keeps model.so loaded
     std::optional<tvm::ffi::Module> vm_;
     tvm::ffi::Function main_;
+    std::optional<tvm::ffi::Function> resident_all_, resident_last_;
     std::vector<tvm::ffi::Tensor> weights_;
 };
 

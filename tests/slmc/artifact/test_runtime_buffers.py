@@ -14,11 +14,12 @@ def _step_twice(model, ids):
     return logits, model.step(ids[:, :1], keys, values)
 
 
-def test_a_returned_cache_is_fed_back_without_a_copy_and_results_match_copied_inputs(cached_compile):
+def test_the_copy_contract_step_gives_the_same_results_for_aligned_unaligned_and_read_only_caches(cached_compile):
     model = slmc.load(cached_compile.artifact)
+    assert model.resident  # step() copies the cache into the resident one and out again (slmc.artifact.resident_cache)
     ids = np.arange(5, dtype=np.int64).reshape(1, 5)
     _, (logits, keys, values) = _step_twice(model, ids)
-    assert keys.ctypes.data % TVM_ALIGNMENT == 0 and keys.flags.writeable  # a view of TVM's output buffer
+    assert keys.flags.writeable and keys.shape[3] == 7
     # an unaligned copy of the same cache takes the copying path: the results are identical
     unaligned = np.empty(keys.size + 1, keys.dtype)[1:].reshape(keys.shape)
     unaligned[...] = keys

@@ -64,6 +64,9 @@ FAST = ("llama", "qwen3", "mistral")  # the rest are slow (two TVM compiles each
 ZERO_D_CONSTANT = ("TVM 0.27 build: the 0-d embedding scale constant (sqrt(hidden)) reaches a fused multiply kernel "
                    "with the wrong rank at run time ('Mismatched p__folded_to.ndim ... expected 0')")
 ARTIFACT_FAILS = {"gemma": ZERO_D_CONSTANT, "gemma2": ZERO_D_CONSTANT, "gemma3_text": ZERO_D_CONSTANT}
+# Families whose artifact appends to a resident KV cache (slmc.schedules.resident_kv): grouped-query attention,
+# q/k/v biases (qwen2) and q/k norms (qwen3) included.
+RESIDENT = ("llama", "qwen2", "qwen3", "mistral")
 PROMPT = "import os\nimport sys\n\ndef main(argv):\n"
 INT4 = "passes:\n  - quantize: {bits: 4, group_size: 32, method: rtn}\n"
 CALIBRATION = "calibration: {text: stdlib-train, num_samples: 4, sequence_length: 32}\n"
@@ -152,12 +155,15 @@ def test_family_compiles_verifies_and_matches_transformers(family, tmp_path):
     assert report["ok"] and report["verification"]["passed"] and report["verification"]["decode"]["same_tokens"]
 
     model = slmc.load(report["artifact"])
+    _record(family, kv_cache=model.manifest.kv_cache.mode)
+    if family in RESIDENT:
+        assert model.manifest.kv_cache.mode == "resident", model.manifest.kv_cache.reason
     prompt = model.tokenizer.encode(PROMPT)
     ids = torch.tensor([prompt])
     with torch.no_grad():
         reference = hf(ids).logits.numpy()
     error = float(abs(model.run_numpy(ids.numpy(), *model.kv_cache.empty())[0] - reference).max())
-    ours = generate_greedy(model.step, model.kv_cache, prompt, 8).tokens
+    ours = generate_greedy(model.decoder(), model.kv_cache, prompt, 8).tokens
     theirs = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=8)[0, len(prompt):]
     _record(family, compile="ok", logits_max_abs_error=error, greedy_8_same=ours == theirs.tolist())
     assert error <= 1e-3, error

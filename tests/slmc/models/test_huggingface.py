@@ -86,7 +86,7 @@ def test_decoder_checkpoint_compiles_and_matches_transformers(family, tmp_path, 
     v = result.verification
     assert v.passed and v.decode.same_tokens and v.decode.steps == 16
     assert result.manifest.task == "causal-lm" and result.manifest.model.name == family
-    assert result.manifest.kv_cache.model_dump() == {"layers": 2, "kv_heads": 4 if family == "gpt2" else 2, "head_dim": 16,
+    assert result.manifest.kv_cache.shape() == {"layers": 2, "kv_heads": 4 if family == "gpt2" else 2, "head_dim": 16,
                                            "max_context": 256}
 
     model = slmc.load(result.artifact)

@@ -1,0 +1,82 @@
+"""The KV cache of an artifact of the resident contract: allocated once, appended to in place.
+
+The library's ``resident_all`` (``slmc.graph.kv_cache.RESIDENT_ALL``, built by
+``slmc.schedules.resident_kv``; ``resident_last`` the same for the last token's logits) takes the caches ``[L, 1, H_kv, max_context + 1, D]`` and the number
+of slots in use ``P`` (the sink slot 0 included), writes the new tokens' keys and values at slots
+``P .. P + T - 1`` and returns their logits. ``ResidentCache`` owns both buffers: a step allocates
+nothing that grows with the context, and the buffers' shape never changes (TVM's pooled allocator
+reuses every intermediate), so the process does not grow token after token.
+
+The buffers start as zeros: slot 0 (the sink) is read by attention with probability 0, and 0 x NaN of
+uninitialised memory would poison every score.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tvm
+import tvm_ffi
+
+from slmc.errors import InputError
+from slmc.graph.kv_cache import KVCacheSpec
+
+
+class ResidentCache:
+    """A ``slmc.graph.kv_cache.Decoder`` over ``function`` (the library's ``resident_all``)."""
+
+    def __init__(self, function: Any, last: Any | None, weights: list[Any], cache: KVCacheSpec, device: Any):
+        self.cache = cache
+        self._function, self._last, self._weights, self._device = function, last, weights, device
+        shape = (cache.layers, 1, cache.kv_heads, cache.max_context + 1, cache.head_dim)
+        self.keys = tvm.runtime.tensor(np.zeros(shape, dtype=np.float32), device)
+        self.values = tvm.runtime.tensor(np.zeros(shape, dtype=np.float32), device)
+        self._token = tvm.runtime.tensor(np.zeros((1, 1), dtype=np.int64), device)  # a decode step's id, reused
+        self.length = 1  # slots in use: the sink
+
+    @property
+    def tokens(self) -> int:
+        """Tokens cached (the sink not counted)."""
+        return self.length - 1
+
+    def reset(self) -> None:
+        """Forget every cached token (slots past the sink are overwritten before they are read again)."""
+        self.length = 1
+
+    def truncate(self, tokens: int) -> None:
+        """Keep the first ``tokens`` cached tokens and forget the rest (e.g. to time a step at one context)."""
+        if not 0 <= tokens <= self.tokens:
+            raise InputError(f"cannot keep {tokens} tokens of a cache holding {self.tokens}")
+        self.length = tokens + 1
+
+    def feed(self, ids: np.ndarray, last_only: bool = False) -> np.ndarray:
+        """Append ``ids`` (int64 ``[1, T]``) and return their logits ``[1, T, V]`` (a view of TVM's output);
+        ``last_only``: ``[1, 1, V]``, computed alone by the library's ``resident_last`` when it has one."""
+        count = ids.shape[1]
+        if count < 1 or self.tokens + count > self.cache.max_context:
+            raise InputError(f"{self.tokens} cached + {count} new tokens exceed the artifact's max_context "
+                             f"{self.cache.max_context} (or no token given)")
+        if count == 1:
+            self._token.copyfrom(np.ascontiguousarray(ids, dtype=np.int64))
+            tokens = self._token
+        else:
+            tokens = tvm.runtime.tensor(np.ascontiguousarray(ids, dtype=np.int64), self._device)
+        function = self._last if last_only and self._last is not None else self._function
+        logits = np.from_dlpack(function(tokens, self.keys, self.values, tvm_ffi.Shape((self.length,)), *self._weights))
+        self.length += count
+        return logits[:, -1:] if last_only else logits
+
+    def load(self, keys: np.ndarray, values: np.ndarray) -> None:
+        """Replace the cache by a copy-contract cache ``[L, 1, H_kv, P, D]`` (the sink included)."""
+        past = keys.shape[3]
+        if past < 1 or past - 1 > self.cache.max_context:
+            raise InputError(f"a cache of {past} slots does not fit max_context {self.cache.max_context} + the sink")
+        np.from_dlpack(self.keys)[:, :, :, :past] = keys
+        np.from_dlpack(self.values)[:, :, :, :past] = values
+        self.length = past
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the slots in use, as the copy contract returns them."""
+        return (np.from_dlpack(self.keys)[:, :, :, :self.length].copy(),
+                np.from_dlpack(self.values)[:, :, :, :self.length].copy())

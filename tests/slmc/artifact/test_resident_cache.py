@@ -1,0 +1,86 @@
+"""An artifact of the resident contract (slmc.artifact.resident_cache): the same logits and tokens as eager and
+the copy contract, appends without copies, and no memory growth token after token."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import slmc
+from slmc.errors import InputError
+from slmc.graph.kv_cache import eager_step, generate_greedy
+from slmc.models import tiny_lm
+
+PAGE = 4096
+
+
+def _rss_mb() -> float:
+    """Resident set size of this process (``/proc/self/statm``, second field, in pages)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE / 2**20
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    out = slmc.compile("tiny-lm", "cleanup", out=tmp_path_factory.mktemp("resident") / "tiny").artifact
+    return slmc.load(out)
+
+
+def test_the_artifact_records_the_resident_contract(model):
+    assert model.manifest.kv_cache.mode == "resident" and model.manifest.kv_cache.reason is None
+    assert model.manifest.kv_cache.last_position  # generation computes the last token's logits only
+    assert model.resident and model.decoder() is model.decoder()  # one cache, allocated once
+
+
+def test_prefill_and_decode_logits_equal_eager_and_greedy_tokens_are_identical(model):
+    eager = eager_step(tiny_lm.build().module)
+    prompt = list(range(40, 70))
+    ours = generate_greedy(model.decoder(), model.kv_cache, prompt, 40)
+    theirs = generate_greedy(eager, model.kv_cache, prompt, 40)
+    copied = generate_greedy(model.step, model.kv_cache, prompt, 40)  # the copy contract, emulated
+    assert ours.tokens == theirs.tokens == copied.tokens
+    error = max(float(np.abs(a - b).max()) for a, b in zip(ours.step_logits, theirs.step_logits))
+    assert error <= 1e-4, error  # measured: 9.5e-7
+    assert all(np.array_equal(a, b) for a, b in zip(ours.step_logits, copied.step_logits))
+
+
+def test_the_copy_contract_step_returns_the_grown_cache(model):
+    eager = eager_step(tiny_lm.build().module)
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 256, (1, 5))
+    keys = rng.standard_normal((2, 1, 4, 9, 32)).astype(np.float32)
+    values = rng.standard_normal((2, 1, 4, 9, 32)).astype(np.float32)
+    ours, theirs = model.step(ids, keys, values), eager(ids, keys, values)
+    assert ours[1].shape == (2, 1, 4, 14, 32)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_decoding_does_not_grow_the_process(model):
+    decoder = model.decoder()
+    decoder.reset()
+    decoder.feed(np.asarray([[1, 2, 3]], dtype=np.int64))
+    token = np.zeros((1, 1), dtype=np.int64)
+    for step in range(250):
+        token[0, 0] = step % 256
+        decoder.feed(token)
+        if step == 20:
+            before = _rss_mb()
+    assert decoder.tokens == 253
+    assert _rss_mb() - before <= 2.0  # measured: 0.0 MB (the copy contract: +171.5 MB over 500 steps, tiny-lm at max_context 1100)
+
+
+def test_the_context_bound_is_an_input_error(model):
+    decoder = model.decoder()
+    decoder.reset()
+    decoder.feed(np.zeros((1, model.kv_cache.max_context), dtype=np.int64))
+    with pytest.raises(InputError, match="exceed the artifact's max_context"):
+        decoder.feed(np.zeros((1, 1), dtype=np.int64))
+    decoder.reset()
+    assert decoder.feed(np.zeros((1, 1), dtype=np.int64)).shape == (1, 1, 256)
+    every = decoder.feed(np.arange(6, dtype=np.int64).reshape(1, 6))
+    decoder.reset()
+    decoder.feed(np.zeros((1, 1), dtype=np.int64))
+    last = decoder.feed(np.arange(6, dtype=np.int64).reshape(1, 6), last_only=True)
+    assert every.shape == (1, 6, 256) and last.shape == (1, 1, 256)
+    np.testing.assert_array_equal(last, every[:, -1:])

@@ -1,0 +1,89 @@
+"""The resident KV cache rewrite (slmc.schedules.resident_kv): structure, exactness, and when it does not apply."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import tvm
+import tvm_ffi
+from tvm import relax
+
+from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST
+from slmc.models import tiny_lm
+from slmc.schedules.attention_rewrite import attention_rewrite
+from slmc.schedules.kv_append import kv_append
+from slmc.schedules.not_resident import NotResident
+from slmc.schedules.resident_kv import resident_function
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from slmc.backend.lowering import to_relax
+    from slmc.graph.ir import trace
+
+    spec = tiny_lm.build()
+    return spec, to_relax(trace(spec))
+
+
+def test_every_layer_appends_in_place_and_attention_reads_the_resident_cache(tiny):
+    spec, program = tiny
+    module, layers = resident_function(kv_append(attention_rewrite(program.module)), spec.kv_cache)
+    script = module[RESIDENT_ALL].script()
+    assert layers == spec.kv_cache.layers == 2
+    assert script.count("R.call_tir_inplace(") == 2 * layers  # keys and values of each layer
+    assert "R.concat" not in script and "kv_append" not in script and "past_keys" not in script  # no per-step copy
+    assert "cache_keys: R.Tensor((2, 1, 4, 257, 32)" in script  # max_context + the sink, static
+    assert len(re.findall(r"R\.call_tir\(attention_scores\d*, \(\w+, lv\w*,", script)) == layers  # reads a write's output
+    assert len(re.findall(r"R\.call_tir\(attention_values\d*, \(\w+, lv\w*[,)]", script)) == layers
+    assert "R.concat" in module["main"].script()  # main keeps the copy contract (native runtime, RPC, copy callers)
+
+
+def test_without_attention_kernels_that_read_the_cache_the_copy_contract_stays_with_the_reason(tiny):
+    spec, program = tiny  # the GPU kind's module: attention reads the append through repeat/transposed copies
+    with pytest.raises(NotResident, match=r"past_keys and past_values are still read by .*kv_append"):
+        resident_function(kv_append(program.module), spec.kv_cache)
+
+
+def test_a_main_without_the_cache_signature_is_not_rewritten():
+    x = relax.Var("x", relax.TensorType([4], "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x], attrs={"num_input": 1}):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.add(x, x))
+        bb.emit_func_output(out)
+    with pytest.raises(NotResident, match="does not take"):
+        resident_function(bb.get(), tiny_lm.build().kv_cache)
+
+
+def test_the_built_resident_step_equals_the_copy_contract(tiny, host_target):
+    from slmc.backend.lowering import RelaxProgram, build
+
+    spec, program = tiny
+    cache = spec.kv_cache
+    copy = RelaxProgram(program.module, program.weight_names, program.weights, program.num_inputs)
+    vm = relax.VirtualMachine(build(copy, host_target, cache), tvm.cpu())
+    assert copy.residency.mode == "resident" and copy.residency.layers == 2
+    scheduled = copy.scheduled[RESIDENT_ALL].script()
+    assert "concatenate" not in scheduled and "kv_append" not in scheduled
+    weights = [tvm.runtime.tensor(w) for w in program.weights]
+    shape = (cache.layers, 1, cache.kv_heads, cache.max_context + 1, cache.head_dim)
+    resident_k, resident_v = (tvm.runtime.tensor(np.zeros(shape, np.float32)) for _ in range(2))
+    keys, values = cache.empty()
+    rng = np.random.default_rng(0)
+    for ids in (rng.integers(0, 256, (1, 7)), np.array([[5]]), np.array([[9, 3]]), np.array([[200]])):
+        past = keys.shape[3]
+        logits, keys, values = (o.numpy() for o in vm["main"](tvm.runtime.tensor(ids), tvm.runtime.tensor(keys),
+                                                               tvm.runtime.tensor(values), *weights))
+        resident = vm[RESIDENT_ALL](tvm.runtime.tensor(ids), resident_k, resident_v, tvm_ffi.Shape((past,)), *weights).numpy()
+        np.testing.assert_array_equal(resident, logits)  # measured: bit-identical (the same kernels, the same sums)
+        np.testing.assert_array_equal(resident_k.numpy()[:, :, :, :keys.shape[3]], keys)
+        np.testing.assert_array_equal(resident_v.numpy()[:, :, :, :values.shape[3]], values)
+    assert copy.residency.last_position is None  # the head was found: resident_last computes one row
+    head = copy.scheduled[RESIDENT_LAST].script()
+    assert "R.Tensor((1, 1, 256)" in head
+    ids = rng.integers(0, 256, (1, 9))
+    every = vm[RESIDENT_ALL](tvm.runtime.tensor(ids), resident_k, resident_v, tvm_ffi.Shape((1,)), *weights).numpy()
+    last = vm[RESIDENT_LAST](tvm.runtime.tensor(ids), resident_k, resident_v, tvm_ffi.Shape((1,)), *weights).numpy()
+    np.testing.assert_array_equal(last, every[:, -1:])  # measured: bit-identical
