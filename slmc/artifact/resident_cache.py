@@ -16,9 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import tvm
-import tvm_ffi
 
+from slmc.artifact.tvm_runtime import aligned_empty, as_local_tensor, tvm_ffi
 from slmc.errors import InputError
 from slmc.graph.kv_cache import KVCacheSpec
 
@@ -30,9 +29,12 @@ class ResidentCache:
         self.cache = cache
         self._function, self._last, self._weights, self._device = function, last, weights, device
         shape = (cache.layers, 1, cache.kv_heads, cache.max_context + 1, cache.head_dim)
-        self.keys = tvm.runtime.tensor(np.zeros(shape, dtype=np.float32), device)
-        self.values = tvm.runtime.tensor(np.zeros(shape, dtype=np.float32), device)
-        self._token = tvm.runtime.tensor(np.zeros((1, 1), dtype=np.int64), device)  # a decode step's id, reused
+        # numpy owns the (64-byte aligned) memory; TVM's tensors view it (slmc.artifact.tvm_runtime)
+        self._keys_host, self._values_host = _zeros(shape, np.float32), _zeros(shape, np.float32)
+        self.keys, self.values = as_local_tensor(self._keys_host), as_local_tensor(self._values_host)
+        self._token_host = _zeros((1, 1), np.int64)  # a decode step's id, reused
+        self._token = as_local_tensor(self._token_host)
+        self._shape = tvm_ffi().Shape
         self.length = 1  # slots in use: the sink
 
     @property
@@ -58,12 +60,12 @@ class ResidentCache:
             raise InputError(f"{self.tokens} cached + {count} new tokens exceed the artifact's max_context "
                              f"{self.cache.max_context} (or no token given)")
         if count == 1:
-            self._token.copyfrom(np.ascontiguousarray(ids, dtype=np.int64))
+            self._token_host[...] = ids
             tokens = self._token
         else:
-            tokens = tvm.runtime.tensor(np.ascontiguousarray(ids, dtype=np.int64), self._device)
+            tokens = as_local_tensor(np.ascontiguousarray(ids, dtype=np.int64))
         function = self._last if last_only and self._last is not None else self._function
-        logits = np.from_dlpack(function(tokens, self.keys, self.values, tvm_ffi.Shape((self.length,)), *self._weights))
+        logits = np.from_dlpack(function(tokens, self.keys, self.values, self._shape((self.length,)), *self._weights))
         self.length += count
         return logits[:, -1:] if last_only else logits
 
@@ -72,11 +74,16 @@ class ResidentCache:
         past = keys.shape[3]
         if past < 1 or past - 1 > self.cache.max_context:
             raise InputError(f"a cache of {past} slots does not fit max_context {self.cache.max_context} + the sink")
-        np.from_dlpack(self.keys)[:, :, :, :past] = keys
-        np.from_dlpack(self.values)[:, :, :, :past] = values
+        self._keys_host[:, :, :, :past] = keys
+        self._values_host[:, :, :, :past] = values
         self.length = past
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
         """Copies of the slots in use, as the copy contract returns them."""
-        return (np.from_dlpack(self.keys)[:, :, :, :self.length].copy(),
-                np.from_dlpack(self.values)[:, :, :, :self.length].copy())
+        return (self._keys_host[:, :, :, :self.length].copy(), self._values_host[:, :, :, :self.length].copy())
+
+
+def _zeros(shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    array = aligned_empty(shape, dtype)
+    array[...] = 0
+    return array
