@@ -188,7 +188,7 @@ def _check_model_fits_recipe(recipe: Recipe, spec: ModelSpec) -> None:
 
 def _write_weights(program: RelaxProgram, path: Path) -> WeightsInfo:
     # 64-byte aligned, so the native runtime can hand TVM views of the memory-mapped file
-    save_aligned({name: np.ascontiguousarray(w) for name, w in zip(program.weight_names, program.weights)}, path)
+    save_aligned({name: np.asarray(w, order="C") for name, w in zip(program.weight_names, program.weights)}, path)
     return WeightsInfo(order=list(program.weight_names), count=len(program.weights), bytes=int(sum(w.nbytes for w in program.weights)),
                        dtypes=sorted({str(w.dtype) for w in program.weights}))
 

@@ -2,7 +2,8 @@
 
 The model is built by transformers itself (``from_pretrained(local_files_only=True)``, float32,
 eager attention, eval mode) and wrapped, never re-implemented, so the compiled graph computes
-exactly what transformers computes:
+exactly what transformers computes (its ``Conv1D`` layers, GPT-2's, are swapped for the equivalent
+``nn.Linear``: ``slmc.models.conv1d_linear``):
 
 * decoders (any decoder-only ``*ForCausalLM`` of the installed transformers: the class comes from
   ``config.json`` via ``slmc.models.hf_decoders``, which also refuses what cannot work, with why)
@@ -33,6 +34,7 @@ from slmc.graph.ir import ModelSpec
 from slmc.graph import kv_cache
 from slmc.graph.kv_cache import KVCacheSpec, sink_causal_mask
 from slmc.data.tokenizer import HuggingFaceTokenizer
+from slmc.models.conv1d_linear import conv1d_as_linear
 from slmc.models.hf_decoders import causal_lm_class, check_cache_contract, check_layer_types
 
 DEFAULT_MAX_CONTEXT = 2048
@@ -326,7 +328,9 @@ def _from_pretrained(folder: Path, class_name: str) -> nn.Module:
         problems.append("; ".join(str(m) for m in info["error_msgs"])[:500])
     if problems:
         raise ModelError(f"{folder}: the weights do not match config.json ({class_name}): " + "; ".join(problems))
-    return model.float().eval()
+    model = model.float().eval()
+    conv1d_as_linear(model)  # GPT-2's Conv1D layers become the nn.Linear layers passes work on
+    return model
 
 
 def _tokenizer(folder: Path) -> HuggingFaceTokenizer | None:
