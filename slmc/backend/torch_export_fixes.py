@@ -50,6 +50,14 @@ Fix (a rewrite of the exported FX graph, no model changes)
   sizes spelled as ``sym_size``/integer arithmetic nodes. The reshape is an identity in
   PyTorch and, in Relax, re-states the shape so downstream ops keep a known shape.
 
+Integer inputs of float-valued math
+-----------------------------------
+PyTorch computes ``log``/``exp``/``sqrt``/... of an integer tensor in the default float dtype;
+TVM's frontend emits ``relax.log`` on the int64 tensor, which Relax refuses ("requires the input
+tensor to have float dtype"). DeBERTa-v2/v3's log-bucketed relative positions
+(``make_log_bucket_position``) take the ``log`` of integer distances. The input gets an explicit
+``aten._to_copy(x, dtype=out_dtype)``.
+
 Integer powers
 --------------
 ``aten.pow(x, n)`` with an integer exponent ``3 <= n <= MAX_EXPANDED_POWER`` (GELU's tanh approximation,
@@ -82,6 +90,9 @@ _SCAN_OPS = (_aten.cumsum.default, _aten.cumprod.default)
 _SLICE_OPS = (_aten.slice.Tensor,)
 _DIFF_OPS = (_aten.diff.default,)
 _POW_SCALAR = _aten.pow.Tensor_Scalar
+_FLOAT_MATH_OPS = tuple(getattr(_aten, name).default for name in (
+    "log", "log2", "log10", "log1p", "exp", "exp2", "expm1", "sqrt", "rsqrt", "sin", "cos", "tan", "tanh",
+    "sigmoid", "erf", "atan", "asin", "acos", "sinh", "cosh", "reciprocal"))
 MAX_EXPANDED_POWER = 8
 _COMPARISON_OPS = tuple(
     getattr(getattr(_aten, name), overload)
@@ -111,6 +122,7 @@ def fix_exported_program(
     notes += _cast_bool_comparison_operands(graph)
     notes += _pin_symbolic_slice_shapes(graph)
     notes += _expand_integer_powers(graph)
+    notes += _cast_integer_inputs_of_float_math(graph)
     if not notes:
         return ep, []
     graph.lint()
@@ -144,6 +156,25 @@ def _cast_scan_inputs_to_output_dtype(graph: Graph) -> list[str]:
             f"{node.name}: {node.target.__name__} on {in_dtype} input; cast input to "
             f"{out_dtype} explicitly (TVM would scan in {in_dtype}; LLVM cannot add bools)"
         )
+    return notes
+
+
+def _cast_integer_inputs_of_float_math(graph: Graph) -> list[str]:
+    """Give ``log``/``exp``/``sqrt``/... of an integer (or bool) tensor an explicit cast to its float output
+    dtype; see "Integer inputs of float-valued math" in the module docstring."""
+    notes = []
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in _FLOAT_MATH_OPS:
+            continue
+        src = node.args[0]
+        in_dtype, out_dtype = _dtype_of(src), _dtype_of(node)
+        if in_dtype is None or out_dtype is None or in_dtype.is_floating_point or not out_dtype.is_floating_point:
+            continue
+        with graph.inserting_before(node):
+            cast = _new_node(graph, _aten._to_copy.default, (src,), {"dtype": out_dtype})
+        node.args = (cast, *node.args[1:])
+        notes.append(f"{node.name}: {node.target.__name__} of a {in_dtype} tensor; input cast to {out_dtype} "
+                     "explicitly (Relax takes float inputs only)")
     return notes
 
 

@@ -239,3 +239,21 @@ def test_integer_powers_become_products_and_tvm_logs_nothing(capfd):
     assert "Detected pow" not in capfd.readouterr().err  # TVM's raw warning on pow with y >= 3
     x = torch.linspace(-3, 3, 16).reshape(2, 8)  # negative bases too
     np.testing.assert_allclose(_run(vm, x), _Powers()(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
+class _LogOfIntegers(torch.nn.Module):
+    """DeBERTa-v2's ``make_log_bucket_position``: the log of integer distances."""
+
+    def forward(self, x):
+        return torch.log(x.abs() + 1) + torch.sqrt(x.abs())
+
+
+def test_float_math_of_integer_tensors_builds_and_matches_eager():
+    model = _LogOfIntegers()
+    ep = torch.export.export(model, (torch.arange(-4, 4).reshape(1, 8),))
+
+    fixed, notes = fix_exported_program(ep)
+
+    assert len(notes) == 2 and "input cast to torch.float32" in notes[0]
+    x = torch.arange(-6, 2).reshape(1, 8)
+    np.testing.assert_allclose(_run(_build_vm(fixed), x), model(x).numpy(), rtol=1e-6)
