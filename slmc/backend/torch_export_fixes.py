@@ -52,10 +52,11 @@ Fix (a rewrite of the exported FX graph, no model changes)
 
 Integer inputs of float-valued math
 -----------------------------------
-PyTorch computes ``log``/``exp``/``sqrt``/... of an integer tensor in the default float dtype;
-TVM's frontend emits ``relax.log`` on the int64 tensor, which Relax refuses ("requires the input
-tensor to have float dtype"). DeBERTa-v2/v3's log-bucketed relative positions
-(``make_log_bucket_position``) take the ``log`` of integer distances. The input gets an explicit
+PyTorch computes true division (``aten.div`` without ``rounding_mode``) and ``log``/``exp``/``sqrt``/...
+of integer tensors in the default float dtype; TVM's frontend keeps the integer dtype (``int64 / 8``
+stays int64, and ``relax.log`` then refuses it: "requires the input tensor to have float dtype").
+DeBERTa-v2/v3's log-bucketed relative positions (``make_log_bucket_position``) compute
+``log(abs_pos / mid)`` of integer distances. Each integer tensor operand gets an explicit
 ``aten._to_copy(x, dtype=out_dtype)``.
 
 Integer powers
@@ -93,6 +94,7 @@ _POW_SCALAR = _aten.pow.Tensor_Scalar
 _FLOAT_MATH_OPS = tuple(getattr(_aten, name).default for name in (
     "log", "log2", "log10", "log1p", "exp", "exp2", "expm1", "sqrt", "rsqrt", "sin", "cos", "tan", "tanh",
     "sigmoid", "erf", "atan", "asin", "acos", "sinh", "cosh", "reciprocal"))
+_TRUE_DIVISION = (_aten.div.Tensor, _aten.div.Scalar)
 MAX_EXPANDED_POWER = 8
 _COMPARISON_OPS = tuple(
     getattr(getattr(_aten, name), overload)
@@ -160,21 +162,27 @@ def _cast_scan_inputs_to_output_dtype(graph: Graph) -> list[str]:
 
 
 def _cast_integer_inputs_of_float_math(graph: Graph) -> list[str]:
-    """Give ``log``/``exp``/``sqrt``/... of an integer (or bool) tensor an explicit cast to its float output
-    dtype; see "Integer inputs of float-valued math" in the module docstring."""
+    """Give true division and ``log``/``exp``/``sqrt``/... of integer (or bool) tensors an explicit cast to
+    their float output dtype; see "Integer inputs of float-valued math" in the module docstring."""
     notes = []
     for node in list(graph.nodes):
-        if node.op != "call_function" or node.target not in _FLOAT_MATH_OPS:
+        true_division = node.target in _TRUE_DIVISION and node.kwargs.get("rounding_mode") is None
+        if node.op != "call_function" or not (node.target in _FLOAT_MATH_OPS or true_division):
             continue
-        src = node.args[0]
-        in_dtype, out_dtype = _dtype_of(src), _dtype_of(node)
-        if in_dtype is None or out_dtype is None or in_dtype.is_floating_point or not out_dtype.is_floating_point:
+        out_dtype = _dtype_of(node)
+        if out_dtype is None or not out_dtype.is_floating_point:
             continue
+        operands = node.args[:2] if true_division else node.args[:1]
+        integer = [i for i, a in enumerate(operands) if _dtype_of(a) is not None and not _dtype_of(a).is_floating_point]
+        if not integer:
+            continue
+        args = list(node.args)
         with graph.inserting_before(node):
-            cast = _new_node(graph, _aten._to_copy.default, (src,), {"dtype": out_dtype})
-        node.args = (cast, *node.args[1:])
-        notes.append(f"{node.name}: {node.target.__name__} of a {in_dtype} tensor; input cast to {out_dtype} "
-                     "explicitly (Relax takes float inputs only)")
+            for i in integer:
+                args[i] = _new_node(graph, _aten._to_copy.default, (args[i],), {"dtype": out_dtype})
+        node.args = tuple(args)
+        notes.append(f"{node.name}: {node.target.__name__} of a {_dtype_of(node.args[integer[0]].args[0])} tensor; "
+                     f"input cast to {out_dtype} explicitly (TVM keeps the integer dtype)")
     return notes
 
 
