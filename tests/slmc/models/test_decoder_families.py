@@ -130,7 +130,7 @@ def _compile(folder: Path, out: Path, recipe: Path | None = None) -> dict:
     args = ["compile", "-q", "--json", "-m", str(folder), "-o", str(out)] + (["-r", str(recipe)] if recipe else [])
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)  # stderr may carry a library notice
+    return json.loads(result.stdout)
 
 
 @pytest.mark.parametrize("family", _params(FAMILIES))
