@@ -93,6 +93,10 @@ def recover(graph: Graph, config: RecoverConfig, context: PassContext) -> PassOu
     held = int(len(samples) * config.validation_share)
     validation, train = samples[:held], samples[held:]  # held < len(samples) since validation_share < 1
     targets, skipped = _trainable(graph, config)
+    if not targets:
+        reasons = "; ".join(s.reason for s in skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        raise ValueError("recover has no linear layer to train: " + (reasons or "the graph has no aten.linear node "
+                         "with stored float32 weights (slmc.graph.linears)"))
     module, teacher = graph.module, _teacher(context.original)
     before = {t: fetch_attr(module, t) for t in targets}
     for target in targets:  # own copies: the tensors are shared with earlier graphs

@@ -53,7 +53,7 @@ def save_aligned(tensors: dict[str, np.ndarray], path: Path) -> None:
             pieces.append(bytes(gap))
             offset += gap
             pads += 1
-        data = np.ascontiguousarray(array)
+        data = np.asarray(array, order="C")  # not ascontiguousarray, which makes a 0-d array 1-d
         header[name] = {"dtype": dtype, "shape": list(data.shape), "data_offsets": [offset, offset + data.nbytes]}
         pieces.append(data)
         offset += data.nbytes

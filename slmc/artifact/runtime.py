@@ -179,7 +179,7 @@ class CompiledModel:
             raise InputError(f"token ids must lie in [0, {vocab}); got values from {ids.min()} to {ids.max()}")
 
     def run_numpy(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        arrays = [np.ascontiguousarray(a) for a in inputs]
+        arrays = [np.asarray(a, order="C") for a in inputs]  # 0-d stays 0-d
         self._check_inputs(arrays)
         if self.kv_cache is not None:
             self._check_token_ids(arrays[0])

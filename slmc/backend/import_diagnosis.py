@@ -108,3 +108,35 @@ def unsupported_op_error(program: torch.export.ExportedProgram,
         "Rewrite that part of the model with supported operations",
         first.node, first.op, first.location,
     )
+
+
+def converting_node(exc: BaseException) -> torch.fx.Node | None:
+    """The FX node TVM's importer was converting when it raised ``exc``: the ``node`` local of the
+    innermost frame of TVM's torch frontend that has one (its loop over the graph's nodes)."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        node = frame.f_locals.get("node")
+        if "relax/frontend/torch" in frame.f_code.co_filename and isinstance(node, torch.fx.Node) \
+                and node.op == "call_function":
+            found = node
+        tb = tb.tb_next
+    return found
+
+
+def conversion_failure_error(exc: BaseException, summary: str) -> UnsupportedOpError | None:
+    """An ``UnsupportedOpError`` naming the node (its op and the model's source line) whose conversion
+    raised ``exc`` although the op has a converter (e.g. arguments the converter does not take, such
+    as symbolic repeat counts), or None when the node cannot be found."""
+    node = converting_node(exc)
+    if node is None:
+        return None
+    location, code = source_location(node.meta.get("stack_trace"))
+    where = f" at {location}" if location else " (source location unknown: the node has no stack trace)"
+    snippet = f": `{code}`" if code else ""
+    return UnsupportedOpError(
+        f"TVM's PyTorch importer failed converting node '{_origin(node)}' ({node.target}){where}{snippet}: {summary}. "
+        "Rewrite that part of the model with supported operations or arguments",
+        _origin(node), str(node.target), location,
+    )

@@ -26,6 +26,10 @@ KNOWN_NOTICES: dict[str, re.Pattern[str]] = {
     # are range-checked before they reach an artifact's embedding lookup (slmc.artifact.runtime refuses
     # ids outside [0, vocabulary) with an InputError), so the unchecked gather is never given one.
     "take-fast-mode": re.compile(r"Warning: Fast mode segfaults when there are out-of-bounds indices"),
+    # relax::BlockBuilder's destructor (src/relax/ir/block_builder.cc) logs this when TVM's PyTorch
+    # importer raised in the middle of a function; slmc reports that failure itself, naming the node
+    # (slmc.backend.import_diagnosis), and the half-built module is discarded.
+    "abandoned-block-builder": re.compile(r"Warning: BlockBuilder destroyed with remaining blocks"),
 }
 
 

@@ -7,6 +7,7 @@ artifact stores in ``weights.safetensors``.
 
 from __future__ import annotations
 
+import gc
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,8 @@ from slmc.backend.relax_pipeline import PipelineRecord, build_pipeline
 from slmc.schedules.prepack import prepack
 from slmc.backend.build_diagnosis import BUILD_FAILURES, PassTracker, build_error, tracking_passes
 from slmc.backend.deterministic_build import deterministic_call_te, deterministic_pipeline
-from slmc.backend.import_diagnosis import unsupported_op_error
+from slmc.backend.library_output import native_stderr
+from slmc.backend.import_diagnosis import conversion_failure_error, unsupported_op_error
 from slmc.spec.target import TargetDescriptor, machine_arch
 from slmc.backend.tuning_db import target_database
 
@@ -59,12 +61,19 @@ def to_relax(graph: Graph) -> RelaxProgram:
 
     program = export(graph)
     program, notes = fix_exported_program(program)
-    try:
-        module = from_exported_program(program, keep_params_as_input=True, custom_convert_map=CONVERTERS)
-        module, params = relax.frontend.detach_params(module)
-    except TVM_FAILURES as exc:
-        raise (unsupported_op_error(program, CONVERTERS)
-               or LoweringError(f"TVM's torch frontend could not convert the graph: {exception_summary(exc)}")) from exc
+    failure: LoweringError | None = None
+    # A failed import leaves TVM's abandoned-BlockBuilder warning on stderr when the importer is freed,
+    # so the error is built (from the traceback), the traceback dropped and freed inside the capture.
+    with native_stderr():
+        try:
+            module = from_exported_program(program, keep_params_as_input=True, custom_convert_map=CONVERTERS)
+            module, params = relax.frontend.detach_params(module)
+        except TVM_FAILURES as exc:
+            failure = (unsupported_op_error(program, CONVERTERS) or conversion_failure_error(exc, exception_summary(exc))
+                       or LoweringError(f"TVM's torch frontend could not convert the graph: {exception_summary(exc)}"))
+        gc.collect()
+    if failure is not None:
+        raise failure
     return detached_program(module, params, notes, "the graph")
 
 

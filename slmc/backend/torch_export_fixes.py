@@ -50,6 +50,24 @@ Fix (a rewrite of the exported FX graph, no model changes)
   sizes spelled as ``sym_size``/integer arithmetic nodes. The reshape is an identity in
   PyTorch and, in Relax, re-states the shape so downstream ops keep a known shape.
 
+Integer inputs of float-valued math
+-----------------------------------
+PyTorch computes true division (``aten.div`` without ``rounding_mode``) and ``log``/``exp``/``sqrt``/...
+of integer tensors in the default float dtype; TVM's frontend keeps the integer dtype (``int64 / 8``
+stays int64, and ``relax.log`` then refuses it: "requires the input tensor to have float dtype").
+DeBERTa-v2/v3's log-bucketed relative positions (``make_log_bucket_position``) compute
+``log(abs_pos / mid)`` of integer distances. Each integer tensor operand gets an explicit
+``aten._to_copy(x, dtype=out_dtype)``.
+
+Integer powers
+--------------
+``aten.pow(x, n)`` with an integer exponent ``3 <= n <= MAX_EXPANDED_POWER`` (GELU's tanh approximation,
+``gelu_new`` of GPT-2 and Phi, computes ``x ** 3``) is rewritten into multiplications by squaring.
+TVM's ``tirx`` pow logs ``Warning: Detected pow(x, y) where y >= 3 ... uninteded behaviors when x < 0``
+to the process's stderr for every such op (a raw library line on a quiet run), because targets may
+lower a float ``pow`` as ``exp(y * log(x))``, which is NaN for a negative base; the products are exact
+for every sign.
+
 The rewrites are keyed on ops, dtypes and symbolic-ness of shapes only. No Relax
 legalization override is needed for them; ``slmc.backend.legalize_overrides`` covers an unrelated
 TVM 0.27 bug (``relax.full``/``relax.full_like`` with an infinite fill value).
@@ -72,6 +90,12 @@ _aten = torch.ops.aten
 _SCAN_OPS = (_aten.cumsum.default, _aten.cumprod.default)
 _SLICE_OPS = (_aten.slice.Tensor,)
 _DIFF_OPS = (_aten.diff.default,)
+_POW_SCALAR = _aten.pow.Tensor_Scalar
+_FLOAT_MATH_OPS = tuple(getattr(_aten, name).default for name in (
+    "log", "log2", "log10", "log1p", "exp", "exp2", "expm1", "sqrt", "rsqrt", "sin", "cos", "tan", "tanh",
+    "sigmoid", "erf", "atan", "asin", "acos", "sinh", "cosh", "reciprocal"))
+_TRUE_DIVISION = (_aten.div.Tensor, _aten.div.Scalar)
+MAX_EXPANDED_POWER = 8
 _COMPARISON_OPS = tuple(
     getattr(getattr(_aten, name), overload)
     for name in ("eq", "ne", "lt", "le", "gt", "ge")
@@ -99,6 +123,8 @@ def fix_exported_program(
     notes += _decompose_symbolic_diff(graph)
     notes += _cast_bool_comparison_operands(graph)
     notes += _pin_symbolic_slice_shapes(graph)
+    notes += _expand_integer_powers(graph)
+    notes += _cast_integer_inputs_of_float_math(graph)
     if not notes:
         return ep, []
     graph.lint()
@@ -132,6 +158,59 @@ def _cast_scan_inputs_to_output_dtype(graph: Graph) -> list[str]:
             f"{node.name}: {node.target.__name__} on {in_dtype} input; cast input to "
             f"{out_dtype} explicitly (TVM would scan in {in_dtype}; LLVM cannot add bools)"
         )
+    return notes
+
+
+def _cast_integer_inputs_of_float_math(graph: Graph) -> list[str]:
+    """Give true division and ``log``/``exp``/``sqrt``/... of integer (or bool) tensors an explicit cast to
+    their float output dtype; see "Integer inputs of float-valued math" in the module docstring."""
+    notes = []
+    for node in list(graph.nodes):
+        true_division = node.target in _TRUE_DIVISION and node.kwargs.get("rounding_mode") is None
+        if node.op != "call_function" or not (node.target in _FLOAT_MATH_OPS or true_division):
+            continue
+        out_dtype = _dtype_of(node)
+        if out_dtype is None or not out_dtype.is_floating_point:
+            continue
+        operands = node.args[:2] if true_division else node.args[:1]
+        integer = [i for i, a in enumerate(operands) if _dtype_of(a) is not None and not _dtype_of(a).is_floating_point]
+        if not integer:
+            continue
+        args = list(node.args)
+        with graph.inserting_before(node):
+            for i in integer:
+                args[i] = _new_node(graph, _aten._to_copy.default, (args[i],), {"dtype": out_dtype})
+        node.args = tuple(args)
+        notes.append(f"{node.name}: {node.target.__name__} of a {_dtype_of(node.args[integer[0]].args[0])} tensor; "
+                     f"input cast to {out_dtype} explicitly (TVM keeps the integer dtype)")
+    return notes
+
+
+def _expand_integer_powers(graph: Graph) -> list[str]:
+    """Replace ``pow(x, n)`` of a floating-point ``x`` and an integer ``3 <= n <= MAX_EXPANDED_POWER``
+    by multiplications (square and multiply); see "Integer powers" in the module docstring."""
+    notes = []
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target is not _POW_SCALAR:
+            continue
+        base, exponent = node.args[0], node.args[1]
+        dtype = _dtype_of(base)
+        if (dtype is None or not dtype.is_floating_point or isinstance(exponent, bool)
+                or not isinstance(exponent, (int, float)) or exponent != int(exponent)
+                or not 3 <= int(exponent) <= MAX_EXPANDED_POWER):
+            continue
+        with graph.inserting_before(node):
+            result, square, n = None, base, int(exponent)
+            while n:
+                if n & 1:
+                    result = square if result is None else _new_node(graph, _aten.mul.Tensor, (result, square))
+                n >>= 1
+                if n:
+                    square = _new_node(graph, _aten.mul.Tensor, (square, square))
+        node.replace_all_uses_with(result)
+        graph.erase_node(node)
+        notes.append(f"{node.name}: pow(x, {int(exponent)}) computed as products (TVM warns on pow with "
+                     "an exponent >= 3: wrong for a negative base where pow lowers to exp(y * log(x)))")
     return notes
 
 

@@ -2,8 +2,11 @@
 
 Random-weight checkpoints (seed 0) are written once with ``save_pretrained`` under
 ``<cache>/slmc/bench-models/<name>`` and loaded through ``slmc.models.huggingface.load_hf_model``,
-the same path a downloaded checkpoint takes. Shapes follow the published configs:
-SmolLM-135M (HuggingFaceTB/SmolLM-135M), Qwen2.5-0.5B (Qwen/Qwen2.5-0.5B), GPT-2 124M (openai gpt2).
+the same path a downloaded checkpoint takes. Shapes follow the published configs (``config.json`` of
+the Hugging Face repository named): SmolLM-135M (HuggingFaceTB/SmolLM-135M), Qwen2.5-0.5B
+(Qwen/Qwen2.5-0.5B), GPT-2 124M (openai-community/gpt2), Qwen3-0.6B (Qwen/Qwen3-0.6B) and Gemma-3-270M
+(google/gemma-3-270m). Every field that differs from the transformers config class's default is
+given, so the shape does not move when transformers changes a default.
 """
 
 from __future__ import annotations
@@ -27,7 +30,27 @@ CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
         rope_theta=1000000.0)),
     "gpt2-124m": ("GPT2Config", "GPT2LMHeadModel", dict(
         vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12)),
+    # Qwen/Qwen3-0.6B config.json: QK-norm (every Qwen3), head_dim 128 != hidden/heads, GQA 16/8, tied head,
+    # no sliding window (use_sliding_window false). Qwen3Config's defaults are an 8B-like shape: all set here.
+    "qwen3-0.6b": ("Qwen3Config", "Qwen3ForCausalLM", dict(
+        hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
+        head_dim=128, vocab_size=151936, max_position_embeddings=40960, rms_norm_eps=1e-6, tie_word_embeddings=True,
+        use_sliding_window=False, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})),
+    # google/gemma-3-270m config.json: MQA (4 heads, 1 KV head) of head_dim 256, local layers with a 512-token
+    # window and every 6th layer global (rope_local_base_freq 10000 on local, rope_theta 1e6 on global
+    # layers), QK-norm, query_pre_attn_scalar 256, scaled embeddings, tied head, vocab 262144 (Gemma3TextConfig's
+    # default 262208 is the multimodal models' vocabulary).
+    "gemma-3-270m": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(
+        hidden_size=640, intermediate_size=2048, num_hidden_layers=18, num_attention_heads=4, num_key_value_heads=1,
+        head_dim=256, vocab_size=262144, max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=True,
+        query_pre_attn_scalar=256, sliding_window=512, hidden_activation="gelu_pytorch_tanh",
+        layer_types=["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(18)],
+        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                         "full_attention": {"rope_type": "default", "rope_theta": 1000000.0}})),
 }
+# Parameters of the published checkpoints (tied embedding counted once), checked by the tests.
+PUBLISHED_PARAMETERS = {"smollm-135m": 134_515_008, "qwen2.5-0.5b": 494_032_768, "gpt2-124m": 124_439_808,
+                        "qwen3-0.6b": 596_049_920, "gemma-3-270m": 268_098_176}
 BENCH_MODELS = ("fixture-lm", *CONFIGS)
 
 
@@ -36,16 +59,23 @@ def checkpoint_dir(name: str) -> Path:
     return Path(cache) / "slmc" / "bench-models" / name
 
 
+def build_module(name: str) -> Any:
+    """The transformers model of shape ``name`` with freshly initialised weights (on the current default
+    device: under ``torch.device("meta")`` it allocates nothing)."""
+    import transformers
+
+    config_class, model_class, fields = CONFIGS[name]
+    return getattr(transformers, model_class)(getattr(transformers, config_class)(**fields, **NO_SPECIAL_IDS))
+
+
 def write_checkpoint(name: str) -> Path:
     """The random-weight checkpoint of ``name`` (written on first use)."""
     import torch
-    import transformers
 
     folder = checkpoint_dir(name)
     if not ((folder / "config.json").is_file() and any(folder.glob("*.safetensors"))):
-        config_class, model_class, fields = CONFIGS[name]
         torch.manual_seed(0)
-        model = getattr(transformers, model_class)(getattr(transformers, config_class)(**fields, **NO_SPECIAL_IDS))
+        model = build_module(name)
         folder.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(folder)
     if not (folder / "tokenizer.json").is_file():

@@ -204,7 +204,7 @@ def _check_model_fits_recipe(recipe: Recipe, spec: ModelSpec) -> None:
 
 def _write_weights(program: RelaxProgram, path: Path) -> WeightsInfo:
     # 64-byte aligned, so the runtimes can hand TVM views of the memory-mapped file; identical tensors stored once
-    tensors = {name: np.ascontiguousarray(w) for name, w in zip(program.weight_names, program.weights)}
+    tensors = {name: np.asarray(w, order="C") for name, w in zip(program.weight_names, program.weights)}
     aliases = identical_tensors(tensors)
     stored = {name: w for name, w in tensors.items() if name not in aliases}
     save_aligned(stored, path)

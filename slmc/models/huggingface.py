@@ -2,13 +2,15 @@
 
 The model is built by transformers itself (``from_pretrained(local_files_only=True)``, float32,
 eager attention, eval mode) and wrapped, never re-implemented, so the compiled graph computes
-exactly what transformers computes:
+exactly what transformers computes (its ``Conv1D`` layers, GPT-2's, are swapped for the equivalent
+``nn.Linear``: ``slmc.models.conv1d_linear``):
 
 * decoders (any decoder-only ``*ForCausalLM`` of the installed transformers: the class comes from
   ``config.json`` via ``slmc.models.hf_decoders``, which also refuses what cannot work, with why)
   are wrapped by ``HFCausalLM`` into the cache contract of ``slmc.graph.kv_cache``;
-* encoders (``ENCODERS``: BERT, incl. sentence-transformers folders such as all-MiniLM-L6-v2) are
-  wrapped by ``SentenceEncoder``: ``(input_ids [B, S], attention_mask [B, S]) -> embedding [B, D]``
+* encoders (any family with a masked-LM class, built as its base model: BERT, RoBERTa, XLM-R,
+  DistilBERT, MPNet, ModernBERT, ELECTRA, ...; ``slmc.models.hf_encoders``), incl. sentence-transformers
+  folders such as all-MiniLM-L6-v2, are wrapped by ``SentenceEncoder``: ``(input_ids [B, S], attention_mask [B, S]) -> embedding [B, D]``
   with the folder's pooling (``1_Pooling/config.json``) and ``Normalize`` module if it has them.
 
 Nothing is fetched from a hub. Weights are read from ``*.safetensors`` only: pickle checkpoints
@@ -33,12 +35,12 @@ from slmc.graph.ir import ModelSpec
 from slmc.graph import kv_cache
 from slmc.graph.kv_cache import KVCacheSpec, sink_causal_mask
 from slmc.data.tokenizer import HuggingFaceTokenizer
+from slmc.models.conv1d_linear import conv1d_as_linear
 from slmc.models.hf_decoders import causal_lm_class, check_cache_contract, check_layer_types
+from slmc.models.hf_encoders import encoder_class, explicit_inputs
 
 DEFAULT_MAX_CONTEXT = 2048
 
-# model_type -> transformers class; decoders are not listed (slmc.models.hf_decoders.causal_lm_class)
-ENCODERS: dict[str, str] = {"bert": "BertModel"}
 
 # RoPE variants whose frequencies transformers switches at run time on the largest position id
 # (a data-dependent branch that torch.export cannot trace into one graph).
@@ -153,10 +155,11 @@ def _check_rope(config: Any, folder: Path) -> None:
 class SentenceEncoder(nn.Module):
     """A transformers encoder plus sentence-transformers pooling: ``(input_ids, attention_mask) -> [B, D]``.
 
-    ``attention_mask`` is 1 for real tokens and 0 for padding (int64). It becomes a ready 4-D
-    additive mask, and token types (zeros) and positions (``0 .. S-1``) are passed explicitly, so
-    transformers slices no buffers and builds no mask (the buffer slice along the symbolic
-    sequence length leaves TVM a tensor of unknown shape).
+    ``attention_mask`` is 1 for real tokens and 0 for padding (int64) and goes to the model as is
+    (each family builds its own mask from it: a ready 4-D mask is read differently by ModernBERT and
+    DeBERTa). Token types (zeros) and positions (``0 .. S-1``) are passed where the family takes them
+    (``hf_encoders.explicit_inputs``), so transformers slices no buffer along the symbolic sequence
+    length (which leaves TVM a tensor of unknown shape).
     """
 
     def __init__(self, model: nn.Module, pooling: tuple[str, ...] = ("mean",), normalize: bool = False):
@@ -164,14 +167,16 @@ class SentenceEncoder(nn.Module):
         self.model = model
         self.pooling = pooling
         self.normalize = normalize
+        self.token_types, self.positions = explicit_inputs(model)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         batch, seq = input_ids.shape
-        keep = attention_mask.to(torch.float32)
-        additive = ((1.0 - keep) * torch.finfo(torch.float32).min)[:, None, None, :]
-        positions = torch.arange(seq, device=input_ids.device).unsqueeze(0).expand(batch, seq)
-        hidden = self.model(input_ids=input_ids, attention_mask=additive, token_type_ids=torch.zeros_like(input_ids),
-                            position_ids=positions).last_hidden_state
+        extra = {}
+        if self.token_types:
+            extra["token_type_ids"] = torch.zeros_like(input_ids)
+        if self.positions:
+            extra["position_ids"] = torch.arange(seq, device=input_ids.device).unsqueeze(0).expand(batch, seq)
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
         embedding = pool(hidden, attention_mask, self.pooling)
         return F.normalize(embedding, p=2, dim=1) if self.normalize else embedding
 
@@ -326,7 +331,9 @@ def _from_pretrained(folder: Path, class_name: str) -> nn.Module:
         problems.append("; ".join(str(m) for m in info["error_msgs"])[:500])
     if problems:
         raise ModelError(f"{folder}: the weights do not match config.json ({class_name}): " + "; ".join(problems))
-    return model.float().eval()
+    model = model.float().eval()
+    conv1d_as_linear(model)  # GPT-2's Conv1D layers become the nn.Linear layers passes work on
+    return model
 
 
 def _tokenizer(folder: Path) -> HuggingFaceTokenizer | None:
@@ -344,8 +351,8 @@ def load_hf_model(folder: str | Path, max_context: int | None = None) -> ModelSp
 
     Decoders (any decoder-only causal LM of transformers, ``hf_decoders.causal_lm_class``) become
     ``task="causal-lm"`` under the cache contract with ``max_context = min(config.max_position_embeddings,
-    max_context or 2048)``; encoders (``ENCODERS``) ``task="embedding"`` with dynamic batch and
-    sequence length (up to ``max_position_embeddings``, or ``max_context`` if smaller). Raises
+    max_context or 2048)``; encoders (``hf_encoders.encoder_class``) ``task="embedding"`` with dynamic batch
+    and sequence length (up to the positions the embeddings hold, or ``max_context`` if smaller). Raises
     ``ModelError`` for a missing folder or config, a model that is neither (encoder-decoder,
     ``trust_remote_code``, no causal-LM class), missing or pickle-only weights, weights that do not
     match the config, and a decoder whose layers or cache do not fit the contract (``hf_decoders``).
@@ -357,12 +364,13 @@ def load_hf_model(folder: str | Path, max_context: int | None = None) -> ModelSp
     hf_folder = layout[0] if layout else folder
     config = _read_config(hf_folder)
     model_type = config.get("model_type")
-    if layout and model_type not in ENCODERS:
-        raise ModelError(f"{folder}: a sentence-transformers pipeline over a {model_type!r} model is not supported; "
-                         f"sentence encoders: {', '.join(sorted(ENCODERS))}")
-    if model_type in ENCODERS:
+    encoder = encoder_class(config)
+    if layout and encoder is None:
+        raise ModelError(f"{folder}: a sentence-transformers pipeline over a {model_type!r} model is not supported: "
+                         "sentence encoders are encoder-only families with a masked-LM class in transformers")
+    if encoder is not None:
         _check_weight_files(hf_folder)
-        return _encoder_spec(folder, hf_folder, model_type, layout, max_context)
+        return _encoder_spec(folder, hf_folder, model_type, encoder, layout, max_context)
     class_name = causal_lm_class(config, hf_folder)
     _check_weight_files(hf_folder)
     model = _from_pretrained(hf_folder, class_name)
@@ -386,12 +394,16 @@ def load_hf_model(folder: str | Path, max_context: int | None = None) -> ModelSp
     )
 
 
-def _encoder_spec(folder: Path, hf_folder: Path, model_type: str, layout: tuple[Path, tuple[str, ...], bool] | None,
-                  max_context: int | None) -> ModelSpec:
-    model = _from_pretrained(hf_folder, ENCODERS[model_type])
+def _encoder_spec(folder: Path, hf_folder: Path, model_type: str, class_name: str,
+                  layout: tuple[Path, tuple[str, ...], bool] | None, max_context: int | None) -> ModelSpec:
+    model = _from_pretrained(hf_folder, class_name)
     pooling, normalize = (layout[1], layout[2]) if layout else (("mean",), False)
     module = SentenceEncoder(model, pooling, normalize).eval()
-    longest = min(int(model.config.max_position_embeddings), max_context or int(model.config.max_position_embeddings))
+    positions = int(model.config.max_position_embeddings)
+    padding_idx = getattr(getattr(model, "embeddings", None), "padding_idx", None)
+    if not module.positions and isinstance(padding_idx, int):  # RoBERTa-style: positions start after padding_idx
+        positions -= padding_idx + 1
+    longest = min(positions, max_context or positions)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, int(model.config.vocab_size), (2, 8), generator=gen)
     mask = torch.ones(2, 8, dtype=torch.int64)
@@ -406,7 +418,7 @@ def _encoder_spec(folder: Path, hf_folder: Path, model_type: str, layout: tuple[
         name=folder.name,
         input_names=("input_ids", "attention_mask"),
         output_names=("embedding",),
-        description=f"{model_type} sentence encoder from {folder} (transformers {ENCODERS[model_type]}, {how})",
+        description=f"{model_type} sentence encoder from {folder} (transformers {class_name}, {how})",
         task="embedding",
         tokenizer=_tokenizer(hf_folder),
     )

@@ -51,7 +51,7 @@ def _layout_step(call: relax.Call) -> tuple | None:
 def _apply(array: np.ndarray, chain: tuple) -> np.ndarray:
     for kind, value in chain:
         array = np.transpose(array, value) if kind == "permute" else np.reshape(array, value)
-    return np.ascontiguousarray(array)
+    return np.asarray(array, order="C")  # keeps 0-d arrays 0-d (np.ascontiguousarray does not)
 
 
 def _is_row_gather(call: relax.Call, param: relax.Var) -> bool:

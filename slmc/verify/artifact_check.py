@@ -49,7 +49,7 @@ def save_reference(directory: Path, samples: Sequence[Sequence[Any]], expected: 
     tensors: dict[str, np.ndarray] = {}
     kept = 0
     for i, (inputs, outputs) in enumerate(zip(samples, expected)):
-        arrays = [np.ascontiguousarray(np.asarray(v)) for v in (*inputs, *outputs)]
+        arrays = [np.asarray(v, order="C") for v in (*inputs, *outputs)]
         size = sum(a.nbytes for a in arrays) + sum(a.nbytes for a in tensors.values())
         if kept and size > MAX_REFERENCE_BYTES:  # the first sample always; more while they fit the budget
             continue

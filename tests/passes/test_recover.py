@@ -51,6 +51,12 @@ def test_negative_without_teacher_or_calibration(tiny_lm_graph, host_target, tin
     assert get_pass("recover").config().needs_calibration() is not None
 
 
+def test_nothing_to_train_is_refused_with_the_reasons(tiny_lm_graph, host_target, tiny_calibration):
+    with pytest.raises(ValueError, match="recover has no linear layer to train: blocks.0.attn.q_proj: excluded by include/exclude patterns; .*; and 10 more"):
+        _recover(tiny_lm_graph, tiny_lm_graph, host_target, tiny_calibration, steps=1, include=["lm_head"],
+                 exclude=["lm_head"])
+
+
 @pytest.mark.slow
 def test_recover_after_two_of_four_on_the_fixture(fixture_lm_spec, fixture_lm_graph, tmp_path):
     """SparseGPT 2:4, then 60 distillation steps on 48 training windows (16 held back): held-out

@@ -16,7 +16,8 @@ from slmc.errors import ArtifactError
 
 def test_every_tensor_starts_on_64_bytes_and_loads_back(tmp_path):
     tensors = {"a": np.arange(10, dtype=np.float32), "b": np.ones((3, 5), np.int8), "c": np.arange(7, dtype=np.int64),
-               "d": np.zeros((0,), np.float16), "e": np.full((2, 2), 3.5, np.float64)}
+               "d": np.zeros((0,), np.float16), "e": np.full((2, 2), 3.5, np.float64),
+               "scalar": np.array(8.0, np.float32), "transposed": np.arange(6, dtype=np.float32).reshape(2, 3).T}
     path = tmp_path / "w.safetensors"
     save_aligned(tensors, path)
     with path.open("rb") as f:
@@ -27,7 +28,8 @@ def test_every_tensor_starts_on_64_bytes_and_loads_back(tmp_path):
     loaded = load_file(str(path))
     assert {k for k in loaded if not k.startswith(PAD_PREFIX)} == set(tensors)
     for name, array in tensors.items():
-        assert loaded[name].dtype == array.dtype and np.array_equal(loaded[name], array)
+        assert loaded[name].dtype == array.dtype and loaded[name].shape == array.shape  # 0-d stays 0-d (Gemma's scale)
+        assert np.array_equal(loaded[name], array)
 
 
 def test_reserved_names_and_unknown_dtypes_are_refused(tmp_path):

@@ -103,3 +103,23 @@ def test_source_location_skips_torch_frames():
     assert source_location(trace) == ("/home/u/model.py:12 in forward", "return self.proj(x)")
     assert source_location(f'File "{torch_file}", line 1, in f\n    x') == (None, None)
     assert source_location(None) == (None, None)
+
+
+class _RepeatByBatch(torch.nn.Module):
+    def forward(self, x):
+        return x.repeat(x.shape[0], 1) * 2  # repeat-by-batch
+
+
+def test_a_conversion_that_fails_inside_a_converter_names_node_op_and_source():
+    """``aten.repeat`` has a converter, but not for a symbolic repeat count: the node is found in TVM's traceback."""
+    from slmc.backend.lowering import to_relax
+    from slmc.graph.ir import ModelSpec, trace
+
+    batch = torch.export.Dim("batch", min=2, max=8)
+    spec = ModelSpec(module=_RepeatByBatch(), example_inputs=(torch.randn(3, 4),), dynamic_shapes=({0: batch},), name="rep")
+    with pytest.raises(UnsupportedOpError) as info:
+        to_relax(trace(spec))
+    error = info.value
+    assert error.node == "repeat" and error.op == "aten.repeat.default"
+    assert error.location.endswith(f"test_import_diagnosis.py:{line_of('# repeat-by-batch')} in forward")
+    assert "failed converting node 'repeat'" in str(error) and "relax.op.tile" in str(error)

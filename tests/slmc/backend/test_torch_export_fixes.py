@@ -216,3 +216,44 @@ def test_fix_is_idempotent_and_leaves_input_untouched():
 
 
 # --------------------------------------------------------------------------- relax.full
+
+
+# --------------------------------------------------------------------------- integer powers
+
+
+class _Powers(torch.nn.Module):
+    """GELU's tanh approximation (``gelu_new``: ``x ** 3``) and other powers."""
+
+    def forward(self, x):
+        return torch.stack([x + 0.044715 * torch.pow(x, 3.0), x ** 5, x ** 2, x.abs() ** 2.5], 0)
+
+
+def test_integer_powers_become_products_and_tvm_logs_nothing(capfd):
+    ep = torch.export.export(_Powers(), (torch.randn(2, 8),))
+
+    fixed, notes = fix_exported_program(ep)
+
+    assert [n.split(":")[1].strip()[:9] for n in notes] == ["pow(x, 3)", "pow(x, 5)"]  # x ** 2 and ** 2.5 stay
+    capfd.readouterr()
+    vm = _build_vm(fixed)
+    assert "Detected pow" not in capfd.readouterr().err  # TVM's raw warning on pow with y >= 3
+    x = torch.linspace(-3, 3, 16).reshape(2, 8)  # negative bases too
+    np.testing.assert_allclose(_run(vm, x), _Powers()(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
+class _LogOfIntegers(torch.nn.Module):
+    """DeBERTa-v2's ``make_log_bucket_position``: the log of integer distances divided by an integer."""
+
+    def forward(self, x):
+        return torch.log(x.abs() / 8 + 1) + torch.sqrt(x.abs())
+
+
+def test_float_math_of_integer_tensors_builds_and_matches_eager():
+    model = _LogOfIntegers()
+    ep = torch.export.export(model, (torch.arange(-4, 4).reshape(1, 8),))
+
+    fixed, notes = fix_exported_program(ep)
+
+    assert len(notes) == 2 and all("input cast to torch.float32" in n for n in notes), notes
+    x = torch.arange(-6, 2).reshape(1, 8)
+    np.testing.assert_allclose(_run(_build_vm(fixed), x), model(x).numpy(), rtol=1e-6)
