@@ -25,7 +25,11 @@ class TokenizerVocabulary:
     def __init__(self, tokenizer: HuggingFaceTokenizer, recipe: Recipe):
         self.tokenizer = tokenizer
         self.recipe = recipe
-        self.size = len(self.bpe.tokens)
+
+    @property
+    def size(self) -> int:
+        """Tokens in the vocabulary (parsed when a pass asks: only ``vocab_trim`` needs a BPE tokenizer)."""
+        return len(self.bpe.tokens)
 
     @cached_property
     def bpe(self) -> BpeVocabulary:
