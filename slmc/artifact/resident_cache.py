@@ -25,9 +25,9 @@ from slmc.graph.kv_cache import KVCacheSpec
 class ResidentCache:
     """A ``slmc.graph.kv_cache.Decoder`` over ``function`` (the library's ``resident_all``)."""
 
-    def __init__(self, function: Any, last: Any | None, weights: list[Any], cache: KVCacheSpec, device: Any):
+    def __init__(self, function: Any, last: Any | None, weights: list[Any], cache: KVCacheSpec):
         self.cache = cache
-        self._function, self._last, self._weights, self._device = function, last, weights, device
+        self._function, self._last, self._weights = function, last, weights
         shape = (cache.layers, 1, cache.kv_heads, cache.max_context + 1, cache.head_dim)
         # numpy owns the (64-byte aligned) memory; TVM's tensors view it (slmc.artifact.tvm_runtime)
         self._keys_host, self._values_host = _zeros(shape, np.float32), _zeros(shape, np.float32)

@@ -77,14 +77,13 @@ class CompiledModel:
         """
         check_sampling(temperature, top_p, max_new_tokens)
         tokenizer = self.tokenizer
-        if self.kv_cache is None:
-            raise InputError(f"artifact {self.path} is not a causal LM with a KV cache (task {self.manifest.task!r})")
+        cache = self._causal_cache()
         ids = tokenizer.encode(prompt)
         if not ids:
             raise InputError("the prompt encodes to no tokens")
-        if len(ids) + max_new_tokens > self.kv_cache.max_context:
+        if len(ids) + max_new_tokens > cache.max_context:
             raise InputError(f"prompt ({len(ids)} tokens) + {max_new_tokens} new tokens exceed the artifact's "
-                             f"max_context {self.kv_cache.max_context}")
+                             f"max_context {cache.max_context}")
         pieces = self._pieces(tokenizer, ids, max_new_tokens, temperature, top_p, seed)
         return pieces if stream else "".join(pieces)
 
@@ -117,13 +116,12 @@ class CompiledModel:
         """The model with its KV cache (``slmc.graph.kv_cache.Decoder``): for an artifact of the resident
         contract the one cache this model allocated once (``reset()`` empties it), else the copy contract's
         step with the cache it returns."""
-        if self.kv_cache is None:
-            raise InputError(f"artifact {self.path} is not a causal LM with a KV cache (task {self.manifest.task!r})")
+        cache = self._causal_cache()
         if not self.resident:
-            return CopyDecoder(self.step, self.kv_cache)
+            return CopyDecoder(self.step, cache)
         if self._resident is None:
             last = self._vm[RESIDENT_LAST] if self.manifest.kv_cache.last_position else None
-            self._resident = ResidentCache(self._vm[RESIDENT_ALL], last, self._weights, self.kv_cache, self._device)
+            self._resident = ResidentCache(self._vm[RESIDENT_ALL], last, self._weights, cache)
         return self._resident
 
     def reset(self) -> None:
@@ -135,10 +133,15 @@ class CompiledModel:
         """One call under the causal-LM copy contract (``slmc.graph.kv_cache``). With a resident cache the
         given cache is copied in and the grown one copied out (O(context) copies: for verification;
         ``decoder()`` appends without them)."""
-        if self.kv_cache is None:
-            raise InputError(f"artifact {self.path} is not a causal LM with a KV cache (task {self.manifest.task!r})")
+        self._causal_cache()
         logits, new_keys, new_values = self.run_numpy(ids, keys, values)
         return logits, new_keys, new_values
+
+    def _causal_cache(self) -> KVCacheSpec:
+        """The artifact's KV cache; ``InputError`` for a model that is not a causal LM."""
+        if self.kv_cache is None:
+            raise InputError(f"artifact {self.path} is not a causal LM with a KV cache (task {self.manifest.task!r})")
+        return self.kv_cache
 
     def _resident_step(self, ids: np.ndarray, keys: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
         decoder = self.decoder()
