@@ -40,6 +40,11 @@ def _llama_cpp() -> Any:
     return llama_cpp
 
 
+def built_with_amx(llama_cpp: Any) -> bool:
+    """Whether the installed llama.cpp was compiled with its AMX kernels (its system info line)."""
+    return "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode()
+
+
 def default_threads() -> int:
     """llama.cpp's command-line default: one thread per physical core (of the cores this process may use)."""
     import psutil
@@ -58,11 +63,13 @@ class LlamaCpp:
         self._log = L.llama_log_callback(lambda level, text, user: None)  # kept alive: llama.cpp calls it
         L.llama_log_set(self._log, None)
         params = L.llama_model_default_params()
-        # The host build (GGML_NATIVE on a Xeon with AMX) puts Q8_0/Q4_0 weights in the AMX buffer type, and
-        # llama_decode then segfaults here; without extra buffer types the CPU backend runs them. This also turns
-        # off llama.cpp's repacked CPU layouts: rebuild without AMX (CMAKE_ARGS="-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF")
-        # and drop this line before publishing numbers (docs/benchmarks.md).
-        params.use_extra_bufts = False
+        # A build with AMX (GGML_NATIVE on a Xeon with AMX) puts Q8_0/Q4_0 weights in the AMX buffer type, and
+        # llama_decode then segfaults on this VM; only for such a build are extra buffer types turned off, which
+        # also turns off llama.cpp's repacked CPU layouts (a handicap for llama.cpp, recorded in the report as
+        # `extra_buffer_types`). The README builds without AMX, so its llama.cpp keeps its defaults.
+        self.amx_workaround = built_with_amx(L)
+        if self.amx_workaround:
+            params.use_extra_bufts = False
         self.model = L.llama_model_load_from_file(str(path).encode(), params)
         if not self.model:
             raise SlmcError(f"llama.cpp could not load {path}")
@@ -146,7 +153,8 @@ class LlamaTimer:
         threads = policy.threads or default_threads()
         self.llama = LlamaCpp(Path(info["gguf"]), info["kv"]["max_context"], threads)
         self.threading = {"threads": self.llama.threads, "set_by": "policy" if policy.threads else
-                          "llama.cpp command-line default (physical cores)", "spinning": True}
+                          "llama.cpp command-line default (physical cores)", "spinning": True,
+                          "extra_buffer_types": not self.llama.amx_workaround}
 
     def decode_ms(self, context: int, steps: int) -> list[float]:
         lm = self.llama
