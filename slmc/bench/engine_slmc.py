@@ -4,8 +4,10 @@
 ``slmc-native``: the same artifact packaged for the host (``slmc.driver.package``: the bundle with the
 C++ runner ``slmc-run`` of slmc/native) and run by ``slmc-run --json --bench-prompt-tokens N
 --ignore-eos``, no Python in the process. The runner reports per run: prefill tokens/s of the
-N-token prompt, decode tokens/s averaged over the generated tokens (from context N on), and its
-peak RSS (``ru_maxrss``); the bench's measuring process only starts it, so the RSS is the runner's.
+N-token prompt, the time of each decode step (``token_ms``, from context N on; the bench takes them as
+samples after one warm-up step, as it does for the Python runtime, rather than the run's mean, which
+included the first, cold step), and its peak RSS (``ru_maxrss``); the bench's measuring process only
+starts it, so the RSS is the runner's.
 Both use TVM's thread pool: its defaults, or the common policy's environment.
 """
 
@@ -94,11 +96,12 @@ class NativeTimer:
         return report
 
     def decode_ms(self, context: int, steps: int) -> list[float]:
-        """One sample: the mean ms/token of ``steps`` tokens decoded after a ``context``-token prompt
-        (the prompt shortened so prompt + tokens fit ``max_context``)."""
-        prompt = max(1, min(context, self.max_context - steps - 2))
-        report = self._run(prompt, steps + 1)
-        return [1e3 / report["decode_tokens_per_s"]]
+        """``steps`` samples, as the Python runtime's timer takes them: the ms of each decode step after
+        a ``context``-token prompt (the runner's ``token_ms``, the time between consecutive tokens), the
+        first step left out as the warm-up (the prompt shortened so prompt + tokens fit ``max_context``)."""
+        prompt = max(1, min(context, self.max_context - steps - 3))
+        report = self._run(prompt, steps + 2)
+        return [float(ms) for ms in report["token_ms"][1:]]
 
     def prefill_s(self, tokens: int, repeats: int) -> list[float]:
         return [tokens / self._run(tokens, 1)["prefill_tokens_per_s"] for _ in range(repeats)]

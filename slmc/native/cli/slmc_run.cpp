@@ -8,8 +8,10 @@
 // is checked for size and sha256 before the model is opened, and a mismatch is refused (exit 1).
 // Without --json the prompt and then each token's text are written to stdout as they arrive.
 // --json prints one object: ok, tokens, text, prompt_tokens, generated_tokens, ttft_ms,
-// prefill_tokens_per_s, decode_tokens_per_s, peak_rss_bytes (getrusage ru_maxrss),
-// bundle_files_checked (null for an artifact directory). Benchmark mode: --bench-prompt-tokens N
+// prefill_tokens_per_s, decode_tokens_per_s, token_ms (the wall time between consecutive tokens'
+// arrivals: one decode step with its sampling and detokenizing each, the first token excluded as it
+// ends the prefill), peak_rss_bytes (getrusage ru_maxrss), bundle_files_checked (null for an artifact
+// directory). Benchmark mode: --bench-prompt-tokens N
 // prefills N fixed token ids (i * 7 + 1) mod 64 instead of a text, --ignore-eos decodes exactly
 // --max-new-tokens tokens. On failure the error text goes to stderr (and, with --json,
 // {"ok": false, "error": ...} to stdout); exit 1 (2 for a usage error).
@@ -17,6 +19,7 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -112,10 +115,12 @@ std::string json_string(const std::string& s) {
 struct Run {
     bool stream;
     std::vector<int32_t> tokens;
+    std::vector<std::chrono::steady_clock::time_point> arrivals;  // when each token reached the callback
 };
 
 int on_token(void* user, int32_t id, const char* text, size_t len) {
     auto* run = static_cast<Run*>(user);
+    run->arrivals.push_back(std::chrono::steady_clock::now());
     run->tokens.push_back(id);
     if (run->stream && len) {
         std::fwrite(text, 1, len, stdout);
@@ -185,14 +190,21 @@ int main(int argc, char** argv) {
     getrusage(RUSAGE_SELF, &usage);
     std::string ids;
     for (size_t i = 0; i < run.tokens.size(); ++i) ids += (i ? ", " : "") + std::to_string(run.tokens[i]);
+    std::string token_ms;
+    for (size_t i = 1; i < run.arrivals.size(); ++i) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%s%.4f", i > 1 ? ", " : "",
+                      std::chrono::duration<double, std::milli>(run.arrivals[i] - run.arrivals[i - 1]).count());
+        token_ms += buf;
+    }
     double decode_rate = stats.generated_tokens > 1 && stats.decode_seconds > 0 ? (stats.generated_tokens - 1) / stats.decode_seconds : 0;
     double prefill_rate = stats.prefill_seconds > 0 ? stats.prompt_tokens / stats.prefill_seconds : 0;
     std::printf(
         "{\"ok\": true, \"tokens\": [%s], \"text\": %s, \"prompt_tokens\": %d, \"generated_tokens\": %d, "
         "\"stopped_at_eos\": %s, \"ttft_ms\": %.3f, \"prefill_tokens_per_s\": %.3f, \"decode_tokens_per_s\": %.3f, "
-        "\"peak_rss_bytes\": %lld, \"bundle_files_checked\": %s}\n",
+        "\"token_ms\": [%s], \"peak_rss_bytes\": %lld, \"bundle_files_checked\": %s}\n",
         ids.c_str(), json_string(text).c_str(), stats.prompt_tokens, stats.generated_tokens,
-        stats.stopped_at_eos ? "true" : "false", stats.ttft_seconds * 1e3, prefill_rate, decode_rate,
+        stats.stopped_at_eos ? "true" : "false", stats.ttft_seconds * 1e3, prefill_rate, decode_rate, token_ms.c_str(),
         static_cast<long long>(usage.ru_maxrss) * 1024LL, bundle_files.c_str());
     slmc_model_close(model);
     return 0;

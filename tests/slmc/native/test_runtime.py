@@ -152,6 +152,7 @@ def test_slmc_run_greedy_equals_slmc_generate_and_eager_decoding(runtime, artifa
     assert native["generated_tokens"] == len(native["tokens"])
     assert native["ttft_ms"] > 0 and native["decode_tokens_per_s"] > 0 and native["prefill_tokens_per_s"] > 0
     assert native["peak_rss_bytes"] > 0
+    assert len(native["token_ms"]) == native["generated_tokens"] - 1 and all(ms > 0 for ms in native["token_ms"])
 
 
 def test_slmc_run_streams_the_prompt_and_text(runtime, artifact):
