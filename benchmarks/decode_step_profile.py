@@ -8,7 +8,7 @@ For each artifact, one decode step at context ``--context`` (``decoder().feed`` 
 
 - the VM's call instructions of one step (TVM 0.27's VM has no profiler; ``set_instrument`` sees every
   call): kernels and ``vm.builtin.*`` calls, counted;
-- each kernel replayed alone, in the step's order, with the arguments it got (median over rounds), summed
+- each kernel replayed alone, in the step's order, with the arguments it got (fastest of the rounds), summed
   per kernel name: the step's kernel time, and what is left for the VM, the Python call and its
   arguments (``step - kernels``);
 - the step's time on 1 and 2 threads (``runtime.config_threadpool``, switched in the same process).
@@ -122,7 +122,7 @@ def record_calls(step: Step) -> list[tuple[str, Any, list[Any]]]:
 
 
 def replay_kernels(calls: list[tuple[str, Any, list[Any]]], rounds: int) -> list[tuple[str, float]]:
-    """Each kernel call of the step (not ``vm.*``) replayed in order, ``rounds`` times: (symbol, median s)."""
+    """Each kernel call of the step (not ``vm.*``) replayed in order, ``rounds`` times: (symbol, fastest s)."""
     kernels = [(symbol, func, args) for symbol, func, args in calls if not symbol.startswith("vm.")]
     times: list[list[float]] = [[] for _ in kernels]
     clock = time.perf_counter
@@ -131,7 +131,7 @@ def replay_kernels(calls: list[tuple[str, Any, list[Any]]], rounds: int) -> list
             start = clock()
             func(*args)
             times[index].append(clock() - start)
-    return [(symbol, statistics.median(t)) for (symbol, _, _), t in zip(kernels, times)]
+    return [(symbol, min(t)) for (symbol, _, _), t in zip(kernels, times)]  # min: the least disturbed by other load
 
 
 def call_overhead(rounds: int) -> float:
@@ -159,7 +159,7 @@ def profile(name: str, step: Step, rounds: int, top: int) -> dict[str, Any]:
     per_kernel: dict[str, list[float]] = defaultdict(list)
     for symbol, seconds in replayed:
         per_kernel[_kernel_name(symbol)].append(seconds)
-    step_s = statistics.median(step.timed(5) for _ in range(rounds))
+    step_s = min(step.timed(5) for _ in range(rounds))
     kernel_s = sum(s for _, s in replayed) - noop * len(replayed)
     rows = sorted(((k, len(v), sum(v)) for k, v in per_kernel.items()), key=lambda r: -r[2])
     print(f"\n== {name}: step {step_s * 1e3:.3f} ms, {len(replayed)} kernel calls ({kernel_s * 1e3:.3f} ms replayed, "
@@ -173,8 +173,10 @@ def profile(name: str, step: Step, rounds: int, top: int) -> dict[str, Any]:
             "kernels": [{"name": k, "calls": n, "ms": s * 1e3} for k, n, s in rows]}
 
 
-def alternate(steps: dict[str, Step], threads: list[int], rounds: int, calls: int) -> dict[str, dict[int, float]]:
-    """Median ms per step of each artifact and thread count, timed alternately round by round."""
+def alternate(steps: dict[str, Step], threads: list[int], rounds: int, calls: int,
+              statistic: str = "median") -> dict[str, dict[int, float]]:
+    """ms per step (median or min over rounds of ``calls`` steps) of each artifact and thread count, timed
+    alternately round by round (on a loaded machine ``min`` with ``calls`` 1 is the least disturbed)."""
     samples: dict[str, dict[int, list[float]]] = {n: {t: [] for t in threads} for n in steps}
     for _ in range(rounds):
         for count in threads:
@@ -183,7 +185,8 @@ def alternate(steps: dict[str, Step], threads: list[int], rounds: int, calls: in
                 step()
                 samples[name][count].append(step.timed(calls) * 1e3)
     set_threads(0)
-    return {n: {t: statistics.median(v) for t, v in by.items()} for n, by in samples.items()}
+    pick = statistics.median if statistic == "median" else min
+    return {n: {t: pick(v) for t, v in by.items()} for n, by in samples.items()}
 
 
 def main() -> None:
@@ -198,6 +201,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20, help="steps per timed batch")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--statistic", choices=["median", "min"], default="median", help="of the alternated rounds")
+    parser.add_argument("--profile-threads", type=int, nargs="*", default=[1], help="thread counts of the breakdown (none: skip it)")
     parser.add_argument("--json")
     args = parser.parse_args()
     work = Path(args.work)
@@ -206,10 +211,14 @@ def main() -> None:
     load_before = os.getloadavg()
     steps = {str(a): Step(a, args.context) for a in artifacts}
     results: dict[str, Any] = {"context": args.context, "load_before": load_before}
-    results["profiles"] = {name: profile(name, step, args.rounds, args.top) for name, step in steps.items()}
-    timings = alternate(steps, args.threads, args.rounds, args.calls)
+    results["profiles"] = {}
+    for count in args.profile_threads:
+        set_threads(count)
+        results["profiles"][count] = {name: profile(f"{name}, {count} thread(s)", step, args.rounds, args.top)
+                                      for name, step in steps.items()}
+    timings = alternate(steps, args.threads, args.rounds, args.calls, args.statistic)
     results["alternated_ms"] = timings
-    print(f"\nalternated, context {args.context} (median ms per step):")
+    print(f"\nalternated, context {args.context} ({args.statistic} ms per step):")
     first = next(iter(timings))
     for name, by in timings.items():
         cells = " | ".join(f"{t} thr {ms:7.3f} ms" for t, ms in by.items())
