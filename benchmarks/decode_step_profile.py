@@ -11,6 +11,8 @@ For each artifact, one decode step at context ``--context`` (``decoder().feed`` 
 - each kernel replayed alone, in the step's order, with the arguments it got (fastest of the rounds), summed
   per kernel name: the step's kernel time, and what is left for the VM, the Python call and its
   arguments (``step - kernels``);
+- every call timed inside the step (instrument timestamps, fastest of several steps): quantized linears,
+  other kernels and VM builtins, the split that holds on a loaded machine;
 - the step's time on 1 and 2 threads (``runtime.config_threadpool``, switched in the same process).
 
 Several ``--artifact`` directories are timed alternately, round by round, in one process (the machine
@@ -34,13 +36,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-for _blas in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_blas, "1")
-import numpy as np  # noqa: E402
+from slmc.bench.models import CONFIGS
 
-SMOLLM_WIDTH = dict(hidden_size=576, intermediate_size=1536, num_attention_heads=9, num_key_value_heads=3,
-                    vocab_size=49152, max_position_embeddings=2048, rms_norm_eps=1e-5, tie_word_embeddings=True,
-                    rope_theta=10000.0)
+SMOLLM_WIDTH = {**CONFIGS["smollm-135m"][2]}  # every field but the layer count, which --layers sets
+SMOLLM_WIDTH.pop("num_hidden_layers")
 
 
 def build_artifact(layers: int, max_context: int, work: Path, recipe: Path | None) -> Path:
@@ -112,7 +111,7 @@ def record_calls(step: Step) -> list[tuple[str, Any, list[Any]]]:
             calls.append((str(symbol), func, list(args)))
         return 0
 
-    vm = step.model._vm  # noqa: SLF001 - the profiler looks inside the runtime on purpose
+    vm = step.model._vm  # the profiler looks inside the runtime on purpose
     vm["set_instrument"](tvm_ffi().convert(instrument))
     try:
         step()
@@ -132,6 +131,38 @@ def replay_kernels(calls: list[tuple[str, Any, list[Any]]], rounds: int) -> list
             func(*args)
             times[index].append(clock() - start)
     return [(symbol, min(t)) for (symbol, _, _), t in zip(kernels, times)]  # min: the least disturbed by other load
+
+
+def in_step_minima(step: Step, steps: int) -> list[tuple[str, float]]:
+    """Every call instruction of the step timed where it runs (instrument timestamps before and after it),
+    fastest over ``steps`` steps: (symbol, s). Builtins included; on a loaded machine the minima are the
+    calls that were not preempted (each callback adds about a microsecond around, not inside, the call)."""
+    from slmc.artifact.tvm_runtime import tvm_ffi
+
+    clock = time.perf_counter_ns
+    stamps: list[int] = []
+    names: list[str] = []
+    steps_done = 0
+
+    def stamp(_func: Any, symbol: str, before: bool, _ret: Any, *_args: Any) -> int:
+        stamps.append(clock())
+        if before and not steps_done:
+            names.append(str(symbol))
+        return 0
+
+    vm = step.model._vm  # the profiler looks inside the runtime on purpose
+    vm["set_instrument"](tvm_ffi().convert(stamp))
+    try:
+        best: list[float] | None = None
+        for _ in range(steps):
+            stamps.clear()
+            step()
+            steps_done += 1
+            durations = [(b - a) / 1e9 for a, b in zip(stamps[::2], stamps[1::2])]
+            best = durations if best is None else [min(x, y) for x, y in zip(best, durations)]
+    finally:
+        vm["set_instrument"](tvm_ffi().convert(lambda *a: 0))
+    return list(zip(names, best or []))
 
 
 def call_overhead(rounds: int) -> float:
@@ -168,8 +199,16 @@ def profile(name: str, step: Step, rounds: int, top: int) -> dict[str, Any]:
     print("   builtins: " + ", ".join(f"{k} {n}" for k, n in builtins.most_common()))
     for kernel, count, seconds in rows[:top]:
         print(f"   {seconds * 1e3:8.3f} ms {count:4d} x {kernel}")
+    inside = in_step_minima(step, 4 * rounds)
+    parts: dict[str, float] = defaultdict(float)
+    for symbol, seconds in inside:
+        parts["VM builtins" if symbol.startswith("vm.") else "quantized linears" if symbol.startswith("slmc_qlinear")
+              else "other kernels"] += seconds
+    print("   inside the step (each call's fastest of " + str(4 * rounds) + " steps): "
+          + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])))
     return {"step_ms": step_s * 1e3, "kernel_calls": len(replayed), "kernel_ms": kernel_s * 1e3,
             "builtin_calls": dict(builtins), "call_overhead_us": noop * 1e6,
+            "inside_step_ms": {k: v * 1e3 for k, v in parts.items()},
             "kernels": [{"name": k, "calls": n, "ms": s * 1e3} for k, n, s in rows]}
 
 
@@ -202,7 +241,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--statistic", choices=["median", "min"], default="median", help="of the alternated rounds")
-    parser.add_argument("--profile-threads", type=int, nargs="*", default=[1], help="thread counts of the breakdown (none: skip it)")
+    parser.add_argument("--profile-threads", type=int, nargs="*", default=[1],
+                        help="thread counts of the breakdown (none: skip it)")
     parser.add_argument("--json")
     args = parser.parse_args()
     work = Path(args.work)

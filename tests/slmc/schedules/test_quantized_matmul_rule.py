@@ -96,7 +96,7 @@ def test_tiled_kernel_streams_tiles_and_matches_numpy(bits, zeros, group, extras
     assert width == 64 and "if m == T.int64(1):" in text  # decode nest for one row, prefill nest for more
     # prefill: one chunk per contiguous tile; decode: 6 chunks of 32 channels, even on 2 cores (decode_chunk)
     assert "T.parallel(3)" in text and "T.parallel(6)" in text
-    assert text.count("T.vectorized(64)") >= 3 and "T.vectorized(32)" in text  # 4 (prefill), 2 (decode) vectors of 16 lanes
+    assert text.count("T.vectorized(64)") >= 3 and "T.vectorized(32)" in text  # prefill 4, decode 2 vectors of 16
     assert ("T.unroll(2)" in text) == (bits == 4)  # both nibbles of one loaded byte
     # decode: per-group dots and the accumulator in registers; prefill: one [group, 64] block of
     # unpacked codes per tile and group (computed under the group loop), reused by every row
