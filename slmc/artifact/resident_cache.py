@@ -25,9 +25,10 @@ from slmc.graph.kv_cache import KVCacheSpec
 class ResidentCache:
     """A ``slmc.graph.kv_cache.Decoder`` over ``function`` (the library's ``resident_all``)."""
 
-    def __init__(self, function: Any, last: Any | None, weights: list[Any], cache: KVCacheSpec):
+    def __init__(self, function: Any, last: Any | None, weights: list[Any], cache: KVCacheSpec, step: Any | None = None):
         self.cache = cache
         self._function, self._last, self._weights = function, last, weights
+        self._step = step  # resident_step: one new token on static shapes (slmc.schedules.one_token), when built
         shape = (cache.layers, 1, cache.kv_heads, cache.max_context + 1, cache.head_dim)
         # numpy owns the (64-byte aligned) memory; TVM's tensors view it (slmc.artifact.tvm_runtime)
         self._keys_host, self._values_host = _zeros(shape, np.float32), _zeros(shape, np.float32)
@@ -54,7 +55,8 @@ class ResidentCache:
 
     def feed(self, ids: np.ndarray, last_only: bool = False) -> np.ndarray:
         """Append ``ids`` (int64 ``[1, T]``) and return their logits ``[1, T, V]`` (a view of TVM's output);
-        ``last_only``: ``[1, 1, V]``, computed alone by the library's ``resident_last`` when it has one."""
+        ``last_only``: ``[1, 1, V]``, computed alone by the library's ``resident_last`` when it has one; one
+        token by its ``resident_step`` when it has one (the same logits, static shapes: a cheaper call)."""
         count = ids.shape[1]
         if count < 1 or self.tokens + count > self.cache.max_context:
             raise InputError(f"{self.tokens} cached + {count} new tokens exceed the artifact's max_context "
@@ -65,6 +67,8 @@ class ResidentCache:
         else:
             tokens = as_local_tensor(np.ascontiguousarray(ids, dtype=np.int64))
         function = self._last if last_only and self._last is not None else self._function
+        if count == 1 and self._step is not None:  # one token: its last logits are all its logits
+            function = self._step
         logits = np.from_dlpack(function(tokens, self.keys, self.values, self._shape((self.length,)), *self._weights))
         self.length += count
         return logits[:, -1:] if last_only else logits

@@ -22,7 +22,7 @@ from slmc.artifact.weight_aliases import mapped_parameters
 from slmc.artifact.tvm_runtime import DLPACK_CPU, as_local_tensor, cpu, load_vm, tvm_ffi
 from slmc.errors import ArtifactError, ArtifactNotRunnableError, InputError
 from slmc.artifact.resident_cache import ResidentCache
-from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST, CopyDecoder, Decoder, KVCacheSpec
+from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST, RESIDENT_STEP, CopyDecoder, Decoder, KVCacheSpec
 from slmc.data.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -121,7 +121,9 @@ class CompiledModel:
             return CopyDecoder(self.step, cache)
         if self._resident is None:
             last = self._vm[RESIDENT_LAST] if self.manifest.kv_cache.last_position else None
-            self._resident = ResidentCache(self._vm[RESIDENT_ALL], last, self._weights, cache)
+            # resident_step comes with resident_last since session 7 (slmc.schedules.one_token); older libraries lack it
+            step = self._vm[RESIDENT_STEP] if last is not None and self._vm.implements_function(RESIDENT_STEP) else None
+            self._resident = ResidentCache(self._vm[RESIDENT_ALL], last, self._weights, cache, step)
         return self._resident
 
     def reset(self) -> None:

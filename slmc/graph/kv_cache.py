@@ -39,6 +39,8 @@ OUTPUT_NAMES = ("logits", "keys", "values")
 RESIDENT_ALL = "resident_all"
 # The same with the logits of the last new token only, [1, 1, V] (generation), when the head could be isolated.
 RESIDENT_LAST = "resident_last"
+# resident_last with one new token (a decode step): static shapes but the past length (slmc.schedules.one_token).
+RESIDENT_STEP = "resident_step"
 
 
 @dataclass(frozen=True)

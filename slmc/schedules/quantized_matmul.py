@@ -40,7 +40,7 @@ from tvm import s_tir, tirx
 from tvm.target import Target
 
 from slmc.schedules.row_matmul import (CpuParams, fold_epilogues, is_reduction, matmul_block, root_blocks,
-                                      schedule_row_matmul, vectorize_tails)
+                                      schedule_row_matmul, static_extent, vectorize_tails)
 from slmc.schedules.row_branch import branch_on_rows
 from slmc.schedules.rule import SlmcCpuRule
 
@@ -154,10 +154,34 @@ def _prepare(sch: s_tir.Schedule, params: CpuParams) -> tuple:
     return codes, dots, out, epilogues
 
 
-def _chunks(sch: s_tir.Schedule, out: s_tir.schedule.SBlockRV, shape: _TiledShape, inner_rows: bool) -> tuple:
-    """Split ``out``'s channels into (parallel chunk, vector lanes); rows inside or outside the group loop."""
+def decode_chunk(channels: int | None, width: int, widest: int, params: CpuParams) -> int:
+    """Channels per parallel chunk of the decode nest: of the whole-vector slices of a tile no wider
+    than ``widest``, the one that leaves the busiest core the fewest channels (the widest on a tie).
+
+    TVM's parallel loop gives each core one contiguous run of ``ceil(chunks / cores)`` chunks, and a
+    decode GEMV is memory-bound, so its time is the busiest core's channels: a 576->192 projection in
+    3 chunks of 64 keeps one of 2 cores idle half the kernel (2 chunks against 1; 6 chunks of 32: none),
+    576->576 in 9 chunks of 64 a fifth of it (5 against 4; 18 of 32: none). ``channels`` unknown (``None``): ``widest``.
+    """
+    lanes, cores = params.lanes, max(1, params.cores)
+    widths = [w for w in range(widest, 0, -lanes) if w % lanes == 0 and width % w == 0]
+    if channels is None or not widths:
+        return widest
+
+    def busiest(w: int) -> int:  # channels of the core with the most chunks
+        chunks = -(-channels // w)
+        return -(-chunks // cores) * w
+
+    return min(widths, key=lambda w: (busiest(w), -w))
+
+
+def _chunks(sch: s_tir.Schedule, out: s_tir.schedule.SBlockRV, shape: _TiledShape, inner_rows: bool,
+            vector: int | None = None) -> tuple:
+    """Split ``out``'s channels into (parallel chunk of ``vector`` channels, default ``shape.vector``, vector
+    lanes); rows inside or outside the group loop."""
+    vector = vector or shape.vector
     m, n, g = sch.get_loops(out)
-    tile, part, lanes = sch.split(n, factors=[None, shape.width // shape.vector, shape.vector])
+    tile, part, lanes = sch.split(n, factors=[None, shape.width // vector, vector])
     sch.reorder(tile, part, *((g, m) if inner_rows else (m, g)), lanes)
     chunk = sch.fuse(tile, part)
     sch.vectorize(lanes)
@@ -179,7 +203,9 @@ def _schedule_rows(sch: s_tir.Schedule, shape: _TiledShape, params: CpuParams) -
     """Decode: each code is unpacked where it is used, per-group dots and the accumulator in registers."""
     codes, dots, out, epilogues = _prepare(sch, params)
     sch.compute_inline(codes)
-    _, m, g = _chunks(sch, out, shape, inner_rows=False)
+    channels = static_extent(sch, sch.get_loops(out)[1])
+    vector = decode_chunk(channels, shape.width, shape.vector, params)
+    _, m, g = _chunks(sch, out, shape, inner_rows=False, vector=vector)
     accumulator = sch.cache_write(out, 0, "local")
     sch.reverse_compute_at(accumulator, m)
     kept = fold_epilogues(sch, epilogues, m)

@@ -36,11 +36,12 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.relax.utils import copy_with_new_vars
 from tvm.script import tirx as T
 
-from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST, KVCacheSpec
+from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST, RESIDENT_STEP, KVCacheSpec
 from slmc.schedules.attention_rewrite import SCORES, VALUES
 from slmc.schedules.kv_append import KIND as APPEND, LAYER_ATTR
 from slmc.schedules.last_position import last_position_function
 from slmc.schedules.not_resident import NotResident
+from slmc.schedules.one_token import one_token_function
 from slmc.schedules.rule import KERNEL_ATTR
 
 WRITE = "kv_write"
@@ -63,7 +64,7 @@ class Residency:
         if self.mode != "resident":
             return [f"KV cache: copy contract ({self.reason})"]
         last = (f"; no {RESIDENT_LAST}: {self.last_position}" if self.last_position
-                else f", {RESIDENT_LAST} computes the last token's logits only")
+                else f", {RESIDENT_LAST} computes the last token's logits only, {RESIDENT_STEP} a one-token step")
         return [f"KV cache: resident, appended in place in {self.layers} layers ({RESIDENT_ALL}){last}"]
 
 
@@ -231,10 +232,12 @@ def resident_function(mod: tvm.IRModule, cache: KVCacheSpec) -> tuple[tvm.IRModu
 
 
 def with_last_position(mod: tvm.IRModule) -> tvm.IRModule:
-    """``mod`` with ``resident_last`` added (``slmc.schedules.last_position``); ``NotResident`` says why not."""
+    """``mod`` with ``resident_last`` added (``slmc.schedules.last_position``) and its one-token form
+    ``resident_step`` (``slmc.schedules.one_token``); ``NotResident`` says why not."""
     out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
     function = last_position_function(mod[RESIDENT_ALL], mod)
     out[RESIDENT_LAST] = copy_with_new_vars(function.with_attr("global_symbol", RESIDENT_LAST))
+    out[RESIDENT_STEP] = copy_with_new_vars(one_token_function(function).with_attr("global_symbol", RESIDENT_STEP))
     return out
 
 

@@ -14,7 +14,7 @@ from schedule_helpers import AVX512_2CORES, dense_kernel, dequantize, quantized_
 from tvm import te
 
 from slmc.quantization.tvm_kernels import KERNEL_ATTR, linear_tile_width, quantized_linear_te
-from slmc.schedules.quantized_matmul import QuantizedMatmul
+from slmc.schedules.quantized_matmul import QuantizedMatmul, decode_chunk
 from slmc.schedules.row_matmul import CpuParams
 
 K, N = 64, 48
@@ -94,8 +94,9 @@ def test_tiled_kernel_streams_tiles_and_matches_numpy(bits, zeros, group, extras
                      host_target)
     text = func.script()
     assert width == 64 and "if m == T.int64(1):" in text  # decode nest for one row, prefill nest for more
-    assert text.count("T.parallel(3)") == 2  # one chunk per contiguous tile, in both nests
-    assert text.count("T.vectorized(64)") >= 6  # 4 vectors of 16 lanes
+    # prefill: one chunk per contiguous tile; decode: 6 chunks of 32 channels, even on 2 cores (decode_chunk)
+    assert "T.parallel(3)" in text and "T.parallel(6)" in text
+    assert text.count("T.vectorized(64)") >= 3 and "T.vectorized(32)" in text  # prefill 4, decode 2 vectors of 16
     assert ("T.unroll(2)" in text) == (bits == 4)  # both nibbles of one loaded byte
     # decode: per-group dots and the accumulator in registers; prefill: one [group, 64] block of
     # unpacked codes per tile and group (computed under the group loop), reused by every row
@@ -169,3 +170,19 @@ def test_per_channel_scales_on_a_wide_input_keep_the_decode_nest_for_every_row_c
     text = func.script()
     assert "if " not in text and "unpacked_codes" not in text and "dequant_matmul_local" in text
     _matches_numpy(func, host_target, 1536, 64, 8, 1536, rows=6, seed=5)
+
+
+def test_decode_chunks_leave_no_core_idle_where_a_narrower_slice_of_the_tile_avoids_it():
+    """2 cores, AVX-512: 576->192 and 576->576 in 32-channel chunks (6 and 18: even), the rest in whole tiles."""
+    two, one = AVX512_2CORES, CpuParams(vector_bits=512, cores=1)
+    assert [decode_chunk(n, 64, 64, two) for n in (192, 576, 1536, 49152, 128)] == [32, 32, 64, 64, 64]
+    assert [decode_chunk(n, 64, 64, one) for n in (192, 576)] == [64, 64]  # one core: nothing to balance
+    assert decode_chunk(None, 64, 64, two) == 64 and decode_chunk(48, 16, 16, two) == 16
+
+
+def test_decode_nest_of_a_narrow_projection_runs_six_chunks_on_two_cores(host_target):
+    func = _schedule(quantized_kernel(TK, TN, 4, 32, tile=64), host_target)
+    decode, prefill = func.script().split("else:", 1)
+    assert "T.parallel(6)" in decode and "T.vectorized(32)" in decode  # 2 vectors of 16 lanes per chunk
+    assert "T.parallel(3)" in prefill  # prefill keeps whole tiles (its unpacked block is shared by the rows)
+    _matches_numpy(func, host_target, TK, TN, 4, 32, rows=1, seed=6)

@@ -1,0 +1,275 @@
+"""Where one decode step of a resident-KV artifact spends its time: kernels, VM instructions, threads.
+
+Builds (once, under ``--work``) a random-weight Llama of SmolLM-135M's width (hidden 576, 9/3 heads,
+intermediate 1536, vocabulary 49152) with ``--layers`` layers, compiled by ``slmc.compile`` with
+``slmc bench``'s recipe (int4 g32 RTN) for the host, or profiles the ``--artifact`` directories given.
+For each artifact, one decode step at context ``--context`` (``decoder().feed`` of one token after
+``truncate``, what ``slmc bench`` times):
+
+- the VM's call instructions of one step (TVM 0.27's VM has no profiler; ``set_instrument`` sees every
+  call): kernels and ``vm.builtin.*`` calls, counted;
+- each kernel replayed alone, in the step's order, with the arguments it got (fastest of the rounds), summed
+  per kernel name: the step's kernel time, and what is left for the VM, the Python call and its
+  arguments (``step - kernels``);
+- every call timed inside the step (instrument timestamps, fastest of several steps): quantized linears,
+  other kernels and VM builtins, the split that holds on a loaded machine;
+- the step's time on 1 and 2 threads (``runtime.config_threadpool``, switched in the same process).
+
+Several ``--artifact`` directories are timed alternately, round by round, in one process (the machine
+may be loaded: compare ratios, not milliseconds).
+
+    python benchmarks/decode_step_profile.py --layers 4 --work /tmp/decode-profile
+    python benchmarks/decode_step_profile.py --artifact /tmp/a --artifact /tmp/b --context 128
+
+Not a test: timings depend on the machine and its load (printed before and after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from slmc.bench.models import CONFIGS
+
+SMOLLM_WIDTH = {**CONFIGS["smollm-135m"][2]}  # every field but the layer count, which --layers sets
+SMOLLM_WIDTH.pop("num_hidden_layers")
+
+
+def build_artifact(layers: int, max_context: int, work: Path, recipe: Path | None) -> Path:
+    """The artifact of a ``layers``-layer Llama of SmolLM-135M's width (compiled once) with ``recipe``
+    (default: ``slmc bench``'s, int4 g32 RTN)."""
+    out = work / f"artifact-L{layers}-C{max_context}-{recipe.stem if recipe else 'int4-g32-rtn'}"
+    if (out / "manifest.json").is_file():
+        return out
+    import torch
+    import transformers
+
+    import slmc
+    from slmc.bench.models import NO_SPECIAL_IDS, write_bench_tokenizer
+    from slmc.bench.run import DEFAULT_RECIPE
+    from slmc.models.huggingface import load_hf_model
+
+    folder = work / f"checkpoint-L{layers}"
+    if not (folder / "config.json").is_file():
+        torch.manual_seed(0)
+        config = transformers.LlamaConfig(**SMOLLM_WIDTH, num_hidden_layers=layers, **NO_SPECIAL_IDS)
+        transformers.LlamaForCausalLM(config).save_pretrained(folder)
+        write_bench_tokenizer(folder / "tokenizer.json", SMOLLM_WIDTH["vocab_size"])
+    if recipe is None:
+        recipe = work / "int4-g32-rtn.yaml"
+        recipe.write_text(DEFAULT_RECIPE)
+    spec = load_hf_model(folder, max_context=max_context)
+    slmc.compile(spec, str(recipe), "host", out)
+    return out
+
+
+class Step:
+    """One decode step at a fixed context on an artifact's resident cache."""
+
+    def __init__(self, artifact: Path, context: int):
+        import slmc
+        from slmc.bench.timing import bench_prompt
+
+        self.model = slmc.load(artifact)
+        self.decoder = self.model.decoder()
+        self.decoder.reset()
+        self.decoder.feed(bench_prompt(context))
+        self.context = context
+        self.token = bench_prompt(1)
+
+    def __call__(self) -> None:
+        self.decoder.truncate(self.context)
+        self.decoder.feed(self.token)
+
+    def timed(self, calls: int) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            self()
+        return (time.perf_counter() - start) / calls
+
+
+def _kernel_name(symbol: str) -> str:
+    """A kernel's symbol without its numeric suffix (``fused_rms_norm_3`` -> ``fused_rms_norm``)."""
+    return re.sub(r"(_\d+)+$", "", symbol)
+
+
+def record_calls(step: Step) -> list[tuple[str, Any, list[Any]]]:
+    """Every call instruction of one step: (symbol, function, arguments); the instrument is removed after."""
+    from slmc.artifact.tvm_runtime import tvm_ffi
+
+    calls: list[tuple[str, Any, list[Any]]] = []
+
+    def instrument(func: Any, symbol: str, before: bool, _ret: Any, *args: Any) -> int:
+        if before:
+            calls.append((str(symbol), func, list(args)))
+        return 0
+
+    vm = step.model._vm  # the profiler looks inside the runtime on purpose
+    vm["set_instrument"](tvm_ffi().convert(instrument))
+    try:
+        step()
+    finally:
+        vm["set_instrument"](tvm_ffi().convert(lambda *a: 0))  # no "unset" in 0.27's VM: a no-op instrument
+    return calls
+
+
+def replay_kernels(calls: list[tuple[str, Any, list[Any]]], rounds: int) -> list[tuple[str, float]]:
+    """Each kernel call of the step (not ``vm.*``) replayed in order, ``rounds`` times: (symbol, fastest s)."""
+    kernels = [(symbol, func, args) for symbol, func, args in calls if not symbol.startswith("vm.")]
+    times: list[list[float]] = [[] for _ in kernels]
+    clock = time.perf_counter
+    for _ in range(rounds):
+        for index, (_, func, args) in enumerate(kernels):
+            start = clock()
+            func(*args)
+            times[index].append(clock() - start)
+    return [(symbol, min(t)) for (symbol, _, _), t in zip(kernels, times)]  # min: the least disturbed by other load
+
+
+def in_step_minima(step: Step, steps: int) -> list[tuple[str, float]]:
+    """Every call instruction of the step timed where it runs (instrument timestamps before and after it),
+    fastest over ``steps`` steps: (symbol, s). Builtins included; on a loaded machine the minima are the
+    calls that were not preempted (each callback adds about a microsecond around, not inside, the call)."""
+    from slmc.artifact.tvm_runtime import tvm_ffi
+
+    clock = time.perf_counter_ns
+    stamps: list[int] = []
+    names: list[str] = []
+    steps_done = 0
+
+    def stamp(_func: Any, symbol: str, before: bool, _ret: Any, *_args: Any) -> int:
+        stamps.append(clock())
+        if before and not steps_done:
+            names.append(str(symbol))
+        return 0
+
+    vm = step.model._vm  # the profiler looks inside the runtime on purpose
+    vm["set_instrument"](tvm_ffi().convert(stamp))
+    try:
+        best: list[float] | None = None
+        for _ in range(steps):
+            stamps.clear()
+            step()
+            steps_done += 1
+            durations = [(b - a) / 1e9 for a, b in zip(stamps[::2], stamps[1::2])]
+            best = durations if best is None else [min(x, y) for x, y in zip(best, durations)]
+    finally:
+        vm["set_instrument"](tvm_ffi().convert(lambda *a: 0))
+    return list(zip(names, best or []))
+
+
+def call_overhead(rounds: int) -> float:
+    """Seconds of one Python call of an FFI function doing nothing (what the replay adds to each kernel)."""
+    from slmc.artifact.tvm_runtime import tvm_ffi
+
+    noop = tvm_ffi().get_global_func("runtime.NumThreads")
+    start = time.perf_counter()
+    for _ in range(rounds):
+        noop()
+    return (time.perf_counter() - start) / rounds
+
+
+def set_threads(count: int) -> None:
+    from slmc.artifact.tvm_runtime import tvm_ffi
+
+    tvm_ffi().get_global_func("runtime.config_threadpool")(1, count)  # 1 = kBig: TVM's default mode
+
+
+def profile(name: str, step: Step, rounds: int, top: int) -> dict[str, Any]:
+    calls = record_calls(step)
+    builtins = Counter(symbol for symbol, _, _ in calls if symbol.startswith("vm."))
+    replayed = replay_kernels(calls, rounds)
+    noop = call_overhead(2000)
+    per_kernel: dict[str, list[float]] = defaultdict(list)
+    for symbol, seconds in replayed:
+        per_kernel[_kernel_name(symbol)].append(seconds)
+    step_s = min(step.timed(5) for _ in range(rounds))
+    kernel_s = sum(s for _, s in replayed) - noop * len(replayed)
+    rows = sorted(((k, len(v), sum(v)) for k, v in per_kernel.items()), key=lambda r: -r[2])
+    print(f"\n== {name}: step {step_s * 1e3:.3f} ms, {len(replayed)} kernel calls ({kernel_s * 1e3:.3f} ms replayed, "
+          f"call overhead {noop * 1e6:.2f} us each subtracted), {sum(builtins.values())} VM builtin calls; "
+          f"step - kernels = {(step_s - kernel_s) * 1e3:.3f} ms")
+    print("   builtins: " + ", ".join(f"{k} {n}" for k, n in builtins.most_common()))
+    for kernel, count, seconds in rows[:top]:
+        print(f"   {seconds * 1e3:8.3f} ms {count:4d} x {kernel}")
+    inside = in_step_minima(step, 4 * rounds)
+    parts: dict[str, float] = defaultdict(float)
+    for symbol, seconds in inside:
+        parts["VM builtins" if symbol.startswith("vm.") else "quantized linears" if symbol.startswith("slmc_qlinear")
+              else "other kernels"] += seconds
+    print("   inside the step (each call's fastest of " + str(4 * rounds) + " steps): "
+          + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])))
+    return {"step_ms": step_s * 1e3, "kernel_calls": len(replayed), "kernel_ms": kernel_s * 1e3,
+            "builtin_calls": dict(builtins), "call_overhead_us": noop * 1e6,
+            "inside_step_ms": {k: v * 1e3 for k, v in parts.items()},
+            "kernels": [{"name": k, "calls": n, "ms": s * 1e3} for k, n, s in rows]}
+
+
+def alternate(steps: dict[str, Step], threads: list[int], rounds: int, calls: int,
+              statistic: str = "median") -> dict[str, dict[int, float]]:
+    """ms per step (median or min over rounds of ``calls`` steps) of each artifact and thread count, timed
+    alternately round by round (on a loaded machine ``min`` with ``calls`` 1 is the least disturbed)."""
+    samples: dict[str, dict[int, list[float]]] = {n: {t: [] for t in threads} for n in steps}
+    for _ in range(rounds):
+        for count in threads:
+            set_threads(count)
+            for name, step in steps.items():
+                step()
+                samples[name][count].append(step.timed(calls) * 1e3)
+    set_threads(0)
+    pick = statistics.median if statistic == "median" else min
+    return {n: {t: pick(v) for t, v in by.items()} for n, by in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--artifact", action="append", default=[], help="artifact directory (repeatable)")
+    parser.add_argument("--layers", type=int, default=4, help="layers of the model built when no --artifact is given")
+    parser.add_argument("--recipe", type=Path, help="recipe of the model built (default: slmc bench's int4 g32 RTN)")
+    parser.add_argument("--max-context", type=int, default=512)
+    parser.add_argument("--work", default="/tmp/slmc-decode-profile")
+    parser.add_argument("--context", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--calls", type=int, default=20, help="steps per timed batch")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--statistic", choices=["median", "min"], default="median", help="of the alternated rounds")
+    parser.add_argument("--profile-threads", type=int, nargs="*", default=[1],
+                        help="thread counts of the breakdown (none: skip it)")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    artifacts = [Path(a) for a in args.artifact] or [build_artifact(args.layers, args.max_context, work, args.recipe)]
+    load_before = os.getloadavg()
+    steps = {str(a): Step(a, args.context) for a in artifacts}
+    results: dict[str, Any] = {"context": args.context, "load_before": load_before}
+    results["profiles"] = {}
+    for count in args.profile_threads:
+        set_threads(count)
+        results["profiles"][count] = {name: profile(f"{name}, {count} thread(s)", step, args.rounds, args.top)
+                                      for name, step in steps.items()}
+    timings = alternate(steps, args.threads, args.rounds, args.calls, args.statistic)
+    results["alternated_ms"] = timings
+    print(f"\nalternated, context {args.context} ({args.statistic} ms per step):")
+    first = next(iter(timings))
+    for name, by in timings.items():
+        cells = " | ".join(f"{t} thr {ms:7.3f} ms" for t, ms in by.items())
+        ratio = " | ".join(f"{t} thr {by[t] / timings[first][t]:.2f}x of first" for t in by)
+        spread = f"2/1 threads {by[2] / by[1]:.2f}x" if 1 in by and 2 in by else ""
+        print(f"   {cells} | {ratio} | {spread} | {name}")
+    results["load_after"] = os.getloadavg()
+    print(f"load {load_before[0]:.2f} -> {results['load_after'][0]:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""resident_step (slmc.schedules.one_token): the one-token decode step on static shapes, beside resident_last."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import tvm
+import tvm_ffi
+from tvm import relax
+
+from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST, RESIDENT_STEP
+from slmc.models import tiny_lm
+from slmc.schedules.not_resident import NotResident
+from slmc.schedules.one_token import one_token_function
+
+
+@pytest.fixture(scope="module")
+def built(host_target):
+    from slmc.backend.lowering import build, to_relax
+    from slmc.graph.ir import trace
+
+    spec = tiny_lm.build()
+    program = to_relax(trace(spec))
+    vm = relax.VirtualMachine(build(program, host_target, spec.kv_cache), tvm.cpu())
+    return spec, program, vm
+
+
+def _calls(vm, name, *args):
+    """(logits, Counter of the VM's builtin calls, number of kernel calls) of one call of ``name``."""
+    seen = []
+    vm.set_instrument(tvm_ffi.convert(lambda _f, symbol, before, *_: seen.append(str(symbol)) if before else None))
+    logits = vm[name](*args).numpy()
+    vm.set_instrument(tvm_ffi.convert(lambda *_: 0))
+    return logits, Counter(s for s in seen if s.startswith("vm.")), sum(1 for s in seen if not s.startswith("vm."))
+
+
+def test_the_step_has_static_token_shapes(built):
+    _, program, _ = built
+    step = program.scheduled[RESIDENT_STEP]
+    assert [int(v) for v in step.params[0].ty.shape.values] == [1, 1]
+    assert "R.Tensor((1, 1, 256)" in step.script()  # the logits of the one token
+    assert program.residency.last_position is None and RESIDENT_STEP in program.residency.notes()[0]
+
+
+def test_the_step_equals_resident_all_with_fewer_vm_calls(built):
+    spec, program, vm = built
+    cache = spec.kv_cache
+    shape = (cache.layers, 1, cache.kv_heads, cache.max_context + 1, cache.head_dim)
+    rng = np.random.default_rng(0)
+    keys, values = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+    weights = [tvm.runtime.tensor(w) for w in program.weights]
+    results = {}
+    for name in (RESIDENT_ALL, RESIDENT_STEP):
+        k, v = tvm.runtime.tensor(keys), tvm.runtime.tensor(values)  # each from the same 20 cached positions
+        logits, builtins, kernels = _calls(vm, name, tvm.runtime.tensor(np.array([[17]])), k, v, tvm_ffi.Shape((21,)),
+                                           *weights)
+        results[name] = (logits, builtins, kernels, k.numpy(), v.numpy())
+    (every, all_builtins, all_kernels, all_k, all_v), (step, step_builtins, step_kernels, step_k, step_v) = \
+        results[RESIDENT_ALL], results[RESIDENT_STEP]
+    np.testing.assert_allclose(step, every, atol=1e-5, rtol=0)  # one-row schedules of the same sums
+    np.testing.assert_array_equal(step_k, all_k)  # the same slot written with the same keys
+    np.testing.assert_array_equal(step_v, all_v)
+    assert step_kernels <= all_kernels
+    assert sum(step_builtins.values()) < sum(all_builtins.values())  # no shapes built per call for the tokens
+    assert step_builtins["vm.builtin.make_shape"] < all_builtins["vm.builtin.make_shape"]
+
+
+def test_a_function_without_a_symbolic_token_count_is_refused():
+    ids = relax.Var("input_ids", relax.TensorType([1, 4], "int64"))
+    func = relax.Function([ids], ids, relax.TensorType([1, 4], "int64"))
+    with pytest.raises(NotResident, match="no symbolic token count"):
+        one_token_function(func)
+
+
+def test_resident_last_is_kept_beside_the_step(built):
+    _, program, _ = built
+    assert RESIDENT_LAST in [gv.name_hint for gv in program.scheduled.functions]
