@@ -77,7 +77,9 @@ def test_the_built_resident_step_equals_the_copy_contract(tiny, host_target):
         logits, keys, values = (o.numpy() for o in vm["main"](tvm.runtime.tensor(ids), tvm.runtime.tensor(keys),
                                                                tvm.runtime.tensor(values), *weights))
         resident = vm[RESIDENT_ALL](tvm.runtime.tensor(ids), resident_k, resident_v, tvm_ffi.Shape((past,)), *weights).numpy()
-        np.testing.assert_array_equal(resident, logits)  # measured: bit-identical (the same kernels, the same sums)
+        # the resident functions' attention is one tiled kernel per layer (slmc.schedules.flash_rewrite): the same
+        # sums in another order, so close to main's, not bit-identical; measured max abs difference TODO
+        np.testing.assert_allclose(resident, logits, rtol=0, atol=1e-4)
         np.testing.assert_array_equal(resident_k.numpy()[:, :, :, :keys.shape[3]], keys)
         np.testing.assert_array_equal(resident_v.numpy()[:, :, :, :values.shape[3]], values)
     assert copy.residency.last_position is None  # the head was found: resident_last computes one row
