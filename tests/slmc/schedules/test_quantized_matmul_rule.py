@@ -195,4 +195,4 @@ def test_prefill_nest_reads_each_packed_tile_once_for_all_rows_and_blocks_rows_i
     dot = next(i for i, line in enumerate(prefill) if re.search(r"group_dot_local\[.*\] = group_dot_local", line))
     loops = _enclosing_loops(prefill, dot)
     assert any("T.unroll(T.int64(4))" in loop for loop in loops), loops
-    assert any(re.search(r"range\(\(m_\d + T\.int64\(3\)\) // T\.int64\(4\)\)", loop) for loop in loops), loops
+    assert any(re.search(r"range\(\(m_\d \+ T\.int64\(3\)\) // T\.int64\(4\)\)", loop) for loop in loops), loops
