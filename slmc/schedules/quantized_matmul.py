@@ -14,18 +14,14 @@ Two kernel forms, after the weight layout the converter chose:
       for m in M:                                       out[:, tile] = 0
         acc[0:nb] = 0                                   for g in G:
         for g in G:                                       codes[0:group, 0:nb] = float(code)   # L1, once
-          dot[0:nb] = 0                                   for mo in M / mb:                    # row blocks
-          for i in group (int4: nibbles unrolled):          dot[0:mb, 0:nb] = 0                # registers
-            dot += x[m, i] * float(code[tile, i, :])        for i in group:
-          acc += (dot - zero * xsum[m, g]) * scale            unrolled for mi in mb:
-        out[m, tile] = epilogue(acc)                            dot[mi, :] += x[m, i] * codes[i, :]
-                                                            out[rows, tile] += (dot - zero * xsum) * scale
-                                                        epilogue(out[:, tile])
+          dot[0:nb] = 0                                   for m in M:
+          for i in group (int4: nibbles unrolled):          dot[0:nb] = sum_i x[m, i] * codes[i, :]
+            dot += x[m, i] * float(code[tile, i, :])        out[m, tile] += (dot - zero * xsum[m, g]) * scale
+          acc += (dot - zero * xsum[m, g]) * scale
+        out[m, tile] = epilogue(acc)                    epilogue(out[:, tile])
 
   Decode unpacks each code where it is used; prefill unpacks a ``[group, nb]`` block once per
-  tile and group and every row reuses it, so its inner loop is one FMA per weight and row; rows go
-  in register blocks of ``mb`` (``_row_block``: 4 on AVX-512), so each code vector loaded from L1
-  feeds ``mb`` FMAs (the packed codes of a tile and group are read once for all ``M`` rows).
+  tile and group and every row reuses it, so its inner loop is one FMA per weight and row.
   Measured one thread, AVX-512, int4 g32 (``benchmarks/quantized_kernel_speed.py``): decode ~27 GB/s
   of weights (576->49152), prefill 128 rows 150-175 GFLOP/s, against 14 GB/s and 15-60 GFLOP/s for
   the transposed form below.
@@ -50,7 +46,6 @@ from slmc.schedules.rule import SlmcCpuRule
 
 KIND = "quantized_linear"
 ACCUMULATOR_VECTORS = 4  # vectors of output channels accumulated in registers per chunk (tiled form)
-PREFILL_ACCUMULATORS = 16  # vector registers of per-group dots in the prefill nest (rows x chunk vectors; half of AVX-512's / NEON's 32)
 SHARED_BLOCK_BYTES = 256 * 1024  # largest unpacked [group, chunk] float block of the prefill nest (stack, L2)
 
 
@@ -180,24 +175,6 @@ def _vectorized_dots(sch: s_tir.Schedule, dots: s_tir.schedule.SBlockRV, pairs: 
     sch.decompose_reduction(dots, step)
 
 
-def _row_block(shape: _TiledShape, params: CpuParams) -> int:
-    """Rows per register block of the prefill nest: ``PREFILL_ACCUMULATORS`` vector accumulators shared
-    by the rows of the block, each row holding ``vector / lanes`` of them (at least 1, at most 4 rows)."""
-    return max(1, min(4, PREFILL_ACCUMULATORS // max(1, shape.vector // params.lanes)))
-
-
-def _row_blocked_dots(sch: s_tir.Schedule, dots: s_tir.schedule.SBlockRV, pairs: int) -> None:
-    """Under the row-block loop: reduction outside, then (int4) the nibble pair, the block's rows
-    unrolled and the channels vectorized innermost, so every code vector feeds all rows of the block."""
-    row, channel, inner = sch.get_loops(dots)[-3:]
-    step, pair = sch.split(inner, factors=[None, pairs])
-    sch.reorder(step, pair, row, channel)
-    sch.unroll(pair)
-    sch.unroll(row)
-    sch.vectorize(channel)
-    sch.decompose_reduction(dots, step)
-
-
 def _schedule_rows(sch: s_tir.Schedule, shape: _TiledShape, params: CpuParams) -> None:
     """Decode: each code is unpacked where it is used, per-group dots and the accumulator in registers."""
     codes, dots, out, epilogues = _prepare(sch, params)
@@ -215,24 +192,13 @@ def _schedule_rows(sch: s_tir.Schedule, shape: _TiledShape, params: CpuParams) -
 
 def _schedule_shared(sch: s_tir.Schedule, shape: _TiledShape, params: CpuParams) -> None:
     """Prefill: per chunk and group, the codes are unpacked once into a ``[group, vector]`` float block
-    (L1) that every row reuses; rows accumulate in the output. Rows go in blocks of ``_row_block``: the
-    block's per-group dots ``[rows, vector]`` stay in registers over the group, so each unpacked code
-    vector loaded feeds one FMA per row of the block (a register-blocked microkernel, Goto & van de
-    Geijn 2008), not one."""
+    (L1) that every row reuses; rows accumulate in the output."""
     codes, dots, out, epilogues = _prepare(sch, params)
     chunk, m, g = _chunks(sch, out, shape, inner_rows=True)
     kept = fold_epilogues(sch, epilogues, chunk)
-    block = _row_block(shape, params)
-    if block > 1:
-        rows, row = sch.split(m, factors=[None, block])
-        sch.compute_at(dots, rows)
-        sch.set_scope(dots, 0, "local")
-        _row_blocked_dots(sch, dots, shape.pairs)
-        sch.unroll(row)
-    else:
-        sch.compute_at(dots, m)
-        sch.set_scope(dots, 0, "local")
-        _vectorized_dots(sch, dots, shape.pairs)
+    sch.compute_at(dots, m)
+    sch.set_scope(dots, 0, "local")
+    _vectorized_dots(sch, dots, shape.pairs)
     sch.compute_at(codes, g)
     sch.set_scope(codes, 0, "local")
     k, lane = sch.get_loops(codes)[-2:]
