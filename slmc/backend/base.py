@@ -116,11 +116,14 @@ class Backend(TargetKind):
         return verification
 
 
-def fused_kernel_passes(residency: Residency | None = None) -> list[tvm.transform.Pass]:
+def fused_kernel_passes(residency: Residency | None = None,
+                        resident_rewrites: list[tvm.transform.Pass] | None = None) -> list[tvm.transform.Pass]:
     """slmc's legalization and fusion, shared by every kind: the KV cache append in place, the resident
     cache function when ``residency`` is given (``slmc.schedules.resident_kv``: it needs attention
-    kernels that read the cache as it is, so a kind without ``attention_rewrite`` records why not), TVM's
-    legalization with slmc's overrides (``slmc.backend.legalize_overrides``), then fusion."""
+    kernels that read the cache as it is, so a kind without ``attention_rewrite`` records why not), then a
+    kind's own ``resident_rewrites`` of the resident functions (CPU: one tiled attention kernel per layer,
+    ``slmc.schedules.flash_rewrite``), TVM's legalization with slmc's overrides
+    (``slmc.backend.legalize_overrides``), then fusion."""
     from tvm import relax
 
     from slmc.backend.legalize_overrides import legalize_overrides
@@ -130,6 +133,7 @@ def fused_kernel_passes(residency: Residency | None = None) -> list[tvm.transfor
     return [
         kv_append,  # each layer's KV append reads the stacked cache in place (slmc.schedules.kv_append)
         *([resident_kv(residency)] if residency is not None else []),
+        *(resident_rewrites or []),
         relax.transform.LegalizeOps(legalize_overrides()),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),

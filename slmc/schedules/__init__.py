@@ -4,7 +4,9 @@
 slmc's own rules (``QuantizedMatmul``: int4/int8 weight-only linears with dequantization fused;
 ``Int8Matmul``: int8 x int8 (w8a8) linears on the target's int8 dot-product instructions;
 ``DenseMatmul``: float linears on prepacked ``[K, N]`` weights; ``AttentionScores`` /
-``AttentionValues``: attention on the KV cache in place, ``slmc.schedules.attention``; ``RowReduction``:
+``AttentionValues``: attention on the KV cache in place, ``slmc.schedules.attention`` (in the resident
+functions each layer's attention is instead one tiled kernel, scheduled when it is built:
+``slmc.schedules.flash_rewrite``, ``slmc.schedules.flash_attention``); ``RowReduction``:
 softmax and norms, ``slmc.schedules.norms``), then dlight's CPU rules (GEMV, Reduction), then
 ``Fallback`` (parallel outer loop, vectorized inner loop) for what is left. Weights are prepacked
 at lowering time by ``slmc.schedules.prepack``. Every rule reads the target's vector width and core

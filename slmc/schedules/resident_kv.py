@@ -174,9 +174,9 @@ class _Resident(PyExprMutator):
         if kind == SCORES:
             keys = call.ty.shape.values[2]
             return self.builder_.call_te(resident_scores_te, query, cache, layer, group, keys,
-                                         primfunc_name_hint=SCORES, primfunc_attrs={KERNEL_ATTR: SCORES})
+                                         primfunc_name_hint=SCORES, primfunc_attrs={KERNEL_ATTR: SCORES, LAYER_ATTR: layer})
         return self.builder_.call_te(resident_values_te, query, cache, layer, group,
-                                     primfunc_name_hint=VALUES, primfunc_attrs={KERNEL_ATTR: VALUES})
+                                     primfunc_name_hint=VALUES, primfunc_attrs={KERNEL_ATTR: VALUES, LAYER_ATTR: layer})
 
 
 def _past_params(main: relax.Function, cache: KVCacheSpec) -> tuple[relax.Var, relax.Var]:

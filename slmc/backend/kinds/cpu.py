@@ -28,11 +28,15 @@ class CpuBackend(Backend):
     def legalize_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
         if not phase.slmc_rules:
             return fused_kernel_passes(phase.residency)
+        from slmc.schedules import cpu_params
         from slmc.schedules.attention_rewrite import attention_rewrite
         from slmc.schedules.fast_exp import fast_exp_pass
+        from slmc.schedules.flash_rewrite import flash_rewrite
 
-        # attention reads the KV cache in place; exp is vectorizable (slmc.schedules.fast_exp)
-        return [attention_rewrite, *fused_kernel_passes(phase.residency), fast_exp_pass]
+        # attention reads the KV cache in place, one tiled kernel per layer in the resident functions;
+        # exp is vectorizable (slmc.schedules.fast_exp)
+        tiled = flash_rewrite(cpu_params(phase.target).lanes, phase.notes)
+        return [attention_rewrite, *fused_kernel_passes(phase.residency, [tiled]), fast_exp_pass]
 
     def schedule_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
         from tvm.s_tir import dlight

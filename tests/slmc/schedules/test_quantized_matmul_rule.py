@@ -186,3 +186,25 @@ def test_decode_nest_of_a_narrow_projection_runs_six_chunks_on_two_cores(host_ta
     assert "T.parallel(6)" in decode and "T.vectorized(32)" in decode  # 2 vectors of 16 lanes per chunk
     assert "T.parallel(3)" in prefill  # prefill keeps whole tiles (its unpacked block is shared by the rows)
     _matches_numpy(func, host_target, TK, TN, 4, 32, rows=1, seed=6)
+
+
+def _enclosing_loops(lines: list[str], index: int) -> list[str]:
+    """The ``for`` headers enclosing line ``index`` of a TVMScript text (by indentation)."""
+    loops, indent = [], len(lines[index]) - len(lines[index].lstrip())
+    for line in reversed(lines[:index]):
+        depth = len(line) - len(line.lstrip())
+        if line.strip() and depth < indent:
+            indent = depth
+            if line.lstrip().startswith("for "):
+                loops.append(line.strip())
+    return loops
+
+
+def test_prefill_nest_reads_each_packed_tile_once_for_all_rows(host_target):
+    func = _schedule(quantized_kernel(TK, TN, 4, 32, tile=linear_tile_width(TN)), host_target)
+    prefill = func.script().split("if m == T.int64(1):", 1)[1].split("\n    else:", 1)[1].splitlines()
+    constant = re.compile(r"for .* in (range|T\.unroll|T\.vectorized|T\.parallel)\((T\.int64\()?\d+\)?\):")
+    reads = [i for i, line in enumerate(prefill) if re.search(r"\bq(_\d+)?\[", line) and "T.reads" not in line]
+    assert reads  # the packed codes are read in the unpacking block only: under tile, group and K loops, no row loop
+    for index in reads:
+        assert all(constant.fullmatch(loop) for loop in _enclosing_loops(prefill, index)), prefill[index]

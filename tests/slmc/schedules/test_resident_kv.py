@@ -77,9 +77,13 @@ def test_the_built_resident_step_equals_the_copy_contract(tiny, host_target):
         logits, keys, values = (o.numpy() for o in vm["main"](tvm.runtime.tensor(ids), tvm.runtime.tensor(keys),
                                                                tvm.runtime.tensor(values), *weights))
         resident = vm[RESIDENT_ALL](tvm.runtime.tensor(ids), resident_k, resident_v, tvm_ffi.Shape((past,)), *weights).numpy()
-        np.testing.assert_array_equal(resident, logits)  # measured: bit-identical (the same kernels, the same sums)
-        np.testing.assert_array_equal(resident_k.numpy()[:, :, :, :keys.shape[3]], keys)
-        np.testing.assert_array_equal(resident_v.numpy()[:, :, :, :values.shape[3]], values)
+        # the resident functions' attention is one tiled kernel per layer (slmc.schedules.flash_rewrite): the same
+        # sums in another order, so close to main's, not bit-identical (layer 1's keys and values differ through
+        # layer 0's attention output); measured max abs difference over the 4 steps: logits 7.2e-7, keys 7.2e-7,
+        # values 4.8e-7 (AVX-512)
+        np.testing.assert_allclose(resident, logits, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(resident_k.numpy()[:, :, :, :keys.shape[3]], keys, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(resident_v.numpy()[:, :, :, :values.shape[3]], values, rtol=0, atol=1e-5)
     assert copy.residency.last_position is None  # the head was found: resident_last computes one row
     head = copy.scheduled[RESIDENT_LAST].script()
     assert "R.Tensor((1, 1, 256)" in head

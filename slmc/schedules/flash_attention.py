@@ -1,0 +1,203 @@
+"""TIR kernel: causal attention over the resident KV cache in one pass, tiled, with an online softmax.
+
+``slmc.schedules.flash_rewrite`` replaces each layer's chain ``attention_scores -> scale -> + mask ->
+softmax -> attention_values`` (``slmc.schedules.attention_rewrite``, ``slmc.schedules.resident_kv``) by
+this kernel::
+
+    out[h, m, :] = softmax_n(scale * Q[h, m, :] . K[layer, 0, h // g, n, :] + mask[m, n]) @ V[layer, 0, h // g, :, :]
+
+For a prompt of ``T`` tokens the chain materialized the ``[H, T, P + T]`` scores three times (scores,
+masked, probabilities): 38 MB per layer of the SmolLM-135M shape at ``T = 1,024``, written and read
+back by four kernels. Here no ``T x N`` buffer exists (Dao et al., "FlashAttention: Fast and
+Memory-Efficient Exact Attention with IO-Awareness", NeurIPS 2022, arXiv:2205.14135; the online
+softmax of Milakov & Gimelshein, arXiv:1805.02867). One work item is one KV head and a block of
+``block_q`` query positions, i.e. the ``g`` query heads sharing that KV head times those positions
+(``rows = g x block_q``), so every key and value tile is loaded once for all of them::
+
+    parallel for (kv head, query block):               # query blocks in zig-zag order (balanced causal work)
+      acc[rows, D] = 0, best[rows] = -big, total[rows] = 0
+      for key block of block_k keys:
+        tile = mask[query block, key block]            # -inf past the last key / row
+        if every entry of tile is -inf: skip           # causal: the blocks above the diagonal
+        Kt[D, block_k] = K[key block]^T                # prefill: transposed once for all rows
+        S[rows, block_k] = Q[rows] Kt * scale + tile   # row blocks x key vector: a register-blocked GEMM
+        best' = max(best, max_j S); P = exp(S - best'); c = exp(best - best')
+        total = total * c + sum_j P; acc = acc * c + P V[key block]
+      out[rows] = acc / total
+
+The decode form (``block_q = 1``, ``transposed_keys = False``) takes one key at a time (a dot product
+of ``D / lanes`` vector multiply-adds summed across lanes) and runs serially, as the score and value
+kernels did for one row; ``flash_attention_func`` joins both, chosen at run time by the row count
+(``slmc.schedules.row_branch``). Exactness: the same sums of the same products as the chain, in
+another order (online softmax rescaling is exact up to rounding). ``exp`` becomes slmc's
+vectorizable polynomial (``slmc.schedules.fast_exp``) like everywhere else on CPU.
+
+The mask is the model's own additive mask (``[T, N]`` or ``[1, 1, T, N]``): nothing about causality
+is assumed, fully masked tiles are found by reading it (``T x N`` floats read once per layer, shared
+by all heads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+from slmc.schedules.row_branch import branch_on_rows
+from slmc.schedules.rule import KERNEL_ATTR
+
+KIND = "flash_attention"
+BLOCK_Q = 16   # query positions per work item in prefill (rows = query heads per KV head x BLOCK_Q)
+BLOCK_K = 32   # keys per tile: two AVX-512 vectors of scores per row
+ROW_UNROLL = 4  # rows accumulated at once in the score and value loops (independent FMA chains)
+NEG_BIG = -3.0e38  # running maximum before any visible key: finite, so exp(-inf - NEG_BIG) = 0, never NaN
+OPAQUE = 8  # relax.transform's OpPatternKind.kOpaque: FuseOps fuses nothing into this kernel
+
+
+@dataclass(frozen=True)
+class FlashShape:
+    """Static sizes of one layer's attention on the resident cache ``[layers, 1, kv_heads, slots, depth]``."""
+
+    heads: int
+    kv_heads: int
+    depth: int
+    slots: int
+    layers: int
+    layer: int
+    scale: float
+    mask_rank: int  # 2: [T, N]; 4: [1, 1, T, N]
+
+    @property
+    def group(self) -> int:
+        return self.heads // self.kv_heads
+
+
+def _row_unroll(rows: int) -> int:
+    return next(u for u in (ROW_UNROLL, 3, 2, 1) if rows % u == 0)
+
+
+def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, parallel: bool) -> tirx.PrimFunc:
+    """One loop nest of the module docstring (``block_q`` positions per item; keys transposed per tile or not)."""
+    heads, kv_heads, depth, slots, layers = shape.heads, shape.kv_heads, shape.depth, shape.slots, shape.layers
+    group, layer, scale, four_d = shape.group, shape.layer, shape.scale, shape.mask_rank == 4
+    rows_per_item = group * block_q
+    unroll = _row_unroll(rows_per_item)
+    bk = BLOCK_K
+    i64 = T.int64
+    loop = T.parallel if parallel else T.serial
+    minus_inf = tirx.const(float("-inf"), "float32")
+
+    @T.prim_func(private=True, s_tir=True)
+    def flash(q_h: T.handle, k_h: T.handle, v_h: T.handle, mask_h: T.handle, out_h: T.handle):
+        T.func_attr({"tirx.noalias": True, KERNEL_ATTR: KIND, "tirx.is_scheduled": True, "op_pattern": OPAQUE})
+        rows = T.int64()
+        keys = T.int64()
+        q = T.match_buffer(q_h, (i64(heads), rows, i64(depth)), "float32")
+        kc = T.match_buffer(k_h, (i64(layers), i64(1), i64(kv_heads), i64(slots), i64(depth)), "float32")
+        vc = T.match_buffer(v_h, (i64(layers), i64(1), i64(kv_heads), i64(slots), i64(depth)), "float32")
+        mask = T.match_buffer(mask_h, (i64(1), i64(1), rows, keys) if four_d else (rows, keys), "float32")
+        out = T.match_buffer(out_h, (i64(heads), rows, i64(depth)), "float32")
+        blocks = (rows + i64(block_q - 1)) // i64(block_q)
+        for item in loop(i64(kv_heads) * blocks):
+            with T.sblock("flash"):
+                kt = T.sblock_alloc_buffer((i64(depth), i64(bk)), "float32", scope="local")
+                tile = T.sblock_alloc_buffer((i64(block_q), i64(bk)), "float32", scope="local")
+                s = T.sblock_alloc_buffer((i64(rows_per_item), i64(bk)), "float32", scope="local")
+                part = T.sblock_alloc_buffer((i64(lanes),), "float32", scope="local")
+                acc = T.sblock_alloc_buffer((i64(rows_per_item), i64(depth)), "float32", scope="local")
+                best = T.sblock_alloc_buffer((i64(rows_per_item),), "float32", scope="local")
+                total = T.sblock_alloc_buffer((i64(rows_per_item),), "float32", scope="local")
+                state = T.sblock_alloc_buffer((i64(4),), "float32", scope="local")  # visible, new max, correction, row sum
+                kv: T.let[T.int64] = item // blocks
+                zig: T.let[T.int64] = item % blocks
+                qb: T.let[T.int64] = T.if_then_else(zig % i64(2) == i64(0), zig // i64(2), blocks - i64(1) - zig // i64(2))
+                first: T.let[T.int64] = qb * i64(block_q)
+                for r, d in T.grid(i64(rows_per_item), i64(depth)):
+                    acc[r, d] = T.float32(0)
+                for r in T.serial(i64(rows_per_item)):
+                    best[r] = T.float32(NEG_BIG)
+                    total[r] = T.float32(0)
+                for kb in T.serial((keys + i64(bk - 1)) // i64(bk)):
+                    state[0] = minus_inf
+                    for qi, j in T.grid(i64(block_q), i64(bk)):
+                        if four_d:
+                            tile[qi, j] = T.if_then_else(
+                                first + qi < rows and kb * i64(bk) + j < keys,
+                                mask[i64(0), i64(0), T.min(first + qi, rows - i64(1)), T.min(kb * i64(bk) + j, keys - i64(1))],
+                                minus_inf)
+                        else:
+                            tile[qi, j] = T.if_then_else(
+                                first + qi < rows and kb * i64(bk) + j < keys,
+                                mask[T.min(first + qi, rows - i64(1)), T.min(kb * i64(bk) + j, keys - i64(1))],
+                                minus_inf)
+                        state[0] = T.max(state[0], tile[qi, j])
+                    if state[0] > minus_inf:
+                        # scores S[rows, bk]
+                        if transposed_keys:
+                            for j, d in T.grid(i64(bk), i64(depth)):
+                                kt[d, j] = kc[i64(layer), i64(0), kv, T.min(kb * i64(bk) + j, keys - i64(1)), d]
+                            for ro in T.serial(i64(rows_per_item // unroll)):
+                                for ri in T.unroll(i64(unroll)):
+                                    for j in T.vectorized(i64(bk)):
+                                        s[ro * i64(unroll) + ri, j] = T.float32(0)
+                                for d in T.serial(i64(depth)):
+                                    for ri in T.unroll(i64(unroll)):
+                                        for j in T.vectorized(i64(bk)):
+                                            s[ro * i64(unroll) + ri, j] = s[ro * i64(unroll) + ri, j] + q[
+                                                kv * i64(group) + (ro * i64(unroll) + ri) // i64(block_q),
+                                                T.min(first + (ro * i64(unroll) + ri) % i64(block_q), rows - i64(1)),
+                                                d] * kt[d, j]
+                        else:
+                            for r, j in T.grid(i64(rows_per_item), i64(bk)):
+                                for lane in T.vectorized(i64(lanes)):
+                                    part[lane] = T.float32(0)
+                                for dv in T.serial(i64(depth // lanes)):
+                                    for lane in T.vectorized(i64(lanes)):
+                                        part[lane] = part[lane] + q[
+                                            kv * i64(group) + r // i64(block_q), T.min(first + r % i64(block_q), rows - i64(1)),
+                                            dv * i64(lanes) + lane] * kc[
+                                            i64(layer), i64(0), kv, T.min(kb * i64(bk) + j, keys - i64(1)), dv * i64(lanes) + lane]
+                                s[r, j] = T.float32(0)
+                                for lane in T.serial(i64(lanes)):
+                                    s[r, j] = s[r, j] + part[lane]
+                        # online softmax, per row
+                        for r in T.serial(i64(rows_per_item)):
+                            for j in T.vectorized(i64(bk)):
+                                s[r, j] = s[r, j] * T.float32(scale) + tile[r % i64(block_q), j]
+                            state[1] = best[r]
+                            for j in T.serial(i64(bk)):
+                                state[1] = T.max(state[1], s[r, j])
+                            for j in T.vectorized(i64(bk)):
+                                s[r, j] = T.exp(s[r, j] - state[1])
+                            state[2] = T.exp(best[r] - state[1])
+                            state[3] = T.float32(0)
+                            for j in T.serial(i64(bk)):
+                                state[3] = state[3] + s[r, j]
+                            total[r] = total[r] * state[2] + state[3]
+                            best[r] = state[1]
+                            for d in T.vectorized(i64(depth)):
+                                acc[r, d] = acc[r, d] * state[2]
+                        # values: acc[rows, D] += P[rows, bk] V[bk, D]
+                        for ro in T.serial(i64(rows_per_item // unroll)):
+                            for j in T.serial(i64(bk)):
+                                for ri in T.unroll(i64(unroll)):
+                                    for d in T.vectorized(i64(depth)):
+                                        acc[ro * i64(unroll) + ri, d] = acc[ro * i64(unroll) + ri, d] + s[
+                                            ro * i64(unroll) + ri, j] * vc[
+                                            i64(layer), i64(0), kv, T.min(kb * i64(bk) + j, keys - i64(1)), d]
+                for r in T.serial(i64(rows_per_item)):
+                    if first + r % i64(block_q) < rows:
+                        for d in T.vectorized(i64(depth)):
+                            out[kv * i64(group) + r // i64(block_q), first + r % i64(block_q), d] = acc[r, d] / total[r]
+
+    return flash
+
+
+def flash_attention_func(shape: FlashShape, lanes: int) -> tirx.PrimFunc:
+    """The kernel for ``shape``: serial one-key-at-a-time when the call has one query row (decode),
+    else tiled over query blocks in parallel with transposed key tiles (prefill)."""
+    decode = _kernel(shape, lanes, 1, False, False)
+    prefill = _kernel(shape, lanes, BLOCK_Q, True, True)
+    rows = decode.params[0].shape[1]  # the query rows (a buffer parameter: [H, rows, D])
+    return branch_on_rows(decode, prefill, rows)

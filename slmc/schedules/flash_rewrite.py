@@ -1,0 +1,190 @@
+"""Relax rewrite: each layer's attention on the resident KV cache becomes one tiled kernel (``slmc.schedules.flash_attention``).
+
+After ``slmc.schedules.resident_kv`` a layer's attention in ``resident_all`` / ``resident_last`` reads::
+
+    s = call_tir(attention_scores, (Q [H, T, D], cache_keys [L, 1, H_kv, S, D]))   # [H, T, N]
+    p = softmax(reshape(s) * scale + mask, axis=-1)                                # mask [T, N] or [1, 1, T, N]
+    o = call_tir(attention_values, (reshape(p) [H, T, N], cache_values))           # [H, T, D]
+
+(``reshape`` / identity ``broadcast_to`` / ``astype`` to the same float32 anywhere in the chain; the
+scale a scalar constant multiplied or divided; the scale may be absent). This pass replaces ``o`` by
+``call_tir(flash_attention, (Q, cache_keys, cache_values, mask))``: the same function of the same
+operands (``slmc.schedules.flash_attention`` computes it without the ``[H, T, N]`` intermediates). The
+score and value kernels must read the same layer (``slmc.kv_layer``) of two caches of one shape. A
+chain that differs in any way is left as it is, and counted in ``FlashRewrite.declined`` with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax, tirx
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from slmc.schedules.attention_rewrite import SCORES, VALUES, same_size
+from slmc.schedules.flash_attention import KIND, FlashShape, flash_attention_func
+from slmc.schedules.kv_append import LAYER_ATTR
+from slmc.schedules.rule import KERNEL_ATTR
+
+_CALL_TIR = tvm.ir.Op.get("relax.call_tir")
+_PASS_THROUGH = ("relax.reshape", "relax.broadcast_to", "relax.astype")
+
+
+@dataclass
+class FlashRewrite:
+    """What the pass did: layers rewritten per function, and why a chain was left (for the lowering notes)."""
+
+    rewritten: dict[str, int] = field(default_factory=dict)
+    declined: list[str] = field(default_factory=list)
+
+    def notes(self) -> list[str]:
+        done = ", ".join(f"{name} {n}" for name, n in sorted(self.rewritten.items()))
+        out = [f"attention: one tiled kernel per layer (flash_attention) in {done}"] if done else []
+        return out + [f"attention not tiled: {reason}" for reason in sorted(set(self.declined))]
+
+
+def _op(expr: relax.Expr, name: str) -> bool:
+    return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == name
+
+
+def _dims(expr: relax.Expr) -> list | None:
+    shape = getattr(expr.ty, "shape", None)
+    return list(shape.values) if isinstance(shape, relax.ShapeExpr) else None
+
+
+def _same_dims(a: list | None, b: list | None) -> bool:
+    return a is not None and b is not None and len(a) == len(b) and all(same_size(x, y) for x, y in zip(a, b))
+
+
+def _float32(expr: relax.Expr) -> bool:
+    return str(getattr(expr.ty, "dtype", "")) == "float32"
+
+
+def _scalar(expr: relax.Expr) -> float | None:
+    if isinstance(expr, tvm.ir.expr.Constant):
+        value = expr.value.numpy()
+        if value.size == 1 and value.dtype.kind == "f":
+            return float(value.reshape(()))
+    return None
+
+
+@mutator
+class _Flash(PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, lanes: int, record: FlashRewrite):
+        super().__init__(mod)
+        self.mod, self.lanes, self.record = mod, lanes, record
+        self.count = 0
+
+    # -- walking the chain back -------------------------------------------------------------------
+    def _value(self, expr: relax.Expr) -> relax.Expr:
+        bound = self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
+        return bound if bound is not None else expr
+
+    def _through(self, expr: relax.Expr) -> relax.Expr:
+        """Skip reshapes, broadcasts and float32 -> float32 casts (element values unchanged)."""
+        while True:
+            value = self._value(expr)
+            if not any(_op(value, name) for name in _PASS_THROUGH) or not _float32(value.args[0]):
+                return value
+            if _op(value, "relax.broadcast_to") and not _same_dims(_dims(value.args[0]), _dims(value)):
+                return value
+            expr = value.args[0]
+
+    def _kernel(self, expr: relax.Expr, kind: str) -> tuple[relax.Call, int] | None:
+        """``(call, layer)`` when ``expr`` is a ``call_tir`` of a ``kind`` kernel that knows its layer."""
+        if not (isinstance(expr, relax.Call) and expr.op.same_as(_CALL_TIR)):
+            return None
+        func = self.mod[expr.args[0]]
+        attrs = func.attrs if isinstance(func, tirx.PrimFunc) else None
+        if attrs is None or KERNEL_ATTR not in attrs or str(attrs[KERNEL_ATTR]) != kind or LAYER_ATTR not in attrs:
+            return None
+        return expr, int(attrs[LAYER_ATTR])
+
+    def _scaled_scores(self, expr: relax.Expr) -> tuple[relax.Call, int, float] | None:
+        value, scale = self._through(expr), 1.0
+        if _op(value, "relax.multiply") or _op(value, "relax.divide"):
+            left, right = value.args
+            constant = _scalar(self._value(right))
+            if constant is None and _op(value, "relax.multiply"):
+                left, constant = right, _scalar(self._value(left))
+            if constant is None or constant == 0.0:
+                return None
+            scale = constant if _op(value, "relax.multiply") else 1.0 / constant
+            value = self._through(left)
+        found = self._kernel(value, SCORES)
+        return None if found is None else (*found, scale)
+
+    def _match(self, call: relax.Call) -> tuple[relax.Expr, ...] | str | None:
+        """The flash operands and shape for a values kernel call, a reason string, or ``None`` (not attention)."""
+        values = self._kernel(call, VALUES)
+        if values is None:
+            return None
+        layer = values[1]
+        probs, value_cache = call.args[1].fields[:2]
+        softmax = self._through(probs)
+        if not _op(softmax, "relax.nn.softmax") or int(softmax.attrs.axis) not in (-1, len(_dims(softmax) or []) - 1):
+            return f"layer {layer}: the probabilities are not a softmax over the keys"
+        added = self._through(softmax.args[0])
+        if not _op(added, "relax.add"):
+            return f"layer {layer}: no additive mask before the softmax"
+        for scores_side, mask in (added.args, added.args[::-1]):
+            scores = self._scaled_scores(scores_side)
+            if scores is not None:
+                break
+        else:
+            return f"layer {layer}: the softmax's input is not the scaled score kernel plus a mask"
+        scores_call, scores_layer, scale = scores
+        query, key_cache = scores_call.args[1].fields[:2]
+        tokens, keys = (_dims(scores_call) or [None, None, None])[1:]
+        mask_dims = _dims(mask)
+        if scores_layer != layer or not _same_dims(_dims(key_cache), _dims(value_cache)) or not _float32(mask) \
+                or mask_dims is None:
+            return f"layer {layer}: scores and values read different layers or caches"
+        expected = [[tokens, keys], [1, 1, tokens, keys]]
+        if not any(_same_dims(mask_dims, e) for e in expected):
+            return f"layer {layer}: the mask is not [T, N] or [1, 1, T, N]"
+        heads, _, depth = _dims(query)
+        layers, _, kv_heads, slots, _ = _dims(key_cache)
+        static = [heads, depth, layers, kv_heads, slots]
+        if not all(isinstance(v, tirx.IntImm) for v in static) or int(heads) % int(kv_heads) or int(depth) % self.lanes:
+            return f"layer {layer}: heads, head size or cache shape not static multiples of the vector width"
+        shape = FlashShape(heads=int(heads), kv_heads=int(kv_heads), depth=int(depth), slots=int(slots),
+                           layers=int(layers), layer=layer, scale=float(np.float32(scale)), mask_rank=len(mask_dims))
+        return shape, query, key_cache, value_cache, mask
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802 (TVM's visitor name)
+        found = self._match(call)
+        if found is None:
+            return super().visit_call_(call)
+        if isinstance(found, str):
+            self.record.declined.append(found)
+            return super().visit_call_(call)
+        shape, *operands = found
+        gvar = self.builder_.add_func(flash_attention_func(shape, self.lanes), KIND)
+        self.count += 1
+        return relax.op.call_tir(gvar, relax.Tuple([self.visit_expr(o) for o in operands]), call.ty)
+
+
+def flash_rewrite(lanes: int, notes: list[str] | None = None, record: FlashRewrite | None = None) -> tvm.transform.Pass:
+    """The module pass (see the module docstring); ``lanes`` is the target's float32 vector width. What it
+    did (``FlashRewrite.notes``) is appended to ``notes`` (the lowering notes) and kept in ``record``."""
+    record = record if record is not None else FlashRewrite()
+
+    @tvm.transform.module_pass(opt_level=0, name="slmc_flash_rewrite")
+    def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        rewriter = _Flash(mod, lanes, record)
+        total = 0
+        for gvar, func in list(mod.functions_items()):
+            if isinstance(func, relax.Function):
+                before = rewriter.count
+                rewriter.builder_.update_func(gvar, relax.analysis.remove_all_unused(rewriter.visit_expr(func)))
+                if rewriter.count > before:
+                    record.rewritten[gvar.name_hint] = rewriter.count - before
+                total += rewriter.count - before
+        if notes is not None:
+            notes.extend(record.notes())
+        return relax.transform.DeadCodeElimination()(rewriter.builder_.get()) if total else mod
+
+    return _pass
