@@ -7,7 +7,7 @@ import pytest
 import tvm
 from tvm import relax, tirx
 
-from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST
+from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST, RESIDENT_STEP
 from slmc.models import tiny_lm
 from slmc.schedules.attention_rewrite import attention_rewrite
 from slmc.schedules.flash_rewrite import FlashRewrite, flash_rewrite
@@ -31,10 +31,11 @@ def test_each_layer_of_the_resident_functions_becomes_one_tiled_kernel(tiny):
     record, notes = FlashRewrite(), []
     out = flash_rewrite(16, notes, record)(module)
     layers = spec.kv_cache.layers
-    assert record.rewritten == {RESIDENT_ALL: layers, RESIDENT_LAST: layers} and not record.declined
-    assert notes == [f"attention: one tiled kernel per layer (flash_attention) in {RESIDENT_ALL} {layers}, "
-                     f"{RESIDENT_LAST} {layers}"]
-    for name in (RESIDENT_ALL, RESIDENT_LAST):
+    resident = (RESIDENT_ALL, RESIDENT_LAST, RESIDENT_STEP)  # resident_step: the one-token decode (slmc.schedules.one_token)
+    assert record.rewritten == {name: layers for name in resident} and not record.declined
+    assert notes == [f"attention: one tiled kernel per layer (flash_attention) in "
+                     + ", ".join(f"{name} {layers}" for name in resident)]
+    for name in resident:
         script = out[name].script()
         assert script.count("R.call_tir(flash_attention") == layers
         assert "attention_scores" not in script and "attention_values" not in script and "softmax" not in script
