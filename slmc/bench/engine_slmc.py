@@ -5,7 +5,8 @@
 C++ runner ``slmc-run`` of slmc/native) and run by ``slmc-run --json --bench-prompt-tokens N
 --ignore-eos``, no Python in the process. The runner reports per run: prefill tokens/s of the
 N-token prompt, decode tokens/s averaged over the generated tokens (from context N on), and its
-peak RSS (``ru_maxrss``); the bench's measuring process only starts it, so the RSS is the runner's.
+peak RSS (``VmHWM``: its own, where ``ru_maxrss`` would also hold the Python parent's high-water mark,
+carried across fork and exec).
 Both use TVM's thread pool: its defaults, or the common policy's environment.
 """
 

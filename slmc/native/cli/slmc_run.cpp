@@ -8,7 +8,7 @@
 // is checked for size and sha256 before the model is opened, and a mismatch is refused (exit 1).
 // Without --json the prompt and then each token's text are written to stdout as they arrive.
 // --json prints one object: ok, tokens, text, prompt_tokens, generated_tokens, ttft_ms,
-// prefill_tokens_per_s, decode_tokens_per_s, peak_rss_bytes (getrusage ru_maxrss) next to the terms of
+// prefill_tokens_per_s, decode_tokens_per_s, peak_rss_bytes (VmHWM: this executable's own high-water mark) next to the terms of
 // its bound: weights_file_bytes, kv_cache_bytes (the context used) and kv_cache_reserved_bytes, then
 // rss_at_end_bytes (resident memory at the end by kind, /proc/self/smaps; null where unreadable) and
 // bundle_files_checked (null for an artifact directory). Benchmark mode: --bench-prompt-tokens N
@@ -197,6 +197,9 @@ int main(int argc, char** argv) {
             return rc;
         }
     }
+    // The peak of this program alone: VmHWM starts afresh at exec, while getrusage's ru_maxrss also keeps the
+    // high-water mark of the process image exec replaced (a Python parent's forked copy: 200+ MB). ru_maxrss
+    // only where /proc is unreadable.
     struct rusage usage;
     getrusage(RUSAGE_SELF, &usage);
     slmc_memory_info memory;
@@ -216,7 +219,7 @@ int main(int argc, char** argv) {
         "\"rss_at_end_bytes\": %s, \"bundle_files_checked\": %s}\n",
         ids.c_str(), json_string(text).c_str(), stats.prompt_tokens, stats.generated_tokens,
         stats.stopped_at_eos ? "true" : "false", stats.ttft_seconds * 1e3, prefill_rate, decode_rate,
-        static_cast<long long>(usage.ru_maxrss) * 1024LL, static_cast<unsigned long long>(memory.weights_file_bytes),
+        memory.rss_available ? static_cast<long long>(memory.peak_rss) : static_cast<long long>(usage.ru_maxrss) * 1024LL, static_cast<unsigned long long>(memory.weights_file_bytes),
         static_cast<unsigned long long>(memory.kv_cache_bytes), static_cast<unsigned long long>(memory.kv_cache_reserved_bytes),
         rss_breakdown(memory).c_str(), bundle_files.c_str());
     slmc_model_close(model);
