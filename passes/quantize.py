@@ -18,6 +18,8 @@ Layer names are weight paths without ``.weight`` (``model.model.layers.0.mlp.dow
 A layer whose ``in_features`` the group size does not divide (a Llama with intermediate 688 under
 g32) falls back per ``group_fallback``: by default to the largest group size the target supports that
 divides it, else per channel; each fallback is in the report (``stats.group_fallbacks``).
+A tied embedding table and output head are stored once: the embedding gathers rows of the head's
+packed codes and scales (the head's quantization; both layers' reports say so).
 Norms, biases and other small tensors are never quantized; every layer left in float32 is
 listed in the report with the reason. The target must list the weight dtype (``int4``/``int8``),
 the group size (or per-channel), zero points for asymmetric formats, and ``int8`` activations
@@ -201,7 +203,8 @@ class _Planned:
 def _tied_layers(graph: Graph, plans: list[_Planned]) -> dict[str, str]:
     """For each planned layer whose weight other nodes also read (a tied embedding / output head),
     what happens to it: the layer gets its own quantized copy; the shared table stays for the
-    other readers (and is itself quantized as an embedding once it has no other reader)."""
+    other readers. A quantized embedding then gathers rows of this copy (``_embeddings``: a tied
+    table is stored once, in the head's quantization), which rewrites this entry."""
     readers = attribute_readers(graph)
     return {p.layer.name: f"weight '{p.layer.weight_node.target}' is shared with {readers[str(p.layer.weight_node.target)] - 1} "
             "other node(s) (tied); this layer is quantized into its own packed copy"
@@ -397,9 +400,39 @@ def _w8a8(graph: Graph, plans: list[_Planned], config: QuantizeConfig, context: 
     return reports
 
 
-def _embeddings(graph: Graph, config: QuantizeConfig, target: TargetDescriptor,
-                fallbacks: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Skip]]:
-    """Quantize embedding tables (round to nearest; gathers have no calibration method)."""
+def _head_op(graph: Graph, head: str) -> fx.Node | None:
+    """The weight-only quantized linear that replaced layer ``head`` (reading ``<head>.qweight``), if any."""
+    path = f"{head}.qweight"
+    return next((n for n in graph.graph.nodes if n.op == "call_function" and n.target is QUANTIZED_LINEAR
+                 and isinstance(n.args[1], fx.Node) and n.args[1].op == "get_attr" and n.args[1].target == path), None)
+
+
+def _gather_from_head(graph: Graph, node: fx.Node, weight_node: fx.Node, head: fx.Node) -> None:
+    """Replace embedding ``node`` by a quantized gather of the tied ``head``'s own packed codes, scales
+    and zero points (the same stored attributes: one table), times the head's AWQ input scale if it has one
+    (the head's effective weight is ``dequantize(codes) * input_scale``)."""
+    _, qweight, scales, zeros, _, input_scale, bits, group_size = head.args
+    with graph.graph.inserting_before(node):
+        q, s, z, inv = (graph.graph.get_attr(str(a.target)) if a is not None else None
+                        for a in (qweight, scales, zeros, input_scale))
+        rows = graph.graph.call_function(QUANTIZED_EMBEDDING, (node.args[1], q, s, z, bits, group_size))
+        out = rows if inv is None else graph.graph.call_function(torch.ops.aten.mul.Tensor, (rows, inv))
+    rows.meta.update(node.meta)
+    out.meta.update(node.meta)
+    node.replace_all_uses_with(out)
+    graph.graph.erase_node(node)
+    _drop_weight(graph, weight_node)
+
+
+def _embeddings(graph: Graph, config: QuantizeConfig, target: TargetDescriptor, fallbacks: list[dict[str, Any]],
+                tied_heads: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Skip]]:
+    """Quantize embedding tables (round to nearest; gathers have no calibration method).
+
+    ``tied_heads``: table attribute -> report of the quantized linear layer that reads the same table (a
+    tied output head). Such an embedding gathers rows of the head's packed codes and scales, so the table
+    is stored once, in the head's quantization (its format and method, not the embedding's own settings);
+    both reports say so. A head whose op the quantized gather cannot read (w8a8's signed codes) leaves the
+    embedding its own copy, and its report says why."""
     reports, skipped = [], []
     readers = attribute_readers(graph)
     for node in list(graph.graph.nodes):
@@ -420,17 +453,31 @@ def _embeddings(graph: Graph, config: QuantizeConfig, target: TargetDescriptor,
             skipped.append(Skip(name, "embedding table is shared with other nodes (tied)"))
             continue
         table = fetch_attr(graph.module, str(weight_node.target))
+        head_report = tied_heads.get(str(weight_node.target))
+        head = _head_op(graph, head_report["layer"]) if head_report is not None else None
+        if head is not None:
+            _gather_from_head(graph, node, weight_node, head)
+            head_report["tied"] = (f"weight '{weight_node.target}' is shared with the embedding '{name}' (tied); the embedding "
+                                   "gathers rows of this layer's packed codes and scales: the table is stored once")
+            reports.append(_layer_report(name, "embedding", head_report["format"], head_report["method"], table.numel(), 0,
+                                         tied=f"gathers rows of the tied head '{head_report['layer']}''s packed codes and "
+                                              "scales (the head's quantization, not the embedding's own settings); no "
+                                              "bytes of its own"))
+            continue
         fitted = _fit_group(name, settings, tuple(table.shape), config, target, fallbacks)
         if isinstance(fitted, str):
             skipped.append(Skip(name, fitted))
             continue
         settings, fmt = fitted
         quantized = quantize_rtn(table, fmt)
+        own_copy = {} if head_report is None else {
+            "tied": f"its tied head '{head_report['layer']}' is not a weight-only quantized linear ({head_report['format']}), "
+                    "whose codes the quantized gather cannot read: the embedding is quantized into its own copy"}
         stored_as = name if not has_attr(graph.module, f"{name}.qweight") else f"{name}.embedding"  # a tied head took `name`
         qweight, scales, zeros = _packed_attrs(graph, node, stored_as, quantized)
         _swap(graph, node, QUANTIZED_EMBEDDING, (node.args[1], qweight, scales, zeros, fmt.bits, fmt.group(table.shape[1])),
               weight_node)
-        reports.append(_layer_report(name, "embedding", fmt.describe(), "rtn", table.numel(), quantized.stored_bytes()))
+        reports.append(_layer_report(name, "embedding", fmt.describe(), "rtn", table.numel(), quantized.stored_bytes(), **own_copy))
     return reports, skipped
 
 
@@ -444,15 +491,18 @@ def quantize(graph: Graph, config: QuantizeConfig, context: PassContext) -> Pass
     fallbacks: list[dict[str, Any]] = []
     plans, skipped = _plan(graph, config, context.target, fallbacks)
     tied = _tied_layers(graph, plans)
+    tied_tables = {p.layer.name: str(p.layer.weight_node.target) for p in plans if p.layer.name in tied}
     layers: list[dict[str, Any]] = []
     for scheme in get_args(Scheme):  # weight_only first, then w8a8
         group = [p for p in plans if p.settings.scheme == scheme]
         if group:
             layers += SCHEMES.get(scheme)(graph, group, config, context)
+    tied_heads = {}
     for report in layers:
         if report["layer"] in tied:
             report["tied"] = tied[report["layer"]]
-    embedding_reports, embedding_skips = _embeddings(graph, config, context.target, fallbacks)
+            tied_heads[tied_tables[report["layer"]]] = report
+    embedding_reports, embedding_skips = _embeddings(graph, config, context.target, fallbacks, tied_heads)
     by_layer = {f["layer"]: f for f in fallbacks}
     for report in layers + embedding_reports:
         if report["layer"] in by_layer:

@@ -8,7 +8,9 @@ nothing that grows with the context, and the buffers' shape never changes (TVM's
 reuses every intermediate), so the process does not grow token after token.
 
 The buffers start as zeros: slot 0 (the sink) is read by attention with probability 0, and 0 x NaN of
-uninitialised memory would poison every score.
+uninitialised memory would poison every score. They come from calloc (``aligned_empty(zeroed=True)``):
+the pages of slots not yet written are the system's zero pages, so a cache reserved for
+``max_context`` costs resident memory for the context in use.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ class ResidentCache:
         self._step = step  # resident_step: one new token on static shapes (slmc.schedules.one_token), when built
         shape = (cache.layers, 1, cache.kv_heads, cache.max_context + 1, cache.head_dim)
         # numpy owns the (64-byte aligned) memory; TVM's tensors view it (slmc.artifact.tvm_runtime)
-        self._keys_host, self._values_host = _zeros(shape, np.float32), _zeros(shape, np.float32)
+        self._keys_host, self._values_host = (aligned_empty(shape, np.float32, zeroed=True) for _ in range(2))
         self.keys, self.values = as_local_tensor(self._keys_host), as_local_tensor(self._values_host)
-        self._token_host = _zeros((1, 1), np.int64)  # a decode step's id, reused
+        self._token_host = aligned_empty((1, 1), np.int64, zeroed=True)  # a decode step's id, reused
         self._token = as_local_tensor(self._token_host)
         self._shape = tvm_ffi().Shape
         self.length = 1  # slots in use: the sink
@@ -86,8 +88,3 @@ class ResidentCache:
         """Copies of the slots in use, as the copy contract returns them."""
         return (self._keys_host[:, :, :, :self.length].copy(), self._values_host[:, :, :, :self.length].copy())
 
-
-def _zeros(shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    array = aligned_empty(shape, dtype)
-    array[...] = 0
-    return array

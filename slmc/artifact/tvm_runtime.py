@@ -86,13 +86,15 @@ def load_vm(library: Path, device: Any) -> Any:
     return vm
 
 
-def aligned_empty(shape: tuple[int, ...], dtype: Any) -> Any:
-    """An uninitialized C-contiguous numpy array whose data starts on a ``TVM_ALIGNMENT`` boundary."""
+def aligned_empty(shape: tuple[int, ...], dtype: Any, *, zeroed: bool = False) -> Any:
+    """A C-contiguous numpy array whose data starts on a ``TVM_ALIGNMENT`` boundary: uninitialized, or
+    ``zeroed`` through ``np.zeros`` (calloc: a large array's pages are the system's zero pages until
+    written, so an array reserved for a long context costs resident memory only for what is used)."""
     import numpy as np
 
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    raw = np.empty(nbytes + TVM_ALIGNMENT, dtype=np.uint8)
+    raw = (np.zeros if zeroed else np.empty)(nbytes + TVM_ALIGNMENT, dtype=np.uint8)
     return np.ndarray(shape, dtype, buffer=raw, offset=-raw.ctypes.data % TVM_ALIGNMENT)  # aligned even when empty
 
 

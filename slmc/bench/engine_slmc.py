@@ -6,8 +6,8 @@ C++ runner ``slmc-run`` of slmc/native) and run by ``slmc-run --json --bench-pro
 --ignore-eos``, no Python in the process. The runner reports per run: prefill tokens/s of the
 N-token prompt, the time of each decode step (``token_ms``, from context N on; the bench takes them as
 samples after one warm-up step, as it does for the Python runtime, rather than the run's mean, which
-included the first, cold step), and its peak RSS (``ru_maxrss``); the bench's measuring process only
-starts it, so the RSS is the runner's.
+included the first, cold step), and its peak RSS (``VmHWM``: its own, where ``ru_maxrss`` would also
+hold the Python parent's high-water mark, carried across fork and exec).
 Both use TVM's thread pool: its defaults, or the common policy's environment.
 """
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from tvm import relax, te, tirx
 
-from slmc.quantization.ops import reciprocal
+from slmc.quantization.ops import QUANTIZED_LINEAR, reciprocal
 
 KERNEL_ATTR = "slmc.kernel"
 
@@ -145,12 +145,32 @@ def quantized_linear_te(x: te.Tensor, qweight: te.Tensor, scales: te.Tensor, zer
     return te.compute(out.shape, lambda m, n: out[m, n] + bias[n], name="bias_add")
 
 
+def _tiled_dequantized(qweight: te.Tensor, scales: te.Tensor, zeros: te.Tensor | None, bits: int, group_size: int,
+                       n: Any, k: Any) -> Any:
+    """``(code - zero) * scale`` of weight ``[n, k]`` stored tiled ``[N/nb, K', nb]`` / ``[N/nb, G, nb]``."""
+    width = int(qweight.shape[2])
+    tile, lane, group = tirx.floordiv(n, width), tirx.floormod(n, width), tirx.floordiv(k, group_size)
+    zero = zeros[tile, group, lane].astype("float32") if zeros is not None else tirx.const(2.0 ** (bits - 1), "float32")
+    return (_tiled_code(qweight, tile, k, lane, bits).astype("float32") - zero) * scales[tile, group, lane].astype("float32")
+
+
 def quantized_embedding_te(ids: te.Tensor, qweight: te.Tensor, scales: te.Tensor, zeros: te.Tensor | None,
-                           bits: int, group_size: int) -> te.Tensor:
-    """Rows ``ids`` (1-D, in range: the runtime checks token ids) of the dequantized table."""
-    width = qweight.shape[1] * 8 // bits
+                           bits: int, group_size: int, transposed: bool = False) -> te.Tensor:
+    """Rows ``ids`` (1-D, in range: the runtime checks token ids) of the dequantized table.
+
+    The table is stored as rows ``[N, K']``, or -- when a tied output head reads the same codes -- in
+    that head's layout (``quantized_linear_te``): tiled ``[N/nb, K', nb]`` (3-D) or ``transposed``
+    ``[K', N]``. A gather from those reads one row at a stride: a few microseconds per token, and the
+    table is stored once."""
+    if len(qweight.shape) == 3:
+        width = qweight.shape[1] * 8 // bits
+        return te.compute((ids.shape[0], width),
+                          lambda i, k: _tiled_dequantized(qweight, scales, zeros, bits, group_size, ids[i].astype("int64"), k),
+                          name="dequant_take")
+    width = qweight.shape[0 if transposed else 1] * 8 // bits
     return te.compute((ids.shape[0], width),
-                      lambda i, k: dequantized(qweight, scales, zeros, bits, group_size, ids[i].astype("int64"), k),
+                      lambda i, k: dequantized(qweight, scales, zeros, bits, group_size, ids[i].astype("int64"), k,
+                                               transposed=transposed),
                       name="dequant_take")
 
 
@@ -265,6 +285,12 @@ def _convert_quantized_linear(node: Any, importer: Any) -> relax.Var:
     return _restore(bb, out, leading)
 
 
+def _read_by_linear(codes: Any) -> bool:
+    """Whether the exported program's node ``codes`` (a quantized gather's table) is also read by a quantized
+    linear layer: a tied output head whose packed codes the embedding shares (``passes/quantize.py``)."""
+    return any(getattr(user, "target", None) is QUANTIZED_LINEAR for user in getattr(codes, "users", ()))
+
+
 def _convert_quantized_embedding(node: Any, importer: Any) -> relax.Var:
     ids, qweight, scales, zeros, bits, group_size = importer.retrieve_args(node)
     bb = importer.block_builder
@@ -276,7 +302,13 @@ def _convert_quantized_embedding(node: Any, importer: Any) -> relax.Var:
             count = count * size
         flat = bb.emit(relax.op.reshape(ids, [count]))
     name = _kernel_name("slmc_qembedding", f"int{bits}", f"g{group_size}")
-    out = bb.emit_te(quantized_embedding_te, flat, qweight, scales, zeros, int(bits), int(group_size),
+    transposed = False
+    if _read_by_linear(node.args[1]):  # a tied head's codes: read them in its layout, so prepack stores one table
+        width = linear_tile_width(int(qweight.ty.shape.values[0]))
+        qweight, scales = _weight_layout(bb, qweight, width), _weight_layout(bb, scales, width)
+        zeros = _weight_layout(bb, zeros, width) if zeros is not None else None
+        transposed = width is None
+    out = bb.emit_te(quantized_embedding_te, flat, qweight, scales, zeros, int(bits), int(group_size), transposed,
                      primfunc_name_hint=name, primfunc_attrs={KERNEL_ATTR: "quantized_embedding"})
     if len(shape) == 1:
         return out

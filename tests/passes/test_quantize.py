@@ -201,23 +201,78 @@ class _TiedHead(torch.nn.Module):
 
 
 @pytest.mark.parametrize("embeddings", [True, False])
-def test_a_tied_head_is_quantized_into_its_own_copy(host_target, embeddings):
+def test_a_tied_table_is_stored_once_in_the_heads_quantization(host_target, embeddings):
     from slmc.graph.ir import ModelSpec, trace
 
     module = _TiedHead().eval()
     table = module.embed.weight.detach().clone()
     graph = trace(ModelSpec(module, (torch.randint(0, 96, (1, 6)),), name="tied"))
     final, report = _run(graph, {"bits": 4, "group_size": 32, "embeddings": embeddings}, host_target)
-    assert len(_targets(final, QUANTIZED_LINEAR)) == 2  # proj and the tied head
-    assert len(_targets(final, QUANTIZED_EMBEDDING)) == (1 if embeddings else 0)
-    head = next(r for r in report["stats"]["layers"] if r["kind"] == "linear" and "tied" in r)
-    assert "embed" in head["layer"] and "own packed copy" in head["tied"]
-    if not embeddings:  # the float table its other reader uses is left exactly as it was
+    linears = _targets(final, QUANTIZED_LINEAR)
+    assert len(linears) == 2  # proj and the tied head
+    layers = report["stats"]["layers"]
+    head = next(r for r in layers if r["kind"] == "linear" and "tied" in r)
+    assert "embed" in head["layer"]
+    if embeddings:  # the gather reads the head's own packed codes, scales (and zero points): one stored table
+        [gather] = _targets(final, QUANTIZED_EMBEDDING)
+        head_op = next(n for n in linears if n.args[1].target == gather.args[1].target)
+        assert [a.target for a in gather.args[1:3]] == [a.target for a in head_op.args[1:3]]
+        assert gather.args[4:] == tuple(head_op.args[6:])  # bits and group size: the head's
+        embedding = next(r for r in layers if r["kind"] == "embedding")
+        assert embedding["stored_bytes"] == 0 and embedding["format"] == head["format"] and head["layer"] in embedding["tied"]
+        assert "stored once" in head["tied"]
+        assert not [name for name in final.tensors() if ".embedding." in name]
+        assert not any(t.shape == table.shape and t.dtype == torch.float32 for t in final.tensors().values())
+    else:  # the float table its other reader uses is left exactly as it was; the head has its own copy
+        assert "own packed copy" in head["tied"] and not _targets(final, QUANTIZED_EMBEDDING)
         assert torch.equal(next(t for name, t in final.tensors().items() if t.shape == table.shape), table)
     ids = torch.randint(0, 96, (1, 6))
     out = module(ids).detach()
     err = (final.run(ids)[0] - out).abs().max()
     assert err < 0.25 * out.abs().max()  # int4 RTN of Gaussian weights: measured 0.17x (embeddings too), 0.12x
+
+
+def _tied_llama_folder(folder: Path) -> Path:
+    """A seeded random Llama whose output head is its embedding table (SmolLM / Qwen2.5 style), with the
+    fixture's tokenizer; every dimension a multiple of 32."""
+    import shutil
+
+    import transformers
+
+    from slmc.models import FIXTURE_DIR
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                      tie_word_embeddings=True, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    shutil.copyfile(FIXTURE_DIR / "tokenizer.json", folder / "tokenizer.json")
+    return folder
+
+
+def _stored_nbytes(weights: Path) -> list[int]:
+    """Bytes of each tensor in a safetensors file (its header's data offsets)."""
+    import json
+    import struct
+
+    with weights.open("rb") as f:
+        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    return [end - begin for name, entry in header.items() if name != "__metadata__" for begin, end in [entry["data_offsets"]]]
+
+
+def test_a_tied_int4_table_is_stored_once_and_the_artifact_verifies(tmp_path):
+    """Issue 22 point 3: the 4096 x 64 table's int4 codes (128 KiB) and scales (16 KiB) are in the weights
+    file once, read by the head's matmul and the embedding's gather; the artifact verifies against eager."""
+    recipe = _recipe(tmp_path, "passes:\n  - quantize: {bits: 4, group_size: 32, method: rtn}\n")
+    result = slmc.compile(str(_tied_llama_folder(tmp_path / "tied")), recipe, "host", tmp_path / "out")
+    numeric = result.verification.artifact_vs_eager
+    assert result.verification.passed and numeric.within_tolerance  # the recipe's tolerance
+    layers = result.manifest.passes[0].stats["layers"]
+    embedding = next(r for r in layers if r["kind"] == "embedding")
+    head = next(r for r in layers if r["kind"] == "linear" and "tied" in r)
+    assert embedding["stored_bytes"] == 0 and embedding["format"] == head["format"] == "int4 g32 symmetric"
+    sizes = _stored_nbytes(result.artifact / "weights.safetensors")
+    assert sizes.count(4096 * 64 // 2) == 1 and sizes.count(4096 * 2 * 2) == 1  # codes, float16 scales: once each
 
 
 def _llama_688_graph(tmp_path):

@@ -10,8 +10,10 @@
 // --json prints one object: ok, tokens, text, prompt_tokens, generated_tokens, ttft_ms,
 // prefill_tokens_per_s, decode_tokens_per_s, token_ms (the wall time between consecutive tokens'
 // arrivals: one decode step with its sampling and detokenizing each, the first token excluded as it
-// ends the prefill), peak_rss_bytes (getrusage ru_maxrss), bundle_files_checked (null for an artifact
-// directory). Benchmark mode: --bench-prompt-tokens N
+// ends the prefill), peak_rss_bytes (VmHWM: this executable's own high-water mark) next to the terms of
+// its bound: weights_file_bytes, kv_cache_bytes (the context used) and kv_cache_reserved_bytes, then
+// rss_at_end_bytes (resident memory at the end by kind, /proc/self/smaps; null where unreadable) and
+// bundle_files_checked (null for an artifact directory). Benchmark mode: --bench-prompt-tokens N
 // prefills N fixed token ids (i * 7 + 1) mod 64 instead of a text, --ignore-eos decodes exactly
 // --max-new-tokens tokens. On failure the error text goes to stderr (and, with --json,
 // {"ok": false, "error": ...} to stdout); exit 1 (2 for a usage error).
@@ -24,6 +26,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../include/slmc_runtime.h"
@@ -136,6 +139,19 @@ int failure(const Options& o, const std::string& what) {
     return 1;
 }
 
+// The resident memory at the end of the run by kind, as a JSON object (null where smaps is unreadable).
+std::string rss_breakdown(const slmc_memory_info& m) {
+    if (!m.rss_available) return "null";
+    const std::pair<const char*, uint64_t> parts[] = {
+        {"weights", m.rss_weights},         {"kv_cache", m.rss_kv_cache},       {"model_library", m.rss_model_library},
+        {"tvm_libraries", m.rss_tvm_libraries}, {"other_files", m.rss_other_files}, {"anonymous", m.rss_anonymous},
+        {"total", m.rss_total},             {"peak", m.peak_rss}};
+    std::string out = "{";
+    for (const auto& [name, bytes] : parts)
+        out += (out.size() > 1 ? ", \"" : "\"") + std::string(name) + "\": " + std::to_string(bytes);
+    return out + "}";
+}
+
 }  // namespace
 
 bool is_file(const std::string& path) {
@@ -186,8 +202,17 @@ int main(int argc, char** argv) {
             return rc;
         }
     }
+    // The peak of this program alone: VmHWM starts afresh at exec, while getrusage's ru_maxrss also keeps the
+    // high-water mark of the process image exec replaced (a Python parent's forked copy: 200+ MB). ru_maxrss
+    // only where /proc is unreadable.
     struct rusage usage;
     getrusage(RUSAGE_SELF, &usage);
+    slmc_memory_info memory;
+    if (slmc_model_memory(model, &memory) != SLMC_OK) {
+        int rc = failure(o, "reading the memory use failed");
+        slmc_model_close(model);
+        return rc;
+    }
     std::string ids;
     for (size_t i = 0; i < run.tokens.size(); ++i) ids += (i ? ", " : "") + std::to_string(run.tokens[i]);
     std::string token_ms;
@@ -202,10 +227,13 @@ int main(int argc, char** argv) {
     std::printf(
         "{\"ok\": true, \"tokens\": [%s], \"text\": %s, \"prompt_tokens\": %d, \"generated_tokens\": %d, "
         "\"stopped_at_eos\": %s, \"ttft_ms\": %.3f, \"prefill_tokens_per_s\": %.3f, \"decode_tokens_per_s\": %.3f, "
-        "\"token_ms\": [%s], \"peak_rss_bytes\": %lld, \"bundle_files_checked\": %s}\n",
+        "\"token_ms\": [%s], \"peak_rss_bytes\": %lld, \"weights_file_bytes\": %llu, \"kv_cache_bytes\": %llu, \"kv_cache_reserved_bytes\": %llu, "
+        "\"rss_at_end_bytes\": %s, \"bundle_files_checked\": %s}\n",
         ids.c_str(), json_string(text).c_str(), stats.prompt_tokens, stats.generated_tokens,
         stats.stopped_at_eos ? "true" : "false", stats.ttft_seconds * 1e3, prefill_rate, decode_rate, token_ms.c_str(),
-        static_cast<long long>(usage.ru_maxrss) * 1024LL, bundle_files.c_str());
+        memory.rss_available ? static_cast<long long>(memory.peak_rss) : static_cast<long long>(usage.ru_maxrss) * 1024LL, static_cast<unsigned long long>(memory.weights_file_bytes),
+        static_cast<unsigned long long>(memory.kv_cache_bytes), static_cast<unsigned long long>(memory.kv_cache_reserved_bytes),
+        rss_breakdown(memory).c_str(), bundle_files.c_str());
     slmc_model_close(model);
     return 0;
 }

@@ -187,6 +187,26 @@ int32_t slmc_model_eos_id(const slmc_model* model);
 /* The artifact's max_context (prompt + generated tokens since the last reset), or 0 for NULL. */
 int32_t slmc_model_max_context(const slmc_model* model);
 
+/* The terms of the runner's memory bound (peak RSS <= weights file + KV cache at the context used +
+ * a fixed allowance) and where this process's resident memory is now, by kind (Linux/Android
+ * /proc/self/smaps; rss_available 0 and the rss_* fields 0 where it cannot be read). */
+typedef struct slmc_memory_info {
+    uint64_t weights_file_bytes;      /* weights.safetensors: mapped, used in place, never copied */
+    uint64_t kv_cache_bytes;          /* keys + values of the slots in use (context tokens + 1 sink slot) */
+    uint64_t kv_cache_reserved_bytes; /* address space of the cache (max_context + 1 slots); its pages
+                                         become resident only as slots are written */
+    int32_t rss_available;
+    uint64_t rss_weights;             /* resident pages of the weights mapping */
+    uint64_t rss_kv_cache;
+    uint64_t rss_model_library;       /* model.so */
+    uint64_t rss_tvm_libraries;       /* libtvm_runtime + libtvm_ffi */
+    uint64_t rss_other_files;         /* the executable, libslmc_runtime, libc, libstdc++, ... */
+    uint64_t rss_anonymous;           /* heap: tokenizer tables, TVM's memory pools, logits, stacks */
+    uint64_t rss_total;               /* VmRSS now */
+    uint64_t peak_rss;                /* VmHWM: the most this process has held at once */
+} slmc_memory_info;
+int slmc_model_memory(const slmc_model* model, slmc_memory_info* info);
+
 /* Clears the KV cache and the context (a new conversation). */
 int slmc_model_reset(slmc_model* model);
 

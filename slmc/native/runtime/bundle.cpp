@@ -1,4 +1,5 @@
-// bundle.json through the project's JSON reader; each listed file hashed through a read-only mapping.
+// bundle.json through the project's JSON reader; each listed file hashed as it is read (sha256_file:
+// no file's pages become resident in the process for the check).
 #include "bundle.hpp"
 
 #include <sys/stat.h>
@@ -8,7 +9,6 @@
 #include "../src/read_file.hpp"
 #include "json_reader.hpp"
 #include "manifest.hpp"
-#include "mapped_file.hpp"
 #include "sha256.hpp"
 
 namespace slmc {
@@ -30,8 +30,7 @@ size_t verify_bundle(const std::string& bundle_dir) {
         if (static_cast<uint64_t>(st.st_size) != entry.size)
             throw IntegrityError(file + ": size " + std::to_string(st.st_size) + " bytes, bundle.json says " +
                                  std::to_string(entry.size) + "; refusing to run a damaged bundle");
-        MappedFile mapped(file);
-        if (sha256_hex(mapped.data(), mapped.size()) != entry.sha256)
+        if (sha256_file(file) != entry.sha256)
             throw IntegrityError(file + ": sha256 differs from bundle.json (the file is corrupted or was modified); "
                                  "refusing to run a damaged bundle");
     }

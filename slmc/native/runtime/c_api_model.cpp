@@ -5,6 +5,7 @@
 #include "../include/slmc_runtime.h"
 #include "../src/c_api_guard.hpp"
 #include "bundle.hpp"
+#include "process_memory.hpp"
 #include "session.hpp"
 
 struct slmc_model {
@@ -108,6 +109,28 @@ int slmc_model_last_stats(const slmc_model* model, slmc_generation_stats* stats)
         stats->decode_seconds = g.decode_seconds;
         stats->stopped_at_eos = g.stopped_at_eos ? 1 : 0;
         stats->stopped_at_context = g.stopped_at_context ? 1 : 0;
+        return SLMC_OK;
+    });
+}
+
+int slmc_model_memory(const slmc_model* model, slmc_memory_info* info) {
+    return guarded([&] {
+        if (!model || !info) return fail(SLMC_E_INVALID_ARGUMENT, "slmc_model_memory: NULL model or info");
+        slmc::MemoryUse use = model->session.memory();
+        slmc::ResidentMemory rss = slmc::resident_memory("weights.safetensors", use.kv_cache_data);
+        *info = slmc_memory_info{};
+        info->weights_file_bytes = use.weights_file_bytes;
+        info->kv_cache_bytes = use.kv_cache_bytes;
+        info->kv_cache_reserved_bytes = use.kv_cache_reserved_bytes;
+        info->rss_available = rss.available ? 1 : 0;
+        info->rss_weights = rss.weights;
+        info->rss_kv_cache = rss.kv_cache;
+        info->rss_model_library = rss.model_library;
+        info->rss_tvm_libraries = rss.tvm_libraries;
+        info->rss_other_files = rss.other_files;
+        info->rss_anonymous = rss.anonymous;
+        info->rss_total = rss.total;
+        info->peak_rss = rss.peak;
         return SLMC_OK;
     });
 }

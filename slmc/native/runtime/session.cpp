@@ -4,6 +4,7 @@
 // slots that resident_all / resident_last append to in place; else main returns a new cache per call.
 #include "session.hpp"
 
+#include <malloc.h>
 #include <sys/stat.h>
 
 #include <stdexcept>
@@ -42,10 +43,20 @@ void check_sizes(const std::string& dir, const Manifest& m) {
     }
 }
 
-void check_hash(const MappedFile& file, const FileEntry& entry) {
-    if (sha256_hex(file.data(), file.size()) != entry.sha256)
-        throw IntegrityError(file.path() + ": sha256 differs from the manifest (the file is corrupted or was modified); "
+// Hashed as read (sha256_file), not through a mapping: checking a file leaves none of its pages resident.
+void check_hash(const std::string& path, const FileEntry& entry) {
+    if (sha256_file(path) != entry.sha256)
+        throw IntegrityError(path + ": sha256 differs from the manifest (the file is corrupted or was modified); "
                              "refusing to load it");
+}
+
+// Gives the heap pages freed after reading tokenizer.json (its JSON tree is several times the file) back
+// to the system, so that they do not add to the weights' pages at the process's peak (glibc keeps freed
+// small blocks; musl returns them itself).
+void release_freed_heap() {
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
 }
 
 }  // namespace
@@ -57,13 +68,16 @@ Session::Session(const std::string& artifact_dir) : dir_(artifact_dir) {
         throw IoError(dir_ + " is not an slmc artifact: manifest.json is missing");
     manifest_ = read_manifest(dir_);
     check_sizes(dir_, manifest_);
-    auto weights_file = std::make_shared<const MappedFile>(dir_ + "/" + kWeights);
-    check_hash(*weights_file, listed(manifest_, kWeights));
-#ifndef SLMC_SYSTEM_LIB  // the static runner carries the model's code itself (bundle.json hashes it)
-    check_hash(MappedFile(dir_ + "/" + kLibrary), listed(manifest_, kLibrary));
-#endif
-    check_hash(MappedFile(dir_ + "/" + manifest_.tokenizer_file), listed(manifest_, manifest_.tokenizer_file));
+    // The tokenizer first: its parse is the load's largest heap use, freed before the weights are touched.
+    check_hash(dir_ + "/" + manifest_.tokenizer_file, listed(manifest_, manifest_.tokenizer_file));
     tokenizer_ = std::make_unique<slmc_tokenizer>(dir_ + "/" + manifest_.tokenizer_file);
+    release_freed_heap();
+    check_hash(dir_ + "/" + kWeights, listed(manifest_, kWeights));
+#ifndef SLMC_SYSTEM_LIB  // the static runner carries the model's code itself (bundle.json hashes it)
+    check_hash(dir_ + "/" + kLibrary, listed(manifest_, kLibrary));
+#endif
+    auto weights_file = std::make_shared<const MappedFile>(dir_ + "/" + kWeights);
+    weights_bytes_ = weights_file->size();
     if (!manifest_.eos_token.empty()) {
         eos_id_ = tokenizer_->impl.token_to_id(manifest_.eos_token);
         if (eos_id_ < 0)
@@ -74,9 +88,10 @@ Session::Session(const std::string& artifact_dir) : dir_(artifact_dir) {
     copied_weights_ = weights.copied;
     const KVCacheShape& c = manifest_.kv_cache;
     model_ = std::make_unique<TvmModel>(dir_ + "/" + kLibrary, std::move(weights.tensors), c.resident, c.last_position);
-    if (c.resident) {  // zeros: the sink slot is read with probability 0, and 0 x NaN would poison the scores
-        keys_ = host_tensor({c.layers, 1, c.kv_heads, c.max_context + 1, c.head_dim}, DLDataType{kDLFloat, 32, 1});
-        values_ = host_tensor({c.layers, 1, c.kv_heads, c.max_context + 1, c.head_dim}, DLDataType{kDLFloat, 32, 1});
+    if (c.resident) {  // zeros: the sink slot is read with probability 0, and 0 x NaN would poison the scores.
+        // Zero pages on demand: resident memory grows with the slots written, not with max_context.
+        keys_ = zero_page_tensor({c.layers, 1, c.kv_heads, c.max_context + 1, c.head_dim}, DLDataType{kDLFloat, 32, 1});
+        values_ = zero_page_tensor({c.layers, 1, c.kv_heads, c.max_context + 1, c.head_dim}, DLDataType{kDLFloat, 32, 1});
     }
     reset();
 }
@@ -91,6 +106,17 @@ void Session::reset() {
     }
     context_.clear();
     has_pending_ = false;
+}
+
+MemoryUse Session::memory() const {
+    const KVCacheShape& c = manifest_.kv_cache;
+    uint64_t per_slot = 2ull * uint64_t(c.layers) * uint64_t(c.kv_heads) * uint64_t(c.head_dim) * sizeof(float);
+    MemoryUse m;
+    m.weights_file_bytes = weights_bytes_;
+    m.kv_cache_bytes = per_slot * uint64_t(cached() + 1);  // the sink slot included
+    m.kv_cache_reserved_bytes = c.resident ? per_slot * uint64_t(c.max_context + 1) : m.kv_cache_bytes;
+    m.kv_cache_data = {keys_.defined() ? keys_.data_ptr() : nullptr, values_.defined() ? values_.data_ptr() : nullptr};
+    return m;
 }
 
 int64_t Session::cached() const { return manifest_.kv_cache.resident ? slots_ - 1 : keys_.size(3) - 1; }

@@ -27,6 +27,14 @@ struct GenerationStats {
     bool stopped_at_context = false;
 };
 
+// What the memory bound of issue 18 is stated in (weights file + KV cache at the context used).
+struct MemoryUse {
+    uint64_t weights_file_bytes = 0;       // weights.safetensors, mapped (never copied)
+    uint64_t kv_cache_bytes = 0;           // keys + values of the slots in use (cached tokens + the sink slot)
+    uint64_t kv_cache_reserved_bytes = 0;  // resident contract: max_context + 1 slots of address space
+    std::vector<const void*> kv_cache_data;  // the keys' and values' data (to find their mappings)
+};
+
 // Returns false to stop generation.
 using TokenSink = std::function<bool(int32_t id, const std::string& text)>;
 
@@ -57,6 +65,7 @@ class Session {
     int32_t eos_id() const { return eos_id_; }
     size_t copied_weights() const { return copied_weights_; }
     const GenerationStats& last_stats() const { return last_; }
+    MemoryUse memory() const;
 
   private:
     std::string dir_;
@@ -66,6 +75,7 @@ class Session {
     int32_t eos_id_ = -1;
     bool stop_at_eos_ = true;
     size_t copied_weights_ = 0;
+    uint64_t weights_bytes_ = 0;
     tvm::ffi::Tensor keys_, values_;  // copy contract: the cache main returned; resident: allocated once, max_context + 1 slots
     int64_t slots_ = 1;               // resident: slots in use (the sink included)
     std::vector<int32_t> context_;  // every token in the cache, then the pending one

@@ -1,7 +1,15 @@
-// SHA-256 in one pass over a (memory-mapped) buffer: 64-byte blocks, then the padded tail.
+// SHA-256, incremental: 64-byte blocks as they arrive, then the padded tail.
 #include "sha256.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
+#include <vector>
+
+#include "../src/errors.hpp"
 
 namespace slmc {
 namespace {
@@ -39,23 +47,64 @@ void compress(uint32_t h[8], const uint8_t* block) {
 
 }  // namespace
 
-std::string sha256_hex(const uint8_t* data, size_t size) {
-    uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+Sha256::Sha256() : h_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19} {}
+
+void Sha256::update(const uint8_t* data, size_t size) {
+    total_ += size;
+    if (buffered_) {
+        size_t take = std::min(size, size_t(64) - buffered_);
+        std::memcpy(block_ + buffered_, data, take);
+        buffered_ += take, data += take, size -= take;
+        if (buffered_ < 64) return;
+        compress(h_, block_);
+        buffered_ = 0;
+    }
     size_t full = size / 64 * 64;
-    for (size_t i = 0; i < full; i += 64) compress(h, data + i);
+    for (size_t i = 0; i < full; i += 64) compress(h_, data + i);
+    std::memcpy(block_, data + full, size - full);
+    buffered_ = size - full;
+}
+
+std::string Sha256::hex() {
     uint8_t tail[128] = {0};
-    size_t rest = size - full;
-    if (rest) std::memcpy(tail, data + full, rest);
+    size_t rest = buffered_;
+    std::memcpy(tail, block_, rest);
     tail[rest] = 0x80;
     size_t tail_len = rest + 1 + 8 <= 64 ? 64 : 128;
-    uint64_t bits = uint64_t(size) * 8;
+    uint64_t bits = total_ * 8;
     for (int i = 0; i < 8; ++i) tail[tail_len - 1 - i] = uint8_t(bits >> (8 * i));
-    for (size_t i = 0; i < tail_len; i += 64) compress(h, tail + i);
+    for (size_t i = 0; i < tail_len; i += 64) compress(h_, tail + i);
     static const char* hex = "0123456789abcdef";
     std::string out(64, '0');
     for (int i = 0; i < 8; ++i)
-        for (int j = 0; j < 8; ++j) out[8 * i + j] = hex[(h[i] >> (28 - 4 * j)) & 0xf];
+        for (int j = 0; j < 8; ++j) out[8 * i + j] = hex[(h_[i] >> (28 - 4 * j)) & 0xf];
     return out;
+}
+
+std::string sha256_hex(const uint8_t* data, size_t size) {
+    Sha256 hash;
+    hash.update(data, size);
+    return hash.hex();
+}
+
+std::string sha256_file(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw IoError(path + ": cannot open: " + std::strerror(errno));
+    Sha256 hash;
+    std::vector<uint8_t> buffer(1 << 16);
+    while (true) {
+        ssize_t n = ::read(fd, buffer.data(), buffer.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            int err = errno;
+            ::close(fd);
+            throw IoError(path + ": read error: " + std::strerror(err));
+        }
+        if (n == 0) break;
+        hash.update(buffer.data(), static_cast<size_t>(n));
+    }
+    ::close(fd);
+    return hash.hex();
 }
 
 }  // namespace slmc

@@ -6,11 +6,6 @@
 #include "utf8.hpp"
 
 namespace slmc {
-namespace {
-
-uint64_t key(int32_t a, int32_t b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
-
-}  // namespace
 
 Bpe::Bpe(const Json& model, const BuildContext& ctx) {
     const std::string w = "model";
@@ -24,15 +19,13 @@ Bpe::Bpe(const Json& model, const BuildContext& ctx) {
     }
     const Json& vocab = field(model, "vocab", ctx, w);
     if (vocab.kind != Json::Kind::Object) throw FormatError(ctx.source + ": model.vocab: expected an object of token: id");
-    vocab_.reserve(vocab.fields.size());
     for (const auto& f : vocab.fields) {
         if (f.second.kind != Json::Kind::Number) throw FormatError(ctx.source + ": model.vocab[\"" + f.first + "\"]: expected an id");
-        vocab_[f.first] = int32_t(f.second.number);
-        reverse_[int32_t(f.second.number)] = f.first;
+        vocab_.add(f.first, int32_t(f.second.number));
     }
+    vocab_.build();
     const Json& merges = field(model, "merges", ctx, w);
     if (merges.kind != Json::Kind::Array) throw FormatError(ctx.source + ": model.merges: expected a list");
-    merges_.reserve(merges.items.size());
     for (size_t r = 0; r < merges.items.size(); ++r) {
         const Json& m = merges.items[r];
         std::string a, b;
@@ -48,16 +41,16 @@ Bpe::Bpe(const Json& model, const BuildContext& ctx) {
         } else {
             throw FormatError(ctx.source + ": model.merges[" + std::to_string(r) + "]: expected \"a b\" or [\"a\", \"b\"]");
         }
-        auto ia = vocab_.find(a), ib = vocab_.find(b), ic = vocab_.find(a + b);
-        if (ia == vocab_.end() || ib == vocab_.end() || ic == vocab_.end())
+        int32_t ia = vocab_.find(a), ib = vocab_.find(b), ic = vocab_.find(a + b);
+        if (ia < 0 || ib < 0 || ic < 0)
             throw FormatError(ctx.source + ": model.merges[" + std::to_string(r) + "]: \"" + a + "\" + \"" + b + "\" uses a token the vocabulary lacks");
-        merges_[key(ia->second, ib->second)] = Merge{uint32_t(r), ic->second};  // a later duplicate wins, as in HF
+        merges_.add(ia, ib, Merge{uint32_t(r), ic});  // a later duplicate wins, as in HF
     }
+    merges_.build();
     const Json* unk = model.get("unk_token");
     if (unk && !unk->is_null()) {
-        auto it = vocab_.find(unk->text);
-        if (it == vocab_.end()) throw FormatError(ctx.source + ": model.unk_token: \"" + unk->text + "\" is not in the vocabulary");
-        unk_id_ = it->second;
+        unk_id_ = vocab_.find(unk->text);
+        if (unk_id_ < 0) throw FormatError(ctx.source + ": model.unk_token: \"" + unk->text + "\" is not in the vocabulary");
     }
     byte_fallback_ = bool_field(model, "byte_fallback", false, ctx, w);
     fuse_unk_ = bool_field(model, "fuse_unk", false, ctx, w);
@@ -65,27 +58,20 @@ Bpe::Bpe(const Json& model, const BuildContext& ctx) {
     for (int b = 0; b < 256; ++b) {
         static const char* hex = "0123456789ABCDEF";
         std::string name = std::string("<0x") + hex[b >> 4] + hex[b & 15] + ">";
-        auto it = vocab_.find(name);
-        byte_ids_[b] = it == vocab_.end() ? -1 : it->second;
+        byte_ids_[b] = vocab_.find(name);
     }
 }
 
-int32_t Bpe::token_to_id(const std::string& token) const {
-    auto it = vocab_.find(token);
-    return it == vocab_.end() ? -1 : it->second;
-}
+int32_t Bpe::token_to_id(const std::string& token) const { return vocab_.find(token); }
 
-const std::string* Bpe::id_to_token(int32_t id) const {
-    auto it = reverse_.find(id);
-    return it == reverse_.end() ? nullptr : &it->second;
-}
+std::optional<std::string_view> Bpe::id_to_token(int32_t id) const { return vocab_.token(id); }
 
 std::vector<int32_t> Bpe::tokenize(const std::u32string& piece) const {
     if (piece.empty()) return {};
     std::string whole = encode_utf8(piece);
     if (ignore_merges_) {
-        auto it = vocab_.find(whole);
-        if (it != vocab_.end()) return {it->second};
+        int32_t id = vocab_.find(whole);
+        if (id >= 0) return {id};
     }
     // Symbols, as HF's merge_word builds them (unknown characters: byte fallback, else unk).
     struct Symbol { int32_t id; long prev, next; bool alive; };
@@ -94,10 +80,10 @@ std::vector<int32_t> Bpe::tokenize(const std::u32string& piece) const {
     for (char32_t c : piece) {
         std::string s;
         append_utf8(s, c);
-        auto it = vocab_.find(s);
-        if (it != vocab_.end()) {
+        int32_t id = vocab_.find(s);
+        if (id >= 0) {
             if (pending_unk >= 0) { ids.push_back(pending_unk); pending_unk = -1; }
-            ids.push_back(it->second);
+            ids.push_back(id);
             continue;
         }
         if (byte_fallback_) {
@@ -120,10 +106,7 @@ std::vector<int32_t> Bpe::tokenize(const std::u32string& piece) const {
     struct Candidate { uint32_t rank; size_t pos; int32_t id; };
     auto worse = [](const Candidate& a, const Candidate& b) { return a.rank != b.rank ? a.rank > b.rank : a.pos > b.pos; };
     std::priority_queue<Candidate, std::vector<Candidate>, decltype(worse)> queue(worse);
-    auto merge_of = [&](int32_t a, int32_t b) -> const Merge* {
-        auto it = merges_.find(key(a, b));
-        return it == merges_.end() ? nullptr : &it->second;
-    };
+    auto merge_of = [&](int32_t a, int32_t b) -> const Merge* { return merges_.find(a, b); };
     for (size_t i = 0; i + 1 < sym.size(); ++i)
         if (const Merge* m = merge_of(sym[i].id, sym[i + 1].id)) queue.push({m->rank, i, m->id});
     while (!queue.empty()) {

@@ -161,7 +161,7 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
         auto added = added_by_id_.find(id);
         std::string token;
         if (added != added_by_id_.end()) token = encode_utf8(added_.at(added->second).content);
-        else if (const std::string* t = model_->id_to_token(id)) token = *t;
+        else if (auto t = model_->id_to_token(id)) token = std::string(*t);
         else continue;  // unknown ids are skipped, as HF skips them
         if (skip_special_tokens && special_contents_.count(token)) continue;
         tokens.push_back(std::move(token));

@@ -92,6 +92,31 @@ def test_the_bundles_runner_generates_slmc_generates_and_eager_tokens(host_bundl
     assert native["tokens"] == until(eager_tokens(host_artifact, prompt), native["tokens"])
 
 
+MEMORY_ALLOWANCE = 40 * 2**20  # issue 18: peak RSS <= weights file + KV cache at the context used + 40 MB
+
+
+def test_the_runners_peak_memory_is_its_weights_its_kv_cache_and_at_most_40_mb_more(host_bundle):
+    """A memory bound, not a timing: the bundle's runner (weights mapped in place, the KV cache's pages
+    resident only for the slots written, the tokenizer's parse freed before the weights are read)."""
+    from slmc.artifact.layout import read_manifest
+
+    steps = 64
+    result = subprocess.run([str(host_bundle.bundle / "slmc-run"), str(host_bundle.bundle), "--prompt", PROMPTS[0],
+                             "--max-new-tokens", str(steps), "--ignore-eos", "--json"],
+                            capture_output=True, text=True, timeout=120, env=ENV)
+    assert result.returncode == 0, result.stderr
+    native = json.loads(result.stdout)
+    cache = read_manifest(host_bundle.bundle).kv_cache
+    per_slot = 2 * cache.layers * cache.kv_heads * cache.head_dim * 4
+    assert native["generated_tokens"] == steps
+    assert native["weights_file_bytes"] == (host_bundle.bundle / "weights.safetensors").stat().st_size
+    assert native["kv_cache_bytes"] == per_slot * (native["prompt_tokens"] + steps)  # the context used, the sink slot included
+    assert native["kv_cache_reserved_bytes"] == per_slot * (cache.max_context + 1)
+    breakdown = native["rss_at_end_bytes"]
+    assert breakdown["weights"] <= native["weights_file_bytes"] + 4096 and breakdown["total"] > 0
+    assert native["peak_rss_bytes"] <= native["weights_file_bytes"] + native["kv_cache_bytes"] + MEMORY_ALLOWANCE, breakdown
+
+
 def corrupt_copy(bundle: Path, name: str, out: Path) -> Path:
     copy = out / f"corrupt-{name.replace('/', '_')}"
     shutil.copytree(bundle, copy)
