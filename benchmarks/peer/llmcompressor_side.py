@@ -53,12 +53,13 @@ def recipe(method: str) -> list[Any]:
         return [GPTQModifier(config_groups=_w4_group(), ignore=["lm_head"], block_size=128, dampening_frac=0.01,
                              actorder=None)]
     if method == "awq":
-        from llmcompressor.modifiers.awq import AWQModifier
+        from llmcompressor.modifiers.quantization import QuantizationModifier
+        from llmcompressor.modifiers.transform import AWQModifier
 
-        return [AWQModifier(config_groups=_w4_group(), ignore=["lm_head"], n_grid=20, duo_scaling=True)]
+        return [AWQModifier(n_grid=20, duo_scaling=True), QuantizationModifier(config_groups=_w4_group(), ignore=["lm_head"])]
     if method == "smoothquant-w8a8":
         from llmcompressor.modifiers.quantization import QuantizationModifier
-        from llmcompressor.modifiers.smoothquant import SmoothQuantModifier
+        from llmcompressor.modifiers.transform import SmoothQuantModifier
 
         group = {"group_0": {"targets": ["Linear"], "weights": _int_weights(8, "channel"),
                              "input_activations": {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "tensor",
@@ -98,7 +99,7 @@ def dequantized_weights(model: torch.nn.Module, names: set[str]) -> tuple[dict[s
         if scheme.weights is not None:
             with torch.no_grad():
                 state[f"{name}.weight"] = fake_quantize(module.weight, module.weight_scale, module.weight_zero_point,
-                                                        scheme.weights, g_idx=getattr(module, "weight_g_idx", None))
+                                                        scheme.weights)
         if scheme.input_activations is not None:
             if scheme.input_activations.dynamic or module.input_scale.numel() != 1:
                 raise SystemExit(f"{name}: only static per-tensor activation scales are exported")
