@@ -77,6 +77,16 @@ def recipe(method: str) -> list[Any]:
     raise SystemExit(f"unknown method {method!r}: gptq, awq, smoothquant-w8a8, sparsegpt-50, wanda-50")
 
 
+def allow_cpu_only() -> None:
+    """llm-compressor 0.14's AWQ pins its cached activations (``IntermediatesCache.pin_memory``) for faster
+    host-to-device copies, which raises "Cannot access accelerator device when none is available" on a
+    machine without one. Pinning changes no value, so on such a machine it is skipped."""
+    from llmcompressor.pipelines.cache import IntermediatesCache
+
+    if not torch.accelerator.is_available():
+        IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None
+
+
 def calibration_dataset(path: Path) -> tuple[Any, int, int]:
     from datasets import Dataset
 
@@ -126,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     torch.manual_seed(0)
+    allow_cpu_only()
     with safe_open(str(args.model / "model.safetensors"), "pt") as f:
         names = set(f.keys())
     model = AutoModelForCausalLM.from_pretrained(str(args.model), torch_dtype=torch.float32).eval()
