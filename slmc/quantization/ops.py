@@ -15,6 +15,13 @@ lowers the same op to one kernel with dequantization fused into the matmul
   symmetric int8 weights ``[N, K]`` (int8 storage, per-output-channel float32 scales), int32
   accumulation, rescaled by ``activation_scale * weight_scales``. ``input_scale`` carries
   SmoothQuant's migration ``1/s`` (Xiao et al., 2022).
+- ``w4a8_linear(x, qweight, scales, bias?, group_size)``: dynamic per-token int8 activations times
+  symmetric int4 weights (``quantized_linear``'s packed layout: codes ``c`` in ``[1, 15]`` standing for
+  ``c - 8``, float16 scales per group of ``group_size`` inputs). Each row (token) of ``x`` is
+  quantized with its own scale ``max|x_row| / 127``; each group's integer dot product is summed in
+  int32, times the group's weight scale, accumulated in float32 over the groups, times the row's
+  scale. ExecuTorch's 8da4w, llama.cpp's Q4_0 x Q8_0 (per-block activation scales) and
+  llm-compressor's W4AINT8 are the same arithmetic with other activation granularities.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import numpy as np
 import torch
 from torch.library import Library
 
-from slmc.quantization.formats import dequantize
+from slmc.quantization.formats import dequantize, unpack
 
 _LIBRARY = Library("slmc", "DEF")
 _LIBRARY.define("quantized_linear(Tensor x, Tensor qweight, Tensor scales, Tensor? zeros, Tensor? bias, "
@@ -35,30 +42,39 @@ _LIBRARY.define("quantized_embedding(Tensor ids, Tensor qweight, Tensor scales, 
                 "int group_size) -> Tensor")
 _LIBRARY.define("w8a8_linear(Tensor x, Tensor qweight, Tensor weight_scales, Tensor? bias, Tensor? input_scale, "
                 "float activation_scale) -> Tensor")
+_LIBRARY.define("w4a8_linear(Tensor x, Tensor qweight, Tensor scales, Tensor? bias, int group_size) -> Tensor")
 
 ACTIVATION_LIMIT = 127
+TOKEN_RANGE_FLOOR = 1e-30  # max|x_row| below it is raised to it: an all-zero row gets codes 0, not 0 * inf
+INT4_MID = 8  # the implicit zero point of symmetric int4 codes (slmc.quantization.formats)
 
 
-_DEQUANTIZED: dict[int, tuple[Any, tuple[int, ...], torch.Tensor]] = {}
+_DEQUANTIZED: dict[tuple[str, int], tuple[Any, tuple[Any, ...], torch.Tensor]] = {}
 
 
-def _dequantized(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, bits: int,
-                 group_size: int) -> torch.Tensor:
-    """``dequantize(...)``, remembered per stored ``qweight`` while it lives and is unchanged.
+def _remembered(kind: str, qweight: torch.Tensor, stamp: tuple[Any, ...], compute: Any) -> torch.Tensor:
+    """``compute()``, remembered per stored ``qweight`` (and ``kind`` of derived tensor) while it lives
+    and ``stamp`` is unchanged.
 
     Eager evaluation calls a quantized op thousands of times with the same stored tensors; the
     cache entry is keyed by the tensors' identities and in-place versions and dropped with them.
     """
-    key = id(qweight)
-    stamp = (id(scales), id(zeros), qweight._version, scales._version, zeros._version if zeros is not None else -1,
-             bits, group_size)
+    key = (kind, id(qweight))
+    stamp = (qweight._version, *stamp)
     entry = _DEQUANTIZED.get(key)
     if entry is not None and entry[0]() is qweight and entry[1] == stamp:
         return entry[2]
-    weight = dequantize(qweight, scales, zeros, bits, group_size)
+    value = compute()
     if not torch._C._functorch.is_functorch_wrapped_tensor(qweight) and type(qweight) in (torch.Tensor, torch.nn.Parameter):
-        _DEQUANTIZED[key] = (weakref.ref(qweight, lambda _, k=key: _DEQUANTIZED.pop(k, None)), stamp, weight)
-    return weight
+        _DEQUANTIZED[key] = (weakref.ref(qweight, lambda _, k=key: _DEQUANTIZED.pop(k, None)), stamp, value)
+    return value
+
+
+def _dequantized(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, bits: int,
+                 group_size: int) -> torch.Tensor:
+    """``dequantize(...)``, remembered (``_remembered``)."""
+    stamp = (id(scales), id(zeros), scales._version, zeros._version if zeros is not None else -1, bits, group_size)
+    return _remembered("dequantized", qweight, stamp, lambda: dequantize(qweight, scales, zeros, bits, group_size))
 
 
 def _quantized_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
@@ -96,9 +112,44 @@ def _w8a8_linear(x: torch.Tensor, qweight: torch.Tensor, weight_scales: torch.Te
     return out + bias if bias is not None else out
 
 
+def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic symmetric int8 codes (as float32) of each row of ``x [..., K]`` and the rows' scales ``[..., 1]``.
+
+    ``r = max(max|x_row|, TOKEN_RANGE_FLOOR)``; codes ``round(x * (127 / r))`` (half to even, saturated
+    at ±127); scale ``r / 127``. Both divisions are single float32 operations, as in the TVM kernel
+    (``slmc.quantization.w4a8_kernel``), so eager and compiled codes agree bit for bit on equal inputs.
+    """
+    x = x.to(torch.float32)
+    peak = x.abs().amax(dim=-1, keepdim=True).clamp_min(TOKEN_RANGE_FLOOR)
+    codes = torch.clamp(torch.round(x * (ACTIVATION_LIMIT / peak)), -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+    return codes, peak / ACTIVATION_LIMIT
+
+
+def centered_int4_codes(qweight: torch.Tensor) -> torch.Tensor:
+    """float32 ``[N, K]`` signed codes ``c - 8`` of a packed symmetric int4 weight (remembered)."""
+    return _remembered("centered_int4", qweight, (),
+                       lambda: unpack(qweight, 4).to(torch.float32) - INT4_MID)
+
+
+def _w4a8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None,
+                 group_size: int) -> torch.Tensor:
+    codes, token_scale = quantize_per_token(x)
+    weight = centered_int4_codes(qweight)
+    n, k = weight.shape
+    groups = k // group_size
+    # the int32 group sums, exact in float32 while |sum| <= 127 * 7 * group_size < 2^24 (else in float64)
+    exact = torch.float32 if ACTIVATION_LIMIT * (INT4_MID - 1) * group_size < 2**24 else torch.float64
+    rows = codes.to(exact).reshape(-1, groups, group_size).transpose(0, 1)  # [G, M, g]
+    dots = torch.bmm(rows, weight.to(exact).reshape(n, groups, group_size).permute(1, 2, 0)).to(torch.float32)  # [G, M, N]
+    out = (dots * scales.to(torch.float32).T.unsqueeze(1)).sum(0) * token_scale.reshape(-1, 1)
+    out = out.reshape(*x.shape[:-1], n)
+    return out + bias if bias is not None else out
+
+
 _LIBRARY.impl("quantized_linear", _quantized_linear, "CompositeExplicitAutograd")
 _LIBRARY.impl("quantized_embedding", _quantized_embedding, "CompositeExplicitAutograd")
 _LIBRARY.impl("w8a8_linear", _w8a8_linear, "CompositeExplicitAutograd")
+_LIBRARY.impl("w4a8_linear", _w4a8_linear, "CompositeExplicitAutograd")
 
 
 @torch.library.register_fake("slmc::quantized_linear")
@@ -116,6 +167,13 @@ def _w8a8_linear_fake(x, qweight, weight_scales, bias, input_scale, activation_s
     return x.new_empty((*x.shape[:-1], qweight.shape[0]))
 
 
+@torch.library.register_fake("slmc::w4a8_linear")
+def _w4a8_linear_fake(x, qweight, scales, bias, group_size):  # noqa: ANN001, ANN202
+    return x.new_empty((*x.shape[:-1], qweight.shape[0]))
+
+
 QUANTIZED_LINEAR = torch.ops.slmc.quantized_linear.default
 QUANTIZED_EMBEDDING = torch.ops.slmc.quantized_embedding.default
 W8A8_LINEAR = torch.ops.slmc.w8a8_linear.default
+W4A8_LINEAR = torch.ops.slmc.w4a8_linear.default
+INT8_ACTIVATION_OPS = frozenset({"w8a8_linear", "w4a8_linear"})  # ops whose activation codes can flip at rounding ties

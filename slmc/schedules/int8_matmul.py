@@ -59,7 +59,7 @@ def tiles_per_chunk(tiles: int, cores: int, most: int) -> int:
     return (balanced or fitting)[0]
 
 
-def _after(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> list[s_tir.schedule.SBlockRV]:
+def consumers_in_order(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> list[s_tir.schedule.SBlockRV]:
     """The blocks that consume ``block``'s output, directly or through one another, in order."""
     found: list[s_tir.schedule.SBlockRV] = []
     frontier = list(sch.get_consumers(block))
@@ -122,7 +122,7 @@ class Int8Matmul(SlmcCpuRule):
         to, tn = sch.split(t, factors=[None, tiles_per_chunk(tiles, params.cores, budget)])
         mo, mi = sch.split(m, factors=[None, DOT_ROWS])  # the codes' rows are padded to pairs: no guard
         sch.reorder(to, mo, ko, tn, mi, i, ki)
-        epilogues = _after(sch, dot)
+        epilogues = consumers_in_order(sch, dot)
         accumulator = sch.cache_write(dot, 0, "local")
         sch.reverse_compute_at(accumulator, mo)
         for epilogue in epilogues:  # rescale (+ bias, + elementwise ops FuseOps fused): per row pair and chunk
