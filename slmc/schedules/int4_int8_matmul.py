@@ -93,8 +93,7 @@ class Int4Int8Matmul(SlmcCpuRule):
         sch.set_scope(dot, 0, "local")
         dm, _, dt, di, dkb, dki = sch.get_loops(dot)[-6:]
         sch.reorder(dkb, dt, dm, di, dki)
-        sch.compute_at(unpacked, dt)
-        sch.set_scope(unpacked, 0, "local")
+        sch.compute_at(unpacked, dt)  # one [16, 4] tile (64 bytes, on the stack); global scope, as the tile intrinsic's operand
         sch.parallel(to)
         sch.unroll(dt)
         sch.unroll(dm)
