@@ -19,8 +19,7 @@ lowers the same op to one kernel with dequantization fused into the matmul
   symmetric int4 weights (``quantized_linear``'s packed layout: codes ``c`` in ``[1, 15]`` standing for
   ``c - 8``, float16 scales per group of ``group_size`` inputs). Each row (token) of ``x`` is
   quantized with its own scale ``max|x_row| / 127``; each group's integer dot product is summed in
-  int32, times the group's weight scale, accumulated in float32 over the groups, times the row's
-  scale. ExecuTorch's 8da4w, llama.cpp's Q4_0 x Q8_0 (per-block activation scales) and
+  int32, times the group's weight scale and the row's scale, accumulated in float32 over the groups. ExecuTorch's 8da4w, llama.cpp's Q4_0 x Q8_0 (per-block activation scales) and
   llm-compressor's W4AINT8 are the same arithmetic with other activation granularities.
 """
 
@@ -141,7 +140,8 @@ def _w4a8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, b
     exact = torch.float32 if ACTIVATION_LIMIT * (INT4_MID - 1) * group_size < 2**24 else torch.float64
     rows = codes.to(exact).reshape(-1, groups, group_size).transpose(0, 1)  # [G, M, g]
     dots = torch.bmm(rows, weight.to(exact).reshape(n, groups, group_size).permute(1, 2, 0)).to(torch.float32)  # [G, M, N]
-    out = (dots * scales.to(torch.float32).T.unsqueeze(1)).sum(0) * token_scale.reshape(-1, 1)
+    # each group's term scaled by its weight scale, then the row's scale, summed over the groups in order (as the kernel)
+    out = (dots * scales.to(torch.float32).T.unsqueeze(1) * token_scale.reshape(1, -1, 1)).sum(0)
     out = out.reshape(*x.shape[:-1], n)
     return out + bias if bias is not None else out
 

@@ -11,11 +11,15 @@ The tensor-expression stages (``slmc.kernel = "w4a8_linear"``; the converter is
   ``[N/16, K/4, 16, 2]`` (the converter's reshape/permute of ``qweight [N, K/2]``, which
   ``slmc.schedules.prepack`` applies to the stored weight at compile time: 4 bits per weight in memory);
 - ``int8_group_dot``: ``sum_{k in group g} x[m, k] * w[n, k]`` in int32, per group;
-- ``group_rescale``: ``sum_g float(dot[m, g, n]) * scale[g, n]`` in float32;
-- ``requantize``: times the row's scale ``r / 127`` (+ bias).
+- ``token_scale``: ``r / 127`` per row;
+- ``group_rescale``: ``sum_g float(dot[m, g, n]) * scale[g, n] * token_scale[m]`` in float32, the groups
+  in order (the row's scale inside the sum, so that the epilogue reads this stage only: a schedule
+  computes it per pair of rows, and TVM's ``reverse_compute_at`` refuses an epilogue with another
+  producer outside the loop);
+- ``requantize``: (+ bias).
 
-Exactly the arithmetic of the eager reference (``slmc.quantization.ops.w4a8_linear``) except the
-order of the float32 sum over groups. ``slmc.schedules.int4_int8_matmul`` schedules it onto the
+The same float32 operations in the same order as the eager reference
+(``slmc.quantization.ops.w4a8_linear``), up to how the compiler contracts them (FMA). ``slmc.schedules.int4_int8_matmul`` schedules it onto the
 target's int8 dot-product instructions. Without tiles (16 does not divide ``N`` or 4 does not divide
 the group size) the weight stays ``[N, K/2]`` and the codes are unpacked inside the reduction.
 """
@@ -56,7 +60,7 @@ def token_codes(x: te.Tensor, row_multiple: int) -> tuple[te.Tensor, te.Tensor]:
 
 def w4a8_linear_te(x: te.Tensor, qweight: te.Tensor, scales: te.Tensor, bias: te.Tensor | None, group_size: int,
                    row_multiple: int) -> te.Tensor:
-    """``out[m, n] = r_m / 127 * sum_g scale[g, n] * sum_{k in g} code(x)[m, k] * (c[n, k] - 8) (+ bias[n])``.
+    """``out[m, n] = sum_g (sum_{k in g} code(x)[m, k] * (c[n, k] - 8)) * scale[g, n] * r_m / 127 (+ bias[n])``.
 
     ``qweight``: packed bytes tiled ``[N/16, K/4, 16, 2]`` or plain ``[N, K/2]``; ``scales``: float16
     ``[G, N]`` (transposed by the converter). Preconditions: ``group_size`` divides ``K``; tiled:
@@ -98,17 +102,18 @@ def w4a8_linear_te(x: te.Tensor, qweight: te.Tensor, scales: te.Tensor, bias: te
         def dot(m: Any, g: Any, n: Any) -> Any:
             return plain[m, g, n]
 
-    g = te.reduce_axis((0, groups), name="g")
-    rescaled = te.compute(
-        (codes.shape[0], out_features),
-        lambda m, n: te.sum(dot(m, g, n).astype("float32") * scales[g, n].astype("float32"), axis=g),
-        name="group_rescale",
-    )
     floor = tirx.const(TOKEN_RANGE_FLOOR, "float32")
     limit = tirx.const(float(ACTIVATION_LIMIT), "float32")
+    token_scale = te.compute((rows,), lambda m: tirx.max(absmax[m], floor) / limit, name="token_scale")
+    g = te.reduce_axis((0, groups), name="g")
+    rescaled = te.compute(  # each group's term carries the row's scale: the epilogue reads this stage only
+        (codes.shape[0], out_features),
+        lambda m, n: te.sum(dot(m, g, n).astype("float32") * scales[g, n].astype("float32")
+                            * token_scale[tirx.min(m, rows - 1) if row_multiple > 1 else m], axis=g),
+        name="group_rescale",
+    )
 
-    def requantize(m: Any, n: Any) -> Any:
-        value = rescaled[m, n] * (tirx.max(absmax[m], floor) / limit)
-        return value + bias[n] if bias is not None else value
+    def epilogue(m: Any, n: Any) -> Any:
+        return rescaled[m, n] + bias[n] if bias is not None else rescaled[m, n]
 
-    return te.compute((rows, out_features), requantize, name="requantize")
+    return te.compute((rows, out_features), epilogue, name="requantize")

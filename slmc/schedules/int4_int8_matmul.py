@@ -89,11 +89,11 @@ class Int4Int8Matmul(SlmcCpuRule):
                 sch.vectorize(sch.get_loops(epilogue)[-1])
             except s_tir.ScheduleError:  # an epilogue whose inner loop is not a vector (LLVM may still vectorize it)
                 pass
-        sch.compute_at(dot, g)
+        sch.compute_at(dot, g, preserve_unit_loops=True)
         sch.set_scope(dot, 0, "local")
         dm, _, dt, di, dkb, dki = sch.get_loops(dot)[-6:]
         sch.reorder(dkb, dt, dm, di, dki)
-        sch.compute_at(unpacked, dt)  # one [16, 4] tile (64 bytes, on the stack); global scope, as the tile intrinsic's operand
+        sch.compute_at(unpacked, dt, preserve_unit_loops=True)  # one [16, 4] tile (64 bytes, on the stack); global scope, as the tile intrinsic's operand
         sch.parallel(to)
         sch.unroll(dt)
         sch.unroll(dm)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import tvm
 from schedule_helpers import AVX512_2CORES
 from test_int8_matmul_rule import X86_DOT, x86_asm
@@ -42,7 +43,7 @@ def schedule(func, features, target) -> tuple[Int4Int8Matmul, tvm.tirx.PrimFunc 
 
 def tiled_packed(codes: np.ndarray) -> np.ndarray:
     """Unsigned codes ``[N, K]`` -> packed ``[N/16, K/4, 16, 2]`` bytes, what prepack stores for the converter's relayout."""
-    packed = pack(__import__("torch").from_numpy(codes), 4).numpy()
+    packed = pack(torch.from_numpy(codes), 4).numpy()
     return np.ascontiguousarray(packed.reshape(N // 16, 16, K // 4, 2).transpose(0, 2, 1, 3))
 
 
