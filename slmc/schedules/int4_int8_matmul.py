@@ -33,26 +33,16 @@ from tvm import s_tir, tirx
 from tvm.target import Target
 
 from slmc.quantization.tvm_kernels import DOT_ROWS
-from slmc.schedules.int8_dot_intrinsics import tile_choice
-from slmc.schedules.int8_matmul import consumers_in_order, tiles_per_chunk
+from slmc.schedules.int8_matmul import Int8DotRule, consumers_in_order, tiles_per_chunk
 from slmc.schedules.row_matmul import CpuParams, static_extent
-from slmc.schedules.rule import SlmcCpuRule
 
 KIND = "w4a8_linear"
 _STAGES = ("quantize_activations", "unpacked_codes", "int8_group_dot", "group_rescale")
 
 
-class Int4Int8Matmul(SlmcCpuRule):
+class Int4Int8Matmul(Int8DotRule):
     """Schedules tiled ``slmc.kernel = w4a8_linear`` kernels (see the module docstring); untiled ones
-    (no ``unpacked_codes`` stage) are declined and keep the generic schedules.
-
-    ``dot_features``: the descriptor's ``compute.int8_dot``.
-    """
-
-    def __init__(self, params: CpuParams, dot_features: list[str] | tuple[str, ...] = (), notes: list[str] | None = None):
-        super().__init__(params, notes)
-        self.dot_features = list(dot_features)
-        self.intrinsic: str | None = None
+    (no ``unpacked_codes`` stage) are declined and keep the generic schedules."""
 
     def schedule(self, func: tirx.PrimFunc, target: Target, params: CpuParams) -> s_tir.Schedule | None:
         if self.kernel_kind(func) != KIND:
@@ -63,11 +53,7 @@ class Int4Int8Matmul(SlmcCpuRule):
             return None
         if static_extent(sch, sch.get_loops(named["group_rescale"])[1]) is None:
             return None
-        choice = tile_choice(self.dot_features, target, params.vector_bits)
-        if choice.missing and not any(choice.missing in note for note in self.notes):
-            self.notes.append(f"Int4Int8Matmul: the descriptor lists int8_dot {choice.missing} but the LLVM target "
-                              f"(mcpu/mattr) lacks it; int4 x int8 linears use {choice.feature or 'int32 vectors'}")
-        self.intrinsic = choice.intrinsic
+        choice = self.choose_tile(target, params)
         budget = choice.registers // 2 // (DOT_ROWS * choice.vectors_per_row)  # int32 + float accumulators
         self._schedule(sch, named, params, max(budget // 2, 1))
         return sch
