@@ -19,7 +19,9 @@ lowers the same op to one kernel with dequantization fused into the matmul
   symmetric int4 weights (``quantized_linear``'s packed layout: codes ``c`` in ``[1, 15]`` standing for
   ``c - 8``, float16 scales per group of ``group_size`` inputs). Each row (token) of ``x`` is
   quantized with its own scale ``max|x_row| / 127``; each group's integer dot product is summed in
-  int32, times the group's weight scale and the row's scale, accumulated in float32 over the groups. ExecuTorch's 8da4w, llama.cpp's Q4_0 x Q8_0 (per-block activation scales) and
+  int32, times the group's weight scale and the row's scale, accumulated in float32 over the groups
+  (the TVM kernel); the eager reference computes the same sum as a float32 matmul of the codes with the
+  dequantized weight (equal up to float32 rounding). ExecuTorch's 8da4w, llama.cpp's Q4_0 x Q8_0 (per-block activation scales) and
   llm-compressor's W4AINT8 are the same arithmetic with other activation granularities.
 """
 
@@ -32,7 +34,7 @@ import numpy as np
 import torch
 from torch.library import Library
 
-from slmc.quantization.formats import dequantize, unpack
+from slmc.quantization.formats import dequantize
 
 _LIBRARY = Library("slmc", "DEF")
 _LIBRARY.define("quantized_linear(Tensor x, Tensor qweight, Tensor scales, Tensor? zeros, Tensor? bias, "
@@ -48,32 +50,26 @@ TOKEN_RANGE_FLOOR = 1e-30  # max|x_row| below it is raised to it: an all-zero ro
 INT4_MID = 8  # the implicit zero point of symmetric int4 codes (slmc.quantization.formats)
 
 
-_DEQUANTIZED: dict[tuple[str, int], tuple[Any, tuple[Any, ...], torch.Tensor]] = {}
-
-
-def _remembered(kind: str, qweight: torch.Tensor, stamp: tuple[Any, ...], compute: Any) -> torch.Tensor:
-    """``compute()``, remembered per stored ``qweight`` (and ``kind`` of derived tensor) while it lives
-    and ``stamp`` is unchanged.
-
-    Eager evaluation calls a quantized op thousands of times with the same stored tensors; the
-    cache entry is keyed by the tensors' identities and in-place versions and dropped with them.
-    """
-    key = (kind, id(qweight))
-    stamp = (qweight._version, *stamp)
-    entry = _DEQUANTIZED.get(key)
-    if entry is not None and entry[0]() is qweight and entry[1] == stamp:
-        return entry[2]
-    value = compute()
-    if not torch._C._functorch.is_functorch_wrapped_tensor(qweight) and type(qweight) in (torch.Tensor, torch.nn.Parameter):
-        _DEQUANTIZED[key] = (weakref.ref(qweight, lambda _, k=key: _DEQUANTIZED.pop(k, None)), stamp, value)
-    return value
+_DEQUANTIZED: dict[int, tuple[Any, tuple[int, ...], torch.Tensor]] = {}
 
 
 def _dequantized(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, bits: int,
                  group_size: int) -> torch.Tensor:
-    """``dequantize(...)``, remembered (``_remembered``)."""
-    stamp = (id(scales), id(zeros), scales._version, zeros._version if zeros is not None else -1, bits, group_size)
-    return _remembered("dequantized", qweight, stamp, lambda: dequantize(qweight, scales, zeros, bits, group_size))
+    """``dequantize(...)``, remembered per stored ``qweight`` while it lives and is unchanged.
+
+    Eager evaluation calls a quantized op thousands of times with the same stored tensors; the
+    cache entry is keyed by the tensors' identities and in-place versions and dropped with them.
+    """
+    key = id(qweight)
+    stamp = (id(scales), id(zeros), qweight._version, scales._version, zeros._version if zeros is not None else -1,
+             bits, group_size)
+    entry = _DEQUANTIZED.get(key)
+    if entry is not None and entry[0]() is qweight and entry[1] == stamp:
+        return entry[2]
+    weight = dequantize(qweight, scales, zeros, bits, group_size)
+    if not torch._C._functorch.is_functorch_wrapped_tensor(qweight) and type(qweight) in (torch.Tensor, torch.nn.Parameter):
+        _DEQUANTIZED[key] = (weakref.ref(qweight, lambda _, k=key: _DEQUANTIZED.pop(k, None)), stamp, weight)
+    return weight
 
 
 def _quantized_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
@@ -124,25 +120,12 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return codes, peak / ACTIVATION_LIMIT
 
 
-def centered_int4_codes(qweight: torch.Tensor) -> torch.Tensor:
-    """float32 ``[N, K]`` signed codes ``c - 8`` of a packed symmetric int4 weight (remembered)."""
-    return _remembered("centered_int4", qweight, (),
-                       lambda: unpack(qweight, 4).to(torch.float32) - INT4_MID)
-
-
 def _w4a8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None,
                  group_size: int) -> torch.Tensor:
     codes, token_scale = quantize_per_token(x)
-    weight = centered_int4_codes(qweight)
-    n, k = weight.shape
-    groups = k // group_size
-    # the int32 group sums, exact in float32 while |sum| <= 127 * 7 * group_size < 2^24 (else in float64)
-    exact = torch.float32 if ACTIVATION_LIMIT * (INT4_MID - 1) * group_size < 2**24 else torch.float64
-    rows = codes.to(exact).reshape(-1, groups, group_size).transpose(0, 1)  # [G, M, g]
-    dots = torch.bmm(rows, weight.to(exact).reshape(n, groups, group_size).permute(1, 2, 0)).to(torch.float32)  # [G, M, N]
-    # each group's term scaled by its weight scale, then the row's scale, summed over the groups in order (as the kernel)
-    out = (dots * scales.to(torch.float32).T.unsqueeze(1) * token_scale.reshape(1, -1, 1)).sum(0)
-    out = out.reshape(*x.shape[:-1], n)
+    # sum_k code(x)[k] * (c[k] - 8) * scale[g(k)]: the kernel's int32 group sums times their scales, in float32
+    # (the same value up to float32 rounding; a matmul on the remembered dequantized weight keeps eager fast)
+    out = torch.nn.functional.linear(codes, _dequantized(qweight, scales, None, 4, group_size)) * token_scale
     return out + bias if bias is not None else out
 
 

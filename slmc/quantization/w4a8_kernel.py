@@ -18,8 +18,8 @@ The tensor-expression stages (``slmc.kernel = "w4a8_linear"``; the converter is
   producer outside the loop);
 - ``requantize``: (+ bias).
 
-The same float32 operations in the same order as the eager reference
-(``slmc.quantization.ops.w4a8_linear``), up to how the compiler contracts them (FMA). ``slmc.schedules.int4_int8_matmul`` schedules it onto the
+The activation codes are the eager reference's bit for bit (``slmc.quantization.ops.w4a8_linear``);
+its sum is a float32 matmul with the dequantized weight, equal to this one up to float32 rounding. ``slmc.schedules.int4_int8_matmul`` schedules it onto the
 target's int8 dot-product instructions. Without tiles (16 does not divide ``N`` or 4 does not divide
 the group size) the weight stays ``[N, K/2]`` and the codes are unpacked inside the reduction.
 """
