@@ -1,8 +1,9 @@
 """``w4a8_linear``'s TVM kernel (slmc.quantization.w4a8_kernel) through slmc's lowering, against the eager op.
 
 The activation codes are the same float32 operations in both (``127 / r``, one multiply, round half to
-even), so they agree bit for bit; what differs is the order of the float32 sum over groups.
-Tolerance 1e-4 on outputs of magnitude ~10 (measured: <= 4e-6).
+even), so they agree bit for bit; the kernel sums int32 group products, eager a float32 matmul with the
+dequantized weight.
+Tolerance 1e-4 on outputs of magnitude ~10 (measured: <= 7.7e-6).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class W4A8(torch.nn.Module):
 def test_w4a8_kernel_matches_eager(shape, group, tiled, host_target):
     module = W4A8(*shape, group)
     err, mod = _compile_and_compare(module, lambda n: torch.randn(1, n, shape[1]) * 3, [1, 6, 33], host_target)
-    assert err <= TOLERANCE  # measured: <= 4e-6
+    assert err <= TOLERANCE  # measured: <= 7.7e-6
     kernel = next(f for gv, f in mod.functions.items() if gv.name_hint.startswith("slmc_w4a8_linear"))
     assert str(kernel.attrs[KERNEL_ATTR]) == "w4a8_linear"
     n, k = shape
