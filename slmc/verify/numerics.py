@@ -165,8 +165,8 @@ def effective_settings(settings: Verify, graph: Graph) -> tuple[Verify, str | No
         return settings, None
     if not any(op_name(node) in INT8_ACTIVATION_OPS for node in graph.op_nodes()):
         return settings, None
-    reason = (f"atol {STATIC_ACTIVATION_ATOL} (default for int8 activations, which flip at rounding ties; "
-              "set verify.atol to override)")
+    reason = (f"atol {STATIC_ACTIVATION_ATOL} (default for static int8 activations and dynamic per-token ones, which flip "
+              "at rounding ties; set verify.atol to override)")
     return settings.model_copy(update={"atol": STATIC_ACTIVATION_ATOL}), reason
 
 
