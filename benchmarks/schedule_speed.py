@@ -42,6 +42,7 @@ RECIPES = {
     # the prompts are random token ids, written next to the recipe (CALIBRATION_IDS)
     "w8a8": "passes:\n  - quantize: {scheme: w8a8, smoothquant: {alpha: 0.5}, observer: minmax}\n"
             "calibration: {tensors: calibration-ids.npy, num_samples: 16}\n",
+    "w4a8": "passes:\n  - quantize: {scheme: w4a8, group_size: 32, method: rtn}\n",  # dynamic activations: no calibration
 }
 CALIBRATION_IDS = "calibration-ids.npy"  # [16, 1, 128] int64 token ids below 256 (every bench model's vocabulary)
 

@@ -8,7 +8,7 @@ Which ops can merge is a table of ``RowStackable`` rules: an op whose every per-
 argument has the output features on dim 0 can be stacked along dim 0, provided its other
 arguments are equal among the siblings. ``aten.linear`` is built in; a quantized linear whose
 ``qweight``/``scales``/``zeros``/``bias`` are per output row and whose ``bits``/``group_size``/
-``in_features`` must agree is registered below (siblings with an AWQ ``input_scale`` each read their
+``in_features`` must agree is registered below, and so is ``w4a8_linear`` (siblings with an AWQ ``input_scale`` each read their
 own tensor and stay apart).
 """
 
@@ -51,6 +51,8 @@ def register_row_stackable(rule: RowStackable) -> None:
 register_row_stackable(RowStackable(aten.linear.default, row_args=(1, 2)))
 # quantized_linear(x, qweight, scales, zeros?, bias?, input_scale?, bits, group_size): rows first (slmc.quantization.formats)
 register_row_stackable(RowStackable(torch.ops.slmc.quantized_linear.default, row_args=(1, 2, 3, 4), equal_args=(5, 6, 7)))
+# w4a8_linear(x, qweight, scales, bias?, group_size): per-token activation codes depend on x only, so siblings share them
+register_row_stackable(RowStackable(torch.ops.slmc.w4a8_linear.default, row_args=(1, 2, 3), equal_args=(4,)))
 
 
 def _arg(node: fx.Node, index: int) -> object:

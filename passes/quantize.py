@@ -1,4 +1,4 @@
-"""``quantize``: weight-only int8/int4 (RTN, GPTQ, AWQ) and static w8a8 (with SmoothQuant).
+"""``quantize``: weight-only int8/int4 (RTN, GPTQ, AWQ), static w8a8 (with SmoothQuant) and w4a8.
 
 Every linear layer (``slmc.graph.linears``) and, with ``embeddings: true``, every embedding table is
 replaced by a quantized op of ``slmc.quantization.ops`` whose weights stay packed down to the
@@ -10,7 +10,15 @@ compiled kernel (``slmc.quantization.tvm_kernels``). Methods:
 - ``awq``: Lin et al., 2023 (arXiv:2306.00978), activation-aware channel scaling + clip search;
 - scheme ``w8a8``: int8 weights (per output channel, symmetric) and static int8 activations
   (per tensor; ``minmax`` or ``percentile`` observer), optionally after SmoothQuant migration
-  (Xiao et al., 2022, arXiv:2211.10438) with strength ``smoothquant.alpha``.
+  (Xiao et al., 2022, arXiv:2211.10438) with strength ``smoothquant.alpha``;
+- scheme ``w4a8``: symmetric int4 weights (``bits: 4`` is implied; a group size that is a multiple of 8,
+  e.g. 32/64/128, or per channel) chosen by ``method`` ``rtn`` or ``gptq``, and *dynamic* per-token
+  int8 activations (each token's row scaled by its own ``max|x| / 127`` at run time: no calibration
+  of activation ranges). Each group's int8 x int4 dot product is summed in int32 on the target's int8
+  dot-product instructions (``vpdpbusd``, ``sdot``), scaled and accumulated in float32 for decode and
+  prefill alike (``slmc.quantization.ops.w4a8_linear``; ExecuTorch's 8da4w, llama.cpp's Q4_0 x Q8_0,
+  llm-compressor's W4AINT8). The target must list ``compute.int8_dot`` (else the recipe is refused
+  naming it), ``int8`` activations and the ``w4a8`` scheme. Embedding tables stay weight-only int4.
 
 ``overrides`` (applied in order; later matches win) change the settings of layers whose name
 matches a glob: mixed precision (``bits: 8`` for ``*lm_head``), other group sizes, or ``skip``.
@@ -23,7 +31,7 @@ packed codes and scales (the head's quantization; both layers' reports say so).
 Norms, biases and other small tensors are never quantized; every layer left in float32 is
 listed in the report with the reason. The target must list the weight dtype (``int4``/``int8``),
 the group size (or per-channel), zero points for asymmetric formats, and ``int8`` activations
-and the ``w8a8`` scheme for ``w8a8``.
+and the ``w8a8`` scheme for ``w8a8``; ``w4a8`` as above.
 """
 
 from __future__ import annotations
@@ -45,12 +53,14 @@ from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, Skip, 
 from slmc.passes._quantize_handlers import METHODS, SCHEMES, calibrated_methods, register_scheme
 from slmc.quantization.awq import output_error
 from slmc.quantization.formats import QuantFormat, QuantizedWeight, quantize_rtn
-from slmc.quantization.ops import QUANTIZED_EMBEDDING, QUANTIZED_LINEAR, W8A8_LINEAR
+from slmc.quantization.ops import QUANTIZED_EMBEDDING, QUANTIZED_LINEAR, W4A8_LINEAR, W8A8_LINEAR
 from slmc.quantization.smoothquant import activation_scale, sample_input_rows, smoothing_factors
 from slmc.spec.strict_model import StrictModel
 from slmc.spec.target import TargetDescriptor
 
-Scheme = Literal["weight_only", "w8a8"]
+Scheme = Literal["weight_only", "w8a8", "w4a8"]
+W4A8_METHODS = ("rtn", "gptq")  # methods whose codes need no input scaling (AWQ's would need the activations rescaled)
+W4A8_GROUP_MULTIPLE = 8  # int4 codes pack in pairs and int8 dot-product tiles take 4 inputs: 8 keeps both whole
 Method = Literal["rtn", "gptq", "awq"]
 
 
@@ -78,6 +88,14 @@ class LayerSettings(StrictModel):
     group_size: int | None = Field(None, ge=8, le=4096, description="input channels per scale; null: per output channel")
     symmetric: bool = True
     method: Method = "rtn"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _w4a8_bits(cls, data: Any) -> Any:
+        """``scheme: w4a8`` without ``bits`` means ``bits: 4`` (the pass's default is 8)."""
+        if isinstance(data, dict) and data.get("scheme") == "w4a8" and "bits" not in data:
+            return {**data, "bits": 4}
+        return data
 
 
 class Override(StrictModel):
@@ -128,6 +146,14 @@ class QuantizeConfig(LayerSettings, PassConfig):
             if settings.scheme == "w8a8" and (settings.bits != 8 or settings.group_size is not None or not settings.symmetric
                                               or settings.method != "rtn"):
                 raise ValueError(f"{where}scheme w8a8 takes bits 8, per-channel, symmetric weights and method rtn")
+            if settings.scheme == "w4a8":
+                if settings.bits != 4 or not settings.symmetric or settings.method not in W4A8_METHODS:
+                    raise ValueError(f"{where}scheme w4a8 takes bits 4, symmetric weights and method "
+                                     f"{' or '.join(W4A8_METHODS)} (got bits {settings.bits}, symmetric {settings.symmetric}, "
+                                     f"method {settings.method})")
+                if settings.group_size is not None and settings.group_size % W4A8_GROUP_MULTIPLE:
+                    raise ValueError(f"{where}scheme w4a8 takes a group size that is a multiple of {W4A8_GROUP_MULTIPLE} "
+                                     f"(an int8 dot-product tile's inputs lie in one group), got {settings.group_size}")
         return self
 
     def resolve(self, override: Override, base: LayerSettings) -> LayerSettings:
@@ -140,6 +166,8 @@ class QuantizeConfig(LayerSettings, PassConfig):
             data["group_size"] = None
         if override.scheme == "w8a8":
             data.update(bits=8, group_size=None, symmetric=True, method="rtn")
+        if override.scheme == "w4a8" and override.bits is None:
+            data["bits"] = 4
         return LayerSettings(**data)
 
     def all_settings(self) -> list[LayerSettings]:
@@ -179,8 +207,12 @@ class QuantizeConfig(LayerSettings, PassConfig):
                 problems.append((prefix + "bits", f"weight dtype '{dtype}' is not supported; the target supports {target.dtypes.weights}"))
             if settings.scheme not in caps.schemes:
                 problems.append((prefix + "scheme", f"scheme '{settings.scheme}' is not supported; the target supports {caps.schemes}"))
-            if settings.scheme == "w8a8" and "int8" not in target.dtypes.activations:
-                problems.append((prefix + "scheme", f"w8a8 needs int8 activations; the target supports {target.dtypes.activations}"))
+            if settings.scheme in ("w8a8", "w4a8") and "int8" not in target.dtypes.activations:
+                problems.append((prefix + "scheme", f"{settings.scheme} needs int8 activations; the target supports "
+                                 f"{target.dtypes.activations}"))
+            if settings.scheme == "w4a8" and not target.compute.int8_dot:
+                problems.append((prefix + "scheme", "w4a8 runs on int8 dot-product instructions and the target lists none "
+                                 "(compute.int8_dot is empty; e.g. avx512_vnni, avx_vnni, dotprod); use scheme weight_only"))
             if settings.group_size is None and not caps.per_channel:
                 problems.append((prefix + "group_size", f"per-channel scales are not supported; the target's group sizes are {caps.group_sizes}"))
             if settings.group_size is not None and settings.group_size not in caps.group_sizes:
@@ -324,17 +356,26 @@ def _replace_w8a8(graph: Graph, plan: _Planned, codes: torch.Tensor, weight_scal
     _swap(graph, layer.node, W8A8_LINEAR, (layer.input, qweight, scales, layer.bias_node, inv, act_scale), layer.weight_node)
 
 
+def _replace_w4a8(graph: Graph, plan: _Planned, quantized: QuantizedWeight) -> None:
+    layer = plan.layer
+    qweight, scales, _ = _packed_attrs(graph, layer.node, layer.name, quantized)
+    _swap(graph, layer.node, W4A8_LINEAR, (layer.input, qweight, scales, layer.bias_node, plan.fmt.group(quantized.shape[1])),
+          layer.weight_node)
+
+
 def _layer_report(name: str, kind: str, fmt: str, method: str, params: int, stored: int, **extra: Any) -> dict[str, Any]:
     return {"layer": name, "kind": kind, "format": fmt, "method": method, "parameters": params,
             "float32_bytes": params * 4, "stored_bytes": stored, "bits_per_weight": round(8 * stored / max(params, 1), 3), **extra}
 
 
-@register_scheme("weight_only")
-def _weight_only(graph: Graph, plans: list[_Planned], config: QuantizeConfig, context: PassContext) -> list[dict[str, Any]]:
-    """Quantize weight-only layers by their registered method (``_quantize_handlers.METHODS``): uncalibrated
-    methods directly; when any layer's method is calibrated, every layer in graph order, sequentially on
-    calibration data (each layer sees the already-quantized layers before it)."""
-    results: dict[str, tuple[QuantizedWeight, torch.Tensor | None, dict[str, Any]]] = {}
+_Chosen = tuple[QuantizedWeight, torch.Tensor | None, dict[str, Any]]
+
+
+def _chosen_codes(graph: Graph, plans: list[_Planned], context: PassContext, config: QuantizeConfig) -> dict[str, _Chosen]:
+    """Each planned layer's codes by its registered method (``_quantize_handlers.METHODS``), by node name:
+    uncalibrated methods directly; when any layer's method is calibrated, every layer in graph order,
+    sequentially on calibration data (each layer sees the already-quantized layers before it)."""
+    results: dict[str, _Chosen] = {}
     by_node = {p.layer.node.name: p for p in plans}
     tied = _tied_layers(graph, plans)
 
@@ -362,6 +403,13 @@ def _weight_only(graph: Graph, plans: list[_Planned], config: QuantizeConfig, co
     for plan in plans:
         if plan.layer.node.name not in results:
             quantize(plan, None)
+    return results
+
+
+@register_scheme("weight_only")
+def _weight_only(graph: Graph, plans: list[_Planned], config: QuantizeConfig, context: PassContext) -> list[dict[str, Any]]:
+    """Quantize weight-only layers by their registered method (``_chosen_codes``)."""
+    results = _chosen_codes(graph, plans, context, config)
     reports = []
     for plan in plans:
         quantized, input_scale, extra = results[plan.layer.node.name]
@@ -397,6 +445,21 @@ def _w8a8(graph: Graph, plans: list[_Planned], config: QuantizeConfig, context: 
         reports.append(_layer_report(plan.layer.name, "linear", "w8a8 int8 per-channel weights, int8 per-tensor activations",
                                      "smoothquant+rtn" if input_scale is not None else "rtn", n * k, stored,
                                      activation_scale=act, observer=config.observer))
+    return reports
+
+
+@register_scheme("w4a8")
+def _w4a8(graph: Graph, plans: list[_Planned], config: QuantizeConfig, context: PassContext) -> list[dict[str, Any]]:
+    """Symmetric int4 weights chosen by the layer's method (``rtn`` or ``gptq``, ``_chosen_codes``), run
+    with dynamic per-token int8 activations (``slmc.quantization.ops.w4a8_linear``)."""
+    results = _chosen_codes(graph, plans, context, config)
+    reports = []
+    for plan in plans:
+        quantized, _, extra = results[plan.layer.node.name]
+        n, k = quantized.shape
+        _replace_w4a8(graph, plan, quantized)
+        reports.append(_layer_report(plan.layer.name, "linear", f"w4a8 {plan.fmt.describe()} weights, dynamic per-token "
+                                     "int8 activations", plan.settings.method, n * k, quantized.stored_bytes(), **extra))
     return reports
 
 
@@ -493,7 +556,7 @@ def quantize(graph: Graph, config: QuantizeConfig, context: PassContext) -> Pass
     tied = _tied_layers(graph, plans)
     tied_tables = {p.layer.name: str(p.layer.weight_node.target) for p in plans if p.layer.name in tied}
     layers: list[dict[str, Any]] = []
-    for scheme in get_args(Scheme):  # weight_only first, then w8a8
+    for scheme in get_args(Scheme):  # weight_only first, then w8a8, then w4a8
         group = [p for p in plans if p.settings.scheme == scheme]
         if group:
             layers += SCHEMES.get(scheme)(graph, group, config, context)

@@ -15,6 +15,14 @@ lowers the same op to one kernel with dequantization fused into the matmul
   symmetric int8 weights ``[N, K]`` (int8 storage, per-output-channel float32 scales), int32
   accumulation, rescaled by ``activation_scale * weight_scales``. ``input_scale`` carries
   SmoothQuant's migration ``1/s`` (Xiao et al., 2022).
+- ``w4a8_linear(x, qweight, scales, bias?, group_size)``: dynamic per-token int8 activations times
+  symmetric int4 weights (``quantized_linear``'s packed layout: codes ``c`` in ``[1, 15]`` standing for
+  ``c - 8``, float16 scales per group of ``group_size`` inputs). Each row (token) of ``x`` is
+  quantized with its own scale ``max|x_row| / 127``; each group's integer dot product is summed in
+  int32, times the group's weight scale and the row's scale, accumulated in float32 over the groups
+  (the TVM kernel); the eager reference computes the same sum as a float32 matmul of the codes with the
+  dequantized weight (equal up to float32 rounding). ExecuTorch's 8da4w, llama.cpp's Q4_0 x Q8_0 (per-block activation scales) and
+  llm-compressor's W4AINT8 are the same arithmetic with other activation granularities.
 """
 
 from __future__ import annotations
@@ -35,8 +43,11 @@ _LIBRARY.define("quantized_embedding(Tensor ids, Tensor qweight, Tensor scales, 
                 "int group_size) -> Tensor")
 _LIBRARY.define("w8a8_linear(Tensor x, Tensor qweight, Tensor weight_scales, Tensor? bias, Tensor? input_scale, "
                 "float activation_scale) -> Tensor")
+_LIBRARY.define("w4a8_linear(Tensor x, Tensor qweight, Tensor scales, Tensor? bias, int group_size) -> Tensor")
 
 ACTIVATION_LIMIT = 127
+TOKEN_RANGE_FLOOR = 1e-30  # max|x_row| below it is raised to it: an all-zero row gets codes 0, not 0 * inf
+INT4_MID = 8  # the implicit zero point of symmetric int4 codes (slmc.quantization.formats)
 
 
 _DEQUANTIZED: dict[int, tuple[Any, tuple[int, ...], torch.Tensor]] = {}
@@ -96,9 +107,32 @@ def _w8a8_linear(x: torch.Tensor, qweight: torch.Tensor, weight_scales: torch.Te
     return out + bias if bias is not None else out
 
 
+def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic symmetric int8 codes (as float32) of each row of ``x [..., K]`` and the rows' scales ``[..., 1]``.
+
+    ``r = max(max|x_row|, TOKEN_RANGE_FLOOR)``; codes ``round(x * (127 / r))`` (half to even, saturated
+    at ±127); scale ``r / 127``. Both divisions are single float32 operations, as in the TVM kernel
+    (``slmc.quantization.w4a8_kernel``), so eager and compiled codes agree bit for bit on equal inputs.
+    """
+    x = x.to(torch.float32)
+    peak = x.abs().amax(dim=-1, keepdim=True).clamp_min(TOKEN_RANGE_FLOOR)
+    codes = torch.clamp(torch.round(x * (ACTIVATION_LIMIT / peak)), -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+    return codes, peak / ACTIVATION_LIMIT
+
+
+def _w4a8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None,
+                 group_size: int) -> torch.Tensor:
+    codes, token_scale = quantize_per_token(x)
+    # sum_k code(x)[k] * (c[k] - 8) * scale[g(k)]: the kernel's int32 group sums times their scales, in float32
+    # (the same value up to float32 rounding; a matmul on the remembered dequantized weight keeps eager fast)
+    out = torch.nn.functional.linear(codes, _dequantized(qweight, scales, None, 4, group_size)) * token_scale
+    return out + bias if bias is not None else out
+
+
 _LIBRARY.impl("quantized_linear", _quantized_linear, "CompositeExplicitAutograd")
 _LIBRARY.impl("quantized_embedding", _quantized_embedding, "CompositeExplicitAutograd")
 _LIBRARY.impl("w8a8_linear", _w8a8_linear, "CompositeExplicitAutograd")
+_LIBRARY.impl("w4a8_linear", _w4a8_linear, "CompositeExplicitAutograd")
 
 
 @torch.library.register_fake("slmc::quantized_linear")
@@ -116,6 +150,13 @@ def _w8a8_linear_fake(x, qweight, weight_scales, bias, input_scale, activation_s
     return x.new_empty((*x.shape[:-1], qweight.shape[0]))
 
 
+@torch.library.register_fake("slmc::w4a8_linear")
+def _w4a8_linear_fake(x, qweight, scales, bias, group_size):  # noqa: ANN001, ANN202
+    return x.new_empty((*x.shape[:-1], qweight.shape[0]))
+
+
 QUANTIZED_LINEAR = torch.ops.slmc.quantized_linear.default
 QUANTIZED_EMBEDDING = torch.ops.slmc.quantized_embedding.default
 W8A8_LINEAR = torch.ops.slmc.w8a8_linear.default
+W4A8_LINEAR = torch.ops.slmc.w4a8_linear.default
+INT8_ACTIVATION_OPS = frozenset({"w8a8_linear", "w4a8_linear"})  # ops whose activation codes can flip at rounding ties

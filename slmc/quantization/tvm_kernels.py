@@ -1,7 +1,7 @@
 """TVM lowering of slmc's quantized ops: one kernel each, dequantization fused into the matmul.
 
 The weights reach the kernel packed (uint8 codes, float16 scales, uint8 zero points; int8 for
-``w8a8_linear``): the dequantized value of each weight is computed inside the reduction, where it
+``w8a8_linear``; ``w4a8_linear``'s kernel is ``slmc.quantization.w4a8_kernel``): the dequantized value of each weight is computed inside the reduction, where it
 is used, so no float32 copy of any weight exists at run time. The kernels are tensor-expression
 (TE) definitions emitted as ``call_tir`` of their own PrimFuncs; each PrimFunc carries the
 attribute ``slmc.kernel`` naming its kind, which slmc's schedule rules
@@ -19,6 +19,7 @@ from typing import Any
 from tvm import relax, te, tirx
 
 from slmc.quantization.ops import QUANTIZED_LINEAR, reciprocal
+from slmc.quantization.w4a8_kernel import w4a8_linear_te
 
 KERNEL_ATTR = "slmc.kernel"
 
@@ -329,8 +330,29 @@ def _convert_w8a8_linear(node: Any, importer: Any) -> relax.Var:
     return _restore(bb, out, leading)
 
 
+def _convert_w4a8_linear(node: Any, importer: Any) -> relax.Var:
+    """``w4a8_linear`` (``slmc.quantization.w4a8_kernel``): packed int4 bytes ``[N, K/2]`` tiled
+    ``[N/16, K/4, 16, 2]`` (16 channels x 4 inputs per int8 dot-product tile, ``DOT_TILE``) when 16
+    divides ``N`` and 4 the group size, scales transposed to ``[G, N]``; both relayouts are stored
+    so at compile time (``slmc.schedules.prepack``)."""
+    x, qweight, scales, bias, group_size = importer.retrieve_args(node)
+    bb = importer.block_builder
+    flat, leading = _flatten(bb, x)
+    out_features, packed = (int(v) for v in qweight.ty.shape.values)
+    width, depth = DOT_TILE
+    tiled = out_features % width == 0 and int(group_size) % depth == 0
+    if tiled:
+        tiles = bb.emit(relax.op.reshape(qweight, [out_features // width, width, packed * 2 // depth, depth // 2]))
+        qweight = bb.emit(relax.op.permute_dims(tiles, [0, 2, 1, 3]))
+    out = bb.emit_te(w4a8_linear_te, flat, qweight, _weight_layout(bb, scales, None), bias, int(group_size),
+                     DOT_ROWS if tiled else 1, primfunc_name_hint=_kernel_name("slmc_w4a8_linear", f"g{group_size}"),
+                     primfunc_attrs={KERNEL_ATTR: "w4a8_linear"})
+    return _restore(bb, out, leading)
+
+
 CONVERTERS: dict[str, Callable[[Any, Any], relax.Var]] = {
     "quantized_linear.default": _convert_quantized_linear,
     "quantized_embedding.default": _convert_quantized_embedding,
     "w8a8_linear.default": _convert_w8a8_linear,
+    "w4a8_linear.default": _convert_w4a8_linear,
 }

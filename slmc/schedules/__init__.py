@@ -3,6 +3,7 @@
 ``cpu_schedule_passes`` is the ``cpu`` backend's schedule phase (``slmc.backend.kinds.cpu``), in order:
 slmc's own rules (``QuantizedMatmul``: int4/int8 weight-only linears with dequantization fused;
 ``Int8Matmul``: int8 x int8 (w8a8) linears on the target's int8 dot-product instructions;
+``Int4Int8Matmul``: int4 x dynamic int8 (w4a8) linears on the same instructions, group by group;
 ``DenseMatmul``: float linears on prepacked ``[K, N]`` weights; ``AttentionScores`` /
 ``AttentionValues``: attention on the KV cache in place, ``slmc.schedules.attention`` (in the resident
 functions each layer's attention is instead one tiled kernel, scheduled when it is built:
@@ -26,6 +27,7 @@ from tvm.s_tir import dlight
 from slmc.schedules.attention import attention_rules
 from slmc.schedules.dense_matmul import DenseMatmul
 from slmc.schedules.fallback import Fallback
+from slmc.schedules.int4_int8_matmul import Int4Int8Matmul
 from slmc.schedules.int8_matmul import Int8Matmul
 from slmc.schedules.quantized_matmul import QuantizedMatmul
 from slmc.schedules.row_matmul import CpuParams
@@ -46,8 +48,9 @@ def cpu_schedule_passes(target: TargetDescriptor, notes: list[str]) -> list[tvm.
     """The schedule passes for a CPU target; a summary of which rule took how many kernels goes to ``notes``."""
     params = cpu_params(target)
     dot = target.compute.int8_dot
-    slmc_rules = [QuantizedMatmul(params, notes), DenseMatmul(params, notes),
-                  Int8Matmul(params, dot if isinstance(dot, list) else [], notes)]
+    dot_features = dot if isinstance(dot, list) else []
+    slmc_rules = [QuantizedMatmul(params, notes), DenseMatmul(params, notes), Int8Matmul(params, dot_features, notes),
+                  Int4Int8Matmul(params, dot_features, notes)]
     slmc_rules += attention_rules(params, notes)  # attention's kernels, softmax, norms (slmc.schedules.attention)
     fallback = Fallback(params, notes)
 

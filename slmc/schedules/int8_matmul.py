@@ -36,7 +36,7 @@ from tvm import s_tir, tirx
 from tvm.target import Target
 
 from slmc.quantization.tvm_kernels import DOT_ROWS
-from slmc.schedules.int8_dot_intrinsics import tile_choice
+from slmc.schedules.int8_dot_intrinsics import TileChoice, tile_choice
 from slmc.schedules.row_matmul import CpuParams, static_extent
 from slmc.schedules.rule import SlmcCpuRule
 
@@ -59,7 +59,7 @@ def tiles_per_chunk(tiles: int, cores: int, most: int) -> int:
     return (balanced or fitting)[0]
 
 
-def _after(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> list[s_tir.schedule.SBlockRV]:
+def consumers_in_order(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> list[s_tir.schedule.SBlockRV]:
     """The blocks that consume ``block``'s output, directly or through one another, in order."""
     found: list[s_tir.schedule.SBlockRV] = []
     frontier = list(sch.get_consumers(block))
@@ -72,8 +72,8 @@ def _after(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> list[s_tir.sc
     return sorted(found, key=lambda b: next(n for n, stmt in enumerate(order) if stmt.same_as(sch.get(b))))
 
 
-class Int8Matmul(SlmcCpuRule):
-    """Schedules tiled ``slmc.kernel = w8a8_linear`` kernels (see the module docstring).
+class Int8DotRule(SlmcCpuRule):
+    """A rule whose kernels run on the int8 dot-product tile (``Int8Matmul``, ``Int4Int8Matmul``).
 
     ``dot_features``: the descriptor's ``compute.int8_dot`` (e.g. ``["avx512_vnni", "avx_vnni"]``).
     """
@@ -82,6 +82,20 @@ class Int8Matmul(SlmcCpuRule):
         super().__init__(params, notes)
         self.dot_features = list(dot_features)
         self.intrinsic: str | None = None
+
+    def choose_tile(self, target: Target, params: CpuParams) -> TileChoice:
+        """The tile implementation for ``target`` (kept in ``intrinsic``); a listed feature the LLVM target
+        lacks goes to the notes once."""
+        choice = tile_choice(self.dot_features, target, params.vector_bits)
+        if choice.missing and not any(choice.missing in note for note in self.notes):
+            self.notes.append(f"{type(self).__name__}: the descriptor lists int8_dot {choice.missing} but the LLVM target "
+                              f"(mcpu/mattr) lacks it; its kernels use {choice.feature or 'int32 vectors'}")
+        self.intrinsic = choice.intrinsic
+        return choice
+
+
+class Int8Matmul(Int8DotRule):
+    """Schedules tiled ``slmc.kernel = w8a8_linear`` kernels (see the module docstring)."""
 
     def schedule(self, func: tirx.PrimFunc, target: Target, params: CpuParams) -> s_tir.Schedule | None:
         if self.kernel_kind(func) != KIND:
@@ -98,11 +112,7 @@ class Int8Matmul(SlmcCpuRule):
         codes = sch.get_producers(dot)
         if len(codes) != 1:
             return None
-        choice = tile_choice(self.dot_features, target, params.vector_bits)
-        if choice.missing and not any(choice.missing in note for note in self.notes):
-            self.notes.append(f"Int8Matmul: the descriptor lists int8_dot {choice.missing} but the LLVM target "
-                              f"(mcpu/mattr) lacks it; int8 linears use {choice.feature or 'int32 vectors'}")
-        self.intrinsic = choice.intrinsic
+        choice = self.choose_tile(target, params)
         self._quantize(sch, codes[0])
         self._matmul(sch, dot, params, choice.vectors_per_row, choice.registers)
         return sch
@@ -122,7 +132,7 @@ class Int8Matmul(SlmcCpuRule):
         to, tn = sch.split(t, factors=[None, tiles_per_chunk(tiles, params.cores, budget)])
         mo, mi = sch.split(m, factors=[None, DOT_ROWS])  # the codes' rows are padded to pairs: no guard
         sch.reorder(to, mo, ko, tn, mi, i, ki)
-        epilogues = _after(sch, dot)
+        epilogues = consumers_in_order(sch, dot)
         accumulator = sch.cache_write(dot, 0, "local")
         sch.reverse_compute_at(accumulator, mo)
         for epilogue in epilogues:  # rescale (+ bias, + elementwise ops FuseOps fused): per row pair and chunk

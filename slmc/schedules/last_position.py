@@ -30,7 +30,7 @@ from slmc.schedules.rule import KERNEL_ATTR
 ELEMENTWISE = frozenset({"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.tanh", "relax.astype",
                          "relax.sigmoid", "relax.clip", "relax.negative", "relax.exp", "relax.power"})
 LAYOUT = frozenset({"relax.reshape", "relax.permute_dims", "relax.matmul"})
-ROW_KERNELS = frozenset({"quantized_linear", "w8a8_linear"})  # flat [rows, C] -> [rows, N], row by row
+ROW_KERNELS = frozenset({"quantized_linear", "w8a8_linear", "w4a8_linear"})  # flat [rows, C] -> [rows, N], row by row
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 
 

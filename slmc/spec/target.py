@@ -112,9 +112,10 @@ class Quantization(DescriptorModel):
     group_sizes: list[Annotated[int, Field(ge=8, le=4096)]] = Field(default_factory=list)
     per_channel: bool = True
     zero_points: bool = Field(True, description="asymmetric formats (per-group zero points) are supported")
-    schemes: list[Literal["weight_only", "w8a8"]] = Field(
-        default_factory=lambda: ["weight_only", "w8a8"],
-        description="weight_only: low-bit weights, float activations; w8a8: int8 weights and activations")
+    schemes: list[Literal["weight_only", "w8a8", "w4a8"]] = Field(
+        default_factory=lambda: ["weight_only", "w8a8", "w4a8"],
+        description="weight_only: low-bit weights, float activations; w8a8: int8 weights and activations; w4a8: int4 "
+                    "weights and dynamic per-token int8 activations (also needs compute.int8_dot)")
 
 
 class Sparsity(DescriptorModel):
@@ -148,7 +149,7 @@ class Compute(DescriptorModel):
         default_factory=list,
         description="int8 dot-product instructions the CPU has: avx512_vnni, avx_vnni (x86 VPDPBUSD), dotprod (Arm "
                     "SDOT), i8mm (Arm SMMLA; no slmc kernel uses it yet); slmc's int8 linears use them "
-                    "(slmc.schedules.int8_matmul). Must agree with tvm.mcpu/mattr; 'native': this machine's CPU flags")
+                    "(slmc.schedules.int8_matmul, int4_int8_matmul); scheme w4a8 needs at least one. Must agree with tvm.mcpu/mattr; 'native': this machine's CPU flags")
     peak_gops: dict[str, PeakGops] = Field(
         default_factory=dict, description="peak operations per second (1e9) by dtype"
     )

@@ -21,6 +21,7 @@ from slmc.artifact.manifest import (ARTIFACT, HOST, CheckNotExecuted, DecodeComp
                                     PerplexityComparison, QualityMetrics, Verification)
 from slmc.graph.ir import Graph, op_name
 from slmc.graph.kv_cache import Decoder, KVCacheSpec, StepFunction, generate_greedy
+from slmc.quantization.ops import INT8_ACTIVATION_OPS
 from slmc.spec.recipe import Gates, Verify
 
 Sample = tuple[torch.Tensor, ...]
@@ -158,14 +159,14 @@ STATIC_ACTIVATION_ATOL = 1.0
 
 def effective_settings(settings: Verify, graph: Graph) -> tuple[Verify, str | None]:
     """The verification settings for ``graph``, and why they differ from the recipe's (else ``None``):
-    without an explicit ``verify.atol``, a graph with static int8 activations (``slmc.w8a8_linear``)
-    is compared at ``STATIC_ACTIVATION_ATOL``."""
+    without an explicit ``verify.atol``, a graph with int8 activations (``slmc.w8a8_linear``, static;
+    ``slmc.w4a8_linear``, dynamic per token) is compared at ``STATIC_ACTIVATION_ATOL``."""
     if "atol" in settings.model_fields_set:
         return settings, None
-    if not any(op_name(node) == "w8a8_linear" for node in graph.op_nodes()):
+    if not any(op_name(node) in INT8_ACTIVATION_OPS for node in graph.op_nodes()):
         return settings, None
-    reason = (f"atol {STATIC_ACTIVATION_ATOL} (default for static int8 activations, which flip at rounding ties; "
-              "set verify.atol to override)")
+    reason = (f"atol {STATIC_ACTIVATION_ATOL} (default for static int8 activations and dynamic per-token ones, which flip "
+              "at rounding ties; set verify.atol to override)")
     return settings.model_copy(update={"atol": STATIC_ACTIVATION_ATOL}), reason
 
 
