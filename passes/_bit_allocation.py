@@ -145,14 +145,14 @@ class Allocation:
 
 def _kl_per_token(reference: torch.Tensor, logits: torch.Tensor) -> tuple[float, int]:
     """Summed ``KL(p_ref || p)`` over the positions of ``[..., V]`` log-probabilities/logits, and the position count."""
-    logp = torch.log_softmax(logits.to(torch.float32).reshape(-1, logits.shape[-1]), dim=-1)
+    logp = torch.log_softmax(logits.to(torch.float64).reshape(-1, logits.shape[-1]), dim=-1)
     ref = reference.reshape(-1, reference.shape[-1])
-    return float((ref.exp() * (ref - logp)).sum()), ref.shape[0]
+    return max(float((ref.exp() * (ref - logp)).sum()), 0.0), ref.shape[0]  # float rounding can dip below 0
 
 
 def _measure(graph: Graph, options: list[_Options], samples: Sequence[tuple[Any, ...]]) -> None:
     """Fill each layer's ``sensitivity`` (see the module docstring); weights are restored afterwards."""
-    references = [torch.log_softmax(graph.run(*s)[0].to(torch.float32), dim=-1) for s in samples]
+    references = [torch.log_softmax(graph.run(*s)[0].to(torch.float64), dim=-1) for s in samples]
     total = sum(len(o.candidates) for o in options)
     with torch.no_grad(), progress.bar("sensitivity", total=total, unit="setting") as bar:
         for option in options:
