@@ -37,7 +37,6 @@ import torch
 from pydantic import Field
 from torch import fx
 
-from slmc import progress
 from slmc.errors import BitBudgetError
 from slmc.graph.ir import Graph, fetch_attr, set_attr
 from slmc.graph.linears import attribute_readers, layer_name
@@ -153,8 +152,7 @@ def _kl_per_token(reference: torch.Tensor, logits: torch.Tensor) -> tuple[float,
 def _measure(graph: Graph, options: list[_Options], samples: Sequence[tuple[Any, ...]]) -> None:
     """Fill each layer's ``sensitivity`` (see the module docstring); weights are restored afterwards."""
     references = [torch.log_softmax(graph.run(*s)[0].to(torch.float64), dim=-1) for s in samples]
-    total = sum(len(o.candidates) for o in options)
-    with torch.no_grad(), progress.bar("sensitivity", total=total, unit="setting") as bar:
+    with torch.no_grad():
         for option in options:
             original = fetch_attr(graph.module, option.slot.weight_path)
             try:
@@ -166,7 +164,6 @@ def _measure(graph: Graph, options: list[_Options], samples: Sequence[tuple[Any,
                         part, n = _kl_per_token(reference, graph.run(*sample)[0])
                         kl, count = kl + part, count + n
                     option.sensitivity.append(kl / max(count, 1))
-                    bar.update()
             finally:
                 set_attr(graph.module, option.slot.weight_path, original)
 
