@@ -120,6 +120,6 @@ def test_the_compiled_artifact_matches_the_eager_allocated_graph(tmp_path):
                       "num_samples: 4, sequence_length: 64}\nverify: {atol: 1e-4}\n")
     result = slmc.compile("tiny-lm", recipe, "host", tmp_path / "out")
     numeric = result.verification.artifact_vs_eager
-    assert result.verification.passed and numeric.max_abs_error <= 1e-4  # measured MEASURED
+    assert result.verification.passed and numeric.max_abs_error <= 1e-4  # measured 3.1e-6
     allocation = result.manifest.passes[0].stats["bit_allocation"]
     assert allocation["achieved_bits_per_weight"] <= 4.5
