@@ -32,11 +32,16 @@ Norms, biases and other small tensors are never quantized; every layer left in f
 listed in the report with the reason. The target must list the weight dtype (``int4``/``int8``),
 the group size (or per-channel), zero points for asymmetric formats, and ``int8`` activations
 and the ``w8a8`` scheme for ``w8a8``; ``w4a8`` as above.
+
+``target_bits_per_weight`` (with ``candidates``) chooses each weight-only layer's bits and group size
+from its measured sensitivity under a bits-per-weight budget (``passes/_bit_allocation.py``); the
+choice is applied as one more override per layer, and the allocation is in ``stats.bit_allocation``.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import glob
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -50,6 +55,8 @@ from slmc.graph.activations import InputStatistics, calibrate_sequentially, line
 from slmc.graph.ir import Graph, del_attr, fetch_attr, has_attr, set_attr
 from slmc.graph.linears import LinearLayer, attribute_readers, layer_name, selected_layers
 from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
+from slmc.passes._bit_allocation import (BitCandidate, allocate_bits, allocation_problems, default_candidates,
+                                         weight_slots)
 from slmc.passes._quantize_handlers import METHODS, SCHEMES, calibrated_methods, register_scheme
 from slmc.quantization.awq import output_error
 from slmc.quantization.formats import QuantFormat, QuantizedWeight, quantize_rtn
@@ -138,9 +145,23 @@ class QuantizeConfig(LayerSettings, PassConfig):
         "nearest", description="a layer whose in_features the group size does not divide: nearest = the largest group size "
         "the target supports that divides it, else per-channel; per_channel; error = refuse (each fallback is reported "
         "in stats.group_fallbacks)")
+    target_bits_per_weight: float | None = Field(
+        None, ge=4.0, le=16.0, description="choose each layer's bits and group size among `candidates` from its measured "
+        "sensitivity so that all quantized weights (embeddings and head included; codes + scales + zero points) average at "
+        "most this many bits; null: one setting for all (bits, group_size, overrides)")
+    candidates: list[BitCandidate] = Field(default_factory=default_candidates, min_length=1,
+                                           description="settings target_bits_per_weight chooses from")
 
     @model_validator(mode="after")
     def _consistent(self) -> QuantizeConfig:
+        if self.target_bits_per_weight is not None:
+            cheapest = min(self.candidates, key=lambda c: c.nominal_bits_per_weight(self.symmetric))
+            if self.target_bits_per_weight < cheapest.nominal_bits_per_weight(self.symmetric):
+                raise ValueError(f"quantize.target_bits_per_weight {self.target_bits_per_weight} is below the smallest "
+                                 f"candidate's {cheapest.nominal_bits_per_weight(self.symmetric)} bits per weight "
+                                 f"({cheapest.describe()}), the minimum achievable")
+            if self.scheme != "weight_only":
+                raise ValueError("target_bits_per_weight allocates weight-only settings; it takes scheme weight_only")
         for i, settings in enumerate(self.all_settings()):
             where = "" if i == 0 else f"overrides.{i - 1}: "
             if settings.scheme == "w8a8" and (settings.bits != 8 or settings.group_size is not None or not settings.symmetric
@@ -193,6 +214,8 @@ class QuantizeConfig(LayerSettings, PassConfig):
         calibrated = calibrated_methods({s.method for s in self.all_settings()})
         if calibrated:
             return f"method {'/'.join(calibrated)} needs calibration data"
+        if self.target_bits_per_weight is not None:
+            return "target_bits_per_weight measures each layer's sensitivity on calibration data"
         if any(s.scheme == "w8a8" for s in self.all_settings()):
             return "scheme w8a8 needs calibration data for its activation ranges"
         return None
@@ -220,7 +243,15 @@ class QuantizeConfig(LayerSettings, PassConfig):
                                  f"{caps.group_sizes}" + (" (and per-channel)" if caps.per_channel else "")))
             if not settings.symmetric and not caps.zero_points:
                 problems.append((prefix + "symmetric", "asymmetric quantization (zero points) is not supported; the target takes symmetric formats only"))
+        if self.target_bits_per_weight is not None:
+            problems += allocation_problems(self.candidates, target)
         return problems
+
+    def with_allocation(self, choices: dict[str, BitCandidate]) -> QuantizeConfig:
+        """These settings with one more override per allocated layer (its chosen bits and group size)."""
+        chosen = [Override(match=glob.escape(name), bits=c.bits, group_size=c.group_size, per_channel=c.group_size is None)
+                  for name, c in choices.items()]
+        return self.model_copy(update={"overrides": [*self.overrides, *chosen]})
 
 
 @dataclass
@@ -552,6 +583,15 @@ def quantize(graph: Graph, config: QuantizeConfig, context: PassContext) -> Pass
     recipe check guarantees it).
     """
     fallbacks: list[dict[str, Any]] = []
+    allocation = None
+    if config.target_bits_per_weight is not None:
+        layers_ = [(layer.name, str(layer.weight_node.target)) for layer in
+                   selected_layers(graph, config.include, config.exclude, "quantized", allow_shared=True)[1]]
+        slots = weight_slots(graph, layers_, config.embeddings, lambda name: s.symmetric if isinstance(
+            s := config.settings_for(name), LayerSettings) and s.scheme == "weight_only" else None)
+        allocation = allocate_bits(graph, slots, config.candidates, config.target_bits_per_weight, context.target,
+                                   context.calibration)
+        config = config.with_allocation(allocation.choices)
     plans, skipped = _plan(graph, config, context.target, fallbacks)
     tied = _tied_layers(graph, plans)
     tied_tables = {p.layer.name: str(p.layer.weight_node.target) for p in plans if p.layer.name in tied}
@@ -587,4 +627,6 @@ def quantize(graph: Graph, config: QuantizeConfig, context: PassContext) -> Pass
         "group_fallbacks": fallbacks,  # which layers, requested vs used group size (null: per channel), why
         "layers": layers,
     }
+    if allocation is not None:
+        stats["bit_allocation"] = allocation.report
     return PassOutcome(graph, stats, skipped)

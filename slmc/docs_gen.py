@@ -77,6 +77,8 @@ def _default(field: FieldInfo) -> str:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
     return value
 
 

@@ -302,6 +302,22 @@ class KernelCheckError(VerificationError):
         return data
 
 
+class BitBudgetError(InputError):
+    """``quantize.target_bits_per_weight`` cannot be met: the target supports none of the candidate
+    settings, no candidate fits a layer, or the budget is below the ``minimum`` achievable bits per
+    weight (every layer at its cheapest candidate). ``field`` names the recipe key."""
+
+    def __init__(self, field: str, message: str, minimum: float | None = None):
+        self.field = field
+        self.minimum = minimum
+        super().__init__(f"{field}: {message}")
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data.update(field=self.field, minimum_bits_per_weight=self.minimum)
+        return data
+
+
 class BudgetNotMetError(SlmcError):
     """``slmc search``: no candidate meets the budget. ``budgets`` names each limit (the CLI option,
     e.g. ``--max-size-bytes``) with its value and the best any candidate reached."""

@@ -1,0 +1,125 @@
+"""``quantize.target_bits_per_weight`` (passes/_bit_allocation.py): the budget, sensitivity-driven
+choices, the compiled artifact against eager, and the typed errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import slmc
+from slmc.errors import BitBudgetError, RecipeError, TargetError
+from slmc.graph.ir import fetch_attr, set_attr
+from slmc.graph.pass_manager import run_passes
+from slmc.models import tiny_lm
+from slmc.spec.pass_registry import PassContext, PassStep, get_pass
+from slmc.spec.recipe import check_against_target, load_recipe
+from slmc.spec.target import load_target
+
+SENSITIVE = "blocks.1.mlp.down_proj"
+
+
+def _calibration(count: int = 2):
+    spec = tiny_lm.build()
+    gen = torch.Generator().manual_seed(2)
+    keys, values = (torch.from_numpy(a) for a in spec.kv_cache.empty())
+    return [(torch.randint(0, 256, (1, 32), generator=gen), keys, values) for _ in range(count)]
+
+
+def _allocate(graph, target, **settings):
+    config = get_pass("quantize").config.model_validate(settings)
+    final, reports = run_passes(graph, [PassStep("quantize", config)], PassContext(target, _calibration()))
+    return final, reports[0]["stats"]
+
+
+def _made_sensitive(graph):
+    """The last block's MLP output scaled 30x (it dominates the residual stream the final norm sees) with
+    an 8x outlier opening every 32-wide group of each row: an int4 scale then rounds the group's other
+    weights to zero, int8's keeps them, so this layer's int4 error dwarfs every other layer's."""
+    path = f"{SENSITIVE}.weight"
+    weight = fetch_attr(graph.module, path).detach().clone()
+    weight[:, 0::32] = 8 * weight.abs().max()
+    set_attr(graph.module, path, weight * 30.0)
+    return graph
+
+
+def test_the_allocation_stays_within_the_budget_and_reports_each_layer(tiny_lm_graph, host_target):
+    _, stats = _allocate(tiny_lm_graph, host_target, target_bits_per_weight=4.25)
+    allocation = stats["bit_allocation"]
+    assert allocation["achieved_bits_per_weight"] <= 4.25 and stats["bits_per_weight"] <= 4.25
+    assert allocation["allocated_bytes"] == stats["stored_bytes"] <= allocation["budget_bytes"]
+    kinds = {layer["kind"] for layer in allocation["layers"]}
+    assert kinds == {"linear", "embedding"}  # embeddings and head are part of the budget
+    assert len(allocation["layers"]) == stats["layers_quantized"]
+    for layer in allocation["layers"]:
+        assert [t["candidate"] for t in layer["tried"]] == allocation["candidates"]
+        assert all(t["sensitivity_kl"] >= 0 for t in layer["tried"]) and layer["chosen"] in allocation["candidates"]
+    chosen = {r["layer"]: r["format"] for r in stats["layers"]}
+    assert all(chosen[layer["layer"]].startswith(layer["chosen"]) for layer in allocation["layers"])
+
+
+def test_the_most_sensitive_layer_gets_the_most_bits(tiny_lm_graph, host_target):
+    # 4.75: int8 for one 512-wide layer costs 0.07 bits per weight of tiny-lm's 459k weights over int4 g128
+    _, stats = _allocate(_made_sensitive(tiny_lm_graph), host_target, target_bits_per_weight=4.75,
+                         candidates=[{"bits": 4, "group_size": 128}, {"bits": 4, "group_size": 32}, {"bits": 8}])
+    layers = {layer["layer"]: layer for layer in stats["bit_allocation"]["layers"]}
+    worst = {name: max(t["sensitivity_kl"] for t in layer["tried"]) for name, layer in layers.items()}
+    assert max(worst, key=worst.get) == SENSITIVE
+    assert layers[SENSITIVE]["chosen"] == "int8 per-channel"
+    assert sum(layer["chosen"].startswith("int8") for layer in layers.values()) < len(layers) / 4
+
+
+def test_candidates_the_target_lacks_are_excluded_and_reported(tiny_lm_graph, host_target):
+    caps = host_target.quantization.model_copy(update={"group_sizes": [32, 128]})
+    target = host_target.model_copy(update={"quantization": caps})
+    _, stats = _allocate(tiny_lm_graph, target, target_bits_per_weight=4.5,
+                         candidates=[{"bits": 4, "group_size": 128}, {"bits": 4, "group_size": 64}])
+    allocation = stats["bit_allocation"]
+    assert allocation["excluded_candidates"] == [{"candidate": "int4 g64", "why": "group size 64 is not supported "
+                                                  "(the target's group sizes are [32, 128])"}]
+    assert allocation["candidates"] == ["int4 g128"]
+
+
+def _recipe(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text + "calibration: {text: stdlib-train, num_samples: 4, sequence_length: 64}\n")
+    return path
+
+
+def test_a_target_below_the_smallest_candidate_names_the_field_and_the_minimum(tmp_path):
+    with pytest.raises(RecipeError, match=r"quantize.target_bits_per_weight 4.0 is below the smallest candidate's "
+                                          r"4.125 bits per weight \(int4 g128\)"):
+        load_recipe(_recipe(tmp_path, "passes:\n  - quantize: {target_bits_per_weight: 4.0}\n"))
+
+
+def test_a_budget_below_what_the_layer_shapes_allow_names_the_minimum_achievable(tiny_lm_graph, host_target):
+    # int4 per-channel is 4 bits per weight in the limit, but tiny-lm's 128-wide rows pay 16/128 for their scales
+    with pytest.raises(BitBudgetError, match=r"quantize.target_bits_per_weight: 4.0 bits per weight is below the "
+                                             r"minimum achievable .*: 4.098") as info:
+        _allocate(tiny_lm_graph, host_target, target_bits_per_weight=4.0, candidates=[{"bits": 4, "group_size": None}])
+    assert 4.09 < info.value.minimum < 4.1  # measured 4.0982: 256-wide rows pay 16/256, 128-wide 16/128
+
+
+def test_a_target_that_supports_no_candidate_is_a_recipe_target_mismatch(tmp_path):
+    text = (Path(slmc.__file__).parent.parent / "targets" / "host.yaml").read_text()
+    descriptor = tmp_path / "no-int4.yaml"
+    descriptor.write_text(text.replace("name: host", "name: no-int4", 1).replace(", int4", "").replace("int4, ", ""))
+    recipe = load_recipe(_recipe(tmp_path, "passes:\n  - quantize: {target_bits_per_weight: 4.5, "
+                                           "candidates: [{bits: 4, group_size: 32}, {bits: 4, group_size: 128}]}\n"))
+    with pytest.raises(TargetError, match=r"passes.0.quantize.target_bits_per_weight: the target supports none of the "
+                                          r"candidates: int4 g32: weight dtype int4 is not supported"):
+        check_against_target(recipe, load_target(descriptor))
+
+
+def test_the_compiled_artifact_matches_the_eager_allocated_graph(tmp_path):
+    text = tmp_path / "calibration.txt"
+    text.write_text("def main():\n    return sum(range(10))\n" * 40)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("passes:\n  - quantize: {target_bits_per_weight: 4.5, method: gptq}\ncalibration: {text: calibration.txt, "
+                      "num_samples: 4, sequence_length: 64}\nverify: {atol: 1e-4}\n")
+    result = slmc.compile("tiny-lm", recipe, "host", tmp_path / "out")
+    numeric = result.verification.artifact_vs_eager
+    assert result.verification.passed and numeric.max_abs_error <= 1e-4  # measured 3.1e-6
+    allocation = result.manifest.passes[0].stats["bit_allocation"]
+    assert allocation["achieved_bits_per_weight"] <= 4.5
