@@ -34,7 +34,7 @@ from slmc.graph.linears import LinearLayer, as_linear_layer, is_linear
 
 aten = torch.ops.aten
 SAME_VALUES = {aten.clone.default, aten.contiguous.default, aten.alias.default, aten._to_copy.default, aten.to.dtype,
-               aten.detach.default}
+               aten.to.dtype_layout, aten.to.device, aten.detach.default}  # the graph is float32: casts keep values
 RESHAPES = {aten.view.default, aten.reshape.default, aten._unsafe_view.default}
 SHAPE_ONLY = {aten._assert_tensor_metadata.default, aten.sym_size.int}  # read shape/dtype, never values
 REDUCTIONS = {aten.mean.dim, aten.sum.dim_IntList}
@@ -50,6 +50,13 @@ def _shape(node: fx.Node) -> tuple:
 
 def _dim(dim: object, rank: int) -> int:
     return int(dim) % rank
+
+
+def _keeps_values(node: fx.Node) -> bool:
+    """A cast, copy or alias, or an inference-mode dropout (``train=False``): the identity on values."""
+    if node.target is aten.dropout.default:
+        return len(node.args) > 2 and node.args[2] is False
+    return node.target in SAME_VALUES
 
 
 def _arg(node: fx.Node, index: int, default: object) -> object:
@@ -107,7 +114,7 @@ class _StreamWalk:
             if layer not in self.found.readers:
                 self.found.readers.append(layer)
             return
-        if target in SAME_VALUES or (target in RESHAPES and _shape(user)[-1:] == _shape(node)[-1:]):
+        if _keeps_values(user) or (target in RESHAPES and _shape(user)[-1:] == _shape(node)[-1:]):
             self.mark(user)
         elif target in (aten.slice.Tensor, aten.select.int) and _dim(_arg(user, 1, 0), len(_shape(node))) != len(_shape(node)) - 1:
             self.mark(user)
@@ -166,10 +173,8 @@ class _StreamWalk:
         embedding lookup; they join the stream (and their other users are checked)."""
         path = [other]
         node = other
-        while node not in self.found.nodes and node.op == "call_function" and \
-                (node.target in SAME_VALUES or node.target in RESHAPES) and len(node.all_input_nodes) == 1 \
-                and _shape(node)[-1:] == _shape(node.args[0])[-1:]:
-            node = node.args[0]
+        while node not in self.found.nodes and _channel_preserving_input(node) is not None:
+            node = _channel_preserving_input(node)
             path.append(node)
         if node in self.found.nodes:
             pass  # another branch of the stream (casts or views of it)
@@ -188,6 +193,21 @@ class _StreamWalk:
                                       "embedding lookups can be rotated")
         for step in reversed(path):
             self.mark(step)
+
+
+def _channel_preserving_input(node: fx.Node) -> fx.Node | None:
+    """The input of ``node`` when ``node`` commutes with a rotation of its channels: a cast, a view keeping
+    the last dim, or a product with / division by a scalar (Granite's residual multiplier); else None."""
+    if node.op != "call_function" or not node.args or not _is_tensor(node.args[0]):
+        return None
+    source = node.args[0]
+    if _keeps_values(node) or (node.target in RESHAPES and _shape(node)[-1:] == _shape(source)[-1:]):
+        return source if len(node.all_input_nodes) == 1 else None
+    if node.target in (aten.mul.Tensor, aten.div.Tensor) and len(node.args) == 2:
+        scale = node.args[1]
+        if isinstance(scale, (int, float)) or (_is_tensor(scale) and len(_shape(scale)) == 0):
+            return source
+    return None
 
 
 def residual_stream(graph: Graph, embedding: fx.Node) -> ResidualStream:

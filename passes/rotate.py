@@ -9,9 +9,10 @@ dtype):
 
 * ``residual`` (R1): the residual stream, rotated by a randomized Hadamard of the hidden size (a
   Kronecker product with a Paley Hadamard for sizes like 576 = 36 * 16; a random orthogonal matrix
-  when no construction is known; ``slmc.quantization.hadamard``). First every RMSNorm weight is
-  folded into the linears it feeds (``passes/_affine_folding.py``), which makes the norm scale-free
-  and so rotation-equivariant (``||x Q|| = ||x||``). Then embedding rows ``E Q``, every linear reading
+  when no construction is known; ``slmc.quantization.hadamard``). First constant subgraphs are folded
+  when that adds no bytes (Gemma's ``1 + w`` norm scale), then every RMSNorm weight is folded into the
+  linears it feeds (``passes/_affine_folding.py``), which makes the norm scale-free and so
+  rotation-equivariant (``||x Q|| = ||x||``). Then embedding rows ``E Q``, every linear reading
   the stream ``W Q`` (q/k/v, gate/up, the output head), every linear adding into it ``Qᵀ W`` (and
   bias ``b Q``: o_proj, down_proj). A head tied to the embedding is untied first (the head absorbs the
   final norm's weight, the embedding does not): it costs one ``[vocab, hidden]`` tensor, reported as
@@ -38,16 +39,16 @@ from pydantic import Field, model_validator
 from torch import fx
 
 from slmc.errors import NodeError
-from slmc.graph.edit import drop_unused_weights
+from slmc.graph.edit import drop_unused_weights, fold_constants
 from slmc.graph.ir import Graph, fetch_attr, set_attr, unused_attr_path
 from slmc.graph.linears import LinearLayer, attribute_readers, linear_layers
-from slmc.graph.vocabulary import find_vocabulary_tensors
 from slmc.passes._affine_folding import fold_norm_scales
-from slmc.passes._rotation_paths import residual_stream, value_heads
+from slmc.passes._rotation_paths import RESHAPES, SAME_VALUES, residual_stream, value_heads
 from slmc.quantization.hadamard import rotation
 from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
 
 aten = torch.ops.aten
+_ID_VIEWS = SAME_VALUES | RESHAPES | {aten.unsqueeze.default, aten.squeeze.dim, aten.slice.Tensor}
 
 
 class RotateConfig(PassConfig):
@@ -92,36 +93,51 @@ def _own(layer: LinearLayer, readers: dict[str, int]) -> None:
             raise NodeError(layer.node.name, f"{node.target} is read by other nodes too; rotating it would change them")
 
 
-def _untie_head(graph: Graph, embedding: str, head: str) -> int:
-    """Give the linears reading the embedding table as their weight their own copy; return the bytes added."""
-    table = fetch_attr(graph.module, embedding)
-    heads = [layer for layer in linear_layers(graph)[0] if str(layer.weight_node.target) == head]
-    for layer in heads:
-        target = unused_attr_path(graph.module, "lm_head.weight")
-        set_attr(graph.module, target, table.detach().clone())
+def _token_embedding(graph: Graph) -> fx.Node:
+    """The one embedding lookup of a stored table indexed by a graph input (through views), else ``NodeError``."""
+    found = []
+    for node in graph.graph.nodes:
+        if node.op != "call_function" or node.target is not aten.embedding.default or node.args[0].op != "get_attr":
+            continue
+        index = node.args[1]
+        while isinstance(index, fx.Node) and index.op == "call_function" and index.target in _ID_VIEWS:
+            index = index.args[0]  # views and casts of the token ids, not positions computed from their shape
+        if isinstance(index, fx.Node) and index.op == "placeholder":
+            found.append(node)
+    if len(found) != 1:
+        raise NodeError(found[1].name if found else "graph", f"the residual stream starts at one token embedding lookup of a "
+                                                             f"graph input; found {len(found)}")
+    return found[0]
+
+
+def _untie(graph: Graph, embedding: fx.Node) -> tuple[bool, int]:
+    """Give linears that read the embedding table as their weight their own copy (a tied head, which must
+    absorb the final norm's scale that the embedding must not); return (tied, bytes added). A head sharing
+    only the storage under another attribute path is rotated apart without a copy here (same bytes added)."""
+    target = str(embedding.args[0].target)
+    table = fetch_attr(graph.module, target)
+    layers = linear_layers(graph)[0]
+    shared = [layer for layer in layers if str(layer.weight_node.target) == target]
+    aliased = [layer for layer in layers if str(layer.weight_node.target) != target
+               and layer.weight(graph).data_ptr() == table.data_ptr()]
+    for layer in shared:
+        copy = unused_attr_path(graph.module, "lm_head.weight")
+        set_attr(graph.module, copy, table.detach().clone())
         with graph.graph.inserting_before(layer.node):
-            weight = graph.graph.get_attr(target)
+            weight = graph.graph.get_attr(copy)
         layer.node.args = (layer.node.args[0], weight, *layer.node.args[2:])
-    return len(heads) * table.numel() * table.element_size()
-
-
-def _embedding_node(graph: Graph, table: str) -> fx.Node:
-    return next(n for n in graph.graph.nodes if n.op == "call_function" and n.target is aten.embedding.default
-                and isinstance(n.args[0], fx.Node) and str(n.args[0].target) == table)
+    tied = len(shared) + len(aliased)
+    return tied > 0, tied * table.numel() * table.element_size()
 
 
 def _rotate_residual(graph: Graph, config: RotateConfig, weights: _Weights, stats: dict, skipped: list[Skip]) -> None:
-    found = find_vocabulary_tensors(graph)
-    stats["head_untied"] = found.tied
-    if found.tied and found.head == found.embedding:
-        stats["head_bytes_added"] = _untie_head(graph, found.embedding, found.head)
-    else:  # two attribute paths sharing storage get rotated apart; an untied head adds nothing
-        head = fetch_attr(graph.module, found.head)
-        stats["head_bytes_added"] = head.numel() * head.element_size() if found.tied else 0
+    embedding = _token_embedding(graph)
+    stats["head_untied"], stats["head_bytes_added"] = _untie(graph, embedding)
+    stats["constants_folded"] = fold_constants(graph, max_growth_bytes=0)[0]["nodes_folded"]  # Gemma's (1 + w) norm scale
     stats["norm_scales_folded"], folded_skips = fold_norm_scales(graph)
     skipped += folded_skips
-    stream = residual_stream(graph, _embedding_node(graph, found.embedding))
-    hidden = int(fetch_attr(graph.module, found.embedding).shape[1])
+    stream = residual_stream(graph, embedding)
+    hidden = int(fetch_attr(graph.module, str(embedding.args[0].target)).shape[1])
     q, stats["residual_rotation"] = rotation(hidden, config.kind, config.seed)
     stats["hidden_size"] = hidden
     readers = attribute_readers(graph)
@@ -194,6 +210,6 @@ def rotate(graph: Graph, config: RotateConfig, context: PassContext) -> PassOutc
         _rotate_values(graph, config, weights, stats, skipped)
     weights.store()
     stats["tensors_removed"], stats["bytes_removed"] = drop_unused_weights(graph)
-    stats["nodes_removed"] = nodes_before - len(graph.op_nodes())  # the folded norm-weight multiplications
+    stats["nodes_removed"] = nodes_before - len(graph.op_nodes())  # folded constants and norm-weight multiplications
     stats["online_hadamard"] = "not done"
     return PassOutcome(graph, stats, skipped)

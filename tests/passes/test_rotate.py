@@ -4,7 +4,7 @@ import pytest
 import torch
 import transformers
 from pydantic import ValidationError
-from torch import nn
+from torch import fx, nn
 
 from slmc.errors import NodeError
 from slmc.graph import kv_cache
@@ -17,13 +17,12 @@ from pass_helpers import run_pass
 aten = torch.ops.aten
 
 
-def decode_run(graph, spec, prompt=7, steps=3, seed=0):
-    """Logits and keys of a prefill of ``prompt`` tokens from the empty cache and ``steps`` greedy-free decode
-    steps (random tokens), each step reading back the cache the graph itself wrote: the only way the
+def decode_run(graph, spec, prompt=7, steps=3, seed=0, vocab=4096):
+    """Logits and keys of a prefill of ``prompt`` tokens from the empty cache and ``steps`` decode steps
+    (random tokens), each step reading back the cache the graph itself wrote: the only way the
     artifact runs it. Values are left out: with ``values: true`` the cache holds per-head rotated values."""
     gen = torch.Generator().manual_seed(seed)
     keys, values = (torch.from_numpy(t) for t in spec.kv_cache.empty())
-    vocab = int(spec.example_inputs[0].max()) + 1
     ids = torch.randint(0, vocab, (1, prompt), generator=gen)
     logits, out_keys = [], []
     for _ in range(steps + 1):
@@ -53,8 +52,9 @@ def rotated_fixture(fixture_lm_graph, host_target):
 
 def test_structure_fixture_lm(fixture_lm_graph, rotated_fixture):
     stats = rotated_fixture.stats
-    # 2 RMSNorm weights per layer + the final norm, folded: their multiplications are the only nodes removed.
-    assert stats["norm_scales_folded"] == 9 and stats["nodes_removed"] == 9
+    # 2 RMSNorm weights per layer + the final norm, folded: their multiplications are the only nodes removed
+    # (no constant subgraph folds without growing the weights); none is added.
+    assert stats["norm_scales_folded"] == 9 and stats["constants_folded"] == 0 and stats["nodes_removed"] == 9
     assert _ops(rotated_fixture.graph) == _ops(fixture_lm_graph) - 9
     assert not any("norm" in name for name in rotated_fixture.graph.tensors())  # the norms are scale-free
     assert stats["residual_rotation"] == "randomized Hadamard (Sylvester 256)" and stats["hidden_size"] == 256
@@ -90,14 +90,36 @@ def test_residual_only_keeps_the_cache_contract(fixture_lm_spec, fixture_lm_grap
         assert (a - b).abs().max().item() < 1e-4  # measured 5.7e-6
 
 
-def test_rotation_flattens_outliers(fixture_lm_graph, rotated_fixture):
-    """What it is for: the largest |weight| relative to the RMS of its row shrinks in the rotated linears."""
-    def peak(graph, name):
-        w = graph.tensors()[name]
-        return (w.abs().amax(dim=1) / w.pow(2).mean(dim=1).sqrt()).mean().item()
+class _LinearInputs(fx.Interpreter):
+    """Runs a graph and keeps the input of every linear node, by node name."""
 
-    for name in ("model.model.layers.0.self_attn.q_proj.weight", "model.model.layers.1.mlp.down_proj.weight"):
-        assert peak(rotated_fixture.graph, name) < peak(fixture_lm_graph, name)
+    def __init__(self, graph):
+        super().__init__(graph.module)
+        self.inputs = {}
+
+    def run_node(self, n):
+        result = super().run_node(n)
+        if n.target is aten.linear.default:
+            self.inputs[n.name] = self.env[n.args[0]]
+        return result
+
+
+def _peak_to_rms(graph, sample):
+    capture = _LinearInputs(graph)
+    with torch.no_grad():
+        capture.run(*sample)
+    return {name: (x.abs().max() / x.pow(2).mean().sqrt()).item() for name, x in capture.inputs.items()}
+
+
+def test_rotation_flattens_activation_outliers(fixture_lm_graph, rotated_fixture, fixture_calibration):
+    """What it is for: max|x| / rms(x) of the linears' inputs (what a per-tensor int8 scale must cover) drops.
+    Measured on a 128-token training window: q/k/v input 6.5 -> 4.4, gate/up 5.1 -> 4.0, lm_head 8.1 -> 4.5,
+    o_proj (R2) 8.3 -> 7.8; down_proj stays 22.2 (its input would need the online Hadamard R4, not done)."""
+    before = _peak_to_rms(fixture_lm_graph, fixture_calibration[0])
+    after = _peak_to_rms(rotated_fixture.graph, fixture_calibration[0])
+    for name in ("linear", "linear_4", "linear_28"):  # layer 0's q_proj and gate_proj, the head
+        assert after[name] < 0.85 * before[name], (name, before[name], after[name])
+    assert after["linear_6"] == pytest.approx(before["linear_6"], rel=1e-3)  # down_proj: not rotated on its input
 
 
 # ----------------------------------------------------------------------------- Hugging Face families
@@ -141,7 +163,8 @@ def test_hf_families_exact(tmp_path, host_target, config, hidden_rotation, head_
     assert stats["head_untied"] is untied
     assert stats["head_bytes_added"] == (4096 * 64 * 4 if untied else 0)
     assert stats["value_layers_rotated"] == 2 and stats["linears_output_rotated"] == 4
-    assert _ops(outcome.graph) == _ops(graph) - stats["nodes_removed"] and stats["nodes_removed"] == 5
+    assert _ops(outcome.graph) == _ops(graph) - stats["nodes_removed"]
+    assert stats["nodes_removed"] == stats["norm_scales_folded"] + stats["constants_folded"] and stats["norm_scales_folded"] == 5
     assert outcome.skipped == []
     # Measured: llama (tied head untied) 1.9e-6, qwen2 (q/k/v biases, hidden 96) 2.4e-6 max abs error.
     assert max_abs_error(graph, outcome.graph, spec) < 1e-4
@@ -198,13 +221,22 @@ def test_non_commuting_op_is_refused_naming_it(host_target):
     assert error.value.node.startswith("tanh")
 
 
-def test_a_graph_without_a_linear_head_is_refused(host_target):
+def test_a_reduction_over_channels_is_refused(host_target):
     class NoHead(_LM):
         def forward(self, ids, past_keys, past_values):
             return self.embed(ids).sum(-1, keepdim=True).expand(-1, -1, 32), past_keys + 0, past_values + 0
 
-    with pytest.raises(NodeError, match="not computed by a linear layer"):
+    with pytest.raises(NodeError, match="sum reads the residual stream"):
         run_pass("rotate", _toy_graph(NoHead(nn.Identity())), host_target)
+
+
+def test_a_graph_without_a_token_embedding_is_refused(host_target):
+    class NoEmbedding(_LM):
+        def forward(self, ids, past_keys, past_values):
+            return self.head(past_keys.sum() * torch.ones(1, 1, 16)), past_keys + 0, past_values + 0
+
+    with pytest.raises(NodeError, match="one token embedding lookup of a graph input; found 0"):
+        run_pass("rotate", _toy_graph(NoEmbedding(nn.Identity())), host_target)
 
 
 # ----------------------------------------------------------------------------- config and ordering
@@ -226,7 +258,7 @@ def test_recipe_with_rotate_after_quantize_is_refused(tmp_path):
     with pytest.raises(RecipeError, match="'rotate' must come before 'quantize'"):
         recipe_from_document(parse_yaml(text, "r.yaml"), tmp_path)
     assert [s.name for s in recipe_from_document(parse_yaml("passes:\n  - rotate: {}\n  - quantize: {bits: 4}\n", "r"),
-                                                 tmp_path).passes] == ["rotate", "quantize"]
+                                                 tmp_path).steps] == ["rotate", "quantize"]
 
 
 def test_config_is_validated():
