@@ -54,6 +54,8 @@ def _dim(dim: object, rank: int) -> int:
 
 def _keeps_values(node: fx.Node) -> bool:
     """A cast, copy or alias, or an inference-mode dropout (``train=False``): the identity on values."""
+    if node.target is aten.type_as.default:  # a cast to another tensor's dtype (float32 -> float32 here)
+        return True
     if node.target is aten.dropout.default:
         return len(node.args) > 2 and node.args[2] is False
     return node.target in SAME_VALUES
@@ -114,6 +116,8 @@ class _StreamWalk:
             if layer not in self.found.readers:
                 self.found.readers.append(layer)
             return
+        if target is aten.type_as.default and user.args[0] is not node:
+            return  # the stream only lends its dtype
         if _keeps_values(user) or (target in RESHAPES and _shape(user)[-1:] == _shape(node)[-1:]):
             self.mark(user)
         elif target in (aten.slice.Tensor, aten.select.int) and _dim(_arg(user, 1, 0), len(_shape(node))) != len(_shape(node)) - 1:
