@@ -77,7 +77,7 @@ def test_rotated_weights_are_the_folded_products(fixture_lm_graph, rotated_fixtu
 
 
 def test_numerics_fixture_lm(fixture_lm_spec, fixture_lm_graph, rotated_fixture):
-    # Measured: max abs error of logits and keys 7.6e-6 (logits up to ~20), prefill + 3 decode steps.
+    # Measured: max abs error of logits and keys 4.8e-6 (logits up to 14.3), prefill of 7 tokens + 3 decode steps.
     assert max_abs_error(fixture_lm_graph, rotated_fixture.graph, fixture_lm_spec) < 1e-4
 
 
@@ -87,7 +87,7 @@ def test_residual_only_keeps_the_cache_contract(fixture_lm_spec, fixture_lm_grap
     assert "value_rotation" not in outcome.stats
     sample = kv_cache.example_inputs(fixture_lm_spec.kv_cache, vocab=4096)
     for a, b in zip(fixture_lm_graph.run(*sample), outcome.graph.run(*sample)):
-        assert (a - b).abs().max().item() < 1e-4  # measured 5.7e-6
+        assert (a - b).abs().max().item() < 1e-4  # measured 7.6e-6
 
 
 class _LinearInputs(fx.Interpreter):
@@ -166,7 +166,7 @@ def test_hf_families_exact(tmp_path, host_target, config, hidden_rotation, head_
     assert _ops(outcome.graph) == _ops(graph) - stats["nodes_removed"]
     assert stats["nodes_removed"] == stats["norm_scales_folded"] + stats["constants_folded"] and stats["norm_scales_folded"] == 5
     assert outcome.skipped == []
-    # Measured: llama (tied head untied) 1.9e-6, qwen2 (q/k/v biases, hidden 96) 2.4e-6 max abs error.
+    # Measured: llama (tied head untied) 3.0e-7, qwen2 (q/k/v biases, hidden 96) 7.2e-7 max abs error.
     assert max_abs_error(graph, outcome.graph, spec) < 1e-4
 
 
