@@ -6,7 +6,7 @@ helper modules; passes never import each other (shared graph edits live in ``slm
 """
 
 from slmc.passes import (cast_weights, constant_folding, dead_code_elimination, fuse, lowrank, prune, prune_channels, quantize,
-                         recover, vocab_trim)
+                         recover, rotate, vocab_trim)
 
 __all__ = ["cast_weights", "constant_folding", "dead_code_elimination", "fuse", "lowrank", "prune", "prune_channels", "quantize",
-           "recover", "vocab_trim"]
+           "recover", "rotate", "vocab_trim"]

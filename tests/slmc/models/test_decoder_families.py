@@ -78,6 +78,7 @@ PASS_RECIPES = {
     "lowrank": "- lowrank: {method: svd, ratio: 0.2}",
     "fuse": "- fuse: {merge_siblings: true}",
     "recover": "- prune: {method: magnitude, sparsity: 0.5}\n  - recover: {steps: 2, samples_per_step: 2}",
+    "rotate": "- rotate: {}",  # not yet a column of docs/models.md (slmc.models.compat_table.PASSES)
 }
 
 
