@@ -159,7 +159,9 @@ def test_run_generate_and_eval_on_a_tvm_rpc_server(compiled, workdir, host_rpc_s
     remote = slmc("run", artifact, *inputs, "--output", "there.npz", "--device", url, cwd=workdir)
     assert remote.returncode == 0, remote.stderr
     with np.load(workdir / "here.npz") as a, np.load(workdir / "there.npz") as b:
-        np.testing.assert_allclose(b["logits"], a["logits"], atol=1e-5)
+        # here the resident functions run (tiled attention with an online softmax), there the copy contract's
+        # main (the RPC path): the same sums in another order, measured 3.6e-5 apart on logits up to 10
+        np.testing.assert_allclose(b["logits"], a["logits"], atol=1e-4)
     (workdir / "rpc-eval.txt").write_text("def add(a, b):\n    return a + b\n" * 4)
     evaluated = slmc("eval", artifact, "--text", "rpc-eval.txt", "--max-tokens", "64", "--window", "32", "--stride", "16",
                      "--device", url, "--json", cwd=workdir)
