@@ -108,17 +108,18 @@ def _host_view(tensor: Any) -> np.ndarray:
 
 
 def build(program: RelaxProgram, target: TargetDescriptor, kv_cache: KVCacheSpec | None = None, *,
-          system_lib: bool = False) -> tvm.runtime.Executable:
+          system_lib: bool = False, one_token_step: bool = False) -> tvm.runtime.Executable:
     """Compile the Relax module for the target with slmc's pipeline (scheduled kernels). A causal LM's
     ``kv_cache`` asks for the resident-cache function too (``slmc.schedules.resident_kv``); whether it was
     built, or why not, is ``program.residency``. ``system_lib``: TVM's system-library form, whose objects
     register their symbols at start-up when linked into an executable (the static runner:
-    ``export_system_library``)."""
+    ``export_system_library``). ``one_token_step``: also build ``resident_step`` (``Residency.one_token``; off by
+    default)."""
     from slmc.schedules.resident_kv import Residency
 
     tvm_target = target.tvm_target()
     target_database(target)  # a damaged tuning database is bad input (InputError), before TVM wraps it
-    record = PipelineRecord(residency=Residency(kv_cache) if kv_cache is not None else None)
+    record = PipelineRecord(residency=Residency(kv_cache, one_token=one_token_step) if kv_cache is not None else None)
     passes = PassTracker()
     try:
         with deterministic_call_te(), tracking_passes(passes):

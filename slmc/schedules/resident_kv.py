@@ -58,13 +58,18 @@ class Residency:
     reason: str = "the resident-cache rewrite did not run"
     layers: int = 0
     last_position: str | None = None  # why resident_last is missing (None: built, or not resident at all)
+    # also build resident_step (slmc.schedules.one_token). Off by default: with it, TVM 0.27's FuseTIR fails on
+    # OPT ("Inconsistent buffers bias_add and lv100 mapped to the same relax var"; docs/dev-notes.md), and its
+    # gain is not measured on an idle machine yet.
+    one_token: bool = False
 
     def notes(self) -> list[str]:
         """The outcome, for the manifest's lowering notes."""
         if self.mode != "resident":
             return [f"KV cache: copy contract ({self.reason})"]
+        step = f", {RESIDENT_STEP} a one-token step" if self.one_token else ""
         last = (f"; no {RESIDENT_LAST}: {self.last_position}" if self.last_position
-                else f", {RESIDENT_LAST} computes the last token's logits only, {RESIDENT_STEP} a one-token step")
+                else f", {RESIDENT_LAST} computes the last token's logits only{step}")
         return [f"KV cache: resident, appended in place in {self.layers} layers ({RESIDENT_ALL}){last}"]
 
 
@@ -231,13 +236,14 @@ def resident_function(mod: tvm.IRModule, cache: KVCacheSpec) -> tuple[tvm.IRModu
     return out, len(rewriter.layers)
 
 
-def with_last_position(mod: tvm.IRModule) -> tvm.IRModule:
-    """``mod`` with ``resident_last`` added (``slmc.schedules.last_position``) and its one-token form
-    ``resident_step`` (``slmc.schedules.one_token``); ``NotResident`` says why not."""
+def with_last_position(mod: tvm.IRModule, one_token: bool = False) -> tvm.IRModule:
+    """``mod`` with ``resident_last`` added (``slmc.schedules.last_position``) and, with ``one_token``, its
+    one-token form ``resident_step`` (``slmc.schedules.one_token``); ``NotResident`` says why not."""
     out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
     function = last_position_function(mod[RESIDENT_ALL], mod)
     out[RESIDENT_LAST] = copy_with_new_vars(function.with_attr("global_symbol", RESIDENT_LAST))
-    out[RESIDENT_STEP] = copy_with_new_vars(one_token_function(function).with_attr("global_symbol", RESIDENT_STEP))
+    if one_token:
+        out[RESIDENT_STEP] = copy_with_new_vars(one_token_function(function).with_attr("global_symbol", RESIDENT_STEP))
     return out
 
 
@@ -272,7 +278,7 @@ def resident_kv(residency: Residency) -> tvm.transform.Pass:
             return mod
         residency.mode, residency.reason, residency.layers = "resident", "", layers
         try:
-            return with_last_position(out)
+            return with_last_position(out, residency.one_token)
         except NotResident as exc:
             residency.last_position = str(exc)
             return out

@@ -27,7 +27,7 @@ def tiny():
 def test_each_layer_of_the_resident_functions_becomes_one_tiled_kernel(tiny):
     spec, program = tiny
     module, _ = resident_function(kv_append(attention_rewrite(program.module)), spec.kv_cache)
-    module = with_last_position(module)
+    module = with_last_position(module, one_token=True)
     record, notes = FlashRewrite(), []
     out = flash_rewrite(16, notes, record)(module)
     layers = spec.kv_cache.layers

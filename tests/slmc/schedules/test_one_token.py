@@ -23,7 +23,7 @@ def built(host_target):
 
     spec = tiny_lm.build()
     program = to_relax(trace(spec))
-    vm = relax.VirtualMachine(build(program, host_target, spec.kv_cache), tvm.cpu())
+    vm = relax.VirtualMachine(build(program, host_target, spec.kv_cache, one_token_step=True), tvm.cpu())
     return spec, program, vm
 
 
