@@ -170,7 +170,11 @@ def test_verify_reruns_the_stored_inputs_on_a_tvm_rpc_server(artifact, host_rpc_
     report = slmc.verify_artifact(artifact, device=url)
     assert report["passed"] and report["outputs_rechecked"] and report["where"] == url
     native = slmc.verify_artifact(artifact)
-    assert native["where"] == "native" and native["artifact_vs_recorded"] == report["artifact_vs_recorded"]
+    assert native["where"] == "native" and native["passed"]
+    # here the resident functions run (tiled attention), on the server the copy contract's main: the same sums
+    # in another order (measured 7.7e-7 against 8.3e-7 from the recorded outputs)
+    for key, value in report["artifact_vs_recorded"].items():
+        assert native["artifact_vs_recorded"][key] == pytest.approx(value, abs=1e-5), key
     result = cli("verify", str(artifact), "--device", url, cwd=tmp_path)
     assert result.returncode == 0 and f"run on {url}" in result.stdout, result.stderr
     bad = cli("verify", str(artifact), "--device", "tcp://nowhere", "--json", cwd=tmp_path)
