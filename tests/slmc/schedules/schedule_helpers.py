@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import tvm
-from tvm import s_tir, te, tirx
+from tvm import te, tirx
 
 from slmc.quantization.tvm_kernels import KERNEL_ATTR, quantized_linear_te
 from slmc.schedules.row_matmul import CpuParams
@@ -42,24 +42,6 @@ def quantized_kernel(k: int, n: int, bits: int = 4, group: int = 32, zeros: bool
     out = quantized_linear_te(x, q, s, z, b, a, bits, group)
     args = [t for t in (x, q, s, z, b, a) if t is not None] + [out]
     return te.create_prim_func(args).with_attr(KERNEL_ATTR, "quantized_linear")
-
-
-def loop_kinds(func: tirx.PrimFunc) -> set:
-    kinds = set()
-    tirx.stmt_functor.post_order_visit(func.body, lambda s: kinds.add(s.kind) if isinstance(s, tirx.For) else None)
-    return kinds
-
-
-def allocated_shapes(func: tirx.PrimFunc) -> list[tuple[str, list]]:
-    """(dtype, shape) of every buffer a block allocates."""
-    found = []
-
-    def visit(stmt):
-        if isinstance(stmt, s_tir.SBlock):
-            found.extend((str(b.dtype), list(b.shape)) for b in stmt.alloc_buffers)
-
-    tirx.stmt_functor.post_order_visit(func.body, visit)
-    return found
 
 
 def run(func: tirx.PrimFunc, target, *arrays: np.ndarray, out_shape: tuple) -> np.ndarray:

@@ -3,25 +3,14 @@ resident functions no longer allocate."""
 
 from __future__ import annotations
 
-import pytest
 import tvm
 from tvm import relax, tirx
 
 from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST, RESIDENT_STEP
-from slmc.models import tiny_lm
 from slmc.schedules.attention_rewrite import attention_rewrite
 from slmc.schedules.flash_rewrite import FlashRewrite, flash_rewrite
 from slmc.schedules.kv_append import kv_append
 from slmc.schedules.resident_kv import resident_function, with_last_position
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from slmc.backend.lowering import to_relax
-    from slmc.graph.ir import trace
-
-    spec = tiny_lm.build()
-    return spec, to_relax(trace(spec))
 
 
 def test_each_layer_of_the_resident_functions_becomes_one_tiled_kernel(tiny):
@@ -33,7 +22,7 @@ def test_each_layer_of_the_resident_functions_becomes_one_tiled_kernel(tiny):
     layers = spec.kv_cache.layers
     resident = (RESIDENT_ALL, RESIDENT_LAST, RESIDENT_STEP)  # resident_step: the one-token decode (slmc.schedules.one_token)
     assert record.rewritten == {name: layers for name in resident} and not record.declined
-    assert notes == [f"attention: one tiled kernel per layer (flash_attention) in "
+    assert notes == ["attention: one tiled kernel per layer (flash_attention) in "
                      + ", ".join(f"{name} {layers}" for name in resident)]
     for name in resident:
         script = out[name].script()

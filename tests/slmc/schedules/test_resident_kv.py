@@ -18,15 +18,6 @@ from slmc.schedules.not_resident import NotResident
 from slmc.schedules.resident_kv import resident_function
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    from slmc.backend.lowering import to_relax
-    from slmc.graph.ir import trace
-
-    spec = tiny_lm.build()
-    return spec, to_relax(trace(spec))
-
-
 def test_every_layer_appends_in_place_and_attention_reads_the_resident_cache(tiny):
     spec, program = tiny
     module, layers = resident_function(kv_append(attention_rewrite(program.module)), spec.kv_cache)
