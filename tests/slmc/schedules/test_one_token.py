@@ -77,3 +77,25 @@ def test_a_function_without_a_symbolic_token_count_is_refused():
 def test_resident_last_is_kept_beside_the_step(built):
     _, program, _ = built
     assert RESIDENT_LAST in [gv.name_hint for gv in program.scheduled.functions]
+
+
+def test_a_resident_cache_decodes_the_same_tokens_with_and_without_the_step(built):
+    """ResidentCache's one-token branch (taken only for a library built with ``one_token_step``) against
+    resident_last on a prompt then eight greedy steps."""
+    from slmc.artifact.resident_cache import ResidentCache
+
+    spec, program, vm = built
+    weights = [tvm.runtime.tensor(w) for w in program.weights]
+    caches = [ResidentCache(vm[RESIDENT_ALL], vm[RESIDENT_LAST], weights, spec.kv_cache, step)
+              for step in (None, vm[RESIDENT_STEP])]
+    runs = []
+    for cache in caches:
+        logits = cache.feed(np.array([[5, 9, 2, 7]], dtype=np.int64), last_only=True)
+        tokens, last = [], []
+        for _ in range(8):
+            tokens.append(int(np.argmax(logits[0, -1])))
+            last.append(np.array(logits[0, -1]))
+            logits = cache.feed(np.array([[tokens[-1]]], dtype=np.int64), last_only=True)
+        runs.append((tokens, np.stack(last)))
+    assert runs[1][0] == runs[0][0]
+    np.testing.assert_allclose(runs[1][1], runs[0][1], atol=1e-5, rtol=0)  # one-row schedules of the same sums
