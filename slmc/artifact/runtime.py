@@ -20,7 +20,7 @@ from slmc.artifact.sampling import check_sampling, next_token
 from slmc.artifact.layout import LIBRARY, WEIGHTS, intact_manifest
 from slmc.artifact.weight_aliases import mapped_parameters
 from slmc.artifact.tvm_runtime import DLPACK_CPU, as_local_tensor, cpu, load_vm, tvm_ffi
-from slmc.errors import ArtifactError, ArtifactNotRunnableError, InputError
+from slmc.errors import ArtifactNotRunnableError, InputError
 from slmc.artifact.resident_cache import ResidentCache
 from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST, RESIDENT_STEP, CopyDecoder, Decoder, KVCacheSpec
 from slmc.data.tokenizer import Tokenizer, load_tokenizer
