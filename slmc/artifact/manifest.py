@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from slmc.artifact.gpu_kernel_checks import GpuKernelChecks
 from slmc.errors import ArtifactError
 from slmc.spec.target import TargetDescriptor
 
@@ -364,6 +365,8 @@ class Verification(ManifestModel):
     recheck: RecheckEntry | None = None
     tolerance: str | None = Field(None, description="why the tolerance differs from the recipe's, if it does")
     opencl: OpenCLCheck | None = None
+    gpu_kernels: GpuKernelChecks | None = Field(None, description="OpenCL kernels executed on PoCL and compared with their "
+                                                "host build, or reported compiled-only (slmc.backend.opencl_kernel_run)")
     npu: NpuCheck | None = None
     backend: dict[str, Any] = Field(default_factory=dict, description="checks of a target kind's backend that have no typed "
                                     "field (a kind added as one module, slmc.backend.kinds)")

@@ -48,6 +48,7 @@ class RelaxProgram:
     num_inputs: int
     notes: list[str] = field(default_factory=list)
     scheduled: tvm.IRModule | None = None  # set by build(): the module slmc's Relax pipeline produced
+    unscheduled: tvm.IRModule | None = None  # set by build(): its fused kernels before scheduling (the GPU kernels' host reference)
     tuning: dict | None = None  # set by build(): kernels scheduled from the tuning database (slmc.backend.tuning_db)
     residency: Any = None  # set by build() for a causal LM: slmc.schedules.resident_kv.Residency (the cache contract built)
 
@@ -130,6 +131,7 @@ def build(program: RelaxProgram, target: TargetDescriptor, kv_cache: KVCacheSpec
         raise build_error(exc, target.name, passes, record.module, tvm_target, exception_summary(exc)) from exc
     program.notes.extend(record.notes)
     program.scheduled = record.module
+    program.unscheduled = record.unscheduled
     program.tuning = record.tuning
     program.residency = record.residency
     if record.residency is not None:

@@ -140,8 +140,9 @@ def _launch(name: str, func: tirx.PrimFunc) -> KernelLaunch:
                         symbolic[0] if symbolic else int(sum(local)), textures)
 
 
-def device_launches(program: RelaxProgram, target: TargetDescriptor) -> dict[str, KernelLaunch]:
-    """Kernel name -> launch figures, from the device functions of TVM's default TIR pipeline."""
+def lower_scheduled(program: RelaxProgram, target: TargetDescriptor) -> tuple[tvm.IRModule, dict[str, tirx.PrimFunc]]:
+    """TVM's default TIR pipeline on the scheduled module: (host module, kernel name -> device function).
+    The host functions launch the kernels (``tirx.call_ffi_kernel`` with their launch extents)."""
     from tvm.tirx.build import split_host_device_mods
 
     if program.scheduled is None:
@@ -150,13 +151,17 @@ def device_launches(program: RelaxProgram, target: TargetDescriptor) -> dict[str
     prims = {gv: f for gv, f in scheduled.functions.items() if isinstance(f, tirx.PrimFunc)}
     mod = tirx.transform.BindTarget(target.tvm_target())(tvm.IRModule(prims, attrs=scheduled.attrs))
     pipeline, _finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("default")
-    _host, devices = split_host_device_mods(pipeline(mod))
-    launches = {}
+    host, devices = split_host_device_mods(pipeline(mod))
+    kernels = {}
     for device_mod in devices.values():
         for gvar, func in finalize_device()(device_mod).functions.items():
-            name = str(func.attrs.get("global_symbol", gvar.name_hint))
-            launches[name] = _launch(name, func)
-    return launches
+            kernels[str(func.attrs.get("global_symbol", gvar.name_hint))] = func
+    return host, kernels
+
+
+def device_launches(program: RelaxProgram, target: TargetDescriptor) -> dict[str, KernelLaunch]:
+    """Kernel name -> launch figures, from the device functions of TVM's default TIR pipeline."""
+    return {name: _launch(name, func) for name, func in lower_scheduled(program, target)[1].items()}
 
 
 @dataclass
