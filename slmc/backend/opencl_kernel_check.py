@@ -21,7 +21,8 @@ own steps) on the module slmc's Relax pipeline produced; their names must equal 
 built module, so the launch figures checked are those of the shipped kernels.
 
 Preconditions: ``executable`` was built by ``slmc.backend.lowering.build`` for an OpenCL target (so
-``program.scheduled`` holds the pipeline's module). Kernels are compiled, never executed.
+``program.scheduled`` holds the pipeline's module). Kernels are compiled here; executing them on
+PoCL is ``slmc.backend.opencl_kernel_run`` (the hook ``opencl_verification`` runs both).
 """
 
 from __future__ import annotations
@@ -86,7 +87,11 @@ def kernel_sources(executable: Any) -> dict[str, str]:
         modules.extend(module.imports)
     if len(found) != 1:
         raise KernelCheckError("<module>", "opencl_module", f"expected one OpenCL device module in the build, found {len(found)}")
-    source = found[0].inspect_source("cl")
+    return split_kernels(found[0].inspect_source("cl"))
+
+
+def split_kernels(source: str) -> dict[str, str]:
+    """An OpenCL module's source cut into its ``// Function: NAME`` sections (one program per kernel)."""
     starts = list(SECTION.finditer(source))
     sections = {}
     for i, match in enumerate(starts):
@@ -95,7 +100,7 @@ def kernel_sources(executable: Any) -> dict[str, str]:
     return sections
 
 
-def _children(node: Any) -> list[Any]:
+def stmt_children(node: Any) -> list[Any]:
     info = getattr(type(node), "__tvm_ffi_type_info__", None)
     out = []
     for fld in (info.fields if info is not None else []):
@@ -134,7 +139,7 @@ def _launch(name: str, func: tirx.PrimFunc) -> KernelLaunch:
                 local.append(_buffer_bytes(node.buffer))
             if "texture" in scope:
                 textures += 1
-        stack.extend(_children(node))
+        stack.extend(stmt_children(node))
     symbolic = [v for v in local if isinstance(v, str)]
     return KernelLaunch(name, [extents.get(a, 1) for a in THREAD_AXES],
                         symbolic[0] if symbolic else int(sum(local)), textures)
@@ -143,11 +148,15 @@ def _launch(name: str, func: tirx.PrimFunc) -> KernelLaunch:
 def lower_scheduled(program: RelaxProgram, target: TargetDescriptor) -> tuple[tvm.IRModule, dict[str, tirx.PrimFunc]]:
     """TVM's default TIR pipeline on the scheduled module: (host module, kernel name -> device function).
     The host functions launch the kernels (``tirx.call_ffi_kernel`` with their launch extents)."""
-    from tvm.tirx.build import split_host_device_mods
-
     if program.scheduled is None:
         raise KernelCheckError("<module>", "scheduled_module", "the build kept no scheduled module (was it built by slmc.backend.lowering.build?)")
-    scheduled = program.scheduled
+    return lower_module(program.scheduled, target)
+
+
+def lower_module(scheduled: tvm.IRModule, target: TargetDescriptor) -> tuple[tvm.IRModule, dict[str, tirx.PrimFunc]]:
+    """``lower_scheduled`` for any module of scheduled PrimFuncs."""
+    from tvm.tirx.build import split_host_device_mods
+
     prims = {gv: f for gv, f in scheduled.functions.items() if isinstance(f, tirx.PrimFunc)}
     mod = tirx.transform.BindTarget(target.tvm_target())(tvm.IRModule(prims, attrs=scheduled.attrs))
     pipeline, _finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("default")
@@ -203,7 +212,7 @@ def pocl_compiler() -> OpenCLCompiler:
     return OpenCLCompiler(cl.Context(devices=[device]), device, version, cl.VERSION_TEXT, llvm_major, clang)
 
 
-def _required_extensions(source: str) -> list[str]:
+def required_extensions(source: str) -> list[str]:
     """Extensions the source enables. TVM enables ``cl_amd_fp16`` only as the fallback of ``cl_khr_fp16``
     (``#ifdef cl_khr_fp16 ... #elif defined(cl_amd_fp16)``), so it is not required when both appear."""
     found = re.findall(r"#pragma\s+OPENCL\s+EXTENSION\s+(\w+)\s*:\s*enable", source)
@@ -213,7 +222,7 @@ def _required_extensions(source: str) -> list[str]:
 def _compile(compiler: OpenCLCompiler, name: str, source: str, report: KernelReport) -> None:
     import pyopencl as cl
 
-    missing = [ext for ext in _required_extensions(source) if ext not in compiler.extensions]
+    missing = [ext for ext in required_extensions(source) if ext not in compiler.extensions]
     if missing:
         _compile_with_clang(compiler, name, source, missing, report)
         return
@@ -317,7 +326,7 @@ def compile_kernels(executable: Any, program: RelaxProgram, target: TargetDescri
         size = math.prod(launch.workgroup) if all(isinstance(v, int) for v in launch.workgroup) else "x".join(map(str, launch.workgroup))
         report = KernelReport(name, launch.workgroup, size, launch.local_memory_bytes,
                               uses_images=bool(launch.texture_buffers or IMAGE_WORDS.search(sources[name])),
-                              extensions=_required_extensions(sources[name]))
+                              extensions=required_extensions(sources[name]))
         _compile(compiler, name, sources[name], report)
         reports.append(report)
     return reports, compiler
@@ -390,8 +399,14 @@ def how(summary: dict[str, Any]) -> str:
 def opencl_verification(report: Verification, executable: Any, program: RelaxProgram, target: TargetDescriptor,
                         verify_enabled: bool) -> Verification:
     """The compile driver's hook: for an OpenCL target that is not executed here (and whose recipe
-    does not disable verification), add the kernel check to the verification report."""
+    does not disable verification), add the kernel check to the verification report: every kernel
+    compiled and checked against the limits, then every kernel PoCL can run executed and compared
+    with its host build (``slmc.backend.opencl_kernel_run``)."""
+    from slmc.backend.opencl_kernel_run import execute_kernels, how_executed
+
     if target.tvm.kind != "opencl" or not verify_enabled or report.executed:
         return report
     summary = check_opencl_kernels(executable, program, target)
-    return report.model_copy(update={"how": how(summary), "opencl": OpenCLCheck.model_validate(summary)})
+    executed = execute_kernels(executable, program, target, summary)
+    return report.model_copy(update={"how": f"{how(summary)}; {how_executed(executed)}",
+                                     "opencl": OpenCLCheck.model_validate(summary), "gpu_kernels": executed})

@@ -40,8 +40,8 @@ from tvm import tirx
 
 from slmc.artifact.gpu_kernel_checks import GpuKernelCheck, GpuKernelChecks
 from slmc.backend.lowering import RelaxProgram
-from slmc.backend.opencl_kernel_check import (OpenCLCompiler, _children, _required_extensions, kernel_sources,
-                                              lower_scheduled, pocl_compiler)
+from slmc.backend.opencl_kernel_check import (OpenCLCompiler, stmt_children, required_extensions, kernel_sources,
+                                              lower_module, pocl_compiler)
 from slmc.errors import KernelCheckError
 from slmc.spec.target import TargetDescriptor
 
@@ -141,7 +141,7 @@ def launched_kernels(host: tirx.PrimFunc) -> list[str]:
         node = stack.pop()
         if isinstance(node, tirx.Evaluate) and isinstance(node.value, tvm.ir.Call) and node.value.op.name == "tirx.call_ffi_kernel":
             names.add(node.value.args[0].value)
-        stack.extend(_children(node))
+        stack.extend(stmt_children(node))
     return sorted(names)
 
 
@@ -154,7 +154,7 @@ def host_launches(host: tirx.PrimFunc, kernels: dict[str, tirx.PrimFunc], env: d
         if isinstance(node, tirx.AttrStmt) and node.attr_key == "compute_scope":
             scopes.append(node.body)
             continue
-        stack.extend(_children(node))
+        stack.extend(stmt_children(node))
     if len(scopes) != 1:
         raise NotRunnable(f"its host function has {len(scopes)} compute scopes (one expected)")
     launches: list[Launch] = []
@@ -165,10 +165,10 @@ def host_launches(host: tirx.PrimFunc, kernels: dict[str, tirx.PrimFunc], env: d
         if kind == "SeqStmt":
             pending = list(node.seq) + pending
         elif kind in ("DeclBuffer", "AttrStmt", "AssertStmt"):
-            pending = _children(node) + pending
+            pending = stmt_children(node) + pending
         elif kind in ("Bind", "LetStmt"):
             env[node.var.name] = evaluate(node.value, env)
-            pending = _children(node) + pending
+            pending = stmt_children(node) + pending
         elif kind == "Evaluate" and isinstance(node.value, tvm.ir.Call) and node.value.op.name == "tirx.call_ffi_kernel":
             launches.append(_launch(node.value, kernels, env))
         elif kind == "Evaluate" and isinstance(node.value, (tirx.IntImm,)):
@@ -304,7 +304,7 @@ def execute_primfuncs(scheduled: dict[str, tirx.PrimFunc], unscheduled: tvm.IRMo
             run.shape_values = {k: int(v) for k, v in env.items()}
             run.launches = host_launches(launching[name], kernels, dict(env))
             run.kernels = sorted({launch.kernel for launch in run.launches})
-            missing = sorted({ext for k in run.kernels for ext in _required_extensions(sources[k]) if ext not in compiler.extensions})
+            missing = sorted({ext for k in run.kernels for ext in required_extensions(sources[k]) if ext not in compiler.extensions})
             if missing:
                 raise NotRunnable(f"needs {', '.join(missing)}, which PoCL's CPU device '{compiler.device.name}' does not offer")
             if name not in references:
@@ -346,6 +346,17 @@ def summarize(runs: list[PrimFuncRun], compiler: OpenCLCompiler) -> GpuKernelChe
         passed=all(r.passed for r in executed), per_kernel=records)
 
 
+def how_executed(checks: GpuKernelChecks) -> str:
+    """The manifest's statement of what was executed where."""
+    tolerance = ", ".join(f"{dtype} {limit:g}" for dtype, limit in checks.tolerance.items() if dtype == "float32")
+    text = (f"{checks.executed} of {checks.kernels} kernels executed on {checks.device.split(' via ')[0]} with TVM's launch "
+            f"configuration and equal to their PrimFunc built for the host CPU (relative {tolerance}, integers exact)")
+    if checks.compiled_only:
+        first = next(r for r in checks.per_kernel if r.status == "compiled_only")
+        text += f"; {checks.compiled_only} compiled only ({first.kernel}: {first.reason})"
+    return text
+
+
 def check_runs(runs: list[PrimFuncRun], summary: GpuKernelChecks, verification: dict[str, Any]) -> None:
     """``KernelCheckError`` (exit 1) naming the first kernel whose buffers differ from its host build."""
     failed = [run for run in runs if run.failures]
@@ -361,11 +372,21 @@ def check_runs(runs: list[PrimFuncRun], summary: GpuKernelChecks, verification: 
 def execute_kernels(executable: Any, program: RelaxProgram, target: TargetDescriptor,
                     verification: dict[str, Any] | None = None) -> GpuKernelChecks:
     """Run every kernel of an OpenCL build on PoCL and compare it with its host build (module docstring).
-    Raises ``KernelCheckError`` naming the kernel on a mismatch."""
-    host, kernels = lower_scheduled(program, target)
-    scheduled = {gv.name_hint: f for gv, f in program.scheduled.functions.items() if isinstance(f, tirx.PrimFunc)}
+    Raises ``KernelCheckError`` naming the kernel on a mismatch; ``verification`` (the compile check's
+    summary) goes into the error's report."""
+    if program.scheduled is None:
+        raise KernelCheckError("<module>", "scheduled_module", "the build kept no scheduled module (was it built by slmc.backend.lowering.build?)")
+    return execute_module(program.scheduled, program.unscheduled, kernel_sources(executable), target, verification)
+
+
+def execute_module(scheduled: tvm.IRModule, unscheduled: tvm.IRModule | None, sources: dict[str, str],
+                   target: TargetDescriptor, verification: dict[str, Any] | None = None) -> GpuKernelChecks:
+    """``execute_kernels`` for a module of scheduled PrimFuncs, the one before scheduling, and the OpenCL
+    source of each kernel (``opencl_kernel_check.split_kernels``)."""
+    host, kernels = lower_module(scheduled, target)
+    funcs = {gv.name_hint: f for gv, f in scheduled.functions.items() if isinstance(f, tirx.PrimFunc)}
     compiler = pocl_compiler()
-    runs = execute_primfuncs(scheduled, program.unscheduled, host, kernels, kernel_sources(executable), compiler)
+    runs = execute_primfuncs(funcs, unscheduled, host, kernels, sources, compiler)
     summary = summarize(runs, compiler)
     check_runs(runs, summary, verification or {})
     return summary

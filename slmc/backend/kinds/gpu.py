@@ -1,9 +1,11 @@
 """Kind ``gpu``: device code (OpenCL, CUDA, Vulkan, Metal) plus host code, every kernel with thread bindings.
 
 Legalization and fusion are slmc's shared passes; schedules are dlight's GPU rules
-(``slmc.schedules.gpu``). Nothing is executed here or through TVM RPC; after verification, the
-generated OpenCL kernels are compiled and checked against the descriptor's limits
-(``slmc.backend.opencl_kernel_check``, OpenCL code only). ``slmc tune`` does not apply.
+(``slmc.schedules.gpu``). The artifact is not executed here or through TVM RPC; after verification,
+the generated OpenCL kernels are compiled and checked against the descriptor's limits
+(``slmc.backend.opencl_kernel_check``), and each kernel PoCL's CPU device can run is executed with
+its launch configuration and compared with its host build (``slmc.backend.opencl_kernel_run``);
+OpenCL code only. ``slmc tune`` does not apply.
 """
 
 from __future__ import annotations
@@ -36,4 +38,4 @@ class GpuBackend(Backend):
                       target: TargetDescriptor, verify_enabled: bool) -> Verification:
         from slmc.backend.opencl_kernel_check import opencl_verification
 
-        return opencl_verification(verification, executable, program, target, verify_enabled)  # compiled + limits
+        return opencl_verification(verification, executable, program, target, verify_enabled)  # compiled, limits, executed
