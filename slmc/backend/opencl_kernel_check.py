@@ -22,7 +22,7 @@ built module, so the launch figures checked are those of the shipped kernels.
 
 Preconditions: ``executable`` was built by ``slmc.backend.lowering.build`` for an OpenCL target (so
 ``program.scheduled`` holds the pipeline's module). Kernels are compiled here; executing them on
-PoCL is ``slmc.backend.opencl_kernel_run`` (the hook ``opencl_verification`` runs both).
+PoCL is ``slmc.backend.opencl_kernel_run`` (``slmc.backend.opencl_verification`` runs both).
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from typing import Any
 import tvm
 from tvm import tirx
 
-from slmc.artifact.manifest import OpenCLCheck, Verification
 from slmc.errors import KernelCheckError, ToolchainError
 from slmc.backend.lowering import RelaxProgram
 from slmc.spec.target import TargetDescriptor
@@ -394,19 +393,3 @@ def how(summary: dict[str, Any]) -> str:
         text += (f"; {len(skipped)} of {summary['kernels']} kernels not compiled ({skipped[0]['reason']}), "
                  "their limits checked from TVM's device functions")
     return text
-
-
-def opencl_verification(report: Verification, executable: Any, program: RelaxProgram, target: TargetDescriptor,
-                        verify_enabled: bool) -> Verification:
-    """The compile driver's hook: for an OpenCL target that is not executed here (and whose recipe
-    does not disable verification), add the kernel check to the verification report: every kernel
-    compiled and checked against the limits, then every kernel PoCL can run executed and compared
-    with its host build (``slmc.backend.opencl_kernel_run``)."""
-    from slmc.backend.opencl_kernel_run import execute_kernels, how_executed
-
-    if target.tvm.kind != "opencl" or not verify_enabled or report.executed:
-        return report
-    summary = check_opencl_kernels(executable, program, target)
-    executed = execute_kernels(executable, program, target, summary)
-    return report.model_copy(update={"how": f"{how(summary)}; {how_executed(executed)}",
-                                     "opencl": OpenCLCheck.model_validate(summary), "gpu_kernels": executed})

@@ -36,6 +36,6 @@ class GpuBackend(Backend):
 
     def check_kernels(self, verification: Verification, executable: Any, program: RelaxProgram,
                       target: TargetDescriptor, verify_enabled: bool) -> Verification:
-        from slmc.backend.opencl_kernel_check import opencl_verification
+        from slmc.backend.opencl_verification import opencl_verification
 
         return opencl_verification(verification, executable, program, target, verify_enabled)  # compiled, limits, executed
