@@ -20,6 +20,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from slmc.artifact.gpu_kernel_checks import GpuKernelChecks
 from slmc.report.report_json import LayerDetail, Report
 
 MIB = 1024 * 1024
@@ -210,6 +211,14 @@ def _layer_rows(rows: list[LayerDetail]) -> list[list[str]]:
              "" if r.error is None else f"{r.error:.4g} ({r.error_metric})"] for r in rows]
 
 
+def _gpu_kernel_table(checks: GpuKernelChecks) -> str:
+    """One row per OpenCL kernel: executed on PoCL (its error against the host build) or compiled only (why)."""
+    rows = [[r.kernel, r.status, _number(r.max_rel_error), "" if r.passed is None else ("pass" if r.passed else "FAIL"), r.reason or ""]
+            for r in checks.per_kernel]
+    classes = ["fail" if r.passed is False else "pass" for r in checks.per_kernel]
+    return _table(["kernel", "status", "max relative error", "result", "reason"], rows, classes)
+
+
 def render_html(report: Report) -> str:
     """The whole page for ``report``."""
     v = report.verification
@@ -237,6 +246,9 @@ def render_html(report: Report) -> str:
                 "<h2>Compile</h2>", summary,
                 "<h2>Quality gates</h2>", gates if v.gates else "<p>No checks were executed.</p>",
                 f"<p>{html.escape(v.how)}</p>"]
+    if v.gpu_kernels is not None:
+        sections += ['<h2 id="gpu-kernels">GPU kernels</h2>', f"<p>{html.escape(v.gpu_kernels.device)}; reference: "
+                     f"{html.escape(v.gpu_kernels.reference)}</p>", _gpu_kernel_table(v.gpu_kernels)]
     if report.layer_table:
         sections += ['<h2 id="layers">Per-layer table</h2>', layers]
     if report.layers:

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from slmc.artifact.gpu_kernel_checks import GpuKernelChecks
 from slmc.artifact.manifest import (CheckNotExecuted, GateResult, LayerSize, Manifest, ModelInfo, PassReport,
                                     PerplexityComparison, QualityMetrics)
 
@@ -105,6 +106,8 @@ class VerificationSummary(_Model):
                                                 "(where: host or artifact)")
     not_executed: list[CheckNotExecuted] = Field(default_factory=list,
                                                  description="checks that need the artifact executed and did not run, and why")
+    gpu_kernels: GpuKernelChecks | None = Field(None, description="OpenCL kernels executed on PoCL or compiled only, per kernel "
+                                                "(the manifest's verification.gpu_kernels)")
 
 
 class ParetoPoint(_Model):
@@ -263,7 +266,7 @@ def build_report(manifest: Manifest, artifact: str | Path | None, cache: dict[st
                             nodes_after=p.after.nodes, weight_bytes_before=p.before.weight_bytes,
                             weight_bytes_after=p.after.weight_bytes, skipped=len(p.skipped)) for p in passes],
         verification=VerificationSummary(executed=v.executed, passed=v.passed, how=v.how or "", reason=v.reason or "",
-                                         gates=v.checks(), not_executed=v.not_executed),
+                                         gates=v.checks(), not_executed=v.not_executed, gpu_kernels=v.gpu_kernels),
         cache=cache or {"status": "disabled"},
         timings=timings or {},
         search=[ParetoPoint(**p) for p in search or []],

@@ -200,3 +200,25 @@ def test_report_files_get_the_users_umask(cached_compile, tmp_path):
     finally:
         os.umask(previous)
     assert [p.stat().st_mode & 0o777 for p in (json_path.parent, json_path, html_path)] == [0o750, 0o640, 0o640]
+
+
+def test_gpu_kernel_checks_reach_the_report_per_kernel(cached_compile):
+    """The manifest's verification.gpu_kernels (slmc.backend.opencl_kernel_run) in report.json and the HTML page."""
+    from slmc.artifact.gpu_kernel_checks import GpuKernelCheck, GpuKernelChecks
+
+    checks = GpuKernelChecks(
+        device="PoCL 3.1 'cpu' via pyopencl 2024.1", reference="the same PrimFunc built for the host CPU",
+        tolerance={"float32": 1e-5}, kernels=2, executed=1, compiled_only=1, passed=True,
+        per_kernel=[GpuKernelCheck(kernel="matmul_kernel", primfunc="matmul", status="executed", max_abs_error=1e-7,
+                                   max_rel_error=2e-7, integer_elements_differing=0, passed=True,
+                                   launches=[{"global": [8, 32, 1], "local": [8, 8, 1]}]),
+                    GpuKernelCheck(kernel="cast_kernel", primfunc="cast", status="compiled_only",
+                                   reason="needs cl_khr_fp16, which PoCL's CPU device 'cpu' does not offer")])
+    manifest = cached_compile.result.manifest
+    manifest = manifest.model_copy(update={"verification": manifest.verification.model_copy(update={"gpu_kernels": checks})})
+    report = build_report(manifest, None, None)
+    data = report.to_json()
+    jsonschema.validate(data, report_schema())
+    assert [k["status"] for k in data["verification"]["gpu_kernels"]["per_kernel"]] == ["executed", "compiled_only"]
+    page = render_html(report)
+    assert 'id="gpu-kernels"' in page and "matmul_kernel" in page and "needs cl_khr_fp16" in page
