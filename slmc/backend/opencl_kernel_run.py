@@ -171,7 +171,7 @@ def host_launches(host: tirx.PrimFunc, kernels: dict[str, tirx.PrimFunc], env: d
             pending = stmt_children(node) + pending
         elif kind == "Evaluate" and isinstance(node.value, tvm.ir.Call) and node.value.op.name == "tirx.call_ffi_kernel":
             launches.append(_launch(node.value, kernels, env))
-        elif kind == "Evaluate" and isinstance(node.value, (tirx.IntImm,)):
+        elif kind == "Evaluate" and isinstance(node.value, tirx.IntImm):
             continue
         else:
             raise NotRunnable(f"its host code has a {kind} ({str(node).strip().splitlines()[0][:120]}), which is not interpreted here")
