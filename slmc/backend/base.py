@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from slmc.backend.lowering import RelaxProgram
     from slmc.graph.ir import Graph
     from slmc.schedules.resident_kv import Residency
-    from slmc.spec.recipe import Recipe
+    from slmc.spec.recipe import Gates, Recipe
     from slmc.spec.target import TargetDescriptor
 
 
@@ -104,9 +104,10 @@ class Backend(TargetKind):
 
     # -- after the build -----------------------------------------------------------------------
     def after_build(self, graph: Graph, module: tvm.IRModule, target: TargetDescriptor,
-                    calibration: list[tuple[Any, ...]]) -> PostBuild | None:
+                    calibration: list[tuple[Any, ...]], gates: Gates | None = None) -> PostBuild | None:
         """Work on the built model beyond the library (default: none). ``graph`` is the compiled fx
-        graph, ``module`` the Relax module lowered from it, ``calibration`` the recipe's samples."""
+        graph, ``module`` the Relax module lowered from it, ``calibration`` the recipe's samples,
+        ``gates`` the recipe's ``verify.gates`` (a kind measuring gates of its own: the NPU's)."""
         return None
 
     def check_kernels(self, verification: Verification, executable: Any, program: RelaxProgram,

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from slmc.errors import FieldProblem
     from slmc.graph.ir import Graph
-    from slmc.spec.recipe import Recipe
+    from slmc.spec.recipe import Gates, Recipe
     from slmc.spec.target import TargetDescriptor
 
 
@@ -52,7 +52,7 @@ class NpuBackend(CpuBackend):
         return npu_recipe_problems(recipe, target)
 
     def after_build(self, graph: Graph, module: tvm.IRModule, target: TargetDescriptor,
-                    calibration: list[tuple[Any, ...]]) -> PostBuild | None:
+                    calibration: list[tuple[Any, ...]], gates: Gates | None = None) -> PostBuild | None:
         from slmc.npu.offload import npu_offload
 
-        return npu_offload(graph, module, target, calibration)
+        return npu_offload(graph, module, target, calibration, gates)
