@@ -1,7 +1,7 @@
 """Each NPU partition (one int8 linear) lowered to a TOSA 1.0 graph and serialized with Arm's TOSA tools.
 
-A partition ``y = requantize(x @ W.T + b)`` becomes, in the TOSA 1.0 ``PRO-INT`` profile (TOSA
-specification 1.0, sections 2.1 "Profiles", 2.4.1 CONV2D, 2.13.1 RESCALE):
+A partition ``y = requantize(x @ W.T + b)`` becomes, in the TOSA 1.0 ``PRO-INT`` profile (the TOSA
+1.0 specification, www.mlplatform.org/tosa: profiles, operators CONV2D and RESCALE):
 
 - ``CONV2D`` with a 1x1 kernel: input int8 ``[1, 1, rows, K]`` (NHWC), weights int8 ``[N, 1, 1, K]``
   (OHWI), bias int32 ``[N]``, input and weight zero points 0 (slmc's int8 is symmetric), ``acc_type``
@@ -10,7 +10,8 @@ specification 1.0, sections 2.1 "Profiles", 2.4.1 CONV2D, 2.13.1 RESCALE):
   and shift (int8) from ``slmc.npu.fixed_point``, ``SINGLE_ROUND`` rounding:
   ``(value * multiplier + 2**(shift-1)) >> shift`` saturated to int8, which is the descriptor's
   ``half_up``. TOSA has no rounding mode equal to ``half_away_from_zero`` (``DOUBLE_ROUND`` is
-  TFLite's double rounding), so a descriptor with that rounding cannot be lowered (``TosaLoweringError``).
+  TFLite's double rounding), so a descriptor with that rounding and a TOSA profile is refused when it
+  loads (``slmc.spec.target.Npu``), and ``lower_partition`` raises ``TosaLoweringError`` for it.
 
 TOSA's RESCALE requires ``2 <= shift <= 62``: slmc's "negligible rescale" encoding (multiplier 0,
 shift 1) is written as shift 2, which maps every value to 0 exactly as before. The flatbuffer is

@@ -201,6 +201,9 @@ class Npu(DescriptorModel):
     def _vela_needs_tosa(self) -> Npu:
         if self.vela is not None and self.tosa_profile is None:
             raise ValueError("vela compiles the TOSA lowering of the partitions: set tosa_profile (PRO-INT)")
+        if self.tosa_profile is not None and self.rounding != "half_up":
+            raise ValueError(f"rounding {self.rounding} has no TOSA RESCALE rounding mode (SINGLE_ROUND is half_up): "
+                             "with tosa_profile the rounding must be half_up")
         return self
 
 

@@ -5,8 +5,9 @@ full-integer code only: int8 weights and activations, the ``w8a8`` scheme, and o
 partitions against. A recipe must have a ``quantize: {scheme: w8a8}`` step
 (``slmc.npu.recipe_check``). After the build, ``slmc.npu.offload`` partitions, reports, exports
 (QDQ ONNX) and cross-checks the NPU regions; the manifest records the partition report as ``npu``
-and the cross-check as ``verification.npu``. Ops the NPU lacks run on the host CPU (reported as
-fallbacks), so op coverage is not checked.
+and the cross-check as ``verification.npu``; with ``npu.tosa_profile``/``npu.vela`` the partitions
+also go through Arm's TOSA tools and Vela (manifest ``npu_toolchain``), and the recipe's NPU gates are
+measured. Ops the NPU lacks run on the host CPU (reported as fallbacks), so op coverage is not checked.
 """
 
 from __future__ import annotations

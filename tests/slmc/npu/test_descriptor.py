@@ -43,6 +43,8 @@ def test_valid_npu_descriptor():
              "system_config: s, memory_mode: m}}"}, "set tosa_profile"),
     ({"npu": "npu: {macs_per_cycle: 8, clock_hz: 1000, rounding: half_up, tosa_profile: PRO-INT, vela: "
              "{accelerator_config: ethos-u99-64, system_config: s, memory_mode: m}}"}, "accelerator_config"),
+    ({"npu": "npu: {macs_per_cycle: 8, clock_hz: 1000, rounding: half_away_from_zero, tosa_profile: PRO-INT}"},
+     "no TOSA RESCALE rounding mode"),
 ])
 def test_invalid_npu_descriptors_are_typed_errors(changes, message):
     with pytest.raises(TargetError, match=message) as info:
