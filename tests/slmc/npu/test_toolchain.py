@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from slmc.npu.fixed_point import integer_linear
-from slmc.npu.layers import offloadable_layers
+from slmc.npu.layers import NpuLayer, offloadable_layers
 from slmc.npu.report import partition_cost
 from slmc.npu.toolchain import run_toolchain
 from slmc.spec.target import load_target
@@ -28,3 +28,19 @@ def test_every_partition_compiles_with_vela_and_matches_the_reference_model(w8a8
                                                 layer.shift, target.npu.rounding)).sum())
                     for ref, layer in zip(run.reference_outputs, layers))
     assert differing == 0
+
+
+def test_a_partition_vela_refuses_is_reported_per_operator_not_raised(w8a8_lm):
+    """An int8 linear with 70,000 inputs: beyond what an Ethos-U55 convolution takes, so Vela refuses its CONV2D."""
+    graph, _, _ = w8a8_lm
+    target = load_target("ethos-u55")
+    rng = np.random.default_rng(0)
+    wide = NpuLayer(node="wide_linear", weight="wide.qweight", qweight=rng.integers(-127, 128, (4, 70_000)).astype(np.int8),
+                    weight_scales=np.full(4, 0.01, np.float32), bias=None, activation_scale=0.02, output_scale=0.5,
+                    codes=rng.integers(-128, 128, (2, 70_000)).astype(np.int8))
+    run = run_toolchain(graph, [wide], [partition_cost(wide, 1, target)], 1, target)
+    [refusal] = run.record.refusals
+    assert refusal.layer == "wide_linear" and refusal.operator == "Conv2D" and "could not run on NPU" in refusal.reason
+    assert run.record.partitions[0].vela is None and run.record.totals.npu_macs == 0
+    expected = integer_linear(wide.codes, wide.qweight, wide.bias_codes, wide.multiplier, wide.shift, "half_up")
+    assert (run.reference_outputs[0] == expected).all()  # still executed by the TOSA reference model
