@@ -21,11 +21,13 @@ what Vela compiles (``slmc.npu.vela``) and what the TOSA reference model execute
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from slmc.errors import CompileError
+from slmc.errors import CompileError, ToolchainError
 from slmc.npu.layers import NpuLayer
 
 TOSA_VERSION = (1, 0, 0)  # the TOSA spec version written into the flatbuffer (Vela 5.2 reads TOSA 1.0)
@@ -56,6 +58,15 @@ class TosaPartition:
         return f"partition_{self.index}.tosa"
 
 
+def tosa_tools_module(name: str) -> Any:
+    """Import ``name`` (``tosa_serializer`` or ``tosa_reference_model``) from PyPI ``tosa-tools``, or say how to get it."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        raise ToolchainError(f"the target names a TOSA profile (npu.tosa_profile) and Python module '{name}' is missing: "
+                             "install Arm's TOSA tools with pip install 'slmc[npu]' (tosa-tools, ethos-u-vela)") from exc
+
+
 def _tosa_shift(layer: NpuLayer) -> np.ndarray:
     multiplier, shift = layer.multiplier, layer.shift.astype(np.int64)
     shift = np.where(multiplier == 0, np.maximum(shift, RESCALE_SHIFT[0]), shift)
@@ -70,8 +81,7 @@ def _tosa_shift(layer: NpuLayer) -> np.ndarray:
 
 def lower_partition(index: int, layer: NpuLayer, rows: int, rounding: str, profile: str) -> TosaPartition:
     """The TOSA flatbuffer of ``layer`` at ``rows`` rows. Precondition: ``rows >= 1``; ``profile`` in ``PROFILE_OPS``."""
-    import tosa_serializer as ts
-
+    ts = tosa_tools_module("tosa_serializer")
     if rounding not in ROUNDING_MODES:
         raise TosaLoweringError(f"NPU rounding '{rounding}' has no TOSA RESCALE rounding mode (TOSA 1.0 offers "
                                 f"SINGLE_ROUND = half_up and TFLite's DOUBLE_ROUND): partition '{layer.node}' is not lowered")

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from slmc.errors import ToolchainError
-from slmc.npu.tosa_lowering import TosaPartition
+from slmc.npu.tosa_lowering import TosaPartition, tosa_tools_module
 
 
 class TosaReferenceError(ToolchainError):
@@ -46,8 +46,7 @@ def _captured_stderr() -> Iterator[list[str]]:
 
 def run_partition(partition: TosaPartition, codes: np.ndarray) -> np.ndarray:
     """int8 ``[M, N]``: the reference model's output of ``partition`` for int8 ``codes [M, K]``."""
-    import tosa_reference_model
-
+    tosa_reference_model = tosa_tools_module("tosa_reference_model")
     rows, k = partition.rows, partition.in_features
     outputs = []
     for start in range(0, codes.shape[0], rows):

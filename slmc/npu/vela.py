@@ -116,6 +116,9 @@ def compile_tosa(tosa_file: Path, config: Vela, output_dir: Path) -> VelaResult:
     if done.returncode != 0:
         lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
         last = lines[-1] if lines else f"exit status {done.returncode}"
+        if "No module named ethosu" in last:
+            raise ToolchainError("the target names a Vela configuration (npu.vela) and Arm's Vela is not installed: "
+                                 "pip install 'slmc[npu]' (ethos-u-vela)")
         if not last.startswith("RuntimeError:"):  # not Regor's refusal: Vela itself failed (bad config, ...)
             raise ToolchainError(f"Vela failed on {tosa_file.name} ({config.accelerator_config}, {config.system_config}, "
                                  f"{config.memory_mode}): {last}")
