@@ -13,8 +13,10 @@ A partition ``y = requantize(x @ W.T + b)`` becomes, in the TOSA 1.0 ``PRO-INT``
   TFLite's double rounding), so a descriptor with that rounding and a TOSA profile is refused when it
   loads (``slmc.spec.target.Npu``), and ``lower_partition`` raises ``TosaLoweringError`` for it.
 
-TOSA's RESCALE requires ``2 <= shift <= 62``: slmc's "negligible rescale" encoding (multiplier 0,
-shift 1) is written as shift 2, which maps every value to 0 exactly as before. The flatbuffer is
+TOSA's RESCALE requires ``2 <= shift <= 62``, and its ``apply_scale_32`` requires every input value within
+``[-2**(shift-1), 2**(shift-1))`` (else the result is UNPREDICTABLE, which the reference model reports):
+slmc's "negligible rescale" encoding (multiplier 0, shift 1) is written as shift 32, which admits every
+int32 and maps it to 0 exactly as before. The flatbuffer is
 what Vela compiles (``slmc.npu.vela``) and what the TOSA reference model executes
 (``slmc.npu.tosa_reference``).
 """
@@ -33,6 +35,7 @@ from slmc.npu.layers import NpuLayer
 TOSA_VERSION = (1, 0, 0)  # the TOSA spec version written into the flatbuffer (Vela 5.2 reads TOSA 1.0)
 PROFILE_OPS = {"PRO-INT": frozenset({"CONST", "CONV2D", "RESCALE"})}  # the ops this lowering emits, per profile
 RESCALE_SHIFT = (2, 62)  # TOSA 1.0 RESCALE: shift in [2, 62] when scale32
+ZERO_RESCALE_SHIFT = 32  # for multiplier 0: any int32 value is within [-2**31, 2**31), the result is 0
 ROUNDING_MODES = {"half_up": "SINGLE_ROUND"}  # slmc rounding -> TOSA RescaleAttribute.rounding_mode
 
 
@@ -69,7 +72,7 @@ def tosa_tools_module(name: str) -> Any:
 
 def _tosa_shift(layer: NpuLayer) -> np.ndarray:
     multiplier, shift = layer.multiplier, layer.shift.astype(np.int64)
-    shift = np.where(multiplier == 0, np.maximum(shift, RESCALE_SHIFT[0]), shift)
+    shift = np.where(multiplier == 0, ZERO_RESCALE_SHIFT, shift)
     low, high = RESCALE_SHIFT
     bad = np.flatnonzero((shift < low) | (shift > high))
     if bad.size:
