@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slmc.artifact.gpu_kernel_checks import GpuKernelChecks
+from slmc.artifact.npu_toolchain import NpuToolchain
 from slmc.errors import ArtifactError
 from slmc.spec.target import TargetDescriptor
 
@@ -317,6 +318,8 @@ class NpuCheck(ManifestModel):
     tolerance: dict[str, int | float] | None = None
     tvm_vs_numpy: IntegerComparison | None = None
     tvm_vs_onnxruntime: IntegerComparison | None = None
+    tosa_reference: IntegerComparison | None = Field(
+        None, description="slmc's integer kernels vs the TOSA reference model executing each partition's TOSA graph (exact)")
 
 
 class OpenCLCheck(ManifestModel):
@@ -408,7 +411,7 @@ class Verification(ManifestModel):
             failures.append(f"KV-cache decode differs from eager: max abs logit error {decode.max_abs_error:.3g} "
                             f"over {decode.steps} steps, same tokens: {decode.same_tokens}")
         failures.extend(f"quality gate {g.gate} not met: measured {g.measured:.6g}, threshold {g.threshold:g}"
-                        for g in self.gates if not g.passed)
+                        + (f" ({g.detail})" if g.detail else "") for g in self.gates if not g.passed)
         if self.npu is not None and self.npu.executed and not self.npu.passed:
             failures.append("the NPU regions' integer cross-check failed (verification.npu)")
         return "verification failed: " + "; ".join(failures)
@@ -430,6 +433,8 @@ class CompiledGraph(ManifestModel):
     kv_cache: KVCacheInfo | None = Field(None, description="the compiled graph's KV cache (causal LMs)")
     context: ContextInfo | None = None
     npu: dict[str, Any] | None = Field(None, description="the NPU partition report (NPU targets; also npu_partitions.json)")
+    npu_toolchain: NpuToolchain | None = Field(None, description="the NPU partitions through Arm's TOSA tools and Vela "
+                                               "(NPU targets with npu.tosa_profile)")
     backend: dict[str, Any] = Field(default_factory=dict, description="what a target kind's backend records that has no "
                                     "typed field (a kind added as one module, slmc.backend.kinds)")
     recipe_choice: str | None = Field(None, description="which built-in recipe a compile given none used, and why "

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from slmc.backend.lowering import RelaxProgram
     from slmc.graph.ir import Graph
     from slmc.schedules.resident_kv import Residency
-    from slmc.spec.recipe import Recipe
+    from slmc.spec.recipe import Gates, Recipe
     from slmc.spec.target import TargetDescriptor
 
 
@@ -104,9 +104,10 @@ class Backend(TargetKind):
 
     # -- after the build -----------------------------------------------------------------------
     def after_build(self, graph: Graph, module: tvm.IRModule, target: TargetDescriptor,
-                    calibration: list[tuple[Any, ...]]) -> PostBuild | None:
+                    calibration: list[tuple[Any, ...]], gates: Gates | None = None) -> PostBuild | None:
         """Work on the built model beyond the library (default: none). ``graph`` is the compiled fx
-        graph, ``module`` the Relax module lowered from it, ``calibration`` the recipe's samples."""
+        graph, ``module`` the Relax module lowered from it, ``calibration`` the recipe's samples,
+        ``gates`` the recipe's ``verify.gates`` (a kind measuring gates of its own: the NPU's)."""
         return None
 
     def check_kernels(self, verification: Verification, executable: Any, program: RelaxProgram,
@@ -153,6 +154,18 @@ def backend_for(target: TargetDescriptor) -> Backend:
 
 def check_recipe(recipe: Recipe, target: TargetDescriptor) -> None:
     """Raise ``RecipeError`` (exit 2) naming every setting the target's backend refuses."""
-    problems = backend_for(target).recipe_problems(recipe, target)
+    problems = backend_for(target).recipe_problems(recipe, target) + _npu_gate_problems(recipe, target)
     if problems:
         raise RecipeError(recipe.source, problems)
+
+
+NPU_GATES = ("min_npu_mac_fraction", "max_npu_cycles", "max_npu_latency_ms", "npu_sram_fit")
+
+
+def _npu_gate_problems(recipe: Recipe, target: TargetDescriptor) -> list[FieldProblem]:
+    """The NPU gates (``slmc.npu.gates``) name NPU partitions: a target without an ``npu`` section has none."""
+    if target.npu is not None:
+        return []
+    gates = recipe.verify.gates
+    return [FieldProblem(f"verify.gates.{name}", f"an NPU gate, and target '{target.name}' (kind {target.kind}) has no NPU")
+            for name in NPU_GATES if getattr(gates, name) is not None]

@@ -422,7 +422,8 @@ def compile(  # noqa: A001 - the public name of the API
     progress.stage("build")
     executable = build(program, target_desc, compressed.kv_cache)
     timings["build"] = time.perf_counter() - t
-    post_build = backend_for(target_desc).after_build(final, program.module, target_desc, calibration)
+    post_build = backend_for(target_desc).after_build(final, program.module, target_desc, calibration,
+                                                            recipe.verify.gates)
 
     head = CompiledGraph(
         model=ModelInfo(name=spec.name, fingerprint=original.fingerprint(), compiled_fingerprint=final.fingerprint(),

@@ -24,16 +24,20 @@ import onnx
 import torch
 import tvm
 
-from slmc.artifact.manifest import IntegerComparison, NpuCheck, Verification
+from slmc.artifact.manifest import GateResult, IntegerComparison, NpuCheck, Verification
+from slmc.artifact.npu_toolchain import NpuToolchain
 from slmc.errors import CompileError
 from slmc.graph.ir import Graph
 from slmc.npu.fallback import cpu_fallbacks
 from slmc.npu.fixed_point import integer_linear
+from slmc.npu.gates import npu_gate_results
 from slmc.npu.integer_kernel import build_reference, run_reference
 from slmc.npu.layers import NpuLayer, offloadable_layers
 from slmc.npu.partition import partition
 from slmc.npu.qdq_onnx import OPSET, qdq_model, run_onnxruntime
 from slmc.npu.report import partition_cost
+from slmc.npu.toolchain import ToolchainRun, linear_macs_per_token, run_toolchain, write_files
+from slmc.spec.recipe import Gates
 from slmc.spec.target import TargetDescriptor
 
 QDQ_FILE = "npu_regions.onnx"
@@ -50,20 +54,29 @@ class NpuOffload:
     report: dict[str, Any]
     qdq: onnx.ModelProto | None
     check: NpuCheck
+    toolchain: NpuToolchain | None = None
+    files: dict[str, bytes] | None = None
+    gates: list[GateResult] | None = None
 
     def write(self, directory: Path) -> None:
         (directory / REPORT_FILE).write_text(json.dumps(self.report, indent=2) + "\n", encoding="utf-8")
         if self.qdq is not None:
             onnx.save(self.qdq, str(directory / QDQ_FILE))
+        write_files(self.files or {}, directory)
 
     def manifest_entries(self) -> dict[str, Any]:
-        """The manifest's ``npu``: the partition report."""
-        return {"npu": self.report}
+        """The manifest's ``npu`` (the partition report) and ``npu_toolchain`` (TOSA and Vela), when run."""
+        entries: dict[str, Any] = {"npu": self.report}
+        if self.toolchain is not None:
+            entries["npu_toolchain"] = self.toolchain.model_dump(mode="json")
+        return entries
 
     def record(self, verification: Verification) -> Verification:
-        """``verification`` with ``npu`` added; ``passed`` also requires the cross-check."""
+        """``verification`` with ``npu`` and the NPU gates added; ``passed`` also requires both."""
         passed = verification.passed and self.check.passed if self.check.executed else verification.passed
-        return verification.model_copy(update={"npu": self.check, "passed": passed})
+        gates = list(self.gates or [])
+        passed = passed and all(g.passed for g in gates)
+        return verification.model_copy(update={"npu": self.check, "passed": passed, "gates": [*verification.gates, *gates]})
 
 
 def _compare(name: str, expected: Sequence[np.ndarray], actual: Sequence[np.ndarray]) -> dict[str, Any]:
@@ -75,7 +88,7 @@ def _compare(name: str, expected: Sequence[np.ndarray], actual: Sequence[np.ndar
 
 
 def _cross_check(layers: list[NpuLayer], target: TargetDescriptor, model: onnx.ModelProto,
-                 samples: int) -> NpuCheck:
+                 samples: int, tools: ToolchainRun | None) -> NpuCheck:
     rounding = target.npu.rounding
     codes = [layer.codes for layer in layers]
     _, executable = build_reference(layers, rounding)
@@ -87,6 +100,14 @@ def _cross_check(layers: list[NpuLayer], target: TargetDescriptor, model: onnx.M
     ort_out = run_onnxruntime(model, codes)
     exact = _compare("TVM integer kernels vs numpy fixed-point reference", numpy_out, tvm_out)
     ort = _compare("TVM integer kernels vs ONNX Runtime on the QDQ export", ort_out, tvm_out)
+    tosa = None
+    how_tosa = ""
+    if tools is not None:
+        tosa = _compare("TVM integer kernels vs the TOSA reference model on each partition's TOSA graph",
+                        tools.reference_outputs, tvm_out)
+        how_tosa = (f"; and bit for bit with Arm's TOSA reference model (tosa-tools {tools.record.tosa_tools}) executing "
+                    f"each partition's TOSA {tools.record.tosa_version} {tools.record.tosa_profile} graph "
+                    "(CONV2D int8 x int8 -> int32, RESCALE), the graph Vela compiles")
     return NpuCheck(
         executed=True,
         how=(f"NPU regions lowered by slmc to integer TVM kernels (int8 x int8 -> int32, fixed-point requantize "
@@ -94,12 +115,15 @@ def _cross_check(layers: list[NpuLayer], target: TargetDescriptor, model: onnx.M
                 f"NPU; compared bit for bit with a numpy fixed-point reference and with ONNX Runtime "
                 f"{onnxruntime.__version__} (CPUExecutionProvider) executing the QDQ export (opset {OPSET}) on the "
                 f"int8 input codes each region received while the graph ran on {samples} calibration sample(s) "
-                f"({codes[0].shape[0]} rows per region)"),
+                f"({codes[0].shape[0]} rows per region){how_tosa}"),
         tolerance={"tvm_vs_numpy_max_lsb": 0, "tvm_vs_onnxruntime_max_lsb": MAX_LSB,
-                   "tvm_vs_onnxruntime_min_fraction_equal": MIN_EQUAL},
+                   "tvm_vs_onnxruntime_min_fraction_equal": MIN_EQUAL,
+                   **({"tvm_vs_tosa_reference_max_lsb": 0} if tosa is not None else {})},
         tvm_vs_numpy=IntegerComparison.model_validate(exact),
         tvm_vs_onnxruntime=IntegerComparison.model_validate(ort),
-        passed=exact["max_abs_lsb"] == 0 and ort["max_abs_lsb"] <= MAX_LSB and ort["fraction_equal"] >= MIN_EQUAL,
+        tosa_reference=IntegerComparison.model_validate(tosa) if tosa is not None else None,
+        passed=(exact["max_abs_lsb"] == 0 and ort["max_abs_lsb"] <= MAX_LSB and ort["fraction_equal"] >= MIN_EQUAL
+                and (tosa is None or tosa["elements_differing"] == 0)),
     )
 
 
@@ -108,8 +132,10 @@ def _weight_param(layer: NpuLayer) -> str:
 
 
 def npu_offload(graph: Graph, module: tvm.IRModule, target: TargetDescriptor,
-                samples: Sequence[tuple[torch.Tensor, ...]]) -> NpuOffload:
-    """Partition, report, export and cross-check the NPU regions of ``graph``/``module``."""
+                samples: Sequence[tuple[torch.Tensor, ...]], gates: Gates | None = None) -> NpuOffload:
+    """Partition, report, export and cross-check the NPU regions of ``graph``/``module``; with
+    ``npu.tosa_profile`` also lower them to TOSA, run the TOSA reference model and (``npu.vela``) Vela
+    (``slmc.npu.toolchain``); measure the recipe's NPU ``gates`` (``slmc.npu.gates``)."""
     samples = list(samples[:MAX_SAMPLES]) or [graph.example_inputs]
     layers = offloadable_layers(graph, samples) if target.supports_op("linear") else []
     _, regions = partition(module) if layers else (None, [])
@@ -141,7 +167,18 @@ def npu_offload(graph: Graph, module: tvm.IRModule, target: TargetDescriptor,
                    "partitions_fitting_sram": sum(p["at_tokens"]["fits"] for p in partitions)},
         "files": {"qdq_onnx": QDQ_FILE if ordered else None},
     }
+    gates = gates or Gates()
     if not ordered:
-        return NpuOffload(report, None, NpuCheck(executed=False, reason="no NPU regions: nothing was offloaded", passed=True))
+        results = npu_gate_results(gates, report, None, linear_macs_per_token(graph))
+        return NpuOffload(report, None, NpuCheck(executed=False, reason="no NPU regions: nothing was offloaded", passed=True),
+                          gates=results)
+    tools = None
+    if target.npu.tosa_profile is not None:
+        tools = run_toolchain(graph, ordered, [p["at_tokens"] for p in partitions], tokens, target)
+        report["files"].update({"tosa": [p.tosa_file for p in tools.record.partitions],
+                                "vela": [p.vela_file for p in tools.record.partitions if p.vela_file]})
     model = qdq_model(ordered, f"{target.name}_npu_regions")
-    return NpuOffload(report, model, _cross_check(ordered, target, model, len(samples)))
+    record = tools.record if tools is not None else None
+    return NpuOffload(report, model, _cross_check(ordered, target, model, len(samples), tools), toolchain=record,
+                      files=tools.files if tools is not None else None,
+                      gates=npu_gate_results(gates, report, record, linear_macs_per_token(graph)))

@@ -68,6 +68,15 @@ class Gates(StrictModel):
     min_top1_agreement: float | None = Field(None, ge=0.0, le=1.0, description="min share of equal argmax")
     max_abs_error: float | None = Field(None, ge=0.0, description="max abs output error vs the original")
     max_perplexity_increase: Fraction | None = Field(None, description="max relative perplexity increase on verify.text")
+    # NPU targets only (slmc.npu.gates): measured on the NPU partitions by Vela where the target names it
+    min_npu_mac_fraction: float | None = Field(None, ge=0.0, le=1.0, description="NPU targets: min share of the linear "
+                                               "layers' MACs in partitions the NPU runs (Vela compiled them)")
+    max_npu_cycles: int | None = Field(None, ge=1, description="NPU targets: max NPU cycles of all partitions at the "
+                                       "report's tokens (Vela's estimate; slmc's where the target has no Vela)")
+    max_npu_latency_ms: float | None = Field(None, gt=0.0, description="NPU targets: max estimated NPU time of all "
+                                             "partitions at the report's tokens, in ms (Vela's inference_time)")
+    npu_sram_fit: bool | None = Field(None, description="NPU targets: true requires every partition to fit the "
+                                      "descriptor's memory.sram_bytes (Vela's SRAM used; slmc's fit without Vela)")
 
 
 class Verify(StrictModel):

@@ -164,6 +164,24 @@ class Limits(DescriptorModel):
     image_support: bool | None = Field(None, description="kernels may use image objects (CL_DEVICE_IMAGE_SUPPORT)")
 
 
+VelaAccelerator = Literal["ethos-u55-32", "ethos-u55-64", "ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u65-512",
+                          "ethos-u85-128", "ethos-u85-256", "ethos-u85-512", "ethos-u85-1024", "ethos-u85-2048"]
+"""Arm Vela 5.2's ``--accelerator-config`` choices (``vela --help``)."""
+
+
+class Vela(DescriptorModel):
+    """How Arm's Vela compiler (PyPI ``ethos-u-vela``) is run for an Ethos-U NPU (``slmc.npu.vela``):
+    the accelerator configuration and a system configuration and memory mode of a Vela ``.ini``
+    file (default: the ``Arm/vela.ini`` shipped with Vela)."""
+
+    accelerator_config: VelaAccelerator = Field(description="Vela --accelerator-config: the Ethos-U variant and MACs/cycle")
+    system_config: str = Field(min_length=1, description="Vela --system-config: a [System_Config.*] section of the .ini "
+                                                         "(clock, AXI ports, memory latencies)")
+    memory_mode: str = Field(min_length=1, description="Vela --memory-mode: a [Memory_Mode.*] section of the .ini "
+                                                       "(where the arena and the SRAM cache live)")
+    config_file: str = Field("Arm/vela.ini", min_length=1, description="Vela --config, relative to Vela's config_files directory")
+
+
 class Npu(DescriptorModel):
     """An NPU's integer datapath (``kind: npu`` only): what slmc's partition report and integer
     reference (``slmc.npu``) model. int8 x int8 products, int32 accumulation, then a fixed-point
@@ -174,6 +192,19 @@ class Npu(DescriptorModel):
     rounding: Literal["half_up", "half_away_from_zero"] = Field(
         description="rounding of the requantize right shift: half_up adds 2^(shift-1) before an arithmetic shift "
                     "(round half towards +inf); half_away_from_zero rounds ties away from zero")
+    tosa_profile: Literal["PRO-INT"] | None = Field(
+        None, description="the TOSA 1.0 profile the NPU implements: slmc lowers each partition to TOSA in it "
+                          "(slmc.npu.tosa_lowering) and runs the TOSA reference model on it; absent: no TOSA lowering")
+    vela: Vela | None = Field(None, description="an Arm Ethos-U NPU: compile each TOSA partition with Vela (needs tosa_profile)")
+
+    @model_validator(mode="after")
+    def _vela_needs_tosa(self) -> Npu:
+        if self.vela is not None and self.tosa_profile is None:
+            raise ValueError("vela compiles the TOSA lowering of the partitions: set tosa_profile (PRO-INT)")
+        if self.tosa_profile is not None and self.rounding != "half_up":
+            raise ValueError(f"rounding {self.rounding} has no TOSA RESCALE rounding mode (SINGLE_ROUND is half_up): "
+                             "with tosa_profile the rounding must be half_up")
+        return self
 
 
 class TargetDescriptor(DescriptorModel):

@@ -5,8 +5,9 @@ full-integer code only: int8 weights and activations, the ``w8a8`` scheme, and o
 partitions against. A recipe must have a ``quantize: {scheme: w8a8}`` step
 (``slmc.npu.recipe_check``). After the build, ``slmc.npu.offload`` partitions, reports, exports
 (QDQ ONNX) and cross-checks the NPU regions; the manifest records the partition report as ``npu``
-and the cross-check as ``verification.npu``. Ops the NPU lacks run on the host CPU (reported as
-fallbacks), so op coverage is not checked.
+and the cross-check as ``verification.npu``; with ``npu.tosa_profile``/``npu.vela`` the partitions
+also go through Arm's TOSA tools and Vela (manifest ``npu_toolchain``), and the recipe's NPU gates are
+measured. Ops the NPU lacks run on the host CPU (reported as fallbacks), so op coverage is not checked.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
     from slmc.errors import FieldProblem
     from slmc.graph.ir import Graph
-    from slmc.spec.recipe import Recipe
+    from slmc.spec.recipe import Gates, Recipe
     from slmc.spec.target import TargetDescriptor
 
 
@@ -52,7 +53,7 @@ class NpuBackend(CpuBackend):
         return npu_recipe_problems(recipe, target)
 
     def after_build(self, graph: Graph, module: tvm.IRModule, target: TargetDescriptor,
-                    calibration: list[tuple[Any, ...]]) -> PostBuild | None:
+                    calibration: list[tuple[Any, ...]], gates: Gates | None = None) -> PostBuild | None:
         from slmc.npu.offload import npu_offload
 
-        return npu_offload(graph, module, target, calibration)
+        return npu_offload(graph, module, target, calibration, gates)

@@ -69,7 +69,7 @@ class CpuDebugBackend(CpuBackend):
         phase.notes.append(f"{self.kind}: CPU schedules")
         return super().schedule_passes(phase)
 
-    def after_build(self, graph, module, target, calibration) -> GraphCensus:
+    def after_build(self, graph, module, target, calibration, gates=None) -> GraphCensus:
         self.calls.append("after_build")
         return GraphCensus(len(list(graph.op_nodes())))
 

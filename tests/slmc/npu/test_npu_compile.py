@@ -1,4 +1,4 @@
-"""End to end: the fixture LM with the int8 NPU recipe through the CLI for the generic NPU target."""
+"""End to end: the fixture LM with the int8 NPU recipe through the CLI for the generic NPU and the Ethos-U targets."""
 
 import json
 import subprocess
@@ -32,6 +32,8 @@ def test_fixture_lm_int8_on_the_generic_npu(tmp_path):
     assert "not in the NPU's ops.supported" in reasons["rsqrt"] and "quantizes linears only" in reasons["softmax"]
     assert "quantized_embedding" in reasons  # the int8 embedding table is a lookup, not an NPU op
     assert check["passed"] and check["tvm_vs_numpy"]["max_abs_lsb"] == 0 and check["tvm_vs_onnxruntime"]["max_abs_lsb"] <= 1
+    assert check["tosa_reference"]["elements_differing"] == 0 and check["tosa_reference"]["elements"] > 0
+    assert manifest["npu_toolchain"]["vela"] is None  # a generic NPU: TOSA and its reference model, no Vela
     assert manifest["verification"]["passed"]
 
     # the shipped QDQ model, run by ONNX Runtime on fresh codes, against the fixed-point reference built
@@ -47,3 +49,21 @@ def test_fixture_lm_int8_on_the_generic_npu(tmp_path):
     bias = init.get("r0_b_q", np.zeros(weights.shape[0], np.int32))
     expected = integer_linear(codes, weights, bias, multiplier, shift, "half_up")
     assert np.abs(ort.astype(np.int32) - expected).max() <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["ethos-u65", "ethos-u55", "ethos-u85"])
+def test_fixture_lm_int8_through_tosa_and_vela(tmp_path, target):
+    out = tmp_path / "artifact"
+    done = subprocess.run([sys.executable, "-m", "slmc", "compile", "-m", "fixture-lm", "-r", str(RECIPE),
+                           "-t", target, "-o", str(out), "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    tools, tosa = manifest["npu_toolchain"], manifest["verification"]["npu"]["tosa_reference"]
+    assert tosa["elements_differing"] == 0 and tosa["elements"] > 0  # the TOSA reference model agrees bit for bit
+    assert len(tools["partitions"]) == manifest["npu"]["totals"]["partitions"] == 29 and not tools["refusals"]
+    for partition in tools["partitions"]:  # Vela compiled every partition; its summary beside slmc's estimate
+        assert partition["vela"]["npu_operators"] >= 1 and partition["vela"]["cpu_operators"] == 0
+        assert partition["vela_to_slmc_cycles"] == partition["vela"]["cycles_total"] / partition["slmc_estimated_cycles"]
+        assert (out / partition["tosa_file"]).is_file() and (out / partition["vela_file"]).is_file()
+    assert tools["totals"]["npu_mac_fraction"] == 1.0 and tools["totals"]["vela_cycles"] > 0
