@@ -76,8 +76,9 @@ def _group_dot_block(sch: s_tir.Schedule) -> s_tir.schedule.SBlockRV | None:
 
 
 def _tile_codes(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> tirx.Buffer | None:
-    """The 3-D ``uint8`` codes ``[N/nb, K', nb]`` the block reads."""
-    codes = [r.source for r in sch.get(block).reads if str(r.source.dtype) == "uint8" and len(r.source.shape) == 3]
+    """The 3-D codes ``[N/nb, K', nb]`` the block reads (``uint8`` int8 codes, ``uint32`` words of int4 ones)."""
+    codes = [r.source for r in sch.get(block).reads
+             if str(r.source.dtype) in ("uint8", "uint32") and len(r.source.shape) == 3]
     return codes[0] if len(codes) == 1 else None
 
 
@@ -87,7 +88,7 @@ class _TiledShape:
 
     width: int  # channels per tile
     vector: int  # channels per chunk: the tile, or a slice of ACCUMULATOR_VECTORS vectors of it
-    pairs: int  # codes per byte along K: 2 for int4 (both nibbles unrolled), else 1
+    pairs: int  # codes per stored element along K: 8 for int4 words (all nibbles unrolled), else 1
     group: int  # inputs per group (K for per-channel scales)
     rows: tirx.PrimExpr  # M, the token axis (dynamic in a model: 1 in decode)
 
@@ -107,7 +108,7 @@ def _tiled_shape(sch: s_tir.Schedule, params: CpuParams) -> _TiledShape | None:
     width = int(codes.shape[2])
     vector = min(width, ACCUMULATOR_VECTORS * params.lanes)
     groups, group = (int(iv.dom.extent) for iv in sch.get(dots).iter_vars[2:])
-    pairs = 2 if int(codes.shape[1]) * 2 == groups * group else 1  # int4: both nibbles of one byte
+    pairs = groups * group // int(codes.shape[1])  # int4: the 8 nibbles of one word
     if width % vector or group % pairs:
         return None
     return _TiledShape(width, vector, pairs, group, sch.get(dots).iter_vars[0].dom.extent)
@@ -190,7 +191,7 @@ def _chunks(sch: s_tir.Schedule, out: s_tir.schedule.SBlockRV, shape: _TiledShap
 
 
 def _vectorized_dots(sch: s_tir.Schedule, dots: s_tir.schedule.SBlockRV, pairs: int) -> None:
-    """Under its compute-at loop: reduction outside, channels vectorized inside (int4: nibbles unrolled)."""
+    """Under its compute-at loop: reduction outside, channels vectorized inside (int4: the nibbles of a word unrolled)."""
     channel, inner = sch.get_loops(dots)[-2:]
     step, pair = sch.split(inner, factors=[None, pairs])
     sch.reorder(step, pair, channel)
