@@ -1,6 +1,7 @@
 """TVM lowering of slmc's quantized ops: one kernel each, dequantization fused into the matmul.
 
-The weights reach the kernel packed (uint8 codes, float16 scales, uint8 zero points; int8 for
+The weights reach the kernel packed (uint8 codes -- tiled int4 codes read as uint32 words of 8
+nibbles, ``_code_layout`` --, float16 scales, uint8 zero points; int8 for
 ``w8a8_linear``; ``w4a8_linear``'s kernel is ``slmc.quantization.w4a8_kernel``): the dequantized value of each weight is computed inside the reduction, where it
 is used, so no float32 copy of any weight exists at run time. The kernels are tensor-expression
 (TE) definitions emitted as ``call_tir`` of their own PrimFuncs; each PrimFunc carries the
@@ -95,8 +96,8 @@ def _unit_code(qweight: te.Tensor, tile: Any, k: Any, lane: Any, bits: int) -> A
     word = qweight[tile, tirx.floordiv(k, NIBBLES_PER_WORD), lane]
     shift = (tirx.floormod(k, NIBBLES_PER_WORD) * 4).astype("uint32")
     nibble = tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(15, "uint32"))
-    bits_ = tirx.bitwise_or(tirx.shift_left(nibble, tirx.const(UNIT_SHIFT, "uint32")), tirx.const(ONE_BITS, "uint32"))
-    return tirx.reinterpret("float32", bits_)
+    pattern = tirx.bitwise_or(tirx.shift_left(nibble, tirx.const(UNIT_SHIFT, "uint32")), tirx.const(ONE_BITS, "uint32"))
+    return tirx.reinterpret("float32", pattern)
 
 
 def _group_factored_matmul(xs: te.Tensor, qweight: te.Tensor, scales: te.Tensor, zeros: te.Tensor | None, bits: int,

@@ -22,6 +22,10 @@ Two kernel forms, after the weight layout the converter chose:
 
   Decode unpacks each code where it is used; prefill unpacks a ``[group, nb]`` block once per
   tile and group and every row reuses it, so its inner loop is one FMA per weight and row.
+  int4 codes are uint32 words of 8 consecutive inputs of one channel, and the unpacked value is the
+  float ``1 + code / 16`` (``tvm_kernels._unit_code``): per 16 weights one shift, one ``vpternlogd``
+  and one FMA on AVX-512 (the decode loop went from ~38 to ~28 instructions per 128 weights; no
+  ``vpmovzxbd`` / ``vextracti*`` shuffles, no ``vcvtdq2ps``; docs/dev-notes.md).
   Measured one thread, AVX-512, int4 g32 (``benchmarks/quantized_kernel_speed.py``): decode ~27 GB/s
   of weights (576->49152), prefill 128 rows 150-175 GFLOP/s, against 14 GB/s and 15-60 GFLOP/s for
   the transposed form below.
