@@ -50,6 +50,7 @@ from slmc.schedules.rule import SlmcCpuRule
 
 KIND = "quantized_linear"
 ACCUMULATOR_VECTORS = 4  # vectors of output channels accumulated in registers per chunk (tiled form)
+ROW_BLOCK = 32  # rows per block of the prefill nest: its [32, vector] output strip + [32, group] x slice stay in L1
 SHARED_BLOCK_BYTES = 256 * 1024  # largest unpacked [group, chunk] float block of the prefill nest (stack, L2)
 
 
@@ -221,12 +222,18 @@ def _schedule_rows(sch: s_tir.Schedule, shape: _TiledShape, params: CpuParams) -
     vectorize_tails(sch, [accumulator, *kept])
 
 
-def _schedule_shared(sch: s_tir.Schedule, shape: _TiledShape, params: CpuParams) -> None:
-    """Prefill: per chunk and group, the codes are unpacked once into a ``[group, vector]`` float block
-    (L1) that every row reuses; rows accumulate in the output."""
+def _schedule_shared(sch: s_tir.Schedule, shape: _TiledShape, params: CpuParams, row_block: int = ROW_BLOCK) -> None:
+    """Prefill: rows in blocks of ``row_block`` outside the group loop; per chunk, row block and group
+    the codes are unpacked once into a ``[group, vector]`` float block (L1) that the block's rows reuse,
+    and the block's ``[row_block, vector]`` output strip accumulates in L1 across groups (without the
+    row blocks every group streamed the whole ``[M, vector]`` strip and ``x`` through L2: 1,024 rows ran
+    at ~1/4 of 128 rows' rate; docs/dev-notes.md). ``row_block`` 0: all rows in one block."""
     codes, dots, out, epilogues = _prepare(sch, params)
     chunk, m, g = _chunks(sch, out, shape, inner_rows=True)
     kept = fold_epilogues(sch, epilogues, chunk)
+    if row_block:
+        block, m = sch.split(m, factors=[None, row_block])
+        sch.reorder(block, g)
     sch.compute_at(dots, m)
     sch.set_scope(dots, 0, "local")
     _vectorized_dots(sch, dots, shape.pairs)

@@ -14,7 +14,7 @@ from schedule_helpers import AVX512_2CORES, dense_kernel, dequantize, quantized_
 from tvm import te
 
 from slmc.quantization.tvm_kernels import KERNEL_ATTR, linear_tile_width, quantized_linear_te
-from slmc.schedules.quantized_matmul import QuantizedMatmul, decode_chunk
+from slmc.schedules.quantized_matmul import ROW_BLOCK, QuantizedMatmul, decode_chunk
 from slmc.schedules.row_matmul import CpuParams
 
 K, N = 64, 48
@@ -127,6 +127,13 @@ def test_tiled_kernel_on_narrow_simd_walks_tiles_in_slices(host_target):
     _matches_numpy(func, host_target, 64, 128, 4, 32, rows=3, seed=2)
 
 
+@pytest.mark.parametrize("rows", [ROW_BLOCK, 2 * ROW_BLOCK + 5])
+def test_prefill_row_blocks_cover_whole_and_partial_blocks(rows, host_target):
+    """Rows in blocks of ``ROW_BLOCK``: a whole number of blocks and a partial last block both match numpy."""
+    func = _schedule(quantized_kernel(64, 128, 4, 32, tile=64), host_target)
+    _matches_numpy(func, host_target, 64, 128, 4, 32, rows=rows, seed=7)
+
+
 def test_tiled_kernel_folds_an_elementwise_epilogue_into_the_write_back(host_target):
     x = te.placeholder((te.var("m", "int64"), 64), "float32", "x")
     q, s = te.placeholder((2, 8, 64), "uint32", "q"), te.placeholder((2, 2, 64), "float16", "s")
@@ -201,11 +208,14 @@ def _enclosing_loops(lines: list[str], index: int) -> list[str]:
     return loops
 
 
-def test_prefill_nest_reads_each_packed_tile_once_for_all_rows(host_target):
+def test_prefill_nest_reads_each_packed_tile_once_per_row_block(host_target):
     func = _schedule(quantized_kernel(TK, TN, 4, 32, tile=linear_tile_width(TN)), host_target)
     prefill = func.script().split("if m == T.int64(1):", 1)[1].split("\n    else:", 1)[1].splitlines()
     constant = re.compile(r"for .* in (range|T\.unroll|T\.vectorized|T\.parallel)\((T\.int64\()?\d+\)?\):")
+    row_blocks = re.compile(rf"for .* in range\(\(m(_\d+)? \+ T\.int64\({ROW_BLOCK - 1}\)\) // T\.int64\({ROW_BLOCK}\)\):")
     reads = [i for i, line in enumerate(prefill) if re.search(r"\bq(_\d+)?\[", line) and "T.reads" not in line]
-    assert reads  # the packed codes are read in the unpacking block only: under tile, group and K loops, no row loop
+    assert reads  # the packed codes are read in the unpacking block only: under tile, row block, group and K loops
     for index in reads:
-        assert all(constant.fullmatch(loop) for loop in _enclosing_loops(prefill, index)), prefill[index]
+        loops = _enclosing_loops(prefill, index)
+        assert [bool(row_blocks.fullmatch(loop)) for loop in loops].count(True) == 1, prefill[index]
+        assert all(constant.fullmatch(loop) or row_blocks.fullmatch(loop) for loop in loops), prefill[index]
