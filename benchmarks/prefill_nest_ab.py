@@ -21,10 +21,10 @@ import time
 
 for _blas in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_blas, "1")
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-import quantized_kernel_speed as speed  # noqa: E402
+import quantized_kernel_speed as speed
 
 SHAPES = [(576, 1536), (1536, 576)]
 
