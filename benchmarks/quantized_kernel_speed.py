@@ -42,7 +42,7 @@ def kernel(in_features: int, out_features: int, bits: int, group: int, zeros: bo
     """The scheduled PrimFunc of ``quantized_linear_te`` (tiled by ``width``, or transposed if None)."""
     from tvm import te, tirx
 
-    from slmc.quantization.tvm_kernels import KERNEL_ATTR, quantized_linear_te
+    from slmc.quantization.tvm_kernels import KERNEL_ATTR, quantized_linear_te, word_layout
     from slmc.schedules import cpu_params
     from slmc.schedules.quantized_matmul import QuantizedMatmul
     from slmc.spec.target import load_target
@@ -54,7 +54,9 @@ def kernel(in_features: int, out_features: int, bits: int, group: int, zeros: bo
         return te.placeholder(shape, dtype, name)
 
     x = te.placeholder((tirx.Var("m", "int64"), in_features), "float32", "x")
-    q, s = table(packed, "uint8", "q"), table(groups, "float16", "s")
+    words = width is not None and word_layout(in_features, bits, group)  # int4 tiles: uint32 words of 8 nibbles
+    q = table(packed // 4, "uint32", "q") if words else table(packed, "uint8", "q")
+    s = table(groups, "float16", "s")
     z = table(groups, "uint8", "z") if zeros else None
     out = quantized_linear_te(x, q, s, z, None, None, bits, group)
     func = te.create_prim_func([t for t in (x, q, s, z, out) if t is not None]).with_attr(KERNEL_ATTR, "quantized_linear")
@@ -65,10 +67,13 @@ def kernel(in_features: int, out_features: int, bits: int, group: int, zeros: bo
     return sch.mod["main"], target.tvm_target()
 
 
-def layout(table: np.ndarray, width: int | None) -> np.ndarray:
-    """``[N, C]`` -> ``[C, N]`` or ``[N/width, C, width]``: what slmc.schedules.prepack stores."""
+def layout(table: np.ndarray, width: int | None, words: bool = False) -> np.ndarray:
+    """``[N, C]`` -> ``[C, N]`` or ``[N/width, C, width]`` (``words``: int4 codes as little-endian uint32
+    words first, ``slmc.quantization.tvm_kernels._code_layout``): what slmc.schedules.prepack stores."""
     if width is None:
         return np.ascontiguousarray(table.T)
+    if words:
+        table = np.ascontiguousarray(table).view("<u4")
     return np.ascontiguousarray(table.reshape(table.shape[0] // width, width, table.shape[1]).transpose(0, 2, 1))
 
 
@@ -86,7 +91,7 @@ def reference(x: np.ndarray, codes: np.ndarray, scales: np.ndarray, zeros: np.nd
 def measure(shape: tuple[int, int], args: argparse.Namespace, bandwidth: float) -> list[dict]:
     import tvm
 
-    from slmc.quantization.tvm_kernels import linear_tile_width
+    from slmc.quantization.tvm_kernels import linear_tile_width, word_layout
 
     in_features, out_features = shape
     rng = np.random.default_rng(0)
@@ -107,7 +112,8 @@ def measure(shape: tuple[int, int], args: argparse.Namespace, bandwidth: float) 
         inputs = {}
         copies = max(1, -(-args.cold_mb * 2**20 // weight_bytes)) if args.cold_mb else 1
         for name, width in variants.items():
-            tables = [layout(t, width) for t in (codes, scales, zeros) if t is not None]
+            words = width is not None and word_layout(in_features, args.bits, args.group)
+            tables = [layout(codes, width, words)] + [layout(t, width) for t in (scales, zeros) if t is not None]
             out = tvm.runtime.tensor(np.zeros((rows, out_features), np.float32))
             activations = tvm.runtime.tensor(x)
             sets = [[activations, *(tvm.runtime.tensor(t) for t in tables), out] for _ in range(copies)]

@@ -1,6 +1,7 @@
 """TVM lowering of slmc's quantized ops: one kernel each, dequantization fused into the matmul.
 
-The weights reach the kernel packed (uint8 codes, float16 scales, uint8 zero points; int8 for
+The weights reach the kernel packed (uint8 codes -- tiled int4 codes read as uint32 words of 8
+nibbles, ``_code_layout`` --, float16 scales, uint8 zero points; int8 for
 ``w8a8_linear``; ``w4a8_linear``'s kernel is ``slmc.quantization.w4a8_kernel``): the dequantized value of each weight is computed inside the reduction, where it
 is used, so no float32 copy of any weight exists at run time. The kernels are tensor-expression
 (TE) definitions emitted as ``call_tir`` of their own PrimFuncs; each PrimFunc carries the
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tvm import relax, te, tirx
+from tvm import DataType, relax, te, tirx
 
 from slmc.quantization.ops import QUANTIZED_LINEAR, reciprocal
 from slmc.quantization.w4a8_kernel import w4a8_linear_te
@@ -67,15 +68,36 @@ def linear_tile_width(out_features: int) -> int | None:
     return next((w for w in LINEAR_TILE_WIDTHS if out_features % w == 0), None)
 
 
+NIBBLES_PER_WORD = 8  # int4 codes per uint32 word of the tiled layout
+
+
 def _tiled_code(qweight: te.Tensor, tile: Any, k: Any, lane: Any, bits: int) -> Any:
-    """The unsigned code of input ``k``, channel ``lane`` of ``tile`` in ``[N/nb, K', nb]`` codes, as int32
-    (int4: channel ``2j`` in the low nibble, ``slmc.quantization.formats.pack``). On AVX-512 the
-    vectorized loop unpacks a 64-byte row with byte masks/shifts, ``vpmovzxbd`` and ``vcvtdq2ps``
-    (no gathers, nothing scalar)."""
+    """The unsigned code of input ``k``, channel ``lane`` of ``tile`` in tiled codes, as an integer:
+    int8 ``[N/nb, K, nb]`` bytes; int4 ``[N/nb, K/8, nb]`` uint32 words (``word_layout``), input ``8w + j``
+    in bits ``4j..4j+3`` of word ``w``."""
     if bits == 8:
         return qweight[tile, k, lane].astype("int32")
-    byte = qweight[tile, tirx.floordiv(k, 2), lane].astype("int32")
-    return tirx.bitwise_and(tirx.shift_right(byte, tirx.floormod(k, 2) * 4), tirx.const(15, "int32"))
+    word = qweight[tile, tirx.floordiv(k, NIBBLES_PER_WORD), lane]
+    shift = (tirx.floormod(k, NIBBLES_PER_WORD) * 4).astype("uint32")
+    return tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(15, "uint32")).astype("int32")
+
+
+ONE_BITS = 0x3F800000  # float32 1.0
+UNIT_SHIFT = 19  # a nibble in mantissa bits 19..22 of 1.0 is 1 + code/16
+
+
+def _unit_code(qweight: te.Tensor, tile: Any, k: Any, lane: Any, bits: int) -> Any:
+    """The float the group-factored sum multiplies ``x`` by: ``float(code)`` for int8; for int4
+    ``1 + code / 16``, built without a conversion by placing the nibble in the top mantissa bits of
+    1.0: per 16 weights one shift and one ``vpternlogd`` (and + or) on a vector of words, no
+    shuffles, no ``vcvtdq2ps`` (the offset ``1`` is removed once per group: ``_group_factored_matmul``)."""
+    if bits == 8:
+        return _tiled_code(qweight, tile, k, lane, bits).astype("float32")
+    word = qweight[tile, tirx.floordiv(k, NIBBLES_PER_WORD), lane]
+    shift = (tirx.floormod(k, NIBBLES_PER_WORD) * 4).astype("uint32")
+    nibble = tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(15, "uint32"))
+    pattern = tirx.bitwise_or(tirx.shift_left(nibble, tirx.const(UNIT_SHIFT, "uint32")), tirx.const(ONE_BITS, "uint32"))
+    return tirx.reinterpret("float32", pattern)
 
 
 def _group_factored_matmul(xs: te.Tensor, qweight: te.Tensor, scales: te.Tensor, zeros: te.Tensor | None, bits: int,
@@ -90,6 +112,10 @@ def _group_factored_matmul(xs: te.Tensor, qweight: te.Tensor, scales: te.Tensor,
     a stage of their own (``unpacked_codes``, float32 ``[N/nb, K, nb]`` as written): the CPU schedule
     (``slmc.schedules.quantized_matmul``) inlines it in decode and computes one ``[group, nb]`` block
     of it at a time in prefill, so no float copy of the weight exists at run time.
+
+    int4 codes are words of 8 nibbles (``word_layout``) and the unpacked value is ``u = 1 + code / 16``
+    (``_unit_code``): ``sum x * code = 16 * (sum x * u - sum x)``, so a group contributes
+    ``scale * (16 * dot - (16 + zero) * xsum)``; the same sum up to float rounding.
     """
     rows, in_features = xs.shape
     tiles, _, width = qweight.shape
@@ -97,7 +123,7 @@ def _group_factored_matmul(xs: te.Tensor, qweight: te.Tensor, scales: te.Tensor,
     r = te.reduce_axis((0, group_size), name="r")
     sums = te.compute((rows, groups), lambda m, g: te.sum(xs[m, g * group_size + r], axis=r), name="group_sum")
     codes = te.compute((tiles, in_features, width),  # a stage of its own: the schedule inlines it or reuses it across rows
-                       lambda t, k, lane: _tiled_code(qweight, t, k, lane, bits).astype("float32"), name="unpacked_codes")
+                       lambda t, k, lane: _unit_code(qweight, t, k, lane, bits), name="unpacked_codes")
     i = te.reduce_axis((0, group_size), name="i")
     dots = te.compute(
         (rows, tiles * width, groups),
@@ -109,11 +135,16 @@ def _group_factored_matmul(xs: te.Tensor, qweight: te.Tensor, scales: te.Tensor,
         return table[n // width, g, n % width].astype("float32")
 
     g = te.reduce_axis((0, groups), name="g")
-    mid = tirx.const(2.0 ** (bits - 1), "float32")
+    unit = tirx.const(16.0 if bits == 4 else 1.0, "float32")  # int4: dots of u = 1 + code / 16 (_unit_code)
+    lift = 16.0 if bits == 4 else 0.0  # ... so code = 16 * u - 16
+    mid = tirx.const(2.0 ** (bits - 1) + lift, "float32")
+
+    def offset(g: Any, n: Any) -> Any:  # what multiplies the group's input sum: zero point (+ int4's lift)
+        return at(zeros, g, n) + tirx.const(lift, "float32") if zeros is not None else mid
+
     return te.compute(
         (rows, tiles * width),
-        lambda m, n: te.sum((dots[m, n, g] - (at(zeros, g, n) if zeros is not None else mid) * sums[m, g])
-                            * at(scales, g, n), axis=g),
+        lambda m, n: te.sum((dots[m, n, g] * unit - offset(g, n) * sums[m, g]) * at(scales, g, n), axis=g),
         name="dequant_matmul",
     )
 
@@ -164,7 +195,7 @@ def quantized_embedding_te(ids: te.Tensor, qweight: te.Tensor, scales: te.Tensor
     ``[K', N]``. A gather from those reads one row at a stride: a few microseconds per token, and the
     table is stored once."""
     if len(qweight.shape) == 3:
-        width = qweight.shape[1] * 8 // bits
+        width = qweight.shape[1] * (DataType(qweight.dtype).bits // bits)
         return te.compute((ids.shape[0], width),
                           lambda i, k: _tiled_dequantized(qweight, scales, zeros, bits, group_size, ids[i].astype("int64"), k),
                           name="dequant_take")
@@ -273,13 +304,35 @@ def _weight_layout(bb: relax.BlockBuilder, table: relax.Expr, width: int | None)
     return bb.emit(relax.op.permute_dims(bb.emit(relax.op.reshape(table, [rows // width, width, cols])), [0, 2, 1]))
 
 
+def word_layout(in_features: int, bits: int, group_size: int) -> bool:
+    """Whether tiled int4 codes are stored as uint32 words of 8 nibbles (``_tiled_code``): 8 divides
+    ``K`` and the group (a word never spans two groups)."""
+    return bits == 4 and in_features % NIBBLES_PER_WORD == 0 and group_size % NIBBLES_PER_WORD == 0
+
+
+def _code_layout(bb: relax.BlockBuilder, qweight: relax.Expr, bits: int, group_size: int) -> tuple[relax.Expr, int | None]:
+    """Packed codes ``[N, K']`` in the layout of the kernel (``quantized_linear_te``) and its tile width
+    (``None``: transposed ``[K', N]``). int4 tiles are of uint32 words: the bytes of a row viewed as
+    little-endian words (bits ``4j..4j+3`` of word ``w`` = input ``8w + j``, ``formats.pack``'s nibble
+    order; every slmc CPU target is little-endian), then tiled; int4 codes that cannot be words are
+    read transposed. ``slmc.schedules.prepack`` stores the result of the whole chain."""
+    out_features, packed = (int(v) for v in qweight.ty.shape.values)
+    width = linear_tile_width(out_features)
+    if bits == 4 and width is not None:
+        in_features = packed * 2
+        if not word_layout(in_features, bits, group_size):
+            return _weight_layout(bb, qweight, None), None
+        qweight = bb.emit(relax.op.memory.view(qweight, [out_features, in_features // NIBBLES_PER_WORD], "uint32"))
+    return _weight_layout(bb, qweight, width), width
+
+
 def _convert_quantized_linear(node: Any, importer: Any) -> relax.Var:
     x, qweight, scales, zeros, bias, input_scale, bits, group_size = importer.retrieve_args(node)
     bb = importer.block_builder
     flat, leading = _flatten(bb, x)
     name = _kernel_name("slmc_qlinear", f"int{bits}", f"g{group_size}", "asym" if zeros is not None else "sym")
-    width = linear_tile_width(int(qweight.ty.shape.values[0]))
-    qweight, scales = _weight_layout(bb, qweight, width), _weight_layout(bb, scales, width)
+    qweight, width = _code_layout(bb, qweight, int(bits), int(group_size))
+    scales = _weight_layout(bb, scales, width)
     zeros = _weight_layout(bb, zeros, width) if zeros is not None else None
     out = bb.emit_te(quantized_linear_te, flat, qweight, scales, zeros, bias, input_scale, int(bits), int(group_size),
                      primfunc_name_hint=name, primfunc_attrs={KERNEL_ATTR: "quantized_linear"})
@@ -305,8 +358,8 @@ def _convert_quantized_embedding(node: Any, importer: Any) -> relax.Var:
     name = _kernel_name("slmc_qembedding", f"int{bits}", f"g{group_size}")
     transposed = False
     if _read_by_linear(node.args[1]):  # a tied head's codes: read them in its layout, so prepack stores one table
-        width = linear_tile_width(int(qweight.ty.shape.values[0]))
-        qweight, scales = _weight_layout(bb, qweight, width), _weight_layout(bb, scales, width)
+        qweight, width = _code_layout(bb, qweight, int(bits), int(group_size))
+        scales = _weight_layout(bb, scales, width)
         zeros = _weight_layout(bb, zeros, width) if zeros is not None else None
         transposed = width is None
     out = bb.emit_te(quantized_embedding_te, flat, qweight, scales, zeros, int(bits), int(group_size), transposed,

@@ -5,9 +5,10 @@ converters read their weights through ``permute_dims`` / ``reshape`` chains into
 kernels want (``[K, N]`` for the vectorized matmul rules of ``slmc.schedules``; tiled or
 interleaved layouts for others). FuseOps does not fuse such a layout change into its consumer, so
 each call would redo it on every weight. ``prepack`` rewrites ``main``: a weight parameter whose
-every use is one and the same chain of ``reshape`` / ``permute_dims`` calls is replaced by a
-parameter of the chain's output shape, and the stored array is the chain applied once with numpy
-(both ops are pure relayouts, so this is exact).
+every use is one and the same chain of ``reshape`` / ``permute_dims`` / ``memory.view`` calls is
+replaced by a parameter of the chain's output shape and dtype, and the stored array is the chain
+applied once with numpy (pure relayouts and reinterpretations of the bytes, so this is exact; a view
+reads int4 code bytes as uint32 words, ``slmc.quantization.tvm_kernels._code_layout``).
 
 A tied embedding table (read by ``take(W, ids, axis=0)`` and, as the output projection, by
 ``permute_dims(W)``) is stored transposed once and the gather reads it transposed:
@@ -31,6 +32,7 @@ from tvm import relax
 _PERMUTE = tvm.ir.Op.get("relax.permute_dims")
 _RESHAPE = tvm.ir.Op.get("relax.reshape")
 _TAKE = tvm.ir.Op.get("relax.take")
+_VIEW = tvm.ir.Op.get("relax.memory.view")
 
 
 def _layout_step(call: relax.Call) -> tuple | None:
@@ -45,13 +47,30 @@ def _layout_step(call: relax.Call) -> tuple | None:
         shape = call.args[1]
         if isinstance(shape, relax.ShapeExpr) and all(isinstance(v, tvm.tirx.IntImm) for v in shape.values):
             return ("reshape", tuple(int(v) for v in shape.values))
+    if call.op.same_as(_VIEW):  # a reinterpretation of the whole tensor: static shape, a dtype, no byte offset
+        shape, dtype, offset = call.args[1:4]
+        if (isinstance(shape, relax.ShapeExpr) and all(isinstance(v, tvm.tirx.IntImm) for v in shape.values)
+                and isinstance(offset, relax.Tuple) and not offset.fields and dtype.value is not None):
+            return ("view", (str(dtype.value), tuple(int(v) for v in shape.values)))
     return None
 
 
 def _apply(array: np.ndarray, chain: tuple) -> np.ndarray:
+    """The chain applied with numpy. A ``view`` reads the bytes as little-endian elements of its dtype
+    (every slmc CPU target is little-endian) and stores them in the host's order."""
     for kind, value in chain:
-        array = np.transpose(array, value) if kind == "permute" else np.reshape(array, value)
+        if kind == "view":
+            dtype, shape = np.dtype(value[0]), value[1]
+            array = np.ascontiguousarray(array).view(dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(shape)
+        else:
+            array = np.transpose(array, value) if kind == "permute" else np.reshape(array, value)
     return np.asarray(array, order="C")  # keeps 0-d arrays 0-d (np.ascontiguousarray does not)
+
+
+def _stored_dtype(chain: tuple, dtype: str) -> str:
+    """The element type after ``chain``: that of its last ``view``, else ``dtype``."""
+    views = [value[0] for kind, value in chain if kind == "view"]
+    return views[-1] if views else dtype
 
 
 def _is_row_gather(call: relax.Call, param: relax.Var) -> bool:
@@ -158,7 +177,7 @@ def prepack(module: tvm.IRModule, weights: list[np.ndarray], num_inputs: int) ->
         if plan is None:
             continue
         stored = _apply(weights[index - num_inputs], plan.chain)
-        new = relax.Var(param.name, relax.TensorType(list(stored.shape), param.ty.dtype))
+        new = relax.Var(param.name, relax.TensorType(list(stored.shape), _stored_dtype(plan.chain, param.ty.dtype)))
         params[index] = new
         weights[index - num_inputs] = stored
         ends.update({end: new for end in plan.ends})

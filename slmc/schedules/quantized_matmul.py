@@ -11,17 +11,22 @@ Two kernel forms, after the weight layout the converter chose:
 
     M == 1 (decode)                                   M > 1 (prefill)
     parallel for tile in N / nb:                      parallel for tile in N / nb:
-      for m in M:                                       out[:, tile] = 0
-        acc[0:nb] = 0                                   for g in G:
-        for g in G:                                       codes[0:group, 0:nb] = float(code)   # L1, once
-          dot[0:nb] = 0                                   for m in M:
-          for i in group (int4: nibbles unrolled):          dot[0:nb] = sum_i x[m, i] * codes[i, :]
-            dot += x[m, i] * float(code[tile, i, :])        out[m, tile] += (dot - zero * xsum[m, g]) * scale
-          acc += (dot - zero * xsum[m, g]) * scale
+      for m in M:                                       for rb in M / ROW_BLOCK (32 rows):
+        acc[0:nb] = 0                                     out[rb, tile] = 0
+        for g in G:                                       for g in G:
+          dot[0:nb] = 0                                     codes[0:group, 0:nb] = float(code)   # L1
+          for i in group (int4: nibbles unrolled):          for m in rb:
+            dot += x[m, i] * float(code[tile, i, :])          dot[0:nb] = sum_i x[m, i] * codes[i, :]
+          acc += (dot - zero * xsum[m, g]) * scale            out[m, tile] += (dot - zero * xsum[m, g]) * scale
         out[m, tile] = epilogue(acc)                    epilogue(out[:, tile])
 
   Decode unpacks each code where it is used; prefill unpacks a ``[group, nb]`` block once per
-  tile and group and every row reuses it, so its inner loop is one FMA per weight and row.
+  tile, row block and group and the block's rows reuse it, so its inner loop is one FMA per weight
+  and row, and the block's ``[32, nb]`` output strip stays in L1 across the groups.
+  int4 codes are uint32 words of 8 consecutive inputs of one channel, and the unpacked value is the
+  float ``1 + code / 16`` (``tvm_kernels._unit_code``): per 16 weights one shift, one ``vpternlogd``
+  and one FMA on AVX-512 (the decode loop went from ~38 to ~28 instructions per 128 weights; no
+  ``vpmovzxbd`` / ``vextracti*`` shuffles, no ``vcvtdq2ps``; docs/dev-notes.md).
   Measured one thread, AVX-512, int4 g32 (``benchmarks/quantized_kernel_speed.py``): decode ~27 GB/s
   of weights (576->49152), prefill 128 rows 150-175 GFLOP/s, against 14 GB/s and 15-60 GFLOP/s for
   the transposed form below.
@@ -46,6 +51,7 @@ from slmc.schedules.rule import SlmcCpuRule
 
 KIND = "quantized_linear"
 ACCUMULATOR_VECTORS = 4  # vectors of output channels accumulated in registers per chunk (tiled form)
+ROW_BLOCK = 32  # rows per block of the prefill nest: its [32, vector] output strip + [32, group] x slice stay in L1
 SHARED_BLOCK_BYTES = 256 * 1024  # largest unpacked [group, chunk] float block of the prefill nest (stack, L2)
 
 
@@ -76,8 +82,9 @@ def _group_dot_block(sch: s_tir.Schedule) -> s_tir.schedule.SBlockRV | None:
 
 
 def _tile_codes(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> tirx.Buffer | None:
-    """The 3-D ``uint8`` codes ``[N/nb, K', nb]`` the block reads."""
-    codes = [r.source for r in sch.get(block).reads if str(r.source.dtype) == "uint8" and len(r.source.shape) == 3]
+    """The 3-D codes ``[N/nb, K', nb]`` the block reads (``uint8`` int8 codes, ``uint32`` words of int4 ones)."""
+    codes = [r.source for r in sch.get(block).reads
+             if str(r.source.dtype) in ("uint8", "uint32") and len(r.source.shape) == 3]
     return codes[0] if len(codes) == 1 else None
 
 
@@ -87,7 +94,7 @@ class _TiledShape:
 
     width: int  # channels per tile
     vector: int  # channels per chunk: the tile, or a slice of ACCUMULATOR_VECTORS vectors of it
-    pairs: int  # codes per byte along K: 2 for int4 (both nibbles unrolled), else 1
+    pairs: int  # codes per stored element along K: 8 for int4 words (all nibbles unrolled), else 1
     group: int  # inputs per group (K for per-channel scales)
     rows: tirx.PrimExpr  # M, the token axis (dynamic in a model: 1 in decode)
 
@@ -107,7 +114,7 @@ def _tiled_shape(sch: s_tir.Schedule, params: CpuParams) -> _TiledShape | None:
     width = int(codes.shape[2])
     vector = min(width, ACCUMULATOR_VECTORS * params.lanes)
     groups, group = (int(iv.dom.extent) for iv in sch.get(dots).iter_vars[2:])
-    pairs = 2 if int(codes.shape[1]) * 2 == groups * group else 1  # int4: both nibbles of one byte
+    pairs = groups * group // int(codes.shape[1])  # int4: the 8 nibbles of one word
     if width % vector or group % pairs:
         return None
     return _TiledShape(width, vector, pairs, group, sch.get(dots).iter_vars[0].dom.extent)
@@ -190,7 +197,7 @@ def _chunks(sch: s_tir.Schedule, out: s_tir.schedule.SBlockRV, shape: _TiledShap
 
 
 def _vectorized_dots(sch: s_tir.Schedule, dots: s_tir.schedule.SBlockRV, pairs: int) -> None:
-    """Under its compute-at loop: reduction outside, channels vectorized inside (int4: nibbles unrolled)."""
+    """Under its compute-at loop: reduction outside, channels vectorized inside (int4: the nibbles of a word unrolled)."""
     channel, inner = sch.get_loops(dots)[-2:]
     step, pair = sch.split(inner, factors=[None, pairs])
     sch.reorder(step, pair, channel)
@@ -216,12 +223,18 @@ def _schedule_rows(sch: s_tir.Schedule, shape: _TiledShape, params: CpuParams) -
     vectorize_tails(sch, [accumulator, *kept])
 
 
-def _schedule_shared(sch: s_tir.Schedule, shape: _TiledShape, params: CpuParams) -> None:
-    """Prefill: per chunk and group, the codes are unpacked once into a ``[group, vector]`` float block
-    (L1) that every row reuses; rows accumulate in the output."""
+def _schedule_shared(sch: s_tir.Schedule, shape: _TiledShape, params: CpuParams, row_block: int = ROW_BLOCK) -> None:
+    """Prefill: rows in blocks of ``row_block`` outside the group loop; per chunk, row block and group
+    the codes are unpacked once into a ``[group, vector]`` float block (L1) that the block's rows reuse,
+    and the block's ``[row_block, vector]`` output strip accumulates in L1 across groups (without the
+    row blocks every group streamed the whole ``[M, vector]`` strip and ``x`` through L2: 1,024 rows ran
+    at ~1/4 of 128 rows' rate; docs/dev-notes.md). ``row_block`` 0: all rows in one block."""
     codes, dots, out, epilogues = _prepare(sch, params)
     chunk, m, g = _chunks(sch, out, shape, inner_rows=True)
     kept = fold_epilogues(sch, epilogues, chunk)
+    if row_block:
+        block, m = sch.split(m, factors=[None, row_block])
+        sch.reorder(block, g)
     sch.compute_at(dots, m)
     sch.set_scope(dots, 0, "local")
     _vectorized_dots(sch, dots, shape.pairs)

@@ -110,7 +110,7 @@ def test_kernel_reads_packed_weights_only(host_target):
     _, mod = _compile_and_compare(module, lambda n: torch.randn(1, n, 64), [2], host_target)
     kernel = next(f for gv, f in mod.functions.items() if gv.name_hint.startswith("slmc_qlinear"))
     text = kernel.script()
-    assert 'T.Buffer((T.int64(3), T.int64(32), T.int64(16)), "uint8")' in text  # prepacked tiles [N/16, K/2, 16]
+    assert 'T.Buffer((T.int64(3), T.int64(8), T.int64(16)), "uint32")' in text  # prepacked tiles [N/16, K/8, 16] of words
     assert 'T.Buffer((T.int64(3), T.int64(2), T.int64(16)), "float16")' in text  # (slmc.schedules.prepack)
     scheduled = QuantizedMatmul(cpu_params(host_target)).apply(kernel, host_target.tvm_target(), False).mod
     lower = tvm.transform.Sequential([tvm.s_tir.transform.LowerInitBlock(),

@@ -6,7 +6,7 @@ import numpy as np
 import tvm
 from tvm import te, tirx
 
-from slmc.quantization.tvm_kernels import KERNEL_ATTR, quantized_linear_te
+from slmc.quantization.tvm_kernels import KERNEL_ATTR, quantized_linear_te, word_layout
 from slmc.schedules.row_matmul import CpuParams
 
 AVX512_2CORES = CpuParams(vector_bits=512, cores=2)
@@ -34,7 +34,8 @@ def quantized_kernel(k: int, n: int, bits: int = 4, group: int = 32, zeros: bool
         return te.placeholder((rows, n) if tile is None else (n // tile, rows, tile), dtype, name)
 
     x = te.placeholder((rows_var(), k), "float32", "x")
-    q = table(k * bits // 8, "uint8", "q")
+    words = tile is not None and word_layout(k, bits, group)  # int4 tiles: uint32 words of 8 nibbles
+    q = table(k // 8, "uint32", "q") if words else table(k * bits // 8, "uint8", "q")
     s = table(k // group, "float16", "s")
     z = table(k // group, "uint8", "z") if zeros else None
     b = te.placeholder((n,), "float32", "b") if bias else None
@@ -42,6 +43,12 @@ def quantized_kernel(k: int, n: int, bits: int = 4, group: int = 32, zeros: bool
     out = quantized_linear_te(x, q, s, z, b, a, bits, group)
     args = [t for t in (x, q, s, z, b, a) if t is not None] + [out]
     return te.create_prim_func(args).with_attr(KERNEL_ATTR, "quantized_linear")
+
+
+def word_codes(codes: np.ndarray) -> np.ndarray:
+    """int4 codes ``[K/2, N]`` (bytes) -> ``[K/8, N]`` little-endian uint32 words, what the converter's
+    ``memory.view`` reads (slmc.quantization.tvm_kernels._code_layout)."""
+    return np.ascontiguousarray(np.ascontiguousarray(codes.T).view("<u4").astype(np.uint32).T)
 
 
 def run(func: tirx.PrimFunc, target, *arrays: np.ndarray, out_shape: tuple) -> np.ndarray:

@@ -110,3 +110,21 @@ def test_two_different_chains_are_not_folded():
     w = np.zeros((4, 6), "float32")
     packed, weights, count = prepack(module, [w], 1)
     assert count == 0 and packed is module and weights[0] is w
+
+
+def test_a_view_as_words_is_folded_with_its_dtype():
+    """int4 code bytes read as little-endian uint32 words and tiled (tvm_kernels._code_layout): stored so, uint32."""
+    codes = np.random.default_rng(0).integers(0, 256, (8, 16)).astype("uint8")  # [N, K/2]
+    bb = relax.BlockBuilder()
+    w = relax.Var("w", relax.TensorType([8, 16], "uint8"))
+    with bb.function("main", [w]):
+        with bb.dataflow():
+            words = bb.emit(relax.op.memory.view(w, [8, 4], "uint32"))
+            tiled = bb.emit(relax.op.permute_dims(bb.emit(relax.op.reshape(words, [2, 4, 4])), [0, 2, 1]))
+            out = bb.emit_output(bb.emit(relax.op.astype(tiled, "float32")))
+        bb.emit_func_output(out)
+    packed, weights, count = prepack(bb.get(), [codes], 0)
+    assert count == 1 and weights[0].dtype == np.uint32 and weights[0].shape == (2, 4, 4)
+    assert packed["main"].params[0].ty.dtype == "uint32" and "view" not in packed["main"].script()
+    word = [int.from_bytes(bytes(codes[n, 4 * c:4 * c + 4]), "little") for n in range(8) for c in range(4)]
+    np.testing.assert_array_equal(weights[0], np.array(word, np.uint32).reshape(2, 4, 4).transpose(0, 2, 1))

@@ -10,11 +10,11 @@ import re
 
 import numpy as np
 import pytest
-from schedule_helpers import AVX512_2CORES, dense_kernel, dequantize, quantized_kernel, run
+from schedule_helpers import AVX512_2CORES, dense_kernel, dequantize, quantized_kernel, run, word_codes
 from tvm import te
 
 from slmc.quantization.tvm_kernels import KERNEL_ATTR, linear_tile_width, quantized_linear_te
-from slmc.schedules.quantized_matmul import QuantizedMatmul, decode_chunk
+from slmc.schedules.quantized_matmul import ROW_BLOCK, QuantizedMatmul, decode_chunk
 from slmc.schedules.row_matmul import CpuParams
 
 K, N = 64, 48
@@ -35,7 +35,8 @@ def _matches_numpy(func, host_target, k, n, bits, group, rows, seed, epilogue=la
     rng = np.random.default_rng(seed)
     codes, scales, _ = _packed_weights(rng, k, n, bits, group, False)
     x = rng.standard_normal((rows, k)).astype(np.float32)
-    got = run(func, host_target.tvm_target(), x, _tiled(codes, 64), _tiled(scales, 64), out_shape=(rows, n))
+    stored = word_codes(codes) if bits == 4 else codes
+    got = run(func, host_target.tvm_target(), x, _tiled(stored, 64), _tiled(scales, 64), out_shape=(rows, n))
     want = epilogue(x @ dequantize(codes, scales, None, bits, group))
     np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max(), rtol=1e-5)
 
@@ -97,7 +98,7 @@ def test_tiled_kernel_streams_tiles_and_matches_numpy(bits, zeros, group, extras
     # prefill: one chunk per contiguous tile; decode: 6 chunks of 32 channels, even on 2 cores (decode_chunk)
     assert "T.parallel(3)" in text and "T.parallel(6)" in text
     assert text.count("T.vectorized(64)") >= 3 and "T.vectorized(32)" in text  # prefill 4, decode 2 vectors of 16
-    assert ("T.unroll(2)" in text) == (bits == 4)  # both nibbles of one loaded byte
+    assert ("T.unroll(8)" in text) == (bits == 4)  # the 8 nibbles of one loaded word
     # decode: per-group dots and the accumulator in registers; prefill: one [group, 64] block of
     # unpacked codes per tile and group (computed under the group loop), reused by every row
     allocated = set(re.findall(r"(\w+) = T.sblock_alloc_buffer", text))
@@ -109,12 +110,12 @@ def test_tiled_kernel_streams_tiles_and_matches_numpy(bits, zeros, group, extras
     bias = rng.standard_normal(TN).astype(np.float32)
     input_scale = (rng.random(TK) + 0.5).astype(np.float32)
     weight = dequantize(codes, scales, zero, bits, group)
-    tables = [_tiled(t, width) for t in (codes, scales, zero) if t is not None]
+    tables = [_tiled(t, width) for t in (word_codes(codes) if bits == 4 else codes, scales, zero) if t is not None]
     for rows in (1, 3, 128):
         x = rng.standard_normal((rows, TK)).astype(np.float32)
         got = run(func, host_target.tvm_target(), x, *tables, *([bias, input_scale] if extras else []), out_shape=(rows, TN))
         want = ((x * input_scale) if extras else x) @ weight + (bias if extras else 0.0)
-        # the regrouped sum rounds differently: measured <= 3e-6 relative to the largest output
+        # the regrouped sum (int4: of 1 + code / 16) rounds differently: measured <= 3e-6 relative to the largest output
         np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max(), rtol=1e-5)
 
 
@@ -126,9 +127,16 @@ def test_tiled_kernel_on_narrow_simd_walks_tiles_in_slices(host_target):
     _matches_numpy(func, host_target, 64, 128, 4, 32, rows=3, seed=2)
 
 
+@pytest.mark.parametrize("rows", [ROW_BLOCK, 2 * ROW_BLOCK + 5])
+def test_prefill_row_blocks_cover_whole_and_partial_blocks(rows, host_target):
+    """Rows in blocks of ``ROW_BLOCK``: a whole number of blocks and a partial last block both match numpy."""
+    func = _schedule(quantized_kernel(64, 128, 4, 32, tile=64), host_target)
+    _matches_numpy(func, host_target, 64, 128, 4, 32, rows=rows, seed=7)
+
+
 def test_tiled_kernel_folds_an_elementwise_epilogue_into_the_write_back(host_target):
     x = te.placeholder((te.var("m", "int64"), 64), "float32", "x")
-    q, s = te.placeholder((2, 32, 64), "uint8", "q"), te.placeholder((2, 2, 64), "float16", "s")
+    q, s = te.placeholder((2, 8, 64), "uint32", "q"), te.placeholder((2, 2, 64), "float16", "s")
     out = quantized_linear_te(x, q, s, None, None, None, 4, 32)
     relu = te.compute(out.shape, lambda m, n: te.max(out[m, n], te.const(0.0, "float32")), name="relu")
     func = _schedule(te.create_prim_func([x, q, s, relu]).with_attr(KERNEL_ATTR, "quantized_linear"), host_target)
@@ -144,7 +152,7 @@ def test_tile_width_is_the_widest_that_divides_the_outputs():
 def test_declines_tiled_kernel_whose_group_dots_feed_two_blocks(host_target):
     """A kernel of the tiled form that is not the converter's (its group dots also feed an output) is declined."""
     x = te.placeholder((te.var("m", "int64"), 64), "float32", "x")
-    q, s = te.placeholder((2, 32, 64), "uint8", "q"), te.placeholder((2, 2, 64), "float16", "s")
+    q, s = te.placeholder((2, 8, 64), "uint32", "q"), te.placeholder((2, 2, 64), "float16", "s")
     out = quantized_linear_te(x, q, s, None, None, None, 4, 32)
     dots = out.op.input_tensors[0] if out.op.input_tensors[0].op.name == "group_dot" else out.op.input_tensors[1]
     copy = te.compute(dots.shape, lambda m, n, g: dots[m, n, g] * 2.0, name="copy")
@@ -155,7 +163,7 @@ def test_declines_tiled_kernel_whose_group_dots_feed_two_blocks(host_target):
 @pytest.mark.parametrize("rows", [1, 8])
 def test_tiled_kernel_with_a_static_row_count_gets_one_nest(rows, host_target):
     x = te.placeholder((rows, 64), "float32", "x")
-    q, s = te.placeholder((2, 32, 64), "uint8", "q"), te.placeholder((2, 2, 64), "float16", "s")
+    q, s = te.placeholder((2, 8, 64), "uint32", "q"), te.placeholder((2, 2, 64), "float16", "s")
     out = quantized_linear_te(x, q, s, None, None, None, 4, 32)
     func = _schedule(te.create_prim_func([x, q, s, out]).with_attr(KERNEL_ATTR, "quantized_linear"), host_target)
     text = func.script()
@@ -200,11 +208,14 @@ def _enclosing_loops(lines: list[str], index: int) -> list[str]:
     return loops
 
 
-def test_prefill_nest_reads_each_packed_tile_once_for_all_rows(host_target):
+def test_prefill_nest_reads_each_packed_tile_once_per_row_block(host_target):
     func = _schedule(quantized_kernel(TK, TN, 4, 32, tile=linear_tile_width(TN)), host_target)
     prefill = func.script().split("if m == T.int64(1):", 1)[1].split("\n    else:", 1)[1].splitlines()
     constant = re.compile(r"for .* in (range|T\.unroll|T\.vectorized|T\.parallel)\((T\.int64\()?\d+\)?\):")
+    row_blocks = re.compile(rf"for .* in range\(\(m(_\d+)? \+ T\.int64\({ROW_BLOCK - 1}\)\) // T\.int64\({ROW_BLOCK}\)\):")
     reads = [i for i, line in enumerate(prefill) if re.search(r"\bq(_\d+)?\[", line) and "T.reads" not in line]
-    assert reads  # the packed codes are read in the unpacking block only: under tile, group and K loops, no row loop
+    assert reads  # the packed codes are read in the unpacking block only: under tile, row block, group and K loops
     for index in reads:
-        assert all(constant.fullmatch(loop) for loop in _enclosing_loops(prefill, index)), prefill[index]
+        loops = _enclosing_loops(prefill, index)
+        assert [bool(row_blocks.fullmatch(loop)) for loop in loops].count(True) == 1, prefill[index]
+        assert all(constant.fullmatch(loop) or row_blocks.fullmatch(loop) for loop in loops), prefill[index]
