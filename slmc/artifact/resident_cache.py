@@ -23,6 +23,10 @@ from slmc.artifact.tvm_runtime import aligned_empty, as_local_tensor, tvm_ffi
 from slmc.errors import InputError
 from slmc.graph.kv_cache import KVCacheSpec
 
+# Tokens per call of a long prompt (``ResidentCache.feed``), as llama.cpp's default micro-batch (n_ubatch);
+# the native runner (slmc/native/runtime/session.cpp, kPrefillChunk) uses the same.
+PREFILL_CHUNK = 512
+
 
 class ResidentCache:
     """A ``slmc.graph.kv_cache.Decoder`` over ``function`` (the library's ``resident_all``)."""
@@ -56,13 +60,27 @@ class ResidentCache:
         self.length = tokens + 1
 
     def feed(self, ids: np.ndarray, last_only: bool = False) -> np.ndarray:
-        """Append ``ids`` (int64 ``[1, T]``) and return their logits ``[1, T, V]`` (a view of TVM's output);
-        ``last_only``: ``[1, 1, V]``, computed alone by the library's ``resident_last`` when it has one; one
-        token by its ``resident_step`` when it has one (the same logits, static shapes: a cheaper call)."""
+        """Append ``ids`` (int64 ``[1, T]``) and return their logits ``[1, T, V]`` (a view of TVM's output
+        when one call computed them); ``last_only``: ``[1, 1, V]``, computed alone by the library's
+        ``resident_last`` when it has one; one token by its ``resident_step`` when it has one (the same
+        logits, static shapes: a cheaper call). A prompt longer than ``PREFILL_CHUNK`` runs as calls of at
+        most that many tokens (chunked prefill): the VM's pooled allocator keeps the pages of the largest
+        call's intermediates for the life of the process, so the chunk, not the prompt, bounds them."""
         count = ids.shape[1]
         if count < 1 or self.tokens + count > self.cache.max_context:
             raise InputError(f"{self.tokens} cached + {count} new tokens exceed the artifact's max_context "
                              f"{self.cache.max_context} (or no token given)")
+        if count <= PREFILL_CHUNK:
+            return self._call(ids, last_only)
+        starts = range(0, count, PREFILL_CHUNK)
+        if last_only:
+            for start in starts[:-1]:
+                self._call(ids[:, start:start + PREFILL_CHUNK], True)
+            return self._call(ids[:, starts[-1]:], True)
+        return np.concatenate([self._call(ids[:, s:s + PREFILL_CHUNK], False) for s in starts], axis=1)
+
+    def _call(self, ids: np.ndarray, last_only: bool) -> np.ndarray:
+        count = ids.shape[1]
         if count == 1:
             self._token_host[...] = ids
             tokens = self._token
