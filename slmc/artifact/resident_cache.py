@@ -9,8 +9,11 @@ reuses every intermediate), so the process does not grow token after token.
 
 The buffers start as zeros: slot 0 (the sink) is read by attention with probability 0, and 0 x NaN of
 uninitialised memory would poison every score. They come from calloc (``aligned_empty(zeroed=True)``):
-the pages of slots not yet written are the system's zero pages, so a cache reserved for
-``max_context`` costs resident memory for the context in use.
+the pages of slots not yet written are the system's zero pages. numpy asks for transparent huge pages
+for arrays of 4 MB and more (``madvise``), and a 2 MB page holds several rows ``[max_context + 1, D]``,
+so where THP is on (``always`` or ``madvise``) the whole cache is resident once each row has a token;
+with 4 KB pages only the context in use is (docs/dev-notes.md, session 8: huge pages make the decode
+step's cache reads cheaper).
 """
 
 from __future__ import annotations
