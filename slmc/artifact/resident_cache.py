@@ -9,8 +9,11 @@ reuses every intermediate), so the process does not grow token after token.
 
 The buffers start as zeros: slot 0 (the sink) is read by attention with probability 0, and 0 x NaN of
 uninitialised memory would poison every score. They come from calloc (``aligned_empty(zeroed=True)``):
-the pages of slots not yet written are the system's zero pages, so a cache reserved for
-``max_context`` costs resident memory for the context in use.
+the pages of slots not yet written are the system's zero pages. numpy asks for transparent huge pages
+for arrays of 4 MB and more (``madvise``), and a 2 MB page holds several rows ``[max_context + 1, D]``,
+so where THP is on (``always`` or ``madvise``) the whole cache is resident once each row has a token;
+with 4 KB pages only the context in use is (docs/dev-notes.md, session 8: huge pages make the decode
+step's cache reads cheaper).
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ import numpy as np
 from slmc.artifact.tvm_runtime import aligned_empty, as_local_tensor, tvm_ffi
 from slmc.errors import InputError
 from slmc.graph.kv_cache import KVCacheSpec
+
+# Tokens per call of a long prompt (``ResidentCache.feed``), as llama.cpp's default micro-batch (n_ubatch);
+# the native runner (slmc/native/runtime/session.cpp, kPrefillChunk) uses the same.
+PREFILL_CHUNK = 512
 
 
 class ResidentCache:
@@ -56,13 +63,27 @@ class ResidentCache:
         self.length = tokens + 1
 
     def feed(self, ids: np.ndarray, last_only: bool = False) -> np.ndarray:
-        """Append ``ids`` (int64 ``[1, T]``) and return their logits ``[1, T, V]`` (a view of TVM's output);
-        ``last_only``: ``[1, 1, V]``, computed alone by the library's ``resident_last`` when it has one; one
-        token by its ``resident_step`` when it has one (the same logits, static shapes: a cheaper call)."""
+        """Append ``ids`` (int64 ``[1, T]``) and return their logits ``[1, T, V]`` (a view of TVM's output
+        when one call computed them); ``last_only``: ``[1, 1, V]``, computed alone by the library's
+        ``resident_last`` when it has one; one token by its ``resident_step`` when it has one (the same
+        logits, static shapes: a cheaper call). A prompt longer than ``PREFILL_CHUNK`` runs as calls of at
+        most that many tokens (chunked prefill): the VM's pooled allocator keeps the pages of the largest
+        call's intermediates for the life of the process, so the chunk, not the prompt, bounds them."""
         count = ids.shape[1]
         if count < 1 or self.tokens + count > self.cache.max_context:
             raise InputError(f"{self.tokens} cached + {count} new tokens exceed the artifact's max_context "
                              f"{self.cache.max_context} (or no token given)")
+        if count <= PREFILL_CHUNK:
+            return self._call(ids, last_only)
+        starts = range(0, count, PREFILL_CHUNK)
+        if last_only:
+            for start in starts[:-1]:
+                self._call(ids[:, start:start + PREFILL_CHUNK], True)
+            return self._call(ids[:, starts[-1]:], True)
+        return np.concatenate([self._call(ids[:, s:s + PREFILL_CHUNK], False) for s in starts], axis=1)
+
+    def _call(self, ids: np.ndarray, last_only: bool) -> np.ndarray:
+        count = ids.shape[1]
         if count == 1:
             self._token_host[...] = ids
             tokens = self._token

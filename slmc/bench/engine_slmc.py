@@ -1,6 +1,8 @@
 """The slmc bench engines: the artifact ``slmc.compile`` writes for the run's recipe, run two ways.
 
-``slmc``: the Python runtime (``slmc.load``, TVM's Relax VM) under the causal-LM cache contract.
+``slmc``: the Python runtime (``slmc.load``, TVM's Relax VM): an artifact of the resident contract as a
+generation runs it (``ResidentTimer``: the context prefilled, then single-token steps), else under the
+causal-LM copy contract (``StepTimer``).
 ``slmc-native``: the same artifact packaged for the host (``slmc.driver.package``: the bundle with the
 C++ runner ``slmc-run`` of slmc/native) and run by ``slmc-run --json --bench-prompt-tokens N
 --ignore-eos``, no Python in the process. The runner reports per run: prefill tokens/s of the
@@ -19,9 +21,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from slmc.bench.prepare import EngineUnavailable, Preparation
 from slmc.bench.thread_policy import ThreadPolicy
-from slmc.bench.timing import StepTimer
+from slmc.bench.timing import StepTimer, bench_prompt, peak_rss_mb, timed
 from slmc.errors import SlmcError
 from slmc.graph.kv_cache import KVCacheSpec
 
@@ -39,28 +43,50 @@ def prepare(prep: Preparation) -> dict[str, Any]:
             "tuning": manifest.tuning, "kv_cache": manifest.kv_cache.mode if manifest.kv_cache else None}
 
 
-def open_timer(info: dict[str, Any], policy: ThreadPolicy) -> StepTimer:
+def open_timer(info: dict[str, Any], policy: ThreadPolicy) -> StepTimer | ResidentTimer:
     import slmc
 
     model = slmc.load(info["artifact"])
-    step = _resident_step(model.decoder()) if model.resident else (lambda i, k, v: model.step(i, k, v)[0])
-    return StepTimer(step, KVCacheSpec(**info["kv"]), _tvm_threading(policy))
+    if model.resident:
+        return ResidentTimer(model.decoder(), _tvm_threading(policy))
+    return StepTimer(lambda i, k, v: model.step(i, k, v)[0], KVCacheSpec(**info["kv"]), _tvm_threading(policy))
 
 
-def _resident_step(decoder: Any) -> Any:
-    """The copy contract's step over a resident cache (``slmc.artifact.resident_cache``) as a benchmark
-    uses it: a cache is copied in once when it is not the one copied in last, and each call appends
-    after its ``P`` slots (what a decode step at that context does), without copying it again."""
-    loaded: list[Any] = [None]
+class ResidentTimer:
+    """Times the resident decoder (``slmc.artifact.resident_cache``) as generation runs it, and as the
+    llama.cpp engine is timed: a decode sample is one token after a ``context``-token prompt prefilled
+    once (the cache truncated back to ``context`` before each sample), a prefill sample the prompt from
+    the empty cache with only the last position's logits (``last_only``) and their argmax. Nothing of
+    the copy contract is allocated: the process holds what a generation at that context holds (the
+    process's peak RSS is the runtime's, issue 22)."""
 
-    def step(ids: Any, keys: Any, values: Any) -> Any:
-        if loaded[0] is not keys:
-            decoder.load(keys, values)
-            loaded[0] = keys
-        decoder.truncate(keys.shape[3] - 1)
-        return decoder.feed(ids)
+    def __init__(self, decoder: Any, threading: dict[str, Any]):
+        self.decoder, self.threading = decoder, threading
 
-    return step
+    def decode_ms(self, context: int, steps: int) -> list[float]:
+        decoder, one = self.decoder, bench_prompt(1)
+        decoder.reset()
+        decoder.feed(bench_prompt(context), last_only=True)
+
+        def sample() -> None:
+            decoder.truncate(context)
+            decoder.feed(one, last_only=True)
+
+        sample()  # the warm-up
+        return [1e3 * timed(sample) for _ in range(steps)]
+
+    def prefill_s(self, tokens: int, repeats: int) -> list[float]:
+        ids, decoder = bench_prompt(tokens), self.decoder
+
+        def first() -> int:
+            decoder.reset()
+            return int(np.argmax(decoder.feed(ids, last_only=True)[0, -1]))
+
+        first()
+        return [timed(first) for _ in range(repeats)]
+
+    def peak_rss_mb(self) -> float:
+        return peak_rss_mb()
 
 
 def prepare_native(prep: Preparation) -> dict[str, Any]:

@@ -7,6 +7,7 @@
 #include <malloc.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "../src/errors.hpp"
@@ -21,6 +22,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// Tokens per call of a long prompt under the resident contract, as llama.cpp's default micro-batch
+// (n_ubatch) and the Python runtime (slmc.artifact.resident_cache.PREFILL_CHUNK): TVM's pooled allocator
+// keeps the pages of the largest call's intermediates for the life of the process, so the chunk, not
+// the prompt, bounds them.
+constexpr size_t kPrefillChunk = 512;
 
 const std::string kLibrary = "model.so";
 const std::string kWeights = "weights.safetensors";
@@ -67,6 +74,7 @@ Session::Session(const std::string& artifact_dir) : dir_(artifact_dir) {
     if (::stat((dir_ + "/manifest.json").c_str(), &st) != 0)
         throw IoError(dir_ + " is not an slmc artifact: manifest.json is missing");
     manifest_ = read_manifest(dir_);
+    token_ = host_tensor({1, 1}, DLDataType{kDLInt, 64, 1});  // a decode step's id, reused
     check_sizes(dir_, manifest_);
     // The tokenizer first: its parse is the load's largest heap use, freed before the weights are touched.
     check_hash(dir_ + "/" + manifest_.tokenizer_file, listed(manifest_, manifest_.tokenizer_file));
@@ -122,12 +130,22 @@ MemoryUse Session::memory() const {
 int64_t Session::cached() const { return manifest_.kv_cache.resident ? slots_ - 1 : keys_.size(3) - 1; }
 
 ffi::Tensor Session::run(const std::vector<int32_t>& ids, bool last_only) {
-    ffi::Tensor input = host_tensor({1, static_cast<int64_t>(ids.size())}, DLDataType{kDLInt, 64, 1});
+    if (manifest_.kv_cache.resident && last_only) {  // a long prompt in chunks (kPrefillChunk)
+        ffi::Tensor logits;
+        for (size_t start = 0; start < ids.size(); start += kPrefillChunk)
+            logits = run_call(ids.data() + start, std::min(kPrefillChunk, ids.size() - start), true);
+        return logits;
+    }
+    return run_call(ids.data(), ids.size(), last_only);
+}
+
+ffi::Tensor Session::run_call(const int32_t* ids, size_t count, bool last_only) {
+    ffi::Tensor input = count == 1 ? token_ : host_tensor({1, static_cast<int64_t>(count)}, DLDataType{kDLInt, 64, 1});
     auto* data = static_cast<int64_t*>(input.data_ptr());
-    for (size_t i = 0; i < ids.size(); ++i) data[i] = ids[i];
+    for (size_t i = 0; i < count; ++i) data[i] = ids[i];
     if (manifest_.kv_cache.resident) {
         ffi::Tensor logits = model_->step_resident(input, keys_, values_, slots_, last_only);
-        slots_ += static_cast<int64_t>(ids.size());
+        slots_ += static_cast<int64_t>(count);
         return logits;
     }
     StepOutputs out = model_->step(input, keys_, values_);

@@ -82,7 +82,12 @@ class Session {
     bool has_pending_ = false;      // context_.back() was sampled but not yet fed to the model
     GenerationStats last_;
 
+    tvm::ffi::Tensor token_;        // int64 [1, 1]: the input of a one-token call, allocated once
+
+    // Feeds `ids`: a prompt longer than kPrefillChunk (session.cpp) as calls of at most that many
+    // tokens when only the last logits are asked for (resident contract), else one call.
     tvm::ffi::Tensor run(const std::vector<int32_t>& ids, bool last_only);
+    tvm::ffi::Tensor run_call(const int32_t* ids, size_t count, bool last_only);
     int64_t cached() const;  // tokens in the KV cache
     const float* last_logits(const tvm::ffi::Tensor& logits) const;
 };

@@ -41,6 +41,9 @@ struct ZeroPages {
         bytes = std::max<size_t>(ffi::GetDataSize(*t), 1);
         void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+        ::madvise(p, bytes, MADV_HUGEPAGE);  // advice only: where THP is off, 4 KB pages serve as before
+#endif
         t->data = p;
     }
     void FreeData(DLTensor* t) { ::munmap(t->data, bytes); }
@@ -85,6 +88,11 @@ TvmModel::TvmModel(const std::string& library_path, std::vector<ffi::Tensor> wei
         main_ = require(*vm_, "main", path_);
         if (resident) resident_all_ = require(*vm_, "resident_all", path_);
         if (resident && last_position) resident_last_ = require(*vm_, "resident_last", path_);
+        // resident_step: built only on request (slmc.backend.lowering.build one_token_step), as the Python runtime finds it
+        if (resident && last_position) {
+            ffi::Optional<ffi::Function> step = (*vm_)->GetFunction("resident_step");
+            if (step.has_value()) resident_step_ = step.value();
+        }
     } catch (const ffi::Error& e) {
         throw ModelError(path_ + ": TVM could not load the model: " + describe(e));
     }
@@ -111,7 +119,7 @@ StepOutputs TvmModel::step(const ffi::Tensor& ids, const ffi::Tensor& keys, cons
 ffi::Tensor TvmModel::step_resident(const ffi::Tensor& ids, const ffi::Tensor& keys, const ffi::Tensor& values, int64_t past,
                                     bool last_only) const {
     if (!resident_all_.has_value()) throw ModelError(path_ + ": the library has no resident_all (the manifest's kv_cache.mode is copy)");
-    const ffi::Function& function = last_only && resident_last_.has_value() ? *resident_last_ : *resident_all_;
+    const ffi::Function& function = resident_function(ids.size(1), last_only);
     ffi::Shape slots({past});
     std::vector<ffi::AnyView> args;
     args.reserve(4 + weights_.size());
@@ -127,6 +135,11 @@ ffi::Tensor TvmModel::step_resident(const ffi::Tensor& ids, const ffi::Tensor& k
     } catch (const ffi::Error& e) {
         throw ModelError(path_ + ": running the resident step failed: " + describe(e));
     }
+}
+
+const ffi::Function& TvmModel::resident_function(int64_t tokens, bool last_only) const {
+    if (tokens == 1 && resident_step_.has_value()) return *resident_step_;  // one token: its last logits are all its logits
+    return last_only && resident_last_.has_value() ? *resident_last_ : *resident_all_;
 }
 
 }  // namespace slmc

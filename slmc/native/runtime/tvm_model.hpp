@@ -29,26 +29,34 @@ class TvmModel {
     // One call of `main(input_ids, past_keys, past_values, *weights)` (the KV-cache contract).
     StepOutputs step(const tvm::ffi::Tensor& ids, const tvm::ffi::Tensor& keys, const tvm::ffi::Tensor& values) const;
 
-    // One call of `resident_all` (`resident_last` when `last_only` and the library has it) under the
+    // One call of `resident_all` (`resident_last` when `last_only` and the library has it; `resident_step`
+    // for one token when the library has it, slmc.schedules.one_token: the same logits) under the
     // resident contract: writes the new keys/values at slots past .. past + T - 1 of `keys`/`values`
     // [L, 1, H, max_context + 1, D] in place and returns the logits [1, T, V] ([1, 1, V]).
     tvm::ffi::Tensor step_resident(const tvm::ffi::Tensor& ids, const tvm::ffi::Tensor& keys, const tvm::ffi::Tensor& values,
                                    int64_t past, bool last_only) const;
     bool resident() const { return resident_all_.has_value(); }
+    bool has_one_token_step() const { return resident_step_.has_value(); }
 
   private:
     std::string path_;
     std::optional<tvm::ffi::Module> library_;  // keeps model.so loaded
     std::optional<tvm::ffi::Module> vm_;
     tvm::ffi::Function main_;
-    std::optional<tvm::ffi::Function> resident_all_, resident_last_;
+    std::optional<tvm::ffi::Function> resident_all_, resident_last_, resident_step_;
+
+    const tvm::ffi::Function& resident_function(int64_t tokens, bool last_only) const;
     std::vector<tvm::ffi::Tensor> weights_;
 };
 
 // A zero-filled, 64-byte aligned CPU tensor owned by TVM's reference counting.
 tvm::ffi::Tensor host_tensor(const std::vector<int64_t>& shape, DLDataType dtype);
 // A zero-filled CPU tensor of its own anonymous mapping (page aligned), whose pages become resident only
-// when written: the resident KV cache of max_context + 1 slots costs memory for the slots in use.
+// when written: the resident KV cache of max_context + 1 slots costs memory for the slots in use. The
+// mapping asks for transparent huge pages (MADV_HUGEPAGE, as numpy does for the Python runtime's cache):
+// attention reads every row of the cache each step, and with 4 KB pages the TLB misses made decode 12-15%
+// slower than the Python runtime at context 1,024-2,000 (docs/dev-notes.md). Resident memory then grows
+// in 2 MB steps: a few rows [max_context + 1, D] share a huge page.
 tvm::ffi::Tensor zero_page_tensor(const std::vector<int64_t>& shape, DLDataType dtype);
 
 }  // namespace slmc

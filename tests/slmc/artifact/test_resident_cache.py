@@ -95,3 +95,58 @@ def test_the_context_bound_is_an_input_error(model):
     last = decoder.feed(np.arange(6, dtype=np.int64).reshape(1, 6), last_only=True)
     assert every.shape == (1, 6, 256) and last.shape == (1, 1, 256)
     np.testing.assert_array_equal(last, every[:, -1:])
+
+
+def test_a_prompt_longer_than_the_chunk_runs_in_chunks_with_the_same_logits(model, monkeypatch):
+    from slmc.artifact import resident_cache
+
+    decoder = model.decoder()
+    ids = np.arange(3, 33, dtype=np.int64).reshape(1, 30)
+    decoder.reset()
+    whole = decoder.feed(ids).copy()  # one call: 30 <= PREFILL_CHUNK
+    monkeypatch.setattr(resident_cache, "PREFILL_CHUNK", 7)  # 7 + 7 + 7 + 7 + 2
+    decoder.reset()
+    chunked = decoder.feed(ids)
+    assert chunked.shape == whole.shape and decoder.tokens == 30
+    np.testing.assert_allclose(chunked, whole, atol=1e-5)
+    decoder.reset()
+    last = decoder.feed(ids, last_only=True)
+    np.testing.assert_allclose(last, whole[:, -1:], atol=1e-5)
+    assert decoder.tokens == 30
+
+
+PEAK_SCRIPT = """
+import sys
+import numpy as np
+import slmc
+
+def status(field):
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith(field + ":"))
+
+model = slmc.load(sys.argv[1])
+decoder = model.decoder()
+loaded = status("VmHWM")
+prompt = int(sys.argv[2])
+decoder.feed(((np.arange(prompt) * 7 + 1) % 256).reshape(1, prompt).astype(np.int64), last_only=True)
+token = np.zeros((1, 1), dtype=np.int64)
+for step in range(64):
+    token[0, 0] = step
+    decoder.feed(token, last_only=True)
+print(loaded, status("VmHWM"))
+"""
+
+
+def test_the_peak_of_a_long_prompt_and_64_steps_is_the_cache_and_a_bounded_workspace(model):
+    # issue 22: a process's peak is the weights, the KV cache and a workspace bounded by the prefill
+    # chunk (slmc.artifact.resident_cache.PREFILL_CHUNK), not by the prompt. A fresh process, as above.
+    cache = model.kv_cache
+    prompt = cache.max_context - 64
+    done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(model.path), str(prompt)], capture_output=True, text=True,
+                          check=False, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded, peak = (int(v) for v in done.stdout.split())
+    kv_bytes = 2 * 4 * cache.layers * cache.kv_heads * (cache.max_context + 1) * cache.head_dim
+    weights = model.manifest.weights.bytes
+    growth_mb = (peak - loaded - weights - kv_bytes) / 2**20
+    assert growth_mb <= 8.0, growth_mb  # measured: 0.9 MB (tiny-lm: max_context 256, within one chunk)
