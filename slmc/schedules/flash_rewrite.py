@@ -142,6 +142,8 @@ class _Flash(PyExprMutator):
         if scores_layer != layer or not _same_dims(_dims(key_cache), _dims(value_cache)) or not _float32(mask) \
                 or mask_dims is None:
             return f"layer {layer}: scores and values read different layers or caches"
+        if not _float32(key_cache) or not _float32(value_cache):
+            return f"layer {layer}: the cache is stored in {key_cache.ty.dtype} (the tiled kernel reads float32)"
         expected = [[tokens, keys], [1, 1, tokens, keys]]
         if not any(_same_dims(mask_dims, e) for e in expected):
             return f"layer {layer}: the mask is not [T, N] or [1, 1, T, N]"
