@@ -47,7 +47,7 @@ class CompiledModel:
         self._vm = load_vm(self.path / LIBRARY, self._device)
         self._weights = [as_local_tensor(a) for a in self.stored_weights().values()]
         cache = self.manifest.kv_cache
-        self.kv_cache = KVCacheSpec(**cache.shape()) if cache is not None else None
+        self.kv_cache = cache.spec() if cache is not None else None
         self.resident = cache is not None and cache.mode == "resident"  # the library has resident_all
         self._resident: ResidentCache | None = None
         tokenizer = self.manifest.tokenizer
@@ -188,7 +188,9 @@ class CompiledModel:
         self._check_inputs(arrays)
         if self.kv_cache is not None:
             self._check_token_ids(arrays[0])
-        if self.resident:
+        # an int8 cache (manifest kv_cache.dtype) cannot take a float32 cache in without rounding it: the copy
+        # contract is main's, float32 (the cache as stored is what decoder() runs and verification decodes through)
+        if self.resident and not self.kv_cache.quantized:
             return self._resident_step(*arrays)
         result = self._vm["main"](*[_as_tensor(a, self._device) for a in arrays], *self._weights)
         outs = list(result) if isinstance(result, (tvm_ffi().Array, list, tuple)) else [result]

@@ -33,7 +33,7 @@ from slmc.driver.compress import compress, trace_and_calibrate
 from slmc.driver.freed_memory import return_freed_memory
 from slmc.models.context_length import fit_context
 from slmc.models.memory_fit import check_compiled_weights, check_loaded_model
-from slmc.errors import ExecutionRequiredError, FieldProblem, InputError, RecipeError, VerificationError
+from slmc.errors import BuildError, ExecutionRequiredError, FieldProblem, InputError, RecipeError, VerificationError
 from slmc.verify.decode_speed import measure_decode_speed, not_measured as speed_not_measured
 from slmc.verify.evaluation import document_tokens
 from slmc.data.texts import load_texts
@@ -93,9 +93,14 @@ def _kv_cache_info(cache: KVCacheSpec | None, residency: Any) -> KVCacheInfo | N
     if cache is None:
         return None
     resident = residency is not None and residency.mode == "resident"
+    if cache.quantized and not resident:
+        why = residency.reason if residency is not None else "not built by slmc's pipeline"
+        raise BuildError(f"the KV cache cannot be stored in {cache.dtype}: it needs the resident cache contract, and "
+                         f"this model's build kept the copy contract ({why})")
     return KVCacheInfo(**cache.to_json(), mode="resident" if resident else "copy",
                        reason=None if resident else (residency.reason if residency is not None else "not built by slmc's pipeline"),
-                       last_position=resident and residency.last_position is None)
+                       last_position=resident and residency.last_position is None, dtype=cache.dtype,
+                       bytes_per_token=cache.bytes_per_token())
 
 
 def _signature(graph: Graph) -> Signature:
@@ -200,6 +205,9 @@ def _check_model_fits_recipe(recipe: Recipe, spec: ModelSpec) -> None:
             f"{recipe.source}: verify.gates.max_perplexity_increase needs a causal LM with a tokenizer; "
             f"model '{spec.name}' is a {spec.task} model"
         )
+    if recipe.kv_cache.dtype != "float32" and spec.kv_cache is None:
+        raise InputError(f"{recipe.source}: kv_cache.dtype {recipe.kv_cache.dtype} needs a causal LM with a KV cache; "
+                         f"model '{spec.name}' is a {spec.task} model without one")
 
 
 def _write_weights(program: RelaxProgram, path: Path) -> WeightsInfo:
