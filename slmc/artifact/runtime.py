@@ -188,9 +188,9 @@ class CompiledModel:
         self._check_inputs(arrays)
         if self.kv_cache is not None:
             self._check_token_ids(arrays[0])
-        # an int8 cache (manifest kv_cache.dtype) cannot take a float32 cache in without rounding it: the copy
-        # contract is main's, float32 (the cache as stored is what decoder() runs and verification decodes through)
-        if self.resident and not self.kv_cache.quantized:
+        # an int8 cache (manifest kv_cache.dtype) stores the given cache rounded (ResidentCache.load) and returns
+        # the grown one dequantized: eval and generate run the cache as stored
+        if self.resident:
             return self._resident_step(*arrays)
         result = self._vm["main"](*[_as_tensor(a, self._device) for a in arrays], *self._weights)
         outs = list(result) if isinstance(result, (tvm_ffi().Array, list, tuple)) else [result]

@@ -38,7 +38,7 @@ from slmc.verify.decode_speed import measure_decode_speed, not_measured as speed
 from slmc.verify.evaluation import document_tokens
 from slmc.data.texts import load_texts
 from slmc.graph.ir import Graph, ModelSpec
-from slmc.graph.kv_cache import KVCacheSpec, eager_step
+from slmc.graph.kv_cache import KVCacheSpec, eager_step, round_stored
 from slmc.backend.lowering import RelaxProgram, build, export_library, to_relax
 from slmc.frontend.model_source import load_model
 from slmc.models import DEFAULT_MODEL
@@ -155,7 +155,7 @@ def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: 
     else:
         max_context = spec.kv_cache.max_context if spec.kv_cache is not None else None
         others = generated_samples(final, rest, seed=0, max_context=max_context) if rest else []
-    samples = [smallest_sample(final)] + others
+    samples = [_as_stored(final_cache, s) for s in [smallest_sample(final)] + others]
     reference = run_eager(final, samples)
     original_out = run_eager(original, fit_samples(original, samples))
     recheck = save_reference(staged, samples, reference, settings.atol, settings.rtol)  # for slmc verify
@@ -196,6 +196,15 @@ def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: 
                                                          original_cache=spec.kv_cache)
             update.update(gates=[*report.gates, gate], passed=update.get("passed", report.passed) and gate.passed)
     return report.model_copy(update=update)
+
+
+def _as_stored(cache: KVCacheSpec | None, sample: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """A verification sample with its past cache as an int8 cache stores it (the artifact rounds the cache it is
+    given, ``ResidentCache.load``): eager and artifact then read the same cache. Unchanged for float32."""
+    if cache is None or not cache.quantized or len(sample) != 3:
+        return sample
+    ids, keys, values = sample
+    return (ids, *(torch.from_numpy(round_stored(cache, t.numpy())) for t in (keys, values)))
 
 
 def _check_model_fits_recipe(recipe: Recipe, spec: ModelSpec) -> None:
