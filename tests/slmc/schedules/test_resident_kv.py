@@ -136,5 +136,6 @@ def test_the_built_int8_resident_cache_matches_the_copy_contract_over_the_same_r
             np.testing.assert_array_equal(stored.numpy()[0, :, :, 1:past], q[0])
             np.testing.assert_allclose(scales.numpy()[0, :, :, 1:past], scale[0], rtol=1e-6, atol=0)
             assert np.abs(stored.numpy()[:, :, :, 1:past].astype(np.int32) - q).max() <= 1
-        # measured max abs logits difference per step: 4.6e-3 (the 7-token prompt), then 8.4e-4, 8.9e-4, 5.8e-4
+        # measured max abs logits difference per step with the score/value kernels: 4.6e-3 (the 7-token prompt),
+        # then 8.4e-4, 8.9e-4, 5.8e-4; the tiled kernel (slmc.schedules.flash_attention) sums in another order
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-2)
