@@ -131,5 +131,5 @@ def test_an_int8_cache_decodes_like_the_eager_model_over_the_same_rounded_cache(
     assert ours.tokens == theirs.tokens == exact.tokens
     # measured (score/value kernels): 9.1e-4 against the rounded eager cache, 1.2e-3 against the float32 one
     assert error <= 2e-2 and error_fp32 <= 2e-2, (error, error_fp32)
-    keys, values = int8_model.decoder().snapshot()  # dequantized, as the copy contract returns it
+    keys, _ = int8_model.decoder().snapshot()  # dequantized, as the copy contract returns it
     assert keys.dtype == np.float32 and keys.shape[3] == len(prompt) + 40
