@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from slmc.artifact.gpu_kernel_checks import GpuKernelChecks
 from slmc.artifact.npu_toolchain import NpuToolchain
 from slmc.errors import ArtifactError
+from slmc.graph.kv_cache import KVCacheSpec
 from slmc.spec.target import TargetDescriptor
 
 # 2: every section typed (this module); optional sections and fields are written as null instead of left out
@@ -129,10 +130,22 @@ class KVCacheInfo(ManifestModel):
     reason: str | None = Field(None, description="why the cache is not resident (mode copy)")
     last_position: bool = Field(False, description="the library also has `resident_last`: the logits of the last new "
                                                     "token only, for generation (slmc.schedules.last_position)")
+    dtype: Literal["float32", "int8"] = Field(
+        "float32", description="dtype of the resident cache buffers (recipe kv_cache.dtype); int8: the resident functions "
+                               "take cache_keys, cache_values int8 [L, 1, H_kv, max_context + 1, D] and key_scales, "
+                               "value_scales float32 [L, 1, H_kv, max_context + 1] (one symmetric scale per layer, head and "
+                               "slot: x = q * scale), before the past length (slmc.schedules.resident_kv); main keeps the "
+                               "float32 copy contract")
+    bytes_per_token: int | None = Field(None, description="bytes one token adds to the stored cache (keys, values and "
+                                                          "their scales)")
 
     def shape(self) -> dict[str, int]:
         """The cache's shape fields (``slmc.graph.kv_cache.KVCacheSpec``'s)."""
         return {"layers": self.layers, "kv_heads": self.kv_heads, "head_dim": self.head_dim, "max_context": self.max_context}
+
+    def spec(self) -> KVCacheSpec:
+        """The cache as the runtimes allocate it: the shape, and the stored dtype of the resident buffers."""
+        return KVCacheSpec(**self.shape(), dtype=self.dtype if self.mode == "resident" else "float32")
 
 
 class ContextInfo(ManifestModel):

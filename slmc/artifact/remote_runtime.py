@@ -24,7 +24,6 @@ from tvm import relax, rpc
 
 from slmc.artifact.layout import LIBRARY, intact_manifest
 from slmc.errors import ArtifactError, DeviceConnectionError, DeviceError, DeviceURLError, exception_summary
-from slmc.graph.kv_cache import KVCacheSpec
 from slmc.artifact.runtime import CompiledModel
 from slmc.spec.backend_registry import get_backend
 
@@ -136,7 +135,7 @@ class RemoteModel(CompiledModel):
         self.inputs = self.manifest.signature.inputs
         self.outputs = self.manifest.signature.outputs
         cache = self.manifest.kv_cache
-        self.kv_cache = KVCacheSpec(**cache.shape()) if cache is not None else None
+        self.kv_cache = cache.spec() if cache is not None else None
         # over RPC `main` and the copy contract: a remote resident cache would need the stateful calls of
         # _StatefulMain to carry the cache buffers and a shape argument (not done yet)
         self.resident, self._resident = False, None

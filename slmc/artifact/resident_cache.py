@@ -7,6 +7,10 @@ of slots in use ``P`` (the sink slot 0 included), writes the new tokens' keys an
 nothing that grows with the context, and the buffers' shape never changes (TVM's pooled allocator
 reuses every intermediate), so the process does not grow token after token.
 
+A cache stored in int8 (``KVCacheSpec.dtype``, the manifest's ``kv_cache.dtype``) holds int8 buffers of
+that shape and their float32 scales ``[L, 1, H_kv, max_context + 1]``, passed after the caches; the library
+quantizes as it writes and dequantizes as attention reads (``slmc.schedules.resident_kv``).
+
 The buffers start as zeros: slot 0 (the sink) is read by attention with probability 0, and 0 x NaN of
 uninitialised memory would poison every score. They come from calloc (``aligned_empty(zeroed=True)``):
 the pages of slots not yet written are the system's zero pages. numpy asks for transparent huge pages
@@ -24,7 +28,7 @@ import numpy as np
 
 from slmc.artifact.tvm_runtime import aligned_empty, as_local_tensor, tvm_ffi
 from slmc.errors import InputError
-from slmc.graph.kv_cache import KVCacheSpec
+from slmc.graph.kv_cache import KVCacheSpec, dequantize_rows, quantize_rows
 
 # Tokens per call of a long prompt (``ResidentCache.feed``), as llama.cpp's default micro-batch (n_ubatch);
 # the native runner (slmc/native/runtime/session.cpp, kPrefillChunk) uses the same.
@@ -38,10 +42,15 @@ class ResidentCache:
         self.cache = cache
         self._function, self._last, self._weights = function, last, weights
         self._step = step  # resident_step: one new token on static shapes (slmc.schedules.one_token), when built
-        shape = (cache.layers, 1, cache.kv_heads, cache.max_context + 1, cache.head_dim)
+        rows = (cache.layers, 1, cache.kv_heads, cache.max_context + 1)
         # numpy owns the (64-byte aligned) memory; TVM's tensors view it (slmc.artifact.tvm_runtime)
-        self._keys_host, self._values_host = (aligned_empty(shape, np.float32, zeroed=True) for _ in range(2))
+        self._keys_host, self._values_host = (aligned_empty((*rows, cache.head_dim), np.dtype(cache.dtype), zeroed=True)
+                                              for _ in range(2))
         self.keys, self.values = as_local_tensor(self._keys_host), as_local_tensor(self._values_host)
+        # an int8 cache's scales, one per (layer, head, slot); the library takes them after the caches
+        self._scales_host = [aligned_empty(rows, np.float32, zeroed=True) for _ in range(2)] if cache.quantized else []
+        self.scales = [as_local_tensor(s) for s in self._scales_host]  # keys', values' (int8 only)
+        self._caches = [self.keys, self.values, *self.scales]
         self._token_host = aligned_empty((1, 1), np.int64, zeroed=True)  # a decode step's id, reused
         self._token = as_local_tensor(self._token_host)
         self._shape = tvm_ffi().Shape
@@ -92,20 +101,28 @@ class ResidentCache:
         function = self._last if last_only and self._last is not None else self._function
         if count == 1 and self._step is not None:  # one token: its last logits are all its logits
             function = self._step
-        logits = np.from_dlpack(function(tokens, self.keys, self.values, self._shape((self.length,)), *self._weights))
+        logits = np.from_dlpack(function(tokens, *self._caches, self._shape((self.length,)), *self._weights))
         self.length += count
         return logits[:, -1:] if last_only else logits
 
     def load(self, keys: np.ndarray, values: np.ndarray) -> None:
-        """Replace the cache by a copy-contract cache ``[L, 1, H_kv, P, D]`` (the sink included)."""
+        """Replace the cache by a copy-contract cache ``[L, 1, H_kv, P, D]`` (the sink included; an int8 cache
+        stores it quantized)."""
         past = keys.shape[3]
         if past < 1 or past - 1 > self.cache.max_context:
             raise InputError(f"a cache of {past} slots does not fit max_context {self.cache.max_context} + the sink")
-        self._keys_host[:, :, :, :past] = keys
-        self._values_host[:, :, :, :past] = values
+        for index, (host, given) in enumerate(((self._keys_host, keys), (self._values_host, values))):
+            if self.cache.quantized:
+                host[:, :, :, :past], self._scales_host[index][:, :, :, :past] = quantize_rows(given)
+            else:
+                host[:, :, :, :past] = given
         self.length = past
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
-        """Copies of the slots in use, as the copy contract returns them."""
-        return (self._keys_host[:, :, :, :self.length].copy(), self._values_host[:, :, :, :self.length].copy())
+        """Copies of the slots in use, as the copy contract returns them (an int8 cache dequantized)."""
+        used = slice(0, self.length)
+        if self.cache.quantized:
+            return tuple(dequantize_rows(host[:, :, :, used], scales[:, :, :, used])
+                         for host, scales in zip((self._keys_host, self._values_host), self._scales_host))
+        return (self._keys_host[:, :, :, used].copy(), self._values_host[:, :, :, used].copy())
 

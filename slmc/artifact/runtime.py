@@ -47,7 +47,7 @@ class CompiledModel:
         self._vm = load_vm(self.path / LIBRARY, self._device)
         self._weights = [as_local_tensor(a) for a in self.stored_weights().values()]
         cache = self.manifest.kv_cache
-        self.kv_cache = KVCacheSpec(**cache.shape()) if cache is not None else None
+        self.kv_cache = cache.spec() if cache is not None else None
         self.resident = cache is not None and cache.mode == "resident"  # the library has resident_all
         self._resident: ResidentCache | None = None
         tokenizer = self.manifest.tokenizer
@@ -188,6 +188,8 @@ class CompiledModel:
         self._check_inputs(arrays)
         if self.kv_cache is not None:
             self._check_token_ids(arrays[0])
+        # an int8 cache (manifest kv_cache.dtype) stores the given cache rounded (ResidentCache.load) and returns
+        # the grown one dequantized: eval and generate run the cache as stored
         if self.resident:
             return self._resident_step(*arrays)
         result = self._vm["main"](*[_as_tensor(a, self._device) for a in arrays], *self._weights)

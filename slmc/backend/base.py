@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from slmc.errors import FieldProblem, RecipeError
-from slmc.spec.backend_registry import TargetKind, get_backend
+from slmc.spec.backend_registry import TargetKind, backend_kinds, get_backend
 
 if TYPE_CHECKING:
     import tvm
@@ -70,6 +70,8 @@ class Backend(TargetKind):
     """
 
     supports_tuning: ClassVar[bool] = False
+    # the resident attention kernels read a KV cache stored in int8 (recipe kv_cache.dtype; slmc.schedules.resident_kv)
+    quantized_kv_cache: ClassVar[bool] = False
 
     # -- before the model loads ---------------------------------------------------------------
     def recipe_problems(self, recipe: Recipe, target: TargetDescriptor) -> list[FieldProblem]:
@@ -152,9 +154,23 @@ def backend_for(target: TargetDescriptor) -> Backend:
     return cast(Backend, backend)
 
 
+def kv_cache_problems(backend: Backend, recipe: Recipe, target: TargetDescriptor) -> list[FieldProblem]:
+    """The recipe's ``kv_cache`` against the kind: a stored dtype other than float32 needs
+    ``Backend.quantized_kv_cache``."""
+    dtype = recipe.kv_cache.dtype
+    if dtype == "float32" or backend.quantized_kv_cache:
+        return []
+    able = [kind for kind in backend_kinds() if getattr(get_backend(kind), "quantized_kv_cache", False)]
+    return [FieldProblem("kv_cache.dtype", f"target '{target.name}' (kind '{target.kind}') cannot store the KV cache in "
+                                           f"{dtype}: its attention does not read the resident cache; kinds that can: "
+                                           f"{', '.join(able) or 'none'}", None, dtype)]
+
+
 def check_recipe(recipe: Recipe, target: TargetDescriptor) -> None:
     """Raise ``RecipeError`` (exit 2) naming every setting the target's backend refuses."""
-    problems = backend_for(target).recipe_problems(recipe, target) + _npu_gate_problems(recipe, target)
+    backend = backend_for(target)
+    problems = [*kv_cache_problems(backend, recipe, target), *backend.recipe_problems(recipe, target),
+                *_npu_gate_problems(recipe, target)]
     if problems:
         raise RecipeError(recipe.source, problems)
 

@@ -33,12 +33,12 @@ from slmc.driver.compress import compress, trace_and_calibrate
 from slmc.driver.freed_memory import return_freed_memory
 from slmc.models.context_length import fit_context
 from slmc.models.memory_fit import check_compiled_weights, check_loaded_model
-from slmc.errors import ExecutionRequiredError, FieldProblem, InputError, RecipeError, VerificationError
+from slmc.errors import BuildError, ExecutionRequiredError, FieldProblem, InputError, RecipeError, VerificationError
 from slmc.verify.decode_speed import measure_decode_speed, not_measured as speed_not_measured
 from slmc.verify.evaluation import document_tokens
 from slmc.data.texts import load_texts
 from slmc.graph.ir import Graph, ModelSpec
-from slmc.graph.kv_cache import KVCacheSpec, eager_step
+from slmc.graph.kv_cache import KVCacheSpec, eager_step, round_stored
 from slmc.backend.lowering import RelaxProgram, build, export_library, to_relax
 from slmc.frontend.model_source import load_model
 from slmc.models import DEFAULT_MODEL
@@ -93,9 +93,14 @@ def _kv_cache_info(cache: KVCacheSpec | None, residency: Any) -> KVCacheInfo | N
     if cache is None:
         return None
     resident = residency is not None and residency.mode == "resident"
+    if cache.quantized and not resident:
+        why = residency.reason if residency is not None else "not built by slmc's pipeline"
+        raise BuildError(f"the KV cache cannot be stored in {cache.dtype}: it needs the resident cache contract, and "
+                         f"this model's build kept the copy contract ({why})")
     return KVCacheInfo(**cache.to_json(), mode="resident" if resident else "copy",
                        reason=None if resident else (residency.reason if residency is not None else "not built by slmc's pipeline"),
-                       last_position=resident and residency.last_position is None)
+                       last_position=resident and residency.last_position is None, dtype=cache.dtype,
+                       bytes_per_token=cache.bytes_per_token())
 
 
 def _signature(graph: Graph) -> Signature:
@@ -150,7 +155,7 @@ def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: 
     else:
         max_context = spec.kv_cache.max_context if spec.kv_cache is not None else None
         others = generated_samples(final, rest, seed=0, max_context=max_context) if rest else []
-    samples = [smallest_sample(final)] + others
+    samples = [_as_stored(final_cache, s) for s in [smallest_sample(final)] + others]
     reference = run_eager(final, samples)
     original_out = run_eager(original, fit_samples(original, samples))
     recheck = save_reference(staged, samples, reference, settings.atol, settings.rtol)  # for slmc verify
@@ -193,6 +198,15 @@ def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: 
     return report.model_copy(update=update)
 
 
+def _as_stored(cache: KVCacheSpec | None, sample: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """A verification sample with its past cache as an int8 cache stores it (the artifact rounds the cache it is
+    given, ``ResidentCache.load``): eager and artifact then read the same cache. Unchanged for float32."""
+    if cache is None or not cache.quantized or len(sample) != 3:
+        return sample
+    ids, keys, values = sample
+    return (ids, *(torch.from_numpy(round_stored(cache, t.numpy())) for t in (keys, values)))
+
+
 def _check_model_fits_recipe(recipe: Recipe, spec: ModelSpec) -> None:
     """Settings that only make sense for some models, checked as soon as the model is known."""
     if recipe.verify.gates.max_perplexity_increase is not None and (spec.task != "causal-lm" or spec.tokenizer is None):
@@ -200,6 +214,9 @@ def _check_model_fits_recipe(recipe: Recipe, spec: ModelSpec) -> None:
             f"{recipe.source}: verify.gates.max_perplexity_increase needs a causal LM with a tokenizer; "
             f"model '{spec.name}' is a {spec.task} model"
         )
+    if recipe.kv_cache.dtype != "float32" and spec.kv_cache is None:
+        raise InputError(f"{recipe.source}: kv_cache.dtype {recipe.kv_cache.dtype} needs a causal LM with a KV cache; "
+                         f"model '{spec.name}' is a {spec.task} model without one")
 
 
 def _write_weights(program: RelaxProgram, path: Path) -> WeightsInfo:

@@ -7,7 +7,7 @@ without building an artifact for every row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -88,5 +88,8 @@ def compress(spec: ModelSpec, recipe: Recipe, target: TargetDescriptor, timings:
             report = next(r for r in reports if r["name"] == "vocab_trim")
             report["stats"]["verify_text"] = tokenization_change(spec.tokenizer, tokenizer, load_texts(recipe.evaluation_text()))
     timings["passes"] = time.perf_counter() - t
-    return Compressed(original, final, calibration, reports, graph_kv_cache(final, spec.kv_cache), reference,
+    cache = graph_kv_cache(final, spec.kv_cache)
+    if cache is not None:  # the stored dtype the recipe asks for (checked against the target's kind: check_recipe)
+        cache = replace(cache, dtype=recipe.kv_cache.dtype)
+    return Compressed(original, final, calibration, reports, cache, reference,
                       tokenizer)

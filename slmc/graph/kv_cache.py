@@ -15,6 +15,15 @@ sit at positions ``P - 1 .. P + T - 2``. One graph (no zero-sized dims, which ``
 cannot keep dynamic) means every pass runs once and prefill and decode share the same weights.
 Batch size is 1, as on a phone.
 
+A cache may be *stored* in int8 (``KVCacheSpec.dtype``, the recipe's ``kv_cache``): each key and value row
+of ``D`` numbers at one (layer, head, position) is kept as int8 with one float32 scale, symmetric,
+``scale = max|x| / 127``, ``q = round(x / scale)`` (the per-token, per-head granularity of KIVI's values and
+of llama.cpp's q8_0 cache with one block per head; Liu et al., "KIVI", arXiv:2402.02750). The contract's
+tensors stay float32; a stored-int8 cache holds ``quantize_rows(x)`` dequantized, which is what the
+attention of the artifact's resident functions reads (``slmc.schedules.resident_kv``), and
+``CopyDecoder`` rounds the cache a step returns the same way, so an eager model decodes over the same
+cache values.
+
 ``KVCacheSpec`` is numpy only: ``slmc.load`` uses it without importing torch (issue 22); the
 helpers that build or run torch tensors import torch when called.
 """
@@ -43,14 +52,29 @@ RESIDENT_LAST = "resident_last"
 RESIDENT_STEP = "resident_step"
 
 
+STORED_DTYPES = ("float32", "int8")
+INT8_LEVELS = 127.0  # symmetric: q in [-127, 127]
+
+
 @dataclass(frozen=True)
 class KVCacheSpec:
-    """Shape of a model's KV cache."""
+    """Shape of a model's KV cache, and the dtype its resident buffers store (``STORED_DTYPES``)."""
 
     layers: int
     kv_heads: int
     head_dim: int
     max_context: int
+    dtype: str = "float32"
+
+    @property
+    def quantized(self) -> bool:
+        return self.dtype != "float32"
+
+    def bytes_per_token(self) -> int:
+        """Bytes one token adds to the stored cache: keys and values, plus one float32 scale per
+        (layer, head) row when stored in int8."""
+        rows = 2 * self.layers * self.kv_heads
+        return rows * (self.head_dim + 4) if self.quantized else rows * self.head_dim * 4
 
     def empty(self) -> tuple[np.ndarray, np.ndarray]:
         """The cache before the first token: only the sink slot."""
@@ -58,7 +82,28 @@ class KVCacheSpec:
         return np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32)
 
     def to_json(self) -> dict[str, int]:
+        """The shape fields (the stored dtype is the manifest's ``kv_cache.dtype``)."""
         return {"layers": self.layers, "kv_heads": self.kv_heads, "head_dim": self.head_dim, "max_context": self.max_context}
+
+
+def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(q int8 [..., D], scale float32 [...])`` with ``x ~ q * scale``: symmetric per row of the last axis,
+    ``scale = max|x| / 127``, ``q = round(x / scale)`` (half to even, as the resident kernels round); a row of
+    zeros has scale 0 and ``q = 0``."""
+    x = np.asarray(x, dtype=np.float32)
+    scale = (np.abs(x).max(axis=-1) / np.float32(INT8_LEVELS)).astype(np.float32)
+    safe = np.where(scale > 0, scale, np.float32(1.0))
+    q = np.clip(np.rint(x / safe[..., None]), -INT8_LEVELS, INT8_LEVELS).astype(np.int8)
+    return q, scale
+
+
+def dequantize_rows(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    return q.astype(np.float32) * scale[..., None]
+
+
+def round_stored(cache: KVCacheSpec, x: np.ndarray) -> np.ndarray:
+    """``x`` as the cache stores it: unchanged for float32, quantized and dequantized for int8."""
+    return dequantize_rows(*quantize_rows(x)) if cache.quantized else x
 
 
 def example_inputs(cache: KVCacheSpec, tokens: int = 8, past: int = 4, vocab: int = 256, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -120,7 +165,10 @@ class Decoder(Protocol):
 
 
 class CopyDecoder:
-    """A ``Decoder`` over a step function of the copy contract: it holds the cache the step returned."""
+    """A ``Decoder`` over a step function of the copy contract: it holds the cache the step returned, with the
+    new positions rounded as ``cache.dtype`` stores them (``round_stored``). For int8 this is the eager model
+    over the same cache as the artifact's, but for one difference: within a step the new tokens attend to
+    their own keys and values unrounded (the artifact's kernels read them back rounded)."""
 
     def __init__(self, step: StepFunction, cache: KVCacheSpec):
         self.step, self.cache = step, cache
@@ -130,7 +178,13 @@ class CopyDecoder:
         self.keys, self.values = self.cache.empty()
 
     def feed(self, ids: np.ndarray, last_only: bool = False) -> np.ndarray:
-        logits, self.keys, self.values = self.step(ids, self.keys, self.values)
+        past = self.keys.shape[3]
+        logits, keys, values = self.step(ids, self.keys, self.values)
+        if self.cache.quantized:
+            keys, values = keys.copy(), values.copy()
+            keys[:, :, :, past:] = round_stored(self.cache, keys[:, :, :, past:])
+            values[:, :, :, past:] = round_stored(self.cache, values[:, :, :, past:])
+        self.keys, self.values = keys, values
         return logits[:, -1:] if last_only else logits
 
 

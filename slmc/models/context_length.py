@@ -23,13 +23,12 @@ from slmc.graph.kv_cache import KVCacheSpec
 from slmc.spec.recipe import Recipe
 from slmc.spec.target import TargetDescriptor
 
-FLOAT32_BYTES = 4
 MIN_CONTEXT = 16
 
 
 def kv_bytes_per_token(cache: KVCacheSpec) -> int:
-    """Bytes one token adds to the KV cache (keys and values, float32)."""
-    return 2 * cache.layers * cache.kv_heads * cache.head_dim * FLOAT32_BYTES
+    """Bytes one token adds to the KV cache as stored (keys and values, float32; int8 with their scales)."""
+    return cache.bytes_per_token()
 
 
 def weight_bytes(spec: ModelSpec) -> int:
@@ -57,7 +56,7 @@ def fit_context(spec: ModelSpec, recipe: Recipe, target: TargetDescriptor) -> di
     cache = spec.kv_cache
     if cache is None:
         return None
-    per_token = kv_bytes_per_token(cache)
+    per_token = kv_bytes_per_token(replace(cache, dtype=recipe.kv_cache.dtype))  # as the recipe stores it
     budget, budget_source = kv_budget(spec, target)
     memory_limit = budget // per_token - 1  # one slot is the sink
     requested = recipe.document.max_context

@@ -32,6 +32,11 @@ kernels did for one row; ``flash_attention_func`` joins both, chosen at run time
 another order (online softmax rescaling is exact up to rounding). ``exp`` becomes slmc's
 vectorizable polynomial (``slmc.schedules.fast_exp``) like everywhere else on CPU.
 
+A cache stored in int8 (``slmc.schedules.resident_kv``) adds its scales ``[layers, 1, kv_heads, slots]``
+after the caches; every key and value is read as ``q * scale`` where the float32 kernel reads it (the key
+tile's transposed copy, the decode dot product, the value accumulation): a quarter of the bytes streamed
+per key, the same sums over the dequantized cache as the score and value kernels compute.
+
 The mask is the model's own additive mask (``[T, N]`` or ``[1, 1, T, N]``): nothing about causality
 is assumed, fully masked tiles are found by reading it (``T x N`` floats read once per layer, shared
 by all heads).
@@ -40,6 +45,7 @@ by all heads).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from tvm import tirx
 from tvm.script import tirx as T
@@ -67,6 +73,7 @@ class FlashShape:
     layer: int
     scale: float
     mask_rank: int  # 2: [T, N]; 4: [1, 1, T, N]
+    quantized: bool = False  # int8 caches with float32 scales (the kernel takes key_scales, value_scales after them)
 
     @property
     def group(self) -> int:
@@ -77,10 +84,18 @@ def _row_unroll(rows: int) -> int:
     return next(u for u in (ROW_UNROLL, 3, 2, 1) if rows % u == 0)
 
 
+def _cached(cache: Any, scales: Any, quantized: bool, layer: Any, head: Any, slot: Any, d: Any) -> Any:
+    """One cached number as attention reads it: float32 as stored, or an int8 ``q * scale``."""
+    if not quantized:
+        return cache[layer, T.int64(0), head, slot, d]
+    return T.Cast("float32", cache[layer, T.int64(0), head, slot, d]) * scales[layer, T.int64(0), head, slot]
+
+
 def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, parallel: bool) -> tirx.PrimFunc:
     """One loop nest of the module docstring (``block_q`` positions per item; keys transposed per tile or not)."""
     heads, kv_heads, depth, slots, layers = shape.heads, shape.kv_heads, shape.depth, shape.slots, shape.layers
     group, layer, scale, four_d = shape.group, shape.layer, shape.scale, shape.mask_rank == 4
+    quantized = shape.quantized
     rows_per_item = group * block_q
     unroll = _row_unroll(rows_per_item)
     bk = BLOCK_K
@@ -88,16 +103,8 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
     loop = T.parallel if parallel else T.serial
     minus_inf = tirx.const(float("-inf"), "float32")
 
-    @T.prim_func(private=True, s_tir=True)
-    def flash(q_h: T.handle, k_h: T.handle, v_h: T.handle, mask_h: T.handle, out_h: T.handle):
-        T.func_attr({"tirx.noalias": True, KERNEL_ATTR: KIND, "tirx.is_scheduled": True, "op_pattern": OPAQUE})
-        rows = T.int64()
-        keys = T.int64()
-        q = T.match_buffer(q_h, (i64(heads), rows, i64(depth)), "float32")
-        kc = T.match_buffer(k_h, (i64(layers), i64(1), i64(kv_heads), i64(slots), i64(depth)), "float32")
-        vc = T.match_buffer(v_h, (i64(layers), i64(1), i64(kv_heads), i64(slots), i64(depth)), "float32")
-        mask = T.match_buffer(mask_h, (i64(1), i64(1), rows, keys) if four_d else (rows, keys), "float32")
-        out = T.match_buffer(out_h, (i64(heads), rows, i64(depth)), "float32")
+    @T.macro
+    def attend(q, kc, vc, ks, vs, mask, out, rows, keys):
         blocks = (rows + i64(block_q - 1)) // i64(block_q)
         for item in loop(i64(kv_heads) * blocks):
             with T.sblock("flash"):
@@ -136,7 +143,7 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
                         # scores S[rows, bk]
                         if transposed_keys:
                             for j, d in T.grid(i64(bk), i64(depth)):
-                                kt[d, j] = kc[i64(layer), i64(0), kv, T.min(kb * i64(bk) + j, keys - i64(1)), d]
+                                kt[d, j] = _cached(kc, ks, quantized, i64(layer), kv, T.min(kb * i64(bk) + j, keys - i64(1)), d)
                             for ro in T.serial(i64(rows_per_item // unroll)):
                                 for ri in T.unroll(i64(unroll)):
                                     for j in T.vectorized(i64(bk)):
@@ -156,8 +163,9 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
                                     for lane in T.vectorized(i64(lanes)):
                                         part[lane] = part[lane] + q[
                                             kv * i64(group) + r // i64(block_q), T.min(first + r % i64(block_q), rows - i64(1)),
-                                            dv * i64(lanes) + lane] * kc[
-                                            i64(layer), i64(0), kv, T.min(kb * i64(bk) + j, keys - i64(1)), dv * i64(lanes) + lane]
+                                            dv * i64(lanes) + lane] * _cached(
+                                            kc, ks, quantized, i64(layer), kv, T.min(kb * i64(bk) + j, keys - i64(1)),
+                                            dv * i64(lanes) + lane)
                                 s[r, j] = T.float32(0)
                                 for lane in T.serial(i64(lanes)):
                                     s[r, j] = s[r, j] + part[lane]
@@ -184,12 +192,45 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
                                 for ri in T.unroll(i64(unroll)):
                                     for d in T.vectorized(i64(depth)):
                                         acc[ro * i64(unroll) + ri, d] = acc[ro * i64(unroll) + ri, d] + s[
-                                            ro * i64(unroll) + ri, j] * vc[
-                                            i64(layer), i64(0), kv, T.min(kb * i64(bk) + j, keys - i64(1)), d]
+                                            ro * i64(unroll) + ri, j] * _cached(
+                                            vc, vs, quantized, i64(layer), kv, T.min(kb * i64(bk) + j, keys - i64(1)), d)
                 for r in T.serial(i64(rows_per_item)):
                     if first + r % i64(block_q) < rows:
                         for d in T.vectorized(i64(depth)):
                             out[kv * i64(group) + r // i64(block_q), first + r % i64(block_q), d] = acc[r, d] / total[r]
+
+
+    cache_shape = (i64(layers), i64(1), i64(kv_heads), i64(slots), i64(depth))
+    scale_shape = (i64(layers), i64(1), i64(kv_heads), i64(slots))
+    if quantized:
+        @T.prim_func(private=True, s_tir=True)
+        def flash_int8(q_h: T.handle, k_h: T.handle, v_h: T.handle, ks_h: T.handle, vs_h: T.handle, mask_h: T.handle,
+                       out_h: T.handle):
+            T.func_attr({"tirx.noalias": True, KERNEL_ATTR: KIND, "tirx.is_scheduled": True, "op_pattern": OPAQUE})
+            rows = T.int64()
+            keys = T.int64()
+            q = T.match_buffer(q_h, (i64(heads), rows, i64(depth)), "float32")
+            kc = T.match_buffer(k_h, cache_shape, "int8")
+            vc = T.match_buffer(v_h, cache_shape, "int8")
+            ks = T.match_buffer(ks_h, scale_shape, "float32")
+            vs = T.match_buffer(vs_h, scale_shape, "float32")
+            mask = T.match_buffer(mask_h, (i64(1), i64(1), rows, keys) if four_d else (rows, keys), "float32")
+            out = T.match_buffer(out_h, (i64(heads), rows, i64(depth)), "float32")
+            attend(q, kc, vc, ks, vs, mask, out, rows, keys)
+
+        return flash_int8
+
+    @T.prim_func(private=True, s_tir=True)
+    def flash(q_h: T.handle, k_h: T.handle, v_h: T.handle, mask_h: T.handle, out_h: T.handle):
+        T.func_attr({"tirx.noalias": True, KERNEL_ATTR: KIND, "tirx.is_scheduled": True, "op_pattern": OPAQUE})
+        rows = T.int64()
+        keys = T.int64()
+        q = T.match_buffer(q_h, (i64(heads), rows, i64(depth)), "float32")
+        kc = T.match_buffer(k_h, cache_shape, "float32")
+        vc = T.match_buffer(v_h, cache_shape, "float32")
+        mask = T.match_buffer(mask_h, (i64(1), i64(1), rows, keys) if four_d else (rows, keys), "float32")
+        out = T.match_buffer(out_h, (i64(heads), rows, i64(depth)), "float32")
+        attend(q, kc, vc, None, None, mask, out, rows, keys)
 
     return flash
 

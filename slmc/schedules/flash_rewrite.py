@@ -8,7 +8,8 @@ After ``slmc.schedules.resident_kv`` a layer's attention in ``resident_all`` / `
 
 (``reshape`` / identity ``broadcast_to`` / ``astype`` to the same float32 anywhere in the chain; the
 scale a scalar constant multiplied or divided; the scale may be absent). This pass replaces ``o`` by
-``call_tir(flash_attention, (Q, cache_keys, cache_values, mask))``: the same function of the same
+``call_tir(flash_attention, (Q, cache_keys, cache_values, mask))`` (an int8 cache: ``(Q, cache_keys,
+cache_values, key_scales, value_scales, mask)``, the scales the score and value kernels read): the same function of the same
 operands (``slmc.schedules.flash_attention`` computes it without the ``[H, T, N]`` intermediates). The
 score and value kernels must read the same layer (``slmc.kv_layer``) of two caches of one shape. A
 chain that differs in any way is left as it is, and counted in ``FlashRewrite.declined`` with the reason.
@@ -70,6 +71,11 @@ def _scalar(expr: relax.Expr) -> float | None:
     return None
 
 
+def _tensors(operands: list[relax.Expr]) -> list[relax.Expr]:
+    """The tensor operands among a kernel's trailing ones (an int8 cache's scales; not its symbolic sizes)."""
+    return [o for o in operands if isinstance(o.ty, relax.TensorType)]
+
+
 @mutator
 class _Flash(PyExprMutator):
     def __init__(self, mod: tvm.IRModule, lanes: int, record: FlashRewrite):
@@ -122,7 +128,8 @@ class _Flash(PyExprMutator):
         if values is None:
             return None
         layer = values[1]
-        probs, value_cache = call.args[1].fields[:2]
+        probs, value_cache, *rest = call.args[1].fields
+        value_scales = _tensors(rest)
         softmax = self._through(probs)
         if not _op(softmax, "relax.nn.softmax") or int(softmax.attrs.axis) not in (-1, len(_dims(softmax) or []) - 1):
             return f"layer {layer}: the probabilities are not a softmax over the keys"
@@ -136,12 +143,17 @@ class _Flash(PyExprMutator):
         else:
             return f"layer {layer}: the softmax's input is not the scaled score kernel plus a mask"
         scores_call, scores_layer, scale = scores
-        query, key_cache = scores_call.args[1].fields[:2]
+        query, key_cache, *rest = scores_call.args[1].fields
+        key_scales = _tensors(rest)
         tokens, keys = (_dims(scores_call) or [None, None, None])[1:]
         mask_dims = _dims(mask)
         if scores_layer != layer or not _same_dims(_dims(key_cache), _dims(value_cache)) or not _float32(mask) \
                 or mask_dims is None:
             return f"layer {layer}: scores and values read different layers or caches"
+        quantized = bool(key_scales)
+        if quantized != bool(value_scales) or str(key_cache.ty.dtype) != ("int8" if quantized else "float32") \
+                or str(value_cache.ty.dtype) != str(key_cache.ty.dtype):
+            return f"layer {layer}: keys and values are not both float32, or both int8 with scales"
         expected = [[tokens, keys], [1, 1, tokens, keys]]
         if not any(_same_dims(mask_dims, e) for e in expected):
             return f"layer {layer}: the mask is not [T, N] or [1, 1, T, N]"
@@ -151,8 +163,9 @@ class _Flash(PyExprMutator):
         if not all(isinstance(v, tirx.IntImm) for v in static) or int(heads) % int(kv_heads) or int(depth) % self.lanes:
             return f"layer {layer}: heads, head size or cache shape not static multiples of the vector width"
         shape = FlashShape(heads=int(heads), kv_heads=int(kv_heads), depth=int(depth), slots=int(slots),
-                           layers=int(layers), layer=layer, scale=float(np.float32(scale)), mask_rank=len(mask_dims))
-        return shape, query, key_cache, value_cache, mask
+                           layers=int(layers), layer=layer, scale=float(np.float32(scale)), mask_rank=len(mask_dims),
+                           quantized=quantized)
+        return shape, query, key_cache, value_cache, *key_scales, *value_scales, mask
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802 (TVM's visitor name)
         found = self._match(call)

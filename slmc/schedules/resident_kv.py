@@ -17,6 +17,18 @@ output ``[1, H_kv, P + T, D]`` is element for element ``cache[layer, 0, :, :P + 
 write (the first ``P`` slots hold what the caller cached, the next ``T`` the new tokens), and the
 attention kernels compute the same sums of the same products over it.
 
+A cache stored in int8 (``KVCacheSpec.dtype``, the recipe's ``kv_cache``) adds the scales
+``[L, 1, H_kv, M]`` float32 (one per layer, head and slot)::
+
+    resident_all(input_ids [1, T], cache_keys int8 [L, 1, H_kv, M, D], cache_values int8, key_scales [L, 1, H_kv, M],
+                 value_scales, past: Shape([P]), *weights) -> logits [1, T, V]
+
+``kv_write_int8`` quantizes each new row (symmetric, ``scale = max|x| / 127``, ``q = round(x / scale)``,
+``slmc.graph.kv_cache.quantize_rows``) as it writes it, and the score and value kernels read
+``q * scale``: attention runs over the dequantized cache, new tokens included (Liu et al., "KIVI",
+arXiv:2402.02750, for per-token quantization of the cache; here keys too are per token, as llama.cpp's
+q8_0 cache is). The cache then takes ``D + 4`` bytes per row instead of ``4 D``.
+
 Preconditions checked (else no ``resident_all``, and the reason is recorded): ``main`` takes
 ``(input_ids, past_keys, past_values)`` of the cache's shape; every read of a past cache is a
 ``kv_append`` (with its layer, ``slmc.kv_layer``); every read of an append is an attention kernel,
@@ -36,7 +48,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.relax.utils import copy_with_new_vars
 from tvm.script import tirx as T
 
-from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST, RESIDENT_STEP, KVCacheSpec
+from slmc.graph.kv_cache import INT8_LEVELS, RESIDENT_ALL, RESIDENT_LAST, RESIDENT_STEP, KVCacheSpec
 from slmc.schedules.attention_rewrite import SCORES, VALUES
 from slmc.schedules.kv_append import KIND as APPEND, LAYER_ATTR
 from slmc.schedules.last_position import last_position_function
@@ -45,6 +57,7 @@ from slmc.schedules.one_token import one_token_function
 from slmc.schedules.rule import KERNEL_ATTR
 
 WRITE = "kv_write"
+WRITE_INT8 = "kv_write_int8"
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 
 
@@ -70,7 +83,9 @@ class Residency:
         step = f", {RESIDENT_STEP} a one-token step" if self.one_token else ""
         last = (f"; no {RESIDENT_LAST}: {self.last_position}" if self.last_position
                 else f", {RESIDENT_LAST} computes the last token's logits only{step}")
-        return [f"KV cache: resident, appended in place in {self.layers} layers ({RESIDENT_ALL}){last}"]
+        stored = (f", stored in {self.cache.dtype} with a float32 scale per (layer, head, position)"
+                  if self.cache.quantized else "")
+        return [f"KV cache: resident{stored}, appended in place in {self.layers} layers ({RESIDENT_ALL}){last}"]
 
 
 def kv_write_func(cache: KVCacheSpec, layer: int, dtype: str) -> tirx.PrimFunc:
@@ -92,21 +107,64 @@ def kv_write_func(cache: KVCacheSpec, layer: int, dtype: str) -> tirx.PrimFunc:
     return kv_write
 
 
-def resident_scores_te(query: te.Tensor, cache: te.Tensor, layer: int, group: int, keys: Any) -> te.Tensor:
-    """``attention_scores`` reading key head ``h // group`` of ``layer`` from the stacked cache, ``keys`` positions."""
+def kv_write_int8_func(cache: KVCacheSpec, layer: int) -> tirx.PrimFunc:
+    """Quantize and write, in place (the cache and its scales are the first two arguments): per new row
+    ``x = new[0, h, t, :]``, ``scales[layer, 0, h, past + t] = max|x| / 127`` and
+    ``cache[layer, 0, h, past + t, :] = round(x / scale)`` (a row of zeros: scale 0, q 0)."""
+    slots = cache.max_context + 1
+    shape = (cache.layers, 1, cache.kv_heads, slots, cache.head_dim)
+    heads, dim = cache.kv_heads, cache.head_dim
+    i64 = T.int64
+
+    @T.prim_func(private=True, s_tir=True)
+    def kv_write_int8(stacked: T.handle, scales: T.handle, new: T.handle, past: T.int64):
+        T.func_attr({"tirx.noalias": True, KERNEL_ATTR: WRITE_INT8, LAYER_ATTR: layer, "tirx.is_scheduled": True})
+        tokens = T.int64()
+        cache_buf = T.match_buffer(stacked, shape, "int8")
+        scale_buf = T.match_buffer(scales, shape[:4], "float32")
+        new_buf = T.match_buffer(new, (1, heads, tokens, dim), "float32")
+        for row in T.serial(i64(heads) * tokens):
+            with T.sblock("kv_write_int8"):
+                big = T.sblock_alloc_buffer((i64(2),), "float32", scope="local")  # max|x|, the divisor
+                h: T.let[T.int64] = row // tokens
+                t: T.let[T.int64] = row % tokens
+                big[0] = T.float32(0)
+                for d in T.serial(i64(dim)):
+                    big[0] = T.max(big[0], T.fabs(new_buf[i64(0), h, t, d]))
+                scale_buf[i64(layer), i64(0), h, past + t] = big[0] / T.float32(INT8_LEVELS)
+                big[1] = T.if_then_else(big[0] > T.float32(0), big[0] / T.float32(INT8_LEVELS), T.float32(1))
+                for d in T.serial(i64(dim)):
+                    cache_buf[i64(layer), i64(0), h, past + t, d] = T.Cast(
+                        "int8", T.round(new_buf[i64(0), h, t, d] / big[1]))
+
+    return kv_write_int8
+
+
+def _stored(cache: te.Tensor, scales: te.Tensor | None, layer: int, head: Any, n: Any, d: Any) -> Any:
+    """One cached number as attention reads it: the float32 cache's, or ``q * scale`` of an int8 cache."""
+    if scales is None:
+        return cache[layer, 0, head, n, d]
+    return cache[layer, 0, head, n, d].astype("float32") * scales[layer, 0, head, n]
+
+
+def resident_scores_te(query: te.Tensor, cache: te.Tensor, layer: int, group: int, keys: Any,
+                       scales: te.Tensor | None = None) -> te.Tensor:
+    """``attention_scores`` reading key head ``h // group`` of ``layer`` from the stacked cache, ``keys`` positions
+    (``scales``: the int8 cache's, dequantized as it is read)."""
     heads, rows, depth = query.shape
     d = te.reduce_axis((0, depth), name="d")
     return te.compute((heads, rows, keys),
-                      lambda h, m, n: te.sum(query[h, m, d] * cache[layer, 0, h // group, n, d], axis=d),
+                      lambda h, m, n: te.sum(query[h, m, d] * _stored(cache, scales, layer, h // group, n, d), axis=d),
                       name="attention_scores")
 
 
-def resident_values_te(probs: te.Tensor, cache: te.Tensor, layer: int, group: int) -> te.Tensor:
+def resident_values_te(probs: te.Tensor, cache: te.Tensor, layer: int, group: int,
+                       scales: te.Tensor | None = None) -> te.Tensor:
     """``attention_values`` reading value head ``h // group`` of ``layer`` from the stacked cache."""
     heads, rows, length = probs.shape
     n = te.reduce_axis((0, length), name="n")
     return te.compute((heads, rows, cache.shape[4]),
-                      lambda h, m, d: te.sum(probs[h, m, n] * cache[layer, 0, h // group, n, d], axis=n),
+                      lambda h, m, d: te.sum(probs[h, m, n] * _stored(cache, scales, layer, h // group, n, d), axis=n),
                       name="attention_values")
 
 
@@ -132,12 +190,14 @@ class _Resident(PyExprMutator):
     """Rewrites the bindings of ``main`` (with both caches as extra parameters) into the resident step."""
 
     def __init__(self, mod: tvm.IRModule, caches: dict[relax.Var, relax.Var], past: tirx.Var, cache: KVCacheSpec,
-                 output: relax.Var):
+                 output: relax.Var, scales: dict[relax.Var, relax.Var] | None = None):
         super().__init__(mod)
         self.mod, self.past, self.cache, self.output = mod, past, cache, output
         self.current = dict(caches)                      # past param -> cache var after the latest write
+        self.scales = dict(scales or {})                 # past param -> its scales after the latest write (int8)
         self.writes = {param: 0 for param in caches}     # past param -> writes so far
-        self.appends: dict[relax.Var, tuple[relax.Var, int, int, relax.Var]] = {}  # append var -> (param, layer, write no., cache)
+        # append var -> (param, layer, write no., cache, scales or None)
+        self.appends: dict[relax.Var, tuple[relax.Var, int, int, relax.Var, relax.Var | None]] = {}
         self.layers: set[int] = set()
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:  # noqa: N802 (TVM's visitor name)
@@ -155,12 +215,22 @@ class _Resident(PyExprMutator):
         param = next(p for p in self.current if value.args[1].fields[0].same_as(p))
         layer = int(func.attrs[LAYER_ATTR])
         new = self.visit_expr(value.args[1].fields[1])
-        gvar = self.builder_.add_func(kv_write_func(self.cache, layer, str(new.ty.dtype)), WRITE)
-        written = self.builder_.emit(relax.op.call_tir_inplace(
-            gvar, relax.Tuple([self.current[param], new, self.past]), 0, self.current[param].ty))
+        if param in self.scales:
+            if str(new.ty.dtype) != "float32":
+                raise NotResident(f"layer {layer}'s new keys/values are {new.ty.dtype}; an int8 cache quantizes float32")
+            gvar = self.builder_.add_func(kv_write_int8_func(self.cache, layer), WRITE_INT8)
+            both = self.builder_.emit(relax.op.call_tir_inplace(
+                gvar, relax.Tuple([self.current[param], self.scales[param], new, self.past]), [0, 1],
+                [self.current[param].ty, self.scales[param].ty]))
+            written = self.builder_.emit(relax.TupleGetItem(both, 0))
+            self.scales[param] = self.builder_.emit(relax.TupleGetItem(both, 1))
+        else:
+            gvar = self.builder_.add_func(kv_write_func(self.cache, layer, str(new.ty.dtype)), WRITE)
+            written = self.builder_.emit(relax.op.call_tir_inplace(
+                gvar, relax.Tuple([self.current[param], new, self.past]), 0, self.current[param].ty))
         self.current[param] = written
         self.writes[param] += 1
-        self.appends[binding.var] = (param, layer, self.writes[param], written)
+        self.appends[binding.var] = (param, layer, self.writes[param], written, self.scales.get(param))
         self.layers.add(layer)
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802 (TVM's visitor name)
@@ -168,7 +238,7 @@ class _Resident(PyExprMutator):
         operands = call.args[1].fields if kind in (SCORES, VALUES) else ()
         if len(operands) < 2 or not isinstance(operands[1], relax.Var) or operands[1] not in self.appends:
             return super().visit_call_(call)
-        param, layer, write, cache = self.appends[operands[1]]
+        param, layer, write, cache, scales = self.appends[operands[1]]
         if write != self.writes[param]:
             raise NotResident(f"layer {layer}'s cache is read after a later layer wrote the cache")
         query = self.visit_expr(operands[0])
@@ -178,9 +248,9 @@ class _Resident(PyExprMutator):
         group = int(heads) // self.cache.kv_heads
         if kind == SCORES:
             keys = call.ty.shape.values[2]
-            return self.builder_.call_te(resident_scores_te, query, cache, layer, group, keys,
+            return self.builder_.call_te(resident_scores_te, query, cache, layer, group, keys, scales,
                                          primfunc_name_hint=SCORES, primfunc_attrs={KERNEL_ATTR: SCORES, LAYER_ATTR: layer})
-        return self.builder_.call_te(resident_values_te, query, cache, layer, group,
+        return self.builder_.call_te(resident_values_te, query, cache, layer, group, scales,
                                      primfunc_name_hint=VALUES, primfunc_attrs={KERNEL_ATTR: VALUES, LAYER_ATTR: layer})
 
 
@@ -209,15 +279,21 @@ def resident_function(mod: tvm.IRModule, cache: KVCacheSpec) -> tuple[tvm.IRModu
         main = main.bind_symbolic_vars({value_past: past})
         keys, values = main.params[1], main.params[2]
     slots = cache.max_context + 1
-    dtype = str(keys.ty.dtype)
-    cache_keys = relax.Var("cache_keys", relax.TensorType([cache.layers, 1, cache.kv_heads, slots, cache.head_dim], dtype))
-    cache_values = relax.Var("cache_values", relax.TensorType([cache.layers, 1, cache.kv_heads, slots, cache.head_dim], dtype))
+    dtype = cache.dtype if cache.quantized else str(keys.ty.dtype)
+    if cache.quantized and str(keys.ty.dtype) != "float32":
+        raise NotResident(f"an {cache.dtype} cache quantizes a float32 one; main's cache is {keys.ty.dtype}")
+    rows = [cache.layers, 1, cache.kv_heads, slots]
+    cache_keys = relax.Var("cache_keys", relax.TensorType([*rows, cache.head_dim], dtype))
+    cache_values = relax.Var("cache_values", relax.TensorType([*rows, cache.head_dim], dtype))
+    scales = ([relax.Var("key_scales", relax.TensorType(rows, "float32")),
+               relax.Var("value_scales", relax.TensorType(rows, "float32"))] if cache.quantized else [])
     past_shape = relax.Var("past", relax.ShapeType([past]))
     if not isinstance(main.body, relax.SeqExpr) or not isinstance(main.body.body, relax.Var):
         raise NotResident("main's body does not end in a bound output")
-    rewriter = _Resident(mod, {keys: cache_keys, values: cache_values}, past, cache, main.body.body)
+    rewriter = _Resident(mod, {keys: cache_keys, values: cache_values}, past, cache, main.body.body,
+                         dict(zip((keys, values), scales)))
     weights = list(main.params[3:])
-    staged = relax.Function([main.params[0], keys, values, cache_keys, cache_values, past_shape, *weights],
+    staged = relax.Function([main.params[0], keys, values, cache_keys, cache_values, *scales, past_shape, *weights],
                             main.body, None, main.is_pure, main.attrs)
     rewritten = relax.analysis.remove_all_unused(rewriter.visit_expr(staged))
     still = [p.name for p in (keys, values) if p in set(relax.analysis.free_vars(rewritten.body))]
@@ -228,7 +304,7 @@ def resident_function(mod: tvm.IRModule, cache: KVCacheSpec) -> tuple[tvm.IRModu
     if len(rewriter.layers) != cache.layers:
         raise NotResident(f"the cache append was found in {len(rewriter.layers)} of {cache.layers} layers")
     params = [rewritten.params[0], *rewritten.params[3:]]
-    attrs = {**dict(main.attrs), "num_input": 4, "global_symbol": RESIDENT_ALL}
+    attrs = {**dict(main.attrs), "num_input": 4 + len(scales), "global_symbol": RESIDENT_ALL}
     # its own variables: a variable bound in two functions breaks FuseOps
     function = copy_with_new_vars(relax.Function(params, rewritten.body, rewritten.body.ty, main.is_pure).with_attrs(attrs))
     out = rewriter.builder_.get()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
@@ -103,6 +103,17 @@ class Verify(StrictModel):
         return self
 
 
+class KvCacheSetting(StrictModel):
+    """How a causal LM's resident KV cache is stored (``slmc.graph.kv_cache``): ``float32``, or ``int8`` with one
+    float32 scale per (layer, head, position) (``granularity: per_token_head``; symmetric, absmax / 127), quantized
+    as the kernels write it and dequantized inside attention. Needs a target kind whose attention reads the
+    resident cache (``Backend.quantized_kv_cache``)."""
+
+    dtype: Literal["float32", "int8"] = Field("float32", description="dtype the KV cache is stored in")
+    granularity: Literal["per_token_head"] = Field(
+        "per_token_head", description="int8: one scale per (layer, KV head, position), i.e. per row of head_dim numbers")
+
+
 class RecipeDocument(StrictModel):
     """The top level of a recipe file."""
 
@@ -111,6 +122,7 @@ class RecipeDocument(StrictModel):
     max_context: int | None = Field(None, ge=16, le=1_048_576,
                                     description="causal LMs: longest context (tokens) the artifact accepts; "
                                                 "default: what the model supports and the target's memory holds")
+    kv_cache: KvCacheSetting = Field(KvCacheSetting(), description="causal LMs: how the KV cache is stored")
     passes: list[dict[str, dict[str, Any] | None]] = Field(default_factory=list)
     calibration: Calibration | None = None
     verify: Verify = Verify()
@@ -128,6 +140,10 @@ class Recipe:
     @property
     def verify(self) -> Verify:
         return self.document.verify
+
+    @property
+    def kv_cache(self) -> KvCacheSetting:
+        return self.document.kv_cache
 
     @property
     def calibration(self) -> Calibration | None:

@@ -24,6 +24,7 @@ class CpuBackend(Backend):
     tvm_kinds: ClassVar[frozenset[str]] = frozenset({"llvm"})
     remote_execution: ClassVar[bool] = True
     supports_tuning: ClassVar[bool] = True
+    quantized_kv_cache: ClassVar[bool] = True
 
     def legalize_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
         if not phase.slmc_rules:

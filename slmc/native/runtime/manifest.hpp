@@ -20,6 +20,9 @@ struct KVCacheShape {
     int64_t layers = 0, kv_heads = 0, head_dim = 0, max_context = 0;
     bool resident = false;       // kv_cache.mode "resident": model.so has resident_all (slmc/graph/kv_cache.py)
     bool last_position = false;  // kv_cache.last_position: model.so has resident_last
+    // kv_cache.dtype "int8" (absent: "float32"): the resident buffers are int8, and resident_all / resident_last take
+    // key_scales and value_scales float32 [L, 1, H_kv, max_context + 1] after them (slmc/schedules/resident_kv.py)
+    bool int8 = false;
 };
 
 struct Manifest {

@@ -98,8 +98,12 @@ Session::Session(const std::string& artifact_dir) : dir_(artifact_dir) {
     model_ = std::make_unique<TvmModel>(dir_ + "/" + kLibrary, std::move(weights.tensors), c.resident, c.last_position);
     if (c.resident) {  // zeros: the sink slot is read with probability 0, and 0 x NaN would poison the scores.
         // Zero pages on demand: resident memory grows with the slots written, not with max_context.
-        keys_ = zero_page_tensor({c.layers, 1, c.kv_heads, c.max_context + 1, c.head_dim}, DLDataType{kDLFloat, 32, 1});
-        values_ = zero_page_tensor({c.layers, 1, c.kv_heads, c.max_context + 1, c.head_dim}, DLDataType{kDLFloat, 32, 1});
+        DLDataType stored = c.int8 ? DLDataType{kDLInt, 8, 1} : DLDataType{kDLFloat, 32, 1};
+        keys_ = zero_page_tensor({c.layers, 1, c.kv_heads, c.max_context + 1, c.head_dim}, stored);
+        values_ = zero_page_tensor({c.layers, 1, c.kv_heads, c.max_context + 1, c.head_dim}, stored);
+        if (c.int8)  // one scale per (layer, head, slot)
+            for (int i = 0; i < 2; ++i)
+                scales_.push_back(zero_page_tensor({c.layers, 1, c.kv_heads, c.max_context + 1}, DLDataType{kDLFloat, 32, 1}));
     }
     reset();
 }
@@ -118,7 +122,9 @@ void Session::reset() {
 
 MemoryUse Session::memory() const {
     const KVCacheShape& c = manifest_.kv_cache;
-    uint64_t per_slot = 2ull * uint64_t(c.layers) * uint64_t(c.kv_heads) * uint64_t(c.head_dim) * sizeof(float);
+    // int8: one byte per number and a float32 scale per row of head_dim numbers
+    uint64_t row = c.int8 ? uint64_t(c.head_dim) + sizeof(float) : uint64_t(c.head_dim) * sizeof(float);
+    uint64_t per_slot = 2ull * uint64_t(c.layers) * uint64_t(c.kv_heads) * row;
     MemoryUse m;
     m.weights_file_bytes = weights_bytes_;
     m.kv_cache_bytes = per_slot * uint64_t(cached() + 1);  // the sink slot included
@@ -144,7 +150,7 @@ ffi::Tensor Session::run_call(const int32_t* ids, size_t count, bool last_only) 
     auto* data = static_cast<int64_t*>(input.data_ptr());
     for (size_t i = 0; i < count; ++i) data[i] = ids[i];
     if (manifest_.kv_cache.resident) {
-        ffi::Tensor logits = model_->step_resident(input, keys_, values_, slots_, last_only);
+        ffi::Tensor logits = model_->step_resident(input, keys_, values_, scales_, slots_, last_only);
         slots_ += static_cast<int64_t>(count);
         return logits;
     }

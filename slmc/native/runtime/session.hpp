@@ -76,6 +76,7 @@ class Session {
     bool stop_at_eos_ = true;
     size_t copied_weights_ = 0;
     uint64_t weights_bytes_ = 0;
+    std::vector<tvm::ffi::Tensor> scales_;  // an int8 resident cache's key and value scales (manifest kv_cache.dtype)
     tvm::ffi::Tensor keys_, values_;  // copy contract: the cache main returned; resident: allocated once, max_context + 1 slots
     int64_t slots_ = 1;               // resident: slots in use (the sink included)
     std::vector<int32_t> context_;  // every token in the cache, then the pending one

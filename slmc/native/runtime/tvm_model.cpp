@@ -116,16 +116,17 @@ StepOutputs TvmModel::step(const ffi::Tensor& ids, const ffi::Tensor& keys, cons
     }
 }
 
-ffi::Tensor TvmModel::step_resident(const ffi::Tensor& ids, const ffi::Tensor& keys, const ffi::Tensor& values, int64_t past,
-                                    bool last_only) const {
+ffi::Tensor TvmModel::step_resident(const ffi::Tensor& ids, const ffi::Tensor& keys, const ffi::Tensor& values,
+                                    const std::vector<ffi::Tensor>& scales, int64_t past, bool last_only) const {
     if (!resident_all_.has_value()) throw ModelError(path_ + ": the library has no resident_all (the manifest's kv_cache.mode is copy)");
     const ffi::Function& function = resident_function(ids.size(1), last_only);
     ffi::Shape slots({past});
     std::vector<ffi::AnyView> args;
-    args.reserve(4 + weights_.size());
+    args.reserve(4 + scales.size() + weights_.size());
     args.emplace_back(ids);
     args.emplace_back(keys);
     args.emplace_back(values);
+    for (const ffi::Tensor& s : scales) args.emplace_back(s);
     args.emplace_back(slots);
     for (const ffi::Tensor& w : weights_) args.emplace_back(w);
     ffi::Any result;

@@ -32,9 +32,10 @@ class TvmModel {
     // One call of `resident_all` (`resident_last` when `last_only` and the library has it; `resident_step`
     // for one token when the library has it, slmc.schedules.one_token: the same logits) under the
     // resident contract: writes the new keys/values at slots past .. past + T - 1 of `keys`/`values`
-    // [L, 1, H, max_context + 1, D] in place and returns the logits [1, T, V] ([1, 1, V]).
+    // [L, 1, H, max_context + 1, D] in place and returns the logits [1, T, V] ([1, 1, V]). `scales`: an int8
+    // cache's key and value scales [L, 1, H, max_context + 1], passed after the caches (empty for float32).
     tvm::ffi::Tensor step_resident(const tvm::ffi::Tensor& ids, const tvm::ffi::Tensor& keys, const tvm::ffi::Tensor& values,
-                                   int64_t past, bool last_only) const;
+                                   const std::vector<tvm::ffi::Tensor>& scales, int64_t past, bool last_only) const;
     bool resident() const { return resident_all_.has_value(); }
     bool has_one_token_step() const { return resident_step_.has_value(); }
 

@@ -120,3 +120,16 @@ def test_backend_for_returns_each_kinds_backend():
         "CpuBackend", "GpuBackend", "NpuBackend"]
     assert all(isinstance(backend_for(load_target(n)), Backend) for n in ("arm-cortex-a76", "mali-g710"))
     assert backend_for(load_target("arm-cortex-a76")).supports_tuning and not backend_for(load_target("mali-g710")).supports_tuning
+
+
+def test_an_int8_kv_cache_is_refused_by_a_kind_whose_attention_does_not_read_the_resident_cache(tmp_path):
+    recipe_path = tmp_path / "kv-int8.yaml"
+    recipe_path.write_text("kv_cache: {dtype: int8}\n")
+    recipe = load_recipe(recipe_path)
+    check_recipe(recipe, load_target("host"))  # cpu: the resident attention kernels dequantize
+    for target in ("mali-g710", "ethos-u65"):
+        with pytest.raises(RecipeError) as err:
+            check_recipe(recipe, load_target(target))
+        (problem,) = [p for p in err.value.problems if p.path.startswith("kv_cache")]  # (the NPU also wants w8a8)
+        assert problem.path == "kv_cache.dtype" and problem.found == "int8" and err.value.exit_code == 2
+        assert f"target '{target}'" in problem.message and "kinds that can: cpu" in problem.message

@@ -86,3 +86,16 @@ def test_the_built_prompt_step_allocates_no_per_head_scores(tiny, host_target):
     for name in (RESIDENT_ALL, RESIDENT_LAST):
         assert _per_head_quadratic_buffers(copy.scheduled, name) == {}
     assert _per_head_quadratic_buffers(copy.scheduled, "main")  # the copy contract's main still has them: the check sees them
+
+
+def test_an_int8_cache_becomes_the_tiled_kernel_that_reads_its_scales(tiny):
+    from dataclasses import replace
+
+    spec, program = tiny
+    module, _ = resident_function(kv_append(attention_rewrite(program.module)), replace(spec.kv_cache, dtype="int8"))
+    record = FlashRewrite()
+    out = flash_rewrite(16, [], record)(module)
+    assert record.rewritten == {RESIDENT_ALL: spec.kv_cache.layers} and not record.declined
+    kernels = [f for _, f in out.functions_items() if isinstance(f, tirx.PrimFunc) and f.attrs is not None
+               and str(f.attrs.get("slmc.kernel", "")) == "flash_attention"]
+    assert kernels and all([p.name for p in f.params] == ["q", "kc", "vc", "ks", "vs", "mask", "out"] for f in kernels)

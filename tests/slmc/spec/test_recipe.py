@@ -122,3 +122,14 @@ def test_recipe_checked_against_target_names_both(tmp_path):
     message = str(err.value)
     assert "passes.1.cast_weights.dtype" in message and "fp32-only" in message and "float16" in message
     check_against_target(recipe, descriptor)  # host has float16
+
+
+def test_kv_cache_storage_is_validated_with_extra_keys_refused(tmp_path):
+    recipe = load_recipe(write(tmp_path, "kv_cache: {dtype: int8, granularity: per_token_head}\n"))
+    assert (recipe.kv_cache.dtype, recipe.kv_cache.granularity) == ("int8", "per_token_head")
+    assert load_recipe("cleanup").kv_cache.dtype == "float32"
+    assert recipe.normalized()["kv_cache"] == {"dtype": "int8", "granularity": "per_token_head"}  # the cache keys on it
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write(tmp_path, "kv_cache:\n  dtype: int4\n  group: 32\n", "bad.yaml"))
+    found = problems(err)
+    assert set(found) == {"kv_cache.dtype", "kv_cache.group"} and found["kv_cache.dtype"].line == 2

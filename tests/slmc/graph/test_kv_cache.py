@@ -1,0 +1,45 @@
+"""The KV-cache contract's stored dtype (slmc.graph.kv_cache): int8 rows with a scale, its size, and the eager decoder
+that rounds its cache as the artifact stores it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from slmc.graph.kv_cache import CopyDecoder, KVCacheSpec, dequantize_rows, quantize_rows, round_stored
+
+
+def test_int8_rows_round_trip_within_half_a_step_and_keep_the_absmax():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 1, 3, 5, 64)).astype(np.float32) * 3
+    x[0, 0, 0, 0] = 0.0  # a row of zeros: scale 0, q 0, no NaN
+    q, scale = quantize_rows(x)
+    assert q.dtype == np.int8 and scale.dtype == np.float32 and scale.shape == x.shape[:-1]
+    assert scale[0, 0, 0, 0] == 0 and not q[0, 0, 0, 0].any()
+    assert np.abs(q).max() == 127
+    back = dequantize_rows(q, scale)
+    assert np.all(np.abs(back - x) <= scale[..., None] / 2 + 1e-6)
+    np.testing.assert_array_equal(round_stored(KVCacheSpec(2, 3, 64, 8), x), x)  # float32: unchanged
+
+
+def test_the_smollm_135m_shape_stores_0_266_of_the_float32_bytes_per_token():
+    fp32 = KVCacheSpec(layers=30, kv_heads=3, head_dim=64, max_context=2048)
+    int8 = KVCacheSpec(layers=30, kv_heads=3, head_dim=64, max_context=2048, dtype="int8")
+    assert fp32.bytes_per_token() == 46_080 and int8.bytes_per_token() == 12_240
+    assert int8.bytes_per_token() / fp32.bytes_per_token() <= 0.27  # 68 / 256 = 0.266 (issue 20.2's bar)
+
+
+def test_the_copy_decoder_rounds_only_the_new_positions_of_an_int8_cache():
+    cache = KVCacheSpec(1, 1, 8, 16, dtype="int8")
+    rng = np.random.default_rng(1)
+
+    def step(ids, keys, values):
+        new = rng.standard_normal((1, 1, 1, ids.shape[1], 8)).astype(np.float32)
+        return np.zeros((1, ids.shape[1], 4), np.float32), np.concatenate([keys, new], 3), np.concatenate([values, new], 3)
+
+    decoder = CopyDecoder(step, cache)
+    decoder.feed(np.zeros((1, 3), np.int64))
+    first = decoder.keys.copy()
+    decoder.feed(np.zeros((1, 1), np.int64))
+    np.testing.assert_array_equal(decoder.keys[..., :4, :], first)  # what was stored stays as stored
+    q, scale = quantize_rows(decoder.keys[..., 1:, :])
+    np.testing.assert_allclose(dequantize_rows(q, scale), decoder.keys[..., 1:, :], rtol=0, atol=1e-6)  # already rounded
