@@ -110,7 +110,8 @@ def test_mutated_recipes_name_the_mutated_key(doc):
         recipe_from_document(parse_yaml(yaml.safe_dump(doc), "m.yaml"), None)
     except RecipeError as exc:
         top = {p.path.split(".")[0] for p in exc.problems}
-        assert top <= {"passes", "verify", ""} | set(doc)
+        # a problem path joins keys with ".", so a mutated key that itself contains "." is named by its first part
+        assert top <= {"passes", "verify", ""} | {str(key).split(".")[0] for key in doc}
 
 
 @pytest.mark.parametrize("kind", ["recipe", "target"])
