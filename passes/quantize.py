@@ -61,6 +61,7 @@ from slmc.passes._quantize_handlers import METHODS, SCHEMES, calibrated_methods,
 from slmc.quantization.awq import output_error
 from slmc.quantization.formats import QuantFormat, QuantizedWeight, quantize_rtn
 from slmc.quantization.ops import QUANTIZED_EMBEDDING, QUANTIZED_LINEAR, W4A8_LINEAR, W8A8_LINEAR
+from slmc.quantization.w4a8_layout import layout_problem, pack_paired
 from slmc.quantization.smoothquant import activation_scale, sample_input_rows, smoothing_factors
 from slmc.spec.strict_model import StrictModel
 from slmc.spec.target import TargetDescriptor
@@ -327,6 +328,8 @@ def _plan(graph: Graph, config: QuantizeConfig, target: TargetDescriptor,
             skipped.append(Skip(layer.name, settings))
             continue
         fitted = _fit_group(layer.name, settings, tuple(layer.weight(graph).shape), config, target, fallbacks)
+        if not isinstance(fitted, str) and settings.scheme == "w4a8":  # its own layout (slmc.quantization.w4a8_layout)
+            fitted = layout_problem(int(layer.weight(graph).shape[1])) or fitted
         if isinstance(fitted, str):
             skipped.append(Skip(layer.name, fitted))
             continue
@@ -388,8 +391,10 @@ def _replace_w8a8(graph: Graph, plan: _Planned, codes: torch.Tensor, weight_scal
 
 
 def _replace_w4a8(graph: Graph, plan: _Planned, quantized: QuantizedWeight) -> None:
+    """``w4a8_linear`` on the codes stored in its own nibble-paired layout (``slmc.quantization.w4a8_layout``)."""
     layer = plan.layer
-    qweight, scales, _ = _packed_attrs(graph, layer.node, layer.name, quantized)
+    qweight = _attr(graph, layer.node, f"{layer.name}.qweight", pack_paired(quantized.codes))
+    scales = _attr(graph, layer.node, f"{layer.name}.scales", quantized.scales)
     _swap(graph, layer.node, W4A8_LINEAR, (layer.input, qweight, scales, layer.bias_node, plan.fmt.group(quantized.shape[1])),
           layer.weight_node)
 

@@ -37,7 +37,7 @@ from slmc.schedules.int8_matmul import Int8DotRule, consumers_in_order, tiles_pe
 from slmc.schedules.row_matmul import CpuParams, static_extent
 
 KIND = "w4a8_linear"
-_STAGES = ("quantize_activations", "unpacked_codes", "int8_group_dot", "group_rescale")
+_STAGES = ("quantize_activations", "code_offset", "unpacked_codes", "int8_group_dot", "group_rescale")
 
 
 class Int4Int8Matmul(Int8DotRule):
@@ -54,6 +54,7 @@ class Int4Int8Matmul(Int8DotRule):
         if static_extent(sch, sch.get_loops(named["group_rescale"])[1]) is None:
             return None
         choice = self.choose_tile(target, params)
+        self.intrinsic = choice.nonnegative_intrinsic  # the codes are unsigned (below 16): no sign flip, no offset
         budget = choice.registers // 2 // (DOT_ROWS * choice.vectors_per_row)  # int32 + float accumulators
         self._schedule(sch, named, params, max(budget // 2, 1))
         return sch
@@ -78,18 +79,29 @@ class Int4Int8Matmul(Int8DotRule):
         sch.compute_at(dot, g, preserve_unit_loops=True)
         sch.set_scope(dot, 0, "local")
         dm, _, dt, di, dkb, dki = sch.get_loops(dot)[-6:]
-        sch.reorder(dkb, dt, dm, di, dki)
-        sch.compute_at(unpacked, dt, preserve_unit_loops=True)  # one [16, 4] tile (64 bytes, on the stack); global scope, as the tile intrinsic's operand
+        block, half = sch.split(dkb, factors=[None, 2])  # the two tiles of one 64-byte block: low, high nibbles
+        sch.reorder(block, dt, half, dm, di, dki)
+        sch.compute_at(unpacked, dt, preserve_unit_loops=True)  # both tiles of a block (128 bytes, in registers); global scope, as the tile intrinsic's operand
+        nibble, lanes = self._unpack_loops(sch, unpacked)
         sch.parallel(to)
         sch.unroll(dt)
+        sch.unroll(half)
         sch.unroll(dm)
+        sch.unroll(nibble)
+        sch.vectorize(lanes)  # 64 contiguous bytes: one shift and one mask per tile
         sch.vectorize(i)
         if self.intrinsic is None:  # int32 vectors: the 16 channels vectorized, the 4 inputs unrolled around them
             sch.reorder(dki, di)
             sch.vectorize(di)
             sch.unroll(dki)
         sch.decompose_reduction(rescale, g)
-        init = sch.decompose_reduction(dot, dkb)
+        init = sch.decompose_reduction(dot, block)
         sch.vectorize(sch.get_loops(init)[-1])
         if self.intrinsic is not None:
             sch.tensorize(di, self.intrinsic)
+
+    @staticmethod
+    def _unpack_loops(sch: s_tir.Schedule, unpacked: s_tir.schedule.SBlockRV) -> tuple:
+        """The unpacking's loop over the block's two nibbles and its 64 fused byte lanes (16 channels x 4 inputs)."""
+        nibble, channel, inner = sch.get_loops(unpacked)[-3:]
+        return nibble, sch.fuse(channel, inner)
