@@ -45,9 +45,11 @@ def _tile_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
                 C[vi] = C[vi] + T.Cast("int32", A[vk]) * T.Cast("int32", B[vi, vk])
 
 
-def _vpdpbusd_tile(lanes: int) -> tirx.PrimFunc:
-    """The tile on ``vpdpbusd`` over ``lanes`` int32 lanes (16: one zmm, AVX-512 VNNI; 8: two ymm halves, AVX-VNNI)."""
-    intrinsic, bytes_, words = _vpdpbusd(lanes)
+def _vpdpbusd_tile(lanes: int, nonnegative: bool = False) -> tirx.PrimFunc:
+    """The tile on ``vpdpbusd`` over ``lanes`` int32 lanes (16: one zmm, AVX-512 VNNI; 8: two ymm halves, AVX-VNNI).
+    ``nonnegative``: for weights in ``[0, 127]`` (w4a8's unsigned int4 codes), the unsigned operand as they are,
+    with no sign flip and no ``128 * sum(x)`` offset."""
+    intrinsic, bytes_, words = f"llvm.x86.avx512.vpdpbusd.{32 * lanes}", f"int8x{4 * lanes}", f"int32x{lanes}"
 
     @T.prim_func(s_tir=True)
     def tile(a: T.handle, b: T.handle, c: T.handle) -> None:
@@ -58,37 +60,17 @@ def _vpdpbusd_tile(lanes: int) -> tirx.PrimFunc:
             T.reads(C[0:16], A[0:4], B[0:16, 0:4])
             T.writes(C[0:16])
             codes = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), lanes), dtype=bytes_)
-            flip = T.broadcast(T.int8(-128), 4 * lanes)
-            offset = T.call_llvm_pure_intrin(words, intrinsic, T.broadcast(T.int32(0), lanes), flip, codes)
-            for part in T.unroll(16 // lanes):
-                C[T.ramp(part * lanes, 1, lanes)] = T.call_llvm_pure_intrin(
-                    words, intrinsic, C.vload([part * lanes], words), T.bitwise_xor(B.vload([part * lanes, 0], bytes_), flip),
-                    codes) - offset
-
-    return tile
-
-
-def _vpdpbusd(lanes: int) -> tuple[str, str, str]:
-    return f"llvm.x86.avx512.vpdpbusd.{32 * lanes}", f"int8x{4 * lanes}", f"int32x{lanes}"
-
-
-def _vpdpbusd_nonnegative_tile(lanes: int) -> tirx.PrimFunc:
-    """The tile on ``vpdpbusd`` for weights in ``[0, 127]`` (w4a8's unsigned int4 codes): they are the unsigned
-    operand as they are, with no sign flip and no ``128 * sum(x)`` offset."""
-    intrinsic, bytes_, words = _vpdpbusd(lanes)
-
-    @T.prim_func(s_tir=True)
-    def tile(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (4,), "int8", offset_factor=1)
-        B = T.match_buffer(b, (16, 4), "int8", offset_factor=1)
-        C = T.match_buffer(c, (16,), "int32", offset_factor=1, scope="local")
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            codes = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), lanes), dtype=bytes_)
-            for part in T.unroll(16 // lanes):
-                C[T.ramp(part * lanes, 1, lanes)] = T.call_llvm_pure_intrin(
-                    words, intrinsic, C.vload([part * lanes], words), B.vload([part * lanes, 0], bytes_), codes)
+            if nonnegative:  # a Python constant: the parser keeps one branch
+                for part in T.unroll(16 // lanes):
+                    C[T.ramp(part * lanes, 1, lanes)] = T.call_llvm_pure_intrin(
+                        words, intrinsic, C.vload([part * lanes], words), B.vload([part * lanes, 0], bytes_), codes)
+            else:
+                flip = T.broadcast(T.int8(-128), 4 * lanes)
+                offset = T.call_llvm_pure_intrin(words, intrinsic, T.broadcast(T.int32(0), lanes), flip, codes)
+                for part in T.unroll(16 // lanes):
+                    C[T.ramp(part * lanes, 1, lanes)] = T.call_llvm_pure_intrin(
+                        words, intrinsic, C.vload([part * lanes], words),
+                        T.bitwise_xor(B.vload([part * lanes, 0], bytes_), flip), codes) - offset
 
     return tile
 
@@ -119,7 +101,7 @@ NONNEGATIVE_INTRINSICS = {  # the same tile for weights known to lie in [0, 127]
     "avx_vnni": "slmc_int8_tile_avx_vnni_nonnegative",
     "dotprod": INTRINSICS["dotprod"],  # sdot is signed x signed: bytes below 128 need nothing else
 }
-_NONNEGATIVE_IMPLEMENTATIONS = {"avx512_vnni": _vpdpbusd_nonnegative_tile(16), "avx_vnni": _vpdpbusd_nonnegative_tile(8)}
+_NONNEGATIVE_IMPLEMENTATIONS = {"avx512_vnni": _vpdpbusd_tile(16, nonnegative=True), "avx_vnni": _vpdpbusd_tile(8, nonnegative=True)}
 LLVM_FEATURES = {"avx512_vnni": "avx512vnni", "avx_vnni": "avxvnni", "dotprod": "dotprod"}  # what LLVM must enable
 # (vector registers per 16 int32 accumulator lanes, vector registers of the ISA)
 REGISTERS = {"avx512_vnni": (1, 32), "avx_vnni": (2, 16), "dotprod": (4, 32)}
