@@ -18,7 +18,9 @@ compiled kernel (``slmc.quantization.tvm_kernels``). Methods:
   dot-product instructions (``vpdpbusd``, ``sdot``), scaled and accumulated in float32 for decode and
   prefill alike (``slmc.quantization.ops.w4a8_linear``; ExecuTorch's 8da4w, llama.cpp's Q4_0 x Q8_0,
   llm-compressor's W4AINT8). The target must list ``compute.int8_dot`` (else the recipe is refused
-  naming it), ``int8`` activations and the ``w4a8`` scheme. Embedding tables stay weight-only int4.
+  naming it), ``int8`` activations and the ``w4a8`` scheme. Embedding tables stay weight-only int4. The
+  codes are stored nibble-paired in blocks of 8 inputs (``slmc.quantization.w4a8_layout``): a layer whose
+  ``in_features`` is not a multiple of 8 (per channel) stays float32, reported with the reason.
 
 ``overrides`` (applied in order; later matches win) change the settings of layers whose name
 matches a glob: mixed precision (``bits: 8`` for ``*lm_head``), other group sizes, or ``skip``.
