@@ -18,7 +18,9 @@ compiled kernel (``slmc.quantization.tvm_kernels``). Methods:
   dot-product instructions (``vpdpbusd``, ``sdot``), scaled and accumulated in float32 for decode and
   prefill alike (``slmc.quantization.ops.w4a8_linear``; ExecuTorch's 8da4w, llama.cpp's Q4_0 x Q8_0,
   llm-compressor's W4AINT8). The target must list ``compute.int8_dot`` (else the recipe is refused
-  naming it), ``int8`` activations and the ``w4a8`` scheme. Embedding tables stay weight-only int4.
+  naming it), ``int8`` activations and the ``w4a8`` scheme. Embedding tables stay weight-only int4. The
+  codes are stored nibble-paired in blocks of 8 inputs (``slmc.quantization.w4a8_layout``): a layer whose
+  ``in_features`` is not a multiple of 8 (per channel) stays float32, reported with the reason.
 
 ``overrides`` (applied in order; later matches win) change the settings of layers whose name
 matches a glob: mixed precision (``bits: 8`` for ``*lm_head``), other group sizes, or ``skip``.
@@ -61,6 +63,7 @@ from slmc.passes._quantize_handlers import METHODS, SCHEMES, calibrated_methods,
 from slmc.quantization.awq import output_error
 from slmc.quantization.formats import QuantFormat, QuantizedWeight, quantize_rtn
 from slmc.quantization.ops import QUANTIZED_EMBEDDING, QUANTIZED_LINEAR, W4A8_LINEAR, W8A8_LINEAR
+from slmc.quantization.w4a8_layout import layout_problem, pack_paired
 from slmc.quantization.smoothquant import activation_scale, sample_input_rows, smoothing_factors
 from slmc.spec.strict_model import StrictModel
 from slmc.spec.target import TargetDescriptor
@@ -327,6 +330,8 @@ def _plan(graph: Graph, config: QuantizeConfig, target: TargetDescriptor,
             skipped.append(Skip(layer.name, settings))
             continue
         fitted = _fit_group(layer.name, settings, tuple(layer.weight(graph).shape), config, target, fallbacks)
+        if not isinstance(fitted, str) and settings.scheme == "w4a8":  # its own layout (slmc.quantization.w4a8_layout)
+            fitted = layout_problem(int(layer.weight(graph).shape[1])) or fitted
         if isinstance(fitted, str):
             skipped.append(Skip(layer.name, fitted))
             continue
@@ -388,8 +393,10 @@ def _replace_w8a8(graph: Graph, plan: _Planned, codes: torch.Tensor, weight_scal
 
 
 def _replace_w4a8(graph: Graph, plan: _Planned, quantized: QuantizedWeight) -> None:
+    """``w4a8_linear`` on the codes stored in its own nibble-paired layout (``slmc.quantization.w4a8_layout``)."""
     layer = plan.layer
-    qweight, scales, _ = _packed_attrs(graph, layer.node, layer.name, quantized)
+    qweight = _attr(graph, layer.node, f"{layer.name}.qweight", pack_paired(quantized.codes))
+    scales = _attr(graph, layer.node, f"{layer.name}.scales", quantized.scales)
     _swap(graph, layer.node, W4A8_LINEAR, (layer.input, qweight, scales, layer.bias_node, plan.fmt.group(quantized.shape[1])),
           layer.weight_node)
 

@@ -16,8 +16,8 @@ lowers the same op to one kernel with dequantization fused into the matmul
   accumulation, rescaled by ``activation_scale * weight_scales``. ``input_scale`` carries
   SmoothQuant's migration ``1/s`` (Xiao et al., 2022).
 - ``w4a8_linear(x, qweight, scales, bias?, group_size)``: dynamic per-token int8 activations times
-  symmetric int4 weights (``quantized_linear``'s packed layout: codes ``c`` in ``[1, 15]`` standing for
-  ``c - 8``, float16 scales per group of ``group_size`` inputs). Each row (token) of ``x`` is
+  symmetric int4 weights (codes ``c`` in ``[1, 15]`` standing for ``c - 8``, packed two per byte in the
+  nibble-paired layout of ``slmc.quantization.w4a8_layout``, float16 scales per group of ``group_size`` inputs). Each row (token) of ``x`` is
   quantized with its own scale ``max|x_row| / 127``; each group's integer dot product is summed in
   int32, times the group's weight scale and the row's scale, accumulated in float32 over the groups
   (the TVM kernel); the eager reference computes the same sum as a float32 matmul of the codes with the
@@ -35,6 +35,7 @@ import torch
 from torch.library import Library
 
 from slmc.quantization.formats import dequantize
+from slmc.quantization.w4a8_layout import dequantize_paired
 
 _LIBRARY = Library("slmc", "DEF")
 _LIBRARY.define("quantized_linear(Tensor x, Tensor qweight, Tensor scales, Tensor? zeros, Tensor? bias, "
@@ -54,19 +55,20 @@ _DEQUANTIZED: dict[int, tuple[Any, tuple[int, ...], torch.Tensor]] = {}
 
 
 def _dequantized(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, bits: int,
-                 group_size: int) -> torch.Tensor:
-    """``dequantize(...)``, remembered per stored ``qweight`` while it lives and is unchanged.
+                 group_size: int, paired: bool = False) -> torch.Tensor:
+    """``dequantize(...)`` (``paired``: ``w4a8_linear``'s layout, ``dequantize_paired``), remembered per stored
+    ``qweight`` while it lives and is unchanged.
 
     Eager evaluation calls a quantized op thousands of times with the same stored tensors; the
     cache entry is keyed by the tensors' identities and in-place versions and dropped with them.
     """
     key = id(qweight)
     stamp = (id(scales), id(zeros), qweight._version, scales._version, zeros._version if zeros is not None else -1,
-             bits, group_size)
+             bits, group_size, paired)
     entry = _DEQUANTIZED.get(key)
     if entry is not None and entry[0]() is qweight and entry[1] == stamp:
         return entry[2]
-    weight = dequantize(qweight, scales, zeros, bits, group_size)
+    weight = dequantize_paired(qweight, scales, group_size) if paired else dequantize(qweight, scales, zeros, bits, group_size)
     if not torch._C._functorch.is_functorch_wrapped_tensor(qweight) and type(qweight) in (torch.Tensor, torch.nn.Parameter):
         _DEQUANTIZED[key] = (weakref.ref(qweight, lambda _, k=key: _DEQUANTIZED.pop(k, None)), stamp, weight)
     return weight
@@ -125,7 +127,7 @@ def _w4a8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, b
     codes, token_scale = quantize_per_token(x)
     # sum_k code(x)[k] * (c[k] - 8) * scale[g(k)]: the kernel's int32 group sums times their scales, in float32
     # (the same value up to float32 rounding; a matmul on the remembered dequantized weight keeps eager fast)
-    out = torch.nn.functional.linear(codes, _dequantized(qweight, scales, None, 4, group_size)) * token_scale
+    out = torch.nn.functional.linear(codes, _dequantized(qweight, scales, None, 4, group_size, paired=True)) * token_scale
     return out + bias if bias is not None else out
 
 

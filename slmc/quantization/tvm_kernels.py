@@ -21,6 +21,7 @@ from tvm import DataType, relax, te, tirx
 
 from slmc.quantization.ops import QUANTIZED_LINEAR, reciprocal
 from slmc.quantization.w4a8_kernel import w4a8_linear_te
+from slmc.quantization.w4a8_layout import PAIR_BLOCK
 
 KERNEL_ATTR = "slmc.kernel"
 
@@ -384,18 +385,19 @@ def _convert_w8a8_linear(node: Any, importer: Any) -> relax.Var:
 
 
 def _convert_w4a8_linear(node: Any, importer: Any) -> relax.Var:
-    """``w4a8_linear`` (``slmc.quantization.w4a8_kernel``): packed int4 bytes ``[N, K/2]`` tiled
-    ``[N/16, K/4, 16, 2]`` (16 channels x 4 inputs per int8 dot-product tile, ``DOT_TILE``) when 16
-    divides ``N`` and 4 the group size, scales transposed to ``[G, N]``; both relayouts are stored
-    so at compile time (``slmc.schedules.prepack``)."""
+    """``w4a8_linear`` (``slmc.quantization.w4a8_kernel``): paired int4 bytes ``[N, K/2]``
+    (``slmc.quantization.w4a8_layout``) tiled ``[N/16, K/8, 16, 4]`` (16 channels x 4 bytes: two int8
+    dot-product tiles of ``DOT_TILE``, one per nibble) when 16 divides ``N`` and ``PAIR_BLOCK`` the group
+    size, scales transposed to ``[G, N]``; both relayouts are stored so at compile time
+    (``slmc.schedules.prepack``)."""
     x, qweight, scales, bias, group_size = importer.retrieve_args(node)
     bb = importer.block_builder
     flat, leading = _flatten(bb, x)
     out_features, packed = (int(v) for v in qweight.ty.shape.values)
     width, depth = DOT_TILE
-    tiled = out_features % width == 0 and int(group_size) % depth == 0
+    tiled = out_features % width == 0 and int(group_size) % PAIR_BLOCK == 0
     if tiled:
-        tiles = bb.emit(relax.op.reshape(qweight, [out_features // width, width, packed * 2 // depth, depth // 2]))
+        tiles = bb.emit(relax.op.reshape(qweight, [out_features // width, width, packed * 2 // PAIR_BLOCK, depth]))
         qweight = bb.emit(relax.op.permute_dims(tiles, [0, 2, 1, 3]))
     out = bb.emit_te(w4a8_linear_te, flat, qweight, _weight_layout(bb, scales, None), bias, int(group_size),
                      DOT_ROWS if tiled else 1, primfunc_name_hint=_kernel_name("slmc_w4a8_linear", f"g{group_size}"),

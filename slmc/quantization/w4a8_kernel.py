@@ -6,13 +6,21 @@ The tensor-expression stages (``slmc.kernel = "w4a8_linear"``; the converter is
 - ``token_absmax`` / ``token_inverse``: ``r = max(max|x_row|, TOKEN_RANGE_FLOOR)`` and ``127 / r`` per row;
 - ``quantize_activations``: int8 codes ``round(x * (127 / r))`` (half to even, saturated at ±127), rows
   padded to a multiple of ``row_multiple`` with copies of the last row (computed, never written out);
-- ``unpacked_codes``: the signed int4 codes ``c - 8`` as int8, tile by tile (``[N/16, K/4, 16, 4]``:
-  one int8 dot-product tile of ``slmc.schedules.int8_dot_intrinsics``), read from packed bytes
-  ``[N/16, K/4, 16, 2]`` (the converter's reshape/permute of ``qweight [N, K/2]``, which
-  ``slmc.schedules.prepack`` applies to the stored weight at compile time: 4 bits per weight in memory);
-- ``int8_group_dot``: ``sum_{k in group g} x[m, k] * w[n, k]`` in int32, per group;
+- ``unpacked_codes``: the unsigned int4 codes ``c`` (in ``[1, 15]``) as int8, tile by tile
+  (``[N/16, K/4, 16, 4]``: one int8 dot-product tile of ``slmc.schedules.int8_dot_intrinsics``), read
+  from paired bytes ``[N/16, K/8, 16, 4]`` (``slmc.quantization.w4a8_layout``: tile ``2b`` in the low
+  nibbles of block ``b``, tile ``2b + 1`` in its high nibbles; the converter's reshape/permute of
+  ``qweight [N, K/2]``, which ``slmc.schedules.prepack`` applies to the stored weight at compile time:
+  4 bits per weight in memory);
+- ``code_offset``: ``-8 * sum_{k in group g} x[m, k]`` per row and group (int32);
+- ``int8_group_dot``: ``sum_{k in group g} x[m, k] * c[n, k]`` in int32, per group: the reduction multiplies
+  by the unsigned codes only, which are ``vpdpbusd``'s unsigned operand as they are (the activation
+  codes its signed one; ``sdot`` takes both as signed bytes, and codes below 16 are the same bytes);
+  ``code_offset`` turns it into ``sum x * (c - 8)`` with one int32 add per row, group and 16 channels in
+  the rescale (Intel, "Lower Numerical Precision Deep Learning Inference and Training", 2018: the
+  u8 x s8 compensation term; TE takes only a constant as a reduction's initial value);
 - ``token_scale``: ``r / 127`` per row;
-- ``group_rescale``: ``sum_g float(dot[m, g, n]) * scale[g, n] * token_scale[m]`` in float32, the groups
+- ``group_rescale``: ``sum_g float(dot[m, g, n] + code_offset[m, g]) * scale[g, n] * token_scale[m]`` in float32, the groups
   in order (the row's scale inside the sum, so that the epilogue reads this stage only: a schedule
   computes it per pair of rows, and TVM's ``reverse_compute_at`` refuses an epilogue with another
   producer outside the loop);
@@ -20,7 +28,7 @@ The tensor-expression stages (``slmc.kernel = "w4a8_linear"``; the converter is
 
 The activation codes are the eager reference's bit for bit (``slmc.quantization.ops.w4a8_linear``);
 its sum is a float32 matmul with the dequantized weight, equal to this one up to float32 rounding. ``slmc.schedules.int4_int8_matmul`` schedules it onto the
-target's int8 dot-product instructions. Without tiles (16 does not divide ``N`` or 4 does not divide
+target's int8 dot-product instructions. Without tiles (16 does not divide ``N`` or 8 does not divide
 the group size) the weight stays ``[N, K/2]`` and the codes are unpacked inside the reduction.
 """
 
@@ -31,12 +39,21 @@ from typing import Any
 from tvm import te, tirx
 
 from slmc.quantization.ops import ACTIVATION_LIMIT, INT4_MID, TOKEN_RANGE_FLOOR
+from slmc.quantization.w4a8_layout import PAIR_BLOCK
 
 
-def _signed_nibble(byte: Any, k: Any) -> Any:
-    """The signed int4 code (``c - 8``, as int32) of input ``k`` in ``byte`` (even ``k``: the low nibble)."""
-    code = tirx.bitwise_and(tirx.shift_right(byte.astype("int32"), tirx.floormod(k, 2) * 4), tirx.const(15, "int32"))
-    return code - tirx.const(INT4_MID, "int32")
+def _nibble(byte: Any, high: Any) -> Any:
+    """The unsigned code (uint8, below 16) in ``byte``'s low (``high`` 0) or high (``high`` 1) nibble: on whole
+    64-byte blocks one shift and one mask (``vpsrlw`` + ``vpand``; Arm ``ushr`` + ``and``)."""
+    shift = (high * 4).astype("uint8")
+    return tirx.bitwise_and(tirx.shift_right(byte, shift), tirx.const(15, "uint8"))
+
+
+def _paired_code(qweight: te.Tensor, n: Any, k: Any) -> Any:
+    """The unsigned code (as int32) of input ``k`` of row ``n`` in the untiled ``[N, K/2]`` paired layout."""
+    half = PAIR_BLOCK // 2
+    byte = qweight[n, tirx.floordiv(k, PAIR_BLOCK) * half + tirx.floormod(k, half)]
+    return _nibble(byte, tirx.floormod(tirx.floordiv(k, half), 2)).astype("int32")
 
 
 def token_codes(x: te.Tensor, row_multiple: int) -> tuple[te.Tensor, te.Tensor]:
@@ -62,25 +79,29 @@ def w4a8_linear_te(x: te.Tensor, qweight: te.Tensor, scales: te.Tensor, bias: te
                    row_multiple: int) -> te.Tensor:
     """``out[m, n] = sum_g (sum_{k in g} code(x)[m, k] * (c[n, k] - 8)) * scale[g, n] * r_m / 127 (+ bias[n])``.
 
-    ``qweight``: packed bytes tiled ``[N/16, K/4, 16, 2]`` or plain ``[N, K/2]``; ``scales``: float16
-    ``[G, N]`` (transposed by the converter). Preconditions: ``group_size`` divides ``K``; tiled:
-    4 divides ``group_size``.
+    ``qweight``: paired bytes (``slmc.quantization.w4a8_layout``) tiled ``[N/16, K/8, 16, 4]`` or plain
+    ``[N, K/2]``; ``scales``: float16 ``[G, N]`` (transposed by the converter). Preconditions:
+    ``group_size`` divides ``K``, ``PAIR_BLOCK`` (8) divides ``K``; tiled: 8 divides ``group_size``.
     """
     rows, in_features = x.shape
     groups = in_features // group_size
     codes, absmax = token_codes(x, row_multiple)
+    mid = tirx.const(INT4_MID, "int32")
     if len(qweight.shape) == 4:
-        tiles, _, width, _ = qweight.shape
-        depth = 4
+        tiles, _, width, depth = qweight.shape
         out_features = tiles * width
-        unpacked = te.compute(
+        unpacked = te.compute(  # two tiles per 64-byte block: tile kb in the low (even kb) or high (odd) nibbles
             (tiles, in_features // depth, width, depth),
-            lambda t, ko, i, ki: _signed_nibble(qweight[t, ko, i, tirx.floordiv(ki, 2)], ki).astype("int8"),
+            lambda t, kb, i, ki: _nibble(qweight[t, tirx.floordiv(kb, 2), i, ki], tirx.floormod(kb, 2)).astype("int8"),
             name="unpacked_codes",
         )
+        j = te.reduce_axis((0, group_size), name="j")
+        offsets = te.compute((codes.shape[0], groups),
+                             lambda m, g: te.sum(-mid * codes[m, g * group_size + j].astype("int32"), axis=j),
+                             name="code_offset")
         kb = te.reduce_axis((0, group_size // depth), name="kb")
         ki = te.reduce_axis((0, depth), name="ki")
-        dots = te.compute(
+        dots = te.compute(  # the codes c stand for c - 8: the group's -8 * sum(x) is added with the rescale
             (codes.shape[0], groups, tiles, width),
             lambda m, g, t, i: te.sum(codes[m, g * group_size + kb * depth + ki].astype("int32")
                                       * unpacked[t, g * (group_size // depth) + kb, i, ki].astype("int32"), axis=[kb, ki]),
@@ -88,14 +109,14 @@ def w4a8_linear_te(x: te.Tensor, qweight: te.Tensor, scales: te.Tensor, bias: te
         )
 
         def dot(m: Any, g: Any, n: Any) -> Any:
-            return dots[m, g, tirx.floordiv(n, width), tirx.floormod(n, width)]
+            return dots[m, g, tirx.floordiv(n, width), tirx.floormod(n, width)] + offsets[m, g]
     else:
         out_features = qweight.shape[0]
         j = te.reduce_axis((0, group_size), name="j")
         plain = te.compute(
             (rows, groups, out_features),
             lambda m, g, n: te.sum(codes[m, g * group_size + j].astype("int32")
-                                   * _signed_nibble(qweight[n, tirx.floordiv(g * group_size + j, 2)], j), axis=j),
+                                   * (_paired_code(qweight, n, g * group_size + j) - mid), axis=j),
             name="int8_group_dot",
         )
 

@@ -13,6 +13,10 @@ Implementations, by the target's int8 dot-product feature (``compute.int8_dot`` 
 - ``avx_vnni``: the same on two ``ymm`` halves (VEX-encoded ``vpdpbusd``, Alder Lake, Zen 5).
 - ``dotprod`` (Armv8.2-A): four ``sdot`` (signed x signed bytes, groups of 4): no correction.
 
+``NONNEGATIVE_INTRINSICS``: the same tile for weights known to lie in ``[0, 127]`` (w4a8's unsigned int4
+codes, ``slmc.quantization.w4a8_kernel``): ``vpdpbusd`` takes them as its unsigned operand unchanged (no
+flip, no offset); ``sdot`` is the one above.
+
 Intel 64 and IA-32 Architectures Software Developer's Manual, VPDPBUSD; Arm Architecture Reference
 Manual for A-profile, SDOT (vector).
 """
@@ -41,10 +45,11 @@ def _tile_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
                 C[vi] = C[vi] + T.Cast("int32", A[vk]) * T.Cast("int32", B[vi, vk])
 
 
-def _vpdpbusd_tile(lanes: int) -> tirx.PrimFunc:
-    """The tile on ``vpdpbusd`` over ``lanes`` int32 lanes (16: one zmm, AVX-512 VNNI; 8: two ymm halves, AVX-VNNI)."""
-    intrinsic = f"llvm.x86.avx512.vpdpbusd.{32 * lanes}"
-    bytes_, words = f"int8x{4 * lanes}", f"int32x{lanes}"
+def _vpdpbusd_tile(lanes: int, nonnegative: bool = False) -> tirx.PrimFunc:
+    """The tile on ``vpdpbusd`` over ``lanes`` int32 lanes (16: one zmm, AVX-512 VNNI; 8: two ymm halves, AVX-VNNI).
+    ``nonnegative``: for weights in ``[0, 127]`` (w4a8's unsigned int4 codes), the unsigned operand as they are,
+    with no sign flip and no ``128 * sum(x)`` offset."""
+    intrinsic, bytes_, words = f"llvm.x86.avx512.vpdpbusd.{32 * lanes}", f"int8x{4 * lanes}", f"int32x{lanes}"
 
     @T.prim_func(s_tir=True)
     def tile(a: T.handle, b: T.handle, c: T.handle) -> None:
@@ -55,12 +60,17 @@ def _vpdpbusd_tile(lanes: int) -> tirx.PrimFunc:
             T.reads(C[0:16], A[0:4], B[0:16, 0:4])
             T.writes(C[0:16])
             codes = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), lanes), dtype=bytes_)
-            flip = T.broadcast(T.int8(-128), 4 * lanes)
-            offset = T.call_llvm_pure_intrin(words, intrinsic, T.broadcast(T.int32(0), lanes), flip, codes)
-            for part in T.unroll(16 // lanes):
-                C[T.ramp(part * lanes, 1, lanes)] = T.call_llvm_pure_intrin(
-                    words, intrinsic, C.vload([part * lanes], words), T.bitwise_xor(B.vload([part * lanes, 0], bytes_), flip),
-                    codes) - offset
+            if nonnegative:  # a Python constant: the parser keeps one branch
+                for part in T.unroll(16 // lanes):
+                    C[T.ramp(part * lanes, 1, lanes)] = T.call_llvm_pure_intrin(
+                        words, intrinsic, C.vload([part * lanes], words), B.vload([part * lanes, 0], bytes_), codes)
+            else:
+                flip = T.broadcast(T.int8(-128), 4 * lanes)
+                offset = T.call_llvm_pure_intrin(words, intrinsic, T.broadcast(T.int32(0), lanes), flip, codes)
+                for part in T.unroll(16 // lanes):
+                    C[T.ramp(part * lanes, 1, lanes)] = T.call_llvm_pure_intrin(
+                        words, intrinsic, C.vload([part * lanes], words),
+                        T.bitwise_xor(B.vload([part * lanes, 0], bytes_), flip), codes) - offset
 
     return tile
 
@@ -86,12 +96,20 @@ INTRINSICS = {  # descriptor feature -> registered intrinsic name, in order of p
     "dotprod": "slmc_int8_tile_sdot",
 }
 _IMPLEMENTATIONS = {"avx512_vnni": _vpdpbusd_tile(16), "avx_vnni": _vpdpbusd_tile(8), "dotprod": _tile_sdot}
+NONNEGATIVE_INTRINSICS = {  # the same tile for weights known to lie in [0, 127] (w4a8's unsigned int4 codes)
+    "avx512_vnni": "slmc_int8_tile_avx512_vnni_nonnegative",
+    "avx_vnni": "slmc_int8_tile_avx_vnni_nonnegative",
+    "dotprod": INTRINSICS["dotprod"],  # sdot is signed x signed: bytes below 128 need nothing else
+}
+_NONNEGATIVE_IMPLEMENTATIONS = {"avx512_vnni": _vpdpbusd_tile(16, nonnegative=True), "avx_vnni": _vpdpbusd_tile(8, nonnegative=True)}
 LLVM_FEATURES = {"avx512_vnni": "avx512vnni", "avx_vnni": "avxvnni", "dotprod": "dotprod"}  # what LLVM must enable
 # (vector registers per 16 int32 accumulator lanes, vector registers of the ISA)
 REGISTERS = {"avx512_vnni": (1, 32), "avx_vnni": (2, 16), "dotprod": (4, 32)}
 
 for _feature, _name in INTRINSICS.items():
     TensorIntrin.register(_name, _tile_desc, _IMPLEMENTATIONS[_feature], override=True)
+for _feature, _implementation in _NONNEGATIVE_IMPLEMENTATIONS.items():
+    TensorIntrin.register(NONNEGATIVE_INTRINSICS[_feature], _tile_desc, _implementation, override=True)
 
 
 @dataclass(frozen=True)
@@ -103,6 +121,11 @@ class TileChoice:
     vectors_per_row: int
     registers: int
     missing: str | None = None  # a feature the descriptor lists that the LLVM target lacks
+
+    @property
+    def nonnegative_intrinsic(self) -> str | None:
+        """The tile for weights in ``[0, 127]`` (``NONNEGATIVE_INTRINSICS``), ``None`` for int32 vectors."""
+        return None if self.feature is None else NONNEGATIVE_INTRINSICS[self.feature]
 
 
 def tile_choice(features: list[str] | tuple[str, ...], target: Target, vector_bits: int = 512) -> TileChoice:

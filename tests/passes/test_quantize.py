@@ -153,6 +153,18 @@ def test_w8a8_takes_only_int8_per_channel(tmp_path):
         load_recipe(_recipe(tmp_path, "passes:\n  - quantize: {scheme: w8a8, bits: 4}\ncalibration: {text: stdlib-train}\n"))
 
 
+def test_w4a8_keeps_a_layer_whose_inputs_do_not_pair_in_float_and_says_why(host_target):
+    """Per channel, a layer's group is all its inputs: 12 of them do not fill the paired layout's blocks of 8
+    (slmc.quantization.w4a8_layout); that layer stays float32, listed with the reason, the other is w4a8."""
+    from slmc.graph.ir import ModelSpec, trace
+
+    module = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.Linear(16, 8))
+    final, report = _run(trace(ModelSpec(module, (torch.randn(2, 12),))), {"scheme": "w4a8"}, host_target)
+    assert len(_targets(final, W4A8_LINEAR)) == 1
+    assert [s["reason"] for s in report["skipped"]] == ["w4a8 stores int4 codes paired in blocks of 8 inputs: "
+                                                        "in_features 12 is not a multiple of 8"]
+
+
 def test_w4a8_takes_int4_symmetric_rtn_or_gptq_and_groups_of_multiples_of_8(tmp_path):
     assert load_recipe(_recipe(tmp_path, "passes:\n  - quantize: {scheme: w4a8, group_size: 64}\n")).steps[0].config.bits == 4
     for settings, message in [("bits: 8", "scheme w4a8 takes bits 4"), ("symmetric: false", "scheme w4a8 takes bits 4"),

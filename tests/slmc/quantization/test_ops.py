@@ -10,10 +10,11 @@ import torch
 
 from slmc.quantization.formats import QuantFormat, quantize_rtn
 from slmc.quantization.ops import quantize_per_token
+from slmc.quantization.w4a8_layout import pack_paired
 
 
 def _w4a8(x, q, bias=None, group=32):
-    return torch.ops.slmc.w4a8_linear(x, q.packed(), q.scales, bias, group)
+    return torch.ops.slmc.w4a8_linear(x, pack_paired(q.codes), q.scales, bias, group)
 
 
 def _independent(x: torch.Tensor, q, bias=None) -> torch.Tensor:

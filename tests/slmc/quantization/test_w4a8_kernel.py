@@ -14,6 +14,7 @@ from test_tvm_kernels import _compile_and_compare, _frozen
 
 from slmc.quantization.formats import QuantFormat, quantize_rtn
 from slmc.quantization.tvm_kernels import KERNEL_ATTR
+from slmc.quantization.w4a8_layout import pack_paired
 
 TOLERANCE = 1e-4
 
@@ -23,7 +24,7 @@ class W4A8(torch.nn.Module):
         super().__init__()
         gen = torch.Generator().manual_seed(5)
         q = quantize_rtn(torch.randn(out_features, in_features, generator=gen), QuantFormat(4, group, True))
-        self.qweight, self.scales = _frozen(q.packed()), _frozen(q.scales)
+        self.qweight, self.scales = _frozen(pack_paired(q.codes)), _frozen(q.scales)
         self.bias = _frozen(torch.randn(out_features, generator=gen)) if bias else None
         self.group = group
 
@@ -40,8 +41,8 @@ def test_w4a8_kernel_matches_eager(shape, group, tiled, host_target):
     kernel = next(f for gv, f in mod.functions.items() if gv.name_hint.startswith("slmc_w4a8_linear"))
     assert str(kernel.attrs[KERNEL_ATTR]) == "w4a8_linear"
     n, k = shape
-    packed = f'T.Buffer((T.int64({n // 16}), T.int64({k // 4}), T.int64(16), T.int64(2)), "uint8")'
-    assert (packed in kernel.script()) == tiled  # int4 stays packed: prepacked tiles of 16 channels x 4 inputs
+    packed = f'T.Buffer((T.int64({n // 16}), T.int64({k // 8}), T.int64(16), T.int64(4)), "uint8")'
+    assert (packed in kernel.script()) == tiled  # int4 stays packed: prepacked blocks of two tiles of 16 channels x 4 inputs
 
 
 def test_tiled_kernels_are_scheduled_on_int8_dot_tiles(host_target):

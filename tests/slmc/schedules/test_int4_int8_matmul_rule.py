@@ -16,11 +16,11 @@ from schedule_helpers import AVX512_2CORES
 from test_int8_matmul_rule import X86_DOT, x86_asm
 from tvm import te
 
-from slmc.quantization.formats import pack
 from slmc.quantization.tvm_kernels import KERNEL_ATTR
 from slmc.quantization.w4a8_kernel import w4a8_linear_te
+from slmc.quantization.w4a8_layout import pack_paired
 from slmc.schedules.int4_int8_matmul import Int4Int8Matmul
-from slmc.schedules.int8_dot_intrinsics import INTRINSICS
+from slmc.schedules.int8_dot_intrinsics import INTRINSICS, NONNEGATIVE_INTRINSICS
 from slmc.spec.target import load_target
 
 K, N, GROUP = 64, 48, 32
@@ -28,7 +28,7 @@ K, N, GROUP = 64, 48, 32
 
 def w4a8_kernel(tile: bool = True, bias: bool = False) -> tvm.tirx.PrimFunc:
     x = te.placeholder((tvm.tirx.Var("m", "int64"), K), "float32", "x")
-    q = te.placeholder((N // 16, K // 4, 16, 2) if tile else (N, K // 2), "uint8", "q")
+    q = te.placeholder((N // 16, K // 8, 16, 4) if tile else (N, K // 2), "uint8", "q")
     s = te.placeholder((K // GROUP, N), "float16", "s")
     b = te.placeholder((N,), "float32", "b") if bias else None
     out = w4a8_linear_te(x, q, s, b, GROUP, 2 if tile else 1)
@@ -42,9 +42,9 @@ def schedule(func, features, target) -> tuple[Int4Int8Matmul, tvm.tirx.PrimFunc 
 
 
 def tiled_packed(codes: np.ndarray) -> np.ndarray:
-    """Unsigned codes ``[N, K]`` -> packed ``[N/16, K/4, 16, 2]`` bytes, what prepack stores for the converter's relayout."""
-    packed = pack(torch.from_numpy(codes), 4).numpy()
-    return np.ascontiguousarray(packed.reshape(N // 16, 16, K // 4, 2).transpose(0, 2, 1, 3))
+    """Unsigned codes ``[N, K]`` -> paired ``[N/16, K/8, 16, 4]`` bytes, what prepack stores for the converter's relayout."""
+    packed = pack_paired(torch.from_numpy(codes)).numpy()
+    return np.ascontiguousarray(packed.reshape(N // 16, 16, K // 8, 4).transpose(0, 2, 1, 3))
 
 
 def run_exact(func, target, rows: int) -> None:
@@ -65,7 +65,7 @@ def run_exact(func, target, rows: int) -> None:
 def test_x86_dot_tiles_use_vpdpbusd_and_are_bit_exact(feature, host_target):
     target = host_target.tvm_target()
     rule, func = schedule(w4a8_kernel(), [feature], target)
-    assert rule.applied == ["Int4Int8Matmul"] and rule.intrinsic == INTRINSICS[feature]
+    assert rule.applied == ["Int4Int8Matmul"] and rule.intrinsic == NONNEGATIVE_INTRINSICS[feature]
     text = func.script()
     assert "llvm.x86.avx512.vpdpbusd" in text and "T.parallel(" in text
     assert "vpdpbusd" in x86_asm(func, target)

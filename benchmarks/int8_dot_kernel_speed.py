@@ -1,0 +1,156 @@
+"""Speed of one linear under slmc's three CPU quantized kernels: w4a8, w8a8 and int4 weight-only, side by side.
+
+One linear of ``--shape`` (default 576->1536, SmolLM-135M's gate/up projection) at ``--rows`` rows
+(1: decode; 128: a prefill chunk), each kernel built from its tensor expression and scheduled by its
+slmc rule for ``host`` as a compile would (``slmc.schedules``: ``Int4Int8Matmul`` for w4a8 g``--group``
+on the descriptor's int8 dot products, ``Int8Matmul`` for w8a8 per channel, ``QuantizedMatmul`` for
+int4 g``--group`` weight-only), on the layouts ``slmc.schedules.prepack`` stores. Each is checked
+against numpy first, then the three are timed interleaved round by round in one process (so load hits
+them alike); reports the median and the best ms per call over the rounds.
+
+    python benchmarks/int8_dot_kernel_speed.py --threads 1
+    python benchmarks/int8_dot_kernel_speed.py --threads 2 --shape 1536 576 --rows 1 128
+
+Not a test: timings depend on the machine and its load (printed before and after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+for _blas in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_blas, "1")  # numpy's reference matmuls: no BLAS threads spinning beside TVM's
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def _scheduled(rule, func, target):
+    sch = rule.apply(func, target.tvm_target(), False)
+    if sch is None:
+        raise SystemExit(f"{type(rule).__name__} declined the kernel: {rule.notes}")
+    return sch.mod["main"]
+
+
+def kernels(in_features: int, out_features: int, group: int) -> dict:
+    """Scheduled PrimFuncs by name: ``w4a8``, ``w8a8``, ``int4``."""
+    from tvm import te, tirx
+
+    from slmc.quantization.tvm_kernels import KERNEL_ATTR, linear_tile_width, quantized_linear_te, w8a8_linear_te
+    from slmc.quantization.w4a8_kernel import w4a8_linear_te
+    from slmc.schedules import cpu_params
+    from slmc.schedules.int4_int8_matmul import Int4Int8Matmul
+    from slmc.schedules.int8_matmul import Int8Matmul
+    from slmc.schedules.quantized_matmul import QuantizedMatmul
+    from slmc.spec.target import load_target
+
+    target = load_target("host")
+    params, dot = cpu_params(target), list(target.compute.int8_dot or [])
+    n, k, groups = out_features, in_features, in_features // group
+
+    def x() -> te.Tensor:
+        return te.placeholder((tirx.Var("m", "int64"), k), "float32", "x")
+
+    funcs = {}
+    xs, q, s = x(), te.placeholder((n // 16, k // 8, 16, 4), "uint8", "q"), te.placeholder((groups, n), "float16", "s")
+    out = w4a8_linear_te(xs, q, s, None, group, 2)
+    funcs["w4a8"] = (Int4Int8Matmul(params, dot), te.create_prim_func([xs, q, s, out]).with_attr(KERNEL_ATTR, "w4a8_linear"))
+    xs, q, s = x(), te.placeholder((n // 16, k // 4, 16, 4), "int8", "q"), te.placeholder((n,), "float32", "s")
+    out = w8a8_linear_te(xs, q, s, None, None, 0.05)
+    funcs["w8a8"] = (Int8Matmul(params, dot), te.create_prim_func([xs, q, s, out]).with_attr(KERNEL_ATTR, "w8a8_linear"))
+    width = linear_tile_width(n)
+    xs = x()
+    q, s = te.placeholder((n // width, k // 2, width), "uint8", "q"), te.placeholder((n // width, groups, width), "float16", "s")
+    out = quantized_linear_te(xs, q, s, None, None, None, 4, group)
+    funcs["int4"] = (QuantizedMatmul(params), te.create_prim_func([xs, q, s, out]).with_attr(KERNEL_ATTR, "quantized_linear"))
+    return {name: (_scheduled(rule, func, target), target.tvm_target()) for name, (rule, func) in funcs.items()}
+
+
+def weights(in_features: int, out_features: int, group: int, seed: int = 0) -> dict:
+    """Each kernel's stored arrays (as prepack lays them out) and its float32 reference weight ``[N, K]``."""
+    from slmc.quantization.tvm_kernels import linear_tile_width
+    from slmc.quantization.w4a8_layout import pack_paired
+
+    rng = np.random.default_rng(seed)
+    n, k, groups = out_features, in_features, in_features // group
+    codes = rng.integers(1, 16, (n, k)).astype(np.uint8)
+    scales = (rng.random((n, groups)) * 0.02 + 0.001).astype(np.float16)
+    dequantized = (codes.astype(np.float32) - 8) * np.repeat(scales.astype(np.float32), group, 1)
+    paired = pack_paired(torch.from_numpy(codes)).numpy()
+    w4a8 = [np.ascontiguousarray(paired.reshape(n // 16, 16, k // 8, 4).transpose(0, 2, 1, 3)), np.ascontiguousarray(scales.T)]
+    int8 = rng.integers(-127, 128, (n, k)).astype(np.int8)
+    int8_scales = (rng.random(n) * 0.01 + 0.001).astype(np.float32)
+    w8a8 = [np.ascontiguousarray(int8.reshape(n // 16, 16, k // 4, 4).transpose(0, 2, 1, 3)), int8_scales]
+    width = linear_tile_width(n)
+    plain = codes[:, 0::2] | (codes[:, 1::2] << 4)
+
+    def tiled(table: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(table.reshape(n // width, width, table.shape[1]).transpose(0, 2, 1))
+
+    return {"w4a8": (w4a8, dequantized), "w8a8": (w8a8, int8.astype(np.float32) * int8_scales[:, None]),
+            "int4": ([tiled(plain), tiled(scales)], dequantized)}
+
+
+def reference(name: str, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """numpy: per-token int8 codes (w4a8), per-tensor codes of scale 0.05 (w8a8) or float32 x (int4), times ``weight^T``."""
+    if name == "w4a8":
+        peak = np.abs(x).max(1, keepdims=True).astype(np.float32)
+        return (np.clip(np.round(x * (np.float32(127) / peak)), -127, 127) @ weight.T) * (peak / np.float32(127))
+    if name == "w8a8":
+        return (np.clip(np.round(x * np.float32(1 / 0.05)), -127, 127) @ weight.T) * np.float32(0.05)
+    return x @ weight.T
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="TVM threads")
+    parser.add_argument("--shape", type=int, nargs=2, default=[576, 1536], metavar=("K", "N"))
+    parser.add_argument("--group", type=int, default=32)
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 128])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--seconds", type=float, default=0.02, help="about this long per timed batch of calls")
+    args = parser.parse_args()
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read when TVM's thread pool starts (first parallel kernel)
+    import tvm
+
+    in_features, out_features = args.shape
+    built = {name: tvm.compile(tvm.IRModule({"main": func}), target=target)["main"]
+             for name, (func, target) in kernels(in_features, out_features, args.group).items()}
+    stored = weights(in_features, out_features, args.group)
+    print(f"{in_features}->{out_features}, g{args.group}, threads {args.threads}, load {os.getloadavg()[0]:.2f}", flush=True)
+    rng = np.random.default_rng(1)
+    for rows in args.rows:
+        x = (rng.standard_normal((rows, in_features)) * 2).astype(np.float32)
+        inputs = {}
+        for name, function in built.items():
+            arrays, weight = stored[name]
+            out = tvm.runtime.tensor(np.zeros((rows, out_features), np.float32))
+            call = [tvm.runtime.tensor(x), *(tvm.runtime.tensor(a) for a in arrays), out]
+            function(*call)
+            want = reference(name, x, weight)
+            error = float(np.abs(out.numpy() - want).max() / np.abs(want).max())
+            if error > 1e-4:
+                raise SystemExit(f"{name} rows={rows}: relative error {error:.2e} against numpy")
+            inputs[name] = call
+        start = time.perf_counter()
+        built["w8a8"](*inputs["w8a8"])
+        calls = max(1, int(args.seconds / max(time.perf_counter() - start, 1e-6)))
+        times: dict[str, list[float]] = {name: [] for name in built}
+        for _ in range(args.rounds):
+            for name, function in built.items():
+                start = time.perf_counter()
+                for _ in range(calls):
+                    function(*inputs[name])
+                times[name].append((time.perf_counter() - start) / calls)
+        for label, pick in (("median", statistics.median), ("best", min)):
+            chosen = {name: pick(t) for name, t in times.items()}
+            print(f"rows {rows:4d} {label:6s} | " + " | ".join(f"{name} {seconds * 1e3:8.4f} ms" for name, seconds in chosen.items())
+                  + f" | w4a8/w8a8 {chosen['w4a8'] / chosen['w8a8']:.2f}x, w4a8/int4 {chosen['w4a8'] / chosen['int4']:.2f}x",
+                  flush=True)
+    print(f"load after {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
