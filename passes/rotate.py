@@ -214,17 +214,15 @@ def _online_hadamard_ops(graph: Graph, x: fx.Node, first: str, second: str, m: i
     """Insert ``view(matmul(transpose(matmul(view(x, [..., m, p]), B)), A), [..., m * p])`` after ``x``
     (``first``/``second``: the attribute paths of ``A`` ``[m, m]`` and ``B`` ``[p, p]``); leading dims
     that are symbolic are read with ``sym_size``."""
-    shape = tuple(x.meta["val"].shape)
-    with graph.graph.inserting_after(x):
-        lead: list = []
-        anchor = x
-        for i, d in enumerate(shape[:-1]):
-            if isinstance(d, int):
-                lead.append(d)
-            else:
-                with graph.graph.inserting_after(anchor):
-                    anchor = graph.graph.call_function(aten.sym_size.int, (x, i))
-                lead.append(anchor)
+    lead: list = []
+    anchor = x
+    for i, d in enumerate(tuple(x.meta["val"].shape)[:-1]):
+        if isinstance(d, int):
+            lead.append(d)
+        else:
+            with graph.graph.inserting_after(anchor):
+                anchor = graph.graph.call_function(aten.sym_size.int, (x, i))
+            lead.append(anchor)
     ops = [(aten.view.default, lambda v: (v, [*lead, m, p])), ("get_attr", second), (aten.matmul.default, None),
            (aten.transpose.int, lambda v: (v, -2, -1)), ("get_attr", first), (aten.matmul.default, None),
            (aten.view.default, lambda v: (v, [*lead, m * p]))]
