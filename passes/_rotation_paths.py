@@ -324,7 +324,8 @@ def _head_split(graph: Graph, layer: LinearLayer) -> fx.Node | None:
     return None
 
 
-def _merges_heads(node: fx.Node) -> bool:
+def merges_heads(node: fx.Node) -> bool:
+    """``node`` reshapes ``[..., heads, head_dim]`` into ``[..., heads * head_dim]`` (an attention output)."""
     if node.op != "call_function" or node.target not in RESHAPES:
         return False
     before, after = _shape(node.args[0]), _shape(node)
@@ -356,5 +357,5 @@ def value_heads(graph: Graph, layers: list[LinearLayer]) -> tuple[list[ValueHead
             block.values.append(layer)
     covered = {o.node.name for b in blocks.values() for o in b.outputs}
     missed = {l.node.name: "reads merged attention heads, but no value projection was traced to it" for l in layers
-              if _merges_heads(l.input) and l.node.name not in covered}
+              if merges_heads(l.input) and l.node.name not in covered}
     return list(blocks.values()), missed

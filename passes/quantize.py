@@ -561,7 +561,7 @@ def _embeddings(graph: Graph, config: QuantizeConfig, target: TargetDescriptor, 
             head_report["tied"] = (f"weight '{weight_node.target}' is shared with the embedding '{name}' (tied); the embedding "
                                    "gathers rows of this layer's packed codes and scales: the table is stored once")
             reports.append(_layer_report(name, "embedding", head_report["format"], head_report["method"], table.numel(), 0,
-                                         tied=f"gathers rows of the tied head '{head_report['layer']}''s packed codes and "
+                                         stored_in=head_report["layer"], tied=f"gathers rows of the tied head '{head_report['layer']}''s packed codes and "
                                               "scales (the head's quantization, not the embedding's own settings); no "
                                               "bytes of its own"))
             continue
@@ -621,7 +621,8 @@ def quantize(graph: Graph, config: QuantizeConfig, context: PassContext) -> Pass
     skipped += embedding_skips
     graph.graph.lint()
     graph.module.recompile()
-    float_bytes = sum(r["float32_bytes"] for r in layers)
+    own = [r for r in layers if "stored_in" not in r]  # a tied embedding's table is its head's: counted once
+    float_bytes = sum(r["float32_bytes"] for r in own)
     stored = sum(r["stored_bytes"] for r in layers)
     stats = {
         "layers_quantized": len(layers),
@@ -629,7 +630,7 @@ def quantize(graph: Graph, config: QuantizeConfig, context: PassContext) -> Pass
         "quantized_parameters": sum(r["parameters"] for r in layers),
         "float32_bytes": float_bytes,
         "stored_bytes": stored,
-        "bits_per_weight": round(8 * stored / max(sum(r["parameters"] for r in layers), 1), 3),
+        "bits_per_weight": round(8 * stored / max(sum(r["parameters"] for r in own), 1), 3),
         "layers_group_fallback": len(fallbacks),
         "group_fallbacks": fallbacks,  # which layers, requested vs used group size (null: per channel), why
         "layers": layers,

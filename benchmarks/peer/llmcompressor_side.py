@@ -65,15 +65,17 @@ def recipe(method: str) -> list[Any]:
                              "input_activations": {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "tensor",
                                                    "dynamic": False, "observer": "minmax"}}}
         return [SmoothQuantModifier(smoothing_strength=0.5), QuantizationModifier(config_groups=group, ignore=["lm_head"])]
+    # The pruners match ``ignore`` against "lm_head." (the module's own name plus "."), so a plain "lm_head"
+    # does not match and llm-compressor 0.14 prunes the head (it only warns); its documented "re:.*lm_head" does.
     if method == "sparsegpt-50":
         from llmcompressor.modifiers.pruning import SparseGPTModifier
 
         return [SparseGPTModifier(sparsity=0.5, mask_structure="0:0", block_size=128, dampening_frac=0.01,
-                                  ignore=["lm_head"])]
+                                  ignore=["re:.*lm_head"])]
     if method == "wanda-50":
         from llmcompressor.modifiers.pruning import WandaPruningModifier
 
-        return [WandaPruningModifier(sparsity=0.5, mask_structure="0:0", ignore=["lm_head"])]
+        return [WandaPruningModifier(sparsity=0.5, mask_structure="0:0", ignore=["re:.*lm_head"])]
     raise SystemExit(f"unknown method {method!r}: gptq, awq, smoothquant-w8a8, sparsegpt-50, wanda-50")
 
 
@@ -159,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"method": args.method, "recipe": [repr(m) for m in modifiers], "calibration_samples": samples,
                 "calibration_length": length, "seconds": seconds, "layers_with_input_scales": len(scales),
                 "mean_zero_fraction_of_proj_weights": sum(zeros.values()) / max(len(zeros), 1),
+                "lm_head_zero_fraction": float((state["lm_head.weight"] == 0).float().mean()) if "lm_head.weight" in state else None,
                 "versions": {p: metadata.version(p) for p in ("llmcompressor", "compressed-tensors", "transformers", "torch")}}
     (args.out / "settings.json").write_text(json.dumps(settings, indent=2))
     print(json.dumps({k: settings[k] for k in ("method", "seconds", "versions")}))

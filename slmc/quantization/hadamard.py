@@ -65,23 +65,35 @@ def sylvester(order: int) -> torch.Tensor:
     return h
 
 
-def hadamard(order: int) -> tuple[torch.Tensor, str] | None:
-    """A Hadamard matrix of ``order`` (int64 +-1) and how it was built, or None when no construction here
-    gives one. Prefers the largest power-of-two factor (the smallest Paley block)."""
+def hadamard_factors(order: int) -> tuple[torch.Tensor, torch.Tensor, str] | None:
+    """Hadamard matrices ``A`` (order ``m``) and ``B`` (order ``p``), ``m * p = order``, whose Kronecker
+    product ``A ⊗ B`` is the Hadamard matrix ``hadamard(order)`` returns, and how it was built; None when no
+    construction here gives one. ``B`` is the largest power-of-two factor (``A`` the smallest Paley block);
+    for a power of two, ``A`` and ``B`` are Sylvester matrices of about ``sqrt(order)`` each (Sylvester's
+    construction is ``H_2 ⊗ ... ⊗ H_2``, so any split gives the same product). Multiplying by ``A ⊗ B`` as
+    two small matrix products costs ``order * (m + p)`` instead of ``order²`` (QuaRot's online Hadamard)."""
     for k in range(order.bit_length(), -1, -1):
         power = 1 << k
         if order % power:
             continue
         m = order // power
         if m == 1:
-            return sylvester(order), f"Sylvester {order}"
+            half = 1 << (k // 2)
+            return sylvester(half), sylvester(order // half), f"Sylvester {order}"
         base = _paley(m) if m % 4 == 0 else None
         if base is not None:
             matrix = torch.kron(base[0], sylvester(power))
             if not torch.equal(matrix @ matrix.T, order * torch.eye(order, dtype=torch.int64)):
                 raise ArithmeticError(f"the {base[1]} construction of order {m} is not a Hadamard matrix (a bug)")
-            return matrix, f"{base[1]} {m} ⊗ Sylvester {power}"
+            return base[0], sylvester(power), f"{base[1]} {m} ⊗ Sylvester {power}"
     return None
+
+
+def hadamard(order: int) -> tuple[torch.Tensor, str] | None:
+    """A Hadamard matrix of ``order`` (int64 +-1) and how it was built, or None when no construction here
+    gives one. Prefers the largest power-of-two factor (the smallest Paley block)."""
+    found = hadamard_factors(order)
+    return None if found is None else (torch.kron(found[0], found[1]), found[2])
 
 
 def random_orthogonal(order: int, generator: torch.Generator) -> torch.Tensor:

@@ -70,3 +70,16 @@ def pass_report(result, name):
     """The manifest's report of the one pass called ``name``."""
     (report,) = [p for p in result.manifest.passes if p.name == name]
     return report.model_dump()
+
+
+class TiedHead(torch.nn.Module):
+    """An embedding table that is also the output head (``F.linear`` on the same weight), as in SmolLM."""
+
+    def __init__(self, width: int = 64):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(96, width)
+        self.proj = torch.nn.Linear(width, width, bias=False)
+
+    def forward(self, ids):
+        return torch.nn.functional.linear(torch.relu(self.proj(self.embed(ids))), self.embed.weight)

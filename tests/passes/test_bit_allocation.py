@@ -17,6 +17,8 @@ from slmc.spec.pass_registry import PassContext, PassStep, get_pass
 from slmc.spec.recipe import check_against_target, load_recipe
 from slmc.spec.target import load_target
 
+from pass_helpers import TiedHead
+
 SENSITIVE = "blocks.1.mlp.down_proj"
 
 
@@ -123,3 +125,24 @@ def test_the_compiled_artifact_matches_the_eager_allocated_graph(tmp_path):
     assert result.verification.passed and numeric.max_abs_error <= 1e-4  # measured 3.1e-6
     allocation = result.manifest.passes[0].stats["bit_allocation"]
     assert allocation["achieved_bits_per_weight"] <= 4.5
+
+
+def test_a_tied_table_is_priced_once_as_it_is_stored(host_target):
+    """The quantize pass stores a tied embedding/head once, in the head's setting: the allocation gives the pair
+    one slot (the head's, its sensitivity measured with both readers quantized), so its bytes are the stored
+    bytes and the pass's bits per weight counts the table's weights once."""
+    from slmc.graph.ir import ModelSpec, trace
+
+    graph = trace(ModelSpec(TiedHead(width=128).eval(), (torch.randint(0, 96, (1, 8)),), name="tied"))
+    calibration = [(torch.randint(0, 96, (1, 8), generator=torch.Generator().manual_seed(i)),) for i in range(2)]
+    config = get_pass("quantize").config.model_validate({"target_bits_per_weight": 4.25, "embeddings": True})
+    _, reports = run_passes(graph, [PassStep("quantize", config)], PassContext(host_target, calibration))
+    stats = reports[0]["stats"]
+    allocation = stats["bit_allocation"]
+    assert [(layer["layer"], layer["kind"]) for layer in allocation["layers"]] == [("proj", "linear"), ("embed", "linear")]
+    assert allocation["weights"] == 128 * 128 + 96 * 128  # the table once
+    embedding = next(r for r in stats["layers"] if r["kind"] == "embedding")
+    assert embedding["stored_bytes"] == 0 and embedding["stored_in"] == "embed"
+    assert allocation["allocated_bytes"] == stats["stored_bytes"] <= allocation["budget_bytes"]
+    assert stats["bits_per_weight"] == pytest.approx(allocation["achieved_bits_per_weight"], abs=1e-3)  # was 2.5: the table twice
+    assert stats["bits_per_weight"] <= 4.25

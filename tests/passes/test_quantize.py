@@ -23,6 +23,8 @@ from slmc.quantization.ops import QUANTIZED_EMBEDDING, QUANTIZED_LINEAR, W4A8_LI
 from slmc.spec.recipe import check_against_target, load_recipe
 from slmc.spec.target import load_target
 
+from pass_helpers import TiedHead
+
 
 def _run(graph, settings: dict, target, calibration=()):
     config = get_pass("quantize").config.model_validate(settings)
@@ -233,24 +235,11 @@ def test_int4_g32_fixture_artifact_is_at_most_0_18_of_fp32(tmp_path):
     assert quantized.verification.artifact_vs_eager.max_abs_error <= 1e-4  # measured 2.2e-5
 
 
-class _TiedHead(torch.nn.Module):
-    """An embedding table that is also the output head (``F.linear`` on the same weight), as in SmolLM."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.embed = torch.nn.Embedding(96, 64)
-        self.proj = torch.nn.Linear(64, 64, bias=False)
-
-    def forward(self, ids):
-        return torch.nn.functional.linear(torch.relu(self.proj(self.embed(ids))), self.embed.weight)
-
-
 @pytest.mark.parametrize("embeddings", [True, False])
 def test_a_tied_table_is_stored_once_in_the_heads_quantization(host_target, embeddings):
     from slmc.graph.ir import ModelSpec, trace
 
-    module = _TiedHead().eval()
+    module = TiedHead().eval()
     table = module.embed.weight.detach().clone()
     graph = trace(ModelSpec(module, (torch.randint(0, 96, (1, 6)),), name="tied"))
     final, report = _run(graph, {"bits": 4, "group_size": 32, "embeddings": embeddings}, host_target)

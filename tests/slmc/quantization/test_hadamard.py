@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from slmc.quantization.hadamard import hadamard, rotation, sylvester
+from slmc.quantization.hadamard import hadamard, hadamard_factors, rotation, sylvester
 
 
 @pytest.mark.parametrize("order", [1, 2, 4, 12, 20, 24, 28, 36, 44, 60, 64, 256, 576, 896, 960, 1536])
@@ -39,3 +39,17 @@ def test_rotations_are_orthogonal_and_seeded(kind):
         assert torch.allclose(q.abs(), torch.full_like(q, 1 / math.sqrt(96)))  # every entry +-1/sqrt(n): spreads evenly
     else:
         assert how == "random orthogonal"
+
+
+@pytest.mark.parametrize("order", [4, 128, 256, 576, 640, 1024, 1536])
+def test_hadamard_factors_multiply_to_the_hadamard_matrix(order):
+    """The online Hadamard (passes/rotate.py, R4) multiplies by A and B separately: A ⊗ B must be hadamard(order)."""
+    first, second, how = hadamard_factors(order)
+    assert first.shape[0] * second.shape[0] == order
+    assert torch.equal(torch.kron(first, second), hadamard(order)[0]) and how == hadamard(order)[1]
+
+
+def test_power_of_two_factors_are_balanced():
+    first, second, _ = hadamard_factors(1024)
+    assert (first.shape[0], second.shape[0]) == (32, 32)
+    assert hadamard_factors(640)[0].shape[0] == 20 and hadamard_factors(92) is None
