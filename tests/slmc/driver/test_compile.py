@@ -47,7 +47,8 @@ def test_manifest_records_everything(default_artifact):
     assert sig["outputs"][1]["shape"] == [2, 1, 4, "past + tokens", 32]
     assert sig["dynamic_dims"] == {"tokens": [1, 256], "past": [1, 256]}
     assert manifest["task"] == "causal-lm" and manifest["tokenizer"] == {"kind": "bytes", "file": None, "bos_token": None, "eos_token": None}
-    assert manifest["kv_cache"] == {"layers": 2, "kv_heads": 4, "head_dim": 32, "max_context": 256, "mode": "resident", "reason": None, "last_position": True}
+    assert manifest["kv_cache"] == {"layers": 2, "kv_heads": 4, "head_dim": 32, "max_context": 256, "mode": "resident", "reason": None, "last_position": True,
+                                    "dtype": "float32", "bytes_per_token": 2 * 2 * 4 * 32 * 4}
     assert not list(path.parent.glob(".tiny.staging-*"))
 
 
