@@ -19,12 +19,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
 for _blas in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_blas, "1")  # numpy's reference matmuls: no BLAS threads spinning beside TVM's
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+import quantized_kernel_speed as speed  # noqa: E402
 
 
 def _scheduled(rule, func, target):
@@ -38,12 +42,11 @@ def kernels(in_features: int, out_features: int, group: int) -> dict:
     """Scheduled PrimFuncs by name: ``w4a8``, ``w8a8``, ``int4``."""
     from tvm import te, tirx
 
-    from slmc.quantization.tvm_kernels import KERNEL_ATTR, linear_tile_width, quantized_linear_te, w8a8_linear_te
+    from slmc.quantization.tvm_kernels import KERNEL_ATTR, linear_tile_width, w8a8_linear_te
     from slmc.quantization.w4a8_kernel import w4a8_linear_te
     from slmc.schedules import cpu_params
     from slmc.schedules.int4_int8_matmul import Int4Int8Matmul
     from slmc.schedules.int8_matmul import Int8Matmul
-    from slmc.schedules.quantized_matmul import QuantizedMatmul
     from slmc.spec.target import load_target
 
     target = load_target("host")
@@ -60,17 +63,15 @@ def kernels(in_features: int, out_features: int, group: int) -> dict:
     xs, q, s = x(), te.placeholder((n // 16, k // 4, 16, 4), "int8", "q"), te.placeholder((n,), "float32", "s")
     out = w8a8_linear_te(xs, q, s, None, None, 0.05)
     funcs["w8a8"] = (Int8Matmul(params, dot), te.create_prim_func([xs, q, s, out]).with_attr(KERNEL_ATTR, "w8a8_linear"))
-    width = linear_tile_width(n)
-    xs = x()
-    q, s = te.placeholder((n // width, k // 2, width), "uint8", "q"), te.placeholder((n // width, groups, width), "float16", "s")
-    out = quantized_linear_te(xs, q, s, None, None, None, 4, group)
-    funcs["int4"] = (QuantizedMatmul(params), te.create_prim_func([xs, q, s, out]).with_attr(KERNEL_ATTR, "quantized_linear"))
-    return {name: (_scheduled(rule, func, target), target.tvm_target()) for name, (rule, func) in funcs.items()}
+    built = {name: (_scheduled(rule, func, target), target.tvm_target()) for name, (rule, func) in funcs.items()}
+    # int4 weight-only exactly as quantized_kernel_speed builds it (the stored layout: uint32 words where they fit)
+    built["int4"] = speed.kernel(k, n, 4, group, False, linear_tile_width(n))
+    return built
 
 
 def weights(in_features: int, out_features: int, group: int, seed: int = 0) -> dict:
     """Each kernel's stored arrays (as prepack lays them out) and its float32 reference weight ``[N, K]``."""
-    from slmc.quantization.tvm_kernels import linear_tile_width
+    from slmc.quantization.tvm_kernels import linear_tile_width, word_layout
     from slmc.quantization.w4a8_layout import pack_paired
 
     rng = np.random.default_rng(seed)
@@ -85,12 +86,9 @@ def weights(in_features: int, out_features: int, group: int, seed: int = 0) -> d
     w8a8 = [np.ascontiguousarray(int8.reshape(n // 16, 16, k // 4, 4).transpose(0, 2, 1, 3)), int8_scales]
     width = linear_tile_width(n)
     plain = codes[:, 0::2] | (codes[:, 1::2] << 4)
-
-    def tiled(table: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(table.reshape(n // width, width, table.shape[1]).transpose(0, 2, 1))
-
+    words = word_layout(k, 4, group)
     return {"w4a8": (w4a8, dequantized), "w8a8": (w8a8, int8.astype(np.float32) * int8_scales[:, None]),
-            "int4": ([tiled(plain), tiled(scales)], dequantized)}
+            "int4": ([speed.layout(plain, width, words), speed.layout(scales, width)], dequantized)}
 
 
 def reference(name: str, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -137,13 +135,7 @@ def main() -> None:
         start = time.perf_counter()
         built["w8a8"](*inputs["w8a8"])
         calls = max(1, int(args.seconds / max(time.perf_counter() - start, 1e-6)))
-        times: dict[str, list[float]] = {name: [] for name in built}
-        for _ in range(args.rounds):
-            for name, function in built.items():
-                start = time.perf_counter()
-                for _ in range(calls):
-                    function(*inputs[name])
-                times[name].append((time.perf_counter() - start) / calls)
+        times = speed.interleaved_seconds(built, {name: [call] for name, call in inputs.items()}, args.rounds, calls)
         for label, pick in (("median", statistics.median), ("best", min)):
             chosen = {name: pick(t) for name, t in times.items()}
             print(f"rows {rows:4d} {label:6s} | " + " | ".join(f"{name} {seconds * 1e3:8.4f} ms" for name, seconds in chosen.items())

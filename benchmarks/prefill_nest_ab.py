@@ -17,7 +17,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 for _blas in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_blas, "1")
@@ -79,13 +78,7 @@ def main() -> None:
                 inputs[block] = arrays
             flops = 2 * rows * in_features * out_features
             calls = max(1, int(args.seconds / (flops / 30e9)))
-            times: dict[int, list[float]] = {block: [] for block in kernels}
-            for _ in range(args.rounds):
-                for block, function in kernels.items():
-                    start = time.perf_counter()
-                    for _ in range(calls):
-                        function(*inputs[block])
-                    times[block].append((time.perf_counter() - start) / calls)
+            times = speed.interleaved_seconds(kernels, {block: [arrays] for block, arrays in inputs.items()}, args.rounds, calls)
             base = statistics.median(times[args.row_blocks[0]])
             print(f"{in_features}->{out_features} rows {rows} load {os.getloadavg()[0]:.1f} | " + " | ".join(
                 f"block {block}: {statistics.median(t) * 1e3:.2f} ms {flops / statistics.median(t) / 1e9:.0f} GFLOP/s "

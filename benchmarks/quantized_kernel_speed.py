@@ -88,6 +88,21 @@ def reference(x: np.ndarray, codes: np.ndarray, scales: np.ndarray, zeros: np.nd
     return x @ ((unpacked - zero) * np.repeat(scales.astype(np.float32), group, 1)).T
 
 
+def interleaved_seconds(kernels: dict, arguments: dict, rounds: int, calls: int) -> dict[str, list[float]]:
+    """Seconds per call of each named kernel, one sample per round: every round times each kernel in turn
+    for ``calls`` calls (cycling through that kernel's argument sets), so a change in machine load hits all
+    kernels alike. ``arguments[name]`` is a list of argument lists."""
+    times: dict[str, list[float]] = {name: [] for name in kernels}
+    for _ in range(rounds):
+        for name, function in kernels.items():
+            sets = arguments[name]
+            start = time.perf_counter()
+            for call in range(calls):
+                function(*sets[call % len(sets)])
+            times[name].append((time.perf_counter() - start) / calls)
+    return times
+
+
 def measure(shape: tuple[int, int], args: argparse.Namespace, bandwidth: float) -> list[dict]:
     import tvm
 
@@ -124,14 +139,7 @@ def measure(shape: tuple[int, int], args: argparse.Namespace, bandwidth: float) 
             inputs[name] = sets
         flops = 2 * rows * in_features * out_features
         calls = max(copies, int(args.seconds / (flops / 50e9 + 5e-6)))
-        times: dict[str, list[float]] = {name: [] for name in variants}
-        for _ in range(args.rounds):
-            for name in variants:
-                function, sets = libraries[name], inputs[name]
-                start = time.perf_counter()
-                for call in range(calls):
-                    function(*sets[call % copies])
-                times[name].append((time.perf_counter() - start) / calls)
+        times = interleaved_seconds(libraries, inputs, args.rounds, calls)
         result = {"K": in_features, "N": out_features, "rows": rows, "tile": variants["new"]}
         for name in variants:
             seconds = statistics.median(times[name])
