@@ -382,7 +382,8 @@ def _summary(reports: list[KernelReport], compiler: OpenCLCompiler, target: Targ
 
 
 def how(summary: dict[str, Any]) -> str:
-    """The manifest's one-line statement of what was done (never "executed")."""
+    """The manifest's one-line statement of what the compile check did (compiling only; the execution on
+    PoCL, slmc.backend.opencl_verification, appends its own statement)."""
     text = (f"kernels compiled by an OpenCL compiler ({summary['compiler'].split(' via ')[0]} via pyopencl), "
             f"{summary['kernels_compiled_by_pocl']} kernels, limits checked")
     by_clang = summary["kernels_compiled_by_clang"]

@@ -190,7 +190,10 @@ def draw_inputs(func: tirx.PrimFunc, seed: int) -> tuple[dict[str, int], dict[st
         if not is_buffer(p):  # a shape variable passed as a scalar keeps its value
             values[p.name] = env[p.name] = env.get(p.name, int(rng.integers(0, bound)))
             continue
-        dtype = np.dtype(str(p.dtype))
+        try:
+            dtype = np.dtype(str(p.dtype))
+        except TypeError as exc:  # e.g. bfloat16: numpy has no such dtype
+            raise NotRunnable(f"buffer '{p.name}' has dtype {p.dtype}, which numpy cannot hold") from exc
         shape = shapes[p.name]
         if dtype.kind == "f":
             values[p.name] = rng.standard_normal(shape).astype(dtype)
@@ -307,6 +310,10 @@ def execute_primfuncs(scheduled: dict[str, tirx.PrimFunc], unscheduled: tvm.IRMo
             missing = sorted({ext for k in run.kernels for ext in required_extensions(sources[k]) if ext not in compiler.extensions})
             if missing:
                 raise NotRunnable(f"needs {', '.join(missing)}, which PoCL's CPU device '{compiler.device.name}' does not offer")
+            untoleranced = sorted({str(v.dtype) for v in values.values()
+                                   if isinstance(v, np.ndarray) and v.dtype.kind == "f" and str(v.dtype) not in TOLERANCE})
+            if untoleranced:  # e.g. float16 on a device that has cl_khr_fp16: no measured bound to judge it by
+                raise NotRunnable(f"its buffers of dtype {', '.join(untoleranced)} have no tolerance against the host build")
             if name not in references:
                 raise NotRunnable("its PrimFunc before scheduling is not in the build's record, so there is no host reference")
             reference = references[name]
@@ -363,8 +370,10 @@ def check_runs(runs: list[PrimFuncRun], summary: GpuKernelChecks, verification: 
     if failed:
         run = failed[0]
         more = f" ({len(failed) - 1} more PrimFuncs differ, see the report)" if len(failed) > 1 else ""
-        raise KernelCheckError(run.kernels[0], "opencl_execution",
-                               f"kernel '{run.kernels[0]}' (PrimFunc '{run.name}') executed on PoCL differs from the same "
+        # buffers are compared per PrimFunc: with several kernels, which one wrote the difference is not known
+        named = f"kernel '{run.kernels[0]}'" if len(run.kernels) == 1 else "kernels " + ", ".join(f"'{k}'" for k in run.kernels)
+        raise KernelCheckError(run.kernels[0] if len(run.kernels) == 1 else run.name, "opencl_execution",
+                               f"{named} (PrimFunc '{run.name}') executed on PoCL differ{'s' if len(run.kernels) == 1 else ''} from the same "
                                f"PrimFunc built for the host CPU: {'; '.join(run.failures[:3])}{more}",
                                {**verification, "gpu_kernels": summary.model_dump(mode="json")})
 

@@ -42,7 +42,7 @@ def prepare(prep: Preparation) -> dict[str, Any]:
             "weight_bytes": int(prep.linear_bytes * ratio), "verification_passed": manifest.verification.passed,
             "tuning": manifest.tuning, "kv_cache": manifest.kv_cache.mode if manifest.kv_cache else None,
             "kv_cache_dtype": manifest.kv_cache.dtype if manifest.kv_cache else None,
-            "kv_cache_bytes_per_token": manifest.kv_cache.spec().bytes_per_token() if manifest.kv_cache else None}
+            "kv_cache_bytes_per_token": manifest.kv_cache.bytes_per_token if manifest.kv_cache else None}
 
 
 def open_timer(info: dict[str, Any], policy: ThreadPolicy) -> StepTimer | ResidentTimer:

@@ -60,7 +60,8 @@ def _say(text: str) -> None:
 
 def _summary(name: str, info: dict[str, Any], runs: list[dict[str, Any]], cache: dict[str, int], bounds: dict[str, Any],
              linear_bytes: int) -> dict[str, Any]:
-    kv_per_position = 2 * cache["layers"] * cache["kv_heads"] * cache["head_dim"] * KV_BYTES
+    # the engine's stored cache (slmc: the manifest's, e.g. an int8 cache with its scales), else float32 entries
+    kv_per_position = info.get("kv_cache_bytes_per_token") or 2 * cache["layers"] * cache["kv_heads"] * cache["head_dim"] * KV_BYTES
     entry: dict[str, Any] = {"processes": len(runs), "threading": runs[0]["threading"],
                              "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
                              "open_seconds": statistics.median(r["open_seconds"] for r in runs),
