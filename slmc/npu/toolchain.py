@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from slmc.artifact.npu_toolchain import NpuPartitionTools, NpuToolchain, NpuToolchainTotals, VelaRefusal, VelaSummary
-from slmc.graph.ir import Graph, op_name
+from slmc.graph.ir import Graph, fetch_attr, op_name
 from slmc.npu.layers import NpuLayer
 from slmc.npu.tosa_lowering import TOSA_VERSION, TosaPartition, lower_partition, tosa_tools_version
 from slmc.npu.tosa_reference import run_partition
@@ -30,7 +30,14 @@ from slmc.spec.target import TargetDescriptor
 
 TOSA_DIR = "npu_tosa"
 VELA_DIR = "npu_vela"
-LINEAR_OPS = frozenset({"linear", "w8a8_linear"})
+# MACs one token costs in a linear-like op, from its stored weight [N, ...] (the op's second argument):
+# float and w8a8 weights are [N, K]; int4 codes pack 8 / bits (quantized_linear's bits argument) or 2 (w4a8) per byte
+LINEAR_MACS = {
+    "linear": lambda weight, node: weight.shape[0] * weight.shape[1],
+    "w8a8_linear": lambda weight, node: weight.shape[0] * weight.shape[1],
+    "quantized_linear": lambda weight, node: weight.shape[0] * weight.shape[1] * 8 // node.args[6],
+    "w4a8_linear": lambda weight, node: weight.shape[0] * weight.shape[1] * 2,
+}
 
 
 @dataclass
@@ -43,17 +50,10 @@ class ToolchainRun:
 
 
 def linear_macs_per_token(graph: Graph) -> dict[str, int]:
-    """``K * N`` of every linear (float or w8a8) node of ``graph``, by node name: the MACs it does per token."""
-    macs = {}
-    for node in graph.op_nodes():
-        if op_name(node) not in LINEAR_OPS:
-            continue
-        weight = node.args[1]
-        value = graph.module
-        for part in str(weight.target).split("."):
-            value = getattr(value, part)
-        macs[node.name] = int(value.shape[0]) * int(value.shape[1])
-    return macs
+    """``K * N`` of every linear-like node of ``graph`` (float, w8a8, int4, w4a8), by node name: the MACs it
+    does per token."""
+    return {node.name: int(LINEAR_MACS[op_name(node)](fetch_attr(graph.module, str(node.args[1].target)), node))
+            for node in graph.op_nodes() if op_name(node) in LINEAR_MACS}
 
 
 def _ratio(vela: float, slmc: float) -> float | None:

@@ -112,19 +112,23 @@ def compile_tosa(tosa_file: Path, config: Vela, output_dir: Path) -> VelaResult:
     command = [sys.executable, "-m", "ethosu.vela", str(tosa_file), "--accelerator-config", config.accelerator_config,
                "--system-config", config.system_config, "--memory-mode", config.memory_mode, "--config", config.config_file,
                "--output-dir", str(output_dir), "--verbose-performance"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=VELA_TIMEOUT_S, check=False)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=VELA_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise ToolchainError(f"Vela did not finish {tosa_file.name} within {VELA_TIMEOUT_S} s "
+                             f"({config.accelerator_config}, {config.system_config}, {config.memory_mode})") from exc
     if done.returncode != 0:
         lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
         last = lines[-1] if lines else f"exit status {done.returncode}"
         if "No module named ethosu" in last:
             raise ToolchainError("the target names a Vela configuration (npu.vela) and Arm's Vela is not installed: "
                                  "pip install 'slmc[npu]' (ethos-u-vela)")
-        if not last.startswith("RuntimeError:"):  # not Regor's refusal: Vela itself failed (bad config, ...)
+        reason = last.removeprefix("RuntimeError:").strip()
+        match = _OPERATION.search(reason) if last.startswith("RuntimeError:") else None
+        if match is None:  # not Regor's refusal of an operation: Vela itself failed (bad config, internal error, ...)
             raise ToolchainError(f"Vela failed on {tosa_file.name} ({config.accelerator_config}, {config.system_config}, "
                                  f"{config.memory_mode}): {last}")
-        reason = last.removeprefix("RuntimeError:").strip()
-        match = _OPERATION.search(reason)
-        return VelaResult(compiled=False, refused_operator=match.group(1) if match else None, reason=reason)
+        return VelaResult(compiled=False, refused_operator=match.group(1), reason=reason)
     stem = tosa_file.stem
     summary = output_dir / f"{stem}_summary_{config.system_config}.csv"
     per_layer = output_dir / f"{stem}_per-layer.csv"

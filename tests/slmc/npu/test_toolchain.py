@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from slmc.npu.fixed_point import integer_linear
 from slmc.npu.layers import NpuLayer, offloadable_layers
@@ -44,3 +45,22 @@ def test_a_partition_vela_refuses_is_reported_per_operator_not_raised(w8a8_lm):
     assert run.record.partitions[0].vela is None and run.record.totals.npu_macs == 0
     expected = integer_linear(wide.codes, wide.qweight, wide.bias_codes, wide.multiplier, wide.shift, "half_up")
     assert (run.reference_outputs[0] == expected).all()  # still executed by the TOSA reference model
+
+
+@pytest.mark.parametrize("settings", [{"bits": 4, "group_size": 32, "method": "rtn"},
+                                      {"scheme": "w4a8", "group_size": 32, "method": "rtn"},
+                                      {"scheme": "w8a8", "exclude": ["*lm_head"]}])
+def test_every_linear_like_op_counts_its_macs_per_token_as_the_float_linear_did(settings):
+    """The NPU MAC fraction's denominator: an int4 or w4a8 layer left on the CPU still counts its K * N."""
+    from slmc.graph.ir import trace
+    from slmc.models import tiny_lm
+    from slmc.npu.toolchain import linear_macs_per_token
+    from slmc.spec.pass_registry import PassContext, get_pass
+
+    graph = trace(tiny_lm.build())
+    before = linear_macs_per_token(graph)
+    quantize = get_pass("quantize")
+    samples = [(torch.randint(0, 256, (1, 16)), torch.randn(2, 1, 4, 3, 32), torch.randn(2, 1, 4, 3, 32))]
+    after = linear_macs_per_token(quantize.run(graph.clone(), quantize.config(**settings),
+                                               PassContext(load_target("host"), samples)).graph)
+    assert len(before) >= 10 and sorted(after.values()) == sorted(before.values())
