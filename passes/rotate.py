@@ -42,6 +42,8 @@ the node; output projections that get no value rotation are listed as skipped wi
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from typing import Literal
 
 import torch
@@ -237,35 +239,59 @@ def _online_hadamard_ops(graph: Graph, x: fx.Node, first: str, second: str, m: i
     return value
 
 
+@dataclass
+class _OnlineHadamard:
+    """The online Hadamard of one width: orthonormal factors ``A`` (m x m) and ``B`` (p x p), the map the
+    inserted ops apply (as an n x n matrix, folded into the weight), and the stored factors' paths by dtype."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+    online: torch.Tensor
+    description: str
+    stored: dict = field(default_factory=dict)
+
+
+def _online_factors(n: int) -> _OnlineHadamard | None:
+    """None when no Hadamard construction of order ``n`` is known (slmc.quantization.hadamard.hadamard_factors)."""
+    found = hadamard_factors(n)
+    if found is None:
+        return None
+    a, b, description = found
+    m, p = int(a.shape[0]), int(b.shape[0])
+    a = a.to(torch.float64) / m ** 0.5
+    b = b.to(torch.float64) / p ** 0.5
+    online = (torch.eye(n, dtype=torch.float64).reshape(n, m, p) @ b).transpose(-2, -1) @ a  # the ops on I
+    return _OnlineHadamard(a, b, online.reshape(n, n), description)
+
+
 def _rotate_down_inputs(graph: Graph, layers: list[LinearLayer], weights: _Weights, stats: dict,
                         skipped: list[Skip]) -> None:
     """R4 (module docstring): an online Hadamard before each of ``layers``, its map folded into the weight."""
     readers = attribute_readers(graph)
     done, descriptions = 0, set()
+    factors: dict[int, _OnlineHadamard | None] = {}  # by width: one construction and one stored pair per dtype
     for layer in layers:
         _own(layer, readers)
         w = weights.get(str(layer.weight_node.target))
         n = int(w.shape[1])
-        found = hadamard_factors(n)
-        if found is None:
+        if n not in factors:
+            factors[n] = _online_factors(n)
+        if factors[n] is None:
             skipped.append(Skip(layer.node.name, f"no online Hadamard: no Hadamard construction of order {n} is known "
                                                  "here (a random orthogonal one would need a dense n x n product)"))
             continue
-        a, b, description = found
-        m, p = int(a.shape[0]), int(b.shape[0])
-        a = a.to(torch.float64) / m ** 0.5
-        b = b.to(torch.float64) / p ** 0.5
-        online = (torch.eye(n, dtype=torch.float64).reshape(n, m, p) @ b).transpose(-2, -1) @ a  # the ops on I
-        weights.put(str(layer.weight_node.target), w @ online.reshape(n, n))
-        name = layer.name
-        paths = [unused_attr_path(graph.module, f"{name}.hadamard_{side}") for side in ("outer", "inner")]
+        h = factors[n]
+        m, p = int(h.a.shape[0]), int(h.b.shape[0])
+        weights.put(str(layer.weight_node.target), w @ h.online)
         dtype = fetch_attr(graph.module, str(layer.weight_node.target)).dtype  # the stored weight's (not yet rotated)
-        set_attr(graph.module, paths[0], a.to(dtype))
-        set_attr(graph.module, paths[1], b.to(dtype))
-        rotated = _online_hadamard_ops(graph, layer.input, paths[0], paths[1], m, p)
+        if dtype not in h.stored:  # one pair of factor tensors per width and dtype, read by every such layer
+            h.stored[dtype] = [unused_attr_path(graph.module, f"hadamard_{n}_{side}") for side in ("outer", "inner")]
+            for path, factor in zip(h.stored[dtype], (h.a, h.b)):
+                set_attr(graph.module, path, factor.to(dtype))
+        rotated = _online_hadamard_ops(graph, layer.input, *h.stored[dtype], m, p)
         layer.node.args = (rotated, *layer.node.args[1:])
         done += 1
-        descriptions.add(f"{n}: Hadamard ({description}), {n * (m + p)} multiply-adds per token")
+        descriptions.add(f"{n}: Hadamard ({h.description}), {n * (m + p)} multiply-adds per token")
     stats["online_hadamard"] = sorted(descriptions)
     stats["online_hadamard_layers"] = done
 

@@ -21,7 +21,9 @@ def test_round_trips_and_dequantizes_like_the_plain_layout():
     packed = pack_paired(q.codes)
     assert torch.equal(unpack_paired(packed), q.codes)
     assert torch.equal(dequantize_paired(packed, q.scales, 32), q.dequantize())
-    assert torch.equal(unpack_paired(torch.cat([packed[:8], packed[8:]])), q.codes)  # rows stack (sibling merge)
+    # packing is per row, so two layers' packed rows stack into the packing of their stacked codes (sibling merge)
+    other = quantize_rtn(torch.randn(8, 64, generator=torch.Generator().manual_seed(4)), QuantFormat(4, 32, True))
+    assert torch.equal(torch.cat([packed, pack_paired(other.codes)]), pack_paired(torch.cat([q.codes, other.codes])))
 
 
 def test_needs_in_features_a_multiple_of_8():
