@@ -17,12 +17,13 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from slmc.artifact.gpu_kernel_checks import GpuKernelChecks
 from slmc.artifact.npu_toolchain import NpuToolchain
 from slmc.errors import ArtifactError
 from slmc.graph.kv_cache import KVCacheSpec
+from slmc.spec.recipe import KvCacheDtype
 from slmc.spec.target import TargetDescriptor
 
 # 2: every section typed (this module); optional sections and fields are written as null instead of left out
@@ -130,7 +131,7 @@ class KVCacheInfo(ManifestModel):
     reason: str | None = Field(None, description="why the cache is not resident (mode copy)")
     last_position: bool = Field(False, description="the library also has `resident_last`: the logits of the last new "
                                                     "token only, for generation (slmc.schedules.last_position)")
-    dtype: Literal["float32", "int8"] = Field(
+    dtype: KvCacheDtype = Field(
         "float32", description="dtype of the resident cache buffers (recipe kv_cache.dtype); int8: the resident functions "
                                "take cache_keys, cache_values int8 [L, 1, H_kv, max_context + 1, D] and key_scales, "
                                "value_scales float32 [L, 1, H_kv, max_context + 1] (one symmetric scale per layer, head and "
@@ -143,9 +144,17 @@ class KVCacheInfo(ManifestModel):
         """The cache's shape fields (``slmc.graph.kv_cache.KVCacheSpec``'s)."""
         return {"layers": self.layers, "kv_heads": self.kv_heads, "head_dim": self.head_dim, "max_context": self.max_context}
 
+    @model_validator(mode="after")
+    def _quantized_cache_is_resident(self) -> KVCacheInfo:
+        # main's copy contract passes float32 caches; only the resident functions store another dtype (slmc-run
+        # refuses the same combination: slmc/native/runtime/manifest.cpp)
+        if self.dtype != "float32" and self.mode != "resident":
+            raise ValueError(f"kv_cache.dtype {self.dtype} needs mode resident, found mode {self.mode}")
+        return self
+
     def spec(self) -> KVCacheSpec:
         """The cache as the runtimes allocate it: the shape, and the stored dtype of the resident buffers."""
-        return KVCacheSpec(**self.shape(), dtype=self.dtype if self.mode == "resident" else "float32")
+        return KVCacheSpec(**self.shape(), dtype=self.dtype)
 
 
 class ContextInfo(ManifestModel):

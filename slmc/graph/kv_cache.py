@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from slmc.spec.recipe import KvCacheDtype
+
 if TYPE_CHECKING:
     import torch
 
@@ -52,19 +54,18 @@ RESIDENT_LAST = "resident_last"
 RESIDENT_STEP = "resident_step"
 
 
-STORED_DTYPES = ("float32", "int8")
 INT8_LEVELS = 127.0  # symmetric: q in [-127, 127]
 
 
 @dataclass(frozen=True)
 class KVCacheSpec:
-    """Shape of a model's KV cache, and the dtype its resident buffers store (``STORED_DTYPES``)."""
+    """Shape of a model's KV cache, and the dtype its resident buffers store (``slmc.spec.recipe.KvCacheDtype``)."""
 
     layers: int
     kv_heads: int
     head_dim: int
     max_context: int
-    dtype: str = "float32"
+    dtype: KvCacheDtype = "float32"
 
     @property
     def quantized(self) -> bool:

@@ -103,13 +103,17 @@ class Verify(StrictModel):
         return self
 
 
+# the dtypes a resident KV cache can be stored in (slmc.graph.kv_cache, the manifest's kv_cache.dtype)
+KvCacheDtype = Literal["float32", "int8"]
+
+
 class KvCacheSetting(StrictModel):
     """How a causal LM's resident KV cache is stored (``slmc.graph.kv_cache``): ``float32``, or ``int8`` with one
     float32 scale per (layer, head, position) (``granularity: per_token_head``; symmetric, absmax / 127), quantized
     as the kernels write it and dequantized inside attention. Needs a target kind whose attention reads the
     resident cache (``Backend.quantized_kv_cache``)."""
 
-    dtype: Literal["float32", "int8"] = Field("float32", description="dtype the KV cache is stored in")
+    dtype: KvCacheDtype = Field("float32", description="dtype the KV cache is stored in")
     granularity: Literal["per_token_head"] = Field(
         "per_token_head", description="int8: one scale per (layer, KV head, position), i.e. per row of head_dim numbers")
 

@@ -37,7 +37,6 @@ class TvmModel {
     tvm::ffi::Tensor step_resident(const tvm::ffi::Tensor& ids, const tvm::ffi::Tensor& keys, const tvm::ffi::Tensor& values,
                                    const std::vector<tvm::ffi::Tensor>& scales, int64_t past, bool last_only) const;
     bool resident() const { return resident_all_.has_value(); }
-    bool has_one_token_step() const { return resident_step_.has_value(); }
 
   private:
     std::string path_;

@@ -68,3 +68,14 @@ def test_a_manifest_that_is_not_an_object_is_an_artifact_error(copy):
 def test_pending_verification():
     pending = Verification.skipped("pending", passed=False)
     assert pending.pending and not Verification.skipped("disabled").pending
+
+
+def test_an_int8_kv_cache_under_the_copy_contract_is_refused_as_slmc_run_refuses_it():
+    from pydantic import ValidationError
+
+    from slmc.artifact.manifest import KVCacheInfo
+
+    shape = {"layers": 2, "kv_heads": 4, "head_dim": 32, "max_context": 256}
+    assert KVCacheInfo(**shape, mode="resident", dtype="int8").spec().dtype == "int8"
+    with pytest.raises(ValidationError, match="kv_cache.dtype int8 needs mode resident"):
+        KVCacheInfo(**shape, mode="copy", dtype="int8")
