@@ -137,19 +137,24 @@ print(loaded, status("VmHWM"))
 """
 
 
-def test_the_peak_of_a_long_prompt_and_64_steps_is_the_cache_and_a_bounded_workspace(model):
-    # issue 22: a process's peak is the weights, the KV cache and a workspace bounded by the prefill
-    # chunk (slmc.artifact.resident_cache.PREFILL_CHUNK), not by the prompt. A fresh process, as above.
+def test_the_peak_of_a_prompt_and_64_steps_is_the_weights_the_cache_and_a_small_workspace(model):
+    # issue 22: a fresh process's peak over load is the weights, the KV cache and a few MB (no copy of the
+    # weights, no per-step growth). It does not show that the workspace is bounded by the prefill chunk:
+    # tiny-lm's 192-token prompt fits one chunk (PREFILL_CHUNK 512) and its whole-prompt workspace is under
+    # 1 MB; the chunking itself is tested above (same logits in chunks), its memory effect measured in
+    # docs/dev-notes.md on the SmolLM-135M shape.
     cache = model.kv_cache
     prompt = cache.max_context - 64
     done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(model.path), str(prompt)], capture_output=True, text=True,
                           check=False, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     loaded, peak = (int(v) for v in done.stdout.split())
-    kv_bytes = 2 * 4 * cache.layers * cache.kv_heads * (cache.max_context + 1) * cache.head_dim
+    kv_bytes = cache.bytes_per_token() * (cache.max_context + 1)
     weights = model.manifest.weights.bytes
     growth_mb = (peak - loaded - weights - kv_bytes) / 2**20
     assert growth_mb <= 8.0, growth_mb  # measured: 0.9 MB (tiny-lm: max_context 256, within one chunk)
+
+
 KV_INT8 = "kv_cache: {dtype: int8, granularity: per_token_head}\npasses: [{dead_code_elimination: {}}]\nverify: {atol: 5.0e-2}\n"
 
 
