@@ -222,3 +222,15 @@ def test_gpu_kernel_checks_reach_the_report_per_kernel(cached_compile):
     assert [k["status"] for k in data["verification"]["gpu_kernels"]["per_kernel"]] == ["executed", "compiled_only"]
     page = render_html(report)
     assert 'id="gpu-kernels"' in page and "matmul_kernel" in page and "needs cl_khr_fp16" in page
+
+
+@pytest.mark.parametrize("gate", ["min_npu_mac_fraction=0.5", "npu_sram_fit=true", "max_npu_cycles=1000"])
+def test_an_npu_build_gate_given_to_eval_is_refused_not_ignored(gate):
+    """The NPU gates are measured by a compile (slmc.npu.gates); slmc eval names them as unmeasurable."""
+    from slmc.errors import InputError
+    from slmc.report.ci_outputs import eval_gates, parse_gates
+
+    result = {"task": "causal-lm", "comparison": {"top1_agreement": 0.9, "max_logit_error": 0.1, "min_cosine": 0.99}}
+    with pytest.raises(InputError, match=gate.split("=")[0] + ".*cannot be measured"):
+        eval_gates(result, parse_gates((gate,)))
+    assert [g.gate for g in eval_gates(result, parse_gates(("min_top1_agreement=0.5",)))] == ["min_top1_agreement"]
