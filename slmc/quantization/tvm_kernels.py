@@ -78,9 +78,14 @@ def _tiled_code(qweight: te.Tensor, tile: Any, k: Any, lane: Any, bits: int) -> 
     in bits ``4j..4j+3`` of word ``w``."""
     if bits == 8:
         return qweight[tile, k, lane].astype("int32")
+    return _word_nibble(qweight, tile, k, lane).astype("int32")
+
+
+def _word_nibble(qweight: te.Tensor, tile: Any, k: Any, lane: Any) -> Any:
+    """The uint32 nibble of input ``k``, channel ``lane`` of ``tile`` in int4 words ``[N/nb, K/8, nb]``."""
     word = qweight[tile, tirx.floordiv(k, NIBBLES_PER_WORD), lane]
     shift = (tirx.floormod(k, NIBBLES_PER_WORD) * 4).astype("uint32")
-    return tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(15, "uint32")).astype("int32")
+    return tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(15, "uint32"))
 
 
 ONE_BITS = 0x3F800000  # float32 1.0
@@ -94,9 +99,7 @@ def _unit_code(qweight: te.Tensor, tile: Any, k: Any, lane: Any, bits: int) -> A
     shuffles, no ``vcvtdq2ps`` (the offset ``1`` is removed once per group: ``_group_factored_matmul``)."""
     if bits == 8:
         return _tiled_code(qweight, tile, k, lane, bits).astype("float32")
-    word = qweight[tile, tirx.floordiv(k, NIBBLES_PER_WORD), lane]
-    shift = (tirx.floormod(k, NIBBLES_PER_WORD) * 4).astype("uint32")
-    nibble = tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(15, "uint32"))
+    nibble = _word_nibble(qweight, tile, k, lane)
     pattern = tirx.bitwise_or(tirx.shift_left(nibble, tirx.const(UNIT_SHIFT, "uint32")), tirx.const(ONE_BITS, "uint32"))
     return tirx.reinterpret("float32", pattern)
 

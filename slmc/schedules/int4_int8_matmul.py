@@ -74,8 +74,7 @@ class Int4Int8Matmul(Int8DotRule):
             return None
         if static_extent(sch, sch.get_loops(named["group_rescale"])[1]) is None:
             return None
-        choice = self.choose_tile(target, params)
-        self.intrinsic = choice.nonnegative_intrinsic  # the codes are unsigned (below 16): no sign flip, no offset
+        choice = self.choose_tile(target, params, nonnegative=True)  # the codes are unsigned (below 16)
         budget = max(choice.registers // 2 // (DOT_ROWS * choice.vectors_per_row), 1)  # int32 accumulators
         rows = func.params[0].shape[0]  # x [M, K] (a buffer parameter)
         if isinstance(rows, tirx.IntImm):

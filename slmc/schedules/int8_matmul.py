@@ -83,14 +83,15 @@ class Int8DotRule(SlmcCpuRule):
         self.dot_features = list(dot_features)
         self.intrinsic: str | None = None
 
-    def choose_tile(self, target: Target, params: CpuParams) -> TileChoice:
-        """The tile implementation for ``target`` (kept in ``intrinsic``); a listed feature the LLVM target
-        lacks goes to the notes once."""
+    def choose_tile(self, target: Target, params: CpuParams, nonnegative: bool = False) -> TileChoice:
+        """The tile implementation for ``target`` (kept in ``intrinsic``; ``nonnegative``: the weight operand's
+        codes are unsigned, so the tile needs no sign flip or offset); a listed feature the LLVM target lacks
+        goes to the notes once."""
         choice = tile_choice(self.dot_features, target, params.vector_bits)
         if choice.missing and not any(choice.missing in note for note in self.notes):
             self.notes.append(f"{type(self).__name__}: the descriptor lists int8_dot {choice.missing} but the LLVM target "
                               f"(mcpu/mattr) lacks it; its kernels use {choice.feature or 'int32 vectors'}")
-        self.intrinsic = choice.intrinsic
+        self.intrinsic = choice.nonnegative_intrinsic if nonnegative else choice.intrinsic
         return choice
 
 
