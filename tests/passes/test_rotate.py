@@ -59,9 +59,11 @@ def test_structure_fixture_lm(fixture_lm_graph, rotated_fixture):
     assert stats["online_hadamard_layers"] == 4 and stats["online_hadamard_nodes_added"] == 4 * 6
     assert stats["online_hadamard"] == ["640: Hadamard (Paley I (q=19) 20 ⊗ Sylvester 32), 33280 multiply-adds per token"]
     assert _ops(rotated_fixture.graph) == _ops(fixture_lm_graph) - 9 + 4 * 6
-    online = [n for n in rotated_fixture.graph.graph.nodes if n.op == "get_attr" and ".hadamard_" in str(n.target)]
-    assert len(online) == 8 and all("down_proj" in str(n.target) for n in online)
-    assert not any("norm" in name for name in rotated_fixture.graph.tensors() if ".hadamard_" not in name)  # scale-free
+    # one stored factor pair per width, read by two get_attrs in each of the 4 layers
+    online = [n for n in rotated_fixture.graph.graph.nodes if n.op == "get_attr" and "hadamard_" in str(n.target)]
+    assert len(online) == 8 and {str(n.target) for n in online} == {"hadamard_640_outer", "hadamard_640_inner"}
+    assert all(user.target is torch.ops.aten.matmul.default for n in online for user in n.users)
+    assert not any("norm" in name for name in rotated_fixture.graph.tensors() if "hadamard_" not in name)  # scale-free
     assert stats["residual_rotation"] == "randomized Hadamard (Sylvester 256)" and stats["hidden_size"] == 256
     assert stats["embeddings_rotated"] == 1
     assert stats["linears_input_rotated"] == 4 * 5 + 1  # q, k, v, gate, up per layer + lm_head
