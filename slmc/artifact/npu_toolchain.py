@@ -44,13 +44,22 @@ class VelaSummary(_Section):
 
 
 class VelaRefusal(_Section):
-    """An operator Vela could not run on the NPU, with Vela's own message."""
+    """An operator Vela could not run on the NPU: Vela's message and Vela's documented constraints for it
+    (``slmc.npu.vela_constraints``: Vela 5.2's Regor names the operator, not the failed check)."""
 
     partition: int
     layer: str
     tosa_operators: list[str]
     operator: str | None = Field(None, description="the operator Vela named (its internal op name), if it named one")
-    reason: str
+    tosa_operator: str | None = Field(None, description="the graph's TOSA operator that Vela's operator name matches")
+    supported_by_vela: bool | None = Field(
+        None, description="whether Vela's supported-operators report lists the TOSA operator for this accelerator "
+                          "(false: never supported; true: a constraint in vela_constraints is not met; null: not known)")
+    vela_constraints: list[str] = Field(
+        default_factory=list, description="Vela's constraints for the operator on this accelerator family, from "
+                                          "`vela --supported-ops-report`")
+    vela_message: str | None = Field(None, description="Vela's own message, verbatim")
+    reason: str = Field(description="Vela's message with the operator's support and constraints on this accelerator")
 
 
 class NpuPartitionTools(_Section):
@@ -75,9 +84,14 @@ class NpuToolchainTotals(_Section):
     slmc_estimated_cycles: int
     vela_to_slmc_cycles: float | None
     max_sram_used_bytes: int
-    npu_macs: int
-    model_macs: int
-    npu_mac_fraction: float = Field(description="MACs of partitions Vela placed on the NPU / MACs of every linear")
+    npu_macs: int = Field(description="MACs per token of the partitions Vela compiled")
+    model_macs: int = Field(description="MACs per token of every linear-like op and attention matmul (slmc.npu.macs)")
+    attention_macs: int = Field(0, description="of model_macs: the attention matmuls' (activation x activation, on "
+                                               "the CPU), at attention_context_tokens keys")
+    attention_context_tokens: int | None = Field(
+        None, description="the keys a token attends to in attention_macs: the partition report's totals.tokens (the "
+                          "calibration samples' sequence length, at which the partitions are compiled and verified)")
+    npu_mac_fraction: float = Field(description="npu_macs / model_macs")
 
 
 class NpuToolchain(_Section):

@@ -3,8 +3,9 @@
 
 Where the target names a Vela configuration the figures are Vela's (``slmc.npu.vela``: partitions
 Vela compiled count as on the NPU, refused ones do not); otherwise slmc's own estimates
-(``slmc.npu.report``: every partition counts as on the NPU). The MAC fraction is over the linear
-layers' MACs per token (float linears the recipe left unquantized stay on the CPU). A gate that
+(``slmc.npu.report``: every partition counts as on the NPU). The MAC fraction is over a token's
+MACs (``slmc.npu.macs``): every linear-like op (float linears the recipe left unquantized stay on the
+CPU) and the attention matmuls (activation x activation, always on the CPU) at the report's tokens. A gate that
 fails names the partitions (or layers) responsible in its ``detail``; the compile then fails with
 exit 1 (``slmc.artifact.manifest.Verification.failure_message``).
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from slmc.artifact.manifest import GateResult
 from slmc.artifact.npu_toolchain import NpuToolchain
+from slmc.npu.macs import ModelMacs
 from slmc.spec.recipe import Gates
 
 SHOWN = 5
@@ -60,20 +62,19 @@ def _names(figures: list[PartitionFigures]) -> str:
 
 
 def npu_gate_results(gates: Gates, report: dict[str, Any], toolchain: NpuToolchain | None,
-                     macs_per_token: dict[str, int]) -> list[GateResult]:
-    """One ``GateResult`` per NPU gate the recipe sets."""
+                     macs: ModelMacs) -> list[GateResult]:
+    """One ``GateResult`` per NPU gate the recipe sets; ``macs``: the compiled graph's MACs per token."""
     figures, source = partition_figures(report, toolchain)
     results = []
     if gates.min_npu_mac_fraction is not None:
-        total = sum(macs_per_token.values())
-        on_npu = sum(macs_per_token.get(f.layer, 0) for f in figures if f.on_npu)
-        fraction = on_npu / total if total else 0.0
-        offloaded = {f.layer for f in figures if f.on_npu}
+        fraction = macs.fraction(f.layer for f in figures if f.on_npu)
+        partitioned = {f.layer for f in figures}
         off = [f for f in figures if not f.on_npu]
-        cpu_layers = [name for name in macs_per_token if name not in offloaded and name not in {f.layer for f in off}]
+        cpu_layers = [name for name in macs.linear if name not in partitioned]
         detail = (f"{source}; partitions not on the NPU: {_names(off) or 'none'}; linear layers not partitioned "
                   f"(CPU): {', '.join(cpu_layers[:SHOWN]) or 'none'}" + (f" and {len(cpu_layers) - SHOWN} more"
-                                                                        if len(cpu_layers) > SHOWN else ""))
+                                                                        if len(cpu_layers) > SHOWN else "")
+                  + f"; {macs.attention_summary()}")
         results.append(GateResult(gate="min_npu_mac_fraction", threshold=gates.min_npu_mac_fraction, measured=fraction,
                                   passed=fraction >= gates.min_npu_mac_fraction, detail=detail))
     heaviest = sorted((f for f in figures if f.on_npu), key=lambda f: f.cycles, reverse=True)

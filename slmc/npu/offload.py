@@ -36,7 +36,8 @@ from slmc.npu.layers import NpuLayer, offloadable_layers
 from slmc.npu.partition import partition
 from slmc.npu.qdq_onnx import OPSET, qdq_model, run_onnxruntime
 from slmc.npu.report import partition_cost
-from slmc.npu.toolchain import ToolchainRun, linear_macs_per_token, run_toolchain, write_files
+from slmc.npu.macs import model_macs_per_token
+from slmc.npu.toolchain import ToolchainFiles, ToolchainRun, run_toolchain
 from slmc.spec.recipe import Gates
 from slmc.spec.target import TargetDescriptor
 
@@ -55,14 +56,15 @@ class NpuOffload:
     qdq: onnx.ModelProto | None
     check: NpuCheck
     toolchain: NpuToolchain | None = None
-    files: dict[str, bytes] | None = None
+    files: ToolchainFiles | None = None
     gates: list[GateResult] | None = None
 
     def write(self, directory: Path) -> None:
         (directory / REPORT_FILE).write_text(json.dumps(self.report, indent=2) + "\n", encoding="utf-8")
         if self.qdq is not None:
             onnx.save(self.qdq, str(directory / QDQ_FILE))
-        write_files(self.files or {}, directory)
+        if self.files is not None:
+            self.files.write(directory)
 
     def manifest_entries(self) -> dict[str, Any]:
         """The manifest's ``npu`` (the partition report) and ``npu_toolchain`` (TOSA and Vela), when run."""
@@ -146,6 +148,7 @@ def npu_offload(graph: Graph, module: tvm.IRModule, target: TargetDescriptor,
                            f"(unmatched region weights: {missing[:3]}): the Relax module and the graph disagree")
     ordered = [by_param[r.weights[0]] for r in regions]
     tokens = max(1, ordered[0].codes.shape[0] // len(samples)) if ordered else 0
+    macs = model_macs_per_token(graph, max(tokens, 1))  # attention at the partitions' tokens (1 if there are none)
     partitions = [{"index": i, "function": r.function, "composites": r.composites, "layer": layer.node,
                    "weight": layer.weight, "shape": {"in": layer.in_features, "out": layer.out_features},
                    "scales": {"activation": layer.activation_scale, "output": layer.output_scale},
@@ -164,21 +167,23 @@ def npu_offload(graph: Graph, module: tvm.IRModule, target: TargetDescriptor,
         "totals": {"partitions": len(partitions), "macs_at_tokens": sum(p["at_tokens"]["macs"] for p in partitions),
                    "tokens": tokens, "estimated_cycles_at_tokens": total_cycles,
                    "estimated_seconds_at_tokens": total_cycles / target.npu.clock_hz,
-                   "partitions_fitting_sram": sum(p["at_tokens"]["fits"] for p in partitions)},
+                   "partitions_fitting_sram": sum(p["at_tokens"]["fits"] for p in partitions),
+                   "model_macs_per_token": macs.total, "attention_macs_per_token": sum(macs.attention.values()),
+                   "attention_context_tokens": macs.context},
         "files": {"qdq_onnx": QDQ_FILE if ordered else None},
     }
     gates = gates or Gates()
     if not ordered:
-        results = npu_gate_results(gates, report, None, linear_macs_per_token(graph))
+        results = npu_gate_results(gates, report, None, macs)
         return NpuOffload(report, None, NpuCheck(executed=False, reason="no NPU regions: nothing was offloaded", passed=True),
                           gates=results)
     tools = None
     if target.npu.tosa_profile is not None:
-        tools = run_toolchain(graph, ordered, [p["at_tokens"] for p in partitions], tokens, target)
+        tools = run_toolchain(macs, ordered, [p["at_tokens"] for p in partitions], tokens, target)
         report["files"].update({"tosa": [p.tosa_file for p in tools.record.partitions],
                                 "vela": [p.vela_file for p in tools.record.partitions if p.vela_file]})
     model = qdq_model(ordered, f"{target.name}_npu_regions")
     record = tools.record if tools is not None else None
     return NpuOffload(report, model, _cross_check(ordered, target, model, len(samples), tools), toolchain=record,
                       files=tools.files if tools is not None else None,
-                      gates=npu_gate_results(gates, report, record, linear_macs_per_token(graph)))
+                      gates=npu_gate_results(gates, report, record, macs))

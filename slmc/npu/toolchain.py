@@ -4,14 +4,17 @@ For a descriptor with ``npu.tosa_profile``: every partition is lowered to TOSA
 (``tosa_lowering``) at the report's token count, its flatbuffer is executed by the TOSA reference
 model on the int8 codes the partition received (``tosa_reference``: the comparison with slmc's
 integer kernels is ``verification.npu.tosa_reference``), and with ``npu.vela`` it is compiled by
-Vela (``vela``), whose summary sits beside slmc's own estimate in the manifest's ``npu_toolchain``.
+Vela (``vela``), whose summary sits beside slmc's own estimate in the manifest's ``npu_toolchain``;
+a refusal carries Vela's documented constraints for the refused operator (``vela_constraints``).
+The files (flatbuffers, command streams) stay on disk in a work directory until the artifact is staged.
 
 Preconditions: ``layers`` are the partitions' layers in partition order and ``estimates`` their
-``at_tokens`` cost records (``slmc.npu.report.partition_cost``); ``graph`` is the compiled graph.
+``at_tokens`` cost records (``slmc.npu.report.partition_cost``).
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,23 +24,40 @@ from typing import Any
 import numpy as np
 
 from slmc.artifact.npu_toolchain import NpuPartitionTools, NpuToolchain, NpuToolchainTotals, VelaRefusal, VelaSummary
-from slmc.graph.ir import Graph, fetch_attr, op_name
 from slmc.npu.layers import NpuLayer
+from slmc.npu.macs import ModelMacs
 from slmc.npu.tosa_lowering import TOSA_VERSION, TosaPartition, lower_partition, tosa_tools_version
 from slmc.npu.tosa_reference import run_partition
 from slmc.npu.vela import VelaResult, compile_tosa, vela_version
+from slmc.npu.vela_constraints import refusal_record
 from slmc.spec.target import TargetDescriptor
 
 TOSA_DIR = "npu_tosa"
 VELA_DIR = "npu_vela"
-# MACs one token costs in a linear-like op, from its stored weight [N, ...] (the op's second argument):
-# float and w8a8 weights are [N, K]; int4 codes pack 8 / bits (quantized_linear's bits argument) or 2 (w4a8) per byte
-LINEAR_MACS = {
-    "linear": lambda weight, node: weight.shape[0] * weight.shape[1],
-    "w8a8_linear": lambda weight, node: weight.shape[0] * weight.shape[1],
-    "quantized_linear": lambda weight, node: weight.shape[0] * weight.shape[1] * 8 // node.args[6],
-    "w4a8_linear": lambda weight, node: weight.shape[0] * weight.shape[1] * 2,
-}
+
+
+@dataclass
+class ToolchainFiles:
+    """The toolchain's files for the artifact (TOSA flatbuffers, Vela command streams, each carrying a layer's
+    int8 weights), kept on disk in a work directory from the moment a tool writes them until the artifact is
+    staged, not in memory. The work directory is removed with this object."""
+
+    work: tempfile.TemporaryDirectory = field(default_factory=lambda: tempfile.TemporaryDirectory(prefix="slmc-npu-"))
+    paths: dict[str, Path] = field(default_factory=dict)  # artifact-relative path -> the file in ``work``
+
+    @property
+    def root(self) -> Path:
+        return Path(self.work.name)
+
+    def __contains__(self, relative: object) -> bool:
+        return relative in self.paths
+
+    def write(self, directory: Path) -> None:
+        """Copy the files under the artifact ``directory`` (file to file, never whole into memory)."""
+        for relative, source in self.paths.items():
+            target = directory / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
 
 
 @dataclass
@@ -46,14 +66,7 @@ class ToolchainRun:
 
     record: NpuToolchain
     reference_outputs: list[np.ndarray]
-    files: dict[str, bytes] = field(default_factory=dict)  # artifact-relative path -> content
-
-
-def linear_macs_per_token(graph: Graph) -> dict[str, int]:
-    """``K * N`` of every linear-like node of ``graph`` (float, w8a8, int4, w4a8), by node name: the MACs it
-    does per token."""
-    return {node.name: int(LINEAR_MACS[op_name(node)](fetch_attr(graph.module, str(node.args[1].target)), node))
-            for node in graph.op_nodes() if op_name(node) in LINEAR_MACS}
+    files: ToolchainFiles
 
 
 def _ratio(vela: float, slmc: float) -> float | None:
@@ -71,53 +84,46 @@ def _partition_record(partition: TosaPartition, estimate: dict[str, Any], result
         vela_to_slmc_cycles=_ratio(vela.cycles_total, slmc_cycles) if vela is not None else None)
 
 
-def run_toolchain(graph: Graph, layers: Sequence[NpuLayer], estimates: Sequence[dict[str, Any]], rows: int,
+def _totals(records: list[NpuPartitionTools], macs: ModelMacs) -> NpuToolchainTotals:
+    compiled = [r for r in records if r.vela is not None]
+    vela_cycles = sum(r.vela.cycles_total for r in compiled)
+    slmc_cycles = sum(r.slmc_estimated_cycles for r in compiled)
+    return NpuToolchainTotals(
+        vela_cycles=vela_cycles, vela_inference_time_s=sum(r.vela.inference_time_s for r in compiled),
+        slmc_estimated_cycles=slmc_cycles, vela_to_slmc_cycles=_ratio(vela_cycles, slmc_cycles),
+        max_sram_used_bytes=max((r.vela.sram_used_bytes for r in compiled), default=0),
+        npu_macs=macs.on(r.layer for r in compiled), model_macs=macs.total,
+        attention_macs=sum(macs.attention.values()), attention_context_tokens=macs.context,
+        npu_mac_fraction=macs.fraction(r.layer for r in compiled))
+
+
+def run_toolchain(macs: ModelMacs, layers: Sequence[NpuLayer], estimates: Sequence[dict[str, Any]], rows: int,
                   target: TargetDescriptor) -> ToolchainRun:
-    """Lower, execute (reference model) and, for an Ethos-U descriptor, compile (Vela) every partition."""
-    npu = target.npu
-    partitions = [lower_partition(i, layer, rows, npu.rounding, npu.tosa_profile) for i, layer in enumerate(layers)]
-    reference = [run_partition(p, layer.codes) for p, layer in zip(partitions, layers)]
-    files = {f"{TOSA_DIR}/{p.file_name}": p.flatbuffer for p in partitions}
-    results: list[VelaResult | None] = [None] * len(partitions)
-    if npu.vela is not None:
-        with tempfile.TemporaryDirectory(prefix="slmc-vela-") as work:
-            for p in partitions:
-                source = Path(work) / p.file_name
-                source.write_bytes(p.flatbuffer)
-                results[p.index] = result = compile_tosa(source, npu.vela, Path(work) / f"out_{p.index}")
-                if result.compiled and result.command_stream is not None:
-                    files[f"{VELA_DIR}/{result.command_stream.name}"] = result.command_stream.read_bytes()
-    records = [_partition_record(p, e, r) for p, e, r in zip(partitions, estimates, results)]
-    refusals = [VelaRefusal(partition=p.index, layer=p.layer, tosa_operators=p.operators, operator=r.refused_operator,
-                            reason=r.reason or "") for p, r in zip(partitions, results) if r is not None and not r.compiled]
-    totals = None
-    if npu.vela is not None:
-        per_token = linear_macs_per_token(graph)
-        compiled = [r for r in records if r.vela is not None]
-        vela_cycles = sum(r.vela.cycles_total for r in compiled)
-        slmc_cycles = sum(r.slmc_estimated_cycles for r in compiled)
-        npu_macs = sum(per_token.get(r.layer, 0) for r in compiled)
-        model_macs = sum(per_token.values())
-        totals = NpuToolchainTotals(
-            vela_cycles=vela_cycles, vela_inference_time_s=sum(r.vela.inference_time_s for r in compiled),
-            slmc_estimated_cycles=slmc_cycles, vela_to_slmc_cycles=_ratio(vela_cycles, slmc_cycles),
-            max_sram_used_bytes=max((r.vela.sram_used_bytes for r in compiled), default=0),
-            npu_macs=npu_macs, model_macs=model_macs, npu_mac_fraction=npu_macs / model_macs if model_macs else 0.0)
-    vela = npu.vela
+    """Lower, execute (reference model) and, for an Ethos-U descriptor, compile (Vela) every partition, one
+    partition at a time (its flatbuffer is written to the work directory and dropped before the next).
+    ``macs``: the compiled graph's MACs per token (``slmc.npu.macs.model_macs_per_token``)."""
+    npu, vela = target.npu, target.npu.vela
+    files = ToolchainFiles()
+    (files.root / TOSA_DIR).mkdir()
+    reference, records, refusals = [], [], []
+    for index, (layer, estimate) in enumerate(zip(layers, estimates)):
+        partition = lower_partition(index, layer, rows, npu.rounding, npu.tosa_profile)
+        source = files.root / TOSA_DIR / partition.file_name
+        source.write_bytes(partition.flatbuffer)
+        files.paths[f"{TOSA_DIR}/{partition.file_name}"] = source
+        reference.append(run_partition(partition, layer.codes))
+        result = compile_tosa(source, vela, files.root / f"vela_{index}") if vela is not None else None
+        if result is not None and result.compiled and result.command_stream is not None:
+            files.paths[f"{VELA_DIR}/{result.command_stream.name}"] = result.command_stream
+        if result is not None and not result.compiled:
+            refusals.append(VelaRefusal.model_validate(refusal_record(
+                partition.index, partition.layer, partition.operators, result, vela.accelerator_config)))
+        records.append(_partition_record(partition, estimate, result))
     record = NpuToolchain(
         tosa_tools=tosa_tools_version(), tosa_profile=npu.tosa_profile, tosa_version=".".join(map(str, TOSA_VERSION)),
         vela=vela_version() if vela is not None else None,
         accelerator_config=vela.accelerator_config if vela is not None else None,
         system_config=vela.system_config if vela is not None else None,
         memory_mode=vela.memory_mode if vela is not None else None,
-        partitions=records, refusals=refusals, totals=totals)
+        partitions=records, refusals=refusals, totals=_totals(records, macs) if vela is not None else None)
     return ToolchainRun(record=record, reference_outputs=reference, files=files)
-
-
-def write_files(files: dict[str, bytes], directory: Path) -> None:
-    """Write the toolchain's files (TOSA flatbuffers, Vela outputs) under the artifact ``directory``."""
-    for relative, content in files.items():
-        path = directory / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-

@@ -8,6 +8,7 @@ import pytest
 
 from slmc.artifact.npu_toolchain import NpuToolchain
 from slmc.npu.gates import npu_gate_results
+from slmc.npu.macs import ModelMacs
 from slmc.spec.recipe import Gates
 
 
@@ -17,10 +18,18 @@ def _report(fits: bool = True):
 
 
 def test_min_npu_mac_fraction_names_the_layers_left_on_the_cpu():
-    macs = {"q_proj": 100, "k_proj": 100, "lm_head": 200}
+    macs = ModelMacs(linear={"q_proj": 100, "k_proj": 100, "lm_head": 200}, attention={}, context=8)
     [result] = npu_gate_results(Gates(min_npu_mac_fraction=0.9), _report(), None, macs)
     assert result.gate == "min_npu_mac_fraction" and not result.passed and result.measured == 0.5
     assert "lm_head" in result.detail and "slmc's estimate" in result.detail
+
+
+def test_attention_matmuls_are_in_the_denominator_and_named():
+    """Every linear partitioned, but Q K^T and P V stay on the CPU: the fraction is 200 / 300, not 1."""
+    macs = ModelMacs(linear={"q_proj": 100, "k_proj": 100}, attention={"matmul": 50, "matmul_1": 50}, context=16)
+    [result] = npu_gate_results(Gates(min_npu_mac_fraction=1.0), _report(), None, macs)
+    assert not result.passed and result.measured == pytest.approx(2 / 3)
+    assert "2 attention matmuls (activation x activation, on the CPU) at 16 tokens: 100 MACs per token" in result.detail
 
 
 def test_vela_refused_partitions_are_off_the_npu_and_named():
@@ -35,7 +44,8 @@ def test_vela_refused_partitions_are_off_the_npu_and_named():
                        {"index": 1, "layer": "k_proj", "rows": 8, "tosa_file": "npu_tosa/partition_1.tosa",
                         "tosa_operators": ["CONV2D", "RESCALE"], "slmc_estimated_cycles": 1000}]})
     gates = Gates(min_npu_mac_fraction=0.75, max_npu_cycles=4000, npu_sram_fit=True)
-    fraction, cycles, sram = npu_gate_results(gates, _report(), toolchain, {"q_proj": 100, "k_proj": 100})
+    fraction, cycles, sram = npu_gate_results(gates, _report(), toolchain,
+                                             ModelMacs(linear={"q_proj": 100, "k_proj": 100}, attention={}, context=8))
     assert not fraction.passed and fraction.measured == 0.5 and "1 (k_proj)" in fraction.detail
     assert not cycles.passed and cycles.measured == 5000 and "Vela 5.2.0" in cycles.detail
     assert not sram.passed and "0 (q_proj)" in sram.detail  # Vela used 8 KiB of SRAM, the descriptor has 4 KiB

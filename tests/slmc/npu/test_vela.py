@@ -1,28 +1,15 @@
 """Vela on a TOSA graph with an operator the Ethos-U cannot run: a refusal with Vela's reason, not a crash."""
 
-import numpy as np
 import pytest
 
+from npu_helpers import integer_division_graph
 from slmc.npu.vela import compile_tosa
 from slmc.spec.target import load_target
 
 
-def _integer_division_graph() -> bytes:
-    import tosa_serializer as ts
-
-    graph = ts.TosaSerializer("", targetMajor=1, targetMinor=0, targetPatch=0, targetDraft=False)
-    x = graph.addPlaceholder([1, 1, 8, 16], ts.DType.INT32)
-    y = graph.addConst([1, 1, 8, 16], ts.DType.INT32, np.full((1, 1, 8, 16), 3, np.int32), name="divisor")
-    out = graph.addOutput([1, 1, 8, 16], ts.DType.INT32)
-    attribute = ts.TosaSerializerAttribute()
-    attribute.IntDivAttribute()
-    graph.addOperator(ts.Op.INTDIV, [x.name, y.name], [out.name], attribute)
-    return bytes(graph.serialize())
-
-
 def test_an_operator_vela_refuses_is_reported_with_its_reason(tmp_path):
     source = tmp_path / "divide.tosa"
-    source.write_bytes(_integer_division_graph())
+    source.write_bytes(integer_division_graph())
     result = compile_tosa(source, load_target("ethos-u55").npu.vela, tmp_path / "out")
     assert not result.compiled and result.refused_operator == "Div"
     assert "could not run on NPU" in result.reason
@@ -33,7 +20,7 @@ def test_a_system_config_vela_does_not_know_is_a_toolchain_error(tmp_path):
     from slmc.spec.target import Vela
 
     source = tmp_path / "divide.tosa"
-    source.write_bytes(_integer_division_graph())
+    source.write_bytes(integer_division_graph())
     config = Vela(accelerator_config="ethos-u55-256", system_config="No_Such_System", memory_mode="Shared_Sram")
     with pytest.raises(ToolchainError, match="Vela failed on divide.tosa .*No_Such_System"):
         compile_tosa(source, config, tmp_path / "out")
