@@ -5,17 +5,17 @@ Two kinds of op do the model's multiply-accumulates:
 - *linear-like* ops with a stored weight ``[N, ...]`` (float ``linear``, ``w8a8_linear``, int4
   ``quantized_linear``, ``w4a8_linear``): ``K * N`` per token, whatever the layer's storage (int4 codes
   pack ``8 / bits`` or 2 (w4a8) per byte). Only w8a8 linears can be NPU partitions;
-- *attention* matmuls, activation x activation (``Q K^T`` and ``P V``: ``matmul``/``bmm`` nodes with
-  no constant operand). They stay on the CPU (the NPU partitions are linears), and their cost grows
-  with the context: per query token ``heads * head_dim * keys`` each. They are counted at
-  ``context`` keys: every symbolic (sequence) dimension of the matmul other than the query rows is
-  taken as ``context``; the NPU offload passes the report's ``totals.tokens`` (the calibration
-  samples' sequence length, at which the partitions are compiled and verified), so the fraction is the
-  share of a token's MACs at that length. The executed graph computes the full score matrix before
-  the causal mask, so every query row costs the full ``context`` keys.
+- *attention* matmuls, activation x activation (``Q K^T`` and ``P V``: ``matmul``/``bmm`` nodes both
+  of whose operands are computed from the graph's inputs). They stay on the CPU (the NPU partitions
+  are linears), and their cost grows with the context: per query token ``heads * head_dim * keys``
+  each. They are counted at ``context`` keys: every symbolic (sequence) dimension of the matmul
+  other than the query rows is taken as ``context``. The NPU offload passes the report's
+  ``totals.tokens`` (the calibration samples' sequence length, at which the partitions are compiled
+  and verified), so the fraction is the share of a token's MACs at that length. The executed graph
+  computes the full score matrix before the causal mask, so every query row costs ``context`` keys.
 
-Matmuls with a constant operand (``rotate``'s online Hadamard factors, ``n (m + p)`` MACs per token)
-are not counted: they are neither linears nor attention.
+Matmuls with an operand computed from stored tensors only (``rotate``'s online Hadamard factors,
+``n (m + p)`` MACs per token) are not counted: they are neither linears nor attention.
 """
 
 from __future__ import annotations
@@ -72,10 +72,19 @@ def linear_macs_per_token(graph: Graph) -> dict[str, int]:
             for node in graph.op_nodes() if op_name(node) in LINEAR_MACS}
 
 
-def _is_attention_matmul(node: fx.Node) -> bool:
+def _input_dependent(graph: Graph) -> set[fx.Node]:
+    """The nodes computed from the graph's inputs (placeholders), not from stored tensors (``get_attr``) alone."""
+    dependent: set[fx.Node] = set()
+    for node in graph.graph.nodes:  # topological order
+        if node.op == "placeholder" or any(a in dependent for a in node.all_input_nodes):
+            dependent.add(node)
+    return dependent
+
+
+def _is_attention_matmul(node: fx.Node, dependent: set[fx.Node]) -> bool:
     operands = node.args[:2]
     return (op_name(node) in ATTENTION_MATMULS
-            and all(isinstance(a, fx.Node) and a.op != "get_attr" and "val" in a.meta for a in operands))
+            and all(isinstance(a, fx.Node) and a in dependent and "val" in a.meta for a in operands))
 
 
 def _dimension(size: object, context: int) -> int:
@@ -87,8 +96,9 @@ def attention_macs_per_token(graph: Graph, context: int) -> dict[str, int]:
     row, symbolic ``K``/``N`` (the key count) taken as ``context``. Precondition: ``context >= 1``; batch
     dimensions are concrete (the causal-LM contract: batch 1)."""
     macs = {}
+    dependent = _input_dependent(graph)
     for node in graph.op_nodes():
-        if not _is_attention_matmul(node):
+        if not _is_attention_matmul(node, dependent):
             continue
         left, right = (a.meta["val"].shape for a in node.args[:2])
         if len(left) < 2 or len(right) < 2:
