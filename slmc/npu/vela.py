@@ -15,7 +15,8 @@ descriptor's ``npu.vela``: ``--accelerator-config``, ``--system-config``, ``--me
 
 A TOSA graph has no CPU to fall back to: when Vela cannot place an operator on the NPU it stops with
 a message naming it (for example ``Non-passthrough operation (Div) could not run on NPU``); that is a
-*refusal*, recorded per operator with Vela's reason instead of failing the compile. All these figures
+*refusal*, recorded per operator instead of failing the compile, with the constraints Vela documents
+for that operator (``slmc.npu.vela_constraints``: the message names no failed check). All these figures
 are Vela's estimates from its performance model, not measurements on silicon.
 """
 
