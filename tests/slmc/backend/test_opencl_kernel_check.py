@@ -163,7 +163,8 @@ def slmc_cli(*args, cwd):
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["mali-g710", "adreno-740"])
 def test_fixture_lm_compiles_for_the_gpu_and_every_kernel_is_checked(tmp_path, target):
-    result = slmc_cli("compile", "-t", target, "-r", "cleanup", "-o", "out", "--json", cwd=tmp_path)  # fp32 kernels
+    result = slmc_cli("compile", "-m", "fixture-lm", "-t", target, "-r", "cleanup", "-o", "out", "--json",
+                      cwd=tmp_path)  # fp32 kernels; without -m the CLI's default model is tiny-lm
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     verification = manifest["verification"]
