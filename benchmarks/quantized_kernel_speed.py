@@ -38,13 +38,14 @@ import numpy as np  # noqa: E402
 SHAPES = [(576, 576), (576, 192), (576, 1536), (1536, 576), (576, 49152)]  # (K, N) of SmolLM-135M's linears
 
 
-def kernel(in_features: int, out_features: int, bits: int, group: int, zeros: bool, width: int | None):
-    """The scheduled PrimFunc of ``quantized_linear_te`` (tiled by ``width``, or transposed if None)."""
+def kernel(in_features: int, out_features: int, bits: int, group: int, zeros: bool, width: int | None, nest=None):
+    """The scheduled PrimFunc of ``quantized_linear_te`` (tiled by ``width``, or transposed if None);
+    ``nest``: the tiled form's prefill nest (``quantized_matmul.PrefillNest``; default the rule's)."""
     from tvm import te, tirx
 
     from slmc.quantization.tvm_kernels import KERNEL_ATTR, quantized_linear_te, word_layout
     from slmc.schedules import cpu_params
-    from slmc.schedules.quantized_matmul import QuantizedMatmul
+    from slmc.schedules.quantized_matmul import QuantizedMatmul, schedule_tiled
     from slmc.spec.target import load_target
 
     packed, groups = in_features * bits // 8, in_features // group
@@ -61,7 +62,10 @@ def kernel(in_features: int, out_features: int, bits: int, group: int, zeros: bo
     out = quantized_linear_te(x, q, s, z, None, None, bits, group)
     func = te.create_prim_func([t for t in (x, q, s, z, out) if t is not None]).with_attr(KERNEL_ATTR, "quantized_linear")
     target = load_target("host")
-    sch = QuantizedMatmul(cpu_params(target)).apply(func, target.tvm_target(), False)
+    if nest is not None and width is not None:
+        sch = schedule_tiled(func, cpu_params(target), nest)
+    else:
+        sch = QuantizedMatmul(cpu_params(target)).apply(func, target.tvm_target(), False)
     if sch is None:
         raise SystemExit(f"QuantizedMatmul declined the {'tiled' if width else 'transposed'} {in_features}x{out_features} kernel")
     return sch.mod["main"], target.tvm_target()
