@@ -260,14 +260,16 @@ def _prefill(func: tirx.PrimFunc, shape: _TiledShape, params: CpuParams, nest: P
     def tiles(part: tirx.PrimFunc) -> tirx.PrimFunc:
         return scheduled(part, lambda sch, s, p: _schedule_tiles(sch, s, p, nest.row_block, tile_rows))
 
-    def shared(part: tirx.PrimFunc) -> tirx.PrimFunc:
-        return scheduled(part, lambda sch, s, p: _schedule_shared(sch, s, p, nest.row_block))
+    def shared(part: tirx.PrimFunc, row_block: int = nest.row_block) -> tirx.PrimFunc:
+        return scheduled(part, lambda sch, s, p: _schedule_shared(sch, s, p, row_block))
 
     if not tile_rows or not nest.row_block or nest.row_block % tile_rows:
         return shared(func)
     if isinstance(rows, tirx.IntImm):
         return tiles(func) if int(rows) % nest.row_block == 0 else shared(func)
-    split = split_rows(func, rows, nest.row_block, main=tiles, tail=shared) if isinstance(rows, tirx.Var) else None
+    split = None
+    if isinstance(rows, tirx.Var):  # the tail has fewer rows than a block: one block, no bounds check
+        split = split_rows(func, rows, nest.row_block, main=tiles, tail=lambda part: shared(part, row_block=0))
     return split if split is not None else shared(func)
 
 

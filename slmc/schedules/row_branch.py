@@ -47,14 +47,16 @@ def split_rows(func: tirx.PrimFunc, rows: tirx.Var, block: int,
     """
     if not _rows_lead(func, rows):
         return None
-    mb, rest = tirx.Var("row_blocks", rows.ty.dtype), tirx.Var("tail_rows", rows.ty.dtype)
-    start = mb * block
-    first_rows = _bound_body(func, main(_with_rows(func, rows, start)), lambda old: old.data)
+    dtype = rows.ty.dtype
+    mb, start, rest = tirx.Var("row_blocks", dtype), tirx.Var("tail_start", dtype), tirx.Var("tail_rows", dtype)
+    first_rows = _bound_body(func, main(_with_rows(func, rows, mb * block)), lambda old: old.data)
     last_rows = _bound_body(func, tail(_with_rows(func, rows, rest)), lambda old: _row_pointer(old, rows, start),
                             outside=(rest,))
+    # the tail's first row is a variable of its own: TVM's common subexpression elimination otherwise
+    # shares ``row_blocks * block * K`` between the two branches (an LLVM "does not dominate" error)
     body = tirx.SeqStmt([
         tirx.LetStmt(mb, tirx.floordiv(rows, block)), tirx.IfThenElse(mb > 0, first_rows, None),
-        tirx.LetStmt(rest, rows - start), tirx.IfThenElse(rest > 0, last_rows, None),
+        tirx.LetStmt(rest, tirx.floormod(rows, block)), tirx.LetStmt(start, rows - rest), tirx.IfThenElse(rest > 0, last_rows, None),
     ])
     root = s_tir.SBlock([], [], [], "root", body)
     return func.with_body(s_tir.SBlockRealize([], tirx.const(True, "bool"), root))
