@@ -8,7 +8,7 @@ by ``32:0``; ``0:0``: all rows in one block, before session 8), checks each agai
 them interleaved round by round in one process (so machine load hits all alike) and prints median
 time ratios against the first.
 
-    python benchmarks/prefill_nest_ab.py --threads 1 --rows 128 1024
+    python benchmarks/prefill_nest_ab.py --threads 1 --rows 128 1024 --clock cpu
     python benchmarks/prefill_nest_ab.py --nests 32:0 32:4 64:4 32:2
 
 Not a test: timings depend on the machine and its load (printed per line).
@@ -20,6 +20,7 @@ import argparse
 import os
 import statistics
 import sys
+import time
 
 for _blas in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_blas, "1")
@@ -57,6 +58,9 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=[f"{k}x{n}" for k, n in SHAPES], help="KxN")
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--seconds", type=float, default=0.02, help="about this long per timed batch of calls")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: this process's CPU time (one thread on a shared machine: other work's time slices "
+                             "are not counted; with more threads it counts the pool's waiting too)")
     args = parser.parse_args()
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     import tvm
@@ -84,9 +88,10 @@ def main() -> None:
                 inputs[text] = [arrays]
             flops = 2 * rows * in_features * out_features
             calls = max(1, int(args.seconds / (flops / 30e9)))
-            times = speed.interleaved_seconds(kernels, inputs, args.rounds, calls)
+            clock = time.process_time if args.clock == "cpu" else time.perf_counter
+            times = speed.interleaved_seconds(kernels, inputs, args.rounds, calls, clock)
             base = statistics.median(times[args.nests[0]])
-            print(f"{in_features}->{out_features} rows {rows} threads {args.threads} load {os.getloadavg()[0]:.1f} | " + " | ".join(
+            print(f"{in_features}->{out_features} rows {rows} threads {args.threads} {args.clock} load {os.getloadavg()[0]:.1f} | " + " | ".join(
                 f"{text}: {statistics.median(t) * 1e3:.3f} ms {flops / statistics.median(t) / 1e9:.0f} GFLOP/s "
                 f"{statistics.median(t) / base:.2f}x" for text, t in times.items()), flush=True)
 

@@ -92,18 +92,20 @@ def reference(x: np.ndarray, codes: np.ndarray, scales: np.ndarray, zeros: np.nd
     return x @ ((unpacked - zero) * np.repeat(scales.astype(np.float32), group, 1)).T
 
 
-def interleaved_seconds(kernels: dict, arguments: dict, rounds: int, calls: int) -> dict[str, list[float]]:
+def interleaved_seconds(kernels: dict, arguments: dict, rounds: int, calls: int,
+                        clock=time.perf_counter) -> dict[str, list[float]]:
     """Seconds per call of each named kernel, one sample per round: every round times each kernel in turn
     for ``calls`` calls (cycling through that kernel's argument sets), so a change in machine load hits all
-    kernels alike. ``arguments[name]`` is a list of argument lists."""
+    kernels alike. ``arguments[name]`` is a list of argument lists. ``clock``: wall time by default;
+    ``time.process_time`` (this process's CPU time) for one thread on a machine shared with other work."""
     times: dict[str, list[float]] = {name: [] for name in kernels}
     for _ in range(rounds):
         for name, function in kernels.items():
             sets = arguments[name]
-            start = time.perf_counter()
+            start = clock()
             for call in range(calls):
                 function(*sets[call % len(sets)])
-            times[name].append((time.perf_counter() - start) / calls)
+            times[name].append((clock() - start) / calls)
     return times
 
 

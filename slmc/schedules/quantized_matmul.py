@@ -21,8 +21,18 @@ Two kernel forms, after the weight layout the converter chose:
         out[m, tile] = epilogue(acc)                    epilogue(out[:, tile])
 
   Decode unpacks each code where it is used; prefill unpacks a ``[group, nb]`` block once per
-  tile, row block and group and the block's rows reuse it, so its inner loop is one FMA per weight
-  and row, and the block's ``[32, nb]`` output strip stays in L1 across the groups.
+  tile, row block and group and the block's rows reuse it, and the block's ``[32, nb]`` output strip
+  stays in L1 across the groups. The rows of whole blocks (``M - M mod 32``; ``row_branch.split_rows``:
+  a copy of the kernel whose row count is a multiple of 32, so no loop carries a bounds check) go
+  through a register tile (``_schedule_tiles``)::
+
+    for m4 in rb / 4:                                  # AVX-512: 4 rows x 4 vectors = 16 zmm accumulators
+      dot[0:4, 0:nb] = 0
+      for i in group:  for r in 4 (unrolled):  dot[r, :] += x[m4 + r, i] * codes[i, :]
+      out[m4 : m4 + 4, tile] += (dot - zero * xsum) * scale
+
+  so each code vector loaded feeds 4 FMAs (the inner loop is 4 loads, 4 broadcasts, 16 FMAs); the
+  last ``M mod 32`` rows run the one-row-at-a-time form above as one block.
   int4 codes are uint32 words of 8 consecutive inputs of one channel, and the unpacked value is the
   float ``1 + code / 16`` (``tvm_kernels._unit_code``): per 16 weights one shift, one ``vpternlogd``
   and one FMA on AVX-512 (the decode loop went from ~38 to ~28 instructions per 128 weights; no
