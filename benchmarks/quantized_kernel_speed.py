@@ -38,13 +38,14 @@ import numpy as np  # noqa: E402
 SHAPES = [(576, 576), (576, 192), (576, 1536), (1536, 576), (576, 49152)]  # (K, N) of SmolLM-135M's linears
 
 
-def kernel(in_features: int, out_features: int, bits: int, group: int, zeros: bool, width: int | None):
-    """The scheduled PrimFunc of ``quantized_linear_te`` (tiled by ``width``, or transposed if None)."""
+def kernel(in_features: int, out_features: int, bits: int, group: int, zeros: bool, width: int | None, nest=None):
+    """The scheduled PrimFunc of ``quantized_linear_te`` (tiled by ``width``, or transposed if None);
+    ``nest``: the tiled form's prefill nest (``quantized_matmul.PrefillNest``; default the rule's)."""
     from tvm import te, tirx
 
     from slmc.quantization.tvm_kernels import KERNEL_ATTR, quantized_linear_te, word_layout
     from slmc.schedules import cpu_params
-    from slmc.schedules.quantized_matmul import QuantizedMatmul
+    from slmc.schedules.quantized_matmul import QuantizedMatmul, schedule_tiled
     from slmc.spec.target import load_target
 
     packed, groups = in_features * bits // 8, in_features // group
@@ -61,7 +62,10 @@ def kernel(in_features: int, out_features: int, bits: int, group: int, zeros: bo
     out = quantized_linear_te(x, q, s, z, None, None, bits, group)
     func = te.create_prim_func([t for t in (x, q, s, z, out) if t is not None]).with_attr(KERNEL_ATTR, "quantized_linear")
     target = load_target("host")
-    sch = QuantizedMatmul(cpu_params(target)).apply(func, target.tvm_target(), False)
+    if nest is not None and width is not None:
+        sch = schedule_tiled(func, cpu_params(target), nest)
+    else:
+        sch = QuantizedMatmul(cpu_params(target)).apply(func, target.tvm_target(), False)
     if sch is None:
         raise SystemExit(f"QuantizedMatmul declined the {'tiled' if width else 'transposed'} {in_features}x{out_features} kernel")
     return sch.mod["main"], target.tvm_target()
@@ -88,18 +92,20 @@ def reference(x: np.ndarray, codes: np.ndarray, scales: np.ndarray, zeros: np.nd
     return x @ ((unpacked - zero) * np.repeat(scales.astype(np.float32), group, 1)).T
 
 
-def interleaved_seconds(kernels: dict, arguments: dict, rounds: int, calls: int) -> dict[str, list[float]]:
+def interleaved_seconds(kernels: dict, arguments: dict, rounds: int, calls: int,
+                        clock=time.perf_counter) -> dict[str, list[float]]:
     """Seconds per call of each named kernel, one sample per round: every round times each kernel in turn
     for ``calls`` calls (cycling through that kernel's argument sets), so a change in machine load hits all
-    kernels alike. ``arguments[name]`` is a list of argument lists."""
+    kernels alike. ``arguments[name]`` is a list of argument lists. ``clock``: wall time by default;
+    ``time.process_time`` (this process's CPU time) for one thread on a machine shared with other work."""
     times: dict[str, list[float]] = {name: [] for name in kernels}
     for _ in range(rounds):
         for name, function in kernels.items():
             sets = arguments[name]
-            start = time.perf_counter()
+            start = clock()
             for call in range(calls):
                 function(*sets[call % len(sets)])
-            times[name].append((time.perf_counter() - start) / calls)
+            times[name].append((clock() - start) / calls)
     return times
 
 

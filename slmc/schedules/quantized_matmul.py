@@ -21,8 +21,18 @@ Two kernel forms, after the weight layout the converter chose:
         out[m, tile] = epilogue(acc)                    epilogue(out[:, tile])
 
   Decode unpacks each code where it is used; prefill unpacks a ``[group, nb]`` block once per
-  tile, row block and group and the block's rows reuse it, so its inner loop is one FMA per weight
-  and row, and the block's ``[32, nb]`` output strip stays in L1 across the groups.
+  tile, row block and group and the block's rows reuse it, and the block's ``[32, nb]`` output strip
+  stays in L1 across the groups. The rows of whole blocks (``M - M mod 32``; ``row_branch.split_rows``:
+  a copy of the kernel whose row count is a multiple of 32, so no loop carries a bounds check) go
+  through a register tile (``_schedule_tiles``)::
+
+    for m4 in rb / 4:                                  # AVX-512: 4 rows x 4 vectors = 16 zmm accumulators
+      dot[0:4, 0:nb] = 0
+      for i in group:  for r in 4 (unrolled):  dot[r, :] += x[m4 + r, i] * codes[i, :]
+      out[m4 : m4 + 4, tile] += (dot - zero * xsum) * scale
+
+  so each code vector loaded feeds 4 FMAs (the inner loop is 4 loads, 4 broadcasts, 16 FMAs); the
+  last ``M mod 32`` rows run the one-row-at-a-time form above as one block.
   int4 codes are uint32 words of 8 consecutive inputs of one channel, and the unpacked value is the
   float ``1 + code / 16`` (``tvm_kernels._unit_code``): per 16 weights one shift, one ``vpternlogd``
   and one FMA on AVX-512 (the decode loop went from ~38 to ~28 instructions per 128 weights; no
@@ -39,6 +49,7 @@ No float copy of a whole weight exists at run time in either form.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tvm import s_tir, tirx
@@ -46,7 +57,7 @@ from tvm.target import Target
 
 from slmc.schedules.row_matmul import (CpuParams, fold_epilogues, is_reduction, matmul_block, root_blocks,
                                       schedule_row_matmul, static_extent, vectorize_tails)
-from slmc.schedules.row_branch import branch_on_rows
+from slmc.schedules.row_branch import branch_on_rows, split_rows
 from slmc.schedules.rule import SlmcCpuRule
 
 KIND = "quantized_linear"
@@ -120,12 +131,12 @@ def _tiled_shape(sch: s_tir.Schedule, params: CpuParams) -> _TiledShape | None:
     return _TiledShape(width, vector, pairs, group, sch.get(dots).iter_vars[0].dom.extent)
 
 
-def schedule_tiled(func: tirx.PrimFunc, params: CpuParams) -> s_tir.Schedule | None:
+def schedule_tiled(func: tirx.PrimFunc, params: CpuParams, nest: PrefillNest | None = None) -> s_tir.Schedule | None:
     """The tiled form, scheduled for its row count: ``_schedule_rows`` for one row (decode),
-    ``_schedule_shared`` for more (prefill). With a dynamic row count both are built and the kernel
-    picks one at run time (``if M == 1``). Groups whose unpacked block would exceed
-    ``SHARED_BLOCK_BYTES`` (per-channel scales on a wide ``K``) get the decode nest for every row count.
-    ``None`` if the kernel is not of the expected shape.
+    ``_prefill`` for more (``nest``: its choices, default ``PrefillNest()``). With a dynamic row count
+    both are built and the kernel picks one at run time (``if M == 1``). Groups whose unpacked block
+    would exceed ``SHARED_BLOCK_BYTES`` (per-channel scales on a wide ``K``) get the decode nest for
+    every row count. ``None`` if the kernel is not of the expected shape.
     """
     shape = _tiled_shape(s_tir.Schedule(func), params)
     if shape is None:
@@ -135,14 +146,12 @@ def schedule_tiled(func: tirx.PrimFunc, params: CpuParams) -> s_tir.Schedule | N
         sch = s_tir.Schedule(func)
         _schedule_rows(sch, shape, params)
         return sch
+    prefill = _prefill(func, shape, params, nest or PrefillNest())
     if isinstance(shape.rows, tirx.IntImm):
-        sch = s_tir.Schedule(func)
-        _schedule_shared(sch, shape, params)
-        return sch
-    decode, prefill = s_tir.Schedule(func), s_tir.Schedule(func)
+        return s_tir.Schedule(prefill)
+    decode = s_tir.Schedule(func)
     _schedule_rows(decode, shape, params)
-    _schedule_shared(prefill, shape, params)
-    return s_tir.Schedule(branch_on_rows(decode.mod["main"], prefill.mod["main"], shape.rows))
+    return s_tir.Schedule(branch_on_rows(decode.mod["main"], prefill, shape.rows))
 
 
 def _prepare(sch: s_tir.Schedule, params: CpuParams) -> tuple:
@@ -223,6 +232,98 @@ def _schedule_rows(sch: s_tir.Schedule, shape: _TiledShape, params: CpuParams) -
     vectorize_tails(sch, [accumulator, *kept])
 
 
+@dataclass(frozen=True)
+class PrefillNest:
+    """The prefill nest's choices (``benchmarks/prefill_nest_ab.py`` compares them).
+
+    ``row_block``: rows per block (0: all rows in one block); ``tile_rows``: rows of the register
+    tile of the block's whole-block part (``None``: ``register_tile_rows``; 0: no register tile, the
+    whole nest is ``_schedule_shared``).
+    """
+
+    row_block: int = ROW_BLOCK
+    tile_rows: int | None = None
+
+
+def register_tile_rows(shape: _TiledShape, params: CpuParams) -> int:
+    """Rows of the prefill register tile: its ``rows x vector`` float accumulators take half of the
+    vector registers (32 with 512-bit vectors -- AVX-512; 16 assumed narrower: AVX2, conservative for
+    NEON's 32), the rest hold the unpacked code vectors and the broadcast input. AVX-512, 64-channel
+    chunks: 4 rows x 4 vectors = 16 accumulators; per input 4 loads, 4 broadcasts, 16 FMAs."""
+    registers = 32 if params.vector_bits >= 512 else 16
+    return max(1, registers // 2 // max(1, shape.vector // params.lanes))
+
+
+def _prefill(func: tirx.PrimFunc, shape: _TiledShape, params: CpuParams, nest: PrefillNest) -> tirx.PrimFunc:
+    """The prefill nest as a PrimFunc. With a register tile: the rows of whole ``row_block`` blocks
+    (``row_branch.split_rows``: a copy of the kernel whose row count is a multiple of the block, so
+    the tile's loops carry no bounds check) by ``_schedule_tiles``, the last ``M mod row_block`` rows
+    by ``_schedule_shared``; without one (or a kernel ``split_rows`` declines), ``_schedule_shared``."""
+    tile_rows = register_tile_rows(shape, params) if nest.tile_rows is None else nest.tile_rows
+    rows = shape.rows
+
+    def scheduled(part: tirx.PrimFunc, nest_of: Callable) -> tirx.PrimFunc:
+        sch = s_tir.Schedule(part)
+        nest_of(sch, _tiled_shape(sch, params), params)
+        return sch.mod["main"]
+
+    def tiles(part: tirx.PrimFunc) -> tirx.PrimFunc:
+        return scheduled(part, lambda sch, s, p: _schedule_tiles(sch, s, p, nest.row_block, tile_rows))
+
+    def shared(part: tirx.PrimFunc, row_block: int = nest.row_block) -> tirx.PrimFunc:
+        return scheduled(part, lambda sch, s, p: _schedule_shared(sch, s, p, row_block))
+
+    if not tile_rows or not nest.row_block or nest.row_block % tile_rows:
+        return shared(func)
+    if isinstance(rows, tirx.IntImm):
+        return tiles(func) if int(rows) % nest.row_block == 0 else shared(func)
+    split = None
+    if isinstance(rows, tirx.Var):  # the tail has fewer rows than a block: one block, no bounds check
+        split = split_rows(func, rows, nest.row_block, main=tiles, tail=lambda part: shared(part, row_block=0))
+    return split if split is not None else shared(func)
+
+
+def _schedule_tiles(sch: s_tir.Schedule, shape: _TiledShape, params: CpuParams, row_block: int, tile_rows: int) -> None:
+    """Prefill of whole row blocks (``M`` a multiple of ``row_block``, so every split below is exact):
+    as ``_schedule_shared`` -- per chunk, row block and group one unpacked ``[group, vector]`` block in
+    L1 -- but the block's rows go ``tile_rows`` at a time through a register tile: the tile's
+    ``[tile_rows, vector]`` per-group dots stay in registers over the group's inputs (``k`` outside,
+    rows unrolled, channels vectorized), so each code vector loaded feeds ``tile_rows`` FMAs instead
+    of one. The inner loop is loads, broadcasts and FMAs only (docs/dev-notes.md, objdump)."""
+    codes, dots, out, epilogues = _prepare(sch, params)
+    m, n, g = sch.get_loops(out)
+    tile, part, lanes = sch.split(n, factors=[None, shape.width // shape.vector, shape.vector])
+    block, tile_row, row = sch.split(m, factors=[None, row_block // tile_rows, tile_rows])
+    sch.reorder(tile, part, block, g, tile_row, row, lanes)
+    chunk = sch.fuse(tile, part)
+    sch.vectorize(lanes)
+    sch.parallel(chunk)
+    sch.unroll(row)
+    kept = fold_epilogues(sch, epilogues, chunk)
+    sch.compute_at(dots, tile_row)
+    sch.set_scope(dots, 0, "local")
+    rows_of_tile, channel, inner = sch.get_loops(dots)[-3:]
+    step, pair = sch.split(inner, factors=[None, shape.pairs])
+    sch.reorder(step, pair, rows_of_tile, channel)
+    sch.unroll(pair)
+    sch.unroll(rows_of_tile)
+    sch.vectorize(channel)
+    sch.decompose_reduction(dots, step)
+    _unpack_per_group(sch, codes, g, shape)
+    init = sch.decompose_reduction(out, g)
+    vectorize_tails(sch, [init, *kept])
+
+
+def _unpack_per_group(sch: s_tir.Schedule, codes: s_tir.schedule.SBlockRV, g: s_tir.schedule.LoopRV,
+                      shape: _TiledShape) -> None:
+    """The codes of one group and chunk unpacked under ``g`` into a local ``[group, vector]`` float block."""
+    sch.compute_at(codes, g)
+    sch.set_scope(codes, 0, "local")
+    k, lane = sch.get_loops(codes)[-2:]
+    sch.unroll(sch.split(k, factors=[None, shape.pairs])[1])
+    sch.vectorize(lane)
+
+
 def _schedule_shared(sch: s_tir.Schedule, shape: _TiledShape, params: CpuParams, row_block: int = ROW_BLOCK) -> None:
     """Prefill: rows in blocks of ``row_block`` outside the group loop; per chunk, row block and group
     the codes are unpacked once into a ``[group, vector]`` float block (L1) that the block's rows reuse,
@@ -238,11 +339,7 @@ def _schedule_shared(sch: s_tir.Schedule, shape: _TiledShape, params: CpuParams,
     sch.compute_at(dots, m)
     sch.set_scope(dots, 0, "local")
     _vectorized_dots(sch, dots, shape.pairs)
-    sch.compute_at(codes, g)
-    sch.set_scope(codes, 0, "local")
-    k, lane = sch.get_loops(codes)[-2:]
-    sch.unroll(sch.split(k, factors=[None, shape.pairs])[1])
-    sch.vectorize(lane)
+    _unpack_per_group(sch, codes, g, shape)
     init = sch.decompose_reduction(out, g)
     vectorize_tails(sch, [init, *kept])
 

@@ -123,7 +123,8 @@ def test_tiled_kernel_on_narrow_simd_walks_tiles_in_slices(host_target):
     """128-bit vectors (4 lanes): a 64-channel tile is walked as 4 slices of 4 vectors, all parallel."""
     func = _schedule(quantized_kernel(64, 128, 4, 32, tile=64), host_target, CpuParams(vector_bits=128, cores=2))
     text = func.script()
-    assert text.count("T.parallel(8)") == 2 and "T.vectorized(16)" in text and "T.vectorized(64)" not in text
+    # decode, prefill's whole row blocks (split_rows) and its last rows
+    assert text.count("T.parallel(8)") == 3 and "T.vectorized(16)" in text and "T.vectorized(64)" not in text
     _matches_numpy(func, host_target, 64, 128, 4, 32, rows=3, seed=2)
 
 
@@ -209,13 +210,41 @@ def _enclosing_loops(lines: list[str], index: int) -> list[str]:
 
 
 def test_prefill_nest_reads_each_packed_tile_once_per_row_block(host_target):
+    """Whole row blocks (split_rows): the codes are unpacked under one loop over the blocks, every other
+    loop static; the last ``M mod ROW_BLOCK`` rows are one block (static loops only)."""
     func = _schedule(quantized_kernel(TK, TN, 4, 32, tile=linear_tile_width(TN)), host_target)
-    prefill = func.script().split("if m == T.int64(1):", 1)[1].split("\n    else:", 1)[1].splitlines()
+    prefill = func.script().split("if m == T.int64(1):", 1)[1].split("\n    else:", 1)[1]
+    blocks, tail = prefill.split("tail_rows: T.let", 1)
     constant = re.compile(r"for .* in (range|T\.unroll|T\.vectorized|T\.parallel)\((T\.int64\()?\d+\)?\):")
-    row_blocks = re.compile(rf"for .* in range\(\(m(_\d+)? \+ T\.int64\({ROW_BLOCK - 1}\)\) // T\.int64\({ROW_BLOCK}\)\):")
-    reads = [i for i, line in enumerate(prefill) if re.search(r"\bq(_\d+)?\[", line) and "T.reads" not in line]
-    assert reads  # the packed codes are read in the unpacking block only: under tile, row block, group and K loops
-    for index in reads:
-        loops = _enclosing_loops(prefill, index)
-        assert [bool(row_blocks.fullmatch(loop)) for loop in loops].count(True) == 1, prefill[index]
-        assert all(constant.fullmatch(loop) or row_blocks.fullmatch(loop) for loop in loops), prefill[index]
+    row_blocks = re.compile(r"for \w+ in range\(row_blocks\):")
+    for part, block_loops in ((blocks, 1), (tail, 0)):
+        lines = part.splitlines()
+        reads = [i for i, line in enumerate(lines) if re.search(r"\bq(_\d+)?\[", line) and "T.reads" not in line]
+        assert reads  # the packed codes are read in the unpacking block only: under tile, (row block,) group and K loops
+        for index in reads:
+            loops = _enclosing_loops(lines, index)
+            assert [bool(row_blocks.fullmatch(loop)) for loop in loops].count(True) == block_loops, lines[index]
+            assert all(constant.fullmatch(loop) or row_blocks.fullmatch(loop) for loop in loops), lines[index]
+
+
+def test_whole_row_blocks_go_through_an_unguarded_register_tile(host_target):
+    """The whole blocks' part: a 4-row register tile (AVX-512: 4 rows x 4 vectors of accumulators),
+    rows unrolled inside the group's input loop, and no bounds check anywhere in it."""
+    func = _schedule(quantized_kernel(TK, TN, 4, 32, tile=linear_tile_width(TN)), host_target)
+    blocks = func.script().split("row_blocks: T.let", 1)[1].split("tail_rows: T.let", 1)[0]
+    assert "T.where" not in blocks
+    dots = blocks.split('T.sblock("group_dot_update")', 1)[0].splitlines()
+    assert [line.strip() for line in dots[-4:-1]] == ["for ax2_1 in T.unroll(8):", "for ax0 in T.unroll(T.int64(4)):",
+                                                    "for ax1 in T.vectorized(64):"]
+
+
+@pytest.mark.parametrize("rows", [5, ROW_BLOCK + 5])
+def test_prefill_tail_rows_with_a_folded_epilogue_match_numpy(rows, host_target):
+    """The last rows alone, and whole blocks + last rows, through a kernel with an elementwise epilogue
+    (the tail's buffers are views at row ``M - M mod ROW_BLOCK``)."""
+    x = te.placeholder((te.var("m", "int64"), 64), "float32", "x")
+    q, s = te.placeholder((2, 8, 64), "uint32", "q"), te.placeholder((2, 2, 64), "float16", "s")
+    out = quantized_linear_te(x, q, s, None, None, None, 4, 32)
+    relu = te.compute(out.shape, lambda m, n: te.max(out[m, n], te.const(0.0, "float32")), name="relu")
+    func = _schedule(te.create_prim_func([x, q, s, relu]).with_attr(KERNEL_ATTR, "quantized_linear"), host_target)
+    _matches_numpy(func, host_target, 64, 128, 4, 32, rows=rows, seed=8, epilogue=lambda y: np.maximum(y, 0))
