@@ -121,7 +121,7 @@ class CompiledModel:
             return CopyDecoder(self.step, cache)
         if self._resident is None:
             last = self._vm[RESIDENT_LAST] if self.manifest.kv_cache.last_position else None
-            # resident_step: only in a library built with one_token_step (slmc.backend.lowering.build; off by default)
+            # resident_step: in libraries built with one_token_step (slmc.backend.lowering.build; on by default since session 9)
             step = self._vm[RESIDENT_STEP] if last is not None and self._vm.implements_function(RESIDENT_STEP) else None
             self._resident = ResidentCache(self._vm[RESIDENT_ALL], last, self._weights, cache, step)
         return self._resident

@@ -109,13 +109,13 @@ def _host_view(tensor: Any) -> np.ndarray:
 
 
 def build(program: RelaxProgram, target: TargetDescriptor, kv_cache: KVCacheSpec | None = None, *,
-          system_lib: bool = False, one_token_step: bool = False) -> tvm.runtime.Executable:
+          system_lib: bool = False, one_token_step: bool = True) -> tvm.runtime.Executable:
     """Compile the Relax module for the target with slmc's pipeline (scheduled kernels). A causal LM's
     ``kv_cache`` asks for the resident-cache function too (``slmc.schedules.resident_kv``); whether it was
     built, or why not, is ``program.residency``. ``system_lib``: TVM's system-library form, whose objects
     register their symbols at start-up when linked into an executable (the static runner:
-    ``export_system_library``). ``one_token_step``: also build ``resident_step`` (``Residency.one_token``; off by
-    default)."""
+    ``export_system_library``). ``one_token_step``: also build ``resident_step``, the one-token decode step
+    (``Residency.one_token``; on by default)."""
     from slmc.schedules.resident_kv import Residency
 
     tvm_target = target.tvm_target()

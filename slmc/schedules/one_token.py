@@ -10,13 +10,28 @@ length ``P`` stays symbolic. Measured on 4 layers of the SmolLM-135M shape (int4
 ``benchmarks/decode_step_profile.py``; docs/dev-notes.md): 351 VM builtin calls per step instead of 650
 (``make_shape`` 197 -> 21), the same 107 kernels. Exact up to float rounding (its kernels are the one-row
 schedules of the same sums: measured 1.5e-6 largest difference in the 4-layer model's logits).
+
+The PrimFuncs slmc emits before this rewrite (``call_tir`` kernels: quantized linears, attention, cache
+writes) have the token count as a shape variable of their own and are shared with ``resident_last``.
+``resident_step`` calls its own copies of them, specialized to the static shapes of its calls
+(``PrimFunc.specialize``, added under ``<name>_step``): a fused group must see one buffer shape per Relax
+value (TVM 0.27's FuseTIR refuses a symbolic ``[T, N]`` kernel output read by a legalized ``[1, N]`` ReLU,
+OPT's fc1), and the schedule rules then build only the one-row nest.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import tvm
 from tvm import relax, tirx
+from tvm.relax.expr_functor import PyExprMutator, mutator
+from tvm.tirx.buffer import BufferType
 
 from slmc.schedules.not_resident import NotResident
+
+_CALL_TIR = tvm.ir.Op.get("relax.call_tir")
+STEP_SUFFIX = "_step"  # the name of a kernel's one-token copy
 
 
 def one_token_function(last: relax.Function) -> relax.Function:
@@ -27,3 +42,87 @@ def one_token_function(last: relax.Function) -> relax.Function:
     if len(dims) != 2 or not isinstance(dims[1], tirx.Var):
         raise NotResident("input_ids of the resident function has no symbolic token count")
     return last.bind_symbolic_vars({dims[1]: tirx.IntImm("int64", 1)})  # Relax shapes are int64
+
+
+def one_token_module(mod: tvm.IRModule, last: relax.Function) -> tuple[tvm.IRModule, relax.Function]:
+    """``(mod with the step's kernel copies, resident_step's function)`` from ``last`` (``resident_last``):
+    ``one_token_function``, then every ``call_tir`` whose PrimFunc has a shape variable that the call
+    fixes redirected to a copy specialized to the call's shapes (one copy per kernel and shapes)."""
+    own = _OwnKernels(mod)
+    step = own.run(one_token_function(last))
+    return own.builder_.get(), step
+
+
+def _static_dims(ty: Any) -> list[list[Any]]:
+    """The shapes of a tensor type or a tuple of them (``call_tir``'s output types), in order."""
+    if isinstance(ty, relax.TupleType):
+        return [d for field in ty.fields for d in _static_dims(field)]
+    shape = getattr(ty, "shape", None)
+    return [list(shape.values) if isinstance(shape, relax.ShapeExpr) else []]
+
+
+def _buffers(func: tirx.PrimFunc) -> list[tirx.Var]:
+    """The PrimFunc's buffer parameters (TVM 0.27: parameters whose type is a ``BufferType``), in order."""
+    return [p for p in func.params if isinstance(p.ty, BufferType)]
+
+
+def _bound_sizes(func: tirx.PrimFunc, shapes: list[list[Any]]) -> dict[tirx.Var, tirx.IntImm]:
+    """The PrimFunc's shape variables that the call's argument shapes fix to a constant."""
+    fixed: dict[tirx.Var, tirx.IntImm] = {}
+    for param, given in zip(_buffers(func), shapes):
+        for want, have in zip(param.ty.shape, given):
+            if isinstance(want, tirx.Var) and isinstance(have, tirx.IntImm):
+                fixed[want] = tirx.IntImm(str(want.ty.dtype), int(have))
+    return fixed
+
+
+def specialize_sizes(func: tirx.PrimFunc, fixed: dict[tirx.Var, tirx.IntImm]) -> tirx.PrimFunc:
+    """``func`` with the shape variables ``fixed`` set: for each, the first buffer parameter that has it as
+    a dimension is specialized to that shape with the constant (``PrimFunc.specialize`` rewrites the body
+    and every other buffer; TVM 0.27 wants the unchanged dimensions and offset as the same objects)."""
+    buffers: dict[tirx.Var, tirx.Buffer] = {}
+    left = dict(fixed)
+    for param in _buffers(func):
+        old = param.ty
+        mine = [d for d in old.shape if isinstance(d, tirx.Var) and any(d.same_as(v) for v in left)]
+        if not mine:
+            continue
+        shape = [next((c for v, c in left.items() if v.same_as(d)), d) if isinstance(d, tirx.Var) else d
+                 for d in old.shape]
+        buffers[param] = tirx.decl_buffer(shape, old.dtype, param.name, elem_offset=old.elem_offset,
+                                          data_alignment=old.data_alignment, offset_factor=old.offset_factor)
+        left = {v: c for v, c in left.items() if not any(v.same_as(d) for d in mine)}
+    return func.specialize(buffers) if buffers else func
+
+
+@mutator
+class _OwnKernels(PyExprMutator):
+    """Redirects ``call_tir`` to copies of its PrimFunc specialized to the call's static shapes."""
+
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.module = mod
+        self.copies: dict[tuple[str, tuple[tuple[str, int], ...]], tvm.ir.GlobalVar] = {}
+
+    def run(self, function: relax.Function) -> relax.Function:
+        return self.visit_expr(function)
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802 (TVM's visitor name)
+        call = super().visit_call_(call)
+        if not call.op.same_as(_CALL_TIR):
+            return call
+        callee = call.args[0]
+        func = self.module[callee]
+        if not isinstance(func, tirx.PrimFunc):
+            return call
+        shapes = [d for arg in call.args[1].fields for d in _static_dims(arg.ty)] + _static_dims(call.ty_args[0])
+        fixed = _bound_sizes(func, shapes)
+        if not fixed:
+            return call
+        key = (callee.name_hint, tuple(sorted((v.name, int(c)) for v, c in fixed.items())))
+        if key not in self.copies:
+            copy = specialize_sizes(func, fixed)
+            if copy.attrs is not None and "global_symbol" in copy.attrs:
+                copy = copy.without_attr("global_symbol")  # private: the builder names it
+            self.copies[key] = self.builder_.add_func(copy, f"{callee.name_hint}{STEP_SUFFIX}")
+        return relax.Call(call.op, [self.copies[key], *call.args[1:]], call.attrs, call.ty_args, call.span)

@@ -53,7 +53,7 @@ from slmc.schedules.attention_rewrite import SCORES, VALUES
 from slmc.schedules.kv_append import KIND as APPEND, LAYER_ATTR
 from slmc.schedules.last_position import last_position_function
 from slmc.schedules.not_resident import NotResident
-from slmc.schedules.one_token import one_token_function
+from slmc.schedules.one_token import one_token_module
 from slmc.schedules.rule import KERNEL_ATTR
 
 WRITE = "kv_write"
@@ -71,10 +71,9 @@ class Residency:
     reason: str = "the resident-cache rewrite did not run"
     layers: int = 0
     last_position: str | None = None  # why resident_last is missing (None: built, or not resident at all)
-    # also build resident_step (slmc.schedules.one_token). Off by default: with it, TVM 0.27's FuseTIR fails on
-    # OPT ("Inconsistent buffers bias_add and lv100 mapped to the same relax var"; docs/dev-notes.md), and its
-    # gain is not measured on an idle machine yet.
-    one_token: bool = False
+    # also build resident_step (slmc.schedules.one_token), the decode step on static shapes, with its own
+    # one-token copies of slmc's kernels (once off: sharing them with resident_last broke FuseTIR on OPT)
+    one_token: bool = True
 
     def notes(self) -> list[str]:
         """The outcome, for the manifest's lowering notes."""
@@ -319,7 +318,8 @@ def with_last_position(mod: tvm.IRModule, one_token: bool = False) -> tvm.IRModu
     function = last_position_function(mod[RESIDENT_ALL], mod)
     out[RESIDENT_LAST] = copy_with_new_vars(function.with_attr("global_symbol", RESIDENT_LAST))
     if one_token:
-        out[RESIDENT_STEP] = copy_with_new_vars(one_token_function(function).with_attr("global_symbol", RESIDENT_STEP))
+        out, step = one_token_module(out, function)
+        out[RESIDENT_STEP] = copy_with_new_vars(step.with_attr("global_symbol", RESIDENT_STEP))
     return out
 
 

@@ -44,6 +44,57 @@ def test_the_step_has_static_token_shapes(built):
     assert program.residency.last_position is None and RESIDENT_STEP in program.residency.notes()[0]
 
 
+def _shared_kernel_module() -> tvm.IRModule:
+    """OPT's fc1 + ReLU in miniature: a kernel with a symbolic row count, called by a function of ``T``
+    tokens, its output read by a Relax ReLU (legalized after the binding)."""
+    from tvm.script import ir as I, relax as R, tirx as T
+
+    @I.ir_module
+    class Module:
+        @T.prim_func(private=True, s_tir=True)
+        def linear(x: T.handle, out: T.handle):
+            rows = T.int64()
+            X = T.match_buffer(x, (rows, T.int64(4)), "float32")
+            Y = T.match_buffer(out, (rows, T.int64(4)), "float32")
+            for i, j in T.grid(rows, T.int64(4)):
+                with T.sblock("y"):
+                    vi, vj = T.axis.remap("SS", [i, j])
+                    Y[vi, vj] = X[vi, vj] * T.float32(2)
+
+        @R.function
+        def last(input_ids: R.Tensor((1, "t"), "int64"), x: R.Tensor(("t", 4), "float32")):
+            t = T.int64()
+            cls = Module
+            with R.dataflow():
+                y = R.call_tir(cls.linear, (x,), out_ty=R.Tensor((t, 4), "float32"))
+                z = R.nn.relu(y)
+                R.output(z)
+            return z
+
+    return Module
+
+
+def test_the_step_calls_its_own_static_kernels_and_fuses():
+    """The step's call_tir goes to a copy of the kernel specialized to one row (``linear_step``); the
+    function of ``T`` tokens keeps the symbolic kernel; FuseTIR then fuses the step's kernel with the ReLU
+    (with the shared symbolic kernel, TVM 0.27 refused: "Inconsistent buffers ... mapped to the same relax var")."""
+    from slmc.schedules.one_token import STEP_SUFFIX, one_token_module
+
+    mod = _shared_kernel_module()
+    out, step = one_token_module(mod, mod["last"])
+    out["step"] = step.with_attr("global_symbol", "step")
+    copy = out[f"linear{STEP_SUFFIX}"]
+    assert [int(d) for d in copy.params[0].ty.shape] == [1, 4]
+    assert any(isinstance(d, tvm.tirx.Var) for d in out["linear"].params[0].ty.shape)  # resident_last's, kept
+    fuse = tvm.transform.Sequential([relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+                                     relax.transform.FuseOps(), relax.transform.FuseTIR()])
+    assert "fused_linear_step_relu" in fuse(out)["step"].script()
+    shared = tvm.IRModule(dict(mod.functions_items()))  # the step bound alone still calls the symbolic kernel
+    shared["step"] = one_token_function(mod["last"]).with_attr("global_symbol", "step")
+    with pytest.raises(tvm.error.InternalError, match="Inconsistent buffers"):
+        fuse(shared)
+
+
 def test_the_step_equals_resident_all_with_fewer_vm_calls(built):
     spec, program, vm = built
     cache = spec.kv_cache
