@@ -41,8 +41,9 @@ struct ZeroPages {
         bytes = std::max<size_t>(ffi::GetDataSize(*t), 1);
         void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) throw std::bad_alloc();
-#ifdef MADV_HUGEPAGE
-        ::madvise(p, bytes, MADV_HUGEPAGE);  // advice only: where THP is off, 4 KB pages serve as before
+#ifdef MADV_NOHUGEPAGE
+        // 4 KB pages even where THP is "always": advise_huge_pages_for (kv_pages.hpp) asks for huge ones when they pay
+        ::madvise(p, bytes, MADV_NOHUGEPAGE);
 #endif
         t->data = p;
     }
