@@ -14,17 +14,28 @@
 #include <tvm/ffi/container/tensor.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace slmc {
 
 // Bytes of a transparent huge page (PMD size with 4 KB base pages: x86-64 and arm64).
 constexpr uint64_t kHugePageBytes = 2ull << 20;
 // Huge pages are asked for when the bytes they would make resident exceed the cache at the context used
-// by at most this fraction of it (1/16: about the decode-time gain they buy at long contexts).
-constexpr double kHugePageWaste = 1.0 / 16;
+// by at most this fraction of it. 1/64: the bound's 40 MB allowance is nearly all the runner's own memory
+// (SmolLM-135M at context 2,006: 39.6 MB of libraries, TVM's prefill workspace and heap), so huge pages
+// may cost little more than page rounding (1.4 MB there).
+constexpr double kHugePageWaste = 1.0 / 64;
+
+// A zero-filled CPU tensor of its own anonymous mapping, starting on a 2 MB boundary (so that huge pages can
+// serve it from its first byte), whose pages become resident only when written: the resident KV cache of
+// max_context + 1 slots costs memory for the slots in use. Its pages are 4 KB (MADV_NOHUGEPAGE, also where
+// THP is "always") until advise_huge_pages_for asks for huge pages for the context used.
+tvm::ffi::Tensor zero_page_tensor(const std::vector<int64_t>& shape, DLDataType dtype);
 
 // Bytes resident with huge pages when every row of `cache` (a resident cache or its scales, slots on axis
-// 3, mapped at its data address) has its first `slots` slots written: the distinct 2 MB pages touched.
+// 3, mapped at its data address) has its first `slots` slots written: the distinct 2 MB pages touched among
+// those wholly inside the tensor's bytes, plus the written bytes outside them (4 KB pages: the kernel maps a
+// huge page only where the whole 2 MB belong to the mapping).
 uint64_t huge_page_resident_bytes(const tvm::ffi::Tensor& cache, int64_t slots);
 // Bytes of the first `slots` slots of every row (what 4 KB pages make resident, to a page per row).
 uint64_t used_bytes(const tvm::ffi::Tensor& cache, int64_t slots);

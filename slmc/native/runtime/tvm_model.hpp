@@ -51,10 +51,5 @@ class TvmModel {
 
 // A zero-filled, 64-byte aligned CPU tensor owned by TVM's reference counting.
 tvm::ffi::Tensor host_tensor(const std::vector<int64_t>& shape, DLDataType dtype);
-// A zero-filled CPU tensor of its own anonymous mapping (page aligned), whose pages become resident only
-// when written: the resident KV cache of max_context + 1 slots costs memory for the slots in use. Its
-// pages are 4 KB (MADV_NOHUGEPAGE, also where THP is "always") until advise_huge_pages_for (kv_pages.hpp)
-// asks for huge pages for the context used.
-tvm::ffi::Tensor zero_page_tensor(const std::vector<int64_t>& shape, DLDataType dtype);
 
 }  // namespace slmc
