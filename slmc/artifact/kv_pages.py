@@ -48,6 +48,8 @@ class ZeroPages:
         """Ask for huge pages (``MADV_HUGEPAGE``) when, with ``slots`` slots per row in use, they make at most
         ``HUGE_PAGE_WASTE`` more resident than those slots; returns whether it asked (advice only: pages already
         written keep their size)."""
+        if self.array.nbytes < HUGE_PAGE_BYTES:  # no whole huge page in it (it starts on 2 MB): nothing to ask
+            return False
         used = used_bytes(self.array, slots)
         if used == 0 or huge_page_resident_bytes(self.array, slots) > used * (1 + HUGE_PAGE_WASTE):
             return False

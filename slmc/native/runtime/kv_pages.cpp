@@ -93,10 +93,11 @@ ffi::Tensor zero_page_tensor(const std::vector<int64_t>& shape, DLDataType dtype
 }
 
 bool advise_huge_pages_for(const ffi::Tensor& cache, int64_t slots) {
+    const DLTensor* t = cache.GetDLTensorPtr();
+    if (ffi::GetDataSize(*t) < kHugePageBytes) return false;  // no whole huge page in it (it starts on 2 MB): nothing to ask
     double used = static_cast<double>(used_bytes(cache, slots));
     if (used == 0 || static_cast<double>(huge_page_resident_bytes(cache, slots)) > used * (1 + kHugePageWaste)) return false;
 #ifdef MADV_HUGEPAGE
-    const DLTensor* t = cache.GetDLTensorPtr();
     ::madvise(t->data, ffi::GetDataSize(*t), MADV_HUGEPAGE);  // advice only: where THP is off, 4 KB pages serve
 #endif
     return true;

@@ -40,3 +40,8 @@ def test_an_int8_caches_scales_are_rows_of_one_number_per_slot():
     scales = ZeroPages(SMOLLM_KEYS[:4], np.dtype(np.float32)).array
     assert used_bytes(scales, 10) == 90 * 10 * 4
     assert huge_page_resident_bytes(scales, 10) == used_bytes(scales, 10)  # 723 KB: no whole 2 MB page in it
+
+
+def test_a_cache_smaller_than_a_huge_page_never_asks_for_them():
+    tiny = ZeroPages((4, 1, 4, 513, 32), np.dtype(np.float32))  # fixture-lm's keys: 1 MB
+    assert not tiny.advise_huge_pages_for(513) and not tiny.huge_pages
