@@ -12,12 +12,10 @@ that shape and their float32 scales ``[L, 1, H_kv, max_context + 1]``, passed af
 quantizes as it writes and dequantizes as attention reads (``slmc.schedules.resident_kv``).
 
 The buffers start as zeros: slot 0 (the sink) is read by attention with probability 0, and 0 x NaN of
-uninitialised memory would poison every score. They come from calloc (``aligned_empty(zeroed=True)``):
-the pages of slots not yet written are the system's zero pages. numpy asks for transparent huge pages
-for arrays of 4 MB and more (``madvise``), and a 2 MB page holds several rows ``[max_context + 1, D]``,
-so where THP is on (``always`` or ``madvise``) the whole cache is resident once each row has a token;
-with 4 KB pages only the context in use is (docs/dev-notes.md, session 8: huge pages make the decode
-step's cache reads cheaper).
+uninitialised memory would poison every score. They are anonymous mappings (``slmc.artifact.kv_pages.ZeroPages``):
+the pages of slots not yet written are the system's zero pages, 4 KB each, so resident memory follows the
+context in use; a call whose context fills about all of the 2 MB pages huge pages would make resident asks for
+them (``plan``: cheaper cache reads at long contexts), as the native runner does.
 """
 
 from __future__ import annotations
@@ -26,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from slmc.artifact.kv_pages import ZeroPages
 from slmc.artifact.tvm_runtime import aligned_empty, as_local_tensor, tvm_ffi
 from slmc.errors import InputError
 from slmc.graph.kv_cache import KVCacheSpec, dequantize_rows, quantize_rows
@@ -43,18 +42,32 @@ class ResidentCache:
         self._function, self._last, self._weights = function, last, weights
         self._step = step  # resident_step: one new token on static shapes (slmc.schedules.one_token), when built
         rows = (cache.layers, 1, cache.kv_heads, cache.max_context + 1)
-        # numpy owns the (64-byte aligned) memory; TVM's tensors view it (slmc.artifact.tvm_runtime)
-        self._keys_host, self._values_host = (aligned_empty((*rows, cache.head_dim), np.dtype(cache.dtype), zeroed=True)
-                                              for _ in range(2))
-        self.keys, self.values = as_local_tensor(self._keys_host), as_local_tensor(self._values_host)
+        # page-aligned mappings numpy views; TVM's tensors view those (slmc.artifact.tvm_runtime)
+        self._pages = [ZeroPages((*rows, cache.head_dim), np.dtype(cache.dtype)) for _ in range(2)]
         # an int8 cache's scales, one per (layer, head, slot); the library takes them after the caches
-        self._scales_host = [aligned_empty(rows, np.float32, zeroed=True) for _ in range(2)] if cache.quantized else []
+        self._pages += [ZeroPages(rows, np.dtype(np.float32)) for _ in range(2)] if cache.quantized else []
+        self._keys_host, self._values_host = self._pages[0].array, self._pages[1].array
+        self.keys, self.values = as_local_tensor(self._keys_host), as_local_tensor(self._values_host)
+        self._scales_host = [p.array for p in self._pages[2:]]
         self.scales = [as_local_tensor(s) for s in self._scales_host]  # keys', values' (int8 only)
         self._caches = [self.keys, self.values, *self.scales]
         self._token_host = aligned_empty((1, 1), np.int64, zeroed=True)  # a decode step's id, reused
         self._token = as_local_tensor(self._token_host)
         self._shape = tvm_ffi().Shape
         self.length = 1  # slots in use: the sink
+
+    @property
+    def huge_pages(self) -> bool:
+        """Whether the keys and values ask for transparent huge pages (``plan``)."""
+        return self._pages[0].huge_pages and self._pages[1].huge_pages
+
+    def plan(self, tokens: int) -> None:
+        """Ask for huge pages when a generation whose cache will hold ``tokens`` tokens makes about those slots
+        resident with them (``slmc.artifact.kv_pages``); never taken back. ``feed`` plans its own call; a caller
+        that knows the generation's length (prompt + new tokens) plans it first."""
+        if not self.huge_pages:
+            for pages in self._pages:
+                pages.advise_huge_pages_for(min(tokens, self.cache.max_context) + 1)  # the sink slot included
 
     @property
     def tokens(self) -> int:
@@ -82,6 +95,7 @@ class ResidentCache:
         if count < 1 or self.tokens + count > self.cache.max_context:
             raise InputError(f"{self.tokens} cached + {count} new tokens exceed the artifact's max_context "
                              f"{self.cache.max_context} (or no token given)")
+        self.plan(self.tokens + count)
         if count <= PREFILL_CHUNK:
             return self._call(ids, last_only)
         starts = range(0, count, PREFILL_CHUNK)

@@ -94,6 +94,8 @@ class CompiledModel:
         stop_id = tokenizer.encode(stop)[0] if stop and len(tokenizer.encode(stop)) == 1 else None
         decoder = self.decoder()
         decoder.reset()
+        if self._resident is not None:  # the page size for the context this generation can reach (slmc.artifact.kv_pages)
+            self._resident.plan(len(prompt) + max_new_tokens - 1)
         logits = decoder.feed(np.asarray([prompt], dtype=np.int64), last_only=True)
         tokens: list[int] = []
         shown = ""

@@ -108,6 +108,7 @@ class NativeTimer:
     def __init__(self, info: dict[str, Any], policy: ThreadPolicy):
         self.info, self.threading = info, _tvm_threading(policy)
         self.peak_bytes = 0
+        self.runs: list[dict[str, Any]] = []  # each run's memory terms (memory_runs)
         self.max_context = info["kv"]["max_context"]
 
     def _run(self, prompt: int, new_tokens: int) -> dict[str, Any]:
@@ -121,6 +122,9 @@ class NativeTimer:
         if not report.get("ok"):
             raise SlmcError(f"{' '.join(cmd)} failed: {report.get('error')}")
         self.peak_bytes = max(self.peak_bytes, int(report["peak_rss_bytes"]))
+        self.runs.append({"context": report["prompt_tokens"] + report["generated_tokens"] - 1,
+                          **{k: report[k] for k in ("peak_rss_bytes", "weights_file_bytes", "kv_cache_bytes",
+                                                    "kv_cache_huge_pages")}})
         return report
 
     def decode_ms(self, context: int, steps: int) -> list[float]:
@@ -136,6 +140,10 @@ class NativeTimer:
 
     def peak_rss_mb(self) -> float:
         return round(self.peak_bytes / 2**20, 1)
+
+    def memory_runs(self) -> list[dict[str, Any]]:
+        """Each run's peak RSS beside the terms of its bound (``slmc.bench.timing.MemoryRuns``)."""
+        return list(self.runs)
 
 
 def open_native(info: dict[str, Any], policy: ThreadPolicy) -> NativeTimer:

@@ -6,7 +6,8 @@ not run is left out (the report lists unavailable engines and why). Issue 22 (th
 llama.cpp on the same weights as GGUF Q4_0): decode time <= 0.8x at every context, prefill throughput
 >= 1.0x at every prompt length, peak RSS <= 1.2x, decode >= 60% of the memory-bandwidth bound at the
 first context. Issue 18 (the native runner): ``slmc-run`` decode time <= 1.05x the Python runtime's,
-and its peak RSS <= the weights file + the KV cache at ``max_context`` + 40 MB. Issue 7 (earlier
+and its peak RSS <= the weights file + the KV cache at the context used + 40 MB (per run, at the
+context it ended with). Issue 7 (earlier
 baselines): decode <= 0.5x PyTorch eager fp32 and <= 1.0x ONNX Runtime int8, prefill >= 0.8x ONNX
 Runtime int8, at the first context and prompt length.
 """
@@ -56,15 +57,15 @@ def bandwidth_fraction(result: dict[str, Any]) -> list[tuple[int, float]]:
     return [(c, result["engines"]["slmc"]["decode"][str(c)]["fraction_of_bandwidth_bound"])]
 
 
-def native_rss_budget_mb(result: dict[str, Any]) -> float:
-    cache = result["kv_cache"]
-    kv = 2 * cache["layers"] * cache["kv_heads"] * cache["head_dim"] * cache["max_context"] * 4
-    return (result["engines"]["slmc-native"]["details"]["weights_file_bytes"] + kv) / 2**20 + NATIVE_RSS_SLACK_MB
-
-
 def native_rss(result: dict[str, Any]) -> list[tuple[int, float]]:
-    """slmc-run's peak RSS over its budget (weights file + KV cache + 40 MB): <= 1.0 meets the goal."""
-    return [(0, result["engines"]["slmc-native"]["peak_rss_mb"] / native_rss_budget_mb(result))]
+    """slmc-run's peak RSS over its bound (weights file + KV cache at the context used + 40 MB), per context
+    used (the largest over the runs that ended there): <= 1.0 meets the goal. Each run's terms come from the
+    runner's own report (``NativeTimer.memory_runs``)."""
+    worst: dict[int, float] = {}
+    for run in result["engines"]["slmc-native"]["memory_runs"]:
+        budget = run["weights_file_bytes"] + run["kv_cache_bytes"] + NATIVE_RSS_SLACK_MB * 2**20
+        worst[run["context"]] = max(worst.get(run["context"], 0.0), run["peak_rss_bytes"] / budget)
+    return sorted(worst.items())
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ GOALS = (
          0.6, "min"),
     Goal("native_decode_time_vs_python", 18, "decode ms/token, slmc-run / slmc Python runtime", ("slmc-native",),
          native_decode_ratio, 1.05, "max"),
-    Goal("native_peak_rss_vs_budget", 18, "slmc-run peak RSS / (weights file + KV cache at max_context + 40 MB)",
+    Goal("native_peak_rss_vs_budget", 18, "slmc-run peak RSS / (weights file + KV cache at the context used + 40 MB)",
          ("slmc-native",), native_rss, 1.0, "max"),
     Goal("decode_time_vs_torch_fp32", 7, "decode ms/token, slmc / PyTorch eager fp32", ("torch",), decode_ratio("torch", "first"),
          0.5, "max"),

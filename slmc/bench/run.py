@@ -65,6 +65,7 @@ def _summary(name: str, info: dict[str, Any], runs: list[dict[str, Any]], cache:
     entry: dict[str, Any] = {"processes": len(runs), "threading": runs[0]["threading"],
                              "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
                              "open_seconds": statistics.median(r["open_seconds"] for r in runs),
+                             "memory_runs": [m for r in runs for m in r.get("memory_runs", [])],
                              "decode": {}, "prefill": {},
                              "details": {k: v for k, v in info.items() if k not in ("kv", "model")}}
     for c in runs[0]["decode_ms"]:

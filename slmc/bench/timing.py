@@ -16,7 +16,7 @@ import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -34,6 +34,16 @@ class Timer(Protocol):
     def prefill_s(self, tokens: int, repeats: int) -> list[float]: ...
 
     def peak_rss_mb(self) -> float: ...
+
+
+@runtime_checkable
+class MemoryRuns(Protocol):
+    """A timer whose runs report the terms of a memory bound (the native runner: issue 18's peak RSS <= weights
+    file + KV cache at the context used + an allowance), one entry per run: ``context`` (tokens in the cache at
+    the end), ``peak_rss_bytes``, ``weights_file_bytes``, ``kv_cache_bytes`` (the context used, the sink included)
+    and ``kv_cache_huge_pages``."""
+
+    def memory_runs(self) -> list[dict[str, Any]]: ...
 
 
 def bench_prompt(tokens: int) -> np.ndarray:

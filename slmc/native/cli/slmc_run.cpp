@@ -11,7 +11,9 @@
 // prefill_tokens_per_s, decode_tokens_per_s, token_ms (the wall time between consecutive tokens'
 // arrivals: one decode step with its sampling and detokenizing each, the first token excluded as it
 // ends the prefill), peak_rss_bytes (VmHWM: this executable's own high-water mark) next to the terms of
-// its bound: weights_file_bytes, kv_cache_bytes (the context used) and kv_cache_reserved_bytes, then
+// its bound: weights_file_bytes, kv_cache_bytes (the context used) and kv_cache_reserved_bytes,
+// kv_cache_huge_pages (whether the cache asked for huge pages: only when the context used fills about all
+// of the pages they would make resident, slmc/native/runtime/kv_pages.hpp), then
 // rss_at_end_bytes (resident memory at the end by kind, /proc/self/smaps; null where unreadable) and
 // bundle_files_checked (null for an artifact directory). Benchmark mode: --bench-prompt-tokens N
 // prefills N fixed token ids (i * 7 + 1) mod 64 instead of a text, --ignore-eos decodes exactly
@@ -228,12 +230,12 @@ int main(int argc, char** argv) {
         "{\"ok\": true, \"tokens\": [%s], \"text\": %s, \"prompt_tokens\": %d, \"generated_tokens\": %d, "
         "\"stopped_at_eos\": %s, \"ttft_ms\": %.3f, \"prefill_tokens_per_s\": %.3f, \"decode_tokens_per_s\": %.3f, "
         "\"token_ms\": [%s], \"peak_rss_bytes\": %lld, \"weights_file_bytes\": %llu, \"kv_cache_bytes\": %llu, \"kv_cache_reserved_bytes\": %llu, "
-        "\"rss_at_end_bytes\": %s, \"bundle_files_checked\": %s}\n",
+        "\"kv_cache_huge_pages\": %s, \"rss_at_end_bytes\": %s, \"bundle_files_checked\": %s}\n",
         ids.c_str(), json_string(text).c_str(), stats.prompt_tokens, stats.generated_tokens,
         stats.stopped_at_eos ? "true" : "false", stats.ttft_seconds * 1e3, prefill_rate, decode_rate, token_ms.c_str(),
         memory.rss_available ? static_cast<long long>(memory.peak_rss) : static_cast<long long>(usage.ru_maxrss) * 1024LL, static_cast<unsigned long long>(memory.weights_file_bytes),
         static_cast<unsigned long long>(memory.kv_cache_bytes), static_cast<unsigned long long>(memory.kv_cache_reserved_bytes),
-        rss_breakdown(memory).c_str(), bundle_files.c_str());
+        memory.kv_cache_huge_pages ? "true" : "false", rss_breakdown(memory).c_str(), bundle_files.c_str());
     slmc_model_close(model);
     return 0;
 }

@@ -204,6 +204,8 @@ typedef struct slmc_memory_info {
     uint64_t rss_anonymous;           /* heap: tokenizer tables, TVM's memory pools, logits, stacks */
     uint64_t rss_total;               /* VmRSS now */
     uint64_t peak_rss;                /* VmHWM: the most this process has held at once */
+    int32_t kv_cache_huge_pages;      /* 1: the cache asks for transparent huge pages, chosen when a generation's
+                                         context makes them cost about the slots used (else 4 KB pages) */
 } slmc_memory_info;
 int slmc_model_memory(const slmc_model* model, slmc_memory_info* info);
 

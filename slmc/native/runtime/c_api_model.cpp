@@ -122,6 +122,7 @@ int slmc_model_memory(const slmc_model* model, slmc_memory_info* info) {
         info->weights_file_bytes = use.weights_file_bytes;
         info->kv_cache_bytes = use.kv_cache_bytes;
         info->kv_cache_reserved_bytes = use.kv_cache_reserved_bytes;
+        info->kv_cache_huge_pages = use.kv_cache_huge_pages ? 1 : 0;
         info->rss_available = rss.available ? 1 : 0;
         info->rss_weights = rss.weights;
         info->rss_kv_cache = rss.kv_cache;

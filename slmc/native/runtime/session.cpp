@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "../src/errors.hpp"
+#include "kv_pages.hpp"
 #include "sha256.hpp"
 #include "weights.hpp"
 
@@ -97,7 +98,8 @@ Session::Session(const std::string& artifact_dir) : dir_(artifact_dir) {
     const KVCacheShape& c = manifest_.kv_cache;
     model_ = std::make_unique<TvmModel>(dir_ + "/" + kLibrary, std::move(weights.tensors), c.resident, c.last_position);
     if (c.resident) {  // zeros: the sink slot is read with probability 0, and 0 x NaN would poison the scores.
-        // Zero pages on demand: resident memory grows with the slots written, not with max_context.
+        // Zero pages on demand: resident memory grows with the slots written, not with max_context; the page
+        // size is chosen per generation for the context it will use (plan_pages, kv_pages.hpp).
         DLDataType stored = c.int8 ? DLDataType{kDLInt, 8, 1} : DLDataType{kDLFloat, 32, 1};
         keys_ = zero_page_tensor({c.layers, 1, c.kv_heads, c.max_context + 1, c.head_dim}, stored);
         values_ = zero_page_tensor({c.layers, 1, c.kv_heads, c.max_context + 1, c.head_dim}, stored);
@@ -129,8 +131,17 @@ MemoryUse Session::memory() const {
     m.weights_file_bytes = weights_bytes_;
     m.kv_cache_bytes = per_slot * uint64_t(cached() + 1);  // the sink slot included
     m.kv_cache_reserved_bytes = c.resident ? per_slot * uint64_t(c.max_context + 1) : m.kv_cache_bytes;
+    m.kv_cache_huge_pages = huge_pages_;
     m.kv_cache_data = {keys_.defined() ? keys_.data_ptr() : nullptr, values_.defined() ? values_.data_ptr() : nullptr};
     return m;
+}
+
+void Session::plan_pages(int64_t slots) {
+    if (!manifest_.kv_cache.resident || huge_pages_) return;  // advice is never taken back: written pages keep their size
+    // each mapping on its own (their offsets in 2 MB pages differ); asking again is harmless
+    bool keys = advise_huge_pages_for(keys_, slots), values = advise_huge_pages_for(values_, slots);
+    for (const ffi::Tensor& s : scales_) advise_huge_pages_for(s, slots);
+    huge_pages_ = keys && values;
 }
 
 int64_t Session::cached() const { return manifest_.kv_cache.resident ? slots_ - 1 : keys_.size(3) - 1; }
@@ -195,6 +206,8 @@ GenerationStats Session::generate_ids(const std::vector<int32_t>& prompt_ids, co
     if (cached + static_cast<int64_t>(feed.size()) > max_context)
         throw std::invalid_argument(std::to_string(cached) + " cached + " + std::to_string(feed.size()) +
                                     " new tokens exceed the artifact's max_context " + std::to_string(max_context));
+    // the slots this call can fill: the sink, the cache, the feed and every new token but the last (never fed)
+    plan_pages(std::min(max_context, cached + static_cast<int64_t>(feed.size()) + max_new_tokens - 1) + 1);
     context_.insert(context_.end(), prompt_ids.begin(), prompt_ids.end());
     stats.prompt_tokens = static_cast<int32_t>(prompt_ids.size());
 

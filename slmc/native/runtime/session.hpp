@@ -32,6 +32,7 @@ struct MemoryUse {
     uint64_t weights_file_bytes = 0;       // weights.safetensors, mapped (never copied)
     uint64_t kv_cache_bytes = 0;           // keys + values of the slots in use (cached tokens + the sink slot)
     uint64_t kv_cache_reserved_bytes = 0;  // resident contract: max_context + 1 slots of address space
+    bool kv_cache_huge_pages = false;      // resident contract: huge pages asked for (kv_pages.hpp)
     std::vector<const void*> kv_cache_data;  // the keys' and values' data (to find their mappings)
 };
 
@@ -79,6 +80,7 @@ class Session {
     std::vector<tvm::ffi::Tensor> scales_;  // an int8 resident cache's key and value scales (manifest kv_cache.dtype)
     tvm::ffi::Tensor keys_, values_;  // copy contract: the cache main returned; resident: allocated once, max_context + 1 slots
     int64_t slots_ = 1;               // resident: slots in use (the sink included)
+    bool huge_pages_ = false;         // resident: the cache's mappings ask for huge pages (plan_pages)
     std::vector<int32_t> context_;  // every token in the cache, then the pending one
     bool has_pending_ = false;      // context_.back() was sampled but not yet fed to the model
     GenerationStats last_;
@@ -90,6 +92,9 @@ class Session {
     tvm::ffi::Tensor run(const std::vector<int32_t>& ids, bool last_only);
     tvm::ffi::Tensor run_call(const int32_t* ids, size_t count, bool last_only);
     int64_t cached() const;  // tokens in the KV cache
+    // Resident contract: asks for huge pages on the cache when a generation filling `slots` slots per row
+    // (the sink included) would make about those slots resident with them (advise_huge_pages_for), once.
+    void plan_pages(int64_t slots);
     const float* last_logits(const tvm::ffi::Tensor& logits) const;
 };
 

@@ -6,8 +6,6 @@
 #include <tvm/ffi/container/shape.h>
 #include <tvm/ffi/error.h>
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -31,22 +29,6 @@ struct ZeroedHost {
         std::memset(t->data, 0, rounded ? rounded : kAlignment);
     }
     void FreeData(DLTensor* t) { std::free(t->data); }
-};
-
-// Anonymous zero pages (mmap): nothing is touched at allocation, so a page counts in resident memory
-// only once it is written (a read of an untouched page maps the kernel's shared zero page).
-struct ZeroPages {
-    size_t bytes = 0;
-    void AllocData(DLTensor* t) {
-        bytes = std::max<size_t>(ffi::GetDataSize(*t), 1);
-        void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED) throw std::bad_alloc();
-#ifdef MADV_HUGEPAGE
-        ::madvise(p, bytes, MADV_HUGEPAGE);  // advice only: where THP is off, 4 KB pages serve as before
-#endif
-        t->data = p;
-    }
-    void FreeData(DLTensor* t) { ::munmap(t->data, bytes); }
 };
 
 ffi::Function require(const ffi::Module& mod, const std::string& name, const std::string& path) {
@@ -73,10 +55,6 @@ ffi::Module load_library(const std::string& library_path) {
 
 ffi::Tensor host_tensor(const std::vector<int64_t>& shape, DLDataType dtype) {
     return ffi::Tensor::FromNDAlloc(ZeroedHost{}, ffi::ShapeView(shape.data(), shape.size()), dtype, DLDevice{kDLCPU, 0});
-}
-
-ffi::Tensor zero_page_tensor(const std::vector<int64_t>& shape, DLDataType dtype) {
-    return ffi::Tensor::FromNDAlloc(ZeroPages{}, ffi::ShapeView(shape.data(), shape.size()), dtype, DLDevice{kDLCPU, 0});
 }
 
 TvmModel::TvmModel(const std::string& library_path, std::vector<ffi::Tensor> weights, bool resident, bool last_position)

@@ -51,12 +51,5 @@ class TvmModel {
 
 // A zero-filled, 64-byte aligned CPU tensor owned by TVM's reference counting.
 tvm::ffi::Tensor host_tensor(const std::vector<int64_t>& shape, DLDataType dtype);
-// A zero-filled CPU tensor of its own anonymous mapping (page aligned), whose pages become resident only
-// when written: the resident KV cache of max_context + 1 slots costs memory for the slots in use. The
-// mapping asks for transparent huge pages (MADV_HUGEPAGE, as numpy does for the Python runtime's cache):
-// attention reads every row of the cache each step, and with 4 KB pages the TLB misses made decode 12-15%
-// slower than the Python runtime at context 1,024-2,000 (docs/dev-notes.md). Resident memory then grows
-// in 2 MB steps: a few rows [max_context + 1, D] share a huge page.
-tvm::ffi::Tensor zero_page_tensor(const std::vector<int64_t>& shape, DLDataType dtype);
 
 }  // namespace slmc

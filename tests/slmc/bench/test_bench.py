@@ -72,6 +72,10 @@ def test_every_engine_runs_in_its_own_process_and_reports_time_and_peak_rss(tmp_
         assert model["engines"]["llama-cpp-q8_0"]["details"]["top1_agreement_with_eager"] == 1.0
         assert {g["goal"] for g in model["goals"]} >= {"decode_time_vs_llama_cpp_q4_0", "peak_rss_vs_llama_cpp_q4_0"}
     assert {"native_decode_time_vs_python", "native_peak_rss_vs_budget"} <= {g["goal"] for g in model["goals"]}
+    # issue 18's RSS bound counts each run's KV cache at the context it used: a row per context (decode runs of
+    # 4 and 507 prompt tokens + 4 new, the 4-token prefill run + 1)
+    rss_rows = {g["at"] for g in model["goals"] if g["goal"] == "native_peak_rss_vs_budget"}
+    assert rss_rows == {4, 7, 510}, model["goals"]
     assert "engine-default" in md.read_text()
 
 

@@ -155,6 +155,19 @@ def test_slmc_run_greedy_equals_slmc_generate_and_eager_decoding(runtime, artifa
     assert len(native["token_ms"]) == native["generated_tokens"] - 1 and all(ms > 0 for ms in native["token_ms"])
 
 
+def test_a_short_generation_keeps_the_kv_cache_at_the_context_used(runtime, artifact):
+    """Issue 18's bound counts the KV cache at the context used: the runner asks for huge pages only when the
+    context fills about the pages they would make resident (slmc/native/runtime/kv_pages.hpp), so a few tokens
+    keep 4 KB pages (also where THP is "always") and the cache's resident pages are the slots written, to a
+    page per (layer, head) row of keys and values."""
+    native = native_json(runtime, artifact, PROMPTS[0], "-n", "4", "--ignore-eos")
+    cache = read_manifest(artifact).kv_cache
+    rows = 2 * cache.layers * cache.kv_heads
+    assert native["kv_cache_huge_pages"] is False
+    assert native["kv_cache_bytes"] < native["kv_cache_reserved_bytes"] / 8
+    assert 0 < native["rss_at_end_bytes"]["kv_cache"] <= native["kv_cache_bytes"] + rows * 4096
+
+
 def test_slmc_run_streams_the_prompt_and_text(runtime, artifact):
     native = native_json(runtime, artifact, PROMPTS[0], "-n", "12")
     streamed = run_cli(runtime, artifact, PROMPTS[0], "-n", "12")
