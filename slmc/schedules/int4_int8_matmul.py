@@ -127,7 +127,7 @@ class Int4Int8Matmul(Int8DotRule):
         self._unpack_vectors(sch, unpacked)
         sch.unroll(half)
         self._finish(sch, to, g, i, dt, dm, di, dki, block)
-        self._token_stages(sch, parallel=False)
+        self._token_stages(sch)
 
     def _prefill(self, sch: s_tir.Schedule, params: CpuParams, most_tiles: int) -> None:
         """Row pairs inside groups: a group's tiles of the chunk unpacked once, read by every row pair."""
@@ -142,20 +142,15 @@ class Int4Int8Matmul(Int8DotRule):
         sch.compute_at(unpacked, g, preserve_unit_loops=True)  # nb x group_size x 16 bytes of int8 tiles
         self._unpack_vectors(sch, unpacked)
         self._finish(sch, to, g, i, dt, dm, di, dki, dkb)
-        self._token_stages(sch, parallel=True)
+        self._token_stages(sch)
 
     @staticmethod
-    def _token_stages(sch: s_tir.Schedule, parallel: bool) -> None:
-        """The per-token stages before the dot products. The row range's lanes (``token_absmax_lanes``) get the
-        lanes innermost: 16 independent maxes per 16 inputs, which LLVM's loop vectorizer makes one vector max
-        (TVM refuses to vectorize a loop under a reduction loop). With ``parallel`` (prefill), the row loops of
-        the range, the codes and the group offsets run on every core: unscheduled they run on one core ahead
-        of the parallel dot products (Amdahl's serial part, three passes over ``x`` where w8a8 has one)."""
-        named = _stages(sch)
-        if parallel:  # before the reduction is decomposed: TVM parallelizes complete or reduction blocks only
-            for stage in ("token_absmax_lanes", "quantize_activations", "code_offset"):
-                sch.parallel(sch.get_loops(named[stage])[0])
-        lanes = named["token_absmax_lanes"]
+    def _token_stages(sch: s_tir.Schedule) -> None:
+        """The row range's lanes (``token_absmax_lanes``) with the lanes innermost: 16 independent maxes per 16
+        inputs, which LLVM's loop vectorizer makes one vector max (TVM refuses to vectorize a loop under a
+        reduction loop). Not parallel: the per-token stages on every core were slower in a smoke on a loaded
+        machine (three more fork-joins per call; docs/dev-notes.md "w4a8 per-token stages")."""
+        lanes = _stages(sch)["token_absmax_lanes"]
         _, lane, r = sch.get_loops(lanes)
         sch.decompose_reduction(lanes, lane)
         sch.reorder(r, lane)
