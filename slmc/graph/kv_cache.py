@@ -30,7 +30,7 @@ helpers that build or run torch tensors import torch when called.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -208,11 +208,16 @@ class Generation:
 
 
 def generate_greedy(step: StepFunction | Decoder, cache: KVCacheSpec, prompt: list[int], max_new_tokens: int,
-                    stop_token: int | None = None) -> Generation:
+                    stop_token: int | None = None, forced: Sequence[int] | None = None) -> Generation:
     """Greedy decoding: one prefill call for the prompt, then one decode call per new token.
 
-    Raises ``ValueError`` when the prompt is empty or prompt + new tokens exceed ``max_context``.
+    ``forced`` (teacher forcing): feed these tokens instead of the model's own choices, so that the
+    logits at every step follow another model's history; ``tokens`` still records the model's own
+    greedy choice (argmax) at each step. Raises ``ValueError`` when the prompt is empty, prompt + new
+    tokens exceed ``max_context``, or ``forced`` is shorter than ``max_new_tokens - 1`` (its last token is never fed).
     """
+    if forced is not None and len(forced) < max_new_tokens - 1:
+        raise ValueError(f"forced holds {len(forced)} tokens; {max_new_tokens} new tokens feed {max_new_tokens - 1}")
     if not prompt:
         raise ValueError("the prompt encodes to no tokens")
     if len(prompt) + max_new_tokens > cache.max_context:
@@ -225,8 +230,9 @@ def generate_greedy(step: StepFunction | Decoder, cache: KVCacheSpec, prompt: li
     for _ in range(max_new_tokens):
         token = int(np.argmax(step_logits[-1]))
         tokens.append(token)
-        if token == stop_token or len(tokens) == max_new_tokens:
+        fed = token if forced is None or len(tokens) == max_new_tokens else int(forced[len(tokens) - 1])
+        if fed == stop_token or len(tokens) == max_new_tokens:
             break
-        logits = decoder.feed(np.asarray([[token]], dtype=np.int64), last_only=True)
+        logits = decoder.feed(np.asarray([[fed]], dtype=np.int64), last_only=True)
         step_logits.append(logits[0, -1].copy())  # a decoder may reuse its output buffer
     return Generation(tokens, step_logits)

@@ -3,7 +3,8 @@
 The tensor-expression stages (``slmc.kernel = "w4a8_linear"``; the converter is
 ``slmc.quantization.tvm_kernels``' ``_convert_w4a8_linear``):
 
-- ``token_absmax`` / ``token_inverse``: ``r = max(max|x_row|, TOKEN_RANGE_FLOOR)`` and ``127 / r`` per row;
+- ``token_absmax_lanes`` / ``token_absmax`` / ``token_inverse``: ``r = max(max|x_row|, TOKEN_RANGE_FLOOR)`` (in 16
+  lanes, then across them) and ``127 / r`` per row;
 - ``quantize_activations``: int8 codes ``round(x * (127 / r))`` (half to even, saturated at ±127), rows
   padded to a multiple of ``row_multiple`` with copies of the last row (computed, never written out);
 - ``unpacked_codes``: the unsigned int4 codes ``c`` (in ``[1, 15]``) as int8, tile by tile
@@ -56,12 +57,22 @@ def _paired_code(qweight: te.Tensor, n: Any, k: Any) -> Any:
     return _nibble(byte, tirx.floormod(tirx.floordiv(k, half), 2)).astype("int32")
 
 
+# The row's range in independent lanes (``token_absmax_lanes``: lane ``l`` the max over inputs ``l, l + 16, ...``),
+# then the max of the lanes: one vector max per 16 inputs, where a single running max is a chain of scalar maxes
+# (4 cycles each, 0.1 ms per 128 x 576 linear). The max of maxes is exact in any order.
+ABSMAX_LANES = 16
+
+
 def token_codes(x: te.Tensor, row_multiple: int) -> tuple[te.Tensor, te.Tensor]:
     """``(codes, peak)``: int8 codes of ``x [M, K]`` per row (rows padded up to ``row_multiple``) and each
     row's range ``r`` (see the module docstring)."""
     rows, in_features = x.shape
-    r = te.reduce_axis((0, in_features), name="r")
-    absmax = te.compute((rows,), lambda m: te.max(tirx.abs(x[m, r]), axis=r), name="token_absmax")
+    lanes = ABSMAX_LANES if int(in_features) % ABSMAX_LANES == 0 else 1
+    r = te.reduce_axis((0, int(in_features) // lanes), name="r")
+    partial = te.compute((rows, lanes), lambda m, lane: te.max(tirx.abs(x[m, r * lanes + lane]), axis=r),
+                         name="token_absmax_lanes")
+    lane = te.reduce_axis((0, lanes), name="lane")
+    absmax = te.compute((rows,), lambda m: te.max(partial[m, lane], axis=lane), name="token_absmax")
     floor = tirx.const(TOKEN_RANGE_FLOOR, "float32")
     limit = tirx.const(float(ACTIVATION_LIMIT), "float32")
     inverse = te.compute((rows,), lambda m: limit / tirx.max(absmax[m], floor), name="token_inverse")

@@ -54,7 +54,7 @@ from slmc.schedules.row_branch import branch_on_rows
 from slmc.schedules.row_matmul import CpuParams, static_extent
 
 KIND = "w4a8_linear"
-_STAGES = ("quantize_activations", "code_offset", "unpacked_codes", "int8_group_dot", "group_rescale")
+_STAGES = ("token_absmax_lanes", "quantize_activations", "code_offset", "unpacked_codes", "int8_group_dot", "group_rescale")
 
 
 def _stages(sch: s_tir.Schedule) -> dict[str, s_tir.schedule.SBlockRV]:
@@ -127,6 +127,7 @@ class Int4Int8Matmul(Int8DotRule):
         self._unpack_vectors(sch, unpacked)
         sch.unroll(half)
         self._finish(sch, to, g, i, dt, dm, di, dki, block)
+        self._token_stages(sch)
 
     def _prefill(self, sch: s_tir.Schedule, params: CpuParams, most_tiles: int) -> None:
         """Row pairs inside groups: a group's tiles of the chunk unpacked once, read by every row pair."""
@@ -141,6 +142,18 @@ class Int4Int8Matmul(Int8DotRule):
         sch.compute_at(unpacked, g, preserve_unit_loops=True)  # nb x group_size x 16 bytes of int8 tiles
         self._unpack_vectors(sch, unpacked)
         self._finish(sch, to, g, i, dt, dm, di, dki, dkb)
+        self._token_stages(sch)
+
+    @staticmethod
+    def _token_stages(sch: s_tir.Schedule) -> None:
+        """The row range's lanes (``token_absmax_lanes``) with the lanes innermost: 16 independent maxes per 16
+        inputs, which LLVM's loop vectorizer makes one vector max (TVM refuses to vectorize a loop under a
+        reduction loop). Not parallel: the per-token stages on every core were slower in a smoke on a loaded
+        machine (three more fork-joins per call; docs/dev-notes.md "w4a8 per-token stages")."""
+        lanes = _stages(sch)["token_absmax_lanes"]
+        _, lane, r = sch.get_loops(lanes)
+        sch.decompose_reduction(lanes, lane)
+        sch.reorder(r, lane)
 
     @staticmethod
     def _dot_loops(sch: s_tir.Schedule, dot: s_tir.schedule.SBlockRV) -> tuple:

@@ -43,3 +43,19 @@ def test_the_copy_decoder_rounds_only_the_new_positions_of_an_int8_cache():
     np.testing.assert_array_equal(decoder.keys[..., :4, :], first)  # what was stored stays as stored
     q, scale = quantize_rows(decoder.keys[..., 1:, :])
     np.testing.assert_allclose(dequantize_rows(q, scale), decoder.keys[..., 1:, :], rtol=0, atol=1e-6)  # already rounded
+
+
+def test_teacher_forced_decoding_feeds_the_given_tokens_and_records_its_own_choices():
+    from slmc.graph.kv_cache import eager_step, generate_greedy, prompt_logits
+    from slmc.models import tiny_lm
+
+    spec = tiny_lm.build()
+    step, prompt = eager_step(spec.module), [3, 10, 17, 24]
+    own = generate_greedy(step, spec.kv_cache, prompt, 4)
+    forced = [(t + 1) % 256 for t in own.tokens]  # never the model's own choice
+    taught = generate_greedy(step, spec.kv_cache, prompt, 4, forced=forced)
+    assert taught.tokens[0] == own.tokens[0] and len(taught.step_logits) == 4
+    for k, logits in enumerate(taught.step_logits):  # step k's logits follow the prompt and forced[:k]
+        expected = prompt_logits(step, spec.kv_cache, np.asarray(prompt + forced[:k]))[-1]
+        np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-4)
+        assert taught.tokens[k] == int(np.argmax(logits))

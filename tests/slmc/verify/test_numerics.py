@@ -1,10 +1,12 @@
 import numpy as np
 import torch
 
+from slmc.artifact.manifest import Verification
 from slmc.graph.ir import ModelSpec, trace
+from slmc.graph.kv_cache import Generation
 from slmc.spec.recipe import Gates, Verify
-from slmc.verify.numerics import (STATIC_ACTIVATION_ATOL, effective_settings, gate_results, generated_samples, numeric_comparison,
-                         quality_metrics)
+from slmc.verify.numerics import (STATIC_ACTIVATION_ATOL, compare_decodes, effective_settings, gate_results, generated_samples,
+                                  numeric_comparison, quality_metrics)
 
 
 def test_numeric_comparison_tolerances():
@@ -68,3 +70,40 @@ def test_static_int8_activations_get_their_default_tolerance_unless_the_recipe_s
     explicit = Verify(atol=0.05)
     assert effective_settings(explicit, static) == (explicit, None)  # the recipe's own value wins
     assert effective_settings(Verify(), tiny_lm_graph) == (Verify(), None)  # float graphs keep 1e-4
+
+
+# Eager's greedy decode over a 4-token vocabulary: a clear choice, a near tie (2.0 vs 1.95), a clear choice.
+EAGER = Generation(tokens=[0, 1, 2], step_logits=[np.array(row, np.float32) for row in
+                                                   ([3.0, 1.0, 0.0, 0.0], [0.0, 2.0, 1.95, 0.0], [0.0, 0.0, 5.0, 1.0])])
+
+
+def _teacher_forced(step_1: list[float]) -> Generation:
+    """The artifact's decode on eager's tokens, equal to eager but for step 1's logits."""
+    logits = [EAGER.step_logits[0].copy(), np.array(step_1, np.float32), EAGER.step_logits[2].copy()]
+    return Generation(tokens=[int(np.argmax(row)) for row in logits], step_logits=logits)
+
+
+def test_a_greedy_flip_at_a_near_tie_within_the_tolerance_passes_and_is_reported():
+    decode = compare_decodes(_teacher_forced([0.0, 1.97, 1.99, 0.0]), EAGER, Verify(atol=0.05, rtol=0.0))
+    assert decode.within_tolerance and not decode.same_tokens and decode.near_ties == 1
+    (flip,) = decode.flips
+    assert (flip.step, flip.eager_token, flip.artifact_token, flip.accepted) == (1, 1, 2, True)
+    assert abs(flip.eager_margin - 0.05) < 1e-6 and abs(flip.allowed_margin - 0.1) < 1e-9  # two tolerances of 0.05
+    assert "1 within the tolerance (1 near ties)" in Verification(executed=True, passed=True, decode=decode).checks()[0].detail
+
+
+def test_a_greedy_flip_with_a_clear_margin_fails_naming_the_step_and_the_tokens():
+    eager = Generation(tokens=EAGER.tokens, step_logits=[*EAGER.step_logits[:1], np.array([0.0, 2.0, 1.0, 0.0], np.float32),
+                                                         EAGER.step_logits[2]])
+    decode = compare_decodes(_teacher_forced([0.0, 1.0, 2.0, 0.0]), eager, Verify(atol=0.05, rtol=0.0))
+    assert not decode.within_tolerance and decode.near_ties == 0
+    (flip,) = decode.flips
+    assert (flip.step, flip.eager_token, flip.artifact_token, flip.accepted) == (1, 1, 2, False)
+    message = Verification(executed=True, passed=False, decode=decode).failure_message()
+    assert "step 1: artifact token 2, eager 1, eager's margin 1 > 0.1 allowed" in message, message
+
+
+def test_identical_decodes_count_their_near_ties_without_flips():
+    decode = compare_decodes(EAGER, EAGER, Verify(atol=0.05, rtol=0.0))
+    assert decode.within_tolerance and decode.same_tokens and decode.flips == [] and decode.near_ties == 1
+    assert compare_decodes(EAGER, EAGER, Verify(atol=0.01, rtol=0.0)).near_ties == 0  # 0.05 apart > two tolerances of 0.01
