@@ -35,9 +35,11 @@ listed in the report with the reason. The target must list the weight dtype (``i
 the group size (or per-channel), zero points for asymmetric formats, and ``int8`` activations
 and the ``w8a8`` scheme for ``w8a8``; ``w4a8`` as above.
 
-``target_bits_per_weight`` (with ``candidates``) chooses each weight-only layer's bits and group size
-from its measured sensitivity under a bits-per-weight budget (``passes/_bit_allocation.py``); the
-choice is applied as one more override per layer, and the allocation is in ``stats.bit_allocation``.
+``target_bits_per_weight`` (with ``candidates``) chooses each weight-only layer's format (bits, group
+size, zero points, clip search) from its sensitivity, measured with the layer's own method, under a
+bits-per-weight budget (``passes/_bit_allocation.py``); the choice is applied as one more override per
+layer, and the allocation is in ``stats.bit_allocation``. ``clip_search`` chooses each group's range by
+the smallest squared rounding error instead of min-max (``slmc.quantization.formats``).
 """
 
 from __future__ import annotations
@@ -154,8 +156,8 @@ class QuantizeConfig(LayerSettings, PassConfig):
         "the target supports that divides it, else per-channel; per_channel; error = refuse (each fallback is reported "
         "in stats.group_fallbacks)")
     target_bits_per_weight: float | None = Field(
-        None, ge=4.0, le=16.0, description="choose each layer's bits and group size among `candidates` from its measured "
-        "sensitivity so that all quantized weights (embeddings and head included; codes + scales + zero points) average at "
+        None, ge=4.0, le=16.0, description="choose each layer's format among `candidates` from its measured "
+        "sensitivity (with the layer's own method) so that all quantized weights (embeddings and head included; codes + scales + zero points) average at "
         "most this many bits; null: one setting for all (bits, group_size, overrides)")
     candidates: list[BitCandidate] = Field(default_factory=default_candidates, min_length=1,
                                            description="settings target_bits_per_weight chooses from")

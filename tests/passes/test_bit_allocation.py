@@ -189,8 +189,8 @@ def test_asymmetric_candidates_are_excluded_on_a_target_without_zero_points(tiny
 
 @pytest.mark.parametrize("passes,message", [
     ("{target_bits_per_weight: 4.5, candidates: [{bits: 4, group_size: 32, clip: true}]}",
-     r"quantize.candidates.0.clip: Extra inputs are not permitted"),
-    ("{target_bits_per_weight: 4.5, candidates: [{bits: 4, group_size: 32, symmetric: 'no'}]}",
+     r"quantize.candidates.0.clip: unknown key; expected one of: bits, clip_search, group_size, symmetric"),
+    ("{target_bits_per_weight: 4.5, candidates: [{bits: 4, group_size: 32, symmetric: [false]}]}",
      r"quantize.candidates.0.symmetric"),
     ("{target_bits_per_weight: 4.1, candidates: [{bits: 4, group_size: 32, symmetric: false}]}",
      r"below the smallest candidate's 4.75 bits per weight \(int4 g32 asymmetric\)"),
