@@ -40,7 +40,6 @@ import torch
 from pydantic import Field
 from torch import fx
 
-from slmc import progress
 from slmc.errors import BitBudgetError
 from slmc.graph.ir import Graph, fetch_attr, set_attr
 from slmc.graph.linears import attribute_readers, layer_name
@@ -177,7 +176,7 @@ def _kl_per_token(reference: torch.Tensor, logits: torch.Tensor) -> tuple[float,
 def _measure(graph: Graph, options: list[_Options], samples: Sequence[tuple[Any, ...]], quantizer: LayerQuantizer) -> None:
     """Fill each layer's ``sensitivity`` (see the module docstring); weights are restored afterwards."""
     references = [torch.log_softmax(graph.run(*s)[0].to(torch.float64), dim=-1) for s in samples]
-    with torch.no_grad(), progress.bar("bit allocation: sensitivities", total=len(options), unit="layer") as bar:
+    with torch.no_grad():
         for option in options:
             original = fetch_attr(graph.module, option.slot.weight_path)
             try:
@@ -191,7 +190,6 @@ def _measure(graph: Graph, options: list[_Options], samples: Sequence[tuple[Any,
                     option.sensitivity.append(kl / max(count, 1))
             finally:
                 set_attr(graph.module, option.slot.weight_path, original)
-            bar.update(1)
 
 
 def knapsack(costs: Sequence[Sequence[int]], values: Sequence[Sequence[float]], budget: int) -> tuple[list[int], int]:
