@@ -47,7 +47,7 @@ from slmc.quantization.formats import SCALE_DTYPE, QuantFormat
 from slmc.spec.strict_model import StrictModel
 from slmc.spec.target import TargetDescriptor
 
-SENSITIVITY_SAMPLES = 8
+SENSITIVITY_SAMPLES = 4  # calibration windows per measurement (fixture-lm: 4 x 256 tokens)
 MAX_KNAPSACK_CELLS = 1 << 20  # byte units of the knapsack table; beyond, bytes are rounded up to coarser units
 FIELD = "quantize.target_bits_per_weight"
 
@@ -81,10 +81,13 @@ class BitCandidate(StrictModel):
 
 
 def default_candidates() -> list[BitCandidate]:
-    """int4 g128/g64/g32 with min-max and clip-searched ranges, symmetric and with zero points; int8 g128 and per channel."""
-    int4 = [BitCandidate(bits=4, group_size=g, symmetric=sym, clip_search=clip)
-            for g in (128, 64, 32) for sym, clip in ((None, False), (None, True), (False, True))]
-    return int4 + [BitCandidate(bits=8, group_size=128), BitCandidate(bits=8, group_size=None)]
+    """Clip-searched int4: g128 (4.125 bits per weight), g128 with zero points (4.1875), g64 (4.25), g64 with
+    zero points (4.375), g32 (4.5); and int8 g128 (8.125) for the most sensitive layers. Each candidate costs
+    one measurement per layer (``SENSITIVITY_SAMPLES`` forward passes): min-max int4 (whose error the clip
+    search never exceeds per group), int4 g32 with zero points (4.75) and int8 per channel are left out."""
+    int4 = [BitCandidate(bits=4, group_size=g, symmetric=sym, clip_search=True)
+            for g, sym in ((128, None), (128, False), (64, None), (64, False), (32, None))]
+    return int4 + [BitCandidate(bits=8, group_size=128)]
 
 
 def stored_bytes(candidate: BitCandidate, out_features: int, in_features: int, symmetric: bool) -> int:

@@ -91,7 +91,7 @@ def _recipe(tmp_path: Path, text: str) -> Path:
 
 def test_a_target_below_the_smallest_candidate_names_the_field_and_the_minimum(tmp_path):
     with pytest.raises(RecipeError, match=r"quantize.target_bits_per_weight 4.0 is below the smallest candidate's "
-                                          r"4.125 bits per weight \(int4 g128\)"):
+                                          r"4.125 bits per weight \(int4 g128 clip-searched\)"):
         load_recipe(_recipe(tmp_path, "passes:\n  - quantize: {target_bits_per_weight: 4.0}\n"))
 
 
