@@ -6,18 +6,20 @@ tables when ``embeddings: true``) one of the ``candidates`` (bits, group size), 
 allocates bits per layer from a sensitivity under a size budget; Olive's mixed precision and
 llama.cpp's ``--target-bpw`` do the same for their formats):
 
-1. *Candidates*: those the target does not support (weight dtype, group size, per-channel scales)
-   are excluded and reported; per layer, those its shape does not take (a group size not dividing
+1. *Candidates* (bits, group size, symmetric or with zero points, min-max or clip-searched ranges;
+   ``slmc.quantization.formats``: every one is a stored format the quantized kernels run): those the
+   target does not support (weight dtype, group size, per-channel scales, zero points) are excluded
+   and reported; per layer, those its shape does not take (a group size not dividing
    ``in_features``) are excluded for that layer and reported.
-2. *Sensitivity*: for each layer and candidate, that one layer is replaced by its round-to-nearest
-   quantization, every other layer stays float32, and the mean per-token KL divergence
-   ``KL(p_float || p_quantized)`` of the final logits over the first ``SENSITIVITY_SAMPLES``
-   calibration samples is measured (nats per token).
-3. *Allocation*: every layer starts at its cheapest candidate; then, greedily, the upgrade (a layer
-   moving to a candidate with more bytes and lower sensitivity) with the largest sensitivity
-   reduction per extra byte that still fits the budget is taken, until none fits (the greedy
-   solution of the multiple-choice knapsack that HAWQ-V3 solves as an integer program; per-layer
-   sensitivities are taken as additive).
+2. *Sensitivity*: for each layer and candidate, that one layer is replaced by its quantization **with
+   the quantizer that will be applied** (the caller's ``LayerQuantizer``: GPTQ on the layer's input
+   Hessian when the recipe says gptq, round to nearest for embedding tables), every other layer stays
+   float32, and the mean per-token KL divergence ``KL(p_float || p_quantized)`` of the final logits
+   over the first ``SENSITIVITY_SAMPLES`` calibration samples is measured (nats per token).
+3. *Allocation*: the candidate per layer minimizing the summed sensitivities within the byte budget,
+   solved exactly as a multiple-choice knapsack by dynamic programming over bytes (in units of the
+   greatest common divisor of all candidates' bytes; HAWQ-V3 solves the same problem as an integer
+   program). Per-layer sensitivities are taken as additive.
 
 Bits per weight are counted over every quantized weight, embeddings and head included: packed
 codes, float16 scales and (asymmetric) uint8 zero points, divided by the number of weights; int4
@@ -33,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import fx
@@ -40,11 +43,12 @@ from torch import fx
 from slmc.errors import BitBudgetError
 from slmc.graph.ir import Graph, fetch_attr, set_attr
 from slmc.graph.linears import attribute_readers, layer_name
-from slmc.quantization.formats import SCALE_DTYPE, QuantFormat, quantize_rtn
+from slmc.quantization.formats import SCALE_DTYPE, QuantFormat
 from slmc.spec.strict_model import StrictModel
 from slmc.spec.target import TargetDescriptor
 
-SENSITIVITY_SAMPLES = 8
+SENSITIVITY_SAMPLES = 4  # calibration windows per measurement (fixture-lm: 4 x 256 tokens)
+MAX_KNAPSACK_CELLS = 1 << 20  # byte units of the knapsack table; beyond, bytes are rounded up to coarser units
 FIELD = "quantize.target_bits_per_weight"
 
 
@@ -53,29 +57,44 @@ class BitCandidate(StrictModel):
 
     bits: Literal[4, 8]
     group_size: int | None = Field(None, ge=8, le=4096, description="input channels per scale; null: per output channel")
+    symmetric: bool | None = Field(None, description="false: per-group uint8 zero points (asymmetric); null: the layer's "
+                                   "own `symmetric` setting")
+    clip_search: bool = Field(False, description="choose each group's range by a clip search (smallest squared rounding "
+                              "error) instead of min-max; same storage")
+
+    def is_symmetric(self, layer_symmetric: bool) -> bool:
+        return layer_symmetric if self.symmetric is None else self.symmetric
 
     def fmt(self, symmetric: bool) -> QuantFormat:
-        return QuantFormat(self.bits, self.group_size, symmetric)
+        return QuantFormat(self.bits, self.group_size, self.is_symmetric(symmetric), self.clip_search)
 
     def nominal_bits_per_weight(self, symmetric: bool = True) -> float:
         """Bits per weight for a wide layer (per-channel scales cost nothing in the limit)."""
         if self.group_size is None:
             return float(self.bits)
-        return self.bits + (8 * SCALE_DTYPE.itemsize + (0 if symmetric else 8)) / self.group_size
+        return self.bits + (8 * SCALE_DTYPE.itemsize + (0 if self.is_symmetric(symmetric) else 8)) / self.group_size
 
     def describe(self) -> str:
-        return f"int{self.bits} {'per-channel' if self.group_size is None else f'g{self.group_size}'}"
+        grouping = "per-channel" if self.group_size is None else f"g{self.group_size}"
+        return (f"int{self.bits} {grouping}" + ("" if self.symmetric is not False else " asymmetric")
+                + (" clip-searched" if self.clip_search else ""))
 
 
 def default_candidates() -> list[BitCandidate]:
-    return [BitCandidate(bits=4, group_size=128), BitCandidate(bits=4, group_size=64), BitCandidate(bits=4, group_size=32),
-            BitCandidate(bits=8, group_size=128), BitCandidate(bits=8, group_size=None)]
+    """Clip-searched int4: g128 (4.125 bits per weight), g128 with zero points (4.1875), g64 (4.25), g64 with
+    zero points (4.375), g32 (4.5); and int8 g128 (8.125) for the most sensitive layers. Each candidate costs
+    one measurement per layer (``SENSITIVITY_SAMPLES`` forward passes): min-max int4 (whose error the clip
+    search never exceeds per group), int4 g32 with zero points (4.75) and int8 per channel are left out."""
+    int4 = [BitCandidate(bits=4, group_size=g, symmetric=sym, clip_search=True)
+            for g, sym in ((128, None), (128, False), (64, None), (64, False), (32, None))]
+    return int4 + [BitCandidate(bits=8, group_size=128)]
 
 
 def stored_bytes(candidate: BitCandidate, out_features: int, in_features: int, symmetric: bool) -> int:
     """Bytes of the packed codes, scales and zero points of a ``[out, in]`` weight (as ``QuantizedWeight.stored_bytes``)."""
-    groups = out_features * (in_features // candidate.fmt(symmetric).group(in_features))
-    return out_features * in_features * candidate.bits // 8 + groups * SCALE_DTYPE.itemsize + (0 if symmetric else groups)
+    fmt = candidate.fmt(symmetric)
+    groups = out_features * (in_features // fmt.group(in_features))
+    return out_features * in_features * candidate.bits // 8 + groups * SCALE_DTYPE.itemsize + (0 if fmt.symmetric else groups)
 
 
 def why_unsupported(candidate: BitCandidate, target: TargetDescriptor) -> str | None:
@@ -87,6 +106,8 @@ def why_unsupported(candidate: BitCandidate, target: TargetDescriptor) -> str | 
         return f"per-channel scales are not supported (the target's group sizes are {caps.group_sizes})"
     if candidate.group_size is not None and candidate.group_size not in caps.group_sizes:
         return f"group size {candidate.group_size} is not supported (the target's group sizes are {caps.group_sizes})"
+    if candidate.symmetric is False and not caps.zero_points:
+        return "asymmetric formats (zero points) are not supported (the target takes symmetric formats only)"
     return None
 
 
@@ -114,12 +135,18 @@ def allocation_problems(candidates: Sequence[BitCandidate], target: TargetDescri
 
 @dataclass(frozen=True)
 class WeightSlot:
-    """A layer to allocate bits to: its name, the attribute path of its float weight ``[out, in]``, kind, symmetry."""
+    """A layer to allocate bits to: its name, the attribute path of its float weight ``[out, in]``, kind,
+    symmetry, and (linears) the name of the node that reads it."""
 
     name: str
     weight_path: str
     kind: str
     symmetric: bool
+    node: str | None = None
+
+
+LayerQuantizer = Callable[[WeightSlot, torch.Tensor, QuantFormat], torch.Tensor]
+"""``(slot, float weight, format) -> the weight as the quantized layer computes it`` (dequantized)."""
 
 
 @dataclass
@@ -149,7 +176,7 @@ def _kl_per_token(reference: torch.Tensor, logits: torch.Tensor) -> tuple[float,
     return max(float((ref.exp() * (ref - logp)).sum()), 0.0), ref.shape[0]  # float rounding can dip below 0
 
 
-def _measure(graph: Graph, options: list[_Options], samples: Sequence[tuple[Any, ...]]) -> None:
+def _measure(graph: Graph, options: list[_Options], samples: Sequence[tuple[Any, ...]], quantizer: LayerQuantizer) -> None:
     """Fill each layer's ``sensitivity`` (see the module docstring); weights are restored afterwards."""
     references = [torch.log_softmax(graph.run(*s)[0].to(torch.float64), dim=-1) for s in samples]
     with torch.no_grad():
@@ -157,7 +184,7 @@ def _measure(graph: Graph, options: list[_Options], samples: Sequence[tuple[Any,
             original = fetch_attr(graph.module, option.slot.weight_path)
             try:
                 for candidate in option.candidates:
-                    quantized = quantize_rtn(original, candidate.fmt(option.slot.symmetric)).dequantize()
+                    quantized = quantizer(option.slot, original, candidate.fmt(option.slot.symmetric))
                     set_attr(graph.module, option.slot.weight_path, quantized.to(original.dtype))
                     kl, count = 0.0, 0
                     for sample, reference in zip(samples, references):
@@ -168,29 +195,40 @@ def _measure(graph: Graph, options: list[_Options], samples: Sequence[tuple[Any,
                 set_attr(graph.module, option.slot.weight_path, original)
 
 
-def _greedy(options: list[_Options], budget: int) -> list[int]:
-    """Index of the chosen candidate per layer (see step 3 of the module docstring)."""
-    chosen = [min(range(len(o.candidates)), key=lambda i, o=o: (o.nbytes[i], o.sensitivity[i])) for o in options]
-    used = sum(o.nbytes[c] for o, c in zip(options, chosen))
-    while True:
-        best: tuple[float, int, int] | None = None
-        for li, o in enumerate(options):
-            now = chosen[li]
-            for ci in range(len(o.candidates)):
-                extra = o.nbytes[ci] - o.nbytes[now]
-                gain = o.sensitivity[now] - o.sensitivity[ci]
-                if extra > 0 and gain > 0 and used + extra <= budget and (best is None or gain / extra > best[0]):
-                    best = (gain / extra, li, ci)
-        if best is None:
-            return chosen
-        _, li, ci = best
-        used += options[li].nbytes[ci] - options[li].nbytes[chosen[li]]
-        chosen[li] = ci
+def knapsack(costs: Sequence[Sequence[int]], values: Sequence[Sequence[float]], budget: int) -> tuple[list[int], int]:
+    """The item per group minimizing the summed ``values`` with summed ``costs <= budget`` (the
+    multiple-choice knapsack, one item per group), by dynamic programming over cost units; and the unit.
+
+    The unit is the greatest common divisor of all costs (exact), or coarser when the table would exceed
+    ``MAX_KNAPSACK_CELLS`` cells (costs rounded up to it: the solution still fits, it may miss the optimum).
+    Precondition: the groups' cheapest items fit together (``sum(min(c)) <= budget`` in rounded units).
+    """
+    unit = int(np.gcd.reduce([int(c) for group in costs for c in group]))
+    unit = max(unit, -(-budget // MAX_KNAPSACK_CELLS))
+    cells = budget // unit
+    best = np.zeros(cells + 1)  # best[b]: the smallest summed value of the groups so far within b units
+    picks = []
+    for group_costs, group_values in zip(costs, values):
+        table = np.full((len(group_costs), cells + 1), np.inf)
+        for i, (cost, value) in enumerate(zip(group_costs, group_values)):
+            width = -(-int(cost) // unit)
+            if width <= cells:
+                table[i, width:] = best[:cells + 1 - width] + value
+        picks.append(np.argmin(table, axis=0))
+        best = table.min(axis=0)
+    chosen, left = [], cells
+    for group_costs, pick in zip(reversed(costs), reversed(picks)):
+        i = int(pick[left])
+        chosen.append(i)
+        left -= -(-int(group_costs[i]) // unit)
+    return chosen[::-1], unit
 
 
 def allocate_bits(graph: Graph, slots: Sequence[WeightSlot], candidates: Sequence[BitCandidate], target_bpw: float,
-                  target: TargetDescriptor, calibration: Sequence[tuple[Any, ...]]) -> Allocation:
-    """Choose a candidate per slot so the bits per weight stay ``<= target_bpw`` (module docstring).
+                  target: TargetDescriptor, calibration: Sequence[tuple[Any, ...]], quantizer: LayerQuantizer,
+                  quantizer_name: str) -> Allocation:
+    """Choose a candidate per slot so the bits per weight stay ``<= target_bpw`` (module docstring);
+    ``quantizer`` quantizes one layer as the pass will (``quantizer_name`` says how, for the report).
 
     Raises ``BitBudgetError`` when the target supports no candidate, or when even the cheapest
     candidate of every layer exceeds the budget (naming the minimum achievable bits per weight).
@@ -222,31 +260,37 @@ def allocate_bits(graph: Graph, slots: Sequence[WeightSlot], candidates: Sequenc
         raise BitBudgetError(FIELD, f"{target_bpw} bits per weight is below the minimum achievable with the candidates "
                              f"{[c.describe() for c in usable]}: {8 * minimum / weights:.4f} (every layer at its cheapest candidate)",
                              minimum=8 * minimum / weights)
-    _measure(graph, options, list(calibration)[:SENSITIVITY_SAMPLES])
-    chosen = _greedy(options, budget)
+    _measure(graph, options, list(calibration)[:SENSITIVITY_SAMPLES], quantizer)
+    chosen, unit = knapsack([o.nbytes for o in options], [o.sensitivity for o in options], budget)
     used = sum(o.nbytes[c] for o, c in zip(options, chosen))
     layers = [{"layer": o.slot.name, "kind": o.slot.kind, "shape": list(o.shape),
                "tried": [{"candidate": c.describe(), "bytes": b, "bits_per_weight": round(8 * b / (o.shape[0] * o.shape[1]), 4),
                           "sensitivity_kl": s} for c, b, s in zip(o.candidates, o.nbytes, o.sensitivity)],
-               "excluded": o.excluded, "chosen": o.candidates[i].describe(), "bytes": o.nbytes[i]}
+               "excluded": o.excluded, "chosen": o.candidates[i].describe(),
+               "format": o.candidates[i].fmt(o.slot.symmetric).describe(), "bytes": o.nbytes[i]}
               for o, i in zip(options, chosen)]
     report = {"target_bits_per_weight": target_bpw, "achieved_bits_per_weight": round(8 * used / weights, 4),
               "counted": "every quantized weight (linears, embeddings and output head): packed codes + float16 scales + "
                          "uint8 zero points, over the number of weights",
               "budget_bytes": budget, "allocated_bytes": used, "weights": weights,
-              "sensitivity": f"mean per-token KL(float || one layer RTN-quantized) of the final logits, "
+              "sensitivity": f"mean per-token KL(float || one layer quantized by {quantizer_name}) of the final logits, "
                              f"{min(len(calibration), SENSITIVITY_SAMPLES)} calibration samples",
+              "allocation": f"exact multiple-choice knapsack over (bytes, sensitivity), dynamic programming in units of "
+                            f"{unit} B" + ("" if unit == int(np.gcd.reduce([b for o in options for b in o.nbytes]))
+                                          else " (bytes rounded up to it: may miss the optimum)"),
+              "summed_sensitivity": sum(o.sensitivity[i] for o, i in zip(options, chosen)),
               "candidates": [c.describe() for c in usable], "excluded_candidates": excluded, "layers": layers}
     return Allocation({o.slot.name: o.candidates[i] for o, i in zip(options, chosen)}, report)
 
 
-def weight_slots(graph: Graph, layers: Sequence[tuple[str, str]], embeddings: bool,
+def weight_slots(graph: Graph, layers: Sequence[tuple[str, str, str]], embeddings: bool,
                  symmetric_for: Callable[[str], bool | None]) -> list[WeightSlot]:
-    """The slots to allocate: each ``(name, weight path)`` linear and (``embeddings``) each embedding
+    """The slots to allocate: each ``(name, weight path, node name)`` linear and (``embeddings``) each embedding
     table only its gather reads, for which ``symmetric_for(name)`` gives a symmetry (``None``: the
     layer is not quantized weight-only). A linear whose weight is shared (a tied head) is measured by
     quantizing the shared table, so its sensitivity includes the embedding's."""
-    slots = [WeightSlot(name, path, "linear", sym) for name, path in layers if (sym := symmetric_for(name)) is not None]
+    slots = [WeightSlot(name, path, "linear", sym, node) for name, path, node in layers
+             if (sym := symmetric_for(name)) is not None]
     if not embeddings:
         return slots
     readers = attribute_readers(graph)

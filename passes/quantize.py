@@ -35,9 +35,11 @@ listed in the report with the reason. The target must list the weight dtype (``i
 the group size (or per-channel), zero points for asymmetric formats, and ``int8`` activations
 and the ``w8a8`` scheme for ``w8a8``; ``w4a8`` as above.
 
-``target_bits_per_weight`` (with ``candidates``) chooses each weight-only layer's bits and group size
-from its measured sensitivity under a bits-per-weight budget (``passes/_bit_allocation.py``); the
-choice is applied as one more override per layer, and the allocation is in ``stats.bit_allocation``.
+``target_bits_per_weight`` (with ``candidates``) chooses each weight-only layer's format (bits, group
+size, zero points, clip search) from its sensitivity, measured with the layer's own method, under a
+bits-per-weight budget (``passes/_bit_allocation.py``); the choice is applied as one more override per
+layer, and the allocation is in ``stats.bit_allocation``. ``clip_search`` chooses each group's range by
+the smallest squared rounding error instead of min-max (``slmc.quantization.formats``).
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ from slmc.graph.activations import InputStatistics, calibrate_sequentially, line
 from slmc.graph.ir import Graph, del_attr, fetch_attr, has_attr, set_attr
 from slmc.graph.linears import LinearLayer, attribute_readers, layer_name, selected_layers
 from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
-from slmc.passes._bit_allocation import (BitCandidate, allocate_bits, allocation_problems, default_candidates,
-                                         weight_slots)
+from slmc.passes._bit_allocation import (BitCandidate, LayerQuantizer, WeightSlot, allocate_bits, allocation_problems,
+                                         default_candidates, weight_slots)
 from slmc.passes._quantize_handlers import METHODS, SCHEMES, calibrated_methods, register_scheme
 from slmc.quantization.awq import output_error
 from slmc.quantization.formats import QuantFormat, QuantizedWeight, quantize_rtn
@@ -98,6 +100,10 @@ class LayerSettings(StrictModel):
     group_size: int | None = Field(None, ge=8, le=4096, description="input channels per scale; null: per output channel")
     symmetric: bool = True
     method: Method = "rtn"
+    clip_search: bool = Field(False, description="choose each group's range (scale, zero point) by a clip search: the "
+                              "shrink factor with the smallest squared rounding error of the group instead of min-max "
+                              "(same stored format; with gptq, searched when GPTQ reaches the group); not for awq "
+                              "(awq.clip_search) or w8a8")
 
     @model_validator(mode="before")
     @classmethod
@@ -119,6 +125,7 @@ class Override(StrictModel):
     per_channel: bool = Field(False, description="set group_size to per output channel")
     symmetric: bool | None = None
     method: Method | None = None
+    clip_search: bool | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -149,8 +156,8 @@ class QuantizeConfig(LayerSettings, PassConfig):
         "the target supports that divides it, else per-channel; per_channel; error = refuse (each fallback is reported "
         "in stats.group_fallbacks)")
     target_bits_per_weight: float | None = Field(
-        None, ge=4.0, le=16.0, description="choose each layer's bits and group size among `candidates` from its measured "
-        "sensitivity so that all quantized weights (embeddings and head included; codes + scales + zero points) average at "
+        None, ge=4.0, le=16.0, description="choose each layer's format among `candidates` from its measured "
+        "sensitivity (with the layer's own method) so that all quantized weights (embeddings and head included; codes + scales + zero points) average at "
         "most this many bits; null: one setting for all (bits, group_size, overrides)")
     candidates: list[BitCandidate] = Field(default_factory=default_candidates, min_length=1,
                                            description="settings target_bits_per_weight chooses from")
@@ -168,8 +175,11 @@ class QuantizeConfig(LayerSettings, PassConfig):
         for i, settings in enumerate(self.all_settings()):
             where = "" if i == 0 else f"overrides.{i - 1}: "
             if settings.scheme == "w8a8" and (settings.bits != 8 or settings.group_size is not None or not settings.symmetric
-                                              or settings.method != "rtn"):
-                raise ValueError(f"{where}scheme w8a8 takes bits 8, per-channel, symmetric weights and method rtn")
+                                              or settings.method != "rtn" or settings.clip_search):
+                raise ValueError(f"{where}scheme w8a8 takes bits 8, per-channel, symmetric weights, method rtn and no "
+                                 "clip_search")
+            if settings.clip_search and settings.method == "awq":
+                raise ValueError(f"{where}clip_search is for rtn and gptq; awq searches its own clipping (awq.clip_search)")
             if settings.scheme == "w4a8":
                 if settings.bits != 4 or not settings.symmetric or settings.method not in W4A8_METHODS:
                     raise ValueError(f"{where}scheme w4a8 takes bits 4, symmetric weights and method "
@@ -182,14 +192,14 @@ class QuantizeConfig(LayerSettings, PassConfig):
 
     def resolve(self, override: Override, base: LayerSettings) -> LayerSettings:
         data = base.model_dump()
-        for key in ("scheme", "bits", "group_size", "symmetric", "method"):
+        for key in ("scheme", "bits", "group_size", "symmetric", "method", "clip_search"):
             value = getattr(override, key)
             if value is not None:
                 data[key] = value
         if override.per_channel:
             data["group_size"] = None
         if override.scheme == "w8a8":
-            data.update(bits=8, group_size=None, symmetric=True, method="rtn")
+            data.update(bits=8, group_size=None, symmetric=True, method="rtn", clip_search=False)
         if override.scheme == "w4a8" and override.bits is None:
             data["bits"] = 4
         return LayerSettings(**data)
@@ -251,9 +261,9 @@ class QuantizeConfig(LayerSettings, PassConfig):
         return problems
 
     def with_allocation(self, choices: dict[str, BitCandidate]) -> QuantizeConfig:
-        """These settings with one more override per allocated layer (its chosen bits and group size)."""
-        chosen = [Override(match=glob.escape(name), bits=c.bits, group_size=c.group_size, per_channel=c.group_size is None)
-                  for name, c in choices.items()]
+        """These settings with one more override per allocated layer (its chosen format)."""
+        chosen = [Override(match=glob.escape(name), bits=c.bits, group_size=c.group_size, per_channel=c.group_size is None,
+                           symmetric=c.symmetric, clip_search=c.clip_search) for name, c in choices.items()]
         return self.model_copy(update={"overrides": [*self.overrides, *chosen]})
 
 
@@ -297,7 +307,7 @@ def _fit_group(name: str, settings: LayerSettings, shape: tuple[int, ...], confi
     """``settings`` and their format for a ``[out, in]`` weight, with the group size fallen back (and
     recorded in ``fallbacks``) when the requested one does not divide ``in``; or why it stays float32.
     ``NodeError`` when ``group_fallback`` is ``error`` and the group size does not divide."""
-    fmt = QuantFormat(settings.bits, settings.group_size, settings.symmetric)
+    fmt = QuantFormat(settings.bits, settings.group_size, settings.symmetric, settings.clip_search)
     problem = fmt.check_shape(*shape)
     in_features = shape[1]
     if problem is None or settings.group_size is None or in_features % settings.group_size == 0:
@@ -310,7 +320,7 @@ def _fit_group(name: str, settings: LayerSettings, shape: tuple[int, ...], confi
     if isinstance(used, str):
         return used
     settings = settings.model_copy(update={"group_size": used})
-    fmt = QuantFormat(settings.bits, used, settings.symmetric)
+    fmt = QuantFormat(settings.bits, used, settings.symmetric, settings.clip_search)
     problem = fmt.check_shape(*shape)
     if problem is not None:
         return problem
@@ -582,6 +592,32 @@ def _embeddings(graph: Graph, config: QuantizeConfig, target: TargetDescriptor, 
     return reports, skipped
 
 
+def _allocation_quantizer(graph: Graph, slots: list[WeightSlot], config: QuantizeConfig,
+                          context: PassContext) -> tuple[LayerQuantizer, str]:
+    """How ``target_bits_per_weight`` quantizes one layer to measure its sensitivity: as the pass will, by
+    the layer's registered method (``_quantize_handlers.METHODS``) on the input statistics of the float
+    model (one calibration pass for every calibrated linear); embedding tables round to nearest. The
+    pass itself calibrates sequentially (each layer after the ones before it are quantized), which the
+    per-layer measurement cannot, so the statistics differ from the final ones by that."""
+    methods = {s.name: settings.method for s in slots
+               if s.kind == "linear" and isinstance(settings := config.settings_for(s.name), LayerSettings)}
+    calibrated = [s.node for s in slots if s.node is not None and METHODS.get(methods.get(s.name, "rtn")).calibrated]
+    stats = linear_input_statistics(graph, context.calibration, calibrated) if calibrated else {}
+
+    def quantize_one(slot: WeightSlot, weight: torch.Tensor, fmt: QuantFormat) -> torch.Tensor:
+        if slot.node in stats:
+            chosen = METHODS.get(methods[slot.name]).run(weight, fmt, stats[slot.node], config)
+        else:
+            chosen = METHODS.get("rtn").run(weight, fmt, None, config)
+        effective = chosen.quantized.dequantize()
+        return effective if chosen.input_scale is None else effective * chosen.input_scale
+
+    used = sorted({methods.get(s.name, "rtn") for s in slots if s.node in stats})
+    how = (f"{'/'.join(used)} (on the float model's calibration statistics; other layers and embedding tables: rtn)"
+           if used else "rtn")
+    return quantize_one, how
+
+
 @register_pass("quantize", config=QuantizeConfig, lossy=True)
 def quantize(graph: Graph, config: QuantizeConfig, context: PassContext) -> PassOutcome:
     """Quantize the selected linear layers and embedding tables (see the module docstring).
@@ -592,12 +628,13 @@ def quantize(graph: Graph, config: QuantizeConfig, context: PassContext) -> Pass
     fallbacks: list[dict[str, Any]] = []
     allocation = None
     if config.target_bits_per_weight is not None:
-        layers_ = [(layer.name, str(layer.weight_node.target)) for layer in
+        layers_ = [(layer.name, str(layer.weight_node.target), layer.node.name) for layer in
                    selected_layers(graph, config.include, config.exclude, "quantized", allow_shared=True)[1]]
         slots = weight_slots(graph, layers_, config.embeddings, lambda name: s.symmetric if isinstance(
             s := config.settings_for(name), LayerSettings) and s.scheme == "weight_only" else None)
+        quantizer, how = _allocation_quantizer(graph, slots, config, context)
         allocation = allocate_bits(graph, slots, config.candidates, config.target_bits_per_weight, context.target,
-                                   context.calibration)
+                                   context.calibration, quantizer, how)
         config = config.with_allocation(allocation.choices)
     plans, skipped = _plan(graph, config, context.target, fallbacks)
     tied = _tied_layers(graph, plans)

@@ -15,6 +15,12 @@ Stored tensors (every one indexed by output row first, so rows can be concatenat
 - ``zeros``: uint8 ``[N, K / group_size]`` codes, asymmetric only.
 
 Int4 with group 32 and symmetric scales costs ``4 + 16/32 = 4.5`` bits per weight.
+
+A format with ``clip`` chooses each group's range by search instead of min-max: the range is shrunk by
+each factor of ``clip_factors()`` and the one with the smallest squared rounding error of the group is
+kept (the MSE grid of GPTQ's reference ``Quantizer.find_params(mse=True)``, Frantar et al. 2022, and of
+llama.cpp's k-quants). Clipping trades the rare extreme weights for a finer step on all the others. The
+stored tensors are the same, so every kernel that runs the format runs its clipped variant.
 """
 
 from __future__ import annotations
@@ -25,15 +31,19 @@ import torch
 
 SCALE_DTYPE = torch.float16
 BITS = (4, 8)
+CLIP_GRID = 20          # range shrink factors tried by a clip search ...
+CLIP_MAX_SHRINK = 0.5   # ... evenly from 1 down to (not including) 1 - CLIP_MAX_SHRINK
 
 
 @dataclass(frozen=True)
 class QuantFormat:
-    """Bits, group size (``None``: per output channel) and symmetry of a quantized weight."""
+    """Bits, group size (``None``: per output channel) and symmetry of a quantized weight; ``clip``: its
+    group ranges are chosen by a clip search (module docstring; same storage)."""
 
     bits: int
     group_size: int | None
     symmetric: bool
+    clip: bool = False
 
     def __post_init__(self) -> None:
         if self.bits not in BITS:
@@ -62,7 +72,7 @@ class QuantFormat:
 
     def describe(self) -> str:
         grouping = "per-channel" if self.group_size is None else f"g{self.group_size}"
-        return f"int{self.bits} {grouping} {'symmetric' if self.symmetric else 'asymmetric'}"
+        return f"int{self.bits} {grouping} {'symmetric' if self.symmetric else 'asymmetric'}" + (" clip-searched" if self.clip else "")
 
 
 @dataclass
@@ -117,22 +127,49 @@ def dequantize(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor 
     return ((grouped - zero) * scales.to(torch.float32).unsqueeze(-1)).reshape(n, k)
 
 
+def clip_factors() -> list[float]:
+    """The range shrink factors a clip search tries (1 first: min-max is always a candidate)."""
+    return [1.0 - CLIP_MAX_SHRINK * i / CLIP_GRID for i in range(CLIP_GRID)]
+
+
+def _range_parameters(w: torch.Tensor, fmt: QuantFormat, shrink: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scales (float16) and zero points (float codes, or None) of each row of ``w [N, g]`` for its
+    min-max (or abs-max) range times ``shrink``."""
+    tiny = torch.finfo(SCALE_DTYPE).tiny
+    if fmt.symmetric:
+        scale = shrink * w.abs().amax(dim=1) / (fmt.mid - 1)
+        return scale.clamp_min(tiny).to(SCALE_DTYPE), None
+    low = shrink * w.amin(dim=1).clamp_max(0.0)
+    high = shrink * w.amax(dim=1).clamp_min(0.0)
+    scale = ((high - low) / (fmt.levels - 1)).clamp_min(tiny).to(SCALE_DTYPE)
+    zero = torch.round(-low / scale.to(torch.float32)).clamp(0, fmt.levels - 1)
+    return scale, zero
+
+
 def group_parameters(w: torch.Tensor, fmt: QuantFormat) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Scales (float16, rounded) and zero points (float codes, or None) of each row of ``w [N, g]``.
 
     ``w`` holds one group per row. Scales are rounded to float16 *before* codes are chosen, so the
-    codes are optimal for the scales that are actually stored.
+    codes are optimal for the scales that are actually stored. With ``fmt.clip`` each row keeps the
+    shrink factor of ``clip_factors()`` whose codes have the smallest squared error on that row.
     """
     w = w.to(torch.float32)
-    tiny = torch.finfo(SCALE_DTYPE).tiny
-    if fmt.symmetric:
-        scale = w.abs().amax(dim=1) / (fmt.mid - 1)
-        return scale.clamp_min(tiny).to(SCALE_DTYPE), None
-    low = w.amin(dim=1).clamp_max(0.0)
-    high = w.amax(dim=1).clamp_min(0.0)
-    scale = ((high - low) / (fmt.levels - 1)).clamp_min(tiny).to(SCALE_DTYPE)
-    zero = torch.round(-low / scale.to(torch.float32)).clamp(0, fmt.levels - 1)
-    return scale, zero
+    if not fmt.clip:
+        return _range_parameters(w, fmt, 1.0)
+    best_scale, best_zero, best_error = None, None, None
+    for shrink in clip_factors():
+        scale, zero = _range_parameters(w, fmt, shrink)
+        codes = quantize_group(w, scale, zero, fmt)
+        zero_value = zero if zero is not None else torch.full_like(codes[:, 0], float(fmt.mid))
+        error = ((codes - zero_value.unsqueeze(1)) * scale.to(torch.float32).unsqueeze(1) - w).square().sum(dim=1)
+        if best_error is None:
+            best_scale, best_zero, best_error = scale, zero, error
+            continue
+        better = error < best_error
+        best_error = torch.where(better, error, best_error)
+        best_scale = torch.where(better, scale, best_scale)
+        best_zero = None if zero is None else torch.where(better, zero, best_zero)
+    return best_scale, best_zero
 
 
 def quantize_group(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, fmt: QuantFormat) -> torch.Tensor:
