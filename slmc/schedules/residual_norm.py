@@ -65,17 +65,27 @@ class _Match:
 
 def rms_norm_te(x: te.Tensor, weight: te.Tensor, eps: float, residual: te.Tensor | None = None) -> Any:
     """``w * (s * rsqrt(mean(s^2, -1) + eps))`` over the last axis of ``s = x (+ residual)``; with a
-    residual ``[s, y]``, else ``y``."""
+    residual ``[s, y]``, else ``y``. The sum is recomputed where it is read (one add per element, the
+    same rounding) and stored by the norm's own loop nest (one multi-output compute), so the
+    ``RowReduction`` rule computes every block inside that row loop (TVM's ``compute_at`` refuses a
+    block writing an output)."""
     shape = list(x.shape)
     width = shape[-1]
-    s = x if residual is None else te.compute(shape, lambda *i: x(*i) + residual(*i), name="residual_sum")
+
+    def s(*i: Any) -> Any:
+        return x(*i) if residual is None else x(*i) + residual(*i)
+
     k = te.reduce_axis((0, width), name="k")
     squares = te.compute(shape[:-1], lambda *i: te.sum(s(*i, k) * s(*i, k), axis=k), name="sum_squares")
     inv = tirx.const(1.0, x.dtype) / tirx.Cast(x.dtype, width)
     eps_c = tirx.const(eps, x.dtype)
-    y = te.compute(shape, lambda *i: weight(i[-1]) * (s(*i) * tirx.rsqrt(squares(*i[:-1]) * inv + eps_c)),
-                   name="rms_norm")
-    return y if residual is None else [s, y]
+
+    def scaled(*i: Any) -> Any:
+        return weight(i[-1]) * (s(*i) * tirx.rsqrt(squares(*i[:-1]) * inv + eps_c))
+
+    if residual is None:
+        return te.compute(shape, scaled, name="rms_norm")
+    return list(te.compute(shape, lambda *i: [s(*i), scaled(*i)], name="residual_rms_norm"))
 
 
 def _op(expr: Any, name: str) -> bool:
