@@ -89,8 +89,8 @@ def test_the_fused_kernel_matches_eager_with_its_own_eps(host_target, eps, token
     a, b = (rng.standard_normal((1, tokens, WIDTH)).astype("float32") for _ in range(2))
     w = rng.standard_normal(WIDTH).astype("float32")
     y, later = _run(rewritten, host_target, a, b, w)
-    # measured max |error| 4.8e-7 (|y| up to ~12): only the order of the sum of squares differs
-    np.testing.assert_allclose(y, _eager(a, b, w, eps), rtol=1e-5, atol=2e-6)
+    # measured: max |error| 1.4e-6 at |y| up to 7.6, relative 3.2e-7 (only the order of the sum of squares differs)
+    np.testing.assert_allclose(y, _eager(a, b, w, eps), rtol=2e-6, atol=1e-6)
     np.testing.assert_array_equal(later, (a + b) * 2)  # the extra consumer reads the kernel's exact sum
 
 
@@ -100,7 +100,7 @@ def test_a_sum_read_before_the_norm_stays_correct(host_target):
     a, b = (rng.standard_normal((1, 2, WIDTH)).astype("float32") for _ in range(2))
     w = rng.standard_normal(WIDTH).astype("float32")
     y, later, early = _run(rewritten, host_target, a, b, w)
-    np.testing.assert_allclose(y, _eager(a, b, w, 1e-6), rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(y, _eager(a, b, w, 1e-6), rtol=2e-6, atol=1e-6)
     np.testing.assert_array_equal(later, (a + b) * 2)
     np.testing.assert_array_equal(early, -(a + b))
 
