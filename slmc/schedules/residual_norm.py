@@ -9,8 +9,9 @@ and the residual stream before it to::
 (either operand order of each ``add`` / ``multiply``; ``multiply(s, s)`` for the square; ``astype`` to
 the same dtype anywhere in the chain). TVM 0.27's FuseOps does not fuse the square into the mean, so
 that is three kernels per norm (``add``, ``power``, ``fused_mean_add_rsqrt_multiply_multiply``). This
-pass replaces ``s`` and ``y`` by one kernel computing, per row, ``s = a + b`` (stored: the residual
-stream reads it on), the sum of its squares, then ``y = w * (s * rsqrt(sum / H + eps))`` — the same
+pass replaces ``s`` and ``y`` by one kernel computing, per row, the sum of the squares of ``a + b``,
+then ``y = w * (s * rsqrt(sum / H + eps))`` and ``s = a + b`` (stored: the residual stream reads it
+on; the add is recomputed where it is read, the same rounding) — the same
 operations in the same order but for the order of the additions in the sum (the rule's lane-wise
 partial sums), and ``mean`` = ``sum / H`` as TVM legalizes it. A norm whose input is no such add is
 one kernel with ``y`` alone. Later uses of ``s`` read the kernel's first output; an earlier use (none
@@ -18,8 +19,9 @@ in slmc's decoders) keeps the original add alive, so the result stays exact, onl
 
 Preconditions: the norm is over the last axis, ``w`` is a 1-D tensor of that axis' size, ``eps`` a
 scalar constant, all operands of one float dtype and ``a``, ``b`` of ``s``'s shape (no broadcast).
-Anything else (Gemma's ``1 + w``, LayerNorm, a norm over another axis) is left as it is and counted
-in ``ResidualNorm.declined`` with the reason. The kernels are scheduled by the CPU ``RowReduction``
+Gemma's ``1 + w`` is the weight operand like any other 1-D tensor. Anything else (a norm over
+another axis, a non-constant eps) is left as it is and counted in ``ResidualNorm.declined`` with the
+reason; LayerNorm (``relax.nn.layer_norm``) is no candidate. The kernels are scheduled by the CPU ``RowReduction``
 rule (``slmc.schedules.norms``): one row at a time, the sum of squares as vector partial sums.
 """
 
@@ -77,11 +79,11 @@ def rms_norm_te(x: te.Tensor, weight: te.Tensor, eps: float, residual: te.Tensor
 
     k = te.reduce_axis((0, width), name="k")
     squares = te.compute(shape[:-1], lambda *i: te.sum(s(*i, k) * s(*i, k), axis=k), name="sum_squares")
-    inv = tirx.const(1.0, x.dtype) / tirx.Cast(x.dtype, width)
+    count = tirx.Cast(x.dtype, width)
     eps_c = tirx.const(eps, x.dtype)
 
     def scaled(*i: Any) -> Any:
-        return weight(i[-1]) * (s(*i) * tirx.rsqrt(squares(*i[:-1]) * inv + eps_c))
+        return weight(i[-1]) * (s(*i) * tirx.rsqrt(squares(*i[:-1]) / count + eps_c))
 
     if residual is None:
         return te.compute(shape, scaled, name="rms_norm")

@@ -89,7 +89,7 @@ def test_the_fused_kernel_matches_eager_with_its_own_eps(host_target, eps, token
     a, b = (rng.standard_normal((1, tokens, WIDTH)).astype("float32") for _ in range(2))
     w = rng.standard_normal(WIDTH).astype("float32")
     y, later = _run(rewritten, host_target, a, b, w)
-    # measured: max |error| 1.4e-6 at |y| up to 7.6, relative 3.2e-7 (only the order of the sum of squares differs)
+    # measured: max |error| 2.4e-6 at |y| up to 7.6, relative 4.2e-7 (only the order of the sum of squares differs)
     np.testing.assert_allclose(y, _eager(a, b, w, eps), rtol=2e-6, atol=1e-6)
     np.testing.assert_array_equal(later, (a + b) * 2)  # the extra consumer reads the kernel's exact sum
 
