@@ -8,7 +8,8 @@ slmc's own rules (``QuantizedMatmul``: int4/int8 weight-only linears with dequan
 ``AttentionValues``: attention on the KV cache in place, ``slmc.schedules.attention`` (in the resident
 functions each layer's attention is instead one tiled kernel, scheduled when it is built:
 ``slmc.schedules.flash_rewrite``, ``slmc.schedules.flash_attention``); ``RowReduction``:
-softmax and norms, ``slmc.schedules.norms``), then dlight's CPU rules (GEMV, Reduction), then
+softmax and norms, ``slmc.schedules.norms``, among them each RMSNorm with its residual add as one kernel,
+``slmc.schedules.residual_norm``), then dlight's CPU rules (GEMV, Reduction), then
 ``Fallback`` (parallel outer loop, vectorized inner loop) for what is left. Weights are prepacked
 at lowering time by ``slmc.schedules.prepack``. Every rule reads the target's vector width and core
 count from the descriptor.

@@ -5,7 +5,8 @@ a norm over the hidden size, ``[1, H, T]`` for attention's softmax over keys) fo
 one unit loop and one *row axis* loop, at least one block reduces over its row axis, and the last
 block is elementwise. Schedule:
 
-* every block is computed inside the row loop of the last one (``compute_at``), so the row's
+* every block is computed inside the row loop of the last one (``compute_at``; another output of
+  its loop nest, ``slmc.schedules.residual_norm``'s residual sum, moves with it), so the row's
   statistics (max, sum, mean of squares; per-row scalar stages such as LayerNorm's mean) and
   intermediates stay in cache; a full-width elementwise stage that only feeds elementwise stages
   is inlined into them (softmax's ``exp / sum`` into the copy after it, RMSNorm's two multiplies);
@@ -73,8 +74,10 @@ def _row_axes(sch: s_tir.Schedule, blocks: list[BlockRV]) -> int | None:
 def _bound_in_order(sch: s_tir.Schedule, block: BlockRV) -> bool:
     """Each block iterator is bound to exactly its own loop, in order (LegalizeOps' unscheduled form)."""
     loops = sch.get_loops(block)
-    realize = sch.get(loops[-1]).body if loops else None
-    if not isinstance(realize, s_tir.SBlockRealize) or len(realize.iter_values) != len(loops):
+    body = sch.get(loops[-1]).body if loops else None
+    realizes = list(body.seq) if isinstance(body, tirx.SeqStmt) else [body]  # a multi-output compute: one each
+    realize = next((r for r in realizes if isinstance(r, s_tir.SBlockRealize) and r.block.same_as(sch.get(block))), None)
+    if realize is None or len(realize.iter_values) != len(loops):
         return False
     return all(value.same_as(sch.get(loop).loop_var) for value, loop in zip(realize.iter_values, loops))
 
@@ -101,13 +104,20 @@ class RowReduction(SlmcCpuRule):
             return None
         extents = [static_extent(sch, loop) for loop in sch.get_loops(blocks[-1])]
         parallel = math.prod(e for e in extents if e is not None) >= MIN_PARALLEL_WORK
+        # other outputs of the last block's own loop nest (a multi-output compute: slmc.schedules.residual_norm's
+        # residual sum) move and vectorize with it
+        innermost = sch.get(sch.get_loops(blocks[-1])[-1])
+        leaves = [str(sch.get(b).name_hint) for b in blocks[:-1] if sch.get(sch.get_loops(b)[-1]).same_as(innermost)]
+        if any(sch.get_consumers(sch.get_sblock(name)) for name in leaves):
+            return None
         for block in blocks[:-1]:  # full-width elementwise stages feeding elementwise stages: no buffer
             loops = sch.get_loops(block)
+            consumers = sch.get_consumers(block)
             if len(loops) == rows + 1 and static_extent(sch, loops[-1]) != 1 and not _is_reduction(sch, block) and \
-                    not any(_is_reduction(sch, consumer) for consumer in sch.get_consumers(block)):
+                    consumers and not any(_is_reduction(sch, consumer) for consumer in consumers):
                 sch.compute_inline(block)
         blocks = list(sch.get_child_blocks(sch.get_sblock("root")))
-        names = [str(sch.get(b).name_hint) for b in blocks]
+        names = [str(sch.get(b).name_hint) for b in blocks if str(sch.get(b).name_hint) not in leaves]
         # reductions over a static, whole-vector row axis: a vector of partial sums first (own loop nest)
         staged: list[str] = []
         for name in names:

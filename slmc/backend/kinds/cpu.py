@@ -1,7 +1,8 @@
 """Kind ``cpu``: LLVM code for the CPU the descriptor names, scheduled by slmc's CPU rules.
 
 Legalization adds slmc's CPU rewrites around the shared fusion passes (attention reading the KV
-cache in place, ``slmc.schedules.attention_rewrite``; a vectorizable exp, ``slmc.schedules.fast_exp``);
+cache in place, ``slmc.schedules.attention_rewrite``; one kernel per RMSNorm and its residual add,
+``slmc.schedules.residual_norm``; a vectorizable exp, ``slmc.schedules.fast_exp``);
 schedules are slmc's CPU rules, then dlight's, then a fallback (``slmc.schedules``). An artifact
 that does not run here can be verified on a TVM RPC device, and ``slmc tune`` measures its kernels.
 """
@@ -33,11 +34,14 @@ class CpuBackend(Backend):
         from slmc.schedules.attention_rewrite import attention_rewrite
         from slmc.schedules.fast_exp import fast_exp_pass
         from slmc.schedules.flash_rewrite import flash_rewrite
+        from slmc.schedules.residual_norm import residual_norm
 
         # attention reads the KV cache in place, one tiled kernel per layer in the resident functions;
+        # each RMSNorm is one kernel with the residual add before it (slmc.schedules.residual_norm);
         # exp is vectorizable (slmc.schedules.fast_exp)
         tiled = flash_rewrite(cpu_params(phase.target).lanes, phase.notes)
-        return [attention_rewrite, *fused_kernel_passes(phase.residency, [tiled]), fast_exp_pass]
+        return [attention_rewrite, residual_norm(phase.notes), *fused_kernel_passes(phase.residency, [tiled]),
+                fast_exp_pass]
 
     def schedule_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
         from tvm.s_tir import dlight
