@@ -87,8 +87,12 @@ class FlashShape:
         return self.heads // self.kv_heads
 
 
-def _row_unroll(rows: int) -> int:
-    return next(u for u in (ROW_UNROLL, 3, 2, 1) if rows % u == 0)
+def _row_unroll(rows: int, vectors_per_row: int = 1, lanes: int = 16) -> int:
+    """Rows accumulated at once: a divisor of ``rows``, at most ``ROW_UNROLL``, whose accumulators
+    (``vectors_per_row`` each) fit the vector registers with room for the operands (16 of AVX-512's 32,
+    8 of AVX2's 16; the decode form's rows hold ``D / lanes`` vectors each)."""
+    budget = 16 if lanes >= 16 else 8
+    return next(u for u in (ROW_UNROLL, 3, 2, 1) if rows % u == 0 and (u == 1 or u * vectors_per_row <= budget))
 
 
 def _code(cache: Any, quantized: bool, layer: Any, head: Any, slot: Any, d: Any) -> Any:
@@ -125,7 +129,7 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
     group, layer, scale, four_d = shape.group, shape.layer, shape.scale, shape.mask_rank == 4
     quantized = shape.quantized
     rows_per_item = group * block_q
-    unroll = _row_unroll(rows_per_item)
+    unroll = _row_unroll(rows_per_item) if transposed_keys else _row_unroll(rows_per_item, depth // lanes, lanes)
     bk = BLOCK_K
     i64 = T.int64
     loop = T.parallel if parallel else T.serial
