@@ -25,17 +25,24 @@ softmax of Milakov & Gimelshein, arXiv:1805.02867). One work item is one KV head
         total = total * c + sum_j P; acc = acc * c + P V[key block]
       out[rows] = acc / total
 
-The decode form (``block_q = 1``, ``transposed_keys = False``) takes one key at a time (a dot product
-of ``D / lanes`` vector multiply-adds summed across lanes) and runs serially, as the score and value
-kernels did for one row; ``flash_attention_func`` joins both, chosen at run time by the row count
-(``slmc.schedules.row_branch``). Exactness: the same sums of the same products as the chain, in
+The decode form (``block_q = 1``, ``transposed_keys = False``) takes one key at a time: its ``D``
+numbers are loaded once for all rows of the item (``ROW_UNROLL`` at a time, independent chains of
+``D / lanes`` vector multiply-adds), and each row's lanes are then summed pairwise, ``log2(lanes)``
+shuffles and adds in registers (a loop over the lanes was one dependent scalar add per lane: 16 per
+score on AVX-512, and the key reloaded per row). The row maxima and sums of the online softmax and
+the mask tile's "anything visible" test are pairwise vector reductions too. It runs serially, as the
+score and value kernels did for one row; ``flash_attention_func`` joins both forms, chosen at run
+time by the row count (``slmc.schedules.row_branch``). Exactness: the same sums of the same products as the chain, in
 another order (online softmax rescaling is exact up to rounding). ``exp`` becomes slmc's
 vectorizable polynomial (``slmc.schedules.fast_exp``) like everywhere else on CPU.
 
 A cache stored in int8 (``slmc.schedules.resident_kv``) adds its scales ``[layers, 1, kv_heads, slots]``
-after the caches; every key and value is read as ``q * scale`` where the float32 kernel reads it (the key
-tile's transposed copy, the decode dot product, the value accumulation): a quarter of the bytes streamed
-per key, the same sums over the dequantized cache as the score and value kernels compute.
+after the caches (one per key or value row). The dot products read the int8 codes converted to float32
+and each row's scale is applied once, not per element: a score is ``(q . k_codes) * (scale * key_scale)``,
+and the value rows' scales are folded into the probabilities after their row sum, ``acc += (p * value_scale)
+v_codes``; a quarter of the bytes streamed per key, the same sums over the dequantized cache as the score
+and value kernels compute, up to rounding. SmolLM-135M shape, decode at context 2,000, 30 layers, one
+thread (``benchmarks/attention_kernel_speed.py``): see docs/dev-notes.md.
 
 The mask is the model's own additive mask (``[T, N]`` or ``[1, 1, T, N]``): nothing about causality
 is assumed, fully masked tiles are found by reading it (``T x N`` floats read once per layer, shared
@@ -80,15 +87,40 @@ class FlashShape:
         return self.heads // self.kv_heads
 
 
-def _row_unroll(rows: int) -> int:
-    return next(u for u in (ROW_UNROLL, 3, 2, 1) if rows % u == 0)
+def _row_unroll(rows: int, vectors_per_row: int = 1, lanes: int = 16) -> int:
+    """Rows accumulated at once: a divisor of ``rows``, at most ``ROW_UNROLL``, whose accumulators
+    (``vectors_per_row`` each) fit the vector registers with room for the operands (16 of AVX-512's 32,
+    8 of AVX2's 16; the decode form's rows hold ``D / lanes`` vectors each)."""
+    budget = 16 if lanes >= 16 else 8
+    return next(u for u in (ROW_UNROLL, 3, 2, 1) if rows % u == 0 and (u == 1 or u * vectors_per_row <= budget))
 
 
-def _cached(cache: Any, scales: Any, quantized: bool, layer: Any, head: Any, slot: Any, d: Any) -> Any:
-    """One cached number as attention reads it: float32 as stored, or an int8 ``q * scale``."""
+def _code(cache: Any, quantized: bool, layer: Any, head: Any, slot: Any, d: Any) -> Any:
+    """One cached number as the dot products read it: float32 as stored, or an int8 code as float32 (its row's
+    scale is applied once per dot product, not per element: see the module docstring)."""
     if not quantized:
         return cache[layer, T.int64(0), head, slot, d]
-    return T.Cast("float32", cache[layer, T.int64(0), head, slot, d]) * scales[layer, T.int64(0), head, slot]
+    return T.Cast("float32", cache[layer, T.int64(0), head, slot, d])
+
+
+def _lane_reduce(buffer: tirx.Buffer, row: Any, lanes: int, combine=tirx.Add) -> tirx.PrimExpr:
+    """``combine`` (``tirx.Add``, ``tirx.Max``) over ``buffer[row, :lanes]`` in ``log2(lanes)`` steps, each
+    combining a vector's upper half with its lower half (shuffles in registers; a loop over the lanes is one
+    dependent scalar operation per lane)."""
+    vector: tirx.PrimExpr = tirx.BufferLoad(buffer, [row, tirx.Ramp(T.int64(0), T.int64(1), lanes)])
+    width = lanes
+    while width > 1 and width % 2 == 0:
+        width //= 2
+        whole = tirx.Var("lanes", f"float32x{width * 2}")
+        low = tirx.Shuffle([whole], [tirx.const(i, "int32") for i in range(width)])
+        high = tirx.Shuffle([whole], [tirx.const(width + i, "int32") for i in range(width)])
+        vector = tirx.Let(whole, vector, combine(low, high))
+    if width == 1:
+        return vector
+    total = tirx.Shuffle([vector], [tirx.const(0, "int32")])  # an odd width's lanes one by one (not a power of 2)
+    for lane in range(1, width):
+        total = combine(total, tirx.Shuffle([vector], [tirx.const(lane, "int32")]))
+    return total
 
 
 def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, parallel: bool) -> tirx.PrimFunc:
@@ -97,7 +129,7 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
     group, layer, scale, four_d = shape.group, shape.layer, shape.scale, shape.mask_rank == 4
     quantized = shape.quantized
     rows_per_item = group * block_q
-    unroll = _row_unroll(rows_per_item)
+    unroll = _row_unroll(rows_per_item) if transposed_keys else _row_unroll(rows_per_item, depth // lanes, lanes)
     bk = BLOCK_K
     i64 = T.int64
     loop = T.parallel if parallel else T.serial
@@ -111,11 +143,13 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
                 kt = T.sblock_alloc_buffer((i64(depth), i64(bk)), "float32", scope="local")
                 tile = T.sblock_alloc_buffer((i64(block_q), i64(bk)), "float32", scope="local")
                 s = T.sblock_alloc_buffer((i64(rows_per_item), i64(bk)), "float32", scope="local")
-                part = T.sblock_alloc_buffer((i64(lanes),), "float32", scope="local")
+                part = T.sblock_alloc_buffer((i64(unroll), i64(lanes)), "float32", scope="local")
+                kscale = T.sblock_alloc_buffer((i64(bk),), "float32", scope="local")  # int8: the tile's row scales
+                vscale = T.sblock_alloc_buffer((i64(bk),), "float32", scope="local")
                 acc = T.sblock_alloc_buffer((i64(rows_per_item), i64(depth)), "float32", scope="local")
                 best = T.sblock_alloc_buffer((i64(rows_per_item),), "float32", scope="local")
                 total = T.sblock_alloc_buffer((i64(rows_per_item),), "float32", scope="local")
-                state = T.sblock_alloc_buffer((i64(4),), "float32", scope="local")  # visible, new max, correction, row sum
+                state = T.sblock_alloc_buffer((i64(3),), "float32", scope="local")  # visible, new max, correction
                 kv: T.let[T.int64] = item // blocks
                 zig: T.let[T.int64] = item % blocks
                 qb: T.let[T.int64] = T.if_then_else(zig % i64(2) == i64(0), zig // i64(2), blocks - i64(1) - zig // i64(2))
@@ -127,23 +161,35 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
                     total[r] = T.float32(0)
                 for kb in T.serial((keys + i64(bk - 1)) // i64(bk)):
                     state[0] = minus_inf
-                    for qi, j in T.grid(i64(block_q), i64(bk)):
-                        if four_d:
-                            tile[qi, j] = T.if_then_else(
-                                first + qi < rows and kb * i64(bk) + j < keys,
-                                mask[i64(0), i64(0), T.min(first + qi, rows - i64(1)), T.min(kb * i64(bk) + j, keys - i64(1))],
-                                minus_inf)
+                    for qi in T.serial(i64(block_q)):
+                        if first + qi < rows and kb * i64(bk) + i64(bk) <= keys:  # a whole tile: one vector load
+                            for j in T.vectorized(i64(bk)):
+                                if four_d:
+                                    tile[qi, j] = mask[i64(0), i64(0), first + qi, kb * i64(bk) + j]
+                                else:
+                                    tile[qi, j] = mask[first + qi, kb * i64(bk) + j]
                         else:
-                            tile[qi, j] = T.if_then_else(
-                                first + qi < rows and kb * i64(bk) + j < keys,
-                                mask[T.min(first + qi, rows - i64(1)), T.min(kb * i64(bk) + j, keys - i64(1))],
-                                minus_inf)
-                        state[0] = T.max(state[0], tile[qi, j])
+                            for j in T.serial(i64(bk)):
+                                if four_d:
+                                    tile[qi, j] = T.if_then_else(
+                                        first + qi < rows and kb * i64(bk) + j < keys,
+                                        mask[i64(0), i64(0), T.min(first + qi, rows - i64(1)), T.min(kb * i64(bk) + j, keys - i64(1))],
+                                        minus_inf)
+                                else:
+                                    tile[qi, j] = T.if_then_else(
+                                        first + qi < rows and kb * i64(bk) + j < keys,
+                                        mask[T.min(first + qi, rows - i64(1)), T.min(kb * i64(bk) + j, keys - i64(1))],
+                                        minus_inf)
+                        state[0] = T.max(state[0], _lane_reduce(tile, qi, bk, tirx.Max))
                     if state[0] > minus_inf:
-                        # scores S[rows, bk]
+                        if quantized:
+                            for j in T.serial(i64(bk)):
+                                kscale[j] = ks[i64(layer), i64(0), kv, T.min(kb * i64(bk) + j, keys - i64(1))]
+                                vscale[j] = vs[i64(layer), i64(0), kv, T.min(kb * i64(bk) + j, keys - i64(1))]
+                        # scores S[rows, bk] (of the int8 codes: the key's scale is applied below, once per score)
                         if transposed_keys:
                             for j, d in T.grid(i64(bk), i64(depth)):
-                                kt[d, j] = _cached(kc, ks, quantized, i64(layer), kv, T.min(kb * i64(bk) + j, keys - i64(1)), d)
+                                kt[d, j] = _code(kc, quantized, i64(layer), kv, T.min(kb * i64(bk) + j, keys - i64(1)), d)
                             for ro in T.serial(i64(rows_per_item // unroll)):
                                 for ri in T.unroll(i64(unroll)):
                                     for j in T.vectorized(i64(bk)):
@@ -156,44 +202,51 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
                                                 T.min(first + (ro * i64(unroll) + ri) % i64(block_q), rows - i64(1)),
                                                 d] * kt[d, j]
                         else:
-                            for r, j in T.grid(i64(rows_per_item), i64(bk)):
-                                for lane in T.vectorized(i64(lanes)):
-                                    part[lane] = T.float32(0)
-                                for dv in T.serial(i64(depth // lanes)):
-                                    for lane in T.vectorized(i64(lanes)):
-                                        part[lane] = part[lane] + q[
-                                            kv * i64(group) + r // i64(block_q), T.min(first + r % i64(block_q), rows - i64(1)),
-                                            dv * i64(lanes) + lane] * _cached(
-                                            kc, ks, quantized, i64(layer), kv, T.min(kb * i64(bk) + j, keys - i64(1)),
-                                            dv * i64(lanes) + lane)
-                                s[r, j] = T.float32(0)
-                                for lane in T.serial(i64(lanes)):
-                                    s[r, j] = s[r, j] + part[lane]
+                            # per key: its D numbers loaded once for `unroll` rows (independent vector FMA chains),
+                            # each row's lanes then summed pairwise (log2(lanes) vector adds)
+                            for ro in T.serial(i64(rows_per_item // unroll)):
+                                for j in T.serial(i64(bk)):
+                                    for ri in T.unroll(i64(unroll)):
+                                        for lane in T.vectorized(i64(lanes)):
+                                            part[ri, lane] = T.float32(0)
+                                    for dv in T.unroll(i64(depth // lanes)):
+                                        for ri in T.unroll(i64(unroll)):
+                                            for lane in T.vectorized(i64(lanes)):
+                                                part[ri, lane] = part[ri, lane] + q[
+                                                    kv * i64(group) + (ro * i64(unroll) + ri) // i64(block_q),
+                                                    T.min(first + (ro * i64(unroll) + ri) % i64(block_q), rows - i64(1)),
+                                                    dv * i64(lanes) + lane] * _code(
+                                                    kc, quantized, i64(layer), kv, T.min(kb * i64(bk) + j, keys - i64(1)),
+                                                    dv * i64(lanes) + lane)
+                                    for ri in T.unroll(i64(unroll)):
+                                        s[ro * i64(unroll) + ri, j] = _lane_reduce(part, ri, lanes)
                         # online softmax, per row
                         for r in T.serial(i64(rows_per_item)):
-                            for j in T.vectorized(i64(bk)):
-                                s[r, j] = s[r, j] * T.float32(scale) + tile[r % i64(block_q), j]
-                            state[1] = best[r]
-                            for j in T.serial(i64(bk)):
-                                state[1] = T.max(state[1], s[r, j])
+                            if quantized:
+                                for j in T.vectorized(i64(bk)):
+                                    s[r, j] = s[r, j] * (T.float32(scale) * kscale[j]) + tile[r % i64(block_q), j]
+                            else:
+                                for j in T.vectorized(i64(bk)):
+                                    s[r, j] = s[r, j] * T.float32(scale) + tile[r % i64(block_q), j]
+                            state[1] = T.max(best[r], _lane_reduce(s, r, bk, tirx.Max))
                             for j in T.vectorized(i64(bk)):
                                 s[r, j] = T.exp(s[r, j] - state[1])
                             state[2] = T.exp(best[r] - state[1])
-                            state[3] = T.float32(0)
-                            for j in T.serial(i64(bk)):
-                                state[3] = state[3] + s[r, j]
-                            total[r] = total[r] * state[2] + state[3]
+                            total[r] = total[r] * state[2] + _lane_reduce(s, r, bk)
                             best[r] = state[1]
                             for d in T.vectorized(i64(depth)):
                                 acc[r, d] = acc[r, d] * state[2]
+                            if quantized:  # the value rows' scales go into the probabilities: P diag(scale) V_codes
+                                for j in T.vectorized(i64(bk)):
+                                    s[r, j] = s[r, j] * vscale[j]
                         # values: acc[rows, D] += P[rows, bk] V[bk, D]
                         for ro in T.serial(i64(rows_per_item // unroll)):
                             for j in T.serial(i64(bk)):
                                 for ri in T.unroll(i64(unroll)):
                                     for d in T.vectorized(i64(depth)):
                                         acc[ro * i64(unroll) + ri, d] = acc[ro * i64(unroll) + ri, d] + s[
-                                            ro * i64(unroll) + ri, j] * _cached(
-                                            vc, vs, quantized, i64(layer), kv, T.min(kb * i64(bk) + j, keys - i64(1)), d)
+                                            ro * i64(unroll) + ri, j] * _code(
+                                            vc, quantized, i64(layer), kv, T.min(kb * i64(bk) + j, keys - i64(1)), d)
                 for r in T.serial(i64(rows_per_item)):
                     if first + r % i64(block_q) < rows:
                         for d in T.vectorized(i64(depth)):

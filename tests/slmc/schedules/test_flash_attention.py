@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -50,6 +51,32 @@ def test_tiled_attention_equals_softmax_attention(kernel, past, tokens):
     want = _reference(q, keys, values, mask, SHAPE)
     # measured on AVX-512: max abs error 6.3e-7 over these cases (online softmax rescaling, the polynomial exp,
     # float32 sums; the reference is float64)
+    np.testing.assert_allclose(out.numpy(), want, rtol=0, atol=5e-6)
+
+
+@pytest.fixture(scope="module")
+def int8_kernel(host_target):
+    params = cpu_params(host_target)
+    if SHAPE.depth % params.lanes:
+        pytest.skip(f"head size {SHAPE.depth} is not a multiple of this host's {params.lanes} lanes")
+    func = flash_attention_func(replace(SHAPE, quantized=True), params.lanes)
+    return tvm.compile(fast_exp_pass(tvm.IRModule({"main": func.with_attr("global_symbol", "main")})),
+                       target=host_target.tvm_target())["main"]
+
+
+@pytest.mark.parametrize("past, tokens", [(1, 1), (70, 1), (40, 2 * BLOCK_Q + 3)])
+def test_the_int8_cache_kernel_attends_over_the_dequantized_cache(int8_kernel, past, tokens):
+    """Codes times their row's scale, the scale applied once per score and folded into the probabilities for
+    the values: the same attention as over ``codes * scale`` in float64, up to float32 rounding."""
+    rng = np.random.default_rng(past * 1000 + tokens + 7)
+    cache_shape = (SHAPE.layers, 1, SHAPE.kv_heads, SHAPE.slots, SHAPE.depth)
+    k8, v8 = (rng.integers(-127, 128, cache_shape).astype(np.int8) for _ in range(2))
+    ks, vs = (rng.uniform(0.01, 0.05, cache_shape[:-1]).astype(np.float32) for _ in range(2))
+    q = rng.standard_normal((SHAPE.heads, tokens, SHAPE.depth)).astype(np.float32)
+    mask = sink_causal_mask(tokens, past).numpy()[None, None].astype(np.float32)
+    out = tvm.runtime.tensor(np.zeros((SHAPE.heads, tokens, SHAPE.depth), np.float32))
+    int8_kernel(*(tvm.runtime.tensor(a) for a in (q, k8, v8, ks, vs, mask)), out)
+    want = _reference(q, k8 * ks[..., None].astype(np.float64), v8 * vs[..., None].astype(np.float64), mask, SHAPE)
     np.testing.assert_allclose(out.numpy(), want, rtol=0, atol=5e-6)
 
 
