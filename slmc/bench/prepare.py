@@ -5,7 +5,7 @@ request, the slmc artifact (``artifact()``: ``slmc.compile`` with the run's reci
 the ONNX export (``onnx()``: ``slmc.frontend.onnx_export``), which several engines start from. Every
 engine's ``prepare`` gets it and returns the JSON its measuring process loads (``slmc.bench.engines``).
 With several recipes, ``with_recipe(label, recipe)`` gives each its own artifact (under ``work/recipes/label``)
-while the model and its export stay shared.
+while the model is loaded once.
 """
 
 from __future__ import annotations

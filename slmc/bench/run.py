@@ -2,9 +2,9 @@
 
 Several recipes (``recipe_labels``) measure one instance of each slmc engine per recipe
 (``slmc.bench.engines.instances``), alternated with the other engines like any engine; the goals judge
-the first recipe's instances. Per model: one preparation process makes every engine's files (``slmc.bench.prepare``); then
-``repeats`` rounds each start, engine after engine (the order rotated each round), one measuring
-process per engine (``slmc.bench.measure``) under the run's thread policy (``slmc.bench.thread_policy``:
+the first recipe's instances. Per model: one preparation process makes every engine's files
+(``slmc.bench.prepare``); then ``repeats`` rounds each start, engine after engine (the order rotated
+each round), one measuring process per engine (``slmc.bench.measure``) under the run's thread policy (``slmc.bench.thread_policy``:
 by default every engine's own threading, nothing forced). Each process times ``steps`` decode steps
 at every context and ``prefill_repeats`` prefills at every prompt length, then reports its peak RSS.
 Reported per engine: decode ms/token median and p90 over every sample of every process, per context;
@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ DEFAULT_RECIPE_NAME = "int4 g32 RTN weight-only (examples/recipes/int4-g32-rtn.y
 KV_BYTES = 4  # fp32 cache entries
 
 
-def recipe_labels(recipes: list[str | Path]) -> list[tuple[str, Path | None]]:
+def recipe_labels(recipes: Sequence[str | Path]) -> list[tuple[str, Path | None]]:
     """``(label, recipe)`` per recipe: one (or none: ``None``, the default recipe) keeps the plain engine names
     (label ``""``); several are labelled by their file's stem, which must then differ."""
     if len(recipes) <= 1:
@@ -56,7 +57,7 @@ def recipe_labels(recipes: list[str | Path]) -> list[tuple[str, Path | None]]:
 
 
 def check_settings(models: list[str], engines: list[str], contexts: list[int], prefills: list[int], repeats: int,
-                   steps: int, policy: str, threads: int | None, recipes: list[str | Path] = ()) -> ThreadPolicy:
+                   steps: int, policy: str, threads: int | None, recipes: Sequence[str | Path] = ()) -> ThreadPolicy:
     unknown = [m for m in models if m not in BENCH_MODELS]
     if unknown:
         raise ModelError(f"unknown benchmark model(s) {unknown}; known: {', '.join(BENCH_MODELS)}")
@@ -64,7 +65,7 @@ def check_settings(models: list[str], engines: list[str], contexts: list[int], p
         engine(name)
     if "slmc" not in engines:
         raise InputError(f"--engines must include slmc (every ratio is about it); got {engines}")
-    recipe_labels(list(recipes))
+    recipe_labels(recipes)
     if not contexts or not prefills or min([*contexts, *prefills, repeats, steps]) < 1:
         raise InputError("contexts, --prefill, --repeats and --steps must be at least 1")
     return thread_policy(policy, threads)
@@ -140,7 +141,7 @@ def bench_one(name: str, engines: list[str], contexts: list[int], prefills: list
 def run_bench(models: list[str], engines: list[str] | None = None, contexts: list[int] | None = None,
               prefills: list[int] | None = None, repeats: int = 3, steps: int = 10, prefill_repeats: int = 2,
               thread_policy_name: str = "engine-default", threads: int | None = None,
-              recipes: list[str | Path] = ()) -> dict[str, Any]:
+              recipes: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Benchmark ``models``; returns the JSON report (see the module docstring). Runs in the parent: it only
     measures the roofline and starts the preparation and measuring processes. ``recipes``: none (the default
     recipe), one, or several (``recipe_labels``)."""
@@ -148,7 +149,7 @@ def run_bench(models: list[str], engines: list[str] | None = None, contexts: lis
     contexts = list(contexts or DEFAULT_CONTEXTS)
     prefills = list(prefills or DEFAULT_PREFILLS)
     policy = check_settings(models, engines, contexts, prefills, repeats, steps, thread_policy_name, threads, recipes)
-    labelled = recipe_labels(list(recipes))
+    labelled = recipe_labels(recipes)
     start = time.perf_counter()
     before = machine.load()
     bounds = machine.describe(policy.threads or machine.cores())
@@ -159,8 +160,9 @@ def run_bench(models: list[str], engines: list[str] | None = None, contexts: lis
     with tempfile.TemporaryDirectory(prefix="slmc-bench-") as tmp:
         work = Path(tmp)
         if labelled[0][1] is None:
-            labelled = [("", work / "int4-g32-rtn.yaml")]
-            labelled[0][1].write_text(DEFAULT_RECIPE)
+            default = work / "int4-g32-rtn.yaml"
+            default.write_text(DEFAULT_RECIPE)
+            labelled = [("", default)]
         names = [str(path) for path in recipes] or [DEFAULT_RECIPE_NAME]
         report["settings"]["recipe"] = names[0]  # the recipe the goals judge
         report["settings"]["recipes"] = [{"recipe": recipe, "slmc_engines": [i.name for i in instances(engines, [label])

@@ -26,7 +26,7 @@ def _integers(option: str, text: str) -> list[int]:
 
 @click.command("bench")
 @click.argument("models", nargs=-1)
-@click.option("-r", "--recipe", "recipes", multiple=True, type=click.Path(path_type=Path),
+@click.option("-r", "--recipe", "recipes", multiple=True, default=(), type=click.Path(path_type=Path),
               help="Recipe for the slmc artifact [default: int4 g32 RTN weight-only]; repeat it to measure each recipe's "
                    "artifact as its own engines slmc[<file stem>] (the goals judge the first).")
 @click.option("--engines", default=DEFAULT_ENGINES, show_default=True, help="Comma-separated engines.")
