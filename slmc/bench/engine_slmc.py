@@ -96,7 +96,7 @@ def prepare_native(prep: Preparation) -> dict[str, Any]:
 
     base = prepare(prep)
     try:
-        result = package_artifact(prep.artifact(), prep.work / "bundle")
+        result = package_artifact(prep.artifact(), prep.recipe_work / "bundle")
     except SlmcError as exc:  # no tokenizer, no compiler, ...: the engine cannot run; the reason is reported
         raise EngineUnavailable(f"slmc package failed: {exc}") from exc
     return {**base, "bundle": str(result.bundle), "runner": str(result.bundle / "slmc-run")}

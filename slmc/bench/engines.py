@@ -15,6 +15,10 @@ modules are imported only when an engine is used (llama.cpp and ONNX Runtime loa
 ``llama-cpp-q4_0``  llama.cpp, the model's tensors as GGUF Q4_0 (the baseline of issue 22's goals)
 ``llama-cpp-q8_0``  llama.cpp, GGUF Q8_0
 ==================  ===========================================================================
+
+The slmc engines compile a recipe (``per_recipe``): a run with several recipes measures one instance of
+each per recipe, named ``slmc[<label>]`` (``instance_name``; the label is the recipe file's stem), every
+instance in processes of its own like any engine. A run's only recipe keeps the plain names.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class EngineKind:
     module: str  # under slmc.bench
     prepare_name: str
     open_name: str
+    per_recipe: bool = False  # compiles the run's recipe: one instance per recipe
 
     def prepare(self, prep: Any) -> dict[str, Any]:
         return getattr(importlib.import_module(f"slmc.bench.{self.module}"), self.prepare_name)(prep)
@@ -41,8 +46,8 @@ class EngineKind:
 
 
 ENGINE_KINDS = {e.name: e for e in (
-    EngineKind("slmc", "engine_slmc", "prepare", "open_timer"),
-    EngineKind("slmc-native", "engine_slmc", "prepare_native", "open_native"),
+    EngineKind("slmc", "engine_slmc", "prepare", "open_timer", per_recipe=True),
+    EngineKind("slmc-native", "engine_slmc", "prepare_native", "open_native", per_recipe=True),
     EngineKind("torch", "engine_torch", "prepare", "open_timer"),
     EngineKind("ort-fp32", "engine_ort", "prepare_fp32", "open_timer"),
     EngineKind("ort-int8", "engine_ort", "prepare_int8", "open_timer"),
@@ -57,3 +62,23 @@ def engine(name: str) -> EngineKind:
     if name not in ENGINE_KINDS:
         raise InputError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}{did_you_mean(name, ENGINES)}")
     return ENGINE_KINDS[name]
+
+
+def instance_name(engine_name: str, label: str) -> str:
+    """``slmc`` for the run's only recipe (label ``""``), ``slmc[w4a8-g32-rtn]`` for one of several."""
+    return f"{engine_name}[{label}]" if label else engine_name
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One measured engine of a run: ``name`` in the report, ``kind`` in ``ENGINE_KINDS``, ``label`` the recipe it
+    compiles (``""``: the run's only recipe, or an engine that compiles none)."""
+    name: str
+    kind: str
+    label: str
+
+
+def instances(engines: list[str], labels: list[str]) -> list[Instance]:
+    """Every engine of ``engines``, those that compile a recipe once per label of ``labels`` (in that order)."""
+    return [Instance(instance_name(e, label), e, label)
+            for e in engines for label in (labels if engine(e).per_recipe else [""])]

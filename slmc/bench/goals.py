@@ -9,7 +9,9 @@ first context. Issue 18 (the native runner): ``slmc-run`` decode time <= 1.05x t
 and its peak RSS <= the weights file + the KV cache at the context used + 40 MB (per run, at the
 context it ended with). Issue 7 (earlier
 baselines): decode <= 0.5x PyTorch eager fp32 and <= 1.0x ONNX Runtime int8, prefill >= 0.8x ONNX
-Runtime int8, at the first context and prompt length.
+Runtime int8, at the first context and prompt length. In a run with several recipes (``slmc bench -r A -r B``)
+"slmc" and "slmc-native" in every goal are the first recipe's instances (``slmc[A]``, ``slmc-native[A]``); the
+other recipes' instances are measured and tabled, not judged.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from slmc.bench.engines import instance_name
 
 LLAMA = "llama-cpp-q4_0"
 NATIVE_RSS_SLACK_MB = 40
@@ -99,15 +103,20 @@ GOALS = (
 )
 
 
-def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every goal row for one model's result (``slmc.bench.run.bench_one``)."""
-    engines = result["engines"]
+def goals(result: dict[str, Any], label: str = "") -> list[dict[str, Any]]:
+    """Every goal row for one model's result (``slmc.bench.run.bench_one``), judging the slmc instances of the
+    recipe ``label`` (``""``: the run's only recipe): they stand for "slmc" and "slmc-native" in every goal."""
+    judged = {instance_name(e, label): e for e in ("slmc", "slmc-native")}
+    engines = {**result["engines"], **{plain: result["engines"][name] for name, plain in judged.items()
+                                       if name in result["engines"]}}
+    result, judged_name = {**result, "engines": engines}, instance_name("slmc", label)
     rows = []
     for goal in GOALS:
         if "slmc" not in engines or any(e not in engines for e in goal.engines):
             continue
         for at, value in goal.measure(result):
             met = value <= goal.limit if goal.kind == "max" else value >= goal.limit
-            rows.append({"goal": goal.key, "issue": goal.issue, "what": goal.what, "at": at, "measured": round(value, 3),
+            rows.append({"goal": goal.key, "issue": goal.issue, "what": goal.what, "at": at, "slmc": judged_name,
+                         "measured": round(value, 3),
                          "limit": f"{'<=' if goal.kind == 'max' else '>='} {goal.limit}", "met": met})
     return rows

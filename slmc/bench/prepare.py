@@ -4,10 +4,13 @@
 request, the slmc artifact (``artifact()``: ``slmc.compile`` with the run's recipe for the host) and
 the ONNX export (``onnx()``: ``slmc.frontend.onnx_export``), which several engines start from. Every
 engine's ``prepare`` gets it and returns the JSON its measuring process loads (``slmc.bench.engines``).
+With several recipes, ``with_recipe(label, recipe)`` gives each its own artifact (under ``work/recipes/label``)
+while the model is loaded once.
 """
 
 from __future__ import annotations
 
+import copy
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,16 @@ class EngineUnavailable(Exception):
 class Preparation:
     def __init__(self, model: str, max_context: int, recipe: Path, work: Path):
         self.model, self.max_context, self.recipe, self.work = model, max_context, recipe, work
+        self.recipe_work = work  # where the files of this recipe go (the artifact, its bundle)
+
+    def with_recipe(self, label: str, recipe: Path) -> Preparation:
+        """The same model (loaded once, shared) compiled with ``recipe``, its files under
+        ``work/recipes/label``; ``label`` ``""`` is the run's only recipe, its files where they always were."""
+        _ = self.spec  # loaded here, once: the copy shares it
+        other = copy.copy(self)
+        other.__dict__.pop("compiled", None)
+        other.recipe, other.recipe_work = recipe, self.work / "recipes" / label if label else self.work
+        return other
 
     @cached_property
     def spec(self) -> Any:
@@ -44,7 +57,7 @@ class Preparation:
     def compiled(self) -> Any:
         import slmc
 
-        return slmc.compile(self.spec, str(self.recipe), "host", self.work / "artifact")
+        return slmc.compile(self.spec, str(self.recipe), "host", self.recipe_work / "artifact")
 
     def artifact(self) -> Path:
         return Path(self.compiled.artifact)
@@ -65,15 +78,19 @@ class Preparation:
         return {"model": self.model, "kv": self.cache.to_json()}
 
 
-def prepare_model(model: str, engines: list[str], max_context: int, recipe: str, work: str) -> dict[str, Any]:
-    """Every engine's info for ``model`` (``{"unavailable": reason}`` for one that cannot run here)."""
+def prepare_model(model: str, instances: list[list[str]], max_context: int, recipes: list[list[str]],
+                  work: str) -> dict[str, Any]:
+    """Every engine instance's info for ``model`` (``{"unavailable": reason}`` for one that cannot run here).
+    ``instances``: ``[name, kind, label]`` each (``slmc.bench.engines.Instance``); ``recipes``: ``[label, path]`` each,
+    the first also the recipe of the engines that compile none."""
     from slmc.bench.engines import engine
 
-    prep = Preparation(model, max_context, Path(recipe), Path(work))
+    prep = Preparation(model, max_context, Path(recipes[0][1]), Path(work))
+    per_recipe = {label: prep.with_recipe(label, Path(path)) for label, path in recipes}
     infos: dict[str, Any] = {}
-    for name in engines:
+    for name, kind, label in instances:
         try:
-            infos[name] = engine(name).prepare(prep)
+            infos[name] = engine(kind).prepare(per_recipe[label] if engine(kind).per_recipe else prep)
         except EngineUnavailable as exc:
             infos[name] = {"unavailable": str(exc)}
     return {"engines": infos, "max_context": prep.cache.max_context, "linear_bytes_fp32": prep.linear_bytes,

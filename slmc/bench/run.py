@@ -1,8 +1,10 @@
 """One fair benchmark run (issue 22): every engine measured in fresh processes of its own, alternated.
 
-Per model: one preparation process makes every engine's files (``slmc.bench.prepare``); then
-``repeats`` rounds each start, engine after engine (the order rotated each round), one measuring
-process per engine (``slmc.bench.measure``) under the run's thread policy (``slmc.bench.thread_policy``:
+Several recipes (``recipe_labels``) measure one instance of each slmc engine per recipe
+(``slmc.bench.engines.instances``), alternated with the other engines like any engine; the goals judge
+the first recipe's instances. Per model: one preparation process makes every engine's files
+(``slmc.bench.prepare``); then ``repeats`` rounds each start, engine after engine (the order rotated
+each round), one measuring process per engine (``slmc.bench.measure``) under the run's thread policy (``slmc.bench.thread_policy``:
 by default every engine's own threading, nothing forced). Each process times ``steps`` decode steps
 at every context and ``prefill_repeats`` prefills at every prompt length, then reports its peak RSS.
 Reported per engine: decode ms/token median and p90 over every sample of every process, per context;
@@ -19,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ import numpy as np
 
 from slmc.bench import machine
 from slmc.bench.child import run_child
-from slmc.bench.engines import ENGINES, engine
+from slmc.bench.engines import ENGINES, engine, instances
 from slmc.bench.goals import goals
 from slmc.bench.models import BENCH_MODELS
 from slmc.bench.thread_policy import ThreadPolicy, thread_policy
@@ -39,8 +42,22 @@ DEFAULT_RECIPE_NAME = "int4 g32 RTN weight-only (examples/recipes/int4-g32-rtn.y
 KV_BYTES = 4  # fp32 cache entries
 
 
+def recipe_labels(recipes: Sequence[str | Path]) -> list[tuple[str, Path | None]]:
+    """``(label, recipe)`` per recipe: one (or none: ``None``, the default recipe) keeps the plain engine names
+    (label ``""``); several are labelled by their file's stem, which must then differ."""
+    if len(recipes) <= 1:
+        return [("", Path(recipes[0]) if recipes else None)]
+    seen: dict[str, Path] = {}
+    for path in map(Path, recipes):
+        if path.stem in seen:
+            raise InputError(f"recipes {seen[path.stem]} and {path} have the same file name stem {path.stem!r}, which "
+                             f"names their engines (slmc[{path.stem}]); rename one")
+        seen[path.stem] = path
+    return list(seen.items())
+
+
 def check_settings(models: list[str], engines: list[str], contexts: list[int], prefills: list[int], repeats: int,
-                   steps: int, policy: str, threads: int | None) -> ThreadPolicy:
+                   steps: int, policy: str, threads: int | None, recipes: Sequence[str | Path] = ()) -> ThreadPolicy:
     unknown = [m for m in models if m not in BENCH_MODELS]
     if unknown:
         raise ModelError(f"unknown benchmark model(s) {unknown}; known: {', '.join(BENCH_MODELS)}")
@@ -48,6 +65,7 @@ def check_settings(models: list[str], engines: list[str], contexts: list[int], p
         engine(name)
     if "slmc" not in engines:
         raise InputError(f"--engines must include slmc (every ratio is about it); got {engines}")
+    recipe_labels(recipes)
     if not contexts or not prefills or min([*contexts, *prefills, repeats, steps]) < 1:
         raise InputError("contexts, --prefill, --repeats and --steps must be at least 1")
     return thread_policy(policy, threads)
@@ -84,15 +102,20 @@ def _summary(name: str, info: dict[str, Any], runs: list[dict[str, Any]], cache:
 
 
 def bench_one(name: str, engines: list[str], contexts: list[int], prefills: list[int], repeats: int, steps: int,
-              prefill_repeats: int, policy: ThreadPolicy, recipe: Path, bounds: dict[str, Any], work: Path) -> dict[str, Any]:
-    _say(f"{name}: preparing {', '.join(engines)}")
-    prepared = run_child("prepare", dict(model=name, engines=engines, max_context=max([*contexts, *prefills]) + 8,
-                                         recipe=str(recipe), work=str(work / name)), env=policy.child_env())
+              prefill_repeats: int, policy: ThreadPolicy, recipes: list[tuple[str, Path]], bounds: dict[str, Any],
+              work: Path) -> dict[str, Any]:
+    """``recipes``: ``(label, path)`` each (``recipe_labels``); the goals judge the first one's slmc instances."""
+    measured = {i.name: i for i in instances(engines, [label for label, _ in recipes])}
+    _say(f"{name}: preparing {', '.join(measured)}")
+    prepared = run_child("prepare", dict(model=name, instances=[[i.name, i.kind, i.label] for i in measured.values()],
+                                         max_context=max([*contexts, *prefills]) + 8,
+                                         recipes=[[label, str(path)] for label, path in recipes], work=str(work / name)),
+                         env=policy.child_env())
     max_context = prepared["max_context"]
     usable = sorted({min(c, max_context - 1) for c in contexts})
     prompt_lengths = sorted({min(p, max_context - 1) for p in prefills})
-    ready = [e for e in engines if "unavailable" not in prepared["engines"][e]]
-    unavailable = {e: prepared["engines"][e]["unavailable"] for e in engines if e not in ready}
+    ready = [e for e in measured if "unavailable" not in prepared["engines"][e]]
+    unavailable = {e: prepared["engines"][e]["unavailable"] for e in measured if e not in ready}
     for e, reason in unavailable.items():
         _say(f"{name}: engine {e} not measured: {reason}")
     runs: dict[str, list[dict[str, Any]]] = {e: [] for e in ready}
@@ -100,7 +123,7 @@ def bench_one(name: str, engines: list[str], contexts: list[int], prefills: list
         order = ready[r % len(ready):] + ready[:r % len(ready)]
         for e in order:
             _say(f"{name}: round {r + 1}/{repeats}, {e}")
-            runs[e].append(run_child("measure", dict(engine_name=e, info=prepared["engines"][e], policy=policy.to_json(),
+            runs[e].append(run_child("measure", dict(engine_name=measured[e].kind, info=prepared["engines"][e], policy=policy.to_json(),
                                                      contexts=usable, prefills=prompt_lengths, steps=steps,
                                                      prefill_repeats=prefill_repeats), env=policy.child_env(), quiet=True))
     cache = next(iter(prepared["engines"][e]["kv"] for e in ready))
@@ -111,20 +134,22 @@ def bench_one(name: str, engines: list[str], contexts: list[int], prefills: list
         "clipped_note": (f"lengths {clipped} exceed max_context {max_context}: timed at {max_context - 1}") if clipped else None,
         "kv_cache": cache, "matmul_weight_bytes_fp32": prepared["linear_bytes_fp32"],
         "engines": results, "unavailable": unavailable}
-    result["goals"] = goals(result)
+    result["goals"] = goals(result, recipes[0][0])
     return result
 
 
 def run_bench(models: list[str], engines: list[str] | None = None, contexts: list[int] | None = None,
               prefills: list[int] | None = None, repeats: int = 3, steps: int = 10, prefill_repeats: int = 2,
               thread_policy_name: str = "engine-default", threads: int | None = None,
-              recipe: str | Path | None = None) -> dict[str, Any]:
+              recipes: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Benchmark ``models``; returns the JSON report (see the module docstring). Runs in the parent: it only
-    measures the roofline and starts the preparation and measuring processes."""
+    measures the roofline and starts the preparation and measuring processes. ``recipes``: none (the default
+    recipe), one, or several (``recipe_labels``)."""
     engines = list(engines or ENGINES)
     contexts = list(contexts or DEFAULT_CONTEXTS)
     prefills = list(prefills or DEFAULT_PREFILLS)
-    policy = check_settings(models, engines, contexts, prefills, repeats, steps, thread_policy_name, threads)
+    policy = check_settings(models, engines, contexts, prefills, repeats, steps, thread_policy_name, threads, recipes)
+    labelled = recipe_labels(recipes)
     start = time.perf_counter()
     before = machine.load()
     bounds = machine.describe(policy.threads or machine.cores())
@@ -134,13 +159,18 @@ def run_bench(models: list[str], engines: list[str] | None = None, contexts: lis
         "order": "round-robin, rotated each round"}, "models": {}}
     with tempfile.TemporaryDirectory(prefix="slmc-bench-") as tmp:
         work = Path(tmp)
-        recipe_path = Path(recipe) if recipe else work / "int4-g32-rtn.yaml"
-        if recipe is None:
-            recipe_path.write_text(DEFAULT_RECIPE)
-        report["settings"]["recipe"] = str(recipe) if recipe else DEFAULT_RECIPE_NAME
+        if labelled[0][1] is None:
+            default = work / "int4-g32-rtn.yaml"
+            default.write_text(DEFAULT_RECIPE)
+            labelled = [("", default)]
+        names = [str(path) for path in recipes] or [DEFAULT_RECIPE_NAME]
+        report["settings"]["recipe"] = names[0]  # the recipe the goals judge
+        report["settings"]["recipes"] = [{"recipe": recipe, "slmc_engines": [i.name for i in instances(engines, [label])
+                                                                          if engine(i.kind).per_recipe]}
+                                         for recipe, (label, _) in zip(names, labelled)]
         for name in models:
             report["models"][name] = bench_one(name, engines, contexts, prefills, repeats, steps, prefill_repeats, policy,
-                                               recipe_path, bounds, work)
+                                               labelled, bounds, work)
     report["load_after"] = machine.load()
     report["loaded"] = machine.loaded(before, report["load_after"], policy.threads or machine.cores())
     report["seconds"] = round(time.perf_counter() - start, 1)

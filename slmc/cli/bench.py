@@ -26,7 +26,9 @@ def _integers(option: str, text: str) -> list[int]:
 
 @click.command("bench")
 @click.argument("models", nargs=-1)
-@click.option("-r", "--recipe", default=None, help="Recipe for the slmc artifact [default: int4 g32 RTN weight-only].")
+@click.option("-r", "--recipe", "recipes", multiple=True, default=(), type=click.Path(path_type=Path),
+              help="Recipe for the slmc artifact [default: int4 g32 RTN weight-only]; repeat it to measure each recipe's "
+                   "artifact as its own engines slmc[<file stem>] (the goals judge the first).")
 @click.option("--engines", default=DEFAULT_ENGINES, show_default=True, help="Comma-separated engines.")
 @click.option("--contexts", default="128,1024,2000", show_default=True, help="Cache lengths for decode timing.")
 @click.option("--prefill", default="128,1024", show_default=True, help="Prompt lengths for prefill / TTFT.")
@@ -41,7 +43,7 @@ def _integers(option: str, text: str) -> list[int]:
 @click.option("--markdown", "markdown_out", type=click.Path(path_type=Path), default=None,
               help="Also write the tables and goals as markdown here.")
 @handles_errors
-def bench_command(models: tuple[str, ...], recipe: str | None, engines: str, contexts: str, prefill: str, repeats: int,
+def bench_command(models: tuple[str, ...], recipes: tuple[Path, ...], engines: str, contexts: str, prefill: str, repeats: int,
                   steps: int, prefill_repeats: int, thread_policy: str, threads: int | None, out: Path | None,
                   markdown_out: Path | None) -> None:
     """Benchmark MODELS (default fixture-lm; also smollm-135m, qwen2.5-0.5b, gpt2-124m) and print JSON."""
@@ -50,10 +52,9 @@ def bench_command(models: tuple[str, ...], recipe: str | None, engines: str, con
 
     args = dict(models=list(models) or ["fixture-lm"], engines=[e.strip() for e in engines.split(",") if e.strip()],
                 contexts=_integers("--contexts", contexts), prefills=_integers("--prefill", prefill), repeats=repeats,
-                steps=steps)
+                steps=steps, recipes=list(recipes))
     check_settings(**args, policy=thread_policy, threads=threads)  # before anything is prepared
-    report = run_bench(**args, prefill_repeats=prefill_repeats, thread_policy_name=thread_policy, threads=threads,
-                       recipe=recipe)
+    report = run_bench(**args, prefill_repeats=prefill_repeats, thread_policy_name=thread_policy, threads=threads)
     if out is not None:
         out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     if markdown_out is not None:

@@ -42,3 +42,12 @@ def test_goals_without_their_engine_are_left_out():
     assert [g["goal"] for g in rows] == ["decode_fraction_of_bandwidth"]
     assert not rows[0]["met"]
     assert len({g.key for g in GOALS}) == len(GOALS)
+
+
+def test_several_recipes_the_goals_judge_the_first_recipes_instance():
+    result = _result(**{"slmc[a]": _engine(2.0, 1200.0, 110.0, 0.65), "slmc[b]": _engine(9.0, 100.0, 500.0, 0.01),
+                        "llama-cpp-q4_0": _engine(4.0, 1000.0, 100.0)})
+    rows = goals(result, "a")
+    assert {g["slmc"] for g in rows} == {"slmc[a]"} and all(g["met"] for g in rows)
+    assert {(g["goal"], g["at"]): g["measured"] for g in rows}[("decode_time_vs_llama_cpp_q4_0", 128)] == 0.5
+    assert goals(result) == []  # label "": the plain "slmc", which this run does not have

@@ -1,0 +1,51 @@
+"""`slmc bench` recipes: each recipe's slmc artifact measured as its own engine instances in one run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from slmc.bench.run import recipe_labels
+from slmc.cli.main import cli
+from slmc.errors import InputError
+
+REPO = Path(__file__).resolve().parents[3]
+INT4, INT8 = REPO / "examples/recipes/int4-g32-rtn.yaml", REPO / "examples/recipes/int8-rtn.yaml"
+
+
+def test_one_or_no_recipe_keeps_the_plain_label_several_are_labelled_by_stem():
+    assert recipe_labels([]) == [("", None)]
+    assert recipe_labels([INT8]) == [("", INT8)]
+    assert recipe_labels([INT4, str(INT8)]) == [("int4-g32-rtn", INT4), ("int8-rtn", INT8)]
+
+
+def test_two_recipes_with_one_stem_are_an_input_error_naming_both(tmp_path):
+    other = tmp_path / "int4-g32-rtn.yaml"
+    with pytest.raises(InputError, match=f"{INT4} and {other} have the same file name stem 'int4-g32-rtn'"):
+        recipe_labels([INT4, INT8, other])
+    result = CliRunner().invoke(cli, ["bench", "fixture-lm", "--engines", "slmc", "-r", str(INT4), "-r", str(other)])
+    assert result.exit_code == 2 and "same file name stem" in result.output, result.output
+
+
+@pytest.mark.slow
+def test_two_recipes_measured_as_two_slmc_engines_in_one_run(tmp_path):
+    out, md = tmp_path / "bench.json", tmp_path / "bench.md"
+    result = CliRunner().invoke(cli, ["bench", "fixture-lm", "--engines", "slmc", "-r", str(INT4), "-r", str(INT8),
+                                      "--contexts", "16", "--prefill", "16", "--repeats", "1", "--steps", "2",
+                                      "--prefill-repeats", "1", "-o", str(out), "--markdown", str(md)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["settings"]["recipe"] == str(INT4)  # the goals' recipe
+    assert report["settings"]["recipes"] == [{"recipe": str(INT4), "slmc_engines": ["slmc[int4-g32-rtn]"]},
+                                             {"recipe": str(INT8), "slmc_engines": ["slmc[int8-rtn]"]}]
+    model = report["models"]["fixture-lm"]
+    assert list(model["engines"]) == ["slmc[int4-g32-rtn]", "slmc[int8-rtn]"]
+    int4, int8 = (model["engines"][e]["details"] for e in model["engines"])
+    assert int4["artifact"] != int8["artifact"] and int4["weights_file_bytes"] < int8["weights_file_bytes"]
+    assert all(e["processes"] == 1 and e["decode"]["16"]["ms_median"] > 0 for e in model["engines"].values())
+    assert {g["slmc"] for g in model["goals"]} == {"slmc[int4-g32-rtn]"}
+    rows = md.read_text()
+    assert "| fixture-lm | slmc[int4-g32-rtn] |" in rows and "| fixture-lm | slmc[int8-rtn] |" in rows
