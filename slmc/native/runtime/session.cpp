@@ -24,11 +24,11 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
-// Tokens per call of a long prompt under the resident contract, as llama.cpp's default micro-batch
-// (n_ubatch) and the Python runtime (slmc.artifact.resident_cache.PREFILL_CHUNK): TVM's pooled allocator
-// keeps the pages of the largest call's intermediates for the life of the process, so the chunk, not
-// the prompt, bounds them.
-constexpr size_t kPrefillChunk = 512;
+// Tokens per call of a long prompt under the resident contract, as the Python runtime
+// (slmc.artifact.resident_cache.PREFILL_CHUNK, which says why 256 and not llama.cpp's 512): TVM's pooled
+// allocator keeps the pages of the largest call's intermediates for the life of the process, so the chunk,
+// not the prompt, bounds them.
+constexpr size_t kPrefillChunk = 256;
 
 const std::string kLibrary = "model.so";
 const std::string kWeights = "weights.safetensors";

@@ -140,7 +140,7 @@ print(loaded, status("VmHWM"))
 def test_the_peak_of_a_prompt_and_64_steps_is_the_weights_the_cache_and_a_small_workspace(model):
     # issue 22: a fresh process's peak over load is the weights, the KV cache and a few MB (no copy of the
     # weights, no per-step growth). It does not show that the workspace is bounded by the prefill chunk:
-    # tiny-lm's 192-token prompt fits one chunk (PREFILL_CHUNK 512) and its whole-prompt workspace is under
+    # tiny-lm's 192-token prompt fits one chunk (PREFILL_CHUNK 256) and its whole-prompt workspace is under
     # 1 MB; the chunking itself is tested above (same logits in chunks), its memory effect measured in
     # docs/dev-notes.md on the SmolLM-135M shape.
     cache = model.kv_cache
