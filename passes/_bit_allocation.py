@@ -214,8 +214,11 @@ def knapsack(costs: Sequence[Sequence[int]], values: Sequence[Sequence[float]], 
             width = -(-int(cost) // unit)
             if width <= cells:
                 table[i, width:] = best[:cells + 1 - width] + value
-        picks.append(np.argmin(table, axis=0))
+        picks.append(np.argmin(table, axis=0).astype(np.uint16))  # ~2 MB per group at the cell limit
         best = table.min(axis=0)
+    if not np.isfinite(best[cells]):
+        raise BitBudgetError(FIELD, f"the cheapest candidates fit the budget of {budget} B, but not once their byte "
+                             f"counts are rounded up to the allocation's unit of {unit} B; raise the target a little")
     chosen, left = [], cells
     for group_costs, pick in zip(reversed(costs), reversed(picks)):
         i = int(pick[left])
@@ -263,6 +266,8 @@ def allocate_bits(graph: Graph, slots: Sequence[WeightSlot], candidates: Sequenc
     _measure(graph, options, list(calibration)[:SENSITIVITY_SAMPLES], quantizer)
     chosen, unit = knapsack([o.nbytes for o in options], [o.sensitivity for o in options], budget)
     used = sum(o.nbytes[c] for o, c in zip(options, chosen))
+    if used > budget:  # knapsack rounds costs up, so this cannot happen; a wrong allocation must not pass silently
+        raise BitBudgetError(FIELD, f"allocated {used} B over the budget of {budget} B")
     layers = [{"layer": o.slot.name, "kind": o.slot.kind, "shape": list(o.shape),
                "tried": [{"candidate": c.describe(), "bytes": b, "bits_per_weight": round(8 * b / (o.shape[0] * o.shape[1]), 4),
                           "sensitivity_kl": s} for c, b, s in zip(o.candidates, o.nbytes, o.sensitivity)],

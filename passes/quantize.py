@@ -262,8 +262,11 @@ class QuantizeConfig(LayerSettings, PassConfig):
 
     def with_allocation(self, choices: dict[str, BitCandidate]) -> QuantizeConfig:
         """These settings with one more override per allocated layer (its chosen format)."""
+        # awq searches its own clipping (the validator refuses clip_search with it): a candidate's clip search
+        # applies to rtn and gptq layers only
         chosen = [Override(match=glob.escape(name), bits=c.bits, group_size=c.group_size, per_channel=c.group_size is None,
-                           symmetric=c.symmetric, clip_search=c.clip_search) for name, c in choices.items()]
+                           symmetric=c.symmetric, clip_search=c.clip_search and self.method != "awq")
+                  for name, c in choices.items()]
         return self.model_copy(update={"overrides": [*self.overrides, *chosen]})
 
 

@@ -34,15 +34,23 @@ class ZeroPages:
         # a 2 MB page's worth more, so that the array can start on a huge page (pages never written cost nothing)
         self._map = mmap.mmap(-1, max(count * np.dtype(dtype).itemsize, 1) + HUGE_PAGE_BYTES,
                               flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        self._advise(getattr(mmap, "MADV_NOHUGEPAGE", None))
         start = np.frombuffer(self._map, dtype=np.uint8, count=1).ctypes.data
-        self.array = np.frombuffer(self._map, dtype=dtype, count=count,
-                                   offset=-start % HUGE_PAGE_BYTES).reshape(shape)
+        self._offset = -start % HUGE_PAGE_BYTES
+        self.array = np.frombuffer(self._map, dtype=dtype, count=count, offset=self._offset).reshape(shape)
+        self._advise(getattr(mmap, "MADV_NOHUGEPAGE", None))
         self.huge_pages = False
 
-    def _advise(self, advice: int | None) -> None:
-        if advice is not None:  # absent off Linux: the system's page size serves
-            self._map.madvise(advice)
+    def _advise(self, advice: int | None) -> bool:
+        """Advise the array's own range (never the spare bytes after it, which huge_page_resident_bytes does not
+        count); False where the system has no such advice (off Linux) or refuses it (a kernel without
+        transparent huge pages answers EINVAL): the system's page size then serves."""
+        if advice is None:
+            return False
+        try:
+            self._map.madvise(advice, self._offset, max(self.array.nbytes, 1))
+        except OSError:
+            return False
+        return True
 
     def advise_huge_pages_for(self, slots: int) -> bool:
         """Ask for huge pages (``MADV_HUGEPAGE``) when, with ``slots`` slots per row in use, they make at most
@@ -53,9 +61,8 @@ class ZeroPages:
         used = used_bytes(self.array, slots)
         if used == 0 or huge_page_resident_bytes(self.array, slots) > used * (1 + HUGE_PAGE_WASTE):
             return False
-        self._advise(getattr(mmap, "MADV_HUGEPAGE", None))
-        self.huge_pages = True
-        return True
+        self.huge_pages = self._advise(getattr(mmap, "MADV_HUGEPAGE", None))
+        return self.huge_pages
 
 
 def _rows(array: np.ndarray) -> tuple[int, int, int]:

@@ -257,7 +257,8 @@ class TokenFlip(ManifestModel):
     eager_margin: float = Field(description="eager's logit of its own token minus its logit of the artifact's token")
     allowed_margin: float = Field(description="the two tokens' tolerances added, ``2 atol + rtol (|l_eager| + |l_artifact|)`` "
                                               "on eager's logits: within it, two logits each within tolerance may swap order")
-    accepted: bool = Field(description="eager_margin <= allowed_margin: a near tie the tolerance permits to flip")
+    accepted: bool = Field(description="eager_margin <= allowed_margin: a near tie the tolerance permits to flip (implied "
+                                       "when every logit is within tolerance; false only beside a failed logit check)")
 
 
 class DecodeComparison(ManifestModel):
@@ -267,7 +268,8 @@ class DecodeComparison(ManifestModel):
     logits are compared after the same history (elementwise ``|a - b| <= atol + rtol * |b|``). The
     artifact's greedy token may differ from eager's only at a near tie: where eager's logits of the two
     tokens are closer than their tolerances added (``TokenFlip.allowed_margin``), which logits within the
-    tolerance may reorder. A flip with a clearer margin fails the check."""
+    tolerance may reorder. A flip with a clearer margin implies a logit outside its tolerance: the logit
+    check decides, and each flip is listed with its margins so the reader sees where greedy decoding diverged."""
 
     steps: int
     max_abs_error: float

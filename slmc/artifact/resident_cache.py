@@ -65,7 +65,8 @@ class ResidentCache:
 
     def plan(self, tokens: int) -> None:
         """Ask for huge pages when a generation whose cache will hold ``tokens`` tokens makes about those slots
-        resident with them (``slmc.artifact.kv_pages``); never taken back. ``feed`` plans its own call; a caller
+        resident with them (``slmc.artifact.kv_pages``); never taken back. ``feed`` plans its own call when it
+        appends more than one token (a decode step does not re-plan); a caller
         that knows the generation's length (prompt + new tokens) plans it first."""
         if not self.huge_pages:
             for pages in self._pages:
@@ -97,7 +98,8 @@ class ResidentCache:
         if count < 1 or self.tokens + count > self.cache.max_context:
             raise InputError(f"{self.tokens} cached + {count} new tokens exceed the artifact's max_context "
                              f"{self.cache.max_context} (or no token given)")
-        self.plan(self.tokens + count)
+        if count > 1:  # a prompt plans its pages; a decode step does not (per-step cost; generate plans up front)
+            self.plan(self.tokens + count)
         if count <= PREFILL_CHUNK:
             return self._call(ids, last_only)
         starts = range(0, count, PREFILL_CHUNK)

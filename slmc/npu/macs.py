@@ -83,8 +83,11 @@ def _input_dependent(graph: Graph) -> set[fx.Node]:
 
 def _is_attention_matmul(node: fx.Node, dependent: set[fx.Node]) -> bool:
     operands = node.args[:2]
-    return (op_name(node) in ATTENTION_MATMULS
-            and all(isinstance(a, fx.Node) and a in dependent and "val" in a.meta for a in operands))
+    if op_name(node) not in ATTENTION_MATMULS or not all(isinstance(a, fx.Node) and a in dependent for a in operands):
+        return False
+    if not all("val" in a.meta for a in operands) or "val" not in node.meta:  # uncounted MACs would inflate the NPU share
+        raise NodeError(node.name, "attention matmul without shape metadata (meta['val']): its MACs per token cannot be counted")
+    return True
 
 
 def _dimension(size: object, context: int) -> int:

@@ -107,23 +107,34 @@ def _read_operators(path: Path) -> list[VelaOperator]:
                              macs=int(float(row["MAC Count"])), name=row["Name"]) for row in csv.DictReader(handle)]
 
 
+def _last_line(done: subprocess.CompletedProcess) -> str:
+    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit status {done.returncode}"
+
+
+def run_vela(args: list[str], what: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m ethosu.vela ARGS`` (in ``cwd``); ``ToolchainError`` when it does not finish within
+    ``VELA_TIMEOUT_S`` or Vela is not installed. Other failures are the caller's to read."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "ethosu.vela", *args], capture_output=True, text=True,
+                              timeout=VELA_TIMEOUT_S, check=False, cwd=cwd)
+    except subprocess.TimeoutExpired as exc:
+        raise ToolchainError(f"Vela did not finish {what} within {VELA_TIMEOUT_S} s") from exc
+    if done.returncode != 0 and "No module named ethosu" in _last_line(done):
+        raise ToolchainError("the target names a Vela configuration (npu.vela) and Arm's Vela is not installed: "
+                             "pip install 'slmc[npu]' (ethos-u-vela)")
+    return done
+
+
 def compile_tosa(tosa_file: Path, config: Vela, output_dir: Path) -> VelaResult:
     """Run Vela on ``tosa_file`` into ``output_dir``. A refusal is a result; a Vela that does not run
     or writes no summary raises ``ToolchainError``."""
-    command = [sys.executable, "-m", "ethosu.vela", str(tosa_file), "--accelerator-config", config.accelerator_config,
-               "--system-config", config.system_config, "--memory-mode", config.memory_mode, "--config", config.config_file,
-               "--output-dir", str(output_dir), "--verbose-performance"]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=VELA_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise ToolchainError(f"Vela did not finish {tosa_file.name} within {VELA_TIMEOUT_S} s "
-                             f"({config.accelerator_config}, {config.system_config}, {config.memory_mode})") from exc
+    args = [str(tosa_file), "--accelerator-config", config.accelerator_config,
+            "--system-config", config.system_config, "--memory-mode", config.memory_mode, "--config", config.config_file,
+            "--output-dir", str(output_dir), "--verbose-performance"]
+    done = run_vela(args, f"{tosa_file.name} ({config.accelerator_config}, {config.system_config}, {config.memory_mode})")
     if done.returncode != 0:
-        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
-        last = lines[-1] if lines else f"exit status {done.returncode}"
-        if "No module named ethosu" in last:
-            raise ToolchainError("the target names a Vela configuration (npu.vela) and Arm's Vela is not installed: "
-                                 "pip install 'slmc[npu]' (ethos-u-vela)")
+        last = _last_line(done)
         reason = last.removeprefix("RuntimeError:").strip()
         match = _OPERATION.search(reason) if last.startswith("RuntimeError:") else None
         if match is None:  # not Regor's refusal of an operation: Vela itself failed (bad config, internal error, ...)

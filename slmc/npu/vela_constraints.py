@@ -17,8 +17,6 @@ it: the specific reason Vela gives, in Vela's words.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from slmc.errors import ToolchainError
-from slmc.npu.vela import VELA_TIMEOUT_S, VelaResult, vela_version
+from slmc.npu.vela import VelaResult, run_vela, vela_version
 
 REPORT_FILE = "SUPPORTED_OPS.md"
 # accelerator_config prefix -> the report's section name for its TOSA support
@@ -89,8 +87,7 @@ def parse_report(text: str, family: str) -> TosaSupport:
 @lru_cache(maxsize=None)
 def _report_text() -> str:
     with tempfile.TemporaryDirectory(prefix="slmc-vela-ops-") as work:
-        done = subprocess.run([sys.executable, "-m", "ethosu.vela", "--supported-ops-report"], cwd=work,
-                              capture_output=True, text=True, timeout=VELA_TIMEOUT_S, check=False)
+        done = run_vela(["--supported-ops-report"], "--supported-ops-report", cwd=Path(work))
         report = Path(work) / REPORT_FILE
         if done.returncode != 0 or not report.is_file():
             raise ToolchainError(f"vela --supported-ops-report did not write {REPORT_FILE} (exit {done.returncode}): "

@@ -4,8 +4,8 @@
 // generation writes the first slots of every row. Transparent huge pages make the decode step's reads of
 // the cache cheaper (fewer TLB misses: 6-25% at context 2,000, docs/dev-notes.md session 8), but a 2 MB
 // page becomes resident as a whole on its first write, and a row of a small model is shorter than
-// that (SmolLM-135M: 2,049 x 64 floats = 524 KB): with huge pages the first prefill makes the whole cache
-// resident, whatever the context. So the runner asks for huge pages only when the pages they make
+// that (SmolLM-135M at the bench's max_context 2,008: 2,009 x 64 floats = 514 KB): with huge pages the
+// first prefill makes the whole cache resident, whatever the context. So the runner asks for huge pages only when the pages they make
 // resident are about the cache at the context used (kHugePageWaste), else keeps 4 KB pages, whose
 // resident memory follows the slots written. llama.cpp sizes its cache to n_ctx; here the compiled
 // functions take the cache at the manifest's max_context (a static shape), so the page size is the knob.

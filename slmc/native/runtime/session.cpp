@@ -138,7 +138,8 @@ MemoryUse Session::memory() const {
 
 void Session::plan_pages(int64_t slots) {
     if (!manifest_.kv_cache.resident || huge_pages_) return;  // advice is never taken back: written pages keep their size
-    // each mapping on its own (their offsets in 2 MB pages differ); asking again is harmless
+    // each mapping on its own: keys and values (one shape, both on 2 MB) get the same answer; the int8
+    // cache's scales, of another shape, their own. Asking again is harmless
     bool keys = advise_huge_pages_for(keys_, slots), values = advise_huge_pages_for(values_, slots);
     for (const ffi::Tensor& s : scales_) advise_huge_pages_for(s, slots);
     huge_pages_ = keys && values;

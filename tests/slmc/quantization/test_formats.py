@@ -69,8 +69,6 @@ def test_a_clip_search_lowers_each_groups_squared_error_and_keeps_the_stored_for
     assert per_group(clipped).sum() < 0.97 * per_group(plain).sum()  # measured 0.945 (symmetric), 0.961 (asymmetric)
     assert clipped.packed().shape == plain.packed().shape and clipped.scales.dtype == torch.float16
     assert (clipped.zeros is None) == symmetric and clipped.stored_bytes() == plain.stored_bytes()
-    direct = dequantize(clipped.packed(), clipped.scales, clipped.zeros, 4, 32)
-    assert torch.equal(direct, clipped.dequantize())
 
 
 def test_clip_factors_start_at_min_max_and_stay_above_the_largest_shrink():
