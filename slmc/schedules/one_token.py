@@ -7,12 +7,12 @@ decode step always feeds one token, so ``resident_step`` (``slmc.graph.kv_cache.
 ``resident_last`` with ``T`` bound to 1 (``relax.Function.bind_symbolic_vars``): the same operations on
 static shapes, which legalization and the schedule rules then build as one-row kernels; only the past
 length ``P`` stays symbolic. Measured on 4 layers of the SmolLM-135M shape (int4 g32, context 128,
-``benchmarks/decode_step_profile.py``; docs/dev-notes.md): 351 VM builtin calls per step instead of 650
-(``make_shape`` 197 -> 21), the same 107 kernels. Exact up to float rounding (its kernels are the one-row
+``benchmarks/decode_step_profile.py``; docs/dev-notes.md, session 9): 275 VM builtin calls per step instead
+of 574 (``make_shape`` 177 -> 1). Exact up to float rounding (its kernels are the one-row
 schedules of the same sums: measured 1.5e-6 largest difference in the 4-layer model's logits).
 
-The PrimFuncs slmc emits before this rewrite (``call_tir`` kernels: quantized linears, attention, cache
-writes) have the token count as a shape variable of their own and are shared with ``resident_last``.
+The PrimFuncs slmc emits before this rewrite as ``call_tir`` kernels (quantized linears, attention; not the
+cache writes, which are ``call_tir_inplace`` and keep their symbolic token count) have the token count as a shape variable of their own and are shared with ``resident_last``.
 ``resident_step`` calls its own copies of them, specialized to the static shapes of its calls
 (``PrimFunc.specialize``, added under ``<name>_step``): a fused group must see one buffer shape per Relax
 value (TVM 0.27's FuseTIR refuses a symbolic ``[T, N]`` kernel output read by a legalized ``[1, N]`` ReLU,

@@ -311,7 +311,7 @@ def resident_function(mod: tvm.IRModule, cache: KVCacheSpec) -> tuple[tvm.IRModu
     return out, len(rewriter.layers)
 
 
-def with_last_position(mod: tvm.IRModule, one_token: bool = False) -> tvm.IRModule:
+def with_last_position(mod: tvm.IRModule, one_token: bool = True) -> tvm.IRModule:
     """``mod`` with ``resident_last`` added (``slmc.schedules.last_position``) and, with ``one_token``, its
     one-token form ``resident_step`` (``slmc.schedules.one_token``); ``NotResident`` says why not."""
     out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
