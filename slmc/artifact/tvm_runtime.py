@@ -23,6 +23,7 @@ this module about 40 MB.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,10 +52,35 @@ def tvm_ffi() -> Any:
 
 
 _loaded: list[Any] = []  # the runtime library's handle, once loaded
+SIBLINGS = Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list")  # cpu0's SMT threads, e.g. "0-1" or "0"
+
+
+def _count_cpus(cpu_list: str) -> int:
+    """CPUs in a Linux CPU list such as ``0-1,4``."""
+    ranges = [part.split("-") for part in cpu_list.strip().split(",") if part]
+    return sum(int(r[-1]) - int(r[0]) + 1 for r in ranges) or 1
+
+
+def physical_cores() -> int:
+    """The CPUs this process may run on, one per physical core (cpu0's SMT siblings counted once)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    per_core = _count_cpus(SIBLINGS.read_text()) if SIBLINGS.is_file() else 1
+    return max(usable // per_core, 1)
+
+
+def use_physical_cores() -> None:
+    """Size TVM's thread pool to the physical cores unless the user chose (``TVM_NUM_THREADS`` or
+    ``OMP_NUM_THREADS``). TVM 0.27 otherwise takes ``hardware_concurrency() / 2`` on x86, assuming two
+    hyper-threads per core: on a machine without SMT that is half the cores (this 2-core machine: one
+    thread, SmolLM-135M int4 decode ~11 vs ~5.5 ms per token; docs/dev-notes.md session 9). Takes effect when
+    the pool starts (the first parallel kernel of the process); the native runner does the same."""
+    if "TVM_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["TVM_NUM_THREADS"] = str(physical_cores())
 
 
 def _load_runtime_library() -> None:
     """``libtvm_runtime.so`` of the installed apache-tvm, loaded once (already loaded if ``tvm`` is imported)."""
+    use_physical_cores()
     if _loaded or "tvm" in sys.modules:
         return
     tvm_ffi()  # libtvm_ffi.so first: the runtime library links against it

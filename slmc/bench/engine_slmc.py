@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from slmc.artifact.tvm_runtime import physical_cores
 from slmc.bench.prepare import EngineUnavailable, Preparation
 from slmc.bench.thread_policy import ThreadPolicy
 from slmc.bench.timing import StepTimer, bench_prompt, peak_rss_mb, timed
@@ -31,7 +32,7 @@ from slmc.graph.kv_cache import KVCacheSpec
 
 
 def _tvm_threading(policy: ThreadPolicy) -> dict[str, Any]:
-    return {"tvm_num_threads": policy.env.get("TVM_NUM_THREADS", "TVM default (one per core)"),
+    return {"tvm_num_threads": policy.env.get("TVM_NUM_THREADS", f"slmc default: {physical_cores()} (one per physical core)"),
             "spinning": policy.env.get("TVM_THREAD_POOL_SPIN_COUNT") != "0"}
 
 

@@ -6,9 +6,15 @@
 #include <tvm/ffi/container/shape.h>
 #include <tvm/ffi/error.h>
 
+#include <sched.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
 
 #include "../src/errors.hpp"
 
@@ -57,8 +63,46 @@ ffi::Tensor host_tensor(const std::vector<int64_t>& shape, DLDataType dtype) {
     return ffi::Tensor::FromNDAlloc(ZeroedHost{}, ffi::ShapeView(shape.data(), shape.size()), dtype, DLDevice{kDLCPU, 0});
 }
 
+namespace {
+
+// CPUs in a Linux CPU list such as "0-1,4".
+int count_cpus(const std::string& list) {
+    int count = 0;
+    std::stringstream parts(list);
+    for (std::string part; std::getline(parts, part, ',');) {
+        if (part.empty()) continue;
+        size_t dash = part.find('-');
+        count += dash == std::string::npos ? 1 : std::stoi(part.substr(dash + 1)) - std::stoi(part.substr(0, dash)) + 1;
+    }
+    return std::max(count, 1);
+}
+
+// The CPUs this process may run on, one per physical core (cpu0's SMT siblings counted once).
+int physical_cores() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    int usable = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set)
+                                                             : static_cast<int>(std::thread::hardware_concurrency());
+    std::ifstream siblings("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list");
+    std::string list;
+    int per_core = siblings >> list ? count_cpus(list) : 1;
+    return std::max(usable / per_core, 1);
+}
+
+// TVM's thread pool takes TVM_NUM_THREADS, else OMP_NUM_THREADS, else hardware_concurrency() / 2 on x86
+// (it assumes two hyper-threads per core: half the cores where there is no SMT). Unless the user chose,
+// one thread per physical core, as the Python runtime (slmc.artifact.tvm_runtime.use_physical_cores).
+// Read when the pool starts, at the first parallel kernel.
+void use_physical_cores() {
+    if (std::getenv("TVM_NUM_THREADS") != nullptr || std::getenv("OMP_NUM_THREADS") != nullptr) return;
+    setenv("TVM_NUM_THREADS", std::to_string(physical_cores()).c_str(), 0);
+}
+
+}  // namespace
+
 TvmModel::TvmModel(const std::string& library_path, std::vector<ffi::Tensor> weights, bool resident, bool last_position)
     : path_(library_path), weights_(std::move(weights)) {
+    use_physical_cores();
     try {
         library_ = load_library(library_path);
         vm_ = require(*library_, "vm_load_executable", path_)().cast<ffi::Module>();
