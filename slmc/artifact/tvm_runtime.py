@@ -68,6 +68,12 @@ def physical_cores() -> int:
     return max(usable // per_core, 1)
 
 
+def tvm_threads() -> int:
+    """The workers of TVM's thread pool in this process (``runtime.NumThreads``; starts the pool)."""
+    _load_runtime_library()
+    return int(tvm_ffi().get_global_func("runtime.NumThreads")())
+
+
 def use_physical_cores() -> None:
     """Size TVM's thread pool to the physical cores unless the user chose (``TVM_NUM_THREADS`` or
     ``OMP_NUM_THREADS``). TVM 0.27 otherwise takes ``hardware_concurrency() / 2`` on x86, assuming two

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from slmc.artifact.manifest import DecodeSpeed
+from slmc.artifact.tvm_runtime import tvm_threads
 from slmc.graph.kv_cache import Decoder, KVCacheSpec, StepFunction, as_decoder, generate_greedy
 
 PROMPT_TOKENS = 16
@@ -64,7 +65,8 @@ def measure_decode_speed(artifact_step: StepFunction | Decoder, artifact_cache: 
     return DecodeSpeed(
         measured=True, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
         how=(f"greedy decode of {new_tokens} tokens after a {prompt_tokens}-token prompt, one call per token, batch 1, "
-             f"best of {REPEATS}, on this host: eager PyTorch on 1 thread vs the artifact through slmc.load; a brief measurement"),
+             f"best of {REPEATS}, on this host: eager PyTorch on 1 thread vs the artifact through slmc.load on "
+             f"{tvm_threads()} TVM thread(s); a brief measurement"),
         original_tokens_per_s=round(_single_threaded(lambda: _tokens_per_second(original_step, original_cache, prompt, new_tokens)), 1),
         artifact_tokens_per_s=round(_tokens_per_second(artifact_step, artifact_cache, prompt, new_tokens), 1),
     )
