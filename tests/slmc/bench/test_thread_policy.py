@@ -9,6 +9,8 @@ from slmc.errors import InputError
 
 
 def test_engine_default_sets_nothing_and_removes_inherited_thread_variables(monkeypatch):
+    # a runtime loaded earlier in this process sets TVM_NUM_THREADS (slmc.artifact.tvm_runtime.use_physical_cores)
+    monkeypatch.delenv("TVM_NUM_THREADS", raising=False)
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     policy = thread_policy("engine-default")
     env = policy.child_env()
