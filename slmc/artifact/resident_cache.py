@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from slmc.artifact.kv_pages import ZeroPages
-from slmc.artifact.tvm_runtime import aligned_empty, as_local_tensor, tvm_ffi
+from slmc.artifact.tvm_runtime import aligned_empty, as_local_tensor, tvm_ffi, use_physical_cores
 from slmc.errors import InputError
 from slmc.graph.kv_cache import KVCacheSpec, dequantize_rows, quantize_rows
 
@@ -94,6 +94,7 @@ class ResidentCache:
         logits, static shapes: a cheaper call). A prompt longer than ``PREFILL_CHUNK`` runs as calls of at
         most that many tokens (chunked prefill): the VM's pooled allocator keeps the pages of the largest
         call's intermediates for the life of the process, so the chunk, not the prompt, bounds them."""
+        use_physical_cores()  # this thread's TVM pool (per thread in TVM; returns at once once sized)
         count = ids.shape[1]
         if count < 1 or self.tokens + count > self.cache.max_context:
             raise InputError(f"{self.tokens} cached + {count} new tokens exceed the artifact's max_context "

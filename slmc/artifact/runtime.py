@@ -19,7 +19,7 @@ import numpy as np
 from slmc.artifact.sampling import check_sampling, next_token
 from slmc.artifact.layout import LIBRARY, WEIGHTS, intact_manifest
 from slmc.artifact.weight_aliases import mapped_parameters
-from slmc.artifact.tvm_runtime import DLPACK_CPU, as_local_tensor, cpu, load_vm, tvm_ffi
+from slmc.artifact.tvm_runtime import DLPACK_CPU, as_local_tensor, cpu, load_vm, tvm_ffi, use_physical_cores
 from slmc.errors import ArtifactNotRunnableError, InputError
 from slmc.artifact.resident_cache import ResidentCache
 from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST, RESIDENT_STEP, CopyDecoder, Decoder, KVCacheSpec
@@ -194,6 +194,7 @@ class CompiledModel:
         # the grown one dequantized: eval and generate run the cache as stored
         if self.resident:
             return self._resident_step(*arrays)
+        use_physical_cores()  # this thread's TVM pool (per thread in TVM; returns at once once sized)
         result = self._vm["main"](*[_as_tensor(a, self._device) for a in arrays], *self._weights)
         outs = list(result) if isinstance(result, (tvm_ffi().Array, list, tuple)) else [result]
         return [_as_numpy(o) for o in outs]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ def tvm_ffi() -> Any:
 
 
 _loaded: list[Any] = []  # the runtime library's handle, once loaded
+_configured = threading.local()  # .threads: the pool size use_physical_cores gave this thread's TVM pool
+AFFINITY_BIG = 1  # TVM's ThreadGroup::kBig (threading_backend.h): the affinity mode its pool starts with
 SIBLINGS = Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list")  # cpu0's SMT threads, e.g. "0-1" or "0"
 
 
@@ -74,19 +77,41 @@ def tvm_threads() -> int:
     return int(tvm_ffi().get_global_func("runtime.NumThreads")())
 
 
+def user_chose_threads() -> bool:
+    """Whether the environment sets TVM's thread count (``TVM_NUM_THREADS``, else ``OMP_NUM_THREADS``: TVM 0.27's
+    ``MaxConcurrency`` reads them in that order)."""
+    return "TVM_NUM_THREADS" in os.environ or "OMP_NUM_THREADS" in os.environ
+
+
 def use_physical_cores() -> None:
-    """Size TVM's thread pool to the physical cores unless the user chose (``TVM_NUM_THREADS`` or
-    ``OMP_NUM_THREADS``). TVM 0.27 otherwise takes ``hardware_concurrency() / 2`` on x86, assuming two
+    """Size the calling thread's TVM thread pool to the physical cores unless the user chose
+    (``user_chose_threads``). TVM 0.27 otherwise takes ``hardware_concurrency() / 2`` on x86, assuming two
     hyper-threads per core: on a machine without SMT that is half the cores (this 2-core machine: one
-    thread, SmolLM-135M int4 decode ~11 vs ~5.5 ms per token; docs/dev-notes.md session 9). Takes effect when
-    the pool starts (the first parallel kernel of the process); the native runner does the same."""
-    if "TVM_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ:
-        os.environ["TVM_NUM_THREADS"] = str(physical_cores())
+    thread, SmolLM-135M int4 decode ~11 vs ~5.5 ms per token; docs/dev-notes.md session 9).
+
+    Through ``runtime.config_threadpool`` (TVM 0.27 src/runtime/thread_pool.cc): it sets the calling
+    thread's ``MaxConcurrency`` to the CPUs listed and starts (or resizes) that thread's pool with
+    ``AFFINITY_BIG``, the mode TVM's pool starts with, so the workers are placed as with
+    ``TVM_NUM_THREADS``. Nothing is written to ``os.environ``: a child process sees the environment the
+    user gave (setting ``TVM_NUM_THREADS`` here made every child look user-configured). Both the count and
+    the pool are per thread in TVM, so each thread that runs a model calls this (once: then it returns
+    at once); ``tvm_threads`` reads the result. Precondition: the runtime library is loaded."""
+    if getattr(_configured, "threads", None) is not None or user_chose_threads():
+        return
+    count = physical_cores()
+    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    tvm_ffi().get_global_func("runtime.config_threadpool")(AFFINITY_BIG, count, [str(c) for c in usable[:count]])
+    _configured.threads = count
 
 
 def _load_runtime_library() -> None:
-    """``libtvm_runtime.so`` of the installed apache-tvm, loaded once (already loaded if ``tvm`` is imported)."""
+    """``libtvm_runtime.so`` of the installed apache-tvm, loaded once (already loaded if ``tvm`` is imported),
+    and the calling thread's TVM pool on the physical cores (``use_physical_cores``)."""
+    _load_library()
     use_physical_cores()
+
+
+def _load_library() -> None:
     if _loaded or "tvm" in sys.modules:
         return
     tvm_ffi()  # libtvm_ffi.so first: the runtime library links against it

@@ -25,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from slmc.bench.decode_bytes import gguf_decode_bytes, kv_bytes_per_token
 from slmc.bench.prepare import EngineUnavailable, Preparation
 from slmc.bench.thread_policy import ThreadPolicy
 from slmc.bench.timing import bench_prompt, peak_rss_mb
 from slmc.errors import ModelError, SlmcError
 
-BITS_PER_WEIGHT = {"Q4_0": 4.5, "Q8_0": 8.5, "F32": 32.0}
+KV_CACHE_ENTRY_BYTES = 2  # llama.cpp's default cache type (type_k / type_v): f16
 MIN_TOP1_AGREEMENT = 0.9
 CHECK_TOKENS = 16
 
@@ -143,8 +144,9 @@ def _prepare(prep: Preparation, qtype: str) -> dict[str, Any]:
             raise SlmcError(f"the GGUF conversion of {prep.model} is not the same model: greedy tokens of its F32 GGUF "
                             f"agree with PyTorch eager on {conversion:.0%} of {CHECK_TOKENS} positions (at least "
                             f"{MIN_TOP1_AGREEMENT:.0%} expected; {qtype}: {agreement:.0%})")
-    return {**prep.common(), **written, **checked,
-            "weight_bytes": int(prep.linear_bytes / 32 * BITS_PER_WEIGHT[qtype])}
+    read = gguf_decode_bytes(out)
+    return {**prep.common(), **written, **checked, "weight_bytes": read.weight_bytes, "decode_bytes": read.to_json(),
+            "kv_cache_bytes_per_token": kv_bytes_per_token(prep.cache.to_json(), KV_CACHE_ENTRY_BYTES)}
 
 
 def _f32_conversion_agreement(prep: Preparation) -> float:

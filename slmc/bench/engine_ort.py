@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from slmc.bench.decode_bytes import onnx_decode_bytes
 from slmc.bench.prepare import Preparation
 from slmc.bench.thread_policy import ThreadPolicy
 from slmc.bench.timing import StepTimer
@@ -25,9 +26,15 @@ def _size(folder: Path, stem: str) -> int:
     return sum(f.stat().st_size for f in folder.glob(f"{stem}*"))
 
 
+def _read(path: Path) -> dict[str, Any]:
+    """The bytes a decode step reads of the model's initializers (``slmc.bench.decode_bytes``)."""
+    read = onnx_decode_bytes(path)
+    return {"weight_bytes": read.weight_bytes, "decode_bytes": read.to_json()}
+
+
 def prepare_fp32(prep: Preparation) -> dict[str, Any]:
     path, report = prep.onnx()
-    return {**prep.common(), "onnx": str(path), "onnx_bytes": report["bytes"], "weight_bytes": prep.linear_bytes}
+    return {**prep.common(), "onnx": str(path), "onnx_bytes": report["bytes"], **_read(path)}
 
 
 def prepare_int8(prep: Preparation) -> dict[str, Any]:
@@ -36,8 +43,7 @@ def prepare_int8(prep: Preparation) -> dict[str, Any]:
     path, report = prep.onnx()
     out = path.parent / "model-int8.onnx"
     quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8, use_external_data_format=bool(report["external_data"]))
-    return {**prep.common(), "onnx": str(out), "onnx_bytes": _size(out.parent, "model-int8.onnx"),
-            "weight_bytes": prep.linear_bytes // 4}
+    return {**prep.common(), "onnx": str(out), "onnx_bytes": _size(out.parent, "model-int8.onnx"), **_read(out)}
 
 
 def prepare_int4(prep: Preparation) -> dict[str, Any]:
@@ -52,7 +58,7 @@ def prepare_int4(prep: Preparation) -> dict[str, Any]:
     nodes = [n.op_type for n in onnx.load(str(out), load_external_data=False).graph.node]
     return {**prep.common(), "onnx": str(out), "onnx_bytes": _size(out.parent, "model-int4.onnx"),
             "matmul_nbits_nodes": nodes.count("MatMulNBits"), "matmul_nodes_left_fp32": nodes.count("MatMul"),
-            "block_size": INT4_BLOCK, "weight_bytes": prep.linear_bytes * 5 // 32}  # 4 bits + an fp32 scale per 32
+            "block_size": INT4_BLOCK, **_read(out)}
 
 
 def open_timer(info: dict[str, Any], policy: ThreadPolicy) -> StepTimer:

@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from slmc.artifact.tvm_runtime import physical_cores
+from slmc.artifact.layout import WEIGHTS
+from slmc.artifact.tvm_runtime import physical_cores, tvm_threads
+from slmc.bench.decode_bytes import slmc_decode_bytes
 from slmc.bench.prepare import EngineUnavailable, Preparation
 from slmc.bench.thread_policy import ThreadPolicy
 from slmc.bench.timing import StepTimer, bench_prompt, peak_rss_mb, timed
@@ -38,9 +40,11 @@ def _tvm_threading(policy: ThreadPolicy) -> dict[str, Any]:
 
 def prepare(prep: Preparation) -> dict[str, Any]:
     manifest = prep.compiled.manifest
-    ratio = manifest.weights.bytes / max(1, 4 * manifest.model.parameters)
+    read = slmc_decode_bytes(prep.artifact() / WEIGHTS, manifest.weights.order, manifest.weights.aliases,
+                             prep.spec.module)
     return {**prep.common(), "artifact": str(prep.artifact()), "weights_file_bytes": manifest.weights.bytes,
-            "weight_bytes": int(prep.linear_bytes * ratio), "verification_passed": manifest.verification.passed,
+            "weight_bytes": read.weight_bytes, "decode_bytes": read.to_json(),
+            "verification_passed": manifest.verification.passed,
             "tuning": manifest.tuning, "kv_cache": manifest.kv_cache.mode if manifest.kv_cache else None,
             "kv_cache_dtype": manifest.kv_cache.dtype if manifest.kv_cache else None,
             "kv_cache_bytes_per_token": manifest.kv_cache.bytes_per_token if manifest.kv_cache else None}
@@ -50,9 +54,10 @@ def open_timer(info: dict[str, Any], policy: ThreadPolicy) -> StepTimer | Reside
     import slmc
 
     model = slmc.load(info["artifact"])
+    threading = {**_tvm_threading(policy), "tvm_pool_threads": tvm_threads()}  # the pool this process runs with
     if model.resident:
-        return ResidentTimer(model.decoder(), _tvm_threading(policy))
-    return StepTimer(lambda i, k, v: model.step(i, k, v)[0], KVCacheSpec(**info["kv"]), _tvm_threading(policy))
+        return ResidentTimer(model.decoder(), threading)
+    return StepTimer(lambda i, k, v: model.step(i, k, v)[0], KVCacheSpec(**info["kv"]), threading)
 
 
 class ResidentTimer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from slmc.bench.decode_bytes import torch_decode_bytes
 from slmc.bench.prepare import Preparation
 from slmc.bench.thread_policy import ThreadPolicy
 from slmc.bench.timing import StepTimer
@@ -11,7 +12,9 @@ from slmc.graph.kv_cache import KVCacheSpec
 
 
 def prepare(prep: Preparation) -> dict[str, Any]:
-    return {**prep.common(), "max_context": prep.max_context, "weight_bytes": prep.linear_bytes}
+    read = torch_decode_bytes(prep.spec.module)
+    return {**prep.common(), "max_context": prep.max_context, "weight_bytes": read.weight_bytes,
+            "decode_bytes": read.to_json()}
 
 
 def open_timer(info: dict[str, Any], policy: ThreadPolicy) -> StepTimer:

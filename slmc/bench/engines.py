@@ -16,6 +16,8 @@ modules are imported only when an engine is used (llama.cpp and ONNX Runtime loa
 ``llama-cpp-q8_0``  llama.cpp, GGUF Q8_0
 ==================  ===========================================================================
 
+An entry of ``--engines`` may end in a thread override, ``slmc@1t``: that engine once more, on that many threads
+whatever the run's thread policy (issue 22: decode on two threads must beat one, judged within one run).
 The slmc engines compile a recipe (``per_recipe``): a run with several recipes measures one instance of
 each per recipe, named ``slmc[<label>]`` (``instance_name``; the label is the recipe file's stem), every
 instance in processes of its own like any engine. A run's only recipe keeps the plain names.
@@ -64,21 +66,38 @@ def engine(name: str) -> EngineKind:
     return ENGINE_KINDS[name]
 
 
-def instance_name(engine_name: str, label: str) -> str:
-    """``slmc`` for the run's only recipe (label ``""``), ``slmc[w4a8-g32-rtn]`` for one of several."""
-    return f"{engine_name}[{label}]" if label else engine_name
+def parse_engine(text: str) -> tuple[str, int | None]:
+    """``(kind, threads)`` of an ``--engines`` entry: ``slmc`` -> ``("slmc", None)`` (the run's thread policy),
+    ``slmc@1t`` -> ``("slmc", 1)`` (this instance on one thread, whatever the policy: ``ThreadPolicy.with_threads``)."""
+    kind, at, threads = text.partition("@")
+    engine(kind)
+    if not at:
+        return kind, None
+    if not (threads.endswith("t") and threads[:-1].isdigit() and int(threads[:-1]) >= 1):
+        raise InputError(f"engine {text!r}: a thread override is '@<threads>t' with at least one thread, e.g. '{kind}@1t'")
+    return kind, int(threads[:-1])
+
+
+def instance_name(engine_name: str, label: str, threads: int | None = None) -> str:
+    """``slmc`` for the run's only recipe (label ``""``), ``slmc[w4a8-g32-rtn]`` for one of several; ``@1t`` after
+    it for an instance with a thread override."""
+    return (f"{engine_name}[{label}]" if label else engine_name) + (f"@{threads}t" if threads else "")
 
 
 @dataclass(frozen=True)
 class Instance:
     """One measured engine of a run: ``name`` in the report, ``kind`` in ``ENGINE_KINDS``, ``label`` the recipe it
-    compiles (``""``: the run's only recipe, or an engine that compiles none)."""
+    compiles (``""``: the run's only recipe, or an engine that compiles none), ``threads`` its thread override
+    (``None``: the run's policy). Instances of one kind and label share their prepared files."""
     name: str
     kind: str
     label: str
+    threads: int | None = None
 
 
 def instances(engines: list[str], labels: list[str]) -> list[Instance]:
-    """Every engine of ``engines``, those that compile a recipe once per label of ``labels`` (in that order)."""
-    return [Instance(instance_name(e, label), e, label)
-            for e in engines for label in (labels if engine(e).per_recipe else [""])]
+    """Every engine of ``engines`` (``parse_engine``), those that compile a recipe once per label of ``labels`` (in
+    that order)."""
+    parsed = [parse_engine(e) for e in engines]
+    return [Instance(instance_name(kind, label, threads), kind, label, threads)
+            for kind, threads in parsed for label in (labels if engine(kind).per_recipe else [""])]

@@ -1,8 +1,9 @@
 """The machine a benchmark runs on: roofline bounds measured at the start, and load before/after.
 
-Memory bandwidth: STREAM's triad ``a = b + s * c`` (McCalpin, "Memory Bandwidth and Machine
+Memory bandwidth, two ways: STREAM's triad ``a = b + s * c`` (McCalpin, "Memory Bandwidth and Machine
 Balance in Current High Performance Computers", 1995) on float32 arrays far larger than the last
-level cache, counting 3 x 4 bytes per element (2 reads, 1 write), best of ``repeats``. GEMM peak:
+level cache, one thread, best of ``repeats``; and a read-only stream (``read_bandwidth``: a sum on the
+benchmark's threads), the bound issue 22's decode goal uses (a decode step reads, on every thread). GEMM peak:
 an fp32 ``torch.matmul`` of two square matrices with the benchmark's thread count, 2 n^3 flops,
 best of ``repeats``. Bounds (Williams et al., "Roofline", CACM 2009): a decode step must at least
 read every weight once (memory bound), a prefill must at least do its matmul flops (compute bound).
@@ -31,6 +32,28 @@ def memory_bandwidth(elements: int = 32 * 2**20, repeats: int = 5) -> float:
         best = min(best, time.perf_counter() - start)
     # multiply + add in place: reads c, writes a, reads a and b, writes a -> 5 x 4 bytes per element
     return 5 * 4 * elements / best / 1e9
+
+
+def read_bandwidth(threads: int, elements: int = 64 * 2**20, repeats: int = 5) -> float:
+    """Read-only bandwidth in GB/s: ``torch.sum`` of a float32 array far larger than the last level cache on
+    ``threads`` threads, 4 bytes per element read, best of ``repeats``. What a decode step does: it streams
+    its weights in (writing only activations), on all its threads; the triad (one numpy thread, and its
+    writes cost a read for ownership besides the counted write) under-states that."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = torch.ones(elements, dtype=torch.float32)
+        torch.sum(x)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.sum(x)
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+    return 4 * elements / best / 1e9
 
 
 def gemm_peak(threads: int, n: int = 1024, repeats: int = 5) -> float:
@@ -77,6 +100,7 @@ def describe(threads: int) -> dict[str, Any]:
         "cores": cores(),
         "threads": threads,
         "memory_bandwidth_gbs": round(memory_bandwidth(), 2),
+        "read_bandwidth_gbs": round(read_bandwidth(threads), 2),
         "gemm_peak_gflops": round(gemm_peak(threads), 2),
     }
 

@@ -88,10 +88,13 @@ def prepare_model(model: str, instances: list[list[str]], max_context: int, reci
     prep = Preparation(model, max_context, Path(recipes[0][1]), Path(work))
     per_recipe = {label: prep.with_recipe(label, Path(path)) for label, path in recipes}
     infos: dict[str, Any] = {}
+    made: dict[tuple[str, str], Any] = {}  # (kind, label) -> info: a thread override (slmc@1t) runs the same files
     for name, kind, label in instances:
-        try:
-            infos[name] = engine(kind).prepare(per_recipe[label] if engine(kind).per_recipe else prep)
-        except EngineUnavailable as exc:
-            infos[name] = {"unavailable": str(exc)}
+        if (kind, label) not in made:
+            try:
+                made[kind, label] = engine(kind).prepare(per_recipe[label] if engine(kind).per_recipe else prep)
+            except EngineUnavailable as exc:
+                made[kind, label] = {"unavailable": str(exc)}
+        infos[name] = made[kind, label]
     return {"engines": infos, "max_context": prep.cache.max_context, "linear_bytes_fp32": prep.linear_bytes,
             "parameters": int(sum(p.numel() for p in prep.spec.module.parameters()))}

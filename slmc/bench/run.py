@@ -9,8 +9,9 @@ by default every engine's own threading, nothing forced). Each process times ``s
 at every context and ``prefill_repeats`` prefills at every prompt length, then reports its peak RSS.
 Reported per engine: decode ms/token median and p90 over every sample of every process, per context;
 prefill tokens/s and TTFT (medians) per prompt length; the peak RSS of its processes (the largest);
-its threads; each time as a fraction of its roofline bound: decode reads at least the matmul weights
-(at the engine's bits per weight) and the KV cache once (bytes / measured bandwidth), prefill does at
+its threads; each time as a fraction of its roofline bound: decode reads at least what one step reads of
+the engine's stored weights and its KV cache at the context (``slmc.bench.decode_bytes``; bytes / the
+measured read-only bandwidth, and / the triad's as ``fraction_of_triad_bound``), prefill does at
 least ``2 x matmul weights x tokens`` flops (flops / measured GEMM peak). Load before and after, and
 the machine, are recorded; a run on a loaded machine says so (``loaded``).
 """
@@ -29,7 +30,8 @@ import numpy as np
 
 from slmc.bench import machine
 from slmc.bench.child import run_child
-from slmc.bench.engines import ENGINES, engine, instances
+from slmc.bench.decode_bytes import kv_bytes_per_token
+from slmc.bench.engines import ENGINES, engine, instances, parse_engine
 from slmc.bench.goals import goals
 from slmc.bench.models import BENCH_MODELS
 from slmc.bench.thread_policy import ThreadPolicy, thread_policy
@@ -62,7 +64,7 @@ def check_settings(models: list[str], engines: list[str], contexts: list[int], p
     if unknown:
         raise ModelError(f"unknown benchmark model(s) {unknown}; known: {', '.join(BENCH_MODELS)}")
     for name in engines:
-        engine(name)
+        parse_engine(name)
     if "slmc" not in engines:
         raise InputError(f"--engines must include slmc (every ratio is about it); got {engines}")
     recipe_labels(recipes)
@@ -78,8 +80,8 @@ def _say(text: str) -> None:
 
 def _summary(name: str, info: dict[str, Any], runs: list[dict[str, Any]], cache: dict[str, int], bounds: dict[str, Any],
              linear_bytes: int) -> dict[str, Any]:
-    # the engine's stored cache (slmc: the manifest's, e.g. an int8 cache with its scales), else float32 entries
-    kv_per_position = info.get("kv_cache_bytes_per_token") or 2 * cache["layers"] * cache["kv_heads"] * cache["head_dim"] * KV_BYTES
+    # the engine's stored cache (slmc: the manifest's, e.g. an int8 cache with its scales; llama.cpp f16), else float32
+    kv_per_position = info.get("kv_cache_bytes_per_token") or kv_bytes_per_token(cache, KV_BYTES)
     entry: dict[str, Any] = {"processes": len(runs), "threading": runs[0]["threading"],
                              "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
                              "open_seconds": statistics.median(r["open_seconds"] for r in runs),
@@ -89,10 +91,12 @@ def _summary(name: str, info: dict[str, Any], runs: list[dict[str, Any]], cache:
     for c in runs[0]["decode_ms"]:
         samples = [s for r in runs for s in r["decode_ms"][c]]
         median = statistics.median(samples)
-        bound_ms = 1e3 * (info["weight_bytes"] + kv_per_position * int(c)) / (bounds["memory_bandwidth_gbs"] * 1e9)
+        read = info["weight_bytes"] + kv_per_position * int(c)  # bytes a step reads (slmc.bench.decode_bytes)
         entry["decode"][c] = {"ms_median": round(median, 3), "ms_p90": round(float(np.percentile(samples, 90)), 3),
                               "process_medians": [round(statistics.median(r["decode_ms"][c]), 3) for r in runs],
-                              "fraction_of_bandwidth_bound": round(bound_ms / median, 4)}
+                              "bytes_read": read,
+                              "fraction_of_bandwidth_bound": round(1e3 * read / (bounds["read_bandwidth_gbs"] * 1e9) / median, 4),
+                              "fraction_of_triad_bound": round(1e3 * read / (bounds["memory_bandwidth_gbs"] * 1e9) / median, 4)}
     for p in runs[0]["prefill_s"]:
         seconds = statistics.median(s for r in runs for s in r["prefill_s"][p])
         flops = 2 * linear_bytes / 4 * int(p)
@@ -123,9 +127,10 @@ def bench_one(name: str, engines: list[str], contexts: list[int], prefills: list
         order = ready[r % len(ready):] + ready[:r % len(ready)]
         for e in order:
             _say(f"{name}: round {r + 1}/{repeats}, {e}")
-            runs[e].append(run_child("measure", dict(engine_name=measured[e].kind, info=prepared["engines"][e], policy=policy.to_json(),
+            own = policy.with_threads(measured[e].threads) if measured[e].threads else policy
+            runs[e].append(run_child("measure", dict(engine_name=measured[e].kind, info=prepared["engines"][e], policy=own.to_json(),
                                                      contexts=usable, prefills=prompt_lengths, steps=steps,
-                                                     prefill_repeats=prefill_repeats), env=policy.child_env(), quiet=True))
+                                                     prefill_repeats=prefill_repeats), env=own.child_env(), quiet=True))
     cache = next(iter(prepared["engines"][e]["kv"] for e in ready))
     results = {e: _summary(e, prepared["engines"][e], runs[e], cache, bounds, prepared["linear_bytes_fp32"]) for e in ready}
     clipped = sorted(set(contexts) - set(usable)) + sorted(set(prefills) - set(prompt_lengths))

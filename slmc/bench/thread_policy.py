@@ -29,6 +29,14 @@ class ThreadPolicy:
     threads: int | None  # None: each engine's own default
     passive: bool  # ask every engine that has a switch to wait passively
     env: dict[str, str] = field(default_factory=dict)
+    override: bool = False  # one engine instance's thread count (``with_threads``), not the run's policy
+
+    def with_threads(self, threads: int) -> ThreadPolicy:
+        """This policy with ``threads`` threads for one engine instance (``slmc@1t``): every engine's switch for
+        its thread count (TVM's and OpenMP's variables, ``threads`` for llama.cpp, ONNX Runtime and PyTorch);
+        the wait policy stays the run's."""
+        return ThreadPolicy(f"{self.name}, {threads} thread{'s' * (threads > 1)} for this engine", threads, self.passive,
+                            {**self.env, "OMP_NUM_THREADS": str(threads), "TVM_NUM_THREADS": str(threads)}, True)
 
     def child_env(self) -> dict[str, str]:
         """The measuring process's environment: this shell's without the thread variables, plus ``env``."""
@@ -39,7 +47,8 @@ class ThreadPolicy:
     def to_json(self) -> dict[str, Any]:
         removed = sorted(k for k in THREAD_VARIABLES if k in os.environ and k not in self.env)
         return {"name": self.name, "threads": self.threads, "passive_wait": self.passive, "env": dict(self.env),
-                "removed_from_env": removed, "common": self.threads is not None}
+                "removed_from_env": removed, "common": self.threads is not None and not self.override,
+                "override": self.override}
 
 
 def engine_default(threads: int | None = None) -> ThreadPolicy:
@@ -71,4 +80,4 @@ def thread_policy(name: str, threads: int | None = None) -> ThreadPolicy:
 
 
 def from_json(data: dict[str, Any]) -> ThreadPolicy:
-    return ThreadPolicy(data["name"], data["threads"], data["passive_wait"], dict(data["env"]))
+    return ThreadPolicy(data["name"], data["threads"], data["passive_wait"], dict(data["env"]), data.get("override", False))

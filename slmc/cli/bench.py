@@ -12,7 +12,7 @@ import click
 
 from slmc.cli.output import emit_json, handles_errors
 
-DEFAULT_ENGINES = "slmc,slmc-native,llama-cpp-q4_0,llama-cpp-q8_0,ort-int4,ort-int8,ort-fp32,torch"
+DEFAULT_ENGINES = "slmc,slmc@1t,slmc-native,llama-cpp-q4_0,llama-cpp-q8_0,ort-int4,ort-int8,ort-fp32,torch"
 
 
 def _integers(option: str, text: str) -> list[int]:
@@ -29,7 +29,8 @@ def _integers(option: str, text: str) -> list[int]:
 @click.option("-r", "--recipe", "recipes", multiple=True, default=(), type=click.Path(path_type=Path),
               help="Recipe for the slmc artifact [default: int4 g32 RTN weight-only]; repeat it to measure each recipe's "
                    "artifact as its own engines slmc[<file stem>] (the goals judge the first).")
-@click.option("--engines", default=DEFAULT_ENGINES, show_default=True, help="Comma-separated engines.")
+@click.option("--engines", default=DEFAULT_ENGINES, show_default=True, help="Comma-separated engines; '@<n>t' after one measures it once more on n threads "
+                   "(slmc@1t: issue 22's two-threads-vs-one goal).")
 @click.option("--contexts", default="128,1024,2000", show_default=True, help="Cache lengths for decode timing.")
 @click.option("--prefill", default="128,1024", show_default=True, help="Prompt lengths for prefill / TTFT.")
 @click.option("--repeats", default=3, show_default=True, type=int,

@@ -58,3 +58,41 @@ def test_local_tensors_are_views_when_aligned_and_aligned_copies_otherwise():
     np.testing.assert_array_equal(copied, unaligned)
     empty = np.from_dlpack(as_local_tensor(np.zeros((0, 3), np.int64)))
     assert empty.shape == (0, 3) and empty.dtype == np.int64
+
+
+THREADS = """
+import json, os, subprocess, sys, threading
+import slmc
+from slmc.artifact.tvm_runtime import physical_cores, tvm_threads
+model = slmc.load(sys.argv[1])
+model.generate("hello", max_new_tokens=2)
+other = {}
+def run():
+    model.generate("hi", max_new_tokens=2)
+    other["threads"] = tvm_threads()
+worker = threading.Thread(target=run)
+worker.start()
+worker.join()
+child = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('TVM_NUM_THREADS'))"], capture_output=True,
+                       text=True, check=True).stdout.strip()
+print(json.dumps({"threads": tvm_threads(), "other_thread": other["threads"], "physical": physical_cores(),
+                  "env": os.environ.get("TVM_NUM_THREADS"), "child": child}))
+"""
+
+
+@pytest.mark.parametrize("user", [None, "1"])
+def test_the_runtime_sizes_tvms_pool_without_leaking_tvm_num_threads_to_children(cached_compile, user):
+    """One TVM thread per physical core in every thread that runs the model, chosen through TVM's
+    runtime.config_threadpool: the environment (and so a child process's) stays as the user gave it; a
+    user's TVM_NUM_THREADS is obeyed."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    if user:
+        env["TVM_NUM_THREADS"] = user
+    done = subprocess.run([sys.executable, "-c", THREADS, str(cached_compile.artifact)], capture_output=True, text=True,
+                          env=env, check=True)
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = int(user) if user else seen["physical"]
+    assert seen["threads"] == seen["other_thread"] == expected, seen
+    assert seen["env"] == user and seen["child"] == (user or "None"), seen

@@ -51,3 +51,12 @@ def test_several_recipes_the_goals_judge_the_first_recipes_instance():
     assert {g["slmc"] for g in rows} == {"slmc[a]"} and all(g["met"] for g in rows)
     assert {(g["goal"], g["at"]): g["measured"] for g in rows}[("decode_time_vs_llama_cpp_q4_0", 128)] == 0.5
     assert goals(result) == []  # label "": the plain "slmc", which this run does not have
+
+
+def test_two_threads_must_beat_one_in_the_same_run():
+    result = _result(slmc=_engine(2.0, 1200.0, 110.0, 0.65), **{"slmc@1t": _engine(2.5, 900.0, 100.0)})
+    rows = [g for g in goals(result) if g["goal"] == "decode_two_threads_vs_one"]
+    assert [(g["at"], g["measured"], g["limit"], g["met"]) for g in rows] == [(128, 0.8, "< 1.0", True), (1024, 0.8, "< 1.0", True)]
+    even = _result(**{"slmc[a]": _engine(2.0, 1.0, 1.0), "slmc[a]@1t": _engine(2.0, 1.0, 1.0)})
+    rows = [g for g in goals(even, "a") if g["goal"] == "decode_two_threads_vs_one"]
+    assert rows and not any(g["met"] for g in rows) and {g["slmc"] for g in rows} == {"slmc[a]"}  # equal is not faster

@@ -9,15 +9,14 @@ from slmc.errors import InputError
 
 
 def test_engine_default_sets_nothing_and_removes_inherited_thread_variables(monkeypatch):
-    # a runtime loaded earlier in this process sets TVM_NUM_THREADS (slmc.artifact.tvm_runtime.use_physical_cores)
-    monkeypatch.delenv("TVM_NUM_THREADS", raising=False)
+    monkeypatch.delenv("TVM_NUM_THREADS", raising=False)  # a user's setting (slmc's runtime sets none: test_tvm_runtime)
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     policy = thread_policy("engine-default")
     env = policy.child_env()
     assert not any(k in env for k in THREAD_VARIABLES)
     record = policy.to_json()
     assert record == {"name": "engine-default", "threads": None, "passive_wait": False, "env": {},
-                      "removed_from_env": ["OMP_WAIT_POLICY"], "common": False}
+                      "removed_from_env": ["OMP_WAIT_POLICY"], "common": False, "override": False}
     assert from_json(record) == policy
 
 
@@ -26,6 +25,16 @@ def test_common_passive_is_reported_as_common():
     record = policy.to_json()
     assert record["common"] and record["threads"] == 3 and record["passive_wait"]
     assert policy.child_env()["OMP_WAIT_POLICY"] == "PASSIVE" and policy.child_env()["TVM_NUM_THREADS"] == "3"
+
+
+def test_a_thread_override_is_one_instances_not_a_common_policy():
+    one = thread_policy("engine-default").with_threads(1)
+    record = one.to_json()
+    assert record["threads"] == 1 and record["override"] and not record["common"] and not record["passive_wait"]
+    assert one.child_env()["TVM_NUM_THREADS"] == one.child_env()["OMP_NUM_THREADS"] == "1"
+    assert from_json(record) == one
+    passive = thread_policy("common-passive", 2).with_threads(1)
+    assert passive.passive and passive.child_env()["TVM_THREAD_POOL_SPIN_COUNT"] == "0" and passive.threads == 1
 
 
 @pytest.mark.parametrize("name, threads, message", [
