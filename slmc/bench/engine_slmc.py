@@ -28,7 +28,7 @@ from slmc.artifact.tvm_runtime import physical_cores, tvm_threads
 from slmc.bench.decode_bytes import slmc_decode_bytes
 from slmc.bench.prepare import EngineUnavailable, Preparation
 from slmc.bench.thread_policy import ThreadPolicy
-from slmc.bench.timing import StepTimer, bench_prompt, peak_rss_mb, timed
+from slmc.bench.timing import PROMPT_ID_RANGE, StepTimer, bench_prompt, peak_rss_mb, rss_bytes, timed
 from slmc.errors import SlmcError
 from slmc.graph.kv_cache import KVCacheSpec
 
@@ -95,6 +95,23 @@ class ResidentTimer:
 
     def peak_rss_mb(self) -> float:
         return peak_rss_mb()
+
+    def rss_growth(self, first: int, last: int) -> dict[str, int]:
+        """A generation from a one-token prompt, one token per step (``last_only``, as ``generate`` runs it):
+        the process's RSS after ``first`` and after ``last`` tokens, and the KV bytes written in between
+        (``slmc.bench.timing.GrowthProbe``)."""
+        decoder, token = self.decoder, bench_prompt(1)
+        decoder.reset()
+        decoder.feed(token, last_only=True)
+        seen = {}
+        for count in range(2, last + 1):
+            token[0, 0] = (count * 7 + 1) % PROMPT_ID_RANGE
+            decoder.feed(token, last_only=True)
+            if count in (first, last):
+                seen[count] = rss_bytes()
+        per_token = self.decoder.cache.bytes_per_token()
+        return {"first": first, "last": last, "rss_first_bytes": seen[first], "rss_last_bytes": seen[last],
+                "kv_written_bytes": per_token * (last - first)}
 
 
 def prepare_native(prep: Preparation) -> dict[str, Any]:

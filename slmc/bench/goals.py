@@ -27,6 +27,8 @@ from slmc.bench.engines import instance_name
 LLAMA = "llama-cpp-q4_0"
 ONE_THREAD = "slmc@1t"
 NATIVE_RSS_SLACK_MB = 40
+RSS_SLACK_MB = 60  # issue 22: peak RSS <= weights file + KV cache + 60 MB
+GROWTH_LIMIT_MB = 5.0
 
 
 def _decode(result: dict[str, Any], engine: str, context: str) -> float:
@@ -48,6 +50,24 @@ def thread_scaling(result: dict[str, Any]) -> list[tuple[int, float]]:
     """slmc's decode time on its threads (its default: one per physical core, or the common policy's) over the
     same artifact's on one thread (``slmc@1t``), per context: below 1 when the second thread pays."""
     return [(c, _decode(result, "slmc", str(c)) / _decode(result, ONE_THREAD, str(c))) for c in result["contexts"]]
+
+
+def rss_growth(result: dict[str, Any]) -> list[tuple[int, float]]:
+    """MB the slmc process grew over a generation from token ``first`` to ``last`` beyond the KV cache it wrote
+    (``slmc.bench.timing.GrowthProbe``; the worst process)."""
+    runs = result["engines"]["slmc"].get("rss_growth") or []
+    return [(runs[0]["last"], max((r["rss_last_bytes"] - r["rss_first_bytes"] - r["kv_written_bytes"]) / 2**20
+                                  for r in runs))] if runs else []
+
+
+def rss_budget(result: dict[str, Any]) -> list[tuple[int, float]]:
+    """The slmc process's peak RSS over weights file + KV cache at the largest context it held + 60 MB."""
+    entry = result["engines"]["slmc"]
+    if "weights_file_bytes" not in entry["details"] or "kv_cache_bytes_per_token" not in entry:
+        return []  # a report written before these were recorded
+    tokens = max(max(result["contexts"]) + 1, max(result["prefills"]))
+    budget = entry["details"]["weights_file_bytes"] + entry["kv_cache_bytes_per_token"] * (tokens + 1) + RSS_SLACK_MB * 2**20
+    return [(tokens, entry["peak_rss_mb"] * 2**20 / budget)]
 
 
 def native_decode_ratio(result: dict[str, Any]) -> list[tuple[int, float]]:
@@ -103,6 +123,10 @@ GOALS = (
     Goal("peak_rss_vs_llama_cpp_q4_0", 22, "peak RSS of the engine process, slmc / llama.cpp Q4_0", (LLAMA,), rss_ratio, 1.2, "max"),
     Goal("decode_fraction_of_bandwidth", 22, "decode: bytes one step reads (stored weights read, KV at the context) / read-only bandwidth / time", (), bandwidth_fraction,
          0.6, "min"),
+    Goal("peak_rss_vs_weights_kv_budget", 22, "slmc peak RSS / (weights file + KV cache at the largest context + 60 MB)",
+         (), rss_budget, 1.0, "max"),
+    Goal("rss_growth_over_generation", 22, "slmc RSS growth from generated token 100 to the last, less the KV written, MB",
+         (), rss_growth, GROWTH_LIMIT_MB, "max"),
     Goal("decode_two_threads_vs_one", 22, "decode ms/token, slmc on its threads / slmc@1t on one thread", (ONE_THREAD,),
          thread_scaling, 1.0, "below"),
     Goal("native_decode_time_vs_python", 18, "decode ms/token, slmc-run / slmc Python runtime", ("slmc-native",),

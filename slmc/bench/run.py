@@ -42,6 +42,7 @@ DEFAULT_PREFILLS = (128, 1024)
 DEFAULT_RECIPE = "passes:\n  - quantize: {bits: 4, group_size: 32, method: rtn}\n"
 DEFAULT_RECIPE_NAME = "int4 g32 RTN weight-only (examples/recipes/int4-g32-rtn.yaml)"
 KV_BYTES = 4  # fp32 cache entries
+GROWTH = (100, 2000)  # issue 22: RSS after 2,000 generated tokens vs after 100 (engines that can: GrowthProbe)
 
 
 def recipe_labels(recipes: Sequence[str | Path]) -> list[tuple[str, Path | None]]:
@@ -86,6 +87,8 @@ def _summary(name: str, info: dict[str, Any], runs: list[dict[str, Any]], cache:
                              "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
                              "open_seconds": statistics.median(r["open_seconds"] for r in runs),
                              "memory_runs": [m for r in runs for m in r.get("memory_runs", [])],
+                             "rss_growth": [r["rss_growth"] for r in runs if r.get("rss_growth")],
+                             "kv_cache_bytes_per_token": kv_per_position,
                              "decode": {}, "prefill": {},
                              "details": {k: v for k, v in info.items() if k not in ("kv", "model")}}
     for c in runs[0]["decode_ms"]:
@@ -128,9 +131,11 @@ def bench_one(name: str, engines: list[str], contexts: list[int], prefills: list
         for e in order:
             _say(f"{name}: round {r + 1}/{repeats}, {e}")
             own = policy.with_threads(measured[e].threads) if measured[e].threads else policy
+            growth = None if measured[e].threads else [min(GROWTH[0], max_context - 2), min(GROWTH[1], max_context - 1)]
             runs[e].append(run_child("measure", dict(engine_name=measured[e].kind, info=prepared["engines"][e], policy=own.to_json(),
                                                      contexts=usable, prefills=prompt_lengths, steps=steps,
-                                                     prefill_repeats=prefill_repeats), env=own.child_env(), quiet=True))
+                                                     prefill_repeats=prefill_repeats, growth=growth), env=own.child_env(),
+                                     quiet=True))
     cache = next(iter(prepared["engines"][e]["kv"] for e in ready))
     results = {e: _summary(e, prepared["engines"][e], runs[e], cache, bounds, prepared["linear_bytes_fp32"]) for e in ready}
     clipped = sorted(set(contexts) - set(usable)) + sorted(set(prefills) - set(prompt_lengths))

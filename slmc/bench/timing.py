@@ -46,6 +46,22 @@ class MemoryRuns(Protocol):
     def memory_runs(self) -> list[dict[str, Any]]: ...
 
 
+@runtime_checkable
+class GrowthProbe(Protocol):
+    """A timer that can generate token after token and report its process's resident memory on the way
+    (issue 22: no per-step growth): ``rss_growth(first, last)`` -> ``first`` and ``last`` (tokens in the cache),
+    ``rss_first_bytes`` and ``rss_last_bytes`` (VmRSS after that many) and ``kv_written_bytes`` (the cache
+    bytes written in between, whose pages become resident as they are written)."""
+
+    def rss_growth(self, first: int, last: int) -> dict[str, int]: ...
+
+
+def rss_bytes() -> int:
+    """This process's resident set now (VmRSS), in bytes."""
+    with open("/proc/self/status", encoding="utf-8") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
 def bench_prompt(tokens: int) -> np.ndarray:
     return ((np.arange(tokens, dtype=np.int64) * 7 + 1) % PROMPT_ID_RANGE).reshape(1, tokens)
 

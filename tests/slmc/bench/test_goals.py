@@ -60,3 +60,16 @@ def test_two_threads_must_beat_one_in_the_same_run():
     even = _result(**{"slmc[a]": _engine(2.0, 1.0, 1.0), "slmc[a]@1t": _engine(2.0, 1.0, 1.0)})
     rows = [g for g in goals(even, "a") if g["goal"] == "decode_two_threads_vs_one"]
     assert rows and not any(g["met"] for g in rows) and {g["slmc"] for g in rows} == {"slmc[a]"}  # equal is not faster
+
+
+def test_issue_22_memory_goals_peak_over_weights_and_kv_and_growth_beyond_the_kv_written():
+    slmc = _engine(2.0, 1200.0, 100.0, weights_file_bytes=30 * 2**20)
+    slmc["kv_cache_bytes_per_token"] = 2**10
+    slmc["rss_growth"] = [{"first": 100, "last": 2000, "rss_first_bytes": 200 * 2**20, "kv_written_bytes": 1900 * 2**10,
+                           "rss_last_bytes": 200 * 2**20 + 1900 * 2**10 + 3 * 2**20},
+                          {"first": 100, "last": 2000, "rss_first_bytes": 200 * 2**20, "kv_written_bytes": 1900 * 2**10,
+                           "rss_last_bytes": 200 * 2**20 + 1900 * 2**10 + 6 * 2**20}]
+    got = {g["goal"]: (g["at"], g["measured"], g["met"]) for g in goals(_result(slmc=slmc))}
+    # the largest context held: 1,024 + the timed token (+ the sink slot): 30 + 1 + 60 MB
+    assert got["peak_rss_vs_weights_kv_budget"] == (1025, round(100 / (30 + 1026 / 1024 + 60), 3), False)
+    assert got["rss_growth_over_generation"] == (2000, 6.0, False)  # the worst process: 6 MB beyond the KV written

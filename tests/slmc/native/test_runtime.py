@@ -168,6 +168,54 @@ def test_a_short_generation_keeps_the_kv_cache_at_the_context_used(runtime, arti
     assert 0 < native["rss_at_end_bytes"]["kv_cache"] <= native["kv_cache_bytes"] + rows * 4096
 
 
+@pytest.fixture(scope="module")
+def long_cache_artifact(tmp_path_factory):
+    """A 2-layer Llama whose resident cache holds 4 MiB of keys and 4 MiB of values (2 layers x 4 KV heads x
+    2,048 slots x 64 floats): two whole huge pages each, so the page rule decides (fixture-lm's cache is
+    under one huge page: the rule never gets to ask)."""
+    import torch
+    import transformers
+
+    from slmc.bench.models import write_bench_tokenizer
+    from slmc.models.huggingface import load_hf_model
+
+    folder = tmp_path_factory.mktemp("long-cache-llama")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=4096, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=LONG_SLOTS - 1,
+                                      tie_word_embeddings=True, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    write_bench_tokenizer(folder / "tokenizer.json", config.vocab_size)
+    spec = load_hf_model(folder, max_context=LONG_SLOTS - 1)
+    return slmc.compile(spec, "cleanup", "host", folder / "artifact").artifact
+
+
+LONG_SLOTS = 2048  # max_context + the sink slot
+
+
+def bench_json(runtime, artifact, prompt_tokens, new_tokens):
+    done = subprocess.run([str(runtime.executable), str(artifact), "--json", "--bench-prompt-tokens", str(prompt_tokens),
+                           "--max-new-tokens", str(new_tokens), "--ignore-eos"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_the_page_rule_decides_on_a_cache_of_whole_huge_pages(runtime, long_cache_artifact):
+    """kv_pages.hpp at a size where it matters: with the cache 4 MiB per tensor (2 huge pages), a short context
+    keeps 4 KB pages (huge pages would make all 8 MiB resident for a few slots) and its resident cache is the
+    slots written, to a page per (layer, head) row; a context filling the rows to within 1/64 asks for huge
+    pages (page rounding is all they cost there)."""
+    cache = read_manifest(long_cache_artifact).kv_cache
+    rows = 2 * cache.layers * cache.kv_heads
+    assert cache.max_context + 1 == LONG_SLOTS and cache.layers * cache.kv_heads * LONG_SLOTS * cache.head_dim * 4 == 4 << 20
+    short = bench_json(runtime, long_cache_artifact, 8, 4)
+    assert short["kv_cache_huge_pages"] is False
+    assert 0 < short["rss_at_end_bytes"]["kv_cache"] <= short["kv_cache_bytes"] + rows * 4096
+    full = bench_json(runtime, long_cache_artifact, LONG_SLOTS - 12, 4)
+    assert full["kv_cache_huge_pages"] is True
+    assert full["kv_cache_bytes"] > full["kv_cache_reserved_bytes"] * 63 / 64
+
+
 def test_slmc_run_streams_the_prompt_and_text(runtime, artifact):
     native = native_json(runtime, artifact, PROMPTS[0], "-n", "12")
     streamed = run_cli(runtime, artifact, PROMPTS[0], "-n", "12")
