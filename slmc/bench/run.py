@@ -11,7 +11,8 @@ Reported per engine: decode ms/token median and p90 over every sample of every p
 prefill tokens/s and TTFT (medians) per prompt length; the peak RSS of its processes (the largest);
 its threads; each time as a fraction of its roofline bound: decode reads at least what one step reads of
 the engine's stored weights and its KV cache at the context (``slmc.bench.decode_bytes``; bytes / the
-measured read-only bandwidth, and / the triad's as ``fraction_of_triad_bound``), prefill does at
+larger of the measured triad and read-only bandwidths, ``machine.bandwidth_gbs``; each alone as
+``fraction_of_triad_bound`` / ``fraction_of_read_bound``), prefill does at
 least ``2 x matmul weights x tokens`` flops (flops / measured GEMM peak). Load before and after, and
 the machine, are recorded; a run on a loaded machine says so (``loaded``).
 """
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from slmc.bench import machine
+from slmc.bench.machine import bandwidth_gbs
 from slmc.bench.child import run_child
 from slmc.bench.decode_bytes import kv_bytes_per_token
 from slmc.bench.engines import ENGINES, engine, instances, parse_engine
@@ -98,8 +100,9 @@ def _summary(name: str, info: dict[str, Any], runs: list[dict[str, Any]], cache:
         entry["decode"][c] = {"ms_median": round(median, 3), "ms_p90": round(float(np.percentile(samples, 90)), 3),
                               "process_medians": [round(statistics.median(r["decode_ms"][c]), 3) for r in runs],
                               "bytes_read": read,
-                              "fraction_of_bandwidth_bound": round(1e3 * read / (bounds["read_bandwidth_gbs"] * 1e9) / median, 4),
-                              "fraction_of_triad_bound": round(1e3 * read / (bounds["memory_bandwidth_gbs"] * 1e9) / median, 4)}
+                              "fraction_of_bandwidth_bound": round(1e3 * read / (bandwidth_gbs(bounds) * 1e9) / median, 4),
+                              "fraction_of_triad_bound": round(1e3 * read / (bounds["memory_bandwidth_gbs"] * 1e9) / median, 4),
+                              "fraction_of_read_bound": round(1e3 * read / (bounds["read_bandwidth_gbs"] * 1e9) / median, 4)}
     for p in runs[0]["prefill_s"]:
         seconds = statistics.median(s for r in runs for s in r["prefill_s"][p])
         flops = 2 * linear_bytes / 4 * int(p)

@@ -61,8 +61,8 @@ def machine_lines(report: dict[str, Any]) -> str:
     m, policy = report["machine"], report["settings"]["thread_policy"]
     threads = f"{policy['threads']} threads per engine" if policy["common"] else "each engine's default threads"
     return (f"{m['cpu_model']}, {m['cores']} cores usable; thread policy {policy['name']} ({threads}); measured triad "
-            f"bandwidth {m['memory_bandwidth_gbs']} GB/s, read-only bandwidth {m.get('read_bandwidth_gbs', 'not measured')} GB/s "
-            f"(the bound of '% bw'), fp32 GEMM peak {m['gemm_peak_gflops']} GFLOP/s; load (1 min) "
+            f"bandwidth {m['memory_bandwidth_gbs']} GB/s, read-only (GEMV) bandwidth {m.get('read_bandwidth_gbs', 'not measured')} "
+            f"GB/s ('% bw' divides by the larger), fp32 GEMM peak {m['gemm_peak_gflops']} GFLOP/s; load (1 min) "
             f"{report['load_before']['load1']} before, {report['load_after']['load1']} after; loaded: {report['loaded']}; "
             f"{report['settings']['repeats']} processes per engine, alternated; {report['seconds']} s")
 

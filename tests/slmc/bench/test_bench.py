@@ -19,6 +19,13 @@ from slmc.cli.main import cli
 def test_roofline_measurements_are_positive():
     assert machine.memory_bandwidth(elements=2**16, repeats=1) > 0
     assert machine.gemm_peak(threads=1, n=64, repeats=1) > 0
+    assert machine.read_bandwidth(threads=2, rows=256, columns=256, repeats=1) > 0
+
+
+def test_the_decode_roofline_takes_the_larger_bandwidth_measured():
+    assert machine.bandwidth_gbs({"memory_bandwidth_gbs": 20.0, "read_bandwidth_gbs": 25.0}) == 25.0
+    assert machine.bandwidth_gbs({"memory_bandwidth_gbs": 20.0, "read_bandwidth_gbs": 15.0}) == 20.0
+    assert machine.bandwidth_gbs({"memory_bandwidth_gbs": 20.0}) == 20.0  # a report from before the read-only stream
 
 
 def test_load_flag():
