@@ -14,14 +14,14 @@ def measure(engine_name: str, info: dict[str, Any], policy: dict[str, Any], cont
             steps: int, prefill_repeats: int, growth: list[int] | None = None) -> dict[str, Any]:
     """Decode ms samples per context, prefill second samples per prompt length, threads, peak RSS (and, for a
     timer that reports them, each run's memory terms: ``slmc.bench.timing.MemoryRuns``; and with ``growth``
-    ``[first, last]`` the RSS of a generation after ``first`` and ``last`` tokens: ``GrowthProbe``, run last)."""
+    ``[first, last]`` the RSS of a generation after ``first`` and ``last`` tokens: ``GrowthProbe``, run first)."""
     start = time.perf_counter()
     timer = engine(engine_name).open(info, from_json(policy))
     open_seconds = time.perf_counter() - start
+    # first, on a cache none of whose pages were written yet: the KV bytes it writes are the pages it adds
+    grown = timer.rss_growth(*growth) if growth and isinstance(timer, GrowthProbe) else None
     decode = {str(c): timer.decode_ms(c, steps) for c in contexts}
     prefill = {str(p): timer.prefill_s(p, prefill_repeats) for p in prefills}
-    peak = timer.peak_rss_mb()  # before the growth probe, which only adds the cache pages it writes
-    return {"decode_ms": decode, "prefill_s": prefill, "threading": timer.threading, "peak_rss_mb": peak,
+    return {"decode_ms": decode, "prefill_s": prefill, "threading": timer.threading, "peak_rss_mb": timer.peak_rss_mb(),
             "open_seconds": round(open_seconds, 2),
-            "memory_runs": timer.memory_runs() if isinstance(timer, MemoryRuns) else [],
-            "rss_growth": timer.rss_growth(*growth) if growth and isinstance(timer, GrowthProbe) else None}
+            "memory_runs": timer.memory_runs() if isinstance(timer, MemoryRuns) else [], "rss_growth": grown}
