@@ -123,47 +123,60 @@ def checkpoint_config(folder: Path) -> dict[str, Any]:
             "rope_theta": float(rope["rope_theta"]), "tied": bool(config.get("tie_word_embeddings", False))}
 
 
-def _state(folder: Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
+class _Checkpoint:
+    """The ``*.safetensors`` of a folder, read one tensor at a time as fp32 (the whole model is never resident:
+    a quantized GGUF holds only its quantized blocks while it is written)."""
 
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise ModelError(f"{folder}: no *.safetensors weights to convert to GGUF")
-    state: dict[str, np.ndarray] = {}
-    for f in files:
-        state.update(load_file(str(f)))
-    return state
+    def __init__(self, folder: Path):
+        from safetensors import safe_open
+
+        files = sorted(folder.glob("*.safetensors"))
+        if not files:
+            raise ModelError(f"{folder}: no *.safetensors weights to convert to GGUF")
+        self._where = {name: handle for handle in (safe_open(str(f), framework="numpy") for f in files)
+                       for name in handle.keys()}  # noqa: SIM118 (safe_open is not iterable)
+
+    def names(self) -> list[str]:
+        return list(self._where)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._where
+
+    def read(self, name: str) -> np.ndarray:
+        return np.ascontiguousarray(self._where[name].get_tensor(name), dtype=np.float32)
 
 
 # Checkpoint entries the GGUF needs no tensor for: RoPE frequencies llama.cpp derives from rope_theta.
 DERIVED_SUFFIXES = ("rotary_emb.inv_freq",)
+Reader = Callable[[], np.ndarray]
 
 
-def _tensors(state: dict[str, np.ndarray], cfg: dict[str, Any]) -> list[tuple[str, np.ndarray, bool]]:
-    """(GGUF name, fp32 array, quantize?) in llama.cpp's order; ``ModelError`` names a missing or an unwritten
-    checkpoint tensor."""
+def _tensors(checkpoint: _Checkpoint, cfg: dict[str, Any]) -> list[tuple[str, Reader, bool]]:
+    """(GGUF name, reader of its fp32 array, quantize?) in llama.cpp's order; ``ModelError`` names a missing or an
+    unwritten checkpoint tensor before any is read."""
     arch: Architecture = cfg["architecture"]
     used: set[str] = set()
 
-    def get(name: str) -> np.ndarray:
-        if name not in state:
+    def get(name: str, heads: int | None = None) -> Reader:
+        """The reader of checkpoint tensor ``name``; with ``heads``, its rows in the order llama.cpp ropes."""
+        if name not in checkpoint:
             raise ModelError(f"the checkpoint has no tensor '{name}' (a tensor llama.cpp's '{arch.gguf_name}' "
                              "architecture needs)")
         used.add(name)
-        return np.ascontiguousarray(state[name], dtype=np.float32)
+        if heads is None:
+            return lambda: checkpoint.read(name)
+        return lambda: arch.qk_rows(checkpoint.read(name), heads)
 
     out = [("token_embd.weight", get("model.embed_tokens.weight"), True)]
     for i in range(cfg["layers"]):
         layer, blk = f"model.layers.{i}.", f"blk.{i}."
         qkv = {"q": cfg["heads"], "k": cfg["kv_heads"], "v": None}
         out.append((blk + "attn_norm.weight", get(layer + "input_layernorm.weight"), False))
-        for proj, heads in qkv.items():
-            weight = get(f"{layer}self_attn.{proj}_proj.weight")
-            out.append((f"{blk}attn_{proj}.weight", arch.qk_rows(weight, heads) if heads else weight, True))
+        out += [(f"{blk}attn_{proj}.weight", get(f"{layer}self_attn.{proj}_proj.weight", heads), True)
+                for proj, heads in qkv.items()]
         if arch.qkv_bias:
-            for proj, heads in qkv.items():
-                bias = get(f"{layer}self_attn.{proj}_proj.bias")
-                out.append((f"{blk}attn_{proj}.bias", arch.qk_rows(bias, heads) if heads else bias, False))
+            out += [(f"{blk}attn_{proj}.bias", get(f"{layer}self_attn.{proj}_proj.bias", heads), False)
+                    for proj, heads in qkv.items()]
         out += [
             (blk + "attn_output.weight", get(layer + "self_attn.o_proj.weight"), True),
             (blk + "ffn_norm.weight", get(layer + "post_attention_layernorm.weight"), False),
@@ -175,7 +188,7 @@ def _tensors(state: dict[str, np.ndarray], cfg: dict[str, Any]) -> list[tuple[st
     if not cfg["tied"]:
         out.append(("output.weight", get("lm_head.weight"), True))
     tied_copy = {"lm_head.weight"} if cfg["tied"] else set()
-    unwritten = sorted(k for k in state if k not in used | tied_copy and not k.endswith(DERIVED_SUFFIXES))
+    unwritten = sorted(k for k in checkpoint.names() if k not in used | tied_copy and not k.endswith(DERIVED_SUFFIXES))
     if unwritten:
         raise ModelError(f"checkpoint tensors {unwritten[:5]}{' ...' if len(unwritten) > 5 else ''} have no place in "
                          f"llama.cpp's '{arch.gguf_name}' architecture; the GGUF would not be the same model")
@@ -208,7 +221,8 @@ def write_gguf(folder: Path, out: Path, qtype: str) -> dict[str, Any]:
                           "F32": gguf.LlamaFileType.ALL_F32}[qtype])
     writer.add_tokenizer_model("none")
     quantized = 0
-    for name, array, quantize in _tensors(_state(folder), cfg):
+    for name, read, quantize in _tensors(_Checkpoint(folder), cfg):
+        array = read()
         if quantize and quant != gguf.GGMLQuantizationType.F32:
             if array.shape[-1] % BLOCK:
                 raise ModelError(f"tensor {name} rows are {array.shape[-1]} long, not a multiple of {BLOCK}: "
