@@ -10,6 +10,8 @@ One linear of each shape of ``--model`` (``SHAPES``: SmolLM-135M 576->576 q/o, 5
   only when no tile width divides ``N``), each weight dequantized inside the reduction;
 - ``new``: weight-only, tiles ``[N/nb, K', nb]`` (``linear_tile_width``), group-factored sum
   (``slmc.schedules.quantized_matmul``);
+- ``hwpf``: ``new`` without the decode nest's software prefetch (``quantized_matmul.PREFETCH_LINES = 0``:
+  hardware prefetch only, what it was before session 10), for an A/B in one process;
 - ``w4a8``: int8 activations x the same int4 codes (paired, ``[N/16, K/8, 16, 4]``), VNNI dots
   (``slmc.schedules.int4_int8_matmul``; int4 symmetric only): the weight-only kernel's yardstick, since
   it reads the same bytes per weight.
@@ -47,9 +49,22 @@ SHAPES = {  # (K, N) of each model's linears: q/o, k/v, gate/up, down, the tied 
 }
 
 
-def kernel(in_features: int, out_features: int, bits: int, group: int, zeros: bool, width: int | None, nest=None):
+def kernel(in_features: int, out_features: int, bits: int, group: int, zeros: bool, width: int | None, nest=None,
+           prefetch: bool = True):
     """The scheduled PrimFunc of ``quantized_linear_te`` (tiled by ``width``, or transposed if None);
-    ``nest``: the tiled form's prefill nest (``quantized_matmul.PrefillNest``; default the rule's)."""
+    ``nest``: the tiled form's prefill nest (``quantized_matmul.PrefillNest``; default the rule's);
+    ``prefetch`` False: the decode nest without its software prefetch."""
+    from slmc.schedules import quantized_matmul
+
+    lines = quantized_matmul.PREFETCH_LINES
+    quantized_matmul.PREFETCH_LINES = lines if prefetch else 0
+    try:
+        return _kernel(in_features, out_features, bits, group, zeros, width, nest)
+    finally:
+        quantized_matmul.PREFETCH_LINES = lines
+
+
+def _kernel(in_features: int, out_features: int, bits: int, group: int, zeros: bool, width: int | None, nest=None):
     from tvm import te, tirx
 
     from slmc.quantization.tvm_kernels import KERNEL_ATTR, quantized_linear_te, word_layout
@@ -183,7 +198,7 @@ def measure(shape: tuple[int, int], args: argparse.Namespace, bandwidth: float) 
     zeros = rng.integers(0, 2**args.bits, (out_features, groups)).astype(np.uint8) if args.zeros else None
     weight_bytes = codes.nbytes + scales.nbytes + (zeros.nbytes if zeros is not None else 0)
     weight = dequantized_weight(codes, scales, zeros, args.bits, args.group)
-    widths = {"old": None, "new": linear_tile_width(out_features)}
+    widths = {"old": None, "new": linear_tile_width(out_features), "hwpf": linear_tile_width(out_features)}
     variants = [v for v in args.variants if v != "w4a8" or (args.bits == 4 and not args.zeros and out_features % 16 == 0)]
     libraries, tables = {}, {}
     for name in variants:
@@ -192,7 +207,7 @@ def measure(shape: tuple[int, int], args: argparse.Namespace, bandwidth: float) 
             tables[name] = w4a8_tables(unpacked(codes, args.bits).astype(np.uint8), scales)
         else:
             width = widths[name]
-            func, target = kernel(in_features, out_features, args.bits, args.group, args.zeros, width)
+            func, target = kernel(in_features, out_features, args.bits, args.group, args.zeros, width, prefetch=name != "hwpf")
             words = width is not None and word_layout(in_features, args.bits, args.group)
             tables[name] = [layout(codes, width, words)] + [layout(t, width) for t in (scales, zeros) if t is not None]
         libraries[name] = tvm.compile(tvm.IRModule({"main": func}), target=target)["main"]
@@ -221,7 +236,7 @@ def measure(shape: tuple[int, int], args: argparse.Namespace, bandwidth: float) 
                             "of_triad": round(weight_bytes / seconds / 1e9 / bandwidth, 2),
                             "gflops": round(flops / seconds / 1e9, 1)}
         rows_results.append(result)
-        ratios = [f"{a}/{b} {result[a]['ms'] / result[b]['ms']:.2f}x" for a, b in (("new", "old"), ("new", "w4a8"))
+        ratios = [f"{a}/{b} {result[a]['ms'] / result[b]['ms']:.2f}x" for a, b in (("new", "old"), ("new", "hwpf"), ("new", "w4a8"))
                   if a in result and b in result]
         print(f"{in_features:5d}->{out_features:<6d} rows {rows:3d} | " + " | ".join(
             f"{name} {r['ms']:8.3f} ms {r['weight_gbs']:6.1f} GB/s ({r['of_triad']:.0%} triad) {r['gflops']:6.1f} GFLOP/s"
@@ -235,7 +250,7 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(SHAPES), default="smollm", help="whose linear shapes (SHAPES)")
     parser.add_argument("--shape", type=int, nargs=2, action="append", metavar=("K", "N"),
                         help="one (K, N) linear instead of the model's (repeatable)")
-    parser.add_argument("--variants", nargs="+", choices=["old", "new", "w4a8"], default=["old", "new"])
+    parser.add_argument("--variants", nargs="+", choices=["old", "new", "hwpf", "w4a8"], default=["old", "new"])
     parser.add_argument("--bits", type=int, choices=[4, 8], default=4)
     parser.add_argument("--group", type=int, default=32)
     parser.add_argument("--zeros", action="store_true", help="asymmetric: uint8 zero points")
