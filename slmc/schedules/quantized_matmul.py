@@ -20,7 +20,10 @@ Two kernel forms, after the weight layout the converter chose:
           acc += (dot - zero * xsum[m, g]) * scale            out[m, tile] += (dot - zero * xsum[m, g]) * scale
         out[m, tile] = epilogue(acc)                    epilogue(out[:, tile])
 
-  Decode unpacks each code where it is used; prefill unpacks a ``[group, nb]`` block once per
+  Decode unpacks each code where it is used and, first in each group's iteration, prefetches the
+  chunk's codes of a group 2 KB ahead (``_prefetch_codes``: with hardware prefetch alone the two-core
+  decode GEMV took its compute *plus* its DRAM waits, ~1/2 of the W4A8 kernel's bytes per second;
+  docs/dev-notes.md, "Session 10"); prefill unpacks a ``[group, nb]`` block once per
   tile, row block and group and the block's rows reuse it, and the block's ``[32, nb]`` output strip
   stays in L1 across the groups. The rows of whole blocks (``M - M mod 32``; ``row_branch.split_rows``:
   a copy of the kernel whose row count is a multiple of 32, so no loop carries a bounds check) go
