@@ -200,6 +200,8 @@ def measure(shape: tuple[int, int], args: argparse.Namespace, bandwidth: float) 
     weight = dequantized_weight(codes, scales, zeros, args.bits, args.group)
     widths = {"old": None, "new": linear_tile_width(out_features), "hwpf": linear_tile_width(out_features)}
     variants = [v for v in args.variants if v != "w4a8" or (args.bits == 4 and not args.zeros and out_features % 16 == 0)]
+    if len(variants) < len(args.variants):
+        print(f"{in_features}->{out_features}: no w4a8 variant (it is int4, symmetric, 16 | N only)", flush=True)
     libraries, tables = {}, {}
     for name in variants:
         if name == "w4a8":

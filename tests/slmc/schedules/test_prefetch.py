@@ -24,7 +24,7 @@ def test_prefetch_of_the_next_row_runs_first_in_each_iteration_and_the_result_is
     sch, i = _scheduled_copy()
     loop = sch.get(i)
     func = sch.mod["main"]
-    table = [r.source for r in sch.get(sch.get_sblock("b")).reads][0]
+    table = next(r.source for r in sch.get(sch.get_sblock("b")).reads)
     func = prepend_to_loop(func, loop, [prefetch(tirx.BufferLoad(table, [loop.loop_var + 1, tirx.const(0, "int32")]))])
     text = func.script()
     assert text.index("llvm.prefetch") < text.index('T.sblock("b")')
@@ -36,7 +36,7 @@ def test_prefetch_of_the_next_row_runs_first_in_each_iteration_and_the_result_is
 
 
 def test_a_loop_not_in_the_function_is_an_error():
-    sch, i = _scheduled_copy()
+    sch, _ = _scheduled_copy()
     other, j = _scheduled_copy()
     with pytest.raises(LoweringError, match="loop over 'i' found 0 times"):
         prepend_to_loop(sch.mod["main"], other.get(j), [])
