@@ -25,7 +25,6 @@ import time
 for _blas in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_blas, "1")  # numpy's reference matmuls: no BLAS threads spinning beside TVM's
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 import quantized_kernel_speed as speed  # noqa: E402
@@ -43,27 +42,22 @@ def kernels(in_features: int, out_features: int, group: int) -> dict:
     from tvm import te, tirx
 
     from slmc.quantization.tvm_kernels import KERNEL_ATTR, linear_tile_width, w8a8_linear_te
-    from slmc.quantization.w4a8_kernel import w4a8_linear_te
     from slmc.schedules import cpu_params
-    from slmc.schedules.int4_int8_matmul import Int4Int8Matmul
     from slmc.schedules.int8_matmul import Int8Matmul
     from slmc.spec.target import load_target
 
     target = load_target("host")
     params, dot = cpu_params(target), list(target.compute.int8_dot or [])
-    n, k, groups = out_features, in_features, in_features // group
+    n, k = out_features, in_features
 
     def x() -> te.Tensor:
         return te.placeholder((tirx.Var("m", "int64"), k), "float32", "x")
 
-    funcs = {}
-    xs, q, s = x(), te.placeholder((n // 16, k // 8, 16, 4), "uint8", "q"), te.placeholder((groups, n), "float16", "s")
-    out = w4a8_linear_te(xs, q, s, None, group, 2)
-    funcs["w4a8"] = (Int4Int8Matmul(params, dot), te.create_prim_func([xs, q, s, out]).with_attr(KERNEL_ATTR, "w4a8_linear"))
     xs, q, s = x(), te.placeholder((n // 16, k // 4, 16, 4), "int8", "q"), te.placeholder((n,), "float32", "s")
     out = w8a8_linear_te(xs, q, s, None, None, 0.05)
-    funcs["w8a8"] = (Int8Matmul(params, dot), te.create_prim_func([xs, q, s, out]).with_attr(KERNEL_ATTR, "w8a8_linear"))
-    built = {name: (_scheduled(rule, func, target), target.tvm_target()) for name, (rule, func) in funcs.items()}
+    w8a8 = te.create_prim_func([xs, q, s, out]).with_attr(KERNEL_ATTR, "w8a8_linear")
+    built = {"w4a8": speed.w4a8_kernel(k, n, group),  # as quantized_kernel_speed builds it (Int4Int8Matmul)
+             "w8a8": (_scheduled(Int8Matmul(params, dot), w8a8, target), target.tvm_target())}
     # int4 weight-only exactly as quantized_kernel_speed builds it (the stored layout: uint32 words where they fit)
     built["int4"] = speed.kernel(k, n, 4, group, False, linear_tile_width(n))
     return built
@@ -72,15 +66,13 @@ def kernels(in_features: int, out_features: int, group: int) -> dict:
 def weights(in_features: int, out_features: int, group: int, seed: int = 0) -> dict:
     """Each kernel's stored arrays (as prepack lays them out) and its float32 reference weight ``[N, K]``."""
     from slmc.quantization.tvm_kernels import linear_tile_width, word_layout
-    from slmc.quantization.w4a8_layout import pack_paired
 
     rng = np.random.default_rng(seed)
     n, k, groups = out_features, in_features, in_features // group
     codes = rng.integers(1, 16, (n, k)).astype(np.uint8)
     scales = (rng.random((n, groups)) * 0.02 + 0.001).astype(np.float16)
     dequantized = (codes.astype(np.float32) - 8) * np.repeat(scales.astype(np.float32), group, 1)
-    paired = pack_paired(torch.from_numpy(codes)).numpy()
-    w4a8 = [np.ascontiguousarray(paired.reshape(n // 16, 16, k // 8, 4).transpose(0, 2, 1, 3)), np.ascontiguousarray(scales.T)]
+    w4a8 = speed.w4a8_tables(codes, scales)
     int8 = rng.integers(-127, 128, (n, k)).astype(np.int8)
     int8_scales = (rng.random(n) * 0.01 + 0.001).astype(np.float32)
     w8a8 = [np.ascontiguousarray(int8.reshape(n // 16, 16, k // 4, 4).transpose(0, 2, 1, 3)), int8_scales]
@@ -94,8 +86,7 @@ def weights(in_features: int, out_features: int, group: int, seed: int = 0) -> d
 def reference(name: str, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """numpy: per-token int8 codes (w4a8), per-tensor codes of scale 0.05 (w8a8) or float32 x (int4), times ``weight^T``."""
     if name == "w4a8":
-        peak = np.abs(x).max(1, keepdims=True).astype(np.float32)
-        return (np.clip(np.round(x * (np.float32(127) / peak)), -127, 127) @ weight.T) * (peak / np.float32(127))
+        return speed.w4a8_reference(x, weight)
     if name == "w8a8":
         return (np.clip(np.round(x * np.float32(1 / 0.05)), -127, 127) @ weight.T) * np.float32(0.05)
     return x @ weight.T

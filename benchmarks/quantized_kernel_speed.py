@@ -1,22 +1,30 @@
-"""Speed of slmc's quantized linear kernel alone: the transposed ``[K', N]`` layout against the tiled one.
+"""Speed of slmc's quantized linear kernels alone: weight-only int4/int8 in both layouts, and W4A8 beside them.
 
-One ``quantized_linear`` of each SmolLM-135M shape (576->576 q/o, 576->192 k/v, 576->1536 gate/up,
-1536->576 down, 576->49152 the LM head) at ``--rows`` rows (1: decode GEMV; 128: prefill GEMM),
-built by ``slmc.quantization.tvm_kernels.quantized_linear_te`` and scheduled by slmc's
-``QuantizedMatmul`` rule for ``host``, in both weight layouts the converter can emit:
+One linear of each shape of ``--model`` (``SHAPES``: SmolLM-135M 576->576 q/o, 576->192 k/v,
+576->1536 gate/up, 1536->576 down, 576->49152 the tied head; Qwen2.5-0.5B 896->896 q/o, 896->128 k/v,
+896->4864 gate/up, 4864->896 down, 896->151936 the tied head) at ``--rows`` rows (1: decode GEMV;
+128: prefill GEMM), each kernel built from its tensor expression and scheduled by its slmc rule for
+``host`` as a compile would, on the layout ``slmc.schedules.prepack`` stores (``--variants``):
 
-- ``old``: codes ``[K', N]``, scales ``[G, N]`` (what every linear used before tiling; now only
-  when no tile width divides ``N``), each weight dequantized inside the reduction;
-- ``new``: tiles ``[N/nb, K', nb]`` (``linear_tile_width``), group-factored sum.
+- ``old``: weight-only, codes ``[K', N]``, scales ``[G, N]`` (what every linear used before tiling; now
+  only when no tile width divides ``N``), each weight dequantized inside the reduction;
+- ``new``: weight-only, tiles ``[N/nb, K', nb]`` (``linear_tile_width``), group-factored sum
+  (``slmc.schedules.quantized_matmul``);
+- ``hwpf``: ``new`` without the decode nest's software prefetch (``quantized_matmul.PREFETCH_LINES = 0``:
+  hardware prefetch only, what it was before session 10), for an A/B in one process;
+- ``w4a8``: int8 activations x the same int4 codes (paired, ``[N/16, K/8, 16, 4]``), VNNI dots
+  (``slmc.schedules.int4_int8_matmul``; int4 symmetric only): the weight-only kernel's yardstick, since
+  it reads the same bytes per weight.
 
-Both are checked against numpy first, then timed interleaved round by round in one process (so
-load hits both alike); reports median ms, GB/s of weight bytes read (codes + scales + zero
-points), that as a share of the triad bandwidth (``slmc.bench.machine.memory_bandwidth``), and
-GFLOP/s. The int4 weights of every shape fit in the last-level cache (32 MiB here), so repeated calls
-read them from cache; ``--cold-mb 128`` cycles through copies of them instead (DRAM, as in a decode
-step of a whole model).
+Each is checked against numpy first, then all are timed interleaved round by round in one process (so
+load hits them alike); reports median ms, GB/s of weight bytes read (codes + scales + zero points: the
+same bytes for ``new`` and ``w4a8``), that as a share of the triad bandwidth
+(``slmc.bench.machine.memory_bandwidth``: one numpy thread, the bound ``slmc bench``'s decode share is
+measured against), and GFLOP/s. Small shapes fit in the caches, so repeated calls read them from cache;
+``--cold-mb 600`` cycles through copies of the weights instead (DRAM, as in a decode step of a whole
+model; the last-level cache of this VM reports 480 MiB).
 
-    python benchmarks/quantized_kernel_speed.py --threads 2
+    python benchmarks/quantized_kernel_speed.py --model qwen --rows 1 --cold-mb 600 --variants new w4a8
     python benchmarks/quantized_kernel_speed.py --threads 1 --bits 8 --zeros --group 64
     python benchmarks/quantized_kernel_speed.py --threads 2 --rows 1 --cold-mb 128
 
@@ -35,12 +43,28 @@ for _blas in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_blas, "1")  # numpy's reference matmuls: no BLAS threads spinning beside TVM's
 import numpy as np  # noqa: E402
 
-SHAPES = [(576, 576), (576, 192), (576, 1536), (1536, 576), (576, 49152)]  # (K, N) of SmolLM-135M's linears
+SHAPES = {  # (K, N) of each model's linears: q/o, k/v, gate/up, down, the tied head
+    "smollm": [(576, 576), (576, 192), (576, 1536), (1536, 576), (576, 49152)],
+    "qwen": [(896, 896), (896, 128), (896, 4864), (4864, 896), (896, 151936)],
+}
 
 
-def kernel(in_features: int, out_features: int, bits: int, group: int, zeros: bool, width: int | None, nest=None):
+def kernel(in_features: int, out_features: int, bits: int, group: int, zeros: bool, width: int | None, nest=None,
+           prefetch: bool = True):
     """The scheduled PrimFunc of ``quantized_linear_te`` (tiled by ``width``, or transposed if None);
-    ``nest``: the tiled form's prefill nest (``quantized_matmul.PrefillNest``; default the rule's)."""
+    ``nest``: the tiled form's prefill nest (``quantized_matmul.PrefillNest``; default the rule's);
+    ``prefetch`` False: the decode nest without its software prefetch."""
+    from slmc.schedules import quantized_matmul
+
+    lines = quantized_matmul.PREFETCH_LINES
+    quantized_matmul.PREFETCH_LINES = lines if prefetch else 0
+    try:
+        return _kernel(in_features, out_features, bits, group, zeros, width, nest)
+    finally:
+        quantized_matmul.PREFETCH_LINES = lines
+
+
+def _kernel(in_features: int, out_features: int, bits: int, group: int, zeros: bool, width: int | None, nest=None):
     from tvm import te, tirx
 
     from slmc.quantization.tvm_kernels import KERNEL_ATTR, quantized_linear_te, word_layout
@@ -71,6 +95,57 @@ def kernel(in_features: int, out_features: int, bits: int, group: int, zeros: bo
     return sch.mod["main"], target.tvm_target()
 
 
+def w4a8_kernel(in_features: int, out_features: int, group: int, rows: int | None = None):
+    """The scheduled PrimFunc of ``w4a8_linear_te`` on the tiled paired layout (``Int4Int8Matmul`` on the
+    host's int8 dot products, as a compile would) and its TVM target; ``rows`` ``None``: a dynamic row count."""
+    from tvm import te, tirx
+
+    from slmc.quantization.tvm_kernels import DOT_ROWS, KERNEL_ATTR
+    from slmc.quantization.w4a8_kernel import w4a8_linear_te
+    from slmc.schedules import cpu_params
+    from slmc.schedules.int4_int8_matmul import Int4Int8Matmul
+    from slmc.spec.target import load_target
+
+    target = load_target("host")
+    n, k = out_features, in_features
+    x = te.placeholder((rows or tirx.Var("m", "int64"), k), "float32", "x")
+    q = te.placeholder((n // 16, k // 8, 16, 4), "uint8", "q")
+    s = te.placeholder((k // group, n), "float16", "s")
+    out = w4a8_linear_te(x, q, s, None, group, DOT_ROWS)
+    func = te.create_prim_func([x, q, s, out]).with_attr(KERNEL_ATTR, "w4a8_linear")
+    sch = Int4Int8Matmul(cpu_params(target), list(target.compute.int8_dot or [])).apply(func, target.tvm_target(), False)
+    if sch is None:
+        raise SystemExit(f"Int4Int8Matmul declined the {in_features}x{out_features} kernel")
+    return sch.mod["main"], target.tvm_target()
+
+
+def w4a8_tables(codes: np.ndarray, scales: np.ndarray) -> list[np.ndarray]:
+    """The stored w4a8 arrays of int4 codes ``[N, K]`` (each below 16) and float16 scales ``[N, G]``:
+    paired bytes tiled ``[N/16, K/8, 16, 4]`` (``slmc.quantization.w4a8_layout``) and scales ``[G, N]``."""
+    import torch
+
+    from slmc.quantization.w4a8_layout import pack_paired
+
+    n, k = codes.shape
+    paired = pack_paired(torch.from_numpy(codes)).numpy()
+    return [np.ascontiguousarray(paired.reshape(n // 16, 16, k // 8, 4).transpose(0, 2, 1, 3)), np.ascontiguousarray(scales.T)]
+
+
+def w4a8_reference(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """numpy: per-token int8 codes of ``x`` (range ``max |x_row|``) times the dequantized ``weight [N, K]``."""
+    peak = np.abs(x).max(1, keepdims=True).astype(np.float32)
+    return (np.clip(np.round(x * (np.float32(127) / peak)), -127, 127) @ weight.T) * (peak / np.float32(127))
+
+
+def unpacked(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Codes ``[N, K]`` as float32 from packed ``[N, K']`` (int4: input 2j in the low nibble)."""
+    if bits == 4:
+        values = np.empty((codes.shape[0], codes.shape[1] * 2), np.float32)
+        values[:, 0::2], values[:, 1::2] = codes & 15, codes >> 4
+        return values
+    return codes.astype(np.float32)
+
+
 def layout(table: np.ndarray, width: int | None, words: bool = False) -> np.ndarray:
     """``[N, C]`` -> ``[C, N]`` or ``[N/width, C, width]`` (``words``: int4 codes as little-endian uint32
     words first, ``slmc.quantization.tvm_kernels._code_layout``): what slmc.schedules.prepack stores."""
@@ -82,14 +157,14 @@ def layout(table: np.ndarray, width: int | None, words: bool = False) -> np.ndar
 
 
 def reference(x: np.ndarray, codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None, bits: int, group: int) -> np.ndarray:
-    """``x @ dequantized(W)^T`` from ``[N, K']`` codes (int4: channel 2j in the low nibble)."""
-    if bits == 4:
-        unpacked = np.empty((codes.shape[0], codes.shape[1] * 2), np.float32)
-        unpacked[:, 0::2], unpacked[:, 1::2] = codes & 15, codes >> 4
-    else:
-        unpacked = codes.astype(np.float32)
+    """``x @ dequantized(W)^T`` from ``[N, K']`` codes (int4: input 2j in the low nibble)."""
+    return x @ dequantized_weight(codes, scales, zeros, bits, group).T
+
+
+def dequantized_weight(codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None, bits: int, group: int) -> np.ndarray:
+    """float32 ``[N, K]``: ``(code - zero) * scale`` per group."""
     zero = np.repeat(zeros.astype(np.float32), group, 1) if zeros is not None else 2.0 ** (bits - 1)
-    return x @ ((unpacked - zero) * np.repeat(scales.astype(np.float32), group, 1)).T
+    return (unpacked(codes, bits) - zero) * np.repeat(scales.astype(np.float32), group, 1)
 
 
 def interleaved_seconds(kernels: dict, arguments: dict, rounds: int, calls: int,
@@ -110,6 +185,7 @@ def interleaved_seconds(kernels: dict, arguments: dict, rounds: int, calls: int,
 
 
 def measure(shape: tuple[int, int], args: argparse.Namespace, bandwidth: float) -> list[dict]:
+    """Build, check and time ``args.variants`` of one ``(K, N)`` linear at each of ``args.rows``."""
     import tvm
 
     from slmc.quantization.tvm_kernels import linear_tile_width, word_layout
@@ -121,48 +197,62 @@ def measure(shape: tuple[int, int], args: argparse.Namespace, bandwidth: float) 
     scales = (rng.random((out_features, groups)) * 0.02 + 0.001).astype(np.float16)
     zeros = rng.integers(0, 2**args.bits, (out_features, groups)).astype(np.uint8) if args.zeros else None
     weight_bytes = codes.nbytes + scales.nbytes + (zeros.nbytes if zeros is not None else 0)
-    variants = {"old": None, "new": linear_tile_width(out_features)}
-    libraries = {}
-    for name, width in variants.items():
-        func, target = kernel(in_features, out_features, args.bits, args.group, args.zeros, width)
+    weight = dequantized_weight(codes, scales, zeros, args.bits, args.group)
+    widths = {"old": None, "new": linear_tile_width(out_features), "hwpf": linear_tile_width(out_features)}
+    variants = [v for v in args.variants if v != "w4a8" or (args.bits == 4 and not args.zeros and out_features % 16 == 0)]
+    if len(variants) < len(args.variants):
+        print(f"{in_features}->{out_features}: no w4a8 variant (it is int4, symmetric, 16 | N only)", flush=True)
+    libraries, tables = {}, {}
+    for name in variants:
+        if name == "w4a8":
+            func, target = w4a8_kernel(in_features, out_features, args.group)
+            tables[name] = w4a8_tables(unpacked(codes, args.bits).astype(np.uint8), scales)
+        else:
+            width = widths[name]
+            func, target = kernel(in_features, out_features, args.bits, args.group, args.zeros, width, prefetch=name != "hwpf")
+            words = width is not None and word_layout(in_features, args.bits, args.group)
+            tables[name] = [layout(codes, width, words)] + [layout(t, width) for t in (scales, zeros) if t is not None]
         libraries[name] = tvm.compile(tvm.IRModule({"main": func}), target=target)["main"]
     rows_results = []
     for rows in args.rows:
         x = rng.standard_normal((rows, in_features)).astype(np.float32)
-        want = reference(x, codes, scales, zeros, args.bits, args.group)
         inputs = {}
         copies = max(1, -(-args.cold_mb * 2**20 // weight_bytes)) if args.cold_mb else 1
-        for name, width in variants.items():
-            words = width is not None and word_layout(in_features, args.bits, args.group)
-            tables = [layout(codes, width, words)] + [layout(t, width) for t in (scales, zeros) if t is not None]
+        for name in variants:
+            want, tolerance = (w4a8_reference(x, weight), 1e-4) if name == "w4a8" else (x @ weight.T, 1e-5)
             out = tvm.runtime.tensor(np.zeros((rows, out_features), np.float32))
             activations = tvm.runtime.tensor(x)
-            sets = [[activations, *(tvm.runtime.tensor(t) for t in tables), out] for _ in range(copies)]
+            sets = [[activations, *(tvm.runtime.tensor(t) for t in tables[name]), out] for _ in range(copies)]
             libraries[name](*sets[0])
             error = float(np.abs(out.numpy() - want).max() / np.abs(want).max())
-            if error > 1e-5:
+            if error > tolerance:
                 raise SystemExit(f"{name} {shape} rows={rows}: relative error {error:.2e} against numpy")
             inputs[name] = sets
         flops = 2 * rows * in_features * out_features
         calls = max(copies, int(args.seconds / (flops / 50e9 + 5e-6)))
         times = interleaved_seconds(libraries, inputs, args.rounds, calls)
-        result = {"K": in_features, "N": out_features, "rows": rows, "tile": variants["new"]}
+        result = {"K": in_features, "N": out_features, "rows": rows, "tile": widths["new"]}
         for name in variants:
             seconds = statistics.median(times[name])
             result[name] = {"ms": round(seconds * 1e3, 4), "weight_gbs": round(weight_bytes / seconds / 1e9, 1),
                             "of_triad": round(weight_bytes / seconds / 1e9 / bandwidth, 2),
                             "gflops": round(flops / seconds / 1e9, 1)}
         rows_results.append(result)
-        print(f"{in_features:5d}->{out_features:<5d} rows {rows:3d} | " + " | ".join(
+        ratios = [f"{a}/{b} {result[a]['ms'] / result[b]['ms']:.2f}x" for a, b in (("new", "old"), ("new", "hwpf"), ("new", "w4a8"))
+                  if a in result and b in result]
+        print(f"{in_features:5d}->{out_features:<6d} rows {rows:3d} | " + " | ".join(
             f"{name} {r['ms']:8.3f} ms {r['weight_gbs']:6.1f} GB/s ({r['of_triad']:.0%} triad) {r['gflops']:6.1f} GFLOP/s"
-            for name, r in ((n, result[n]) for n in variants)) + f" | new/old {result['new']['ms'] / result['old']['ms']:.2f}x",
-            flush=True)
+            for name, r in ((n, result[n]) for n in variants)) + (" | " + ", ".join(ratios) if ratios else ""), flush=True)
     return rows_results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=0, help="TVM threads (default: the host descriptor's cores)")
+    parser.add_argument("--model", choices=sorted(SHAPES), default="smollm", help="whose linear shapes (SHAPES)")
+    parser.add_argument("--shape", type=int, nargs=2, action="append", metavar=("K", "N"),
+                        help="one (K, N) linear instead of the model's (repeatable)")
+    parser.add_argument("--variants", nargs="+", choices=["old", "new", "hwpf", "w4a8"], default=["old", "new"])
     parser.add_argument("--bits", type=int, choices=[4, 8], default=4)
     parser.add_argument("--group", type=int, default=32)
     parser.add_argument("--zeros", action="store_true", help="asymmetric: uint8 zero points")
@@ -184,14 +274,15 @@ def main() -> None:
     print(f"threads {threads}, int{args.bits} g{args.group} {'asym' if args.zeros else 'sym'}, "
           f"{'weights from DRAM (' + str(args.cold_mb) + ' MiB of copies)' if args.cold_mb else 'weights cached'}, "
           f"triad {bandwidth:.1f} GB/s, load {load_before[0]:.2f}", flush=True)
-    results = [r for shape in SHAPES for r in measure(shape, args, bandwidth)]
+    shapes = [tuple(s) for s in args.shape] if args.shape else SHAPES[args.model]
+    results = [r for shape in shapes for r in measure(shape, args, bandwidth)]
     load_after = os.getloadavg()
     print(f"load after {load_after[0]:.2f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"threads": threads, "bits": args.bits, "group": args.group, "zeros": args.zeros,
-                       "triad_gbs": round(bandwidth, 2), "load_before": load_before, "load_after": load_after,
-                       "results": results}, f, indent=1)
+            json.dump({"threads": threads, "model": args.model, "bits": args.bits, "group": args.group, "zeros": args.zeros,
+                       "cold_mb": args.cold_mb, "triad_gbs": round(bandwidth, 2), "load_before": load_before,
+                       "load_after": load_after, "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":

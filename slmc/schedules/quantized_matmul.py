@@ -20,7 +20,10 @@ Two kernel forms, after the weight layout the converter chose:
           acc += (dot - zero * xsum[m, g]) * scale            out[m, tile] += (dot - zero * xsum[m, g]) * scale
         out[m, tile] = epilogue(acc)                    epilogue(out[:, tile])
 
-  Decode unpacks each code where it is used; prefill unpacks a ``[group, nb]`` block once per
+  Decode unpacks each code where it is used and, first in each group's iteration, prefetches the
+  chunk's codes of a group 2 KB ahead (``_prefetch_codes``: with hardware prefetch alone the two-core
+  decode GEMV took its compute *plus* its DRAM waits, ~1/2 of the W4A8 kernel's bytes per second;
+  docs/dev-notes.md, "Session 10"); prefill unpacks a ``[group, nb]`` block once per
   tile, row block and group and the block's rows reuse it, and the block's ``[32, nb]`` output strip
   stays in L1 across the groups. The rows of whole blocks (``M - M mod 32``; ``row_branch.split_rows``:
   a copy of the kernel whose row count is a multiple of 32, so no loop carries a bounds check) go
@@ -52,11 +55,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tvm import s_tir, tirx
+from tvm import DataType, s_tir, tirx
 from tvm.target import Target
 
 from slmc.schedules.row_matmul import (CpuParams, fold_epilogues, is_reduction, matmul_block, root_blocks,
                                       schedule_row_matmul, static_extent, vectorize_tails)
+from slmc.schedules.prefetch import LINE_BYTES, prefetch, prepend_to_loop
 from slmc.schedules.row_branch import branch_on_rows, split_rows
 from slmc.schedules.rule import SlmcCpuRule
 
@@ -143,15 +147,12 @@ def schedule_tiled(func: tirx.PrimFunc, params: CpuParams, nest: PrefillNest | N
         return None
     single = isinstance(shape.rows, tirx.IntImm) and int(shape.rows) == 1
     if single or shape.group * shape.vector * 4 > SHARED_BLOCK_BYTES:
-        sch = s_tir.Schedule(func)
-        _schedule_rows(sch, shape, params)
-        return sch
+        return s_tir.Schedule(_schedule_rows(s_tir.Schedule(func), shape, params))
     prefill = _prefill(func, shape, params, nest or PrefillNest())
     if isinstance(shape.rows, tirx.IntImm):
         return s_tir.Schedule(prefill)
-    decode = s_tir.Schedule(func)
-    _schedule_rows(decode, shape, params)
-    return s_tir.Schedule(branch_on_rows(decode.mod["main"], prefill, shape.rows))
+    decode = _schedule_rows(s_tir.Schedule(func), shape, params)
+    return s_tir.Schedule(branch_on_rows(decode, prefill, shape.rows))
 
 
 def _prepare(sch: s_tir.Schedule, params: CpuParams) -> tuple:
@@ -215,13 +216,15 @@ def _vectorized_dots(sch: s_tir.Schedule, dots: s_tir.schedule.SBlockRV, pairs: 
     sch.decompose_reduction(dots, step)
 
 
-def _schedule_rows(sch: s_tir.Schedule, shape: _TiledShape, params: CpuParams) -> None:
-    """Decode: each code is unpacked where it is used, per-group dots and the accumulator in registers."""
+def _schedule_rows(sch: s_tir.Schedule, shape: _TiledShape, params: CpuParams) -> tirx.PrimFunc:
+    """Decode: each code is unpacked where it is used, per-group dots and the accumulator in registers;
+    each group's iteration prefetches the codes of a group ``PREFETCH_AHEAD_BYTES`` ahead (``_prefetch_codes``)."""
     codes, dots, out, epilogues = _prepare(sch, params)
+    table = _tile_codes(sch, codes)
     sch.compute_inline(codes)
     channels = static_extent(sch, sch.get_loops(out)[1])
     vector = decode_chunk(channels, shape.width, shape.vector, params)
-    _, m, g = _chunks(sch, out, shape, inner_rows=False, vector=vector)
+    chunk, m, g = _chunks(sch, out, shape, inner_rows=False, vector=vector)
     accumulator = sch.cache_write(out, 0, "local")
     sch.reverse_compute_at(accumulator, m)
     kept = fold_epilogues(sch, epilogues, m)
@@ -230,6 +233,39 @@ def _schedule_rows(sch: s_tir.Schedule, shape: _TiledShape, params: CpuParams) -
     _vectorized_dots(sch, dots, shape.pairs)
     sch.decompose_reduction(out, g)
     vectorize_tails(sch, [accumulator, *kept])
+    return _prefetch_codes(sch, table, chunk, g, shape, vector)
+
+
+PREFETCH_AHEAD_BYTES = 2048  # how far ahead of its reads a decode chunk prefetches its codes (2 groups of 64 int4 channels)
+PREFETCH_LINES = 32  # at most this many prefetches per group (a wider group: per-channel scales, hardware prefetch only)
+
+
+def _prefetch_codes(sch: s_tir.Schedule, table: tirx.Buffer, chunk: s_tir.schedule.LoopRV, g: s_tir.schedule.LoopRV,
+                    shape: _TiledShape, vector: int) -> tirx.PrimFunc:
+    """The scheduled decode nest with, first in each group's iteration, one prefetch per cache line of the
+    chunk's codes of the group ``ceil(PREFETCH_AHEAD_BYTES / group bytes)`` groups ahead (``slmc.schedules.prefetch``).
+
+    Without it the decode GEMV's time on two cores was its compute plus its DRAM waits: hardware prefetch
+    alone left the int4 kernel at ~1/2 of the W4A8 kernel's bytes per second on the same codes, while its
+    compute allows ~2 cores x 15 GB/s (docs/dev-notes.md, "Session 10"). The last groups' prefetches
+    reach into the next chunk's codes (the chunk a core runs next when the chunk is the whole tile) or past
+    the buffer (harmless). Groups of more than ``PREFETCH_LINES`` lines get none (returned unchanged).
+    """
+    func = sch.mod["main"]
+    itemsize = DataType(table.dtype).bits // 8
+    rows = shape.group // shape.pairs  # rows of codes (uint32 words of 8 nibbles, or bytes) per group
+    per_line = LINE_BYTES // itemsize  # channels per cache line of one row
+    lines = [(r, lane) for r in range(rows) for lane in range(0, vector, per_line)]
+    if len(lines) > PREFETCH_LINES:
+        return func
+    ahead = -(-PREFETCH_AHEAD_BYTES // (rows * vector * itemsize))
+    loop, index = sch.get(g), sch.get(chunk).loop_var
+    parts = shape.width // vector
+    dtype = str(index.ty)
+    tile, first_lane = index // parts, (index % parts) * vector
+    first_row = ((loop.loop_var + ahead) * rows).astype(dtype)
+    loads = [tirx.BufferLoad(table, [tile, first_row + r, first_lane + tirx.const(lane, dtype)]) for r, lane in lines]
+    return prepend_to_loop(func, loop, [prefetch(load) for load in loads])
 
 
 @dataclass(frozen=True)

@@ -248,3 +248,26 @@ def test_prefill_tail_rows_with_a_folded_epilogue_match_numpy(rows, host_target)
     relu = te.compute(out.shape, lambda m, n: te.max(out[m, n], te.const(0.0, "float32")), name="relu")
     func = _schedule(te.create_prim_func([x, q, s, relu]).with_attr(KERNEL_ATTR, "quantized_linear"), host_target)
     _matches_numpy(func, host_target, 64, 128, 4, 32, rows=rows, seed=8, epilogue=lambda y: np.maximum(y, 0))
+
+
+def test_decode_nest_prefetches_the_codes_of_a_group_two_kilobytes_ahead(host_target):
+    """int4 g32, 64-channel chunks: a group's codes are 4 rows of 64 words (1 KiB, 16 lines), so each group's
+    iteration prefetches the 16 lines of the group 2 ahead; the prefill nest (codes shared by rows) prefetches none."""
+    func = _schedule(quantized_kernel(TK, 1536, 4, 32, tile=64), host_target)
+    decode, prefill = func.script().split("else:", 1)
+    calls = re.findall(r'T.call_llvm_intrin\("void", "llvm.prefetch[.p0]*", T.address_of\(q\[(.*?)\]\)', decode)
+    assert len(calls) == 16 and "prefetch" not in prefill
+    assert calls[0] == "n_0_n_1_fused, (g + 2) * 4, 0" and calls[-1] == "n_0_n_1_fused, (g + 2) * 4 + 3, 48"
+    _matches_numpy(func, host_target, TK, 1536, 4, 32, rows=1, seed=8)
+
+
+def test_decode_nest_of_half_tile_chunks_prefetches_its_own_half(host_target):
+    """32-channel chunks of 64-wide tiles (576->192 on 2 cores): the chunk's half of each row, 2 lines per row."""
+    text = _schedule(quantized_kernel(TK, TN, 4, 32, tile=64), host_target).script().split("else:", 1)[0]
+    calls = re.findall(r"T.address_of\(q\[(.*?)\]\)", text)
+    assert len(calls) == 8 and calls[1] == "n_0_n_1_fused // 2, (g + 4) * 4, n_0_n_1_fused % 2 * 32 + 16"
+
+
+def test_per_channel_groups_get_no_software_prefetch(host_target):
+    """One group of 1536 int8 rows per chunk: more lines than PREFETCH_LINES, hardware prefetch only."""
+    assert "prefetch" not in _schedule(quantized_kernel(1536, 64, 8, 1536, tile=64), host_target).script()
