@@ -13,6 +13,11 @@ For each artifact, one decode step at context ``--context`` (``decoder().feed`` 
   arguments (``step - kernels``);
 - every call timed inside the step (instrument timestamps, fastest of several steps): quantized linears,
   other kernels and VM builtins, the split that holds on a loaded machine;
+- the parallel regions of one step: each kernel call's fork/joins of TVM's thread pool and workspace
+  allocations, counted by wrapping the library's ``__TVMBackend*`` pointers (``count_backend_calls``), and per kernel
+  its replayed time on each ``--profile-threads`` count, the launches per call and, for the quantized
+  linears, the GB/s of the bytes its arguments hold (codes, scales, input and output: what one
+  decode GEMV streams);
 - the step's time on 1 and 2 threads (``runtime.config_threadpool``, switched in the same process).
 
 Several ``--artifact`` directories are timed alternately, round by round, in one process (the machine
@@ -27,6 +32,7 @@ Not a test: timings depend on the machine and its load (printed before and after
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import re
@@ -98,6 +104,97 @@ class Step:
 def _kernel_name(symbol: str) -> str:
     """A kernel's symbol without its numeric suffix (``fused_rms_norm_3`` -> ``fused_rms_norm``)."""
     return re.sub(r"(_\d+)+$", "", symbol)
+
+
+class BackendCounter:
+    """Counts the calls a loaded model library makes into TVM's runtime while installed: parallel regions
+    (``TVMBackendParallelLaunch``, one fork/join of the thread pool each) and workspace allocations
+    (``TVMBackendAllocWorkspace``, e.g. a kernel's small local buffers TVM did not put on the stack).
+
+    TVM's LLVM code calls the runtime through the library's function pointers ``__TVMBackend*`` (set when
+    the library is loaded); ``install`` points them at counting forwarders, ``remove`` restores them. The
+    forwarders are Python callbacks: for counting, not timing, and on one thread (a callback on a pool
+    worker would wait for the interpreter lock the calling thread holds)."""
+
+    _LAUNCH = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
+    _ALLOC = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_uint64, ctypes.c_int, ctypes.c_int)
+
+    def __init__(self, library: Path):
+        handle = ctypes.CDLL(str(library), mode=os.RTLD_NOLOAD)
+        self.pointers = [self._pointer(handle, "__TVMBackendParallelLaunch"), self._pointer(handle, "__TVMBackendAllocWorkspace")]
+        self.originals = [p.value if p is not None else None for p in self.pointers]
+        self.launches = self.allocations = 0
+
+        def counting_launch(flambda: int, cdata: int, tasks: int) -> int:
+            self.launches += 1
+            return self._LAUNCH(self.originals[0])(flambda, cdata, tasks)
+
+        def counting_alloc(device_type: int, device_id: int, size: int, code: int, bits: int) -> int:
+            self.allocations += 1
+            return self._ALLOC(self.originals[1])(device_type, device_id, size, code, bits)
+
+        self.callbacks = [self._LAUNCH(counting_launch), self._ALLOC(counting_alloc)]  # alive while installed
+
+    @staticmethod
+    def _pointer(handle: ctypes.CDLL, name: str) -> ctypes.c_void_p | None:
+        """The library's pointer ``name``; ``None`` when its code never calls that function (no symbol)."""
+        try:
+            return ctypes.c_void_p.in_dll(handle, name)
+        except ValueError:
+            return None
+
+    def install(self) -> None:
+        for pointer, callback in zip(self.pointers, self.callbacks):
+            if pointer is not None:
+                pointer.value = ctypes.cast(callback, ctypes.c_void_p).value
+
+    def remove(self) -> None:
+        for pointer, original in zip(self.pointers, self.originals):
+            if pointer is not None:
+                pointer.value = original
+
+
+def count_backend_calls(step: Step) -> list[tuple[str, int, int]]:
+    """Every call instruction of one step (run on one thread) with the parallel regions it opened and the
+    workspaces it allocated: (symbol, launches, allocations)."""
+    from slmc.artifact.runtime import LIBRARY
+    from slmc.artifact.tvm_runtime import tvm_ffi
+
+    counter = BackendCounter(step.model.path / LIBRARY)
+    out: list[tuple[str, int, int]] = []
+    start = [0, 0]
+
+    def instrument(_func: Any, symbol: str, before: bool, _ret: Any, *_args: Any) -> int:
+        if before:
+            start[:] = [counter.launches, counter.allocations]
+        else:
+            out.append((str(symbol), counter.launches - start[0], counter.allocations - start[1]))
+        return 0
+
+    vm = step.model._vm  # the profiler looks inside the runtime on purpose
+    threads = int(tvm_ffi().get_global_func("runtime.NumThreads")())
+    set_threads(1)
+    counter.install()
+    vm["set_instrument"](tvm_ffi().convert(instrument))
+    try:
+        step()
+    finally:
+        vm["set_instrument"](tvm_ffi().convert(lambda *a: 0))
+        counter.remove()
+        set_threads(threads)
+    return out
+
+
+def _argument_bytes(args: list[Any]) -> int:
+    """Bytes of the tensors among a kernel call's arguments (what a GEMV streams: codes, scales, x, out)."""
+    import numpy as np
+
+    total = 0
+    for arg in args:
+        shape, dtype = getattr(arg, "shape", None), getattr(arg, "dtype", None)
+        if shape is not None and dtype is not None:
+            total += int(np.prod([int(d) for d in shape])) * np.dtype(str(dtype)).itemsize
+    return total
 
 
 def record_calls(step: Step) -> list[tuple[str, Any, list[Any]]]:
@@ -182,23 +279,51 @@ def set_threads(count: int) -> None:
     tvm_ffi().get_global_func("runtime.config_threadpool")(1, count)  # 1 = kBig: TVM's default mode
 
 
-def profile(name: str, step: Step, rounds: int, top: int) -> dict[str, Any]:
+def profile(name: str, step: Step, rounds: int, top: int, threads: list[int]) -> dict[str, Any]:
+    """The breakdown of one step at the current thread count (``set_threads``), each kernel also replayed
+    on every count of ``threads`` (the pool is switched and restored)."""
+    from slmc.artifact.tvm_runtime import tvm_ffi
+
+    current = int(tvm_ffi().get_global_func("runtime.NumThreads")())
     calls = record_calls(step)
+    backend = [(n, w) for symbol, n, w in count_backend_calls(step) if not symbol.startswith("vm.")]
     builtins = Counter(symbol for symbol, _, _ in calls if symbol.startswith("vm."))
-    replayed = replay_kernels(calls, rounds)
+    kernels = [(symbol, args) for symbol, _, args in calls if not symbol.startswith("vm.")]
+    replayed_on: dict[int, list[tuple[str, float]]] = {}
+    for count in dict.fromkeys([current, *threads]):
+        set_threads(count)
+        replayed_on[count] = replay_kernels(calls, rounds)
+    set_threads(current)
+    replayed = replayed_on[current]
     noop = call_overhead(2000)
-    per_kernel: dict[str, list[float]] = defaultdict(list)
-    for symbol, seconds in replayed:
-        per_kernel[_kernel_name(symbol)].append(seconds)
+    per_kernel: dict[str, dict[str, Any]] = {}
+    for index, (symbol, args) in enumerate(kernels):
+        row = per_kernel.setdefault(_kernel_name(symbol), {"calls": 0, "launches": 0, "workspaces": 0, "bytes": 0,
+                                                           "ms": dict.fromkeys(replayed_on, 0.0)})
+        row["calls"] += 1
+        row["launches"] += backend[index][0]
+        row["workspaces"] += backend[index][1]
+        row["bytes"] += _argument_bytes(args)
+        for count, times in replayed_on.items():
+            row["ms"][count] += (times[index][1] - noop) * 1e3
     step_s = min(step.timed(5) for _ in range(rounds))
     kernel_s = sum(s for _, s in replayed) - noop * len(replayed)
-    rows = sorted(((k, len(v), sum(v)) for k, v in per_kernel.items()), key=lambda r: -r[2])
+    rows = sorted(per_kernel.items(), key=lambda kv: -kv[1]["ms"][current])
     print(f"\n== {name}: step {step_s * 1e3:.3f} ms, {len(replayed)} kernel calls ({kernel_s * 1e3:.3f} ms replayed, "
-          f"call overhead {noop * 1e6:.2f} us each subtracted), {sum(builtins.values())} VM builtin calls; "
-          f"step - kernels = {(step_s - kernel_s) * 1e3:.3f} ms")
+          f"call overhead {noop * 1e6:.2f} us each subtracted), {sum(n for n, _ in backend)} parallel regions, "
+          f"{sum(w for _, w in backend)} workspace allocations, "
+          f"{sum(builtins.values())} VM builtin calls; step - kernels = {(step_s - kernel_s) * 1e3:.3f} ms")
     print("   builtins: " + ", ".join(f"{k} {n}" for k, n in builtins.most_common()))
-    for kernel, count, seconds in rows[:top]:
-        print(f"   {seconds * 1e3:8.3f} ms {count:4d} x {kernel}")
+    counts = list(replayed_on)
+    print("   " + " ".join(f"{f'ms @{c} thr':>10}" for c in counts) + "  calls  forks  wkspc   GB/s  kernel")
+    for kernel, row in rows[:top]:
+        cells = " ".join(f"{row['ms'][c]:10.3f}" for c in counts)
+        rate = f"{row['bytes'] / (row['ms'][current] * 1e6):6.1f}" if kernel.startswith("slmc_qlinear") else "      "
+        print(f"   {cells} {row['calls']:6d} {row['launches']:6d} {row['workspaces']:6d} {rate}  {kernel}")
+    small = [(k, r) for k, r in rows if r["launches"] and r["ms"][current] / max(1, r["launches"]) < 0.005]
+    if small:
+        print("   parallel regions under 5 us of work each: "
+              + ", ".join(f"{k} ({r['launches']} x {r['ms'][current] * 1e3 / r['launches']:.1f} us)" for k, r in small))
     inside = in_step_minima(step, 4 * rounds)
     parts: dict[str, float] = defaultdict(float)
     for symbol, seconds in inside:
@@ -206,10 +331,13 @@ def profile(name: str, step: Step, rounds: int, top: int) -> dict[str, Any]:
               else "other kernels"] += seconds
     print("   inside the step (each call's fastest of " + str(4 * rounds) + " steps): "
           + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])))
-    return {"step_ms": step_s * 1e3, "kernel_calls": len(replayed), "kernel_ms": kernel_s * 1e3,
-            "builtin_calls": dict(builtins), "call_overhead_us": noop * 1e6,
+    return {"threads": current, "step_ms": step_s * 1e3, "kernel_calls": len(replayed), "kernel_ms": kernel_s * 1e3,
+            "parallel_regions": sum(n for n, _ in backend),
+            "workspace_allocations": sum(w for _, w in backend), "builtin_calls": dict(builtins), "call_overhead_us": noop * 1e6,
             "inside_step_ms": {k: v * 1e3 for k, v in parts.items()},
-            "kernels": [{"name": k, "calls": n, "ms": s * 1e3} for k, n, s in rows]}
+            "kernels": [{"name": k, "calls": r["calls"], "parallel_regions": r["launches"],
+                         "workspace_allocations": r["workspaces"], "bytes": r["bytes"],
+                         "ms_by_threads": r["ms"]} for k, r in rows]}
 
 
 def alternate(steps: dict[str, Step], threads: list[int], rounds: int, calls: int,
@@ -241,8 +369,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--statistic", choices=["median", "min"], default="median", help="of the alternated rounds")
-    parser.add_argument("--profile-threads", type=int, nargs="*", default=[1],
-                        help="thread counts of the breakdown (none: skip it)")
+    parser.add_argument("--profile-threads", type=int, nargs="*", default=[2, 1],
+                        help="thread counts each kernel is replayed on; the breakdown of the step at the first "
+                             "(none: skip it)")
     parser.add_argument("--json")
     args = parser.parse_args()
     work = Path(args.work)
@@ -252,10 +381,12 @@ def main() -> None:
     steps = {str(a): Step(a, args.context) for a in artifacts}
     results: dict[str, Any] = {"context": args.context, "load_before": load_before}
     results["profiles"] = {}
-    for count in args.profile_threads:
+    if args.profile_threads:  # the breakdown at the first count, each kernel also replayed on the others
+        count = args.profile_threads[0]
         set_threads(count)
-        results["profiles"][count] = {name: profile(f"{name}, {count} thread(s)", step, args.rounds, args.top)
-                                      for name, step in steps.items()}
+        results["profiles"] = {name: profile(f"{name}, {count} thread(s)", step, args.rounds, args.top,
+                                             args.profile_threads)
+                               for name, step in steps.items()}
     timings = alternate(steps, args.threads, args.rounds, args.calls, args.statistic)
     results["alternated_ms"] = timings
     print(f"\nalternated, context {args.context} ({args.statistic} ms per step):")

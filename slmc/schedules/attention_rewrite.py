@@ -31,32 +31,14 @@ from __future__ import annotations
 from typing import Any
 
 import tvm
-import tvm_ffi
 from tvm import relax, te, tirx
-from tvm.sym.analyzer import Analyzer
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from slmc.schedules.relax_patterns import is_op, same_size, shape_of
 from slmc.schedules.rule import KERNEL_ATTR
 
 SCORES = "attention_scores"
 VALUES = "attention_values"
-
-
-def _op(expr: relax.Expr, name: str) -> bool:
-    return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == name
-
-
-def _shape(expr: relax.Expr) -> list[Any] | None:
-    shape = getattr(expr.ty, "shape", None)
-    return list(shape.values) if isinstance(shape, relax.ShapeExpr) else None
-
-
-def same_size(a: Any, b: Any) -> bool:
-    """Two sizes are the same constant, or symbolic expressions provably equal (``p + t`` is ``t + p``:
-    TVM's import writes a cache length either way round)."""
-    if isinstance(a, (int, tirx.IntImm)) or isinstance(b, (int, tirx.IntImm)):
-        return isinstance(a, (int, tirx.IntImm)) and isinstance(b, (int, tirx.IntImm)) and int(a) == int(b)
-    return tvm_ffi.structural_equal(a, b) or Analyzer().can_prove_equal(a, b)
 
 
 def _same_shape(a: list[Any] | None, b: list[Any] | None) -> bool:
@@ -83,35 +65,35 @@ class _Chains:
     def skip_identity_broadcast(self, expr: relax.Expr) -> relax.Expr:
         """``broadcast_to(x, shape of x)`` -> ``x`` (a copy that changes nothing); else ``expr``."""
         value = self.value(expr)
-        if _op(value, "relax.broadcast_to") and _same_shape(_shape(value.args[0]), _shape(value)):
+        if is_op(value, "relax.broadcast_to") and _same_shape(shape_of(value.args[0]), shape_of(value)):
             return value.args[0]
         return expr
 
     def reshaped_from(self, expr: relax.Expr, rank: int) -> relax.Expr | None:
         """``x`` when ``expr = reshape(x)`` (after an identity ``broadcast_to``) with ``x`` of ``rank`` dims."""
         value = self.value(expr)
-        if not _op(value, "relax.reshape"):
+        if not is_op(value, "relax.reshape"):
             return None
         source = self.skip_identity_broadcast(value.args[0])
-        shape = _shape(source)
+        shape = shape_of(source)
         return source if shape is not None and len(shape) == rank else None
 
     def kv_source(self, expr: relax.Expr) -> tuple[relax.Expr, int] | None:
         """``(K, g)`` when ``expr`` ``[1, H, N, D]`` is ``K`` ``[1, H_kv, N, D]`` with each head repeated
         ``g`` times (``repeat_kv``), or ``K`` itself (``g = 1``)."""
-        shape = _shape(expr)
+        shape = shape_of(expr)
         if shape is None or len(shape) != 4 or not same_size(shape[0], 1) or not isinstance(shape[1], tirx.IntImm):
             return None
         value = self.value(expr)
-        if _op(value, "relax.reshape"):
+        if is_op(value, "relax.reshape"):
             broadcast = self.value(value.args[0])
-            if not _op(broadcast, "relax.broadcast_to"):
+            if not is_op(broadcast, "relax.broadcast_to"):
                 return None
             expanded = self.value(broadcast.args[0])
-            if not _op(expanded, "relax.expand_dims") or _int_list(expanded.attrs.axis) != [2]:
+            if not is_op(expanded, "relax.expand_dims") or _int_list(expanded.attrs.axis) != [2]:
                 return None
-            source, wide = expanded.args[0], _shape(broadcast)
-            kv_shape = _shape(source)
+            source, wide = expanded.args[0], shape_of(broadcast)
+            kv_shape = shape_of(source)
             if kv_shape is None or len(kv_shape) != 4 or wide is None or len(wide) != 5:
                 return None
             kv_heads, group = kv_shape[1], wide[2]
@@ -152,14 +134,14 @@ class _Rewriter(PyExprMutator):
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802 (TVM's visitor name)
         new = super().visit_call_(call)
-        if not _op(call, "relax.matmul"):
+        if not is_op(call, "relax.matmul"):
             return new
         replaced = self._attention(call)
         return new if replaced is None else replaced
 
     def _attention(self, call: relax.Call) -> relax.Expr | None:
         left, right = call.args
-        left_shape, right_shape, out_shape = _shape(left), _shape(right), _shape(call)
+        left_shape, right_shape, out_shape = shape_of(left), shape_of(right), shape_of(call)
         if any(s is None or len(s) != 3 for s in (left_shape, right_shape, out_shape)):
             return None
         if not same_size(left_shape[0], right_shape[0]):  # no batch broadcasting
@@ -170,13 +152,13 @@ class _Rewriter(PyExprMutator):
         if inner is None:
             return None
         inner_value = self.chains.value(inner)
-        if _op(inner_value, "relax.permute_dims") and _int_list(inner_value.attrs.axes) == [0, 1, 3, 2]:
+        if is_op(inner_value, "relax.permute_dims") and _int_list(inner_value.attrs.axes) == [0, 1, 3, 2]:
             kind, te_func, repeated = SCORES, scores_te, inner_value.args[0]   # right = K^T [H, D, N]
-            if not _same_shape(_shape(repeated), [1, right_shape[0], right_shape[2], right_shape[1]]):
+            if not _same_shape(shape_of(repeated), [1, right_shape[0], right_shape[2], right_shape[1]]):
                 return None
         else:
             kind, te_func, repeated = VALUES, values_te, inner               # right = V [H, N, D]
-            if not _same_shape(_shape(repeated), [1, *right_shape]):
+            if not _same_shape(shape_of(repeated), [1, *right_shape]):
                 return None
         found = self.chains.kv_source(repeated)
         if found is None:

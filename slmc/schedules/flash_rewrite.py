@@ -24,9 +24,10 @@ import tvm
 from tvm import relax, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from slmc.schedules.attention_rewrite import SCORES, VALUES, same_size
+from slmc.schedules.attention_rewrite import SCORES, VALUES
 from slmc.schedules.flash_attention import KIND, FlashShape, flash_attention_func
 from slmc.schedules.kv_append import LAYER_ATTR
+from slmc.schedules.relax_patterns import is_op, same_size, scalar_constant, shape_of
 from slmc.schedules.rule import KERNEL_ATTR
 
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
@@ -46,29 +47,12 @@ class FlashRewrite:
         return out + [f"attention not tiled: {reason}" for reason in sorted(set(self.declined))]
 
 
-def _op(expr: relax.Expr, name: str) -> bool:
-    return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == name
-
-
-def _dims(expr: relax.Expr) -> list | None:
-    shape = getattr(expr.ty, "shape", None)
-    return list(shape.values) if isinstance(shape, relax.ShapeExpr) else None
-
-
 def _same_dims(a: list | None, b: list | None) -> bool:
     return a is not None and b is not None and len(a) == len(b) and all(same_size(x, y) for x, y in zip(a, b))
 
 
 def _float32(expr: relax.Expr) -> bool:
     return str(getattr(expr.ty, "dtype", "")) == "float32"
-
-
-def _scalar(expr: relax.Expr) -> float | None:
-    if isinstance(expr, tvm.ir.expr.Constant):
-        value = expr.value.numpy()
-        if value.size == 1 and value.dtype.kind == "f":
-            return float(value.reshape(()))
-    return None
 
 
 def _tensors(operands: list[relax.Expr]) -> list[relax.Expr]:
@@ -92,9 +76,9 @@ class _Flash(PyExprMutator):
         """Skip reshapes, broadcasts and float32 -> float32 casts (element values unchanged)."""
         while True:
             value = self._value(expr)
-            if not any(_op(value, name) for name in _PASS_THROUGH) or not _float32(value.args[0]):
+            if not any(is_op(value, name) for name in _PASS_THROUGH) or not _float32(value.args[0]):
                 return value
-            if _op(value, "relax.broadcast_to") and not _same_dims(_dims(value.args[0]), _dims(value)):
+            if is_op(value, "relax.broadcast_to") and not _same_dims(shape_of(value.args[0]), shape_of(value)):
                 return value
             expr = value.args[0]
 
@@ -110,14 +94,14 @@ class _Flash(PyExprMutator):
 
     def _scaled_scores(self, expr: relax.Expr) -> tuple[relax.Call, int, float] | None:
         value, scale = self._through(expr), 1.0
-        if _op(value, "relax.multiply") or _op(value, "relax.divide"):
+        if is_op(value, "relax.multiply") or is_op(value, "relax.divide"):
             left, right = value.args
-            constant = _scalar(self._value(right))
-            if constant is None and _op(value, "relax.multiply"):
-                left, constant = right, _scalar(self._value(left))
+            constant = scalar_constant(self._value(right), floats_only=True)
+            if constant is None and is_op(value, "relax.multiply"):
+                left, constant = right, scalar_constant(self._value(left), floats_only=True)
             if constant is None or constant == 0.0:
                 return None
-            scale = constant if _op(value, "relax.multiply") else 1.0 / constant
+            scale = constant if is_op(value, "relax.multiply") else 1.0 / constant
             value = self._through(left)
         found = self._kernel(value, SCORES)
         return None if found is None else (*found, scale)
@@ -131,10 +115,10 @@ class _Flash(PyExprMutator):
         probs, value_cache, *rest = call.args[1].fields
         value_scales = _tensors(rest)
         softmax = self._through(probs)
-        if not _op(softmax, "relax.nn.softmax") or int(softmax.attrs.axis) not in (-1, len(_dims(softmax) or []) - 1):
+        if not is_op(softmax, "relax.nn.softmax") or int(softmax.attrs.axis) not in (-1, len(shape_of(softmax) or []) - 1):
             return f"layer {layer}: the probabilities are not a softmax over the keys"
         added = self._through(softmax.args[0])
-        if not _op(added, "relax.add"):
+        if not is_op(added, "relax.add"):
             return f"layer {layer}: no additive mask before the softmax"
         for scores_side, mask in (added.args, added.args[::-1]):
             scores = self._scaled_scores(scores_side)
@@ -145,9 +129,9 @@ class _Flash(PyExprMutator):
         scores_call, scores_layer, scale = scores
         query, key_cache, *rest = scores_call.args[1].fields
         key_scales = _tensors(rest)
-        tokens, keys = (_dims(scores_call) or [None, None, None])[1:]
-        mask_dims = _dims(mask)
-        if scores_layer != layer or not _same_dims(_dims(key_cache), _dims(value_cache)) or not _float32(mask) \
+        tokens, keys = (shape_of(scores_call) or [None, None, None])[1:]
+        mask_dims = shape_of(mask)
+        if scores_layer != layer or not _same_dims(shape_of(key_cache), shape_of(value_cache)) or not _float32(mask) \
                 or mask_dims is None:
             return f"layer {layer}: scores and values read different layers or caches"
         quantized = bool(key_scales)
@@ -157,8 +141,8 @@ class _Flash(PyExprMutator):
         expected = [[tokens, keys], [1, 1, tokens, keys]]
         if not any(_same_dims(mask_dims, e) for e in expected):
             return f"layer {layer}: the mask is not [T, N] or [1, 1, T, N]"
-        heads, _, depth = _dims(query)
-        layers, _, kv_heads, slots, _ = _dims(key_cache)
+        heads, _, depth = shape_of(query)
+        layers, _, kv_heads, slots, _ = shape_of(key_cache)
         static = [heads, depth, layers, kv_heads, slots]
         if not all(isinstance(v, tirx.IntImm) for v in static) or int(heads) % int(kv_heads) or int(depth) % self.lanes:
             return f"layer {layer}: heads, head size or cache shape not static multiples of the vector width"

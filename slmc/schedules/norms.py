@@ -32,7 +32,7 @@ import math
 from tvm import s_tir, tirx
 from tvm.target import Target
 
-from slmc.schedules.attention_rewrite import same_size
+from slmc.schedules.relax_patterns import same_size
 from slmc.schedules.fallback import MIN_PARALLEL_WORK
 from slmc.schedules.row_matmul import CpuParams, static_extent
 from slmc.schedules.rule import SlmcCpuRule

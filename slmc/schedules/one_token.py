@@ -11,9 +11,9 @@ length ``P`` stays symbolic. Measured on 4 layers of the SmolLM-135M shape (int4
 of 574 (``make_shape`` 177 -> 1). Exact up to float rounding (its kernels are the one-row
 schedules of the same sums: measured 1.5e-6 largest difference in the 4-layer model's logits).
 
-The PrimFuncs slmc emits before this rewrite as ``call_tir`` kernels (quantized linears, attention; not the
-cache writes, which are ``call_tir_inplace`` and keep their symbolic token count) have the token count as a shape variable of their own and are shared with ``resident_last``.
-``resident_step`` calls its own copies of them, specialized to the static shapes of its calls
+The PrimFuncs slmc emits before this rewrite (quantized linears, attention as ``call_tir``; the cache writes
+as ``call_tir_inplace``) have the token count as a shape variable of their own and are shared with
+``resident_last``. ``resident_step`` calls its own copies of them, specialized to the static shapes of its calls
 (``PrimFunc.specialize``, added under ``<name>_step``): a fused group must see one buffer shape per Relax
 value (TVM 0.27's FuseTIR refuses a symbolic ``[T, N]`` kernel output read by a legalized ``[1, N]`` ReLU,
 OPT's fc1), and the schedule rules then build only the one-row nest.
@@ -26,11 +26,12 @@ from typing import Any
 import tvm
 from tvm import relax, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
-from tvm.tirx.buffer import BufferType
 
 from slmc.schedules.not_resident import NotResident
+from slmc.schedules.row_branch import buffer_params, specialize_sizes
 
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
+_CALL_TIR_INPLACE = tvm.ir.Op.get("relax.call_tir_inplace")
 _STRIDED_SLICE = tvm.ir.Op.get("relax.strided_slice")
 STEP_SUFFIX = "_step"  # the name of a kernel's one-token copy
 
@@ -47,7 +48,7 @@ def one_token_function(last: relax.Function) -> relax.Function:
 
 def one_token_module(mod: tvm.IRModule, last: relax.Function) -> tuple[tvm.IRModule, relax.Function]:
     """``(mod with the step's kernel copies, resident_step's function)`` from ``last`` (``resident_last``):
-    ``one_token_function``, then every ``call_tir`` whose PrimFunc has a shape variable that the call
+    ``one_token_function``, then every ``call_tir`` / ``call_tir_inplace`` whose PrimFunc has a shape variable that the call
     fixes redirected to a copy specialized to the call's shapes (one copy per kernel and shapes)."""
     own = _OwnKernels(mod)
     step = own.run(one_token_function(last))
@@ -72,43 +73,32 @@ def _static_dims(ty: Any) -> list[list[Any]]:
     return [list(shape.values) if isinstance(shape, relax.ShapeExpr) else []]
 
 
-def _buffers(func: tirx.PrimFunc) -> list[tirx.Var]:
-    """The PrimFunc's buffer parameters (TVM 0.27: parameters whose type is a ``BufferType``), in order."""
-    return [p for p in func.params if isinstance(p.ty, BufferType)]
-
-
 def _bound_sizes(func: tirx.PrimFunc, shapes: list[list[Any]]) -> dict[tirx.Var, tirx.IntImm]:
     """The PrimFunc's shape variables that the call's argument shapes fix to a constant."""
     fixed: dict[tirx.Var, tirx.IntImm] = {}
-    for param, given in zip(_buffers(func), shapes):
+    for param, given in zip(buffer_params(func), shapes):
         for want, have in zip(param.ty.shape, given):
             if isinstance(want, tirx.Var) and isinstance(have, tirx.IntImm):
                 fixed[want] = tirx.IntImm(str(want.ty.dtype), int(have))
     return fixed
 
 
-def specialize_sizes(func: tirx.PrimFunc, fixed: dict[tirx.Var, tirx.IntImm]) -> tirx.PrimFunc:
-    """``func`` with the shape variables ``fixed`` set: for each, the first buffer parameter that has it as
-    a dimension is specialized to that shape with the constant (``PrimFunc.specialize`` rewrites the body
-    and every other buffer; TVM 0.27 wants the unchanged dimensions and offset as the same objects)."""
-    buffers: dict[tirx.Var, tirx.Buffer] = {}
-    left = dict(fixed)
-    for param in _buffers(func):
-        old = param.ty
-        mine = [d for d in old.shape if isinstance(d, tirx.Var) and any(d.same_as(v) for v in left)]
-        if not mine:
-            continue
-        shape = [next((c for v, c in left.items() if v.same_as(d)), d) if isinstance(d, tirx.Var) else d
-                 for d in old.shape]
-        buffers[param] = tirx.decl_buffer(shape, old.dtype, param.name, elem_offset=old.elem_offset,
-                                          data_alignment=old.data_alignment, offset_factor=old.offset_factor)
-        left = {v: c for v, c in left.items() if not any(v.same_as(d) for d in mine)}
-    return func.specialize(buffers) if buffers else func
+def _buffer_shapes(call: relax.Call) -> list[list[Any]]:
+    """The shapes of the kernel's buffer parameters, in order, from a ``call_tir`` (inputs, then outputs)
+    or a ``call_tir_inplace`` (inputs, then the outputs that are not written into an input); scalar
+    arguments (``PrimValue``: the cache writes' past length) are scalar parameters, no buffers."""
+    inputs = [d for arg in call.args[1].fields if isinstance(arg.ty, relax.TensorType) for d in _static_dims(arg.ty)]
+    outputs = _static_dims(call.ty_args[0])
+    if call.op.same_as(_CALL_TIR_INPLACE):
+        indices = [int(i) for i in call.attrs.inplace_indices]
+        outputs = [shape for shape, index in zip(outputs, indices) if index == -1]
+    return inputs + outputs
 
 
 @mutator
 class _OwnKernels(PyExprMutator):
-    """Redirects ``call_tir`` to copies of its PrimFunc specialized to the call's static shapes."""
+    """Redirects ``call_tir`` and ``call_tir_inplace`` to copies of their PrimFunc specialized to the call's
+    static shapes."""
 
     def __init__(self, mod: tvm.IRModule):
         super().__init__(mod)
@@ -122,14 +112,13 @@ class _OwnKernels(PyExprMutator):
         call = super().visit_call_(call)
         if call.op.same_as(_STRIDED_SLICE) and _whole(call):
             return call.args[0]  # resident_last's last-row slice of one row: the tensor itself, no kernel
-        if not call.op.same_as(_CALL_TIR):
+        if not (call.op.same_as(_CALL_TIR) or call.op.same_as(_CALL_TIR_INPLACE)):
             return call
         callee = call.args[0]
         func = self.module[callee]
         if not isinstance(func, tirx.PrimFunc):
             return call
-        shapes = [d for arg in call.args[1].fields for d in _static_dims(arg.ty)] + _static_dims(call.ty_args[0])
-        fixed = _bound_sizes(func, shapes)
+        fixed = _bound_sizes(func, _buffer_shapes(call))
         if not fixed:
             return call
         key = (callee.name_hint, tuple(sorted((v.name, int(c)) for v, c in fixed.items())))

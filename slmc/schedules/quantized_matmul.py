@@ -58,9 +58,9 @@ from dataclasses import dataclass
 from tvm import DataType, s_tir, tirx
 from tvm.target import Target
 
-from slmc.schedules.row_matmul import (CpuParams, fold_epilogues, is_reduction, matmul_block, root_blocks,
-                                      schedule_row_matmul, static_extent, vectorize_tails)
 from slmc.schedules.prefetch import LINE_BYTES, prefetch, prepend_to_loop
+from slmc.schedules.row_matmul import (STACK_SCOPE, CpuParams, fold_epilogues, is_reduction, matmul_block,
+                                      root_blocks, schedule_row_matmul, static_extent, vectorize_tails)
 from slmc.schedules.row_branch import branch_on_rows, split_rows
 from slmc.schedules.rule import SlmcCpuRule
 
@@ -217,19 +217,20 @@ def _vectorized_dots(sch: s_tir.Schedule, dots: s_tir.schedule.SBlockRV, pairs: 
 
 
 def _schedule_rows(sch: s_tir.Schedule, shape: _TiledShape, params: CpuParams) -> tirx.PrimFunc:
-    """Decode: each code is unpacked where it is used, per-group dots and the accumulator in registers;
-    each group's iteration prefetches the codes of a group ``PREFETCH_AHEAD_BYTES`` ahead (``_prefetch_codes``)."""
+    """Decode: each code is unpacked where it is used, per-group dots and the accumulator in registers
+    (``STACK_SCOPE`` buffers: on the stack, no runtime workspace call per chunk); each group's iteration
+    prefetches the codes of a group ``PREFETCH_AHEAD_BYTES`` ahead (``_prefetch_codes``)."""
     codes, dots, out, epilogues = _prepare(sch, params)
     table = _tile_codes(sch, codes)
     sch.compute_inline(codes)
     channels = static_extent(sch, sch.get_loops(out)[1])
     vector = decode_chunk(channels, shape.width, shape.vector, params)
     chunk, m, g = _chunks(sch, out, shape, inner_rows=False, vector=vector)
-    accumulator = sch.cache_write(out, 0, "local")
+    accumulator = sch.cache_write(out, 0, STACK_SCOPE)
     sch.reverse_compute_at(accumulator, m)
     kept = fold_epilogues(sch, epilogues, m)
     sch.compute_at(dots, g)
-    sch.set_scope(dots, 0, "local")
+    sch.set_scope(dots, 0, STACK_SCOPE)
     _vectorized_dots(sch, dots, shape.pairs)
     sch.decompose_reduction(out, g)
     vectorize_tails(sch, [accumulator, *kept])

@@ -34,7 +34,7 @@ import tvm
 from tvm import relax, te, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from slmc.schedules.attention_rewrite import same_size
+from slmc.schedules.relax_patterns import is_op, same_size, scalar_constant, shape_of
 
 FUSED = "residual_rms_norm"
 PLAIN = "rms_norm"
@@ -90,24 +90,8 @@ def rms_norm_te(x: te.Tensor, weight: te.Tensor, eps: float, residual: te.Tensor
     return list(te.compute(shape, lambda *i: [s(*i), scaled(*i)], name="residual_rms_norm"))
 
 
-def _op(expr: Any, name: str) -> bool:
-    return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == name
-
-
-def _dims(expr: relax.Expr) -> list | None:
-    shape = getattr(expr.ty, "shape", None)
-    return list(shape.values) if isinstance(shape, relax.ShapeExpr) else None
-
-
 def _dtype(expr: relax.Expr) -> str:
     return str(getattr(expr.ty, "dtype", ""))
-
-
-def _scalar(expr: Any) -> float | None:
-    if not isinstance(expr, tvm.ir.expr.Constant):
-        return None
-    value = expr.value.numpy()
-    return float(value.reshape(())) if value.size == 1 else None
 
 
 class _Bindings:
@@ -123,7 +107,7 @@ class _Bindings:
     def value(self, expr: relax.Expr) -> relax.Expr:
         while isinstance(expr, relax.Var) and expr in self.values:
             bound = self.values[expr]
-            if _op(bound, "relax.astype") and _dtype(bound.args[0]) == _dtype(bound):
+            if is_op(bound, "relax.astype") and _dtype(bound.args[0]) == _dtype(bound):
                 expr = bound.args[0]
                 continue
             return bound
@@ -133,7 +117,7 @@ class _Bindings:
         """``expr`` through same-dtype ``astype`` bindings (the variable they copy)."""
         while isinstance(expr, relax.Var) and expr in self.values:
             bound = self.values[expr]
-            if not (_op(bound, "relax.astype") and _dtype(bound.args[0]) == _dtype(bound)):
+            if not (is_op(bound, "relax.astype") and _dtype(bound.args[0]) == _dtype(bound)):
                 break
             expr = bound.args[0]
         return expr
@@ -141,46 +125,49 @@ class _Bindings:
 
 def _match(out: relax.Call, env: _Bindings) -> _Match | str | None:
     """The norm ``out`` computes, a reason it is not one, or ``None`` (not a norm's last multiply)."""
-    if not _op(out, "relax.multiply"):
+    if not is_op(out, "relax.multiply"):
         return None
     for weight, normed in (out.args, reversed(out.args)):
         inner = env.value(normed)
-        if not _op(inner, "relax.multiply"):
+        if not is_op(inner, "relax.multiply"):
             continue
         for x, scale in (inner.args, reversed(inner.args)):
             rsqrt = env.value(scale)
-            if not _op(rsqrt, "relax.rsqrt"):
+            if not is_op(rsqrt, "relax.rsqrt"):
                 continue
             return _norm(weight, env.source(x), env.value(rsqrt.args[0]), env)
     return None
 
 
 def _norm(weight: relax.Expr, x: relax.Expr, shifted: Any, env: _Bindings) -> _Match | str:
-    if not _op(shifted, "relax.add"):
+    if not is_op(shifted, "relax.add"):
         return "rsqrt of no mean + eps"
     first, second = shifted.args
-    eps, mean = (_scalar(second), first) if _scalar(second) is not None else (_scalar(first), second)
+    eps, mean = scalar_constant(second), first
+    if eps is None:
+        eps, mean = scalar_constant(first), second
     mean = env.value(mean)
-    if eps is None or not _op(mean, "relax.mean"):
+    if eps is None or not is_op(mean, "relax.mean"):
         return "rsqrt of no mean + scalar eps"
-    dims = _dims(x)
+    dims = shape_of(x)
     axes = [int(a) for a in mean.attrs.axis] if mean.attrs.axis is not None else []
     if not isinstance(x, relax.Var) or dims is None or axes not in ([-1], [len(dims) - 1]) or not mean.attrs.keepdims:
         return "a mean not over the last axis of a tensor variable (keepdims)"
     square = env.value(mean.args[0])
-    squared = (_op(square, "relax.power") and env.source(square.args[0]).same_as(x) and _scalar(square.args[1]) == 2.0) \
-        or (_op(square, "relax.multiply") and all(env.source(a).same_as(x) for a in square.args))
+    squared = (is_op(square, "relax.power") and env.source(square.args[0]).same_as(x)
+               and scalar_constant(square.args[1]) == 2.0) \
+        or (is_op(square, "relax.multiply") and all(env.source(a).same_as(x) for a in square.args))
     if not squared:
         return "the mean is not of the normalized input's square"
-    weight_dims = _dims(weight)
+    weight_dims = shape_of(weight)
     if weight_dims is None or len(weight_dims) != 1 or not same_size(weight_dims[0], dims[-1]):
         return "a weight that is not 1-D of the hidden size"
     if not _dtype(x).startswith(("float", "bfloat")) or _dtype(weight) != _dtype(x):
         return f"dtypes {_dtype(x)} / {_dtype(weight)} (one float dtype expected)"
     total = env.value(x)
     summands = None
-    if _op(total, "relax.add") and all(_dtype(a) == _dtype(x) and _dims(a) is not None and len(_dims(a)) == len(dims)
-                                       and all(same_size(p, q) for p, q in zip(_dims(a), dims)) for a in total.args):
+    if is_op(total, "relax.add") and all(_dtype(a) == _dtype(x) and shape_of(a) is not None and len(shape_of(a)) == len(dims)
+                                       and all(same_size(p, q) for p, q in zip(shape_of(a), dims)) for a in total.args):
         summands = (total.args[0], total.args[1])
     return _Match(x, weight, eps, summands)
 
@@ -241,7 +228,7 @@ def residual_norm(notes: list[str] | None = None, record: ResidualNorm | None = 
                 continue
             before = (rewriter.with_add, rewriter.plain)
             rewriter.plan(func)
-            rewriter.builder_.update_func(gvar, relax.analysis.remove_all_unused(rewriter.visit_expr(func)))
+            rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
             added, plain = rewriter.with_add - before[0], rewriter.plain - before[1]
             if added:
                 record.with_add[gvar.name_hint] = added

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from tvm import s_tir, tirx
 from tvm.tirx import op
 from tvm.tirx.analysis import undefined_vars
+from tvm.tirx.buffer import BufferType
 
 
 def branch_on_rows(decode: tirx.PrimFunc, prefill: tirx.PrimFunc, rows: tirx.PrimExpr) -> tirx.PrimFunc:
@@ -65,7 +66,7 @@ def split_rows(func: tirx.PrimFunc, rows: tirx.Var, block: int,
 def _rows_lead(func: tirx.PrimFunc, rows: tirx.Var) -> bool:
     """Every parameter mentioning ``rows`` is a buffer with ``rows`` as its first dimension only."""
     for param in func.params:
-        if not _is_buffer(param):
+        if not is_buffer(param):
             if param.same_as(rows):
                 return False
             continue
@@ -77,14 +78,31 @@ def _rows_lead(func: tirx.PrimFunc, rows: tirx.Var) -> bool:
 
 def _with_rows(func: tirx.PrimFunc, rows: tirx.Var, extent: tirx.PrimExpr) -> tirx.PrimFunc:
     """A copy of ``func`` (``renew_defs``: its own variables) whose row-indexed buffers have ``extent``
-    rows (``PrimFunc.specialize``); ``extent``'s variables stay free, bound where the copy is placed."""
+    rows (``specialize_sizes``); ``extent``'s variables stay free, bound where the copy is placed."""
     fresh = s_tir.renew_defs(func)
-    views = {}
-    for param, new in zip(func.params, fresh.params):
-        if _is_buffer(param) and len(param.shape) and param.shape[0].same_as(rows):
-            views[new] = tirx.decl_buffer([extent, *new.shape[1:]], new.dtype, new.name, elem_offset=new.elem_offset,
-                                          data_alignment=new.data_alignment, offset_factor=new.offset_factor)
-    return fresh.specialize(views)
+    own_rows = next((new.shape[0] for param, new in zip(func.params, fresh.params)
+                     if is_buffer(param) and len(param.shape) and param.shape[0].same_as(rows)), None)
+    return fresh if own_rows is None else specialize_sizes(fresh, {own_rows: extent})
+
+
+def specialize_sizes(func: tirx.PrimFunc, sizes: dict[tirx.Var, tirx.PrimExpr]) -> tirx.PrimFunc:
+    """``func`` with its shape variables ``sizes`` set (a constant, or an expression of variables bound
+    where the copy is placed): for each, the first buffer parameter that has it as a dimension is
+    specialized to that shape (``PrimFunc.specialize`` rewrites the body and every other buffer; TVM
+    0.27 wants the unchanged dimensions and ``elem_offset`` passed as the same objects)."""
+    buffers: dict[tirx.Var, tirx.Buffer] = {}
+    left = dict(sizes)
+    for param in buffer_params(func):
+        old = param.ty
+        mine = [d for d in old.shape if isinstance(d, tirx.Var) and any(d.same_as(v) for v in left)]
+        if not mine:
+            continue
+        shape = [next((c for v, c in left.items() if v.same_as(d)), d) if isinstance(d, tirx.Var) else d
+                 for d in old.shape]
+        buffers[param] = tirx.decl_buffer(shape, old.dtype, param.name, elem_offset=old.elem_offset,
+                                          data_alignment=old.data_alignment, offset_factor=old.offset_factor)
+        left = {v: c for v, c in left.items() if not any(v.same_as(d) for d in mine)}
+    return func.specialize(buffers) if buffers else func
 
 
 def _row_pointer(buffer: tirx.Var, rows: tirx.Var, start: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -104,7 +122,7 @@ def _bound_body(outer: tirx.PrimFunc, part: tirx.PrimFunc, data: Callable[[tirx.
     bindings: list[tuple[tirx.Var, tirx.PrimExpr]] = []
     views = []
     for old, new in zip(outer.params, part.params):
-        if not _is_buffer(new):  # a scalar parameter (a dynamic size Relax passes explicitly)
+        if not is_buffer(new):  # a scalar parameter (a dynamic size Relax passes explicitly)
             bindings.append((new, old))
             continue
         for want, have in zip(new.shape, old.shape):
@@ -114,9 +132,11 @@ def _bound_body(outer: tirx.PrimFunc, part: tirx.PrimFunc, data: Callable[[tirx.
     return tirx.SeqStmt([*(tirx.LetStmt(v, value) for v, value in bindings), *views, part.body])
 
 
-def _is_buffer(param: tirx.Var) -> bool:
-    try:
-        param.shape  # noqa: B018 - a Var of BufferType has one; a scalar Var raises
-    except AttributeError:
-        return False
-    return True
+def is_buffer(param: tirx.Var) -> bool:
+    """A PrimFunc parameter is a buffer (TVM 0.27: a ``Var`` whose type is a ``BufferType``), not a scalar."""
+    return isinstance(param.ty, BufferType)
+
+
+def buffer_params(func: tirx.PrimFunc) -> list[tirx.Var]:
+    """The PrimFunc's buffer parameters, in order."""
+    return [p for p in func.params if is_buffer(p)]

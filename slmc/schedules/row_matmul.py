@@ -30,6 +30,14 @@ import tvm_ffi
 from tvm import s_tir, tirx
 
 
+# Scope of a CPU kernel's small per-chunk buffers (accumulators, per-group dots). TVM 0.27's LowerTVMBuiltin
+# keeps an allocation on the stack (where LLVM can promote it to registers) only when its scope is "global"
+# and its constant size is under kMaxStackAlloca (1 KB); a "local" one becomes a TVMBackendAllocWorkspace /
+# FreeWorkspace pair of runtime calls at every entry of the loop it lives in: 2 per 64-channel chunk of an
+# int4 decode GEMV, ~2,500 per step of a 4-layer SmolLM-shaped model (docs/dev-notes.md, session 10).
+STACK_SCOPE = "global"
+
+
 @dataclass(frozen=True)
 class CpuParams:
     """What the rules read from the target descriptor: SIMD lanes of float32 and cores."""
@@ -114,7 +122,7 @@ def schedule_row_matmul(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, par
     ko, kt = sch.split(k, factors=[None, k_unroll])
     mo, mi = sch.split(m, factors=[None, row_block])
     sch.reorder(no, mo, ko, kt, mi, ni)
-    accumulator = sch.cache_write(block, 0, "local")
+    accumulator = sch.cache_write(block, 0, STACK_SCOPE)
     sch.reverse_compute_at(accumulator, mo)
     kept = fold_epilogues(sch, epilogues, mo)
     sch.unroll(kt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import numpy as np
@@ -42,6 +43,19 @@ def test_the_step_has_static_token_shapes(built):
     assert [int(v) for v in step.params[0].ty.shape.values] == [1, 1]
     assert "R.Tensor((1, 1, 256)" in step.script()  # the logits of the one token
     assert program.residency.last_position is None and RESIDENT_STEP in program.residency.notes()[0]
+
+
+def test_the_steps_cache_writes_are_one_token_copies_too(built):
+    """``call_tir_inplace`` (the cache writes) is redirected like ``call_tir``: the step writes with
+    ``kv_write_step`` kernels whose new keys are one row, resident_last with the symbolic ``kv_write``."""
+    from slmc.schedules.one_token import STEP_SUFFIX
+    from slmc.schedules.resident_kv import WRITE
+
+    _, program, _ = built
+    symbolic = re.compile(rf"\b{WRITE}\d*\b")  # kv_write, kv_write1, ... but not kv_write1_step
+    step = program.scheduled[RESIDENT_STEP].script()
+    assert f"{WRITE}{STEP_SUFFIX}" in step and not symbolic.search(step)
+    assert symbolic.search(program.scheduled[RESIDENT_LAST].script())
 
 
 def _shared_kernel_module() -> tvm.IRModule:

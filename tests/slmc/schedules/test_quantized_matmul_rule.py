@@ -6,10 +6,12 @@ Both weight layouts: transposed ``[K', N]`` (each weight dequantized in the redu
 
 from __future__ import annotations
 
+import ctypes
 import re
 
 import numpy as np
 import pytest
+import tvm
 from schedule_helpers import AVX512_2CORES, dense_kernel, dequantize, quantized_kernel, run, word_codes
 from tvm import te
 
@@ -99,10 +101,10 @@ def test_tiled_kernel_streams_tiles_and_matches_numpy(bits, zeros, group, extras
     assert "T.parallel(3)" in text and "T.parallel(6)" in text
     assert text.count("T.vectorized(64)") >= 3 and "T.vectorized(32)" in text  # prefill 4, decode 2 vectors of 16
     assert ("T.unroll(8)" in text) == (bits == 4)  # the 8 nibbles of one loaded word
-    # decode: per-group dots and the accumulator in registers; prefill: one [group, 64] block of
-    # unpacked codes per tile and group (computed under the group loop), reused by every row
+    # decode: per-group dots and the accumulator in registers (global scope: on the stack); prefill: one
+    # [group, 64] block of unpacked codes per tile and group (computed under the group loop), reused by every row
     allocated = set(re.findall(r"(\w+) = T.sblock_alloc_buffer", text))
-    assert allocated == {"group_dot_local", "group_sum", "dequant_matmul_local", "unpacked_codes_local"} | (
+    assert allocated == {"group_dot", "group_dot_local", "group_sum", "dequant_matmul_global", "unpacked_codes_local"} | (
         {"scaled_input", "dequant_matmul"} if extras else set())  # with a bias, prefill accumulates in a buffer
     assert re.search(rf'T.sblock\("unpacked_codes"\):\n.*\n\s+v_k = T.axis.spatial\({TK}, g \* {group} \+', text)
     rng = np.random.default_rng(1)
@@ -142,8 +144,25 @@ def test_tiled_kernel_folds_an_elementwise_epilogue_into_the_write_back(host_tar
     relu = te.compute(out.shape, lambda m, n: te.max(out[m, n], te.const(0.0, "float32")), name="relu")
     func = _schedule(te.create_prim_func([x, q, s, relu]).with_attr(KERNEL_ATTR, "quantized_linear"), host_target)
     text = func.script()
-    assert "T.max(dequant_matmul_local" in text  # decode: folded into the write-back of the accumulator
+    assert "T.max(dequant_matmul_global" in text  # decode: folded into the write-back of the accumulator
     _matches_numpy(func, host_target, 64, 128, 4, 32, rows=5, seed=3, epilogue=lambda y: np.maximum(y, 0))
+
+
+def test_the_decode_nest_allocates_no_runtime_workspace(host_target, tmp_path):
+    """One row: the per-group dots and the accumulator live on the stack (``STACK_SCOPE``), so the library
+    calls no ``TVMBackendAllocWorkspace`` (a "local" buffer costs an allocate/free pair per chunk); the
+    pointer the runtime fills at load time exists only in a library whose code calls it."""
+    x = te.placeholder((1, 64), "float32", "x")
+    q, s = te.placeholder((2, 8, 64), "uint32", "q"), te.placeholder((2, 2, 64), "float16", "s")
+    out = quantized_linear_te(x, q, s, None, None, None, 4, 32)
+    func = _schedule(te.create_prim_func([x, q, s, out]).with_attr(KERNEL_ATTR, "quantized_linear"), host_target)
+    path = tmp_path / "decode.so"
+    tvm.compile(tvm.IRModule({"main": func}), target=host_target.tvm_target()).export_library(str(path))
+    library = ctypes.CDLL(str(path))
+    ctypes.c_void_p.in_dll(library, "__TVMBackendParallelLaunch")  # the pointers are there for what the code calls
+    with pytest.raises(ValueError):
+        ctypes.c_void_p.in_dll(library, "__TVMBackendAllocWorkspace")
+    _matches_numpy(func, host_target, 64, 128, 4, 32, rows=1, seed=6)
 
 
 def test_tile_width_is_the_widest_that_divides_the_outputs():
@@ -177,7 +196,7 @@ def test_per_channel_scales_on_a_wide_input_keep_the_decode_nest_for_every_row_c
     prefill nest's SHARED_BLOCK_BYTES, so every row count takes the decode nest (codes unpacked where used)."""
     func = _schedule(quantized_kernel(1536, 64, 8, 1536, tile=64), host_target)
     text = func.script()
-    assert "if " not in text and "unpacked_codes" not in text and "dequant_matmul_local" in text
+    assert "if " not in text and "unpacked_codes" not in text and "dequant_matmul_global" in text
     _matches_numpy(func, host_target, 1536, 64, 8, 1536, rows=6, seed=5)
 
 

@@ -1,0 +1,41 @@
+"""What slmc's Relax rewrites ask of an expression while matching a pattern: its operator, static shape,
+scalar constant value, and whether two sizes are the same (``attention_rewrite``, ``flash_rewrite``,
+``residual_norm``, ``norms``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tvm
+import tvm_ffi
+from tvm import relax, tirx
+from tvm.sym.analyzer import Analyzer
+
+
+def is_op(expr: Any, name: str) -> bool:
+    """``expr`` is a call of the Relax operator ``name`` (e.g. ``"relax.add"``)."""
+    return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == name
+
+
+def shape_of(expr: relax.Expr) -> list[Any] | None:
+    """The dimensions of a tensor with a known shape (constants or symbolic expressions), else ``None``."""
+    shape = getattr(expr.ty, "shape", None)
+    return list(shape.values) if isinstance(shape, relax.ShapeExpr) else None
+
+
+def scalar_constant(expr: Any, floats_only: bool = False) -> float | None:
+    """The value of a one-element constant (a float one with ``floats_only``), else ``None``."""
+    if not isinstance(expr, tvm.ir.expr.Constant):
+        return None
+    value = expr.value.numpy()
+    if value.size != 1 or (floats_only and value.dtype.kind != "f"):
+        return None
+    return float(value.reshape(()))
+
+
+def same_size(a: Any, b: Any) -> bool:
+    """Two sizes are the same constant, or symbolic expressions provably equal (``p + t`` is ``t + p``:
+    TVM's import writes a cache length either way round)."""
+    if isinstance(a, (int, tirx.IntImm)) or isinstance(b, (int, tirx.IntImm)):
+        return isinstance(a, (int, tirx.IntImm)) and isinstance(b, (int, tirx.IntImm)) and int(a) == int(b)
+    return tvm_ffi.structural_equal(a, b) or Analyzer().can_prove_equal(a, b)
