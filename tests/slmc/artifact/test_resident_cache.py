@@ -14,6 +14,7 @@ from slmc.errors import InputError
 from slmc.graph.kv_cache import eager_step, generate_greedy
 from slmc.models import tiny_lm
 
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     out = slmc.compile("tiny-lm", "cleanup", out=tmp_path_factory.mktemp("resident") / "tiny").artifact
@@ -190,4 +191,34 @@ def test_an_int8_cache_decodes_like_the_eager_model_over_the_same_rounded_cache(
     # measured (score/value kernels): 9.1e-4 against the rounded eager cache, 1.2e-3 against the float32 one
     assert error <= 2e-2 and error_fp32 <= 2e-2, (error, error_fp32)
     keys, _ = int8_model.decoder().snapshot()  # dequantized, as the copy contract returns it
+    assert keys.dtype == np.float32 and keys.shape[3] == len(prompt) + 40
+
+
+KV_F16 = "kv_cache: {dtype: float16}\npasses: [{dead_code_elimination: {}}]\nverify: {atol: 5.0e-2}\n"
+
+
+@pytest.fixture(scope="module")
+def float16_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("resident-float16")
+    (folder / "kv-float16.yaml").write_text(KV_F16)
+    return slmc.load(slmc.compile("tiny-lm", str(folder / "kv-float16.yaml"), out=folder / "tiny").artifact)
+
+
+def test_a_float16_cache_is_float16_buffers_and_decodes_like_the_eager_model_over_the_same_rounded_cache(float16_model):
+    info = float16_model.manifest.kv_cache
+    assert info.mode == "resident" and info.dtype == "float16" and float16_model.manifest.verification.passed
+    assert info.bytes_per_token == 2 * info.layers * info.kv_heads * info.head_dim * 2
+    decoder = float16_model.decoder()
+    assert str(decoder.keys.dtype) == str(decoder.values.dtype) == "float16" and not decoder.scales
+    eager = eager_step(tiny_lm.build().module)
+    cache = float16_model.kv_cache
+    prompt = list(range(40, 70))
+    ours = generate_greedy(decoder, cache, prompt, 40)
+    theirs = generate_greedy(eager, cache, prompt, 40)  # CopyDecoder rounds its cache as float16 stores it
+    exact = generate_greedy(eager, tiny_lm.build().kv_cache, prompt, 40)  # float32 cache
+    error = max(float(np.abs(a - b).max()) for a, b in zip(ours.step_logits, theirs.step_logits))
+    error_fp32 = max(float(np.abs(a - b).max()) for a, b in zip(ours.step_logits, exact.step_logits))
+    assert ours.tokens == theirs.tokens == exact.tokens
+    assert error <= 2e-3 and error_fp32 <= 2e-3, (error, error_fp32)
+    keys, _ = float16_model.decoder().snapshot()  # widened, as the copy contract returns it
     assert keys.dtype == np.float32 and keys.shape[3] == len(prompt) + 40
