@@ -81,7 +81,9 @@ def test_the_int8_cache_kernel_attends_over_the_dequantized_cache(int8_kernel, p
     out = tvm.runtime.tensor(np.zeros((SHAPE.heads, tokens, SHAPE.depth), np.float32))
     int8_kernel(*(tvm.runtime.tensor(a) for a in (q, k8, v8, ks, vs, mask)), out)
     want = _reference(q, k8 * ks[..., None].astype(np.float64), v8 * vs[..., None].astype(np.float64), mask, SHAPE)
-    np.testing.assert_allclose(out.numpy(), want, rtol=0, atol=5e-6)
+    # values up to 127 x 0.05: measured on AVX-512 5.3e-6 largest error (1.5e-6 relative, outputs up to 3.5; prefill
+    # at 40 + 35), float32 rounding
+    np.testing.assert_allclose(out.numpy(), want, rtol=2e-6, atol=5e-6)
 
 
 @pytest.fixture(scope="module")
