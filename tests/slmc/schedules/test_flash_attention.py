@@ -54,15 +54,18 @@ def int8_kernel(host_target):
 @pytest.mark.parametrize("past, tokens", [(1, 1), (57, 1), (1, 37), (40, 2 * BLOCK_Q + 3), (1, 130),
                                          *((past, 1) for past in DECODE_PASTS)])
 def test_tiled_attention_equals_softmax_attention(kernel, past, tokens):
-    _, run = kernel
-    rng = np.random.default_rng(past * 1000 + tokens)
+    _attend_over_a_float_cache(kernel[1], np.float32, np.random.default_rng(past * 1000 + tokens), past, tokens)
+
+
+def _attend_over_a_float_cache(run, dtype, rng, past: int, tokens: int) -> None:
+    """``run`` over a random cache stored as ``dtype`` against the float64 attention over the stored values."""
     cache_shape = (SHAPE.layers, 1, SHAPE.kv_heads, SHAPE.slots, SHAPE.depth)
-    keys, values = (rng.standard_normal(cache_shape).astype(np.float32) for _ in range(2))
+    keys, values = (rng.standard_normal(cache_shape).astype(dtype) for _ in range(2))
     q = rng.standard_normal((SHAPE.heads, tokens, SHAPE.depth)).astype(np.float32)
     mask = sink_causal_mask(tokens, past).numpy()[None, None].astype(np.float32)
     out = tvm.runtime.tensor(np.zeros((SHAPE.heads, tokens, SHAPE.depth), np.float32))
     run(*(tvm.runtime.tensor(a) for a in (q, keys, values, mask)), out)
-    want = _reference(q, keys, values, mask, SHAPE)
+    want = _reference(q, keys.astype(np.float64), values.astype(np.float64), mask, SHAPE)
     # measured on AVX-512: max abs error 6.3e-7 over these cases (online softmax rescaling, the polynomial exp,
     # float32 sums; the reference is float64)
     np.testing.assert_allclose(out.numpy(), want, rtol=0, atol=5e-6)
@@ -95,15 +98,7 @@ def float16_kernel(host_target):
 def test_the_float16_cache_kernel_attends_over_the_widened_cache(float16_kernel, past, tokens):
     """Each float16 number widened to float32 as it is read, float32 sums: the attention over the float16 cache's
     values in float64, up to float32 rounding."""
-    rng = np.random.default_rng(past * 1000 + tokens + 11)
-    cache_shape = (SHAPE.layers, 1, SHAPE.kv_heads, SHAPE.slots, SHAPE.depth)
-    keys, values = (rng.standard_normal(cache_shape).astype(np.float16) for _ in range(2))
-    q = rng.standard_normal((SHAPE.heads, tokens, SHAPE.depth)).astype(np.float32)
-    mask = sink_causal_mask(tokens, past).numpy()[None, None].astype(np.float32)
-    out = tvm.runtime.tensor(np.zeros((SHAPE.heads, tokens, SHAPE.depth), np.float32))
-    float16_kernel(*(tvm.runtime.tensor(a) for a in (q, keys, values, mask)), out)
-    want = _reference(q, keys.astype(np.float64), values.astype(np.float64), mask, SHAPE)
-    np.testing.assert_allclose(out.numpy(), want, rtol=0, atol=5e-6)
+    _attend_over_a_float_cache(float16_kernel, np.float16, np.random.default_rng(past * 1000 + tokens + 11), past, tokens)
 
 
 def test_no_buffer_grows_with_the_prompt_or_the_context(kernel):
