@@ -216,5 +216,5 @@ def test_a_float16_cache_is_float16_buffers_and_decodes_like_the_eager_model_ove
     decoder = float16_model.decoder()
     assert str(decoder.keys.dtype) == str(decoder.values.dtype) == "float16" and not decoder.scales
     error, error_fp32 = _greedy_against_eager(float16_model)
-    print(f"float16 cache: max logit error {error:.2e} (rounded eager cache), {error_fp32:.2e} (float32 cache)")
-    assert error <= 2e-3 and error_fp32 <= 2e-3, (error, error_fp32)
+    # measured: 4.1e-5 against the rounded eager cache, 4.8e-5 against the float32 one (int8's: 9.1e-4, 1.2e-3)
+    assert error <= 5e-4 and error_fp32 <= 5e-4, (error, error_fp32)
