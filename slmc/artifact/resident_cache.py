@@ -7,7 +7,8 @@ of slots in use ``P`` (the sink slot 0 included), writes the new tokens' keys an
 nothing that grows with the context, and the buffers' shape never changes (TVM's pooled allocator
 reuses every intermediate), so the process does not grow token after token.
 
-A cache stored in int8 (``KVCacheSpec.dtype``, the manifest's ``kv_cache.dtype``) holds int8 buffers of
+A cache stored in float16 (``KVCacheSpec.dtype``, the manifest's ``kv_cache.dtype``) holds float16 buffers of
+that shape; the library rounds as it writes and widens as attention reads. One stored in int8 holds int8 buffers of
 that shape and their float32 scales ``[L, 1, H_kv, max_context + 1]``, passed after the caches; the library
 quantizes as it writes and dequantizes as attention reads (``slmc.schedules.resident_kv``).
 
@@ -125,8 +126,8 @@ class ResidentCache:
         return logits[:, -1:] if last_only else logits
 
     def load(self, keys: np.ndarray, values: np.ndarray) -> None:
-        """Replace the cache by a copy-contract cache ``[L, 1, H_kv, P, D]`` (the sink included; an int8 cache
-        stores it quantized)."""
+        """Replace the cache by a copy-contract cache ``[L, 1, H_kv, P, D]`` (the sink included; a float16 cache
+        stores it rounded to nearest, an int8 cache quantized)."""
         past = keys.shape[3]
         if past < 1 or past - 1 > self.cache.max_context:
             raise InputError(f"a cache of {past} slots does not fit max_context {self.cache.max_context} + the sink")
@@ -138,10 +139,11 @@ class ResidentCache:
         self.length = past
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
-        """Copies of the slots in use, as the copy contract returns them (an int8 cache dequantized)."""
+        """Copies of the slots in use, as the copy contract returns them (float32: a float16 cache widened, an
+        int8 cache dequantized)."""
         used = slice(0, self.length)
         if self.cache.quantized:
             return tuple(dequantize_rows(host[:, :, :, used], scales[:, :, :, used])
                          for host, scales in zip((self._keys_host, self._values_host), self._scales_host))
-        return (self._keys_host[:, :, :, used].copy(), self._values_host[:, :, :, used].copy())
+        return (self._keys_host[:, :, :, used].astype(np.float32), self._values_host[:, :, :, used].astype(np.float32))
 

@@ -190,8 +190,8 @@ class CompiledModel:
         self._check_inputs(arrays)
         if self.kv_cache is not None:
             self._check_token_ids(arrays[0])
-        # an int8 cache (manifest kv_cache.dtype) stores the given cache rounded (ResidentCache.load) and returns
-        # the grown one dequantized: eval and generate run the cache as stored
+        # a float16 or int8 cache (manifest kv_cache.dtype) stores the given cache rounded (ResidentCache.load) and
+        # returns the grown one widened or dequantized: eval and generate run the cache as stored
         if self.resident:
             return self._resident_step(*arrays)
         use_physical_cores()  # this thread's TVM pool (per thread in TVM; returns at once once sized)

@@ -93,7 +93,7 @@ def _kv_cache_info(cache: KVCacheSpec | None, residency: Any) -> KVCacheInfo | N
     if cache is None:
         return None
     resident = residency is not None and residency.mode == "resident"
-    if cache.quantized and not resident:
+    if cache.narrowed and not resident:
         why = residency.reason if residency is not None else "not built by slmc's pipeline"
         raise BuildError(f"the KV cache cannot be stored in {cache.dtype}: it needs the resident cache contract, and "
                          f"this model's build kept the copy contract ({why})")
@@ -199,9 +199,9 @@ def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: 
 
 
 def _as_stored(cache: KVCacheSpec | None, sample: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """A verification sample with its past cache as an int8 cache stores it (the artifact rounds the cache it is
+    """A verification sample with its past cache as a float16 or int8 cache stores it (the artifact rounds the cache it is
     given, ``ResidentCache.load``): eager and artifact then read the same cache. Unchanged for float32."""
-    if cache is None or not cache.quantized or len(sample) != 3:
+    if cache is None or not cache.narrowed or len(sample) != 3:
         return sample
     ids, keys, values = sample
     return (ids, *(torch.from_numpy(round_stored(cache, t.numpy())) for t in (keys, values)))

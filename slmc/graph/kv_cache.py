@@ -15,7 +15,8 @@ sit at positions ``P - 1 .. P + T - 2``. One graph (no zero-sized dims, which ``
 cannot keep dynamic) means every pass runs once and prefill and decode share the same weights.
 Batch size is 1, as on a phone.
 
-A cache may be *stored* in int8 (``KVCacheSpec.dtype``, the recipe's ``kv_cache``): each key and value row
+A cache may be *stored* in float16 (``KVCacheSpec.dtype``, the recipe's ``kv_cache``): each number rounded to
+the nearest float16 as it is written, converted back to float32 as attention reads it. Or in int8: each key and value row
 of ``D`` numbers at one (layer, head, position) is kept as int8 with one float32 scale, symmetric,
 ``scale = max|x| / 127``, ``q = round(x / scale)`` (the per-token, per-head granularity of KIVI's values and
 of llama.cpp's q8_0 cache with one block per head; Liu et al., "KIVI", arXiv:2402.02750). The contract's
@@ -69,13 +70,20 @@ class KVCacheSpec:
 
     @property
     def quantized(self) -> bool:
+        """Stored as int8 codes with a float32 scale per (layer, head, position)."""
+        return self.dtype == "int8"
+
+    @property
+    def narrowed(self) -> bool:
+        """Stored in another dtype than the contract's float32 (float16 or int8): only the resident contract
+        stores it so, and a copy-contract cache is rounded as stored (``round_stored``)."""
         return self.dtype != "float32"
 
     def bytes_per_token(self) -> int:
         """Bytes one token adds to the stored cache: keys and values, plus one float32 scale per
         (layer, head) row when stored in int8."""
         rows = 2 * self.layers * self.kv_heads
-        return rows * (self.head_dim + 4) if self.quantized else rows * self.head_dim * 4
+        return rows * (self.head_dim + 4) if self.quantized else rows * self.head_dim * np.dtype(self.dtype).itemsize
 
     def empty(self) -> tuple[np.ndarray, np.ndarray]:
         """The cache before the first token: only the sink slot."""
@@ -103,8 +111,11 @@ def dequantize_rows(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 
 def round_stored(cache: KVCacheSpec, x: np.ndarray) -> np.ndarray:
-    """``x`` as the cache stores it: unchanged for float32, quantized and dequantized for int8."""
-    return dequantize_rows(*quantize_rows(x)) if cache.quantized else x
+    """``x`` as the cache stores it: unchanged for float32, rounded to the nearest float16 for float16,
+    quantized and dequantized for int8."""
+    if cache.quantized:
+        return dequantize_rows(*quantize_rows(x))
+    return np.asarray(x, dtype=cache.dtype).astype(np.float32) if cache.narrowed else x
 
 
 def example_inputs(cache: KVCacheSpec, tokens: int = 8, past: int = 4, vocab: int = 256, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -181,7 +192,7 @@ class CopyDecoder:
     def feed(self, ids: np.ndarray, last_only: bool = False) -> np.ndarray:
         past = self.keys.shape[3]
         logits, keys, values = self.step(ids, self.keys, self.values)
-        if self.cache.quantized:
+        if self.cache.narrowed:
             keys, values = keys.copy(), values.copy()
             keys[:, :, :, past:] = round_stored(self.cache, keys[:, :, :, past:])
             values[:, :, :, past:] = round_stored(self.cache, values[:, :, :, past:])

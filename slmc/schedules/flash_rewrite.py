@@ -135,9 +135,10 @@ class _Flash(PyExprMutator):
                 or mask_dims is None:
             return f"layer {layer}: scores and values read different layers or caches"
         quantized = bool(key_scales)
-        if quantized != bool(value_scales) or str(key_cache.ty.dtype) != ("int8" if quantized else "float32") \
-                or str(value_cache.ty.dtype) != str(key_cache.ty.dtype):
-            return f"layer {layer}: keys and values are not both float32, or both int8 with scales"
+        stored = str(key_cache.ty.dtype)
+        if quantized != bool(value_scales) or stored not in (("int8",) if quantized else ("float32", "float16")) \
+                or str(value_cache.ty.dtype) != stored:
+            return f"layer {layer}: keys and values are not both float32, both float16, or both int8 with scales"
         expected = [[tokens, keys], [1, 1, tokens, keys]]
         if not any(_same_dims(mask_dims, e) for e in expected):
             return f"layer {layer}: the mask is not [T, N] or [1, 1, T, N]"
@@ -148,7 +149,7 @@ class _Flash(PyExprMutator):
             return f"layer {layer}: heads, head size or cache shape not static multiples of the vector width"
         shape = FlashShape(heads=int(heads), kv_heads=int(kv_heads), depth=int(depth), slots=int(slots),
                            layers=int(layers), layer=layer, scale=float(np.float32(scale)), mask_rank=len(mask_dims),
-                           quantized=quantized)
+                           cache_dtype=stored)
         return shape, query, key_cache, value_cache, *key_scales, *value_scales, mask
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802 (TVM's visitor name)

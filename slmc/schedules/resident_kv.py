@@ -29,6 +29,10 @@ A cache stored in int8 (``KVCacheSpec.dtype``, the recipe's ``kv_cache``) adds t
 arXiv:2402.02750, for per-token quantization of the cache; here keys too are per token, as llama.cpp's
 q8_0 cache is). The cache then takes ``D + 4`` bytes per row instead of ``4 D``.
 
+A cache stored in float16 keeps that signature with float16 caches: ``kv_write`` rounds each new float32
+number to the nearest float16 and the attention kernels widen what they read back to float32 (2 bytes per
+number instead of 4: llama.cpp's default cache type).
+
 Preconditions checked (else no ``resident_all``, and the reason is recorded): ``main`` takes
 ``(input_ids, past_keys, past_values)`` of the cache's shape; every read of a past cache is a
 ``kv_append`` (with its layer, ``slmc.kv_layer``); every read of an append is an attention kernel,
@@ -82,13 +86,15 @@ class Residency:
         step = f", {RESIDENT_STEP} a one-token step" if self.one_token else ""
         last = (f"; no {RESIDENT_LAST}: {self.last_position}" if self.last_position
                 else f", {RESIDENT_LAST} computes the last token's logits only{step}")
-        stored = (f", stored in {self.cache.dtype} with a float32 scale per (layer, head, position)"
-                  if self.cache.quantized else "")
+        scaled = " with a float32 scale per (layer, head, position)" if self.cache.quantized else ""
+        stored = f", stored in {self.cache.dtype}{scaled}" if self.cache.narrowed else ""
         return [f"KV cache: resident{stored}, appended in place in {self.layers} layers ({RESIDENT_ALL}){last}"]
 
 
-def kv_write_func(cache: KVCacheSpec, layer: int, dtype: str) -> tirx.PrimFunc:
-    """``cache[layer, 0, h, past + t, d] = new[0, h, t, d]``, in place (the cache is the first argument)."""
+def kv_write_func(cache: KVCacheSpec, layer: int, dtype: str, stored: str | None = None) -> tirx.PrimFunc:
+    """``cache[layer, 0, h, past + t, d] = new[0, h, t, d]``, in place (the cache is the first argument);
+    ``new`` is ``dtype``, the cache ``stored`` (default ``dtype``; float16 of float32: rounded to nearest)."""
+    stored = stored or dtype
     shape = (cache.layers, 1, cache.kv_heads, cache.max_context + 1, cache.head_dim)
     heads, dim = cache.kv_heads, cache.head_dim
 
@@ -96,12 +102,12 @@ def kv_write_func(cache: KVCacheSpec, layer: int, dtype: str) -> tirx.PrimFunc:
     def kv_write(stacked: T.handle, new: T.handle, past: T.int64):
         T.func_attr({"tirx.noalias": True, KERNEL_ATTR: WRITE, LAYER_ATTR: layer})
         tokens = T.int64()
-        cache_buf = T.match_buffer(stacked, shape, dtype)
+        cache_buf = T.match_buffer(stacked, shape, stored)
         new_buf = T.match_buffer(new, (1, heads, tokens, dim), dtype)
         for h, t, d in T.grid(T.int64(heads), tokens, T.int64(dim)):
             with T.sblock("kv_write"):
                 vh, vt, vd = T.axis.remap("SSS", [h, t, d])
-                cache_buf[T.int64(layer), T.int64(0), vh, past + vt, vd] = new_buf[T.int64(0), vh, vt, vd]
+                cache_buf[T.int64(layer), T.int64(0), vh, past + vt, vd] = _as(stored, dtype, new_buf[T.int64(0), vh, vt, vd])
 
     return kv_write
 
@@ -139,10 +145,17 @@ def kv_write_int8_func(cache: KVCacheSpec, layer: int) -> tirx.PrimFunc:
     return kv_write_int8
 
 
+def _as(dtype: str, given: str, value: Any) -> Any:
+    """``value`` (of dtype ``given``) converted to ``dtype``, or itself when ``given`` is ``dtype``."""
+    return value if given == dtype else T.Cast(dtype, value)
+
+
 def _stored(cache: te.Tensor, scales: te.Tensor | None, layer: int, head: Any, n: Any, d: Any) -> Any:
-    """One cached number as attention reads it: the float32 cache's, or ``q * scale`` of an int8 cache."""
+    """One cached number as attention reads it: the float32 cache's, a float16 cache's widened, or ``q * scale``
+    of an int8 cache."""
     if scales is None:
-        return cache[layer, 0, head, n, d]
+        value = cache[layer, 0, head, n, d]
+        return value if cache.dtype == "float32" else value.astype("float32")
     return cache[layer, 0, head, n, d].astype("float32") * scales[layer, 0, head, n]
 
 
@@ -224,7 +237,11 @@ class _Resident(PyExprMutator):
             written = self.builder_.emit(relax.TupleGetItem(both, 0))
             self.scales[param] = self.builder_.emit(relax.TupleGetItem(both, 1))
         else:
-            gvar = self.builder_.add_func(kv_write_func(self.cache, layer, str(new.ty.dtype)), WRITE)
+            if self.cache.narrowed and str(new.ty.dtype) != "float32":
+                raise NotResident(f"layer {layer}'s new keys/values are {new.ty.dtype}; a {self.cache.dtype} cache "
+                                  "rounds float32 ones")
+            stored = self.cache.dtype if self.cache.narrowed else str(new.ty.dtype)
+            gvar = self.builder_.add_func(kv_write_func(self.cache, layer, str(new.ty.dtype), stored), WRITE)
             written = self.builder_.emit(relax.op.call_tir_inplace(
                 gvar, relax.Tuple([self.current[param], new, self.past]), 0, self.current[param].ty))
         self.current[param] = written
@@ -278,9 +295,9 @@ def resident_function(mod: tvm.IRModule, cache: KVCacheSpec) -> tuple[tvm.IRModu
         main = main.bind_symbolic_vars({value_past: past})
         keys, values = main.params[1], main.params[2]
     slots = cache.max_context + 1
-    dtype = cache.dtype if cache.quantized else str(keys.ty.dtype)
-    if cache.quantized and str(keys.ty.dtype) != "float32":
-        raise NotResident(f"an {cache.dtype} cache quantizes a float32 one; main's cache is {keys.ty.dtype}")
+    dtype = cache.dtype if cache.narrowed else str(keys.ty.dtype)
+    if cache.narrowed and str(keys.ty.dtype) != "float32":
+        raise NotResident(f"a {cache.dtype} cache stores a float32 one; main's cache is {keys.ty.dtype}")
     rows = [cache.layers, 1, cache.kv_heads, slots]
     cache_keys = relax.Var("cache_keys", relax.TensorType([*rows, cache.head_dim], dtype))
     cache_values = relax.Var("cache_values", relax.TensorType([*rows, cache.head_dim], dtype))

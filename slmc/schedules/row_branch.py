@@ -19,15 +19,22 @@ from tvm.tirx.buffer import BufferType
 
 
 def branch_on_rows(decode: tirx.PrimFunc, prefill: tirx.PrimFunc, rows: tirx.PrimExpr) -> tirx.PrimFunc:
-    """One PrimFunc with ``decode``'s parameters: ``if rows == 1`` decode's body, else prefill's.
+    """One PrimFunc with ``decode``'s parameters: ``if rows == 1`` decode's body, else prefill's
+    (``branch_on_condition``)."""
+    return branch_on_condition(decode, prefill, (rows == 1).asobject())
 
-    The two were scheduled from one PrimFunc, so they define the same variables; prefill's are
-    renewed (``renew_defs``), its parameters declared as views of decode's (``DeclBuffer``) and their
-    shape variables bound to decode's (``LetStmt``).
+
+def branch_on_condition(first: tirx.PrimFunc, second: tirx.PrimFunc, condition: tirx.PrimExpr) -> tirx.PrimFunc:
+    """One PrimFunc with ``first``'s parameters: ``if condition`` (an expression of ``first``'s parameters and
+    shape variables) ``first``'s body, else ``second``'s.
+
+    The two were scheduled from one PrimFunc, so they define the same variables; ``second``'s are
+    renewed (``renew_defs``), its parameters declared as views of ``first``'s (``DeclBuffer``) and their
+    shape variables bound to ``first``'s (``LetStmt``).
     """
-    other = _bound_body(decode, s_tir.renew_defs(prefill), lambda old: old.data)
-    root = s_tir.SBlock([], [], [], "root", tirx.IfThenElse((rows == 1).asobject(), decode.body, other))
-    return decode.with_body(s_tir.SBlockRealize([], tirx.const(True, "bool"), root))
+    other = _bound_body(first, s_tir.renew_defs(second), lambda old: old.data)
+    root = s_tir.SBlock([], [], [], "root", tirx.IfThenElse(condition, first.body, other))
+    return first.with_body(s_tir.SBlockRealize([], tirx.const(True, "bool"), root))
 
 
 def split_rows(func: tirx.PrimFunc, rows: tirx.Var, block: int,

@@ -104,11 +104,12 @@ class Verify(StrictModel):
 
 
 # the dtypes a resident KV cache can be stored in (slmc.graph.kv_cache, the manifest's kv_cache.dtype)
-KvCacheDtype = Literal["float32", "int8"]
+KvCacheDtype = Literal["float32", "float16", "int8"]
 
 
 class KvCacheSetting(StrictModel):
-    """How a causal LM's resident KV cache is stored (``slmc.graph.kv_cache``): ``float32``, or ``int8`` with one
+    """How a causal LM's resident KV cache is stored (``slmc.graph.kv_cache``): ``float32``; ``float16`` (half the
+    bytes, llama.cpp's default cache type; converted to float32 inside attention); or ``int8`` with one
     float32 scale per (layer, head, position) (``granularity: per_token_head``; symmetric, absmax / 127), quantized
     as the kernels write it and dequantized inside attention. Needs a target kind whose attention reads the
     resident cache (``Backend.quantized_kv_cache``)."""

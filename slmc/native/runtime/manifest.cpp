@@ -43,9 +43,11 @@ Manifest read_manifest(const std::string& artifact_dir) {
     m.kv_cache.last_position = r.flag(r.field(*cache, "kv_cache", "last_position"), "kv_cache.last_position");
     const Json* dtype = cache->get("dtype");  // absent in artifacts written before the int8 cache: float32
     std::string stored = dtype ? r.text(*dtype, "kv_cache.dtype") : "float32";
-    if (stored != "float32" && stored != "int8") r.bad("kv_cache.dtype", "\"float32\" or \"int8\"");
+    if (stored != "float32" && stored != "float16" && stored != "int8")
+        r.bad("kv_cache.dtype", "\"float32\", \"float16\" or \"int8\"");
     m.kv_cache.int8 = stored == "int8";
-    if (m.kv_cache.int8 && !m.kv_cache.resident) r.bad("kv_cache.dtype", "\"float32\" under the copy contract");
+    m.kv_cache.float16 = stored == "float16";
+    if (stored != "float32" && !m.kv_cache.resident) r.bad("kv_cache.dtype", "\"float32\" under the copy contract");
     const Json& weights = r.object(root, "", "weights");
     const Json& order = r.field(weights, "weights", "order");
     if (order.kind != Json::Kind::Array) r.bad("weights.order", "an array of names");

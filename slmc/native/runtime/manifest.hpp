@@ -23,6 +23,7 @@ struct KVCacheShape {
     // kv_cache.dtype "int8" (absent: "float32"): the resident buffers are int8, and resident_all / resident_last take
     // key_scales and value_scales float32 [L, 1, H_kv, max_context + 1] after them (slmc/schedules/resident_kv.py)
     bool int8 = false;
+    bool float16 = false;  // kv_cache.dtype "float16": the resident buffers are float16 (no scales)
 };
 
 struct Manifest {

@@ -100,7 +100,7 @@ Session::Session(const std::string& artifact_dir) : dir_(artifact_dir) {
     if (c.resident) {  // zeros: the sink slot is read with probability 0, and 0 x NaN would poison the scores.
         // Zero pages on demand: resident memory grows with the slots written, not with max_context; the page
         // size is chosen per generation for the context it will use (plan_pages, kv_pages.hpp).
-        DLDataType stored = c.int8 ? DLDataType{kDLInt, 8, 1} : DLDataType{kDLFloat, 32, 1};
+        DLDataType stored = c.int8 ? DLDataType{kDLInt, 8, 1} : DLDataType{kDLFloat, uint8_t(c.float16 ? 16 : 32), 1};
         keys_ = zero_page_tensor({c.layers, 1, c.kv_heads, c.max_context + 1, c.head_dim}, stored);
         values_ = zero_page_tensor({c.layers, 1, c.kv_heads, c.max_context + 1, c.head_dim}, stored);
         if (c.int8)  // one scale per (layer, head, slot)
@@ -124,8 +124,8 @@ void Session::reset() {
 
 MemoryUse Session::memory() const {
     const KVCacheShape& c = manifest_.kv_cache;
-    // int8: one byte per number and a float32 scale per row of head_dim numbers
-    uint64_t row = c.int8 ? uint64_t(c.head_dim) + sizeof(float) : uint64_t(c.head_dim) * sizeof(float);
+    // int8: one byte per number and a float32 scale per row of head_dim numbers; float16: two bytes per number
+    uint64_t row = c.int8 ? uint64_t(c.head_dim) + sizeof(float) : uint64_t(c.head_dim) * (c.float16 ? 2 : sizeof(float));
     uint64_t per_slot = 2ull * uint64_t(c.layers) * uint64_t(c.kv_heads) * row;
     MemoryUse m;
     m.weights_file_bytes = weights_bytes_;

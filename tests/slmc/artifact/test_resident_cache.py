@@ -14,6 +14,7 @@ from slmc.errors import InputError
 from slmc.graph.kv_cache import eager_step, generate_greedy
 from slmc.models import tiny_lm
 
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     out = slmc.compile("tiny-lm", "cleanup", out=tmp_path_factory.mktemp("resident") / "tiny").artifact
@@ -156,13 +157,33 @@ def test_the_peak_of_a_prompt_and_64_steps_is_the_weights_the_cache_and_a_small_
 
 
 KV_INT8 = "kv_cache: {dtype: int8, granularity: per_token_head}\npasses: [{dead_code_elimination: {}}]\nverify: {atol: 5.0e-2}\n"
+KV_F16 = "kv_cache: {dtype: float16}\npasses: [{dead_code_elimination: {}}]\nverify: {atol: 5.0e-2}\n"
+
+
+def _stored_cache_model(tmp_path_factory, dtype: str, recipe: str):
+    folder = tmp_path_factory.mktemp(f"resident-{dtype}")
+    (folder / f"kv-{dtype}.yaml").write_text(recipe)
+    return slmc.load(slmc.compile("tiny-lm", str(folder / f"kv-{dtype}.yaml"), out=folder / "tiny").artifact)
+
+
+def _greedy_against_eager(model) -> tuple[float, float]:
+    """Largest logit differences of 40 greedy steps after a 30-token prompt: against the eager model over the same
+    rounded cache (``CopyDecoder`` rounds as the stored dtype does) and over a float32 cache; the tokens agree."""
+    eager = eager_step(tiny_lm.build().module)
+    prompt = list(range(40, 70))
+    ours = generate_greedy(model.decoder(), model.kv_cache, prompt, 40)
+    theirs = generate_greedy(eager, model.kv_cache, prompt, 40)
+    exact = generate_greedy(eager, tiny_lm.build().kv_cache, prompt, 40)
+    assert ours.tokens == theirs.tokens == exact.tokens
+    keys, _ = model.decoder().snapshot()  # widened or dequantized, as the copy contract returns it
+    assert keys.dtype == np.float32 and keys.shape[3] == len(prompt) + 40
+    return (max(float(np.abs(a - b).max()) for a, b in zip(ours.step_logits, theirs.step_logits)),
+            max(float(np.abs(a - b).max()) for a, b in zip(ours.step_logits, exact.step_logits)))
 
 
 @pytest.fixture(scope="module")
 def int8_model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("resident-int8")
-    (folder / "kv-int8.yaml").write_text(KV_INT8)
-    return slmc.load(slmc.compile("tiny-lm", str(folder / "kv-int8.yaml"), out=folder / "tiny").artifact)
+    return _stored_cache_model(tmp_path_factory, "int8", KV_INT8)
 
 
 def test_an_int8_cache_is_int8_buffers_with_a_float32_scale_per_layer_head_and_slot(int8_model):
@@ -178,16 +199,22 @@ def test_an_int8_cache_is_int8_buffers_with_a_float32_scale_per_layer_head_and_s
 
 
 def test_an_int8_cache_decodes_like_the_eager_model_over_the_same_rounded_cache(int8_model):
-    eager = eager_step(tiny_lm.build().module)
-    cache = int8_model.kv_cache
-    prompt = list(range(40, 70))
-    ours = generate_greedy(int8_model.decoder(), cache, prompt, 40)
-    theirs = generate_greedy(eager, cache, prompt, 40)  # CopyDecoder rounds its cache as int8 stores it
-    exact = generate_greedy(eager, tiny_lm.build().kv_cache, prompt, 40)  # float32 cache
-    error = max(float(np.abs(a - b).max()) for a, b in zip(ours.step_logits, theirs.step_logits))
-    error_fp32 = max(float(np.abs(a - b).max()) for a, b in zip(ours.step_logits, exact.step_logits))
-    assert ours.tokens == theirs.tokens == exact.tokens
+    error, error_fp32 = _greedy_against_eager(int8_model)
     # measured (score/value kernels): 9.1e-4 against the rounded eager cache, 1.2e-3 against the float32 one
     assert error <= 2e-2 and error_fp32 <= 2e-2, (error, error_fp32)
-    keys, _ = int8_model.decoder().snapshot()  # dequantized, as the copy contract returns it
-    assert keys.dtype == np.float32 and keys.shape[3] == len(prompt) + 40
+
+
+@pytest.fixture(scope="module")
+def float16_model(tmp_path_factory):
+    return _stored_cache_model(tmp_path_factory, "float16", KV_F16)
+
+
+def test_a_float16_cache_is_float16_buffers_and_decodes_like_the_eager_model_over_the_same_rounded_cache(float16_model):
+    info = float16_model.manifest.kv_cache
+    assert info.mode == "resident" and info.dtype == "float16" and float16_model.manifest.verification.passed
+    assert info.bytes_per_token == 2 * info.layers * info.kv_heads * info.head_dim * 2
+    decoder = float16_model.decoder()
+    assert str(decoder.keys.dtype) == str(decoder.values.dtype) == "float16" and not decoder.scales
+    error, error_fp32 = _greedy_against_eager(float16_model)
+    # measured: 4.1e-5 against the rounded eager cache, 4.8e-5 against the float32 one (int8's: 9.1e-4, 1.2e-3)
+    assert error <= 5e-4 and error_fp32 <= 5e-4, (error, error_fp32)

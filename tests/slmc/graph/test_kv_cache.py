@@ -28,6 +28,16 @@ def test_the_smollm_135m_shape_stores_0_266_of_the_float32_bytes_per_token():
     assert int8.bytes_per_token() / fp32.bytes_per_token() <= 0.27  # 68 / 256 = 0.266 (issue 20.2's bar)
 
 
+def test_a_float16_cache_stores_half_the_bytes_rounded_to_the_nearest_float16():
+    fp16 = KVCacheSpec(layers=30, kv_heads=3, head_dim=64, max_context=2048, dtype="float16")
+    assert fp16.bytes_per_token() == 23_040 and fp16.narrowed and not fp16.quantized
+    x = np.random.default_rng(2).standard_normal((2, 5, 64)).astype(np.float32)
+    stored = round_stored(fp16, x)
+    assert stored.dtype == np.float32
+    np.testing.assert_array_equal(stored, x.astype(np.float16).astype(np.float32))
+    assert np.all(np.abs(stored - x) <= np.abs(x) * 2.0 ** -11)  # half an ulp of a 10-bit mantissa
+
+
 def test_the_copy_decoder_rounds_only_the_new_positions_of_an_int8_cache():
     cache = KVCacheSpec(1, 1, 8, 16, dtype="int8")
     rng = np.random.default_rng(1)

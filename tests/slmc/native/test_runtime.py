@@ -385,29 +385,31 @@ def test_aarch64_cross_build_generates_the_hosts_tokens_under_qemu(runtime, arti
         assert json.loads(result.stdout)["tokens"] == native_json(runtime, artifact, prompt)["tokens"]
 
 
-@pytest.fixture(scope="module")
-def int8_cache_artifact(tmp_path_factory):
-    """The fixture LM with its KV cache stored in int8 (examples/recipes/kv-int8.yaml, issue 20.2)."""
-    recipe = Path(__file__).resolve().parents[3] / "examples" / "recipes" / "kv-int8.yaml"
-    out = tmp_path_factory.mktemp("native-runtime-int8") / "fixture-lm-kv-int8"
-    return slmc.compile(None, str(recipe), "host", out).artifact
+@pytest.fixture(scope="module", params=["int8", "float16"])
+def stored_cache_artifact(request, tmp_path_factory):
+    """The fixture LM with its KV cache stored in int8 or float16 (examples/recipes/kv-int8.yaml, kv-float16.yaml;
+    issue 20.2, issue 22)."""
+    recipe = Path(__file__).resolve().parents[3] / "examples" / "recipes" / f"kv-{request.param}.yaml"
+    out = tmp_path_factory.mktemp(f"native-runtime-{request.param}") / f"fixture-lm-kv-{request.param}"
+    return request.param, slmc.compile(None, str(recipe), "host", out).artifact
 
 
-def test_slmc_run_with_an_int8_cache_generates_the_python_runtimes_tokens(runtime, int8_cache_artifact):
-    manifest = read_manifest(int8_cache_artifact)
-    assert manifest.kv_cache.dtype == "int8" and manifest.kv_cache.mode == "resident"
+def test_slmc_run_with_a_stored_cache_dtype_generates_the_python_runtimes_tokens(runtime, stored_cache_artifact):
+    dtype, artifact = stored_cache_artifact
+    manifest = read_manifest(artifact)
+    assert manifest.kv_cache.dtype == dtype and manifest.kv_cache.mode == "resident"
     for prompt in PROMPTS[:2]:
-        native = native_json(runtime, int8_cache_artifact, prompt, "--max-new-tokens", str(NEW_TOKENS))
-        python = generate_python(int8_cache_artifact, prompt)
-        eos = slmc.load(int8_cache_artifact).tokenizer.token_id("<|endoftext|>")
+        native = native_json(runtime, artifact, prompt, "--max-new-tokens", str(NEW_TOKENS))
+        python = generate_python(artifact, prompt)
+        eos = slmc.load(artifact).tokenizer.token_id("<|endoftext|>")
         assert native["tokens"] == until_eos(python["tokens"], eos)
 
 
 def test_a_kv_cache_dtype_the_runtime_does_not_know_is_refused(lib, artifact, tmp_path):
-    copy = tmp_path / "fp16-cache"
+    copy = tmp_path / "bf16-cache"
     shutil.copytree(artifact, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["kv_cache"]["dtype"] = "float16"
+    manifest["kv_cache"]["dtype"] = "bfloat16"
     (copy / "manifest.json").write_text(json.dumps(manifest))
     assert not lib.slmc_model_open(str(copy).encode())
     assert "kv_cache.dtype" in lib.slmc_last_error().decode()
