@@ -72,6 +72,7 @@ from tvm.script import tirx as T
 from slmc.errors import BuildError
 from slmc.schedules.row_branch import branch_on_condition, branch_on_rows
 from slmc.schedules.rule import KERNEL_ATTR
+from slmc.schedules.row_matmul import STACK_SCOPE
 
 KIND = "flash_attention"
 BLOCK_Q = 16   # query positions per work item in prefill (rows = query heads per KV head x BLOCK_Q)
@@ -172,8 +173,8 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
     def merge(out, partial, splits):
         for kv, r in T.grid(i64(kv_heads), i64(rows_per_item)):
             with T.sblock("merge"):
-                state = T.sblock_alloc_buffer((i64(3),), "float32", scope="local")  # max, sum, a split's weight
-                acc = T.sblock_alloc_buffer((i64(depth),), "float32", scope="local")
+                state = T.sblock_alloc_buffer((i64(3),), "float32", scope=STACK_SCOPE)  # max, sum, a split's weight
+                acc = T.sblock_alloc_buffer((i64(depth),), "float32", scope=STACK_SCOPE)
                 state[0] = T.float32(NEG_BIG)
                 for sp in T.serial(splits):
                     state[0] = T.max(state[0], partial[((kv * splits + sp) * i64(rows_per_item) + r) * i64(stride) + i64(depth)])
@@ -190,16 +191,16 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
 
     @T.macro
     def item_body(q, kc, vc, ks, vs, mask, out, partial, rows, keys, blocks, splits, key_blocks, chunk, item):
-                kt = T.sblock_alloc_buffer((i64(depth), i64(bk)), "float32", scope="local")
-                tile = T.sblock_alloc_buffer((i64(block_q), i64(bk)), "float32", scope="local")
-                s = T.sblock_alloc_buffer((i64(rows_per_item), i64(bk)), "float32", scope="local")
-                part = T.sblock_alloc_buffer((i64(unroll), i64(lanes)), "float32", scope="local")
-                kscale = T.sblock_alloc_buffer((i64(bk),), "float32", scope="local")  # int8: the tile's row scales
-                vscale = T.sblock_alloc_buffer((i64(bk),), "float32", scope="local")
-                acc = T.sblock_alloc_buffer((i64(rows_per_item), i64(depth)), "float32", scope="local")
-                best = T.sblock_alloc_buffer((i64(rows_per_item),), "float32", scope="local")
-                total = T.sblock_alloc_buffer((i64(rows_per_item),), "float32", scope="local")
-                state = T.sblock_alloc_buffer((i64(3),), "float32", scope="local")  # visible, new max, correction
+                kt = T.sblock_alloc_buffer((i64(depth), i64(bk)), "float32", scope=STACK_SCOPE)
+                tile = T.sblock_alloc_buffer((i64(block_q), i64(bk)), "float32", scope=STACK_SCOPE)
+                s = T.sblock_alloc_buffer((i64(rows_per_item), i64(bk)), "float32", scope=STACK_SCOPE)
+                part = T.sblock_alloc_buffer((i64(unroll), i64(lanes)), "float32", scope=STACK_SCOPE)
+                kscale = T.sblock_alloc_buffer((i64(bk),), "float32", scope=STACK_SCOPE)  # int8: the tile's row scales
+                vscale = T.sblock_alloc_buffer((i64(bk),), "float32", scope=STACK_SCOPE)
+                acc = T.sblock_alloc_buffer((i64(rows_per_item), i64(depth)), "float32", scope=STACK_SCOPE)
+                best = T.sblock_alloc_buffer((i64(rows_per_item),), "float32", scope=STACK_SCOPE)
+                total = T.sblock_alloc_buffer((i64(rows_per_item),), "float32", scope=STACK_SCOPE)
+                state = T.sblock_alloc_buffer((i64(3),), "float32", scope=STACK_SCOPE)  # visible, new max, correction
                 kv: T.let[T.int64] = item // (blocks * splits)
                 zig: T.let[T.int64] = item % (blocks * splits) // splits
                 first_block = T.meta_var(item % splits * chunk)
