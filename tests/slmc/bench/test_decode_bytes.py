@@ -61,13 +61,13 @@ def test_gguf_token_embedding_is_one_row_unless_the_head_is_tied_to_it(tmp_path)
     pytest.importorskip("gguf", reason="the gguf package is the bench extra (pip install -e '.[bench]')")
     from gguf import GGUFReader
 
-    from slmc.bench.gguf_export import llama_config, write_gguf
+    from slmc.bench.gguf_export import checkpoint_config, write_gguf
 
     untied = write_gguf(FIXTURE_DIR, tmp_path / "fixture.gguf", "Q8_0")
     tensors = {t.name: t for t in GGUFReader(untied["gguf"]).tensors}
     embedding = tensors["token_embd.weight"]
     read = gguf_decode_bytes(tmp_path / "fixture.gguf")
-    cfg = llama_config(FIXTURE_DIR)
+    cfg = checkpoint_config(FIXTURE_DIR)
     row = cfg["hidden"] // 32 * 34  # Q8_0: blocks of 32 int8 codes and an f16 scale
     assert int(embedding.n_bytes) == cfg["vocab"] * row
     assert read.gathered == {"token_embd.weight": (int(embedding.n_bytes), row)}
