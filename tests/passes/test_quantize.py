@@ -190,7 +190,7 @@ def test_w4a8_activation_blocks_are_passed_to_every_linear_and_reported(tiny_lm_
 
 
 def test_w4a8_activation_blocks_that_do_not_divide_a_layer_fall_back_to_per_token_or_are_refused(host_target):
-    from slmc.errors import NodeError
+    from slmc.errors import PassError
     from slmc.graph.ir import ModelSpec, trace
 
     module = torch.nn.Sequential(torch.nn.Linear(96, 64), torch.nn.Linear(64, 8))
@@ -201,7 +201,7 @@ def test_w4a8_activation_blocks_that_do_not_divide_a_layer_fall_back_to_per_toke
     [fallback] = report["stats"]["group_fallbacks"]
     assert fallback["layer"] == "0" and fallback["requested_activation_group_size"] == 64
     assert fallback["used_activation_group_size"] is None and "does not divide in_features 96" in fallback["why"]
-    with pytest.raises(NodeError, match=r"'0'.*activation_group_size 64 does not divide in_features 96.*group_fallback: error"):
+    with pytest.raises(PassError, match=r"at node '0'.*activation_group_size 64 does not divide in_features 96.*group_fallback: error"):
         _run(graph, {**settings, "group_fallback": "error"}, host_target)
 
 

@@ -51,7 +51,8 @@ def test_w4a8_kernel_matches_eager(shape, group, tiled, block, host_target):
         return x
 
     err, mod = _compile_and_compare(module, make_input, [1, 6, 33], host_target)
-    assert err <= TOLERANCE  # measured: <= 7.7e-6
+    # the outlier makes outputs ~40x larger: the same float32 relative error (measured: <= 7.7e-6; blocks <= 2.2e-4)
+    assert err <= TOLERANCE * (1 if block is None else 40)
     kernel = next(f for gv, f in mod.functions.items() if gv.name_hint.startswith("slmc_w4a8_linear"))
     assert str(kernel.attrs[KERNEL_ATTR]) == "w4a8_linear"
     n, k = shape
