@@ -10,6 +10,10 @@ them alike); reports the median and the best ms per call over the rounds.
 
     python benchmarks/int8_dot_kernel_speed.py --threads 1
     python benchmarks/int8_dot_kernel_speed.py --threads 2 --shape 1536 576 --rows 1 128
+    python benchmarks/int8_dot_kernel_speed.py --threads 2 --activation-group 32   # + w4a8 with per-block activations
+
+``--activation-group A`` adds ``w4a8_a{A}``: the same w4a8 kernel with one activation scale per block of ``A``
+inputs (``activation_group_size``; 32 with g32 is llama.cpp's Q4_0 x Q8_0 granularity) beside per token.
 
 Not a test: timings depend on the machine and its load (printed before and after).
 """
@@ -37,8 +41,8 @@ def _scheduled(rule, func, target):
     return sch.mod["main"]
 
 
-def kernels(in_features: int, out_features: int, group: int) -> dict:
-    """Scheduled PrimFuncs by name: ``w4a8``, ``w8a8``, ``int4``."""
+def kernels(in_features: int, out_features: int, group: int, activation_group: int | None = None) -> dict:
+    """Scheduled PrimFuncs by name: ``w4a8``, ``w8a8``, ``int4`` (and ``w4a8_a{activation_group}``)."""
     from tvm import te, tirx
 
     from slmc.quantization.tvm_kernels import KERNEL_ATTR, linear_tile_width, w8a8_linear_te
@@ -60,6 +64,8 @@ def kernels(in_features: int, out_features: int, group: int) -> dict:
              "w8a8": (_scheduled(Int8Matmul(params, dot), w8a8, target), target.tvm_target())}
     # int4 weight-only exactly as quantized_kernel_speed builds it (the stored layout: uint32 words where they fit)
     built["int4"] = speed.kernel(k, n, 4, group, False, linear_tile_width(n))
+    if activation_group is not None:
+        built[f"w4a8_a{activation_group}"] = speed.w4a8_kernel(k, n, group, activation_group=activation_group)
     return built
 
 
@@ -84,9 +90,16 @@ def weights(in_features: int, out_features: int, group: int, seed: int = 0) -> d
 
 
 def reference(name: str, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """numpy: per-token int8 codes (w4a8), per-tensor codes of scale 0.05 (w8a8) or float32 x (int4), times ``weight^T``."""
+    """numpy: per-token int8 codes (w4a8; ``w4a8_aA``: per block of A inputs), per-tensor codes of scale 0.05 (w8a8)
+    or float32 x (int4), times ``weight^T``."""
     if name == "w4a8":
         return speed.w4a8_reference(x, weight)
+    if name.startswith("w4a8_a"):
+        block = int(name.split("_a")[1])
+        blocks = x.reshape(x.shape[0], -1, block)
+        peak = np.abs(blocks).max(2, keepdims=True).astype(np.float32)
+        codes = np.clip(np.round(blocks * (np.float32(127) / peak)), -127, 127) * (peak / np.float32(127))
+        return codes.reshape(x.shape) @ weight.T
     if name == "w8a8":
         return (np.clip(np.round(x * np.float32(1 / 0.05)), -127, 127) @ weight.T) * np.float32(0.05)
     return x @ weight.T
@@ -98,6 +111,7 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=2, default=[576, 1536], metavar=("K", "N"))
     parser.add_argument("--group", type=int, default=32)
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 128])
+    parser.add_argument("--activation-group", type=int, help="also time w4a8 with this activation_group_size")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--seconds", type=float, default=0.02, help="about this long per timed batch of calls")
     args = parser.parse_args()
@@ -106,7 +120,7 @@ def main() -> None:
 
     in_features, out_features = args.shape
     built = {name: tvm.compile(tvm.IRModule({"main": func}), target=target)["main"]
-             for name, (func, target) in kernels(in_features, out_features, args.group).items()}
+             for name, (func, target) in kernels(in_features, out_features, args.group, args.activation_group).items()}
     stored = weights(in_features, out_features, args.group)
     print(f"{in_features}->{out_features}, g{args.group}, threads {args.threads}, load {os.getloadavg()[0]:.2f}", flush=True)
     rng = np.random.default_rng(1)
@@ -114,7 +128,7 @@ def main() -> None:
         x = (rng.standard_normal((rows, in_features)) * 2).astype(np.float32)
         inputs = {}
         for name, function in built.items():
-            arrays, weight = stored[name]
+            arrays, weight = stored[name.split("_")[0]]  # w4a8_aA: the w4a8 arrays
             out = tvm.runtime.tensor(np.zeros((rows, out_features), np.float32))
             call = [tvm.runtime.tensor(x), *(tvm.runtime.tensor(a) for a in arrays), out]
             function(*call)
@@ -130,7 +144,8 @@ def main() -> None:
         for label, pick in (("median", statistics.median), ("best", min)):
             chosen = {name: pick(t) for name, t in times.items()}
             print(f"rows {rows:4d} {label:6s} | " + " | ".join(f"{name} {seconds * 1e3:8.4f} ms" for name, seconds in chosen.items())
-                  + f" | w4a8/w8a8 {chosen['w4a8'] / chosen['w8a8']:.2f}x, w4a8/int4 {chosen['w4a8'] / chosen['int4']:.2f}x",
+                  + f" | w4a8/w8a8 {chosen['w4a8'] / chosen['w8a8']:.2f}x, w4a8/int4 {chosen['w4a8'] / chosen['int4']:.2f}x"
+                  + "".join(f", {name}/w4a8 {chosen[name] / chosen['w4a8']:.2f}x" for name in chosen if "_a" in name),
                   flush=True)
     print(f"load after {os.getloadavg()[0]:.2f}")
 

@@ -95,9 +95,11 @@ def _kernel(in_features: int, out_features: int, bits: int, group: int, zeros: b
     return sch.mod["main"], target.tvm_target()
 
 
-def w4a8_kernel(in_features: int, out_features: int, group: int, rows: int | None = None):
+def w4a8_kernel(in_features: int, out_features: int, group: int, rows: int | None = None,
+                activation_group: int | None = None):
     """The scheduled PrimFunc of ``w4a8_linear_te`` on the tiled paired layout (``Int4Int8Matmul`` on the
-    host's int8 dot products, as a compile would) and its TVM target; ``rows`` ``None``: a dynamic row count."""
+    host's int8 dot products, as a compile would) and its TVM target; ``rows`` ``None``: a dynamic row count;
+    ``activation_group``: int8 activations per block of that many inputs (``None``: per token)."""
     from tvm import te, tirx
 
     from slmc.quantization.tvm_kernels import DOT_ROWS, KERNEL_ATTR
@@ -111,7 +113,7 @@ def w4a8_kernel(in_features: int, out_features: int, group: int, rows: int | Non
     x = te.placeholder((rows or tirx.Var("m", "int64"), k), "float32", "x")
     q = te.placeholder((n // 16, k // 8, 16, 4), "uint8", "q")
     s = te.placeholder((k // group, n), "float16", "s")
-    out = w4a8_linear_te(x, q, s, None, group, DOT_ROWS)
+    out = w4a8_linear_te(x, q, s, None, group, DOT_ROWS, activation_group)
     func = te.create_prim_func([x, q, s, out]).with_attr(KERNEL_ATTR, "w4a8_linear")
     sch = Int4Int8Matmul(cpu_params(target), list(target.compute.int8_dot or [])).apply(func, target.tvm_target(), False)
     if sch is None:

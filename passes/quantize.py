@@ -14,7 +14,9 @@ compiled kernel (``slmc.quantization.tvm_kernels``). Methods:
 - scheme ``w4a8``: symmetric int4 weights (``bits: 4`` is implied; a group size that is a multiple of 8,
   e.g. 32/64/128, or per channel) chosen by ``method`` ``rtn`` or ``gptq``, and *dynamic* per-token
   int8 activations (each token's row scaled by its own ``max|x| / 127`` at run time: no calibration
-  of activation ranges). Each group's int8 x int4 dot product is summed in int32 on the target's int8
+  of activation ranges; with ``activation_group_size`` each block of that many inputs of a row has its own
+  scale instead, a whole number of weight groups: 32 with ``group_size: 32`` is llama.cpp's Q4_0 x Q8_0
+  granularity). Each group's int8 x int4 dot product is summed in int32 on the target's int8
   dot-product instructions (``vpdpbusd``, ``sdot``), scaled and accumulated in float32 for decode and
   prefill alike (``slmc.quantization.ops.w4a8_linear``; ExecuTorch's 8da4w, llama.cpp's Q4_0 x Q8_0,
   llm-compressor's W4AINT8). The target must list ``compute.int8_dot`` (else the recipe is refused
@@ -27,7 +29,9 @@ matches a glob: mixed precision (``bits: 8`` for ``*lm_head``), other group size
 Layer names are weight paths without ``.weight`` (``model.model.layers.0.mlp.down_proj``).
 A layer whose ``in_features`` the group size does not divide (a Llama with intermediate 688 under
 g32) falls back per ``group_fallback``: by default to the largest group size the target supports that
-divides it, else per channel; each fallback is in the report (``stats.group_fallbacks``).
+divides it, else per channel; each fallback is in the report (``stats.group_fallbacks``). A w4a8
+layer whose ``activation_group_size`` does not divide its ``in_features`` (or is no multiple of the group
+size it got) takes one activation scale per token instead, reported the same way.
 A tied embedding table and output head are stored once: the embedding gathers rows of the head's
 packed codes and scales (the head's quantization; both layers' reports say so).
 Norms, biases and other small tensors are never quantized; every layer left in float32 is
@@ -64,7 +68,8 @@ from slmc.passes._bit_allocation import (BitCandidate, LayerQuantizer, WeightSlo
 from slmc.passes._quantize_handlers import METHODS, SCHEMES, calibrated_methods, register_scheme
 from slmc.quantization.awq import output_error
 from slmc.quantization.formats import QuantFormat, QuantizedWeight, quantize_rtn
-from slmc.quantization.ops import QUANTIZED_EMBEDDING, QUANTIZED_LINEAR, W4A8_LINEAR, W8A8_LINEAR
+from slmc.quantization.ops import (QUANTIZED_EMBEDDING, QUANTIZED_LINEAR, W4A8_LINEAR, W8A8_LINEAR,
+                                   activation_group_problem)
 from slmc.quantization.w4a8_layout import layout_problem, pack_paired
 from slmc.quantization.smoothquant import activation_scale, sample_input_rows, smoothing_factors
 from slmc.spec.strict_model import StrictModel
@@ -104,6 +109,10 @@ class LayerSettings(StrictModel):
                               "shrink factor with the smallest squared rounding error of the group instead of min-max "
                               "(same stored format; with gptq, searched when GPTQ reaches the group); not for awq "
                               "(awq.clip_search) or w8a8")
+    activation_group_size: int | None = Field(
+        None, ge=8, le=65536, description="scheme w4a8: inputs per dynamic activation scale within a row (a multiple of "
+        "group_size that divides each layer's in_features, e.g. 32 with group_size 32 as llama.cpp's Q8_0 blocks); "
+        "null: one scale per token (row)")
 
     @model_validator(mode="before")
     @classmethod
@@ -126,6 +135,7 @@ class Override(StrictModel):
     symmetric: bool | None = None
     method: Method | None = None
     clip_search: bool | None = None
+    activation_group_size: int | None = Field(None, ge=8, le=65536)
 
     @model_validator(mode="before")
     @classmethod
@@ -141,6 +151,23 @@ class Override(StrictModel):
         return self
 
 
+def _activation_group_setting(settings: LayerSettings) -> str | None:
+    """Why ``settings.activation_group_size`` cannot go with the rest of ``settings``, or ``None`` (the layer's own
+    ``in_features`` is checked when it is planned: ``slmc.quantization.ops.activation_group_problem``)."""
+    size = settings.activation_group_size
+    if size is None:
+        return None
+    if settings.scheme != "w4a8":
+        return f"activation_group_size is for scheme w4a8 (dynamic int8 activations), not {settings.scheme}"
+    if settings.group_size is None:
+        return ("activation_group_size needs grouped weights (group_size): a per-channel weight's dot product spans the "
+                "row, so its activations take one scale per token")
+    if size % settings.group_size:
+        return (f"activation_group_size {size} is not a multiple of group_size {settings.group_size} (each weight group's "
+                "int32 dot product must lie in one activation group)")
+    return None
+
+
 class QuantizeConfig(LayerSettings, PassConfig):
     embeddings: bool = Field(True, description="also quantize embedding tables (round to nearest)")
     include: list[str] = Field(default_factory=lambda: ["*"], min_length=1, description="glob patterns of layer names")
@@ -154,7 +181,8 @@ class QuantizeConfig(LayerSettings, PassConfig):
     group_fallback: Literal["nearest", "per_channel", "error"] = Field(
         "nearest", description="a layer whose in_features the group size does not divide: nearest = the largest group size "
         "the target supports that divides it, else per-channel; per_channel; error = refuse (each fallback is reported "
-        "in stats.group_fallbacks)")
+        "in stats.group_fallbacks). A w4a8 layer whose activation_group_size does not fit falls back to one activation "
+        "scale per token (error: refuse)")
     target_bits_per_weight: float | None = Field(
         None, ge=4.0, le=16.0, description="choose each layer's format among `candidates` from its measured "
         "sensitivity (with the layer's own method) so that all quantized weights (embeddings and head included; codes + scales + zero points) average at "
@@ -188,14 +216,19 @@ class QuantizeConfig(LayerSettings, PassConfig):
                 if settings.group_size is not None and settings.group_size % W4A8_GROUP_MULTIPLE:
                     raise ValueError(f"{where}scheme w4a8 takes a group size that is a multiple of {W4A8_GROUP_MULTIPLE} "
                                      f"(an int8 dot-product tile's inputs lie in one group), got {settings.group_size}")
+            problem = _activation_group_setting(settings)
+            if problem is not None:
+                raise ValueError(f"{where}{problem}")
         return self
 
     def resolve(self, override: Override, base: LayerSettings) -> LayerSettings:
         data = base.model_dump()
-        for key in ("scheme", "bits", "group_size", "symmetric", "method", "clip_search"):
+        for key in ("scheme", "bits", "group_size", "symmetric", "method", "clip_search", "activation_group_size"):
             value = getattr(override, key)
             if value is not None:
                 data[key] = value
+        if data["scheme"] != "w4a8":  # a layer taken out of w4a8 by an override keeps no activation groups
+            data["activation_group_size"] = None
         if override.per_channel:
             data["group_size"] = None
         if override.scheme == "w8a8":
@@ -333,6 +366,28 @@ def _fit_group(name: str, settings: LayerSettings, shape: tuple[int, ...], confi
     return settings, fmt
 
 
+def _fit_activation_group(name: str, in_features: int, settings: LayerSettings, fmt: QuantFormat, config: QuantizeConfig,
+                          fallbacks: list[dict[str, Any]]) -> tuple[LayerSettings, QuantFormat]:
+    """A w4a8 layer's settings with its activation groups checked against its ``in_features`` and the weight group it
+    uses (after ``_fit_group``'s fallback). Groups that do not fit fall back to one scale per token, recorded in
+    ``fallbacks`` (beside the layer's weight-group fallback, if any); ``NodeError`` when ``group_fallback`` is ``error``."""
+    requested = settings.activation_group_size
+    problem = activation_group_problem(in_features, fmt.group(in_features), requested)
+    if problem is None:
+        return settings, fmt
+    if config.group_fallback == "error":
+        raise NodeError(name, f"{problem} (group_fallback: error; 'nearest' or 'per_channel' take one activation scale per "
+                              "token for it, or exclude the layer)")
+    entry = next((f for f in fallbacks if f["layer"] == name), None)
+    if entry is None:
+        entry = {"layer": name, "why": problem, "rule": config.group_fallback}
+        fallbacks.append(entry)
+    else:
+        entry["why"] += f"; {problem}"
+    entry.update(requested_activation_group_size=requested, used_activation_group_size=None)
+    return settings.model_copy(update={"activation_group_size": None}), fmt
+
+
 def _plan(graph: Graph, config: QuantizeConfig, target: TargetDescriptor,
           fallbacks: list[dict[str, Any]]) -> tuple[list[_Planned], list[Skip]]:
     _, candidates, skipped = selected_layers(graph, config.include, config.exclude, "quantized", allow_shared=True)
@@ -344,7 +399,8 @@ def _plan(graph: Graph, config: QuantizeConfig, target: TargetDescriptor,
             continue
         fitted = _fit_group(layer.name, settings, tuple(layer.weight(graph).shape), config, target, fallbacks)
         if not isinstance(fitted, str) and settings.scheme == "w4a8":  # its own layout (slmc.quantization.w4a8_layout)
-            fitted = layout_problem(int(layer.weight(graph).shape[1])) or fitted
+            in_features = int(layer.weight(graph).shape[1])
+            fitted = layout_problem(in_features) or _fit_activation_group(layer.name, in_features, *fitted, config, fallbacks)
         if isinstance(fitted, str):
             skipped.append(Skip(layer.name, fitted))
             continue
@@ -410,8 +466,9 @@ def _replace_w4a8(graph: Graph, plan: _Planned, quantized: QuantizedWeight) -> N
     layer = plan.layer
     qweight = _attr(graph, layer.node, f"{layer.name}.qweight", pack_paired(quantized.codes))
     scales = _attr(graph, layer.node, f"{layer.name}.scales", quantized.scales)
-    _swap(graph, layer.node, W4A8_LINEAR, (layer.input, qweight, scales, layer.bias_node, plan.fmt.group(quantized.shape[1])),
-          layer.weight_node)
+    args = (layer.input, qweight, scales, layer.bias_node, plan.fmt.group(quantized.shape[1]))
+    activation_group = plan.settings.activation_group_size  # None (per token) is the op's default: not written
+    _swap(graph, layer.node, W4A8_LINEAR, args if activation_group is None else (*args, activation_group), layer.weight_node)
 
 
 def _layer_report(name: str, kind: str, fmt: str, method: str, params: int, stored: int, **extra: Any) -> dict[str, Any]:
@@ -509,7 +566,9 @@ def _w4a8(graph: Graph, plans: list[_Planned], config: QuantizeConfig, context: 
         quantized, _, extra = results[plan.layer.node.name]
         n, k = quantized.shape
         _replace_w4a8(graph, plan, quantized)
-        reports.append(_layer_report(plan.layer.name, "linear", f"w4a8 {plan.fmt.describe()} weights, dynamic per-token "
+        activations = ("per-token" if plan.settings.activation_group_size is None
+                       else f"per-{plan.settings.activation_group_size}-input-block")
+        reports.append(_layer_report(plan.layer.name, "linear", f"w4a8 {plan.fmt.describe()} weights, dynamic {activations} "
                                      "int8 activations", plan.settings.method, n * k, quantized.stored_bytes(), **extra))
     return reports
 

@@ -14,6 +14,10 @@ empty memory plus the argmax of the last logits. llama.cpp's own defaults otherw
 2048, ``n_ubatch`` 512); threads: the count its command-line tools take by default (one per physical
 core, ``common``'s ``cpu_get_num_math``) unless a common policy sets one.
 
+``LlamaCppDecoder`` is the same model as a ``slmc.graph.kv_cache.Decoder``, so slmc's own evaluation
+(``slmc.verify.evaluation.perplexity``) scores llama.cpp on the same windows as an slmc model
+(``benchmarks/llama_cpp_quality.py``).
+
 Precondition: the ``llama-cpp-python`` package (the ``bench`` extra); ``EngineUnavailable`` otherwise.
 """
 
@@ -32,6 +36,7 @@ from slmc.bench.timing import bench_prompt, peak_rss_mb
 from slmc.errors import ModelError, SlmcError
 
 KV_CACHE_ENTRY_BYTES = 2  # llama.cpp's default cache type (type_k / type_v): f16
+KV_TYPES = ("F16", "F32")  # llama.cpp's KV cache element type (its default: F16)
 MIN_TOP1_AGREEMENT = 0.9
 CHECK_TOKENS = 16
 
@@ -61,7 +66,9 @@ def default_threads() -> int:
 class LlamaCpp:
     """One llama.cpp model and context over a GGUF file, fed token ids."""
 
-    def __init__(self, path: Path, n_ctx: int, threads: int):
+    def __init__(self, path: Path, n_ctx: int, threads: int, kv_type: str = "F16"):
+        if kv_type not in KV_TYPES:
+            raise SlmcError(f"llama.cpp KV cache type {kv_type!r} is not one of {', '.join(KV_TYPES)}")
         L = self.L = _llama_cpp()
         L.llama_backend_init()
         self._log = L.llama_log_callback(lambda level, text, user: None)  # kept alive: llama.cpp calls it
@@ -80,6 +87,7 @@ class LlamaCpp:
         params = L.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_threads = params.n_threads_batch = threads
+        params.type_k = params.type_v = getattr(L, f"GGML_TYPE_{kv_type}")
         self.ctx = L.llama_init_from_model(self.model, params)
         if not self.ctx:
             raise SlmcError(f"llama.cpp could not create a context of {n_ctx} positions for {path}")
@@ -114,6 +122,26 @@ class LlamaCpp:
         self.clear()
         self.decode(ids, 0, all_logits=True)
         return np.stack([self.logits(i).copy() for i in range(len(ids))])
+
+
+class LlamaCppDecoder:
+    """``llama`` as a ``slmc.graph.kv_cache.Decoder`` of ``cache`` (the slmc model's cache shape, whose
+    ``max_context`` bounds the evaluation windows; ``llama``'s own context must hold them): ``feed`` appends
+    tokens at the next positions of llama.cpp's memory and returns their logits ``[1, T, V]``."""
+
+    def __init__(self, llama: LlamaCpp, cache: Any):
+        self.llama, self.cache, self.position = llama, cache, 0
+
+    def reset(self) -> None:
+        self.llama.clear()
+        self.position = 0
+
+    def feed(self, ids: np.ndarray, last_only: bool = False) -> np.ndarray:
+        tokens = [int(i) for i in np.asarray(ids).reshape(-1)]
+        self.llama.decode(tokens, self.position, all_logits=not last_only)
+        self.position += len(tokens)
+        rows = [len(tokens) - 1] if last_only else range(len(tokens))
+        return np.stack([self.llama.logits(i).copy() for i in rows])[None]
 
 
 def top1_agreement(prep: Preparation, gguf: Path) -> float:

@@ -15,14 +15,17 @@ lowers the same op to one kernel with dequantization fused into the matmul
   symmetric int8 weights ``[N, K]`` (int8 storage, per-output-channel float32 scales), int32
   accumulation, rescaled by ``activation_scale * weight_scales``. ``input_scale`` carries
   SmoothQuant's migration ``1/s`` (Xiao et al., 2022).
-- ``w4a8_linear(x, qweight, scales, bias?, group_size)``: dynamic per-token int8 activations times
-  symmetric int4 weights (codes ``c`` in ``[1, 15]`` standing for ``c - 8``, packed two per byte in the
-  nibble-paired layout of ``slmc.quantization.w4a8_layout``, float16 scales per group of ``group_size`` inputs). Each row (token) of ``x`` is
-  quantized with its own scale ``max|x_row| / 127``; each group's integer dot product is summed in
-  int32, times the group's weight scale and the row's scale, accumulated in float32 over the groups
-  (the TVM kernel); the eager reference computes the same sum as a float32 matmul of the codes with the
-  dequantized weight (equal up to float32 rounding). ExecuTorch's 8da4w, llama.cpp's Q4_0 x Q8_0 (per-block activation scales) and
-  llm-compressor's W4AINT8 are the same arithmetic with other activation granularities.
+- ``w4a8_linear(x, qweight, scales, bias?, group_size, activation_group_size?)``: dynamic int8 activations
+  times symmetric int4 weights (codes ``c`` in ``[1, 15]`` standing for ``c - 8``, packed two per byte in the
+  nibble-paired layout of ``slmc.quantization.w4a8_layout``, float16 scales per group of ``group_size``
+  inputs). Each row (token) of ``x`` is quantized per *activation group* of ``activation_group_size``
+  inputs (``None``: the whole row, one scale per token), each group with its own scale ``max|x_group| / 127``;
+  each weight group's integer dot product is summed in int32, times the group's weight scale and the scale of
+  the activation group holding it, accumulated in float32 over the groups (the TVM kernel); the eager reference
+  computes the same sum as a float32 matmul of the (per-group rescaled) codes with the dequantized weight
+  (equal up to float32 rounding). An activation group is a whole number of weight groups and divides the row
+  (``activation_group_problem``). ExecuTorch's 8da4w (per token), llama.cpp's Q4_0 x Q8_0 (per block of 32:
+  ``activation_group_size`` 32 with ``group_size`` 32) and llm-compressor's W4AINT8 are this arithmetic.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ _LIBRARY.define("quantized_embedding(Tensor ids, Tensor qweight, Tensor scales, 
                 "int group_size) -> Tensor")
 _LIBRARY.define("w8a8_linear(Tensor x, Tensor qweight, Tensor weight_scales, Tensor? bias, Tensor? input_scale, "
                 "float activation_scale) -> Tensor")
-_LIBRARY.define("w4a8_linear(Tensor x, Tensor qweight, Tensor scales, Tensor? bias, int group_size) -> Tensor")
+_LIBRARY.define("w4a8_linear(Tensor x, Tensor qweight, Tensor scales, Tensor? bias, int group_size, "
+                "int? activation_group_size=None) -> Tensor")
 
 ACTIVATION_LIMIT = 127
 TOKEN_RANGE_FLOOR = 1e-30  # max|x_row| below it is raised to it: an all-zero row gets codes 0, not 0 * inf
@@ -109,25 +113,58 @@ def _w8a8_linear(x: torch.Tensor, qweight: torch.Tensor, weight_scales: torch.Te
     return out + bias if bias is not None else out
 
 
-def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dynamic symmetric int8 codes (as float32) of each row of ``x [..., K]`` and the rows' scales ``[..., 1]``.
+def activation_group_problem(in_features: int, group_size: int, activation_group_size: int | None) -> str | None:
+    """Why ``w4a8_linear`` cannot scale activations in groups of ``activation_group_size`` (``None``: per token)
+    for a weight of ``in_features`` inputs in groups of ``group_size``, or ``None``. Each weight group's int32
+    dot product must lie in one activation group: the activation group is a whole number of weight groups,
+    and it divides the row."""
+    if activation_group_size is None:
+        return None
+    if activation_group_size < 1 or in_features % activation_group_size:
+        return (f"activation_group_size {activation_group_size} does not divide in_features {in_features} (each row is "
+                "scaled in whole groups)")
+    if activation_group_size % group_size:
+        return (f"activation_group_size {activation_group_size} is not a multiple of the weight group size {group_size} "
+                "(each weight group's int32 dot product must lie in one activation group)")
+    return None
 
-    ``r = max(max|x_row|, TOKEN_RANGE_FLOOR)``; codes ``round(x * (127 / r))`` (half to even, saturated
+
+def quantize_activation_groups(x: torch.Tensor, group: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic symmetric int8 codes (as float32) of ``x [..., K]`` per group of ``group`` inputs of a row (``None``:
+    the whole row) and the groups' scales ``[..., K / group]`` (``[..., 1]`` per token).
+
+    ``r = max(max|x_group|, TOKEN_RANGE_FLOOR)``; codes ``round(x * (127 / r))`` (half to even, saturated
     at ±127); scale ``r / 127``. Both divisions are single float32 operations, as in the TVM kernel
     (``slmc.quantization.w4a8_kernel``), so eager and compiled codes agree bit for bit on equal inputs.
+    Precondition: ``group`` divides ``K``.
     """
     x = x.to(torch.float32)
-    peak = x.abs().amax(dim=-1, keepdim=True).clamp_min(TOKEN_RANGE_FLOOR)
-    codes = torch.clamp(torch.round(x * (ACTIVATION_LIMIT / peak)), -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
-    return codes, peak / ACTIVATION_LIMIT
+    width = x.shape[-1] if group is None else group
+    grouped = x.reshape(*x.shape[:-1], x.shape[-1] // width, width)
+    peak = grouped.abs().amax(dim=-1, keepdim=True).clamp_min(TOKEN_RANGE_FLOOR)
+    codes = torch.clamp(torch.round(grouped * (ACTIVATION_LIMIT / peak)), -ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+    return codes.reshape(x.shape), (peak / ACTIVATION_LIMIT).squeeze(-1)
+
+
+def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``quantize_activation_groups`` with one group per row: codes ``[..., K]`` and scales ``[..., 1]``."""
+    return quantize_activation_groups(x, None)
 
 
 def _w4a8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None,
-                 group_size: int) -> torch.Tensor:
-    codes, token_scale = quantize_per_token(x)
-    # sum_k code(x)[k] * (c[k] - 8) * scale[g(k)]: the kernel's int32 group sums times their scales, in float32
-    # (the same value up to float32 rounding; a matmul on the remembered dequantized weight keeps eager fast)
-    out = torch.nn.functional.linear(codes, _dequantized(qweight, scales, None, 4, group_size, paired=True)) * token_scale
+                 group_size: int, activation_group_size: int | None = None) -> torch.Tensor:
+    problem = activation_group_problem(x.shape[-1], group_size, activation_group_size)
+    if problem is not None:
+        raise ValueError(f"slmc.w4a8_linear: {problem}")
+    weight = _dequantized(qweight, scales, None, 4, group_size, paired=True)
+    codes, act_scale = quantize_activation_groups(x, activation_group_size)
+    # sum_k code(x)[k] * (c[k] - 8) * scale[g(k)] * act_scale[a(k)]: the kernel's int32 group sums times their scales,
+    # in float32 (the same value up to float32 rounding; a matmul on the remembered dequantized weight keeps eager fast)
+    if act_scale.shape[-1] == 1:  # per token: the row's scale after the matmul
+        out = torch.nn.functional.linear(codes, weight) * act_scale
+    else:  # per group: the codes rescaled group by group, then one matmul
+        grouped = codes.reshape(*codes.shape[:-1], act_scale.shape[-1], -1) * act_scale.unsqueeze(-1)
+        out = torch.nn.functional.linear(grouped.reshape(codes.shape), weight)
     return out + bias if bias is not None else out
 
 
@@ -153,7 +190,7 @@ def _w8a8_linear_fake(x, qweight, weight_scales, bias, input_scale, activation_s
 
 
 @torch.library.register_fake("slmc::w4a8_linear")
-def _w4a8_linear_fake(x, qweight, scales, bias, group_size):  # noqa: ANN001, ANN202
+def _w4a8_linear_fake(x, qweight, scales, bias, group_size, activation_group_size=None):  # noqa: ANN001, ANN202
     return x.new_empty((*x.shape[:-1], qweight.shape[0]))
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 from tvm import DataType, relax, te, tirx
 
-from slmc.quantization.ops import QUANTIZED_LINEAR, reciprocal
+from slmc.errors import NodeError
+from slmc.quantization.ops import QUANTIZED_LINEAR, activation_group_problem, reciprocal
 from slmc.quantization.w4a8_kernel import w4a8_linear_te
 from slmc.quantization.w4a8_layout import PAIR_BLOCK
 
@@ -392,18 +393,24 @@ def _convert_w4a8_linear(node: Any, importer: Any) -> relax.Var:
     (``slmc.quantization.w4a8_layout``) tiled ``[N/16, K/8, 16, 4]`` (16 channels x 4 bytes: two int8
     dot-product tiles of ``DOT_TILE``, one per nibble) when 16 divides ``N`` and ``PAIR_BLOCK`` the group
     size, scales transposed to ``[G, N]``; both relayouts are stored so at compile time
-    (``slmc.schedules.prepack``)."""
-    x, qweight, scales, bias, group_size = importer.retrieve_args(node)
+    (``slmc.schedules.prepack``). Activations per token, or per ``activation_group_size`` inputs when the node
+    gives one (``NodeError`` naming the node when ``activation_group_problem`` finds one)."""
+    x, qweight, scales, bias, group_size, *rest = importer.retrieve_args(node)
+    activation_group = int(rest[0]) if rest and rest[0] is not None else None
     bb = importer.block_builder
     flat, leading = _flatten(bb, x)
     out_features, packed = (int(v) for v in qweight.ty.shape.values)
+    problem = activation_group_problem(packed * 2, int(group_size), activation_group)
+    if problem is not None:
+        raise NodeError(node.name, f"slmc.w4a8_linear: {problem}")
     width, depth = DOT_TILE
     tiled = out_features % width == 0 and int(group_size) % PAIR_BLOCK == 0
     if tiled:
         tiles = bb.emit(relax.op.reshape(qweight, [out_features // width, width, packed * 2 // PAIR_BLOCK, depth]))
         qweight = bb.emit(relax.op.permute_dims(tiles, [0, 2, 1, 3]))
+    suffix = f"g{group_size}" if activation_group is None else f"g{group_size}_a{activation_group}"
     out = bb.emit_te(w4a8_linear_te, flat, qweight, _weight_layout(bb, scales, None), bias, int(group_size),
-                     DOT_ROWS if tiled else 1, primfunc_name_hint=_kernel_name("slmc_w4a8_linear", f"g{group_size}"),
+                     DOT_ROWS if tiled else 1, activation_group, primfunc_name_hint=_kernel_name("slmc_w4a8_linear", suffix),
                      primfunc_attrs={KERNEL_ATTR: "w4a8_linear"})
     return _restore(bb, out, leading)
 

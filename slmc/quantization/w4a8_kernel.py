@@ -1,10 +1,12 @@
-"""TVM kernel of ``w4a8_linear``: dynamic per-token int8 activations x packed int4 weights, int32 group sums.
+"""TVM kernel of ``w4a8_linear``: dynamic int8 activations (per token or per activation group) x packed int4
+weights, int32 group sums.
 
 The tensor-expression stages (``slmc.kernel = "w4a8_linear"``; the converter is
-``slmc.quantization.tvm_kernels``' ``_convert_w4a8_linear``):
+``slmc.quantization.tvm_kernels``' ``_convert_w4a8_linear``). An activation group ``a`` is ``A`` consecutive
+inputs of a row (``activation_group_size``; per token ``A = K``, one group), a whole number of weight groups:
 
-- ``token_absmax_lanes`` / ``token_absmax`` / ``token_inverse``: ``r = max(max|x_row|, TOKEN_RANGE_FLOOR)`` (in 16
-  lanes, then across them) and ``127 / r`` per row;
+- ``token_absmax_lanes`` / ``token_absmax`` / ``token_inverse``: ``r = max(max|x[m, group a]|, TOKEN_RANGE_FLOOR)``
+  (in 16 lanes, then across them) and ``127 / r`` per row and activation group;
 - ``quantize_activations``: int8 codes ``round(x * (127 / r))`` (half to even, saturated at ±127), rows
   padded to a multiple of ``row_multiple`` with copies of the last row (computed, never written out);
 - ``unpacked_codes``: the unsigned int4 codes ``c`` (in ``[1, 15]``) as int8, tile by tile
@@ -20,9 +22,12 @@ The tensor-expression stages (``slmc.kernel = "w4a8_linear"``; the converter is
   ``code_offset`` turns it into ``sum x * (c - 8)`` with one int32 add per row, group and 16 channels in
   the rescale (Intel, "Lower Numerical Precision Deep Learning Inference and Training", 2018: the
   u8 x s8 compensation term; TE takes only a constant as a reduction's initial value);
-- ``token_scale``: ``r / 127`` per row;
-- ``group_rescale``: ``sum_g float(dot[m, g, n] + code_offset[m, g]) * scale[g, n] * token_scale[m]`` in float32, the groups
-  in order (the row's scale inside the sum, so that the epilogue reads this stage only: a schedule
+- ``token_scale``: ``r / 127`` per row and activation group;
+- ``group_rescale``: ``sum_g float(dot[m, g, n] + code_offset[m, g]) * scale[g, n] * token_scale[m, a(g)]`` in float32,
+  the groups in order (``a(g)`` the activation group holding weight group ``g``: with ``A`` equal to the weight group
+  size each group's int32 dot has its own activation scale, as llama.cpp's Q4_0 x Q8_0 blocks; the same number of
+  multiplies per group as per token). The activation scale is inside the sum, so that the epilogue reads this
+  stage only: a schedule
   computes it per pair of rows, and TVM's ``reverse_compute_at`` refuses an epilogue with another
   producer outside the loop);
 - ``requantize``: (+ bias).
@@ -63,23 +68,27 @@ def _paired_code(qweight: te.Tensor, n: Any, k: Any) -> Any:
 ABSMAX_LANES = 16
 
 
-def token_codes(x: te.Tensor, row_multiple: int) -> tuple[te.Tensor, te.Tensor]:
-    """``(codes, peak)``: int8 codes of ``x [M, K]`` per row (rows padded up to ``row_multiple``) and each
-    row's range ``r`` (see the module docstring)."""
+def token_codes(x: te.Tensor, row_multiple: int, activation_group_size: int | None = None) -> tuple[te.Tensor, te.Tensor]:
+    """``(codes, peak)``: int8 codes of ``x [M, K]`` per row and activation group of ``activation_group_size``
+    inputs (``None``: the row; rows padded up to ``row_multiple``) and each group's range ``r [M, K / A]`` (see the
+    module docstring). Precondition: ``activation_group_size`` divides ``K``."""
     rows, in_features = x.shape
-    lanes = ABSMAX_LANES if int(in_features) % ABSMAX_LANES == 0 else 1
-    r = te.reduce_axis((0, int(in_features) // lanes), name="r")
-    partial = te.compute((rows, lanes), lambda m, lane: te.max(tirx.abs(x[m, r * lanes + lane]), axis=r),
+    width = int(in_features) if activation_group_size is None else activation_group_size
+    groups = int(in_features) // width
+    lanes = ABSMAX_LANES if width % ABSMAX_LANES == 0 else 1
+    r = te.reduce_axis((0, width // lanes), name="r")
+    partial = te.compute((rows, groups, lanes), lambda m, a, lane: te.max(tirx.abs(x[m, a * width + r * lanes + lane]), axis=r),
                          name="token_absmax_lanes")
     lane = te.reduce_axis((0, lanes), name="lane")
-    absmax = te.compute((rows,), lambda m: te.max(partial[m, lane], axis=lane), name="token_absmax")
+    absmax = te.compute((rows, groups), lambda m, a: te.max(partial[m, a, lane], axis=lane), name="token_absmax")
     floor = tirx.const(TOKEN_RANGE_FLOOR, "float32")
     limit = tirx.const(float(ACTIVATION_LIMIT), "float32")
-    inverse = te.compute((rows,), lambda m: limit / tirx.max(absmax[m], floor), name="token_inverse")
+    inverse = te.compute((rows, groups), lambda m, a: limit / tirx.max(absmax[m, a], floor), name="token_inverse")
 
     def code(m: Any, k: Any) -> Any:
         row = tirx.min(m, rows - 1) if row_multiple > 1 else m
-        return tirx.max(tirx.min(tirx.nearbyint(x[row, k] * inverse[row]), limit), -limit).astype("int8")
+        group = tirx.floordiv(k, width) if groups > 1 else 0
+        return tirx.max(tirx.min(tirx.nearbyint(x[row, k] * inverse[row, group]), limit), -limit).astype("int8")
 
     padded = tirx.floordiv(rows + (row_multiple - 1), row_multiple) * row_multiple if row_multiple > 1 else rows
     codes = te.compute((padded, in_features), code, name="quantize_activations")
@@ -87,16 +96,18 @@ def token_codes(x: te.Tensor, row_multiple: int) -> tuple[te.Tensor, te.Tensor]:
 
 
 def w4a8_linear_te(x: te.Tensor, qweight: te.Tensor, scales: te.Tensor, bias: te.Tensor | None, group_size: int,
-                   row_multiple: int) -> te.Tensor:
-    """``out[m, n] = sum_g (sum_{k in g} code(x)[m, k] * (c[n, k] - 8)) * scale[g, n] * r_m / 127 (+ bias[n])``.
+                   row_multiple: int, activation_group_size: int | None = None) -> te.Tensor:
+    """``out[m, n] = sum_g (sum_{k in g} code(x)[m, k] * (c[n, k] - 8)) * scale[g, n] * r[m, a(g)] / 127 (+ bias[n])``.
 
     ``qweight``: paired bytes (``slmc.quantization.w4a8_layout``) tiled ``[N/16, K/8, 16, 4]`` or plain
-    ``[N, K/2]``; ``scales``: float16 ``[G, N]`` (transposed by the converter). Preconditions:
-    ``group_size`` divides ``K``, ``PAIR_BLOCK`` (8) divides ``K``; tiled: 8 divides ``group_size``.
+    ``[N, K/2]``; ``scales``: float16 ``[G, N]`` (transposed by the converter); ``activation_group_size``:
+    ``None`` per token. Preconditions: ``group_size`` divides ``K``, ``PAIR_BLOCK`` (8) divides ``K``; tiled: 8
+    divides ``group_size``; ``slmc.quantization.ops.activation_group_problem`` finds none.
     """
     rows, in_features = x.shape
     groups = in_features // group_size
-    codes, absmax = token_codes(x, row_multiple)
+    codes, absmax = token_codes(x, row_multiple, activation_group_size)
+    per_scale = (int(in_features) if activation_group_size is None else activation_group_size) // group_size
     mid = tirx.const(INT4_MID, "int32")
     if len(qweight.shape) == 4:
         tiles, _, width, depth = qweight.shape
@@ -136,12 +147,18 @@ def w4a8_linear_te(x: te.Tensor, qweight: te.Tensor, scales: te.Tensor, bias: te
 
     floor = tirx.const(TOKEN_RANGE_FLOOR, "float32")
     limit = tirx.const(float(ACTIVATION_LIMIT), "float32")
-    token_scale = te.compute((rows,), lambda m: tirx.max(absmax[m], floor) / limit, name="token_scale")
+    token_scale = te.compute(absmax.shape, lambda m, a: tirx.max(absmax[m, a], floor) / limit, name="token_scale")
     g = te.reduce_axis((0, groups), name="g")
-    rescaled = te.compute(  # each group's term carries the row's scale: the epilogue reads this stage only
+
+    def activation_scale(m: Any, g: Any) -> Any:  # the scale of the activation group holding weight group g
+        row = tirx.min(m, rows - 1) if row_multiple > 1 else m
+        if per_scale == int(groups):
+            return token_scale[row, 0]
+        return token_scale[row, g if per_scale == 1 else tirx.floordiv(g, per_scale)]
+
+    rescaled = te.compute(  # each group's term carries its activation scale: the epilogue reads this stage only
         (codes.shape[0], out_features),
-        lambda m, n: te.sum(dot(m, g, n).astype("float32") * scales[g, n].astype("float32")
-                            * token_scale[tirx.min(m, rows - 1) if row_multiple > 1 else m], axis=g),
+        lambda m, n: te.sum(dot(m, g, n).astype("float32") * scales[g, n].astype("float32") * activation_scale(m, g), axis=g),
         name="group_rescale",
     )
 

@@ -6,7 +6,7 @@ per 64-byte block, the first in the low nibbles; an ``unpacked_codes`` stage of 
 For ``M`` rows (the activation codes are padded to a multiple of ``DOT_ROWS`` = 2, so no row is guarded)
 two loop nests, joined by ``slmc.schedules.row_branch`` on the row count when it is dynamic::
 
-    r[m] = max|x[m, :]|; codes x[M', K] = round(x * 127 / r)   # per token (dynamic)
+    r[m, a] = max|x[m, group a]|; codes x[M', K] = round(x * 127 / r)  # per token (a = 0) or per activation group
     o[m, g] = -8 * sum(x[m, group g])                         # the codes c stand for c - 8
     decode (M = 1): weights read once, unpacked in registers
     parallel for to in T / nb:                                # chunks of nb tiles (16 channels each)
@@ -18,7 +18,7 @@ two loop nests, joined by ``slmc.schedules.row_branch`` on the row count when it
             w0, w1 = packed[to*nb + tn, g*gs/8 + b] & 15, (... >> 4) & 15   # one shift and mask per tile
             unrolled for h in 2, mi in 2:                     # one unpacked tile feeds both rows
               dot[mi, tn, :] += tile(w_h, x[mi, g*gs + 8b + 4h : +4])
-        acc[mi, n] += float(dot[mi, n] + o[mi, g]) * scale[g, n] * r[mi] / 127
+        acc[mi, n] += float(dot[mi, n] + o[mi, g]) * scale[g, n] * r[mi, a(g)] / 127
       out[rows < M, chunk] = acc (+ bias, fused elementwise ops)
     prefill (M > 1): each group's tiles unpacked once for all rows of a chunk
     parallel for to in T / nb:
@@ -29,7 +29,7 @@ two loop nests, joined by ``slmc.schedules.row_branch`` on the row count when it
           dot[0:2, 0:nb, 0:16] = 0                            # int32, in registers
           for kb in group_size / 4, tn in nb, mi in 2:
             dot[mi, tn, :] += tile(u[tn, kb], x[2mo + mi, g*gs + 4kb : +4])
-          acc[2mo + mi, n] += float(dot[mi, n] + o[2mo + mi, g]) * scale[g, n] * r / 127
+          acc[2mo + mi, n] += float(dot[mi, n] + o[2mo + mi, g]) * scale[g, n] * r[2mo + mi, a(g)] / 127
       out[rows < M, chunk] = acc (+ bias, fused elementwise ops)
 
 ``tile`` is the int8 tile of ``slmc.schedules.int8_dot_intrinsics`` for weights in ``[0, 127]``
@@ -151,7 +151,7 @@ class Int4Int8Matmul(Int8DotRule):
         reduction loop). Not parallel: the per-token stages on every core were slower in a smoke on a loaded
         machine (three more fork-joins per call; docs/dev-notes.md "w4a8 per-token stages")."""
         lanes = _stages(sch)["token_absmax_lanes"]
-        _, lane, r = sch.get_loops(lanes)
+        *_, lane, r = sch.get_loops(lanes)  # rows, activation groups (one per token), lanes, inputs
         sch.decompose_reduction(lanes, lane)
         sch.reorder(r, lane)
 

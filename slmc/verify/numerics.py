@@ -160,7 +160,7 @@ STATIC_ACTIVATION_ATOL = 1.0
 def effective_settings(settings: Verify, graph: Graph) -> tuple[Verify, str | None]:
     """The verification settings for ``graph``, and why they differ from the recipe's (else ``None``):
     without an explicit ``verify.atol``, a graph with int8 activations (``slmc.w8a8_linear``, static;
-    ``slmc.w4a8_linear``, dynamic per token) is compared at ``STATIC_ACTIVATION_ATOL``."""
+    ``slmc.w4a8_linear``, dynamic per token or per block) is compared at ``STATIC_ACTIVATION_ATOL``."""
     if "atol" in settings.model_fields_set:
         return settings, None
     if not any(op_name(node) in INT8_ACTIVATION_OPS for node in graph.op_nodes()):

@@ -176,6 +176,55 @@ def test_w4a8_takes_int4_symmetric_rtn_or_gptq_and_groups_of_multiples_of_8(tmp_
                                           "calibration: {text: stdlib-train}\n"))
 
 
+def test_w4a8_activation_blocks_are_passed_to_every_linear_and_reported(tiny_lm_graph, host_target, lm_inputs):
+    per_token, _ = _run(tiny_lm_graph, {"scheme": "w4a8", "group_size": 32}, host_target)
+    final, report = _run(tiny_lm_graph, {"scheme": "w4a8", "group_size": 32, "activation_group_size": 32}, host_target)
+    ops = _targets(final, W4A8_LINEAR)
+    assert ops and all(n.args[4:] == (32, 32) for n in ops)  # group_size, activation_group_size
+    assert all(len(n.args) == 5 for n in _targets(per_token, W4A8_LINEAR))  # per token: the op's default, not written
+    linears = [r for r in report["stats"]["layers"] if r["kind"] == "linear"]
+    assert all(r["format"] == "w4a8 int4 g32 symmetric weights, dynamic per-32-input-block int8 activations" for r in linears)
+    assert not report["stats"]["group_fallbacks"]
+    x = lm_inputs(5, past=3)
+    assert (final.run(*x)[0] - tiny_lm_graph.run(*x)[0]).abs().max() < 0.5  # as per token (same weights)
+
+
+def test_w4a8_activation_blocks_that_do_not_divide_a_layer_fall_back_to_per_token_or_are_refused(host_target):
+    from slmc.errors import PassError
+    from slmc.graph.ir import ModelSpec, trace
+
+    module = torch.nn.Sequential(torch.nn.Linear(96, 64), torch.nn.Linear(64, 8))
+    graph = trace(ModelSpec(module, (torch.randn(2, 96),)))
+    settings = {"scheme": "w4a8", "group_size": 32, "activation_group_size": 64}
+    final, report = _run(graph, settings, host_target)
+    assert [n.args[4:] for n in _targets(final, W4A8_LINEAR)] == [(32,), (32, 64)]
+    [fallback] = report["stats"]["group_fallbacks"]
+    assert fallback["layer"] == "0" and fallback["requested_activation_group_size"] == 64
+    assert fallback["used_activation_group_size"] is None and "does not divide in_features 96" in fallback["why"]
+    with pytest.raises(PassError, match=r"at node '0'.*activation_group_size 64 does not divide in_features 96.*group_fallback: error"):
+        _run(graph, {**settings, "group_fallback": "error"}, host_target)
+
+
+@pytest.mark.parametrize("settings,message", [
+    ("{bits: 4, group_size: 32, activation_group_size: 32}", "activation_group_size is for scheme w4a8"),
+    ("{scheme: w4a8, group_size: 64, activation_group_size: 32}", "activation_group_size 32 is not a multiple of group_size 64"),
+    ("{scheme: w4a8, activation_group_size: 32}", "activation_group_size needs grouped weights"),
+    ("{scheme: w4a8, group_size: 32, activation_group_size: 4}", "greater than or equal to 8"),
+    ("{scheme: w4a8, group_size: 32, overrides: [{match: '*', group_size: 64, activation_group_size: 32}]}",
+     "overrides.0: activation_group_size 32 is not a multiple of group_size 64"),
+])
+def test_w4a8_activation_block_settings_are_checked(tmp_path, settings, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(_recipe(tmp_path, f"passes:\n  - quantize: {settings}\n"))
+
+
+def test_an_override_out_of_w4a8_drops_the_activation_blocks(tmp_path):
+    recipe = load_recipe(_recipe(tmp_path, "passes:\n  - quantize: {scheme: w4a8, group_size: 32, activation_group_size: 32, "
+                                           "overrides: [{match: '*lm_head', scheme: weight_only}]}\n"))
+    head = recipe.steps[0].config.settings_for("model.lm_head")
+    assert head.scheme == "weight_only" and head.activation_group_size is None
+
+
 def test_w4a8_on_a_target_without_int8_dot_products_names_the_capability(tmp_path, host_target):
     recipe = load_recipe(_recipe(tmp_path, "passes:\n  - quantize: {scheme: w4a8, group_size: 32}\n"))
     without = host_target.model_copy(update={"compute": host_target.compute.model_copy(update={"int8_dot": []})})

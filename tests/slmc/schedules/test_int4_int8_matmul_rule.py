@@ -1,7 +1,8 @@
-"""Int4Int8Matmul: w4a8 linears (packed int4 weights x per-token int8 activations) on the int8 dot-product tiles
-(slmc.schedules.int4_int8_matmul).
+"""Int4Int8Matmul: w4a8 linears (packed int4 weights x per-token or per-block int8 activations) on the int8
+dot-product tiles (slmc.schedules.int4_int8_matmul).
 
-Bit-exactness: with every row's max |x| equal to 127 (its scale is then 127 / 127 = 1 and its codes are x),
+Bit-exactness: with every row's (every activation block's) max |x| equal to 127 (its scale is then 127 / 127 = 1
+and its codes are x),
 weight scales 1 and integer inputs, the kernel's output is the sum over groups of exact int32 group sums,
 each below 2^24 in float32 (|sum| <= 64 * 127 * 7), so the output equals numpy's int64 sum exactly.
 """
@@ -26,12 +27,12 @@ from slmc.spec.target import load_target
 K, N, GROUP = 64, 48, 32
 
 
-def w4a8_kernel(tile: bool = True, bias: bool = False) -> tvm.tirx.PrimFunc:
+def w4a8_kernel(tile: bool = True, bias: bool = False, block: int | None = None) -> tvm.tirx.PrimFunc:
     x = te.placeholder((tvm.tirx.Var("m", "int64"), K), "float32", "x")
     q = te.placeholder((N // 16, K // 8, 16, 4) if tile else (N, K // 2), "uint8", "q")
     s = te.placeholder((K // GROUP, N), "float16", "s")
     b = te.placeholder((N,), "float32", "b") if bias else None
-    out = w4a8_linear_te(x, q, s, b, GROUP, 2 if tile else 1)
+    out = w4a8_linear_te(x, q, s, b, GROUP, 2 if tile else 1, block)
     return te.create_prim_func([t for t in (x, q, s, b, out) if t is not None]).with_attr(KERNEL_ATTR, "w4a8_linear")
 
 
@@ -50,7 +51,7 @@ def tiled_packed(codes: np.ndarray) -> np.ndarray:
 def run_exact(func, target, rows: int) -> None:
     rng = np.random.default_rng(rows)
     x = rng.integers(-127, 128, (rows, K)).astype(np.float32)
-    x[:, 5] = 127  # every row's max |x| is 127: codes = x
+    x[:, 5] = x[:, GROUP + 5] = 127  # every row's (and block of GROUP's) max |x| is 127: codes = x
     codes = rng.integers(1, 16, (N, K)).astype(np.uint8)
     codes[:4, :4] = 1  # the extreme -7 meets 127
     lib = tvm.compile(tvm.IRModule({"main": func}), target=target)
@@ -69,6 +70,15 @@ def test_x86_dot_tiles_use_vpdpbusd_and_are_bit_exact(feature, host_target):
     text = func.script()
     assert "llvm.x86.avx512.vpdpbusd" in text and "T.parallel(" in text
     assert "vpdpbusd" in x86_asm(func, target)
+    for rows in (1, 3, 128):
+        run_exact(func, target, rows)
+
+
+def test_activation_blocks_of_the_group_size_stay_scheduled_and_bit_exact(host_target):
+    """activation_group_size = GROUP (llama.cpp's Q8_0 granularity): each group's int32 sum gets its block's scale."""
+    target = host_target.tvm_target()
+    rule, func = schedule(w4a8_kernel(block=GROUP), X86_DOT[:1], target)
+    assert rule.applied == ["Int4Int8Matmul"] and "T.parallel(" in func.script()
     for rows in (1, 3, 128):
         run_exact(func, target, rows)
 
