@@ -39,7 +39,10 @@ and the ``w8a8`` scheme for ``w8a8``; ``w4a8`` as above.
 size, zero points, clip search) from its sensitivity, measured with the layer's own method, under a
 bits-per-weight budget (``passes/_bit_allocation.py``); the choice is applied as one more override per
 layer, and the allocation is in ``stats.bit_allocation``. ``clip_search`` chooses each group's range by
-the smallest squared rounding error instead of min-max (``slmc.quantization.formats``).
+the smallest squared rounding error instead of min-max (``slmc.quantization.formats``). ``scale_codes`` stores
+each group's scale as a uint8 code under a float16 scale per output row (double-quantized scales, Dettmers et
+al. 2023): the kernels run the codes as their scales, and the row scale multiplies the op's output (a gather's
+rows) once per output feature, before the bias.
 """
 
 from __future__ import annotations
