@@ -213,7 +213,8 @@ class QuantizeConfig(LayerSettings, PassConfig):
             data["group_size"] = None
             data["scale_codes"] = data["scale_codes"] and override.scale_codes is True  # per-channel: codes only if asked
         if override.scheme == "w8a8":
-            data.update(bits=8, group_size=None, symmetric=True, method="rtn", clip_search=False, scale_codes=False)
+            data.update(bits=8, group_size=None, symmetric=True, method="rtn", clip_search=False,
+                        scale_codes=bool(override.scale_codes))  # asked for explicitly: refused by the validator
         if override.scheme == "w4a8" and override.bits is None:
             data["bits"] = 4
         return LayerSettings(**data)
