@@ -91,16 +91,15 @@ class BitCandidate(StrictModel):
 
 
 def default_candidates() -> list[BitCandidate]:
-    """Clip-searched int4: g128 (4.125 bits per weight), g128 with zero points (4.1875); with uint8 scale codes
-    (``+ 16/K`` for the row scales, 0.0625 at ``K = 256``): g64 (4.125), g64 with zero points (4.25), g32 (4.25);
-    and int8 g128 (8.125) for the most sensitive layers. Each candidate costs one measurement per layer
-    (``SENSITIVITY_SAMPLES`` forward passes). Left out: min-max int4 (whose error the clip search never exceeds
-    per group), g64/g32 with float16 scales (their scale codes cost 8 bits less per group for a rounding of
-    the scale below the int4 codes' own: session 10, docs/dev-notes.md), g32 with zero points and int8 per channel."""
-    plain = [BitCandidate(bits=4, group_size=128, symmetric=sym, clip_search=True) for sym in (None, False)]
-    coded = [BitCandidate(bits=4, group_size=g, symmetric=sym, clip_search=True, scale_codes=True)
-             for g, sym in ((64, None), (64, False), (32, None))]
-    return plain + coded + [BitCandidate(bits=8, group_size=128)]
+    """Clip-searched int4: g128 (4.125 bits per weight), g128 with zero points (4.1875), g64 (4.25), g64 with
+    zero points (4.375), g32 (4.5); and int8 g128 (8.125) for the most sensitive layers. Each candidate costs
+    one measurement per layer (``SENSITIVITY_SAMPLES`` forward passes): min-max int4 (whose error the clip
+    search never exceeds per group), int4 g32 with zero points (4.75) and int8 per channel are left out.
+    Candidates with scale codes (``BitCandidate.scale_codes``) are opt-in: on fixture-lm the allocation over
+    them measured worse than over these (docs/quality.md, session 10)."""
+    int4 = [BitCandidate(bits=4, group_size=g, symmetric=sym, clip_search=True)
+            for g, sym in ((128, None), (128, False), (64, None), (64, False), (32, None))]
+    return int4 + [BitCandidate(bits=8, group_size=128)]
 
 
 def stored_bytes(candidate: BitCandidate, out_features: int, in_features: int, symmetric: bool) -> int:
