@@ -22,8 +22,9 @@ llama.cpp's ``--target-bpw`` do the same for their formats):
    program). Per-layer sensitivities are taken as additive.
 
 Bits per weight are counted over every quantized weight, embeddings and head included: packed
-codes, float16 scales and (asymmetric) uint8 zero points, divided by the number of weights; int4
-g32 is ``4 + 16/32 = 4.5``, int4 g128 ``4.125`` (``slmc.quantization.formats``). AWQ's float32
+codes, float16 scales (or uint8 scale codes plus a float16 scale per row) and (asymmetric) uint8 zero
+points, divided by the number of weights; int4 g32 is ``4 + 16/32 = 4.5``, int4 g128 ``4.125``, int4 g32 with
+scale codes ``4 + 8/32 + 16/K`` (``slmc.quantization.formats``). AWQ's float32
 per-input-channel scales are not part of the budget (the pass report's ``bits_per_weight`` counts them).
 
 Precondition: the graph runs eagerly on the calibration samples and its first output is the logits.
@@ -37,13 +38,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import fx
 
 from slmc.errors import BitBudgetError
 from slmc.graph.ir import Graph, fetch_attr, set_attr
 from slmc.graph.linears import attribute_readers, layer_name
-from slmc.quantization.formats import SCALE_DTYPE, QuantFormat
+from slmc.quantization.formats import ROW_SCALE_DTYPE, SCALE_DTYPE, QuantFormat
 from slmc.spec.strict_model import StrictModel
 from slmc.spec.target import TargetDescriptor
 
@@ -61,40 +62,53 @@ class BitCandidate(StrictModel):
                                    "own `symmetric` setting")
     clip_search: bool = Field(False, description="choose each group's range by a clip search (smallest squared rounding "
                               "error) instead of min-max; same storage")
+    scale_codes: bool = Field(False, description="store the group scales as uint8 codes times a float16 scale per output "
+                              "row (8 instead of 16 bits per group, plus 16 per row; needs a group_size)")
+
+    @model_validator(mode="after")
+    def _grouped_codes(self) -> BitCandidate:
+        if self.scale_codes and self.group_size is None:
+            raise ValueError("scale_codes needs a group_size (per-channel scales have one scale per row already)")
+        return self
 
     def is_symmetric(self, layer_symmetric: bool) -> bool:
         return layer_symmetric if self.symmetric is None else self.symmetric
 
     def fmt(self, symmetric: bool) -> QuantFormat:
-        return QuantFormat(self.bits, self.group_size, self.is_symmetric(symmetric), self.clip_search)
+        return QuantFormat(self.bits, self.group_size, self.is_symmetric(symmetric), self.clip_search, self.scale_codes)
 
     def nominal_bits_per_weight(self, symmetric: bool = True) -> float:
-        """Bits per weight for a wide layer (per-channel scales cost nothing in the limit)."""
+        """Bits per weight for a wide layer (per-channel scales and row scales cost nothing in the limit)."""
         if self.group_size is None:
             return float(self.bits)
-        return self.bits + (8 * SCALE_DTYPE.itemsize + (0 if self.is_symmetric(symmetric) else 8)) / self.group_size
+        scale = 8 if self.scale_codes else 8 * SCALE_DTYPE.itemsize
+        return self.bits + (scale + (0 if self.is_symmetric(symmetric) else 8)) / self.group_size
 
     def describe(self) -> str:
         grouping = "per-channel" if self.group_size is None else f"g{self.group_size}"
         return (f"int{self.bits} {grouping}" + ("" if self.symmetric is not False else " asymmetric")
-                + (" clip-searched" if self.clip_search else ""))
+                + (" uint8 scales" if self.scale_codes else "") + (" clip-searched" if self.clip_search else ""))
 
 
 def default_candidates() -> list[BitCandidate]:
     """Clip-searched int4: g128 (4.125 bits per weight), g128 with zero points (4.1875), g64 (4.25), g64 with
     zero points (4.375), g32 (4.5); and int8 g128 (8.125) for the most sensitive layers. Each candidate costs
     one measurement per layer (``SENSITIVITY_SAMPLES`` forward passes): min-max int4 (whose error the clip
-    search never exceeds per group), int4 g32 with zero points (4.75) and int8 per channel are left out."""
+    search never exceeds per group), int4 g32 with zero points (4.75) and int8 per channel are left out.
+    Candidates with scale codes (``BitCandidate.scale_codes``) are opt-in: on fixture-lm the allocation over
+    them measured worse than over these (docs/quality.md, session 10)."""
     int4 = [BitCandidate(bits=4, group_size=g, symmetric=sym, clip_search=True)
             for g, sym in ((128, None), (128, False), (64, None), (64, False), (32, None))]
     return int4 + [BitCandidate(bits=8, group_size=128)]
 
 
 def stored_bytes(candidate: BitCandidate, out_features: int, in_features: int, symmetric: bool) -> int:
-    """Bytes of the packed codes, scales and zero points of a ``[out, in]`` weight (as ``QuantizedWeight.stored_bytes``)."""
+    """Bytes of the packed codes, scales, zero points and row scales of a ``[out, in]`` weight (as
+    ``QuantizedWeight.stored_bytes``)."""
     fmt = candidate.fmt(symmetric)
     groups = out_features * (in_features // fmt.group(in_features))
-    return out_features * in_features * candidate.bits // 8 + groups * SCALE_DTYPE.itemsize + (0 if fmt.symmetric else groups)
+    scales = groups + out_features * ROW_SCALE_DTYPE.itemsize if fmt.scale_codes else groups * SCALE_DTYPE.itemsize
+    return out_features * in_features * candidate.bits // 8 + scales + (0 if fmt.symmetric else groups)
 
 
 def why_unsupported(candidate: BitCandidate, target: TargetDescriptor) -> str | None:
@@ -108,6 +122,8 @@ def why_unsupported(candidate: BitCandidate, target: TargetDescriptor) -> str | 
         return f"group size {candidate.group_size} is not supported (the target's group sizes are {caps.group_sizes})"
     if candidate.symmetric is False and not caps.zero_points:
         return "asymmetric formats (zero points) are not supported (the target takes symmetric formats only)"
+    if candidate.scale_codes and not caps.scale_codes:
+        return "uint8 scale codes are not supported (quantization.scale_codes is false)"
     return None
 
 
@@ -147,6 +163,11 @@ class WeightSlot:
 
 LayerQuantizer = Callable[[WeightSlot, torch.Tensor, QuantFormat], torch.Tensor]
 """``(slot, float weight, format) -> the weight as the quantized layer computes it`` (dequantized)."""
+SlotMeasure = Callable[[WeightSlot, LayerQuantizer], None]
+SlotVisitor = Callable[[Sequence[WeightSlot], SlotMeasure], None]
+"""``visit(slots, measure)`` calls ``measure(slot, quantizer)`` once per slot with a quantizer for that slot, so
+the statistics a quantizer needs (a linear's input Hessian) can be collected per slot and freed after it,
+not held for every layer at once (``slmc.graph.activations.calibrate_sequentially``)."""
 
 
 @dataclass
@@ -176,23 +197,33 @@ def _kl_per_token(reference: torch.Tensor, logits: torch.Tensor) -> tuple[float,
     return max(float((ref.exp() * (ref - logp)).sum()), 0.0), ref.shape[0]  # float rounding can dip below 0
 
 
-def _measure(graph: Graph, options: list[_Options], samples: Sequence[tuple[Any, ...]], quantizer: LayerQuantizer) -> None:
-    """Fill each layer's ``sensitivity`` (see the module docstring); weights are restored afterwards."""
-    references = [torch.log_softmax(graph.run(*s)[0].to(torch.float64), dim=-1) for s in samples]
+def _measure(graph: Graph, options: list[_Options], samples: Sequence[tuple[Any, ...]], visit: SlotVisitor) -> None:
+    """Fill each layer's ``sensitivity`` (see the module docstring), layer by layer as ``visit`` hands out
+    their quantizers; weights are restored after each layer."""
     with torch.no_grad():
-        for option in options:
-            original = fetch_attr(graph.module, option.slot.weight_path)
-            try:
+        references = [torch.log_softmax(graph.run(*s)[0].to(torch.float64), dim=-1) for s in samples]
+    by_name = {o.slot.name: o for o in options}
+
+    def measure(slot: WeightSlot, quantizer: LayerQuantizer) -> None:
+        option = by_name[slot.name]
+        original = fetch_attr(graph.module, slot.weight_path)
+        try:
+            with torch.no_grad():
                 for candidate in option.candidates:
-                    quantized = quantizer(option.slot, original, candidate.fmt(option.slot.symmetric))
-                    set_attr(graph.module, option.slot.weight_path, quantized.to(original.dtype))
+                    quantized = quantizer(slot, original, candidate.fmt(slot.symmetric))
+                    set_attr(graph.module, slot.weight_path, quantized.to(original.dtype))
                     kl, count = 0.0, 0
                     for sample, reference in zip(samples, references):
                         part, n = _kl_per_token(reference, graph.run(*sample)[0])
                         kl, count = kl + part, count + n
                     option.sensitivity.append(kl / max(count, 1))
-            finally:
-                set_attr(graph.module, option.slot.weight_path, original)
+        finally:
+            set_attr(graph.module, slot.weight_path, original)
+
+    visit([o.slot for o in options], measure)
+    unmeasured = [o.slot.name for o in options if len(o.sensitivity) != len(o.candidates)]
+    if unmeasured:  # a visitor that skips or repeats a slot is a programming error; an allocation without it must not pass
+        raise BitBudgetError(FIELD, f"the sensitivity of layer(s) {unmeasured} was not measured exactly once per candidate")
 
 
 def knapsack(costs: Sequence[Sequence[int]], values: Sequence[Sequence[float]], budget: int) -> tuple[list[int], int]:
@@ -228,10 +259,11 @@ def knapsack(costs: Sequence[Sequence[int]], values: Sequence[Sequence[float]], 
 
 
 def allocate_bits(graph: Graph, slots: Sequence[WeightSlot], candidates: Sequence[BitCandidate], target_bpw: float,
-                  target: TargetDescriptor, calibration: Sequence[tuple[Any, ...]], quantizer: LayerQuantizer,
+                  target: TargetDescriptor, calibration: Sequence[tuple[Any, ...]], visit: SlotVisitor,
                   quantizer_name: str) -> Allocation:
     """Choose a candidate per slot so the bits per weight stay ``<= target_bpw`` (module docstring);
-    ``quantizer`` quantizes one layer as the pass will (``quantizer_name`` says how, for the report).
+    ``visit`` hands out, slot by slot, a quantizer for one layer as the pass will quantize it
+    (``quantizer_name`` says how, for the report).
 
     Raises ``BitBudgetError`` when the target supports no candidate, or when even the cheapest
     candidate of every layer exceeds the budget (naming the minimum achievable bits per weight).
@@ -263,7 +295,7 @@ def allocate_bits(graph: Graph, slots: Sequence[WeightSlot], candidates: Sequenc
         raise BitBudgetError(FIELD, f"{target_bpw} bits per weight is below the minimum achievable with the candidates "
                              f"{[c.describe() for c in usable]}: {8 * minimum / weights:.4f} (every layer at its cheapest candidate)",
                              minimum=8 * minimum / weights)
-    _measure(graph, options, list(calibration)[:SENSITIVITY_SAMPLES], quantizer)
+    _measure(graph, options, list(calibration)[:SENSITIVITY_SAMPLES], visit)
     chosen, unit = knapsack([o.nbytes for o in options], [o.sensitivity for o in options], budget)
     used = sum(o.nbytes[c] for o, c in zip(options, chosen))
     if used > budget:  # knapsack rounds costs up, so this cannot happen; a wrong allocation must not pass silently
@@ -275,8 +307,8 @@ def allocate_bits(graph: Graph, slots: Sequence[WeightSlot], candidates: Sequenc
                "format": o.candidates[i].fmt(o.slot.symmetric).describe(), "bytes": o.nbytes[i]}
               for o, i in zip(options, chosen)]
     report = {"target_bits_per_weight": target_bpw, "achieved_bits_per_weight": round(8 * used / weights, 4),
-              "counted": "every quantized weight (linears, embeddings and output head): packed codes + float16 scales + "
-                         "uint8 zero points, over the number of weights",
+              "counted": "every quantized weight (linears, embeddings and output head): packed codes + float16 scales (or "
+                         "uint8 scale codes + float16 row scales) + uint8 zero points, over the number of weights",
               "budget_bytes": budget, "allocated_bytes": used, "weights": weights,
               "sensitivity": f"mean per-token KL(float || one layer quantized by {quantizer_name}) of the final logits, "
                              f"{min(len(calibration), SENSITIVITY_SAMPLES)} calibration samples",

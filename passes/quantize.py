@@ -43,12 +43,16 @@ and the ``w8a8`` scheme for ``w8a8``; ``w4a8`` as above.
 size, zero points, clip search) from its sensitivity, measured with the layer's own method, under a
 bits-per-weight budget (``passes/_bit_allocation.py``); the choice is applied as one more override per
 layer, and the allocation is in ``stats.bit_allocation``. ``clip_search`` chooses each group's range by
-the smallest squared rounding error instead of min-max (``slmc.quantization.formats``).
+the smallest squared rounding error instead of min-max (``slmc.quantization.formats``). ``scale_codes`` stores
+each group's scale as a uint8 code under a float16 scale per output row (double-quantized scales, Dettmers et
+al. 2023): the kernels run the codes as their scales, and the row scale multiplies the op's output (a gather's
+rows) once per output feature, before the bias.
 """
 
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Sequence
 import glob
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -58,13 +62,15 @@ import torch
 from pydantic import Field, model_validator
 from torch import fx
 
+aten = torch.ops.aten
+
 from slmc.errors import NodeError
 from slmc.graph.activations import InputStatistics, calibrate_sequentially, linear_input_statistics
 from slmc.graph.ir import Graph, del_attr, fetch_attr, has_attr, set_attr
 from slmc.graph.linears import LinearLayer, attribute_readers, layer_name, selected_layers
 from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
-from slmc.passes._bit_allocation import (BitCandidate, LayerQuantizer, WeightSlot, allocate_bits, allocation_problems,
-                                         default_candidates, weight_slots)
+from slmc.passes._bit_allocation import (BitCandidate, LayerQuantizer, SlotMeasure, SlotVisitor, WeightSlot, allocate_bits,
+                                         allocation_problems, default_candidates, weight_slots)
 from slmc.passes._quantize_handlers import METHODS, SCHEMES, calibrated_methods, register_scheme
 from slmc.quantization.awq import output_error
 from slmc.quantization.formats import QuantFormat, QuantizedWeight, quantize_rtn
@@ -113,6 +119,9 @@ class LayerSettings(StrictModel):
         None, ge=8, le=65536, description="scheme w4a8: inputs per dynamic activation scale within a row (a multiple of "
         "group_size that divides each layer's in_features, e.g. 32 with group_size 32 as llama.cpp's Q8_0 blocks); "
         "null: one scale per token (row)")
+    scale_codes: bool = Field(False, description="store each group's scale as a uint8 code times a float16 scale per "
+                              "output row (double-quantized scales: 8 instead of 16 bits per group, plus 16 per row); "
+                              "weight_only with a group_size")
 
     @model_validator(mode="before")
     @classmethod
@@ -136,6 +145,7 @@ class Override(StrictModel):
     method: Method | None = None
     clip_search: bool | None = None
     activation_group_size: int | None = Field(None, ge=8, le=65536)
+    scale_codes: bool | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -206,6 +216,9 @@ class QuantizeConfig(LayerSettings, PassConfig):
                                               or settings.method != "rtn" or settings.clip_search):
                 raise ValueError(f"{where}scheme w8a8 takes bits 8, per-channel, symmetric weights, method rtn and no "
                                  "clip_search")
+            if settings.scale_codes and (settings.scheme != "weight_only" or settings.group_size is None):
+                raise ValueError(f"{where}scale_codes takes scheme weight_only and a group_size (got scheme "
+                                 f"{settings.scheme}, group_size {settings.group_size})")
             if settings.clip_search and settings.method == "awq":
                 raise ValueError(f"{where}clip_search is for rtn and gptq; awq searches its own clipping (awq.clip_search)")
             if settings.scheme == "w4a8":
@@ -223,7 +236,8 @@ class QuantizeConfig(LayerSettings, PassConfig):
 
     def resolve(self, override: Override, base: LayerSettings) -> LayerSettings:
         data = base.model_dump()
-        for key in ("scheme", "bits", "group_size", "symmetric", "method", "clip_search", "activation_group_size"):
+        for key in ("scheme", "bits", "group_size", "symmetric", "method", "clip_search", "activation_group_size",
+                    "scale_codes"):
             value = getattr(override, key)
             if value is not None:
                 data[key] = value
@@ -231,8 +245,10 @@ class QuantizeConfig(LayerSettings, PassConfig):
             data["activation_group_size"] = None
         if override.per_channel:
             data["group_size"] = None
+            data["scale_codes"] = data["scale_codes"] and override.scale_codes is True  # per-channel: codes only if asked
         if override.scheme == "w8a8":
-            data.update(bits=8, group_size=None, symmetric=True, method="rtn", clip_search=False)
+            data.update(bits=8, group_size=None, symmetric=True, method="rtn", clip_search=False,
+                        scale_codes=bool(override.scale_codes))  # asked for explicitly: refused by the validator
         if override.scheme == "w4a8" and override.bits is None:
             data["bits"] = 4
         return LayerSettings(**data)
@@ -289,6 +305,9 @@ class QuantizeConfig(LayerSettings, PassConfig):
                                  f"{caps.group_sizes}" + (" (and per-channel)" if caps.per_channel else "")))
             if not settings.symmetric and not caps.zero_points:
                 problems.append((prefix + "symmetric", "asymmetric quantization (zero points) is not supported; the target takes symmetric formats only"))
+            if settings.scale_codes and not caps.scale_codes:
+                problems.append((prefix + "scale_codes", "uint8 scale codes are not supported (the target's "
+                                 "quantization.scale_codes is false)"))
         if self.target_bits_per_weight is not None:
             problems += allocation_problems(self.candidates, target)
         return problems
@@ -298,7 +317,8 @@ class QuantizeConfig(LayerSettings, PassConfig):
         # awq searches its own clipping (the validator refuses clip_search with it): a candidate's clip search
         # applies to rtn and gptq layers only
         chosen = [Override(match=glob.escape(name), bits=c.bits, group_size=c.group_size, per_channel=c.group_size is None,
-                           symmetric=c.symmetric, clip_search=c.clip_search and self.method != "awq")
+                           symmetric=c.symmetric, clip_search=c.clip_search and self.method != "awq",
+                           scale_codes=c.scale_codes)
                   for name, c in choices.items()]
         return self.model_copy(update={"overrides": [*self.overrides, *chosen]})
 
@@ -343,7 +363,7 @@ def _fit_group(name: str, settings: LayerSettings, shape: tuple[int, ...], confi
     """``settings`` and their format for a ``[out, in]`` weight, with the group size fallen back (and
     recorded in ``fallbacks``) when the requested one does not divide ``in``; or why it stays float32.
     ``NodeError`` when ``group_fallback`` is ``error`` and the group size does not divide."""
-    fmt = QuantFormat(settings.bits, settings.group_size, settings.symmetric, settings.clip_search)
+    fmt = QuantFormat(settings.bits, settings.group_size, settings.symmetric, settings.clip_search, settings.scale_codes)
     problem = fmt.check_shape(*shape)
     in_features = shape[1]
     if problem is None or settings.group_size is None or in_features % settings.group_size == 0:
@@ -355,8 +375,8 @@ def _fit_group(name: str, settings: LayerSettings, shape: tuple[int, ...], confi
     used = _fallback_group(requested, in_features, config, target)
     if isinstance(used, str):
         return used
-    settings = settings.model_copy(update={"group_size": used})
-    fmt = QuantFormat(settings.bits, used, settings.symmetric, settings.clip_search)
+    settings = settings.model_copy(update={"group_size": used, "scale_codes": settings.scale_codes and used is not None})
+    fmt = QuantFormat(settings.bits, used, settings.symmetric, settings.clip_search, settings.scale_codes)
     problem = fmt.check_shape(*shape)
     if problem is not None:
         return problem
@@ -422,22 +442,42 @@ def _drop_weight(graph: Graph, weight_node: fx.Node) -> None:
             del_attr(graph.module, target)
 
 
-def _swap(graph: Graph, node: fx.Node, op: Any, args: tuple[Any, ...], weight_node: fx.Node) -> None:
-    """Replace ``node`` by a call of ``op`` on ``args`` and drop the float weight it read."""
+def _row_scaled(graph: Graph, out: fx.Node, rows: fx.Node | None, ids: fx.Node | None = None) -> fx.Node:
+    """``out`` times the float16 row scales ``rows [N]`` of scale codes (``formats.QuantFormat.scale_codes``), widened
+    to float32: per output feature of a quantized linear, or (``ids``) per gathered row of a quantized embedding.
+    The row scale factors out of each row's dot product, so the kernel runs the codes as its scales and this is
+    one multiply per output (inserted at the current insertion point; ``out`` itself when ``rows`` is None)."""
+    if rows is None:
+        return out
+    call = graph.graph.call_function
+    scale = rows if ids is None else call(aten.embedding.default, (call(aten.unsqueeze.default, (rows, 1)), ids))
+    return call(aten.mul.Tensor, (out, call(aten._to_copy.default, (scale,), {"dtype": torch.float32})))
+
+
+def _swap(graph: Graph, node: fx.Node, op: Any, args: tuple[Any, ...], weight_node: fx.Node,
+          rows: fx.Node | None = None, bias: fx.Node | None = None, ids: fx.Node | None = None) -> None:
+    """Replace ``node`` by a call of ``op`` on ``args`` (times the row scales ``rows`` of scale codes, gathered at
+    ``ids`` for an embedding, plus ``bias`` after them: ``_row_scaled``) and drop the float weight it read."""
     with graph.graph.inserting_before(node):
         new = graph.graph.call_function(op, args)
+        out = _row_scaled(graph, new, rows, ids)
+        if bias is not None:
+            out = graph.graph.call_function(aten.add.Tensor, (out, bias))
     new.meta.update(node.meta)
-    node.replace_all_uses_with(new)
+    out.meta.update(node.meta)
+    node.replace_all_uses_with(out)
     graph.graph.erase_node(node)
     _drop_weight(graph, weight_node)
 
 
-def _packed_attrs(graph: Graph, node: fx.Node, name: str, quantized: QuantizedWeight) -> tuple[fx.Node, fx.Node, fx.Node | None]:
-    """``get_attr`` nodes of the stored ``qweight``, ``scales`` and (asymmetric) ``zeros``."""
+def _packed_attrs(graph: Graph, node: fx.Node, name: str,
+                  quantized: QuantizedWeight) -> tuple[fx.Node, fx.Node, fx.Node | None, fx.Node | None]:
+    """``get_attr`` nodes of the stored ``qweight``, ``scales``, (asymmetric) ``zeros`` and (scale codes) ``row_scales``."""
     qweight = _attr(graph, node, f"{name}.qweight", quantized.packed())
     scales = _attr(graph, node, f"{name}.scales", quantized.scales)
     zeros = _attr(graph, node, f"{name}.zeros", quantized.zeros) if quantized.zeros is not None else None
-    return qweight, scales, zeros
+    rows = _attr(graph, node, f"{name}.row_scales", quantized.row_scales) if quantized.row_scales is not None else None
+    return qweight, scales, zeros, rows
 
 
 def _optional_attr(graph: Graph, node: fx.Node, path: str, value: torch.Tensor | None) -> fx.Node | None:
@@ -446,10 +486,12 @@ def _optional_attr(graph: Graph, node: fx.Node, path: str, value: torch.Tensor |
 
 def _replace_linear(graph: Graph, plan: _Planned, quantized: QuantizedWeight, input_scale: torch.Tensor | None) -> None:
     layer = plan.layer
-    qweight, scales, zeros = _packed_attrs(graph, layer.node, layer.name, quantized)
+    qweight, scales, zeros, rows = _packed_attrs(graph, layer.node, layer.name, quantized)
     inv = _optional_attr(graph, layer.node, f"{layer.name}.input_scale", input_scale)
-    _swap(graph, layer.node, QUANTIZED_LINEAR, (layer.input, qweight, scales, zeros, layer.bias_node, inv, plan.fmt.bits,
-                                                plan.fmt.group(quantized.shape[1])), layer.weight_node)
+    bias = layer.bias_node if rows is None else None  # with row scales the bias is added after them
+    _swap(graph, layer.node, QUANTIZED_LINEAR, (layer.input, qweight, scales, zeros, bias, inv, plan.fmt.bits,
+                                                plan.fmt.group(quantized.shape[1])), layer.weight_node,
+          rows, layer.bias_node if rows is not None else None)
 
 
 def _replace_w8a8(graph: Graph, plan: _Planned, codes: torch.Tensor, weight_scales: torch.Tensor,
@@ -580,16 +622,19 @@ def _head_op(graph: Graph, head: str) -> fx.Node | None:
                  and isinstance(n.args[1], fx.Node) and n.args[1].op == "get_attr" and n.args[1].target == path), None)
 
 
-def _gather_from_head(graph: Graph, node: fx.Node, weight_node: fx.Node, head: fx.Node) -> None:
-    """Replace embedding ``node`` by a quantized gather of the tied ``head``'s own packed codes, scales
-    and zero points (the same stored attributes: one table), times the head's AWQ input scale if it has one
-    (the head's effective weight is ``dequantize(codes) * input_scale``)."""
+def _gather_from_head(graph: Graph, node: fx.Node, weight_node: fx.Node, head: fx.Node, head_name: str) -> None:
+    """Replace embedding ``node`` by a quantized gather of the tied ``head``'s own packed codes, scales,
+    zero points and row scales (the same stored attributes: one table), times the head's AWQ input scale if it
+    has one (the head's effective weight is ``dequantize(codes) * input_scale``)."""
     _, qweight, scales, zeros, _, input_scale, bits, group_size = head.args
+    row_path = f"{head_name}.row_scales"
     with graph.graph.inserting_before(node):
         q, s, z, inv = (graph.graph.get_attr(str(a.target)) if a is not None else None
                         for a in (qweight, scales, zeros, input_scale))
+        row_scales = graph.graph.get_attr(row_path) if has_attr(graph.module, row_path) else None
         rows = graph.graph.call_function(QUANTIZED_EMBEDDING, (node.args[1], q, s, z, bits, group_size))
-        out = rows if inv is None else graph.graph.call_function(torch.ops.aten.mul.Tensor, (rows, inv))
+        scaled = _row_scaled(graph, rows, row_scales, node.args[1])
+        out = scaled if inv is None else graph.graph.call_function(torch.ops.aten.mul.Tensor, (scaled, inv))
     rows.meta.update(node.meta)
     out.meta.update(node.meta)
     node.replace_all_uses_with(out)
@@ -629,7 +674,7 @@ def _embeddings(graph: Graph, config: QuantizeConfig, target: TargetDescriptor, 
         head_report = tied_heads.get(str(weight_node.target))
         head = _head_op(graph, head_report["layer"]) if head_report is not None else None
         if head is not None:
-            _gather_from_head(graph, node, weight_node, head)
+            _gather_from_head(graph, node, weight_node, head, head_report["layer"])
             head_report["tied"] = (f"weight '{weight_node.target}' is shared with the embedding '{name}' (tied); the embedding "
                                    "gathers rows of this layer's packed codes and scales: the table is stored once")
             reports.append(_layer_report(name, "embedding", head_report["format"], head_report["method"], table.numel(), 0,
@@ -647,37 +692,47 @@ def _embeddings(graph: Graph, config: QuantizeConfig, target: TargetDescriptor, 
             "tied": f"its tied head '{head_report['layer']}' is not a weight-only quantized linear ({head_report['format']}), "
                     "whose codes the quantized gather cannot read: the embedding is quantized into its own copy"}
         stored_as = name if not has_attr(graph.module, f"{name}.qweight") else f"{name}.embedding"  # a tied head took `name`
-        qweight, scales, zeros = _packed_attrs(graph, node, stored_as, quantized)
+        qweight, scales, zeros, rows = _packed_attrs(graph, node, stored_as, quantized)
         _swap(graph, node, QUANTIZED_EMBEDDING, (node.args[1], qweight, scales, zeros, fmt.bits, fmt.group(table.shape[1])),
-              weight_node)
+              weight_node, rows, ids=node.args[1])
         reports.append(_layer_report(name, "embedding", fmt.describe(), "rtn", table.numel(), quantized.stored_bytes(), **own_copy))
     return reports, skipped
 
 
-def _allocation_quantizer(graph: Graph, slots: list[WeightSlot], config: QuantizeConfig,
-                          context: PassContext) -> tuple[LayerQuantizer, str]:
+def _allocation_visitor(graph: Graph, slots: list[WeightSlot], config: QuantizeConfig,
+                        context: PassContext) -> tuple[SlotVisitor, str]:
     """How ``target_bits_per_weight`` quantizes one layer to measure its sensitivity: as the pass will, by
     the layer's registered method (``_quantize_handlers.METHODS``) on the input statistics of the float
-    model (one calibration pass for every calibrated linear); embedding tables round to nearest. The
-    pass itself calibrates sequentially (each layer after the ones before it are quantized), which the
-    per-layer measurement cannot, so the statistics differ from the final ones by that."""
+    model; embedding tables round to nearest. The statistics are collected by one calibration pass that
+    changes no weight, each input's only while the layers reading it are measured
+    (``calibrate_sequentially``), so at most one input's Hessian is alive at a time. The pass itself
+    calibrates sequentially on the quantized layers before each one, which the per-layer measurement
+    cannot, so the statistics differ from the final ones by that."""
     methods = {s.name: settings.method for s in slots
                if s.kind == "linear" and isinstance(settings := config.settings_for(s.name), LayerSettings)}
-    calibrated = [s.node for s in slots if s.node is not None and METHODS.get(methods.get(s.name, "rtn")).calibrated]
-    stats = linear_input_statistics(graph, context.calibration, calibrated) if calibrated else {}
+    calibrated = {s.node: s for s in slots if s.node is not None and METHODS.get(methods.get(s.name, "rtn")).calibrated}
 
-    def quantize_one(slot: WeightSlot, weight: torch.Tensor, fmt: QuantFormat) -> torch.Tensor:
-        if slot.node in stats:
-            chosen = METHODS.get(methods[slot.name]).run(weight, fmt, stats[slot.node], config)
-        else:
-            chosen = METHODS.get("rtn").run(weight, fmt, None, config)
-        effective = chosen.quantized.dequantize()
-        return effective if chosen.input_scale is None else effective * chosen.input_scale
+    def quantizer(stats: InputStatistics | None) -> LayerQuantizer:
+        def quantize_one(slot: WeightSlot, weight: torch.Tensor, fmt: QuantFormat) -> torch.Tensor:
+            method = METHODS.get(methods[slot.name]) if stats is not None else METHODS.get("rtn")
+            chosen = method.run(weight, fmt, stats, config)
+            effective = chosen.quantized.dequantize()
+            return effective if chosen.input_scale is None else effective * chosen.input_scale
+        return quantize_one
 
-    used = sorted({methods.get(s.name, "rtn") for s in slots if s.node in stats})
+    def visit(visited: Sequence[WeightSlot], measure: SlotMeasure) -> None:
+        nodes = [s.node for s in visited if s.node in calibrated]
+        if nodes:
+            calibrate_sequentially(graph, context.calibration, nodes,
+                                   lambda node, stats: measure(calibrated[node.name], quantizer(stats)))
+        for slot in visited:
+            if slot.node not in calibrated:
+                measure(slot, quantizer(None))
+
+    used = sorted({methods[s.name] for s in calibrated.values()})
     how = (f"{'/'.join(used)} (on the float model's calibration statistics; other layers and embedding tables: rtn)"
            if used else "rtn")
-    return quantize_one, how
+    return visit, how
 
 
 @register_pass("quantize", config=QuantizeConfig, lossy=True)
@@ -694,9 +749,9 @@ def quantize(graph: Graph, config: QuantizeConfig, context: PassContext) -> Pass
                    selected_layers(graph, config.include, config.exclude, "quantized", allow_shared=True)[1]]
         slots = weight_slots(graph, layers_, config.embeddings, lambda name: s.symmetric if isinstance(
             s := config.settings_for(name), LayerSettings) and s.scheme == "weight_only" else None)
-        quantizer, how = _allocation_quantizer(graph, slots, config, context)
+        visit, how = _allocation_visitor(graph, slots, config, context)
         allocation = allocate_bits(graph, slots, config.candidates, config.target_bits_per_weight, context.target,
-                                   context.calibration, quantizer, how)
+                                   context.calibration, visit, how)
         config = config.with_allocation(allocation.choices)
     plans, skipped = _plan(graph, config, context.target, fallbacks)
     tied = _tied_layers(graph, plans)

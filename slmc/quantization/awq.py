@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from slmc.quantization.formats import QuantFormat, QuantizedWeight, SCALE_DTYPE, quantize_group, quantize_rtn
+from slmc.quantization.formats import (QuantFormat, QuantizedWeight, clip_factors, quantize_group, quantize_rtn, range_parameters,
+                                      row_scales, stored_scales)
 
 
 @dataclass(frozen=True)
@@ -37,43 +38,39 @@ def output_error(delta: torch.Tensor, hessian: torch.Tensor) -> float:
 
 
 def _clipped(w: torch.Tensor, fmt: QuantFormat, hessian: torch.Tensor, settings: AwqSettings) -> QuantizedWeight:
-    """RTN with the per-group range shrunk where that lowers each group's output error."""
+    """RTN with the per-group range shrunk (``formats.range_parameters`` on the factors of
+    ``formats.clip_factors``) where that lowers each group's output error."""
     n, k = w.shape
     g = fmt.group(k)
-    best = quantize_rtn(w, fmt)
     if not settings.clip_search:
-        return best
+        return quantize_rtn(w, fmt)
     groups = w.reshape(n, k // g, g)
+    rows = row_scales(w, fmt) if fmt.scale_codes else None
+    flat_rows = None if rows is None else rows.repeat_interleave(k // g)
     best_err = torch.full((n, k // g), float("inf"), dtype=torch.float64)
-    best_scale = best.scales.clone()
-    best_zero = None if best.zeros is None else best.zeros.clone()
+    best_scale = torch.zeros(n, k // g)
+    best_zero = None if fmt.symmetric else torch.zeros(n, k // g)
     h_blocks = [hessian[j * g:(j + 1) * g, j * g:(j + 1) * g] for j in range(k // g)]
-    for step in range(settings.clip_grid):
-        shrink = 1.0 - settings.max_shrink * step / settings.clip_grid
-        low = (groups.amin(dim=2) * shrink).clamp_max(0.0)
-        high = (groups.amax(dim=2) * shrink).clamp_min(0.0)
-        if fmt.symmetric:
-            scale = (torch.maximum(high, -low) / (fmt.mid - 1)).clamp_min(torch.finfo(SCALE_DTYPE).tiny).to(SCALE_DTYPE)
-            zero = None
-        else:
-            scale = ((high - low) / (fmt.levels - 1)).clamp_min(torch.finfo(SCALE_DTYPE).tiny).to(SCALE_DTYPE)
-            zero = torch.round(-low / scale.to(torch.float32)).clamp(0, fmt.levels - 1)
+    for shrink in clip_factors(settings.clip_grid, settings.max_shrink):
+        flat_scale, flat_zero = range_parameters(groups.reshape(n * (k // g), g), fmt, shrink, flat_rows)
+        scale = flat_scale.to(torch.float32).reshape(n, k // g)
+        zero = None if flat_zero is None else flat_zero.reshape(n, k // g)
         for j in range(k // g):
             z = None if zero is None else zero[:, j]
             codes = quantize_group(groups[:, j], scale[:, j], z, fmt)
             z_value = z.unsqueeze(1) if z is not None else float(fmt.mid)
-            delta = (codes - z_value) * scale[:, j].to(torch.float32).unsqueeze(1) - groups[:, j]
+            delta = (codes - z_value) * scale[:, j].unsqueeze(1) - groups[:, j]
             err = ((delta.to(torch.float64) @ h_blocks[j]) * delta.to(torch.float64)).sum(1)
             better = err < best_err[:, j]
             best_err[better, j] = err[better]
             best_scale[better, j] = scale[better, j]
             if best_zero is not None and z is not None:
-                best_zero[better, j] = z[better].to(torch.uint8)
+                best_zero[better, j] = z[better]
     codes = torch.empty(n, k)
     for j in range(k // g):
-        z = None if best_zero is None else best_zero[:, j].to(torch.float32)
-        codes[:, j * g:(j + 1) * g] = quantize_group(groups[:, j], best_scale[:, j], z, fmt)
-    return QuantizedWeight(codes.to(torch.uint8), best_scale, best_zero, fmt)
+        codes[:, j * g:(j + 1) * g] = quantize_group(groups[:, j], best_scale[:, j], None if best_zero is None else best_zero[:, j], fmt)
+    return QuantizedWeight(codes.to(torch.uint8), stored_scales(best_scale, fmt, rows),
+                           None if best_zero is None else best_zero.to(torch.uint8), fmt, rows)
 
 
 def awq_quantize(weight: torch.Tensor, abs_mean: torch.Tensor, hessian: torch.Tensor, fmt: QuantFormat,

@@ -16,6 +16,16 @@ Stored tensors (every one indexed by output row first, so rows can be concatenat
 
 Int4 with group 32 and symmetric scales costs ``4 + 16/32 = 4.5`` bits per weight.
 
+A format with ``scale_codes`` stores each group's scale as a uint8 code ``c`` in ``[1, 255]`` times a float16
+scale ``r`` of its output row (double quantization of the scales: QLoRA, Dettmers et al. 2023,
+arXiv:2305.14314, Section 3; llama.cpp's k-quants keep 6-bit scales under a float16 super-scale per 256
+weights). The group's scale is ``c * r``; ``r`` is the row's largest min-max group scale over 255. Int4 g32
+then costs ``4 + 8/32 + 16/K`` bits per weight (4.3125 at ``K = 256``) instead of 4.5. The row scale
+multiplies every weight of the row, so it factors out of the row's dot product: the kernels run the codes
+as scales unchanged (they widen any scale dtype to float32) and the row scale is applied once per output
+(``passes/quantize.py``). Stored tensors: ``scales`` uint8 ``[N, K / group_size]`` codes and
+``row_scales`` float16 ``[N]``.
+
 A format with ``clip`` chooses each group's range by search instead of min-max: the range is shrunk by
 each factor of ``clip_factors()`` and the one with the smallest squared rounding error of the group is
 kept (the MSE grid of GPTQ's reference ``Quantizer.find_params(mse=True)``, Frantar et al. 2022, and of
@@ -33,21 +43,27 @@ SCALE_DTYPE = torch.float16
 BITS = (4, 8)
 CLIP_GRID = 20          # range shrink factors tried by a clip search ...
 CLIP_MAX_SHRINK = 0.5   # ... evenly from 1 down to (not including) 1 - CLIP_MAX_SHRINK
+SCALE_CODE_MAX = 255    # uint8 scale codes (scale_codes): 1..255 times the row's float16 scale
+ROW_SCALE_DTYPE = torch.float16
 
 
 @dataclass(frozen=True)
 class QuantFormat:
     """Bits, group size (``None``: per output channel) and symmetry of a quantized weight; ``clip``: its
-    group ranges are chosen by a clip search (module docstring; same storage)."""
+    group ranges are chosen by a clip search (module docstring; same storage); ``scale_codes``: uint8
+    scale codes times a float16 scale per output row instead of float16 scales (module docstring)."""
 
     bits: int
     group_size: int | None
     symmetric: bool
     clip: bool = False
+    scale_codes: bool = False
 
     def __post_init__(self) -> None:
         if self.bits not in BITS:
             raise ValueError(f"bits must be one of {BITS}, got {self.bits}")
+        if self.scale_codes and self.group_size is None:
+            raise ValueError("scale_codes needs a group_size: per-channel scales have one scale per row already")
 
     @property
     def levels(self) -> int:
@@ -72,17 +88,20 @@ class QuantFormat:
 
     def describe(self) -> str:
         grouping = "per-channel" if self.group_size is None else f"g{self.group_size}"
-        return f"int{self.bits} {grouping} {'symmetric' if self.symmetric else 'asymmetric'}" + (" clip-searched" if self.clip else "")
+        return (f"int{self.bits} {grouping} {'symmetric' if self.symmetric else 'asymmetric'}"
+                + (" uint8 scales x float16 row scale" if self.scale_codes else "") + (" clip-searched" if self.clip else ""))
 
 
 @dataclass
 class QuantizedWeight:
-    """Codes (unpacked, uint8 ``[N, K]``), scales (float16 ``[N, G]``), zero points (uint8 ``[N, G]`` or None)."""
+    """Codes (unpacked, uint8 ``[N, K]``), scales (float16 ``[N, G]``; uint8 codes with ``fmt.scale_codes``),
+    zero points (uint8 ``[N, G]`` or None), row scales (float16 ``[N]`` with ``fmt.scale_codes``, else None)."""
 
     codes: torch.Tensor
     scales: torch.Tensor
     zeros: torch.Tensor | None
     fmt: QuantFormat
+    row_scales: torch.Tensor | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -92,13 +111,15 @@ class QuantizedWeight:
         return pack(self.codes, self.fmt.bits)
 
     def dequantize(self) -> torch.Tensor:
-        return dequantize(self.packed(), self.scales, self.zeros, self.fmt.bits, self.fmt.group(self.shape[1]))
+        weight = dequantize(self.packed(), self.scales, self.zeros, self.fmt.bits, self.fmt.group(self.shape[1]))
+        return weight if self.row_scales is None else weight * self.row_scales.to(torch.float32).unsqueeze(1)
 
     def stored_bytes(self) -> int:
-        """Bytes of the packed codes, scales and zero points."""
+        """Bytes of the packed codes, scales, zero points and row scales."""
         n, k = self.shape
         total = n * k * self.fmt.bits // 8 + self.scales.numel() * self.scales.element_size()
-        return total + (self.zeros.numel() if self.zeros is not None else 0)
+        rows = self.row_scales.numel() * self.row_scales.element_size() if self.row_scales is not None else 0
+        return total + (self.zeros.numel() if self.zeros is not None else 0) + rows
 
 
 def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
@@ -127,38 +148,67 @@ def dequantize(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor 
     return ((grouped - zero) * scales.to(torch.float32).unsqueeze(-1)).reshape(n, k)
 
 
-def clip_factors() -> list[float]:
+def clip_factors(grid: int = CLIP_GRID, max_shrink: float = CLIP_MAX_SHRINK) -> list[float]:
     """The range shrink factors a clip search tries (1 first: min-max is always a candidate)."""
-    return [1.0 - CLIP_MAX_SHRINK * i / CLIP_GRID for i in range(CLIP_GRID)]
+    return [1.0 - max_shrink * i / grid for i in range(grid)]
 
 
-def _range_parameters(w: torch.Tensor, fmt: QuantFormat, shrink: float) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Scales (float16) and zero points (float codes, or None) of each row of ``w [N, g]`` for its
-    min-max (or abs-max) range times ``shrink``."""
-    tiny = torch.finfo(SCALE_DTYPE).tiny
+def _ideal_scale(w: torch.Tensor, fmt: QuantFormat, shrink: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The unrounded float32 scale of each row of ``w [N, g]`` for its min-max (or abs-max) range times
+    ``shrink``, and (asymmetric) the range's low end."""
     if fmt.symmetric:
-        scale = shrink * w.abs().amax(dim=1) / (fmt.mid - 1)
-        return scale.clamp_min(tiny).to(SCALE_DTYPE), None
+        return shrink * w.abs().amax(dim=1) / (fmt.mid - 1), None
     low = shrink * w.amin(dim=1).clamp_max(0.0)
     high = shrink * w.amax(dim=1).clamp_min(0.0)
-    scale = ((high - low) / (fmt.levels - 1)).clamp_min(tiny).to(SCALE_DTYPE)
-    zero = torch.round(-low / scale.to(torch.float32)).clamp(0, fmt.levels - 1)
-    return scale, zero
+    return (high - low) / (fmt.levels - 1), low
 
 
-def group_parameters(w: torch.Tensor, fmt: QuantFormat) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Scales (float16, rounded) and zero points (float codes, or None) of each row of ``w [N, g]``.
+def row_scales(w: torch.Tensor, fmt: QuantFormat) -> torch.Tensor:
+    """float16 ``[N]``: each row's largest min-max group scale over ``SCALE_CODE_MAX`` (``fmt.scale_codes``),
+    so that every group's min-max scale is a code of at most ``SCALE_CODE_MAX``."""
+    n, k = w.shape
+    g = fmt.group(k)
+    ideal, _ = _ideal_scale(w.detach().to(torch.float32).reshape(n * (k // g), g), fmt, 1.0)
+    return (ideal.reshape(n, k // g).amax(dim=1) / SCALE_CODE_MAX).clamp_min(torch.finfo(ROW_SCALE_DTYPE).tiny).to(ROW_SCALE_DTYPE)
 
-    ``w`` holds one group per row. Scales are rounded to float16 *before* codes are chosen, so the
-    codes are optimal for the scales that are actually stored. With ``fmt.clip`` each row keeps the
-    shrink factor of ``clip_factors()`` whose codes have the smallest squared error on that row.
+
+def _stored_scale(ideal: torch.Tensor, fmt: QuantFormat, row_scale: torch.Tensor | None) -> torch.Tensor:
+    """The scale as stored, as its value: float16-rounded, or (``fmt.scale_codes``) the nearest code in
+    ``[1, SCALE_CODE_MAX]`` times ``row_scale`` (float32, exact: an 8-bit code times a float16)."""
+    if not fmt.scale_codes:
+        return ideal.clamp_min(torch.finfo(SCALE_DTYPE).tiny).to(SCALE_DTYPE)
+    if row_scale is None:
+        raise ValueError(f"{fmt.describe()} needs the rows' scales (formats.row_scales)")
+    row = row_scale.to(torch.float32)
+    return torch.round(ideal / row).clamp(1, SCALE_CODE_MAX) * row
+
+
+def range_parameters(w: torch.Tensor, fmt: QuantFormat, shrink: float,
+                     row_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scales (as stored: float16, or the float32 value of a scale code times ``row_scale [N]``) and zero
+    points (float codes, or None) of each row of ``w [N, g]`` for its min-max (or abs-max) range times ``shrink``."""
+    ideal, low = _ideal_scale(w, fmt, shrink)
+    scale = _stored_scale(ideal, fmt, row_scale)
+    if low is None:
+        return scale, None
+    return scale, torch.round(-low / scale.to(torch.float32)).clamp(0, fmt.levels - 1)
+
+
+def group_parameters(w: torch.Tensor, fmt: QuantFormat,
+                     row_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scales (as stored, ``range_parameters``) and zero points (float codes, or None) of each row of ``w [N, g]``.
+
+    ``w`` holds one group per row; ``row_scale [N]``: each group's row scale (``fmt.scale_codes`` only).
+    Scales are rounded as stored *before* codes are chosen, so the codes are optimal for the scales that
+    are actually stored. With ``fmt.clip`` each row keeps the shrink factor of ``clip_factors()`` whose
+    codes have the smallest squared error on that row.
     """
     w = w.to(torch.float32)
     if not fmt.clip:
-        return _range_parameters(w, fmt, 1.0)
+        return range_parameters(w, fmt, 1.0, row_scale)
     best_scale, best_zero, best_error = None, None, None
     for shrink in clip_factors():
-        scale, zero = _range_parameters(w, fmt, shrink)
+        scale, zero = range_parameters(w, fmt, shrink, row_scale)
         codes = quantize_group(w, scale, zero, fmt)
         zero_value = zero if zero is not None else torch.full_like(codes[:, 0], float(fmt.mid))
         error = ((codes - zero_value.unsqueeze(1)) * scale.to(torch.float32).unsqueeze(1) - w).square().sum(dim=1)
@@ -182,18 +232,33 @@ def quantize_group(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | No
     return torch.clamp(torch.round(w.to(torch.float32) / s) + z, 0 if not fmt.symmetric else 1, high)
 
 
-def assemble(codes: torch.Tensor, scales: list[torch.Tensor], zeros: list[torch.Tensor | None], fmt: QuantFormat) -> QuantizedWeight:
-    """A ``QuantizedWeight`` from float codes ``[N, K]`` and per-group scale/zero columns."""
+def stored_scales(scales: torch.Tensor, fmt: QuantFormat, rows: torch.Tensor | None) -> torch.Tensor:
+    """The stored ``scales`` tensor of scale values ``[N, G]`` (as ``range_parameters`` gives them): float16,
+    or (``fmt.scale_codes``) their uint8 codes for the row scales ``rows [N]``."""
+    if not fmt.scale_codes:
+        return scales.to(SCALE_DTYPE)
+    if rows is None:
+        raise ValueError(f"{fmt.describe()} needs the rows' scales (formats.row_scales)")
+    return torch.round(scales.to(torch.float32) / rows.to(torch.float32).unsqueeze(1)).clamp(1, SCALE_CODE_MAX).to(torch.uint8)
+
+
+def assemble(codes: torch.Tensor, scales: list[torch.Tensor], zeros: list[torch.Tensor | None], fmt: QuantFormat,
+             rows: torch.Tensor | None = None) -> QuantizedWeight:
+    """A ``QuantizedWeight`` from float codes ``[N, K]``, per-group scale/zero columns and (``fmt.scale_codes``)
+    the row scales ``rows [N]`` the scales are codes of."""
     zero = None if fmt.symmetric else torch.stack([z for z in zeros if z is not None], dim=1).to(torch.uint8)
-    return QuantizedWeight(codes.to(torch.uint8), torch.stack(scales, dim=1).to(SCALE_DTYPE), zero, fmt)
+    return QuantizedWeight(codes.to(torch.uint8), stored_scales(torch.stack(scales, dim=1), fmt, rows), zero, fmt,
+                           rows if fmt.scale_codes else None)
 
 
 def quantize_rtn(w: torch.Tensor, fmt: QuantFormat) -> QuantizedWeight:
     """Round-to-nearest quantization of ``w [N, K]`` with per-group min-max (or abs-max) ranges."""
     n, k = w.shape
     g = fmt.group(k)
-    groups = w.detach().to(torch.float32).reshape(n * (k // g), g)
-    scale, zero = group_parameters(groups, fmt)
+    w = w.detach().to(torch.float32)
+    groups = w.reshape(n * (k // g), g)
+    rows = row_scales(w, fmt) if fmt.scale_codes else None
+    scale, zero = group_parameters(groups, fmt, None if rows is None else rows.repeat_interleave(k // g))
     codes = quantize_group(groups, scale, zero, fmt).reshape(n, k)
     zeros = None if zero is None else zero.reshape(n, k // g).to(torch.uint8)
-    return QuantizedWeight(codes.to(torch.uint8), scale.reshape(n, k // g), zeros, fmt)
+    return QuantizedWeight(codes.to(torch.uint8), stored_scales(scale.reshape(n, k // g), fmt, rows), zeros, fmt, rows)

@@ -11,6 +11,8 @@ Group parameters are chosen when the first column of a group is reached, from th
 group as already updated ("dynamic" groups, as in the reference implementation); with
 ``act_order`` (columns in order of decreasing ``diag(H)``) they are chosen up front from the
 original weights ("static" groups), so every group keeps one scale whatever the column order.
+With scale codes (``QuantFormat.scale_codes``) the row scales are fixed up front from the original
+weights, and each group's scale code is chosen (clip-searched) when its scale is.
 
 Precondition: ``hessian`` is ``sum x^T x`` over calibration rows (``[K, K]``, any positive scale).
 """
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from slmc.quantization.formats import QuantFormat, QuantizedWeight, assemble, group_parameters, quantize_group
+from slmc.quantization.formats import QuantFormat, QuantizedWeight, assemble, group_parameters, quantize_group, row_scales
 
 
 @dataclass(frozen=True)
@@ -52,10 +54,12 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, fmt: QuantFormat,
     g = fmt.group(k)
     static: tuple[torch.Tensor, torch.Tensor | None] | None = None
     perm = None
+    rows = row_scales(w, fmt) if fmt.scale_codes else None
     if settings.act_order:
         perm = torch.argsort(torch.diagonal(hessian), descending=True)
         if fmt.group_size is not None:
-            scale, zero = group_parameters(w.reshape(n * (k // g), g), fmt)
+            scale, zero = group_parameters(w.reshape(n * (k // g), g), fmt,
+                                           None if rows is None else rows.repeat_interleave(k // g))
             static = (scale.reshape(n, k // g), None if zero is None else zero.reshape(n, k // g))
         w = w[:, perm]
         hessian = hessian[perm][:, perm]
@@ -78,7 +82,7 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, fmt: QuantFormat,
             else:
                 if column % g == 0:
                     span = block[:, i:i + g] if i + g <= stop - start else torch.cat((block[:, i:], w[:, stop:column + g]), dim=1)
-                    scales[group], zeros[group] = group_parameters(span, fmt)
+                    scales[group], zeros[group] = group_parameters(span, fmt, rows)
                 scale, zero = scales[group], zeros[group]
             if static is not None:
                 scales[group], zeros[group] = scale, zero
@@ -97,4 +101,4 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, fmt: QuantFormat,
         restored = torch.empty_like(codes)
         restored[:, perm] = codes
         codes = restored
-    return assemble(codes, scales, zeros, fmt), loss
+    return assemble(codes, scales, zeros, fmt, rows), loss

@@ -112,6 +112,8 @@ class Quantization(DescriptorModel):
     group_sizes: list[Annotated[int, Field(ge=8, le=4096)]] = Field(default_factory=list)
     per_channel: bool = True
     zero_points: bool = Field(True, description="asymmetric formats (per-group zero points) are supported")
+    scale_codes: bool = Field(True, description="group scales stored as uint8 codes times a float16 scale per output row "
+                              "(double-quantized scales; slmc.quantization.formats) are supported")
     schemes: list[Literal["weight_only", "w8a8", "w4a8"]] = Field(
         default_factory=lambda: ["weight_only", "w8a8", "w4a8"],
         description="weight_only: low-bit weights, float activations; w8a8: int8 weights and activations; w4a8: int4 "

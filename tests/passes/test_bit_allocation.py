@@ -187,9 +187,32 @@ def test_asymmetric_candidates_are_excluded_on_a_target_without_zero_points(tiny
                                                   "points) are not supported (the target takes symmetric formats only)"}]
 
 
+def test_scale_code_candidates_are_excluded_on_a_target_without_them(tiny_lm_graph, host_target):
+    caps = host_target.quantization.model_copy(update={"scale_codes": False})
+    target = host_target.model_copy(update={"quantization": caps})
+    _, stats = _allocate(tiny_lm_graph, target, target_bits_per_weight=4.5,
+                         candidates=[{"bits": 4, "group_size": 128}, {"bits": 4, "group_size": 32, "scale_codes": True}])
+    assert stats["bit_allocation"]["excluded_candidates"] == [{"candidate": "int4 g32 uint8 scales", "why": "uint8 scale codes "
+                                                               "are not supported (quantization.scale_codes is false)"}]
+
+
+def test_scale_codes_are_priced_with_their_row_scales(host_target):
+    from slmc.passes._bit_allocation import BitCandidate, stored_bytes
+
+    coded = BitCandidate(bits=4, group_size=32, scale_codes=True)
+    assert stored_bytes(coded, 64, 256, True) == 64 * 256 // 2 + 64 * 8 + 64 * 2  # codes, uint8 scales, float16 row scales
+    assert coded.nominal_bits_per_weight() == 4.25 and coded.describe() == "int4 g32 uint8 scales"
+
+
 @pytest.mark.parametrize("passes,message", [
     ("{target_bits_per_weight: 4.5, candidates: [{bits: 4, group_size: 32, clip: true}]}",
-     r"quantize.candidates.0.clip: unknown key; expected one of: bits, clip_search, group_size, symmetric"),
+     r"quantize.candidates.0.clip: unknown key; expected one of: bits, clip_search, group_size, scale_codes, symmetric"),
+    ("{target_bits_per_weight: 4.5, candidates: [{bits: 8, scale_codes: true}]}",
+     r"quantize.candidates.0: .*scale_codes needs a group_size"),
+    ("{bits: 8, scale_codes: true}", r"scale_codes takes scheme weight_only and a group_size \(got scheme weight_only, group_size None\)"),
+    ("{scheme: w4a8, group_size: 32, scale_codes: true}", r"scale_codes takes scheme weight_only"),
+    ("{bits: 4, group_size: 32, overrides: [{match: '*', scheme: w8a8, scale_codes: true}]}",
+     r"overrides.0: scale_codes takes scheme weight_only"),
     ("{target_bits_per_weight: 4.5, candidates: [{bits: 4, group_size: 32, symmetric: [false]}]}",
      r"quantize.candidates.0.symmetric"),
     ("{target_bits_per_weight: 4.1, candidates: [{bits: 4, group_size: 32, symmetric: false}]}",

@@ -254,6 +254,7 @@ def test_cli_exits_2_before_loading_the_model(tmp_path):
 # activation_scale * weight_scale * |code| (measured 0.011 on tiny-lm's random caches), so its
 # artifact-vs-eager tolerance is a few such steps, not 1e-4.
 @pytest.mark.parametrize("settings,atol", [("{bits: 4, group_size: 32, method: gptq}", 1e-4),
+                                           ("{bits: 4, group_size: 32, method: gptq, clip_search: true, scale_codes: true}", 1e-4),
                                            ("{scheme: w8a8, smoothquant: {alpha: 0.5}}", 0.05),
                                            ("{scheme: w4a8, group_size: 32}", 0.05)])
 def test_compiled_artifact_matches_the_eager_quantized_graph(tmp_path, settings, atol):
@@ -263,7 +264,7 @@ def test_compiled_artifact_matches_the_eager_quantized_graph(tmp_path, settings,
                                f"sequence_length: 64}}\nverify: {{atol: {atol}}}\n")
     result = slmc.compile("tiny-lm", recipe, "host", tmp_path / "out")
     numeric = result.verification.artifact_vs_eager
-    assert result.verification.passed and numeric.max_abs_error <= atol  # measured 1.5e-6 (gptq), 0.011 (w8a8); w4a8 passes 0.05 (value not recorded)
+    assert result.verification.passed and numeric.max_abs_error <= atol  # measured 1.5e-6 (gptq), 3.2e-6 (gptq with scale codes), 0.011 (w8a8); w4a8 passes 0.05 (value not recorded)
     assert result.verification.decode.same_tokens
     quantize = result.manifest.passes[0]
     assert quantize.stats["layers"] and all("stored_bytes" in r for r in quantize.stats["layers"])
@@ -284,14 +285,14 @@ def test_int4_g32_fixture_artifact_is_at_most_0_18_of_fp32(tmp_path):
     assert quantized.verification.artifact_vs_eager.max_abs_error <= 1e-4  # measured 2.2e-5
 
 
-@pytest.mark.parametrize("embeddings", [True, False])
-def test_a_tied_table_is_stored_once_in_the_heads_quantization(host_target, embeddings):
+@pytest.mark.parametrize("embeddings,scale_codes", [(True, False), (False, False), (True, True)])
+def test_a_tied_table_is_stored_once_in_the_heads_quantization(host_target, embeddings, scale_codes):
     from slmc.graph.ir import ModelSpec, trace
 
     module = TiedHead().eval()
     table = module.embed.weight.detach().clone()
     graph = trace(ModelSpec(module, (torch.randint(0, 96, (1, 6)),), name="tied"))
-    final, report = _run(graph, {"bits": 4, "group_size": 32, "embeddings": embeddings}, host_target)
+    final, report = _run(graph, {"bits": 4, "group_size": 32, "embeddings": embeddings, "scale_codes": scale_codes}, host_target)
     linears = _targets(final, QUANTIZED_LINEAR)
     assert len(linears) == 2  # proj and the tied head
     layers = report["stats"]["layers"]
@@ -306,6 +307,9 @@ def test_a_tied_table_is_stored_once_in_the_heads_quantization(host_target, embe
         assert embedding["stored_bytes"] == 0 and embedding["format"] == head["format"] and head["layer"] in embedding["tied"]
         assert "stored once" in head["tied"]
         assert not [name for name in final.tensors() if ".embedding." in name]
+        if scale_codes:  # the gather scales its rows by the head's own row scales
+            rows = [n for n in final.graph.nodes if n.op == "get_attr" and str(n.target).endswith(".row_scales")]
+            assert len({str(n.target) for n in rows}) == 2 and len(rows) == 3  # proj's, and the head's read by both
         assert not any(t.shape == table.shape and t.dtype == torch.float32 for t in final.tensors().values())
     else:  # the float table its other reader uses is left exactly as it was; the head has its own copy
         assert "own packed copy" in head["tied"] and not _targets(final, QUANTIZED_EMBEDDING)
