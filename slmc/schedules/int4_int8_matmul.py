@@ -51,7 +51,7 @@ from tvm.target import Target
 from slmc.quantization.tvm_kernels import DOT_ROWS
 from slmc.schedules.int8_matmul import Int8DotRule, consumers_in_order, tiles_per_chunk
 from slmc.schedules.row_branch import branch_on_rows
-from slmc.schedules.row_matmul import CpuParams, static_extent
+from slmc.schedules.row_matmul import STACK_SCOPE, CpuParams, static_extent
 
 KIND = "w4a8_linear"
 _STAGES = ("token_absmax_lanes", "quantize_activations", "code_offset", "unpacked_codes", "int8_group_dot", "group_rescale")
@@ -104,7 +104,7 @@ class Int4Int8Matmul(Int8DotRule):
         """The row scale (+ bias, + elementwise ops FuseOps fused) under ``loop``, vectorized."""
         rescale = _stages(sch)["group_rescale"]
         epilogues = consumers_in_order(sch, rescale)
-        sch.set_scope(rescale, 0, "local")
+        sch.set_scope(rescale, 0, STACK_SCOPE)
         for epilogue in epilogues:
             sch.reverse_compute_at(epilogue, loop)
             try:
@@ -157,7 +157,7 @@ class Int4Int8Matmul(Int8DotRule):
 
     @staticmethod
     def _dot_loops(sch: s_tir.Schedule, dot: s_tir.schedule.SBlockRV) -> tuple:
-        sch.set_scope(dot, 0, "local")
+        sch.set_scope(dot, 0, STACK_SCOPE)
         dm, _, dt, di, dkb, dki = sch.get_loops(dot)[-6:]
         return dm, dt, di, dkb, dki
 

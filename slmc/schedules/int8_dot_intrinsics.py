@@ -31,11 +31,13 @@ from tvm.target import Target
 from tvm.target.codegen import target_has_features
 from tvm.script import tirx as T
 
+from slmc.schedules.row_matmul import STACK_SCOPE
+
 @T.prim_func(s_tir=True)
 def _tile_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
     A = T.match_buffer(a, (4,), "int8", offset_factor=1)
     B = T.match_buffer(b, (16, 4), "int8", offset_factor=1)
-    C = T.match_buffer(c, (16,), "int32", offset_factor=1, scope="local")
+    C = T.match_buffer(c, (16,), "int32", offset_factor=1, scope=STACK_SCOPE)
     with T.sblock("root"):
         T.reads(C[0:16], A[0:4], B[0:16, 0:4])
         T.writes(C[0:16])
@@ -55,7 +57,7 @@ def _vpdpbusd_tile(lanes: int, nonnegative: bool = False) -> tirx.PrimFunc:
     def tile(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (4,), "int8", offset_factor=1)
         B = T.match_buffer(b, (16, 4), "int8", offset_factor=1)
-        C = T.match_buffer(c, (16,), "int32", offset_factor=1, scope="local")
+        C = T.match_buffer(c, (16,), "int32", offset_factor=1, scope=STACK_SCOPE)
         with T.sblock("root"):
             T.reads(C[0:16], A[0:4], B[0:16, 0:4])
             T.writes(C[0:16])
@@ -79,7 +81,7 @@ def _vpdpbusd_tile(lanes: int, nonnegative: bool = False) -> tirx.PrimFunc:
 def _tile_sdot(a: T.handle, b: T.handle, c: T.handle) -> None:
     A = T.match_buffer(a, (4,), "int8", offset_factor=1)
     B = T.match_buffer(b, (16, 4), "int8", offset_factor=1)
-    C = T.match_buffer(c, (16,), "int32", offset_factor=1, scope="local")
+    C = T.match_buffer(c, (16,), "int32", offset_factor=1, scope=STACK_SCOPE)
     with T.sblock("root"):
         T.reads(C[0:16], A[0:4], B[0:16, 0:4])
         T.writes(C[0:16])

@@ -37,7 +37,7 @@ from tvm.target import Target
 
 from slmc.quantization.tvm_kernels import DOT_ROWS
 from slmc.schedules.int8_dot_intrinsics import TileChoice, tile_choice
-from slmc.schedules.row_matmul import CpuParams, static_extent
+from slmc.schedules.row_matmul import STACK_SCOPE, CpuParams, static_extent
 from slmc.schedules.rule import SlmcCpuRule
 
 KIND = "w8a8_linear"
@@ -134,7 +134,7 @@ class Int8Matmul(Int8DotRule):
         mo, mi = sch.split(m, factors=[None, DOT_ROWS])  # the codes' rows are padded to pairs: no guard
         sch.reorder(to, mo, ko, tn, mi, i, ki)
         epilogues = consumers_in_order(sch, dot)
-        accumulator = sch.cache_write(dot, 0, "local")
+        accumulator = sch.cache_write(dot, 0, STACK_SCOPE)
         sch.reverse_compute_at(accumulator, mo)
         for epilogue in epilogues:  # rescale (+ bias, + elementwise ops FuseOps fused): per row pair and chunk
             sch.reverse_compute_at(epilogue, mo)
