@@ -13,8 +13,8 @@ pages (the checkpoint, the artifact's weights file).
                                         [--recipe examples/recipes/int4-g32-rtn.yaml] [--json out.json]
 
 The 0.5B compile takes minutes and several GB: run one at a time, on a machine with the memory free
-(MemAvailable is printed first). Not a test; the bound is guarded on a smaller shape by
-tests/slmc/driver/test_compile_memory.py.
+(MemAvailable is printed first). Not a test: no smaller shape guards the ratio (a SmolLM-135M compile's peak
+is mostly the fixed torch/TVM/LLVM base; docs/dev-notes.md, "Session 10: compile memory").
 """
 
 from __future__ import annotations
