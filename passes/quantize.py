@@ -52,8 +52,8 @@ rows) once per output feature, before the bias.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
 import glob
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -519,23 +519,32 @@ def _layer_report(name: str, kind: str, fmt: str, method: str, params: int, stor
 
 
 _Chosen = tuple[QuantizedWeight, torch.Tensor | None, dict[str, Any]]
+_Apply = Callable[[_Planned, _Chosen], dict[str, Any]]
 
 
-def _chosen_codes(graph: Graph, plans: list[_Planned], context: PassContext, config: QuantizeConfig) -> dict[str, _Chosen]:
-    """Each planned layer's codes by its registered method (``_quantize_handlers.METHODS``), by node name:
-    uncalibrated methods directly; when any layer's method is calibrated, every layer in graph order,
-    sequentially on calibration data (each layer sees the already-quantized layers before it)."""
-    results: dict[str, _Chosen] = {}
+def _chosen_codes(graph: Graph, plans: list[_Planned], context: PassContext, config: QuantizeConfig,
+                  apply: _Apply) -> list[dict[str, Any]]:
+    """Each planned layer's codes by its registered method (``_quantize_handlers.METHODS``), handed to
+    ``apply`` (which replaces the layer and returns its report); the reports in plan order.
+
+    Uncalibrated methods only: layer by layer, each layer replaced as soon as its codes exist, so one
+    layer's float and unpacked copies are alive at a time (issue 22: the compile's peak). When any layer's
+    method is calibrated, every layer is quantized in graph order, sequentially on calibration data (each
+    layer sees the already-quantized layers before it: its dequantized weight replaces the float one), and
+    replaced once calibration is over (the graph must not change while it runs)."""
     by_node = {p.layer.node.name: p for p in plans}
     tied = _tied_layers(graph, plans)
+    sequential = any(METHODS.get(p.settings.method).calibrated for p in plans)
 
-    def quantize(plan: _Planned, stats: InputStatistics | None) -> None:
+    def quantize(plan: _Planned, stats: InputStatistics | None) -> _Chosen:
         w = plan.layer.weight(graph)
         method = METHODS.get(plan.settings.method)
         if stats is None and method.calibrated:  # a layer calibration did not reach: round to nearest
             method = METHODS.get("rtn")
         chosen = method.run(w, plan.fmt, stats, config)
         quantized, input_scale, extra = chosen.quantized, chosen.input_scale, dict(chosen.report)
+        if not sequential and (stats is None or stats.hessian is None):
+            return quantized, input_scale, extra  # nothing reads the dequantized weight
         effective = quantized.dequantize() if input_scale is None else quantized.dequantize() * input_scale
         if stats is not None and stats.hessian is not None:
             err = output_error(effective - w, stats.hessian)
@@ -543,31 +552,34 @@ def _chosen_codes(graph: Graph, plans: list[_Planned], context: PassContext, con
                                                                               stats.hessian)
             extra["output_error"] = err / max(stats.count, 1)
             extra["output_error_rtn"] = rtn_err / max(stats.count, 1)
-        results[plan.layer.node.name] = (quantized, input_scale, extra)
         if plan.layer.name not in tied:  # later layers see it (a shared table stays as its other readers want it)
             set_attr(graph.module, str(plan.layer.weight_node.target), effective.contiguous())
+        return quantized, input_scale, extra
 
-    if any(METHODS.get(p.settings.method).calibrated for p in plans):  # every layer in graph order, sequentially
-        calibrate_sequentially(graph, context.calibration, [p.layer.node.name for p in plans],
-                               lambda node, stats: quantize(by_node[node.name], stats))
+    if not sequential:
+        return [apply(plan, quantize(plan, None)) for plan in plans]
+    results: dict[str, _Chosen] = {}
+    calibrate_sequentially(graph, context.calibration, [p.layer.node.name for p in plans],
+                           lambda node, stats: results.__setitem__(node.name, quantize(by_node[node.name], stats)))
+    reports = []
     for plan in plans:
-        if plan.layer.node.name not in results:
-            quantize(plan, None)
-    return results
+        chosen = results.pop(plan.layer.node.name, None) or quantize(plan, None)
+        reports.append(apply(plan, chosen))
+    return reports
 
 
 @register_scheme("weight_only")
 def _weight_only(graph: Graph, plans: list[_Planned], config: QuantizeConfig, context: PassContext) -> list[dict[str, Any]]:
     """Quantize weight-only layers by their registered method (``_chosen_codes``)."""
-    results = _chosen_codes(graph, plans, context, config)
-    reports = []
-    for plan in plans:
-        quantized, input_scale, extra = results[plan.layer.node.name]
+
+    def apply(plan: _Planned, chosen: _Chosen) -> dict[str, Any]:
+        quantized, input_scale, extra = chosen
         n, k = quantized.shape
         stored = quantized.stored_bytes() + (input_scale.numel() * 4 if input_scale is not None else 0)
         _replace_linear(graph, plan, quantized, input_scale)
-        reports.append(_layer_report(plan.layer.name, "linear", plan.fmt.describe(), plan.settings.method, n * k, stored, **extra))
-    return reports
+        return _layer_report(plan.layer.name, "linear", plan.fmt.describe(), plan.settings.method, n * k, stored, **extra)
+
+    return _chosen_codes(graph, plans, context, config, apply)
 
 
 @register_scheme("w8a8")
@@ -602,17 +614,17 @@ def _w8a8(graph: Graph, plans: list[_Planned], config: QuantizeConfig, context: 
 def _w4a8(graph: Graph, plans: list[_Planned], config: QuantizeConfig, context: PassContext) -> list[dict[str, Any]]:
     """Symmetric int4 weights chosen by the layer's method (``rtn`` or ``gptq``, ``_chosen_codes``), run
     with dynamic per-token int8 activations (``slmc.quantization.ops.w4a8_linear``)."""
-    results = _chosen_codes(graph, plans, context, config)
-    reports = []
-    for plan in plans:
-        quantized, _, extra = results[plan.layer.node.name]
+
+    def apply(plan: _Planned, chosen: _Chosen) -> dict[str, Any]:
+        quantized, _, extra = chosen
         n, k = quantized.shape
         _replace_w4a8(graph, plan, quantized)
         activations = ("per-token" if plan.settings.activation_group_size is None
                        else f"per-{plan.settings.activation_group_size}-input-block")
-        reports.append(_layer_report(plan.layer.name, "linear", f"w4a8 {plan.fmt.describe()} weights, dynamic {activations} "
-                                     "int8 activations", plan.settings.method, n * k, quantized.stored_bytes(), **extra))
-    return reports
+        return _layer_report(plan.layer.name, "linear", f"w4a8 {plan.fmt.describe()} weights, dynamic {activations} "
+                             "int8 activations", plan.settings.method, n * k, quantized.stored_bytes(), **extra)
+
+    return _chosen_codes(graph, plans, context, config, apply)
 
 
 def _head_op(graph: Graph, head: str) -> fx.Node | None:

@@ -149,6 +149,7 @@ def compile_stages(stages: tuple[str, ...] = COMPILE_STAGES) -> Iterator[Any]:
     with bar("compile", total=len(stages), unit="stage") as b:
         b.set_postfix_str(stages[0])
         b.stages = list(stages)
+        b.current = stages[0]
         _stages.append(b)
         try:
             yield b
@@ -165,3 +166,12 @@ def stage(name: str) -> None:
     position = names.index(name) if name in names else b.n
     b.update(max(position - b.n, 0))
     b.set_postfix_str(name)
+    b.current = name
+
+
+def current_stage() -> str | None:
+    """The stage the innermost running compile is in (the last ``stage`` name, else the first of its
+    ``compile_stages``), or None outside ``compile_stages``. Safe to read from another thread (a memory
+    sampler: benchmarks/compile_memory.py)."""
+    stages = list(_stages)
+    return getattr(stages[-1], "current", None) if stages else None

@@ -32,6 +32,7 @@ from slmc.driver import default_recipe
 from slmc.driver.compress import compress, trace_and_calibrate
 from slmc.driver.freed_memory import return_freed_memory
 from slmc.models.context_length import fit_context
+from slmc.quantization.ops import forget_dequantized
 from slmc.models.memory_fit import check_compiled_weights, check_loaded_model
 from slmc.errors import BuildError, ExecutionRequiredError, FieldProblem, InputError, RecipeError, VerificationError
 from slmc.verify.decode_speed import measure_decode_speed, not_measured as speed_not_measured
@@ -50,8 +51,8 @@ from slmc.spec.recipe import Recipe, check_against_target, load_recipe
 from slmc.report.report_json import layer_sizes
 from slmc.spec.target import TargetDescriptor, load_target
 from slmc.data.tokenizer import save_tokenizer
-from slmc.verify.numerics import (decode_comparison, effective_settings, generated_samples, host_report, perplexity_gate, run_eager,
-                                  smallest_sample, verification_report)
+from slmc.verify.numerics import (decode_comparison, eager_decode, effective_settings, generated_samples, host_report, perplexity_gate,
+                                  run_eager, smallest_sample, verification_report)
 
 
 @dataclass
@@ -157,6 +158,11 @@ def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: 
         others = generated_samples(final, rest, seed=0, max_context=max_context) if rest else []
     samples = [_as_stored(final_cache, s) for s in [smallest_sample(final)] + others]
     reference = run_eager(final, samples)
+    # everything the final graph runs eagerly before the artifact loads: its dequantized weights (the float
+    # model's size) are then forgotten, not held beside the artifact (issue 22's compile peak)
+    theirs = eager_decode(eager_step(final.module), final_cache) if execution.runs and spec.task == "causal-lm" else None
+    forget_dequantized()
+    return_freed_memory()
     original_out = run_eager(original, fit_samples(original, samples))
     recheck = save_reference(staged, samples, reference, settings.atol, settings.rtol)  # for slmc verify
     ids = None
@@ -184,7 +190,7 @@ def _verify_artifact(staged: Path, execution: Execution, recipe: Recipe, final: 
         report = verification_report(settings, reference, actual, original_out, how)
         update.update(device=execution.device, execution=execution.record())
         if spec.task == "causal-lm":
-            decode = decode_comparison(model.decoder(), eager_step(final.module), final_cache, settings)
+            decode = decode_comparison(model.decoder(), theirs, final_cache, settings)
             update.update(decode=decode, passed=report.passed and decode.within_tolerance,
                           how=f"{report.how}; greedy decode of {decode.steps} tokens through the KV cache compared step by step")
             update["speed"] = (measure_decode_speed(model.decoder(), final_cache, eager_step(original.module), spec.kv_cache,

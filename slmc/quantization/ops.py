@@ -78,6 +78,14 @@ def _dequantized(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tenso
     return weight
 
 
+def forget_dequantized() -> None:
+    """Drop every remembered dequantized weight (``_dequantized``; each is its layer's float32 size, all of
+    them the float model's): for a caller done with eager evaluation while the quantized graph lives on
+    (the compile's verification, before it loads the artifact; issue 22's compile peak). The next eager
+    call dequantizes again."""
+    _DEQUANTIZED.clear()
+
+
 def _quantized_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
                       bias: torch.Tensor | None, input_scale: torch.Tensor | None, bits: int, group_size: int) -> torch.Tensor:
     weight = _dequantized(qweight, scales, zeros, bits, group_size)

@@ -202,18 +202,26 @@ def host_report(settings: Verify, reference: list[list[np.ndarray]], original: l
 DECODE_STEPS = 16
 
 
-def decode_comparison(artifact_step: StepFunction | Decoder, eager: StepFunction, cache: KVCacheSpec, settings: Verify,
-                      steps: int = DECODE_STEPS) -> DecodeComparison:
-    """Greedy decoding through the KV cache, artifact against eager, teacher-forced on eager's tokens.
+DECODE_PROMPT = [(7 * i + 3) % 50 for i in range(8)]  # decode_comparison's prompt: 8 fixed token ids
+
+
+def eager_decode(eager: StepFunction, cache: KVCacheSpec, steps: int = DECODE_STEPS) -> Generation:
+    """Eager's greedy decode of ``DECODE_PROMPT``: the history ``decode_comparison`` teacher-forces the
+    artifact on. A step of its own, so the eager model's memory (a quantized graph remembers its
+    dequantized weights: ``slmc.quantization.ops.forget_dequantized``) can go before the artifact loads."""
+    return generate_greedy(eager, cache, DECODE_PROMPT, min(steps, cache.max_context - 9))
+
+
+def decode_comparison(artifact_step: StepFunction | Decoder, theirs: Generation, cache: KVCacheSpec,
+                      settings: Verify) -> DecodeComparison:
+    """Greedy decoding through the KV cache, artifact against eager (``theirs``: ``eager_decode``),
+    teacher-forced on eager's tokens.
 
     The prompt is 8 fixed token ids; eager decodes its greedy choices and the artifact is fed the same
     tokens (teacher forcing, as in Williams & Zipser 1989), so after a flipped near tie the later steps
     still compare logits after one history. Judged by ``compare_decodes``.
     """
-    steps = min(steps, cache.max_context - 9)
-    prompt = [(7 * i + 3) % 50 for i in range(8)]
-    theirs = generate_greedy(eager, cache, prompt, steps)
-    ours = generate_greedy(artifact_step, cache, prompt, steps, forced=theirs.tokens)
+    ours = generate_greedy(artifact_step, cache, DECODE_PROMPT, len(theirs.tokens), forced=theirs.tokens)
     return compare_decodes(ours, theirs, settings)
 
 

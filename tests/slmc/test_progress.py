@@ -3,6 +3,7 @@
 import io
 import re
 import sys
+from contextlib import nullcontext
 
 import pytest
 
@@ -86,3 +87,16 @@ def test_calibration_bar(monkeypatch, tiny_lm_graph, lm_inputs):
     names = [layer.node.name for layer in linear_layers(tiny_lm_graph)[0]][:3]
     linear_input_statistics(tiny_lm_graph, [lm_inputs(8)], names)
     assert "calibration" in stderr.getvalue()
+
+
+
+@pytest.mark.parametrize("quiet", [False, True], ids=["shown", "quiet"])
+def test_current_stage_follows_the_compile(monkeypatch, quiet):
+    """Followed in quiet mode too (a memory sampler reads it: benchmarks/compile_memory.py)."""
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert progress.current_stage() is None
+    with progress.quiet() if quiet else nullcontext(), progress.compile_stages():
+        assert progress.current_stage() == "load"
+        progress.stage("verify")
+        assert progress.current_stage() == "verify"
+    assert progress.current_stage() is None
