@@ -49,14 +49,21 @@ def read_bandwidth(threads: int, rows: int = 16384, columns: int = 4096, repeats
     try:
         for count in sorted({1, threads}):
             torch.set_num_threads(count)
-            torch.mv(matrix, vector)
-            for _ in range(repeats):
-                start = time.perf_counter()
-                torch.mv(matrix, vector)
-                best = min(best, time.perf_counter() - start)
+            best = min(best, _best_seconds(lambda: torch.mv(matrix, vector), repeats))
     finally:
         torch.set_num_threads(before)
     return 4 * rows * columns / best / 1e9
+
+
+def _best_seconds(run: Any, repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls of ``run``, after one untimed warm-up call."""
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def bandwidth_gbs(bounds: dict[str, Any]) -> float:
@@ -74,12 +81,7 @@ def gemm_peak(threads: int, n: int = 1024, repeats: int = 5) -> float:
     try:
         x = torch.randn(n, n)
         y = torch.randn(n, n)
-        torch.matmul(x, y)
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            torch.matmul(x, y)
-            best = min(best, time.perf_counter() - start)
+        best = _best_seconds(lambda: torch.matmul(x, y), repeats)
     finally:
         torch.set_num_threads(before)
     return 2 * n**3 / best / 1e9
