@@ -81,7 +81,7 @@ def bpe_vocabulary(data: dict[str, Any]) -> BpeVocabulary:
     return BpeVocabulary(tokens, merges, frozenset(required))
 
 
-def _closure(token: int, parts: dict[int, tuple[int, int]], into: set[int]) -> set[int]:
+def merge_closure(token: int, parts: dict[int, tuple[int, int]], into: set[int]) -> set[int]:
     """``token`` and every merge part below it that ``into`` lacks."""
     new: set[int] = set()
     stack = [token]
@@ -93,6 +93,25 @@ def _closure(token: int, parts: dict[int, tuple[int, int]], into: set[int]) -> s
         if t in parts:
             stack.extend(parts[t])
     return new
+
+
+def add_closed(kept: set[int], order: Iterable[int], parts: dict[int, tuple[int, int]], limit: int) -> set[int]:
+    """``kept`` grown by each token of ``order`` in turn, with its merge closure, while the whole
+    fits in ``limit`` tokens (a token whose closure does not fit is skipped, later ones may fit).
+    Precondition: ``kept`` is closed under merge parts; so is the result."""
+    for token in order:
+        if len(kept) >= limit:
+            break
+        new = merge_closure(token, parts, kept)
+        if len(kept) + len(new) <= limit:
+            kept |= new
+    return kept
+
+
+def merge_rank_order(vocab: BpeVocabulary) -> list[int]:
+    """The merge results in merge rank order: the earliest (most frequent when the BPE was trained) first."""
+    ids = vocab.ids
+    return [ids[a + b] for a, b in vocab.merges if a + b in ids]
 
 
 def kept_ids(vocab: BpeVocabulary, corpus: Iterable[Sequence[int]], keep: int | None) -> list[int]:
@@ -111,20 +130,10 @@ def kept_ids(vocab: BpeVocabulary, corpus: Iterable[Sequence[int]], keep: int | 
     if unknown:
         raise InputError(f"vocab_trim: corpus token ids {sorted(unknown)[:5]} are outside the vocabulary of {len(vocab.tokens)}")
     limit = keep if keep is not None else len(vocab.tokens)
-    for token, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
-        new = _closure(token, parts, kept)
-        if len(kept) + len(new) <= limit:
-            kept |= new
+    by_frequency = [token for token, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+    add_closed(kept, by_frequency, parts, limit)
     if keep is not None:
-        ids = vocab.ids
-        for a, b in vocab.merges:
-            result = ids.get(a + b)
-            if len(kept) >= keep:
-                break
-            if result is not None and result in parts and result not in kept:
-                new = _closure(result, parts, kept)
-                if len(kept) + len(new) <= keep:
-                    kept |= new
+        add_closed(kept, (t for t in merge_rank_order(vocab) if t in parts), parts, keep)
     return sorted(kept)
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from slmc.data.bpe_trim import (bpe_vocabulary, decompositions, kept_ids, retokenized, tokenization_change,
-                                trimmed_tokenizer_json)
+from slmc.data.bpe_trim import (add_closed, bpe_vocabulary, decompositions, kept_ids, merge_closure, merge_rank_order,
+                                retokenized, tokenization_change, trimmed_tokenizer_json)
 from slmc.data.tokenizer import HuggingFaceTokenizer
 from slmc.errors import InputError
 
@@ -107,3 +107,17 @@ def test_retokenized_counts_the_tokens_of_words_tokenized_differently():
 def test_non_bpe_tokenizer_is_refused():
     with pytest.raises(InputError, match="BPE"):
         bpe_vocabulary({"model": {"type": "WordPiece", "vocab": {}}})
+
+
+def test_add_closed_fills_in_the_given_order_within_the_limit_and_stays_closed():
+    vocab = bpe_vocabulary(byte_level())
+    parts = vocab.merge_parts()
+    order = merge_rank_order(vocab)
+    assert order and all(t in parts for t in order)
+    limit = len(vocab.required) + 10
+    earliest = add_closed(set(vocab.required), order, parts, limit)
+    latest = add_closed(set(vocab.required), reversed(order), parts, limit)
+    for kept in (earliest, latest):
+        assert len(kept) <= limit and all(set(parts[t]) <= kept for t in kept if t in parts)
+    assert set(order[:10]) == earliest - vocab.required  # each early merge's parts are bytes or earlier merges
+    assert merge_closure(order[-1], parts, set(vocab.required)) <= latest and latest != earliest
