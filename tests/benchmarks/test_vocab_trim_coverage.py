@@ -1,0 +1,33 @@
+"""benchmarks/vocab_trim_coverage.py on the fixture's own tokenizer (no BPE training): the held-out
+count and the smallest kept set that covers a text exactly."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+from types import SimpleNamespace
+
+from tokenizers import Tokenizer
+
+from slmc.data.bpe_trim import bpe_vocabulary, kept_ids, merge_rank_order
+
+REPO = Path(__file__).resolve().parents[2]
+TOKENIZER = REPO / "slmc" / "models" / "fixture_lm" / "tokenizer.json"
+
+
+coverage = SimpleNamespace(**runpy.run_path(str(REPO / "benchmarks" / "vocab_trim_coverage.py")))
+
+
+def test_smallest_exact_keep_covers_the_text_and_nothing_is_needed_when_the_domain_covers_it():
+    data = json.loads(TOKENIZER.read_text(encoding="utf-8"))
+    vocab, tokenizer = bpe_vocabulary(data), Tokenizer.from_str(json.dumps(data))
+    domain = [tokenizer.encode("def parse(self, text):\n    return self.parser.parse(text)\n").ids]
+    heldout = [tokenizer.encode("class HeaderRegistry:\n    def __call__(self, name, value):\n").ids]
+    closure = set(kept_ids(vocab, domain, None))
+    needed = {t for ids in heldout for t in ids}
+    assert coverage.outside(domain, closure) == 0 and coverage.outside(heldout, closure) > 0
+    assert coverage.smallest_exact_keep(vocab, closure, merge_rank_order(vocab), {t for ids in domain for t in ids}) == len(closure)
+    size = coverage.smallest_exact_keep(vocab, closure, merge_rank_order(vocab), needed)
+    assert len(closure) < size < len(vocab.tokens)
+    assert coverage.package("email/header.py") == "email" and coverage.package("os.py") is None
