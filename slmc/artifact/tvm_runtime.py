@@ -66,11 +66,6 @@ def _cpu_set(cpu_list: str) -> frozenset[int]:
     return frozenset(cpu for r in ranges for cpu in range(int(r[0]), int(r[-1]) + 1))
 
 
-def _usable_cpus() -> list[int]:
-    """The CPUs the calling thread may run on, in order."""
-    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-
-
 def physical_cores(cpus: Iterable[int] | None = None, topology: Path = CPU_TOPOLOGY) -> int:
     """The physical cores among ``cpus`` (default: the CPUs the calling thread may run on): CPUs with the same
     ``thread_siblings_list`` (SMT threads of one core) count once, a CPU without one as a core of its own.
@@ -79,7 +74,10 @@ def physical_cores(cpus: Iterable[int] | None = None, topology: Path = CPU_TOPOL
     two cores, not one. Such masks are common: ``taskset -c 0,1`` on a 2-way SMT machine that numbers siblings
     ``n`` and ``n + cores``, and the mask TVM's pool gives the thread that starts it (the pool's first CPUs),
     which every thread started from that one inherits."""
-    usable = _usable_cpus() if cpus is None else cpus
+    if cpus is not None:
+        usable = cpus
+    else:
+        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
     cores = set()
     for cpu in usable:
         siblings = topology / f"cpu{cpu}" / "topology" / "thread_siblings_list"
@@ -105,9 +103,9 @@ def use_physical_cores() -> None:
     hyper-threads per core: on a machine without SMT that is half the cores (this 2-core machine: one
     thread, SmolLM-135M int4 decode ~11 vs ~5.5 ms per token; docs/dev-notes.md session 9).
 
-    Through ``runtime.config_threadpool`` (TVM 0.27 src/runtime/thread_pool.cc): it sets the calling
-    thread's ``MaxConcurrency`` to the CPUs listed and starts that thread's pool with ``AFFINITY_BIG``, the
-    mode TVM's pool starts with, so the workers are placed as with ``TVM_NUM_THREADS``. It cannot grow a
+    Through ``set_pool_threads`` (``runtime.config_threadpool``, TVM 0.27 src/runtime/thread_pool.cc): it sets
+    the calling thread's ``MaxConcurrency`` and starts that thread's pool with ``AFFINITY_BIG``, the mode TVM's
+    pool starts with, so the workers are placed as with ``TVM_NUM_THREADS``. It cannot grow a
     pool TVM already started in that thread (TVM 0.27 fixes a pool's workers when it builds it, from
     ``MaxConcurrency`` then): ``tvm_threads`` then reports the smaller pool. Nothing is written to
     ``os.environ``: a child process sees the environment the user gave (setting ``TVM_NUM_THREADS`` here
@@ -118,12 +116,35 @@ def use_physical_cores() -> None:
     Precondition: the runtime library is loaded."""
     if getattr(_configured, "threads", None) is not None or user_chose_threads():
         return
+    count = default_pool_threads()
+    set_pool_threads(count)
+    _configured.threads = count
+
+
+def default_pool_threads() -> int:
+    """The TVM pool size ``use_physical_cores`` gives every thread: ``physical_cores()`` as counted by the
+    process's first call, kept (a thread TVM has pinned, or one started from it, could count fewer)."""
     if not _process_threads:
         _process_threads.append(physical_cores())
-    count = _process_threads[0]
-    cpus = [str(c) for c in _usable_cpus()[:count]]
-    tvm_ffi().get_global_func("runtime.config_threadpool")(AFFINITY_BIG, count, cpus)
-    _configured.threads = count
+    return _process_threads[0]
+
+
+def set_pool_threads(count: int) -> None:
+    """Run the calling thread's parallel TVM kernels on ``count`` threads (``count >= 1``):
+    ``runtime.config_threadpool(AFFINITY_BIG, count, cpus)`` with a list of ``count`` CPUs.
+
+    The list's length is what sets the thread's ``MaxConcurrency`` (TVM 0.27 ``threading::Configure`` calls
+    ``SetMaxConcurrency(cpus.size())``; in ``AFFINITY_BIG`` mode the ids themselves are not read: TVM places the
+    workers by its own CPU order). Without a list TVM resets it to its default (``TVM_NUM_THREADS``, else
+    ``OMP_NUM_THREADS``, else half the hardware threads on x86) and ``TVMBackendParallelLaunch`` runs every
+    parallel kernel inline on the calling thread when that default is 1, whatever ``runtime.NumThreads`` says:
+    ``config_threadpool(1, 2)`` on this 2-core machine reports 2 threads and runs on one (session 11: 20 runs of a
+    parallel kernel took the calling thread 44 CPU ticks, against 24 + 22 over two threads with a list). The ids
+    are not read from the thread's affinity either: TVM pins the thread whose pool it configures to the pool's
+    CPUs (one CPU after ``count`` 1), so a list taken from it could not grow again. Cannot grow a pool TVM
+    already started in this thread with fewer workers (``use_physical_cores``). Precondition: the runtime
+    library is loaded."""
+    tvm_ffi().get_global_func("runtime.config_threadpool")(AFFINITY_BIG, count, [str(c) for c in range(count)])
 
 
 def _load_runtime_library() -> None:
