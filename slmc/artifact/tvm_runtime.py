@@ -86,7 +86,9 @@ def physical_cores(cpus: Iterable[int] | None = None, topology: Path = CPU_TOPOL
 
 
 def tvm_threads() -> int:
-    """The workers of TVM's thread pool in this process (``runtime.NumThreads``; starts the pool)."""
+    """The workers of the calling thread's TVM pool (``runtime.NumThreads``; loads the runtime library and sizes
+    the pool first, ``use_physical_cores``). TVM's pools are per thread; a count set through
+    ``runtime.config_threadpool`` without a CPU list can report more workers than kernels use (``set_pool_threads``)."""
     _load_runtime_library()
     return int(tvm_ffi().get_global_func("runtime.NumThreads")())
 
