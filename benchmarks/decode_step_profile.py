@@ -18,7 +18,7 @@ For each artifact, one decode step at context ``--context`` (``decoder().feed`` 
   its replayed time on each ``--profile-threads`` count, the launches per call and, for the quantized
   linears, the GB/s of the bytes its arguments hold (codes, scales, input and output: what one
   decode GEMV streams);
-- the step's time on 1 and 2 threads (``runtime.config_threadpool``, switched in the same process).
+- the step's time on 1 and 2 threads (``slmc.artifact.tvm_runtime.set_pool_threads``, switched in the same process).
 
 Several ``--artifact`` directories are timed alternately, round by round, in one process (the machine
 may be loaded: compare ratios, not milliseconds).
@@ -274,9 +274,12 @@ def call_overhead(rounds: int) -> float:
 
 
 def set_threads(count: int) -> None:
-    from slmc.artifact.tvm_runtime import tvm_ffi
+    """This thread's TVM kernels on ``count`` threads (0: the runtime's default, one per physical core). Through
+    ``set_pool_threads``: ``config_threadpool(1, count)`` without a CPU list, used here before session 11, left
+    every kernel inline on one thread on a 2-core machine while ``runtime.NumThreads`` said 2."""
+    from slmc.artifact.tvm_runtime import default_pool_threads, set_pool_threads
 
-    tvm_ffi().get_global_func("runtime.config_threadpool")(1, count)  # 1 = kBig: TVM's default mode
+    set_pool_threads(count or default_pool_threads())
 
 
 def profile(name: str, step: Step, rounds: int, top: int, threads: list[int]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import importlib.util
 import os
 import sys
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -54,25 +55,40 @@ def tvm_ffi() -> Any:
 
 _loaded: list[Any] = []  # the runtime library's handle, once loaded
 _configured = threading.local()  # .threads: the pool size use_physical_cores gave this thread's TVM pool
+_process_threads: list[int] = []  # the pool size use_physical_cores chose first in this process, kept for every thread
 AFFINITY_BIG = 1  # TVM's ThreadGroup::kBig (threading_backend.h): the affinity mode its pool starts with
-SIBLINGS = Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list")  # cpu0's SMT threads, e.g. "0-1" or "0"
+CPU_TOPOLOGY = Path("/sys/devices/system/cpu")  # cpuN/topology/thread_siblings_list: cpuN's SMT threads, e.g. "0,2"
 
 
-def _count_cpus(cpu_list: str) -> int:
-    """CPUs in a Linux CPU list such as ``0-1,4``."""
+def _cpu_set(cpu_list: str) -> frozenset[int]:
+    """The CPUs of a Linux CPU list such as ``0-1,4``."""
     ranges = [part.split("-") for part in cpu_list.strip().split(",") if part]
-    return sum(int(r[-1]) - int(r[0]) + 1 for r in ranges) or 1
+    return frozenset(cpu for r in ranges for cpu in range(int(r[0]), int(r[-1]) + 1))
 
 
-def physical_cores() -> int:
-    """The CPUs this process may run on, one per physical core (cpu0's SMT siblings counted once)."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    per_core = _count_cpus(SIBLINGS.read_text()) if SIBLINGS.is_file() else 1
-    return max(usable // per_core, 1)
+def physical_cores(cpus: Iterable[int] | None = None, topology: Path = CPU_TOPOLOGY) -> int:
+    """The physical cores among ``cpus`` (default: the CPUs the calling thread may run on): CPUs with the same
+    ``thread_siblings_list`` (SMT threads of one core) count once, a CPU without one as a core of its own.
+
+    Counted per CPU, not as ``len(cpus) / cpu0's siblings``: a mask holding one thread of each of two cores is
+    two cores, not one. Such masks are common: ``taskset -c 0,1`` on a 2-way SMT machine that numbers siblings
+    ``n`` and ``n + cores``, and the mask TVM's pool gives the thread that starts it (the pool's first CPUs),
+    which every thread started from that one inherits."""
+    if cpus is not None:
+        usable = cpus
+    else:
+        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in usable:
+        siblings = topology / f"cpu{cpu}" / "topology" / "thread_siblings_list"
+        cores.add(_cpu_set(siblings.read_text()) if siblings.is_file() else frozenset({cpu}))
+    return max(len(cores), 1)
 
 
 def tvm_threads() -> int:
-    """The workers of TVM's thread pool in this process (``runtime.NumThreads``; starts the pool)."""
+    """The workers of the calling thread's TVM pool (``runtime.NumThreads``; loads the runtime library and sizes
+    the pool first, ``use_physical_cores``). TVM's pools are per thread; a count set through
+    ``runtime.config_threadpool`` without a CPU list can report more workers than kernels use (``set_pool_threads``)."""
     _load_runtime_library()
     return int(tvm_ffi().get_global_func("runtime.NumThreads")())
 
@@ -89,19 +105,48 @@ def use_physical_cores() -> None:
     hyper-threads per core: on a machine without SMT that is half the cores (this 2-core machine: one
     thread, SmolLM-135M int4 decode ~11 vs ~5.5 ms per token; docs/dev-notes.md session 9).
 
-    Through ``runtime.config_threadpool`` (TVM 0.27 src/runtime/thread_pool.cc): it sets the calling
-    thread's ``MaxConcurrency`` to the CPUs listed and starts (or resizes) that thread's pool with
-    ``AFFINITY_BIG``, the mode TVM's pool starts with, so the workers are placed as with
-    ``TVM_NUM_THREADS``. Nothing is written to ``os.environ``: a child process sees the environment the
-    user gave (setting ``TVM_NUM_THREADS`` here made every child look user-configured). Both the count and
-    the pool are per thread in TVM, so each thread that runs a model calls this (once: then it returns
-    at once); ``tvm_threads`` reads the result. Precondition: the runtime library is loaded."""
+    Through ``set_pool_threads`` (``runtime.config_threadpool``, TVM 0.27 src/runtime/thread_pool.cc): it sets
+    the calling thread's ``MaxConcurrency`` and starts that thread's pool with ``AFFINITY_BIG``, the mode TVM's
+    pool starts with, so the workers are placed as with ``TVM_NUM_THREADS``. It cannot grow a
+    pool TVM already started in that thread (TVM 0.27 fixes a pool's workers when it builds it, from
+    ``MaxConcurrency`` then): ``tvm_threads`` then reports the smaller pool. Nothing is written to
+    ``os.environ``: a child process sees the environment the user gave (setting ``TVM_NUM_THREADS`` here
+    made every child look user-configured). Both the count and the pool are per thread in TVM, so each
+    thread that runs a model calls this (once: then it returns at once), with the count the process's first
+    call chose (TVM pins the thread whose pool it starts to the pool's CPUs, and threads started from it
+    inherit that mask: counted again there it could be fewer); ``tvm_threads`` reads the result.
+    Precondition: the runtime library is loaded."""
     if getattr(_configured, "threads", None) is not None or user_chose_threads():
         return
-    count = physical_cores()
-    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-    tvm_ffi().get_global_func("runtime.config_threadpool")(AFFINITY_BIG, count, [str(c) for c in usable[:count]])
+    count = default_pool_threads()
+    set_pool_threads(count)
     _configured.threads = count
+
+
+def default_pool_threads() -> int:
+    """The TVM pool size ``use_physical_cores`` gives every thread: ``physical_cores()`` as counted by the
+    process's first call, kept (a thread TVM has pinned, or one started from it, could count fewer)."""
+    if not _process_threads:
+        _process_threads.append(physical_cores())
+    return _process_threads[0]
+
+
+def set_pool_threads(count: int) -> None:
+    """Run the calling thread's parallel TVM kernels on ``count`` threads (``count >= 1``):
+    ``runtime.config_threadpool(AFFINITY_BIG, count, cpus)`` with a list of ``count`` CPUs.
+
+    The list's length is what sets the thread's ``MaxConcurrency`` (TVM 0.27 ``threading::Configure`` calls
+    ``SetMaxConcurrency(cpus.size())``; in ``AFFINITY_BIG`` mode the ids themselves are not read: TVM places the
+    workers by its own CPU order). Without a list TVM resets it to its default (``TVM_NUM_THREADS``, else
+    ``OMP_NUM_THREADS``, else half the hardware threads on x86) and ``TVMBackendParallelLaunch`` runs every
+    parallel kernel inline on the calling thread when that default is 1, whatever ``runtime.NumThreads`` says:
+    ``config_threadpool(1, 2)`` on this 2-core machine reports 2 threads and runs on one (session 11: 20 runs of a
+    parallel kernel took the calling thread 44 CPU ticks, against 24 + 22 over two threads with a list). The ids
+    are not read from the thread's affinity either: TVM pins the thread whose pool it configures to the pool's
+    CPUs (one CPU after ``count`` 1), so a list taken from it could not grow again. Cannot grow a pool TVM
+    already started in this thread with fewer workers (``use_physical_cores``). Precondition: the runtime
+    library is loaded."""
+    tvm_ffi().get_global_func("runtime.config_threadpool")(AFFINITY_BIG, count, [str(c) for c in range(count)])
 
 
 def _load_runtime_library() -> None:

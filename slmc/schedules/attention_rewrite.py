@@ -34,15 +34,11 @@ import tvm
 from tvm import relax, te, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from slmc.schedules.relax_patterns import is_op, same_size, shape_of
+from slmc.schedules.relax_patterns import is_op, same_shape, same_size, shape_of
 from slmc.schedules.rule import KERNEL_ATTR
 
 SCORES = "attention_scores"
 VALUES = "attention_values"
-
-
-def _same_shape(a: list[Any] | None, b: list[Any] | None) -> bool:
-    return a is not None and b is not None and len(a) == len(b) and all(same_size(x, y) for x, y in zip(a, b))
 
 
 def _int_list(values: Any) -> list[int] | None:
@@ -65,7 +61,7 @@ class _Chains:
     def skip_identity_broadcast(self, expr: relax.Expr) -> relax.Expr:
         """``broadcast_to(x, shape of x)`` -> ``x`` (a copy that changes nothing); else ``expr``."""
         value = self.value(expr)
-        if is_op(value, "relax.broadcast_to") and _same_shape(shape_of(value.args[0]), shape_of(value)):
+        if is_op(value, "relax.broadcast_to") and same_shape(shape_of(value.args[0]), shape_of(value)):
             return value.args[0]
         return expr
 
@@ -100,8 +96,8 @@ class _Chains:
             if not (isinstance(kv_heads, tirx.IntImm) and isinstance(group, tirx.IntImm)):
                 return None
             expected = [1, kv_heads, group, shape[2], shape[3]]
-            if not _same_shape(wide, expected) or int(kv_heads) * int(group) != int(shape[1]) or \
-                    not _same_shape(kv_shape, [1, kv_heads, shape[2], shape[3]]):
+            if not same_shape(wide, expected) or int(kv_heads) * int(group) != int(shape[1]) or \
+                    not same_shape(kv_shape, [1, kv_heads, shape[2], shape[3]]):
                 return None
             return source, int(group)
         return expr, 1
@@ -154,11 +150,11 @@ class _Rewriter(PyExprMutator):
         inner_value = self.chains.value(inner)
         if is_op(inner_value, "relax.permute_dims") and _int_list(inner_value.attrs.axes) == [0, 1, 3, 2]:
             kind, te_func, repeated = SCORES, scores_te, inner_value.args[0]   # right = K^T [H, D, N]
-            if not _same_shape(shape_of(repeated), [1, right_shape[0], right_shape[2], right_shape[1]]):
+            if not same_shape(shape_of(repeated), [1, right_shape[0], right_shape[2], right_shape[1]]):
                 return None
         else:
             kind, te_func, repeated = VALUES, values_te, inner               # right = V [H, N, D]
-            if not _same_shape(shape_of(repeated), [1, *right_shape]):
+            if not same_shape(shape_of(repeated), [1, *right_shape]):
                 return None
         found = self.chains.kv_source(repeated)
         if found is None:

@@ -27,7 +27,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from slmc.schedules.attention_rewrite import SCORES, VALUES
 from slmc.schedules.flash_attention import KIND, FlashShape, flash_attention_func
 from slmc.schedules.kv_append import LAYER_ATTR
-from slmc.schedules.relax_patterns import is_op, same_size, scalar_constant, shape_of
+from slmc.schedules.relax_patterns import is_op, same_shape, scalar_constant, shape_of
 from slmc.schedules.rule import KERNEL_ATTR
 
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
@@ -45,10 +45,6 @@ class FlashRewrite:
         done = ", ".join(f"{name} {n}" for name, n in sorted(self.rewritten.items()))
         out = [f"attention: one tiled kernel per layer (flash_attention) in {done}"] if done else []
         return out + [f"attention not tiled: {reason}" for reason in sorted(set(self.declined))]
-
-
-def _same_dims(a: list | None, b: list | None) -> bool:
-    return a is not None and b is not None and len(a) == len(b) and all(same_size(x, y) for x, y in zip(a, b))
 
 
 def _float32(expr: relax.Expr) -> bool:
@@ -78,7 +74,7 @@ class _Flash(PyExprMutator):
             value = self._value(expr)
             if not any(is_op(value, name) for name in _PASS_THROUGH) or not _float32(value.args[0]):
                 return value
-            if is_op(value, "relax.broadcast_to") and not _same_dims(shape_of(value.args[0]), shape_of(value)):
+            if is_op(value, "relax.broadcast_to") and not same_shape(shape_of(value.args[0]), shape_of(value)):
                 return value
             expr = value.args[0]
 
@@ -131,7 +127,7 @@ class _Flash(PyExprMutator):
         key_scales = _tensors(rest)
         tokens, keys = (shape_of(scores_call) or [None, None, None])[1:]
         mask_dims = shape_of(mask)
-        if scores_layer != layer or not _same_dims(shape_of(key_cache), shape_of(value_cache)) or not _float32(mask) \
+        if scores_layer != layer or not same_shape(shape_of(key_cache), shape_of(value_cache)) or not _float32(mask) \
                 or mask_dims is None:
             return f"layer {layer}: scores and values read different layers or caches"
         quantized = bool(key_scales)
@@ -140,7 +136,7 @@ class _Flash(PyExprMutator):
                 or str(value_cache.ty.dtype) != stored:
             return f"layer {layer}: keys and values are not both float32, both float16, or both int8 with scales"
         expected = [[tokens, keys], [1, 1, tokens, keys]]
-        if not any(_same_dims(mask_dims, e) for e in expected):
+        if not any(same_shape(mask_dims, e) for e in expected):
             return f"layer {layer}: the mask is not [T, N] or [1, 1, T, N]"
         heads, _, depth = shape_of(query)
         layers, _, kv_heads, slots, _ = shape_of(key_cache)

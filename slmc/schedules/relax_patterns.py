@@ -1,5 +1,5 @@
 """What slmc's Relax rewrites ask of an expression while matching a pattern: its operator, static shape,
-scalar constant value, and whether two sizes are the same (``attention_rewrite``, ``flash_rewrite``,
+scalar constant value, and whether two sizes (or shapes) are the same (``attention_rewrite``, ``flash_rewrite``,
 ``residual_norm``, ``norms``)."""
 
 from __future__ import annotations
@@ -39,3 +39,9 @@ def same_size(a: Any, b: Any) -> bool:
     if isinstance(a, (int, tirx.IntImm)) or isinstance(b, (int, tirx.IntImm)):
         return isinstance(a, (int, tirx.IntImm)) and isinstance(b, (int, tirx.IntImm)) and int(a) == int(b)
     return tvm_ffi.structural_equal(a, b) or Analyzer().can_prove_equal(a, b)
+
+
+def same_shape(a: list[Any] | None, b: list[Any] | None) -> bool:
+    """Two known shapes (``shape_of``) of the same rank whose sizes are pairwise ``same_size``; an unknown one
+    (``None``) is never the same."""
+    return a is not None and b is not None and len(a) == len(b) and all(same_size(x, y) for x, y in zip(a, b))

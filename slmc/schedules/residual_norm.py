@@ -34,7 +34,7 @@ import tvm
 from tvm import relax, te, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from slmc.schedules.relax_patterns import is_op, same_size, scalar_constant, shape_of
+from slmc.schedules.relax_patterns import is_op, same_shape, same_size, scalar_constant, shape_of
 
 FUSED = "residual_rms_norm"
 PLAIN = "rms_norm"
@@ -166,8 +166,7 @@ def _norm(weight: relax.Expr, x: relax.Expr, shifted: Any, env: _Bindings) -> _M
         return f"dtypes {_dtype(x)} / {_dtype(weight)} (one float dtype expected)"
     total = env.value(x)
     summands = None
-    if is_op(total, "relax.add") and all(_dtype(a) == _dtype(x) and shape_of(a) is not None and len(shape_of(a)) == len(dims)
-                                       and all(same_size(p, q) for p, q in zip(shape_of(a), dims)) for a in total.args):
+    if is_op(total, "relax.add") and all(_dtype(a) == _dtype(x) and same_shape(shape_of(a), dims) for a in total.args):
         summands = (total.args[0], total.args[1])
     return _Match(x, weight, eps, summands)
 

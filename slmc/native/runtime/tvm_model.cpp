@@ -12,9 +12,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "../src/errors.hpp"
 
@@ -65,28 +67,41 @@ ffi::Tensor host_tensor(const std::vector<int64_t>& shape, DLDataType dtype) {
 
 namespace {
 
-// CPUs in a Linux CPU list such as "0-1,4".
-int count_cpus(const std::string& list) {
-    int count = 0;
+// The CPUs of a Linux CPU list such as "0-1,4".
+std::set<int> cpu_set(const std::string& list) {
+    std::set<int> cpus;
     std::stringstream parts(list);
     for (std::string part; std::getline(parts, part, ',');) {
         if (part.empty()) continue;
         size_t dash = part.find('-');
-        count += dash == std::string::npos ? 1 : std::stoi(part.substr(dash + 1)) - std::stoi(part.substr(0, dash)) + 1;
+        int first = std::stoi(part.substr(0, dash));
+        int last = dash == std::string::npos ? first : std::stoi(part.substr(dash + 1));
+        for (int cpu = first; cpu <= last; ++cpu) cpus.insert(cpu);
     }
-    return std::max(count, 1);
+    return cpus;
 }
 
-// The CPUs this process may run on, one per physical core (cpu0's SMT siblings counted once).
+// The physical cores among the CPUs this process may run on: CPUs with the same thread_siblings_list (SMT threads
+// of one core) count once, a CPU without one as a core of its own. Counted per CPU, not as usable / cpu0's
+// siblings: `taskset -c 0,1` on a 2-way SMT machine numbering siblings n and n + cores is two cores, not one
+// (as slmc.artifact.tvm_runtime.physical_cores).
 int physical_cores() {
     cpu_set_t set;
     CPU_ZERO(&set);
-    int usable = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set)
-                                                             : static_cast<int>(std::thread::hardware_concurrency());
-    std::ifstream siblings("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list");
-    std::string list;
-    int per_core = siblings >> list ? count_cpus(list) : 1;
-    return std::max(usable / per_core, 1);
+    std::vector<int> usable;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+            if (CPU_ISSET(cpu, &set)) usable.push_back(cpu);
+    } else {
+        for (int cpu = 0; cpu < static_cast<int>(std::thread::hardware_concurrency()); ++cpu) usable.push_back(cpu);
+    }
+    std::set<std::set<int>> cores;
+    for (int cpu : usable) {
+        std::ifstream siblings("/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/thread_siblings_list");
+        std::string list;
+        cores.insert(siblings >> list ? cpu_set(list) : std::set<int>{cpu});
+    }
+    return std::max(static_cast<int>(cores.size()), 1);
 }
 
 // TVM's thread pool takes TVM_NUM_THREADS, else OMP_NUM_THREADS, else hardware_concurrency() / 2 on x86

@@ -96,3 +96,50 @@ def test_the_runtime_sizes_tvms_pool_without_leaking_tvm_num_threads_to_children
     expected = int(user) if user else seen["physical"]
     assert seen["threads"] == seen["other_thread"] == expected, seen
     assert seen["env"] == user and seen["child"] == (user or "None"), seen
+
+
+def _topology(root, siblings: list[str]):
+    """A sysfs CPU folder (``cpuN/topology/thread_siblings_list``) with the given sibling lists."""
+    for cpu, listed in enumerate(siblings):
+        (root / f"cpu{cpu}" / "topology").mkdir(parents=True)
+        (root / f"cpu{cpu}" / "topology" / "thread_siblings_list").write_text(listed + "\n")
+    return root
+
+
+def test_physical_cores_count_each_core_once_whatever_threads_of_it_the_mask_holds(tmp_path):
+    """Two 2-way SMT cores: one thread of each is two cores (the mask TVM's pool gives the thread that starts it,
+    inherited by the threads it starts; ``len(mask) / cpu0's siblings`` made it one), both threads of one core one."""
+    from slmc.artifact.tvm_runtime import physical_cores
+
+    apart = _topology(tmp_path / "apart", ["0,2", "1,3", "0,2", "1,3"])  # siblings n and n + cores (Intel's numbering)
+    assert physical_cores({0, 1, 2, 3}, apart) == 2 and physical_cores({0, 1}, apart) == 2
+    assert physical_cores({0, 2}, apart) == 1 and physical_cores({3}, apart) == 1
+    adjacent = _topology(tmp_path / "adjacent", ["0-1", "0-1", "2-3", "2-3"])
+    assert physical_cores({0, 2}, adjacent) == 2 and physical_cores({0, 1}, adjacent) == 1
+    assert physical_cores({0, 5}, adjacent) == 2  # a CPU the folder does not list: a core of its own
+
+
+POOL = """
+import ctypes, json
+from slmc.artifact.tvm_runtime import set_pool_threads, tvm_ffi, tvm_threads
+pool = tvm_threads()  # the runtime library loaded, this thread's pool on the physical cores (its workers from now on)
+# TVM 0.27's threading::MaxConcurrency (exported by libtvm_runtime.so, loaded RTLD_GLOBAL): 1 runs every parallel
+# kernel inline on the calling thread (TVMBackendParallelLaunch), whatever runtime.NumThreads reports
+max_concurrency = getattr(ctypes.CDLL(None), "_ZN3tvm7runtime9threading14MaxConcurrencyEv")
+seen = []
+for count in (2, 1, 2):
+    set_pool_threads(count)
+    seen.append([count, max_concurrency(), int(tvm_ffi().get_global_func("runtime.NumThreads")())])
+print(json.dumps({"seen": seen, "pool": pool}))
+"""
+
+
+def test_set_pool_threads_runs_kernels_on_that_many_threads_and_can_go_back_up():
+    """The pool's count switched in one thread (benchmarks/decode_step_profile.py does): TVM's MaxConcurrency follows,
+    also back up from 1 (TVM pins the thread to one CPU at 1: a CPU list read from its affinity could not grow)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", POOL], capture_output=True, text=True, env=env, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["seen"] == [[count, count, min(count, result["pool"])] for count in (2, 1, 2)], result
