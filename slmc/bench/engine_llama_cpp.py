@@ -33,10 +33,12 @@ from slmc.bench.decode_bytes import gguf_decode_bytes, kv_bytes_per_token
 from slmc.bench.prepare import EngineUnavailable, Preparation
 from slmc.bench.thread_policy import ThreadPolicy
 from slmc.bench.timing import bench_prompt, peak_rss_mb
-from slmc.errors import ModelError, SlmcError
+from slmc.errors import InputError, ModelError, SlmcError
 
-KV_CACHE_ENTRY_BYTES = 2  # llama.cpp's default cache type (type_k / type_v): f16
-KV_TYPES = ("F16", "F32")  # llama.cpp's KV cache element type (its default: F16)
+# llama.cpp's KV cache element types (``type_k`` / ``type_v``) -> bytes per entry; the bench opens the type its
+# prepared info names (``kv_cache_type``), so the bytes its roofline counts are those of the cache it times
+KV_TYPE_BYTES = {"F16": 2, "F32": 4}
+DEFAULT_KV_TYPE = "F16"  # llama.cpp's own default (llama_context_default_params)
 MIN_TOP1_AGREEMENT = 0.9
 CHECK_TOKENS = 16
 
@@ -66,9 +68,9 @@ def default_threads() -> int:
 class LlamaCpp:
     """One llama.cpp model and context over a GGUF file, fed token ids."""
 
-    def __init__(self, path: Path, n_ctx: int, threads: int, kv_type: str = "F16"):
-        if kv_type not in KV_TYPES:
-            raise SlmcError(f"llama.cpp KV cache type {kv_type!r} is not one of {', '.join(KV_TYPES)}")
+    def __init__(self, path: Path, n_ctx: int, threads: int, kv_type: str = DEFAULT_KV_TYPE):
+        if kv_type not in KV_TYPE_BYTES:
+            raise InputError(f"llama.cpp KV cache type {kv_type!r} is not one of {', '.join(KV_TYPE_BYTES)}")
         L = self.L = _llama_cpp()
         L.llama_backend_init()
         self._log = L.llama_log_callback(lambda level, text, user: None)  # kept alive: llama.cpp calls it
@@ -174,7 +176,8 @@ def _prepare(prep: Preparation, qtype: str) -> dict[str, Any]:
                             f"{MIN_TOP1_AGREEMENT:.0%} expected; {qtype}: {agreement:.0%})")
     read = gguf_decode_bytes(out)
     return {**prep.common(), **written, **checked, "weight_bytes": read.weight_bytes, "decode_bytes": read.to_json(),
-            "kv_cache_bytes_per_token": kv_bytes_per_token(prep.cache.to_json(), KV_CACHE_ENTRY_BYTES)}
+            "kv_cache_type": DEFAULT_KV_TYPE,
+            "kv_cache_bytes_per_token": kv_bytes_per_token(prep.cache.to_json(), KV_TYPE_BYTES[DEFAULT_KV_TYPE])}
 
 
 def _f32_conversion_agreement(prep: Preparation) -> float:
@@ -201,7 +204,8 @@ def prepare_q8_0(prep: Preparation) -> dict[str, Any]:
 class LlamaTimer:
     def __init__(self, info: dict[str, Any], policy: ThreadPolicy):
         threads = policy.threads or default_threads()
-        self.llama = LlamaCpp(Path(info["gguf"]), info["kv"]["max_context"], threads)
+        self.llama = LlamaCpp(Path(info["gguf"]), info["kv"]["max_context"], threads,
+                              info.get("kv_cache_type", DEFAULT_KV_TYPE))  # the type whose bytes prepare counted
         self.threading = {"threads": self.llama.threads, "set_by": "policy" if policy.threads else
                           "llama.cpp command-line default (physical cores)", "spinning": True,
                           "extra_buffer_types": not self.llama.amx_workaround}

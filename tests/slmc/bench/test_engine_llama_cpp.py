@@ -63,7 +63,28 @@ def test_feeding_in_pieces_continues_the_positions(fixture_f32):
 
 def test_an_unknown_kv_type_is_refused(fixture_f32):
     from slmc.bench.engine_llama_cpp import LlamaCpp
-    from slmc.errors import SlmcError
+    from slmc.errors import InputError
 
-    with pytest.raises(SlmcError, match="KV cache type 'Q4_0' is not one of F16, F32"):
+    with pytest.raises(InputError, match="KV cache type 'Q4_0' is not one of F16, F32"):
         LlamaCpp(fixture_f32[0], 64, 1, kv_type="Q4_0")
+
+
+# llama.cpp's sequence state holds, per cached token, its keys and values plus 12 bytes of cell metadata (position,
+# sequence-id count, sequence id: llama_kv_cache::state_write_meta); measured 2,060 (F16) and 4,108 (F32) per token
+STATE_CELL_META_BYTES = 12
+
+
+@pytest.mark.parametrize("kv_type", ["F16", "F32"])
+def test_the_kv_bytes_per_token_the_bench_counts_are_llama_cpps(fixture_f32, kv_type):
+    from slmc.bench.decode_bytes import kv_bytes_per_token
+    from slmc.bench.engine_llama_cpp import KV_TYPE_BYTES, LlamaCpp
+
+    path, subject, _ = fixture_f32
+    llama = LlamaCpp(path, 64, 1, kv_type=kv_type)
+    sizes = []
+    for tokens in (8, 9):
+        llama.clear()
+        llama.decode(list(range(1, tokens + 1)), 0)
+        sizes.append(llama.L.llama_state_seq_get_size(llama.ctx, 0))
+    counted = kv_bytes_per_token(subject.kv_cache.to_json(), KV_TYPE_BYTES[kv_type])
+    assert sizes[1] - sizes[0] == counted + STATE_CELL_META_BYTES
