@@ -94,11 +94,21 @@ class LlamaCpp:
         if not self.ctx:
             raise SlmcError(f"llama.cpp could not create a context of {n_ctx} positions for {path}")
         self.threads = L.llama_n_threads(self.ctx)
+        self.n_batch = L.llama_n_batch(self.ctx)  # tokens one llama_decode call takes: min(n_ctx, 2048) by default
         self.n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(self.model))
         self.memory = L.llama_get_memory(self.ctx)
         self.batch = L.llama_batch_init(n_ctx, 0, 1)
 
     def decode(self, ids: list[int], start: int, all_logits: bool = False) -> None:
+        """Append ``ids`` at positions ``start ...``; then ``logits(i)`` reads row ``i`` of the last
+        ``llama_decode`` call (every row with ``all_logits``, else its last; ``-1``: the last). More tokens than
+        ``n_batch`` go in calls of ``n_batch`` (as llama.cpp's own tools feed a prompt): ``llama_decode`` aborts
+        the process on a longer batch (``GGML_ASSERT(n_tokens_all <= cparams.n_batch)``); ``decode_logits`` keeps
+        every row."""
+        for first in range(0, len(ids), self.n_batch):
+            self._decode_call(ids[first:first + self.n_batch], start + first, all_logits)
+
+    def _decode_call(self, ids: list[int], start: int, all_logits: bool) -> None:
         b = self.batch
         b.n_tokens = len(ids)
         for i, token in enumerate(ids):
@@ -109,6 +119,15 @@ class LlamaCpp:
         if rc != 0:
             raise SlmcError(f"llama_decode of {len(ids)} tokens at position {start} returned {rc}")
         self.L.llama_synchronize(self.ctx)
+
+    def decode_logits(self, ids: list[int], start: int) -> np.ndarray:
+        """``decode`` of ``ids`` at ``start ...`` returning the logits ``[T, V]`` of every position (copies)."""
+        rows = []
+        for first in range(0, len(ids), self.n_batch):
+            chunk = ids[first:first + self.n_batch]
+            self._decode_call(chunk, start + first, all_logits=True)
+            rows += [self.logits(i).copy() for i in range(len(chunk))]
+        return np.stack(rows)
 
     def logits(self, index: int) -> np.ndarray:
         return np.ctypeslib.as_array(self.L.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
@@ -122,8 +141,7 @@ class LlamaCpp:
     def prompt_logits(self, ids: list[int]) -> np.ndarray:
         """Logits ``[T, V]`` of every position of ``ids`` from an empty memory."""
         self.clear()
-        self.decode(ids, 0, all_logits=True)
-        return np.stack([self.logits(i).copy() for i in range(len(ids))])
+        return self.decode_logits(ids, 0)
 
 
 class LlamaCppDecoder:
@@ -140,10 +158,13 @@ class LlamaCppDecoder:
 
     def feed(self, ids: np.ndarray, last_only: bool = False) -> np.ndarray:
         tokens = [int(i) for i in np.asarray(ids).reshape(-1)]
-        self.llama.decode(tokens, self.position, all_logits=not last_only)
+        if last_only:
+            self.llama.decode(tokens, self.position)
+            logits = self.llama.logits(-1).copy()[None]
+        else:
+            logits = self.llama.decode_logits(tokens, self.position)
         self.position += len(tokens)
-        rows = [len(tokens) - 1] if last_only else range(len(tokens))
-        return np.stack([self.llama.logits(i).copy() for i in rows])[None]
+        return logits[None]
 
 
 def top1_agreement(prep: Preparation, gguf: Path) -> float:

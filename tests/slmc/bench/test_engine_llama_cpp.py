@@ -88,3 +88,25 @@ def test_the_kv_bytes_per_token_the_bench_counts_are_llama_cpps(fixture_f32, kv_
         sizes.append(llama.L.llama_state_seq_get_size(llama.ctx, 0))
     counted = kv_bytes_per_token(subject.kv_cache.to_json(), KV_TYPE_BYTES[kv_type])
     assert sizes[1] - sizes[0] == counted + STATE_CELL_META_BYTES
+
+
+def test_more_tokens_than_llama_cpps_batch_are_fed_in_batches(fixture_f32):
+    """llama_decode aborts the process (GGML_ASSERT) on a batch longer than n_batch (min(n_ctx, 2048)): a 2,060-token
+    prompt (slmc bench --prefill 4096 on a long-context model) killed the measuring process."""
+    from slmc.bench.engine_llama_cpp import LlamaCpp, LlamaCppDecoder
+
+    path, subject, _ = fixture_f32
+    llama = LlamaCpp(path, 2100, 1, kv_type="F32")
+    assert llama.n_batch == 2048
+    ids = (np.arange(2060) * 7 + 1) % 64
+    decoder = LlamaCppDecoder(llama, subject.kv_cache)
+    whole = decoder.feed(ids[None])
+    decoder.reset()
+    first = decoder.feed(ids[None, :1000])
+    assert whole.shape == (1, 2060, 4096)
+    # measured max |difference| 0.0 (logits up to 17.4): the same first call's rows
+    np.testing.assert_allclose(first[0], whole[0, :1000], rtol=0, atol=1e-5)
+    llama.clear()
+    llama.decode([int(i) for i in ids], 0)
+    # the last row of the same two calls, computed alone: measured 1.9e-6
+    np.testing.assert_allclose(llama.logits(-1), whole[0, -1], rtol=0, atol=2e-5)
