@@ -33,10 +33,12 @@ from slmc.bench.decode_bytes import gguf_decode_bytes, kv_bytes_per_token
 from slmc.bench.prepare import EngineUnavailable, Preparation
 from slmc.bench.thread_policy import ThreadPolicy
 from slmc.bench.timing import bench_prompt, peak_rss_mb
-from slmc.errors import ModelError, SlmcError
+from slmc.errors import InputError, ModelError, SlmcError
 
-KV_CACHE_ENTRY_BYTES = 2  # llama.cpp's default cache type (type_k / type_v): f16
-KV_TYPES = ("F16", "F32")  # llama.cpp's KV cache element type (its default: F16)
+# llama.cpp's KV cache element types (``type_k`` / ``type_v``) -> bytes per entry; the bench opens the type its
+# prepared info names (``kv_cache_type``), so the bytes its roofline counts are those of the cache it times
+KV_TYPE_BYTES = {"F16": 2, "F32": 4}
+DEFAULT_KV_TYPE = "F16"  # llama.cpp's own default (llama_context_default_params)
 MIN_TOP1_AGREEMENT = 0.9
 CHECK_TOKENS = 16
 
@@ -66,9 +68,9 @@ def default_threads() -> int:
 class LlamaCpp:
     """One llama.cpp model and context over a GGUF file, fed token ids."""
 
-    def __init__(self, path: Path, n_ctx: int, threads: int, kv_type: str = "F16"):
-        if kv_type not in KV_TYPES:
-            raise SlmcError(f"llama.cpp KV cache type {kv_type!r} is not one of {', '.join(KV_TYPES)}")
+    def __init__(self, path: Path, n_ctx: int, threads: int, kv_type: str = DEFAULT_KV_TYPE):
+        if kv_type not in KV_TYPE_BYTES:
+            raise InputError(f"llama.cpp KV cache type {kv_type!r} is not one of {', '.join(KV_TYPE_BYTES)}")
         L = self.L = _llama_cpp()
         L.llama_backend_init()
         self._log = L.llama_log_callback(lambda level, text, user: None)  # kept alive: llama.cpp calls it
@@ -92,11 +94,21 @@ class LlamaCpp:
         if not self.ctx:
             raise SlmcError(f"llama.cpp could not create a context of {n_ctx} positions for {path}")
         self.threads = L.llama_n_threads(self.ctx)
+        self.n_batch = L.llama_n_batch(self.ctx)  # tokens one llama_decode call takes: min(n_ctx, 2048) by default
         self.n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(self.model))
         self.memory = L.llama_get_memory(self.ctx)
         self.batch = L.llama_batch_init(n_ctx, 0, 1)
 
     def decode(self, ids: list[int], start: int, all_logits: bool = False) -> None:
+        """Append ``ids`` at positions ``start ...``; then ``logits(i)`` reads row ``i`` of the last
+        ``llama_decode`` call (every row with ``all_logits``, else its last; ``-1``: the last). More tokens than
+        ``n_batch`` go in calls of ``n_batch`` (as llama.cpp's own tools feed a prompt): ``llama_decode`` aborts
+        the process on a longer batch (``GGML_ASSERT(n_tokens_all <= cparams.n_batch)``); ``decode_logits`` keeps
+        every row."""
+        for first in range(0, len(ids), self.n_batch):
+            self._decode_call(ids[first:first + self.n_batch], start + first, all_logits)
+
+    def _decode_call(self, ids: list[int], start: int, all_logits: bool) -> None:
         b = self.batch
         b.n_tokens = len(ids)
         for i, token in enumerate(ids):
@@ -107,6 +119,15 @@ class LlamaCpp:
         if rc != 0:
             raise SlmcError(f"llama_decode of {len(ids)} tokens at position {start} returned {rc}")
         self.L.llama_synchronize(self.ctx)
+
+    def decode_logits(self, ids: list[int], start: int) -> np.ndarray:
+        """``decode`` of ``ids`` at ``start ...`` returning the logits ``[T, V]`` of every position (copies)."""
+        rows = []
+        for first in range(0, len(ids), self.n_batch):
+            chunk = ids[first:first + self.n_batch]
+            self._decode_call(chunk, start + first, all_logits=True)
+            rows += [self.logits(i).copy() for i in range(len(chunk))]
+        return np.stack(rows)
 
     def logits(self, index: int) -> np.ndarray:
         return np.ctypeslib.as_array(self.L.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
@@ -120,8 +141,7 @@ class LlamaCpp:
     def prompt_logits(self, ids: list[int]) -> np.ndarray:
         """Logits ``[T, V]`` of every position of ``ids`` from an empty memory."""
         self.clear()
-        self.decode(ids, 0, all_logits=True)
-        return np.stack([self.logits(i).copy() for i in range(len(ids))])
+        return self.decode_logits(ids, 0)
 
 
 class LlamaCppDecoder:
@@ -138,10 +158,13 @@ class LlamaCppDecoder:
 
     def feed(self, ids: np.ndarray, last_only: bool = False) -> np.ndarray:
         tokens = [int(i) for i in np.asarray(ids).reshape(-1)]
-        self.llama.decode(tokens, self.position, all_logits=not last_only)
+        if last_only:
+            self.llama.decode(tokens, self.position)
+            logits = self.llama.logits(-1).copy()[None]
+        else:
+            logits = self.llama.decode_logits(tokens, self.position)
         self.position += len(tokens)
-        rows = [len(tokens) - 1] if last_only else range(len(tokens))
-        return np.stack([self.llama.logits(i).copy() for i in rows])[None]
+        return logits[None]
 
 
 def top1_agreement(prep: Preparation, gguf: Path) -> float:
@@ -174,7 +197,8 @@ def _prepare(prep: Preparation, qtype: str) -> dict[str, Any]:
                             f"{MIN_TOP1_AGREEMENT:.0%} expected; {qtype}: {agreement:.0%})")
     read = gguf_decode_bytes(out)
     return {**prep.common(), **written, **checked, "weight_bytes": read.weight_bytes, "decode_bytes": read.to_json(),
-            "kv_cache_bytes_per_token": kv_bytes_per_token(prep.cache.to_json(), KV_CACHE_ENTRY_BYTES)}
+            "kv_cache_type": DEFAULT_KV_TYPE,
+            "kv_cache_bytes_per_token": kv_bytes_per_token(prep.cache.to_json(), KV_TYPE_BYTES[DEFAULT_KV_TYPE])}
 
 
 def _f32_conversion_agreement(prep: Preparation) -> float:
@@ -201,7 +225,8 @@ def prepare_q8_0(prep: Preparation) -> dict[str, Any]:
 class LlamaTimer:
     def __init__(self, info: dict[str, Any], policy: ThreadPolicy):
         threads = policy.threads or default_threads()
-        self.llama = LlamaCpp(Path(info["gguf"]), info["kv"]["max_context"], threads)
+        self.llama = LlamaCpp(Path(info["gguf"]), info["kv"]["max_context"], threads,
+                              info.get("kv_cache_type", DEFAULT_KV_TYPE))  # the type whose bytes prepare counted
         self.threading = {"threads": self.llama.threads, "set_by": "policy" if policy.threads else
                           "llama.cpp command-line default (physical cores)", "spinning": True,
                           "extra_buffer_types": not self.llama.amx_workaround}

@@ -128,3 +128,16 @@ def linear_elements(module: Any) -> int:
         if isinstance(sub, torch.nn.Linear) or type(sub).__name__ == "Conv1D":
             total += sub.weight.numel()
     return total
+
+
+def head_elements(module: Any) -> int:
+    """Elements of the output head's weight (the transformers model's ``get_output_embeddings``, found inside
+    ``module`` or its wrapper): the matmul a prompt's first token needs at its last position only (an engine that
+    computes only the last logits, as slmc's resident runtime and llama.cpp do, runs it once per prompt).
+    ``ModelError`` when ``module`` holds no transformers model with an output head."""
+    for sub in module.modules():
+        head = sub.get_output_embeddings() if callable(getattr(sub, "get_output_embeddings", None)) else None
+        if head is not None:
+            return int(head.weight.numel())
+    raise ModelError(f"{type(module).__name__} holds no transformers model with an output head "
+                     "(get_output_embeddings): the prefill bound cannot tell the head from the body")

@@ -54,6 +54,13 @@ class Preparation:
         return 4 * linear_elements(self.spec.module)
 
     @cached_property
+    def head_bytes(self) -> int:
+        """Bytes of the output head's weight in fp32 (part of ``linear_bytes``; a prefill needs it for one position)."""
+        from slmc.bench.models import head_elements
+
+        return 4 * head_elements(self.spec.module)
+
+    @cached_property
     def compiled(self) -> Any:
         import slmc
 
@@ -97,4 +104,5 @@ def prepare_model(model: str, instances: list[list[str]], max_context: int, reci
                 made[kind, label] = {"unavailable": str(exc)}
         infos[name] = made[kind, label]
     return {"engines": infos, "max_context": prep.cache.max_context, "linear_bytes_fp32": prep.linear_bytes,
+            "head_bytes_fp32": prep.head_bytes,
             "parameters": int(sum(p.numel() for p in prep.spec.module.parameters()))}

@@ -13,7 +13,9 @@ its threads; each time as a fraction of its roofline bound: decode reads at leas
 the engine's stored weights and its KV cache at the context (``slmc.bench.decode_bytes``; bytes / the
 larger of the measured triad and read-only bandwidths, ``machine.bandwidth_gbs``; each alone as
 ``fraction_of_triad_bound`` / ``fraction_of_read_bound``), prefill does at
-least ``2 x matmul weights x tokens`` flops (flops / measured GEMM peak). Load before and after, and
+least ``2 x (body matmul weights x tokens + head weights)`` flops (flops / measured GEMM peak; the first token
+needs the output head at the prompt's last position only, which is all slmc's resident runtime and llama.cpp
+compute). Load before and after, and
 the machine, are recorded; a run on a loaded machine says so (``loaded``).
 """
 
@@ -82,7 +84,9 @@ def _say(text: str) -> None:
 
 
 def _summary(name: str, info: dict[str, Any], runs: list[dict[str, Any]], cache: dict[str, int], bounds: dict[str, Any],
-             linear_bytes: int) -> dict[str, Any]:
+             linear_bytes: int, head_bytes: int) -> dict[str, Any]:
+    """One engine's entry (module docstring); ``linear_bytes`` / ``head_bytes``: every matmul weight / the output
+    head's, in fp32."""
     # the engine's stored cache (slmc: the manifest's, e.g. an int8 cache with its scales; llama.cpp f16), else float32
     kv_per_position = info.get("kv_cache_bytes_per_token") or kv_bytes_per_token(cache, KV_BYTES)
     entry: dict[str, Any] = {"processes": len(runs), "threading": runs[0]["threading"],
@@ -105,7 +109,7 @@ def _summary(name: str, info: dict[str, Any], runs: list[dict[str, Any]], cache:
                               "fraction_of_read_bound": round(1e3 * read / (bounds["read_bandwidth_gbs"] * 1e9) / median, 4)}
     for p in runs[0]["prefill_s"]:
         seconds = statistics.median(s for r in runs for s in r["prefill_s"][p])
-        flops = 2 * linear_bytes / 4 * int(p)
+        flops = 2 * ((linear_bytes - head_bytes) / 4 * int(p) + head_bytes / 4)  # the head at the last position only
         entry["prefill"][p] = {"tokens_per_s": round(int(p) / seconds, 1), "ttft_ms": round(1e3 * seconds, 2),
                                "fraction_of_gemm_peak": round(flops / seconds / 1e9 / bounds["gemm_peak_gflops"], 4)}
     return entry
@@ -140,12 +144,14 @@ def bench_one(name: str, engines: list[str], contexts: list[int], prefills: list
                                                      prefill_repeats=prefill_repeats, growth=growth), env=own.child_env(),
                                      quiet=True))
     cache = next(iter(prepared["engines"][e]["kv"] for e in ready))
-    results = {e: _summary(e, prepared["engines"][e], runs[e], cache, bounds, prepared["linear_bytes_fp32"]) for e in ready}
+    results = {e: _summary(e, prepared["engines"][e], runs[e], cache, bounds, prepared["linear_bytes_fp32"],
+                           prepared["head_bytes_fp32"]) for e in ready}
     clipped = sorted(set(contexts) - set(usable)) + sorted(set(prefills) - set(prompt_lengths))
     result: dict[str, Any] = {
         "parameters": prepared["parameters"], "max_context": max_context, "contexts": usable, "prefills": prompt_lengths,
         "clipped_note": (f"lengths {clipped} exceed max_context {max_context}: timed at {max_context - 1}") if clipped else None,
         "kv_cache": cache, "matmul_weight_bytes_fp32": prepared["linear_bytes_fp32"],
+        "head_weight_bytes_fp32": prepared["head_bytes_fp32"],
         "engines": results, "unavailable": unavailable}
     result["goals"] = goals(result, recipes[0][0])
     return result

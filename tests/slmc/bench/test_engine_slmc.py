@@ -15,3 +15,11 @@ def test_a_resident_artifact_is_timed_on_its_own_cache_at_the_asked_context(cach
     assert timer.decoder.tokens == 41  # the 40-token context and the last timed step
     assert [s > 0 for s in timer.prefill_s(20, 2)] == [True, True]
     assert timer.decoder.tokens == 20 and timer.peak_rss_mb() > 0
+
+
+def test_rss_growth_generates_token_after_token_and_counts_the_kv_bytes_written_in_between(cached_compile):
+    timer = open_timer({"artifact": str(cached_compile.artifact), "kv": {}}, engine_default())
+    grown = timer.rss_growth(4, 40)
+    assert timer.decoder.tokens == 40  # one token per step from a one-token prompt
+    assert (grown["first"], grown["last"]) == (4, 40) and grown["rss_first_bytes"] > 0 and grown["rss_last_bytes"] > 0
+    assert grown["kv_written_bytes"] == 36 * timer.decoder.cache.bytes_per_token()

@@ -28,3 +28,14 @@ def test_qwen3_and_gemma3_shapes_carry_their_architecture_features():
     assert gemma3.config.sliding_window == 512 and gemma3.config.query_pre_attn_scalar == 256
     assert gemma3.config.rope_parameters["sliding_attention"]["rope_theta"] == 10000.0
     assert gemma3.lm_head.weight is gemma3.model.embed_tokens.weight  # tied
+
+
+def test_the_output_head_is_found_inside_a_wrapper_and_its_absence_is_a_model_error():
+    from slmc.bench.models import head_elements
+    from slmc.errors import ModelError
+
+    with torch.device("meta"):
+        model = build_module("smollm-135m")
+    assert head_elements(torch.nn.ModuleDict({"model": model})) == 49152 * 576  # the tied table, as the head reads it
+    with pytest.raises(ModelError, match="Linear holds no transformers model with an output head"):
+        head_elements(torch.nn.Linear(4, 4))

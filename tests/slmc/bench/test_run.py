@@ -49,3 +49,15 @@ def test_two_recipes_measured_as_two_slmc_engines_in_one_run(tmp_path):
     assert {g["slmc"] for g in model["goals"]} == {"slmc[int4-g32-rtn]"}
     rows = md.read_text()
     assert "| fixture-lm | slmc[int4-g32-rtn] |" in rows and "| fixture-lm | slmc[int8-rtn] |" in rows
+
+
+def test_the_prefill_bound_counts_the_head_at_the_last_position_only():
+    from slmc.bench.run import _summary
+
+    runs = [{"threading": {}, "peak_rss_mb": 1.0, "open_seconds": 0.1, "decode_ms": {"16": [1.0]}, "prefill_s": {"100": [0.5]}}]
+    bounds = {"memory_bandwidth_gbs": 1.0, "read_bandwidth_gbs": 1.0, "gemm_peak_gflops": 1e-3}
+    cache = {"layers": 1, "kv_heads": 1, "head_dim": 4, "max_context": 64}
+    # 1,000 body + 500 head weights (fp32 bytes / 4): 2 x (1,000 x 100 + 500) flops in 0.5 s at a 1 MFLOP/s peak: 0.402
+    # (every weight at every position, the bound before, would be 0.6)
+    entry = _summary("e", {"weight_bytes": 0}, runs, cache, bounds, linear_bytes=4 * 1500, head_bytes=4 * 500)
+    assert entry["prefill"]["100"]["fraction_of_gemm_peak"] == 0.402
