@@ -187,7 +187,9 @@ def test_w4a8_activation_blocks_are_passed_to_every_linear_and_reported(tiny_lm_
     assert all(r["format"] == "w4a8 int4 g32 symmetric weights, dynamic per-32-input-block int8 activations" for r in linears)
     assert not report["stats"]["group_fallbacks"]
     x = lm_inputs(5, past=3)
-    assert (final.run(*x)[0] - tiny_lm_graph.run(*x)[0]).abs().max() < 0.5  # as per token (same weights)
+    float_out, blocks_out = tiny_lm_graph.run(*x)[0], final.run(*x)[0]
+    assert (blocks_out - float_out).abs().max() < 0.5  # measured 0.24 (per token: 0.24)
+    assert (blocks_out - per_token.run(*x)[0]).abs().max() < 0.1  # the same weights, other activation scales: measured 0.021
 
 
 def test_w4a8_activation_blocks_that_do_not_divide_a_layer_fall_back_to_per_token_or_are_refused(host_target):
