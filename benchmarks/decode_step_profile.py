@@ -289,9 +289,13 @@ def profile(name: str, step: Step, rounds: int, top: int, threads: list[int]) ->
 
     current = int(tvm_ffi().get_global_func("runtime.NumThreads")())
     calls = record_calls(step)
-    backend = [(n, w) for symbol, n, w in count_backend_calls(step) if not symbol.startswith("vm.")]
+    counted = [(symbol, n, w) for symbol, n, w in count_backend_calls(step) if not symbol.startswith("vm.")]
     builtins = Counter(symbol for symbol, _, _ in calls if symbol.startswith("vm."))
     kernels = [(symbol, args) for symbol, _, args in calls if not symbol.startswith("vm.")]
+    if [symbol for symbol, _, _ in counted] != [symbol for symbol, _ in kernels]:  # rows are matched by position
+        raise SystemExit(f"{name}: the counted step called other kernels than the recorded one ({len(counted)} calls "
+                         f"against {len(kernels)}): its parallel regions cannot be attributed")
+    backend = [(n, w) for _, n, w in counted]
     replayed_on: dict[int, list[tuple[str, float]]] = {}
     for count in dict.fromkeys([current, *threads]):
         set_threads(count)
@@ -321,7 +325,8 @@ def profile(name: str, step: Step, rounds: int, top: int, threads: list[int]) ->
     print("   " + " ".join(f"{f'ms @{c} thr':>10}" for c in counts) + "  calls  forks  wkspc   GB/s  kernel")
     for kernel, row in rows[:top]:
         cells = " ".join(f"{row['ms'][c]:10.3f}" for c in counts)
-        rate = f"{row['bytes'] / (row['ms'][current] * 1e6):6.1f}" if kernel.startswith("slmc_qlinear") else "      "
+        timed = kernel.startswith("slmc_qlinear") and row["ms"][current] > 0  # replay minus call overhead can be <= 0
+        rate = f"{row['bytes'] / (row['ms'][current] * 1e6):6.1f}" if timed else "      "
         print(f"   {cells} {row['calls']:6d} {row['launches']:6d} {row['workspaces']:6d} {rate}  {kernel}")
     small = [(k, r) for k, r in rows if r["launches"] and r["ms"][current] / max(1, r["launches"]) < 0.005]
     if small:

@@ -92,14 +92,8 @@ def weights(in_features: int, out_features: int, group: int, seed: int = 0) -> d
 def reference(name: str, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """numpy: per-token int8 codes (w4a8; ``w4a8_aA``: per block of A inputs), per-tensor codes of scale 0.05 (w8a8)
     or float32 x (int4), times ``weight^T``."""
-    if name == "w4a8":
-        return speed.w4a8_reference(x, weight)
-    if name.startswith("w4a8_a"):
-        block = int(name.split("_a")[1])
-        blocks = x.reshape(x.shape[0], -1, block)
-        peak = np.abs(blocks).max(2, keepdims=True).astype(np.float32)
-        codes = np.clip(np.round(blocks * (np.float32(127) / peak)), -127, 127) * (peak / np.float32(127))
-        return codes.reshape(x.shape) @ weight.T
+    if name.startswith("w4a8"):  # w4a8_aA: per block of A inputs
+        return speed.w4a8_reference(x, weight, int(name.split("_a")[1]) if "_a" in name else None)
     if name == "w8a8":
         return (np.clip(np.round(x * np.float32(1 / 0.05)), -127, 127) @ weight.T) * np.float32(0.05)
     return x @ weight.T

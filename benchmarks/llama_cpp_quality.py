@@ -6,15 +6,18 @@ block of 32) and runs the integer dot product ``ggml_vec_dot_q4_0_q8_0`` (llama.
 the reference loop is ``ggml_vec_dot_q4_0_q8_0_generic`` in ``ggml/src/ggml-cpu/quants.c``). So slmc's W4A8
 g32 is the same arithmetic, with other rounding details (docs/benchmarks.md, "Like-for-like").
 
-Every row uses one evaluator, ``slmc.verify.evaluation.perplexity`` (window 256, stride 128, the first
-``--max-tokens`` tokens of ``--text``, as docs/quality.md):
+Every row uses one evaluator, ``slmc.verify.evaluation.perplexity`` (``heldout``: window 256, stride 128, the
+first ``--max-tokens`` tokens of ``--text``, as docs/quality.md):
 
 - slmc rows: the model (default ``fixture-lm``) with each RECIPE's passes, evaluated eagerly (what
-  ``slmc eval MODEL -r RECIPE`` measures; ``rotation_quality.heldout_perplexity``), and without a recipe (fp32);
+  ``slmc eval MODEL -r RECIPE`` measures; ``heldout.heldout_perplexity``), and without a recipe (fp32);
 - llama.cpp rows: the same checkpoint written as GGUF (``slmc.bench.gguf_export``: every matmul weight and
   the embedding in the given type) and run by llama-cpp-python as a ``Decoder``
   (``slmc.bench.engine_llama_cpp.LlamaCppDecoder``) over the same token ids, once per KV cache type.
-  ``F32`` is the conversion's control: llama.cpp without weight rounding.
+  ``F32`` is the conversion's control: llama.cpp without weight rounding. An ``F32`` KV cache is stored in float32
+  but attended in float16: llama.cpp's flash attention (on by default on CPU) casts an F32 K and V to F16 first
+  (``build_attn_mha`` in ``src/llama-graph.cpp``), so its rows equal the F16 cache's bit for bit (measured on
+  fixture-lm: logits of a 100-token prompt identical; 6.7e-3 apart with ``flash_attn_type = 0``). Its row says so.
 
     python benchmarks/llama_cpp_quality.py examples/recipes/int4-g32-rtn.yaml \\
         examples/recipes/bench/w4a8-g32-rtn.yaml examples/recipes/bench/w4a8-g32-a32-rtn.yaml \\
@@ -33,9 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rotation_quality import heldout_perplexity
-
-WINDOW, STRIDE = 256, 128  # docs/quality.md's setting (rotation_quality.heldout_perplexity uses the same)
+from heldout import STRIDE, WINDOW, add_heldout_arguments, heldout_documents, heldout_perplexity
 
 
 def llama_cpp_perplexity(model: str, qtype: str, kv_type: str, text: str, max_tokens: int, work: Path) -> float:
@@ -43,12 +44,11 @@ def llama_cpp_perplexity(model: str, qtype: str, kv_type: str, text: str, max_to
     from slmc.bench.engine_llama_cpp import LlamaCpp, LlamaCppDecoder, default_threads
     from slmc.bench.gguf_export import write_gguf
     from slmc.bench.models import hf_folder
-    from slmc.data.texts import load_texts
     from slmc.driver.eval_subject import open_subject
-    from slmc.verify.evaluation import document_tokens, perplexity
+    from slmc.verify.evaluation import perplexity
 
     subject = open_subject(model)
-    docs = document_tokens(load_texts(text), subject.tokenizer, max_tokens)
+    docs = heldout_documents(subject, text, max_tokens)
     gguf = work / f"{model}-{qtype.lower()}.gguf"
     if not gguf.exists():
         write_gguf(hf_folder(model), gguf, qtype)
@@ -58,12 +58,9 @@ def llama_cpp_perplexity(model: str, qtype: str, kv_type: str, text: str, max_to
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("recipes", nargs="*", type=Path)
-    parser.add_argument("--model", default="fixture-lm")
-    parser.add_argument("--text", default="stdlib-heldout")
-    parser.add_argument("--max-tokens", type=int, default=20_000)
+    add_heldout_arguments(parser, "*")
     parser.add_argument("--qtypes", nargs="+", default=["F32", "Q4_0"], help="GGUF types (slmc.bench.gguf_export.QTYPES)")
-    parser.add_argument("--kv-types", nargs="+", default=["F16", "F32"], help="llama.cpp KV cache types (default F16)")
+    parser.add_argument("--kv-types", nargs="+", default=["F16", "F32"], help="llama.cpp KV cache types (its default F16; F32 is attended as F16, see the docstring)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -85,7 +82,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="llama-cpp-quality-") as work:
         for qtype in args.qtypes:
             for kv_type in args.kv_types:
-                timed("llama.cpp", f"{qtype} GGUF, KV cache {kv_type}",
+                attended = " (attended as F16: flash attention casts it)" if kv_type == "F32" else ""
+                timed("llama.cpp", f"{qtype} GGUF, KV cache {kv_type}{attended}",
                       lambda q=qtype, k=kv_type: llama_cpp_perplexity(args.model, q, k, args.text, args.max_tokens, Path(work)))
     if args.json is not None:
         args.json.write_text(json.dumps({"model": args.model, "text": args.text, "max_tokens": args.max_tokens,

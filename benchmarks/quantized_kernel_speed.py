@@ -133,10 +133,16 @@ def w4a8_tables(codes: np.ndarray, scales: np.ndarray) -> list[np.ndarray]:
     return [np.ascontiguousarray(paired.reshape(n // 16, 16, k // 8, 4).transpose(0, 2, 1, 3)), np.ascontiguousarray(scales.T)]
 
 
-def w4a8_reference(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """numpy: per-token int8 codes of ``x`` (range ``max |x_row|``) times the dequantized ``weight [N, K]``."""
-    peak = np.abs(x).max(1, keepdims=True).astype(np.float32)
-    return (np.clip(np.round(x * (np.float32(127) / peak)), -127, 127) @ weight.T) * (peak / np.float32(127))
+def w4a8_reference(x: np.ndarray, weight: np.ndarray, block: int | None = None) -> np.ndarray:
+    """numpy: int8 codes of ``x`` per token (range ``max |x_row|``) or, with ``block``, per block of that many
+    inputs of a row (``activation_group_size``), times the dequantized ``weight [N, K]``."""
+    width = x.shape[1] if block is None else block
+    blocks = x.reshape(x.shape[0], -1, width)
+    peak = np.abs(blocks).max(2, keepdims=True).astype(np.float32)
+    codes = np.clip(np.round(blocks * (np.float32(127) / peak)), -127, 127)
+    if block is None:  # the row's scale after the matmul
+        return (codes.reshape(x.shape) @ weight.T) * (peak[:, 0] / np.float32(127))
+    return (codes * (peak / np.float32(127))).reshape(x.shape) @ weight.T
 
 
 def unpacked(codes: np.ndarray, bits: int) -> np.ndarray:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from heldout import add_heldout_arguments, heldout_perplexity
+
 
 def rotated_copy(recipe: Path, rotate: dict) -> Path:
     """``recipe`` with ``rotate`` as its first pass, written beside it (relative paths keep resolving)."""
@@ -30,22 +32,9 @@ def rotated_copy(recipe: Path, rotate: dict) -> Path:
     return path
 
 
-def heldout_perplexity(model: str, recipe: Path | None, text: str, max_tokens: int) -> float:
-    from slmc.data.texts import load_texts
-    from slmc.driver.eval_subject import open_subject
-    from slmc.verify.evaluation import document_tokens, perplexity
-
-    subject = open_subject(model, str(recipe) if recipe is not None else None)
-    docs = document_tokens(load_texts(text), subject.tokenizer, max_tokens)
-    return perplexity(subject.step, subject.kv_cache, docs, 256, 128)["perplexity"]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("recipes", nargs="+", type=Path)
-    parser.add_argument("--model", default="fixture-lm")
-    parser.add_argument("--text", default="stdlib-heldout")
-    parser.add_argument("--max-tokens", type=int, default=20_000)
+    add_heldout_arguments(parser, "+")
     parser.add_argument("--rotate", default="{}", help="settings of the rotate pass, as JSON")
     args = parser.parse_args()
     rotate = json.loads(args.rotate)

@@ -241,16 +241,18 @@ class QuantizeConfig(LayerSettings, PassConfig):
             value = getattr(override, key)
             if value is not None:
                 data[key] = value
-        if data["scheme"] != "w4a8":  # a layer taken out of w4a8 by an override keeps no activation groups
-            data["activation_group_size"] = None
         if override.per_channel:
             data["group_size"] = None
-            data["scale_codes"] = data["scale_codes"] and override.scale_codes is True  # per-channel: codes only if asked
         if override.scheme == "w8a8":
-            data.update(bits=8, group_size=None, symmetric=True, method="rtn", clip_search=False,
-                        scale_codes=bool(override.scale_codes))  # asked for explicitly: refused by the validator
+            data.update(bits=8, group_size=None, symmetric=True, method="rtn", clip_search=False)
         if override.scheme == "w4a8" and override.bits is None:
             data["bits"] = 4
+        # an inherited setting the override's layers cannot take is dropped; one the override gives is kept, so that
+        # the validator refuses it by name
+        if override.activation_group_size is None and (data["scheme"] != "w4a8" or data["group_size"] is None):
+            data["activation_group_size"] = None
+        if override.scale_codes is None and (data["scheme"] != "weight_only" or data["group_size"] is None):
+            data["scale_codes"] = False
         return LayerSettings(**data)
 
     def all_settings(self) -> list[LayerSettings]:

@@ -17,6 +17,7 @@ from slmc.quantization.tvm_kernels import KERNEL_ATTR
 from slmc.quantization.w4a8_layout import pack_paired
 
 TOLERANCE = 1e-4
+BLOCK_TOLERANCE = 1e-3  # per block of activations, outputs ~400: see test_w4a8_kernel_matches_eager
 
 
 class W4A8(torch.nn.Module):
@@ -45,14 +46,15 @@ def test_w4a8_kernel_matches_eager(shape, group, tiled, block, host_target):
     module = W4A8(*shape, group, block=block)
 
     def make_input(n: int) -> torch.Tensor:
-        x = torch.randn(1, n, shape[1]) * 3
+        x = torch.randn(1, n, shape[1], generator=torch.Generator().manual_seed(n)) * 3
         if block is not None:
             x[..., 3] *= 40.0  # an outlier input in the first block
         return x
 
     err, mod = _compile_and_compare(module, make_input, [1, 6, 33], host_target)
-    # the outlier makes outputs ~40x larger: the same float32 relative error (measured: <= 7.7e-6; blocks <= 2.2e-4)
-    assert err <= TOLERANCE * (1 if block is None else 40)
+    # the outlier makes outputs ~5x larger (|out| ~400) and eager rescales each block's codes before its float32
+    # matmul: blocks 1e-3 (measured: per token <= 7.7e-6; blocks <= 2.2e-4, <= 3.1e-4 over 3 other input seeds)
+    assert err <= (TOLERANCE if block is None else BLOCK_TOLERANCE)
     kernel = next(f for gv, f in mod.functions.items() if gv.name_hint.startswith("slmc_w4a8_linear"))
     assert str(kernel.attrs[KERNEL_ATTR]) == "w4a8_linear"
     n, k = shape
