@@ -28,6 +28,15 @@ def test_the_decode_roofline_takes_the_larger_bandwidth_measured():
     assert machine.bandwidth_gbs({"memory_bandwidth_gbs": 20.0}) == 20.0  # a report from before the read-only stream
 
 
+def test_bandwidth_arrays_fill_the_working_set_asked_and_the_llc_figure_is_reported_beside_the_dram_one():
+    assert machine.triad_elements(12 * 2**20) == 2**20  # three float32 arrays of 4 MiB
+    assert machine.gemv_rows(2**30) == 2**16 and machine.gemv_rows(1) == 1  # x 4,096 float32 columns
+    bounds = {"memory_bandwidth_gbs": 20.0, "read_bandwidth_gbs": 25.0, "llc_triad_bandwidth_gbs": 90.0,
+              "llc_read_bandwidth_gbs": 70.0}
+    assert machine.bandwidth_gbs(bounds) == 25.0 and machine.llc_bandwidth_gbs(bounds) == 90.0
+    assert machine.llc_bandwidth_gbs({"memory_bandwidth_gbs": 20.0}) is None  # a report from before the LLC sets
+
+
 def test_load_flag():
     n = machine.cores()
     idle = {"load1": 0.0}

@@ -64,3 +64,12 @@ def test_an_unknown_kv_type_is_refused(fixture_f32):
 
     with pytest.raises(SlmcError, match="KV cache type 'Q4_0' is not one of F16, F32"):
         LlamaCpp(fixture_f32[0], 64, 1, kv_type="Q4_0")
+
+
+def test_cold_samples_evict_between_llama_cpps_steps_in_its_process(fixture_f32):
+    """``--evict-llc`` for llama.cpp: the eviction write runs between ``llama_decode`` calls in this process."""
+    from slmc.bench.engine_llama_cpp import LlamaTimer
+    from slmc.bench.thread_policy import engine_default
+
+    timer = LlamaTimer({"gguf": str(fixture_f32[0]), "kv": {"max_context": 64}}, engine_default())
+    assert [s > 0 for s in timer.decode_ms(16, 2, evict_bytes=2**20)] == [True, True]

@@ -15,3 +15,24 @@ def test_a_resident_artifact_is_timed_on_its_own_cache_at_the_asked_context(cach
     assert timer.decoder.tokens == 41  # the 40-token context and the last timed step
     assert [s > 0 for s in timer.prefill_s(20, 2)] == [True, True]
     assert timer.decoder.tokens == 20 and timer.peak_rss_mb() > 0
+
+
+def test_cold_samples_evict_between_steps_in_the_engines_process(cached_compile):
+    timer = open_timer({"artifact": str(cached_compile.artifact), "kv": {}}, engine_default())
+    cold = timer.decode_ms(40, 2, evict_bytes=2**20)  # slmc.bench.evict; a small buffer, no timing asserted
+    assert len(cold) == 2 and min(cold) > 0 and timer.decoder.tokens == 41
+
+
+def test_the_footprint_process_loads_prompts_and_decodes_64_steps(cached_compile):
+    """Issue 22's "load + 64 decode steps" row (slmc.bench.footprint) in a fresh process: its peak holds the weights
+    file, and the KV term is the context reached (8 + 64 tokens and the sink slot)."""
+    import slmc
+    from slmc.bench.child import run_child
+
+    manifest = cached_compile.result.manifest
+    info = {"artifact": str(cached_compile.artifact), "weights_file_bytes": manifest.weights.bytes}
+    got = run_child("footprint", dict(engine_name="slmc", info=info, policy=engine_default().to_json()),
+                    env=engine_default().child_env(), quiet=True)
+    per_token = slmc.load(cached_compile.artifact).decoder().cache.bytes_per_token()
+    assert (got["prompt_tokens"], got["decode_steps"], got["kv_cache_bytes"]) == (8, 64, per_token * 73)
+    assert got["peak_rss_bytes"] > got["weights_file_bytes"] == manifest.weights.bytes

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from slmc.bench.run import recipe_labels
+from slmc.bench.run import process_order, process_spread, recipe_labels
 from slmc.cli.main import cli
 from slmc.errors import InputError
 
@@ -49,3 +49,9 @@ def test_two_recipes_measured_as_two_slmc_engines_in_one_run(tmp_path):
     assert {g["slmc"] for g in model["goals"]} == {"slmc[int4-g32-rtn]"}
     rows = md.read_text()
     assert "| fixture-lm | slmc[int4-g32-rtn] |" in rows and "| fixture-lm | slmc[int8-rtn] |" in rows
+
+
+def test_repeats_alternate_the_engines_one_process_each_per_round():
+    assert process_order(["slmc", "llama-cpp-q4_0"], 3) == ["slmc", "llama-cpp-q4_0"] * 3  # A, B, A, B, A, B
+    assert process_order(["a", "b", "c"], 2) == ["a", "b", "c", "a", "b", "c"]
+    assert process_spread([4.0, 5.0, 4.5]) == {"process_min_ms": 4.0, "process_median_ms": 4.5, "process_spread": 0.2222}
