@@ -11,9 +11,11 @@ session 10, docs/dev-notes.md). Without sysfs (not Linux, or no cache entries) t
 32 MiB), so the DRAM set is DRAM-sized on any machine the bench runs on; the report names the source.
 
 ``working_sets``: the DRAM set is ``DRAM_LLC_MULTIPLE`` (4) x the LLC, at least ``DRAM_MIN_BYTES``
-(1 GiB: it costs about 3 s in all and keeps the set beyond an LLC the guest under-reports) and at most
-a quarter of the memory available now (``MemAvailable``; the machine is shared); the LLC set a quarter of
-the LLC (it fits with room for the code and the other core's traffic). ``eviction_bytes``: a buffer
+(1 GiB, so the set stays beyond an LLC the guest under-reports; its peak is about 1.2 GB of RSS in the
+parent and ``describe``'s four bandwidth measurements took 11 s at load 17 on this 2-core machine, against
+5.5 s for the fixed 384 / 256 MB sets before, in the same minute) and at most a quarter of the memory
+available now (``MemAvailable``; the machine is shared); the LLC set a quarter of the LLC (it fits with
+room for the code and the other core's traffic). ``eviction_bytes``: a buffer
 ``EVICTION_LLC_MULTIPLE`` (2) x the LLC, streamed between timed decode steps (``slmc.bench.evict``).
 """
 

@@ -26,6 +26,7 @@ from slmc.bench import llc
 TRIAD_ARRAYS = 3  # a, b, c
 GEMV_COLUMNS = 4096
 LLC_REPEATS = 50  # an LLC set streams in about a millisecond: more samples for its best
+DRAM_REPEATS = 3  # a DRAM set (>= 1 GiB) streams for 50-100 ms: each sample is long enough
 
 
 def triad_elements(set_bytes: int) -> int:
@@ -137,8 +138,8 @@ def describe(threads: int) -> dict[str, Any]:
     sets = llc.working_sets(cache.bytes, llc.available_bytes())
     start = time.perf_counter()
     measured = {
-        "memory_bandwidth_gbs": round(memory_bandwidth(triad_elements(sets.dram_bytes)), 2),
-        "read_bandwidth_gbs": round(read_bandwidth(threads, gemv_rows(sets.dram_bytes), GEMV_COLUMNS), 2),
+        "memory_bandwidth_gbs": round(memory_bandwidth(triad_elements(sets.dram_bytes), DRAM_REPEATS), 2),
+        "read_bandwidth_gbs": round(read_bandwidth(threads, gemv_rows(sets.dram_bytes), GEMV_COLUMNS, DRAM_REPEATS), 2),
         "llc_triad_bandwidth_gbs": round(memory_bandwidth(triad_elements(sets.llc_bytes), LLC_REPEATS), 2),
         "llc_read_bandwidth_gbs": round(read_bandwidth(threads, gemv_rows(sets.llc_bytes), GEMV_COLUMNS, LLC_REPEATS), 2),
     }
