@@ -120,13 +120,14 @@ def _summary(name: str, info: dict[str, Any], runs: list[dict[str, Any]], cache:
                              "kv_cache_bytes_per_token": kv_per_position,
                              "decode": {}, "prefill": {},
                              "details": {k: v for k, v in info.items() if k not in ("kv", "model")}}
+    # the roofline's bandwidths: the goal's (DRAM, the larger), each DRAM figure alone, the LLC's (absent in old reports)
+    bandwidths = {"bandwidth": bandwidth_gbs(bounds), "triad": bounds["memory_bandwidth_gbs"],
+                  "read": bounds["read_bandwidth_gbs"], "llc": llc_bandwidth_gbs(bounds)}
     for c in runs[0]["decode_ms"]:
         read = info["weight_bytes"] + kv_per_position * int(c)  # bytes a step reads (slmc.bench.decode_bytes)
-        entry["decode"][c] = {**_samples(runs, "decode_ms", c), "bytes_read": read}
-        entry["decode"][c].update({f"fraction_of_{bound}_bound": round(1e3 * read / (gbs * 1e9) / entry["decode"][c]["ms_median"], 4)
-                                   for bound, gbs in (("bandwidth", bandwidth_gbs(bounds)), ("triad", bounds["memory_bandwidth_gbs"]),
-                                                      ("read", bounds["read_bandwidth_gbs"]), ("llc", llc_bandwidth_gbs(bounds)))
-                                   if gbs})
+        decode = entry["decode"][c] = {**_samples(runs, "decode_ms", c), "bytes_read": read}
+        decode.update({f"fraction_of_{bound}_bound": round(1e3 * read / (gbs * 1e9) / decode["ms_median"], 4)
+                       for bound, gbs in bandwidths.items() if gbs})
         if runs[0].get("decode_cold_ms"):
             cold = entry.setdefault("decode_cold", {})[c] = _samples(runs, "decode_cold_ms", c)
             cold["cold_minus_warm_ms"] = round(cold["ms_median"] - entry["decode"][c]["ms_median"], 3)
