@@ -52,6 +52,9 @@ def markdown(reports: list[dict[str, Any]]) -> str:
                 lines.append("| " + " | ".join(cells) + " |")
             for engine, reason in result.get("unavailable", {}).items():
                 lines.append(f"\n{model}: {engine} not measured: {reason}")
+            for engine, entry in result["engines"].items():
+                for reason in {f["unavailable"] for f in entry.get("footprint", []) if "unavailable" in f}:
+                    lines.append(f"\n{model}: {engine}'s footprint process (load + 64 steps) failed: {reason}")
     return "\n".join(lines).strip()
 
 

@@ -41,3 +41,9 @@ def test_the_processes_table_shows_min_median_and_spread_of_the_process_medians_
     rows = processes_markdown([_report({**MACHINE, **LLC}, cold=True)]).splitlines()
     assert rows[2] == "| smollm-135m | slmc | 128 | 3 | 4.00 / 4.50 | 22.2% | 6.50 / 7.00 | +2.50 |"
     assert processes_markdown([_report(MACHINE, cold=False)]).splitlines()[2].endswith("| not measured |  |")
+
+
+def test_a_footprint_process_that_failed_is_said_under_the_table():
+    report = _report({**MACHINE, **LLC}, cold=False)
+    report["models"]["smollm-135m"]["engines"]["slmc"]["footprint"] = [{"unavailable": "no resident cache"}]
+    assert "smollm-135m: slmc's footprint process (load + 64 steps) failed: no resident cache" in markdown([report])
