@@ -76,7 +76,7 @@ def footprint(info: dict[str, Any], policy: ThreadPolicy, prompt: int, steps: in
         token[0, 0] = (step * 7 + 1) % PROMPT_ID_RANGE
         decoder.feed(token, last_only=True)
     return {"prompt_tokens": prompt, "decode_steps": steps, "peak_rss_bytes": int(peak_rss_mb() * 2**20),
-            "weights_file_bytes": info["weights_file_bytes"],
+            "weights_file_bytes": (Path(info["artifact"]) / WEIGHTS).stat().st_size,  # the file, as slmc-run reports it
             "kv_cache_bytes": decoder.cache.bytes_per_token() * (decoder.tokens + 1)}  # + the sink slot
 
 

@@ -35,4 +35,5 @@ def test_the_footprint_process_loads_prompts_and_decodes_64_steps(cached_compile
                     env=engine_default().child_env(), quiet=True)
     per_token = slmc.load(cached_compile.artifact).decoder().cache.bytes_per_token()
     assert (got["prompt_tokens"], got["decode_steps"], got["kv_cache_bytes"]) == (8, 64, per_token * 73)
-    assert got["peak_rss_bytes"] > got["weights_file_bytes"] == manifest.weights.bytes
+    weights_file = (cached_compile.artifact / "weights.safetensors").stat().st_size  # header and alignment included
+    assert got["peak_rss_bytes"] > got["weights_file_bytes"] == weights_file >= manifest.weights.bytes
