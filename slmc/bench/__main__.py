@@ -1,13 +1,15 @@
 """Child process of ``slmc bench``: ``python -m slmc.bench TASK ARGS.json RESULT.json``.
 
-TASK is ``prepare`` (``slmc.bench.prepare.prepare_model``: every engine's files for one model) or
-``measure`` (``slmc.bench.measure.measure``: one engine timed in this fresh process). The parent
+TASK is ``prepare`` (``slmc.bench.prepare.prepare_model``: every engine's files for one model),
+``measure`` (``slmc.bench.measure.measure``: one engine timed in this fresh process) or ``footprint``
+(``slmc.bench.footprint.footprint``: load + a short prompt + 64 decode steps, the peak RSS). The parent
 (``slmc.bench.child``) sets the environment of the run's thread policy before anything loads; the
 result, or the error, goes to RESULT.json.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -15,14 +17,13 @@ from pathlib import Path
 from slmc.errors import SlmcError
 
 
+TASKS = {"prepare": ("slmc.bench.prepare", "prepare_model"), "measure": ("slmc.bench.measure", "measure"),
+         "footprint": ("slmc.bench.footprint", "footprint")}  # imported when run: each loads what it needs
+
+
 def _task(name: str):  # noqa: ANN202
-    if name == "prepare":
-        from slmc.bench.prepare import prepare_model
-
-        return prepare_model
-    from slmc.bench.measure import measure
-
-    return measure
+    module, function = TASKS[name]
+    return getattr(importlib.import_module(module), function)
 
 
 def main() -> None:

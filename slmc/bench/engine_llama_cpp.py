@@ -32,7 +32,7 @@ import numpy as np
 from slmc.bench.decode_bytes import gguf_decode_bytes, kv_bytes_per_token
 from slmc.bench.prepare import EngineUnavailable, Preparation
 from slmc.bench.thread_policy import ThreadPolicy
-from slmc.bench.timing import bench_prompt, peak_rss_mb
+from slmc.bench.timing import bench_prompt, peak_rss_mb, step_samples
 from slmc.errors import InputError, ModelError, SlmcError
 
 # llama.cpp's KV cache element types (``type_k`` / ``type_v``) -> bytes per entry; the bench opens the type its
@@ -231,17 +231,13 @@ class LlamaTimer:
                           "llama.cpp command-line default (physical cores)", "spinning": True,
                           "extra_buffer_types": not self.llama.amx_workaround}
 
-    def decode_ms(self, context: int, steps: int) -> list[float]:
+    def decode_ms(self, context: int, steps: int, evict_bytes: int = 0) -> list[float]:
+        """One token after a ``context``-token prompt, the memory cut back to ``context`` before each (untimed);
+        with ``evict_bytes`` the eviction write runs in this process between llama.cpp's steps, as for slmc."""
         lm = self.llama
         lm.clear()
         lm.decode([int(i) for i in bench_prompt(context)[0]], 0)
-        samples = []
-        for k in range(steps + 1):  # the first is the warm-up
-            lm.clear(context)
-            start = time.perf_counter()
-            lm.decode([1], context)
-            samples.append(1e3 * (time.perf_counter() - start))
-        return samples[1:]
+        return step_samples(lambda: lm.decode([1], context), steps, evict_bytes, before=lambda: lm.clear(context))
 
     def prefill_s(self, tokens: int, repeats: int) -> list[float]:
         lm, ids = self.llama, [int(i) for i in bench_prompt(tokens)[0]]

@@ -28,7 +28,7 @@ from slmc.artifact.tvm_runtime import physical_cores, tvm_threads
 from slmc.bench.decode_bytes import slmc_decode_bytes
 from slmc.bench.prepare import EngineUnavailable, Preparation
 from slmc.bench.thread_policy import ThreadPolicy
-from slmc.bench.timing import PROMPT_ID_RANGE, StepTimer, bench_prompt, peak_rss_mb, rss_bytes, timed
+from slmc.bench.timing import PROMPT_ID_RANGE, StepTimer, bench_prompt, peak_rss_mb, rss_bytes, step_samples, timed
 from slmc.errors import SlmcError
 from slmc.graph.kv_cache import KVCacheSpec
 
@@ -60,6 +60,26 @@ def open_timer(info: dict[str, Any], policy: ThreadPolicy) -> StepTimer | Reside
     return StepTimer(lambda i, k, v: model.step(i, k, v)[0], KVCacheSpec(**info["kv"]), threading)
 
 
+def footprint(info: dict[str, Any], policy: ThreadPolicy, prompt: int, steps: int) -> dict[str, Any]:
+    """Load the artifact, prefill ``prompt`` bench ids, decode ``steps`` tokens one at a time (``last_only``, as
+    ``generate`` runs them, the cache planned for that length first): this process's peak RSS and the terms of its
+    bound (``slmc.bench.footprint``). An artifact of the copy contract has no resident cache to measure."""
+    import slmc
+
+    model = slmc.load(info["artifact"])
+    if not model.resident:
+        raise SlmcError(f"{info['artifact']}: the footprint row needs an artifact of the resident KV-cache contract")
+    decoder, token = model.decoder(), bench_prompt(1)
+    decoder.plan(prompt + steps)
+    decoder.feed(bench_prompt(prompt), last_only=True)
+    for step in range(steps):
+        token[0, 0] = (step * 7 + 1) % PROMPT_ID_RANGE
+        decoder.feed(token, last_only=True)
+    return {"prompt_tokens": prompt, "decode_steps": steps, "peak_rss_bytes": int(peak_rss_mb() * 2**20),
+            "weights_file_bytes": (Path(info["artifact"]) / WEIGHTS).stat().st_size,  # the file, as slmc-run reports it
+            "kv_cache_bytes": decoder.cache.bytes_per_token() * (decoder.tokens + 1)}  # + the sink slot
+
+
 class ResidentTimer:
     """Times the resident decoder (``slmc.artifact.resident_cache``) as generation runs it, and as the
     llama.cpp engine is timed: a decode sample is one token after a ``context``-token prompt prefilled
@@ -71,7 +91,7 @@ class ResidentTimer:
     def __init__(self, decoder: Any, threading: dict[str, Any]):
         self.decoder, self.threading = decoder, threading
 
-    def decode_ms(self, context: int, steps: int) -> list[float]:
+    def decode_ms(self, context: int, steps: int, evict_bytes: int = 0) -> list[float]:
         decoder, one = self.decoder, bench_prompt(1)
         decoder.reset()
         decoder.feed(bench_prompt(context), last_only=True)
@@ -80,8 +100,7 @@ class ResidentTimer:
             decoder.truncate(context)
             decoder.feed(one, last_only=True)
 
-        sample()  # the warm-up
-        return [1e3 * timed(sample) for _ in range(steps)]
+        return step_samples(sample, steps, evict_bytes)
 
     def prefill_s(self, tokens: int, repeats: int) -> list[float]:
         ids, decoder = bench_prompt(tokens), self.decoder
@@ -134,9 +153,11 @@ class NativeTimer:
         self.runs: list[dict[str, Any]] = []  # each run's memory terms (memory_runs)
         self.max_context = info["kv"]["max_context"]
 
-    def _run(self, prompt: int, new_tokens: int) -> dict[str, Any]:
+    def _run(self, prompt: int, new_tokens: int, evict_bytes: int = 0) -> dict[str, Any]:
+        """One runner process; its memory terms are recorded (``memory_runs``) unless it evicted (its peak RSS
+        then holds the eviction buffer)."""
         cmd = [self.info["runner"], self.info["bundle"], "--json", "--bench-prompt-tokens", str(prompt),
-               "--max-new-tokens", str(new_tokens), "--ignore-eos"]
+               "--max-new-tokens", str(new_tokens), "--ignore-eos", *(["--evict-bytes", str(evict_bytes)] if evict_bytes else [])]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=dict(os.environ))
         try:
             report = json.loads(done.stdout.strip().splitlines()[-1])
@@ -144,18 +165,21 @@ class NativeTimer:
             raise SlmcError(f"{' '.join(cmd)} exited {done.returncode} without a JSON report: {done.stderr[-500:]}") from exc
         if not report.get("ok"):
             raise SlmcError(f"{' '.join(cmd)} failed: {report.get('error')}")
+        if evict_bytes:
+            return report
         self.peak_bytes = max(self.peak_bytes, int(report["peak_rss_bytes"]))
         self.runs.append({"context": report["prompt_tokens"] + report["generated_tokens"] - 1,
                           **{k: report[k] for k in ("peak_rss_bytes", "weights_file_bytes", "kv_cache_bytes",
                                                     "kv_cache_huge_pages")}})
         return report
 
-    def decode_ms(self, context: int, steps: int) -> list[float]:
+    def decode_ms(self, context: int, steps: int, evict_bytes: int = 0) -> list[float]:
         """``steps`` samples, as the Python runtime's timer takes them: the ms of each decode step after
-        a ``context``-token prompt (the runner's ``token_ms``, the time between consecutive tokens), the
-        first step left out as the warm-up (the prompt shortened so prompt + tokens fit ``max_context``)."""
+        a ``context``-token prompt (the runner's ``token_ms``, the time between consecutive tokens, or with
+        ``evict_bytes`` from the end of the runner's eviction write to the next token), the first step left out
+        as the warm-up (the prompt shortened so prompt + tokens fit ``max_context``)."""
         prompt = max(1, min(context, self.max_context - steps - 3))
-        report = self._run(prompt, steps + 2)
+        report = self._run(prompt, steps + 2, evict_bytes)
         return [float(ms) for ms in report["token_ms"][1:]]
 
     def prefill_s(self, tokens: int, repeats: int) -> list[float]:
@@ -167,6 +191,14 @@ class NativeTimer:
     def memory_runs(self) -> list[dict[str, Any]]:
         """Each run's peak RSS beside the terms of its bound (``slmc.bench.timing.MemoryRuns``)."""
         return list(self.runs)
+
+
+def footprint_native(info: dict[str, Any], policy: ThreadPolicy, prompt: int, steps: int) -> dict[str, Any]:
+    """One ``slmc-run`` process: ``prompt`` bench ids, then ``steps`` decode steps (``steps + 1`` tokens: the first
+    ends the prefill); its own peak RSS and the terms it reports (``slmc.bench.footprint``)."""
+    report = open_native(info, policy)._run(prompt, steps + 1)
+    return {"prompt_tokens": prompt, "decode_steps": steps,
+            **{k: int(report[k]) for k in ("peak_rss_bytes", "weights_file_bytes", "kv_cache_bytes")}}
 
 
 def open_native(info: dict[str, Any], policy: ThreadPolicy) -> NativeTimer:

@@ -39,6 +39,7 @@ class EngineKind:
     prepare_name: str
     open_name: str
     per_recipe: bool = False  # compiles the run's recipe: one instance per recipe
+    footprint_name: str | None = None  # issue 22's load + 64 steps peak RSS (slmc.bench.footprint); None: not measured
 
     def prepare(self, prep: Any) -> dict[str, Any]:
         return getattr(importlib.import_module(f"slmc.bench.{self.module}"), self.prepare_name)(prep)
@@ -46,10 +47,16 @@ class EngineKind:
     def open(self, info: dict[str, Any], policy: Any) -> Any:
         return getattr(importlib.import_module(f"slmc.bench.{self.module}"), self.open_name)(info, policy)
 
+    def footprint(self, info: dict[str, Any], policy: Any, prompt: int, steps: int) -> dict[str, Any]:
+        if self.footprint_name is None:
+            raise InputError(f"engine {self.name} has no footprint measurement (slmc.bench.footprint)")
+        return getattr(importlib.import_module(f"slmc.bench.{self.module}"), self.footprint_name)(info, policy, prompt, steps)
+
 
 ENGINE_KINDS = {e.name: e for e in (
-    EngineKind("slmc", "engine_slmc", "prepare", "open_timer", per_recipe=True),
-    EngineKind("slmc-native", "engine_slmc", "prepare_native", "open_native", per_recipe=True),
+    EngineKind("slmc", "engine_slmc", "prepare", "open_timer", per_recipe=True, footprint_name="footprint"),
+    EngineKind("slmc-native", "engine_slmc", "prepare_native", "open_native", per_recipe=True,
+               footprint_name="footprint_native"),
     EngineKind("torch", "engine_torch", "prepare", "open_timer"),
     EngineKind("ort-fp32", "engine_ort", "prepare_fp32", "open_timer"),
     EngineKind("ort-int8", "engine_ort", "prepare_int8", "open_timer"),

@@ -1,9 +1,11 @@
 """The machine a benchmark runs on: roofline bounds measured at the start, and load before/after.
 
 Memory bandwidth, two ways: STREAM's triad ``a = b + s * c`` (McCalpin, "Memory Bandwidth and Machine
-Balance in Current High Performance Computers", 1995) on float32 arrays far larger than the last
-level cache, one thread, best of ``repeats``; and a read-only stream (``read_bandwidth``: an fp32 GEMV on
-one thread and on the benchmark's threads); issue 22's decode goal uses the larger (``bandwidth_gbs``). GEMM peak:
+Balance in Current High Performance Computers", 1995) on float32 arrays, one thread, best of ``repeats``;
+and a read-only stream (``read_bandwidth``: an fp32 GEMV on one thread and on the benchmark's threads).
+Each is measured twice (``describe``), over working sets sized from the last level cache (``slmc.bench.llc``):
+a DRAM set (>= 4x the LLC) and an LLC set (a quarter of it). Issue 22's decode goal divides by the larger
+DRAM figure (``bandwidth_gbs``); the LLC figure (``llc_bandwidth_gbs``) is reported beside it. GEMM peak:
 an fp32 ``torch.matmul`` of two square matrices with the benchmark's thread count, 2 n^3 flops,
 best of ``repeats``. Bounds (Williams et al., "Roofline", CACM 2009): a decode step must at least
 read every weight once (memory bound), a prefill must at least do its matmul flops (compute bound).
@@ -17,6 +19,24 @@ import time
 from typing import Any
 
 import numpy as np
+
+from slmc.bench import llc
+
+
+TRIAD_ARRAYS = 3  # a, b, c
+GEMV_COLUMNS = 4096
+LLC_REPEATS = 50  # an LLC set streams in about a millisecond: more samples for its best
+DRAM_REPEATS = 3  # a DRAM set (>= 1 GiB) streams for 50-100 ms: each sample is long enough
+
+
+def triad_elements(set_bytes: int) -> int:
+    """float32 elements per triad array so that its three arrays fill ``set_bytes``."""
+    return max(1, set_bytes // (TRIAD_ARRAYS * 4))
+
+
+def gemv_rows(set_bytes: int) -> int:
+    """Rows of a ``GEMV_COLUMNS``-wide float32 matrix of ``set_bytes`` (at least one)."""
+    return max(1, set_bytes // (GEMV_COLUMNS * 4))
 
 
 def memory_bandwidth(elements: int = 32 * 2**20, repeats: int = 5) -> float:
@@ -36,7 +56,7 @@ def memory_bandwidth(elements: int = 32 * 2**20, repeats: int = 5) -> float:
 
 def read_bandwidth(threads: int, rows: int = 16384, columns: int = 4096, repeats: int = 5) -> float:
     """Read-only bandwidth in GB/s: an fp32 matrix-vector product (``torch.mv``, a GEMV as a decode step runs
-    them) over a matrix far larger than the last level cache (256 MB by default), counting the matrix's
+    them) over a ``rows x columns`` matrix (256 MB by default; ``describe`` sizes it by ``slmc.bench.llc``), counting the matrix's
     bytes, best of ``repeats`` on one thread and on ``threads`` (the machine's bound, whichever streams more).
     A decode step streams its weights in and writes only activations; the triad (one numpy thread, whose
     writes also cost a read for ownership) under-states what reads alone stream. (``torch.sum`` was tried
@@ -67,9 +87,15 @@ def _best_seconds(run: Any, repeats: int) -> float:
 
 
 def bandwidth_gbs(bounds: dict[str, Any]) -> float:
-    """The bandwidth of the decode roofline: the larger of the triad and the read-only stream measured (the
-    machine streams at least that, so the bound is the stricter of the two; ``describe``'s keys)."""
+    """The bandwidth of the decode roofline: the larger of the triad and the read-only stream measured over the
+    DRAM set (the machine streams at least that, so the bound is the stricter of the two; ``describe``'s keys)."""
     return max(bounds["memory_bandwidth_gbs"], bounds.get("read_bandwidth_gbs", 0.0))
+
+
+def llc_bandwidth_gbs(bounds: dict[str, Any]) -> float | None:
+    """The same over the LLC set (``None`` for a report written before it was measured)."""
+    measured = [bounds[k] for k in ("llc_triad_bandwidth_gbs", "llc_read_bandwidth_gbs") if k in bounds]
+    return max(measured) if measured else None
 
 
 def gemm_peak(threads: int, n: int = 1024, repeats: int = 5) -> float:
@@ -104,14 +130,27 @@ def loaded(before: dict[str, float], after: dict[str, float], threads: int) -> b
 
 
 def describe(threads: int) -> dict[str, Any]:
-    """Machine facts plus the measured roofline."""
+    """Machine facts plus the measured roofline: the last level cache and the working sets sized from it
+    (``slmc.bench.llc``), the triad and read-only bandwidths over the DRAM set (``memory_bandwidth_gbs``,
+    ``read_bandwidth_gbs``) and over the LLC set (``llc_triad_bandwidth_gbs``, ``llc_read_bandwidth_gbs``), the
+    eviction buffer's size, and the GEMM peak; ``bandwidth_seconds``: what the four bandwidth measurements took."""
+    cache = llc.last_level_cache()
+    sets = llc.working_sets(cache.bytes, llc.available_bytes())
+    start = time.perf_counter()
+    measured = {
+        "memory_bandwidth_gbs": round(memory_bandwidth(triad_elements(sets.dram_bytes), DRAM_REPEATS), 2),
+        "read_bandwidth_gbs": round(read_bandwidth(threads, gemv_rows(sets.dram_bytes), GEMV_COLUMNS, DRAM_REPEATS), 2),
+        "llc_triad_bandwidth_gbs": round(memory_bandwidth(triad_elements(sets.llc_bytes), LLC_REPEATS), 2),
+        "llc_read_bandwidth_gbs": round(read_bandwidth(threads, gemv_rows(sets.llc_bytes), GEMV_COLUMNS, LLC_REPEATS), 2),
+    }
     return {
         "cpu": platform.processor() or platform.machine(),
         "cpu_model": _cpu_model(),
         "cores": cores(),
         "threads": threads,
-        "memory_bandwidth_gbs": round(memory_bandwidth(), 2),
-        "read_bandwidth_gbs": round(read_bandwidth(threads), 2),
+        **cache.to_json(), **sets.to_json(), **measured,
+        "bandwidth_seconds": round(time.perf_counter() - start, 1),
+        "eviction_bytes": llc.eviction_bytes(cache.bytes),
         "gemm_peak_gflops": round(gemm_peak(threads), 2),
     }
 

@@ -11,10 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from slmc.bench.goals import LLAMA
+from slmc.bench.run import process_spread
 
 
 def _ratio(value: float, base: float | None) -> str:
     return f" ({value / base:.2f}x)" if base else ""
+
+
+def _bandwidth_shares(decode: dict[str, Any]) -> str:
+    """"88% DRAM bw, 30% LLC bw" (a report from before the LLC figure: "88% bw")."""
+    dram = f"{100 * decode['fraction_of_bandwidth_bound']:.0f}%"
+    if "fraction_of_llc_bound" not in decode:
+        return f"{dram} bw"
+    return f"{dram} DRAM bw, {100 * decode['fraction_of_llc_bound']:.0f}% LLC bw"
 
 
 def markdown(reports: list[dict[str, Any]]) -> str:
@@ -23,7 +32,7 @@ def markdown(reports: list[dict[str, Any]]) -> str:
     for report in reports:
         for model, result in report["models"].items():
             contexts, prefills = result["contexts"], result["prefills"]
-            head = ["model", "engine", *[f"decode ms/token @{c}: median / p90 (vs llama.cpp Q4_0, % of bw bound)" for c in contexts],
+            head = ["model", "engine", *[f"decode ms/token @{c}: median / p90 (vs llama.cpp Q4_0, % of DRAM / LLC bw bound)" for c in contexts],
                     *[f"prefill tok/s @{p} (vs llama.cpp Q4_0)" for p in prefills], "peak RSS MB", "threads"]
             lines += ["", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
             base = result["engines"].get(LLAMA)
@@ -33,7 +42,7 @@ def markdown(reports: list[dict[str, Any]]) -> str:
                     d = entry["decode"][str(c)]
                     b = base["decode"][str(c)]["ms_median"] if base else None
                     versus = f"{d['ms_median'] / b:.2f}x, " if b else ""
-                    cells.append(f"{d['ms_median']:.2f} / {d['ms_p90']:.2f} ({versus}{100 * d['fraction_of_bandwidth_bound']:.0f}% bw)")
+                    cells.append(f"{d['ms_median']:.2f} / {d['ms_p90']:.2f} ({versus}{_bandwidth_shares(d)})")
                 for p in prefills:
                     t = entry["prefill"][str(p)]["tokens_per_s"]
                     b = base["prefill"][str(p)]["tokens_per_s"] if base else None
@@ -43,7 +52,30 @@ def markdown(reports: list[dict[str, Any]]) -> str:
                 lines.append("| " + " | ".join(cells) + " |")
             for engine, reason in result.get("unavailable", {}).items():
                 lines.append(f"\n{model}: {engine} not measured: {reason}")
+            for engine, entry in result["engines"].items():
+                for reason in {f["unavailable"] for f in entry.get("footprint", []) if "unavailable" in f}:
+                    lines.append(f"\n{model}: {engine}'s footprint process (load + 64 steps) failed: {reason}")
     return "\n".join(lines).strip()
+
+
+def processes_markdown(reports: list[dict[str, Any]]) -> str:
+    """Per model, engine and context: the spread of the measuring processes' median decode times (each process
+    one sample; ``slmc.bench.run.process_spread``) and, from a run with ``--evict-llc``, the cold-cache decode."""
+    lines = ["| model | engine | context | processes | decode ms, min / median of the process medians | spread "
+             "(max - min) / median | cold-cache decode ms, median / p90 | cold - warm ms |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for report in reports:
+        for model, result in report["models"].items():
+            for engine, entry in result["engines"].items():
+                for c in result["contexts"]:
+                    d, cold = entry["decode"][str(c)], entry.get("decode_cold", {}).get(str(c))
+                    medians = d["process_medians"]
+                    spread = process_spread(medians)
+                    cold_cells = (f"{cold['ms_median']:.2f} / {cold['ms_p90']:.2f} | {cold['cold_minus_warm_ms']:+.2f}"
+                                  if cold else "not measured | ")
+                    lines.append(f"| {model} | {engine} | {c} | {len(medians)} | {spread['process_min_ms']:.2f} / "
+                                 f"{spread['process_median_ms']:.2f} | {100 * spread['process_spread']:.1f}% | {cold_cells} |")
+    return "\n".join(lines)
 
 
 def goals_markdown(reports: list[dict[str, Any]]) -> str:
@@ -60,16 +92,32 @@ def goals_markdown(reports: list[dict[str, Any]]) -> str:
 def machine_lines(report: dict[str, Any]) -> str:
     m, policy = report["machine"], report["settings"]["thread_policy"]
     threads = f"{policy['threads']} threads per engine" if policy["common"] else "each engine's default threads"
-    return (f"{m['cpu_model']}, {m['cores']} cores usable; thread policy {policy['name']} ({threads}); measured triad "
-            f"bandwidth {m['memory_bandwidth_gbs']} GB/s, read-only (GEMV) bandwidth {m.get('read_bandwidth_gbs', 'not measured')} "
-            f"GB/s ('% bw' divides by the larger), fp32 GEMM peak {m['gemm_peak_gflops']} GFLOP/s; load (1 min) "
+    return (f"{m['cpu_model']}, {m['cores']} cores usable; thread policy {policy['name']} ({threads}); {_memory_line(m)}; "
+            f"fp32 GEMM peak {m['gemm_peak_gflops']} GFLOP/s; {_eviction_line(report)}load (1 min) "
             f"{report['load_before']['load1']} before, {report['load_after']['load1']} after; loaded: {report['loaded']}; "
             f"{report['settings']['repeats']} processes per engine, alternated; {report['seconds']} s")
 
 
+def _memory_line(m: dict[str, Any]) -> str:
+    if "llc_bytes" not in m:  # a report from before the LLC-sized sets
+        return (f"measured triad bandwidth {m['memory_bandwidth_gbs']} GB/s, read-only (GEMV) bandwidth "
+                f"{m.get('read_bandwidth_gbs', 'not measured')} GB/s ('% bw' divides by the larger; sets of 384 / 256 MB)")
+    capped = " (capped by the memory available: below 4x the LLC)" if m["dram_set_capped"] else ""
+    return (f"last level cache {m['llc_bytes'] / 2**20:.0f} MiB ({m['llc_source']}); DRAM bandwidth over a "
+            f"{m['dram_set_bytes'] / 2**20:.0f} MiB set{capped}: triad {m['memory_bandwidth_gbs']} GB/s, read-only (GEMV) "
+            f"{m['read_bandwidth_gbs']} GB/s ('% DRAM bw' divides by the larger); LLC bandwidth over a "
+            f"{m['llc_set_bytes'] / 2**20:.0f} MiB set: triad {m['llc_triad_bandwidth_gbs']} GB/s, read-only "
+            f"{m['llc_read_bandwidth_gbs']} GB/s ('% LLC bw' divides by the larger); {m['bandwidth_seconds']} s to measure")
+
+
+def _eviction_line(report: dict[str, Any]) -> str:
+    evict = report["settings"].get("evict_llc_bytes")
+    return f"cold-cache decode after writing {evict / 2**20:.0f} MiB before each step (--evict-llc); " if evict else ""
+
+
 def main(paths: list[str]) -> str:
     loaded = [json.loads(Path(p).read_text()) for p in paths]
-    parts = [markdown(loaded), "", goals_markdown(loaded)]
+    parts = [markdown(loaded), "", processes_markdown(loaded), "", goals_markdown(loaded)]
     parts += [f"\n{p}: {machine_lines(r)}" for p, r in zip(paths, loaded)]
     return "\n".join(parts)
 

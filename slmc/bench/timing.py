@@ -4,7 +4,9 @@ A ``Timer`` (one per engine process) times ``decode_ms(context, steps)``: ``step
 after a cache of ``context`` positions (each from the same cache, so every sample sees that length;
 random cache contents: a step costs the same whatever they hold), and ``prefill_s(tokens, repeats)``:
 a prompt of ``tokens`` ids from the empty cache, including the argmax of its last logits (the time to
-the first token). One untimed call of each shape comes first (first calls allocate). ``peak_rss_mb``
+the first token). One untimed call of each shape comes first (first calls allocate). With ``evict_bytes``
+(``slmc bench --evict-llc``) a buffer of that size is written before each timed decode step, untimed
+(``slmc.bench.evict``): cold-cache samples. ``peak_rss_mb``
 is the engine process's high-water resident set (``VmHWM`` of /proc/self/status, else
 ``getrusage``'s ``ru_maxrss``). ``StepTimer`` serves every engine that runs the causal-LM cache
 contract (``slmc.graph.kv_cache``) as a numpy step function.
@@ -20,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from slmc.bench.evict import Evictor
 from slmc.graph.kv_cache import KVCacheSpec
 
 Logits = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -29,7 +32,7 @@ PROMPT_ID_RANGE = 64  # prompt ids (i * 7 + 1) mod 64: every bench vocabulary ho
 class Timer(Protocol):
     threading: dict[str, Any]
 
-    def decode_ms(self, context: int, steps: int) -> list[float]: ...
+    def decode_ms(self, context: int, steps: int, evict_bytes: int = 0) -> list[float]: ...
 
     def prefill_s(self, tokens: int, repeats: int) -> list[float]: ...
 
@@ -93,19 +96,33 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def step_samples(sample: Callable[[], Any], steps: int, evict_bytes: int = 0,
+                 before: Callable[[], Any] | None = None) -> list[float]:
+    """Milliseconds of ``steps`` timed calls of ``sample`` after one untimed warm-up call; ``before`` (untimed) runs
+    before every call, then, with ``evict_bytes``, the eviction write (``slmc.bench.evict``, untimed)."""
+    evictor = Evictor(evict_bytes) if evict_bytes else None
+    samples = []
+    for _ in range(steps + 1):
+        if before is not None:
+            before()
+        if evictor is not None:
+            evictor.evict()
+        samples.append(1e3 * timed(sample))
+    return samples[1:]
+
+
 class StepTimer:
     """Times ``logits(ids, keys, values)`` under the cache contract of ``cache``."""
 
     def __init__(self, logits: Logits, cache: KVCacheSpec, threading: dict[str, Any]):
         self.logits, self.cache, self.threading = logits, cache, threading
 
-    def decode_ms(self, context: int, steps: int) -> list[float]:
+    def decode_ms(self, context: int, steps: int, evict_bytes: int = 0) -> list[float]:
         rng = np.random.default_rng(context)
         shape = (self.cache.layers, 1, self.cache.kv_heads, context + 1, self.cache.head_dim)  # + the sink slot
         keys, values = (aligned(rng.standard_normal(shape).astype(np.float32)) for _ in range(2))
         one = bench_prompt(1)
-        self.logits(one, keys, values)
-        return [1e3 * timed(lambda: self.logits(one, keys, values)) for _ in range(steps)]
+        return step_samples(lambda: self.logits(one, keys, values), steps, evict_bytes)
 
     def prefill_s(self, tokens: int, repeats: int) -> list[float]:
         ids = bench_prompt(tokens)

@@ -40,24 +40,29 @@ def _integers(option: str, text: str) -> list[int]:
 @click.option("--thread-policy", default="engine-default", show_default=True,
               help="engine-default: every engine its own threading; common-passive: --threads for all, passive waits.")
 @click.option("--threads", default=None, type=int, help="Threads per engine under --thread-policy common-passive [default: usable cores].")
+@click.option("--evict-llc", is_flag=True, default=False,
+              help="Also time every decode step with the last level cache evicted first (a 2x-LLC buffer written in the "
+                   "engine's own process between its steps): cold beside warm per-step times.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None, help="Also write the JSON report here.")
 @click.option("--markdown", "markdown_out", type=click.Path(path_type=Path), default=None,
               help="Also write the tables and goals as markdown here.")
 @handles_errors
 def bench_command(models: tuple[str, ...], recipes: tuple[Path, ...], engines: str, contexts: str, prefill: str, repeats: int,
-                  steps: int, prefill_repeats: int, thread_policy: str, threads: int | None, out: Path | None,
-                  markdown_out: Path | None) -> None:
+                  steps: int, prefill_repeats: int, thread_policy: str, threads: int | None, evict_llc: bool,
+                  out: Path | None, markdown_out: Path | None) -> None:
     """Benchmark MODELS (default fixture-lm; also smollm-135m, qwen2.5-0.5b, gpt2-124m) and print JSON."""
     from slmc.bench.run import check_settings, run_bench
-    from slmc.bench.table import goals_markdown, machine_lines, markdown
+    from slmc.bench.table import goals_markdown, machine_lines, markdown, processes_markdown
 
     args = dict(models=list(models) or ["fixture-lm"], engines=[e.strip() for e in engines.split(",") if e.strip()],
                 contexts=_integers("--contexts", contexts), prefills=_integers("--prefill", prefill), repeats=repeats,
                 steps=steps, recipes=list(recipes))
     check_settings(**args, policy=thread_policy, threads=threads)  # before anything is prepared
-    report = run_bench(**args, prefill_repeats=prefill_repeats, thread_policy_name=thread_policy, threads=threads)
+    report = run_bench(**args, prefill_repeats=prefill_repeats, thread_policy_name=thread_policy, threads=threads,
+                       evict_llc=evict_llc)
     if out is not None:
         out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     if markdown_out is not None:
-        markdown_out.write_text("\n\n".join([markdown([report]), goals_markdown([report]), machine_lines(report)]) + "\n")
+        markdown_out.write_text("\n\n".join([markdown([report]), processes_markdown([report]), goals_markdown([report]),
+                                             machine_lines(report)]) + "\n")
     emit_json(report)

@@ -2,6 +2,7 @@
 //
 //   slmc-run DIR (--prompt TEXT | --bench-prompt-tokens N) [--max-new-tokens N] [--temperature T]
 //            [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S] [--ignore-eos] [--json]
+//            [--evict-bytes N]
 //
 // DIR is an artifact directory or a deploy bundle (`slmc package`). A directory holding bundle.json
 // is a bundle: every file bundle.json lists (model files, manifest, runtime libraries, this runner)
@@ -15,9 +16,12 @@
 // kv_cache_huge_pages (whether the cache asked for huge pages: only when the context used fills about all
 // of the pages they would make resident, slmc/native/runtime/kv_pages.hpp), then
 // rss_at_end_bytes (resident memory at the end by kind, /proc/self/smaps; null where unreadable) and
-// bundle_files_checked (null for an artifact directory). Benchmark mode: --bench-prompt-tokens N
+// bundle_files_checked (null for an artifact directory), evict_bytes. Benchmark mode: --bench-prompt-tokens N
 // prefills N fixed token ids (i * 7 + 1) mod 64 instead of a text, --ignore-eos decodes exactly
-// --max-new-tokens tokens. On failure the error text goes to stderr (and, with --json,
+// --max-new-tokens tokens. --evict-bytes N (benchmarking the caches' share of a step, slmc.bench.evict): after
+// each token arrives, N bytes of a buffer of this process are written once (every cache line), so the next step
+// starts with the last level cache holding that buffer rather than the model; token_ms then counts from the end
+// of that write, not the token's arrival, and peak_rss_bytes includes the buffer. On failure the error text goes to stderr (and, with --json,
 // {"ok": false, "error": ...} to stdout); exit 1 (2 for a usage error).
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -37,12 +41,14 @@ namespace {
 
 const char* kUsage =
     "usage: slmc-run DIR (--prompt TEXT | --bench-prompt-tokens N) [--max-new-tokens N] [--temperature T]\n"
-    "                [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S] [--ignore-eos] [--json]\n";
+    "                [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S] [--ignore-eos] [--json]\n"
+    "                [--evict-bytes N]\n";
 
 struct Options {
     std::string artifact, prompt;
     bool has_prompt = false, json = false, ignore_eos = false;
     long long bench_prompt_tokens = 0;
+    long long evict_bytes = 0;
     slmc_sampling_params params = slmc_default_sampling_params();
 };
 
@@ -85,6 +91,7 @@ Options parse(int argc, char** argv) {
         else if (a == "--json") o.json = true;
         else if (a == "--ignore-eos") o.ignore_eos = true;
         else if (a == "--bench-prompt-tokens") o.bench_prompt_tokens = integer("--bench-prompt-tokens", value());
+        else if (a == "--evict-bytes") o.evict_bytes = integer("--evict-bytes", value());
         else if (a == "--help" || a == "-h") { std::fputs(kUsage, stdout); std::exit(0); }
         else if (!a.empty() && a[0] == '-') usage_error("unknown option " + a);
         else if (o.artifact.empty()) o.artifact = a;
@@ -92,6 +99,7 @@ Options parse(int argc, char** argv) {
     }
     if (o.artifact.empty()) usage_error("DIR is required");
     if (o.has_prompt == (o.bench_prompt_tokens > 0)) usage_error("give one of --prompt and --bench-prompt-tokens (N >= 1)");
+    if (o.evict_bytes < 0) usage_error("--evict-bytes takes a size of at least 0 bytes");
     return o;
 }
 
@@ -121,6 +129,8 @@ struct Run {
     bool stream;
     std::vector<int32_t> tokens;
     std::vector<std::chrono::steady_clock::time_point> arrivals;  // when each token reached the callback
+    std::vector<unsigned char> evict;  // --evict-bytes: written after each token
+    std::vector<std::chrono::steady_clock::time_point> resumed;  // when that write ended
 };
 
 int on_token(void* user, int32_t id, const char* text, size_t len) {
@@ -130,6 +140,10 @@ int on_token(void* user, int32_t id, const char* text, size_t len) {
     if (run->stream && len) {
         std::fwrite(text, 1, len, stdout);
         std::fflush(stdout);
+    }
+    if (!run->evict.empty()) {
+        for (unsigned char& byte : run->evict) byte = static_cast<unsigned char>(byte + 1);
+        run->resumed.push_back(std::chrono::steady_clock::now());
     }
     return 0;
 }
@@ -172,7 +186,7 @@ int main(int argc, char** argv) {
     slmc_model* model = slmc_model_open(o.artifact.c_str());
     if (!model) return failure(o, "cannot open " + o.artifact);
     if (o.ignore_eos) slmc_model_set_stop_at_eos(model, 0);
-    Run run{!o.json, {}};
+    Run run{!o.json, {}, {}, std::vector<unsigned char>(static_cast<size_t>(o.evict_bytes), 0), {}};
     if (run.stream && o.has_prompt) {
         std::fwrite(o.prompt.data(), 1, o.prompt.size(), stdout);
         std::fflush(stdout);
@@ -221,7 +235,8 @@ int main(int argc, char** argv) {
     for (size_t i = 1; i < run.arrivals.size(); ++i) {
         char buf[32];
         std::snprintf(buf, sizeof buf, "%s%.4f", i > 1 ? ", " : "",
-                      std::chrono::duration<double, std::milli>(run.arrivals[i] - run.arrivals[i - 1]).count());
+                      std::chrono::duration<double, std::milli>(
+                          run.arrivals[i] - (run.resumed.empty() ? run.arrivals[i - 1] : run.resumed[i - 1])).count());
         token_ms += buf;
     }
     double decode_rate = stats.generated_tokens > 1 && stats.decode_seconds > 0 ? (stats.generated_tokens - 1) / stats.decode_seconds : 0;
@@ -230,12 +245,12 @@ int main(int argc, char** argv) {
         "{\"ok\": true, \"tokens\": [%s], \"text\": %s, \"prompt_tokens\": %d, \"generated_tokens\": %d, "
         "\"stopped_at_eos\": %s, \"ttft_ms\": %.3f, \"prefill_tokens_per_s\": %.3f, \"decode_tokens_per_s\": %.3f, "
         "\"token_ms\": [%s], \"peak_rss_bytes\": %lld, \"weights_file_bytes\": %llu, \"kv_cache_bytes\": %llu, \"kv_cache_reserved_bytes\": %llu, "
-        "\"kv_cache_huge_pages\": %s, \"rss_at_end_bytes\": %s, \"bundle_files_checked\": %s}\n",
+        "\"kv_cache_huge_pages\": %s, \"rss_at_end_bytes\": %s, \"bundle_files_checked\": %s, \"evict_bytes\": %lld}\n",
         ids.c_str(), json_string(text).c_str(), stats.prompt_tokens, stats.generated_tokens,
         stats.stopped_at_eos ? "true" : "false", stats.ttft_seconds * 1e3, prefill_rate, decode_rate, token_ms.c_str(),
         memory.rss_available ? static_cast<long long>(memory.peak_rss) : static_cast<long long>(usage.ru_maxrss) * 1024LL, static_cast<unsigned long long>(memory.weights_file_bytes),
         static_cast<unsigned long long>(memory.kv_cache_bytes), static_cast<unsigned long long>(memory.kv_cache_reserved_bytes),
-        memory.kv_cache_huge_pages ? "true" : "false", rss_breakdown(memory).c_str(), bundle_files.c_str());
+        memory.kv_cache_huge_pages ? "true" : "false", rss_breakdown(memory).c_str(), bundle_files.c_str(), o.evict_bytes);
     slmc_model_close(model);
     return 0;
 }

@@ -28,6 +28,15 @@ def test_the_decode_roofline_takes_the_larger_bandwidth_measured():
     assert machine.bandwidth_gbs({"memory_bandwidth_gbs": 20.0}) == 20.0  # a report from before the read-only stream
 
 
+def test_bandwidth_arrays_fill_the_working_set_asked_and_the_llc_figure_is_reported_beside_the_dram_one():
+    assert machine.triad_elements(12 * 2**20) == 2**20  # three float32 arrays of 4 MiB
+    assert machine.gemv_rows(2**30) == 2**16 and machine.gemv_rows(1) == 1  # x 4,096 float32 columns
+    bounds = {"memory_bandwidth_gbs": 20.0, "read_bandwidth_gbs": 25.0, "llc_triad_bandwidth_gbs": 90.0,
+              "llc_read_bandwidth_gbs": 70.0}
+    assert machine.bandwidth_gbs(bounds) == 25.0 and machine.llc_bandwidth_gbs(bounds) == 90.0
+    assert machine.llc_bandwidth_gbs({"memory_bandwidth_gbs": 20.0}) is None  # a report from before the LLC sets
+
+
 def test_load_flag():
     n = machine.cores()
     idle = {"load1": 0.0}
@@ -53,15 +62,18 @@ def test_bad_settings_exit_2_before_anything_runs(args, message):
 
 @pytest.mark.slow
 def test_every_engine_runs_in_its_own_process_and_reports_time_and_peak_rss(tmp_path):
-    """Smoke setting: fixture-lm, contexts 4 and 600 (clipped to 511), 4-token prompts, one process per engine."""
+    """Smoke setting: fixture-lm, contexts 4 and 600 (clipped to 511), 4-token prompts, one process per engine, cold
+    decode samples too (--evict-llc), the footprint processes of slmc and slmc-run."""
     out, md = tmp_path / "bench.json", tmp_path / "bench.md"
     result = CliRunner().invoke(cli, ["bench", "fixture-lm", "--engines", ",".join(ENGINES), "--contexts", "4,600",
                                       "--prefill", "4", "--repeats", "1", "--steps", "2", "--prefill-repeats", "1",
-                                      "-o", str(out), "--markdown", str(md)])
+                                      "--evict-llc", "-o", str(out), "--markdown", str(md)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert set(report) >= {"machine", "load_before", "load_after", "loaded", "settings", "models", "seconds"}
     assert report["settings"]["thread_policy"]["name"] == "engine-default" and report["settings"]["process_per_measurement"]
+    assert report["settings"]["evict_llc_bytes"] == report["machine"]["eviction_bytes"] == 2 * report["machine"]["llc_bytes"]
+    assert report["machine"]["dram_set_bytes"] >= 4 * report["machine"]["llc_bytes"] or report["machine"]["dram_set_capped"]
     model = report["models"]["fixture-lm"]
     assert model["contexts"] == [4, 511] and "511" in model["clipped_note"]  # fixture-lm's max_context is 512
     missing = {e: model["unavailable"].get(e) for e in ENGINES if e not in model["engines"]}
@@ -73,7 +85,8 @@ def test_every_engine_runs_in_its_own_process_and_reports_time_and_peak_rss(tmp_
         assert engine["processes"] == 1 and engine["peak_rss_mb"] > 0 and engine["threading"], name
         assert engine["prefill"]["4"]["tokens_per_s"] > 0
         for context in ("4", "511"):
-            assert engine["decode"][context]["ms_median"] > 0
+            assert engine["decode"][context]["ms_median"] > 0 and engine["decode_cold"][context]["ms_median"] > 0, name
+            assert {"fraction_of_llc_bound", "process_spread"} <= set(engine["decode"][context])  # fixture-lm: 0.0 at 4 digits
     assert model["engines"]["slmc"]["details"]["verification_passed"]
     if "llama-cpp-q4_0" in model["engines"]:
         assert model["engines"]["llama-cpp-q8_0"]["details"]["top1_agreement_with_eager"] == 1.0
@@ -83,7 +96,11 @@ def test_every_engine_runs_in_its_own_process_and_reports_time_and_peak_rss(tmp_
     # 4 and 507 prompt tokens + 4 new, the 4-token prefill run + 1)
     rss_rows = {g["at"] for g in model["goals"] if g["goal"] == "native_peak_rss_vs_budget"}
     assert rss_rows == {4, 7, 510}, model["goals"]
-    assert "engine-default" in md.read_text()
+    assert sorted(model["process_order"]) == sorted(model["engines"])  # one round: every engine once
+    footprints = {g["goal"]: g["at"] for g in model["goals"] if g["goal"].endswith("load_64_steps_peak_rss_vs_budget")}
+    assert footprints == {"load_64_steps_peak_rss_vs_budget": 72, "native_load_64_steps_peak_rss_vs_budget": 72}, model["goals"]
+    text = md.read_text()
+    assert "engine-default" in text and "cold-cache decode ms" in text and "% LLC bw" in text
 
 
 def test_decode_caches_are_64_byte_aligned_copies():

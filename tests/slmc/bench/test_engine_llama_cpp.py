@@ -110,3 +110,11 @@ def test_more_tokens_than_llama_cpps_batch_are_fed_in_batches(fixture_f32):
     llama.decode([int(i) for i in ids], 0)
     # the last row of the same two calls, computed alone: measured 1.9e-6
     np.testing.assert_allclose(llama.logits(-1), whole[0, -1], rtol=0, atol=2e-5)
+
+def test_cold_samples_evict_between_llama_cpps_steps_in_its_process(fixture_f32):
+    """``--evict-llc`` for llama.cpp: the eviction write runs between ``llama_decode`` calls in this process."""
+    from slmc.bench.engine_llama_cpp import LlamaTimer
+    from slmc.bench.thread_policy import engine_default
+
+    timer = LlamaTimer({"gguf": str(fixture_f32[0]), "kv": {"max_context": 64}}, engine_default())
+    assert [s > 0 for s in timer.decode_ms(16, 2, evict_bytes=2**20)] == [True, True]

@@ -23,3 +23,24 @@ def test_rss_growth_generates_token_after_token_and_counts_the_kv_bytes_written_
     assert timer.decoder.tokens == 40  # one token per step from a one-token prompt
     assert (grown["first"], grown["last"]) == (4, 40) and grown["rss_first_bytes"] > 0 and grown["rss_last_bytes"] > 0
     assert grown["kv_written_bytes"] == 36 * timer.decoder.cache.bytes_per_token()
+
+def test_cold_samples_evict_between_steps_in_the_engines_process(cached_compile):
+    timer = open_timer({"artifact": str(cached_compile.artifact), "kv": {}}, engine_default())
+    cold = timer.decode_ms(40, 2, evict_bytes=2**20)  # slmc.bench.evict; a small buffer, no timing asserted
+    assert len(cold) == 2 and min(cold) > 0 and timer.decoder.tokens == 41
+
+
+def test_the_footprint_process_loads_prompts_and_decodes_64_steps(cached_compile):
+    """Issue 22's "load + 64 decode steps" row (slmc.bench.footprint) in a fresh process: its peak holds the weights
+    file, and the KV term is the context reached (8 + 64 tokens and the sink slot)."""
+    import slmc
+    from slmc.bench.child import run_child
+
+    manifest = cached_compile.result.manifest
+    info = {"artifact": str(cached_compile.artifact), "weights_file_bytes": manifest.weights.bytes}
+    got = run_child("footprint", dict(engine_name="slmc", info=info, policy=engine_default().to_json()),
+                    env=engine_default().child_env(), quiet=True)
+    per_token = slmc.load(cached_compile.artifact).decoder().cache.bytes_per_token()
+    assert (got["prompt_tokens"], got["decode_steps"], got["kv_cache_bytes"]) == (8, 64, per_token * 73)
+    weights_file = (cached_compile.artifact / "weights.safetensors").stat().st_size  # header and alignment included
+    assert got["peak_rss_bytes"] > got["weights_file_bytes"] == weights_file >= manifest.weights.bytes

@@ -73,3 +73,18 @@ def test_issue_22_memory_goals_peak_over_weights_and_kv_and_growth_beyond_the_kv
     # the largest context held: 1,024 + the timed token (+ the sink slot): 30 + 1 + 60 MB
     assert got["peak_rss_vs_weights_kv_budget"] == (1025, round(100 / (30 + 1026 / 1024 + 60), 3), False)
     assert got["rss_growth_over_generation"] == (2000, 6.0, False)  # the worst process: 6 MB beyond the KV written
+
+
+def _footprint(peak_mb: float, kv_mb: float) -> dict:
+    return {"prompt_tokens": 8, "decode_steps": 64, "peak_rss_bytes": int(peak_mb * 2**20), "weights_file_bytes": 30 * 2**20,
+            "kv_cache_bytes": int(kv_mb * 2**20)}
+
+
+def test_issue_22_load_and_64_steps_rows_for_the_python_runtime_and_slmc_run():
+    slmc, native = _engine(2.0, 1200.0, 300.0), _engine(2.0, 1200.0, 40.0)
+    slmc["footprint"] = [_footprint(80.0, 2.0), _footprint(100.0, 2.0)]  # the worst process: 100 of 30 + 2 + 60 MB
+    native["footprint"] = [_footprint(40.0, 2.0), {"unavailable": "slmc package failed"}]  # reported, not a row
+    got = {g["goal"]: (g["at"], g["measured"], g["met"]) for g in goals(_result(slmc=slmc, **{"slmc-native": native}))}
+    assert got["load_64_steps_peak_rss_vs_budget"] == (72, round(100 / 92, 3), False)
+    assert got["native_load_64_steps_peak_rss_vs_budget"] == (72, round(40 / 92, 3), True)
+    assert "load_64_steps_peak_rss_vs_budget" not in {g["goal"] for g in goals(_result(slmc=_engine(2.0, 1.0, 1.0)))}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from slmc.bench.run import recipe_labels
+from slmc.bench.run import process_order, process_spread, recipe_labels
 from slmc.cli.main import cli
 from slmc.errors import InputError
 
@@ -61,3 +61,23 @@ def test_the_prefill_bound_counts_the_head_at_the_last_position_only():
     # (every weight at every position, the bound before, would be 0.6)
     entry = _summary("e", {"weight_bytes": 0}, runs, cache, bounds, linear_bytes=4 * 1500, head_bytes=4 * 500)
     assert entry["prefill"]["100"]["fraction_of_gemm_peak"] == 0.402
+
+def test_repeats_alternate_the_engines_one_process_each_per_round():
+    assert process_order(["slmc", "llama-cpp-q4_0"], 3) == ["slmc", "llama-cpp-q4_0"] * 3  # A, B, A, B, A, B
+    assert process_order(["a", "b", "c"], 2) == ["a", "b", "c", "a", "b", "c"]
+    assert process_spread([4.0, 5.0, 4.5]) == {"process_min_ms": 4.0, "process_median_ms": 4.5, "process_spread": 0.2222}
+
+
+def test_a_decode_row_divides_by_the_dram_bandwidth_shows_the_llc_share_and_the_cold_samples():
+    from slmc.bench.run import _summary
+
+    run = {"threading": {}, "peak_rss_mb": 100.0, "open_seconds": 1.0, "decode_ms": {"128": [4.0, 4.0]},
+           "decode_cold_ms": {"128": [6.0, 6.0]}, "prefill_s": {"16": [0.01]}}
+    bounds = {"memory_bandwidth_gbs": 20.0, "read_bandwidth_gbs": 25.0, "llc_triad_bandwidth_gbs": 100.0,
+              "llc_read_bandwidth_gbs": 80.0, "gemm_peak_gflops": 50.0}
+    info = {"weight_bytes": 100_000_000, "kv_cache_bytes_per_token": 1}
+    entry = _summary("slmc", info, [run, {**run, "decode_ms": {"128": [5.0, 5.0]}}], {}, bounds, 4_000_000, 0)
+    decode = entry["decode"]["128"]  # 100 MB in 4.5 ms: 22.2 GB/s, of 25 (DRAM, the larger) and of 100 (LLC)
+    assert (decode["fraction_of_bandwidth_bound"], decode["fraction_of_llc_bound"]) == (0.8889, 0.2222)
+    assert (decode["process_min_ms"], decode["process_median_ms"], decode["process_spread"]) == (4.0, 4.5, 0.2222)
+    assert entry["decode_cold"]["128"]["cold_minus_warm_ms"] == 1.5

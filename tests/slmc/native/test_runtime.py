@@ -413,3 +413,15 @@ def test_a_kv_cache_dtype_the_runtime_does_not_know_is_refused(lib, artifact, tm
     (copy / "manifest.json").write_text(json.dumps(manifest))
     assert not lib.slmc_model_open(str(copy).encode())
     assert "kv_cache.dtype" in lib.slmc_last_error().decode()
+
+
+def test_evict_bytes_writes_between_tokens_and_times_each_step_from_the_end_of_the_write(runtime, artifact):
+    """``--evict-bytes`` (slmc bench --evict-llc): the same tokens, one step time per token after the first, the
+    buffer's size reported and in the peak RSS (no timing asserted); a negative size is a usage error."""
+    plain = native_json(runtime, artifact, PROMPTS[0], "-n", "4", "--ignore-eos")
+    evicted = native_json(runtime, artifact, PROMPTS[0], "-n", "4", "--ignore-eos", "--evict-bytes", str(64 * 2**20))
+    assert evicted["tokens"] == plain["tokens"] and plain["evict_bytes"] == 0 and evicted["evict_bytes"] == 64 * 2**20
+    assert len(evicted["token_ms"]) == 3 and all(ms > 0 for ms in evicted["token_ms"])
+    assert evicted["peak_rss_bytes"] > plain["peak_rss_bytes"] + 60 * 2**20  # the buffer is this process's
+    bad = run_cli(runtime, artifact, PROMPTS[0], "--evict-bytes", "-1")
+    assert bad.returncode == 2 and "--evict-bytes takes a size of at least 0 bytes" in bad.stderr
