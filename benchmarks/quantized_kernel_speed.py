@@ -12,6 +12,9 @@ One linear of each shape of ``--model`` (``SHAPES``: SmolLM-135M 576->576 q/o, 5
   (``slmc.schedules.quantized_matmul``);
 - ``hwpf``: ``new`` without the decode nest's software prefetch (``quantized_matmul.PREFETCH_LINES = 0``:
   hardware prefetch only, what it was before session 10), for an A/B in one process;
+- ``codes6``: ``new`` with 6-bit scale codes packed four per three bytes (``formats.pack_scale_codes``, unpacked
+  per group in the kernel; the float16 row scale is a separate multiply after the op, not timed here), for the
+  unpacking's cost against ``new``'s float16 scales in one process;
 - ``w4a8``: int8 activations x the same int4 codes (paired, ``[N/16, K/8, 16, 4]``), VNNI dots
   (``slmc.schedules.int4_int8_matmul``; int4 symmetric only): the weight-only kernel's yardstick, since
   it reads the same bytes per weight.
@@ -27,6 +30,7 @@ model; the last-level cache of this VM reports 480 MiB).
     python benchmarks/quantized_kernel_speed.py --model qwen --rows 1 --cold-mb 600 --variants new w4a8
     python benchmarks/quantized_kernel_speed.py --threads 1 --bits 8 --zeros --group 64
     python benchmarks/quantized_kernel_speed.py --threads 2 --rows 1 --cold-mb 128
+    python benchmarks/quantized_kernel_speed.py --rows 1 128 --variants new codes6
 
 Not a test: timings depend on the machine and its load (printed before and after).
 """
@@ -50,23 +54,26 @@ SHAPES = {  # (K, N) of each model's linears: q/o, k/v, gate/up, down, the tied 
 
 
 def kernel(in_features: int, out_features: int, bits: int, group: int, zeros: bool, width: int | None, nest=None,
-           prefetch: bool = True):
+           prefetch: bool = True, scale_code_bits: int | None = None):
     """The scheduled PrimFunc of ``quantized_linear_te`` (tiled by ``width``, or transposed if None);
     ``nest``: the tiled form's prefill nest (``quantized_matmul.PrefillNest``; default the rule's);
-    ``prefetch`` False: the decode nest without its software prefetch."""
+    ``prefetch`` False: the decode nest without its software prefetch; ``scale_code_bits`` 6: packed 6-bit
+    scale codes instead of float16 scales."""
     from slmc.schedules import quantized_matmul
 
     lines = quantized_matmul.PREFETCH_LINES
     quantized_matmul.PREFETCH_LINES = lines if prefetch else 0
     try:
-        return _kernel(in_features, out_features, bits, group, zeros, width, nest)
+        return _kernel(in_features, out_features, bits, group, zeros, width, nest, scale_code_bits)
     finally:
         quantized_matmul.PREFETCH_LINES = lines
 
 
-def _kernel(in_features: int, out_features: int, bits: int, group: int, zeros: bool, width: int | None, nest=None):
+def _kernel(in_features: int, out_features: int, bits: int, group: int, zeros: bool, width: int | None, nest=None,
+            scale_code_bits: int | None = None):
     from tvm import te, tirx
 
+    from slmc.quantization.formats import packed_scale_columns
     from slmc.quantization.tvm_kernels import KERNEL_ATTR, quantized_linear_te, word_layout
     from slmc.schedules import cpu_params
     from slmc.schedules.quantized_matmul import QuantizedMatmul, schedule_tiled
@@ -81,9 +88,9 @@ def _kernel(in_features: int, out_features: int, bits: int, group: int, zeros: b
     x = te.placeholder((tirx.Var("m", "int64"), in_features), "float32", "x")
     words = width is not None and word_layout(in_features, bits, group)  # int4 tiles: uint32 words of 8 nibbles
     q = table(packed // 4, "uint32", "q") if words else table(packed, "uint8", "q")
-    s = table(groups, "float16", "s")
+    s = table(groups, "float16", "s") if scale_code_bits is None else table(packed_scale_columns(groups, 6), "uint8", "s")
     z = table(groups, "uint8", "z") if zeros else None
-    out = quantized_linear_te(x, q, s, z, None, None, bits, group)
+    out = quantized_linear_te(x, q, s, z, None, None, bits, group, scale_code_bits)
     func = te.create_prim_func([t for t in (x, q, s, z, out) if t is not None]).with_attr(KERNEL_ATTR, "quantized_linear")
     target = load_target("host")
     if nest is not None and width is not None:
@@ -196,6 +203,9 @@ def measure(shape: tuple[int, int], args: argparse.Namespace, bandwidth: float) 
     """Build, check and time ``args.variants`` of one ``(K, N)`` linear at each of ``args.rows``."""
     import tvm
 
+    import torch
+
+    from slmc.quantization.formats import pack_scale_codes
     from slmc.quantization.tvm_kernels import linear_tile_width, word_layout
 
     in_features, out_features = shape
@@ -204,9 +214,15 @@ def measure(shape: tuple[int, int], args: argparse.Namespace, bandwidth: float) 
     codes = rng.integers(0, 256, (out_features, in_features * args.bits // 8)).astype(np.uint8)
     scales = (rng.random((out_features, groups)) * 0.02 + 0.001).astype(np.float16)
     zeros = rng.integers(0, 2**args.bits, (out_features, groups)).astype(np.uint8) if args.zeros else None
-    weight_bytes = codes.nbytes + scales.nbytes + (zeros.nbytes if zeros is not None else 0)
-    weight = dequantized_weight(codes, scales, zeros, args.bits, args.group)
-    widths = {"old": None, "new": linear_tile_width(out_features), "hwpf": linear_tile_width(out_features)}
+    scale_codes = rng.integers(1, 64, (out_features, groups)).astype(np.uint8)  # codes6: the row scale is not in the kernel
+    packed_codes = pack_scale_codes(torch.from_numpy(scale_codes), 6).numpy()
+    zero_bytes = zeros.nbytes if zeros is not None else 0
+    weight_bytes = {name: codes.nbytes + scales.nbytes + zero_bytes for name in ("old", "new", "hwpf", "w4a8")}
+    weight_bytes["codes6"] = codes.nbytes + packed_codes.nbytes + zero_bytes
+    weights = {name: dequantized_weight(codes, scales, zeros, args.bits, args.group) for name in ("old", "new", "hwpf", "w4a8")}
+    weights["codes6"] = dequantized_weight(codes, scale_codes, zeros, args.bits, args.group)
+    widths = {"old": None, "new": linear_tile_width(out_features), "hwpf": linear_tile_width(out_features),
+              "codes6": linear_tile_width(out_features)}
     variants = [v for v in args.variants if v != "w4a8" or (args.bits == 4 and not args.zeros and out_features % 16 == 0)]
     if len(variants) < len(args.variants):
         print(f"{in_features}->{out_features}: no w4a8 variant (it is int4, symmetric, 16 | N only)", flush=True)
@@ -217,16 +233,19 @@ def measure(shape: tuple[int, int], args: argparse.Namespace, bandwidth: float) 
             tables[name] = w4a8_tables(unpacked(codes, args.bits).astype(np.uint8), scales)
         else:
             width = widths[name]
-            func, target = kernel(in_features, out_features, args.bits, args.group, args.zeros, width, prefetch=name != "hwpf")
+            func, target = kernel(in_features, out_features, args.bits, args.group, args.zeros, width, prefetch=name != "hwpf",
+                                  scale_code_bits=6 if name == "codes6" else None)
             words = width is not None and word_layout(in_features, args.bits, args.group)
-            tables[name] = [layout(codes, width, words)] + [layout(t, width) for t in (scales, zeros) if t is not None]
+            scale_table = packed_codes if name == "codes6" else scales
+            tables[name] = [layout(codes, width, words)] + [layout(t, width) for t in (scale_table, zeros) if t is not None]
         libraries[name] = tvm.compile(tvm.IRModule({"main": func}), target=target)["main"]
     rows_results = []
     for rows in args.rows:
         x = rng.standard_normal((rows, in_features)).astype(np.float32)
         inputs = {}
-        copies = max(1, -(-args.cold_mb * 2**20 // weight_bytes)) if args.cold_mb else 1
+        copies = max(1, -(-args.cold_mb * 2**20 // weight_bytes["new"])) if args.cold_mb else 1
         for name in variants:
+            weight = weights[name]
             want, tolerance = (w4a8_reference(x, weight), 1e-4) if name == "w4a8" else (x @ weight.T, 1e-5)
             out = tvm.runtime.tensor(np.zeros((rows, out_features), np.float32))
             activations = tvm.runtime.tensor(x)
@@ -242,11 +261,11 @@ def measure(shape: tuple[int, int], args: argparse.Namespace, bandwidth: float) 
         result = {"K": in_features, "N": out_features, "rows": rows, "tile": widths["new"]}
         for name in variants:
             seconds = statistics.median(times[name])
-            result[name] = {"ms": round(seconds * 1e3, 4), "weight_gbs": round(weight_bytes / seconds / 1e9, 1),
-                            "of_triad": round(weight_bytes / seconds / 1e9 / bandwidth, 2),
+            result[name] = {"ms": round(seconds * 1e3, 4), "weight_gbs": round(weight_bytes[name] / seconds / 1e9, 1),
+                            "of_triad": round(weight_bytes[name] / seconds / 1e9 / bandwidth, 2),
                             "gflops": round(flops / seconds / 1e9, 1)}
         rows_results.append(result)
-        ratios = [f"{a}/{b} {result[a]['ms'] / result[b]['ms']:.2f}x" for a, b in (("new", "old"), ("new", "hwpf"), ("new", "w4a8"))
+        ratios = [f"{a}/{b} {result[a]['ms'] / result[b]['ms']:.2f}x" for a, b in (("new", "old"), ("new", "hwpf"), ("new", "w4a8"), ("codes6", "new"))
                   if a in result and b in result]
         print(f"{in_features:5d}->{out_features:<6d} rows {rows:3d} | " + " | ".join(
             f"{name} {r['ms']:8.3f} ms {r['weight_gbs']:6.1f} GB/s ({r['of_triad']:.0%} triad) {r['gflops']:6.1f} GFLOP/s"
@@ -260,7 +279,7 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(SHAPES), default="smollm", help="whose linear shapes (SHAPES)")
     parser.add_argument("--shape", type=int, nargs=2, action="append", metavar=("K", "N"),
                         help="one (K, N) linear instead of the model's (repeatable)")
-    parser.add_argument("--variants", nargs="+", choices=["old", "new", "hwpf", "w4a8"], default=["old", "new"])
+    parser.add_argument("--variants", nargs="+", choices=["old", "new", "hwpf", "codes6", "w4a8"], default=["old", "new"])
     parser.add_argument("--bits", type=int, choices=[4, 8], default=4)
     parser.add_argument("--group", type=int, default=32)
     parser.add_argument("--zeros", action="store_true", help="asymmetric: uint8 zero points")

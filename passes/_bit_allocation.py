@@ -22,9 +22,10 @@ llama.cpp's ``--target-bpw`` do the same for their formats):
    program). Per-layer sensitivities are taken as additive.
 
 Bits per weight are counted over every quantized weight, embeddings and head included: packed
-codes, float16 scales (or uint8 scale codes plus a float16 scale per row) and (asymmetric) uint8 zero
-points, divided by the number of weights; int4 g32 is ``4 + 16/32 = 4.5``, int4 g128 ``4.125``, int4 g32 with
-scale codes ``4 + 8/32 + 16/K`` (``slmc.quantization.formats``). AWQ's float32
+codes, float16 scales (or 8- or 6-bit scale codes, the 6-bit ones as packed: ``3 * ceil(G / 4)`` bytes per row,
+plus a float16 scale per row) and (asymmetric) uint8 zero points, divided by the number of weights; int4 g32 is
+``4 + 16/32 = 4.5``, int4 g128 ``4.125``, int4 g32 with 8-bit scale codes ``4 + 8/32 + 16/K``, with 6-bit ones
+``4 + 6/32 + 16/K`` (4.25 at ``K = 256``; ``slmc.quantization.formats``). AWQ's float32
 per-input-channel scales are not part of the budget (the pass report's ``bits_per_weight`` counts them).
 
 Precondition: the graph runs eagerly on the calibration samples and its first output is the logits.
@@ -44,7 +45,7 @@ from torch import fx
 from slmc.errors import BitBudgetError
 from slmc.graph.ir import Graph, fetch_attr, set_attr
 from slmc.graph.linears import attribute_readers, layer_name
-from slmc.quantization.formats import ROW_SCALE_DTYPE, SCALE_DTYPE, QuantFormat
+from slmc.quantization.formats import ROW_SCALE_DTYPE, SCALE_DTYPE, QuantFormat, packed_scale_columns
 from slmc.spec.strict_model import StrictModel
 from slmc.spec.target import TargetDescriptor
 
@@ -64,50 +65,60 @@ class BitCandidate(StrictModel):
                               "error) instead of min-max; same storage")
     scale_codes: bool = Field(False, description="store the group scales as uint8 codes times a float16 scale per output "
                               "row (8 instead of 16 bits per group, plus 16 per row; needs a group_size)")
+    scale_code_bits: Literal[6, 8] = Field(8, description="bits per scale code with scale_codes: 8, or 6 (packed four "
+                                           "per three bytes)")
 
     @model_validator(mode="after")
     def _grouped_codes(self) -> BitCandidate:
         if self.scale_codes and self.group_size is None:
             raise ValueError("scale_codes needs a group_size (per-channel scales have one scale per row already)")
+        if self.scale_code_bits != 8 and not self.scale_codes:
+            raise ValueError(f"scale_code_bits {self.scale_code_bits} takes scale_codes: true")
         return self
 
     def is_symmetric(self, layer_symmetric: bool) -> bool:
         return layer_symmetric if self.symmetric is None else self.symmetric
 
     def fmt(self, symmetric: bool) -> QuantFormat:
-        return QuantFormat(self.bits, self.group_size, self.is_symmetric(symmetric), self.clip_search, self.scale_codes)
+        return QuantFormat(self.bits, self.group_size, self.is_symmetric(symmetric), self.clip_search, self.scale_codes,
+                           self.scale_code_bits)
 
     def nominal_bits_per_weight(self, symmetric: bool = True) -> float:
         """Bits per weight for a wide layer (per-channel scales and row scales cost nothing in the limit)."""
         if self.group_size is None:
             return float(self.bits)
-        scale = 8 if self.scale_codes else 8 * SCALE_DTYPE.itemsize
+        scale = self.scale_code_bits if self.scale_codes else 8 * SCALE_DTYPE.itemsize
         return self.bits + (scale + (0 if self.is_symmetric(symmetric) else 8)) / self.group_size
 
     def describe(self) -> str:
         grouping = "per-channel" if self.group_size is None else f"g{self.group_size}"
         return (f"int{self.bits} {grouping}" + ("" if self.symmetric is not False else " asymmetric")
-                + (" uint8 scales" if self.scale_codes else "") + (" clip-searched" if self.clip_search else ""))
+                + (f" {self.scale_code_bits}-bit scales" if self.scale_codes else "") + (" clip-searched" if self.clip_search else ""))
 
 
 def default_candidates() -> list[BitCandidate]:
     """Clip-searched int4: g128 (4.125 bits per weight), g128 with zero points (4.1875), g64 (4.25), g64 with
-    zero points (4.375), g32 (4.5); and int8 g128 (8.125) for the most sensitive layers. Each candidate costs
-    one measurement per layer (``SENSITIVITY_SAMPLES`` forward passes): min-max int4 (whose error the clip
-    search never exceeds per group), int4 g32 with zero points (4.75) and int8 per channel are left out.
-    Candidates with scale codes (``BitCandidate.scale_codes``) are opt-in: on fixture-lm the allocation over
-    them measured worse than over these (docs/quality.md, session 10)."""
+    zero points (4.375), g32 with 6-bit scale codes (``4 + 6/32 + 16/K``: 4.25 at ``K = 256``), g32 (4.5); and
+    int8 g128 (8.125) for the most sensitive layers. Each candidate costs one measurement per layer
+    (``SENSITIVITY_SAMPLES`` forward passes): min-max int4 (whose error the clip search never exceeds per group),
+    int4 g32 with zero points (4.75) and int8 per channel are left out. g32 with 6-bit scale codes lets a 4.25
+    budget buy g32 on every layer (session 11); 8-bit scale codes stay opt-in (``BitCandidate.scale_codes``):
+    on fixture-lm the allocation over them measured worse (docs/quality.md, session 10). A target without
+    6-bit scale codes has that candidate excluded and reported."""
     int4 = [BitCandidate(bits=4, group_size=g, symmetric=sym, clip_search=True)
-            for g, sym in ((128, None), (128, False), (64, None), (64, False), (32, None))]
-    return int4 + [BitCandidate(bits=8, group_size=128)]
+            for g, sym in ((128, None), (128, False), (64, None), (64, False))]
+    codes = BitCandidate(bits=4, group_size=32, clip_search=True, scale_codes=True, scale_code_bits=6)
+    return int4 + [codes, BitCandidate(bits=4, group_size=32, clip_search=True), BitCandidate(bits=8, group_size=128)]
 
 
 def stored_bytes(candidate: BitCandidate, out_features: int, in_features: int, symmetric: bool) -> int:
     """Bytes of the packed codes, scales, zero points and row scales of a ``[out, in]`` weight (as
     ``QuantizedWeight.stored_bytes``)."""
     fmt = candidate.fmt(symmetric)
-    groups = out_features * (in_features // fmt.group(in_features))
-    scales = groups + out_features * ROW_SCALE_DTYPE.itemsize if fmt.scale_codes else groups * SCALE_DTYPE.itemsize
+    per_row = in_features // fmt.group(in_features)
+    groups = out_features * per_row
+    codes = out_features * packed_scale_columns(per_row, fmt.scale_code_bits)  # one byte per 8-bit code; 6-bit packed
+    scales = codes + out_features * ROW_SCALE_DTYPE.itemsize if fmt.scale_codes else groups * SCALE_DTYPE.itemsize
     return out_features * in_features * candidate.bits // 8 + scales + (0 if fmt.symmetric else groups)
 
 
@@ -124,6 +135,9 @@ def why_unsupported(candidate: BitCandidate, target: TargetDescriptor) -> str | 
         return "asymmetric formats (zero points) are not supported (the target takes symmetric formats only)"
     if candidate.scale_codes and not caps.scale_codes:
         return "uint8 scale codes are not supported (quantization.scale_codes is false)"
+    if candidate.scale_codes and candidate.scale_code_bits not in caps.scale_code_bits:
+        return (f"{candidate.scale_code_bits}-bit scale codes are not supported (quantization.scale_code_bits is "
+                f"{caps.scale_code_bits})")
     return None
 
 
@@ -308,7 +322,8 @@ def allocate_bits(graph: Graph, slots: Sequence[WeightSlot], candidates: Sequenc
               for o, i in zip(options, chosen)]
     report = {"target_bits_per_weight": target_bpw, "achieved_bits_per_weight": round(8 * used / weights, 4),
               "counted": "every quantized weight (linears, embeddings and output head): packed codes + float16 scales (or "
-                         "uint8 scale codes + float16 row scales) + uint8 zero points, over the number of weights",
+                         "8- or 6-bit scale codes as stored + float16 row scales) + uint8 zero points, over the number "
+                         "of weights",
               "budget_bytes": budget, "allocated_bytes": used, "weights": weights,
               "sensitivity": f"mean per-token KL(float || one layer quantized by {quantizer_name}) of the final logits, "
                              f"{min(len(calibration), SENSITIVITY_SAMPLES)} calibration samples",

@@ -46,7 +46,8 @@ layer, and the allocation is in ``stats.bit_allocation``. ``clip_search`` choose
 the smallest squared rounding error instead of min-max (``slmc.quantization.formats``). ``scale_codes`` stores
 each group's scale as a uint8 code under a float16 scale per output row (double-quantized scales, Dettmers et
 al. 2023): the kernels run the codes as their scales, and the row scale multiplies the op's output (a gather's
-rows) once per output feature, before the bias.
+rows) once per output feature, before the bias. ``scale_code_bits: 6`` stores those codes in 6 bits, packed
+four per three bytes (int4 g32 at ``4 + 6/32 + 16/K`` bits per weight, 4.25 at ``K = 256``); the kernels unpack them.
 """
 
 from __future__ import annotations
@@ -122,6 +123,9 @@ class LayerSettings(StrictModel):
     scale_codes: bool = Field(False, description="store each group's scale as a uint8 code times a float16 scale per "
                               "output row (double-quantized scales: 8 instead of 16 bits per group, plus 16 per row); "
                               "weight_only with a group_size")
+    scale_code_bits: Literal[6, 8] = Field(8, description="bits per scale code with scale_codes: 8 (uint8, one byte per "
+                                           "group) or 6 (codes 1..63 packed four per three bytes: int4 g32 at 4 + 6/32 + "
+                                           "16/in_features bits per weight)")
 
     @model_validator(mode="before")
     @classmethod
@@ -146,6 +150,7 @@ class Override(StrictModel):
     clip_search: bool | None = None
     activation_group_size: int | None = Field(None, ge=8, le=65536)
     scale_codes: bool | None = None
+    scale_code_bits: Literal[6, 8] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -219,6 +224,8 @@ class QuantizeConfig(LayerSettings, PassConfig):
             if settings.scale_codes and (settings.scheme != "weight_only" or settings.group_size is None):
                 raise ValueError(f"{where}scale_codes takes scheme weight_only and a group_size (got scheme "
                                  f"{settings.scheme}, group_size {settings.group_size})")
+            if settings.scale_code_bits != 8 and not settings.scale_codes:
+                raise ValueError(f"{where}scale_code_bits {settings.scale_code_bits} takes scale_codes: true")
             if settings.clip_search and settings.method == "awq":
                 raise ValueError(f"{where}clip_search is for rtn and gptq; awq searches its own clipping (awq.clip_search)")
             if settings.scheme == "w4a8":
@@ -237,7 +244,7 @@ class QuantizeConfig(LayerSettings, PassConfig):
     def resolve(self, override: Override, base: LayerSettings) -> LayerSettings:
         data = base.model_dump()
         for key in ("scheme", "bits", "group_size", "symmetric", "method", "clip_search", "activation_group_size",
-                    "scale_codes"):
+                    "scale_codes", "scale_code_bits"):
             value = getattr(override, key)
             if value is not None:
                 data[key] = value
@@ -253,6 +260,8 @@ class QuantizeConfig(LayerSettings, PassConfig):
             data["activation_group_size"] = None
         if override.scale_codes is None and (data["scheme"] != "weight_only" or data["group_size"] is None):
             data["scale_codes"] = False
+        if override.scale_code_bits is None and not data["scale_codes"]:  # a layer without scale codes keeps no width
+            data["scale_code_bits"] = 8
         return LayerSettings(**data)
 
     def all_settings(self) -> list[LayerSettings]:
@@ -310,6 +319,9 @@ class QuantizeConfig(LayerSettings, PassConfig):
             if settings.scale_codes and not caps.scale_codes:
                 problems.append((prefix + "scale_codes", "uint8 scale codes are not supported (the target's "
                                  "quantization.scale_codes is false)"))
+            elif settings.scale_codes and settings.scale_code_bits not in caps.scale_code_bits:
+                problems.append((prefix + "scale_code_bits", f"{settings.scale_code_bits}-bit scale codes are not "
+                                 f"supported (the target's quantization.scale_code_bits is {caps.scale_code_bits})"))
         if self.target_bits_per_weight is not None:
             problems += allocation_problems(self.candidates, target)
         return problems
@@ -320,7 +332,7 @@ class QuantizeConfig(LayerSettings, PassConfig):
         # applies to rtn and gptq layers only
         chosen = [Override(match=glob.escape(name), bits=c.bits, group_size=c.group_size, per_channel=c.group_size is None,
                            symmetric=c.symmetric, clip_search=c.clip_search and self.method != "awq",
-                           scale_codes=c.scale_codes)
+                           scale_codes=c.scale_codes, scale_code_bits=c.scale_code_bits if c.scale_codes else None)
                   for name, c in choices.items()]
         return self.model_copy(update={"overrides": [*self.overrides, *chosen]})
 
@@ -360,12 +372,17 @@ def _fallback_group(requested: int, in_features: int, config: QuantizeConfig, ta
             f"group size dividing it (group sizes {caps.group_sizes}, no per-channel scales)")
 
 
+def _format(settings: LayerSettings, group_size: int | None) -> QuantFormat:
+    return QuantFormat(settings.bits, group_size, settings.symmetric, settings.clip_search, settings.scale_codes,
+                       settings.scale_code_bits)
+
+
 def _fit_group(name: str, settings: LayerSettings, shape: tuple[int, ...], config: QuantizeConfig, target: TargetDescriptor,
                fallbacks: list[dict[str, Any]]) -> tuple[LayerSettings, QuantFormat] | str:
     """``settings`` and their format for a ``[out, in]`` weight, with the group size fallen back (and
     recorded in ``fallbacks``) when the requested one does not divide ``in``; or why it stays float32.
     ``NodeError`` when ``group_fallback`` is ``error`` and the group size does not divide."""
-    fmt = QuantFormat(settings.bits, settings.group_size, settings.symmetric, settings.clip_search, settings.scale_codes)
+    fmt = _format(settings, settings.group_size)
     problem = fmt.check_shape(*shape)
     in_features = shape[1]
     if problem is None or settings.group_size is None or in_features % settings.group_size == 0:
@@ -377,8 +394,10 @@ def _fit_group(name: str, settings: LayerSettings, shape: tuple[int, ...], confi
     used = _fallback_group(requested, in_features, config, target)
     if isinstance(used, str):
         return used
-    settings = settings.model_copy(update={"group_size": used, "scale_codes": settings.scale_codes and used is not None})
-    fmt = QuantFormat(settings.bits, used, settings.symmetric, settings.clip_search, settings.scale_codes)
+    codes = settings.scale_codes and used is not None
+    settings = settings.model_copy(update={"group_size": used, "scale_codes": codes,
+                                           "scale_code_bits": settings.scale_code_bits if codes else 8})
+    fmt = _format(settings, used)
     problem = fmt.check_shape(*shape)
     if problem is not None:
         return problem
@@ -476,7 +495,7 @@ def _packed_attrs(graph: Graph, node: fx.Node, name: str,
                   quantized: QuantizedWeight) -> tuple[fx.Node, fx.Node, fx.Node | None, fx.Node | None]:
     """``get_attr`` nodes of the stored ``qweight``, ``scales``, (asymmetric) ``zeros`` and (scale codes) ``row_scales``."""
     qweight = _attr(graph, node, f"{name}.qweight", quantized.packed())
-    scales = _attr(graph, node, f"{name}.scales", quantized.scales)
+    scales = _attr(graph, node, f"{name}.scales", quantized.stored_scales())
     zeros = _attr(graph, node, f"{name}.zeros", quantized.zeros) if quantized.zeros is not None else None
     rows = _attr(graph, node, f"{name}.row_scales", quantized.row_scales) if quantized.row_scales is not None else None
     return qweight, scales, zeros, rows
@@ -486,13 +505,21 @@ def _optional_attr(graph: Graph, node: fx.Node, path: str, value: torch.Tensor |
     return _attr(graph, node, path, value.to(torch.float32)) if value is not None else None
 
 
+def _scale_code_arg(fmt: QuantFormat) -> tuple[int, ...]:
+    """The quantized ops' trailing ``scale_code_bits`` argument: ``(6,)`` for packed 6-bit scale codes, else
+    nothing (the op's default: one stored element per group), so graphs without them are unchanged."""
+    bits = fmt.packed_scale_bits
+    return () if bits is None else (bits,)
+
+
 def _replace_linear(graph: Graph, plan: _Planned, quantized: QuantizedWeight, input_scale: torch.Tensor | None) -> None:
     layer = plan.layer
     qweight, scales, zeros, rows = _packed_attrs(graph, layer.node, layer.name, quantized)
     inv = _optional_attr(graph, layer.node, f"{layer.name}.input_scale", input_scale)
     bias = layer.bias_node if rows is None else None  # with row scales the bias is added after them
     _swap(graph, layer.node, QUANTIZED_LINEAR, (layer.input, qweight, scales, zeros, bias, inv, plan.fmt.bits,
-                                                plan.fmt.group(quantized.shape[1])), layer.weight_node,
+                                                plan.fmt.group(quantized.shape[1]), *_scale_code_arg(plan.fmt)),
+          layer.weight_node,
           rows, layer.bias_node if rows is not None else None)
 
 
@@ -640,13 +667,13 @@ def _gather_from_head(graph: Graph, node: fx.Node, weight_node: fx.Node, head: f
     """Replace embedding ``node`` by a quantized gather of the tied ``head``'s own packed codes, scales,
     zero points and row scales (the same stored attributes: one table), times the head's AWQ input scale if it
     has one (the head's effective weight is ``dequantize(codes) * input_scale``)."""
-    _, qweight, scales, zeros, _, input_scale, bits, group_size = head.args
+    _, qweight, scales, zeros, _, input_scale, bits, group_size, *scale_code_bits = head.args
     row_path = f"{head_name}.row_scales"
     with graph.graph.inserting_before(node):
         q, s, z, inv = (graph.graph.get_attr(str(a.target)) if a is not None else None
                         for a in (qweight, scales, zeros, input_scale))
         row_scales = graph.graph.get_attr(row_path) if has_attr(graph.module, row_path) else None
-        rows = graph.graph.call_function(QUANTIZED_EMBEDDING, (node.args[1], q, s, z, bits, group_size))
+        rows = graph.graph.call_function(QUANTIZED_EMBEDDING, (node.args[1], q, s, z, bits, group_size, *scale_code_bits))
         scaled = _row_scaled(graph, rows, row_scales, node.args[1])
         out = scaled if inv is None else graph.graph.call_function(torch.ops.aten.mul.Tensor, (scaled, inv))
     rows.meta.update(node.meta)
@@ -707,7 +734,8 @@ def _embeddings(graph: Graph, config: QuantizeConfig, target: TargetDescriptor, 
                     "whose codes the quantized gather cannot read: the embedding is quantized into its own copy"}
         stored_as = name if not has_attr(graph.module, f"{name}.qweight") else f"{name}.embedding"  # a tied head took `name`
         qweight, scales, zeros, rows = _packed_attrs(graph, node, stored_as, quantized)
-        _swap(graph, node, QUANTIZED_EMBEDDING, (node.args[1], qweight, scales, zeros, fmt.bits, fmt.group(table.shape[1])),
+        _swap(graph, node, QUANTIZED_EMBEDDING, (node.args[1], qweight, scales, zeros, fmt.bits, fmt.group(table.shape[1]),
+                                                 *_scale_code_arg(fmt)),
               weight_node, rows, ids=node.args[1])
         reports.append(_layer_report(name, "embedding", fmt.describe(), "rtn", table.numel(), quantized.stored_bytes(), **own_copy))
     return reports, skipped

@@ -26,6 +26,15 @@ as scales unchanged (they widen any scale dtype to float32) and the row scale is
 (``passes/quantize.py``). Stored tensors: ``scales`` uint8 ``[N, K / group_size]`` codes and
 ``row_scales`` float16 ``[N]``.
 
+``scale_code_bits = 6`` stores the codes in 6 bits, ``c`` in ``[1, 63]`` (``r`` is then the row's largest
+min-max group scale over 63), as llama.cpp's Q4_K/Q5_K do: int4 g32 costs ``4 + 6/32 + 16/K`` bits per weight,
+exactly 4.25 at ``K = 256``. Layout (``pack_scale_codes``): each row's codes, padded with zero codes to a
+multiple of 4, four codes per 3 bytes: codes ``4j .. 4j + 3`` are the bits ``0-5, 6-11, 12-17, 18-23`` of the
+little-endian 24-bit word in bytes ``3j .. 3j + 2``; ``scales`` is uint8 ``[N, 3 * ceil(G / 4)]``. Dense (no
+bit is wasted but a row's padding, at most 18 bits), rows first like every stored tensor (rows can be
+concatenated or sliced), and a kernel reads one code with three byte loads, two shifts and a mask
+(``slmc.quantization.tvm_kernels``), with no code spanning rows or words.
+
 A format with ``clip`` chooses each group's range by search instead of min-max: the range is shrunk by
 each factor of ``clip_factors()`` and the one with the smallest squared rounding error of the group is
 kept (the MSE grid of GPTQ's reference ``Quantizer.find_params(mse=True)``, Frantar et al. 2022, and of
@@ -43,27 +52,47 @@ SCALE_DTYPE = torch.float16
 BITS = (4, 8)
 CLIP_GRID = 20          # range shrink factors tried by a clip search ...
 CLIP_MAX_SHRINK = 0.5   # ... evenly from 1 down to (not including) 1 - CLIP_MAX_SHRINK
-SCALE_CODE_MAX = 255    # uint8 scale codes (scale_codes): 1..255 times the row's float16 scale
+SCALE_CODE_BITS = (6, 8)  # widths of scale codes (scale_codes): 1..2^bits - 1 times the row's float16 scale
+SCALE_CODE_MAX = 255    # uint8 scale codes' largest value (8-bit codes)
+CODES_PER_WORD = 4      # 6-bit scale codes per 3-byte word (pack_scale_codes)
+WORD_BYTES = 3
 ROW_SCALE_DTYPE = torch.float16
 
 
 @dataclass(frozen=True)
 class QuantFormat:
     """Bits, group size (``None``: per output channel) and symmetry of a quantized weight; ``clip``: its
-    group ranges are chosen by a clip search (module docstring; same storage); ``scale_codes``: uint8
-    scale codes times a float16 scale per output row instead of float16 scales (module docstring)."""
+    group ranges are chosen by a clip search (module docstring; same storage); ``scale_codes``: integer
+    scale codes of ``scale_code_bits`` (6 or 8) bits times a float16 scale per output row instead of float16
+    scales (module docstring)."""
 
     bits: int
     group_size: int | None
     symmetric: bool
     clip: bool = False
     scale_codes: bool = False
+    scale_code_bits: int = 8
 
     def __post_init__(self) -> None:
         if self.bits not in BITS:
             raise ValueError(f"bits must be one of {BITS}, got {self.bits}")
         if self.scale_codes and self.group_size is None:
             raise ValueError("scale_codes needs a group_size: per-channel scales have one scale per row already")
+        if self.scale_code_bits not in SCALE_CODE_BITS:
+            raise ValueError(f"scale_code_bits must be one of {SCALE_CODE_BITS}, got {self.scale_code_bits}")
+        if self.scale_code_bits != 8 and not self.scale_codes:
+            raise ValueError(f"scale_code_bits {self.scale_code_bits} needs scale_codes")
+
+    @property
+    def scale_code_max(self) -> int:
+        """The largest scale code (``scale_codes``): ``2^scale_code_bits - 1``."""
+        return 2**self.scale_code_bits - 1
+
+    @property
+    def packed_scale_bits(self) -> int | None:
+        """6 when the stored scales are 6-bit codes packed four per three bytes (``pack_scale_codes``), else
+        ``None`` (one stored element per group: float16 scales or uint8 codes)."""
+        return self.scale_code_bits if self.scale_codes and self.scale_code_bits == 6 else None
 
     @property
     def levels(self) -> int:
@@ -89,13 +118,13 @@ class QuantFormat:
     def describe(self) -> str:
         grouping = "per-channel" if self.group_size is None else f"g{self.group_size}"
         return (f"int{self.bits} {grouping} {'symmetric' if self.symmetric else 'asymmetric'}"
-                + (" uint8 scales x float16 row scale" if self.scale_codes else "") + (" clip-searched" if self.clip else ""))
+                + (f" {self.scale_code_bits}-bit scales x float16 row scale" if self.scale_codes else "") + (" clip-searched" if self.clip else ""))
 
 
 @dataclass
 class QuantizedWeight:
-    """Codes (unpacked, uint8 ``[N, K]``), scales (float16 ``[N, G]``; uint8 codes with ``fmt.scale_codes``),
-    zero points (uint8 ``[N, G]`` or None), row scales (float16 ``[N]`` with ``fmt.scale_codes``, else None)."""
+    """Codes (unpacked, uint8 ``[N, K]``), scales (float16 ``[N, G]``; uint8 codes with ``fmt.scale_codes``, unpacked
+    also for 6-bit codes: ``stored_scales`` packs them), zero points (uint8 ``[N, G]`` or None), row scales (float16 ``[N]`` with ``fmt.scale_codes``, else None)."""
 
     codes: torch.Tensor
     scales: torch.Tensor
@@ -110,6 +139,11 @@ class QuantizedWeight:
     def packed(self) -> torch.Tensor:
         return pack(self.codes, self.fmt.bits)
 
+    def stored_scales(self) -> torch.Tensor:
+        """The ``scales`` tensor as stored: 6-bit codes packed (``pack_scale_codes``), others as they are."""
+        bits = self.fmt.packed_scale_bits
+        return self.scales if bits is None else pack_scale_codes(self.scales, bits)
+
     def dequantize(self) -> torch.Tensor:
         weight = dequantize(self.packed(), self.scales, self.zeros, self.fmt.bits, self.fmt.group(self.shape[1]))
         return weight if self.row_scales is None else weight * self.row_scales.to(torch.float32).unsqueeze(1)
@@ -117,7 +151,8 @@ class QuantizedWeight:
     def stored_bytes(self) -> int:
         """Bytes of the packed codes, scales, zero points and row scales."""
         n, k = self.shape
-        total = n * k * self.fmt.bits // 8 + self.scales.numel() * self.scales.element_size()
+        scales = self.stored_scales()
+        total = n * k * self.fmt.bits // 8 + scales.numel() * scales.element_size()
         rows = self.row_scales.numel() * self.row_scales.element_size() if self.row_scales is not None else 0
         return total + (self.zeros.numel() if self.zeros is not None else 0) + rows
 
@@ -138,11 +173,56 @@ def unpack(qweight: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.stack((low, high), dim=-1).reshape(qweight.shape[0], -1)
 
 
+def packed_scale_columns(groups: int, scale_code_bits: int | None) -> int:
+    """Stored columns of ``scales`` for ``groups`` groups per row: ``groups``, or for 6-bit codes
+    ``3 * ceil(groups / 4)`` bytes (``pack_scale_codes``)."""
+    if scale_code_bits is None or scale_code_bits == 8:
+        return groups
+    return WORD_BYTES * -(-groups // CODES_PER_WORD)
+
+
+def pack_scale_codes(codes: torch.Tensor, scale_code_bits: int) -> torch.Tensor:
+    """uint8 scale codes ``[N, G]`` (each below ``2^scale_code_bits``) -> the stored ``scales`` (module
+    docstring): 8-bit codes as they are; 6-bit codes four per three bytes, rows padded with zero codes."""
+    if scale_code_bits == 8:
+        return codes.to(torch.uint8).contiguous()
+    if scale_code_bits != 6:
+        raise ValueError(f"scale_code_bits must be one of {SCALE_CODE_BITS}, got {scale_code_bits}")
+    if codes.numel() and int(codes.max()) > 63:
+        raise ValueError(f"6-bit scale codes must be below 64, got {int(codes.max())}")
+    n, g = codes.shape
+    words = -(-g // CODES_PER_WORD)
+    padded = torch.zeros((n, words * CODES_PER_WORD), dtype=torch.int32)
+    padded[:, :g] = codes.to(torch.int32)
+    quads = padded.reshape(n, words, CODES_PER_WORD)
+    word = quads[..., 0] | (quads[..., 1] << 6) | (quads[..., 2] << 12) | (quads[..., 3] << 18)
+    packed = torch.stack([(word >> (8 * b)) & 0xFF for b in range(WORD_BYTES)], dim=-1)
+    return packed.reshape(n, words * WORD_BYTES).to(torch.uint8).contiguous()
+
+
+def unpack_scale_codes(scales: torch.Tensor, scale_code_bits: int, groups: int) -> torch.Tensor:
+    """The stored ``scales`` of 6-bit codes ``[N, 3 * ceil(groups / 4)]`` -> uint8 codes ``[N, groups]``
+    (``pack_scale_codes`` inverted; 8-bit codes are returned as they are)."""
+    if scale_code_bits == 8:
+        return scales
+    n, columns = scales.shape
+    if columns != packed_scale_columns(groups, scale_code_bits):
+        raise ValueError(f"6-bit scale codes of {groups} groups take {packed_scale_columns(groups, scale_code_bits)} "
+                         f"bytes per row, got {columns}")
+    data = scales.to(torch.int32).reshape(n, columns // WORD_BYTES, WORD_BYTES)
+    word = data[..., 0] | (data[..., 1] << 8) | (data[..., 2] << 16)
+    codes = torch.stack([(word >> (6 * j)) & 63 for j in range(CODES_PER_WORD)], dim=-1)
+    return codes.reshape(n, -1)[:, :groups].to(torch.uint8)
+
+
 def dequantize(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, bits: int,
-               group_size: int) -> torch.Tensor:
-    """float32 ``[N, K]``: ``(q - z) * s`` per group (``z = 2^(bits-1)`` when ``zeros`` is None)."""
+               group_size: int, scale_code_bits: int | None = None) -> torch.Tensor:
+    """float32 ``[N, K]``: ``(q - z) * s`` per group (``z = 2^(bits-1)`` when ``zeros`` is None); with
+    ``scale_code_bits`` 6, ``scales`` are packed 6-bit codes (``unpack_scale_codes``)."""
     codes = unpack(qweight, bits).to(torch.float32)
     n, k = codes.shape
+    if scale_code_bits is not None:
+        scales = unpack_scale_codes(scales, scale_code_bits, k // group_size)
     grouped = codes.reshape(n, k // group_size, group_size)
     zero = (zeros.to(torch.float32) if zeros is not None else torch.full(scales.shape, 2.0 ** (bits - 1))).unsqueeze(-1)
     return ((grouped - zero) * scales.to(torch.float32).unsqueeze(-1)).reshape(n, k)
@@ -164,23 +244,23 @@ def _ideal_scale(w: torch.Tensor, fmt: QuantFormat, shrink: float) -> tuple[torc
 
 
 def row_scales(w: torch.Tensor, fmt: QuantFormat) -> torch.Tensor:
-    """float16 ``[N]``: each row's largest min-max group scale over ``SCALE_CODE_MAX`` (``fmt.scale_codes``),
-    so that every group's min-max scale is a code of at most ``SCALE_CODE_MAX``."""
+    """float16 ``[N]``: each row's largest min-max group scale over ``fmt.scale_code_max`` (``fmt.scale_codes``),
+    so that every group's min-max scale is a code of at most ``fmt.scale_code_max``."""
     n, k = w.shape
     g = fmt.group(k)
     ideal, _ = _ideal_scale(w.detach().to(torch.float32).reshape(n * (k // g), g), fmt, 1.0)
-    return (ideal.reshape(n, k // g).amax(dim=1) / SCALE_CODE_MAX).clamp_min(torch.finfo(ROW_SCALE_DTYPE).tiny).to(ROW_SCALE_DTYPE)
+    return (ideal.reshape(n, k // g).amax(dim=1) / fmt.scale_code_max).clamp_min(torch.finfo(ROW_SCALE_DTYPE).tiny).to(ROW_SCALE_DTYPE)
 
 
 def _stored_scale(ideal: torch.Tensor, fmt: QuantFormat, row_scale: torch.Tensor | None) -> torch.Tensor:
     """The scale as stored, as its value: float16-rounded, or (``fmt.scale_codes``) the nearest code in
-    ``[1, SCALE_CODE_MAX]`` times ``row_scale`` (float32, exact: an 8-bit code times a float16)."""
+    ``[1, fmt.scale_code_max]`` times ``row_scale`` (float32, exact: an 8-bit code times a float16)."""
     if not fmt.scale_codes:
         return ideal.clamp_min(torch.finfo(SCALE_DTYPE).tiny).to(SCALE_DTYPE)
     if row_scale is None:
         raise ValueError(f"{fmt.describe()} needs the rows' scales (formats.row_scales)")
     row = row_scale.to(torch.float32)
-    return torch.round(ideal / row).clamp(1, SCALE_CODE_MAX) * row
+    return torch.round(ideal / row).clamp(1, fmt.scale_code_max) * row
 
 
 def range_parameters(w: torch.Tensor, fmt: QuantFormat, shrink: float,
@@ -234,12 +314,12 @@ def quantize_group(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | No
 
 def stored_scales(scales: torch.Tensor, fmt: QuantFormat, rows: torch.Tensor | None) -> torch.Tensor:
     """The stored ``scales`` tensor of scale values ``[N, G]`` (as ``range_parameters`` gives them): float16,
-    or (``fmt.scale_codes``) their uint8 codes for the row scales ``rows [N]``."""
+    or (``fmt.scale_codes``) their uint8 codes (unpacked) for the row scales ``rows [N]``."""
     if not fmt.scale_codes:
         return scales.to(SCALE_DTYPE)
     if rows is None:
         raise ValueError(f"{fmt.describe()} needs the rows' scales (formats.row_scales)")
-    return torch.round(scales.to(torch.float32) / rows.to(torch.float32).unsqueeze(1)).clamp(1, SCALE_CODE_MAX).to(torch.uint8)
+    return torch.round(scales.to(torch.float32) / rows.to(torch.float32).unsqueeze(1)).clamp(1, fmt.scale_code_max).to(torch.uint8)
 
 
 def assemble(codes: torch.Tensor, scales: list[torch.Tensor], zeros: list[torch.Tensor | None], fmt: QuantFormat,

@@ -5,10 +5,12 @@ Each op's eager implementation is the *reference* the compiled artifact is verif
 lowers the same op to one kernel with dequantization fused into the matmul
 (``slmc.quantization.tvm_kernels``). Weight layouts are those of ``slmc.quantization.formats``.
 
-- ``quantized_linear(x, qweight, scales, zeros?, bias?, input_scale?, bits, group_size)``:
+- ``quantized_linear(x, qweight, scales, zeros?, bias?, input_scale?, bits, group_size, scale_code_bits?)``:
   ``(x * input_scale) @ dequantize(qweight)^T + bias``. ``input_scale`` ``[K]`` is AWQ's inverse
-  channel scaling (Lin et al., 2023), ``None`` when unused.
-- ``quantized_embedding(ids, qweight, scales, zeros?, bits, group_size)``: rows of the
+  channel scaling (Lin et al., 2023), ``None`` when unused. ``scale_code_bits``: ``None`` when ``scales``
+  holds one element per group (float16 scales or uint8 scale codes), 6 for 6-bit scale codes packed four
+  per three bytes (``formats.pack_scale_codes``).
+- ``quantized_embedding(ids, qweight, scales, zeros?, bits, group_size, scale_code_bits?)``: rows of the
   dequantized table.
 - ``w8a8_linear(x, qweight, weight_scales, bias?, input_scale?, activation_scale)``: static int8
   activations (``round(x * input_scale / activation_scale)`` clamped to ``[-127, 127]``) times
@@ -42,9 +44,9 @@ from slmc.quantization.w4a8_layout import dequantize_paired
 
 _LIBRARY = Library("slmc", "DEF")
 _LIBRARY.define("quantized_linear(Tensor x, Tensor qweight, Tensor scales, Tensor? zeros, Tensor? bias, "
-                "Tensor? input_scale, int bits, int group_size) -> Tensor")
+                "Tensor? input_scale, int bits, int group_size, int? scale_code_bits=None) -> Tensor")
 _LIBRARY.define("quantized_embedding(Tensor ids, Tensor qweight, Tensor scales, Tensor? zeros, int bits, "
-                "int group_size) -> Tensor")
+                "int group_size, int? scale_code_bits=None) -> Tensor")
 _LIBRARY.define("w8a8_linear(Tensor x, Tensor qweight, Tensor weight_scales, Tensor? bias, Tensor? input_scale, "
                 "float activation_scale) -> Tensor")
 _LIBRARY.define("w4a8_linear(Tensor x, Tensor qweight, Tensor scales, Tensor? bias, int group_size, "
@@ -59,7 +61,7 @@ _DEQUANTIZED: dict[int, tuple[Any, tuple[int, ...], torch.Tensor]] = {}
 
 
 def _dequantized(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, bits: int,
-                 group_size: int, paired: bool = False) -> torch.Tensor:
+                 group_size: int, paired: bool = False, scale_code_bits: int | None = None) -> torch.Tensor:
     """``dequantize(...)`` (``paired``: ``w4a8_linear``'s layout, ``dequantize_paired``), remembered per stored
     ``qweight`` while it lives and is unchanged.
 
@@ -68,11 +70,12 @@ def _dequantized(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tenso
     """
     key = id(qweight)
     stamp = (id(scales), id(zeros), qweight._version, scales._version, zeros._version if zeros is not None else -1,
-             bits, group_size, paired)
+             bits, group_size, paired, scale_code_bits)
     entry = _DEQUANTIZED.get(key)
     if entry is not None and entry[0]() is qweight and entry[1] == stamp:
         return entry[2]
-    weight = dequantize_paired(qweight, scales, group_size) if paired else dequantize(qweight, scales, zeros, bits, group_size)
+    weight = (dequantize_paired(qweight, scales, group_size) if paired
+              else dequantize(qweight, scales, zeros, bits, group_size, scale_code_bits))
     if not torch._C._functorch.is_functorch_wrapped_tensor(qweight) and type(qweight) in (torch.Tensor, torch.nn.Parameter):
         _DEQUANTIZED[key] = (weakref.ref(qweight, lambda _, k=key: _DEQUANTIZED.pop(k, None)), stamp, weight)
     return weight
@@ -87,16 +90,18 @@ def forget_dequantized() -> None:
 
 
 def _quantized_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
-                      bias: torch.Tensor | None, input_scale: torch.Tensor | None, bits: int, group_size: int) -> torch.Tensor:
-    weight = _dequantized(qweight, scales, zeros, bits, group_size)
+                      bias: torch.Tensor | None, input_scale: torch.Tensor | None, bits: int, group_size: int,
+                      scale_code_bits: int | None = None) -> torch.Tensor:
+    weight = _dequantized(qweight, scales, zeros, bits, group_size, scale_code_bits=scale_code_bits)
     if input_scale is not None:
         x = x * input_scale
     return torch.nn.functional.linear(x, weight, bias)
 
 
 def _quantized_embedding(ids: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
-                         bits: int, group_size: int) -> torch.Tensor:
-    return torch.nn.functional.embedding(ids, _dequantized(qweight, scales, zeros, bits, group_size))
+                         bits: int, group_size: int, scale_code_bits: int | None = None) -> torch.Tensor:
+    return torch.nn.functional.embedding(ids, _dequantized(qweight, scales, zeros, bits, group_size,
+                                                           scale_code_bits=scale_code_bits))
 
 
 def reciprocal(activation_scale: float) -> float:
@@ -183,12 +188,12 @@ _LIBRARY.impl("w4a8_linear", _w4a8_linear, "CompositeExplicitAutograd")
 
 
 @torch.library.register_fake("slmc::quantized_linear")
-def _quantized_linear_fake(x, qweight, scales, zeros, bias, input_scale, bits, group_size):  # noqa: ANN001, ANN202
+def _quantized_linear_fake(x, qweight, scales, zeros, bias, input_scale, bits, group_size, scale_code_bits=None):  # noqa: ANN001, ANN202
     return x.new_empty((*x.shape[:-1], qweight.shape[0]))
 
 
 @torch.library.register_fake("slmc::quantized_embedding")
-def _quantized_embedding_fake(ids, qweight, scales, zeros, bits, group_size):  # noqa: ANN001, ANN202
+def _quantized_embedding_fake(ids, qweight, scales, zeros, bits, group_size, scale_code_bits=None):  # noqa: ANN001, ANN202
     return scales.new_empty((*ids.shape, qweight.shape[1] * 8 // bits), dtype=torch.float32)
 
 

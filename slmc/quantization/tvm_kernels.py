@@ -1,7 +1,8 @@
 """TVM lowering of slmc's quantized ops: one kernel each, dequantization fused into the matmul.
 
 The weights reach the kernel packed (uint8 codes -- tiled int4 codes read as uint32 words of 8
-nibbles, ``_code_layout`` --, float16 scales, uint8 zero points; int8 for
+nibbles, ``_code_layout`` --, float16 scales or uint8 scale codes -- 6-bit ones packed four per three
+bytes, unpacked where read: ``_scale`` --, uint8 zero points; int8 for
 ``w8a8_linear``; ``w4a8_linear``'s kernel is ``slmc.quantization.w4a8_kernel``): the dequantized value of each weight is computed inside the reduction, where it
 is used, so no float32 copy of any weight exists at run time. The kernels are tensor-expression
 (TE) definitions emitted as ``call_tir`` of their own PrimFuncs; each PrimFunc carries the
@@ -39,20 +40,42 @@ def _code(qweight: te.Tensor, n: Any, k: Any, bits: int, transposed: bool = Fals
     return tirx.bitwise_and(tirx.shift_right(byte, shift), tirx.const(15, "uint8")).astype("float32")
 
 
+SCALE_CODES_PER_WORD = 4  # 6-bit scale codes per 3-byte word (slmc.quantization.formats.pack_scale_codes)
+SCALE_WORD_BYTES = 3
+
+
+def _scale(read: Callable[[Any], Any], group: Any, scale_code_bits: int | None) -> Any:
+    """The float32 scale (or scale code) of ``group``, where ``read(column)`` is the stored ``scales`` element at
+    that column for the weight's output channel. ``scale_code_bits`` ``None``: one element per group; 6: codes
+    packed four per three bytes (``formats.pack_scale_codes``): the three bytes of the group's word, combined
+    little-endian into 24 bits, shifted by 6 per code before it and masked to 6 bits."""
+    if scale_code_bits is None:
+        return read(group).astype("float32")
+    if scale_code_bits != 6:
+        raise ValueError(f"scale_code_bits must be None or 6 (packed 6-bit scale codes), got {scale_code_bits}")
+    base = tirx.floordiv(group, SCALE_CODES_PER_WORD) * SCALE_WORD_BYTES
+    word = read(base).astype("uint32")
+    for byte in range(1, SCALE_WORD_BYTES):
+        word = tirx.bitwise_or(word, tirx.shift_left(read(base + byte).astype("uint32"), tirx.const(8 * byte, "uint32")))
+    shift = (tirx.floormod(group, SCALE_CODES_PER_WORD) * 6).astype("uint32")
+    return tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(63, "uint32")).astype("float32")
+
+
 def dequantized(qweight: te.Tensor, scales: te.Tensor, zeros: te.Tensor | None, bits: int, group_size: int,
-                n: Any, k: Any, transposed: bool = False) -> Any:
+                n: Any, k: Any, transposed: bool = False, scale_code_bits: int | None = None) -> Any:
     """``(code - zero) * scale`` of weight ``[n, k]``, as an expression (never a buffer).
 
     ``transposed``: codes, scales and zero points are stored ``[K', N]`` / ``[G, N]`` (prepacked,
-    ``slmc.schedules.prepack``), so that consecutive output channels are contiguous.
+    ``slmc.schedules.prepack``), so that consecutive output channels are contiguous. ``scale_code_bits``: 6 for
+    packed 6-bit scale codes (``_scale``).
     """
     group = tirx.floordiv(k, group_size)
 
-    def at(table: te.Tensor) -> Any:
-        return (table[group, n] if transposed else table[n, group]).astype("float32")
+    def read(table: te.Tensor) -> Callable[[Any], Any]:
+        return lambda column: table[column, n] if transposed else table[n, column]
 
-    zero = at(zeros) if zeros is not None else tirx.const(2.0 ** (bits - 1), "float32")
-    return (_code(qweight, n, k, bits, transposed) - zero) * at(scales)
+    zero = read(zeros)(group).astype("float32") if zeros is not None else tirx.const(2.0 ** (bits - 1), "float32")
+    return (_code(qweight, n, k, bits, transposed) - zero) * _scale(read(scales), group, scale_code_bits)
 
 
 def _scaled(x: te.Tensor, input_scale: te.Tensor | None) -> te.Tensor:
@@ -106,7 +129,7 @@ def _unit_code(qweight: te.Tensor, tile: Any, k: Any, lane: Any, bits: int) -> A
 
 
 def _group_factored_matmul(xs: te.Tensor, qweight: te.Tensor, scales: te.Tensor, zeros: te.Tensor | None, bits: int,
-                           group_size: int) -> te.Tensor:
+                           group_size: int, scale_code_bits: int | None = None) -> te.Tensor:
     """``out[m, n] = sum_g scale[g, n] * (sum_{k in g} x[m, k] * code[k, n] - zero[g, n] * sum_{k in g} x[m, k])``.
 
     The same sum as ``sum_k x[m, k] * (code[k, n] - zero[g, n]) * scale[g, n]``, regrouped so that the
@@ -120,7 +143,8 @@ def _group_factored_matmul(xs: te.Tensor, qweight: te.Tensor, scales: te.Tensor,
 
     int4 codes are words of 8 nibbles (``word_layout``) and the unpacked value is ``u = 1 + code / 16``
     (``_unit_code``): ``sum x * code = 16 * (sum x * u - sum x)``, so a group contributes
-    ``scale * (16 * dot - (16 + zero) * xsum)``; the same sum up to float rounding.
+    ``scale * (16 * dot - (16 + zero) * xsum)``; the same sum up to float rounding. Packed 6-bit scale codes
+    (``scale_code_bits`` 6) are unpacked once per group, where the scale is applied (``_scale``).
     """
     rows, in_features = xs.shape
     tiles, _, width = qweight.shape
@@ -149,13 +173,15 @@ def _group_factored_matmul(xs: te.Tensor, qweight: te.Tensor, scales: te.Tensor,
 
     return te.compute(
         (rows, tiles * width),
-        lambda m, n: te.sum((dots[m, n, g] * unit - offset(g, n) * sums[m, g]) * at(scales, g, n), axis=g),
+        lambda m, n: te.sum((dots[m, n, g] * unit - offset(g, n) * sums[m, g])
+                            * _scale(lambda column: scales[n // width, column, n % width], g, scale_code_bits), axis=g),
         name="dequant_matmul",
     )
 
 
 def quantized_linear_te(x: te.Tensor, qweight: te.Tensor, scales: te.Tensor, zeros: te.Tensor | None,
-                        bias: te.Tensor | None, input_scale: te.Tensor | None, bits: int, group_size: int) -> te.Tensor:
+                        bias: te.Tensor | None, input_scale: te.Tensor | None, bits: int, group_size: int,
+                        scale_code_bits: int | None = None) -> te.Tensor:
     """``out[m, n] = sum_k x'[m, k] * dequantized(n, k) (+ bias[n])`` with ``x' = x * input_scale``.
 
     Two layouts of ``qweight``, ``scales`` and ``zeros``, both read through ``permute_dims`` /
@@ -163,18 +189,19 @@ def quantized_linear_te(x: te.Tensor, qweight: te.Tensor, scales: te.Tensor, zer
     tiled ``[N/nb, K', nb]`` / ``[N/nb, G, nb]`` (``linear_tile_width``; the group-factored sum of
     ``_group_factored_matmul``), or transposed ``[K', N]`` / ``[G, N]`` (each weight dequantized
     inside the reduction) when no tile width divides ``N``. Precondition: ``group_size`` divides
-    ``K`` (``QuantFormat.check_shape``).
+    ``K`` (``QuantFormat.check_shape``). ``scale_code_bits`` 6: ``scales`` are 6-bit codes packed four per three
+    bytes (``[N/nb, 3 * ceil(G / 4), nb]`` / ``[3 * ceil(G / 4), N]``; ``_scale``).
     """
     rows, in_features = x.shape
     xs = _scaled(x, input_scale)
     if len(qweight.shape) == 3:
-        out = _group_factored_matmul(xs, qweight, scales, zeros, bits, group_size)
+        out = _group_factored_matmul(xs, qweight, scales, zeros, bits, group_size, scale_code_bits)
     else:
         k = te.reduce_axis((0, in_features), name="k")
         out = te.compute(
             (rows, qweight.shape[1]),
-            lambda m, n: te.sum(xs[m, k] * dequantized(qweight, scales, zeros, bits, group_size, n, k, transposed=True),
-                                axis=k),
+            lambda m, n: te.sum(xs[m, k] * dequantized(qweight, scales, zeros, bits, group_size, n, k, transposed=True,
+                                                       scale_code_bits=scale_code_bits), axis=k),
             name="dequant_matmul",
         )
     if bias is None:
@@ -183,31 +210,34 @@ def quantized_linear_te(x: te.Tensor, qweight: te.Tensor, scales: te.Tensor, zer
 
 
 def _tiled_dequantized(qweight: te.Tensor, scales: te.Tensor, zeros: te.Tensor | None, bits: int, group_size: int,
-                       n: Any, k: Any) -> Any:
+                       n: Any, k: Any, scale_code_bits: int | None = None) -> Any:
     """``(code - zero) * scale`` of weight ``[n, k]`` stored tiled ``[N/nb, K', nb]`` / ``[N/nb, G, nb]``."""
     width = int(qweight.shape[2])
     tile, lane, group = tirx.floordiv(n, width), tirx.floormod(n, width), tirx.floordiv(k, group_size)
     zero = zeros[tile, group, lane].astype("float32") if zeros is not None else tirx.const(2.0 ** (bits - 1), "float32")
-    return (_tiled_code(qweight, tile, k, lane, bits).astype("float32") - zero) * scales[tile, group, lane].astype("float32")
+    scale = _scale(lambda column: scales[tile, column, lane], group, scale_code_bits)
+    return (_tiled_code(qweight, tile, k, lane, bits).astype("float32") - zero) * scale
 
 
 def quantized_embedding_te(ids: te.Tensor, qweight: te.Tensor, scales: te.Tensor, zeros: te.Tensor | None,
-                           bits: int, group_size: int, transposed: bool = False) -> te.Tensor:
+                           bits: int, group_size: int, transposed: bool = False,
+                           scale_code_bits: int | None = None) -> te.Tensor:
     """Rows ``ids`` (1-D, in range: the runtime checks token ids) of the dequantized table.
 
     The table is stored as rows ``[N, K']``, or -- when a tied output head reads the same codes -- in
     that head's layout (``quantized_linear_te``): tiled ``[N/nb, K', nb]`` (3-D) or ``transposed``
     ``[K', N]``. A gather from those reads one row at a stride: a few microseconds per token, and the
-    table is stored once."""
+    table is stored once. ``scale_code_bits`` 6: packed 6-bit scale codes (``_scale``)."""
     if len(qweight.shape) == 3:
         width = qweight.shape[1] * (DataType(qweight.dtype).bits // bits)
         return te.compute((ids.shape[0], width),
-                          lambda i, k: _tiled_dequantized(qweight, scales, zeros, bits, group_size, ids[i].astype("int64"), k),
+                          lambda i, k: _tiled_dequantized(qweight, scales, zeros, bits, group_size, ids[i].astype("int64"), k,
+                                                          scale_code_bits),
                           name="dequant_take")
     width = qweight.shape[0 if transposed else 1] * 8 // bits
     return te.compute((ids.shape[0], width),
                       lambda i, k: dequantized(qweight, scales, zeros, bits, group_size, ids[i].astype("int64"), k,
-                                               transposed=transposed),
+                                               transposed=transposed, scale_code_bits=scale_code_bits),
                       name="dequant_take")
 
 
@@ -332,16 +362,23 @@ def _code_layout(bb: relax.BlockBuilder, qweight: relax.Expr, bits: int, group_s
 
 
 def _convert_quantized_linear(node: Any, importer: Any) -> relax.Var:
-    x, qweight, scales, zeros, bias, input_scale, bits, group_size = importer.retrieve_args(node)
+    x, qweight, scales, zeros, bias, input_scale, bits, group_size, *rest = importer.retrieve_args(node)
+    scale_code_bits = _scale_code_bits(rest)
     bb = importer.block_builder
     flat, leading = _flatten(bb, x)
-    name = _kernel_name("slmc_qlinear", f"int{bits}", f"g{group_size}", "asym" if zeros is not None else "sym")
+    name = _kernel_name("slmc_qlinear", f"int{bits}", f"g{group_size}", "asym" if zeros is not None else "sym",
+                        f"s{scale_code_bits}" if scale_code_bits else "")
     qweight, width = _code_layout(bb, qweight, int(bits), int(group_size))
     scales = _weight_layout(bb, scales, width)
     zeros = _weight_layout(bb, zeros, width) if zeros is not None else None
     out = bb.emit_te(quantized_linear_te, flat, qweight, scales, zeros, bias, input_scale, int(bits), int(group_size),
-                     primfunc_name_hint=name, primfunc_attrs={KERNEL_ATTR: "quantized_linear"})
+                     scale_code_bits, primfunc_name_hint=name, primfunc_attrs={KERNEL_ATTR: "quantized_linear"})
     return _restore(bb, out, leading)
+
+
+def _scale_code_bits(rest: list[Any]) -> int | None:
+    """The quantized ops' optional trailing ``scale_code_bits`` argument (``None``: one scale element per group)."""
+    return int(rest[0]) if rest and rest[0] is not None else None
 
 
 def _read_by_linear(codes: Any) -> bool:
@@ -351,7 +388,8 @@ def _read_by_linear(codes: Any) -> bool:
 
 
 def _convert_quantized_embedding(node: Any, importer: Any) -> relax.Var:
-    ids, qweight, scales, zeros, bits, group_size = importer.retrieve_args(node)
+    ids, qweight, scales, zeros, bits, group_size, *rest = importer.retrieve_args(node)
+    scale_code_bits = _scale_code_bits(rest)
     bb = importer.block_builder
     shape = list(ids.ty.shape.values)
     flat = ids
@@ -360,7 +398,7 @@ def _convert_quantized_embedding(node: Any, importer: Any) -> relax.Var:
         for size in shape:
             count = count * size
         flat = bb.emit(relax.op.reshape(ids, [count]))
-    name = _kernel_name("slmc_qembedding", f"int{bits}", f"g{group_size}")
+    name = _kernel_name("slmc_qembedding", f"int{bits}", f"g{group_size}", f"s{scale_code_bits}" if scale_code_bits else "")
     transposed = False
     if _read_by_linear(node.args[1]):  # a tied head's codes: read them in its layout, so prepack stores one table
         qweight, width = _code_layout(bb, qweight, int(bits), int(group_size))
@@ -368,7 +406,7 @@ def _convert_quantized_embedding(node: Any, importer: Any) -> relax.Var:
         zeros = _weight_layout(bb, zeros, width) if zeros is not None else None
         transposed = width is None
     out = bb.emit_te(quantized_embedding_te, flat, qweight, scales, zeros, int(bits), int(group_size), transposed,
-                     primfunc_name_hint=name, primfunc_attrs={KERNEL_ATTR: "quantized_embedding"})
+                     scale_code_bits, primfunc_name_hint=name, primfunc_attrs={KERNEL_ATTR: "quantized_embedding"})
     if len(shape) == 1:
         return out
     return bb.emit(relax.op.reshape(out, [*shape, out.ty.shape.values[-1]]))

@@ -82,7 +82,30 @@ class QuantizedMatmul(SlmcCpuRule):
         block = matmul_block(sch)
         if block is None:
             return None
-        return schedule_row_matmul(sch, block, params, k_unroll=2 if _packs_nibbles(sch, block) else 1)
+        scheduled = schedule_row_matmul(sch, block, params, k_unroll=2 if _packs_nibbles(sch, block) else 1)
+        if scheduled is None and _reads_multi_element_regions(sch, block):
+            return _parallel_channels(func)
+        return scheduled
+
+
+def _reads_multi_element_regions(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
+    """Whether one iteration of ``block`` reads more than one element of a buffer: packed 6-bit scale codes
+    (three bytes per code, ``tvm_kernels._scale``). dlight's GEMV analysis asserts on such a region
+    (``collect_block_iter_vars_used_in_access_region``) instead of declining, so this rule must take the kernel."""
+    return any(not (isinstance(r.extent, tirx.IntImm) and int(r.extent) == 1)
+               for region in sch.get(block).reads for r in region.region)
+
+
+def _parallel_channels(func: tirx.PrimFunc) -> s_tir.Schedule:
+    """The transposed kernel with packed scale codes when ``schedule_row_matmul`` declines it (``N`` no multiple
+    of the vector width, so no tile width divides it either): output channels in parallel, each channel's
+    reduction as written. Correct, not fast: a fallback for shapes no tiled layout fits."""
+    sch = s_tir.Schedule(func)
+    block = matmul_block(sch)
+    m, n, k = sch.get_loops(block)
+    sch.reorder(n, m, k)
+    sch.parallel(n)
+    return sch
 
 
 def _kinds(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> list[int]:

@@ -114,6 +114,9 @@ class Quantization(DescriptorModel):
     zero_points: bool = Field(True, description="asymmetric formats (per-group zero points) are supported")
     scale_codes: bool = Field(True, description="group scales stored as uint8 codes times a float16 scale per output row "
                               "(double-quantized scales; slmc.quantization.formats) are supported")
+    scale_code_bits: list[Literal[6, 8]] = Field(
+        default_factory=lambda: [6, 8], description="widths of scale codes the kernels read (with scale_codes): 8 "
+        "(one byte per group) and/or 6 (packed four per three bytes, unpacked in the kernel)")
     schemes: list[Literal["weight_only", "w8a8", "w4a8"]] = Field(
         default_factory=lambda: ["weight_only", "w8a8", "w4a8"],
         description="weight_only: low-bit weights, float activations; w8a8: int8 weights and activations; w4a8: int4 "

@@ -192,7 +192,7 @@ def test_scale_code_candidates_are_excluded_on_a_target_without_them(tiny_lm_gra
     target = host_target.model_copy(update={"quantization": caps})
     _, stats = _allocate(tiny_lm_graph, target, target_bits_per_weight=4.5,
                          candidates=[{"bits": 4, "group_size": 128}, {"bits": 4, "group_size": 32, "scale_codes": True}])
-    assert stats["bit_allocation"]["excluded_candidates"] == [{"candidate": "int4 g32 uint8 scales", "why": "uint8 scale codes "
+    assert stats["bit_allocation"]["excluded_candidates"] == [{"candidate": "int4 g32 8-bit scales", "why": "uint8 scale codes "
                                                                "are not supported (quantization.scale_codes is false)"}]
 
 
@@ -201,12 +201,50 @@ def test_scale_codes_are_priced_with_their_row_scales(host_target):
 
     coded = BitCandidate(bits=4, group_size=32, scale_codes=True)
     assert stored_bytes(coded, 64, 256, True) == 64 * 256 // 2 + 64 * 8 + 64 * 2  # codes, uint8 scales, float16 row scales
-    assert coded.nominal_bits_per_weight() == 4.25 and coded.describe() == "int4 g32 uint8 scales"
+    assert coded.nominal_bits_per_weight() == 4.25 and coded.describe() == "int4 g32 8-bit scales"
+
+
+def test_6bit_scale_codes_are_priced_as_packed_four_per_three_bytes(host_target):
+    """The budget counts the bytes the pass stores: ``3 * ceil(G / 4)`` per row (a partial word padded), so int4 g32
+    with 6-bit codes is 4 + 6/32 + 16/K bits per weight when 4 divides ``G``: exactly 4.25 at ``K = 256``."""
+    from slmc.passes._bit_allocation import BitCandidate, stored_bytes
+    from slmc.quantization.formats import quantize_rtn
+
+    coded = BitCandidate(bits=4, group_size=32, scale_codes=True, scale_code_bits=6)
+    assert stored_bytes(coded, 64, 256, True) * 8 / (64 * 256) == 4.25 and coded.describe() == "int4 g32 6-bit scales"
+    assert coded.nominal_bits_per_weight() == 4 + 6 / 32
+    for in_features in (256, 640, 576, 96):  # G = 8, 20, 18 (a padded word), 3
+        weight = torch.randn(16, in_features)
+        assert stored_bytes(coded, 16, in_features, True) == quantize_rtn(weight, coded.fmt(True)).stored_bytes()
+    assert stored_bytes(coded, 16, 576, True) == 16 * 576 // 2 + 16 * 15 + 16 * 2  # 18 codes: 5 words of 3 bytes
+
+
+def test_6bit_scale_code_candidates_are_excluded_on_a_target_with_8bit_codes_only(tiny_lm_graph, host_target):
+    caps = host_target.quantization.model_copy(update={"scale_code_bits": [8]})
+    target = host_target.model_copy(update={"quantization": caps})
+    _, stats = _allocate(tiny_lm_graph, target, target_bits_per_weight=4.5,
+                         candidates=[{"bits": 4, "group_size": 128},
+                                     {"bits": 4, "group_size": 32, "scale_codes": True, "scale_code_bits": 6}])
+    assert stats["bit_allocation"]["excluded_candidates"] == [{"candidate": "int4 g32 6-bit scales", "why": "6-bit scale "
+                                                               "codes are not supported (quantization.scale_code_bits is [8])"}]
+
+
+def test_a_recipe_with_6bit_scale_codes_is_refused_by_a_target_without_them(tmp_path, host_target):
+    recipe = load_recipe(_recipe(tmp_path, "passes:\n  - quantize: {bits: 4, group_size: 32, scale_codes: true, "
+                                           "scale_code_bits: 6}\n"))
+    caps = host_target.quantization.model_copy(update={"scale_code_bits": [8]})
+    with pytest.raises(TargetError, match=r"passes.0.quantize.scale_code_bits: 6-bit scale codes are not supported"):
+        check_against_target(recipe, host_target.model_copy(update={"quantization": caps}))
 
 
 @pytest.mark.parametrize("passes,message", [
     ("{target_bits_per_weight: 4.5, candidates: [{bits: 4, group_size: 32, clip: true}]}",
-     r"quantize.candidates.0.clip: unknown key; expected one of: bits, clip_search, group_size, scale_codes, symmetric"),
+     r"quantize.candidates.0.clip: unknown key; expected one of: bits, clip_search, group_size, scale_code_bits, "
+     r"scale_codes, symmetric"),
+    ("{bits: 4, group_size: 32, scale_codes: true, scale_code_bits: 7}", r"quantize.scale_code_bits"),
+    ("{bits: 4, group_size: 32, scale_code_bits: 6}", r"scale_code_bits 6 takes scale_codes: true"),
+    ("{target_bits_per_weight: 4.5, candidates: [{bits: 4, group_size: 32, scale_code_bits: 6}]}",
+     r"quantize.candidates.0: .*scale_code_bits 6 takes scale_codes: true"),
     ("{target_bits_per_weight: 4.5, candidates: [{bits: 8, scale_codes: true}]}",
      r"quantize.candidates.0: .*scale_codes needs a group_size"),
     ("{bits: 8, scale_codes: true}", r"scale_codes takes scheme weight_only and a group_size \(got scheme weight_only, group_size None\)"),

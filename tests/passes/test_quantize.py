@@ -287,6 +287,8 @@ def test_cli_exits_2_before_loading_the_model(tmp_path):
 # artifact-vs-eager tolerance is a few such steps, not 1e-4.
 @pytest.mark.parametrize("settings,atol", [("{bits: 4, group_size: 32, method: gptq}", 1e-4),
                                            ("{bits: 4, group_size: 32, method: gptq, clip_search: true, scale_codes: true}", 1e-4),
+                                           ("{bits: 4, group_size: 32, clip_search: true, scale_codes: true, scale_code_bits: 6, "
+                                            "embeddings: true}", 1e-4),
                                            ("{scheme: w8a8, smoothquant: {alpha: 0.5}}", 0.05),
                                            ("{scheme: w4a8, group_size: 32}", 0.05)])
 def test_compiled_artifact_matches_the_eager_quantized_graph(tmp_path, settings, atol):
@@ -296,7 +298,7 @@ def test_compiled_artifact_matches_the_eager_quantized_graph(tmp_path, settings,
                                f"sequence_length: 64}}\nverify: {{atol: {atol}}}\n")
     result = slmc.compile("tiny-lm", recipe, "host", tmp_path / "out")
     numeric = result.verification.artifact_vs_eager
-    assert result.verification.passed and numeric.max_abs_error <= atol  # measured 1.5e-6 (gptq), 3.2e-6 (gptq with scale codes), 0.011 (w8a8); w4a8 passes 0.05 (value not recorded)
+    assert result.verification.passed and numeric.max_abs_error <= atol  # measured 1.5e-6 (gptq), 3.2e-6 (gptq with scale codes), 3.0e-6 (6-bit codes, embeddings too), 0.011 (w8a8); w4a8 passes 0.05 (value not recorded)
     assert result.verification.decode.same_tokens
     quantize = result.manifest.passes[0]
     assert quantize.stats["layers"] and all("stored_bytes" in r for r in quantize.stats["layers"])
@@ -317,14 +319,15 @@ def test_int4_g32_fixture_artifact_is_at_most_0_18_of_fp32(tmp_path):
     assert quantized.verification.artifact_vs_eager.max_abs_error <= 1e-4  # measured 2.2e-5
 
 
-@pytest.mark.parametrize("embeddings,scale_codes", [(True, False), (False, False), (True, True)])
+@pytest.mark.parametrize("embeddings,scale_codes", [(True, False), (False, False), (True, True), (True, 6)])
 def test_a_tied_table_is_stored_once_in_the_heads_quantization(host_target, embeddings, scale_codes):
     from slmc.graph.ir import ModelSpec, trace
 
     module = TiedHead().eval()
     table = module.embed.weight.detach().clone()
     graph = trace(ModelSpec(module, (torch.randint(0, 96, (1, 6)),), name="tied"))
-    final, report = _run(graph, {"bits": 4, "group_size": 32, "embeddings": embeddings, "scale_codes": scale_codes}, host_target)
+    codes = {"scale_codes": bool(scale_codes)} | ({"scale_code_bits": scale_codes} if scale_codes == 6 else {})
+    final, report = _run(graph, {"bits": 4, "group_size": 32, "embeddings": embeddings, **codes}, host_target)
     linears = _targets(final, QUANTIZED_LINEAR)
     assert len(linears) == 2  # proj and the tied head
     layers = report["stats"]["layers"]
@@ -334,7 +337,8 @@ def test_a_tied_table_is_stored_once_in_the_heads_quantization(host_target, embe
         [gather] = _targets(final, QUANTIZED_EMBEDDING)
         head_op = next(n for n in linears if n.args[1].target == gather.args[1].target)
         assert [a.target for a in gather.args[1:3]] == [a.target for a in head_op.args[1:3]]
-        assert gather.args[4:] == tuple(head_op.args[6:])  # bits and group size: the head's
+        assert gather.args[4:] == tuple(head_op.args[6:])  # bits, group size (and 6-bit scale codes): the head's
+        assert len(gather.args) == (7 if scale_codes == 6 else 6)
         embedding = next(r for r in layers if r["kind"] == "embedding")
         assert embedding["stored_bytes"] == 0 and embedding["format"] == head["format"] and head["layer"] in embedding["tied"]
         assert "stored once" in head["tied"]

@@ -24,6 +24,13 @@ from slmc.schedules.quantized_matmul import QuantizedMatmul
 TOLERANCE = 1e-4
 
 
+def _scale_code_arg(fmt: QuantFormat) -> tuple[int, ...]:
+    return () if fmt.packed_scale_bits is None else (fmt.packed_scale_bits,)
+
+
+CODES6 = dict(scale_codes=True, scale_code_bits=6)
+
+
 def _frozen(t: torch.Tensor | None) -> torch.nn.Parameter | None:
     return None if t is None else torch.nn.Parameter(t, requires_grad=False)
 
@@ -34,26 +41,28 @@ class QLinear(torch.nn.Module):
         super().__init__()
         gen = torch.Generator().manual_seed(0)
         q = quantize_rtn(torch.randn(out_features, in_features, generator=gen), fmt)
-        self.qweight, self.scales, self.zeros = _frozen(q.packed()), _frozen(q.scales), _frozen(q.zeros)
+        self.qweight, self.scales, self.zeros = _frozen(q.packed()), _frozen(q.stored_scales()), _frozen(q.zeros)
+        self.row_scales = _frozen(q.row_scales)  # scale codes: applied after the op, as passes/quantize.py does
         self.bias = _frozen(torch.randn(out_features, generator=gen)) if bias else None
         self.input_scale = _frozen(torch.rand(in_features, generator=gen) + 0.5) if input_scale else None
         self.fmt, self.group = fmt, fmt.group(in_features)
 
     def forward(self, x):
         y = torch.ops.slmc.quantized_linear(x, self.qweight, self.scales, self.zeros, self.bias, self.input_scale,
-                                            self.fmt.bits, self.group)
-        return torch.relu(y)
+                                            self.fmt.bits, self.group, *_scale_code_arg(self.fmt))
+        return torch.relu(y if self.row_scales is None else y * self.row_scales.float())
 
 
 class QEmbedding(torch.nn.Module):
     def __init__(self, fmt: QuantFormat):
         super().__init__()
         q = quantize_rtn(torch.randn(100, 64, generator=torch.Generator().manual_seed(1)), fmt)
-        self.qweight, self.scales, self.zeros = _frozen(q.packed()), _frozen(q.scales), _frozen(q.zeros)
+        self.qweight, self.scales, self.zeros = _frozen(q.packed()), _frozen(q.stored_scales()), _frozen(q.zeros)
         self.fmt = fmt
 
-    def forward(self, ids):
-        return torch.ops.slmc.quantized_embedding(ids, self.qweight, self.scales, self.zeros, self.fmt.bits, self.fmt.group(64))
+    def forward(self, ids):  # scale codes: the codes times the rows' dequantized values, exact in float32
+        return torch.ops.slmc.quantized_embedding(ids, self.qweight, self.scales, self.zeros, self.fmt.bits, self.fmt.group(64),
+                                                  *_scale_code_arg(self.fmt))
 
 
 class W8A8(torch.nn.Module):
@@ -87,7 +96,7 @@ def _compile_and_compare(module: torch.nn.Module, make_input, sizes, host_target
 
 
 @pytest.mark.parametrize("fmt", [QuantFormat(4, 32, True), QuantFormat(4, 16, False), QuantFormat(8, None, True),
-                                 QuantFormat(8, 32, False)], ids=lambda f: f.describe())
+                                 QuantFormat(8, 32, False), QuantFormat(4, 8, False, **CODES6)], ids=lambda f: f.describe())
 def test_quantized_linear_kernel_matches_eager(fmt, host_target):
     module = QLinear(fmt, input_scale=fmt.bits == 4)
     err, mod = _compile_and_compare(module, lambda n: torch.randn(1, n, 64), [1, 7, 33], host_target)
@@ -95,6 +104,20 @@ def test_quantized_linear_kernel_matches_eager(fmt, host_target):
     kernels = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)
                and f.attrs is not None and KERNEL_ATTR in f.attrs]
     assert kernels and all(name.startswith("slmc_qlinear") for name in kernels)
+
+
+@pytest.mark.parametrize("out_features", [48, 40], ids=["tiled", "transposed"])
+def test_packed_6bit_scale_codes_kernel_matches_eager(out_features, host_target):
+    """6-bit scale codes packed four per three bytes (8 groups: two words, every shift; 2 groups: a padded word),
+    unpacked by the group-factored kernel (48 outputs: tiles of 16) and the transposed one (40: no tile width)."""
+    for group in (8, 32):
+        module = QLinear(QuantFormat(4, group, True, **CODES6), out_features=out_features, input_scale=True)
+        assert module.scales.shape == (out_features, 6 if group == 8 else 3)
+        err, mod = _compile_and_compare(module, lambda n: torch.randn(1, n, 64), [1, 7, 33], host_target)
+        assert err <= TOLERANCE  # measured: <= 4.6e-5 (48 outputs, g32), 1.8e-5 (g8); transposed <= 5.7e-6
+        kernel = next(f for gv, f in mod.functions.items() if gv.name_hint.startswith(f"slmc_qlinear_int4_g{group}_sym_s6"))
+        if out_features == 48:  # the packed bytes, tiled [N/16, 3 * ceil(G / 4), 16] (prepacked), are what the kernel reads
+            assert f'T.Buffer((T.int64(3), T.int64({6 if group == 8 else 3}), T.int64(16)), "uint8")' in kernel.script()
 
 
 def test_quantized_linear_without_bias_2d_input(host_target):
@@ -125,7 +148,8 @@ def test_kernel_reads_packed_weights_only(host_target):
     assert allocated == {"unpacked_codes_local", "group_dot_local", "group_dot", "dequant_matmul_global", "group_sum"}
 
 
-@pytest.mark.parametrize("fmt", [QuantFormat(4, 32, True), QuantFormat(8, None, False)], ids=lambda f: f.describe())
+@pytest.mark.parametrize("fmt", [QuantFormat(4, 32, True), QuantFormat(8, None, False), QuantFormat(4, 8, True, **CODES6)],
+                         ids=lambda f: f.describe())
 def test_quantized_embedding_kernel_matches_eager(fmt, host_target):
     err, _ = _compile_and_compare(QEmbedding(fmt), lambda n: torch.arange(n).reshape(1, n) % 100, [1, 9], host_target, axis=-1)
     assert err == 0.0  # a gather of dequantized rows: exact
