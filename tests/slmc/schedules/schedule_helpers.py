@@ -67,3 +67,12 @@ def dequantize(codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None, 
         unpacked = codes.astype(np.float32)
     zero = np.repeat(zeros.astype(np.float32), group, 0) if zeros is not None else 2.0 ** (bits - 1)
     return (unpacked - zero) * np.repeat(scales.astype(np.float32), group, 0)
+
+
+def workspace_allocation_sites(func: tirx.PrimFunc, target) -> int:
+    """How many ``TVMBackendAllocWorkspace`` calls the compiled kernel's code makes (sites in its LLVM IR, each
+    one load of the runtime's function pointer): a ``"local"`` buffer lowers to one per entry of its loop
+    (TVM 0.27's LowerTVMBuiltin), a ``STACK_SCOPE`` one under 1 KB to none."""
+    library = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
+    return sum(1 for line in library.mod.inspect_source("ll").splitlines()
+               if "load ptr, ptr @__TVMBackendAllocWorkspace" in line)
