@@ -10,7 +10,8 @@ test ``RewriteDataflowReshape`` uses) into ``R.reshape`` of its operand, which `
 the view.
 
 Precondition (checked): the operand is the result of a ``call_tir`` (not ``call_tir_inplace``) in the same
-function, i.e. a fresh tensor that aliases neither a parameter nor the resident cache. ``StaticPlanBlockMemory``
+function, i.e. a fresh tensor that aliases neither a parameter nor the resident cache, and is not returned itself
+(two outputs would share memory). ``StaticPlanBlockMemory``
 gives a reshape's result the storage token of its operand and leaves every token reaching the return value
 unplanned, so the operand gets its own allocation per call, as the copy's output did: the returned logits
 of two calls never share memory (tests/slmc/schedules/test_returned_view.py checks both).
@@ -60,9 +61,12 @@ def _copy_kernel(mod: tvm.IRModule, value: Any) -> relax.Expr | None:
 def _views(mod: tvm.IRModule, func: relax.Function) -> dict[relax.Var, relax.Expr]:
     """The returned variables bound to a reshape copy of a fresh ``call_tir`` result, with their view."""
     bound = _bindings(func.body)
+    returned = _returned_vars(func.body)
     views = {}
-    for var in _returned_vars(func.body):
+    for var in returned:
         operand = _copy_kernel(mod, bound.get(var))
+        if any(operand is not None and operand.same_as(other) for other in returned):
+            continue  # the operand is returned too: two outputs would share memory
         producer = bound.get(operand) if isinstance(operand, relax.Var) else None
         if isinstance(producer, relax.Call) and producer.op.same_as(_CALL_TIR) \
                 and isinstance(var.ty, relax.TensorType) and isinstance(var.ty.shape, relax.ShapeExpr):

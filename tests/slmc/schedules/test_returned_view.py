@@ -12,7 +12,8 @@ from slmc.schedules.returned_view import returned_view
 
 def _module() -> tvm.IRModule:
     """``head`` returns a reshape of a kernel's fresh result (rewritten); ``param`` returns a reshape of its
-    parameter (kept: a view would alias the caller's tensor). Both as LegalizeOps leaves them."""
+    parameter (kept: a view would alias the caller's tensor); ``both`` returns the result and its reshape (kept:
+    two outputs would share memory). All as LegalizeOps leaves them."""
     from tvm.script import ir as I, relax as R, tirx as T
 
     @I.ir_module
@@ -42,6 +43,15 @@ def _module() -> tvm.IRModule:
             return out
 
         @R.function
+        def both(x: R.Tensor((1, 8), "float32")):
+            cls = Module
+            with R.dataflow():
+                h = R.call_tir(cls.double, (x,), out_ty=R.Tensor((1, 8), "float32"))
+                out = R.call_tir(cls.reshape, (h,), out_ty=R.Tensor((1, 1, 8), "float32"))
+                R.output(h, out)
+            return (h, out)
+
+        @R.function
         def param(x: R.Tensor((1, 8), "float32")) -> R.Tensor((1, 1, 8), "float32"):
             cls = Module
             with R.dataflow():
@@ -54,9 +64,10 @@ def _module() -> tvm.IRModule:
 
 def test_a_returned_reshape_of_a_kernel_result_becomes_a_view_and_a_parameters_stays_a_copy():
     out = returned_view(_module())
-    head, param = out["head"].script(), out["param"].script()
+    head, param, both = out["head"].script(), out["param"].script(), out["both"].script()
     assert "call_tir(reshape" not in head and "R.reshape(h, R.shape([1, 1, 8]))" in head
     assert "call_tir(reshape, (x,)" in param
+    assert "call_tir(reshape, (h,)" in both
 
 
 def test_the_view_is_exact_and_two_calls_do_not_share_memory():
