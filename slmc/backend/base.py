@@ -95,9 +95,12 @@ class Backend(TargetKind):
         raise NotImplementedError(f"backend '{self.kind}' defines no schedule_passes")
 
     def dataflow_lower_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
+        """A returned reshape made a view (``slmc.schedules.returned_view``), then TVM's generic lowering."""
         from tvm.relax.backend.cpu_generic import pipeline
 
-        return pipeline.dataflow_lower_passes(phase.tvm_target)
+        from slmc.schedules.returned_view import returned_view
+
+        return [returned_view, *pipeline.dataflow_lower_passes(phase.tvm_target)]
 
     def finalize_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
         from tvm.relax.backend.cpu_generic import pipeline

@@ -11,6 +11,10 @@ of the cache, so no loop over a dynamic extent is vectorized (TVM would scalariz
   pairs; the ``D`` outputs of a row accumulate in vector registers over all keys, each value row
   read once, contiguous (the loop nest of ``slmc.schedules.row_matmul`` with one row).
 
+The per-score partial sums and the row's accumulator are ``STACK_SCOPE`` buffers (``lanes`` and ``D``
+floats): on the stack, not a ``TVMBackendAllocWorkspace``/``FreeWorkspace`` pair per (head, row) as a
+``"local"`` buffer is in TVM 0.27 (``slmc.schedules.row_matmul.STACK_SCOPE``).
+
 The (head, row) loop runs in parallel when the kernel's static work (heads x head size) reaches the
 fallback's ``MIN_PARALLEL_WORK``, as for every other kernel. With a dynamic row count the kernel
 holds both nests and picks one at run time (``slmc.schedules.row_branch``): one row (decode, a few
@@ -32,7 +36,7 @@ from tvm.target import Target
 from slmc.schedules.attention_rewrite import SCORES, VALUES
 from slmc.schedules.fallback import MIN_PARALLEL_WORK
 from slmc.schedules.row_branch import branch_on_rows
-from slmc.schedules.row_matmul import CpuParams, static_extent
+from slmc.schedules.row_matmul import STACK_SCOPE, CpuParams, static_extent
 from slmc.schedules.rule import SlmcCpuRule
 
 
@@ -91,7 +95,7 @@ class AttentionScores(_AttentionKernel):
         partial = sch.rfactor(lanes, factor_axis=3)       # partial[h, m, n, lane] over d / lanes
         total = sch.get_sblock(str(sch.get(block).name_hint))
         sch.reverse_compute_at(total, sch.get_loops(partial)[2])  # under the key loop: one score at a time
-        sch.set_scope(partial, 0, "local")
+        sch.set_scope(partial, 0, STACK_SCOPE)  # one vector of partial sums per score: on the stack
         h, m, _, outer, lane = sch.get_loops(partial)
         sch.vectorize(lane)
         rows = sch.fuse(h, m)
@@ -111,7 +115,7 @@ class AttentionValues(_AttentionKernel):
         h, m, d, n = sch.get_loops(block)
         vectors, lanes = sch.split(d, factors=[None, params.lanes])
         sch.reorder(n, vectors, lanes)
-        accumulator = sch.cache_write(block, 0, "local")
+        accumulator = sch.cache_write(block, 0, STACK_SCOPE)  # D floats (under 1 KB for D < 256): the stack
         sch.reverse_compute_at(accumulator, m)  # one row's D outputs: registers
         rows = sch.fuse(h, m)
         if parallel:

@@ -1,7 +1,10 @@
-"""Rule of last resort: parallelize the outermost loop, vectorize the innermost, of every block.
+"""Rule of last resort: inline the intermediates, then parallelize the outermost loop, vectorize the
+innermost, of every block.
 
 Runs after slmc's and dlight's rules, on kernels none of them took (elementwise ops, transposes,
-concatenations, reductions dlight declined). In a root-level block without reduction whose
+concatenations, reductions dlight declined). First a fused chain's intermediate blocks are inlined into
+their consumers (``slmc.schedules.inline_spatial``: no pass over memory and no runtime workspace per op).
+In a root-level block without reduction whose
 innermost extent is a static multiple of the vector width, that loop is split into whole vectors;
 when the block's static work is at least ``MIN_PARALLEL_WORK`` iterations, its loops outside any
 reduction are fused and made parallel over the cores.
@@ -15,6 +18,7 @@ import math
 from tvm import s_tir, tirx
 from tvm.target import Target
 
+from slmc.schedules.inline_spatial import inline_intermediates
 from slmc.schedules.row_matmul import CpuParams, static_extent
 from slmc.schedules.rule import SlmcCpuRule
 
@@ -52,7 +56,7 @@ class Fallback(SlmcCpuRule):
 
     def schedule(self, func: tirx.PrimFunc, target: Target, params: CpuParams) -> s_tir.Schedule | None:
         sch = s_tir.Schedule(func)
-        changed = False
+        changed = inline_intermediates(sch) > 0
         for block in list(sch.get_child_blocks(sch.get_sblock("root"))):
             prefix = _spatial_prefix(sch, block)
             if not prefix:

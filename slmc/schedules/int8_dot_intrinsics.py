@@ -61,7 +61,10 @@ def _vpdpbusd_tile(lanes: int, nonnegative: bool = False) -> tirx.PrimFunc:
         with T.sblock("root"):
             T.reads(C[0:16], A[0:4], B[0:16, 0:4])
             T.writes(C[0:16])
-            codes = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), lanes), dtype=bytes_)
+            # meta_var: the expression at each use. A plain assignment is a mutable variable, which TVM 0.27 lowers to a
+            # "local" buffer: a TVMBackendAllocWorkspace per tile call site's loop entry (once per chunk of a GEMV)
+            codes = T.meta_var(T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), lanes),
+                                             dtype=bytes_))
             if nonnegative:  # a Python constant: the parser keeps one branch
                 for part in T.unroll(16 // lanes):
                     C[T.ramp(part * lanes, 1, lanes)] = T.call_llvm_pure_intrin(
@@ -85,7 +88,8 @@ def _tile_sdot(a: T.handle, b: T.handle, c: T.handle) -> None:
     with T.sblock("root"):
         T.reads(C[0:16], A[0:4], B[0:16, 0:4])
         T.writes(C[0:16])
-        codes = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 4), dtype="int8x16")
+        codes = T.meta_var(T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 4),
+                                         dtype="int8x16"))  # as in _vpdpbusd_tile: no buffer
         for quarter in T.unroll(4):
             C[T.ramp(quarter * 4, 1, 4)] = T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), C.vload([quarter * 4], "int32x4"),

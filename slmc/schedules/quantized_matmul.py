@@ -361,7 +361,7 @@ def _schedule_tiles(sch: s_tir.Schedule, shape: _TiledShape, params: CpuParams, 
     sch.unroll(row)
     kept = fold_epilogues(sch, epilogues, chunk)
     sch.compute_at(dots, tile_row)
-    sch.set_scope(dots, 0, "local")
+    sch.set_scope(dots, 0, STACK_SCOPE)  # [tile_rows, vector]: on the stack when under 1 KB (4 x 64 floats is not)
     rows_of_tile, channel, inner = sch.get_loops(dots)[-3:]
     step, pair = sch.split(inner, factors=[None, shape.pairs])
     sch.reorder(step, pair, rows_of_tile, channel)
@@ -378,7 +378,7 @@ def _unpack_per_group(sch: s_tir.Schedule, codes: s_tir.schedule.SBlockRV, g: s_
                       shape: _TiledShape) -> None:
     """The codes of one group and chunk unpacked under ``g`` into a local ``[group, vector]`` float block."""
     sch.compute_at(codes, g)
-    sch.set_scope(codes, 0, "local")
+    sch.set_scope(codes, 0, "local")  # [group, vector] floats (8 KB): a workspace per chunk (parallel task) either way
     k, lane = sch.get_loops(codes)[-2:]
     sch.unroll(sch.split(k, factors=[None, shape.pairs])[1])
     sch.vectorize(lane)
@@ -397,7 +397,7 @@ def _schedule_shared(sch: s_tir.Schedule, shape: _TiledShape, params: CpuParams,
         block, m = sch.split(m, factors=[None, row_block])
         sch.reorder(block, g)
     sch.compute_at(dots, m)
-    sch.set_scope(dots, 0, "local")
+    sch.set_scope(dots, 0, STACK_SCOPE)  # one row's [vector] dots (256 B): on the stack, not a workspace per chunk
     _vectorized_dots(sch, dots, shape.pairs)
     _unpack_per_group(sch, codes, g, shape)
     init = sch.decompose_reduction(out, g)

@@ -58,6 +58,7 @@ from slmc.schedules.kv_append import KIND as APPEND, LAYER_ATTR
 from slmc.schedules.last_position import last_position_function
 from slmc.schedules.not_resident import NotResident
 from slmc.schedules.one_token import one_token_module
+from slmc.schedules.row_matmul import STACK_SCOPE
 from slmc.schedules.rule import KERNEL_ATTR
 
 WRITE = "kv_write"
@@ -130,7 +131,7 @@ def kv_write_int8_func(cache: KVCacheSpec, layer: int) -> tirx.PrimFunc:
         new_buf = T.match_buffer(new, (1, heads, tokens, dim), "float32")
         for row in T.serial(i64(heads) * tokens):
             with T.sblock("kv_write_int8"):
-                big = T.sblock_alloc_buffer((i64(2),), "float32", scope="local")  # max|x|, the divisor
+                big = T.sblock_alloc_buffer((i64(2),), "float32", scope=STACK_SCOPE)  # max|x|, the divisor
                 h: T.let[T.int64] = row // tokens
                 t: T.let[T.int64] = row % tokens
                 big[0] = T.float32(0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import tvm
 from tvm import te, tirx
@@ -67,3 +69,22 @@ def dequantize(codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None, 
         unpacked = codes.astype(np.float32)
     zero = np.repeat(zeros.astype(np.float32), group, 0) if zeros is not None else 2.0 ** (bits - 1)
     return (unpacked - zero) * np.repeat(scales.astype(np.float32), group, 0)
+
+
+def _llvm_ir(func: tirx.PrimFunc, target) -> str:
+    library = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
+    return library.mod.inspect_source("ll")
+
+
+def workspace_allocation_sites(func: tirx.PrimFunc, target) -> int:
+    """How many ``TVMBackendAllocWorkspace`` calls the compiled kernel's code makes (sites in its LLVM IR, each
+    one load of the runtime's function pointer): a ``"local"`` buffer lowers to one per entry of its loop
+    (TVM 0.27's LowerTVMBuiltin), a ``STACK_SCOPE`` one under 1 KB to none."""
+    return sum(1 for line in _llvm_ir(func, target).splitlines() if "load ptr, ptr @__TVMBackendAllocWorkspace" in line)
+
+
+def workspace_allocation_bytes(func: tirx.PrimFunc, target) -> list[int | None]:
+    """The size argument of each ``TVMBackendAllocWorkspace`` call site in the kernel's LLVM IR (``None``: a
+    size computed at run time)."""
+    sizes = re.findall(r"call ptr %[\w.]+\(i32 1, i32 %dev_id, i64 ([^,]+),", _llvm_ir(func, target))
+    return [int(size) if size.isdigit() else None for size in sizes]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from schedule_helpers import AVX512_2CORES, dense_kernel, quantized_kernel
+from schedule_helpers import AVX512_2CORES, dense_kernel, quantized_kernel, workspace_allocation_sites
 from tvm import te, tirx
 
 import tvm
@@ -120,3 +120,11 @@ def test_rules_decline_other_kernels(host_target):
     # a head size that is not whole vectors (24 floats, 16 lanes): left to the fallback
     assert _schedule(AttentionScores, scores_kernel(4, 2, 24), host_target) is None
     assert _schedule(AttentionValues, values_kernel(4, 2, 24), host_target) is None
+
+
+@pytest.mark.parametrize("rule_class,kernel", [(AttentionScores, scores_kernel), (AttentionValues, values_kernel)],
+                         ids=["scores", "values"])
+def test_decode_and_prefill_nests_allocate_no_runtime_workspace(host_target, rule_class, kernel):
+    """The per-score partial sums and a row's accumulator are ``STACK_SCOPE`` buffers (64 and 256 bytes
+    here): no ``TVMBackendAllocWorkspace`` per (head, row) in either nest (with ``"local"``: 3 sites)."""
+    assert workspace_allocation_sites(_schedule(rule_class, kernel(), host_target), host_target.tvm_target()) == 0

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import tvm
-from schedule_helpers import AVX512_2CORES
+from schedule_helpers import AVX512_2CORES, workspace_allocation_bytes
 from test_int8_matmul_rule import X86_DOT, x86_asm
 from tvm import te
 
@@ -72,6 +72,17 @@ def test_x86_dot_tiles_use_vpdpbusd_and_are_bit_exact(feature, host_target):
     assert "vpdpbusd" in x86_asm(func, target)
     for rows in (1, 3, 128):
         run_exact(func, target, rows)
+
+
+@pytest.mark.parametrize("feature", X86_DOT)
+def test_the_dot_tile_allocates_no_runtime_workspace(feature, host_target):
+    """The tile's broadcast activation codes are an expression (``T.meta_var``), not a variable: TVM 0.27 made
+    the variable a 64-byte "local" buffer, one ``TVMBackendAllocWorkspace`` per chunk of every w4a8 GEMV (770
+    per call of SmolLM's head; 8 -> 5 sites here). What is left are the per-call stages whose size depends on the
+    row count (a one-row call of SmolLM's shapes: the 2 serial activation stages, 1,152 bytes and more)."""
+    target = host_target.tvm_target()
+    sizes = workspace_allocation_bytes(schedule(w4a8_kernel(), [feature], target)[1], target)
+    assert len(sizes) == 5 and all(size is None for size in sizes)  # was also three 64-byte "codes"
 
 
 def test_activation_blocks_of_the_group_size_stay_scheduled_and_bit_exact(host_target):

@@ -164,3 +164,25 @@ def test_a_resident_cache_decodes_the_same_tokens_with_and_without_the_step(buil
         runs.append((tokens, np.stack(last)))
     assert runs[1][0] == runs[0][0]
     np.testing.assert_allclose(runs[1][1], runs[0][1], atol=1e-5, rtol=0)  # one-row schedules of the same sums
+
+
+def test_the_steps_logits_are_the_heads_output_viewed(built):
+    """No copy kernel after the head (slmc.schedules.returned_view): the step's last call is the head's
+    kernel, its ``[1, V]`` result returned as ``[1, 1, V]`` by ``vm.builtin.reshape``; each step's logits
+    are its own memory (the first step's survive the second)."""
+    spec, program, vm = built
+    assert re.search(r'R\.call_packed\("vm\.builtin\.reshape", \w+, R\.shape\(\[1, 1, 256\]\)',
+                     program.scheduled[RESIDENT_STEP].script())
+    cache = spec.kv_cache
+    shape = (cache.layers, 1, cache.kv_heads, cache.max_context + 1, cache.head_dim)
+    weights = [tvm.runtime.tensor(w) for w in program.weights]
+    k, v = tvm.runtime.tensor(np.zeros(shape, np.float32)), tvm.runtime.tensor(np.zeros(shape, np.float32))
+    seen = []
+    vm.set_instrument(tvm_ffi.convert(lambda _f, symbol, before, *_: seen.append(str(symbol)) if before else None))
+    first = vm[RESIDENT_STEP](tvm.runtime.tensor(np.array([[3]])), k, v, tvm_ffi.Shape((0,)), *weights)
+    vm.set_instrument(tvm_ffi.convert(lambda *_: 0))
+    kept = first.numpy().copy()
+    vm[RESIDENT_STEP](tvm.runtime.tensor(np.array([[11]])), k, v, tvm_ffi.Shape((1,)), *weights)
+    np.testing.assert_array_equal(first.numpy(), kept)
+    calls = [s for s in seen if s != "vm.builtin.null_value"]  # the kills of dead registers
+    assert calls[-1] == "vm.builtin.reshape" and "matmul" in calls[-2]

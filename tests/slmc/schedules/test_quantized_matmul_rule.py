@@ -12,7 +12,8 @@ import re
 import numpy as np
 import pytest
 import tvm
-from schedule_helpers import AVX512_2CORES, dense_kernel, dequantize, quantized_kernel, run, word_codes
+from schedule_helpers import (AVX512_2CORES, dense_kernel, dequantize, quantized_kernel, run, word_codes,
+                              workspace_allocation_bytes)
 from tvm import te
 
 from slmc.quantization.tvm_kernels import KERNEL_ATTR, linear_tile_width, quantized_linear_te
@@ -101,10 +102,11 @@ def test_tiled_kernel_streams_tiles_and_matches_numpy(bits, zeros, group, extras
     assert "T.parallel(3)" in text and "T.parallel(6)" in text
     assert text.count("T.vectorized(64)") >= 3 and "T.vectorized(32)" in text  # prefill 4, decode 2 vectors of 16
     assert ("T.unroll(8)" in text) == (bits == 4)  # the 8 nibbles of one loaded word
-    # decode: per-group dots and the accumulator in registers (global scope: on the stack); prefill: one
-    # [group, 64] block of unpacked codes per tile and group (computed under the group loop), reused by every row
+    # decode: per-group dots and the accumulator in registers (global scope: on the stack), the prefill nests'
+    # dots too; prefill: one [group, 64] block of unpacked codes per tile and group (computed under the group
+    # loop), reused by every row
     allocated = set(re.findall(r"(\w+) = T.sblock_alloc_buffer", text))
-    assert allocated == {"group_dot", "group_dot_local", "group_sum", "dequant_matmul_global", "unpacked_codes_local"} | (
+    assert allocated == {"group_dot", "group_sum", "dequant_matmul_global", "unpacked_codes_local"} | (
         {"scaled_input", "dequant_matmul"} if extras else set())  # with a bias, prefill accumulates in a buffer
     assert re.search(rf'T.sblock\("unpacked_codes"\):\n.*\n\s+v_k = T.axis.spatial\({TK}, g \* {group} \+', text)
     rng = np.random.default_rng(1)
@@ -163,6 +165,17 @@ def test_the_decode_nest_allocates_no_runtime_workspace(host_target, tmp_path):
     with pytest.raises(ValueError):
         ctypes.c_void_p.in_dll(library, "__TVMBackendAllocWorkspace")
     _matches_numpy(func, host_target, 64, 128, 4, 32, rows=1, seed=6)
+
+
+def test_the_prefill_nests_allocate_a_workspace_only_for_buffers_of_1_kb_or_more(host_target):
+    """Dynamic rows (decode, the register-tiled row blocks, the tail block): the one-row group dots of the
+    tail block (256 B) are ``STACK_SCOPE``; what stays a runtime workspace is the serial per-row group sum
+    (size known at run time), the unpacked ``[group, 64]`` codes (8 KB) and the tiles' ``[4, 64]`` dots
+    (1,024 B: TVM keeps only buffers *under* 1 KB on the stack), each once per chunk, not per group
+    (576 -> 1536, 100 rows, one thread: 97 -> 73 allocations per call)."""
+    sizes = workspace_allocation_bytes(_schedule(quantized_kernel(576, 1536, 4, 32, tile=64), host_target),
+                                       host_target.tvm_target())
+    assert 8192 in sizes and all(size is None or size >= 1024 for size in sizes)  # was also 256 ("local" dots)
 
 
 def test_tile_width_is_the_widest_that_divides_the_outputs():

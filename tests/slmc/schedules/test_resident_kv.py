@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 import tvm
+from schedule_helpers import workspace_allocation_sites
 import tvm_ffi
 from tvm import relax
 
@@ -139,3 +140,14 @@ def test_the_built_int8_resident_cache_matches_the_copy_contract_over_the_same_r
         # measured max abs logits difference per step with the score/value kernels: 4.6e-3 (the 7-token prompt),
         # then 8.4e-4, 8.9e-4, 5.8e-4; the tiled kernel (slmc.schedules.flash_attention) sums in another order
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-2)
+
+
+def test_the_int8_cache_write_allocates_no_runtime_workspace(tiny, host_target):
+    """Its per-row pair of floats (max|x|, the divisor) is a ``STACK_SCOPE`` buffer: no
+    ``TVMBackendAllocWorkspace`` per written row (with ``"local"``: one site, called per row)."""
+    from dataclasses import replace
+
+    from slmc.schedules.resident_kv import kv_write_int8_func
+
+    cache = replace(tiny[0].kv_cache, dtype="int8")
+    assert workspace_allocation_sites(kv_write_int8_func(cache, 1), host_target.tvm_target()) == 0
