@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from slmc.artifact.layout import WEIGHTS
-from slmc.artifact.tvm_runtime import physical_cores, tvm_threads
+from slmc.artifact.tvm_runtime import default_pool_threads, tvm_threads
 from slmc.bench.decode_bytes import slmc_decode_bytes
 from slmc.bench.prepare import EngineUnavailable, Preparation
 from slmc.bench.thread_policy import ThreadPolicy
@@ -34,7 +34,10 @@ from slmc.graph.kv_cache import KVCacheSpec
 
 
 def _tvm_threading(policy: ThreadPolicy) -> dict[str, Any]:
-    return {"tvm_num_threads": policy.env.get("TVM_NUM_THREADS", f"slmc default: {physical_cores()} (one per physical core)"),
+    """The thread settings the report records. slmc's default is the pool size ``use_physical_cores`` gives every
+    thread (``default_pool_threads``, counted once per process): ``physical_cores()`` read here, after TVM pinned
+    this thread to its pool's first CPUs, could count fewer than the pool runs (one after a one-thread pool)."""
+    return {"tvm_num_threads": policy.env.get("TVM_NUM_THREADS", f"slmc default: {default_pool_threads()} (one per physical core)"),
             "spinning": policy.env.get("TVM_THREAD_POOL_SPIN_COUNT") != "0"}
 
 

@@ -44,3 +44,21 @@ def test_the_footprint_process_loads_prompts_and_decodes_64_steps(cached_compile
     assert (got["prompt_tokens"], got["decode_steps"], got["kv_cache_bytes"]) == (8, 64, per_token * 73)
     weights_file = (cached_compile.artifact / "weights.safetensors").stat().st_size  # header and alignment included
     assert got["peak_rss_bytes"] > got["weights_file_bytes"] == weights_file >= manifest.weights.bytes
+
+
+def test_the_default_thread_count_reported_is_the_pools_not_this_threads_cpus():
+    """TVM pins the thread whose pool it starts to the pool's CPUs: counted there, ``physical_cores()`` can be fewer
+    than the pool runs. The report gives the count the process's pools were given (``default_pool_threads``)."""
+    import os
+
+    from slmc.artifact.tvm_runtime import default_pool_threads
+    from slmc.bench.engine_slmc import _tvm_threading
+
+    pool = default_pool_threads()  # counted (or already counted) before the pin
+    usable = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(usable)})  # this thread only (Linux: 0 is the calling thread), as TVM pins it
+    try:
+        reported = _tvm_threading(engine_default())["tvm_num_threads"]
+    finally:
+        os.sched_setaffinity(0, usable)
+    assert reported == f"slmc default: {pool} (one per physical core)"
