@@ -62,3 +62,17 @@ def test_the_default_thread_count_reported_is_the_pools_not_this_threads_cpus():
     finally:
         os.sched_setaffinity(0, usable)
     assert reported == f"slmc default: {pool} (one per physical core)"
+
+
+def test_the_memory_goals_weights_term_is_the_weights_files_size(cached_compile):
+    """Issue 22's bound names the weights file: ``prepare`` records its size on disk (header and alignment included,
+    as the footprint rows and slmc-run count it), not the manifest's tensor bytes."""
+    from slmc.bench.engine_slmc import prepare
+    from slmc.bench.prepare import Preparation
+    from slmc.frontend.model_source import load_model
+
+    prep = Preparation("tiny-lm", 64, cached_compile.recipe, cached_compile.workdir)
+    prep.__dict__.update(compiled=cached_compile.result, spec=load_model("tiny-lm"))  # the session's compile, reused
+    info = prepare(prep)
+    weights_file = (cached_compile.artifact / "weights.safetensors").stat().st_size
+    assert info["weights_file_bytes"] == weights_file > cached_compile.result.manifest.weights.bytes
