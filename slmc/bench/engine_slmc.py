@@ -29,7 +29,7 @@ from slmc.bench.decode_bytes import slmc_decode_bytes
 from slmc.bench.prepare import EngineUnavailable, Preparation
 from slmc.bench.thread_policy import ThreadPolicy
 from slmc.bench.timing import PROMPT_ID_RANGE, StepTimer, bench_prompt, peak_rss_mb, rss_bytes, step_samples, timed
-from slmc.errors import SlmcError
+from slmc.errors import InputError, SlmcError
 from slmc.graph.kv_cache import KVCacheSpec
 
 
@@ -123,13 +123,15 @@ class ResidentTimer:
     def rss_growth(self, first: int, last: int) -> dict[str, int]:
         """A generation from a one-token prompt, one token per step (``last_only``, as ``generate`` runs it):
         the process's RSS after ``first`` and after ``last`` tokens, and the KV bytes written in between
-        (``slmc.bench.timing.GrowthProbe``)."""
+        (``slmc.bench.timing.GrowthProbe``). Precondition: ``1 <= first <= last`` (``InputError`` otherwise)."""
+        if not 1 <= first <= last:
+            raise InputError(f"rss_growth: first ({first}) and last ({last}) must be token counts with 1 <= first <= last")
         decoder, token = self.decoder, bench_prompt(1)
         decoder.reset()
-        decoder.feed(token, last_only=True)
         seen = {}
-        for count in range(2, last + 1):
-            token[0, 0] = (count * 7 + 1) % PROMPT_ID_RANGE
+        for count in range(1, last + 1):  # ``count`` tokens in the cache after this step
+            if count > 1:
+                token[0, 0] = (count * 7 + 1) % PROMPT_ID_RANGE
             decoder.feed(token, last_only=True)
             if count in (first, last):
                 seen[count] = rss_bytes()

@@ -24,6 +24,22 @@ def test_rss_growth_generates_token_after_token_and_counts_the_kv_bytes_written_
     assert (grown["first"], grown["last"]) == (4, 40) and grown["rss_first_bytes"] > 0 and grown["rss_last_bytes"] > 0
     assert grown["kv_written_bytes"] == 36 * timer.decoder.cache.bytes_per_token()
 
+
+def test_rss_growth_from_the_first_token_and_refuses_counts_out_of_order(cached_compile):
+    """``first=1`` is the one-token prompt (its loop recorded from token 2 and raised KeyError); counts that are not
+    ``1 <= first <= last`` are an InputError naming both."""
+    import pytest
+
+    from slmc.errors import InputError
+
+    timer = open_timer({"artifact": str(cached_compile.artifact), "kv": {}}, engine_default())
+    grown = timer.rss_growth(1, 3)
+    assert (grown["first"], grown["last"], timer.decoder.tokens) == (1, 3, 3) and grown["rss_first_bytes"] > 0
+    assert grown["kv_written_bytes"] == 2 * timer.decoder.cache.bytes_per_token()
+    for first, last in ((0, 3), (5, 3)):
+        with pytest.raises(InputError, match=rf"first \({first}\) and last \({last}\) must be token counts"):
+            timer.rss_growth(first, last)
+
 def test_cold_samples_evict_between_steps_in_the_engines_process(cached_compile):
     timer = open_timer({"artifact": str(cached_compile.artifact), "kv": {}}, engine_default())
     cold = timer.decode_ms(40, 2, evict_bytes=2**20)  # slmc.bench.evict; a small buffer, no timing asserted
