@@ -93,6 +93,21 @@ def test_issue_22_memory_goals_peak_over_weights_and_kv_and_growth_beyond_the_kv
     assert got["rss_growth_over_generation"] == (2000, 6.0, False)  # the worst process: 6 MB beyond the KV written
 
 
+def test_the_growth_row_names_the_runs_own_tokens_and_says_why_a_copy_artifact_has_none():
+    """The first token is min(100, max_context - 2): the row's description gives the run's numbers, not "100". An
+    artifact of the copy contract (no resident cache, no growth probe) gets a row without a figure saying so."""
+    slmc = _engine(2.0, 1200.0, 100.0, kv_cache="resident")
+    slmc["rss_growth"] = [{"first": 62, "last": 63, "rss_first_bytes": 2**20, "rss_last_bytes": 2**20, "kv_written_bytes": 0}]
+    row, = [g for g in goals(_result(slmc=slmc)) if g["goal"] == "rss_growth_over_generation"]
+    assert (row["at"], row["measured"], row["met"]) == (63, 0.0, True)
+    assert row["what"] == "slmc RSS growth from token 62 to token 63 of a generation, less the KV written, MB"
+    copy = _engine(2.0, 1200.0, 100.0, kv_cache="copy")
+    row, = [g for g in goals(_result(slmc=copy)) if g["goal"] == "rss_growth_over_generation"]
+    assert (row["measured"], row["met"]) == (None, None) and "no resident KV cache (kv_cache: copy)" in row["no_figure"]
+    assert not [g for g in goals(_result(slmc=_engine(2.0, 1.0, 1.0, kv_cache="resident")))
+                if g["goal"] == "rss_growth_over_generation"]  # resident, growth not asked: no row
+
+
 def _footprint(peak_mb: float, kv_mb: float) -> dict:
     return {"prompt_tokens": 8, "decode_steps": 64, "peak_rss_bytes": int(peak_mb * 2**20), "weights_file_bytes": 30 * 2**20,
             "kv_cache_bytes": int(kv_mb * 2**20)}
