@@ -14,10 +14,11 @@ first ``--max-tokens`` tokens of ``--text``, as docs/quality.md):
 - llama.cpp rows: the same checkpoint written as GGUF (``slmc.bench.gguf_export``: every matmul weight and
   the embedding in the given type) and run by llama-cpp-python as a ``Decoder``
   (``slmc.bench.engine_llama_cpp.LlamaCppDecoder``) over the same token ids, once per KV cache type.
-  ``F32`` is the conversion's control: llama.cpp without weight rounding. An ``F32`` KV cache is stored in float32
-  but attended in float16: llama.cpp's flash attention (on by default on CPU) casts an F32 K and V to F16 first
-  (``build_attn_mha`` in ``src/llama-graph.cpp``), so its rows equal the F16 cache's bit for bit (measured on
-  fixture-lm: logits of a 100-token prompt identical; 6.7e-3 apart with ``flash_attn_type = 0``). Its row says so.
+  ``F32`` is the conversion's control: llama.cpp without weight rounding. An ``F32`` KV cache runs with llama.cpp's
+  flash attention off (``LlamaCpp(flash_attn=False)``), and its row says so: flash attention (on by default on
+  CPU) casts an F32 K and V to F16 before attending (``build_attn_mha`` in ``src/llama-graph.cpp``), so with it on
+  the F32 rows were the F16 cache's bit for bit (fixture-lm, 100-token prompt: logits identical, 7.5e-3 from eager
+  fp32; flash attention off 1.1e-5). The F16 cache keeps llama.cpp's default (flash attention on).
 
     python benchmarks/llama_cpp_quality.py examples/recipes/int4-g32-rtn.yaml \\
         examples/recipes/bench/w4a8-g32-rtn.yaml examples/recipes/bench/w4a8-g32-a32-rtn.yaml \\
@@ -39,8 +40,14 @@ from typing import Any
 from heldout import STRIDE, WINDOW, add_heldout_arguments, heldout_documents, heldout_perplexity
 
 
+# llama.cpp's flash attention per KV cache type: off where it would attend in another precision than the cache's
+FLASH_ATTENTION = {"F16": None, "F32": False}  # None: llama.cpp's default (on for the CPU)
+ATTENTION_LABEL = {None: "", False: ", flash attention off (F32 attention)"}
+
+
 def llama_cpp_perplexity(model: str, qtype: str, kv_type: str, text: str, max_tokens: int, work: Path) -> float:
-    """llama.cpp's perplexity on ``model``'s checkpoint as ``qtype`` GGUF, over the tokens slmc evaluates."""
+    """llama.cpp's perplexity on ``model``'s checkpoint as ``qtype`` GGUF, over the tokens slmc evaluates, with the
+    flash attention setting of ``FLASH_ATTENTION[kv_type]``."""
     from slmc.bench.engine_llama_cpp import LlamaCpp, LlamaCppDecoder, default_threads
     from slmc.bench.gguf_export import write_gguf
     from slmc.bench.models import hf_folder
@@ -52,7 +59,7 @@ def llama_cpp_perplexity(model: str, qtype: str, kv_type: str, text: str, max_to
     gguf = work / f"{model}-{qtype.lower()}.gguf"
     if not gguf.exists():
         write_gguf(hf_folder(model), gguf, qtype)
-    llama = LlamaCpp(gguf, WINDOW, default_threads(), kv_type)
+    llama = LlamaCpp(gguf, WINDOW, default_threads(), kv_type, flash_attn=FLASH_ATTENTION[kv_type])
     return perplexity(LlamaCppDecoder(llama, subject.kv_cache), subject.kv_cache, docs, WINDOW, STRIDE)["perplexity"]
 
 
@@ -60,7 +67,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_heldout_arguments(parser, "*")
     parser.add_argument("--qtypes", nargs="+", default=["F32", "Q4_0"], help="GGUF types (slmc.bench.gguf_export.QTYPES)")
-    parser.add_argument("--kv-types", nargs="+", default=["F16", "F32"], help="llama.cpp KV cache types (its default F16; F32 is attended as F16, see the docstring)")
+    parser.add_argument("--kv-types", nargs="+", default=["F16", "F32"], choices=sorted(FLASH_ATTENTION),
+                        help="llama.cpp KV cache types (its default F16; F32 runs with flash attention off, see the docstring)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -82,8 +90,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="llama-cpp-quality-") as work:
         for qtype in args.qtypes:
             for kv_type in args.kv_types:
-                attended = " (attended as F16: flash attention casts it)" if kv_type == "F32" else ""
-                timed("llama.cpp", f"{qtype} GGUF, KV cache {kv_type}{attended}",
+                timed("llama.cpp", f"{qtype} GGUF, KV cache {kv_type}{ATTENTION_LABEL[FLASH_ATTENTION[kv_type]]}",
                       lambda q=qtype, k=kv_type: llama_cpp_perplexity(args.model, q, k, args.text, args.max_tokens, Path(work)))
     if args.json is not None:
         args.json.write_text(json.dumps({"model": args.model, "text": args.text, "max_tokens": args.max_tokens,

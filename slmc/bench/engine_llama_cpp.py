@@ -65,10 +65,28 @@ def default_threads() -> int:
     return max(1, min(psutil.cpu_count(logical=False) or cores(), cores()))
 
 
-class LlamaCpp:
-    """One llama.cpp model and context over a GGUF file, fed token ids."""
+def set_flash_attention(L: Any, params: Any, on: bool | None) -> None:
+    """Turn llama.cpp's flash attention on or off in context ``params`` (``None``: llama.cpp's default, "auto": on for
+    the CPU). With it on, llama.cpp casts an F32 K and V cache to F16 before attending (``build_attn_mha``,
+    src/llama-graph.cpp), so an "F32" cache is F16 arithmetic; an F32 control needs it off. llama-cpp-python 0.3.x
+    has ``flash_attn_type`` (-1 auto, 0 off, 1 on); older releases a bool ``flash_attn``."""
+    if on is None:
+        return
+    fields = {name for name, _ in params._fields_}
+    if "flash_attn_type" in fields:
+        params.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED if on else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    elif "flash_attn" in fields:
+        params.flash_attn = on
+    else:
+        raise EngineUnavailable("this llama-cpp-python's context parameters have neither flash_attn_type nor flash_attn")
 
-    def __init__(self, path: Path, n_ctx: int, threads: int, kv_type: str = DEFAULT_KV_TYPE):
+
+class LlamaCpp:
+    """One llama.cpp model and context over a GGUF file, fed token ids. ``flash_attn``: llama.cpp's flash attention
+    on or off (``None``: its default, on for the CPU; ``set_flash_attention``)."""
+
+    def __init__(self, path: Path, n_ctx: int, threads: int, kv_type: str = DEFAULT_KV_TYPE,
+                 flash_attn: bool | None = None):
         if kv_type not in KV_TYPE_BYTES:
             raise InputError(f"llama.cpp KV cache type {kv_type!r} is not one of {', '.join(KV_TYPE_BYTES)}")
         L = self.L = _llama_cpp()
@@ -90,6 +108,8 @@ class LlamaCpp:
         params.n_ctx = n_ctx
         params.n_threads = params.n_threads_batch = threads
         params.type_k = params.type_v = getattr(L, f"GGML_TYPE_{kv_type}")
+        set_flash_attention(L, params, flash_attn)
+        self.flash_attn = flash_attn
         self.ctx = L.llama_init_from_model(self.model, params)
         if not self.ctx:
             raise SlmcError(f"llama.cpp could not create a context of {n_ctx} positions for {path}")

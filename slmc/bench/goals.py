@@ -15,7 +15,9 @@ context it ended with). Issue 7 (earlier
 baselines): decode <= 0.5x PyTorch eager fp32 and <= 1.0x ONNX Runtime int8, prefill >= 0.8x ONNX
 Runtime int8, at the first context and prompt length. In a run with several recipes (``slmc bench -r A -r B``)
 "slmc" and "slmc-native" in every goal are the first recipe's instances (``slmc[A]``, ``slmc-native[A]``); the
-other recipes' instances are measured and tabled, not judged.
+other recipes' instances are measured and tabled, not judged. A goal the run cannot judge although its engines ran
+(slmc's own run on one thread for the thread goal; no resident cache for the growth goal) is a row without a
+figure that says why (``measured`` and ``met`` null, ``no_figure`` the reason), not a value read as "not met".
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ RSS_SLACK_MB = 60  # issue 22: peak RSS <= weights file + KV cache + 60 MB
 GROWTH_LIMIT_MB = 5.0
 
 
+@dataclass(frozen=True)
+class Row:
+    """One goal row as a measure gives it when a plain ``(at, value)`` does not say enough: ``value`` None is a row
+    without a figure (``reason`` says why); ``what`` replaces the goal's description with this row's actual terms."""
+    at: int
+    value: float | None
+    reason: str = ""
+    what: str = ""
+
+
 def _decode(result: dict[str, Any], engine: str, context: str) -> float:
     return result["engines"][engine]["decode"][context]["ms_median"]
 
@@ -49,18 +61,31 @@ def decode_ratio(baseline: str, contexts: str = "all") -> Callable[[dict[str, An
     return rows
 
 
-def thread_scaling(result: dict[str, Any]) -> list[tuple[int, float]]:
+def thread_scaling(result: dict[str, Any]) -> list[tuple[int, float]] | list[Row]:
     """slmc's decode time on its threads (its default: one per physical core, or the common policy's) over the
-    same artifact's on one thread (``slmc@1t``), per context: below 1 when the second thread pays."""
+    same artifact's on one thread (``slmc@1t``), per context: below 1 when the second thread pays. When slmc's own
+    process ran one TVM thread (``threading.tvm_pool_threads`` 1: a one-core machine, or ``--thread-policy
+    common-passive --threads 1``) both sides are one thread and the ratio (~1.0) says nothing: a row without a figure."""
+    if result["engines"]["slmc"].get("threading", {}).get("tvm_pool_threads") == 1:
+        return [Row(0, None, "slmc's own run used one TVM thread (tvm_pool_threads 1), as slmc@1t does: "
+                             "there is no second thread to compare")]
     return [(c, _decode(result, "slmc", str(c)) / _decode(result, ONE_THREAD, str(c))) for c in result["contexts"]]
 
 
-def rss_growth(result: dict[str, Any]) -> list[tuple[int, float]]:
+def rss_growth(result: dict[str, Any]) -> list[Row]:
     """MB the slmc process grew over a generation from token ``first`` to ``last`` beyond the KV cache it wrote
-    (``slmc.bench.timing.GrowthProbe``; the worst process)."""
-    runs = result["engines"]["slmc"].get("rss_growth") or []
-    return [(runs[0]["last"], max((r["rss_last_bytes"] - r["rss_first_bytes"] - r["kv_written_bytes"]) / 2**20
-                                  for r in runs))] if runs else []
+    (``slmc.bench.timing.GrowthProbe``; the worst process), described with the run's own ``first`` and ``last``
+    (``first`` is min(100, max_context - 2)). An artifact without a resident cache (the copy contract's
+    ``StepTimer`` has no probe) gets a row without a figure saying so."""
+    entry = result["engines"]["slmc"]
+    runs = entry.get("rss_growth") or []
+    if not runs:
+        mode = entry["details"].get("kv_cache", "resident")  # absent: a report written before it was recorded
+        return [] if mode == "resident" else [Row(0, None, f"the artifact has no resident KV cache (kv_cache: {mode}): "
+                                                           "the copy contract's timer has no growth probe")]
+    first, last = runs[0]["first"], runs[0]["last"]
+    return [Row(last, max((r["rss_last_bytes"] - r["rss_first_bytes"] - r["kv_written_bytes"]) / 2**20 for r in runs),
+                what=f"slmc RSS growth from token {first} to token {last} of a generation, less the KV written, MB")]
 
 
 def rss_budget(result: dict[str, Any]) -> list[tuple[int, float]]:
@@ -123,7 +148,7 @@ class Goal:
     issue: int
     what: str
     engines: tuple[str, ...]  # besides slmc; the goal is left out when one did not run
-    measure: Callable[[dict[str, Any]], list[tuple[int, float]]]  # (context or prompt length, 0 when neither; value)
+    measure: Callable[[dict[str, Any]], list[tuple[int, float]] | list[Row]]  # (context or prompt length, 0 when neither; value)
     limit: float
     kind: str  # in LIMITS: "max" the value must be at most the limit, "below" less than it, "min" at least it
 
@@ -145,7 +170,8 @@ GOALS = (
          "steps / (weights file + KV cache + 60 MB)", (), footprint_budget("slmc"), 1.0, "max"),
     Goal("native_load_64_steps_peak_rss_vs_budget", 22, "slmc-run peak RSS of its process: load + 8-token prompt + 64 "
          "decode steps / (weights file + KV cache + 60 MB)", ("slmc-native",), footprint_budget("slmc-native"), 1.0, "max"),
-    Goal("rss_growth_over_generation", 22, "slmc RSS growth from generated token 100 to the last, less the KV written, MB",
+    Goal("rss_growth_over_generation", 22, "slmc RSS growth over a generation from token min(100, max_context - 2) to "
+         "the last, less the KV written, MB",
          (), rss_growth, GROWTH_LIMIT_MB, "max"),
     Goal("decode_two_threads_vs_one", 22, "decode ms/token, slmc on its threads / slmc@1t on one thread", (ONE_THREAD,),
          thread_scaling, 1.0, "below"),
@@ -174,8 +200,11 @@ def goals(result: dict[str, Any], label: str = "") -> list[dict[str, Any]]:
     for goal in GOALS:
         if "slmc" not in engines or any(e not in engines for e in goal.engines):
             continue
-        for at, value in goal.measure(result):
+        for got in goal.measure(result):
+            row = got if isinstance(got, Row) else Row(*got)
             sign, holds = LIMITS[goal.kind]
-            rows.append({"goal": goal.key, "issue": goal.issue, "what": goal.what, "at": at, "slmc": judged_name,
-                         "measured": round(value, 3), "limit": f"{sign} {goal.limit}", "met": holds(value, goal.limit)})
+            rows.append({"goal": goal.key, "issue": goal.issue, "what": row.what or goal.what, "at": row.at,
+                         "slmc": judged_name, "limit": f"{sign} {goal.limit}",
+                         **({"measured": None, "met": None, "no_figure": row.reason} if row.value is None else
+                            {"measured": round(row.value, 3), "met": holds(row.value, goal.limit)})})
     return rows

@@ -79,14 +79,21 @@ def processes_markdown(reports: list[dict[str, Any]]) -> str:
 
 
 def goals_markdown(reports: list[dict[str, Any]]) -> str:
-    """The goals (``slmc.bench.goals``) per model: measured value, limit, met."""
+    """The goals (``slmc.bench.goals``) per model: measured value, limit, met (a row without a figure: why)."""
     lines = ["| model | recipe | issue | goal | at | measured | limit | met |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for report in reports:
         for model, result in report["models"].items():
             for g in result.get("goals", []):
                 lines.append(f"| {model} | {report['settings']['recipe']} | {g['issue']} | {g['what']} | {g['at'] or ''} "
-                             f"| {g['measured']:.3f} | {g['limit']} | {'yes' if g['met'] else 'no'} |")
+                             f"| {_goal_cells(g)} |")
     return "\n".join(lines)
+
+
+def _goal_cells(goal: dict[str, Any]) -> str:
+    """The measured, limit and met cells of one goal row."""
+    if goal["measured"] is None:
+        return f"no figure | {goal['limit']} | {goal['no_figure']}"
+    return f"{goal['measured']:.3f} | {goal['limit']} | {'yes' if goal['met'] else 'no'}"
 
 
 def machine_lines(report: dict[str, Any]) -> str:

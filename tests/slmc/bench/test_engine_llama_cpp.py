@@ -61,6 +61,23 @@ def test_feeding_in_pieces_continues_the_positions(fixture_f32):
     np.testing.assert_allclose(last[0, 0], whole[0, -1], rtol=0, atol=3e-5)
 
 
+def test_an_f32_cache_is_f32_arithmetic_only_with_flash_attention_off(fixture_f32):
+    """llama.cpp's flash attention (its CPU default) casts an F32 K/V cache to F16 before attending: with it on, the
+    F32 cache's logits are the F16 cache's bit for bit; with ``flash_attn=False`` they are the eager fp32 model's."""
+    from slmc.bench.engine_llama_cpp import LlamaCpp
+    from slmc.graph.kv_cache import prompt_logits
+
+    path, subject, _ = fixture_f32
+    ids = [(i * 7 + 1) % 64 for i in range(100)]
+    eager = np.asarray(prompt_logits(subject.step, subject.kv_cache, np.array([ids]))).reshape(len(ids), -1)
+    default16, default32 = (LlamaCpp(path, 128, 1, kv_type=t).prompt_logits(ids) for t in ("F16", "F32"))
+    off32 = LlamaCpp(path, 128, 1, kv_type="F32", flash_attn=False).prompt_logits(ids)
+    np.testing.assert_array_equal(default32, default16)
+    # measured max |difference| from eager (logits up to 17.4): F32 cache, flash attention off 1.1e-5; on 7.5e-3
+    np.testing.assert_allclose(off32, eager, rtol=0, atol=1e-4)
+    assert np.abs(default32 - eager).max() > 1e-3
+
+
 def test_an_unknown_kv_type_is_refused(fixture_f32):
     from slmc.bench.engine_llama_cpp import LlamaCpp
     from slmc.errors import InputError

@@ -24,6 +24,22 @@ def test_rss_growth_generates_token_after_token_and_counts_the_kv_bytes_written_
     assert (grown["first"], grown["last"]) == (4, 40) and grown["rss_first_bytes"] > 0 and grown["rss_last_bytes"] > 0
     assert grown["kv_written_bytes"] == 36 * timer.decoder.cache.bytes_per_token()
 
+
+def test_rss_growth_from_the_first_token_and_refuses_counts_out_of_order(cached_compile):
+    """``first=1`` is the one-token prompt (its loop recorded from token 2 and raised KeyError); counts that are not
+    ``1 <= first <= last`` are an InputError naming both."""
+    import pytest
+
+    from slmc.errors import InputError
+
+    timer = open_timer({"artifact": str(cached_compile.artifact), "kv": {}}, engine_default())
+    grown = timer.rss_growth(1, 3)
+    assert (grown["first"], grown["last"], timer.decoder.tokens) == (1, 3, 3) and grown["rss_first_bytes"] > 0
+    assert grown["kv_written_bytes"] == 2 * timer.decoder.cache.bytes_per_token()
+    for first, last in ((0, 3), (5, 3)):
+        with pytest.raises(InputError, match=rf"first \({first}\) and last \({last}\) must be token counts"):
+            timer.rss_growth(first, last)
+
 def test_cold_samples_evict_between_steps_in_the_engines_process(cached_compile):
     timer = open_timer({"artifact": str(cached_compile.artifact), "kv": {}}, engine_default())
     cold = timer.decode_ms(40, 2, evict_bytes=2**20)  # slmc.bench.evict; a small buffer, no timing asserted
@@ -44,3 +60,35 @@ def test_the_footprint_process_loads_prompts_and_decodes_64_steps(cached_compile
     assert (got["prompt_tokens"], got["decode_steps"], got["kv_cache_bytes"]) == (8, 64, per_token * 73)
     weights_file = (cached_compile.artifact / "weights.safetensors").stat().st_size  # header and alignment included
     assert got["peak_rss_bytes"] > got["weights_file_bytes"] == weights_file >= manifest.weights.bytes
+
+
+def test_the_default_thread_count_reported_is_the_pools_not_this_threads_cpus():
+    """TVM pins the thread whose pool it starts to the pool's CPUs: counted there, ``physical_cores()`` can be fewer
+    than the pool runs. The report gives the count the process's pools were given (``default_pool_threads``)."""
+    import os
+
+    from slmc.artifact.tvm_runtime import default_pool_threads
+    from slmc.bench.engine_slmc import _tvm_threading
+
+    pool = default_pool_threads()  # counted (or already counted) before the pin
+    usable = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(usable)})  # this thread only (Linux: 0 is the calling thread), as TVM pins it
+    try:
+        reported = _tvm_threading(engine_default())["tvm_num_threads"]
+    finally:
+        os.sched_setaffinity(0, usable)
+    assert reported == f"slmc default: {pool} (one per physical core)"
+
+
+def test_the_memory_goals_weights_term_is_the_weights_files_size(cached_compile):
+    """Issue 22's bound names the weights file: ``prepare`` records its size on disk (header and alignment included,
+    as the footprint rows and slmc-run count it), not the manifest's tensor bytes."""
+    from slmc.bench.engine_slmc import prepare
+    from slmc.bench.prepare import Preparation
+    from slmc.frontend.model_source import load_model
+
+    prep = Preparation("tiny-lm", 64, cached_compile.recipe, cached_compile.workdir)
+    prep.__dict__.update(compiled=cached_compile.result, spec=load_model("tiny-lm"))  # the session's compile, reused
+    info = prepare(prep)
+    weights_file = (cached_compile.artifact / "weights.safetensors").stat().st_size
+    assert info["weights_file_bytes"] == weights_file > cached_compile.result.manifest.weights.bytes

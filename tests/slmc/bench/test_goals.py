@@ -62,6 +62,24 @@ def test_two_threads_must_beat_one_in_the_same_run():
     assert rows and not any(g["met"] for g in rows) and {g["slmc"] for g in rows} == {"slmc[a]"}  # equal is not faster
 
 
+def test_the_thread_goal_has_no_figure_when_slmcs_own_run_used_one_thread():
+    """A one-core machine or ``--thread-policy common-passive --threads 1``: slmc and slmc@1t both run one thread; the
+    ratio (~1.0) would read "not met". The row says why there is no figure instead, and the table shows it."""
+    from slmc.bench.table import goals_markdown
+
+    one = _engine(2.0, 1200.0, 110.0, 0.65)
+    one["threading"] = {"tvm_num_threads": "1", "tvm_pool_threads": 1}
+    rows = [g for g in goals(_result(slmc=one, **{"slmc@1t": _engine(2.01, 1.0, 1.0)})) if g["goal"] == "decode_two_threads_vs_one"]
+    assert [(g["at"], g["measured"], g["met"]) for g in rows] == [(0, None, None)]
+    assert "tvm_pool_threads 1" in rows[0]["no_figure"]
+    table = goals_markdown([{"settings": {"recipe": "r"}, "models": {"m": {"goals": rows}}}])
+    assert table.splitlines()[-1].endswith("| no figure | < 1.0 | " + rows[0]["no_figure"] + " |")
+    two = _engine(2.0, 1200.0, 110.0, 0.65)
+    two["threading"] = {"tvm_num_threads": "slmc default: 2 (one per physical core)", "tvm_pool_threads": 2}
+    rows = [g for g in goals(_result(slmc=two, **{"slmc@1t": _engine(2.5, 1.0, 1.0)})) if g["goal"] == "decode_two_threads_vs_one"]
+    assert [(g["at"], g["measured"], g["met"]) for g in rows] == [(128, 0.8, True), (1024, 0.8, True)]
+
+
 def test_issue_22_memory_goals_peak_over_weights_and_kv_and_growth_beyond_the_kv_written():
     slmc = _engine(2.0, 1200.0, 100.0, weights_file_bytes=30 * 2**20)
     slmc["kv_cache_bytes_per_token"] = 2**10
@@ -73,6 +91,21 @@ def test_issue_22_memory_goals_peak_over_weights_and_kv_and_growth_beyond_the_kv
     # the largest context held: 1,024 + the timed token (+ the sink slot): 30 + 1 + 60 MB
     assert got["peak_rss_vs_weights_kv_budget"] == (1025, round(100 / (30 + 1026 / 1024 + 60), 3), False)
     assert got["rss_growth_over_generation"] == (2000, 6.0, False)  # the worst process: 6 MB beyond the KV written
+
+
+def test_the_growth_row_names_the_runs_own_tokens_and_says_why_a_copy_artifact_has_none():
+    """The first token is min(100, max_context - 2): the row's description gives the run's numbers, not "100". An
+    artifact of the copy contract (no resident cache, no growth probe) gets a row without a figure saying so."""
+    slmc = _engine(2.0, 1200.0, 100.0, kv_cache="resident")
+    slmc["rss_growth"] = [{"first": 62, "last": 63, "rss_first_bytes": 2**20, "rss_last_bytes": 2**20, "kv_written_bytes": 0}]
+    row, = [g for g in goals(_result(slmc=slmc)) if g["goal"] == "rss_growth_over_generation"]
+    assert (row["at"], row["measured"], row["met"]) == (63, 0.0, True)
+    assert row["what"] == "slmc RSS growth from token 62 to token 63 of a generation, less the KV written, MB"
+    copy = _engine(2.0, 1200.0, 100.0, kv_cache="copy")
+    row, = [g for g in goals(_result(slmc=copy)) if g["goal"] == "rss_growth_over_generation"]
+    assert (row["measured"], row["met"]) == (None, None) and "no resident KV cache (kv_cache: copy)" in row["no_figure"]
+    assert not [g for g in goals(_result(slmc=_engine(2.0, 1.0, 1.0, kv_cache="resident")))
+                if g["goal"] == "rss_growth_over_generation"]  # resident, growth not asked: no row
 
 
 def _footprint(peak_mb: float, kv_mb: float) -> dict:
