@@ -4,6 +4,7 @@ count and the smallest kept set that covers a text exactly."""
 from __future__ import annotations
 
 import json
+import os
 import runpy
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +17,18 @@ REPO = Path(__file__).resolve().parents[2]
 TOKENIZER = REPO / "slmc" / "models" / "fixture_lm" / "tokenizer.json"
 
 
-coverage = SimpleNamespace(**runpy.run_path(str(REPO / "benchmarks" / "vocab_trim_coverage.py")))
+def _run_without_its_environment(path: Path) -> dict:
+    """The script's namespace; the variables ``train_fixture_lm`` sets on import (OMP_NUM_THREADS=1 and others, for
+    its own training run) are put back, so they do not reach every later test of this process and its children."""
+    saved = dict(os.environ)
+    try:
+        return runpy.run_path(str(path))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+coverage = SimpleNamespace(**_run_without_its_environment(REPO / "benchmarks" / "vocab_trim_coverage.py"))
 
 
 def test_smallest_exact_keep_covers_the_text_and_nothing_is_needed_when_the_domain_covers_it():

@@ -9,7 +9,8 @@ from slmc.errors import InputError
 
 
 def test_engine_default_sets_nothing_and_removes_inherited_thread_variables(monkeypatch):
-    monkeypatch.delenv("TVM_NUM_THREADS", raising=False)  # a user's setting (slmc's runtime sets none: test_tvm_runtime)
+    for name in THREAD_VARIABLES:  # only what this test sets is inherited (an earlier test or import may set some:
+        monkeypatch.delenv(name, raising=False)  # train_fixture_lm sets OMP_NUM_THREADS=1 when imported)
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     policy = thread_policy("engine-default")
     env = policy.child_env()
