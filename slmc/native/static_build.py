@@ -114,7 +114,9 @@ def _cached_objects(name: str, triple: str, flags: list[str], inputs: list[Path]
     for obj in objects:
         obj.replace(out_dir / obj.name)
     shutil.rmtree(staging)
-    listing.write_text("\n".join(obj.name for obj in objects) + "\n")
+    partial = listing.with_suffix(f".{os.getpid()}")  # written whole, then renamed: a concurrent build (another
+    partial.write_text("\n".join(obj.name for obj in objects) + "\n")  # test worker) never reads half a list
+    partial.replace(listing)
     return [out_dir / obj.name for obj in objects]
 
 

@@ -49,3 +49,27 @@ def test_an_architecture_without_a_musl_triple_is_refused_by_name():
     assert musl_triple("aarch64") == "aarch64-linux-musl"
     with pytest.raises(ToolchainError, match="riscv64"):
         musl_triple("riscv64")
+
+
+def test_cached_objects_are_listed_whole_and_built_once(tmp_path):
+    """The list that marks a complete build is renamed into place (concurrent test workers share the cache), no
+    partial file is left, and a second call takes the cache without building."""
+    from slmc.native.static_build import _cached_objects
+
+    source = tmp_path / "a.cc"
+    source.write_text("int a;\n")
+    builds = []
+
+    def build(staging: Path) -> list[Path]:
+        builds.append(staging)
+        objects = [staging / "000-a.o", staging / "001-b.o"]
+        for obj in objects:
+            obj.write_bytes(b"obj")
+        return objects
+
+    cache = tmp_path / "cache"
+    first = _cached_objects("t", "x86_64-linux-musl", ["-O2"], [source], cache, build)
+    again = _cached_objects("t", "x86_64-linux-musl", ["-O2"], [source], cache, build)
+    assert first == again and [p.name for p in first] == ["000-a.o", "001-b.o"] and len(builds) == 1
+    (out_dir,) = cache.iterdir()
+    assert sorted(p.name for p in out_dir.iterdir()) == ["000-a.o", "001-b.o", "objects.txt"]
