@@ -2,7 +2,8 @@
 
 TASK is ``prepare`` (``slmc.bench.prepare.prepare_model``: every engine's files for one model),
 ``measure`` (``slmc.bench.measure.measure``: one engine timed in this fresh process) or ``footprint``
-(``slmc.bench.footprint.footprint``: load + a short prompt + 64 decode steps, the peak RSS). The parent
+(``slmc.bench.footprint.footprint``: load + a short prompt + 64 decode steps, the peak RSS) or ``read``
+(``slmc.bench.parallel_read.measure``: the read-only bandwidth on one thread and on the run's). The parent
 (``slmc.bench.child``) sets the environment of the run's thread policy before anything loads; the
 result, or the error, goes to RESULT.json.
 """
@@ -18,7 +19,7 @@ from slmc.errors import SlmcError
 
 
 TASKS = {"prepare": ("slmc.bench.prepare", "prepare_model"), "measure": ("slmc.bench.measure", "measure"),
-         "footprint": ("slmc.bench.footprint", "footprint")}  # imported when run: each loads what it needs
+         "footprint": ("slmc.bench.footprint", "footprint"), "read": ("slmc.bench.parallel_read", "measure")}  # imported when run: each loads what it needs
 
 
 def _task(name: str):  # noqa: ANN202

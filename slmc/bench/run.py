@@ -16,8 +16,9 @@ context, and the min / median / spread ((max - min) / median) of the processes' 
 prefill tokens/s and TTFT (medians) per prompt length; the peak RSS of its processes (the largest);
 its threads; each time as a fraction of its roofline bound: decode reads at least what one step reads of
 the engine's stored weights and its KV cache at the context (``slmc.bench.decode_bytes``; bytes / the
-larger of the triad and read-only bandwidths measured over the DRAM set, ``machine.bandwidth_gbs``; each alone as
-``fraction_of_triad_bound`` / ``fraction_of_read_bound``; over the LLC set's, ``fraction_of_llc_bound``), prefill does at
+largest of the triad and the one- and N-thread read-only bandwidths measured over the DRAM set,
+``machine.bandwidth_gbs``; each alone as ``fraction_of_triad_bound`` / ``fraction_of_read_1t_bound`` /
+``fraction_of_read_nt_bound``; over the LLC set's, ``fraction_of_llc_bound``), prefill does at
 least ``2 x (body matmul weights x tokens + head weights)`` flops (flops / measured GEMM peak; the first token
 needs the output head at the prompt's last position only, which is all slmc's resident runtime and llama.cpp
 compute). Load before and after, and
@@ -36,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from slmc.artifact.tvm_runtime import physical_cores
 from slmc.bench import machine
 from slmc.bench.machine import bandwidth_gbs, llc_bandwidth_gbs
 from slmc.bench.child import run_child
@@ -52,6 +54,10 @@ DEFAULT_RECIPE = "passes:\n  - quantize: {bits: 4, group_size: 32, method: rtn}\
 DEFAULT_RECIPE_NAME = "int4 g32 RTN weight-only (examples/recipes/int4-g32-rtn.yaml)"
 KV_BYTES = 4  # fp32 cache entries
 GROWTH = (100, 2000)  # issue 22: RSS after 2,000 generated tokens vs after 100 (engines that can: GrowthProbe)
+
+# each DRAM figure's own decode fraction (``fraction_of_<name>_bound``); "read": the GEMV of reports before session 12
+BOUND_FIGURES = {"triad": "memory_bandwidth_gbs", "read_1t": "read_1t_bandwidth_gbs", "read_nt": "read_nt_bandwidth_gbs",
+                 "read": "read_bandwidth_gbs"}
 
 
 def recipe_labels(recipes: Sequence[str | Path]) -> list[tuple[str, Path | None]]:
@@ -125,8 +131,8 @@ def _summary(name: str, info: dict[str, Any], runs: list[dict[str, Any]], cache:
                              "decode": {}, "prefill": {},
                              "details": {k: v for k, v in info.items() if k not in ("kv", "model")}}
     # the roofline's bandwidths: the goal's (DRAM, the larger), each DRAM figure alone, the LLC's (absent in old reports)
-    bandwidths = {"bandwidth": bandwidth_gbs(bounds), "triad": bounds["memory_bandwidth_gbs"],
-                  "read": bounds["read_bandwidth_gbs"], "llc": llc_bandwidth_gbs(bounds)}
+    bandwidths = {"bandwidth": bandwidth_gbs(bounds), "llc": llc_bandwidth_gbs(bounds),
+                  **{name: bounds.get(key) for name, key in BOUND_FIGURES.items()}}
     for c in runs[0]["decode_ms"]:
         read = info["weight_bytes"] + kv_per_position * int(c)  # bytes a step reads (slmc.bench.decode_bytes)
         decode = entry["decode"][c] = {**_samples(runs, "decode_ms", c), "bytes_read": read}
@@ -210,7 +216,7 @@ def run_bench(models: list[str], engines: list[str] | None = None, contexts: lis
     labelled = recipe_labels(recipes)
     start = time.perf_counter()
     before = machine.load()
-    bounds = machine.describe(policy.threads or machine.cores())
+    bounds = machine.describe(policy.threads or physical_cores())  # the engines' default: one per physical core
     report: dict[str, Any] = {"machine": bounds, "load_before": before, "settings": {
         "engines": engines, "contexts": contexts, "prefills": prefills, "repeats": repeats, "steps": steps,
         "prefill_repeats": prefill_repeats, "thread_policy": policy.to_json(), "process_per_measurement": True,

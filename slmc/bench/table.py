@@ -111,10 +111,24 @@ def _memory_line(m: dict[str, Any]) -> str:
                 f"{m.get('read_bandwidth_gbs', 'not measured')} GB/s ('% bw' divides by the larger; sets of 384 / 256 MB)")
     capped = " (capped by the memory available: below 4x the LLC)" if m["dram_set_capped"] else ""
     return (f"last level cache {m['llc_bytes'] / 2**20:.0f} MiB ({m['llc_source']}); DRAM bandwidth over a "
-            f"{m['dram_set_bytes'] / 2**20:.0f} MiB set{capped}: triad {m['memory_bandwidth_gbs']} GB/s, read-only (GEMV) "
-            f"{m['read_bandwidth_gbs']} GB/s ('% DRAM bw' divides by the larger); LLC bandwidth over a "
-            f"{m['llc_set_bytes'] / 2**20:.0f} MiB set: triad {m['llc_triad_bandwidth_gbs']} GB/s, read-only "
-            f"{m['llc_read_bandwidth_gbs']} GB/s ('% LLC bw' divides by the larger); {m['bandwidth_seconds']} s to measure")
+            f"{m['dram_set_bytes'] / 2**20:.0f} MiB set{capped}: {_figures(m, DRAM_NAMES, 'bandwidth_bound')} "
+            f"('% DRAM bw' divides by the largest); LLC bandwidth over a {m['llc_set_bytes'] / 2**20:.0f} MiB set: "
+            f"{_figures(m, LLC_NAMES, 'llc_bandwidth_bound')} ('% LLC bw' divides by the largest); "
+            f"{m['bandwidth_seconds']} s to measure")
+
+
+# every bandwidth figure a report may hold, as the machine line names it (GEMV: reports before session 12)
+DRAM_NAMES = {"memory_bandwidth_gbs": "triad (1 thread)", "read_1t_bandwidth_gbs": "read-only (1 thread)",
+              "read_nt_bandwidth_gbs": "read-only ({threads} threads)", "read_bandwidth_gbs": "read-only (GEMV)"}
+LLC_NAMES = {"llc_triad_bandwidth_gbs": "triad (1 thread)", "llc_read_1t_bandwidth_gbs": "read-only (1 thread)",
+             "llc_read_nt_bandwidth_gbs": "read-only ({threads} threads)", "llc_read_bandwidth_gbs": "read-only (GEMV)"}
+
+
+def _figures(m: dict[str, Any], names: dict[str, str], bound: str) -> str:
+    """``name value GB/s`` for each figure ``m`` holds, the bound's marked ``(the bound)`` when the report names it."""
+    threads = m.get("read_threads", m.get("threads"))
+    return ", ".join(f"{name.format(threads=threads)} {m[key]} GB/s{' (the bound)' * (m.get(bound) == key)}"
+                     for key, name in names.items() if key in m)
 
 
 def _eviction_line(report: dict[str, Any]) -> str:

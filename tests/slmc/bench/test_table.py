@@ -26,10 +26,23 @@ def _report(machine: dict, cold: bool) -> dict:
 def test_the_machine_line_names_the_llc_both_sets_and_which_bandwidth_each_share_divides_by():
     line = machine_lines(_report({**MACHINE, **LLC}, cold=True))
     assert "last level cache 32 MiB (/sys/devices/system/cpu/cpu0/cache/index3 (L3))" in line
-    assert "DRAM bandwidth over a 1024 MiB set: triad 20.0 GB/s, read-only (GEMV) 25.0 GB/s ('% DRAM bw' divides by the larger)" in line
-    assert "LLC bandwidth over a 8 MiB set: triad 90.0 GB/s, read-only 70.0 GB/s" in line
+    # a session-11 report (the GEMV read, no bound named)
+    assert "DRAM bandwidth over a 1024 MiB set: triad (1 thread) 20.0 GB/s, read-only (GEMV) 25.0 GB/s ('% DRAM bw' divides by the largest)" in line
+    assert "LLC bandwidth over a 8 MiB set: triad (1 thread) 90.0 GB/s, read-only (GEMV) 70.0 GB/s" in line
     assert "cold-cache decode after writing 64 MiB before each step (--evict-llc)" in line
     assert "50% DRAM bw, 10% LLC bw" in markdown([_report({**MACHINE, **LLC}, cold=False)])
+
+
+def test_the_machine_line_names_every_bandwidth_figure_and_which_is_the_bound():
+    streams = {"memory_bandwidth_gbs": 20.0, "read_1t_bandwidth_gbs": 18.0, "read_nt_bandwidth_gbs": 31.0,
+               "llc_triad_bandwidth_gbs": 90.0, "llc_read_1t_bandwidth_gbs": 80.0, "llc_read_nt_bandwidth_gbs": 150.0,
+               "read_threads": 2, "bandwidth_bound": "read_nt_bandwidth_gbs", "llc_bandwidth_bound": "llc_read_nt_bandwidth_gbs"}
+    machine = {k: v for k, v in {**MACHINE, **LLC, **streams}.items() if k not in ("read_bandwidth_gbs", "llc_read_bandwidth_gbs")}
+    line = machine_lines(_report(machine, cold=False))
+    assert ("DRAM bandwidth over a 1024 MiB set: triad (1 thread) 20.0 GB/s, read-only (1 thread) 18.0 GB/s, "
+            "read-only (2 threads) 31.0 GB/s (the bound) ('% DRAM bw' divides by the largest)") in line
+    assert ("LLC bandwidth over a 8 MiB set: triad (1 thread) 90.0 GB/s, read-only (1 thread) 80.0 GB/s, "
+            "read-only (2 threads) 150.0 GB/s (the bound)") in line
 
 
 def test_reports_from_before_the_llc_sets_still_table():
