@@ -52,7 +52,7 @@ def memory_bandwidth(elements: int = 32 * 2**20, repeats: int = 5) -> float:
     return 5 * 4 * elements / best / 1e9
 
 
-def _best_seconds(run: Any, repeats: int) -> float:
+def best_seconds(run: Any, repeats: int) -> float:
     """The fastest of ``repeats`` timed calls of ``run``, after one untimed warm-up call."""
     run()
     best = float("inf")
@@ -111,7 +111,7 @@ def gemm_peak(threads: int, n: int = 1024, repeats: int = 5) -> float:
     try:
         x = torch.randn(n, n)
         y = torch.randn(n, n)
-        best = _best_seconds(lambda: torch.matmul(x, y), repeats)
+        best = best_seconds(lambda: torch.matmul(x, y), repeats)
     finally:
         torch.set_num_threads(before)
     return 2 * n**3 / best / 1e9

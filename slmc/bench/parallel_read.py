@@ -23,10 +23,12 @@ that mask.
 
 from __future__ import annotations
 
-import time
+import functools
 from typing import Any
 
 import numpy as np
+
+from slmc.bench.machine import best_seconds
 
 LANES = 64  # uint32 sums per slice: 256 bytes, four AVX-512 (eight AVX2) registers
 WORD_BYTES = 4
@@ -39,9 +41,10 @@ def rows_per_slice(set_bytes: int, slices: int) -> int:
     return max(1, set_bytes // (slices * LANES * WORD_BYTES))
 
 
+@functools.cache
 def build(slices: int) -> Any:
-    """The reduction over ``[slices, rows, LANES]`` (``rows`` symbolic) compiled for this host; ``slices`` 1:
-    no parallel loop. Returns the callable ``f(buffer, out)`` (TVM tensors, ``out`` ``[slices, LANES]``)."""
+    """The reduction over ``[slices, rows, LANES]`` (``rows`` symbolic) compiled for this host, once per process;
+    ``slices`` 1: no parallel loop. Returns the callable ``f(buffer, out)`` (TVM tensors, ``out`` ``[slices, LANES]``)."""
     import tvm
     from tvm import s_tir, te
 
@@ -84,18 +87,9 @@ def run_kernel(words: np.ndarray, slices: int) -> np.ndarray:
     return result.copy()
 
 
-def _best_gbs(kernel: Any, buffer: Any, out: Any, nbytes: int, repeats: int) -> float:
-    kernel(buffer, out)  # warm-up: code, pool, pages
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        kernel(buffer, out)
-        best = min(best, time.perf_counter() - start)
-    return nbytes / best / 1e9
-
-
 def stream(set_bytes: int, threads: int, repeats: int) -> dict[str, float]:
-    """Read bandwidth in GB/s over a buffer of (at most) ``set_bytes``, best of ``repeats`` after a warm-up:
+    """Read bandwidth in GB/s over a buffer of (at most) ``set_bytes``, best of ``repeats`` after a warm-up call
+    (code, pool and pages: ``machine.best_seconds``):
     ``"1"`` on one thread, ``str(threads)`` on ``threads`` (one slice each), the same memory both times.
     Precondition: this thread's TVM pool has ``threads`` workers (``measure`` sets it)."""
     import tvm
@@ -109,7 +103,7 @@ def stream(set_bytes: int, threads: int, repeats: int) -> dict[str, float]:
         # one slice: the same memory as [1, threads * rows, LANES] (a numpy view handed back without a copy)
         shaped = buffer if count == threads else tvm.runtime.from_dlpack(view.reshape(1, threads * rows, LANES))
         out, _ = _tensor((count, LANES))
-        figures[str(count)] = _best_gbs(build(count), shaped, out, nbytes, repeats)
+        figures[str(count)] = nbytes / best_seconds(functools.partial(build(count), shaped, out), repeats) / 1e9
     return figures
 
 
