@@ -8,6 +8,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "argmax.hpp"
+
 namespace slmc {
 
 uint64_t SplitMix64::next() {
@@ -31,6 +33,8 @@ void check_sampling(const Sampling& s) {
 
 int32_t sample_token(const float* logits, int64_t vocab, const Sampling& s, const std::vector<int32_t>& seen,
                      SplitMix64& rng) {
+    bool greedy = s.temperature == 0.0f;
+    if (greedy && s.repetition_penalty == 1.0f) return static_cast<int32_t>(first_argmax(logits, vocab));  // in place
     std::vector<double> l(logits, logits + vocab);
     if (s.repetition_penalty != 1.0f) {
         std::vector<bool> done(static_cast<size_t>(vocab), false);
@@ -41,7 +45,7 @@ int32_t sample_token(const float* logits, int64_t vocab, const Sampling& s, cons
             l[id] = v > 0 ? v / s.repetition_penalty : v * s.repetition_penalty;
         }
     }
-    if (s.temperature == 0.0f) return static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+    if (greedy) return static_cast<int32_t>(first_argmax(l.data(), vocab));
     for (double& v : l) v /= s.temperature;
     std::vector<int32_t> order(static_cast<size_t>(vocab));
     std::iota(order.begin(), order.end(), 0);

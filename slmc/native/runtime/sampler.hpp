@@ -30,7 +30,8 @@ struct Sampling {
 void check_sampling(const Sampling& s);
 
 // The next token of `logits[0..vocab)`. `seen` are the ids in the context (prompt and generated
-// tokens) the repetition penalty applies to. Greedy: the first maximum (numpy's argmax).
+// tokens) the repetition penalty applies to. Greedy: the first maximum (numpy's argmax, first_argmax in
+// argmax.hpp), read from `logits` in place when there is no repetition penalty (nothing copied or allocated).
 int32_t sample_token(const float* logits, int64_t vocab, const Sampling& s, const std::vector<int32_t>& seen,
                      SplitMix64& rng);
 
