@@ -52,6 +52,30 @@ Scratch& scratch() {
     return s;
 }
 
+// The position drawn from unnormalized probabilities p(0) >= p(1) >= ... of which the first `keep` are
+// candidates and `total` is their sum in that order: top-p keeps the smallest prefix whose cumulative
+// p / total reaches top_p (re-summed), then a walk subtracts p(i) from u * total until it turns negative.
+template <class P>
+size_t draw_position(P&& p, size_t keep, double total, float top_p, SplitMix64& rng) {
+    if (top_p < 1.0f) {  // the smallest prefix (by probability) whose mass reaches top_p
+        double cumulative = 0;
+        size_t n = 0;
+        while (n < keep) {
+            cumulative += p(n++) / total;
+            if (cumulative >= top_p) break;
+        }
+        keep = n;
+        total = 0;
+        for (size_t i = 0; i < keep; ++i) total += p(i);
+    }
+    double target = rng.uniform() * total;
+    for (size_t i = 0; i < keep; ++i) {
+        target -= p(i);
+        if (target < 0) return i;
+    }
+    return keep - 1;
+}
+
 // HF's order with top_k in (0, vocab): partial_sort of the ids, then as sample_nucleus on the first top_k.
 int32_t sample_top_k(const float* f, int64_t vocab, const Sampling& s, SplitMix64& rng, Scratch& b) {
     std::vector<double>& l = b.scaled;
@@ -68,22 +92,7 @@ int32_t sample_top_k(const float* f, int64_t vocab, const Sampling& s, SplitMix6
     p.resize(keep);
     double total = 0;
     for (size_t i = 0; i < keep; ++i) total += p[i] = std::exp(l[order[i]] - max);
-    if (s.top_p < 1.0f) {  // the smallest prefix (by probability) whose mass reaches top_p
-        double cumulative = 0;
-        size_t n = 0;
-        while (n < keep) {
-            cumulative += p[n++] / total;
-            if (cumulative >= s.top_p) break;
-        }
-        keep = n;
-        total = std::accumulate(p.begin(), p.begin() + keep, 0.0);
-    }
-    double target = rng.uniform() * total;
-    for (size_t i = 0; i < keep; ++i) {
-        target -= p[i];
-        if (target < 0) return order[i];
-    }
-    return order[keep - 1];
+    return order[draw_position([&](size_t i) { return p[i]; }, keep, total, s.top_p, rng)];
 }
 
 // Temperature + top-p over the whole vocabulary, without sorting the ids.
@@ -126,26 +135,7 @@ int32_t sample_nucleus(const float* f, int64_t vocab, const Sampling& s, SplitMi
         if (q < total * 0x1p-54) break;  // < ulp(total) / 2: total + q rounds to total, as all later q
         total += q;
     }
-    size_t keep = size;
-    if (s.top_p < 1.0f) {  // the smallest prefix (by probability) whose mass reaches top_p
-        double cumulative = 0;
-        size_t n = 0;
-        while (n < keep) {
-            cumulative += at(n++) / total;
-            if (cumulative >= s.top_p) break;
-        }
-        keep = n;
-        total = std::accumulate(p.begin(), p.begin() + keep, 0.0);
-    }
-    double target = rng.uniform() * total;
-    size_t position = keep - 1;
-    for (size_t i = 0; i < keep; ++i) {
-        target -= at(i);
-        if (target < 0) {
-            position = i;
-            break;
-        }
-    }
+    size_t position = draw_position(at, size, total, s.top_p, rng);
     float chosen = v[position];
     size_t first = position;
     while (first > 0 && v[first - 1] == chosen) --first;
