@@ -8,7 +8,6 @@ the same kept set, the same walk order, the same draw. The driver compiles again
 
 from __future__ import annotations
 
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -16,19 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slmc.native.build import CXXFLAGS, RUNTIME_DIR
-
-DRIVER = Path(__file__).parent / "drivers" / "nucleus_sampler.cpp"
+SAMPLER_DRIVER = "nucleus_sampler"  # compiled by conftest.py's sampler_driver
 
 
 @pytest.fixture(scope="module")
-def driver(tmp_path_factory) -> Path:
-    if shutil.which("c++") is None:
-        pytest.skip("no C++ compiler (c++) on PATH")
-    out = tmp_path_factory.mktemp("nucleus-sampler") / "nucleus_sampler"
-    subprocess.run(["c++", *CXXFLAGS, f"-I{RUNTIME_DIR}", str(DRIVER), str(RUNTIME_DIR / "sampler.cpp"), "-o", str(out)],
-                   check=True, capture_output=True)
-    return out
+def driver(sampler_driver) -> Path:
+    return sampler_driver
 
 
 def case(row: np.ndarray, temperature: float, top_p: float, seed: int, draws: int = 8, top_k: int = 0,

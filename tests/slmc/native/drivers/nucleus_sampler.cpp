@@ -16,17 +16,8 @@
 #include <numeric>
 #include <vector>
 
+#include "counting_new.hpp"
 #include "sampler.hpp"
-
-static long allocations = 0;
-
-void* operator new(std::size_t size) {
-    ++allocations;
-    if (void* p = std::malloc(size ? size : 1)) return p;
-    throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 // The session 11 sample_token for temperature > 0, verbatim but for the greedy branch.
 static int32_t reference_sample(const float* logits, int64_t vocab, const slmc::Sampling& s,
