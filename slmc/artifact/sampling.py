@@ -28,8 +28,49 @@ def next_token(logits: np.ndarray, temperature: float, top_p: float, rng: np.ran
     scaled = logits.astype(np.float64) / temperature
     probs = np.exp(scaled - scaled.max())
     probs /= probs.sum()
-    order = np.argsort(-probs, kind="stable")
-    keep = min(int(np.searchsorted(np.cumsum(probs[order]), top_p)) + 1, probs.size)  # the token crossing top_p is kept
-    chosen = order[:keep]
+    chosen = nucleus(probs, top_p)
     weights = probs[chosen] / probs[chosen].sum()
-    return int(chosen[rng.choice(keep, p=weights)])
+    return int(chosen[rng.choice(chosen.size, p=weights)])
+
+
+FIRST_PREFIX = 512  # ids ranked in the first round of ``nucleus``; each further round ranks 8 times as many
+
+
+def nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:
+    """The smallest prefix of ``np.argsort(-probs, kind="stable")`` (most likely first, ties by id) whose
+    ``np.cumsum`` reaches ``top_p`` (``np.searchsorted``, left side: the id crossing top_p is kept), or all of it.
+
+    Exactly the prefix a full sort gives (session 12: that sort was 3.4 ms of a 4.2 ms SmolLM token), ranking
+    only a growing prefix: the first m ids of the stable order are the ids above the m-th largest value plus
+    the lowest ids equal to it (``top_ids``); ``np.cumsum`` adds in sequence, so the prefix's cumulative sums
+    are bit-identical to the full one's first m, and a left ``searchsorted`` on a non-decreasing array finds
+    the same first crossing when it lies within the prefix. Otherwise the prefix grows (where it starts and how
+    fast it grows change only the time, never the result).
+
+    Precondition: ``probs`` is 1-D, finite, >= 0.
+    """
+    size = probs.size
+    m = size if top_p >= 1.0 else min(FIRST_PREFIX, size)  # 1: a crossing, if any, is near the end
+    while True:
+        prefix = top_ids(probs, m)
+        cumulative = np.cumsum(probs[prefix])
+        crossing = int(np.searchsorted(cumulative, top_p))
+        if crossing < m or m == size:
+            return prefix[: min(crossing + 1, size)]
+        # no later id is above the m-th value: at least (top_p - reached) / that value more ids are needed
+        short = (top_p - cumulative[-1]) / probs[prefix[-1]]
+        m = size if short >= size else min(size, max(8 * m, m + int(short)))
+
+
+def top_ids(probs: np.ndarray, m: int) -> np.ndarray:
+    """``np.argsort(-probs, kind="stable")[:m]`` without ordering the rest (an O(n) partition, then m ids).
+
+    Precondition: 1 <= m <= probs.size; ``probs`` has no NaN.
+    """
+    if m == probs.size:
+        return np.argsort(-probs, kind="stable")
+    threshold = -np.partition(-probs, m - 1)[m - 1]  # the m-th largest value
+    above = np.flatnonzero(probs > threshold)  # fewer than m
+    tied = np.flatnonzero(probs == threshold)[: m - above.size]  # the lowest ids of the tie: order by id
+    ids = np.sort(np.concatenate([above, tied]))
+    return ids[np.argsort(-probs[ids], kind="stable")]

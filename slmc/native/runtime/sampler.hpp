@@ -32,6 +32,11 @@ void check_sampling(const Sampling& s);
 // The next token of `logits[0..vocab)`. `seen` are the ids in the context (prompt and generated
 // tokens) the repetition penalty applies to. Greedy: the first maximum (numpy's argmax, first_argmax in
 // argmax.hpp), read from `logits` in place when there is no repetition penalty (nothing copied or allocated).
+// Sampling (temperature > 0): HF's order (penalty, temperature, top-k, top-p), ties broken by the lower id;
+// without top-k the logit values are radix-sorted instead of the ids (the same token as a full sort of the
+// ids for every seed; the argument is at sample_nucleus in sampler.cpp). Buffers are reused per thread: no
+// allocation per token once grown. A NaN logit under sampling throws ModelError (SLMC_E_MODEL) naming the token
+// (greedy's rule, the first NaN wins, has no sampling counterpart; the former std::sort was undefined there).
 int32_t sample_token(const float* logits, int64_t vocab, const Sampling& s, const std::vector<int32_t>& seen,
                      SplitMix64& rng);
 

@@ -32,3 +32,49 @@ def test_sampling_follows_the_softmax_and_is_seeded():
 def test_arguments_out_of_range_are_input_errors(temperature, top_p, n):
     with pytest.raises(InputError):
         check_sampling(temperature, top_p, n)
+
+
+def former_next_token(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
+    """The session 11 implementation (a stable argsort of the whole vocabulary): the reference."""
+    scaled = logits.astype(np.float64) / temperature
+    probs = np.exp(scaled - scaled.max())
+    probs /= probs.sum()
+    order = np.argsort(-probs, kind="stable")
+    keep = min(int(np.searchsorted(np.cumsum(probs[order]), top_p)) + 1, probs.size)
+    chosen = order[:keep]
+    weights = probs[chosen] / probs[chosen].sum()
+    return int(chosen[rng.choice(keep, p=weights)])
+
+
+def sampling_rows() -> list[np.ndarray]:
+    rng = np.random.default_rng(12)
+    rows = [(rng.standard_normal(size) * scale).astype(np.float32)
+            for size in (1, 2, 7, 300, 3000) for scale in (0.5, 3.0, 12.0)]
+    rows.append(rng.integers(-3, 4, 3000).astype(np.float32))  # many ties: ids in order within a tie
+    rows.append(np.zeros(200, np.float32))  # one tie
+    rows.append(np.where(rng.random(2000) < 0.9, -200.0, rng.standard_normal(2000)).astype(np.float32))  # p = 0 tail
+    return rows
+
+
+@pytest.mark.parametrize("first_prefix", [1, 512])  # 1: several growth rounds on small rows
+def test_nucleus_draws_equal_the_full_sorts_over_seeds_temperatures_and_top_p(monkeypatch, first_prefix):
+    import slmc.artifact.sampling as sampling
+
+    monkeypatch.setattr(sampling, "FIRST_PREFIX", first_prefix)
+    seeds = np.random.default_rng(5)
+    for row in sampling_rows():
+        for temperature in (0.3, 1.0, 2.5):
+            for top_p in (1.0, 0.999, 0.9, 0.5, 0.1, 1e-9):
+                seed = int(seeds.integers(2**63))
+                rng, reference_rng = np.random.default_rng(seed), np.random.default_rng(seed)
+                got = [next_token(row, temperature, top_p, rng) for _ in range(4)]
+                want = [former_next_token(row, temperature, top_p, reference_rng) for _ in range(4)]
+                assert got == want, (row.size, temperature, top_p)
+
+
+def test_the_nucleus_is_the_full_sorts_prefix_on_a_cumulative_sum_at_top_p():
+    import slmc.artifact.sampling as sampling
+
+    probs = np.array([0.25, 0.25, 0.125, 0.125, 0.25])  # cumulative 0.25, 0.5, 0.75, 0.875, 1 by the stable order
+    for top_p, want in [(0.5, [0, 1]), (0.75, [0, 1, 4]), (0.76, [0, 1, 4, 2]), (1.0, [0, 1, 4, 2, 3])]:
+        assert sampling.nucleus(probs, top_p).tolist() == want

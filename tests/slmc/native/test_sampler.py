@@ -7,7 +7,6 @@ token (session 12: the copy to doubles and std::max_element's dependency chain c
 
 from __future__ import annotations
 
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -15,19 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slmc.native.build import CXXFLAGS, RUNTIME_DIR
-
-DRIVER = Path(__file__).parent / "drivers" / "greedy_sampler.cpp"
+SAMPLER_DRIVER = "greedy_sampler"  # compiled by conftest.py's sampler_driver
 
 
 @pytest.fixture(scope="module")
-def driver(tmp_path_factory) -> Path:
-    if shutil.which("c++") is None:
-        pytest.skip("no C++ compiler (c++) on PATH")
-    out = tmp_path_factory.mktemp("greedy-sampler") / "greedy_sampler"
-    subprocess.run(["c++", *CXXFLAGS, f"-I{RUNTIME_DIR}", str(DRIVER), str(RUNTIME_DIR / "sampler.cpp"), "-o", str(out)],
-                   check=True, capture_output=True)
-    return out
+def driver(sampler_driver) -> Path:
+    return sampler_driver
 
 
 def greedy(driver: Path, rows: list[np.ndarray]) -> list[tuple[int, int, int]]:
@@ -65,7 +57,7 @@ def test_greedy_is_numpys_argmax_on_ties_nans_infinities_and_block_edges(driver)
     got = greedy(driver, rows)
     want = [int(np.argmax(row)) for row in rows]
     assert [g[0] for g in got] == want
-    assert [g[1] for g in got] == want  # the repetition-penalty path (a double copy) chooses the same
+    assert [g[1] for g in got] == want  # the repetition-penalty path (a float copy) chooses the same
 
 
 def test_greedy_without_repetition_penalty_allocates_nothing(driver):

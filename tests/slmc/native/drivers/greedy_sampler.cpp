@@ -1,24 +1,15 @@
 // Test driver for slmc/native/runtime/sampler.cpp (tests/slmc/native/test_sampler.py): reads rows of logits
 // from stdin (each an int64 length, then that many float32 values) and prints per row the greedy token
 // without a repetition penalty (the in-place path), the greedy token with a penalty that touches no id
-// (the path through a double copy), and the operator-new calls the in-place path made.
+// (the path through a float copy), and the operator-new calls the in-place path made.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <new>
 #include <vector>
 
+#include "counting_new.hpp"
 #include "sampler.hpp"
-
-static long allocations = 0;
-
-void* operator new(std::size_t size) {
-    ++allocations;
-    if (void* p = std::malloc(size ? size : 1)) return p;
-    throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 int main() {
     slmc::SplitMix64 rng(0);
