@@ -456,6 +456,25 @@ def test_a_tied_w4a8_table_is_stored_once_and_the_artifact_verifies(tmp_path):
     sizes = _stored_nbytes(result.artifact / "weights.safetensors")
     assert sizes.count(4096 * 64 // 2) == 1 and sizes.count(4096 * 2 * 2) == 1  # codes, float16 scales: once each
     assert not [name for name in result.manifest.weights.order if "_embedding_" in name]
+    _native_greedy_equals_python(result.artifact)  # slmc-run passes the one table by name to both kernels
+
+
+def _native_greedy_equals_python(artifact: Path) -> None:
+    """``slmc-run``'s greedy tokens (the native runtime, built once per source hash) equal ``slmc generate``'s."""
+    import json
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from slmc.cli.main import cli
+    from slmc.native.build import build_runtime
+
+    native = subprocess.run([str(build_runtime().executable), str(artifact), "--prompt", "hello world", "--json",
+                             "--max-new-tokens", "4"], capture_output=True, text=True, timeout=300)
+    assert native.returncode == 0, native.stderr
+    python = CliRunner().invoke(cli, ["generate", str(artifact), "-p", "hello world", "-n", "4", "--json"])
+    assert python.exit_code == 0, python.output
+    assert json.loads(native.stdout)["tokens"] == json.loads(python.stdout)["tokens"]
 
 
 def _llama_688_graph(tmp_path):
