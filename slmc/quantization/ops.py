@@ -56,8 +56,6 @@ _LIBRARY.define("w8a8_linear(Tensor x, Tensor qweight, Tensor weight_scales, Ten
                 "float activation_scale) -> Tensor")
 _LIBRARY.define("w4a8_linear(Tensor x, Tensor qweight, Tensor scales, Tensor? bias, int group_size, "
                 "int? activation_group_size=None) -> Tensor")
-_LIBRARY.define("w4a8_embedding(Tensor ids, Tensor qweight, Tensor scales, int group_size, "
-                "int? scale_code_bits=None) -> Tensor")
 
 ACTIVATION_LIMIT = 127
 TOKEN_RANGE_FLOOR = 1e-30  # max|x_row| below it is raised to it: an all-zero row gets codes 0, not 0 * inf
@@ -186,6 +184,10 @@ def _w4a8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, b
         grouped = codes.reshape(*codes.shape[:-1], act_scale.shape[-1], -1) * act_scale.unsqueeze(-1)
         out = torch.nn.functional.linear(grouped.reshape(codes.shape), weight)
     return out + bias if bias is not None else out
+
+
+_LIBRARY.define("w4a8_embedding(Tensor ids, Tensor qweight, Tensor scales, int group_size, "
+                "int? scale_code_bits=None) -> Tensor")
 
 
 def _w4a8_embedding(ids: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
