@@ -20,7 +20,8 @@ compiled kernel (``slmc.quantization.tvm_kernels``). Methods:
   dot-product instructions (``vpdpbusd``, ``sdot``), scaled and accumulated in float32 for decode and
   prefill alike (``slmc.quantization.ops.w4a8_linear``; ExecuTorch's 8da4w, llama.cpp's Q4_0 x Q8_0,
   llm-compressor's W4AINT8). The target must list ``compute.int8_dot`` (else the recipe is refused
-  naming it), ``int8`` activations and the ``w4a8`` scheme. Embedding tables stay weight-only int4. The
+  naming it), ``int8`` activations and the ``w4a8`` scheme. Embedding tables stay weight-only int4, except a
+  table tied to a w4a8 head, which gathers the head's codes (``w4a8_embedding``: stored once). The
   codes are stored nibble-paired in blocks of 8 inputs (``slmc.quantization.w4a8_layout``): a layer whose
   ``in_features`` is not a multiple of 8 (per channel) stays float32, reported with the reason.
 
@@ -72,12 +73,13 @@ from slmc.graph.linears import LinearLayer, attribute_readers, layer_name, selec
 from slmc.spec.pass_registry import PassConfig, PassContext, PassOutcome, Skip, register_pass
 from slmc.passes._bit_allocation import (BitCandidate, LayerQuantizer, SlotMeasure, SlotVisitor, WeightSlot, allocate_bits,
                                          allocation_problems, default_candidates, weight_slots)
-from slmc.passes._quantize_handlers import METHODS, SCHEMES, calibrated_methods, register_scheme
+from slmc.passes._quantize_handlers import METHODS, SCHEMES, HandlerRegistry, calibrated_methods, register_scheme
 from slmc.quantization.awq import output_error
 from slmc.quantization.formats import QuantFormat, QuantizedWeight, quantize_rtn
-from slmc.quantization.ops import (QUANTIZED_EMBEDDING, QUANTIZED_LINEAR, W4A8_LINEAR, W8A8_LINEAR,
+from slmc.quantization.ops import (QUANTIZED_EMBEDDING, QUANTIZED_LINEAR, W4A8_EMBEDDING, W4A8_LINEAR, W8A8_LINEAR,
                                    activation_group_problem)
 from slmc.quantization.w4a8_layout import layout_problem, pack_paired
+from slmc.quantization.stored_names import own_copy_name
 from slmc.quantization.smoothquant import activation_scale, sample_input_rows, smoothing_factors
 from slmc.spec.strict_model import StrictModel
 from slmc.spec.target import TargetDescriptor
@@ -656,11 +658,28 @@ def _w4a8(graph: Graph, plans: list[_Planned], config: QuantizeConfig, context: 
     return _chosen_codes(graph, plans, context, config, apply)
 
 
+# A tied head's op (its name) -> how the embedding gathers rows of that op's stored codes and scales
+# ``(graph, embedding node, its weight node, head op, head layer name)``. A head whose op is not registered
+# (w8a8's signed per-channel int8 codes) leaves the embedding its own copy (``_embeddings``).
+HeadGather = Callable[[Graph, fx.Node, fx.Node, fx.Node, str], None]
+HEAD_GATHERS: HandlerRegistry[HeadGather] = HandlerRegistry("tied head gather")
+
+
 def _head_op(graph: Graph, head: str) -> fx.Node | None:
-    """The weight-only quantized linear that replaced layer ``head`` (reading ``<head>.qweight``), if any."""
+    """The quantized linear with a registered gather (``HEAD_GATHERS``) that replaced layer ``head`` (reading
+    ``<head>.qweight``), if any."""
     path = f"{head}.qweight"
-    return next((n for n in graph.graph.nodes if n.op == "call_function" and n.target is QUANTIZED_LINEAR
+    return next((n for n in graph.graph.nodes if n.op == "call_function" and str(n.target) in HEAD_GATHERS.names()
                  and isinstance(n.args[1], fx.Node) and n.args[1].op == "get_attr" and n.args[1].target == path), None)
+
+
+def _replace_by_gather(graph: Graph, node: fx.Node, weight_node: fx.Node, rows: fx.Node, out: fx.Node) -> None:
+    """Embedding ``node`` replaced by the gather ``rows`` whose scaled result is ``out``; its float table dropped."""
+    rows.meta.update(node.meta)
+    out.meta.update(node.meta)
+    node.replace_all_uses_with(out)
+    graph.graph.erase_node(node)
+    _drop_weight(graph, weight_node)
 
 
 def _gather_from_head(graph: Graph, node: fx.Node, weight_node: fx.Node, head: fx.Node, head_name: str) -> None:
@@ -676,11 +695,26 @@ def _gather_from_head(graph: Graph, node: fx.Node, weight_node: fx.Node, head: f
         rows = graph.graph.call_function(QUANTIZED_EMBEDDING, (node.args[1], q, s, z, bits, group_size, *scale_code_bits))
         scaled = _row_scaled(graph, rows, row_scales, node.args[1])
         out = scaled if inv is None else graph.graph.call_function(torch.ops.aten.mul.Tensor, (scaled, inv))
-    rows.meta.update(node.meta)
-    out.meta.update(node.meta)
-    node.replace_all_uses_with(out)
-    graph.graph.erase_node(node)
-    _drop_weight(graph, weight_node)
+    _replace_by_gather(graph, node, weight_node, rows, out)
+
+
+def _gather_from_w4a8_head(graph: Graph, node: fx.Node, weight_node: fx.Node, head: fx.Node, head_name: str) -> None:
+    """Replace embedding ``node`` by ``w4a8_embedding`` of the tied ``w4a8_linear`` head's own paired codes and
+    scales (its group size and, when it has them, its scale codes and row scales): one stored table, which the
+    compiled gather reads in the head's kernel layout (``tvm_kernels._convert_w4a8_embedding``)."""
+    _, qweight, scales, _, group_size, *rest = head.args
+    scale_code_bits = tuple(rest[1:2])  # after activation_group_size: the head's scale-code width, when it has one
+    row_path = f"{head_name}.row_scales"
+    with graph.graph.inserting_before(node):
+        q, s = (graph.graph.get_attr(str(a.target)) for a in (qweight, scales))
+        row_scales = graph.graph.get_attr(row_path) if has_attr(graph.module, row_path) else None
+        rows = graph.graph.call_function(W4A8_EMBEDDING, (node.args[1], q, s, group_size, *scale_code_bits))
+        out = _row_scaled(graph, rows, row_scales, node.args[1])
+    _replace_by_gather(graph, node, weight_node, rows, out)
+
+
+HEAD_GATHERS.add(str(QUANTIZED_LINEAR), _gather_from_head)
+HEAD_GATHERS.add(str(W4A8_LINEAR), _gather_from_w4a8_head)
 
 
 def _embeddings(graph: Graph, config: QuantizeConfig, target: TargetDescriptor, fallbacks: list[dict[str, Any]],
@@ -690,8 +724,9 @@ def _embeddings(graph: Graph, config: QuantizeConfig, target: TargetDescriptor, 
     ``tied_heads``: table attribute -> report of the quantized linear layer that reads the same table (a
     tied output head). Such an embedding gathers rows of the head's packed codes and scales, so the table
     is stored once, in the head's quantization (its format and method, not the embedding's own settings);
-    both reports say so. A head whose op the quantized gather cannot read (w8a8's signed codes) leaves the
-    embedding its own copy, and its report says why."""
+    both reports say so. The gather is the head op's registered one (``HEAD_GATHERS``: ``quantized_embedding``
+    for a weight-only head, ``w4a8_embedding`` for a w4a8 one). A head whose op has none (w8a8's signed codes)
+    leaves the embedding its own copy, and its report says why."""
     reports, skipped = [], []
     readers = attribute_readers(graph)
     for node in list(graph.graph.nodes):
@@ -715,7 +750,7 @@ def _embeddings(graph: Graph, config: QuantizeConfig, target: TargetDescriptor, 
         head_report = tied_heads.get(str(weight_node.target))
         head = _head_op(graph, head_report["layer"]) if head_report is not None else None
         if head is not None:
-            _gather_from_head(graph, node, weight_node, head, head_report["layer"])
+            HEAD_GATHERS.get(str(head.target))(graph, node, weight_node, head, head_report["layer"])
             head_report["tied"] = (f"weight '{weight_node.target}' is shared with the embedding '{name}' (tied); the embedding "
                                    "gathers rows of this layer's packed codes and scales: the table is stored once")
             reports.append(_layer_report(name, "embedding", head_report["format"], head_report["method"], table.numel(), 0,
@@ -730,9 +765,10 @@ def _embeddings(graph: Graph, config: QuantizeConfig, target: TargetDescriptor, 
         settings, fmt = fitted
         quantized = quantize_rtn(table, fmt)
         own_copy = {} if head_report is None else {
-            "tied": f"its tied head '{head_report['layer']}' is not a weight-only quantized linear ({head_report['format']}), "
-                    "whose codes the quantized gather cannot read: the embedding is quantized into its own copy"}
-        stored_as = name if not has_attr(graph.module, f"{name}.qweight") else f"{name}.embedding"  # a tied head took `name`
+            "tied": f"its tied head '{head_report['layer']}' is not a weight-only or w4a8 quantized linear "
+                    f"({head_report['format']}), whose codes a quantized gather cannot read (HEAD_GATHERS): the embedding "
+                    "is quantized into its own copy"}
+        stored_as = name if not has_attr(graph.module, f"{name}.qweight") else own_copy_name(name)  # a tied head took `name`
         qweight, scales, zeros, rows = _packed_attrs(graph, node, stored_as, quantized)
         _swap(graph, node, QUANTIZED_EMBEDDING, (node.args[1], qweight, scales, zeros, fmt.bits, fmt.group(table.shape[1]),
                                                  *_scale_code_arg(fmt)),

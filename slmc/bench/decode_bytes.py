@@ -8,7 +8,8 @@ many parameters alias it (a read from cache is not a DRAM read). The KV cache at
 
 - slmc: the tensors of the artifact's weights file (``manifest.weights.order`` / ``aliases``); the
   parameters of an ``nn.Embedding`` of the source model are gathered, unless the table is tied to a
-  linear layer that stores nothing of its own (then the head reads the embedding's tensors in full);
+  linear layer that stores nothing of its own (then the head reads the embedding's tensors in full); an
+  embedding's own quantized copy beside a tied head's tensors (``slmc.quantization.stored_names``) is gathered;
 - llama.cpp: the GGUF file's tensors; ``token_embd.weight`` / ``position_embd.weight`` are gathered,
   except that without ``output.weight`` the head reads ``token_embd.weight`` in full (llama.cpp's tied head);
 - ONNX Runtime: the initializers; one consumed only as the data of ``Gather`` nodes (axis 0) is gathered;
@@ -81,6 +82,7 @@ def slmc_decode_bytes(weights_file: Path, order: list[str], aliases: dict[str, s
     """slmc's artifact (module docstring): ``order`` and ``aliases`` from ``manifest.weights``, ``module`` the
     source model the artifact was compiled from (it names the embeddings)."""
     from slmc.artifact.aligned_safetensors import map_tensors
+    from slmc.quantization.stored_names import own_copy_name
 
     stored = {name: aliases.get(name, name) for name in order}
     arrays = map_tensors(weights_file, sorted(set(stored.values())))  # views of a mapping: nothing is read
@@ -93,6 +95,8 @@ def slmc_decode_bytes(weights_file: Path, order: list[str], aliases: dict[str, s
     for path, tied in gathered_modules(module).items():
         if not tied or any(under(head) for head in tied):  # a tied head that stores its own tensors reads those
             gather_names.update(under(path))
+        for table in (path, *tied):  # the embedding's own copy beside a tied head's tensors (named after either
+            gather_names.update(under(own_copy_name(table)))  # module's path, as the graph named the shared table)
     readers: dict[str, list[str]] = {}
     for name, key in stored.items():
         readers.setdefault(key, []).append(name)

@@ -28,6 +28,11 @@ lowers the same op to one kernel with dequantization fused into the matmul
   (equal up to float32 rounding). An activation group is a whole number of weight groups and divides the row
   (``activation_group_problem``). ExecuTorch's 8da4w (per token), llama.cpp's Q4_0 x Q8_0 (per block of 32:
   ``activation_group_size`` 32 with ``group_size`` 32) and llm-compressor's W4AINT8 are this arithmetic.
+- ``w4a8_embedding(ids, qweight, scales, group_size, scale_code_bits?)``: rows of the dequantized table stored as
+  ``w4a8_linear``'s weight (the same arguments): the embedding of a tied output head gathers the head's own codes
+  and scales, so the table is stored once (``passes/quantize.py``). Its own op rather than a layout argument of
+  ``quantized_embedding``: the paired layout has no zero points and no bit width to choose, so the gather takes
+  exactly the head's weight arguments, and a change to them (scale codes) changes both ops alike.
 """
 
 from __future__ import annotations
@@ -181,10 +186,23 @@ def _w4a8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, b
     return out + bias if bias is not None else out
 
 
+_LIBRARY.define("w4a8_embedding(Tensor ids, Tensor qweight, Tensor scales, int group_size, "
+                "int? scale_code_bits=None) -> Tensor")
+
+
+def _w4a8_embedding(ids: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
+                    scale_code_bits: int | None = None) -> torch.Tensor:
+    """Rows ``ids`` of ``dequantize_paired(qweight, scales)``: the remembered weight of the tied ``w4a8_linear``
+    reading the same tensors (``_dequantized``'s key and stamp are the same), so eager dequantizes the table once."""
+    return torch.nn.functional.embedding(ids, _dequantized(qweight, scales, None, 4, group_size, paired=True,
+                                                           scale_code_bits=scale_code_bits))
+
+
 _LIBRARY.impl("quantized_linear", _quantized_linear, "CompositeExplicitAutograd")
 _LIBRARY.impl("quantized_embedding", _quantized_embedding, "CompositeExplicitAutograd")
 _LIBRARY.impl("w8a8_linear", _w8a8_linear, "CompositeExplicitAutograd")
 _LIBRARY.impl("w4a8_linear", _w4a8_linear, "CompositeExplicitAutograd")
+_LIBRARY.impl("w4a8_embedding", _w4a8_embedding, "CompositeExplicitAutograd")
 
 
 @torch.library.register_fake("slmc::quantized_linear")
@@ -207,8 +225,14 @@ def _w4a8_linear_fake(x, qweight, scales, bias, group_size, activation_group_siz
     return x.new_empty((*x.shape[:-1], qweight.shape[0]))
 
 
+@torch.library.register_fake("slmc::w4a8_embedding")
+def _w4a8_embedding_fake(ids, qweight, scales, group_size, scale_code_bits=None):  # noqa: ANN001, ANN202
+    return scales.new_empty((*ids.shape, qweight.shape[1] * 2), dtype=torch.float32)
+
+
 QUANTIZED_LINEAR = torch.ops.slmc.quantized_linear.default
 QUANTIZED_EMBEDDING = torch.ops.slmc.quantized_embedding.default
 W8A8_LINEAR = torch.ops.slmc.w8a8_linear.default
 W4A8_LINEAR = torch.ops.slmc.w4a8_linear.default
+W4A8_EMBEDDING = torch.ops.slmc.w4a8_embedding.default
 INT8_ACTIVATION_OPS = frozenset({"w8a8_linear", "w4a8_linear"})  # ops whose activation codes can flip at rounding ties

@@ -21,8 +21,8 @@ from typing import Any
 from tvm import DataType, relax, te, tirx
 
 from slmc.errors import NodeError
-from slmc.quantization.ops import QUANTIZED_LINEAR, activation_group_problem, reciprocal
-from slmc.quantization.w4a8_kernel import w4a8_linear_te
+from slmc.quantization.ops import INT4_MID, QUANTIZED_LINEAR, activation_group_problem, reciprocal
+from slmc.quantization.w4a8_kernel import _nibble, _paired_code, w4a8_linear_te
 from slmc.quantization.w4a8_layout import PAIR_BLOCK
 
 KERNEL_ATTR = "slmc.kernel"
@@ -241,6 +241,31 @@ def quantized_embedding_te(ids: te.Tensor, qweight: te.Tensor, scales: te.Tensor
                       name="dequant_take")
 
 
+def w4a8_embedding_te(ids: te.Tensor, qweight: te.Tensor, scales: te.Tensor, group_size: int,
+                      scale_code_bits: int | None = None) -> te.Tensor:
+    """Rows ``ids`` (1-D, in range: the runtime checks token ids) of a table stored as ``w4a8_linear``'s weight:
+    ``(c[n, k] - 8) * scale[g(k), n]``, from whatever layout the converter gives the linear (``_w4a8_code_layout``):
+    paired bytes tiled ``[N/16, K/8, 16, 4]`` (input ``k`` of channel ``n`` in byte ``[n/16, k/8, n%16, k%4]``, high
+    nibble when ``k % 8 >= 4``) or plain ``[N, K/2]``; ``scales`` ``[G, N]`` (or their scale codes: ``_scale``).
+    A gather of one row reads ``K/2`` bytes at a stride of 64: microseconds per token, and the table is stored once."""
+    half = PAIR_BLOCK // 2
+    mid = tirx.const(float(INT4_MID), "float32")
+
+    def code(n: Any, k: Any) -> Any:
+        if len(qweight.shape) == 2:
+            return _paired_code(qweight, n, k).astype("float32")
+        width = qweight.shape[2]
+        byte = qweight[tirx.floordiv(n, width), tirx.floordiv(k, PAIR_BLOCK), tirx.floormod(n, width), tirx.floormod(k, half)]
+        return _nibble(byte, tirx.floormod(tirx.floordiv(k, half), 2)).astype("float32")
+
+    def value(i: Any, k: Any) -> Any:
+        n = ids[i].astype("int64")
+        return (code(n, k) - mid) * _scale(lambda column: scales[column, n], tirx.floordiv(k, group_size), scale_code_bits)
+
+    in_features = qweight.shape[1] * (PAIR_BLOCK if len(qweight.shape) == 4 else 2)
+    return te.compute((ids.shape[0], in_features), value, name="dequant_take")
+
+
 DOT_TILE = (16, 4)  # int8 dot-product weight tile: output channels x inputs (slmc.schedules.int8_matmul)
 DOT_ROWS = 2  # the tiled kernel's activation rows come in pairs (each weight tile loaded once per pair)
 
@@ -426,6 +451,38 @@ def _convert_w8a8_linear(node: Any, importer: Any) -> relax.Var:
     return _restore(bb, out, leading)
 
 
+def _w4a8_code_layout(bb: relax.BlockBuilder, qweight: relax.Expr, group_size: int) -> tuple[relax.Expr, bool]:
+    """Paired int4 bytes ``[N, K/2]`` in ``w4a8_linear``'s kernel layout and whether it is tiled: ``[N/16, K/8, 16, 4]``
+    when 16 divides ``N`` and ``PAIR_BLOCK`` the group size, else as stored. A reshape/permute chain that
+    ``slmc.schedules.prepack`` applies to the stored weight once; the tied gather (``w4a8_embedding``) emits the
+    same chain, so both read one stored array."""
+    out_features, packed = (int(v) for v in qweight.ty.shape.values)
+    width, depth = DOT_TILE
+    if out_features % width or group_size % PAIR_BLOCK:
+        return qweight, False
+    tiles = bb.emit(relax.op.reshape(qweight, [out_features // width, width, packed * 2 // PAIR_BLOCK, depth]))
+    return bb.emit(relax.op.permute_dims(tiles, [0, 2, 1, 3])), True
+
+
+def _convert_w4a8_embedding(node: Any, importer: Any) -> relax.Var:
+    """``w4a8_embedding``: the table read in ``w4a8_linear``'s layout (codes ``_w4a8_code_layout``, scales
+    transposed ``[G, N]``) whether or not a tied head reads it too, so the two converters emit one relayout
+    chain per stored tensor and ``slmc.schedules.prepack`` stores it once (as ``_convert_quantized_embedding``
+    follows ``quantized_linear``'s layout for a tied weight-only head)."""
+    ids, qweight, scales, group_size, *rest = importer.retrieve_args(node)
+    scale_code_bits = _scale_code_bits(rest)
+    bb = importer.block_builder
+    shape = list(ids.ty.shape.values)
+    flat = ids if len(shape) == 1 else bb.emit(relax.op.reshape(ids, [-1]))
+    qweight, _ = _w4a8_code_layout(bb, qweight, int(group_size))
+    name = _kernel_name("slmc_w4a8_embedding", f"g{group_size}", f"s{scale_code_bits}" if scale_code_bits else "")
+    out = bb.emit_te(w4a8_embedding_te, flat, qweight, _weight_layout(bb, scales, None), int(group_size), scale_code_bits,
+                     primfunc_name_hint=name, primfunc_attrs={KERNEL_ATTR: "w4a8_embedding"})
+    if len(shape) == 1:
+        return out
+    return bb.emit(relax.op.reshape(out, [*shape, out.ty.shape.values[-1]]))
+
+
 def _convert_w4a8_linear(node: Any, importer: Any) -> relax.Var:
     """``w4a8_linear`` (``slmc.quantization.w4a8_kernel``): paired int4 bytes ``[N, K/2]``
     (``slmc.quantization.w4a8_layout``) tiled ``[N/16, K/8, 16, 4]`` (16 channels x 4 bytes: two int8
@@ -441,11 +498,7 @@ def _convert_w4a8_linear(node: Any, importer: Any) -> relax.Var:
     problem = activation_group_problem(packed * 2, int(group_size), activation_group)
     if problem is not None:
         raise NodeError(node.name, f"slmc.w4a8_linear: {problem}")
-    width, depth = DOT_TILE
-    tiled = out_features % width == 0 and int(group_size) % PAIR_BLOCK == 0
-    if tiled:
-        tiles = bb.emit(relax.op.reshape(qweight, [out_features // width, width, packed * 2 // PAIR_BLOCK, depth]))
-        qweight = bb.emit(relax.op.permute_dims(tiles, [0, 2, 1, 3]))
+    qweight, tiled = _w4a8_code_layout(bb, qweight, int(group_size))
     suffix = f"g{group_size}" if activation_group is None else f"g{group_size}_a{activation_group}"
     out = bb.emit_te(w4a8_linear_te, flat, qweight, _weight_layout(bb, scales, None), bias, int(group_size),
                      DOT_ROWS if tiled else 1, activation_group, primfunc_name_hint=_kernel_name("slmc_w4a8_linear", suffix),
@@ -458,4 +511,5 @@ CONVERTERS: dict[str, Callable[[Any, Any], relax.Var]] = {
     "quantized_embedding.default": _convert_quantized_embedding,
     "w8a8_linear.default": _convert_w8a8_linear,
     "w4a8_linear.default": _convert_w4a8_linear,
+    "w4a8_embedding.default": _convert_w4a8_embedding,
 }

@@ -57,6 +57,27 @@ def test_slmc_artifact_gathers_the_untied_embedding_and_reads_every_other_stored
     assert read.full == {n: a.nbytes for n, a in stored.items() if n != "p_embed_weight"}
 
 
+@pytest.mark.parametrize("table", ["lm_head", "model.embed_tokens"])
+def test_slmc_embedding_own_copy_beside_a_tied_head_is_one_row(tmp_path, table):
+    """A tied table whose head keeps the table's name (a w8a8 head: no gather reads its codes) while the embedding
+    is quantized into its own copy ``<table>.embedding.*`` (passes/quantize.py): the head's tensors are read whole,
+    the copy one row per step (issue 22.3: it was counted whole, 94.5 vs 78.6 MB for SmolLM's W4A8 rows). The
+    graph names the shared table after either module, so both spellings are counted alike."""
+    from slmc.artifact.aligned_safetensors import save_aligned
+    from slmc.bench.decode_bytes import exported_prefix
+    from slmc.quantization.stored_names import own_copy_name
+
+    head, copy = exported_prefix(table), exported_prefix(own_copy_name(table))
+    tensors = {head + "qweight": np.zeros((VOCAB, HIDDEN), np.int8), head + "weight_scales": np.ones(VOCAB, np.float32),
+               copy + "qweight": np.zeros((VOCAB, HIDDEN // 2), np.uint8), copy + "scales": np.ones((VOCAB, 2), np.float16),
+               "p_model_norm_weight": np.ones(HIDDEN, np.float32)}
+    save_aligned(tensors, tmp_path / "weights.safetensors")
+    read = slmc_decode_bytes(tmp_path / "weights.safetensors", list(tensors), {}, _llama(True))
+    assert read.gathered == {copy + "qweight": (VOCAB * HIDDEN // 2, HIDDEN // 2), copy + "scales": (VOCAB * 4, 4)}
+    assert read.full == {n: a.nbytes for n, a in tensors.items() if not n.startswith(copy)}
+    assert read.weight_bytes == VOCAB * (HIDDEN + 4) + HIDDEN * 4 + HIDDEN // 2 + 4
+
+
 def test_gguf_token_embedding_is_one_row_unless_the_head_is_tied_to_it(tmp_path):
     pytest.importorskip("gguf", reason="the gguf package is the bench extra (pip install -e '.[bench]')")
     from gguf import GGUFReader

@@ -156,6 +156,32 @@ def test_quantized_embedding_kernel_matches_eager(fmt, host_target):
     assert err == 0.0  # a gather of dequantized rows: exact
 
 
+class W4A8Embedding(torch.nn.Module):
+    """A table stored as ``w4a8_linear``'s weight (paired int4 codes, float16 scales per 32 inputs)."""
+
+    def __init__(self, rows: int):
+        super().__init__()
+        from slmc.quantization.w4a8_layout import pack_paired
+
+        gen = torch.Generator().manual_seed(3)
+        self.qweight = _frozen(pack_paired(torch.randint(1, 16, (rows, 64), generator=gen)))
+        self.scales = _frozen((torch.rand(rows, 2, generator=gen) + 0.1).to(torch.float16))
+
+    def forward(self, ids):
+        return torch.ops.slmc.w4a8_embedding(ids, self.qweight, self.scales, 32)
+
+
+@pytest.mark.parametrize("rows", [96, 100], ids=["tiled", "plain"])
+def test_w4a8_embedding_kernel_matches_eager(rows, host_target):
+    """The gather reads the head's layout: tiles ``[N/16, K/8, 16, 4]`` when 16 divides the rows, else ``[N, K/2]``."""
+    err, mod = _compile_and_compare(W4A8Embedding(rows), lambda n: torch.arange(n).reshape(1, n) * 7 % rows, [1, 9],
+                                    host_target, axis=-1)
+    assert err == 0.0  # a gather of dequantized rows: exact
+    kernel = next(f for gv, f in mod.functions.items() if gv.name_hint.startswith("slmc_w4a8_embedding_g32"))
+    codes = "(T.int64(6), T.int64(8), T.int64(16), T.int64(4))" if rows == 96 else "(T.int64(100), T.int64(32))"
+    assert f'T.Buffer({codes}, "uint8")' in kernel.script()
+
+
 @pytest.mark.parametrize("smooth", [False, True])
 def test_w8a8_kernel_matches_eager(smooth, host_target):
     err, _ = _compile_and_compare(W8A8(smooth), lambda n: torch.randn(1, n, 64), [1, 6], host_target)
