@@ -75,12 +75,13 @@ def test_w4a8_kernel_matches_eager(shape, group, tiled, block, code_bits, host_t
     assert (packed in kernel.script()) == tiled  # int4 stays packed: prepacked blocks of two tiles of 16 channels x 4 inputs
 
 
-@pytest.mark.parametrize("block", [None, 32])
-def test_tiled_kernels_are_scheduled_on_int8_dot_tiles(block, host_target):
+@pytest.mark.parametrize("block,code_bits", [(None, None), (32, None), (32, 6)])
+def test_tiled_kernels_are_scheduled_on_int8_dot_tiles(block, code_bits, host_target):
+    """Per token, per block, and with packed 6-bit scale codes (unpacked in the rescale, which the rule schedules)."""
     from slmc.backend.lowering import build, to_relax
     from slmc.graph.ir import ModelSpec, trace
 
-    module = W4A8(48, 64, 32, block=block)
+    module = W4A8(48, 64, 32, block=block, code_bits=code_bits)
     program = to_relax(trace(ModelSpec(module, (torch.randn(1, 4, 64),), ({1: torch.export.Dim("n", min=1, max=64)},))))
     build(program, host_target)
     assert any("Int4Int8Matmul 1" in note for note in program.notes), program.notes
