@@ -17,7 +17,9 @@ One linear of each shape of ``--model`` (``SHAPES``: SmolLM-135M 576->576 q/o, 5
   unpacking's cost against ``new``'s float16 scales in one process;
 - ``w4a8``: int8 activations x the same int4 codes (paired, ``[N/16, K/8, 16, 4]``), VNNI dots
   (``slmc.schedules.int4_int8_matmul``; int4 symmetric only): the weight-only kernel's yardstick, since
-  it reads the same bytes per weight.
+  it reads the same bytes per weight; per token, or per ``--activation-group`` inputs;
+- ``w4a8codes`` / ``w4a8codes6``: ``w4a8`` with uint8 / packed 6-bit scale codes instead of float16 scales (the
+  row scale is a separate multiply after the op, not timed here), against ``w4a8`` in one process.
 
 Each is checked against numpy first, then all are timed interleaved round by round in one process (so
 load hits them alike); reports median ms, GB/s of weight bytes read (codes + scales + zero points: the
@@ -31,6 +33,8 @@ model; the last-level cache of this VM reports 480 MiB).
     python benchmarks/quantized_kernel_speed.py --threads 1 --bits 8 --zeros --group 64
     python benchmarks/quantized_kernel_speed.py --threads 2 --rows 1 --cold-mb 128
     python benchmarks/quantized_kernel_speed.py --rows 1 128 --variants new codes6
+    python benchmarks/quantized_kernel_speed.py --model qwen --rows 1 --cold-mb 600 --activation-group 32 \
+        --variants w4a8 w4a8codes w4a8codes6
 
 Not a test: timings depend on the machine and its load (printed before and after).
 """
@@ -102,11 +106,15 @@ def _kernel(in_features: int, out_features: int, bits: int, group: int, zeros: b
     return sch.mod["main"], target.tvm_target()
 
 
+W4A8_SCALE_CODES = {"w4a8": None, "w4a8codes": 8, "w4a8codes6": 6}  # w4a8 variant -> scale code bits (None: float16)
+
+
 def w4a8_kernel(in_features: int, out_features: int, group: int, rows: int | None = None,
-                activation_group: int | None = None):
+                activation_group: int | None = None, scale_code_bits: int | None = None):
     """The scheduled PrimFunc of ``w4a8_linear_te`` on the tiled paired layout (``Int4Int8Matmul`` on the
     host's int8 dot products, as a compile would) and its TVM target; ``rows`` ``None``: a dynamic row count;
-    ``activation_group``: int8 activations per block of that many inputs (``None``: per token)."""
+    ``activation_group``: int8 activations per block of that many inputs (``None``: per token);
+    ``scale_code_bits`` 8 / 6: uint8 / packed 6-bit scale codes instead of float16 scales."""
     from tvm import te, tirx
 
     from slmc.quantization.tvm_kernels import DOT_ROWS, KERNEL_ATTR
@@ -119,8 +127,11 @@ def w4a8_kernel(in_features: int, out_features: int, group: int, rows: int | Non
     n, k = out_features, in_features
     x = te.placeholder((rows or tirx.Var("m", "int64"), k), "float32", "x")
     q = te.placeholder((n // 16, k // 8, 16, 4), "uint8", "q")
-    s = te.placeholder((k // group, n), "float16", "s")
-    out = w4a8_linear_te(x, q, s, None, group, DOT_ROWS, activation_group)
+    from slmc.quantization.formats import packed_scale_columns
+
+    columns = packed_scale_columns(k // group, 6 if scale_code_bits == 6 else None)
+    s = te.placeholder((columns, n), "float16" if scale_code_bits is None else "uint8", "s")
+    out = w4a8_linear_te(x, q, s, None, group, DOT_ROWS, activation_group, 6 if scale_code_bits == 6 else None)
     func = te.create_prim_func([x, q, s, out]).with_attr(KERNEL_ATTR, "w4a8_linear")
     sch = Int4Int8Matmul(cpu_params(target), list(target.compute.int8_dot or [])).apply(func, target.tvm_target(), False)
     if sch is None:
@@ -216,21 +227,27 @@ def measure(shape: tuple[int, int], args: argparse.Namespace, bandwidth: float) 
     zeros = rng.integers(0, 2**args.bits, (out_features, groups)).astype(np.uint8) if args.zeros else None
     scale_codes = rng.integers(1, 64, (out_features, groups)).astype(np.uint8)  # codes6: the row scale is not in the kernel
     packed_codes = pack_scale_codes(torch.from_numpy(scale_codes), 6).numpy()
+    byte_codes = rng.integers(1, 256, (out_features, groups)).astype(np.uint8)  # w4a8codes: uint8 codes
     zero_bytes = zeros.nbytes if zeros is not None else 0
     weight_bytes = {name: codes.nbytes + scales.nbytes + zero_bytes for name in ("old", "new", "hwpf", "w4a8")}
-    weight_bytes["codes6"] = codes.nbytes + packed_codes.nbytes + zero_bytes
+    weight_bytes["codes6"] = weight_bytes["w4a8codes6"] = codes.nbytes + packed_codes.nbytes + zero_bytes
+    weight_bytes["w4a8codes"] = codes.nbytes + byte_codes.nbytes
     weights = {name: dequantized_weight(codes, scales, zeros, args.bits, args.group) for name in ("old", "new", "hwpf", "w4a8")}
-    weights["codes6"] = dequantized_weight(codes, scale_codes, zeros, args.bits, args.group)
+    weights["codes6"] = weights["w4a8codes6"] = dequantized_weight(codes, scale_codes, zeros, args.bits, args.group)
+    weights["w4a8codes"] = dequantized_weight(codes, byte_codes, zeros, args.bits, args.group)
+    w4a8_scales = {"w4a8": scales, "w4a8codes": byte_codes, "w4a8codes6": packed_codes}
     widths = {"old": None, "new": linear_tile_width(out_features), "hwpf": linear_tile_width(out_features),
               "codes6": linear_tile_width(out_features)}
-    variants = [v for v in args.variants if v != "w4a8" or (args.bits == 4 and not args.zeros and out_features % 16 == 0)]
+    variants = [v for v in args.variants
+                if v not in W4A8_SCALE_CODES or (args.bits == 4 and not args.zeros and out_features % 16 == 0)]
     if len(variants) < len(args.variants):
         print(f"{in_features}->{out_features}: no w4a8 variant (it is int4, symmetric, 16 | N only)", flush=True)
     libraries, tables = {}, {}
     for name in variants:
-        if name == "w4a8":
-            func, target = w4a8_kernel(in_features, out_features, args.group)
-            tables[name] = w4a8_tables(unpacked(codes, args.bits).astype(np.uint8), scales)
+        if name in W4A8_SCALE_CODES:
+            func, target = w4a8_kernel(in_features, out_features, args.group, activation_group=args.activation_group,
+                                       scale_code_bits=W4A8_SCALE_CODES[name])
+            tables[name] = w4a8_tables(unpacked(codes, args.bits).astype(np.uint8), w4a8_scales[name])
         else:
             width = widths[name]
             func, target = kernel(in_features, out_features, args.bits, args.group, args.zeros, width, prefetch=name != "hwpf",
@@ -246,7 +263,8 @@ def measure(shape: tuple[int, int], args: argparse.Namespace, bandwidth: float) 
         copies = max(1, -(-args.cold_mb * 2**20 // weight_bytes["new"])) if args.cold_mb else 1
         for name in variants:
             weight = weights[name]
-            want, tolerance = (w4a8_reference(x, weight), 1e-4) if name == "w4a8" else (x @ weight.T, 1e-5)
+            want, tolerance = ((w4a8_reference(x, weight, args.activation_group), 1e-4) if name in W4A8_SCALE_CODES
+                               else (x @ weight.T, 1e-5))
             out = tvm.runtime.tensor(np.zeros((rows, out_features), np.float32))
             activations = tvm.runtime.tensor(x)
             sets = [[activations, *(tvm.runtime.tensor(t) for t in tables[name]), out] for _ in range(copies)]
@@ -265,7 +283,8 @@ def measure(shape: tuple[int, int], args: argparse.Namespace, bandwidth: float) 
                             "of_triad": round(weight_bytes[name] / seconds / 1e9 / bandwidth, 2),
                             "gflops": round(flops / seconds / 1e9, 1)}
         rows_results.append(result)
-        ratios = [f"{a}/{b} {result[a]['ms'] / result[b]['ms']:.2f}x" for a, b in (("new", "old"), ("new", "hwpf"), ("new", "w4a8"), ("codes6", "new"))
+        ratios = [f"{a}/{b} {result[a]['ms'] / result[b]['ms']:.2f}x" for a, b in (("new", "old"), ("new", "hwpf"), ("new", "w4a8"), ("codes6", "new"),
+                                                                                   ("w4a8codes", "w4a8"), ("w4a8codes6", "w4a8"))
                   if a in result and b in result]
         print(f"{in_features:5d}->{out_features:<6d} rows {rows:3d} | " + " | ".join(
             f"{name} {r['ms']:8.3f} ms {r['weight_gbs']:6.1f} GB/s ({r['of_triad']:.0%} triad) {r['gflops']:6.1f} GFLOP/s"
@@ -279,7 +298,10 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(SHAPES), default="smollm", help="whose linear shapes (SHAPES)")
     parser.add_argument("--shape", type=int, nargs=2, action="append", metavar=("K", "N"),
                         help="one (K, N) linear instead of the model's (repeatable)")
-    parser.add_argument("--variants", nargs="+", choices=["old", "new", "hwpf", "codes6", "w4a8"], default=["old", "new"])
+    parser.add_argument("--variants", nargs="+", choices=["old", "new", "hwpf", "codes6", *W4A8_SCALE_CODES],
+                        default=["old", "new"])
+    parser.add_argument("--activation-group", type=int, default=None,
+                        help="w4a8 variants: int8 activations per block of this many inputs (default: per token)")
     parser.add_argument("--bits", type=int, choices=[4, 8], default=4)
     parser.add_argument("--group", type=int, default=32)
     parser.add_argument("--zeros", action="store_true", help="asymmetric: uint8 zero points")

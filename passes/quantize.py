@@ -47,7 +47,8 @@ layer, and the allocation is in ``stats.bit_allocation``. ``clip_search`` choose
 the smallest squared rounding error instead of min-max (``slmc.quantization.formats``). ``scale_codes`` stores
 each group's scale as a uint8 code under a float16 scale per output row (double-quantized scales, Dettmers et
 al. 2023): the kernels run the codes as their scales, and the row scale multiplies the op's output (a gather's
-rows) once per output feature, before the bias. ``scale_code_bits: 6`` stores those codes in 6 bits, packed
+rows) once per output feature, before the bias (weight-only and ``w4a8`` layers alike: the int4 x int8 kernel
+multiplies each group's int32 sum by its code where it would by its float16 scale). ``scale_code_bits: 6`` stores those codes in 6 bits, packed
 four per three bytes (int4 g32 at ``4 + 6/32 + 16/K`` bits per weight, 4.25 at ``K = 256``); the kernels unpack them.
 """
 
@@ -88,6 +89,7 @@ Scheme = Literal["weight_only", "w8a8", "w4a8"]
 W4A8_METHODS = ("rtn", "gptq")  # methods whose codes need no input scaling (AWQ's would need the activations rescaled)
 W4A8_GROUP_MULTIPLE = 8  # int4 codes pack in pairs and int8 dot-product tiles take 4 inputs: 8 keeps both whole
 Method = Literal["rtn", "gptq", "awq"]
+SCALE_CODE_SCHEMES = ("weight_only", "w4a8")  # schemes whose kernels read scale codes (w8a8's scales are per channel)
 
 
 class GptqOptions(StrictModel):
@@ -124,7 +126,7 @@ class LayerSettings(StrictModel):
         "null: one scale per token (row)")
     scale_codes: bool = Field(False, description="store each group's scale as a uint8 code times a float16 scale per "
                               "output row (double-quantized scales: 8 instead of 16 bits per group, plus 16 per row); "
-                              "weight_only with a group_size")
+                              "scheme weight_only or w4a8, with a group_size")
     scale_code_bits: Literal[6, 8] = Field(8, description="bits per scale code with scale_codes: 8 (uint8, one byte per "
                                            "group) or 6 (codes 1..63 packed four per three bytes: int4 g32 at 4 + 6/32 + "
                                            "16/in_features bits per weight)")
@@ -223,9 +225,9 @@ class QuantizeConfig(LayerSettings, PassConfig):
                                               or settings.method != "rtn" or settings.clip_search):
                 raise ValueError(f"{where}scheme w8a8 takes bits 8, per-channel, symmetric weights, method rtn and no "
                                  "clip_search")
-            if settings.scale_codes and (settings.scheme != "weight_only" or settings.group_size is None):
-                raise ValueError(f"{where}scale_codes takes scheme weight_only and a group_size (got scheme "
-                                 f"{settings.scheme}, group_size {settings.group_size})")
+            if settings.scale_codes and (settings.scheme not in SCALE_CODE_SCHEMES or settings.group_size is None):
+                raise ValueError(f"{where}scale_codes takes scheme {' or '.join(SCALE_CODE_SCHEMES)} and a group_size "
+                                 f"(got scheme {settings.scheme}, group_size {settings.group_size})")
             if settings.scale_code_bits != 8 and not settings.scale_codes:
                 raise ValueError(f"{where}scale_code_bits {settings.scale_code_bits} takes scale_codes: true")
             if settings.clip_search and settings.method == "awq":
@@ -260,7 +262,7 @@ class QuantizeConfig(LayerSettings, PassConfig):
         # the validator refuses it by name
         if override.activation_group_size is None and (data["scheme"] != "w4a8" or data["group_size"] is None):
             data["activation_group_size"] = None
-        if override.scale_codes is None and (data["scheme"] != "weight_only" or data["group_size"] is None):
+        if override.scale_codes is None and (data["scheme"] not in SCALE_CODE_SCHEMES or data["group_size"] is None):
             data["scale_codes"] = False
         if override.scale_code_bits is None and not data["scale_codes"]:  # a layer without scale codes keeps no width
             data["scale_code_bits"] = 8
@@ -535,13 +537,22 @@ def _replace_w8a8(graph: Graph, plan: _Planned, codes: torch.Tensor, weight_scal
 
 
 def _replace_w4a8(graph: Graph, plan: _Planned, quantized: QuantizedWeight) -> None:
-    """``w4a8_linear`` on the codes stored in its own nibble-paired layout (``slmc.quantization.w4a8_layout``)."""
+    """``w4a8_linear`` on the codes stored in its own nibble-paired layout (``slmc.quantization.w4a8_layout``); with
+    scale codes, its scales are the codes (6-bit ones packed) and the row scales multiply its output, before the
+    bias (``_row_scaled``), as for weight-only layers."""
     layer = plan.layer
     qweight = _attr(graph, layer.node, f"{layer.name}.qweight", pack_paired(quantized.codes))
-    scales = _attr(graph, layer.node, f"{layer.name}.scales", quantized.scales)
-    args = (layer.input, qweight, scales, layer.bias_node, plan.fmt.group(quantized.shape[1]))
-    activation_group = plan.settings.activation_group_size  # None (per token) is the op's default: not written
-    _swap(graph, layer.node, W4A8_LINEAR, args if activation_group is None else (*args, activation_group), layer.weight_node)
+    scales = _attr(graph, layer.node, f"{layer.name}.scales", quantized.stored_scales())
+    rows = (_attr(graph, layer.node, f"{layer.name}.row_scales", quantized.row_scales)
+            if quantized.row_scales is not None else None)
+    bias = layer.bias_node if rows is None else None  # with row scales the bias is added after them
+    args = (layer.input, qweight, scales, bias, plan.fmt.group(quantized.shape[1]))
+    # optional trailing arguments, written only when given (None per token and float16 scales are the op's defaults)
+    trailing = (plan.settings.activation_group_size, *_scale_code_arg(plan.fmt))
+    while trailing and trailing[-1] is None:
+        trailing = trailing[:-1]
+    _swap(graph, layer.node, W4A8_LINEAR, (*args, *trailing), layer.weight_node, rows,
+          layer.bias_node if rows is not None else None)
 
 
 def _layer_report(name: str, kind: str, fmt: str, method: str, params: int, stored: int, **extra: Any) -> dict[str, Any]:

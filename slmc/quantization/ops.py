@@ -17,10 +17,11 @@ lowers the same op to one kernel with dequantization fused into the matmul
   symmetric int8 weights ``[N, K]`` (int8 storage, per-output-channel float32 scales), int32
   accumulation, rescaled by ``activation_scale * weight_scales``. ``input_scale`` carries
   SmoothQuant's migration ``1/s`` (Xiao et al., 2022).
-- ``w4a8_linear(x, qweight, scales, bias?, group_size, activation_group_size?)``: dynamic int8 activations
-  times symmetric int4 weights (codes ``c`` in ``[1, 15]`` standing for ``c - 8``, packed two per byte in the
-  nibble-paired layout of ``slmc.quantization.w4a8_layout``, float16 scales per group of ``group_size``
-  inputs). Each row (token) of ``x`` is quantized per *activation group* of ``activation_group_size``
+- ``w4a8_linear(x, qweight, scales, bias?, group_size, activation_group_size?, scale_code_bits?)``: dynamic int8
+  activations times symmetric int4 weights (codes ``c`` in ``[1, 15]`` standing for ``c - 8``, packed two per byte
+  in the nibble-paired layout of ``slmc.quantization.w4a8_layout``, float16 scales per group of ``group_size``
+  inputs, or uint8 scale codes, ``scale_code_bits`` as for ``quantized_linear``: the caller multiplies the row
+  scales of codes after the op). Each row (token) of ``x`` is quantized per *activation group* of ``activation_group_size``
   inputs (``None``: the whole row, one scale per token), each group with its own scale ``max|x_group| / 127``;
   each weight group's integer dot product is summed in int32, times the group's weight scale and the scale of
   the activation group holding it, accumulated in float32 over the groups (the TVM kernel); the eager reference
@@ -55,7 +56,7 @@ _LIBRARY.define("quantized_embedding(Tensor ids, Tensor qweight, Tensor scales, 
 _LIBRARY.define("w8a8_linear(Tensor x, Tensor qweight, Tensor weight_scales, Tensor? bias, Tensor? input_scale, "
                 "float activation_scale) -> Tensor")
 _LIBRARY.define("w4a8_linear(Tensor x, Tensor qweight, Tensor scales, Tensor? bias, int group_size, "
-                "int? activation_group_size=None) -> Tensor")
+                "int? activation_group_size=None, int? scale_code_bits=None) -> Tensor")
 
 ACTIVATION_LIMIT = 127
 TOKEN_RANGE_FLOOR = 1e-30  # max|x_row| below it is raised to it: an all-zero row gets codes 0, not 0 * inf
@@ -79,7 +80,7 @@ def _dequantized(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tenso
     entry = _DEQUANTIZED.get(key)
     if entry is not None and entry[0]() is qweight and entry[1] == stamp:
         return entry[2]
-    weight = (dequantize_paired(qweight, scales, group_size) if paired
+    weight = (dequantize_paired(qweight, scales, group_size, scale_code_bits) if paired
               else dequantize(qweight, scales, zeros, bits, group_size, scale_code_bits))
     if not torch._C._functorch.is_functorch_wrapped_tensor(qweight) and type(qweight) in (torch.Tensor, torch.nn.Parameter):
         _DEQUANTIZED[key] = (weakref.ref(qweight, lambda _, k=key: _DEQUANTIZED.pop(k, None)), stamp, weight)
@@ -170,11 +171,12 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _w4a8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None,
-                 group_size: int, activation_group_size: int | None = None) -> torch.Tensor:
+                 group_size: int, activation_group_size: int | None = None,
+                 scale_code_bits: int | None = None) -> torch.Tensor:
     problem = activation_group_problem(x.shape[-1], group_size, activation_group_size)
     if problem is not None:
         raise ValueError(f"slmc.w4a8_linear: {problem}")
-    weight = _dequantized(qweight, scales, None, 4, group_size, paired=True)
+    weight = _dequantized(qweight, scales, None, 4, group_size, paired=True, scale_code_bits=scale_code_bits)
     codes, act_scale = quantize_activation_groups(x, activation_group_size)
     # sum_k code(x)[k] * (c[k] - 8) * scale[g(k)] * act_scale[a(k)]: the kernel's int32 group sums times their scales,
     # in float32 (the same value up to float32 rounding; a matmul on the remembered dequantized weight keeps eager fast)
@@ -221,7 +223,7 @@ def _w8a8_linear_fake(x, qweight, weight_scales, bias, input_scale, activation_s
 
 
 @torch.library.register_fake("slmc::w4a8_linear")
-def _w4a8_linear_fake(x, qweight, scales, bias, group_size, activation_group_size=None):  # noqa: ANN001, ANN202
+def _w4a8_linear_fake(x, qweight, scales, bias, group_size, activation_group_size=None, scale_code_bits=None):  # noqa: ANN001, ANN202
     return x.new_empty((*x.shape[:-1], qweight.shape[0]))
 
 

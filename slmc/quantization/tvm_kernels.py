@@ -22,6 +22,7 @@ from tvm import DataType, relax, te, tirx
 
 from slmc.errors import NodeError
 from slmc.quantization.ops import INT4_MID, QUANTIZED_LINEAR, activation_group_problem, reciprocal
+from slmc.quantization.scale_code_te import group_scale as _scale
 from slmc.quantization.w4a8_kernel import _nibble, _paired_code, w4a8_linear_te
 from slmc.quantization.w4a8_layout import PAIR_BLOCK
 
@@ -38,27 +39,6 @@ def _code(qweight: te.Tensor, n: Any, k: Any, bits: int, transposed: bool = Fals
     byte = at(n, tirx.floordiv(k, 2))
     shift = (tirx.floormod(k, 2) * 4).astype("uint8")
     return tirx.bitwise_and(tirx.shift_right(byte, shift), tirx.const(15, "uint8")).astype("float32")
-
-
-SCALE_CODES_PER_WORD = 4  # 6-bit scale codes per 3-byte word (slmc.quantization.formats.pack_scale_codes)
-SCALE_WORD_BYTES = 3
-
-
-def _scale(read: Callable[[Any], Any], group: Any, scale_code_bits: int | None) -> Any:
-    """The float32 scale (or scale code) of ``group``, where ``read(column)`` is the stored ``scales`` element at
-    that column for the weight's output channel. ``scale_code_bits`` ``None``: one element per group; 6: codes
-    packed four per three bytes (``formats.pack_scale_codes``): the three bytes of the group's word, combined
-    little-endian into 24 bits, shifted by 6 per code before it and masked to 6 bits."""
-    if scale_code_bits is None:
-        return read(group).astype("float32")
-    if scale_code_bits != 6:
-        raise ValueError(f"scale_code_bits must be None or 6 (packed 6-bit scale codes), got {scale_code_bits}")
-    base = tirx.floordiv(group, SCALE_CODES_PER_WORD) * SCALE_WORD_BYTES
-    word = read(base).astype("uint32")
-    for byte in range(1, SCALE_WORD_BYTES):
-        word = tirx.bitwise_or(word, tirx.shift_left(read(base + byte).astype("uint32"), tirx.const(8 * byte, "uint32")))
-    shift = (tirx.floormod(group, SCALE_CODES_PER_WORD) * 6).astype("uint32")
-    return tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(63, "uint32")).astype("float32")
 
 
 def dequantized(qweight: te.Tensor, scales: te.Tensor, zeros: te.Tensor | None, bits: int, group_size: int,
@@ -489,9 +469,11 @@ def _convert_w4a8_linear(node: Any, importer: Any) -> relax.Var:
     dot-product tiles of ``DOT_TILE``, one per nibble) when 16 divides ``N`` and ``PAIR_BLOCK`` the group
     size, scales transposed to ``[G, N]``; both relayouts are stored so at compile time
     (``slmc.schedules.prepack``). Activations per token, or per ``activation_group_size`` inputs when the node
-    gives one (``NodeError`` naming the node when ``activation_group_problem`` finds one)."""
+    gives one (``NodeError`` naming the node when ``activation_group_problem`` finds one). Scale codes (uint8, or
+    6-bit packed with ``scale_code_bits`` 6) are read as the kernel's scales (``scale_code_te.group_scale``)."""
     x, qweight, scales, bias, group_size, *rest = importer.retrieve_args(node)
     activation_group = int(rest[0]) if rest and rest[0] is not None else None
+    scale_code_bits = _scale_code_bits(rest[1:])
     bb = importer.block_builder
     flat, leading = _flatten(bb, x)
     out_features, packed = (int(v) for v in qweight.ty.shape.values)
@@ -499,9 +481,10 @@ def _convert_w4a8_linear(node: Any, importer: Any) -> relax.Var:
     if problem is not None:
         raise NodeError(node.name, f"slmc.w4a8_linear: {problem}")
     qweight, tiled = _w4a8_code_layout(bb, qweight, int(group_size))
-    suffix = f"g{group_size}" if activation_group is None else f"g{group_size}_a{activation_group}"
+    name = _kernel_name("slmc_w4a8_linear", f"g{group_size}", f"a{activation_group}" if activation_group else "",
+                        f"s{scale_code_bits}" if scale_code_bits else "")
     out = bb.emit_te(w4a8_linear_te, flat, qweight, _weight_layout(bb, scales, None), bias, int(group_size),
-                     DOT_ROWS if tiled else 1, activation_group, primfunc_name_hint=_kernel_name("slmc_w4a8_linear", suffix),
+                     DOT_ROWS if tiled else 1, activation_group, scale_code_bits, primfunc_name_hint=name,
                      primfunc_attrs={KERNEL_ATTR: "w4a8_linear"})
     return _restore(bb, out, leading)
 

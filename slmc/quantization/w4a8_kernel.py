@@ -45,6 +45,7 @@ from typing import Any
 from tvm import te, tirx
 
 from slmc.quantization.ops import ACTIVATION_LIMIT, INT4_MID, TOKEN_RANGE_FLOOR
+from slmc.quantization.scale_code_te import group_scale
 from slmc.quantization.w4a8_layout import PAIR_BLOCK
 
 
@@ -96,12 +97,15 @@ def token_codes(x: te.Tensor, row_multiple: int, activation_group_size: int | No
 
 
 def w4a8_linear_te(x: te.Tensor, qweight: te.Tensor, scales: te.Tensor, bias: te.Tensor | None, group_size: int,
-                   row_multiple: int, activation_group_size: int | None = None) -> te.Tensor:
+                   row_multiple: int, activation_group_size: int | None = None,
+                   scale_code_bits: int | None = None) -> te.Tensor:
     """``out[m, n] = sum_g (sum_{k in g} code(x)[m, k] * (c[n, k] - 8)) * scale[g, n] * r[m, a(g)] / 127 (+ bias[n])``.
 
     ``qweight``: paired bytes (``slmc.quantization.w4a8_layout``) tiled ``[N/16, K/8, 16, 4]`` or plain
-    ``[N, K/2]``; ``scales``: float16 ``[G, N]`` (transposed by the converter); ``activation_group_size``:
-    ``None`` per token. Preconditions: ``group_size`` divides ``K``, ``PAIR_BLOCK`` (8) divides ``K``; tiled: 8
+    ``[N, K/2]``; ``scales``: float16 ``[G, N]`` (transposed by the converter), or uint8 scale codes ``[G, N]``, or
+    (``scale_code_bits`` 6) 6-bit codes packed four per three bytes ``[3 * ceil(G / 4), N]``, unpacked once per
+    group and output channel (``scale_code_te.group_scale``; the row scale of codes multiplies the op's output after
+    it, ``passes/quantize.py``); ``activation_group_size``: ``None`` per token. Preconditions: ``group_size`` divides ``K``, ``PAIR_BLOCK`` (8) divides ``K``; tiled: 8
     divides ``group_size``; ``slmc.quantization.ops.activation_group_problem`` finds none.
     """
     rows, in_features = x.shape
@@ -158,7 +162,8 @@ def w4a8_linear_te(x: te.Tensor, qweight: te.Tensor, scales: te.Tensor, bias: te
 
     rescaled = te.compute(  # each group's term carries its activation scale: the epilogue reads this stage only
         (codes.shape[0], out_features),
-        lambda m, n: te.sum(dot(m, g, n).astype("float32") * scales[g, n].astype("float32") * activation_scale(m, g), axis=g),
+        lambda m, n: te.sum(dot(m, g, n).astype("float32") * group_scale(lambda column: scales[column, n], g, scale_code_bits)
+                            * activation_scale(m, g), axis=g),
         name="group_rescale",
     )
 

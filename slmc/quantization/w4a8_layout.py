@@ -46,6 +46,9 @@ def unpack_paired(qweight: torch.Tensor) -> torch.Tensor:
     return torch.stack((blocks & 0x0F, blocks >> 4), dim=2).reshape(n, half * 2)
 
 
-def dequantize_paired(qweight: torch.Tensor, scales: torch.Tensor, group_size: int) -> torch.Tensor:
-    """float32 ``[N, K]``: ``(c - 8) * scale`` per group, from the paired ``qweight`` and float16 ``scales [N, G]``."""
-    return dequantize(pack(unpack_paired(qweight), 4), scales, None, 4, group_size)
+def dequantize_paired(qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
+                      scale_code_bits: int | None = None) -> torch.Tensor:
+    """float32 ``[N, K]``: ``(c - 8) * scale`` per group, from the paired ``qweight`` and float16 ``scales [N, G]``
+    (or uint8 scale codes; ``scale_code_bits`` 6: packed 6-bit codes, ``formats.unpack_scale_codes``: then the
+    scale is the code, without the row scale the op's caller applies)."""
+    return dequantize(pack(unpack_paired(qweight), 4), scales, None, 4, group_size, scale_code_bits)

@@ -242,11 +242,14 @@ def test_quantized_siblings_merge_exactly(host_target):
         assert all(torch.equal(a, b) for a, b in zip(quantized.run(*sample), outcome.graph.run(*sample)))
 
 
-def test_w4a8_siblings_merge_and_share_their_activation_codes(host_target):
+@pytest.mark.parametrize("codes", [{}, {"scale_codes": True, "activation_group_size": 32, "scale_code_bits": 6}],
+                         ids=["float16-scales", "6-bit-scale-codes"])
+def test_w4a8_siblings_merge_and_share_their_activation_codes(host_target, codes):
     """quantize w4a8, then fuse: Q/K/V read one input, so its per-token codes are the same for all three and the
-    merged op's outputs are the three ops' outputs (equal up to float32 rounding of the larger matmul)."""
+    merged op's outputs are the three ops' outputs (equal up to float32 rounding of the larger matmul). With scale
+    codes the packed codes stack by rows and each sibling's row scales multiply its part of the split."""
     spec = tiny_lm.build()
-    quantized = run_pass("quantize", trace(spec), host_target, scheme="w4a8", group_size=32).graph
+    quantized = run_pass("quantize", trace(spec), host_target, scheme="w4a8", group_size=32, **codes).graph
     outcome = run_pass("fuse", quantized, host_target, merge_siblings=True)
     op = torch.ops.slmc.w4a8_linear.default
     assert outcome.stats["sibling_groups_merged"] == 2 and (len(_ops(quantized, op)), len(_ops(outcome.graph, op))) == (13, 9)

@@ -17,6 +17,7 @@ import yaml
 import slmc
 from slmc.errors import RecipeError, RecipeTargetMismatchError, TargetError
 from slmc.models import tiny_lm
+from slmc.graph.ir import fetch_attr
 from slmc.graph.pass_manager import run_passes
 from slmc.spec.pass_registry import PassStep
 from slmc.spec.pass_registry import PassContext, get_pass
@@ -108,6 +109,33 @@ def test_w4a8_linears_take_int4_weights_and_the_embedding_stays_weight_only(tiny
                and r["bits_per_weight"] == 4.5 for r in linears)
     x = lm_inputs(5, past=3)
     assert (final.run(*x)[0] - tiny_lm_graph.run(*x)[0]).abs().max() < 0.5  # as int4 g32 RTN weight-only (measured 0.11)
+
+
+@pytest.mark.parametrize("code_bits", [8, 6])
+def test_w4a8_scale_codes_are_stored_as_codes_and_row_scales(tiny_lm_graph, host_target, lm_inputs, code_bits):
+    """w4a8 with scale codes: uint8 scales (6-bit ones packed, the op's trailing scale_code_bits 6), the row scales
+    multiplying each op's output; fewer bits per weight than float16 scales, the same model up to the codes' rounding."""
+    base = {"scheme": "w4a8", "group_size": 32, "activation_group_size": 32}
+    plain, _ = _run(tiny_lm_graph, base, host_target)
+    final, report = _run(tiny_lm_graph, {**base, "scale_codes": True, "scale_code_bits": code_bits}, host_target)
+    ops = _targets(final, W4A8_LINEAR)
+    assert ops and all(n.args[4:] == ((32, 32) if code_bits == 8 else (32, 32, 6)) for n in ops)
+    for op in ops:
+        assert fetch_attr(final.module, str(op.args[2].target)).dtype == torch.uint8
+        (mul,) = op.users  # the row scales (float16, widened) multiply the op's output once per output feature
+        assert mul.target is torch.ops.aten.mul.Tensor and str(mul.args[1].args[0].target).endswith(".row_scales")
+    linears = [r for r in report["stats"]["layers"] if r["kind"] == "linear"]
+    assert all(f"{code_bits}-bit scales x float16 row scale" in r["format"] and r["bits_per_weight"] < 4.5 for r in linears)
+    x = lm_inputs(5, past=3)
+    out = final.run(*x)[0]
+    assert (out - tiny_lm_graph.run(*x)[0]).abs().max() < 0.5  # as w4a8 with float16 scales (measured: 8-bit 0.25, 6-bit 0.28; float16 scales 0.24)
+    assert (out - plain.run(*x)[0]).abs().max() < 0.2  # the codes' rounding of the scales only (measured: 8-bit 0.063, 6-bit 0.11)
+
+
+def test_w4a8_scale_codes_without_a_group_size_are_refused(tmp_path):
+    with pytest.raises(RecipeError, match="scale_codes takes scheme weight_only or w4a8 and a group_size .got scheme w4a8, "
+                                          "group_size None"):
+        load_recipe(_recipe(tmp_path, "passes:\n  - quantize: {scheme: w4a8, scale_codes: true}\n"))
 
 
 def _recipe(tmp_path: Path, text: str):
@@ -233,8 +261,8 @@ def test_an_override_out_of_w4a8_drops_the_activation_blocks(tmp_path):
      "overrides.0: activation_group_size is for scheme w4a8"),
     ("{scheme: w4a8, group_size: 32, overrides: [{match: '*', per_channel: true, activation_group_size: 32}]}",
      "overrides.0: activation_group_size needs grouped weights"),
-    ("{scheme: w4a8, group_size: 32, overrides: [{match: '*', scale_codes: true}]}",
-     "overrides.0: scale_codes takes scheme weight_only"),
+    ("{bits: 4, group_size: 32, overrides: [{match: '*', scheme: w8a8, scale_codes: true}]}",
+     "overrides.0: scale_codes takes scheme weight_only or w4a8"),
 ])
 def test_a_setting_an_override_gives_is_refused_where_it_cannot_apply(tmp_path, settings, message):
     """Not dropped: an override that names activation_group_size or scale_codes gets them or an error."""
@@ -243,7 +271,7 @@ def test_a_setting_an_override_gives_is_refused_where_it_cannot_apply(tmp_path, 
 
 
 @pytest.mark.parametrize("base,override", [
-    ("{bits: 4, group_size: 32, scale_codes: true", "{match: '*lm_head', scheme: w4a8}"),
+    ("{bits: 4, group_size: 32, scale_codes: true", "{match: '*lm_head', scheme: w4a8, per_channel: true}"),
     ("{bits: 4, group_size: 32, scale_codes: true", "{match: '*lm_head', scheme: w8a8}"),
     ("{bits: 4, group_size: 32, scale_codes: true", "{match: '*lm_head', bits: 8, per_channel: true}"),
     ("{scheme: w4a8, group_size: 32, activation_group_size: 32", "{match: '*lm_head', per_channel: true}"),

@@ -21,29 +21,41 @@ BLOCK_TOLERANCE = 1e-3  # per block of activations, outputs ~400: see test_w4a8_
 
 
 class W4A8(torch.nn.Module):
-    def __init__(self, out_features: int, in_features: int, group: int, bias: bool = True, block: int | None = None):
+    """``w4a8_linear`` (+ relu); ``code_bits`` 8 or 6: scale codes, their row scales multiplied after the op and the
+    bias added after them, as ``passes/quantize.py`` emits them."""
+
+    def __init__(self, out_features: int, in_features: int, group: int, bias: bool = True, block: int | None = None,
+                 code_bits: int | None = None):
         super().__init__()
         self.block = block  # activation_group_size (None: per token)
         gen = torch.Generator().manual_seed(5)
-        q = quantize_rtn(torch.randn(out_features, in_features, generator=gen), QuantFormat(4, group, True))
-        self.qweight, self.scales = _frozen(pack_paired(q.codes)), _frozen(q.scales)
+        codes = {} if code_bits is None else dict(scale_codes=True, scale_code_bits=code_bits)
+        q = quantize_rtn(torch.randn(out_features, in_features, generator=gen), QuantFormat(4, group, True, **codes))
+        self.qweight, self.scales = _frozen(pack_paired(q.codes)), _frozen(q.stored_scales())
+        self.row_scales = _frozen(q.row_scales)
         self.bias = _frozen(torch.randn(out_features, generator=gen)) if bias else None
         self.group = group
+        self.trailing = (block, 6) if code_bits == 6 else (() if block is None else (block,))
 
     def forward(self, x):
-        if self.block is None:
-            return torch.relu(torch.ops.slmc.w4a8_linear(x, self.qweight, self.scales, self.bias, self.group))
-        return torch.relu(torch.ops.slmc.w4a8_linear(x, self.qweight, self.scales, self.bias, self.group, self.block))
+        if self.row_scales is None:
+            return torch.relu(torch.ops.slmc.w4a8_linear(x, self.qweight, self.scales, self.bias, self.group, *self.trailing))
+        out = torch.ops.slmc.w4a8_linear(x, self.qweight, self.scales, None, self.group, *self.trailing)
+        out = out * self.row_scales.to(torch.float32)
+        return torch.relu(out + self.bias if self.bias is not None else out)
 
 
-@pytest.mark.parametrize("shape,group,tiled,block", [((48, 64), 32, True, None), ((48, 128), 64, True, None),
-                                                     ((40, 64), 32, False, None), ((48, 128), 32, True, 32),
-                                                     ((48, 128), 32, True, 64), ((40, 64), 32, False, 32)],
-                         ids=["g32-tiled", "g64-tiled", "n40-untiled", "g32-a32-tiled", "g32-a64-tiled", "n40-a32-untiled"])
-def test_w4a8_kernel_matches_eager(shape, group, tiled, block, host_target):
+@pytest.mark.parametrize("shape,group,tiled,block,code_bits", [
+    ((48, 64), 32, True, None, None), ((48, 128), 64, True, None, None), ((40, 64), 32, False, None, None),
+    ((48, 128), 32, True, 32, None), ((48, 128), 32, True, 64, None), ((40, 64), 32, False, 32, None),
+    ((48, 256), 32, True, 32, 8), ((48, 160), 32, True, 32, 6), ((40, 160), 32, False, None, 6)],
+    ids=["g32-tiled", "g64-tiled", "n40-untiled", "g32-a32-tiled", "g32-a64-tiled", "n40-a32-untiled",
+         "g32-a32-codes8-tiled", "g32-a32-codes6-tiled", "n40-codes6-untiled"])
+def test_w4a8_kernel_matches_eager(shape, group, tiled, block, code_bits, host_target):
     """Per token and per block of activations (``activation_group_size``; with outliers in one block, so that a
-    per-token scale would differ from each block's)."""
-    module = W4A8(*shape, group, block=block)
+    per-token scale would differ from each block's); with uint8 and packed 6-bit scale codes (5 groups: the last
+    3-byte word holds one code and padding)."""
+    module = W4A8(*shape, group, block=block, code_bits=code_bits)
 
     def make_input(n: int) -> torch.Tensor:
         x = torch.randn(1, n, shape[1], generator=torch.Generator().manual_seed(n)) * 3
@@ -53,7 +65,8 @@ def test_w4a8_kernel_matches_eager(shape, group, tiled, block, host_target):
 
     err, mod = _compile_and_compare(module, make_input, [1, 6, 33], host_target)
     # the outlier makes outputs ~5x larger (|out| ~400) and eager rescales each block's codes before its float32
-    # matmul: blocks 1e-3 (measured: per token <= 7.7e-6; blocks <= 2.2e-4, <= 3.1e-4 over 3 other input seeds)
+    # matmul: blocks 1e-3 (measured: per token <= 7.7e-6; blocks <= 2.2e-4, <= 3.1e-4 over 3 other input seeds;
+    # scale codes, 3 input seeds: blocks <= 4.9e-4 (8- and 6-bit), per token 1.5e-5 (6-bit))
     assert err <= (TOLERANCE if block is None else BLOCK_TOLERANCE)
     kernel = next(f for gv, f in mod.functions.items() if gv.name_hint.startswith("slmc_w4a8_linear"))
     assert str(kernel.attrs[KERNEL_ATTR]) == "w4a8_linear"
@@ -62,12 +75,13 @@ def test_w4a8_kernel_matches_eager(shape, group, tiled, block, host_target):
     assert (packed in kernel.script()) == tiled  # int4 stays packed: prepacked blocks of two tiles of 16 channels x 4 inputs
 
 
-@pytest.mark.parametrize("block", [None, 32])
-def test_tiled_kernels_are_scheduled_on_int8_dot_tiles(block, host_target):
+@pytest.mark.parametrize("block,code_bits", [(None, None), (32, None), (32, 6)])
+def test_tiled_kernels_are_scheduled_on_int8_dot_tiles(block, code_bits, host_target):
+    """Per token, per block, and with packed 6-bit scale codes (unpacked in the rescale, which the rule schedules)."""
     from slmc.backend.lowering import build, to_relax
     from slmc.graph.ir import ModelSpec, trace
 
-    module = W4A8(48, 64, 32, block=block)
+    module = W4A8(48, 64, 32, block=block, code_bits=code_bits)
     program = to_relax(trace(ModelSpec(module, (torch.randn(1, 4, 64),), ({1: torch.export.Dim("n", min=1, max=64)},))))
     build(program, host_target)
     assert any("Int4Int8Matmul 1" in note for note in program.notes), program.notes
