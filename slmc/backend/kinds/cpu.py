@@ -26,8 +26,8 @@ class CpuBackend(Backend):
     remote_execution: ClassVar[bool] = True
     supports_tuning: ClassVar[bool] = True
     quantized_kv_cache: ClassVar[bool] = True
-    # vm: compiled: built, verified, bit-exact with bytecode in the Python runtime, run by slmc-run (session 12);
-    # the static (system-lib) bundle with it is not run yet (docs/dev-notes.md, session 12)
+    # vm: compiled: built, verified, bit-exact with bytecode in the Python runtime, run by slmc-run and by the
+    # static (system-lib) bundle under qemu (docs/dev-notes.md, session 12)
     compiled_vm: ClassVar[bool] = True
 
     def legalize_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
