@@ -25,6 +25,7 @@ may be loaded: compare ratios, not milliseconds).
 
     python benchmarks/decode_step_profile.py --layers 4 --work /tmp/decode-profile
     python benchmarks/decode_step_profile.py --artifact /tmp/a --artifact /tmp/b --context 128
+    python benchmarks/decode_step_profile.py --layers 30 --vm bytecode compiled --context 128  # VM bytecode vs compiled
 
 Not a test: timings depend on the machine and its load (printed before and after).
 """
@@ -48,10 +49,11 @@ SMOLLM_WIDTH = {**CONFIGS["smollm-135m"][2]}  # every field but the layer count,
 SMOLLM_WIDTH.pop("num_hidden_layers")
 
 
-def build_artifact(layers: int, max_context: int, work: Path, recipe: Path | None) -> Path:
+def build_artifact(layers: int, max_context: int, work: Path, recipe: Path | None, vm: str = "bytecode") -> Path:
     """The artifact of a ``layers``-layer Llama of SmolLM-135M's width (compiled once) with ``recipe``
-    (default: ``slmc bench``'s, int4 g32 RTN)."""
-    out = work / f"artifact-L{layers}-C{max_context}-{recipe.stem if recipe else 'int4-g32-rtn'}"
+    (default: ``slmc bench``'s, int4 g32 RTN) for the host, its VM functions as ``vm`` (the descriptor's field)."""
+    suffix = "" if vm == "bytecode" else f"-vm-{vm}"
+    out = work / f"artifact-L{layers}-C{max_context}-{recipe.stem if recipe else 'int4-g32-rtn'}{suffix}"
     if (out / "manifest.json").is_file():
         return out
     import torch
@@ -61,6 +63,7 @@ def build_artifact(layers: int, max_context: int, work: Path, recipe: Path | Non
     from slmc.bench.models import NO_SPECIAL_IDS, write_bench_tokenizer
     from slmc.bench.run import DEFAULT_RECIPE
     from slmc.models.huggingface import load_hf_model
+    from slmc.spec.target import load_target
 
     folder = work / f"checkpoint-L{layers}"
     if not (folder / "config.json").is_file():
@@ -72,7 +75,7 @@ def build_artifact(layers: int, max_context: int, work: Path, recipe: Path | Non
         recipe = work / "int4-g32-rtn.yaml"
         recipe.write_text(DEFAULT_RECIPE)
     spec = load_hf_model(folder, max_context=max_context)
-    slmc.compile(spec, str(recipe), "host", out)
+    slmc.compile(spec, str(recipe), load_target("host").model_copy(update={"vm": vm}), out)
     return out
 
 
@@ -380,11 +383,15 @@ def main() -> None:
     parser.add_argument("--profile-threads", type=int, nargs="*", default=[2, 1],
                         help="thread counts each kernel is replayed on; the breakdown of the step at the first "
                              "(none: skip it)")
+    parser.add_argument("--vm", nargs="+", choices=["bytecode", "compiled"], default=["bytecode"],
+                        help="the built model's VM functions (target field vm); both: two artifacts, alternated. "
+                             "A compiled-mode step has no VM instrument: its call counts read 0 (benchmarks/vm_call_census.py)")
     parser.add_argument("--json")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    artifacts = [Path(a) for a in args.artifact] or [build_artifact(args.layers, args.max_context, work, args.recipe)]
+    artifacts = [Path(a) for a in args.artifact] or [build_artifact(args.layers, args.max_context, work, args.recipe, vm)
+                                                      for vm in args.vm]
     load_before = os.getloadavg()
     steps = {str(a): Step(a, args.context) for a in artifacts}
     results: dict[str, Any] = {"context": args.context, "load_before": load_before}

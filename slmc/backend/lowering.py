@@ -115,7 +115,8 @@ def build(program: RelaxProgram, target: TargetDescriptor, kv_cache: KVCacheSpec
     built, or why not, is ``program.residency``. ``system_lib``: TVM's system-library form, whose objects
     register their symbols at start-up when linked into an executable (the static runner:
     ``export_system_library``). ``one_token_step``: also build ``resident_step``, the one-token decode step
-    (``Residency.one_token``; on by default)."""
+    (``Residency.one_token``; on by default). The VM's functions are bytecode or, with the descriptor's
+    ``vm: compiled`` (a kind whose backend has ``compiled_vm``), TIR/LLVM (TVM's ``exec_mode``)."""
     from slmc.schedules.resident_kv import Residency
 
     tvm_target = target.tvm_target()
@@ -125,7 +126,7 @@ def build(program: RelaxProgram, target: TargetDescriptor, kv_cache: KVCacheSpec
     try:
         with deterministic_call_te(), tracking_passes(passes):
             # tvm.compile is relax.build without its system_lib switch
-            executable = relax.build(program.module, target=tvm_target, system_lib=system_lib or None,
+            executable = relax.build(program.module, target=tvm_target, system_lib=system_lib or None, exec_mode=target.vm,
                                      relax_pipeline=deterministic_pipeline(build_pipeline(target, tvm_target, record)))
     except BUILD_FAILURES as exc:
         raise build_error(exc, target.name, passes, record.module, tvm_target, exception_summary(exc)) from exc

@@ -31,6 +31,9 @@ class TargetKind:
     allowed). ``falls_back_to_host``: ops the target lacks run on the host CPU (partitioning reports
     them), so the graph's op coverage is not checked against ``ops.supported``. ``remote_execution``:
     an artifact that does not run here can be verified on a TVM RPC device (``device rpc://``).
+    ``compiled_vm``: its artifacts may hold the Relax VM's functions code-generated as TIR/LLVM (TVM 0.27's
+    ``relax.build(exec_mode="compiled")``) instead of bytecode, and every runtime of the kind runs them
+    (the descriptor's ``vm: compiled``; docs/dev-notes.md "Session 12: the VM's compiled mode").
     """
 
     kind: ClassVar[str] = ""
@@ -38,6 +41,7 @@ class TargetKind:
     npu_section: ClassVar[bool] = False
     falls_back_to_host: ClassVar[bool] = False
     remote_execution: ClassVar[bool] = False
+    compiled_vm: ClassVar[bool] = False
 
     def descriptor_problems(self, target: TargetDescriptor) -> list[str]:
         """What a descriptor of this kind lacks beyond its fields' own validation (default: nothing).

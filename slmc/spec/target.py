@@ -27,6 +27,7 @@ Native = Literal["native"]
 WeightDtype = Literal["float32", "float16", "bfloat16", "int8", "int4"]
 ActivationDtype = Literal["float32", "float16", "bfloat16", "int8", "int16"]
 SparsityPattern = Literal["unstructured", "2:4", "4:8"]
+VmExecMode = Literal["bytecode", "compiled"]
 Int8Dot = Literal["avx512_vnni", "avx_vnni", "dotprod", "i8mm"]
 
 # Physical bounds of every numeric field. Generous (beyond any device built today) but finite, so that
@@ -227,6 +228,9 @@ class TargetDescriptor(DescriptorModel):
     compute: Compute = Compute()
     limits: Limits = Limits()
     npu: Npu | None = Field(None, description="the NPU's integer datapath; required for (and only for) kind npu")
+    vm: VmExecMode = Field("bytecode", description="how the Relax VM runs the model's functions: 'bytecode' (TVM's "
+                           "interpreter) or 'compiled' (code-generated as TIR/LLVM, TVM's exec_mode 'compiled'; "
+                           "kinds whose backend has compiled_vm: cpu)")
 
     @field_validator("kind")
     @classmethod
@@ -246,6 +250,10 @@ class TargetDescriptor(DescriptorModel):
         if backend.npu_section != (self.npu is not None):
             with_section = [k for k in backend_kinds() if get_backend(k).npu_section]
             raise ValueError(f"an 'npu' section is required for kind {one_of(with_section)} and not allowed for other kinds")
+        if self.vm == "compiled" and not backend.compiled_vm:
+            with_mode = [k for k in backend_kinds() if get_backend(k).compiled_vm]
+            raise ValueError(f"vm: 'compiled' is built and run for kind {one_of(with_mode)} only, not '{self.kind}'; "
+                             "use vm: bytecode")
         problems = backend.descriptor_problems(self)
         if problems:
             raise ValueError("; ".join(problems))

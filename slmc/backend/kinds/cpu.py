@@ -26,6 +26,9 @@ class CpuBackend(Backend):
     remote_execution: ClassVar[bool] = True
     supports_tuning: ClassVar[bool] = True
     quantized_kv_cache: ClassVar[bool] = True
+    # vm: compiled: built, verified, bit-exact with bytecode in the Python runtime, run by slmc-run and by the
+    # static (system-lib) bundle under qemu (docs/dev-notes.md, session 12)
+    compiled_vm: ClassVar[bool] = True
 
     def legalize_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
         if not phase.slmc_rules:

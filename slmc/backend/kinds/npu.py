@@ -34,6 +34,7 @@ class NpuBackend(CpuBackend):
     npu_section: ClassVar[bool] = True
     falls_back_to_host: ClassVar[bool] = True
     quantized_kv_cache: ClassVar[bool] = False  # an int8 cache with the NPU partitioner is not verified yet
+    compiled_vm: ClassVar[bool] = False  # the VM's compiled mode with the NPU partitioner's offloaded functions: not tried
 
     def descriptor_problems(self, target: TargetDescriptor) -> list[str]:
         lacking = [f"{what} lacks int8" for what, dtypes in (("dtypes.weights", target.dtypes.weights),

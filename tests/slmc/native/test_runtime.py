@@ -155,6 +155,67 @@ def test_slmc_run_greedy_equals_slmc_generate_and_eager_decoding(runtime, artifa
     assert len(native["token_ms"]) == native["generated_tokens"] - 1 and all(ms > 0 for ms in native["token_ms"])
 
 
+@pytest.fixture(scope="module")
+def compiled_vm_artifact(tmp_path_factory):
+    """The fixture LM with the descriptor's ``vm: compiled`` (TVM's exec_mode "compiled": VM functions as LLVM; the
+    compiled-mode tests live here to share this module's bytecode ``artifact``: one extra compile)."""
+    from slmc.spec.target import load_target
+
+    out = tmp_path_factory.mktemp("native-runtime-vm") / "fixture-lm-host-compiled-vm"
+    return slmc.compile(None, "cleanup", load_target("host").model_copy(update={"vm": "compiled"}), out).artifact
+
+
+def _vm_functions(artifact):
+    """{name: kind} of the VM functions of the artifact's executable (``VMExecutable.as_text``'s headers)."""
+    import tvm
+    from tvm.relax import VMExecutable
+
+    text = VMExecutable(tvm.runtime.load_module(str(artifact / "model.so"))).as_text()
+    heads = [line.split() for line in text.splitlines() if line.startswith("@") and "num_inputs=" in line]
+    return {head[0].lstrip("@").rstrip(":"): head[-1].rstrip(";") for head in heads}
+
+
+def test_the_vms_compiled_mode_leaves_no_bytecode_function(artifact, compiled_vm_artifact):
+    """slmc.backend.lowering.build with ``vm: compiled``: every function (``resident_step`` too) is TIR/LLVM."""
+    compiled = _vm_functions(compiled_vm_artifact)
+    assert {"main", "resident_all", "resident_last", "resident_step"} <= compiled.keys()
+    assert set(compiled.values()) == {"vm_tir_func"}
+    assert "vm_tir_func" not in _vm_functions(artifact).values()
+
+
+def _greedy_logits(artifact, steps):
+    """The prompt's logits (``resident_all``/``resident_last``), then ``steps`` greedy one-token steps' (``resident_step``)."""
+    import numpy as np
+
+    model = slmc.load(artifact)
+    decoder = model.decoder()
+    decoder.reset()
+    logits = [np.asarray(decoder.feed(np.asarray([model.tokenizer.encode(PROMPTS[0])], dtype=np.int64)))]
+    for _ in range(steps):
+        token = int(np.argmax(logits[-1][0, -1]))
+        logits.append(np.asarray(decoder.feed(np.asarray([[token]], dtype=np.int64))))
+    return logits
+
+
+def test_the_vms_compiled_mode_gives_the_bytecodes_logits_bit_for_bit(artifact, compiled_vm_artifact):
+    """The same kernels; only the calls between them are compiled. Tolerance: none (bit-exact); measured: equal here
+    and on a 4-layer SmolLM-135M-width W4A8 model (prefill at 128, 8 steps; docs/dev-notes.md, session 12)."""
+    import numpy as np
+
+    bytecode, compiled = _greedy_logits(artifact, 6), _greedy_logits(compiled_vm_artifact, 6)
+    assert len(compiled) == 7
+    for step, (b, c) in enumerate(zip(bytecode, compiled)):
+        assert b.shape == c.shape and np.array_equal(b, c), f"step {step}"
+
+
+def test_slmc_run_runs_the_vms_compiled_functions_to_the_python_runtimes_tokens(runtime, artifact, compiled_vm_artifact):
+    """TVM's C++ VM loads the compiled functions (``__vmtir__*`` in model.so) through the same executable loader."""
+    prompt = PROMPTS[0]
+    native = native_json(runtime, compiled_vm_artifact, prompt, "--max-new-tokens", str(NEW_TOKENS))
+    assert native["tokens"] == native_json(runtime, artifact, prompt, "--max-new-tokens", str(NEW_TOKENS))["tokens"]
+    assert native["prompt_tokens"] == generate_python(compiled_vm_artifact, prompt)["prompt_tokens"]
+
+
 def test_a_short_generation_keeps_the_kv_cache_at_the_context_used(runtime, artifact):
     """Issue 18's bound counts the KV cache at the context used: the runner asks for huge pages only when the
     context fills about the pages they would make resident (slmc/native/runtime/kv_pages.hpp), so a few tokens

@@ -100,3 +100,22 @@ def test_tvm_dict_adds_gpu_limits_only_for_gpu_kinds():
     assert tiny.tvm_dict()["max_num_threads"] == tiny.tvm_dict()["max_threads_per_block"] == 64
     assert tiny.tvm_dict()["max_shared_memory_per_block"] == 32768
     assert int(tiny.tvm_target().attrs["max_threads_per_block"]) == 64
+
+
+@pytest.mark.parametrize("name, accepted", [("arm-cortex-a76", True), ("mali-g710", False)])
+def test_the_vms_compiled_mode_is_asked_of_a_kind_whose_backend_runs_it(tmp_path, name, accepted):
+    """``vm: compiled`` (TVM's exec_mode "compiled") for a cpu target; a gpu descriptor asking for it is refused,
+    naming the field and the kinds that have it (``compiled_vm``)."""
+    import yaml
+
+    data = load_target(name).model_dump(mode="json")
+    assert data["vm"] == "bytecode"
+    data["vm"] = "compiled"
+    file = tmp_path / "vm.yaml"
+    file.write_text(yaml.safe_dump(data, sort_keys=False))
+    if accepted:
+        assert load_target(file).vm == "compiled"
+        return
+    with pytest.raises(TargetError) as err:
+        load_target(file)
+    assert "vm: 'compiled'" in str(err.value) and "'cpu'" in str(err.value) and "'gpu'" in str(err.value)
