@@ -412,6 +412,28 @@ def test_a_table_tied_to_a_w4a8_head_is_gathered_from_the_heads_codes(host_targe
     assert (final.run(ids)[0] - out).abs().max() < 0.25 * out.abs().max()  # int4 RTN + int8 activations: measured 0.11x
 
 
+@pytest.mark.parametrize("code_bits", [8, 6])
+def test_a_table_tied_to_a_w4a8_head_with_scale_codes_is_gathered_from_the_heads_codes(host_target, code_bits):
+    """Issue 22.3 with scale codes (the session-12 bench recipes): the gather reads the head's codes, scale codes and
+    row scales (one table, no ``.embedding`` copy, the head's ``scale_code_bits``), and the model stays close to the
+    float one."""
+    from slmc.graph.ir import ModelSpec, trace
+
+    module = TiedHead().eval()
+    graph = trace(ModelSpec(module, (torch.randint(0, 96, (1, 6)),), name="tied"))
+    final, _ = _run(graph, {"scheme": "w4a8", "group_size": 32, "activation_group_size": 32, "scale_codes": True,
+                            "scale_code_bits": code_bits}, host_target)
+    [gather] = _targets(final, W4A8_EMBEDDING)
+    head_op = next(n for n in _targets(final, W4A8_LINEAR) if n.args[1].target == gather.args[1].target)
+    assert [a.target for a in gather.args[1:3]] == [a.target for a in head_op.args[1:3]]
+    assert tuple(gather.args[4:]) == tuple(head_op.args[6:])  # the head's scale_code_bits (6), none for 8-bit codes
+    assert not [name for name in final.tensors() if ".embedding." in name]
+    ids = torch.randint(0, 96, (1, 6))
+    out = module(ids).detach()
+    ratio = ((final.run(ids)[0] - out).abs().max() / out.abs().max()).item()
+    assert ratio < 0.25  # int4 RTN + int8 activations, scale codes: measured 0.175x (8-bit), 0.157x (6-bit)
+
+
 def test_a_table_tied_to_a_w8a8_head_keeps_its_own_copy_and_says_why(host_target):
     """A head whose codes no gather reads (w8a8: signed per-channel int8, no HEAD_GATHERS entry): the embedding
     is quantized into its own copy (``<table>.embedding.*``), and its report says why."""
