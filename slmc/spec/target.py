@@ -16,7 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 from slmc.errors import FieldProblem, TargetError, TargetNotFoundError, did_you_mean
 from slmc.spec.backend_registry import backend_kinds, get_backend, one_of, unknown_kind_message
@@ -231,6 +232,16 @@ class TargetDescriptor(DescriptorModel):
     vm: VmExecMode = Field("bytecode", description="how the Relax VM runs the model's functions: 'bytecode' (TVM's "
                            "interpreter) or 'compiled' (code-generated as TIR/LLVM, TVM's exec_mode 'compiled'; "
                            "kinds whose backend has compiled_vm: cpu)")
+
+    @model_serializer(mode="wrap")
+    def _leave_out_the_default_vm(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``vm`` is written only when it is not the default ``bytecode``: a manifest (which embeds its target)
+        of a bytecode build keeps the format_version 4 shape that readers before the field accept, and a
+        compiled-VM build carries the field, which such readers refuse by name."""
+        data = handler(self)
+        if self.vm == "bytecode":
+            data.pop("vm", None)
+        return data
 
     @field_validator("kind")
     @classmethod
