@@ -76,6 +76,15 @@ size_t draw_position(P&& p, size_t keep, double total, float top_p, SplitMix64& 
     return keep - 1;
 }
 
+// Sampling has no rule for a NaN logit (greedy's is the first NaN): ModelError naming the token, before the
+// top-k partial_sort or the radix sort sees it (either would be undefined / wrong with a NaN).
+void check_no_nan(const float* f, int64_t vocab) {
+    for (int64_t i = 0; i < vocab; ++i)
+        if (std::isnan(f[i]))
+            throw ModelError("sampling: the model's logit of token " + std::to_string(i) +
+                             " is NaN (greedy decoding chooses the first NaN; sampling has no such rule)");
+}
+
 // HF's order with top_k in (0, vocab): partial_sort of the ids, then as sample_nucleus on the first top_k.
 int32_t sample_top_k(const float* f, int64_t vocab, const Sampling& s, SplitMix64& rng, Scratch& b) {
     std::vector<double>& l = b.scaled;
@@ -113,10 +122,6 @@ int32_t sample_top_k(const float* f, int64_t vocab, const Sampling& s, SplitMix6
 // for x > 0; also for subnormal x; an infinite total stays infinite). NaN compares false, so a NaN total
 // never stops early.
 int32_t sample_nucleus(const float* f, int64_t vocab, const Sampling& s, SplitMix64& rng, Scratch& b) {
-    for (int64_t i = 0; i < vocab; ++i)
-        if (std::isnan(f[i]))
-            throw ModelError("sampling: the model's logit of token " + std::to_string(i) +
-                                    " is NaN (greedy decoding chooses the first NaN; sampling has no such rule)");
     sort_descending(f, vocab, b.sorted, b.keys, b.keys_scratch);
     const std::vector<float>& v = b.sorted;
     const double temperature = s.temperature;
@@ -165,6 +170,7 @@ int32_t sample_token(const float* logits, int64_t vocab, const Sampling& s, cons
         f = b.penalized.data();
     }
     if (greedy) return static_cast<int32_t>(first_argmax(f, vocab));
+    check_no_nan(f, vocab);
     if (s.top_k > 0 && s.top_k < vocab) return sample_top_k(f, vocab, s, rng, b);
     return sample_nucleus(f, vocab, s, rng, b);
 }

@@ -103,9 +103,10 @@ def test_nucleus_allocates_nothing_per_token_once_grown(driver):
         assert allocations == 0
 
 
-def test_a_nan_logit_under_sampling_is_an_error_naming_the_token(driver):
+@pytest.mark.parametrize("top_k", [0, 50], ids=["nucleus", "top_k"])
+def test_a_nan_logit_under_sampling_is_an_error_naming_the_token(driver, top_k):
     row = np.zeros(100, np.float32)
     row[42] = np.nan
-    done = subprocess.run([str(driver)], input=case(row, 1.0, 0.9, seed=0), capture_output=True, timeout=60)
+    done = subprocess.run([str(driver)], input=case(row, 1.0, 0.9, seed=0, top_k=top_k), capture_output=True, timeout=60)
     assert done.returncode != 0
     assert b"token 42 is NaN" in done.stderr

@@ -157,28 +157,38 @@ def test_quantized_embedding_kernel_matches_eager(fmt, host_target):
 
 
 class W4A8Embedding(torch.nn.Module):
-    """A table stored as ``w4a8_linear``'s weight (paired int4 codes, float16 scales per 32 inputs)."""
+    """A table stored as ``w4a8_linear``'s weight (paired int4 codes, float16 scales per 32 inputs; ``codes6``: 6-bit
+    scale codes packed four per three bytes over 5 groups, the last word one code and padding, as a tied head
+    with ``scale_code_bits: 6`` stores them; its row scales multiply outside the op)."""
 
-    def __init__(self, rows: int):
+    def __init__(self, rows: int, codes6: bool = False):
         super().__init__()
+        from slmc.quantization.formats import pack_scale_codes
         from slmc.quantization.w4a8_layout import pack_paired
 
         gen = torch.Generator().manual_seed(3)
-        self.qweight = _frozen(pack_paired(torch.randint(1, 16, (rows, 64), generator=gen)))
-        self.scales = _frozen((torch.rand(rows, 2, generator=gen) + 0.1).to(torch.float16))
+        groups = 5 if codes6 else 2
+        self.qweight = _frozen(pack_paired(torch.randint(1, 16, (rows, 32 * groups), generator=gen)))
+        self.scales = _frozen(pack_scale_codes(torch.randint(1, 64, (rows, groups), generator=gen), 6) if codes6
+                              else (torch.rand(rows, groups, generator=gen) + 0.1).to(torch.float16))
+        self.trailing = (6,) if codes6 else ()
 
     def forward(self, ids):
-        return torch.ops.slmc.w4a8_embedding(ids, self.qweight, self.scales, 32)
+        return torch.ops.slmc.w4a8_embedding(ids, self.qweight, self.scales, 32, *self.trailing)
 
 
-@pytest.mark.parametrize("rows", [96, 100], ids=["tiled", "plain"])
-def test_w4a8_embedding_kernel_matches_eager(rows, host_target):
-    """The gather reads the head's layout: tiles ``[N/16, K/8, 16, 4]`` when 16 divides the rows, else ``[N, K/2]``."""
-    err, mod = _compile_and_compare(W4A8Embedding(rows), lambda n: torch.arange(n).reshape(1, n) * 7 % rows, [1, 9],
-                                    host_target, axis=-1)
+@pytest.mark.parametrize("rows,codes6", [(96, False), (100, False), (96, True), (100, True)],
+                         ids=["tiled", "plain", "tiled-codes6", "plain-codes6"])
+def test_w4a8_embedding_kernel_matches_eager(rows, codes6, host_target):
+    """The gather reads the head's layout: tiles ``[N/16, K/8, 16, 4]`` when 16 divides the rows, else ``[N, K/2]``;
+    with packed 6-bit scale codes it unpacks them as the head's kernel does (``scale_code_te.group_scale``)."""
+    err, mod = _compile_and_compare(W4A8Embedding(rows, codes6), lambda n: torch.arange(n).reshape(1, n) * 7 % rows,
+                                    [1, 9], host_target, axis=-1)
     assert err == 0.0  # a gather of dequantized rows: exact
     kernel = next(f for gv, f in mod.functions.items() if gv.name_hint.startswith("slmc_w4a8_embedding_g32"))
-    codes = "(T.int64(6), T.int64(8), T.int64(16), T.int64(4))" if rows == 96 else "(T.int64(100), T.int64(32))"
+    inputs = 160 if codes6 else 64
+    codes = (f"(T.int64(6), T.int64({inputs // 8}), T.int64(16), T.int64(4))" if rows == 96
+             else f"(T.int64(100), T.int64({inputs // 2}))")
     assert f'T.Buffer({codes}, "uint8")' in kernel.script()
 
 
