@@ -33,6 +33,7 @@ from typing import Any
 from slmc.errors import ArtifactError
 
 DLPACK_CPU = 1  # DLPack's kDLCPU; a device of an RPC session has another type (the session is encoded in it)
+HIDDEN_FROM_TVM_FFI = ("torch", "ml_dtypes")
 POOLED_ALLOCATOR = 2  # tvm.runtime.vm.VirtualMachine.POOLED_ALLOCATOR, its default
 TVM_ALIGNMENT = 64  # bytes; TVM accepts (DLPack) only buffers aligned like its own allocations (kAllocAlignment)
 RUNTIME_LIBRARY = "libtvm_runtime.so"
@@ -42,14 +43,14 @@ def tvm_ffi() -> Any:
     """The ``tvm_ffi`` module, imported without torch if torch is not imported yet (module docstring)."""
     if "tvm_ffi" in sys.modules:
         return sys.modules["tvm_ffi"]
-    hide_torch = "torch" not in sys.modules
-    if hide_torch:
-        sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError meanwhile
+    hidden = [name for name in HIDDEN_FROM_TVM_FFI if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # `import torch` raises ImportError meanwhile
     try:
         import tvm_ffi as module
     finally:
-        if hide_torch:
-            del sys.modules["torch"]
+        for name in hidden:
+            del sys.modules[name]
     return module
 
 
