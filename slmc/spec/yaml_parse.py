@@ -1,7 +1,7 @@
 """PyYAML's side of ``slmc.spec.yaml_source.parse_yaml``: one document, safe loading, every key's line.
 
 Imported by ``parse_yaml`` when a document is parsed, not with ``slmc.spec.yaml_source`` (whose types a runtime
-process reading a manifest needs without PyYAML; issue 22.3). The limits are ``yaml_source``'s.
+process reading a manifest needs without PyYAML; issue 22.3). The limits are ``slmc.spec.yaml_limits``'.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from slmc.errors import FieldProblem
-from slmc.spec.yaml_source import MAX_DEPTH, MAX_NODES, KeyPath, YamlSyntaxError
+from slmc.spec.yaml_limits import MAX_DEPTH, MAX_NODES, KeyPath, YamlSyntaxError
 
 
 class _LineLoader(yaml.SafeLoader):

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from slmc.errors import FieldProblem
+from slmc.spec.yaml_limits import MAX_BYTES, MAX_DEPTH, MAX_NODES, KeyPath, YamlSyntaxError
 
-KeyPath = tuple[str | int, ...]
+__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "KeyPath", "YamlDocument", "YamlSyntaxError", "parse_yaml", "read_yaml"]
 
 
 @dataclass
@@ -35,19 +36,6 @@ class YamlDocument:
             if line is not None:
                 return line
         return None
-
-
-MAX_NODES = 100_000  # after alias expansion: a "billion laughs" document stops here
-MAX_DEPTH = 64
-MAX_BYTES = 4 * 1024 * 1024
-
-
-class YamlSyntaxError(ValueError):
-    """The text is not a YAML document slmc accepts; carries a ``FieldProblem``."""
-
-    def __init__(self, problem: FieldProblem):
-        self.problem = problem
-        super().__init__(problem.message)
 
 
 def parse_yaml(text: str, source: str) -> YamlDocument:
