@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from slmc.artifact.library_blob import release_library_blob
 from slmc.errors import ArtifactError
 
 DLPACK_CPU = 1  # DLPack's kDLCPU; a device of an RPC session has another type (the session is encoded in it)
@@ -186,6 +187,7 @@ def load_vm(library: Path, device: Any) -> Any:
     module = tvm_ffi().load_module(str(library))
     vm = module["vm_load_executable"]()
     vm["vm_initialization"](device.dlpack_device_type(), device.index, POOLED_ALLOCATOR)
+    release_library_blob(library)  # deserialized: its pages are a second copy (slmc.artifact.library_blob)
     return vm
 
 
