@@ -8,7 +8,6 @@ was valid but the compile or its verification failed; ``Interrupted`` (exit 130)
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,8 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ct
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """``" (did you mean 'X'?)"`` (or ``'X' or 'Y'``) for the choices closest to a mistyped ``word``
     (difflib, similarity 0.6 or more), else ``""``. Every "unknown NAME" message uses this one helper."""
+    import difflib  # on first use: a runtime process never names an unknown key (issue 22.3)
+
     close = difflib.get_close_matches(str(word), sorted(set(choices)), n=2, cutoff=0.6)
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -114,6 +113,8 @@ def _process_alive(pid: int) -> bool:
 
 
 def _hidden_name(final: Path, kind: str) -> Path:
+    import uuid  # writers only: slmc.load reads (issue 22.3)
+
     return final.parent / f".{final.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 

@@ -23,7 +23,7 @@ from slmc.artifact.gpu_kernel_checks import GpuKernelChecks
 from slmc.artifact.npu_toolchain import NpuToolchain
 from slmc.errors import ArtifactError
 from slmc.graph.kv_cache import KVCacheSpec
-from slmc.spec.recipe import KvCacheDtype
+from slmc.spec.kv_cache_dtype import KvCacheDtype
 from slmc.spec.target import TargetDescriptor
 
 # 2: every section typed (this module); optional sections and fields are written as null instead of left out

@@ -17,6 +17,7 @@ import sys
 import numpy as np
 
 from slmc.artifact.sampling import check_sampling, next_token
+from slmc.artifact.heap_trim import release_free_heap
 from slmc.artifact.layout import LIBRARY, WEIGHTS, intact_manifest
 from slmc.artifact.weight_aliases import mapped_parameters
 from slmc.artifact.tvm_runtime import DLPACK_CPU, as_local_tensor, cpu, load_vm, tvm_ffi, use_physical_cores
@@ -52,6 +53,7 @@ class CompiledModel:
         self._resident: ResidentCache | None = None
         tokenizer = self.manifest.tokenizer
         self._tokenizer_entry = tokenizer.model_dump() if tokenizer is not None else None
+        release_free_heap()  # what loading freed, before the weights' pages come in (slmc.artifact.heap_trim)
 
     def stored_weights(self) -> dict[str, np.ndarray]:
         """Every weight ``main`` takes, in ``manifest.weights.order``, as views of one memory mapping of

@@ -13,7 +13,10 @@ through ``tvm_ffi`` alone (``tvm_ffi.load_module``, the VM's ``vm_load_executabl
   the compiler as usual;
 - imports ``tvm_ffi`` with torch hidden when torch is not imported yet: tvm_ffi then skips its
   torch fast paths for the life of the process (torch tensors still pass through DLPack's
-  ``__dlpack__``, as numpy arrays do). When torch is already imported nothing is hidden.
+  ``__dlpack__``, as numpy arrays do). When torch is already imported nothing is hidden. ml_dtypes
+  likewise (``HIDDEN_FROM_TVM_FFI``; tvm_ffi imports it optionally, for numpy bfloat16/float8 dtype
+  objects, which an artifact's tensors never are: about 7 MB of RSS, issue 22.3); a later ``import tvm``
+  imports it for TVM's own conversions (bfloat16 arrays to and from TVM tensors still work: session 12).
 
 Measured on this machine (issue 22): ``import tvm`` 400 MB RSS (torch 200 MB + the compiler
 library ~160 MB), ``TVM_USE_RUNTIME_LIB=1 import tvm`` 297 MB (torch still imported by tvm_ffi),
@@ -30,26 +33,28 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from slmc.artifact.library_blob import release_library_blob
 from slmc.errors import ArtifactError
 
 DLPACK_CPU = 1  # DLPack's kDLCPU; a device of an RPC session has another type (the session is encoded in it)
+HIDDEN_FROM_TVM_FFI = ("torch", "ml_dtypes")  # optional imports of tvm_ffi that running an artifact does not use
 POOLED_ALLOCATOR = 2  # tvm.runtime.vm.VirtualMachine.POOLED_ALLOCATOR, its default
 TVM_ALIGNMENT = 64  # bytes; TVM accepts (DLPack) only buffers aligned like its own allocations (kAllocAlignment)
 RUNTIME_LIBRARY = "libtvm_runtime.so"
 
 
 def tvm_ffi() -> Any:
-    """The ``tvm_ffi`` module, imported without torch if torch is not imported yet (module docstring)."""
+    """The ``tvm_ffi`` module, imported without torch and ml_dtypes if they are not imported yet (module docstring)."""
     if "tvm_ffi" in sys.modules:
         return sys.modules["tvm_ffi"]
-    hide_torch = "torch" not in sys.modules
-    if hide_torch:
-        sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError meanwhile
+    hidden = [name for name in HIDDEN_FROM_TVM_FFI if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # `import torch` raises ImportError meanwhile
     try:
         import tvm_ffi as module
     finally:
-        if hide_torch:
-            del sys.modules["torch"]
+        for name in hidden:
+            del sys.modules[name]
     return module
 
 
@@ -185,6 +190,7 @@ def load_vm(library: Path, device: Any) -> Any:
     module = tvm_ffi().load_module(str(library))
     vm = module["vm_load_executable"]()
     vm["vm_initialization"](device.dlpack_device_type(), device.index, POOLED_ALLOCATOR)
+    release_library_blob(library)  # deserialized: its pages are a second copy (slmc.artifact.library_blob)
     return vm
 
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from slmc.spec.recipe import KvCacheDtype
+from slmc.spec.kv_cache_dtype import KvCacheDtype
 
 if TYPE_CHECKING:
     import torch
@@ -60,7 +60,7 @@ INT8_LEVELS = 127.0  # symmetric: q in [-127, 127]
 
 @dataclass(frozen=True)
 class KVCacheSpec:
-    """Shape of a model's KV cache, and the dtype its resident buffers store (``slmc.spec.recipe.KvCacheDtype``)."""
+    """Shape of a model's KV cache, and the dtype its resident buffers store (``slmc.spec.kv_cache_dtype.KvCacheDtype``)."""
 
     layers: int
     kv_heads: int

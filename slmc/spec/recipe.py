@@ -15,6 +15,7 @@ from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
 from slmc.errors import FieldProblem, RecipeError, RecipeTargetMismatchError, did_you_mean
 from slmc.spec.pass_registry import PassStep, get_pass, order_problems, registered_passes
+from slmc.spec.kv_cache_dtype import KvCacheDtype
 from slmc.spec.strict_model import StrictModel, problems_from_validation
 from slmc.spec.target import TargetDescriptor
 from slmc.data.texts import is_text_set
@@ -101,10 +102,6 @@ class Verify(StrictModel):
         if self.stride >= self.window:
             raise ValueError(f"stride {self.stride} must be smaller than window {self.window}")
         return self
-
-
-# the dtypes a resident KV cache can be stored in (slmc.graph.kv_cache, the manifest's kv_cache.dtype)
-KvCacheDtype = Literal["float32", "float16", "int8"]
 
 
 class KvCacheSetting(StrictModel):
