@@ -72,7 +72,10 @@ def main() -> None:
     parser.add_argument("--function", default="resident_step")
     args = parser.parse_args()
 
-    saved = Path(args.work) / f"vm-codegen-input-L{args.layers}.json"  # the captured module, for a second look without a build
+    # the captured module, for a second look without a build: named as build_artifact names the artifact it comes from
+    # (layers, context, recipe), so another --recipe or --max-context never reads a stale capture
+    stem = args.recipe.stem if args.recipe else "int4-g32-rtn"
+    saved = Path(args.work) / f"vm-codegen-input-L{args.layers}-C{args.max_context}-{stem}.json"
     seen: list[tvm.IRModule] = [tvm.ir.load_json(saved.read_text())] if saved.is_file() else []
     codegen = relax.vm_build._vmcodegen
 

@@ -23,7 +23,7 @@ from tvm import DataType, relax, te, tirx
 from slmc.errors import NodeError
 from slmc.quantization.ops import INT4_MID, QUANTIZED_LINEAR, activation_group_problem, reciprocal
 from slmc.quantization.scale_code_te import group_scale as _scale
-from slmc.quantization.w4a8_kernel import _nibble, _paired_code, w4a8_linear_te
+from slmc.quantization.w4a8_kernel import paired_code, w4a8_linear_te
 from slmc.quantization.w4a8_layout import PAIR_BLOCK
 
 KERNEL_ATTR = "slmc.kernel"
@@ -224,23 +224,15 @@ def quantized_embedding_te(ids: te.Tensor, qweight: te.Tensor, scales: te.Tensor
 def w4a8_embedding_te(ids: te.Tensor, qweight: te.Tensor, scales: te.Tensor, group_size: int,
                       scale_code_bits: int | None = None) -> te.Tensor:
     """Rows ``ids`` (1-D, in range: the runtime checks token ids) of a table stored as ``w4a8_linear``'s weight:
-    ``(c[n, k] - 8) * scale[g(k), n]``, from whatever layout the converter gives the linear (``_w4a8_code_layout``):
-    paired bytes tiled ``[N/16, K/8, 16, 4]`` (input ``k`` of channel ``n`` in byte ``[n/16, k/8, n%16, k%4]``, high
-    nibble when ``k % 8 >= 4``) or plain ``[N, K/2]``; ``scales`` ``[G, N]`` (or their scale codes: ``_scale``).
+    ``(c[n, k] - 8) * scale[g(k), n]``, from whatever layout the converter gives the linear (``_w4a8_code_layout``:
+    tiled or plain, both read by ``w4a8_kernel.paired_code``); ``scales`` ``[G, N]`` (or their scale codes: ``_scale``).
     A gather of one row reads ``K/2`` bytes at a stride of 64: microseconds per token, and the table is stored once."""
-    half = PAIR_BLOCK // 2
     mid = tirx.const(float(INT4_MID), "float32")
-
-    def code(n: Any, k: Any) -> Any:
-        if len(qweight.shape) == 2:
-            return _paired_code(qweight, n, k).astype("float32")
-        width = qweight.shape[2]
-        byte = qweight[tirx.floordiv(n, width), tirx.floordiv(k, PAIR_BLOCK), tirx.floormod(n, width), tirx.floormod(k, half)]
-        return _nibble(byte, tirx.floormod(tirx.floordiv(k, half), 2)).astype("float32")
 
     def value(i: Any, k: Any) -> Any:
         n = ids[i].astype("int64")
-        return (code(n, k) - mid) * _scale(lambda column: scales[column, n], tirx.floordiv(k, group_size), scale_code_bits)
+        scale = _scale(lambda column: scales[column, n], tirx.floordiv(k, group_size), scale_code_bits)
+        return (paired_code(qweight, n, k).astype("float32") - mid) * scale
 
     in_features = qweight.shape[1] * (PAIR_BLOCK if len(qweight.shape) == 4 else 2)
     return te.compute((ids.shape[0], in_features), value, name="dequant_take")

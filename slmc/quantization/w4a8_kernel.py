@@ -49,18 +49,24 @@ from slmc.quantization.scale_code_te import group_scale
 from slmc.quantization.w4a8_layout import PAIR_BLOCK
 
 
-def _nibble(byte: Any, high: Any) -> Any:
+def nibble(byte: Any, high: Any) -> Any:
     """The unsigned code (uint8, below 16) in ``byte``'s low (``high`` 0) or high (``high`` 1) nibble: on whole
     64-byte blocks one shift and one mask (``vpsrlw`` + ``vpand``; Arm ``ushr`` + ``and``)."""
     shift = (high * 4).astype("uint8")
     return tirx.bitwise_and(tirx.shift_right(byte, shift), tirx.const(15, "uint8"))
 
 
-def _paired_code(qweight: te.Tensor, n: Any, k: Any) -> Any:
-    """The unsigned code (as int32) of input ``k`` of row ``n`` in the untiled ``[N, K/2]`` paired layout."""
+def paired_code(qweight: te.Tensor, n: Any, k: Any) -> Any:
+    """The unsigned code (as int32) of input ``k`` of row ``n``, in the untiled ``[N, K/2]`` paired layout or the
+    converter's tiled ``[N/16, K/8, 16, 4]`` one (input ``k`` of channel ``n`` in byte ``[n/16, k/8, n%16, k%4]``, the
+    high nibble when ``k % 8 >= 4``; ``slmc.quantization.tvm_kernels._w4a8_code_layout``)."""
     half = PAIR_BLOCK // 2
-    byte = qweight[n, tirx.floordiv(k, PAIR_BLOCK) * half + tirx.floormod(k, half)]
-    return _nibble(byte, tirx.floormod(tirx.floordiv(k, half), 2)).astype("int32")
+    if len(qweight.shape) == 2:
+        byte = qweight[n, tirx.floordiv(k, PAIR_BLOCK) * half + tirx.floormod(k, half)]
+    else:
+        width = qweight.shape[2]
+        byte = qweight[tirx.floordiv(n, width), tirx.floordiv(k, PAIR_BLOCK), tirx.floormod(n, width), tirx.floormod(k, half)]
+    return nibble(byte, tirx.floormod(tirx.floordiv(k, half), 2)).astype("int32")
 
 
 # The row's range in independent lanes (``token_absmax_lanes``: lane ``l`` the max over inputs ``l, l + 16, ...``),
@@ -118,7 +124,7 @@ def w4a8_linear_te(x: te.Tensor, qweight: te.Tensor, scales: te.Tensor, bias: te
         out_features = tiles * width
         unpacked = te.compute(  # two tiles per 64-byte block: tile kb in the low (even kb) or high (odd) nibbles
             (tiles, in_features // depth, width, depth),
-            lambda t, kb, i, ki: _nibble(qweight[t, tirx.floordiv(kb, 2), i, ki], tirx.floormod(kb, 2)).astype("int8"),
+            lambda t, kb, i, ki: nibble(qweight[t, tirx.floordiv(kb, 2), i, ki], tirx.floormod(kb, 2)).astype("int8"),
             name="unpacked_codes",
         )
         j = te.reduce_axis((0, group_size), name="j")
@@ -142,7 +148,7 @@ def w4a8_linear_te(x: te.Tensor, qweight: te.Tensor, scales: te.Tensor, bias: te
         plain = te.compute(
             (rows, groups, out_features),
             lambda m, g, n: te.sum(codes[m, g * group_size + j].astype("int32")
-                                   * (_paired_code(qweight, n, g * group_size + j) - mid), axis=j),
+                                   * (paired_code(qweight, n, g * group_size + j) - mid), axis=j),
             name="int8_group_dot",
         )
 
