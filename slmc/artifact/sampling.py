@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from slmc.errors import InputError
+from slmc.errors import InputError, ModelError
 
 
 def check_sampling(temperature: float, top_p: float, max_new_tokens: int) -> None:
@@ -21,12 +21,25 @@ def next_token(logits: np.ndarray, temperature: float, top_p: float, rng: np.ran
     """The argmax when ``temperature`` is 0; else a draw from softmax(logits / temperature) restricted
     to the smallest set of most likely tokens whose probability reaches ``top_p``.
 
-    Precondition: ``logits`` is 1-D and finite; arguments checked by ``check_sampling``.
+    The rule for rows softmax cannot take (the native sampler's too, slmc/native/runtime/sampler.cpp): when
+    the largest scaled logit is infinite (a +inf logit, or every logit -inf) ``exp(scaled - max)`` would be
+    ``inf - inf``; the token is then greedy's, the first maximum (``np.argmax``: the first +inf, or id 0 when
+    every logit is -inf), for every temperature and top_p. A NaN logit under sampling is a ``ModelError``
+    naming the token (greedy keeps numpy's rule: the first NaN wins).
+
+    Precondition: ``logits`` is 1-D and non-empty; arguments checked by ``check_sampling``.
     """
     if temperature == 0.0:
         return int(np.argmax(logits))
     scaled = logits.astype(np.float64) / temperature
-    probs = np.exp(scaled - scaled.max())
+    peak = scaled.max()  # NaN when any logit is NaN
+    if np.isnan(peak):
+        token = int(np.flatnonzero(np.isnan(scaled))[0])
+        raise ModelError(f"sampling: the model's logit of token {token} is NaN (greedy decoding chooses the "
+                         "first NaN; sampling has no such rule)")
+    if np.isinf(peak):
+        return int(np.argmax(scaled))
+    probs = np.exp(scaled - peak)
     probs /= probs.sum()
     chosen = nucleus(probs, top_p)
     weights = probs[chosen] / probs[chosen].sum()
@@ -57,9 +70,11 @@ def nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:
         crossing = int(np.searchsorted(cumulative, top_p))
         if crossing < m or m == size:
             return prefix[: min(crossing + 1, size)]
-        # no later id is above the m-th value: at least (top_p - reached) / that value more ids are needed
-        short = (top_p - cumulative[-1]) / probs[prefix[-1]]
-        m = size if short >= size else min(size, max(8 * m, m + int(short)))
+        # no later id is above the m-th value: at least (top_p - reached) / that value more ids are needed;
+        # compared as a product first, since that value may be 0 (a cumulative sum that rounds below a top_p
+        # near 1 and a tail of underflowed probabilities: the quotient divided by zero) or subnormal (overflow)
+        needed, boundary = top_p - cumulative[-1], probs[prefix[-1]]
+        m = size if needed >= size * boundary else min(size, max(8 * m, m + int(needed / boundary)))
 
 
 def top_ids(probs: np.ndarray, m: int) -> np.ndarray:

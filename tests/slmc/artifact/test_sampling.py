@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from slmc.artifact.sampling import check_sampling, next_token
-from slmc.errors import InputError
+from slmc.errors import InputError, ModelError
 
 
 def test_temperature_zero_is_the_argmax():
@@ -78,3 +78,46 @@ def test_the_nucleus_is_the_full_sorts_prefix_on_a_cumulative_sum_at_top_p():
     probs = np.array([0.25, 0.25, 0.125, 0.125, 0.25])  # cumulative 0.25, 0.5, 0.75, 0.875, 1 by the stable order
     for top_p, want in [(0.5, [0, 1]), (0.75, [0, 1, 4]), (0.76, [0, 1, 4, 2]), (1.0, [0, 1, 4, 2, 3])]:
         assert sampling.nucleus(probs, top_p).tolist() == want
+
+
+@pytest.mark.filterwarnings("error")  # the former prefix growth divided by a boundary probability of 0
+def test_a_top_p_just_below_one_is_exact_and_warning_free_when_the_sum_rounds_below_it():
+    # Rows whose sorted cumulative sum ends below 1 (rounding) and whose tail underflows to p = 0: no crossing
+    # within any prefix, so the prefix grows past a boundary of probability 0. Same draws as the full sort.
+    rng = np.random.default_rng(0)
+    top_p = float(np.nextafter(1.0, 0.0))
+    rows = []
+    while len(rows) < 3:
+        row = (rng.standard_normal(1000) * 3).astype(np.float32)
+        row[rng.random(1000) < 0.5] = -2000.0  # exp underflows to 0
+        scaled = row.astype(np.float64)  # next_token's arithmetic at temperature 1
+        probs = np.exp(scaled - scaled.max())
+        probs /= probs.sum()
+        if np.cumsum(np.sort(probs)[::-1])[-1] < top_p:
+            rows.append(row)
+    for seed, row in enumerate(rows):
+        got = [next_token(row, 1.0, top_p, np.random.default_rng(seed)) for _ in range(3)]
+        want = [former_next_token(row, 1.0, top_p, np.random.default_rng(seed)) for _ in range(3)]
+        assert got == want
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("temperature, top_p", [(0.0, 1.0), (0.05, 1.0), (1.0, 1.0), (1.0, 0.9), (7.0, 1e-6)])
+def test_an_infinite_maximum_takes_greedys_first_maximum_under_every_setting(temperature, top_p):
+    # The rule shared with the native sampler (test_nucleus_sampler.py): +inf wins, the first of several;
+    # a row of -inf only is id 0 (np.argmax).
+    rng = np.random.default_rng(1)
+    row = rng.standard_normal(300).astype(np.float32)
+    row[[40, 7, 250]] = np.inf
+    assert {next_token(row, temperature, top_p, rng) for _ in range(5)} == {7}
+    row = np.full(300, -np.inf, np.float32)
+    assert {next_token(row, temperature, top_p, rng) for _ in range(5)} == {0}
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.5, 0.9)])
+def test_a_nan_logit_under_sampling_is_a_model_error_naming_the_token(temperature, top_p):
+    row = np.zeros(100, np.float32)
+    row[[42, 60]] = np.nan
+    row[3] = np.inf  # NaN is checked before the +inf rule
+    with pytest.raises(ModelError, match="token 42 is NaN"):
+        next_token(row, temperature, top_p, np.random.default_rng(0))
