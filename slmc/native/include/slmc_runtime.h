@@ -115,7 +115,10 @@ typedef struct slmc_model slmc_model;
  *   5. one draw from the softmax of what is left (double precision), with u in [0, 1) from
  *      splitmix64 seeded with `seed` at every slmc_generate call: state += 0x9E3779B97F4A7C15;
  *      z = state; z = (z ^ z>>30) * 0xBF58476D1CE4E5B9; z = (z ^ z>>27) * 0x94D049BB133111EB;
- *      out = z ^ z>>31; u = (out >> 11) * 2^-53. Same artifact, prompt, params and seed: same tokens. */
+ *      out = z ^ z>>31; u = (out >> 11) * 2^-53. Same artifact, prompt, params and seed: same tokens.
+ *   Sampling (temperature > 0) on a row with a NaN logit fails with SLMC_E_MODEL naming the token; on a
+ *   row whose maximum is infinite (a +inf logit, or every logit -inf; softmax is undefined there) it takes
+ *   greedy's first maximum, as the Python runtime does. */
 typedef struct slmc_sampling_params {
     float temperature;        /* 0: greedy (argmax) */
     int32_t top_k;            /* 0: no top-k cut */

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -76,13 +77,18 @@ size_t draw_position(P&& p, size_t keep, double total, float top_p, SplitMix64& 
     return keep - 1;
 }
 
-// Sampling has no rule for a NaN logit (greedy's is the first NaN): ModelError naming the token, before the
-// top-k partial_sort or the radix sort sees it (either would be undefined / wrong with a NaN).
-void check_no_nan(const float* f, int64_t vocab) {
-    for (int64_t i = 0; i < vocab; ++i)
+// The largest logit of a row to sample from. Sampling has no rule for a NaN logit (greedy's is the first NaN):
+// ModelError naming the token, before the top-k partial_sort or the radix sort sees it (either would be
+// undefined / wrong with a NaN).
+float checked_max(const float* f, int64_t vocab) {
+    float best = -std::numeric_limits<float>::infinity();
+    for (int64_t i = 0; i < vocab; ++i) {
         if (std::isnan(f[i]))
             throw ModelError("sampling: the model's logit of token " + std::to_string(i) +
                              " is NaN (greedy decoding chooses the first NaN; sampling has no such rule)");
+        best = f[i] > best ? f[i] : best;
+    }
+    return best;
 }
 
 // HF's order with top_k in (0, vocab): partial_sort of the ids, then as sample_nucleus on the first top_k.
@@ -170,7 +176,10 @@ int32_t sample_token(const float* logits, int64_t vocab, const Sampling& s, cons
         f = b.penalized.data();
     }
     if (greedy) return static_cast<int32_t>(first_argmax(f, vocab));
-    check_no_nan(f, vocab);
+    // An infinite maximum (a +inf logit, or every logit -inf) makes exp(l - max) inf - inf = NaN: the token is
+    // then greedy's, the first maximum, for every temperature / top-k / top-p (the Python sampler's rule too,
+    // slmc/artifact/sampling.py). The former arithmetic drew the last kept position there.
+    if (std::isinf(checked_max(f, vocab))) return static_cast<int32_t>(first_argmax(f, vocab));
     if (s.top_k > 0 && s.top_k < vocab) return sample_top_k(f, vocab, s, rng, b);
     return sample_nucleus(f, vocab, s, rng, b);
 }

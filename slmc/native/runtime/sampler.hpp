@@ -37,6 +37,8 @@ void check_sampling(const Sampling& s);
 // ids for every seed; the argument is at sample_nucleus in sampler.cpp). Buffers are reused per thread: no
 // allocation per token once grown. A NaN logit under sampling throws ModelError (SLMC_E_MODEL) naming the token
 // (greedy's rule, the first NaN wins, has no sampling counterpart; the former std::sort was undefined there).
+// An infinite maximum after the penalty (a +inf logit, or every logit -inf) has no softmax (inf - inf): sampling
+// then returns greedy's first maximum (the first +inf; id 0 when all are -inf), as slmc/artifact/sampling.py.
 int32_t sample_token(const float* logits, int64_t vocab, const Sampling& s, const std::vector<int32_t>& seen,
                      SplitMix64& rng);
 

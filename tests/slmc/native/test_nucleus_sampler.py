@@ -52,15 +52,13 @@ def test_nucleus_draws_equal_the_full_sorts_over_seeds_temperatures_and_top_p(dr
         assert got == want
 
 
-def test_ties_infinities_penalty_and_top_k_choose_as_the_full_sort(driver):
+def test_ties_masked_logits_penalty_and_top_k_choose_as_the_full_sort(driver):
     rng = np.random.default_rng(5)
     rows = [
         rng.integers(-3, 4, 3000).astype(np.float32),  # many ties: walk order by id within a tie
         np.zeros(500, np.float32),  # one tie group
         np.array([-0.0, 0.0, -0.0, 0.0, 1.0], np.float32),  # signed zeros tie
-        np.full(300, -np.inf, np.float32),  # all masked: the former NaN arithmetic, last id
         np.where(rng.random(4000) < 0.9, -np.inf, rng.standard_normal(4000)).astype(np.float32),  # masked tail
-        np.where(rng.random(300) < 0.01, np.inf, rng.standard_normal(300)).astype(np.float32),  # +inf logits
         (rng.standard_normal(3000) * 60).astype(np.float32),  # tail far below ulp(total): the early stop
         np.full(64, 3e38, np.float32),  # finite, near float max
     ]
@@ -101,6 +99,25 @@ def test_nucleus_allocates_nothing_per_token_once_grown(driver):
     for got, want, allocations in results:
         assert got == want
         assert allocations == 0
+
+
+def test_an_infinite_maximum_takes_greedys_first_maximum_under_every_setting(driver):
+    # Session 13's rule, shared with slmc/artifact/sampling.py: softmax has no value at an infinite maximum
+    # (inf - inf); the former arithmetic drew the last kept position (the lowest logit without top-k).
+    rng = np.random.default_rng(8)
+    several = rng.standard_normal(300).astype(np.float32)
+    several[[40, 7, 250]] = np.inf
+    overflowing = rng.standard_normal(300).astype(np.float32)
+    overflowing[[3, 12]] = 3e38  # ids the driver penalizes: 3e38 / 0.5 overflows to +inf in float32
+    rows = [(several, 1.0, 7), (np.full(300, -np.inf, np.float32), 1.0, 0), (overflowing, 0.5, 3)]
+    cases, want = [], []
+    for row, penalty, first in rows:
+        for temperature, top_p, top_k in [(0.05, 1.0, 0), (1.0, 0.9, 0), (7.0, 1e-6, 0), (1.0, 1.0, 50),
+                                          (1.0, 0.9, 300)]:
+            cases.append(case(row, temperature, top_p, seed=int(rng.integers(2**63)), draws=4, top_k=top_k,
+                              penalty=penalty))
+            want.append([first] * 4)
+    assert [got for got, _, _ in run(driver, cases)] == want
 
 
 @pytest.mark.parametrize("top_k", [0, 50], ids=["nucleus", "top_k"])
