@@ -43,6 +43,7 @@ from slmc.backend.lowering import RelaxProgram
 from slmc.backend.opencl_kernel_check import (OpenCLCompiler, stmt_children, required_extensions, kernel_sources,
                                               lower_module, pocl_compiler)
 from slmc.errors import KernelCheckError
+from slmc.schedules.prim_params import is_buffer
 from slmc.spec.target import TargetDescriptor
 
 SHAPE_VALUE = 7
@@ -108,10 +109,6 @@ def variables(expr: Any) -> list[str]:
     if kind in BINARY:
         return variables(expr.a) + variables(expr.b)
     return []
-
-
-def is_buffer(param: Any) -> bool:
-    return getattr(param, "shape", None) is not None
 
 
 def _launch(call: tvm.ir.Call, kernels: dict[str, tirx.PrimFunc], env: dict[str, int]) -> Launch:

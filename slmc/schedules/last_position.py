@@ -25,6 +25,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.tirx.analysis import undefined_vars
 
 from slmc.schedules.not_resident import NotResident
+from slmc.schedules.relax_patterns import shape_of
 from slmc.schedules.rule import KERNEL_ATTR
 
 ELEMENTWISE = frozenset({"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.tanh", "relax.astype",
@@ -38,13 +39,8 @@ def _mentions(expr: Any, var: tirx.Var) -> bool:
     return any(v.same_as(var) for v in undefined_vars(expr))
 
 
-def _dims(expr: relax.Expr) -> list[Any] | None:
-    shape = getattr(expr.ty, "shape", None)
-    return list(shape.values) if isinstance(shape, relax.ShapeExpr) else None
-
-
 def _has_rows(expr: relax.Expr, tokens: tirx.Var) -> bool:
-    dims = _dims(expr)
+    dims = shape_of(expr)
     return dims is not None and any(_mentions(d, tokens) for d in dims)
 
 
@@ -73,11 +69,11 @@ class _Chain:
         if value.op.same_as(_CALL_TIR):
             func = self.mod[value.args[0]]
             kind = str(func.attrs[KERNEL_ATTR]) if func.attrs is not None and KERNEL_ATTR in func.attrs else None
-            ok = kind in ROW_KERNELS and args[0].same_as(operand) and _token_axis(_dims(operand), self.tokens) == 0
+            ok = kind in ROW_KERNELS and args[0].same_as(operand) and _token_axis(shape_of(operand), self.tokens) == 0
         elif name == "relax.reshape":
-            ok = _token_axis(_dims(operand), self.tokens) is not None and _token_axis(_dims(value), self.tokens) is not None
+            ok = _token_axis(shape_of(operand), self.tokens) is not None and _token_axis(shape_of(value), self.tokens) is not None
         elif name == "relax.matmul":
-            dims = _dims(operand)
+            dims = shape_of(operand)
             ok = args[0].same_as(operand) and dims is not None and _token_axis(dims, self.tokens) not in (None, len(dims) - 1)
         else:
             ok = name in ELEMENTWISE or name == "relax.permute_dims"
@@ -154,7 +150,7 @@ def last_position_function(func: relax.Function, mod: tvm.IRModule) -> relax.Fun
     body = func.body
     if not isinstance(body, relax.SeqExpr) or len(body.blocks) != 1 or not isinstance(body.body, relax.Var):
         raise NotResident("resident_all is not one dataflow block ending in its output")
-    tokens = _dims(func.params[0])[1] if _dims(func.params[0]) else None
+    tokens = shape_of(func.params[0])[1] if shape_of(func.params[0]) else None
     if not isinstance(tokens, tirx.Var):
         raise NotResident("input_ids has no symbolic token count")
     bindings = {b.var: b.value for b in body.blocks[0].bindings}
@@ -163,7 +159,7 @@ def last_position_function(func: relax.Function, mod: tvm.IRModule) -> relax.Fun
     if not isinstance(start, relax.Var):
         raise NotResident("the output is not an alias of the logits")
     head_input, chain = _Chain(mod, bindings, tokens).walk(start)
-    axis = _token_axis(_dims(head_input), tokens)
+    axis = _token_axis(shape_of(head_input), tokens)
     if not chain or axis is None or head_input not in bindings:
         raise NotResident("no row-wise LM head was found before the logits")
     inside = set(chain)

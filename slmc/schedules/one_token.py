@@ -28,7 +28,8 @@ from tvm import relax, tirx
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from slmc.schedules.not_resident import NotResident
-from slmc.schedules.row_branch import buffer_params, specialize_sizes
+from slmc.schedules.prim_params import buffer_params
+from slmc.schedules.row_branch import specialize_sizes
 
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 _CALL_TIR_INPLACE = tvm.ir.Op.get("relax.call_tir_inplace")

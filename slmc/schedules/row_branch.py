@@ -15,7 +15,8 @@ from collections.abc import Callable
 from tvm import s_tir, tirx
 from tvm.tirx import op
 from tvm.tirx.analysis import undefined_vars
-from tvm.tirx.buffer import BufferType
+
+from slmc.schedules.prim_params import buffer_params, is_buffer
 
 
 def branch_on_rows(decode: tirx.PrimFunc, prefill: tirx.PrimFunc, rows: tirx.PrimExpr) -> tirx.PrimFunc:
@@ -137,13 +138,3 @@ def _bound_body(outer: tirx.PrimFunc, part: tirx.PrimFunc, data: Callable[[tirx.
                 bindings.append((want, have))
         views.append(tirx.DeclBuffer(new, data=data(old)))
     return tirx.SeqStmt([*(tirx.LetStmt(v, value) for v, value in bindings), *views, part.body])
-
-
-def is_buffer(param: tirx.Var) -> bool:
-    """A PrimFunc parameter is a buffer (TVM 0.27: a ``Var`` whose type is a ``BufferType``), not a scalar."""
-    return isinstance(param.ty, BufferType)
-
-
-def buffer_params(func: tirx.PrimFunc) -> list[tirx.Var]:
-    """The PrimFunc's buffer parameters, in order."""
-    return [p for p in func.params if is_buffer(p)]
