@@ -261,6 +261,9 @@ def bench_json(runtime, artifact, prompt_tokens, new_tokens):
     return json.loads(done.stdout)
 
 
+# slow: its setup is a compile of a model of its own (~20 s CPU; 50 s wall at load 7, 165 s at load 13; the same at
+# max_context 255, so the 2,047 slots cost nothing there); the call is 1.4 s. CI's command runs slow tests too.
+@pytest.mark.slow
 def test_the_page_rule_decides_on_a_cache_of_whole_huge_pages(runtime, long_cache_artifact):
     """kv_pages.hpp at a size where it matters: with the cache 4 MiB per tensor (2 huge pages), a short context
     keeps 4 KB pages (huge pages would make all 8 MiB resident for a few slots) and its resident cache is the
