@@ -6,21 +6,26 @@ import pytest
 
 from slmc.models import tiny_lm
 
-POOL_THREADS = 2  # this machine's cores; the parallel kernel bodies need more than one worker to be exercised
+MIN_POOL_THREADS = 2  # parallel kernel bodies need more than one worker to be exercised
 
 
 @pytest.fixture(scope="session", autouse=True)
-def two_pool_threads() -> int:
-    """pytest's main thread keeps TVM's default MaxConcurrency (1 on this 2-core machine, half the hardware threads)
-    until some test loads an artifact (``use_physical_cores``), and a parallel kernel then runs inline on one
-    thread: the schedule tests ran their parallel bodies on 2 threads only after tests/slmc/artifact. Sized here
-    (``set_pool_threads``), the same whichever tests ran before; session-wide, as an artifact's load leaves it."""
+def pool_threads() -> int:
+    """The workers of the main thread's TVM pool in the schedule tests: the physical cores (what an artifact's load
+    gives, ``use_physical_cores``), at least 2; 0 (left alone) when the user set ``TVM_NUM_THREADS`` /
+    ``OMP_NUM_THREADS``. pytest's main thread otherwise keeps TVM's default MaxConcurrency (1 on this 2-core
+    machine: half the hardware threads) until some test loads an artifact, and parallel kernels run inline on one
+    thread: the schedule tests ran their parallel bodies on 2 threads only after tests/slmc/artifact. Session-wide,
+    as an artifact's load leaves it (a started pool cannot grow: the count is the one use_physical_cores takes)."""
     import tvm  # noqa: F401  # loads the runtime library set_pool_threads calls into
 
-    from slmc.artifact.tvm_runtime import set_pool_threads
+    from slmc.artifact.tvm_runtime import default_pool_threads, set_pool_threads, user_chose_threads
 
-    set_pool_threads(POOL_THREADS)
-    return POOL_THREADS
+    if user_chose_threads():
+        return 0  # the user's count
+    count = max(MIN_POOL_THREADS, default_pool_threads())  # counted before set_pool_threads pins the thread
+    set_pool_threads(count)
+    return count
 
 
 @pytest.fixture(scope="module")
