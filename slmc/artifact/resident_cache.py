@@ -27,6 +27,7 @@ import numpy as np
 
 from slmc.artifact.kv_pages import ZeroPages
 from slmc.artifact.tvm_runtime import aligned_empty, as_local_tensor, tvm_ffi, use_physical_cores
+from slmc.artifact.vm_pool import release_vm_pool
 from slmc.errors import InputError
 from slmc.graph.kv_cache import KVCacheSpec, dequantize_rows, quantize_rows
 
@@ -94,14 +95,22 @@ class ResidentCache:
         ``resident_last`` when it has one; one token by its ``resident_step`` when it has one (the same
         logits, static shapes: a cheaper call). A prompt longer than ``PREFILL_CHUNK`` runs as calls of at
         most that many tokens (chunked prefill): the VM's pooled allocator keeps the pages of the largest
-        call's intermediates for the life of the process, so the chunk, not the prompt, bounds them."""
+        call's intermediates until the prompt is cached, so the chunk, not the prompt, bounds them; then they
+        are released (``slmc.artifact.vm_pool``: a decode step never reuses their sizes)."""
         use_physical_cores()  # this thread's TVM pool (per thread in TVM; returns at once once sized)
         count = ids.shape[1]
         if count < 1 or self.tokens + count > self.cache.max_context:
             raise InputError(f"{self.tokens} cached + {count} new tokens exceed the artifact's max_context "
                              f"{self.cache.max_context} (or no token given)")
-        if count > 1:  # a prompt plans its pages; a decode step does not (per-step cost; generate plans up front)
-            self.plan(self.tokens + count)
+        if count == 1:
+            return self._call(ids, last_only)
+        self.plan(self.tokens + count)  # a prompt plans its pages; a decode step does not (generate plans up front)
+        logits = self._prompt(ids, last_only)
+        release_vm_pool()  # its intermediates: the steps never reuse their sizes (slmc.artifact.vm_pool)
+        return logits
+
+    def _prompt(self, ids: np.ndarray, last_only: bool) -> np.ndarray:
+        count = ids.shape[1]
         if count <= PREFILL_CHUNK:
             return self._call(ids, last_only)
         starts = range(0, count, PREFILL_CHUNK)

@@ -65,26 +65,6 @@ def open_timer(info: dict[str, Any], policy: ThreadPolicy) -> StepTimer | Reside
     return StepTimer(lambda i, k, v: model.step(i, k, v)[0], KVCacheSpec(**info["kv"]), threading)
 
 
-def footprint(info: dict[str, Any], policy: ThreadPolicy, prompt: int, steps: int) -> dict[str, Any]:
-    """Load the artifact, prefill ``prompt`` bench ids, decode ``steps`` tokens one at a time (``last_only``, as
-    ``generate`` runs them, the cache planned for that length first): this process's peak RSS and the terms of its
-    bound (``slmc.bench.footprint``). An artifact of the copy contract has no resident cache to measure."""
-    import slmc
-
-    model = slmc.load(info["artifact"])
-    if not model.resident:
-        raise SlmcError(f"{info['artifact']}: the footprint row needs an artifact of the resident KV-cache contract")
-    decoder, token = model.decoder(), bench_prompt(1)
-    decoder.plan(prompt + steps)
-    decoder.feed(bench_prompt(prompt), last_only=True)
-    for step in range(steps):
-        token[0, 0] = (step * 7 + 1) % PROMPT_ID_RANGE
-        decoder.feed(token, last_only=True)
-    return {"prompt_tokens": prompt, "decode_steps": steps, "peak_rss_bytes": int(peak_rss_mb() * 2**20),
-            "weights_file_bytes": (Path(info["artifact"]) / WEIGHTS).stat().st_size,  # the file, as slmc-run reports it
-            "kv_cache_bytes": decoder.cache.bytes_per_token() * (decoder.tokens + 1)}  # + the sink slot
-
-
 class ResidentTimer:
     """Times the resident decoder (``slmc.artifact.resident_cache``) as generation runs it, and as the
     llama.cpp engine is timed: a decode sample is one token after a ``context``-token prompt prefilled

@@ -40,6 +40,8 @@ class EngineKind:
     open_name: str
     per_recipe: bool = False  # compiles the run's recipe: one instance per recipe
     footprint_name: str | None = None  # issue 22's load + 64 steps peak RSS (slmc.bench.footprint); None: not measured
+    # the footprint's module under slmc.bench when not ``module``: one importing no more than a user's process would
+    footprint_module: str | None = None
 
     def prepare(self, prep: Any) -> dict[str, Any]:
         return getattr(importlib.import_module(f"slmc.bench.{self.module}"), self.prepare_name)(prep)
@@ -50,11 +52,13 @@ class EngineKind:
     def footprint(self, info: dict[str, Any], policy: Any, prompt: int, steps: int) -> dict[str, Any]:
         if self.footprint_name is None:
             raise InputError(f"engine {self.name} has no footprint measurement (slmc.bench.footprint)")
-        return getattr(importlib.import_module(f"slmc.bench.{self.module}"), self.footprint_name)(info, policy, prompt, steps)
+        module = importlib.import_module(f"slmc.bench.{self.footprint_module or self.module}")
+        return getattr(module, self.footprint_name)(info, policy, prompt, steps)
 
 
 ENGINE_KINDS = {e.name: e for e in (
-    EngineKind("slmc", "engine_slmc", "prepare", "open_timer", per_recipe=True, footprint_name="footprint"),
+    EngineKind("slmc", "engine_slmc", "prepare", "open_timer", per_recipe=True, footprint_name="footprint",
+               footprint_module="footprint_slmc"),
     EngineKind("slmc-native", "engine_slmc", "prepare_native", "open_native", per_recipe=True,
                footprint_name="footprint_native"),
     EngineKind("torch", "engine_torch", "prepare", "open_timer"),

@@ -116,6 +116,27 @@ def test_a_prompt_longer_than_the_chunk_runs_in_chunks_with_the_same_logits(mode
     assert decoder.tokens == 30
 
 
+
+def test_a_prompt_releases_the_vm_pool_once_and_steps_decode_the_same_as_without(model, monkeypatch):
+    """A prompt's intermediates leave TVM's pool once it is cached (slmc.artifact.vm_pool); a step keeps its own.
+    The logits are those of a run that keeps them (released buffers are allocated again, not reused in use)."""
+    from slmc.artifact import resident_cache
+
+    decoder, ids = model.decoder(), np.arange(5, 25, dtype=np.int64).reshape(1, 20)
+
+    def run() -> list[np.ndarray]:
+        decoder.reset()
+        out = [decoder.feed(ids, last_only=True).copy()]
+        out += [decoder.feed(np.full((1, 1), t, dtype=np.int64), last_only=True).copy() for t in range(3)]
+        return out + [decoder.feed(ids[:, :4]).copy()]  # a second prompt after the steps
+
+    released = run()
+    calls = []
+    monkeypatch.setattr(resident_cache, "release_vm_pool", lambda: calls.append(decoder.tokens))
+    kept = run()
+    assert calls == [20, 27]  # after each prompt, none after a step
+    assert all(np.array_equal(a, b) for a, b in zip(released, kept))
+
 PEAK_SCRIPT = """
 import sys
 import numpy as np
