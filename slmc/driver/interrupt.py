@@ -44,7 +44,7 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 
 
 def requested() -> bool:
-    """Whether a Ctrl-C arrived since the outermost ``watch()`` began (the handler records it before raising)."""
+    """Whether a Ctrl-C arrived inside the outermost ``watch()`` (the handler records it before raising)."""
     return _requested.is_set()
 
 
@@ -72,6 +72,7 @@ def watch() -> Iterator[None]:
     finally:
         if install:
             signal.signal(signal.SIGINT, previous)
+            _requested.clear()  # code run after the compile (eval shares its stages) is not stopped by its record
 
 
 @contextmanager
@@ -86,9 +87,9 @@ def finishing() -> Iterator[None]:
         yield
     finally:
         _deferring.clear()
-        if _requested.is_set():
-            print("slmc: Ctrl-C arrived while the artifact was being committed: it was finished, not stopped",
-                  file=sys.stderr, flush=True)
+    if _requested.is_set():  # only when the block completed: a second Ctrl-C did stop it
+        print("slmc: Ctrl-C arrived while the artifact was being committed: it was finished, not stopped",
+              file=sys.stderr, flush=True)
 
 
 def stage(name: str) -> None:
