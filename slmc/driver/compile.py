@@ -19,7 +19,7 @@ import torch
 import tvm
 
 import slmc
-from slmc import progress
+from slmc.driver import interrupt
 from slmc.artifact.aligned_safetensors import save_aligned
 from slmc.artifact.weight_aliases import identical_tensors, mapped_parameters
 from slmc.artifact.layout import LIBRARY, WEIGHTS, StagedArtifact, check_destination, file_entries, write_manifest
@@ -306,12 +306,15 @@ def _compile_onnx(path: Path, recipe: Recipe, target_desc: TargetDescriptor, out
 def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Recipe, target_desc: TargetDescriptor,
              head: CompiledGraph, timings: dict[str, float], start: float, device: str | None,
              verify: Callable[[Path, Execution], Verification], tokenizer: Any,
-             post_build: PostBuild | None = None, require_execution: bool = False) -> CompileResult:
+             post_build: PostBuild | None = None, require_execution: bool = False,
+             on_commit: Callable[[Path, Manifest], None] | None = None) -> CompileResult:
     """Write library, weights, tokenizer and manifest into a staging directory, verify the staged
     artifact, and rename it into place only if verification passed (and, with ``require_execution``,
-    executed the artifact). A ``VerificationError`` carries the staged manifest with the verification."""
+    executed the artifact). A ``VerificationError`` carries the staged manifest with the verification.
+    ``on_commit(artifact, manifest)`` (the cache entry) runs with the rename, both inside
+    ``interrupt.finishing()``: a Ctrl-C recorded before it aborts, one during it does not half-finish it."""
     with StagedArtifact(out_dir) as staged:
-        progress.stage("export")
+        interrupt.stage("export")
         export_library(executable, target_desc, staged.path / LIBRARY)
         if post_build is not None:
             post_build.write(staged.path)  # the backend's files (NPU: partition report + QDQ ONNX of the regions)
@@ -326,7 +329,7 @@ def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Reci
                                 files=file_entries(staged.path))
         write_manifest(staged.path, manifest)
         t = time.perf_counter()
-        progress.stage("verify")
+        interrupt.stage("verify")
         skipped, execution = decide(recipe, target_desc, device)
         try:
             verification = skipped or verify(staged.path, execution)
@@ -346,7 +349,10 @@ def _package(out_dir: Path, executable: Any, program: RelaxProgram, recipe: Reci
             exc.timings = {k: round(v, 3) for k, v in timings.items()}
             raise
         write_manifest(staged.path, manifest)
-        artifact = staged.commit()
+        with interrupt.finishing():
+            artifact = staged.commit()
+            if on_commit is not None:
+                on_commit(artifact, manifest)
     timings["total"] = time.perf_counter() - start
     return CompileResult(artifact=artifact, manifest=manifest, timings={k: round(v, 3) for k, v in timings.items()})
 
@@ -362,6 +368,7 @@ def check_executed(verification: Verification, required: bool, manifest: Manifes
         raise error
 
 
+@interrupt.watch()  # a Ctrl-C is recorded as well as raised, and checked at every stage and before the commit
 def compile(  # noqa: A001 - the public name of the API
     model: Any = None,
     recipe: str | Path | Recipe | None = None,
@@ -439,10 +446,10 @@ def compile(  # noqa: A001 - the public name of the API
     check_compiled_weights(spec.name, final.weight_bytes(), compressed.kv_cache, target_desc)
 
     t = time.perf_counter()
-    progress.stage("lower")
+    interrupt.stage("lower")
     program = to_relax(final)
     return_freed_memory()  # TVM's copies of the weights that prepack replaced
-    progress.stage("build")
+    interrupt.stage("build")
     executable = build(program, target_desc, compressed.kv_cache)
     timings["build"] = time.perf_counter() - t
     post_build = backend_for(target_desc).after_build(final, program.module, target_desc, calibration,
@@ -470,8 +477,8 @@ def compile(  # noqa: A001 - the public name of the API
         verify=lambda staged, execution: _verify_artifact(staged, execution, recipe, final, compressed.reference, calibration,
                                                           spec, compressed.kv_cache, compressed.tokenizer),
         tokenizer=compressed.tokenizer, post_build=post_build, require_execution=require_execution,
+        on_commit=cache.record if cache is not None else None,
     )
-    if cache is not None and result.artifact is not None:
-        cache.record(result.artifact, result.manifest)
+    if cache is not None:
         result.cache = cache.to_json()
     return result

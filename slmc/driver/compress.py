@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from slmc import progress
+from slmc.driver import interrupt
 from slmc.graph.kv_cache_fit import graph_kv_cache
 from slmc.data.bpe_trim import tokenization_change
 from slmc.data.texts import load_texts
@@ -53,7 +53,7 @@ def trace_and_calibrate(spec: ModelSpec, recipe: Recipe, target: TargetDescripto
     import time
 
     t = time.perf_counter()
-    progress.stage("trace")
+    interrupt.stage("trace")
     calibration = load_calibration(recipe, spec)
     original = trace(spec)
     check_graph(original)
@@ -74,7 +74,7 @@ def compress(spec: ModelSpec, recipe: Recipe, target: TargetDescriptor, timings:
     timings = timings if timings is not None else {}
     original, calibration = prepared if prepared is not None else trace_and_calibrate(spec, recipe, target, timings)
     t = time.perf_counter()
-    progress.stage("passes")
+    interrupt.stage("passes")
     context = PassContext(target, calibration, original, vocabulary_source(spec, recipe))
     final, reports = run_passes(original, recipe.steps, context)
     check_op_coverage(final, target, "the recipe's passes")

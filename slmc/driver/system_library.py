@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from slmc import progress
+from slmc.driver import interrupt
 from slmc.artifact.manifest import Manifest
 from slmc.backend.lowering import build, export_system_library, to_relax
 from slmc.driver.compress import compress, trace_and_calibrate
@@ -46,9 +46,9 @@ def system_library_objects(artifact: Path, manifest: Manifest, directory: Path) 
         raise VerificationError(f"rebuilding {artifact}'s model as a system library gave the compiled graph {rebuilt}, the "
                                 f"manifest records {manifest.model.compiled_fingerprint} (model.compiled_fingerprint): "
                                 "the model or slmc changed since the artifact was compiled; compile it again")
-    progress.stage("lower")
+    interrupt.stage("lower")
     program = to_relax(compressed.final)
-    progress.stage("build")
+    interrupt.stage("build")
     executable = build(program, target, compressed.kv_cache, system_lib=True)
     _check_same_cache_contract(artifact, manifest, program.residency)
     return export_system_library(executable, target, directory)
