@@ -21,7 +21,8 @@ lowers the same op to one kernel with dequantization fused into the matmul
   dynamic int8 activations times symmetric int4 weights (codes ``c`` in ``[1, 15]`` standing for ``c - 8``, packed
   two per byte in the nibble-paired layout of ``slmc.quantization.w4a8_layout``, float16 scales per group of
   ``group_size`` inputs, or uint8 scale codes, ``scale_code_bits`` as for ``quantized_linear``, with their float16
-  ``row_scales [N]``, which multiply the output before the bias: in the kernel's epilogue, not one more kernel). Each row (token) of ``x`` is quantized per *activation group* of ``activation_group_size``
+  ``row_scales [N]``, which multiply the output before the bias: in the kernel's epilogue, not one more kernel).
+  Each row (token) of ``x`` is quantized per *activation group* of ``activation_group_size``
   inputs (``None``: the whole row, one scale per token), each group with its own scale ``max|x_group| / 127``;
   each weight group's integer dot product is summed in int32, times the group's weight scale and the scale of
   the activation group holding it, accumulated in float32 over the groups (the TVM kernel); the eager reference

@@ -460,7 +460,8 @@ def _convert_w4a8_linear(node: Any, importer: Any) -> relax.Var:
     (``slmc.quantization.w4a8_layout``) tiled ``[N/16, K/8, 16, 4]`` (16 channels x 4 bytes: two int8
     dot-product tiles of ``DOT_TILE``, one per nibble) when 16 divides ``N`` and ``PAIR_BLOCK`` the group
     size, scales transposed to ``[G, N]``; both relayouts are stored so at compile time
-    (``slmc.schedules.prepack``). Row scales of scale codes (the op's last argument) multiply in the epilogue. Activations per token, or per ``activation_group_size`` inputs when the node
+    (``slmc.schedules.prepack``). Row scales of scale codes (the op's last argument) multiply in the epilogue.
+    Activations per token, or per ``activation_group_size`` inputs when the node
     gives one (``NodeError`` naming the node when ``activation_group_problem`` finds one). Scale codes (uint8, or
     6-bit packed with ``scale_code_bits`` 6) are read as the kernel's scales (``scale_code_te.group_scale``)."""
     x, qweight, scales, bias, group_size, *rest = importer.retrieve_args(node)

@@ -112,7 +112,8 @@ def w4a8_linear_te(x: te.Tensor, qweight: te.Tensor, scales: te.Tensor, bias: te
     (``scale_code_bits`` 6) 6-bit codes packed four per three bytes ``[3 * ceil(G / 4), N]``, unpacked once per
     group and output channel (``scale_code_te.group_scale``); ``row_scales``: float16 ``[N]`` of scale codes, times
     each output before the bias in the epilogue (one multiply per output, where a separate ``aten.mul`` was one more
-    kernel call, allocation and cast per linear); ``activation_group_size``: ``None`` per token. Preconditions: ``group_size`` divides ``K``, ``PAIR_BLOCK`` (8) divides ``K``; tiled: 8
+    kernel call, allocation and cast per linear); ``activation_group_size``: ``None`` per token.
+    Preconditions: ``group_size`` divides ``K``, ``PAIR_BLOCK`` (8) divides ``K``; tiled: 8
     divides ``group_size``; ``slmc.quantization.ops.activation_group_problem`` finds none.
     """
     rows, in_features = x.shape
