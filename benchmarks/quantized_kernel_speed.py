@@ -18,8 +18,9 @@ One linear of each shape of ``--model`` (``SHAPES``: SmolLM-135M 576->576 q/o, 5
 - ``w4a8``: int8 activations x the same int4 codes (paired, ``[N/16, K/8, 16, 4]``), VNNI dots
   (``slmc.schedules.int4_int8_matmul``; int4 symmetric only): the weight-only kernel's yardstick, since
   it reads the same bytes per weight; per token, or per ``--activation-group`` inputs;
-- ``w4a8codes`` / ``w4a8codes6``: ``w4a8`` with uint8 / packed 6-bit scale codes instead of float16 scales (the
-  row scale is a separate multiply after the op, not timed here), against ``w4a8`` in one process.
+- ``w4a8codes`` / ``w4a8codes6``: ``w4a8`` with uint8 / packed 6-bit scale codes instead of float16 scales (built
+  without the op's row scales, whose one multiply per output in the epilogue is not timed here), against ``w4a8`` in
+  one process.
 
 Each is checked against numpy first, then all are timed interleaved round by round in one process (so
 load hits them alike); reports median ms, GB/s of weight bytes read (codes + scales + zero points: the

@@ -51,9 +51,9 @@ def register_row_stackable(rule: RowStackable) -> None:
 register_row_stackable(RowStackable(aten.linear.default, row_args=(1, 2)))
 # quantized_linear(x, qweight, scales, zeros?, bias?, input_scale?, bits, group_size, scale_code_bits?): rows first (slmc.quantization.formats)
 register_row_stackable(RowStackable(torch.ops.slmc.quantized_linear.default, row_args=(1, 2, 3, 4), equal_args=(5, 6, 7, 8)))
-# w4a8_linear(x, qweight, scales, bias?, group_size, activation_group_size?, scale_code_bits?): activation codes (per
-# token or per block) depend on x only, so siblings share them; scale codes' row scales multiply each sibling's split
-register_row_stackable(RowStackable(torch.ops.slmc.w4a8_linear.default, row_args=(1, 2, 3), equal_args=(4, 5, 6)))
+# w4a8_linear(x, qweight, scales, bias?, group_size, activation_group_size?, scale_code_bits?, row_scales?): activation
+# codes (per token or per block) depend on x only, so siblings share them; scale codes' row scales stack as rows
+register_row_stackable(RowStackable(torch.ops.slmc.w4a8_linear.default, row_args=(1, 2, 3, 7), equal_args=(4, 5, 6)))
 
 
 def _arg(node: fx.Node, index: int) -> object:

@@ -538,21 +538,21 @@ def _replace_w8a8(graph: Graph, plan: _Planned, codes: torch.Tensor, weight_scal
 
 def _replace_w4a8(graph: Graph, plan: _Planned, quantized: QuantizedWeight) -> None:
     """``w4a8_linear`` on the codes stored in its own nibble-paired layout (``slmc.quantization.w4a8_layout``); with
-    scale codes, its scales are the codes (6-bit ones packed) and the row scales multiply its output, before the
-    bias (``_row_scaled``), as for weight-only layers."""
+    scale codes, its scales are the codes (6-bit ones packed) and the row scales are its last argument: the kernel
+    multiplies them before the bias in its epilogue (a separate multiply, ``_row_scaled``, was one more kernel call,
+    float16 cast and allocation per linear per step: docs/dev-notes.md "Session 13: W4A8 scale codes speed")."""
     layer = plan.layer
     qweight = _attr(graph, layer.node, f"{layer.name}.qweight", pack_paired(quantized.codes))
     scales = _attr(graph, layer.node, f"{layer.name}.scales", quantized.stored_scales())
     rows = (_attr(graph, layer.node, f"{layer.name}.row_scales", quantized.row_scales)
             if quantized.row_scales is not None else None)
-    bias = layer.bias_node if rows is None else None  # with row scales the bias is added after them
-    args = (layer.input, qweight, scales, bias, plan.fmt.group(quantized.shape[1]))
-    # optional trailing arguments, written only when given (None per token and float16 scales are the op's defaults)
-    trailing = (plan.settings.activation_group_size, *_scale_code_arg(plan.fmt))
+    args = (layer.input, qweight, scales, layer.bias_node, plan.fmt.group(quantized.shape[1]))
+    # optional trailing arguments, written only when given (None per token, float16 scales and no row scales are the
+    # op's defaults)
+    trailing = (plan.settings.activation_group_size, (_scale_code_arg(plan.fmt) or (None,))[0], rows)
     while trailing and trailing[-1] is None:
         trailing = trailing[:-1]
-    _swap(graph, layer.node, W4A8_LINEAR, (*args, *trailing), layer.weight_node, rows,
-          layer.bias_node if rows is not None else None)
+    _swap(graph, layer.node, W4A8_LINEAR, (*args, *trailing), layer.weight_node)
 
 
 def _layer_report(name: str, kind: str, fmt: str, method: str, params: int, stored: int, **extra: Any) -> dict[str, Any]:
@@ -714,7 +714,8 @@ def _gather_from_w4a8_head(graph: Graph, node: fx.Node, weight_node: fx.Node, he
     scales (its group size and, when it has them, its scale codes and row scales): one stored table, which the
     compiled gather reads in the head's kernel layout (``tvm_kernels._convert_w4a8_embedding``)."""
     _, qweight, scales, _, group_size, *rest = head.args
-    scale_code_bits = tuple(rest[1:2])  # after activation_group_size: the head's scale-code width, when it has one
+    # after activation_group_size: the head's scale-code width, when it has one (None before its row scales: 8-bit)
+    scale_code_bits = tuple(bits for bits in rest[1:2] if bits is not None)
     row_path = f"{head_name}.row_scales"
     with graph.graph.inserting_before(node):
         q, s = (graph.graph.get_attr(str(a.target)) for a in (qweight, scales))

@@ -17,11 +17,12 @@ lowers the same op to one kernel with dequantization fused into the matmul
   symmetric int8 weights ``[N, K]`` (int8 storage, per-output-channel float32 scales), int32
   accumulation, rescaled by ``activation_scale * weight_scales``. ``input_scale`` carries
   SmoothQuant's migration ``1/s`` (Xiao et al., 2022).
-- ``w4a8_linear(x, qweight, scales, bias?, group_size, activation_group_size?, scale_code_bits?)``: dynamic int8
-  activations times symmetric int4 weights (codes ``c`` in ``[1, 15]`` standing for ``c - 8``, packed two per byte
-  in the nibble-paired layout of ``slmc.quantization.w4a8_layout``, float16 scales per group of ``group_size``
-  inputs, or uint8 scale codes, ``scale_code_bits`` as for ``quantized_linear``: the caller multiplies the row
-  scales of codes after the op). Each row (token) of ``x`` is quantized per *activation group* of ``activation_group_size``
+- ``w4a8_linear(x, qweight, scales, bias?, group_size, activation_group_size?, scale_code_bits?, row_scales?)``:
+  dynamic int8 activations times symmetric int4 weights (codes ``c`` in ``[1, 15]`` standing for ``c - 8``, packed
+  two per byte in the nibble-paired layout of ``slmc.quantization.w4a8_layout``, float16 scales per group of
+  ``group_size`` inputs, or uint8 scale codes, ``scale_code_bits`` as for ``quantized_linear``, with their float16
+  ``row_scales [N]``, which multiply the output before the bias: in the kernel's epilogue, not one more kernel).
+  Each row (token) of ``x`` is quantized per *activation group* of ``activation_group_size``
   inputs (``None``: the whole row, one scale per token), each group with its own scale ``max|x_group| / 127``;
   each weight group's integer dot product is summed in int32, times the group's weight scale and the scale of
   the activation group holding it, accumulated in float32 over the groups (the TVM kernel); the eager reference
@@ -56,7 +57,7 @@ _LIBRARY.define("quantized_embedding(Tensor ids, Tensor qweight, Tensor scales, 
 _LIBRARY.define("w8a8_linear(Tensor x, Tensor qweight, Tensor weight_scales, Tensor? bias, Tensor? input_scale, "
                 "float activation_scale) -> Tensor")
 _LIBRARY.define("w4a8_linear(Tensor x, Tensor qweight, Tensor scales, Tensor? bias, int group_size, "
-                "int? activation_group_size=None, int? scale_code_bits=None) -> Tensor")
+                "int? activation_group_size=None, int? scale_code_bits=None, Tensor? row_scales=None) -> Tensor")
 
 ACTIVATION_LIMIT = 127
 TOKEN_RANGE_FLOOR = 1e-30  # max|x_row| below it is raised to it: an all-zero row gets codes 0, not 0 * inf
@@ -172,7 +173,7 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _w4a8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None,
                  group_size: int, activation_group_size: int | None = None,
-                 scale_code_bits: int | None = None) -> torch.Tensor:
+                 scale_code_bits: int | None = None, row_scales: torch.Tensor | None = None) -> torch.Tensor:
     problem = activation_group_problem(x.shape[-1], group_size, activation_group_size)
     if problem is not None:
         raise ValueError(f"slmc.w4a8_linear: {problem}")
@@ -185,6 +186,8 @@ def _w4a8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, b
     else:  # per group: the codes rescaled group by group, then one matmul
         grouped = codes.reshape(*codes.shape[:-1], act_scale.shape[-1], -1) * act_scale.unsqueeze(-1)
         out = torch.nn.functional.linear(grouped.reshape(codes.shape), weight)
+    if row_scales is not None:  # scale codes: the float16 scale per output row, before the bias
+        out = out * row_scales.to(torch.float32)
     return out + bias if bias is not None else out
 
 
@@ -223,7 +226,8 @@ def _w8a8_linear_fake(x, qweight, weight_scales, bias, input_scale, activation_s
 
 
 @torch.library.register_fake("slmc::w4a8_linear")
-def _w4a8_linear_fake(x, qweight, scales, bias, group_size, activation_group_size=None, scale_code_bits=None):  # noqa: ANN001, ANN202
+def _w4a8_linear_fake(x, qweight, scales, bias, group_size, activation_group_size=None, scale_code_bits=None,  # noqa: ANN001, ANN202
+                      row_scales=None):
     return x.new_empty((*x.shape[:-1], qweight.shape[0]))
 
 

@@ -460,12 +460,14 @@ def _convert_w4a8_linear(node: Any, importer: Any) -> relax.Var:
     (``slmc.quantization.w4a8_layout``) tiled ``[N/16, K/8, 16, 4]`` (16 channels x 4 bytes: two int8
     dot-product tiles of ``DOT_TILE``, one per nibble) when 16 divides ``N`` and ``PAIR_BLOCK`` the group
     size, scales transposed to ``[G, N]``; both relayouts are stored so at compile time
-    (``slmc.schedules.prepack``). Activations per token, or per ``activation_group_size`` inputs when the node
+    (``slmc.schedules.prepack``). Row scales of scale codes (the op's last argument) multiply in the epilogue.
+    Activations per token, or per ``activation_group_size`` inputs when the node
     gives one (``NodeError`` naming the node when ``activation_group_problem`` finds one). Scale codes (uint8, or
     6-bit packed with ``scale_code_bits`` 6) are read as the kernel's scales (``scale_code_te.group_scale``)."""
     x, qweight, scales, bias, group_size, *rest = importer.retrieve_args(node)
     activation_group = int(rest[0]) if rest and rest[0] is not None else None
     scale_code_bits = _scale_code_bits(rest[1:])
+    row_scales = rest[2] if len(rest) > 2 else None
     bb = importer.block_builder
     flat, leading = _flatten(bb, x)
     out_features, packed = (int(v) for v in qweight.ty.shape.values)
@@ -476,7 +478,7 @@ def _convert_w4a8_linear(node: Any, importer: Any) -> relax.Var:
     name = _kernel_name("slmc_w4a8_linear", f"g{group_size}", f"a{activation_group}" if activation_group else "",
                         f"s{scale_code_bits}" if scale_code_bits else "")
     out = bb.emit_te(w4a8_linear_te, flat, qweight, _weight_layout(bb, scales, None), bias, int(group_size),
-                     DOT_ROWS if tiled else 1, activation_group, scale_code_bits, primfunc_name_hint=name,
+                     DOT_ROWS if tiled else 1, activation_group, scale_code_bits, row_scales, primfunc_name_hint=name,
                      primfunc_attrs={KERNEL_ATTR: "w4a8_linear"})
     return _restore(bb, out, leading)
 

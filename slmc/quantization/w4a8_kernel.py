@@ -30,7 +30,7 @@ inputs of a row (``activation_group_size``; per token ``A = K``, one group), a w
   stage only: a schedule
   computes it per pair of rows, and TVM's ``reverse_compute_at`` refuses an epilogue with another
   producer outside the loop);
-- ``requantize``: (+ bias).
+- ``requantize``: (x float16 row scale of scale codes) (+ bias).
 
 The activation codes are the eager reference's bit for bit (``slmc.quantization.ops.w4a8_linear``);
 its sum is a float32 matmul with the dequantized weight, equal to this one up to float32 rounding. ``slmc.schedules.int4_int8_matmul`` schedules it onto the
@@ -104,14 +104,16 @@ def token_codes(x: te.Tensor, row_multiple: int, activation_group_size: int | No
 
 def w4a8_linear_te(x: te.Tensor, qweight: te.Tensor, scales: te.Tensor, bias: te.Tensor | None, group_size: int,
                    row_multiple: int, activation_group_size: int | None = None,
-                   scale_code_bits: int | None = None) -> te.Tensor:
+                   scale_code_bits: int | None = None, row_scales: te.Tensor | None = None) -> te.Tensor:
     """``out[m, n] = sum_g (sum_{k in g} code(x)[m, k] * (c[n, k] - 8)) * scale[g, n] * r[m, a(g)] / 127 (+ bias[n])``.
 
     ``qweight``: paired bytes (``slmc.quantization.w4a8_layout``) tiled ``[N/16, K/8, 16, 4]`` or plain
     ``[N, K/2]``; ``scales``: float16 ``[G, N]`` (transposed by the converter), or uint8 scale codes ``[G, N]``, or
     (``scale_code_bits`` 6) 6-bit codes packed four per three bytes ``[3 * ceil(G / 4), N]``, unpacked once per
-    group and output channel (``scale_code_te.group_scale``; the row scale of codes multiplies the op's output after
-    it, ``passes/quantize.py``); ``activation_group_size``: ``None`` per token. Preconditions: ``group_size`` divides ``K``, ``PAIR_BLOCK`` (8) divides ``K``; tiled: 8
+    group and output channel (``scale_code_te.group_scale``); ``row_scales``: float16 ``[N]`` of scale codes, times
+    each output before the bias in the epilogue (one multiply per output, where a separate ``aten.mul`` was one more
+    kernel call, allocation and cast per linear); ``activation_group_size``: ``None`` per token.
+    Preconditions: ``group_size`` divides ``K``, ``PAIR_BLOCK`` (8) divides ``K``; tiled: 8
     divides ``group_size``; ``slmc.quantization.ops.activation_group_problem`` finds none.
     """
     rows, in_features = x.shape
@@ -174,6 +176,7 @@ def w4a8_linear_te(x: te.Tensor, qweight: te.Tensor, scales: te.Tensor, bias: te
     )
 
     def epilogue(m: Any, n: Any) -> Any:
-        return rescaled[m, n] + bias[n] if bias is not None else rescaled[m, n]
+        out = rescaled[m, n] * row_scales[n].astype("float32") if row_scales is not None else rescaled[m, n]
+        return out + bias[n] if bias is not None else out
 
     return te.compute((rows, out_features), epilogue, name="requantize")

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from slmc.graph.ir import ModelSpec, check_graph, trace
+from slmc.graph.ir import ModelSpec, check_graph, fetch_attr, trace
 from slmc.models import tiny_lm
 
 from pass_helpers import compile_fixture, lm_samples, relative_error, run_pass
@@ -247,12 +247,16 @@ def test_quantized_siblings_merge_exactly(host_target):
 def test_w4a8_siblings_merge_and_share_their_activation_codes(host_target, codes):
     """quantize w4a8, then fuse: Q/K/V read one input, so its per-token codes are the same for all three and the
     merged op's outputs are the three ops' outputs (equal up to float32 rounding of the larger matmul). With scale
-    codes the packed codes stack by rows and each sibling's row scales multiply its part of the split."""
+    codes the packed codes and the row scales (the op's last argument, multiplied in its kernel) stack by rows."""
     spec = tiny_lm.build()
     quantized = run_pass("quantize", trace(spec), host_target, scheme="w4a8", group_size=32, **codes).graph
     outcome = run_pass("fuse", quantized, host_target, merge_siblings=True)
     op = torch.ops.slmc.w4a8_linear.default
     assert outcome.stats["sibling_groups_merged"] == 2 and (len(_ops(quantized, op)), len(_ops(outcome.graph, op))) == (13, 9)
+    if codes:  # every op multiplies its own rows' scales: [N] float16, N its output features
+        for node in _ops(outcome.graph, op):
+            rows = fetch_attr(outcome.graph.module, str(node.args[7].target))
+            assert rows.dtype == torch.float16 and rows.shape == (fetch_attr(outcome.graph.module, str(node.args[1].target)).shape[0],)
     check_graph(outcome.graph)
     assert relative_error(quantized, outcome.graph, lm_samples(spec)) <= EXACT
 

@@ -113,17 +113,19 @@ def test_w4a8_linears_take_int4_weights_and_the_embedding_stays_weight_only(tiny
 
 @pytest.mark.parametrize("code_bits", [8, 6])
 def test_w4a8_scale_codes_are_stored_as_codes_and_row_scales(tiny_lm_graph, host_target, lm_inputs, code_bits):
-    """w4a8 with scale codes: uint8 scales (6-bit ones packed, the op's trailing scale_code_bits 6), the row scales
-    multiplying each op's output; fewer bits per weight than float16 scales, the same model up to the codes' rounding."""
+    """w4a8 with scale codes: uint8 scales (6-bit ones packed, scale_code_bits 6), the row scales the op's last
+    argument (its kernel multiplies them in the epilogue: no separate multiply); fewer bits per weight than float16
+    scales, the same model up to the codes' rounding."""
     base = {"scheme": "w4a8", "group_size": 32, "activation_group_size": 32}
     plain, _ = _run(tiny_lm_graph, base, host_target)
     final, report = _run(tiny_lm_graph, {**base, "scale_codes": True, "scale_code_bits": code_bits}, host_target)
     ops = _targets(final, W4A8_LINEAR)
-    assert ops and all(n.args[4:] == ((32, 32) if code_bits == 8 else (32, 32, 6)) for n in ops)
+    assert ops and all(n.args[4:7] == (32, 32, None if code_bits == 8 else 6) for n in ops)
     for op in ops:
         assert fetch_attr(final.module, str(op.args[2].target)).dtype == torch.uint8
-        (mul,) = op.users  # the row scales (float16, widened) multiply the op's output once per output feature
-        assert mul.target is torch.ops.aten.mul.Tensor and str(mul.args[1].args[0].target).endswith(".row_scales")
+        rows = op.args[7]  # float16 [N], multiplied in the op
+        assert str(rows.target).endswith(".row_scales") and fetch_attr(final.module, str(rows.target)).dtype == torch.float16
+        assert not any(user.target is torch.ops.aten.mul.Tensor for user in op.users)
     linears = [r for r in report["stats"]["layers"] if r["kind"] == "linear"]
     assert all(f"{code_bits}-bit scales x float16 row scale" in r["format"] and r["bits_per_weight"] < 4.5 for r in linears)
     x = lm_inputs(5, past=3)
@@ -426,7 +428,9 @@ def test_a_table_tied_to_a_w4a8_head_with_scale_codes_is_gathered_from_the_heads
     [gather] = _targets(final, W4A8_EMBEDDING)
     head_op = next(n for n in _targets(final, W4A8_LINEAR) if n.args[1].target == gather.args[1].target)
     assert [a.target for a in gather.args[1:3]] == [a.target for a in head_op.args[1:3]]
-    assert tuple(gather.args[4:]) == tuple(head_op.args[6:])  # the head's scale_code_bits (6), none for 8-bit codes
+    # the head's scale_code_bits (6), none for 8-bit codes; the head's row scales are its last argument (in its kernel)
+    assert tuple(gather.args[4:]) == tuple(a for a in head_op.args[6:7] if a is not None)
+    assert str(head_op.args[7].target).endswith(".row_scales")
     assert not [name for name in final.tensors() if ".embedding." in name]
     ids = torch.randint(0, 96, (1, 6))
     out = module(ids).detach()

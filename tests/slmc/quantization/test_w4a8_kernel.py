@@ -21,8 +21,8 @@ BLOCK_TOLERANCE = 1e-3  # per block of activations, outputs ~400: see test_w4a8_
 
 
 class W4A8(torch.nn.Module):
-    """``w4a8_linear`` (+ relu); ``code_bits`` 8 or 6: scale codes, their row scales multiplied after the op and the
-    bias added after them, as ``passes/quantize.py`` emits them."""
+    """``w4a8_linear`` (+ relu); ``code_bits`` 8 or 6: scale codes, their row scales the op's last argument (the
+    kernel multiplies them before the bias), as ``passes/quantize.py`` emits them."""
 
     def __init__(self, out_features: int, in_features: int, group: int, bias: bool = True, block: int | None = None,
                  code_bits: int | None = None):
@@ -35,14 +35,11 @@ class W4A8(torch.nn.Module):
         self.row_scales = _frozen(q.row_scales)
         self.bias = _frozen(torch.randn(out_features, generator=gen)) if bias else None
         self.group = group
-        self.trailing = (block, 6) if code_bits == 6 else (() if block is None else (block,))
+        self.trailing = ((block, 6 if code_bits == 6 else None, self.row_scales) if code_bits is not None
+                         else (() if block is None else (block,)))
 
     def forward(self, x):
-        if self.row_scales is None:
-            return torch.relu(torch.ops.slmc.w4a8_linear(x, self.qweight, self.scales, self.bias, self.group, *self.trailing))
-        out = torch.ops.slmc.w4a8_linear(x, self.qweight, self.scales, None, self.group, *self.trailing)
-        out = out * self.row_scales.to(torch.float32)
-        return torch.relu(out + self.bias if self.bias is not None else out)
+        return torch.relu(torch.ops.slmc.w4a8_linear(x, self.qweight, self.scales, self.bias, self.group, *self.trailing))
 
 
 @pytest.mark.parametrize("shape,group,tiled,block,code_bits", [
