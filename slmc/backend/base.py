@@ -103,9 +103,13 @@ class Backend(TargetKind):
         return [returned_view, *pipeline.dataflow_lower_passes(phase.tvm_target)]
 
     def finalize_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
+        """TVM's generic finalization (memory plan, kills, VM builtins), then the kills that free nothing
+        dropped from functions whose memory is planned and small (``slmc.schedules.planned_kills``)."""
         from tvm.relax.backend.cpu_generic import pipeline
 
-        return pipeline.finalize_passes(phase.tvm_target)
+        from slmc.schedules.planned_kills import planned_kills
+
+        return [*pipeline.finalize_passes(phase.tvm_target), planned_kills]
 
     # -- after the build -----------------------------------------------------------------------
     def after_build(self, graph: Graph, module: tvm.IRModule, target: TargetDescriptor,
