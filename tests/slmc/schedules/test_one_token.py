@@ -184,7 +184,7 @@ def test_the_steps_logits_are_the_heads_output_viewed(built):
     kept = first.numpy().copy()
     vm[RESIDENT_STEP](tvm.runtime.tensor(np.array([[11]])), k, v, tvm_ffi.Shape((1,)), *weights)
     np.testing.assert_array_equal(first.numpy(), kept)
-    calls = [s for s in seen if s != "vm.builtin.null_value"]  # the kills of dead registers
+    calls = [s for s in seen if s != "vm.builtin.null_value"]  # kills of dead registers (none since planned_kills)
     assert calls[-1] == "vm.builtin.reshape" and "matmul" in calls[-2]
 
 
