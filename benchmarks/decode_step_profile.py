@@ -359,6 +359,9 @@ def alternate(steps: dict[str, Step], threads: list[int], rounds: int, calls: in
     for _ in range(rounds):
         for count in threads:
             set_threads(count)
+            # an untimed batch first: the batch right after a thread-count switch ran 1.4x slower, whichever
+            # artifact it was (docs/dev-notes.md, "Session 13: VM cost per decode step")
+            next(iter(steps.values())).timed(calls)
             for name, step in steps.items():
                 step()
                 samples[name][count].append(step.timed(calls) * 1e3)

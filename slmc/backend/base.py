@@ -95,17 +95,27 @@ class Backend(TargetKind):
         raise NotImplementedError(f"backend '{self.kind}' defines no schedule_passes")
 
     def dataflow_lower_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
-        """A returned reshape made a view (``slmc.schedules.returned_view``), then TVM's generic lowering."""
+        """A returned reshape made a view (``slmc.schedules.returned_view``), then TVM's generic lowering, with
+        one view per repeated reshape right after its ``RewriteDataflowReshape`` (``slmc.schedules.repeated_views``)."""
         from tvm.relax.backend.cpu_generic import pipeline
 
+        from slmc.schedules.repeated_views import repeated_views
         from slmc.schedules.returned_view import returned_view
 
-        return [returned_view, *pipeline.dataflow_lower_passes(phase.tvm_target)]
+        rewrite_reshape, *lowering = pipeline.dataflow_lower_passes(phase.tvm_target)
+        if rewrite_reshape.info.name != "RewriteDataflowReshape":
+            raise RuntimeError(f"TVM's CPU dataflow lowering starts with {rewrite_reshape.info.name}, "
+                               "not RewriteDataflowReshape (slmc.schedules.repeated_views runs after it)")
+        return [returned_view, rewrite_reshape, repeated_views, *lowering]
 
     def finalize_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
+        """TVM's generic finalization (memory plan, kills, VM builtins), then the kills that free nothing
+        dropped from functions whose memory is planned and small (``slmc.schedules.planned_kills``)."""
         from tvm.relax.backend.cpu_generic import pipeline
 
-        return pipeline.finalize_passes(phase.tvm_target)
+        from slmc.schedules.planned_kills import planned_kills
+
+        return [*pipeline.finalize_passes(phase.tvm_target), planned_kills]
 
     # -- after the build -----------------------------------------------------------------------
     def after_build(self, graph: Graph, module: tvm.IRModule, target: TargetDescriptor,

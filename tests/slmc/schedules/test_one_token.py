@@ -184,5 +184,16 @@ def test_the_steps_logits_are_the_heads_output_viewed(built):
     kept = first.numpy().copy()
     vm[RESIDENT_STEP](tvm.runtime.tensor(np.array([[11]])), k, v, tvm_ffi.Shape((1,)), *weights)
     np.testing.assert_array_equal(first.numpy(), kept)
-    calls = [s for s in seen if s != "vm.builtin.null_value"]  # the kills of dead registers
+    calls = [s for s in seen if s != "vm.builtin.null_value"]  # kills of dead registers (none since planned_kills)
     assert calls[-1] == "vm.builtin.reshape" and "matmul" in calls[-2]
+
+
+def test_the_step_kills_no_register_and_makes_each_view_once(built):
+    """The one-token step's storages are planned (constant, small): no ``kill_object`` left
+    (slmc.schedules.planned_kills); each layer's rotary-table views are made once per step, not per layer
+    (slmc.schedules.repeated_views): no two ``vm.builtin.reshape`` of the same register to the same shape."""
+    _spec, program, _vm = built
+    script = program.scheduled[RESIDENT_STEP].script()
+    assert "R.vm.kill_object(" not in script
+    views = re.findall(r'R\.call_packed\("vm\.builtin\.reshape", (\w+), (R\.shape\(\[[^\]]*\]\))', script)
+    assert views and len(set(views)) == len(views)
