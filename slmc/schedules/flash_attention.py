@@ -70,6 +70,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from slmc.errors import BuildError
+from slmc.schedules.prefetch import LINE_BYTES, prefetch_call
 from slmc.schedules.row_branch import branch_on_condition, branch_on_rows
 from slmc.schedules.rule import KERNEL_ATTR
 from slmc.schedules.row_matmul import STACK_SCOPE
@@ -160,6 +161,10 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
     minus_inf = tirx.const(float("-inf"), "float32")
     if split and (block_q != 1 or transposed_keys):
         raise BuildError("flash attention splits the keys of the decode form only (one query row, keys read in place)")
+    item_bytes = 1 if quantized else (2 if shape.cache_dtype == "float16" else 4)
+    line_items = LINE_BYTES // item_bytes  # cached numbers per cache line
+    block_lines = -(-bk * depth // line_items)  # cache lines of one key block's keys (contiguous; as many of its values)
+    decode_prefetch = block_q == 1 and not transposed_keys  # prefill's key tiles are re-read by many rows: cached
     stride = depth + 2  # a split's partial result per row: acc[depth], its running max, its running sum
     partial_size = kv_heads * MAX_SPLITS * rows_per_item * stride if split else 1
 
@@ -190,6 +195,19 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
                     out[kv * i64(group) + r, i64(0), d] = acc[d] / state[1]
 
     @T.macro
+    def prefetch_blocks(kc, vc, ks, vs, kv, start, end):
+        # key blocks [start, end) of KV head kv: their keys and values (and int8 row scales), one prefetch per cache line
+        for kb, line in T.grid(end - start, i64(block_lines)):
+            T.evaluate(prefetch_call(kc[i64(layer), i64(0), kv, T.min((start + kb) * i64(bk) + line * i64(line_items) // i64(depth), i64(slots - 1)),
+                                        line * i64(line_items) % i64(depth)]))
+            T.evaluate(prefetch_call(vc[i64(layer), i64(0), kv, T.min((start + kb) * i64(bk) + line * i64(line_items) // i64(depth), i64(slots - 1)),
+                                        line * i64(line_items) % i64(depth)]))
+        if quantized:
+            for kb, line in T.grid(end - start, i64(-(-bk * 4 // LINE_BYTES))):
+                T.evaluate(prefetch_call(ks[i64(layer), i64(0), kv, T.min((start + kb) * i64(bk) + line * i64(LINE_BYTES // 4), i64(slots - 1))]))
+                T.evaluate(prefetch_call(vs[i64(layer), i64(0), kv, T.min((start + kb) * i64(bk) + line * i64(LINE_BYTES // 4), i64(slots - 1))]))
+
+    @T.macro
     def item_body(q, kc, vc, ks, vs, mask, out, partial, rows, keys, blocks, splits, key_blocks, chunk, item):
                 kt = T.sblock_alloc_buffer((i64(depth), i64(bk)), "float32", scope=STACK_SCOPE)
                 tile = T.sblock_alloc_buffer((i64(block_q), i64(bk)), "float32", scope=STACK_SCOPE)
@@ -211,6 +229,8 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
                 for r in T.serial(i64(rows_per_item)):
                     best[r] = T.float32(NEG_BIG)
                     total[r] = T.float32(0)
+                if decode_prefetch and split:  # this item's key range, before its first use
+                    prefetch_blocks(kc, vc, ks, vs, kv, first_block, T.min(key_blocks, first_block + chunk))
                 for kbi in T.serial(T.max(i64(0), T.min(key_blocks, first_block + chunk) - first_block)):
                     kb = T.meta_var(first_block + kbi)
                     state[0] = minus_inf
@@ -321,6 +341,9 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
             splits = T.meta_var(split_count(keys))  # 1 (a constant that folds away) unless split
             key_blocks: T.let[T.int64] = (keys + i64(bk - 1)) // i64(bk)
             chunk = T.meta_var((key_blocks + splits - i64(1)) // splits)  # key blocks per item
+            if decode_prefetch and not split:  # the whole read (below 2 x SPLIT_KEYS keys): every load misses in flight at once
+                for kv in T.serial(i64(kv_heads)):
+                    prefetch_blocks(kc, vc, ks, vs, kv, i64(0), key_blocks)
             for item in loop(i64(kv_heads) * blocks * splits):
                 with T.sblock("flash"):
                     item_body(q, kc, vc, ks, vs, mask, out, partial, rows, keys, blocks, splits, key_blocks, chunk, item)

@@ -12,7 +12,8 @@ import tvm
 from slmc.graph.kv_cache import sink_causal_mask
 from slmc.schedules import cpu_params
 from slmc.schedules.fast_exp import fast_exp_pass
-from slmc.schedules.flash_attention import BLOCK_K, BLOCK_Q, MAX_SPLITS, SPLIT_KEYS, FlashShape, flash_attention_func
+from slmc.schedules.flash_attention import (BLOCK_K, BLOCK_Q, MAX_SPLITS, SPLIT_KEYS, FlashShape, decode_attention_func,
+                                          flash_attention_func)
 
 # slots for the split decode form (2 x SPLIT_KEYS keys and more), up to MAX_SPLITS key ranges with an empty last one
 SHAPE = FlashShape(heads=6, kv_heads=2, depth=32, slots=4200, layers=3, layer=1, scale=32 ** -0.5, mask_rank=4)
@@ -114,3 +115,13 @@ def test_no_buffer_grows_with_the_prompt_or_the_context(kernel):
     # the split decode form's scratch (each key range's unnormalized rows with their max and sum) is static too
     scratch = re.findall(r"partial = T\.sblock_alloc_buffer\(\(T\.int64\((\d+)\),\)\)", func.script())
     assert max(map(int, scratch)) == SHAPE.heads * MAX_SPLITS * (SHAPE.depth + 2), scratch
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_the_decode_forms_prefetch_the_keys_and_values_they_read(host_target, split):
+    # a step's weights evict the cache between two layers' attention: the decode forms issue their reads' cache
+    # lines up front (serial: the whole read; split: each item's key range) instead of one key block at a time
+    func = decode_attention_func(SHAPE, cpu_params(host_target).lanes, split)
+    script = func.script()
+    assert re.search(r'"llvm\.prefetch[.a-z0-9]*", T\.address_of\(kc\[', script), script
+    assert re.search(r'"llvm\.prefetch[.a-z0-9]*", T\.address_of\(vc\[', script), script
