@@ -45,6 +45,13 @@ count and the key count (``slmc.schedules.row_branch``). Exactness: the same sum
 another order (online softmax rescaling is exact up to rounding). ``exp`` becomes slmc's
 vectorizable polynomial (``slmc.schedules.fast_exp``) like everywhere else on CPU.
 
+The serial decode form first prefetches (``slmc.schedules.prefetch``) the cache lines of its first
+``PREFETCH_BYTES`` of keys and values, every KV head: in a real step the weights streamed since the previous
+layer (SmolLM-135M int4: ~76 MB, more than the last-level cache) have evicted them, and one key block at a time
+the hardware prefetcher restarts on every 4 KB page. SmolLM-135M at 128 keys, float16 cache, cache evicted
+before each call: ~21.7 -> ~17.9 us per layer (from cache: ~4 us; docs/dev-notes.md, "Session 13"). The split
+form's long key ranges are left to the hardware prefetcher (software prefetch there was 15-50% slower).
+
 A cache stored in int8 (``slmc.schedules.resident_kv``) adds its scales ``[layers, 1, kv_heads, slots]``
 after the caches (one per key or value row). The dot products read the int8 codes converted to float32
 and each row's scale is applied once, not per element: a score is ``(q . k_codes) * (scale * key_scale)``,
@@ -81,6 +88,7 @@ BLOCK_K = 32   # keys per tile: two AVX-512 vectors of scores per row
 ROW_UNROLL = 4  # rows accumulated at once in the score and value loops (independent FMA chains)
 NEG_BIG = -3.0e38  # running maximum before any visible key: finite, so exp(-inf - NEG_BIG) = 0, never NaN
 SPLIT_KEYS = 256  # decode: keys per (KV head, key range) item at least; fewer than 2 x this run serially
+PREFETCH_BYTES = 128 * 1024  # serial decode: cache bytes prefetched up front at most (all of SmolLM-135M's float16 128 keys)
 MAX_SPLITS = 16  # decode: key ranges per KV head at most (the scratch buffer's static size)
 OPAQUE = 8  # relax.transform's OpPatternKind.kOpaque: FuseOps fuses nothing into this kernel
 
@@ -164,7 +172,10 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
     item_bytes = 1 if quantized else (2 if shape.cache_dtype == "float16" else 4)
     line_items = LINE_BYTES // item_bytes  # cached numbers per cache line
     block_lines = -(-bk * depth // line_items)  # cache lines of one key block's keys (contiguous; as many of its values)
-    decode_prefetch = block_q == 1 and not transposed_keys  # prefill's key tiles are re-read by many rows: cached
+    # the serial decode form (fewer than 2 x SPLIT_KEYS keys) prefetches all it reads up front; the split form
+    # (hardware prefetch keeps up with its long key ranges: software prefetch there cost 15-50%) and prefill do not
+    decode_prefetch = block_q == 1 and not transposed_keys and not split
+    prefetch_blocks_per_head = max(1, PREFETCH_BYTES // (kv_heads * 2 * block_lines * LINE_BYTES))
     stride = depth + 2  # a split's partial result per row: acc[depth], its running max, its running sum
     partial_size = kv_heads * MAX_SPLITS * rows_per_item * stride if split else 1
 
@@ -229,8 +240,6 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
                 for r in T.serial(i64(rows_per_item)):
                     best[r] = T.float32(NEG_BIG)
                     total[r] = T.float32(0)
-                if decode_prefetch and split:  # this item's key range, before its first use
-                    prefetch_blocks(kc, vc, ks, vs, kv, first_block, T.min(key_blocks, first_block + chunk))
                 for kbi in T.serial(T.max(i64(0), T.min(key_blocks, first_block + chunk) - first_block)):
                     kb = T.meta_var(first_block + kbi)
                     state[0] = minus_inf
@@ -341,9 +350,9 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
             splits = T.meta_var(split_count(keys))  # 1 (a constant that folds away) unless split
             key_blocks: T.let[T.int64] = (keys + i64(bk - 1)) // i64(bk)
             chunk = T.meta_var((key_blocks + splits - i64(1)) // splits)  # key blocks per item
-            if decode_prefetch and not split:  # the whole read (below 2 x SPLIT_KEYS keys): every load misses in flight at once
+            if decode_prefetch:  # the first PREFETCH_BYTES it reads: every load misses in flight at once
                 for kv in T.serial(i64(kv_heads)):
-                    prefetch_blocks(kc, vc, ks, vs, kv, i64(0), key_blocks)
+                    prefetch_blocks(kc, vc, ks, vs, kv, i64(0), T.min(key_blocks, i64(prefetch_blocks_per_head)))
             for item in loop(i64(kv_heads) * blocks * splits):
                 with T.sblock("flash"):
                     item_body(q, kc, vc, ks, vs, mask, out, partial, rows, keys, blocks, splits, key_blocks, chunk, item)
