@@ -10,6 +10,10 @@ prints the median against the bytes the step reads:
 
     python benchmarks/attention_kernel_speed.py --context 2000 --rounds 9 --threads 2
 
+``--cold MB`` times each call alone after reading an ``MB`` megabyte buffer (larger than the last-level cache), as in a
+real step, where the weights streamed between two layers' attention evict the cache's keys and values: SmolLM-135M at
+context 128 costs ~4 us per layer from cache and ~15-17 us from DRAM (docs/dev-notes.md, "Session 13").
+
 Not a test: timings depend on the machine and its load.
 """
 
@@ -77,6 +81,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--calls", type=int, default=5, help="decode steps per timed batch")
     parser.add_argument("--threads", type=int, default=2, help="TVM thread pool size (TVM_NUM_THREADS)")
+    parser.add_argument("--cold", type=int, default=0, metavar="MB",
+                        help="time each call alone after reading a buffer of this many MB (the cache evicted)")
     parser.add_argument("--asm", help="write each kernel's assembly to this prefix (.fp32-split.s, ...)")
     args = parser.parse_args()
     os.environ["TVM_NUM_THREADS"] = str(args.threads)  # before TVM's thread pool starts
@@ -103,6 +109,9 @@ def main() -> None:
             kernels[name] = lambda layers, run=run: [run(*s) for s in layers]  # one decode step: every layer
             arguments[name] = [[sets]]
             stored[name] = DEPTH + 4 if cache_dtype == "int8" else DEPTH * np.dtype(cache_dtype).itemsize
+    if args.cold:
+        _time_cold(kernels, arguments, args)
+        return
     times = interleaved_seconds(kernels, arguments, args.rounds, args.calls)
     for name, samples in times.items():
         bytes_read = LAYERS * KV_HEADS * args.context * 2 * stored[name]
@@ -110,6 +119,25 @@ def main() -> None:
         print(f"{name}: {median:.3f} ms per step ({LAYERS} layers, context {args.context}, {args.threads} threads), "
               f"{bytes_read / 1e6:.1f} MB of cache, {bytes_read / median / 1e6:.1f} GB/s; "
               f"min {min(samples) * 1e3:.3f} max {max(samples) * 1e3:.3f}")
+
+
+def _time_cold(kernels: dict, arguments: dict, args) -> None:
+    """Median and minimum time of one layer's call, the cache evicted before each (a read of ``args.cold`` MB,
+    clean lines: no write-backs), the kernels interleaved call by call; includes one Python call's overhead."""
+    import time
+
+    evict = np.ones(args.cold << 18, np.float32)
+    samples: dict[str, list[float]] = {name: [] for name in kernels}
+    for _ in range(args.rounds * args.calls):
+        for layer in range(LAYERS):
+            for name, step in kernels.items():
+                evict.max()
+                start = time.perf_counter()
+                step(arguments[name][0][0][layer:layer + 1])
+                samples[name].append(time.perf_counter() - start)
+    for name, times in samples.items():
+        print(f"{name}: cold {statistics.median(times) * 1e6:.2f} us per layer (context {args.context}, "
+              f"{args.threads} threads, {args.cold} MB read before each call); min {min(times) * 1e6:.2f}")
 
 
 def _dequantized(operands, cache_dtype: str):

@@ -45,6 +45,13 @@ count and the key count (``slmc.schedules.row_branch``). Exactness: the same sum
 another order (online softmax rescaling is exact up to rounding). ``exp`` becomes slmc's
 vectorizable polynomial (``slmc.schedules.fast_exp``) like everywhere else on CPU.
 
+The serial decode form first prefetches (``slmc.schedules.prefetch``) the cache lines of its first
+``PREFETCH_BYTES`` of keys and values, every KV head: in a real step the weights streamed since the previous
+layer (SmolLM-135M int4: ~76 MB, more than the last-level cache) have evicted them, and one key block at a time
+the hardware prefetcher restarts on every 4 KB page. SmolLM-135M at 128 keys, float16 cache, cache evicted
+before each call: ~21.7 -> ~17.9 us per layer (from cache: ~4 us; docs/dev-notes.md, "Session 13"). The split
+form's long key ranges are left to the hardware prefetcher (software prefetch there was 15-50% slower).
+
 A cache stored in int8 (``slmc.schedules.resident_kv``) adds its scales ``[layers, 1, kv_heads, slots]``
 after the caches (one per key or value row). The dot products read the int8 codes converted to float32
 and each row's scale is applied once, not per element: a score is ``(q . k_codes) * (scale * key_scale)``,
@@ -70,6 +77,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from slmc.errors import BuildError
+from slmc.schedules.prefetch import LINE_BYTES, prefetch_call
 from slmc.schedules.row_branch import branch_on_condition, branch_on_rows
 from slmc.schedules.rule import KERNEL_ATTR
 from slmc.schedules.row_matmul import STACK_SCOPE
@@ -80,6 +88,7 @@ BLOCK_K = 32   # keys per tile: two AVX-512 vectors of scores per row
 ROW_UNROLL = 4  # rows accumulated at once in the score and value loops (independent FMA chains)
 NEG_BIG = -3.0e38  # running maximum before any visible key: finite, so exp(-inf - NEG_BIG) = 0, never NaN
 SPLIT_KEYS = 256  # decode: keys per (KV head, key range) item at least; fewer than 2 x this run serially
+PREFETCH_BYTES = 128 * 1024  # serial decode: cache bytes prefetched up front at most (all of SmolLM-135M's float16 128 keys)
 MAX_SPLITS = 16  # decode: key ranges per KV head at most (the scratch buffer's static size)
 OPAQUE = 8  # relax.transform's OpPatternKind.kOpaque: FuseOps fuses nothing into this kernel
 
@@ -160,6 +169,13 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
     minus_inf = tirx.const(float("-inf"), "float32")
     if split and (block_q != 1 or transposed_keys):
         raise BuildError("flash attention splits the keys of the decode form only (one query row, keys read in place)")
+    item_bytes = 1 if quantized else (2 if shape.cache_dtype == "float16" else 4)
+    line_items = LINE_BYTES // item_bytes  # cached numbers per cache line
+    block_lines = -(-bk * depth // line_items)  # cache lines of one key block's keys (contiguous; as many of its values)
+    # the serial decode form (fewer than 2 x SPLIT_KEYS keys) prefetches all it reads up front; the split form
+    # (hardware prefetch keeps up with its long key ranges: software prefetch there cost 15-50%) and prefill do not
+    decode_prefetch = block_q == 1 and not transposed_keys and not split
+    prefetch_blocks_per_head = max(1, PREFETCH_BYTES // (kv_heads * 2 * block_lines * LINE_BYTES))
     stride = depth + 2  # a split's partial result per row: acc[depth], its running max, its running sum
     partial_size = kv_heads * MAX_SPLITS * rows_per_item * stride if split else 1
 
@@ -188,6 +204,19 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
                         acc[d] = acc[d] + state[2] * partial[((kv * splits + sp) * i64(rows_per_item) + r) * i64(stride) + d]
                 for d in T.vectorized(i64(depth)):
                     out[kv * i64(group) + r, i64(0), d] = acc[d] / state[1]
+
+    @T.macro
+    def prefetch_blocks(kc, vc, ks, vs, kv, start, end):
+        # key blocks [start, end) of KV head kv: their keys and values (and int8 row scales), one prefetch per cache line
+        for kb, line in T.grid(end - start, i64(block_lines)):
+            T.evaluate(prefetch_call(kc[i64(layer), i64(0), kv, T.min((start + kb) * i64(bk) + line * i64(line_items) // i64(depth), i64(slots - 1)),
+                                        line * i64(line_items) % i64(depth)]))
+            T.evaluate(prefetch_call(vc[i64(layer), i64(0), kv, T.min((start + kb) * i64(bk) + line * i64(line_items) // i64(depth), i64(slots - 1)),
+                                        line * i64(line_items) % i64(depth)]))
+        if quantized:
+            for kb, line in T.grid(end - start, i64(-(-bk * 4 // LINE_BYTES))):
+                T.evaluate(prefetch_call(ks[i64(layer), i64(0), kv, T.min((start + kb) * i64(bk) + line * i64(LINE_BYTES // 4), i64(slots - 1))]))
+                T.evaluate(prefetch_call(vs[i64(layer), i64(0), kv, T.min((start + kb) * i64(bk) + line * i64(LINE_BYTES // 4), i64(slots - 1))]))
 
     @T.macro
     def item_body(q, kc, vc, ks, vs, mask, out, partial, rows, keys, blocks, splits, key_blocks, chunk, item):
@@ -321,6 +350,9 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
             splits = T.meta_var(split_count(keys))  # 1 (a constant that folds away) unless split
             key_blocks: T.let[T.int64] = (keys + i64(bk - 1)) // i64(bk)
             chunk = T.meta_var((key_blocks + splits - i64(1)) // splits)  # key blocks per item
+            if decode_prefetch:  # the first PREFETCH_BYTES it reads: every load misses in flight at once
+                for kv in T.serial(i64(kv_heads)):
+                    prefetch_blocks(kc, vc, ks, vs, kv, i64(0), T.min(key_blocks, i64(prefetch_blocks_per_head)))
             for item in loop(i64(kv_heads) * blocks * splits):
                 with T.sblock("flash"):
                     item_body(q, kc, vc, ks, vs, mask, out, partial, rows, keys, blocks, splits, key_blocks, chunk, item)

@@ -23,11 +23,15 @@ _PREFETCH = "llvm.prefetch.p0"
 _READ, _KEEP_ALL_LEVELS, _DATA = 0, 3, 1  # llvm.prefetch operands: read, locality 3 (to L1), data cache
 
 
+def prefetch_call(load: tirx.BufferLoad) -> tirx.PrimExpr:
+    """The call that prefetches the cache line holding ``load``'s element (``T.evaluate`` it in TVMScript)."""
+    return tirx.call_llvm_intrin("void", _PREFETCH, tirx.address_of(load), tirx.const(_READ, "int32"),
+                                 tirx.const(_KEEP_ALL_LEVELS, "int32"), tirx.const(_DATA, "int32"))
+
+
 def prefetch(load: tirx.BufferLoad) -> tirx.Stmt:
     """The statement that prefetches the cache line holding ``load``'s element."""
-    call = tirx.call_llvm_intrin("void", _PREFETCH, tirx.address_of(load), tirx.const(_READ, "int32"),
-                                 tirx.const(_KEEP_ALL_LEVELS, "int32"), tirx.const(_DATA, "int32"))
-    return tirx.Evaluate(call)
+    return tirx.Evaluate(prefetch_call(load))
 
 
 def prepend_to_loop(func: tirx.PrimFunc, loop: tirx.For, statements: Sequence[tirx.Stmt]) -> tirx.PrimFunc:

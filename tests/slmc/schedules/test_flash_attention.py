@@ -12,7 +12,8 @@ import tvm
 from slmc.graph.kv_cache import sink_causal_mask
 from slmc.schedules import cpu_params
 from slmc.schedules.fast_exp import fast_exp_pass
-from slmc.schedules.flash_attention import BLOCK_K, BLOCK_Q, MAX_SPLITS, SPLIT_KEYS, FlashShape, flash_attention_func
+from slmc.schedules.flash_attention import (BLOCK_K, BLOCK_Q, MAX_SPLITS, SPLIT_KEYS, FlashShape, decode_attention_func,
+                                          flash_attention_func)
 
 # slots for the split decode form (2 x SPLIT_KEYS keys and more), up to MAX_SPLITS key ranges with an empty last one
 SHAPE = FlashShape(heads=6, kv_heads=2, depth=32, slots=4200, layers=3, layer=1, scale=32 ** -0.5, mask_rank=4)
@@ -114,3 +115,14 @@ def test_no_buffer_grows_with_the_prompt_or_the_context(kernel):
     # the split decode form's scratch (each key range's unnormalized rows with their max and sum) is static too
     scratch = re.findall(r"partial = T\.sblock_alloc_buffer\(\(T\.int64\((\d+)\),\)\)", func.script())
     assert max(map(int, scratch)) == SHAPE.heads * MAX_SPLITS * (SHAPE.depth + 2), scratch
+
+
+def test_the_serial_decode_form_prefetches_what_it_reads_and_the_split_form_does_not(host_target):
+    # a step's weights evict the cache between two layers' attention: the serial form (short contexts) issues the
+    # cache lines of its first PREFETCH_BYTES of keys and values up front; the split form's long key ranges are
+    # left to hardware prefetch (software prefetch there was 15-50% slower, docs/dev-notes.md "Session 13")
+    lanes = cpu_params(host_target).lanes
+    serial, split = (decode_attention_func(SHAPE, lanes, form).script() for form in (False, True))
+    assert re.search(r'"llvm\.prefetch[.a-z0-9]*", T\.address_of\(kc\[', serial), serial
+    assert re.search(r'"llvm\.prefetch[.a-z0-9]*", T\.address_of\(vc\[', serial), serial
+    assert "llvm.prefetch" not in split
