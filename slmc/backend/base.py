@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
-from slmc.errors import FieldProblem, RecipeError
+from slmc.errors import BuildError, FieldProblem, RecipeError
 from slmc.spec.backend_registry import TargetKind, backend_kinds, get_backend
 
 if TYPE_CHECKING:
@@ -96,17 +96,20 @@ class Backend(TargetKind):
 
     def dataflow_lower_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
         """A returned reshape made a view (``slmc.schedules.returned_view``), then TVM's generic lowering, with
-        one view per repeated reshape right after its ``RewriteDataflowReshape`` (``slmc.schedules.repeated_views``)."""
+        TVM's common-subexpression elimination right after its ``RewriteDataflowReshape``: a Llama layer reshapes
+        the rotary tables to the same view as every other layer (``unsqueeze`` in ``apply_rotary_pos_emb``), and
+        each repeat was a ``vm.builtin.reshape`` call per step (60 of the 244 of a SmolLM-135M step; docs/dev-notes.md
+        "Session 13: VM cost per decode step"); a pure call repeated in a dataflow block becomes the first."""
         from tvm.relax.backend.cpu_generic import pipeline
 
-        from slmc.schedules.repeated_views import repeated_views
+        from tvm import relax
         from slmc.schedules.returned_view import returned_view
 
         rewrite_reshape, *lowering = pipeline.dataflow_lower_passes(phase.tvm_target)
         if rewrite_reshape.info.name != "RewriteDataflowReshape":
-            raise RuntimeError(f"TVM's CPU dataflow lowering starts with {rewrite_reshape.info.name}, "
-                               "not RewriteDataflowReshape (slmc.schedules.repeated_views runs after it)")
-        return [returned_view, rewrite_reshape, repeated_views, *lowering]
+            raise BuildError(f"TVM's CPU dataflow lowering starts with {rewrite_reshape.info.name}, "
+                             "not RewriteDataflowReshape (common-subexpression elimination runs after it)")
+        return [returned_view, rewrite_reshape, relax.transform.EliminateCommonSubexpr(), *lowering]
 
     def finalize_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
         """TVM's generic finalization (memory plan, kills, VM builtins), then the kills that free nothing

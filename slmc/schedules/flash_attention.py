@@ -73,6 +73,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import tvm
 from tvm import tirx
 from tvm.script import tirx as T
 
@@ -169,8 +170,7 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
     minus_inf = tirx.const(float("-inf"), "float32")
     if split and (block_q != 1 or transposed_keys):
         raise BuildError("flash attention splits the keys of the decode form only (one query row, keys read in place)")
-    item_bytes = 1 if quantized else (2 if shape.cache_dtype == "float16" else 4)
-    line_items = LINE_BYTES // item_bytes  # cached numbers per cache line
+    line_items = LINE_BYTES * 8 // tvm.DataType(shape.cache_dtype).bits  # cached numbers per cache line
     block_lines = -(-bk * depth // line_items)  # cache lines of one key block's keys (contiguous; as many of its values)
     # the serial decode form (fewer than 2 x SPLIT_KEYS keys) prefetches all it reads up front; the split form
     # (hardware prefetch keeps up with its long key ranges: software prefetch there cost 15-50%) and prefill do not
@@ -209,10 +209,10 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
     def prefetch_blocks(kc, vc, ks, vs, kv, start, end):
         # key blocks [start, end) of KV head kv: their keys and values (and int8 row scales), one prefetch per cache line
         for kb, line in T.grid(end - start, i64(block_lines)):
-            T.evaluate(prefetch_call(kc[i64(layer), i64(0), kv, T.min((start + kb) * i64(bk) + line * i64(line_items) // i64(depth), i64(slots - 1)),
-                                        line * i64(line_items) % i64(depth)]))
-            T.evaluate(prefetch_call(vc[i64(layer), i64(0), kv, T.min((start + kb) * i64(bk) + line * i64(line_items) // i64(depth), i64(slots - 1)),
-                                        line * i64(line_items) % i64(depth)]))
+            slot = T.meta_var(T.min((start + kb) * i64(bk) + line * i64(line_items) // i64(depth), i64(slots - 1)))
+            d = T.meta_var(line * i64(line_items) % i64(depth))
+            T.evaluate(prefetch_call(kc[i64(layer), i64(0), kv, slot, d]))
+            T.evaluate(prefetch_call(vc[i64(layer), i64(0), kv, slot, d]))
         if quantized:
             for kb, line in T.grid(end - start, i64(-(-bk * 4 // LINE_BYTES))):
                 T.evaluate(prefetch_call(ks[i64(layer), i64(0), kv, T.min((start + kb) * i64(bk) + line * i64(LINE_BYTES // 4), i64(slots - 1))]))

@@ -191,7 +191,8 @@ def test_the_steps_logits_are_the_heads_output_viewed(built):
 def test_the_step_kills_no_register_and_makes_each_view_once(built):
     """The one-token step's storages are planned (constant, small): no ``kill_object`` left
     (slmc.schedules.planned_kills); each layer's rotary-table views are made once per step, not per layer
-    (slmc.schedules.repeated_views): no two ``vm.builtin.reshape`` of the same register to the same shape."""
+    (TVM's common-subexpression elimination, slmc.backend.base): no two ``vm.builtin.reshape`` of the same register to
+    the same shape."""
     _spec, program, _vm = built
     script = program.scheduled[RESIDENT_STEP].script()
     assert "R.vm.kill_object(" not in script
