@@ -113,3 +113,65 @@ def test_the_kernel_prefetches_the_layers_first_keys_up_to_the_bound(dtype, host
     mod = tvm.IRModule({"kv_prefetch": func.with_attr("global_symbol", "kv_prefetch")})
     tvm.compile(mod, target=host_target.tvm_target())
 
+
+
+def _kernel(kind: str, layer: int | None = None) -> tvm.tirx.PrimFunc:
+    """A stand-in PrimFunc carrying ``kind`` (the pass reads the call's kernel kind and layer only; never built)."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(private=True)
+    def kernel(a: T.handle):
+        T.evaluate(0)
+
+    attrs = {KERNEL_ATTR: kind, **({LAYER_ATTR: layer} if layer is not None else {})}
+    return kernel.with_attrs(attrs)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_the_prefetch_reads_the_caches_and_int8_scales_never_the_four_d_mask(dtype):
+    """Two layers of ``qkv, kv_write(_int8), flash_attention(q, kc, vc, [ks, vs,] mask [1, 1, 1, N]), o, gate_up,
+    down``: layer 1's prefetch goes before layer 0's down projection and reads the caches (and both scales)."""
+    from slmc.schedules.flash_attention import KIND as ATTENTION
+    from slmc.schedules.int4_int8_matmul import KIND as W4A8
+    from slmc.schedules.resident_kv import WRITE, WRITE_INT8
+
+    quantized = dtype == "int8"
+    cache_ty = relax.TensorType([2, 1, 1, 8, 32], dtype)
+    scale_ty = relax.TensorType([2, 1, 1, 8], "float32")
+    x = relax.Var("x", relax.TensorType([1, 32], "float32"))
+    caches = [relax.Var(n, cache_ty) for n in ("kc", "vc")]
+    scales = [relax.Var(n, scale_ty) for n in ("ks", "vs")]
+    mask = relax.Var("mask", relax.TensorType([1, 1, 1, 8], "float32"))
+    past = tvm.tirx.Var("past", "int64")
+    bb = relax.BlockBuilder()
+    with bb.function(RESIDENT_STEP, [x, *caches, *scales, mask, relax.Var("p", relax.ShapeType([past]))]):
+        with bb.dataflow():
+            h, (kc, vc), (ks, vs) = x, caches, scales
+            linear = bb.add_func(_kernel(W4A8), "linear")
+            for layer in range(2):
+                h = bb.emit(relax.op.call_tir(linear, [h], x.ty))
+                write = bb.add_func(_kernel(WRITE_INT8 if quantized else WRITE, layer), "write")
+                if quantized:
+                    both = bb.emit(relax.op.call_tir_inplace(write, relax.Tuple([kc, ks, h, past]), [0, 1],
+                                                             [cache_ty, scale_ty]))
+                    kc, ks = bb.emit(relax.TupleGetItem(both, 0)), bb.emit(relax.TupleGetItem(both, 1))
+                else:
+                    kc = bb.emit(relax.op.call_tir_inplace(write, relax.Tuple([kc, h, past]), 0, cache_ty))
+                flash = bb.add_func(_kernel(ATTENTION, layer), "flash")
+                h = bb.emit(relax.op.call_tir(flash, [h, kc, vc, *([ks, vs] if quantized else []), mask], x.ty))
+                for _ in range(3):
+                    h = bb.emit(relax.op.call_tir(linear, [h], x.ty))
+            out = bb.emit_output(h)
+        bb.emit_func_output(out)
+    record = next_prefetch.NextPrefetch()
+    mod = next_prefetch.kv_next_prefetch(record=record)(bb.get())
+    calls = [b.value for b in mod[RESIDENT_STEP].body.blocks[0].bindings if isinstance(b.value, relax.Call)]
+    names = [c.args[0].name_hint for c in calls]
+    at = names.index(next_prefetch.KIND)
+    assert names[at - 3:at + 2] == ["flash", "linear", "linear", next_prefetch.KIND, "linear"]  # before layer 0's down
+    operands = calls[at].args[1].fields
+    tensors = [str(o.ty.dtype) for o in operands if isinstance(o.ty, relax.TensorType)]
+    assert tensors == ([dtype, dtype] + (["float32", "float32"] if quantized else []))  # the past length last
+    assert operands[0].same_as(calls[at - 3].args[1].fields[1])  # the key cache layer 0's attention read
+    assert record.layers == [1] and int(mod[next_prefetch.KIND].attrs[LAYER_ATTR]) == 1
+    assert names.count(next_prefetch.KIND) == 1
