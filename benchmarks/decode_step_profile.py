@@ -11,8 +11,8 @@ For each artifact, one decode step at context ``--context`` (``decoder().feed`` 
 - each kernel replayed alone, in the step's order, with the arguments it got (fastest of the rounds), summed
   per kernel name: the step's kernel time, and what is left for the VM, the Python call and its
   arguments (``step - kernels``);
-- every call timed inside the step (instrument timestamps, fastest of several steps): quantized linears,
-  other kernels and VM builtins, the split that holds on a loaded machine;
+- every call timed inside the step (instrument timestamps, fastest of several steps): weight linears,
+  attention, the next layer's KV prefetch, other kernels and VM builtins, the split that holds on a loaded machine;
 - the parallel regions of one step: each kernel call's fork/joins of TVM's thread pool and workspace
   allocations, counted by wrapping the library's ``__TVMBackend*`` pointers (``count_backend_calls``), and per kernel
   its replayed time on each ``--profile-threads`` count, the launches per call and, for the quantized
@@ -102,6 +102,19 @@ class Step:
         for _ in range(calls):
             self()
         return (time.perf_counter() - start) / calls
+
+
+def _part(symbol: str) -> str:
+    """The share of the step a call belongs to: VM builtins, weight linears (any scheme), attention, the next
+    layer's KV prefetch (``slmc.schedules.kv_next_prefetch``) or other kernels."""
+    if symbol.startswith("vm."):
+        return "VM builtins"
+    if "_linear" in symbol or symbol.startswith("slmc_qlinear"):
+        return "linears"
+    for part in ("flash_attention", "kv_prefetch"):
+        if symbol.startswith(part):
+            return part
+    return "other kernels"
 
 
 def _kernel_name(symbol: str) -> str:
@@ -328,7 +341,7 @@ def profile(name: str, step: Step, rounds: int, top: int, threads: list[int]) ->
     print("   " + " ".join(f"{f'ms @{c} thr':>10}" for c in counts) + "  calls  forks  wkspc   GB/s  kernel")
     for kernel, row in rows[:top]:
         cells = " ".join(f"{row['ms'][c]:10.3f}" for c in counts)
-        timed = kernel.startswith("slmc_qlinear") and row["ms"][current] > 0  # replay minus call overhead can be <= 0
+        timed = _part(kernel) == "linears" and row["ms"][current] > 0  # replay minus call overhead can be <= 0
         rate = f"{row['bytes'] / (row['ms'][current] * 1e6):6.1f}" if timed else "      "
         print(f"   {cells} {row['calls']:6d} {row['launches']:6d} {row['workspaces']:6d} {rate}  {kernel}")
     small = [(k, r) for k, r in rows if r["launches"] and r["ms"][current] / max(1, r["launches"]) < 0.005]
@@ -338,8 +351,7 @@ def profile(name: str, step: Step, rounds: int, top: int, threads: list[int]) ->
     inside = in_step_minima(step, 4 * rounds)
     parts: dict[str, float] = defaultdict(float)
     for symbol, seconds in inside:
-        parts["VM builtins" if symbol.startswith("vm.") else "quantized linears" if symbol.startswith("slmc_qlinear")
-              else "other kernels"] += seconds
+        parts[_part(symbol)] += seconds
     print("   inside the step (each call's fastest of " + str(4 * rounds) + " steps): "
           + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])))
     return {"threads": current, "step_ms": step_s * 1e3, "kernel_calls": len(replayed), "kernel_ms": kernel_s * 1e3,
