@@ -195,7 +195,7 @@ def count_backend_calls(step: Step) -> list[tuple[str, int, int]]:
     try:
         step()
     finally:
-        vm["set_instrument"](tvm_ffi().convert(lambda *a: 0))
+        vm["set_instrument"](None)
         counter.remove()
         set_threads(threads)
     return out
@@ -229,7 +229,7 @@ def record_calls(step: Step) -> list[tuple[str, Any, list[Any]]]:
     try:
         step()
     finally:
-        vm["set_instrument"](tvm_ffi().convert(lambda *a: 0))  # no "unset" in 0.27's VM: a no-op instrument
+        vm["set_instrument"](None)  # detached (a no-op instrument would still run per instruction)
     return calls
 
 
@@ -274,7 +274,7 @@ def in_step_minima(step: Step, steps: int) -> list[tuple[str, float]]:
             durations = [(b - a) / 1e9 for a, b in zip(stamps[::2], stamps[1::2])]
             best = durations if best is None else [min(x, y) for x, y in zip(best, durations)]
     finally:
-        vm["set_instrument"](tvm_ffi().convert(lambda *a: 0))
+        vm["set_instrument"](None)
     return list(zip(names, best or []))
 
 
