@@ -161,14 +161,14 @@ class _Prefetch(PyExprMutator):
         if binding.var in self.places:
             layer, attention = self.places[binding.var]
             _query, keys, values, *rest = attention.args[1].fields
+            scales = [o for o in rest if isinstance(o.ty, relax.TensorType) and o.ty.ndim == 4]
             layers, _, kv_heads, slots, depth = (int(d) for d in keys.ty.shape.values)
             dtype = str(keys.ty.dtype)
-            scales = rest[:2] if dtype == "int8" else []  # flash_attention's operands: ..., (scales,) mask
             func = kv_prefetch_func(layers, kv_heads, slots, depth, dtype, layer)
             gvar = self.builder_.add_func(func, KIND)
             current = self.visit_expr(keys)
             fetched = self.builder_.emit(relax.op.call_tir_inplace(
-                gvar, relax.Tuple([current, self.visit_expr(values), *(self.visit_expr(s) for s in scales),
+                gvar, relax.Tuple([current, self.visit_expr(values), *(self.visit_expr(s) for s in scales[:2]),
                                    self.past]), 0, current.ty))
             self.set_var_remap(keys, fetched)
             self.record.layers.append(layer)
