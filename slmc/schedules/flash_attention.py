@@ -78,7 +78,6 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from slmc.errors import BuildError
-from slmc.schedules.kv_append import LAYER_ATTR
 from slmc.schedules.prefetch import LINE_BYTES, prefetch_call
 from slmc.schedules.row_branch import branch_on_condition, branch_on_rows
 from slmc.schedules.rule import KERNEL_ATTR
@@ -366,7 +365,7 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
         @T.prim_func(private=True, s_tir=True)
         def flash_int8(q_h: T.handle, k_h: T.handle, v_h: T.handle, ks_h: T.handle, vs_h: T.handle, mask_h: T.handle,
                        out_h: T.handle):
-            T.func_attr({"tirx.noalias": True, KERNEL_ATTR: KIND, LAYER_ATTR: layer, "tirx.is_scheduled": True, "op_pattern": OPAQUE})
+            T.func_attr({"tirx.noalias": True, KERNEL_ATTR: KIND, "tirx.is_scheduled": True, "op_pattern": OPAQUE})
             rows = T.int64()
             keys = T.int64()
             q = T.match_buffer(q_h, (i64(heads), rows, i64(depth)), "float32")
@@ -382,7 +381,7 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
 
     @T.prim_func(private=True, s_tir=True)
     def flash(q_h: T.handle, k_h: T.handle, v_h: T.handle, mask_h: T.handle, out_h: T.handle):
-        T.func_attr({"tirx.noalias": True, KERNEL_ATTR: KIND, LAYER_ATTR: layer, "tirx.is_scheduled": True, "op_pattern": OPAQUE})
+        T.func_attr({"tirx.noalias": True, KERNEL_ATTR: KIND, "tirx.is_scheduled": True, "op_pattern": OPAQUE})
         rows = T.int64()
         keys = T.int64()
         q = T.match_buffer(q_h, (i64(heads), rows, i64(depth)), "float32")

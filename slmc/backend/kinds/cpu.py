@@ -37,16 +37,13 @@ class CpuBackend(Backend):
         from slmc.schedules.attention_rewrite import attention_rewrite
         from slmc.schedules.fast_exp import fast_exp_pass
         from slmc.schedules.flash_rewrite import flash_rewrite
-        from slmc.schedules.kv_next_prefetch import kv_next_prefetch
         from slmc.schedules.residual_norm import residual_norm
 
         # attention reads the KV cache in place, one tiled kernel per layer in the resident functions;
         # each RMSNorm is one kernel with the residual add before it (slmc.schedules.residual_norm);
-        # exp is vectorizable (slmc.schedules.fast_exp); the decode step prefetches the next layer's cache lines
-        # while a GEMV streams weights (slmc.schedules.kv_next_prefetch)
+        # exp is vectorizable (slmc.schedules.fast_exp)
         tiled = flash_rewrite(cpu_params(phase.target).lanes, phase.notes)
-        ahead = kv_next_prefetch(phase.notes)
-        return [attention_rewrite, residual_norm(phase.notes), *fused_kernel_passes(phase.residency, [tiled, ahead]),
+        return [attention_rewrite, residual_norm(phase.notes), *fused_kernel_passes(phase.residency, [tiled]),
                 fast_exp_pass]
 
     def schedule_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
