@@ -105,8 +105,9 @@ class Step:
 
 
 def _part(symbol: str) -> str:
-    """The share of the step a call belongs to: VM builtins, weight linears (any scheme), attention, the next
-    layer's KV prefetch (``slmc.schedules.kv_next_prefetch``) or other kernels."""
+    """The share of the step a call belongs to: VM builtins, weight linears (any scheme), attention, a
+    ``kv_prefetch`` kernel (session 14's next-layer K/V prefetch experiment, docs/dev-notes.md; not on main) or
+    other kernels."""
     if symbol.startswith("vm."):
         return "VM builtins"
     if "_linear" in symbol or symbol.startswith("slmc_qlinear"):
