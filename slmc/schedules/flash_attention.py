@@ -90,6 +90,8 @@ ROW_UNROLL = 4  # rows accumulated at once in the score and value loops (indepen
 NEG_BIG = -3.0e38  # running maximum before any visible key: finite, so exp(-inf - NEG_BIG) = 0, never NaN
 SPLIT_KEYS = 256  # decode: keys per (KV head, key range) item at least; fewer than 2 x this run serially
 PREFETCH_BYTES = 128 * 1024  # serial decode: cache bytes prefetched up front at most (all of SmolLM-135M's float16 128 keys)
+SHORT_KEYS = 2 * 32  # decode: from this many keys (two key blocks) the split form runs, in at least SHORT_SPLITS ranges
+SHORT_SPLITS = 2  # decode: key ranges per KV head at least (SmolLM-135M's 3 KV heads: 6 items, 3 per core)
 MAX_SPLITS = 16  # decode: key ranges per KV head at most (the scratch buffer's static size)
 OPAQUE = 8  # relax.transform's OpPatternKind.kOpaque: FuseOps fuses nothing into this kernel
 
@@ -151,7 +153,7 @@ def _lane_reduce(buffer: tirx.Buffer, row: Any, lanes: int, combine=tirx.Add) ->
 
 
 def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, parallel: bool,
-            split: bool = False) -> tirx.PrimFunc:
+            split: bool = False, min_splits: int = 1, range_prefetch: bool = False) -> tirx.PrimFunc:
     """One loop nest of the module docstring (``block_q`` positions per item; keys transposed per tile or not).
 
     ``split`` (decode only: precondition one query row, ``block_q = 1``) is flash-decoding: the items are
@@ -183,7 +185,7 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
         return i64(1) if split else (rows + i64(block_q - 1)) // i64(block_q)
 
     def split_count(keys: Any) -> Any:
-        return T.min(i64(MAX_SPLITS), T.max(i64(1), keys // i64(SPLIT_KEYS))) if split else i64(1)
+        return T.min(i64(MAX_SPLITS), T.max(i64(min_splits), keys // i64(SPLIT_KEYS))) if split else i64(1)
 
     @T.macro
     def merge(out, partial, splits):
@@ -235,6 +237,10 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
                 first_block = T.meta_var(item % splits * chunk)
                 qb: T.let[T.int64] = T.if_then_else(zig % i64(2) == i64(0), zig // i64(2), blocks - i64(1) - zig // i64(2))
                 first: T.let[T.int64] = qb * i64(block_q)
+                if range_prefetch:  # a short key range: its lines all in flight at once, on this item's core
+                    if chunk <= i64(prefetch_blocks_per_head):
+                        prefetch_blocks(kc, vc, ks, vs, kv, first_block,
+                                        T.max(first_block, T.min(key_blocks, first_block + chunk)))
                 for r, d in T.grid(i64(rows_per_item), i64(depth)):
                     acc[r, d] = T.float32(0)
                 for r in T.serial(i64(rows_per_item)):
@@ -394,10 +400,11 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
     return flash
 
 
-def decode_attention_func(shape: FlashShape, lanes: int, split: bool) -> tirx.PrimFunc:
+def decode_attention_func(shape: FlashShape, lanes: int, split: bool, min_splits: int = 1,
+                          range_prefetch: bool = False) -> tirx.PrimFunc:
     """The decode form alone (one query row): serial over the KV heads, or split over (KV head, key range)
     items in parallel with a merge (``benchmarks/attention_kernel_speed.py`` times the two)."""
-    return _kernel(shape, lanes, 1, False, split, split=split)
+    return _kernel(shape, lanes, 1, False, split, split=split, min_splits=min_splits, range_prefetch=range_prefetch)
 
 
 def flash_attention_func(shape: FlashShape, lanes: int) -> tirx.PrimFunc:
@@ -406,9 +413,9 @@ def flash_attention_func(shape: FlashShape, lanes: int) -> tirx.PrimFunc:
     items in parallel and a merge (flash-decoding); many rows (prefill) are tiled over query blocks in parallel
     with transposed key tiles."""
     serial = decode_attention_func(shape, lanes, False)
-    split = decode_attention_func(shape, lanes, True)
+    split = decode_attention_func(shape, lanes, True, min_splits=SHORT_SPLITS, range_prefetch=True)
     prefill = _kernel(shape, lanes, BLOCK_Q, True, True)
     rows = split.params[0].shape[1]  # the query rows (a buffer parameter: [H, rows, D])
     keys = split.params[-2].shape[-1]  # the mask's key count ([T, N] or [1, 1, T, N])
-    decode = branch_on_condition(split, serial, keys >= 2 * SPLIT_KEYS)
+    decode = branch_on_condition(split, serial, keys >= SHORT_KEYS)
     return branch_on_rows(decode, prefill, rows)
