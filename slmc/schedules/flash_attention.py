@@ -31,9 +31,9 @@ numbers are loaded once for all rows of the item (``ROW_UNROLL`` at a time, inde
 shuffles and adds in registers (a loop over the lanes was one dependent scalar add per lane: 16 per
 score on AVX-512, and the key reloaded per row). The row maxima and sums of the online softmax and
 the mask tile's "anything visible" test are pairwise vector reductions too. It runs serially, as the
-score and value kernels did for one row, below ``2 x SPLIT_KEYS`` keys. From there it is split over the keys
+score and value kernels did for one row, below ``SHORT_KEYS`` keys. From there it is split over the keys
 (flash-decoding: Dao, Haziza, Massa, Sizov, "Flash-Decoding for long-context inference", 2023): the work
-items are (KV head, key range) pairs, ``clamp(keys // SPLIT_KEYS, 1, MAX_SPLITS)`` ranges per head, run on
+items are (KV head, key range) pairs, ``clamp(keys // SPLIT_KEYS, SHORT_SPLITS, MAX_SPLITS)`` ranges per head, run on
 TVM's thread pool; each keeps its own running max, sum and unnormalized ``acc`` and writes them to a static
 scratch buffer, and one serial merge rescales them to the common max::
 
@@ -50,7 +50,9 @@ The serial decode form first prefetches (``slmc.schedules.prefetch``) the cache 
 layer (SmolLM-135M int4: ~76 MB, more than the last-level cache) have evicted them, and one key block at a time
 the hardware prefetcher restarts on every 4 KB page. SmolLM-135M at 128 keys, float16 cache, cache evicted
 before each call: ~21.7 -> ~17.9 us per layer (from cache: ~4 us; docs/dev-notes.md, "Session 13"). The split
-form's long key ranges are left to the hardware prefetcher (software prefetch there was 15-50% slower).
+form's items prefetch their own range the same way when it is short (at most that many blocks), each on the core
+that reads it, so both cores' miss queues fetch a short context's K/V; its long key ranges are left to the
+hardware prefetcher (software prefetch there was 15-50% slower).
 
 A cache stored in int8 (``slmc.schedules.resident_kv``) adds its scales ``[layers, 1, kv_heads, slots]``
 after the caches (one per key or value row). The dot products read the int8 codes converted to float32
@@ -174,7 +176,7 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
         raise BuildError("flash attention splits the keys of the decode form only (one query row, keys read in place)")
     line_items = LINE_BYTES * 8 // tvm.DataType(shape.cache_dtype).bits  # cached numbers per cache line
     block_lines = -(-bk * depth // line_items)  # cache lines of one key block's keys (contiguous; as many of its values)
-    # the serial decode form (fewer than 2 x SPLIT_KEYS keys) prefetches all it reads up front; the split form
+    # the serial decode form (fewer than SHORT_KEYS keys) prefetches all it reads up front; the split form
     # (hardware prefetch keeps up with its long key ranges: software prefetch there cost 15-50%) and prefill do not
     decode_prefetch = block_q == 1 and not transposed_keys and not split
     prefetch_blocks_per_head = max(1, PREFETCH_BYTES // (kv_heads * 2 * block_lines * LINE_BYTES))
@@ -409,7 +411,7 @@ def decode_attention_func(shape: FlashShape, lanes: int, split: bool, min_splits
 
 def flash_attention_func(shape: FlashShape, lanes: int) -> tirx.PrimFunc:
     """The kernel for ``shape``, three loop nests chosen at run time: one query row (decode) with fewer than
-    ``2 x SPLIT_KEYS`` keys runs serially one key at a time; with more, the same loop over (KV head, key range)
+    ``SHORT_KEYS`` keys runs serially one key at a time; with more, the same loop over (KV head, key range)
     items in parallel and a merge (flash-decoding); many rows (prefill) are tiled over query blocks in parallel
     with transposed key tiles."""
     serial = decode_attention_func(shape, lanes, False)
