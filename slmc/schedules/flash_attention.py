@@ -31,9 +31,9 @@ numbers are loaded once for all rows of the item (``ROW_UNROLL`` at a time, inde
 shuffles and adds in registers (a loop over the lanes was one dependent scalar add per lane: 16 per
 score on AVX-512, and the key reloaded per row). The row maxima and sums of the online softmax and
 the mask tile's "anything visible" test are pairwise vector reductions too. It runs serially, as the
-score and value kernels did for one row, below ``SHORT_KEYS`` keys. From there it is split over the keys
+score and value kernels did for one row, below ``2 x SPLIT_KEYS`` keys. From there it is split over the keys
 (flash-decoding: Dao, Haziza, Massa, Sizov, "Flash-Decoding for long-context inference", 2023): the work
-items are (KV head, key range) pairs, ``clamp(keys // SPLIT_KEYS, SHORT_SPLITS, MAX_SPLITS)`` ranges per head, run on
+items are (KV head, key range) pairs, ``clamp(keys // SPLIT_KEYS, 1, MAX_SPLITS)`` ranges per head, run on
 TVM's thread pool; each keeps its own running max, sum and unnormalized ``acc`` and writes them to a static
 scratch buffer, and one serial merge rescales them to the common max::
 
@@ -50,9 +50,7 @@ The serial decode form first prefetches (``slmc.schedules.prefetch``) the cache 
 layer (SmolLM-135M int4: ~76 MB, more than the last-level cache) have evicted them, and one key block at a time
 the hardware prefetcher restarts on every 4 KB page. SmolLM-135M at 128 keys, float16 cache, cache evicted
 before each call: ~21.7 -> ~17.9 us per layer (from cache: ~4 us; docs/dev-notes.md, "Session 13"). The split
-form's items prefetch their own range the same way when it is short (at most that many blocks), each on the core
-that reads it, so both cores' miss queues fetch a short context's K/V; its long key ranges are left to the
-hardware prefetcher (software prefetch there was 15-50% slower).
+form's long key ranges are left to the hardware prefetcher (software prefetch there was 15-50% slower).
 
 A cache stored in int8 (``slmc.schedules.resident_kv``) adds its scales ``[layers, 1, kv_heads, slots]``
 after the caches (one per key or value row). The dot products read the int8 codes converted to float32
@@ -92,8 +90,6 @@ ROW_UNROLL = 4  # rows accumulated at once in the score and value loops (indepen
 NEG_BIG = -3.0e38  # running maximum before any visible key: finite, so exp(-inf - NEG_BIG) = 0, never NaN
 SPLIT_KEYS = 256  # decode: keys per (KV head, key range) item at least; fewer than 2 x this run serially
 PREFETCH_BYTES = 128 * 1024  # serial decode: cache bytes prefetched up front at most (all of SmolLM-135M's float16 128 keys)
-SHORT_KEYS = 2 * 32  # decode: from this many keys (two key blocks) the split form runs, in at least SHORT_SPLITS ranges
-SHORT_SPLITS = 2  # decode: key ranges per KV head at least (SmolLM-135M's 3 KV heads: 6 items, 3 per core)
 MAX_SPLITS = 16  # decode: key ranges per KV head at most (the scratch buffer's static size)
 OPAQUE = 8  # relax.transform's OpPatternKind.kOpaque: FuseOps fuses nothing into this kernel
 
@@ -155,7 +151,7 @@ def _lane_reduce(buffer: tirx.Buffer, row: Any, lanes: int, combine=tirx.Add) ->
 
 
 def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, parallel: bool,
-            split: bool = False, min_splits: int = 1, range_prefetch: bool = False) -> tirx.PrimFunc:
+            split: bool = False) -> tirx.PrimFunc:
     """One loop nest of the module docstring (``block_q`` positions per item; keys transposed per tile or not).
 
     ``split`` (decode only: precondition one query row, ``block_q = 1``) is flash-decoding: the items are
@@ -176,7 +172,7 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
         raise BuildError("flash attention splits the keys of the decode form only (one query row, keys read in place)")
     line_items = LINE_BYTES * 8 // tvm.DataType(shape.cache_dtype).bits  # cached numbers per cache line
     block_lines = -(-bk * depth // line_items)  # cache lines of one key block's keys (contiguous; as many of its values)
-    # the serial decode form (fewer than SHORT_KEYS keys) prefetches all it reads up front; the split form
+    # the serial decode form (fewer than 2 x SPLIT_KEYS keys) prefetches all it reads up front; the split form
     # (hardware prefetch keeps up with its long key ranges: software prefetch there cost 15-50%) and prefill do not
     decode_prefetch = block_q == 1 and not transposed_keys and not split
     prefetch_blocks_per_head = max(1, PREFETCH_BYTES // (kv_heads * 2 * block_lines * LINE_BYTES))
@@ -187,7 +183,7 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
         return i64(1) if split else (rows + i64(block_q - 1)) // i64(block_q)
 
     def split_count(keys: Any) -> Any:
-        return T.min(i64(MAX_SPLITS), T.max(i64(min_splits), keys // i64(SPLIT_KEYS))) if split else i64(1)
+        return T.min(i64(MAX_SPLITS), T.max(i64(1), keys // i64(SPLIT_KEYS))) if split else i64(1)
 
     @T.macro
     def merge(out, partial, splits):
@@ -239,10 +235,6 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
                 first_block = T.meta_var(item % splits * chunk)
                 qb: T.let[T.int64] = T.if_then_else(zig % i64(2) == i64(0), zig // i64(2), blocks - i64(1) - zig // i64(2))
                 first: T.let[T.int64] = qb * i64(block_q)
-                if range_prefetch:  # a short key range: its lines all in flight at once, on this item's core
-                    if chunk <= i64(prefetch_blocks_per_head):
-                        prefetch_blocks(kc, vc, ks, vs, kv, first_block,
-                                        T.max(first_block, T.min(key_blocks, first_block + chunk)))
                 for r, d in T.grid(i64(rows_per_item), i64(depth)):
                     acc[r, d] = T.float32(0)
                 for r in T.serial(i64(rows_per_item)):
@@ -402,22 +394,21 @@ def _kernel(shape: FlashShape, lanes: int, block_q: int, transposed_keys: bool, 
     return flash
 
 
-def decode_attention_func(shape: FlashShape, lanes: int, split: bool, min_splits: int = 1,
-                          range_prefetch: bool = False) -> tirx.PrimFunc:
+def decode_attention_func(shape: FlashShape, lanes: int, split: bool) -> tirx.PrimFunc:
     """The decode form alone (one query row): serial over the KV heads, or split over (KV head, key range)
     items in parallel with a merge (``benchmarks/attention_kernel_speed.py`` times the two)."""
-    return _kernel(shape, lanes, 1, False, split, split=split, min_splits=min_splits, range_prefetch=range_prefetch)
+    return _kernel(shape, lanes, 1, False, split, split=split)
 
 
 def flash_attention_func(shape: FlashShape, lanes: int) -> tirx.PrimFunc:
     """The kernel for ``shape``, three loop nests chosen at run time: one query row (decode) with fewer than
-    ``SHORT_KEYS`` keys runs serially one key at a time; with more, the same loop over (KV head, key range)
+    ``2 x SPLIT_KEYS`` keys runs serially one key at a time; with more, the same loop over (KV head, key range)
     items in parallel and a merge (flash-decoding); many rows (prefill) are tiled over query blocks in parallel
     with transposed key tiles."""
     serial = decode_attention_func(shape, lanes, False)
-    split = decode_attention_func(shape, lanes, True, min_splits=SHORT_SPLITS, range_prefetch=True)
+    split = decode_attention_func(shape, lanes, True)
     prefill = _kernel(shape, lanes, BLOCK_Q, True, True)
     rows = split.params[0].shape[1]  # the query rows (a buffer parameter: [H, rows, D])
     keys = split.params[-2].shape[-1]  # the mask's key count ([T, N] or [1, 1, T, N])
-    decode = branch_on_condition(split, serial, keys >= SHORT_KEYS)
+    decode = branch_on_condition(split, serial, keys >= 2 * SPLIT_KEYS)
     return branch_on_rows(decode, prefill, rows)

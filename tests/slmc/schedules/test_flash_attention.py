@@ -12,15 +12,14 @@ import tvm
 from slmc.graph.kv_cache import sink_causal_mask
 from slmc.schedules import cpu_params
 from slmc.schedules.fast_exp import fast_exp_pass
-from slmc.schedules.flash_attention import (BLOCK_K, BLOCK_Q, MAX_SPLITS, SHORT_KEYS, SHORT_SPLITS, SPLIT_KEYS,
-                                          FlashShape, decode_attention_func, flash_attention_func)
+from slmc.schedules.flash_attention import (BLOCK_K, BLOCK_Q, MAX_SPLITS, SPLIT_KEYS, FlashShape, decode_attention_func,
+                                          flash_attention_func)
 
 # slots for the split decode form (2 x SPLIT_KEYS keys and more), up to MAX_SPLITS key ranges with an empty last one
 SHAPE = FlashShape(heads=6, kv_heads=2, depth=32, slots=4200, layers=3, layer=1, scale=32 ** -0.5, mask_rank=4)
-# one query row: serial below SHORT_KEYS keys, split from there in SHORT_SPLITS ranges at least (each prefetching its
-# own short range: 2 ranges of 1 key block at 64 keys, of 2 blocks at 100), 4 ranges at 1,050 keys; at 4,129 keys
-# 16 ranges of 9 key blocks for 130 blocks, so the last range has none
-DECODE_PASTS = [SHORT_KEYS - 2, SHORT_KEYS - 1, 99, 2 * SPLIT_KEYS - 1, 1049, 16 * 256 + 32]
+# one query row: serial below 2 x SPLIT_KEYS keys, split from there (4 ranges at 1,050 keys; at 4,129 keys 16 ranges
+# of 9 key blocks for 130 blocks, so the last range has none)
+DECODE_PASTS = [2 * SPLIT_KEYS - 2, 2 * SPLIT_KEYS - 1, 1049, 16 * 256 + 32]
 
 
 def _reference(q: np.ndarray, keys: np.ndarray, values: np.ndarray, mask: np.ndarray, shape: FlashShape) -> np.ndarray:
@@ -127,15 +126,3 @@ def test_the_serial_decode_form_prefetches_what_it_reads_and_the_split_form_does
     assert re.search(r'"llvm\.prefetch[.a-z0-9]*", T\.address_of\(kc\[', serial), serial
     assert re.search(r'"llvm\.prefetch[.a-z0-9]*", T\.address_of\(vc\[', serial), serial
     assert "llvm.prefetch" not in split
-
-
-def test_the_short_split_form_prefetches_only_short_ranges_inside_its_parallel_items(host_target):
-    # both cores' miss queues: each (KV head, key range) item prefetches its own range when it is short (at most
-    # PREFETCH_BYTES over all heads), on the core that reads it; the long ranges still go to hardware prefetch
-    short = decode_attention_func(SHAPE, cpu_params(host_target).lanes, True, min_splits=SHORT_SPLITS,
-                                  range_prefetch=True).script()
-    parallel_at = short.index("T.parallel(")
-    guard = re.search(r"if \(key_blocks \+ .*\) <= T\.int64\(\d+\):\n.*\n\s*T\.call_llvm_intrin\(\"void\", \"llvm\.prefetch",
-                      short)
-    assert guard and guard.start() > parallel_at, short
-    assert f"T.max(T.int64({SHORT_SPLITS}), keys // T.int64({SPLIT_KEYS}))" in short
