@@ -46,7 +46,7 @@ class RotaryShape:
     heads: int
     kv_heads: int
     dim: int
-    widths: tuple[int, int, int]
+    rows: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # each ``[1, ..., 1, W]``
     offsets: tuple[int, int, int]
     stored: str  # float32, float16 or int8
 
@@ -55,15 +55,20 @@ def _cast(dtype: str, value: Any) -> Any:
     return value if dtype == "float32" else T.Cast(dtype, value)
 
 
+def _at(rows: Any, index: Any) -> Any:
+    """Number ``index`` of a ``[1, ..., 1, W]`` row buffer."""
+    return rows[(*[T.int64(0)] * (len(rows.shape) - 1), index)]
+
+
 def rotary_kv_write_func(shape: RotaryShape) -> tirx.PrimFunc:
-    """The kernel (module docstring). Parameters: ``q_rows, k_rows, v_rows [1, 1, width]``, ``cos, sin [1, 1, 1, D]``,
+    """The kernel (module docstring). Parameters: ``q_rows, k_rows, v_rows [1, ..., 1, W]``, ``cos, sin [1, 1, 1, D]``,
     ``keys, values [layers, 1, H_kv, slots, D]`` (int8: then ``key_scales, value_scales [layers, 1, H_kv, slots]``),
     ``past``, and the output ``query [H, 1, D]`` float32."""
     if shape.stored == "int8":
         return _int8_func(shape)
     i64 = T.int64
     layer, heads, kv_heads, dim, half = shape.layer, shape.heads, shape.kv_heads, shape.dim, shape.dim // 2
-    (wq, wk, wv), (oq, ok, ov), stored = shape.widths, shape.offsets, shape.stored
+    (rq, rk, rv), (oq, ok, ov), stored = shape.rows, shape.offsets, shape.stored
     cache_shape = (shape.layers, 1, kv_heads, shape.slots, dim)
 
     @T.prim_func(private=True, s_tir=True)
@@ -71,9 +76,9 @@ def rotary_kv_write_func(shape: RotaryShape) -> tirx.PrimFunc:
                         keys_h: T.handle, values_h: T.handle, past: T.int64, out_h: T.handle):
         T.func_attr({"tirx.noalias": True, KERNEL_ATTR: KIND, LAYER_ATTR: layer, "tirx.is_scheduled": True,
                      "op_pattern": OPAQUE})
-        q = T.match_buffer(q_h, (1, 1, wq), "float32")
-        k = T.match_buffer(k_h, (1, 1, wk), "float32")
-        v = T.match_buffer(v_h, (1, 1, wv), "float32")
+        q = T.match_buffer(q_h, rq, "float32")
+        k = T.match_buffer(k_h, rk, "float32")
+        v = T.match_buffer(v_h, rv, "float32")
         cos = T.match_buffer(cos_h, (1, 1, 1, dim), "float32")
         sin = T.match_buffer(sin_h, (1, 1, 1, dim), "float32")
         keys = T.match_buffer(keys_h, cache_shape, stored)
@@ -81,18 +86,18 @@ def rotary_kv_write_func(shape: RotaryShape) -> tirx.PrimFunc:
         out = T.match_buffer(out_h, (heads, 1, dim), "float32")
         with T.sblock("rotary_kv_write"):
             for h, d in T.grid(i64(heads), i64(half)):
-                lo: T.let[T.float32] = q[0, 0, i64(oq) + h * i64(dim) + d]
-                hi: T.let[T.float32] = q[0, 0, i64(oq) + h * i64(dim) + d + i64(half)]
+                lo: T.let[T.float32] = _at(q, i64(oq) + h * i64(dim) + d)
+                hi: T.let[T.float32] = _at(q, i64(oq) + h * i64(dim) + d + i64(half))
                 out[h, 0, d] = lo * cos[0, 0, 0, d] + (-hi) * sin[0, 0, 0, d]
                 out[h, 0, d + i64(half)] = hi * cos[0, 0, 0, d + i64(half)] + lo * sin[0, 0, 0, d + i64(half)]
             for h, d in T.grid(i64(kv_heads), i64(half)):
-                lo: T.let[T.float32] = k[0, 0, i64(ok) + h * i64(dim) + d]
-                hi: T.let[T.float32] = k[0, 0, i64(ok) + h * i64(dim) + d + i64(half)]
+                lo: T.let[T.float32] = _at(k, i64(ok) + h * i64(dim) + d)
+                hi: T.let[T.float32] = _at(k, i64(ok) + h * i64(dim) + d + i64(half))
                 keys[i64(layer), 0, h, past, d] = _cast(stored, lo * cos[0, 0, 0, d] + (-hi) * sin[0, 0, 0, d])
                 keys[i64(layer), 0, h, past, d + i64(half)] = _cast(
                     stored, hi * cos[0, 0, 0, d + i64(half)] + lo * sin[0, 0, 0, d + i64(half)])
             for h, d in T.grid(i64(kv_heads), i64(dim)):
-                values[i64(layer), 0, h, past, d] = _cast(stored, v[0, 0, i64(ov) + h * i64(dim) + d])
+                values[i64(layer), 0, h, past, d] = _cast(stored, _at(v, i64(ov) + h * i64(dim) + d))
 
     return rotary_kv_write
 
@@ -101,7 +106,7 @@ def _int8_func(shape: RotaryShape) -> tirx.PrimFunc:
     """The int8 cache's kernel: the rotated key row is built in a row buffer, then quantized as the value row is."""
     i64 = T.int64
     layer, heads, kv_heads, dim, half = shape.layer, shape.heads, shape.kv_heads, shape.dim, shape.dim // 2
-    (wq, wk, wv), (oq, ok, ov) = shape.widths, shape.offsets
+    (rq, rk, rv), (oq, ok, ov) = shape.rows, shape.offsets
     cache_shape = (shape.layers, 1, kv_heads, shape.slots, dim)
     levels = float(INT8_LEVELS)
 
@@ -111,9 +116,9 @@ def _int8_func(shape: RotaryShape) -> tirx.PrimFunc:
                              past: T.int64, out_h: T.handle):
         T.func_attr({"tirx.noalias": True, KERNEL_ATTR: KIND, LAYER_ATTR: layer, "tirx.is_scheduled": True,
                      "op_pattern": OPAQUE})
-        q = T.match_buffer(q_h, (1, 1, wq), "float32")
-        k = T.match_buffer(k_h, (1, 1, wk), "float32")
-        v = T.match_buffer(v_h, (1, 1, wv), "float32")
+        q = T.match_buffer(q_h, rq, "float32")
+        k = T.match_buffer(k_h, rk, "float32")
+        v = T.match_buffer(v_h, rv, "float32")
         cos = T.match_buffer(cos_h, (1, 1, 1, dim), "float32")
         sin = T.match_buffer(sin_h, (1, 1, 1, dim), "float32")
         keys = T.match_buffer(keys_h, cache_shape, "int8")
@@ -125,14 +130,14 @@ def _int8_func(shape: RotaryShape) -> tirx.PrimFunc:
             row = T.sblock_alloc_buffer((i64(dim),), "float32", scope=STACK_SCOPE)   # a rotated key row
             big = T.sblock_alloc_buffer((i64(2),), "float32", scope=STACK_SCOPE)    # max|x|, the divisor
             for h, d in T.grid(i64(heads), i64(half)):
-                lo: T.let[T.float32] = q[0, 0, i64(oq) + h * i64(dim) + d]
-                hi: T.let[T.float32] = q[0, 0, i64(oq) + h * i64(dim) + d + i64(half)]
+                lo: T.let[T.float32] = _at(q, i64(oq) + h * i64(dim) + d)
+                hi: T.let[T.float32] = _at(q, i64(oq) + h * i64(dim) + d + i64(half))
                 out[h, 0, d] = lo * cos[0, 0, 0, d] + (-hi) * sin[0, 0, 0, d]
                 out[h, 0, d + i64(half)] = hi * cos[0, 0, 0, d + i64(half)] + lo * sin[0, 0, 0, d + i64(half)]
             for h in T.serial(i64(kv_heads)):
                 for d in T.serial(i64(half)):
-                    lo: T.let[T.float32] = k[0, 0, i64(ok) + h * i64(dim) + d]
-                    hi: T.let[T.float32] = k[0, 0, i64(ok) + h * i64(dim) + d + i64(half)]
+                    lo: T.let[T.float32] = _at(k, i64(ok) + h * i64(dim) + d)
+                    hi: T.let[T.float32] = _at(k, i64(ok) + h * i64(dim) + d + i64(half))
                     row[d] = lo * cos[0, 0, 0, d] + (-hi) * sin[0, 0, 0, d]
                     row[d + i64(half)] = hi * cos[0, 0, 0, d + i64(half)] + lo * sin[0, 0, 0, d + i64(half)]
                 big[0] = T.float32(0)
@@ -145,10 +150,10 @@ def _int8_func(shape: RotaryShape) -> tirx.PrimFunc:
             for h in T.serial(i64(kv_heads)):
                 big[0] = T.float32(0)
                 for d in T.serial(i64(dim)):
-                    big[0] = T.max(big[0], T.fabs(v[0, 0, i64(ov) + h * i64(dim) + d]))
+                    big[0] = T.max(big[0], T.fabs(_at(v, i64(ov) + h * i64(dim) + d)))
                 value_scales[i64(layer), 0, h, past] = big[0] / T.float32(levels)
                 big[1] = T.if_then_else(big[0] > T.float32(0), big[0] / T.float32(levels), T.float32(1))
                 for d in T.serial(i64(dim)):
-                    values[i64(layer), 0, h, past, d] = T.Cast("int8", T.round(v[0, 0, i64(ov) + h * i64(dim) + d] / big[1]))
+                    values[i64(layer), 0, h, past, d] = T.Cast("int8", T.round(_at(v, i64(ov) + h * i64(dim) + d) / big[1]))
 
     return rotary_kv_write_int8

@@ -10,7 +10,8 @@ After ``slmc.schedules.resident_kv`` (and ``flash_rewrite``) a layer of ``reside
     o   = call_tir(flash_attention, (reshape(broadcast_to(q)) [H, 1, D], keys', values', ...))
 
 where ``rows_*`` are ``[1, 1, W]`` rows: one ``split`` of the merged QKV projection along the last axis
-(merged siblings) or each projection's own output. TVM fuses that into five kernels (the split, two rotary,
+(merged siblings) or each projection's own output (the kernel reads the tensor they view: the projection's
+``[1, W]`` output, no reshape). TVM fuses that into five kernels (the split, two rotary,
 two writes), each a VM call and an allocation over numbers that are in L1. This pass replaces them by one
 ``call_tir_inplace(rotary_kv_write, (rows_q, rows_k, rows_v, cos, sin, keys, values[, scales], past))``
 (``slmc.schedules.rotary_kv``) at the first write: the caches are written in place and the kernel's new
@@ -62,7 +63,7 @@ class NotFused(Exception):
 
 @dataclass
 class _Rows:
-    source: relax.Expr   # [1, 1, W] float32
+    source: relax.Expr   # [1, ..., 1, W] float32
     offset: int
     heads: int
     dim: int
@@ -154,8 +155,18 @@ class _Function:
                     or not isinstance(cuts, (list, tvm.ir.Array)) or str(rows.ty.dtype) != "float32":
                 raise NotFused("a head tensor taken from a tuple that is no split of a [1, 1, W] row at given indices")
             starts = [0, *[int(c) for c in cuts]]
-            return _Rows(rows, starts[int(item.index)], heads, dim)
-        return _Rows(part, 0, heads, dim)
+            return _Rows(self.unviewed(rows), starts[int(item.index)], heads, dim)
+        return _Rows(self.unviewed(part), 0, heads, dim)
+
+    def unviewed(self, rows: relax.Expr) -> relax.Expr:
+        """``rows`` back through reshapes of a ``[1, ..., 1, W]`` tensor (a view the kernel need not be given: the
+        projection's ``[1, W]`` output)."""
+        while True:
+            value = self.value(rows)
+            dims = _static(shape_of(value.args[0])) if is_op(value, "relax.reshape") else None
+            if dims is None or not dims or any(d != 1 for d in dims[:-1]) or dims[-1] != _static(shape_of(rows))[-1]:
+                return rows
+            rows = value.args[0]
 
     def rotary(self, expr: relax.Expr) -> tuple[relax.Expr, relax.Expr, relax.Expr] | None:
         """``(x, cos, sin)`` when ``expr`` is ``x * cos + rotate_half(x) * sin`` (either operand order)."""
@@ -305,7 +316,7 @@ class _Fuse(PyExprMutator):
         layers, _, kv_heads, slots, dim = (int(d) for d in shape_of(plan.caches[0]))
         q, k, v = plan.rows
         shape = RotaryShape(layer=plan.layer, layers=layers, slots=slots, heads=q.heads, kv_heads=kv_heads, dim=dim,
-                            widths=tuple(int(shape_of(r.source)[2]) for r in plan.rows),
+                            rows=tuple(tuple(int(d) for d in shape_of(r.source)) for r in plan.rows),
                             offsets=(q.offset, k.offset, v.offset), stored=plan.stored)
         gvar = self.builder_.add_func(rotary_kv_write_func(shape), KIND)
         operands = [self.visit_expr(e) for e in (q.source, k.source, v.source, plan.cos, plan.sin, *plan.caches)]
