@@ -60,6 +60,15 @@ def _at(rows: Any, index: Any) -> Any:
     return rows[(*[T.int64(0)] * (len(rows.shape) - 1), index)]
 
 
+def _rotated(rows: Any, first: Any, d: Any, half: int, cos: Any, sin: Any, upper: bool) -> Any:
+    """Number ``d`` (``d + D/2`` when ``upper``) of the rotated head whose row starts at ``rows[first]``, for ``d < D/2``:
+    ``x[d] cos[d] + (-x[d + D/2]) sin[d]``, or ``x[d + D/2] cos[d + D/2] + x[d] sin[d + D/2]``."""
+    lo, hi = _at(rows, first + d), _at(rows, first + d + T.int64(half))
+    if upper:
+        return hi * cos[0, 0, 0, d + T.int64(half)] + lo * sin[0, 0, 0, d + T.int64(half)]
+    return lo * cos[0, 0, 0, d] + (-hi) * sin[0, 0, 0, d]
+
+
 def rotary_kv_write_func(shape: RotaryShape) -> tirx.PrimFunc:
     """The kernel (module docstring). Parameters: ``q_rows, k_rows, v_rows [1, ..., 1, W]``, ``cos, sin [1, 1, 1, D]``,
     ``keys, values [layers, 1, H_kv, slots, D]`` (int8: then ``key_scales, value_scales [layers, 1, H_kv, slots]``),
@@ -86,16 +95,12 @@ def rotary_kv_write_func(shape: RotaryShape) -> tirx.PrimFunc:
         out = T.match_buffer(out_h, (heads, 1, dim), "float32")
         with T.sblock("rotary_kv_write"):
             for h, d in T.grid(i64(heads), i64(half)):
-                lo: T.let[T.float32] = _at(q, i64(oq) + h * i64(dim) + d)
-                hi: T.let[T.float32] = _at(q, i64(oq) + h * i64(dim) + d + i64(half))
-                out[h, 0, d] = lo * cos[0, 0, 0, d] + (-hi) * sin[0, 0, 0, d]
-                out[h, 0, d + i64(half)] = hi * cos[0, 0, 0, d + i64(half)] + lo * sin[0, 0, 0, d + i64(half)]
+                out[h, 0, d] = _rotated(q, i64(oq) + h * i64(dim), d, half, cos, sin, False)
+                out[h, 0, d + i64(half)] = _rotated(q, i64(oq) + h * i64(dim), d, half, cos, sin, True)
             for h, d in T.grid(i64(kv_heads), i64(half)):
-                lo: T.let[T.float32] = _at(k, i64(ok) + h * i64(dim) + d)
-                hi: T.let[T.float32] = _at(k, i64(ok) + h * i64(dim) + d + i64(half))
-                keys[i64(layer), 0, h, past, d] = _cast(stored, lo * cos[0, 0, 0, d] + (-hi) * sin[0, 0, 0, d])
+                keys[i64(layer), 0, h, past, d] = _cast(stored, _rotated(k, i64(ok) + h * i64(dim), d, half, cos, sin, False))
                 keys[i64(layer), 0, h, past, d + i64(half)] = _cast(
-                    stored, hi * cos[0, 0, 0, d + i64(half)] + lo * sin[0, 0, 0, d + i64(half)])
+                    stored, _rotated(k, i64(ok) + h * i64(dim), d, half, cos, sin, True))
             for h, d in T.grid(i64(kv_heads), i64(dim)):
                 values[i64(layer), 0, h, past, d] = _cast(stored, _at(v, i64(ov) + h * i64(dim) + d))
 
@@ -130,16 +135,12 @@ def _int8_func(shape: RotaryShape) -> tirx.PrimFunc:
             row = T.sblock_alloc_buffer((i64(dim),), "float32", scope=STACK_SCOPE)   # a rotated key row
             big = T.sblock_alloc_buffer((i64(2),), "float32", scope=STACK_SCOPE)    # max|x|, the divisor
             for h, d in T.grid(i64(heads), i64(half)):
-                lo: T.let[T.float32] = _at(q, i64(oq) + h * i64(dim) + d)
-                hi: T.let[T.float32] = _at(q, i64(oq) + h * i64(dim) + d + i64(half))
-                out[h, 0, d] = lo * cos[0, 0, 0, d] + (-hi) * sin[0, 0, 0, d]
-                out[h, 0, d + i64(half)] = hi * cos[0, 0, 0, d + i64(half)] + lo * sin[0, 0, 0, d + i64(half)]
+                out[h, 0, d] = _rotated(q, i64(oq) + h * i64(dim), d, half, cos, sin, False)
+                out[h, 0, d + i64(half)] = _rotated(q, i64(oq) + h * i64(dim), d, half, cos, sin, True)
             for h in T.serial(i64(kv_heads)):
                 for d in T.serial(i64(half)):
-                    lo: T.let[T.float32] = _at(k, i64(ok) + h * i64(dim) + d)
-                    hi: T.let[T.float32] = _at(k, i64(ok) + h * i64(dim) + d + i64(half))
-                    row[d] = lo * cos[0, 0, 0, d] + (-hi) * sin[0, 0, 0, d]
-                    row[d + i64(half)] = hi * cos[0, 0, 0, d + i64(half)] + lo * sin[0, 0, 0, d + i64(half)]
+                    row[d] = _rotated(k, i64(ok) + h * i64(dim), d, half, cos, sin, False)
+                    row[d + i64(half)] = _rotated(k, i64(ok) + h * i64(dim), d, half, cos, sin, True)
                 big[0] = T.float32(0)
                 for d in T.serial(i64(dim)):
                     big[0] = T.max(big[0], T.fabs(row[d]))
