@@ -61,7 +61,7 @@ def _at(rows: Any, index: Any) -> Any:
 
 
 def _rotated(rows: Any, first: Any, d: Any, half: int, cos: Any, sin: Any, upper: bool) -> Any:
-    """Number ``d`` (``d + D/2`` when ``upper``) of the rotated head whose row starts at ``rows[first]``, for ``d < D/2``:
+    """Number ``d`` (``d + D/2`` when ``upper``) of the rotated head whose row starts at ``rows[first]``, ``d < D/2``:
     ``x[d] cos[d] + (-x[d + D/2]) sin[d]``, or ``x[d + D/2] cos[d + D/2] + x[d] sin[d + D/2]``."""
     lo, hi = _at(rows, first + d), _at(rows, first + d + T.int64(half))
     if upper:
@@ -98,7 +98,8 @@ def rotary_kv_write_func(shape: RotaryShape) -> tirx.PrimFunc:
                 out[h, 0, d] = _rotated(q, i64(oq) + h * i64(dim), d, half, cos, sin, False)
                 out[h, 0, d + i64(half)] = _rotated(q, i64(oq) + h * i64(dim), d, half, cos, sin, True)
             for h, d in T.grid(i64(kv_heads), i64(half)):
-                keys[i64(layer), 0, h, past, d] = _cast(stored, _rotated(k, i64(ok) + h * i64(dim), d, half, cos, sin, False))
+                keys[i64(layer), 0, h, past, d] = _cast(
+                    stored, _rotated(k, i64(ok) + h * i64(dim), d, half, cos, sin, False))
                 keys[i64(layer), 0, h, past, d + i64(half)] = _cast(
                     stored, _rotated(k, i64(ok) + h * i64(dim), d, half, cos, sin, True))
             for h, d in T.grid(i64(kv_heads), i64(dim)):
@@ -155,6 +156,7 @@ def _int8_func(shape: RotaryShape) -> tirx.PrimFunc:
                 value_scales[i64(layer), 0, h, past] = big[0] / T.float32(levels)
                 big[1] = T.if_then_else(big[0] > T.float32(0), big[0] / T.float32(levels), T.float32(1))
                 for d in T.serial(i64(dim)):
-                    values[i64(layer), 0, h, past, d] = T.Cast("int8", T.round(_at(v, i64(ov) + h * i64(dim) + d) / big[1]))
+                    values[i64(layer), 0, h, past, d] = T.Cast(
+                        "int8", T.round(_at(v, i64(ov) + h * i64(dim) + d) / big[1]))
 
     return rotary_kv_write_int8

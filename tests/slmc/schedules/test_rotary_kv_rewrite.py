@@ -88,7 +88,7 @@ def _state(cache, dtype: str, rng):
 def test_the_step_equals_prefill_of_one_token_and_writes_the_same_slot(llama, host_target, merged, dtype):
     """The step (rewritten) and ``resident_all`` (not) fed one token at position 21 over the same cache: the same
     logits (measured: identical, 0 largest difference for every dtype; tolerance 1e-5, what the one-row schedules of the
-    other kernels may move) and the same numbers cached (exactly: the same operations in the same order) and the same numbers cached."""
+    other kernels may move) and the same numbers cached (exactly: the same operations in the same order)."""
     cache, program, vm = _build(llama, host_target, merged, dtype)
     weights = [tvm.runtime.tensor(w) for w in program.weights]
     state = _state(cache, dtype, np.random.default_rng(0))
