@@ -38,12 +38,15 @@ class CpuBackend(Backend):
         from slmc.schedules.fast_exp import fast_exp_pass
         from slmc.schedules.flash_rewrite import flash_rewrite
         from slmc.schedules.residual_norm import residual_norm
+        from slmc.schedules.rotary_kv_rewrite import rotary_kv_rewrite
 
         # attention reads the KV cache in place, one tiled kernel per layer in the resident functions;
         # each RMSNorm is one kernel with the residual add before it (slmc.schedules.residual_norm);
-        # exp is vectorizable (slmc.schedules.fast_exp)
+        # exp is vectorizable (slmc.schedules.fast_exp); the decode step's rotary q/k and cache writes are one kernel
+        # per layer (slmc.schedules.rotary_kv_rewrite)
         tiled = flash_rewrite(cpu_params(phase.target).lanes, phase.notes)
-        return [attention_rewrite, residual_norm(phase.notes), *fused_kernel_passes(phase.residency, [tiled]),
+        rotary = rotary_kv_rewrite(phase.notes)
+        return [attention_rewrite, residual_norm(phase.notes), *fused_kernel_passes(phase.residency, [tiled, rotary]),
                 fast_exp_pass]
 
     def schedule_passes(self, phase: PhaseInputs) -> list[tvm.transform.Pass]:
