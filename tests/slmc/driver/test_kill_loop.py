@@ -74,12 +74,21 @@ def test_sigkill_leaves_no_artifact_or_a_complete_one(tmp_path):
     print("kill loop (delay s, case, exit code, artifact present):", outcomes)
 
 
+def _sigint_at_default() -> None:
+    """In the child before exec: SIGINT's default disposition (only a signal call: safe between fork and exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130_with_one_json_object_and_leaves_nothing(tmp_path):
     """SIGINT while the artifact is being staged (export, verify): the staging directory goes, no artifact and no
     cache entry appear, and ``--json`` still prints exactly one object naming the interruption."""
     env = {k: v for k, v in os.environ.items() if k != "SLMC_CACHE_DIR"}
+    # SIGINT at its default in the child, as a terminal's shell starts a command: a parent that ignores SIGINT (a
+    # CI job started in the background by a non-interactive shell) passes SIG_IGN on, Python then installs no
+    # KeyboardInterrupt handler and slmc rightly leaves an ignored SIGINT ignored (the session 14 CI failure)
     proc = subprocess.Popen([slmc_exe(), "compile", "--json", "-o", "art", "--cache-dir", "cache"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_sigint_at_default)
     deadline = time.monotonic() + 600
     try:
         while not any(p.name.startswith(".art.staging-") for p in tmp_path.iterdir()):
