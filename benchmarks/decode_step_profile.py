@@ -12,7 +12,7 @@ For each artifact, one decode step at context ``--context`` (``decoder().feed`` 
   per kernel name: the step's kernel time, and what is left for the VM, the Python call and its
   arguments (``step - kernels``);
 - every call timed inside the step (instrument timestamps, fastest of several steps): weight linears,
-  attention, the next layer's KV prefetch, other kernels and VM builtins, the split that holds on a loaded machine;
+  attention, other kernels and VM builtins, the split that holds on a loaded machine;
 - the parallel regions of one step: each kernel call's fork/joins of TVM's thread pool and workspace
   allocations, counted by wrapping the library's ``__TVMBackend*`` pointers (``count_backend_calls``), and per kernel
   its replayed time on each ``--profile-threads`` count, the launches per call and, for the quantized
@@ -105,17 +105,13 @@ class Step:
 
 
 def _part(symbol: str) -> str:
-    """The share of the step a call belongs to: VM builtins, weight linears (any scheme), attention, a
-    ``kv_prefetch`` kernel (session 14's next-layer K/V prefetch experiment, docs/dev-notes.md; not on main) or
-    other kernels."""
+    """The share of the step a call belongs to: VM builtins, weight linears (any scheme), attention or other
+    kernels."""
     if symbol.startswith("vm."):
         return "VM builtins"
     if "_linear" in symbol or symbol.startswith("slmc_qlinear"):
         return "linears"
-    for part in ("flash_attention", "kv_prefetch"):
-        if symbol.startswith(part):
-            return part
-    return "other kernels"
+    return "flash_attention" if symbol.startswith("flash_attention") else "other kernels"
 
 
 def _kernel_name(symbol: str) -> str:
