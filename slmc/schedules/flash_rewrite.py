@@ -17,7 +17,6 @@ chain that differs in any way is left as it is, and counted in ``FlashRewrite.de
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 import numpy as np
 import tvm
@@ -27,24 +26,18 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from slmc.schedules.attention_rewrite import SCORES, VALUES
 from slmc.schedules.flash_attention import KIND, FlashShape, flash_attention_func
 from slmc.schedules.kv_append import LAYER_ATTR
-from slmc.schedules.relax_patterns import is_op, same_shape, scalar_constant, shape_of
+from slmc.schedules.relax_patterns import RewriteRecord, is_op, same_shape, scalar_constant, shape_of
 from slmc.schedules.rule import KERNEL_ATTR
 
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 _PASS_THROUGH = ("relax.reshape", "relax.broadcast_to", "relax.astype")
 
 
-@dataclass
-class FlashRewrite:
+class FlashRewrite(RewriteRecord):
     """What the pass did: layers rewritten per function, and why a chain was left (for the lowering notes)."""
 
-    rewritten: dict[str, int] = field(default_factory=dict)
-    declined: list[str] = field(default_factory=list)
-
-    def notes(self) -> list[str]:
-        done = ", ".join(f"{name} {n}" for name, n in sorted(self.rewritten.items()))
-        out = [f"attention: one tiled kernel per layer (flash_attention) in {done}"] if done else []
-        return out + [f"attention not tiled: {reason}" for reason in sorted(set(self.declined))]
+    DONE = "attention: one tiled kernel per layer (flash_attention) in {}"
+    DECLINED = "attention not tiled: {}"
 
 
 def _float32(expr: relax.Expr) -> bool:

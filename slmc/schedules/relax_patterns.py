@@ -1,10 +1,11 @@
 """What slmc's Relax rewrites ask of an expression while matching a pattern: its operator, static shape,
 scalar constant value, and whether two sizes (or shapes) are the same (``attention_rewrite``, ``flash_rewrite``,
-``residual_norm``, ``norms``)."""
+``residual_norm``, ``norms``); and ``RewriteRecord``, what a layer-by-layer rewrite did, for the lowering notes."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import tvm
 import tvm_ffi
@@ -45,3 +46,20 @@ def same_shape(a: list[Any] | None, b: list[Any] | None) -> bool:
     """Two known shapes (``shape_of``) of the same rank whose sizes are pairwise ``same_size``; an unknown one
     (``None``) is never the same."""
     return a is not None and b is not None and len(a) == len(b) and all(same_size(x, y) for x, y in zip(a, b))
+
+
+@dataclass
+class RewriteRecord:
+    """What a layer-by-layer Relax rewrite did: layers rewritten per function, and why a candidate was left.
+    A subclass names its two notes: ``DONE`` (formatted with the ``function count, ...`` list) and ``DECLINED``
+    (with one reason)."""
+
+    DONE: ClassVar[str]
+    DECLINED: ClassVar[str]
+    rewritten: dict[str, int] = field(default_factory=dict)
+    declined: list[str] = field(default_factory=list)
+
+    def notes(self) -> list[str]:
+        done = ", ".join(f"{name} {n}" for name, n in sorted(self.rewritten.items()))
+        out = [self.DONE.format(done)] if done else []
+        return out + [self.DECLINED.format(reason) for reason in sorted(set(self.declined))]

@@ -113,6 +113,21 @@ def kv_write_func(cache: KVCacheSpec, layer: int, dtype: str, stored: str | None
     return kv_write
 
 
+@T.macro
+def write_int8_row(cache_buf, scale_buf, layer, h, slot, x, dim, big):
+    """Row ``x(d)``, ``d < dim`` (a function of the index), quantized into ``cache_buf[layer, 0, h, slot, :]`` with its
+    scale ``max|x| / 127`` in ``scale_buf[layer, 0, h, slot]`` (a row of zeros: scale 0, codes 0); ``big`` is a
+    2-element float32 scratch (max|x|, the divisor). Shared by every int8 cache write (``kv_write_int8`` here,
+    ``slmc.schedules.rotary_kv``), so all store the same numbers."""
+    big[0] = T.float32(0)
+    for d in T.serial(T.int64(dim)):
+        big[0] = T.max(big[0], T.fabs(x(d)))
+    scale_buf[layer, T.int64(0), h, slot] = big[0] / T.float32(INT8_LEVELS)
+    big[1] = T.if_then_else(big[0] > T.float32(0), big[0] / T.float32(INT8_LEVELS), T.float32(1))
+    for d in T.serial(T.int64(dim)):
+        cache_buf[layer, T.int64(0), h, slot, d] = T.Cast("int8", T.round(x(d) / big[1]))
+
+
 def kv_write_int8_func(cache: KVCacheSpec, layer: int) -> tirx.PrimFunc:
     """Quantize and write, in place (the cache and its scales are the first two arguments): per new row
     ``x = new[0, h, t, :]``, ``scales[layer, 0, h, past + t] = max|x| / 127`` and
@@ -134,14 +149,8 @@ def kv_write_int8_func(cache: KVCacheSpec, layer: int) -> tirx.PrimFunc:
                 big = T.sblock_alloc_buffer((i64(2),), "float32", scope=STACK_SCOPE)  # max|x|, the divisor
                 h: T.let[T.int64] = row // tokens
                 t: T.let[T.int64] = row % tokens
-                big[0] = T.float32(0)
-                for d in T.serial(i64(dim)):
-                    big[0] = T.max(big[0], T.fabs(new_buf[i64(0), h, t, d]))
-                scale_buf[i64(layer), i64(0), h, past + t] = big[0] / T.float32(INT8_LEVELS)
-                big[1] = T.if_then_else(big[0] > T.float32(0), big[0] / T.float32(INT8_LEVELS), T.float32(1))
-                for d in T.serial(i64(dim)):
-                    cache_buf[i64(layer), i64(0), h, past + t, d] = T.Cast(
-                        "int8", T.round(new_buf[i64(0), h, t, d] / big[1]))
+                write_int8_row(cache_buf, scale_buf, i64(layer), h, past + t,
+                               lambda d: new_buf[i64(0), h, t, d], dim, big)
 
     return kv_write_int8
 

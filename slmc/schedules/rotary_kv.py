@@ -11,7 +11,8 @@ Transformer with Rotary Position Embedding", arXiv:2104.09864; the rotate-half f
     values[layer, 0, h, past, :] = stored(v_rows[v_offset + h D : ...])
 
 ``stored``: the number itself (float32 cache), rounded to the nearest float16 (float16 cache), or an int8 row
-with its scale (``max|x| / 127``, ``round(x / scale)``: ``slmc.schedules.resident_kv.kv_write_int8_func``). The
+with its scale (``max|x| / 127``, ``round(x / scale)``: ``slmc.schedules.resident_kv.write_int8_row``, which the
+int8 cache's own write runs too). The
 products and the sum are the ones TVM's legalized ``add(multiply(x, cos), multiply(concat(-hi, lo), sin))``
 computes, in the same order. The caches (and an int8 cache's scales) are written in place; the query is the
 kernel's one new output. One token, so the loops are short (SmolLM-135M: 15 + 2 x 3 heads of 64): serial,
@@ -26,9 +27,9 @@ from typing import Any
 from tvm import tirx
 from tvm.script import tirx as T
 
-from slmc.graph.kv_cache import INT8_LEVELS
 from slmc.schedules.flash_attention import OPAQUE
 from slmc.schedules.kv_append import LAYER_ATTR
+from slmc.schedules.resident_kv import write_int8_row
 from slmc.schedules.row_matmul import STACK_SCOPE
 from slmc.schedules.rule import KERNEL_ATTR
 
@@ -114,7 +115,6 @@ def _int8_func(shape: RotaryShape) -> tirx.PrimFunc:
     layer, heads, kv_heads, dim, half = shape.layer, shape.heads, shape.kv_heads, shape.dim, shape.dim // 2
     (rq, rk, rv), (oq, ok, ov) = shape.rows, shape.offsets
     cache_shape = (shape.layers, 1, kv_heads, shape.slots, dim)
-    levels = float(INT8_LEVELS)
 
     @T.prim_func(private=True, s_tir=True)
     def rotary_kv_write_int8(q_h: T.handle, k_h: T.handle, v_h: T.handle, cos_h: T.handle, sin_h: T.handle,
@@ -142,21 +142,9 @@ def _int8_func(shape: RotaryShape) -> tirx.PrimFunc:
                 for d in T.serial(i64(half)):
                     row[d] = _rotated(k, i64(ok) + h * i64(dim), d, half, cos, sin, False)
                     row[d + i64(half)] = _rotated(k, i64(ok) + h * i64(dim), d, half, cos, sin, True)
-                big[0] = T.float32(0)
-                for d in T.serial(i64(dim)):
-                    big[0] = T.max(big[0], T.fabs(row[d]))
-                key_scales[i64(layer), 0, h, past] = big[0] / T.float32(levels)
-                big[1] = T.if_then_else(big[0] > T.float32(0), big[0] / T.float32(levels), T.float32(1))
-                for d in T.serial(i64(dim)):
-                    keys[i64(layer), 0, h, past, d] = T.Cast("int8", T.round(row[d] / big[1]))
+                write_int8_row(keys, key_scales, i64(layer), h, past, lambda d: row[d], dim, big)
             for h in T.serial(i64(kv_heads)):
-                big[0] = T.float32(0)
-                for d in T.serial(i64(dim)):
-                    big[0] = T.max(big[0], T.fabs(_at(v, i64(ov) + h * i64(dim) + d)))
-                value_scales[i64(layer), 0, h, past] = big[0] / T.float32(levels)
-                big[1] = T.if_then_else(big[0] > T.float32(0), big[0] / T.float32(levels), T.float32(1))
-                for d in T.serial(i64(dim)):
-                    values[i64(layer), 0, h, past, d] = T.Cast(
-                        "int8", T.round(_at(v, i64(ov) + h * i64(dim) + d) / big[1]))
+                write_int8_row(values, value_scales, i64(layer), h, past,
+                               lambda d: _at(v, i64(ov) + h * i64(dim) + d), dim, big)
 
     return rotary_kv_write_int8

@@ -26,7 +26,7 @@ write, the attention not one ``flash_attention`` kernel) is left as it is and re
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import tvm
 from tvm import relax, tirx
@@ -35,7 +35,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from slmc.graph.kv_cache import RESIDENT_STEP
 from slmc.schedules.flash_attention import KIND as FLASH
 from slmc.schedules.kv_append import LAYER_ATTR
-from slmc.schedules.relax_patterns import is_op, same_shape, shape_of
+from slmc.schedules.relax_patterns import RewriteRecord, is_op, same_shape, shape_of
 from slmc.schedules.resident_kv import WRITE, WRITE_INT8
 from slmc.schedules.rotary_kv import KIND, RotaryShape, rotary_kv_write_func
 from slmc.schedules.rule import KERNEL_ATTR
@@ -44,17 +44,11 @@ _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 _CALL_TIR_INPLACE = tvm.ir.Op.get("relax.call_tir_inplace")
 
 
-@dataclass
-class RotaryKV:
+class RotaryKV(RewriteRecord):
     """What the pass did: layers rewritten per function, and why a layer was left (for the lowering notes)."""
 
-    rewritten: dict[str, int] = field(default_factory=dict)
-    declined: list[str] = field(default_factory=list)
-
-    def notes(self) -> list[str]:
-        done = ", ".join(f"{name} {n}" for name, n in sorted(self.rewritten.items()))
-        out = [f"rotary q/k and the K/V cache writes: one kernel per layer ({KIND}) in {done}"] if done else []
-        return out + [f"rotary and cache writes not fused: {reason}" for reason in sorted(set(self.declined))]
+    DONE = f"rotary q/k and the K/V cache writes: one kernel per layer ({KIND}) in {{}}"
+    DECLINED = "rotary and cache writes not fused: {}"
 
 
 class NotFused(Exception):
