@@ -19,10 +19,10 @@ CHEAP_RECIPE = "passes: [{dead_code_elimination: {}}]\nverify: {num_samples: 1, 
 
 @pytest.fixture(autouse=True)
 def python_ctrl_c_handler():
-    """Python's own SIGINT handler, as an interactive process has it. Tests that ran earlier in the same
-    process may leave another (the full suite's 2nd CI worker had SIGINT ignored or replaced when this file
-    came: every test here failed there and passed alone), and ``watch()`` rightly leaves a process that does
-    not use Python's handler as it is."""
+    """Python's own SIGINT handler, as an interactive process has it. A test run started in the background by a
+    non-interactive shell inherits SIGINT ignored, and Python then installs no handler (session 13's CI run: every
+    test here failed and passed alone; session 14 found why, docs/dev-notes.md); ``watch()`` rightly leaves a
+    process that does not use Python's handler as it is."""
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield

@@ -7,6 +7,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -74,9 +75,9 @@ def test_sigkill_leaves_no_artifact_or_a_complete_one(tmp_path):
     print("kill loop (delay s, case, exit code, artifact present):", outcomes)
 
 
-def _sigint_at_default() -> None:
-    """In the child before exec: SIGINT's default disposition (only a signal call: safe between fork and exec)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# runs ``argv[1:]`` with SIGINT at its default, as a terminal's shell starts a command (no ``preexec_fn``: not safe
+# in a process with threads)
+SIGINT_AT_DEFAULT = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
 
 
 def test_ctrl_c_exits_130_with_one_json_object_and_leaves_nothing(tmp_path):
@@ -86,9 +87,9 @@ def test_ctrl_c_exits_130_with_one_json_object_and_leaves_nothing(tmp_path):
     # SIGINT at its default in the child, as a terminal's shell starts a command: a parent that ignores SIGINT (a
     # CI job started in the background by a non-interactive shell) passes SIG_IGN on, Python then installs no
     # KeyboardInterrupt handler and slmc rightly leaves an ignored SIGINT ignored (the session 14 CI failure)
-    proc = subprocess.Popen([slmc_exe(), "compile", "--json", "-o", "art", "--cache-dir", "cache"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=_sigint_at_default)
+    command = [slmc_exe(), "compile", "--json", "-o", "art", "--cache-dir", "cache"]
+    proc = subprocess.Popen([sys.executable, "-c", SIGINT_AT_DEFAULT, *command], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 600
     try:
         while not any(p.name.startswith(".art.staging-") for p in tmp_path.iterdir()):
