@@ -12,10 +12,24 @@ import tvm_ffi
 from tvm import relax, tirx
 from tvm.sym.analyzer import Analyzer
 
+from slmc.schedules.rule import KERNEL_ATTR
+
+_CALL_TIR_OPS = (tvm.ir.Op.get("relax.call_tir"), tvm.ir.Op.get("relax.call_tir_inplace"))
+
 
 def is_op(expr: Any, name: str) -> bool:
     """``expr`` is a call of the Relax operator ``name`` (e.g. ``"relax.add"``)."""
     return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == name
+
+
+def called_kernel(mod: tvm.IRModule, expr: Any) -> tuple[str | None, tirx.PrimFunc | None]:
+    """The slmc kernel (its ``KERNEL_ATTR`` kind and PrimFunc) ``expr`` calls through ``call_tir`` or
+    ``call_tir_inplace``; ``(None, None)`` for anything else."""
+    if isinstance(expr, relax.Call) and any(expr.op.same_as(op) for op in _CALL_TIR_OPS):
+        func = mod[expr.args[0]]
+        if isinstance(func, tirx.PrimFunc) and func.attrs is not None and KERNEL_ATTR in func.attrs:
+            return str(func.attrs[KERNEL_ATTR]), func
+    return None, None
 
 
 def shape_of(expr: relax.Expr) -> list[Any] | None:

@@ -58,6 +58,7 @@ from slmc.schedules.kv_append import KIND as APPEND, LAYER_ATTR
 from slmc.schedules.last_position import last_position_function
 from slmc.schedules.not_resident import NotResident
 from slmc.schedules.one_token import one_token_module
+from slmc.schedules.relax_patterns import called_kernel
 from slmc.schedules.row_matmul import STACK_SCOPE
 from slmc.schedules.rule import KERNEL_ATTR
 
@@ -190,14 +191,6 @@ def resident_values_te(probs: te.Tensor, cache: te.Tensor, layer: int, group: in
                       name="attention_values")
 
 
-def _kernel(mod: tvm.IRModule, call: relax.Expr) -> tuple[str | None, tirx.PrimFunc | None]:
-    if isinstance(call, relax.Call) and call.op.same_as(_CALL_TIR):
-        func = mod[call.args[0]]
-        if isinstance(func, tirx.PrimFunc) and func.attrs is not None and KERNEL_ATTR in func.attrs:
-            return str(func.attrs[KERNEL_ATTR]), func
-    return None, None
-
-
 def _describe(value: relax.Expr) -> str:
     if isinstance(value, relax.Call):
         op = value.op
@@ -224,7 +217,7 @@ class _Resident(PyExprMutator):
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:  # noqa: N802 (TVM's visitor name)
         value = binding.value
-        kind, func = _kernel(self.mod, value)
+        kind, func = called_kernel(self.mod, value)
         if binding.var.same_as(self.output) and isinstance(value, relax.Tuple):
             logits = self.visit_expr(value.fields[0])   # the stacked keys/values outputs become dead code
             out = relax.Var(binding.var.name, logits.ty)
@@ -260,7 +253,7 @@ class _Resident(PyExprMutator):
         self.layers.add(layer)
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802 (TVM's visitor name)
-        kind, _ = _kernel(self.mod, call)
+        kind, _ = called_kernel(self.mod, call)
         operands = call.args[1].fields if kind in (SCORES, VALUES) else ()
         if len(operands) < 2 or not isinstance(operands[1], relax.Var) or operands[1] not in self.appends:
             return super().visit_call_(call)

@@ -35,13 +35,9 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from slmc.graph.kv_cache import RESIDENT_STEP
 from slmc.schedules.flash_attention import KIND as FLASH
 from slmc.schedules.kv_append import LAYER_ATTR
-from slmc.schedules.relax_patterns import RewriteRecord, is_op, same_shape, shape_of
+from slmc.schedules.relax_patterns import RewriteRecord, called_kernel, is_op, same_shape, shape_of
 from slmc.schedules.resident_kv import WRITE, WRITE_INT8
 from slmc.schedules.rotary_kv import KIND, RotaryShape, rotary_kv_write_func
-from slmc.schedules.rule import KERNEL_ATTR
-
-_CALL_TIR = tvm.ir.Op.get("relax.call_tir")
-_CALL_TIR_INPLACE = tvm.ir.Op.get("relax.call_tir_inplace")
 
 
 class RotaryKV(RewriteRecord):
@@ -116,12 +112,8 @@ class _Function:
         return self.values.get(expr, expr) if isinstance(expr, relax.Var) else expr
 
     def kernel(self, expr: relax.Expr) -> tuple[str, tirx.PrimFunc] | None:
-        if not isinstance(expr, relax.Call) or not (expr.op.same_as(_CALL_TIR) or expr.op.same_as(_CALL_TIR_INPLACE)):
-            return None
-        func = self.mod[expr.args[0]]
-        if not isinstance(func, tirx.PrimFunc) or func.attrs is None or KERNEL_ATTR not in func.attrs:
-            return None
-        return str(func.attrs[KERNEL_ATTR]), func
+        kind, func = called_kernel(self.mod, expr)
+        return None if kind is None else (kind, func)
 
     def rows(self, x: relax.Expr) -> _Rows:
         """``x = permute_dims(reshape(rows, [1, 1, H, D]), [0, 2, 1, 3])`` of a ``[1, 1, W]`` row, or of one
