@@ -88,3 +88,22 @@ def workspace_allocation_bytes(func: tirx.PrimFunc, target) -> list[int | None]:
     size computed at run time)."""
     sizes = re.findall(r"call ptr %[\w.]+\(i32 1, i32 %dev_id, i64 ([^,]+),", _llvm_ir(func, target))
     return [int(size) if size.isdigit() else None for size in sizes]
+
+
+def greedy_with_and_without_step(vm, weights: list, cache) -> list[tuple[list[int], np.ndarray]]:
+    """A prompt then eight greedy tokens through ``ResidentCache``, first without the library's one-token step
+    (``resident_last`` for every token), then with it: each run's tokens and last-position logits."""
+    from slmc.artifact.resident_cache import ResidentCache
+    from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST, RESIDENT_STEP
+
+    runs = []
+    for step in (None, vm[RESIDENT_STEP]):
+        resident = ResidentCache(vm[RESIDENT_ALL], vm[RESIDENT_LAST], weights, cache, step)
+        logits = resident.feed(np.array([[5, 9, 2, 7]], dtype=np.int64), last_only=True)
+        tokens, last = [], []
+        for _ in range(8):
+            tokens.append(int(np.argmax(logits[0, -1])))
+            last.append(np.array(logits[0, -1]))
+            logits = resident.feed(np.array([[tokens[-1]]], dtype=np.int64), last_only=True)
+        runs.append((tokens, np.stack(last)))
+    return runs

@@ -10,6 +10,7 @@ import pytest
 import tvm
 import tvm_ffi
 from tvm import relax
+from schedule_helpers import greedy_with_and_without_step
 
 from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST, RESIDENT_STEP
 from slmc.models import tiny_lm
@@ -147,21 +148,8 @@ def test_resident_last_is_kept_beside_the_step(built):
 def test_a_resident_cache_decodes_the_same_tokens_with_and_without_the_step(built):
     """ResidentCache's one-token branch (taken only for a library built with ``one_token_step``) against
     resident_last on a prompt then eight greedy steps."""
-    from slmc.artifact.resident_cache import ResidentCache
-
     spec, program, vm = built
-    weights = [tvm.runtime.tensor(w) for w in program.weights]
-    caches = [ResidentCache(vm[RESIDENT_ALL], vm[RESIDENT_LAST], weights, spec.kv_cache, step)
-              for step in (None, vm[RESIDENT_STEP])]
-    runs = []
-    for cache in caches:
-        logits = cache.feed(np.array([[5, 9, 2, 7]], dtype=np.int64), last_only=True)
-        tokens, last = [], []
-        for _ in range(8):
-            tokens.append(int(np.argmax(logits[0, -1])))
-            last.append(np.array(logits[0, -1]))
-            logits = cache.feed(np.array([[tokens[-1]]], dtype=np.int64), last_only=True)
-        runs.append((tokens, np.stack(last)))
+    runs = greedy_with_and_without_step(vm, [tvm.runtime.tensor(w) for w in program.weights], spec.kv_cache)
     assert runs[1][0] == runs[0][0]
     np.testing.assert_allclose(runs[1][1], runs[0][1], atol=1e-5, rtol=0)  # one-row schedules of the same sums
 

@@ -19,6 +19,7 @@ import transformers
 import tvm
 import tvm_ffi
 from tvm import relax
+from schedule_helpers import greedy_with_and_without_step
 
 from slmc.graph.kv_cache import RESIDENT_ALL, RESIDENT_LAST, RESIDENT_STEP
 from slmc.schedules.rotary_kv import KIND
@@ -106,20 +107,8 @@ def test_the_step_equals_prefill_of_one_token_and_writes_the_same_slot(llama, ho
 def test_a_prompt_and_greedy_steps_decode_the_same_with_and_without_the_step(llama, host_target):
     """ResidentCache with the step (rewritten) against resident_last (not): a prompt, then eight greedy tokens, an
     int8 cache (the largest difference measured: 0; tolerance 1e-5)."""
-    from slmc.artifact.resident_cache import ResidentCache
-
     cache, program, vm = _build(llama, host_target, False, "int8")
-    weights = [tvm.runtime.tensor(w) for w in program.weights]
-    runs = []
-    for step in (None, vm[RESIDENT_STEP]):
-        resident = ResidentCache(vm[RESIDENT_ALL], vm[RESIDENT_LAST], weights, cache, step)
-        logits = resident.feed(np.array([[5, 9, 2, 7]], dtype=np.int64), last_only=True)
-        tokens, last = [], []
-        for _ in range(8):
-            tokens.append(int(np.argmax(logits[0, -1])))
-            last.append(np.array(logits[0, -1]))
-            logits = resident.feed(np.array([[tokens[-1]]], dtype=np.int64), last_only=True)
-        runs.append((tokens, np.stack(last)))
+    runs = greedy_with_and_without_step(vm, [tvm.runtime.tensor(w) for w in program.weights], cache)
     assert runs[1][0] == runs[0][0]
     np.testing.assert_allclose(runs[1][1], runs[0][1], atol=1e-5, rtol=0)
 
